@@ -1,0 +1,323 @@
+"""The ``hoctap`` command: operators' and cadres' tools on the server.
+
+Each subcommand is a thin shell over a service call; problems print as one line each and exit 1
+(bad input) or 2 (bad configuration or database), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from bot.config import ConfigError, Settings, load_settings
+from bot.storage.db import Database
+from bot.timeutil import fmt_datetime, parse_local, utcnow
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {}
+
+
+class UsageError(Exception):
+    """Bad command-line input; printed as one line, exit 1."""
+
+
+def command(name: str):
+    def register(fn):
+        COMMANDS[name] = fn
+        return fn
+    return register
+
+
+def open_db(settings: Settings) -> Database:
+    db = Database(settings.database_url)
+    db.upgrade()
+    return db
+
+
+# -- run -----------------------------------------------------------------------------------------
+@command("run")
+def cmd_run(args, settings: Settings) -> int:
+    from bot.app import run
+
+    return run(settings)
+
+
+@command("playground")
+def cmd_playground(args, settings: Settings) -> int:
+    from bot.app import run_playground
+
+    return run_playground(settings, as_member=args.member)
+
+
+@command("db upgrade")
+def cmd_db_upgrade(args, settings: Settings) -> int:
+    open_db(settings)
+    print("database schema is up to date")
+    return 0
+
+
+# -- content -------------------------------------------------------------------------------------
+def _content_paths(args, settings: Settings) -> list[Path]:
+    return [Path(p) for p in args.paths] if args.paths else [settings.content_dir]
+
+
+@command("content check")
+def cmd_content_check(args, settings: Settings) -> int:
+    from bot.content.validate import check_paths
+
+    result = check_paths(_content_paths(args, settings))
+    for problem in result.problems:
+        print(problem)
+    if result.problems:
+        print(f"{len(result.problems)} problem(s) found; nothing was loaded", file=sys.stderr)
+        return 1
+    if not result.documents:
+        print(f"no document files found in {', '.join(map(str, _content_paths(args, settings)))}", file=sys.stderr)
+        return 1
+    for doc in result.documents:
+        print(f"{doc.source_file}: {doc.id}: {len(doc.questions)} questions")
+    return 0
+
+
+@command("content load")
+def cmd_content_load(args, settings: Settings) -> int:
+    from bot.content.load import load_document
+    from bot.content.validate import check_paths
+
+    result = check_paths(_content_paths(args, settings))
+    for problem in result.problems:
+        print(problem)
+    if result.problems:
+        print(f"{len(result.problems)} problem(s) found; nothing was loaded", file=sys.stderr)
+        return 1
+    db = open_db(settings)
+    now = utcnow()
+    with db.session() as s:
+        reports = [load_document(s, doc, now) for doc in result.documents]
+    for r in reports:
+        state = "new" if r.created else "updated"
+        print(f"{r.document_id}: {state}, {r.questions_current} questions "
+              f"({r.questions_added} added, {r.questions_retired} retired)")
+    return 0
+
+
+# -- roster --------------------------------------------------------------------------------------
+def _print_import(result, what: str) -> int:
+    if not result.ok:
+        for line in result.problems:
+            print(line)
+        print(f"{len(result.problems)} problem(s) found; no {what} were imported", file=sys.stderr)
+        return 1
+    parts = [f"{result.created} created", f"{result.updated} updated", f"{result.unchanged} unchanged"]
+    if result.reactivated:
+        parts.append(f"{result.reactivated} reactivated")
+    if result.deactivated:
+        parts.append(f"{result.deactivated} deactivated")
+    print(f"{what}: " + ", ".join(parts))
+    return 0
+
+
+@command("units import")
+def cmd_units_import(args, settings: Settings) -> int:
+    from bot.roster.importer import import_units
+
+    db = open_db(settings)
+    with db.session() as s:
+        result = import_units(s, Path(args.file))
+        if not result.ok:
+            s.rollback()
+    return _print_import(result, "units")
+
+
+@command("units list")
+def cmd_units_list(args, settings: Settings) -> int:
+    from bot.services.roster import unit_tree
+
+    db = open_db(settings)
+    with db.session() as s:
+        for depth, unit, members in unit_tree(s):
+            print(f"{'  ' * depth}{unit.code}  {unit.name}  ({members} active members)")
+    return 0
+
+
+@command("members import")
+def cmd_members_import(args, settings: Settings) -> int:
+    from bot.roster.importer import import_members
+
+    db = open_db(settings)
+    with db.session() as s:
+        result = import_members(s, Path(args.file), full=args.full)
+        if not result.ok:
+            s.rollback()
+    return _print_import(result, "members")
+
+
+@command("members list")
+def cmd_members_list(args, settings: Settings) -> int:
+    from bot.services.roster import RosterError, list_members
+
+    db = open_db(settings)
+    with db.session() as s:
+        try:
+            members = list_members(s, args.unit, include_inactive=args.all)
+        except RosterError as exc:
+            raise UsageError(str(exc)) from None
+        for m in members:
+            state = "" if m.active else "  (inactive)"
+            print(f"{m.code}\t{m.full_name}\t{m.unit.code}\t{m.phone or '-'}\t{m.role}{state}")
+        print(f"{len(members)} member(s)", file=sys.stderr)
+    return 0
+
+
+# -- rounds --------------------------------------------------------------------------------------
+def _local(text: str, settings: Settings, option: str):
+    try:
+        return parse_local(text, settings.tz)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+@command("rounds open")
+def cmd_rounds_open(args, settings: Settings) -> int:
+    from bot.services.rounds import RoundError, open_round
+
+    opens = _local(args.opens, settings, "--opens")
+    closes = _local(args.closes, settings, "--closes")
+    db = open_db(settings)
+    try:
+        with db.session() as s:
+            rnd = open_round(s, args.document_id, args.units.split(","), opens, closes, args.target, utcnow())
+            rid = rnd.id
+    except RoundError as exc:
+        raise UsageError(str(exc)) from None
+    tz = settings.tz
+    print(f"round {rid} opened: {args.document_id} for {args.units}, "
+          f"{fmt_datetime(opens, tz)} – {fmt_datetime(closes, tz)}, target {args.target:g}%")
+    return 0
+
+
+@command("rounds list")
+def cmd_rounds_list(args, settings: Settings) -> int:
+    from bot.services.rounds import list_rounds
+
+    db = open_db(settings)
+    tz = settings.tz
+    with db.session() as s:
+        rows = list_rounds(s, utcnow())
+        for r in rows:
+            rnd = r.round
+            print(f"{rnd.id}\t{r.status}\t{rnd.document_id}\t{','.join(r.unit_codes)}\t"
+                  f"{fmt_datetime(rnd.opens_at, tz)} – {fmt_datetime(rnd.closes_at, tz)}\t"
+                  f"target {rnd.target_rate:g}%\t{r.audience} members")
+        if not rows:
+            print("no rounds yet; open one with 'hoctap rounds open'", file=sys.stderr)
+    return 0
+
+
+@command("rounds close")
+def cmd_rounds_close(args, settings: Settings) -> int:
+    from bot.services.rounds import RoundError, close_round
+
+    db = open_db(settings)
+    try:
+        with db.session() as s:
+            close_round(s, args.round_id, utcnow())
+    except RoundError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"round {args.round_id} closed")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="settings file (default: ./config.yaml)")
+    parser = argparse.ArgumentParser(
+        prog="hoctap", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="hoctap-bot: study rounds and quizzes for Party members on Telegram and Zalo.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def group(name: str, help_text: str):
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+        return p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    listing: list[tuple[str, str]] = []
+
+    def leaf(parent, name: str, help_text: str, key: str):
+        p = parent.add_parser(name, help=help_text, description=help_text, parents=[common])
+        p.set_defaults(handler=key)
+        listing.append((key, help_text))
+        return p
+
+    leaf(sub, "run", "run the bot (Telegram when a token is set, else the local playground)", "run")
+    p = leaf(sub, "playground", "chat with the bot in this terminal as a member of the roster", "playground")
+    p.add_argument("--member", metavar="CODE", help="member code to play (default: the first secretary)")
+    p.set_defaults(handler="playground")
+
+    db = group("db", "database schema")
+    leaf(db, "upgrade", "create or upgrade the database schema", "db upgrade")
+
+    content = group("content", "document files in quizzes/")
+    p = leaf(content, "check", "check document files and list every problem as FILE:LINE: FIELD", "content check")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (default: the content folder)")
+    p = leaf(content, "load", "check document files and load them into the database", "content load")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (default: the content folder)")
+
+    units = group("units", "the organisation tree")
+    p = leaf(units, "import", "import units from CSV or XLSX (all-or-nothing)", "units import")
+    p.add_argument("file", metavar="FILE")
+    leaf(units, "list", "show the unit tree with member counts", "units list")
+
+    members = group("members", "the member roster")
+    p = leaf(members, "import", "import members from CSV or XLSX (all-or-nothing)", "members import")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--full", action="store_true", help="the file is the whole roster: deactivate members not in it")
+    p = leaf(members, "list", "list members, optionally of one unit and below", "members list")
+    p.add_argument("--unit", metavar="CODE", help="only this unit and the units below it")
+    p.add_argument("--all", action="store_true", help="include deactivated members")
+
+    rounds = group("rounds", "study rounds")
+    p = leaf(rounds, "open", "open a study round of a document for units and everything below them", "rounds open")
+    p.add_argument("document_id", metavar="DOCUMENT_ID")
+    p.add_argument("--units", required=True, metavar="CODE[,CODE...]", help="audience units")
+    p.add_argument("--opens", required=True, metavar='"YYYY-MM-DD HH:MM"', help="local opening time")
+    p.add_argument("--closes", required=True, metavar='"YYYY-MM-DD HH:MM"', help="local closing time")
+    p.add_argument("--target", type=float, default=98.0, help="target participation rate in percent (default 98)")
+    leaf(rounds, "list", "list study rounds with status and audience size", "rounds list")
+    p = leaf(rounds, "close", "close a study round now", "rounds close")
+    p.add_argument("round_id", type=int, metavar="ROUND_ID")
+    width = max(len(k) for k, _ in listing) + 2
+    parser.epilog = "commands:\n" + "\n".join(f"  hoctap {k:<{width}}{h}" for k, h in listing)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(getattr(args, "config", None))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    handler = COMMANDS.get(args.handler)
+    try:
+        return handler(args, settings)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OperationalError as exc:
+        first = str(exc.orig).strip().splitlines()[0] if exc.orig else "cannot use the database"
+        print(f"error: database: {first}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Settings from config.yaml and the environment.
+
+Secrets come only from the environment (``${TELEGRAM_BOT_TOKEN}`` in the file), so a copied
+config.yaml never leaks a token. Every problem is one line naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+DEFAULT_TELEGRAM_API = "https://api.telegram.org/bot"
+_ENV_REF = re.compile(r"^\$\{([A-Z_][A-Z0-9_]*)\}$")
+_SECRET_KEYS = {"token", "webhook_secret"}
+
+#: Environment variables that override settings, as deployments expect.
+ENV_OVERRIDES = {
+    "HOCTAP_DATABASE_URL": "database_url",
+    "HOCTAP_TIMEZONE": "timezone",
+    "HOCTAP_CONTENT_DIR": "content_dir",
+}
+
+
+class ConfigError(Exception):
+    """A missing or malformed setting; the message names the key."""
+
+
+@dataclass(frozen=True)
+class TelegramSettings:
+    token: str | None = field(default=None, repr=False)
+    api_base_url: str = DEFAULT_TELEGRAM_API
+    bot_username: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    timezone: str = "Asia/Ho_Chi_Minh"
+    language: str = "vi"
+    content_dir: Path = Path("quizzes")
+    telegram: TelegramSettings = TelegramSettings()
+    source: str = "defaults"
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read ``path`` (default ``./config.yaml``; absent means defaults) and apply the environment."""
+    env = dict(os.environ if environ is None else environ)
+    explicit = path is not None
+    cfg_path = Path(path) if path is not None else Path("config.yaml")
+    raw: dict = {}
+    if cfg_path.exists():
+        try:
+            loaded = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{cfg_path}:{mark.line + 1}" if mark else str(cfg_path)
+            raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{cfg_path}: the file must be a mapping of settings")
+        raw = loaded
+    elif explicit:
+        raise ConfigError(f"{cfg_path}: configuration file not found")
+    src = str(cfg_path)
+    base = cfg_path.resolve().parent if cfg_path.exists() else Path.cwd()
+
+    known = {"database_url", "timezone", "language", "content_dir", "telegram", "zalo", "scheduler"}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{src}: {key}: unknown setting (known: {', '.join(sorted(known))})")
+
+    values = {k: _resolve(src, k, v, env) for k, v in raw.items() if k != "telegram"}
+    for var, key in ENV_OVERRIDES.items():
+        if env.get(var):
+            values[key] = env[var]
+
+    db_url = values.get("database_url") or f"sqlite:///{(base / 'hoctap.db')}"
+    _require_str(src, "database_url", db_url)
+    if "://" not in db_url:
+        raise ConfigError(f"{src}: database_url: expected a URL such as sqlite:///hoctap.db")
+    tz = values.get("timezone", "Asia/Ho_Chi_Minh")
+    _require_str(src, "timezone", tz)
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{src}: timezone: unknown time zone {tz!r} (e.g. Asia/Ho_Chi_Minh)") from None
+    language = values.get("language", "vi")
+    if language != "vi":
+        raise ConfigError(f"{src}: language: only 'vi' is available, got {language!r}")
+    content_dir = values.get("content_dir", "quizzes")
+    _require_str(src, "content_dir", content_dir)
+    content_path = Path(content_dir)
+    if not content_path.is_absolute():
+        content_path = base / content_path
+
+    return Settings(
+        database_url=db_url,
+        timezone=tz,
+        language=language,
+        content_dir=content_path,
+        telegram=_telegram(src, raw.get("telegram"), env),
+        source=src,
+    )
+
+
+def _telegram(src: str, raw, env: dict[str, str]) -> TelegramSettings:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{src}: telegram: expected a mapping of settings")
+    allowed = {"token", "api_base_url", "bot_username"}
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(f"{src}: telegram.{key}: unknown setting (known: {', '.join(sorted(allowed))})")
+    vals = {k: _resolve(src, f"telegram.{k}", v, env) for k, v in raw.items()}
+    token = vals.get("token") or env.get("TELEGRAM_BOT_TOKEN") or None
+    url = vals.get("api_base_url") or DEFAULT_TELEGRAM_API
+    _require_str(src, "telegram.api_base_url", url)
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{src}: telegram.api_base_url: expected an http(s) URL")
+    return TelegramSettings(token=token, api_base_url=url, bot_username=vals.get("bot_username"))
+
+
+def _resolve(src: str, key: str, value, env: dict[str, str]):
+    """Expand ``${VAR}``; refuse literal secrets so they never sit in the file."""
+    leaf = key.rsplit(".", 1)[-1]
+    if isinstance(value, str):
+        match = _ENV_REF.match(value.strip())
+        if match:
+            return env.get(match.group(1)) or None
+        if leaf in _SECRET_KEYS and value:
+            raise ConfigError(
+                f"{src}: {key}: secrets are read from the environment; write ${{VARIABLE}} here"
+            )
+    return value
+
+
+def _require_str(src: str, key: str, value) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{src}: {key}: expected text, got {value!r}")

@@ -1,0 +1,1 @@
+"""Document files (quizzes/*.yaml): validation with file:line:field messages, loading."""

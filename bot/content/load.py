@@ -1,0 +1,74 @@
+"""Put checked documents into the database without rewriting history.
+
+A question that members may have answered is never edited: a changed question becomes a new row
+and the old one is retired (``current = False``), so recorded answers keep the text they saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.content.validate import DocumentSpec, QuestionSpec
+from bot.storage.models import Document, Question
+
+
+@dataclass
+class LoadReport:
+    document_id: str
+    created: bool
+    questions_added: int
+    questions_retired: int
+    questions_current: int
+
+
+def question_hash(q: QuestionSpec) -> str:
+    payload = json.dumps([q.text, q.options, q.answer_index, q.explanation], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def load_document(session: Session, spec: DocumentSpec, now: datetime) -> LoadReport:
+    doc = session.get(Document, spec.id)
+    created = doc is None
+    if doc is None:
+        doc = Document(id=spec.id)
+        session.add(doc)
+    doc.code, doc.title, doc.kind = spec.code, spec.title, spec.kind
+    doc.issued_by, doc.issued_on = spec.issued_by, spec.issued_on
+    doc.summary, doc.key_points = spec.summary, list(spec.key_points)
+    doc.questions_per_attempt, doc.pass_score = spec.questions_per_attempt, spec.pass_score
+    doc.max_attempts, doc.shuffle_options = spec.max_attempts, spec.shuffle_options
+    doc.source_file, doc.loaded_at = spec.source_file, now
+    session.flush()
+
+    current = {
+        q.content_hash: q
+        for q in session.scalars(select(Question).where(Question.document_id == spec.id, Question.current))
+    }
+    added = 0
+    wanted: set[str] = set()
+    for position, qspec in enumerate(spec.questions, start=1):
+        h = question_hash(qspec)
+        wanted.add(h)
+        existing = current.get(h)
+        if existing is not None:
+            existing.position = position
+            continue
+        session.add(Question(
+            document_id=spec.id, position=position, text=qspec.text, options=list(qspec.options),
+            answer_index=qspec.answer_index, explanation=qspec.explanation, content_hash=h,
+            current=True, created_at=now,
+        ))
+        added += 1
+    retired = 0
+    for h, q in current.items():
+        if h not in wanted:
+            q.current = False
+            retired += 1
+    session.flush()
+    return LoadReport(spec.id, created, added, retired, len(spec.questions))

@@ -1,0 +1,370 @@
+"""Read and check a document file, reporting every problem as ``FILE:LINE: FIELD: message``.
+
+Works on PyYAML's node tree rather than on loaded values so each problem knows its line. Text is
+NFC-normalised here, once: decomposed Vietnamese compares unequal and wastes chat length limits.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import yaml
+
+from bot.paths import display_path
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+KINDS = ("nghi-quyet", "chi-thi", "ket-luan", "quy-dinh", "ke-hoach", "huong-dan", "khac")
+LETTERS = "ABCDEF"
+SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+MAX_QUESTION_CHARS = 1800  # question and options must fit one Zalo message (2,000) with a header
+
+TOP_FIELDS = {
+    "id": True, "code": True, "title": True, "kind": True, "issued_by": False, "issued_on": False,
+    "summary": True, "key_points": False, "quiz": False, "questions": True,
+}
+QUIZ_FIELDS = ("questions_per_attempt", "pass_score", "max_attempts", "shuffle_options")
+QUESTION_FIELDS = {"text": True, "options": True, "answer": True, "explanation": False}
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.field}: {self.message}"
+
+
+@dataclass
+class QuestionSpec:
+    text: str
+    options: list[str]
+    answer_index: int
+    explanation: str | None
+    line: int = 0
+
+
+@dataclass
+class DocumentSpec:
+    id: str
+    code: str
+    title: str
+    kind: str
+    issued_by: str | None
+    issued_on: date | None
+    summary: str
+    key_points: list[str]
+    questions: list[QuestionSpec]
+    questions_per_attempt: int | None = None  # None: all
+    pass_score: int = 80
+    max_attempts: int = 3
+    shuffle_options: bool = True
+    source_file: str = ""
+    id_line: int = 1
+
+
+@dataclass
+class CheckResult:
+    documents: list[DocumentSpec] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
+def check_paths(paths: list[Path]) -> CheckResult:
+    """Check every ``*.yaml``/``*.yml`` under the given files and folders, across files too."""
+    files: list[Path] = []
+    result = CheckResult()
+    for p in paths:
+        if p.is_dir():
+            files.extend(sorted([*p.glob("*.yaml"), *p.glob("*.yml")]))
+        elif p.exists():
+            files.append(p)
+        else:
+            result.problems.append(Problem(str(p), 0, "file", "not found; give a .yaml file or a folder"))
+    seen: dict[str, DocumentSpec] = {}
+    for f in files:
+        doc, problems = check_file(f)
+        result.problems.extend(problems)
+        if doc is None:
+            continue
+        if doc.id in seen:
+            first = seen[doc.id]
+            result.problems.append(Problem(
+                str(f), doc.id_line, "id",
+                f"'{doc.id}' is already used by {first.source_file}:{first.id_line}; give each document its own id",
+            ))
+            continue
+        seen[doc.id] = doc
+        result.documents.append(doc)
+    return result
+
+
+def check_file(path: Path) -> tuple[DocumentSpec | None, list[Problem]]:
+    """Parse one file; the document is returned only when it has no problem."""
+    checker = _Checker(display_path(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        return None, [Problem(str(path), 1, "file", f"not UTF-8 text (byte {exc.start}); save the file as UTF-8")]
+    doc = checker.run(text, path.stem)
+    return (doc if not checker.problems else None), checker.problems
+
+
+class _Checker:
+    def __init__(self, filename: str):
+        self.file = filename
+        self.problems: list[Problem] = []
+
+    def add(self, node: Node | None, fld: str, message: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else 1
+        self.problems.append(Problem(self.file, line, fld, message))
+
+    # -- scalar readers: each returns None after recording a problem -------------------------
+    def text(self, node: Node, fld: str, *, allow_empty: bool = False) -> str | None:
+        if not isinstance(node, ScalarNode) or node.tag == "tag:yaml.org,2002:null":
+            if isinstance(node, ScalarNode):
+                if allow_empty:
+                    return ""
+                self.add(node, fld, "is empty; write the text")
+                return None
+            self.add(node, fld, f"expected text, found a {_kind(node)}")
+            return None
+        value = nfc(node.value).strip()
+        if not value and not allow_empty:
+            self.add(node, fld, "is empty; write the text")
+            return None
+        return value
+
+    def integer(self, node: Node, fld: str) -> int | None:
+        if isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:int":
+            return int(node.value)
+        self.add(node, fld, f"expected a whole number, found {_show(node)}")
+        return None
+
+    def boolean(self, node: Node, fld: str) -> bool | None:
+        if isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:bool":
+            return node.value.lower() in ("true", "yes", "on")
+        self.add(node, fld, f"expected true or false, found {_show(node)}")
+        return None
+
+    def mapping(self, node: Node, fld: str, allowed: dict | tuple) -> dict[str, tuple[Node, Node]] | None:
+        if not isinstance(node, MappingNode):
+            self.add(node, fld, f"expected a mapping of fields, found {_show(node)}")
+            return None
+        out: dict[str, tuple[Node, Node]] = {}
+        prefix = f"{fld}." if fld else ""
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in out:
+                self.add(key_node, prefix + key, "appears twice; keep one")
+            elif key not in allowed:
+                self.add(key_node, prefix + key, f"unknown field; expected one of {', '.join(allowed)}")
+            else:
+                out[key] = (key_node, value_node)
+        return out
+
+    # -- the document -------------------------------------------------------------------------
+    def run(self, text: str, stem: str) -> DocumentSpec | None:
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark else 1
+            what = exc.problem or "syntax error"
+            self.problems.append(Problem(self.file, line, "yaml", f"{what}; fix the YAML syntax (indentation, quotes, ':')"))
+            return None
+        except yaml.YAMLError as exc:
+            self.problems.append(Problem(self.file, 1, "yaml", f"{exc}; fix the YAML syntax"))
+            return None
+        if root is None:
+            self.problems.append(Problem(self.file, 1, "file", "is empty; write a document (see PRODUCT.md)"))
+            return None
+        fields = self.mapping(root, "", TOP_FIELDS)
+        if fields is None:
+            return None
+        for name, required in TOP_FIELDS.items():
+            if required and name not in fields:
+                self.add(root, name, "missing; add this field")
+
+        def get(name):
+            return fields[name][1] if name in fields else None
+
+        doc_id = self.text(get("id"), "id") if get("id") is not None else None
+        if doc_id is not None:
+            if not SLUG.match(doc_id):
+                self.add(get("id"), "id", f"'{doc_id}' is not a slug; use lowercase letters, digits and '-' (e.g. kh-64-tu-binh-phuoc)")
+            elif doc_id != stem:
+                self.add(get("id"), "id", f"'{doc_id}' differs from the file name '{stem}'; make them the same")
+        values = {n: self.text(get(n), n) for n in ("code", "title", "summary") if get(n) is not None}
+        issued_by = self.text(get("issued_by"), "issued_by") if get("issued_by") is not None else None
+        kind = self.text(get("kind"), "kind") if get("kind") is not None else None
+        if kind is not None and kind not in KINDS:
+            self.add(get("kind"), "kind", f"unknown kind '{kind}'; use one of {', '.join(KINDS)}")
+        issued_on = self._date(get("issued_on")) if get("issued_on") is not None else None
+        key_points = self._key_points(get("key_points")) if get("key_points") is not None else []
+        quiz = self._quiz(get("quiz")) if get("quiz") is not None else {}
+        questions = self._questions(get("questions")) if get("questions") is not None else []
+
+        per = quiz.get("questions_per_attempt")
+        pool = len(get("questions").value) if isinstance(get("questions"), SequenceNode) else 0
+        if per is not None and pool and per > pool:
+            node = fields["quiz"][1]
+            self.add(_child(node, "questions_per_attempt"), "quiz.questions_per_attempt",
+                     f"{per} is more than the {pool} questions in the pool; lower it or add questions")
+        if self.problems:
+            return None
+        return DocumentSpec(
+            id=doc_id, code=values["code"], title=values["title"], kind=kind, issued_by=issued_by,
+            issued_on=issued_on, summary=values["summary"], key_points=key_points, questions=questions,
+            questions_per_attempt=per, pass_score=quiz.get("pass_score", 80),
+            max_attempts=quiz.get("max_attempts", 3), shuffle_options=quiz.get("shuffle_options", True),
+            source_file=self.file, id_line=get("id").start_mark.line + 1,
+        )
+
+    def _date(self, node: Node) -> date | None:
+        if isinstance(node, ScalarNode) and node.tag != "tag:yaml.org,2002:null":
+            raw = node.value.strip()
+            try:
+                return date.fromisoformat(raw)
+            except ValueError:
+                pass
+            try:
+                d, m, y = raw.split("/")
+                return date(int(y), int(m), int(d))
+            except ValueError:
+                pass
+        self.add(node, "issued_on", f"{_show(node)} is not a date; write it as 2022-02-15")
+        return None
+
+    def _key_points(self, node: Node) -> list[str]:
+        if not isinstance(node, SequenceNode):
+            self.add(node, "key_points", f"expected a list of short texts, found {_show(node)}")
+            return []
+        return [t for i, item in enumerate(node.value) if (t := self.text(item, f"key_points[{i + 1}]"))]
+
+    def _quiz(self, node: Node) -> dict:
+        fields = self.mapping(node, "quiz", QUIZ_FIELDS)
+        if fields is None:
+            return {}
+        out: dict = {}
+        if "questions_per_attempt" in fields:
+            n = fields["questions_per_attempt"][1]
+            if isinstance(n, ScalarNode) and n.value.strip().lower() == "all":
+                out["questions_per_attempt"] = None
+            else:
+                v = self.integer(n, "quiz.questions_per_attempt")
+                if v is not None and v < 1:
+                    self.add(n, "quiz.questions_per_attempt", f"{v} is too small; use 'all' or a number from 1")
+                elif v is not None:
+                    out["questions_per_attempt"] = v
+        if "pass_score" in fields:
+            n = fields["pass_score"][1]
+            v = self.integer(n, "quiz.pass_score")
+            if v is not None and not 0 <= v <= 100:
+                self.add(n, "quiz.pass_score", f"{v} is outside 0-100; give a percentage")
+            elif v is not None:
+                out["pass_score"] = v
+        if "max_attempts" in fields:
+            n = fields["max_attempts"][1]
+            v = self.integer(n, "quiz.max_attempts")
+            if v is not None and v < 1:
+                self.add(n, "quiz.max_attempts", f"{v} is too small; allow at least 1 attempt")
+            elif v is not None:
+                out["max_attempts"] = v
+        if "shuffle_options" in fields:
+            v = self.boolean(fields["shuffle_options"][1], "quiz.shuffle_options")
+            if v is not None:
+                out["shuffle_options"] = v
+        return out
+
+    def _questions(self, node: Node) -> list[QuestionSpec]:
+        if not isinstance(node, SequenceNode):
+            self.add(node, "questions", f"expected a list of questions, found {_show(node)}")
+            return []
+        if not node.value:
+            self.add(node, "questions", "is empty; add at least one question")
+        out = []
+        for i, qnode in enumerate(node.value, start=1):
+            q = self._question(qnode, f"questions[{i}]")
+            if q is not None:
+                out.append(q)
+        return out
+
+    def _question(self, node: Node, fld: str) -> QuestionSpec | None:
+        fields = self.mapping(node, fld, QUESTION_FIELDS)
+        if fields is None:
+            return None
+        before = len(self.problems)
+        for name, required in QUESTION_FIELDS.items():
+            if required and name not in fields:
+                self.add(node, f"{fld}.{name}", "missing; add this field")
+        text = self.text(fields["text"][1], f"{fld}.text") if "text" in fields else None
+        explanation = None
+        if "explanation" in fields:
+            explanation = self.text(fields["explanation"][1], f"{fld}.explanation", allow_empty=True) or None
+        options: list[str] = []
+        if "options" in fields:
+            onode = fields["options"][1]
+            if not isinstance(onode, SequenceNode):
+                self.add(onode, f"{fld}.options", f"expected a list of 2 to 6 options, found {_show(onode)}")
+            else:
+                seen: dict[str, int] = {}
+                for j, item in enumerate(onode.value):
+                    opt = self.text(item, f"{fld}.options[{LETTERS[j] if j < 6 else j + 1}]")
+                    if opt is None:
+                        continue
+                    norm = " ".join(opt.casefold().split())
+                    if norm in seen:
+                        self.add(item, f"{fld}.options", f"option {_letter(j)} repeats option {_letter(seen[norm])}; make every option different")
+                    seen.setdefault(norm, j)
+                    options.append(opt)
+                if not 2 <= len(onode.value) <= 6:
+                    self.add(onode, f"{fld}.options", f"has {len(onode.value)} options; give 2 to 6")
+        answer_index = None
+        if "answer" in fields:
+            anode = fields["answer"][1]
+            raw = anode.value.strip().upper() if isinstance(anode, ScalarNode) else None
+            count = len(fields["options"][1].value) if "options" in fields and isinstance(fields["options"][1], SequenceNode) else 0
+            valid = LETTERS[: max(count, 0)]
+            if not raw or len(raw) != 1 or raw not in LETTERS:
+                self.add(anode, f"{fld}.answer", f"{_show(anode)} is not an option letter; write one of {', '.join(valid) or 'A, B, ...'}")
+            elif count and raw not in valid:
+                self.add(anode, f"{fld}.answer", f"{raw} is outside the {count} options; write one of {', '.join(valid)}")
+            else:
+                answer_index = LETTERS.index(raw)
+        if text and options and len(text) + sum(len(o) + 4 for o in options) > MAX_QUESTION_CHARS:
+            self.add(node, fld, f"question and options are longer than {MAX_QUESTION_CHARS} characters; shorten them to fit one phone message")
+        if len(self.problems) > before or text is None or answer_index is None:
+            return None
+        return QuestionSpec(text=text, options=options, answer_index=answer_index,
+                            explanation=explanation, line=node.start_mark.line + 1)
+
+
+def _letter(i: int) -> str:
+    return LETTERS[i] if i < len(LETTERS) else str(i + 1)
+
+
+def _child(mapping: Node, key: str) -> Node:
+    for k, v in mapping.value:
+        if k.value == key:
+            return v
+    return mapping
+
+
+def _kind(node: Node) -> str:
+    return "list" if isinstance(node, SequenceNode) else "mapping" if isinstance(node, MappingNode) else "value"
+
+
+def _show(node: Node) -> str:
+    if isinstance(node, ScalarNode):
+        return f"'{node.value}'" if node.value != "" else "nothing"
+    return f"a {_kind(node)}"

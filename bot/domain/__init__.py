@@ -1,0 +1,1 @@
+"""Platform-free domain: members, units, rounds, quizzes, statistics, replies as data."""

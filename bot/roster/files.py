@@ -1,0 +1,99 @@
+"""Read a roster table (CSV or XLSX) into numbered rows keyed by canonical column names."""
+
+from __future__ import annotations
+
+import csv
+import io
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.paths import display_path
+
+
+class TableError(Exception):
+    """The file cannot be read as a table; the message is ready for the user."""
+
+
+@dataclass
+class Row:
+    number: int  # as a spreadsheet shows it: the header is row 1
+    values: dict[str, str]
+
+
+def _key(header: str) -> str:
+    text = unicodedata.normalize("NFC", str(header or "")).strip().casefold()
+    return " ".join(text.replace("_", " ").split())
+
+
+def read_table(path: Path, aliases: dict[str, str], required: tuple[str, ...]) -> list[Row]:
+    """Rows of ``path`` with headers mapped through ``aliases`` (lower-cased header → column)."""
+    shown = display_path(path)
+    if not path.exists():
+        raise TableError(f"{shown}: file not found")
+    suffix = path.suffix.lower()
+    if suffix in (".xlsx", ".xlsm"):
+        raw_rows = _xlsx_rows(path)
+    elif suffix in (".csv", ".txt", ""):
+        raw_rows = _csv_rows(path)
+    else:
+        raise TableError(f"{shown}: unsupported file type '{suffix}'; use .csv or .xlsx")
+    if not raw_rows:
+        raise TableError(f"{shown}:1: the file is empty; the first row must be the header")
+    header = raw_rows[0]
+    columns: list[str | None] = []
+    for cell in header:
+        key = _key(cell)
+        columns.append(aliases.get(key) if key else None)
+        if key and key not in aliases:
+            raise TableError(f"{shown}:1: {cell}: unknown column; expected {', '.join(required)}")
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise TableError(f"{shown}:1: {', '.join(missing)}: missing column; the header needs {', '.join(required)}")
+    rows: list[Row] = []
+    for number, cells in enumerate(raw_rows[1:], start=2):
+        if not any(str(c or "").strip() for c in cells):
+            continue  # blank lines are not rows
+        values = {col: "" for col in required}
+        for col, cell in zip(columns, cells):
+            if col:
+                values[col] = unicodedata.normalize("NFC", _cell_text(cell)).strip()
+        rows.append(Row(number, values))
+    return rows
+
+
+def _cell_text(cell) -> str:
+    if cell is None:
+        return ""
+    if isinstance(cell, float) and cell.is_integer():
+        return str(int(cell))
+    return str(cell)
+
+
+def _csv_rows(path: Path) -> list[list[str]]:
+    shown = display_path(path)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise TableError(f"{shown}: not UTF-8 (byte {exc.start}); save it as 'CSV UTF-8'") from None
+    try:
+        dialect = csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    return [row for row in csv.reader(io.StringIO(text), dialect)]
+
+
+def _xlsx_rows(path: Path) -> list[list]:
+    from openpyxl import load_workbook
+
+    shown = display_path(path)
+    try:
+        wb = load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises many types for a damaged file
+        raise TableError(f"{shown}: cannot be opened as an Excel workbook ({type(exc).__name__})") from None
+    try:
+        sheet = wb.worksheets[0]
+        return [list(r) for r in sheet.iter_rows(values_only=True)]
+    finally:
+        wb.close()

@@ -1,0 +1,253 @@
+"""Import units and members: check every row first, then write all of it in one transaction.
+
+One bad row means nothing is written and every bad row is listed as ``FILE:ROW: column: problem``.
+Re-imports update by code; ``full`` deactivates members missing from the file (never deletes).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from bot.domain.phones import normalize_phone
+from bot.paths import display_path
+from bot.roster.files import Row, TableError, read_table
+from bot.storage.models import Member, Unit, UnitAncestor
+
+CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]{0,63}$")
+
+UNIT_HEADERS = {
+    "code": "code", "mã đơn vị": "code", "ma don vi": "code",
+    "name": "name", "tên đơn vị": "name", "ten don vi": "name",
+    "parent code": "parent_code", "parent": "parent_code",
+    "mã đơn vị cấp trên": "parent_code", "ma don vi cap tren": "parent_code",
+}
+MEMBER_HEADERS = {
+    "member code": "member_code", "code": "member_code", "mã đảng viên": "member_code", "ma dang vien": "member_code",
+    "full name": "full_name", "name": "full_name", "họ và tên": "full_name", "ho va ten": "full_name", "họ tên": "full_name",
+    "unit code": "unit_code", "unit": "unit_code", "mã đơn vị": "unit_code", "ma don vi": "unit_code",
+    "phone": "phone", "số điện thoại": "phone", "so dien thoai": "phone", "điện thoại": "phone",
+    "role": "role", "vai trò": "role", "vai tro": "role",
+}
+ROLE_NAMES = {
+    "member": "member", "đảng viên": "member", "dang vien": "member", "": "member",
+    "secretary": "secretary", "bí thư": "secretary", "bi thu": "secretary",
+    "cadre": "cadre", "cán bộ": "cadre", "can bo": "cadre",
+    "admin": "admin", "quản trị": "admin", "quan tri": "admin",
+}
+
+
+@dataclass
+class ImportResult:
+    found: list[tuple[int, str]] = field(default_factory=list)  # (row, message line)
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deactivated: int = 0
+    reactivated: int = 0
+
+    @property
+    def problems(self) -> list[str]:
+        """Every problem, in row order."""
+        return [line for _row, line in sorted(self.found, key=lambda item: item[0])]
+
+    @property
+    def ok(self) -> bool:
+        return not self.found
+
+
+def import_units(session: Session, path: Path) -> ImportResult:
+    result = ImportResult()
+    where = display_path(path)
+    try:
+        rows = read_table(path, UNIT_HEADERS, ("code", "name", "parent_code"))
+    except TableError as exc:
+        result.found.append((0, str(exc)))
+        return result
+    existing = {u.code: u for u in session.scalars(select(Unit))}
+    parents: dict[str, str | None] = {code: (u.parent.code if u.parent else None) for code, u in existing.items()}
+    first_row: dict[str, int] = {}
+    good: list[Row] = []
+    for row in rows:
+        v = row.values
+        bad = _problems_in(where, row)
+        if not v["code"]:
+            bad("code", "empty; give the unit's code")
+        elif not CODE.match(v["code"]):
+            bad("code", f"'{v['code']}' has characters other than letters, digits, '.', '-', '_' or '/'")
+        elif v["code"] in first_row:
+            bad("code", f"'{v['code']}' is already on row {first_row[v['code']]}; each unit once")
+        if not v["name"]:
+            bad("name", "empty; give the unit's name")
+        if v["parent_code"] and v["parent_code"] == v["code"]:
+            bad("parent_code", "a unit cannot be its own parent")
+        if bad.count:
+            result.found.extend((row.number, line) for line in bad.lines)
+            continue
+        first_row[v["code"]] = row.number
+        good.append(row)
+    for row in good:
+        parents[row.values["code"]] = row.values["parent_code"] or None
+    for row in good:
+        parent = row.values["parent_code"]
+        if parent and parent not in parents:
+            result.found.append((row.number, f"{where}:{row.number}: parent_code: unknown unit '{parent}'; add it to the file or import it first"))
+    if not result.found:
+        for row in good:
+            cycle = _cycle_from(row.values["code"], parents)
+            if cycle:
+                result.found.append((row.number, f"{where}:{row.number}: parent_code: makes a cycle ({' → '.join(cycle)}); fix the parents"))
+    if result.found:
+        return result
+
+    for row in good:  # create first, so parents can point at units later in the file
+        code, name = row.values["code"], row.values["name"]
+        unit = existing.get(code)
+        if unit is None:
+            unit = Unit(code=code, name=name)
+            session.add(unit)
+            existing[code] = unit
+            result.created += 1
+        elif unit.name != name or (unit.parent.code if unit.parent else None) != (row.values["parent_code"] or None):
+            unit.name = name
+            result.updated += 1
+        else:
+            result.unchanged += 1
+    session.flush()
+    for row in good:
+        parent = row.values["parent_code"]
+        existing[row.values["code"]].parent_id = existing[parent].id if parent else None
+    session.flush()
+    rebuild_closure(session)
+    return result
+
+
+def _cycle_from(code: str, parents: dict[str, str | None]) -> list[str] | None:
+    seen = [code]
+    current = parents.get(code)
+    while current is not None:
+        if current in seen:
+            return seen[seen.index(current):] + [current]
+        seen.append(current)
+        current = parents.get(current)
+    return None
+
+
+def rebuild_closure(session: Session) -> None:
+    """Recompute the ancestor table from parent links (a few thousand units: milliseconds)."""
+    parents = dict(session.execute(select(Unit.id, Unit.parent_id)).all())
+    session.execute(delete(UnitAncestor))
+    rows = []
+    for unit_id in parents:
+        depth, current = 0, unit_id
+        while current is not None:
+            rows.append({"ancestor_id": current, "descendant_id": unit_id, "depth": depth})
+            current, depth = parents[current], depth + 1
+    if rows:
+        session.execute(UnitAncestor.__table__.insert(), rows)
+
+
+def import_members(session: Session, path: Path, *, full: bool = False) -> ImportResult:
+    result = ImportResult()
+    where = display_path(path)
+    try:
+        rows = read_table(path, MEMBER_HEADERS, ("member_code", "full_name", "unit_code", "phone", "role"))
+    except TableError as exc:
+        result.found.append((0, str(exc)))
+        return result
+    units = {code: uid for code, uid in session.execute(select(Unit.code, Unit.id))}
+    members = {m.code: m for m in session.scalars(select(Member))}
+    seen_code: dict[str, int] = {}
+    seen_phone: dict[str, int] = {}
+    parsed: list[tuple[Row, str | None, str]] = []
+    for row in rows:
+        v = row.values
+        bad = _problems_in(where, row)
+        code = v["member_code"]
+        if not code:
+            bad("member_code", "empty; give the member's code")
+        elif not CODE.match(code):
+            bad("member_code", f"'{code}' has characters other than letters, digits, '.', '-', '_' or '/'")
+        elif code in seen_code:
+            bad("member_code", f"'{code}' is already on row {seen_code[code]}; each member once")
+        if not v["full_name"]:
+            bad("full_name", "empty; give the member's full name")
+        if not v["unit_code"]:
+            bad("unit_code", "empty; give the code of the member's unit")
+        elif v["unit_code"] not in units:
+            bad("unit_code", f"unknown unit '{v['unit_code']}'; import the units first")
+        phone = None
+        if v["phone"]:
+            phone = normalize_phone(v["phone"])
+            if phone is None:
+                bad("phone", f"'{v['phone']}' is not a Vietnamese phone number (e.g. 0912 345 678)")
+            elif phone in seen_phone:
+                bad("phone", f"{v['phone']} is already on row {seen_phone[phone]}; each member has their own number")
+        role = ROLE_NAMES.get(" ".join(v["role"].casefold().split()))
+        if role is None:
+            bad("role", f"unknown role '{v['role']}'; use member, secretary, cadre or admin (Đảng viên, Bí thư, Cán bộ, Quản trị)")
+        if bad.count:
+            result.found.extend((row.number, line) for line in bad.lines)
+            continue
+        seen_code[code] = row.number
+        if phone:
+            seen_phone[phone] = row.number
+        parsed.append((row, phone, role))
+    # Phones must stay unique among active members once the import is done.
+    staying = {} if full else {
+        m.phone: m.code for m in members.values() if m.active and m.phone and m.code not in seen_code
+    }
+    for row, phone, _role in parsed:
+        if phone in staying:
+            result.found.append((row.number,
+                f"{where}:{row.number}: phone: {row.values['phone']} belongs to member {staying[phone]}; "
+                "each member has their own number"
+            ))
+    if result.found:
+        return result
+
+    for row, phone, role in parsed:
+        v = row.values
+        fields = {"full_name": v["full_name"], "unit_id": units[v["unit_code"]], "phone": phone, "role": role}
+        member = members.get(v["member_code"])
+        if member is None:
+            session.add(Member(code=v["member_code"], active=True, **fields))
+            result.created += 1
+            continue
+        changed = any(getattr(member, k) != val for k, val in fields.items())
+        if not member.active:
+            member.active = True
+            result.reactivated += 1
+        elif changed:
+            result.updated += 1
+        else:
+            result.unchanged += 1
+        for k, val in fields.items():
+            setattr(member, k, val)
+    if full:
+        listed = set(seen_code)
+        for code, member in members.items():
+            if member.active and code not in listed:
+                member.active = False
+                result.deactivated += 1
+    session.flush()
+    return result
+
+
+class _problems_in:
+    """Collects ``FILE:ROW: column: problem`` lines for one row."""
+
+    def __init__(self, where: str, row: Row):
+        self.prefix = f"{where}:{row.number}"
+        self.lines: list[str] = []
+
+    def __call__(self, column: str, message: str) -> None:
+        self.lines.append(f"{self.prefix}: {column}: {message}")
+
+    @property
+    def count(self) -> int:
+        return len(self.lines)

@@ -1,0 +1,1 @@
+"""Use cases: one transaction each, called by the CLI, the channels and the scheduler."""

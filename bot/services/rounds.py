@@ -1,0 +1,96 @@
+"""Open, list and close study rounds; who is in a round's audience."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from bot.storage.models import Document, Member, Round, RoundUnit, Unit, UnitAncestor
+
+
+class RoundError(Exception):
+    """A round request that cannot be honoured; the message says why and what to do."""
+
+
+def round_status(rnd: Round, now: datetime) -> str:
+    """``scheduled`` before it opens, ``open`` while it runs, ``closed`` after close or deadline."""
+    if rnd.closed_at is not None or now >= rnd.closes_at:
+        return "closed"
+    if now < rnd.opens_at:
+        return "scheduled"
+    return "open"
+
+
+def audience_unit_ids(round_id: int):
+    """Subquery: every unit in the round's audience (the chosen units and all below them)."""
+    return (
+        select(UnitAncestor.descendant_id)
+        .join(RoundUnit, RoundUnit.unit_id == UnitAncestor.ancestor_id)
+        .where(RoundUnit.round_id == round_id)
+    )
+
+
+def audience_members(round_id: int):
+    """Select of active members in the audience (deactivated members leave the rates)."""
+    return select(Member).where(Member.active, Member.unit_id.in_(audience_unit_ids(round_id)))
+
+
+def open_round(
+    session: Session, document_id: str, unit_codes: list[str], opens_at: datetime, closes_at: datetime,
+    target: float, now: datetime,
+) -> Round:
+    doc = session.get(Document, document_id)
+    if doc is None:
+        known = ", ".join(session.scalars(select(Document.id).order_by(Document.id))) or "none yet"
+        raise RoundError(f"document '{document_id}' is not loaded (loaded: {known}); run 'hoctap content load' first")
+    codes = [c.strip() for c in unit_codes if c.strip()]
+    if not codes:
+        raise RoundError("no unit given; list unit codes with --units CODE[,CODE...]")
+    units = {u.code: u for u in session.scalars(select(Unit).where(Unit.code.in_(codes)))}
+    missing = [c for c in codes if c not in units]
+    if missing:
+        raise RoundError(f"unknown unit(s): {', '.join(missing)}; see 'hoctap units list'")
+    if closes_at <= opens_at:
+        raise RoundError("the round must close after it opens; check --opens and --closes")
+    if closes_at <= now:
+        raise RoundError("the closing time is already past; give a future --closes")
+    if not 0 < target <= 100:
+        raise RoundError(f"target {target:g} is outside 1-100; give a percentage such as 98")
+    rnd = Round(document_id=doc.id, opens_at=opens_at, closes_at=closes_at, target_rate=float(target), created_at=now)
+    rnd.units = [RoundUnit(unit_id=units[c].id) for c in dict.fromkeys(codes)]
+    session.add(rnd)
+    session.flush()
+    return rnd
+
+
+@dataclass
+class RoundRow:
+    round: Round
+    status: str
+    audience: int
+    unit_codes: list[str]
+
+
+def list_rounds(session: Session, now: datetime) -> list[RoundRow]:
+    rounds = session.scalars(
+        select(Round).options(selectinload(Round.units).selectinload(RoundUnit.unit), selectinload(Round.document))
+        .order_by(Round.opens_at, Round.id)
+    ).all()
+    rows = []
+    for rnd in rounds:
+        audience = session.scalar(select(func.count()).select_from(audience_members(rnd.id).subquery()))
+        rows.append(RoundRow(rnd, round_status(rnd, now), audience or 0, sorted(ru.unit.code for ru in rnd.units)))
+    return rows
+
+
+def close_round(session: Session, round_id: int, now: datetime) -> Round:
+    rnd = session.get(Round, round_id)
+    if rnd is None:
+        raise RoundError(f"no round {round_id}; see 'hoctap rounds list'")
+    if round_status(rnd, now) == "closed":
+        raise RoundError(f"round {round_id} is already closed")
+    rnd.closed_at = now
+    return rnd

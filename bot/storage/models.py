@@ -1,0 +1,278 @@
+"""The database schema, in SQLAlchemy 2.0 typed ORM style.
+
+Alembic migrations build exactly this (a test compares them). Times are stored as naive UTC and
+returned as aware UTC, so SQLite and PostgreSQL behave the same.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ROLES = ("member", "secretary", "cadre", "admin")
+CHANNELS = ("telegram", "zalo", "playground")
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware datetimes in, naive UTC stored, aware UTC out."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use aware UTC")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Unit(Base):
+    """A node of the organisation tree (province → district → grassroots → branch)."""
+
+    __tablename__ = "units"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("units.id"), index=True)
+
+    parent: Mapped[Unit | None] = relationship(remote_side=[id])
+
+
+class UnitAncestor(Base):
+    """Closure table: one row per (ancestor, descendant), self included, for subtree queries."""
+
+    __tablename__ = "unit_ancestors"
+    ancestor_id: Mapped[int] = mapped_column(ForeignKey("units.id", ondelete="CASCADE"), primary_key=True)
+    descendant_id: Mapped[int] = mapped_column(ForeignKey("units.id", ondelete="CASCADE"), primary_key=True)
+    depth: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_unit_ancestors_descendant", "descendant_id", "ancestor_id"),)
+
+
+class Member(Base):
+    """A person on the roster. Deactivated, never deleted: history stays."""
+
+    __tablename__ = "members"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    full_name: Mapped[str] = mapped_column(String(255))
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"))
+    phone: Mapped[str | None] = mapped_column(String(20), index=True)
+    role: Mapped[str] = mapped_column(String(16), default="member")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    unit: Mapped[Unit] = relationship()
+
+    __table_args__ = (Index("ix_members_unit_active", "unit_id", "active"),)
+
+
+class ChatAccount(Base):
+    """A messenger account linked to a member: one per channel per member."""
+
+    __tablename__ = "chat_accounts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    external_id: Mapped[str] = mapped_column(String(64))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    linked_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    member: Mapped[Member] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("channel", "external_id"),
+        UniqueConstraint("channel", "member_id"),
+    )
+
+
+class LinkCode(Base):
+    """Single-use code that links a chat account to a member (deep link or typed)."""
+
+    __tablename__ = "link_codes"
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Document(Base):
+    """A resolution, directive or plan: summary and quiz settings, loaded from quizzes/*.yaml."""
+
+    __tablename__ = "documents"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    code: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))
+    issued_by: Mapped[str | None] = mapped_column(Text)
+    issued_on: Mapped[date | None] = mapped_column(Date)
+    summary: Mapped[str] = mapped_column(Text)
+    key_points: Mapped[list] = mapped_column(JSON, default=list)
+    questions_per_attempt: Mapped[int | None] = mapped_column(Integer)
+    pass_score: Mapped[int] = mapped_column(Integer, default=80)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    shuffle_options: Mapped[bool] = mapped_column(Boolean, default=True)
+    source_file: Mapped[str | None] = mapped_column(Text)
+    loaded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Question(Base):
+    """One version of a question. Never edited once written: an edit is a new row."""
+
+    __tablename__ = "questions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    document_id: Mapped[str] = mapped_column(ForeignKey("documents.id"))
+    position: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    options: Mapped[list] = mapped_column(JSON)
+    answer_index: Mapped[int] = mapped_column(Integer)
+    explanation: Mapped[str | None] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    current: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_questions_document_current", "document_id", "current", "position"),)
+
+
+class Round(Base):
+    """A study round: one document, an audience of units (with their subtrees), a window, a target."""
+
+    __tablename__ = "rounds"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    document_id: Mapped[str] = mapped_column(ForeignKey("documents.id"), index=True)
+    opens_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    closes_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    target_rate: Mapped[float] = mapped_column(Float, default=98.0)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    document: Mapped[Document] = relationship()
+    units: Mapped[list[RoundUnit]] = relationship(cascade="all, delete-orphan")
+
+
+class RoundUnit(Base):
+    """An audience root of a round; every unit below it is in the audience too."""
+
+    __tablename__ = "round_units"
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id", ondelete="CASCADE"), primary_key=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"), primary_key=True)
+
+    unit: Mapped[Unit] = relationship()
+
+
+class StudyView(Base):
+    """A member opened a round's summary (first and last time)."""
+
+    __tablename__ = "study_views"
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    first_opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Attempt(Base):
+    """One try at a round's quiz; the drawn questions and option order live in attempt_questions."""
+
+    __tablename__ = "attempts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    correct_count: Mapped[int | None] = mapped_column(Integer)
+    question_count: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float | None] = mapped_column(Float)
+    passed: Mapped[bool | None] = mapped_column(Boolean)
+
+    questions: Mapped[list[AttemptQuestion]] = relationship(
+        order_by="AttemptQuestion.position", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (
+        UniqueConstraint("round_id", "member_id", "number"),
+        Index("ix_attempts_member_round", "member_id", "round_id"),
+    )
+
+
+class AttemptQuestion(Base):
+    """The question shown at a position of an attempt, with the option order the member saw."""
+
+    __tablename__ = "attempt_questions"
+    attempt_id: Mapped[int] = mapped_column(ForeignKey("attempts.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    question_id: Mapped[int] = mapped_column(ForeignKey("questions.id"), index=True)
+    option_order: Mapped[list] = mapped_column(JSON)
+
+    question: Mapped[Question] = relationship()
+
+
+class Answer(Base):
+    """The member's choice for one position of an attempt; the unique key makes it count once."""
+
+    __tablename__ = "answers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    attempt_id: Mapped[int] = mapped_column(ForeignKey("attempts.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    question_id: Mapped[int] = mapped_column(ForeignKey("questions.id"), index=True)
+    chosen_index: Mapped[int] = mapped_column(Integer)
+    correct: Mapped[bool] = mapped_column(Boolean)
+    answered_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (UniqueConstraint("attempt_id", "position"),)
+
+
+class ProcessedUpdate(Base):
+    """Durable de-duplication of inbound updates (at-least-once delivery from the platforms)."""
+
+    __tablename__ = "processed_updates"
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    update_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    processed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ChatState(Base):
+    """Where a chat is in the conversation: which message shows the current question, reading page.
+
+    Kept in SQL (not PTB's in-memory state) so a restart or another process continues it.
+    """
+
+    __tablename__ = "chat_states"
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    quiz_message_id: Mapped[str | None] = mapped_column(String(64))
+    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("attempts.id"))
+    reading_round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"))
+    reading_page: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

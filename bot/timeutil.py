@@ -1,0 +1,32 @@
+"""Local time in and out: users type and read Asia/Ho_Chi_Minh times as dd/mm/yyyy; storage is UTC."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+_INPUT_FORMATS = ("%Y-%m-%d %H:%M", "%d/%m/%Y %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d", "%d/%m/%Y")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def parse_local(text: str, tz: ZoneInfo) -> datetime:
+    """``2026-12-01 07:00`` or ``01/12/2026 07:00`` in ``tz`` → aware UTC. ValueError if neither."""
+    text = " ".join(text.split())
+    for fmt in _INPUT_FORMATS:
+        try:
+            naive = datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        return naive.replace(tzinfo=tz).astimezone(timezone.utc)
+    raise ValueError(f"{text!r} is not a date and time like '2026-12-01 07:00' or '01/12/2026 07:00'")
+
+
+def fmt_date(dt: datetime, tz: ZoneInfo) -> str:
+    return dt.astimezone(tz).strftime("%d/%m/%Y")
+
+
+def fmt_datetime(dt: datetime, tz: ZoneInfo) -> str:
+    return dt.astimezone(tz).strftime("%d/%m/%Y %H:%M")

@@ -1,0 +1,133 @@
+"""Shared fixtures: a real database per test (SQLite file, and PostgreSQL when available) and the CLI.
+
+PostgreSQL comes from HOCTAP_TEST_POSTGRES_URL (scripts/test starts a throwaway server). With
+HOCTAP_REQUIRE_POSTGRES=1 a missing or unreachable server fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from bot.storage.db import Database
+from bot.storage.models import Base
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "samples" / "roster"
+QUIZZES = REPO / "quizzes"
+
+
+def pytest_generate_tests(metafunc):
+    if "db_url" in metafunc.fixturenames:
+        metafunc.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    db = Database(f"sqlite:///{path}")
+    db.upgrade()
+    db.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def _postgres_url(worker_id) -> str:
+    base = os.environ.get("HOCTAP_TEST_POSTGRES_URL")
+    required = os.environ.get("HOCTAP_REQUIRE_POSTGRES") == "1"
+    if not base:
+        if required:
+            pytest.fail("HOCTAP_REQUIRE_POSTGRES=1 but HOCTAP_TEST_POSTGRES_URL is not set")
+        pytest.skip("PostgreSQL not configured (run scripts/test, or set HOCTAP_TEST_POSTGRES_URL)")
+    name = f"hoctap_test_{worker_id}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001 - any connection failure
+        if required:
+            pytest.fail(f"PostgreSQL is required but unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    finally:
+        admin.dispose()
+    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    db = Database(url)
+    db.upgrade()
+    db.dispose()
+    return url
+
+
+@pytest.fixture
+def db_url(request, tmp_path) -> str:
+    """A migrated, empty database: a fresh SQLite file, or a truncated PostgreSQL database."""
+    if request.param == "sqlite":
+        path = tmp_path / "hoctap.db"
+        shutil.copy(request.getfixturevalue("_sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url = request.getfixturevalue("_postgres_url")
+    engine = create_engine(url)
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def db(db_url) -> Database:
+    database = Database(db_url)
+    yield database
+    database.dispose()
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def lines(self) -> list[str]:
+        return [line for line in self.out.splitlines() if line]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """A working folder with its own config.yaml, as an operator would have."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for var in ("HOCTAP_DATABASE_URL", "HOCTAP_TIMEZONE", "HOCTAP_CONTENT_DIR", "TELEGRAM_BOT_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    return work
+
+
+@pytest.fixture
+def cli(workdir, db_url, capsys, monkeypatch):
+    """Run ``hoctap ...`` in-process against the test database; returns exit code and output."""
+    monkeypatch.setenv("HOCTAP_DATABASE_URL", db_url)
+    monkeypatch.setenv("HOCTAP_CONTENT_DIR", str(QUIZZES))
+    from bot.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def sample_roster(cli):
+    """The sample province loaded: units, members and both documents."""
+    assert cli("units", "import", SAMPLES / "units.csv").code == 0
+    assert cli("members", "import", SAMPLES / "members.csv").code == 0
+    assert cli("content", "load").code == 0

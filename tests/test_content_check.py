@@ -1,0 +1,182 @@
+"""`hoctap content check` / `load`: every problem named by file, line and field; history kept."""
+
+from __future__ import annotations
+
+import textwrap
+import unicodedata
+
+import pytest
+from sqlalchemy import select
+
+from bot.storage.models import Question
+
+GOOD = """\
+id: nq-test
+code: "01-NQ/TW"
+title: "Nghị quyết thử"
+kind: nghi-quyet
+issued_by: "Ban Chấp hành Trung ương"
+issued_on: 2024-03-01
+summary: |
+  Tóm tắt ngắn gọn.
+key_points:
+  - "Điểm chính"
+quiz:
+  questions_per_attempt: 2
+  pass_score: 80
+  max_attempts: 3
+  shuffle_options: true
+questions:
+  - text: "Câu hỏi một?"
+    options: ["Một", "Hai", "Ba"]
+    answer: A
+    explanation: "Mục I."
+  - text: "Câu hỏi hai?"
+    options: ["Bốn", "Năm"]
+    answer: B
+"""
+
+
+def write(folder, name, body):
+    path = folder / name
+    path.write_text(textwrap.dedent(body), encoding="utf-8")
+    return path
+
+
+def check_one(cli, workdir, body, name="nq-test.yaml"):
+    path = write(workdir, name, body)
+    return cli("content", "check", path.name)
+
+
+def test_sample_documents_pass_with_one_line_per_file(cli):
+    result = cli("content", "check")
+    assert result.code == 0, result.out
+    assert any(line.endswith("kh-64-tu-binh-phuoc: 20 questions") for line in result.lines)
+    assert any("kh-83-hu-tuy-phuoc:" in line for line in result.lines)
+    assert len(result.lines) == 2
+
+
+def test_good_file_is_reported_with_its_question_count(cli, workdir):
+    result = check_one(cli, workdir, GOOD)
+    assert result.code == 0
+    assert result.lines == ["nq-test.yaml: nq-test: 2 questions"]
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        ("kind: nghi-quyet", "kind: nghi-quyết",
+         "nq-test.yaml:4: kind: unknown kind 'nghi-quyết'; use one of nghi-quyet, chi-thi, ket-luan, quy-dinh, ke-hoach, huong-dan, khac"),
+        ("id: nq-test", "id: NQ_Test",
+         "nq-test.yaml:1: id: 'NQ_Test' is not a slug; use lowercase letters, digits and '-' (e.g. kh-64-tu-binh-phuoc)"),
+        ("issued_on: 2024-03-01", "issued_on: 2024-02-30",
+         "nq-test.yaml:6: issued_on: '2024-02-30' is not a date; write it as 2022-02-15"),
+        ("    answer: B", "    answer: C",
+         "nq-test.yaml:23: questions[2].answer: C is outside the 2 options; write one of A, B"),
+        ('    options: ["Bốn", "Năm"]', '    options: ["Bốn"]',
+         "nq-test.yaml:22: questions[2].options: has 1 options; give 2 to 6"),
+        ('    options: ["Bốn", "Năm"]', '    options: ["1", "2", "3", "4", "5", "6", "7"]',
+         "nq-test.yaml:22: questions[2].options: has 7 options; give 2 to 6"),
+        ('["Một", "Hai", "Ba"]', '["Một", "Hai", "một "]',
+         "nq-test.yaml:18: questions[1].options: option C repeats option A; make every option different"),
+        ('  - text: "Câu hỏi hai?"', '  - text: ""',
+         "nq-test.yaml:21: questions[2].text: is empty; write the text"),
+        ("  pass_score: 80", "  pass_score: 120",
+         "nq-test.yaml:13: quiz.pass_score: 120 is outside 0-100; give a percentage"),
+        ("  pass_score: 80", "  pass_score: cao",
+         "nq-test.yaml:13: quiz.pass_score: expected a whole number, found 'cao'"),
+        ("  questions_per_attempt: 2", "  questions_per_attempt: 5",
+         "nq-test.yaml:12: quiz.questions_per_attempt: 5 is more than the 2 questions in the pool; lower it or add questions"),
+        ('code: "01-NQ/TW"', 'code: "01-NQ/TW"\nauthor: "x"',
+         "nq-test.yaml:3: author: unknown field; expected one of id, code, title, kind, issued_by, issued_on, summary, key_points, quiz, questions"),
+        ('title: "Nghị quyết thử"\n', "",
+         "nq-test.yaml:1: title: missing; add this field"),
+        ('key_points:\n  - "Điểm chính"', "key_points: \"Điểm chính\"",
+         "nq-test.yaml:9: key_points: expected a list of short texts, found 'Điểm chính'"),
+        ("  shuffle_options: true", "  shuffle_options: maybe",
+         "nq-test.yaml:15: quiz.shuffle_options: expected true or false, found 'maybe'"),
+        ('    answer: A\n', "",
+         "nq-test.yaml:17: questions[1].answer: missing; add this field"),
+    ],
+)
+def test_each_mistake_is_named_by_line_and_field(cli, workdir, old, new, expected):
+    assert old in GOOD
+    result = check_one(cli, workdir, GOOD.replace(old, new, 1))
+    assert result.code == 1
+    assert expected in result.lines, result.out
+
+
+def test_yaml_syntax_error_names_the_line(cli, workdir):
+    broken = GOOD.replace('title: "Nghị quyết thử"', 'title: "Nghị quyết thử')
+    result = check_one(cli, workdir, broken)
+    assert result.code == 1
+    assert len(result.lines) == 1
+    assert result.lines[0].startswith("nq-test.yaml:")
+    assert ": yaml: " in result.lines[0] and "fix the YAML syntax" in result.lines[0]
+    assert "Traceback" not in result.out + result.err
+
+
+def test_every_problem_in_every_file_is_listed(cli, workdir):
+    folder = workdir / "docs"
+    folder.mkdir()
+    write(folder, "nq-test.yaml", GOOD.replace("kind: nghi-quyet", "kind: bao-cao").replace("answer: B", "answer: Z"))
+    write(folder, "other.yaml", GOOD.replace("id: nq-test", "id: other").replace("  pass_score: 80", "  pass_score: -1"))
+    result = cli("content", "check", "docs")
+    assert result.code == 1
+    assert [line.split(": ")[0] + ": " + line.split(": ")[1] for line in result.lines] == [
+        "docs/nq-test.yaml:4: kind",
+        "docs/nq-test.yaml:23: questions[2].answer",
+        "docs/other.yaml:13: quiz.pass_score",
+    ]
+
+
+def test_duplicate_document_id_across_files_is_refused(cli, workdir):
+    folder = workdir / "docs"
+    folder.mkdir()
+    write(folder, "nq-test.yaml", GOOD)
+    write(folder, "nq-test.yml", GOOD)
+    result = cli("content", "check", "docs")
+    assert result.code == 1
+    assert result.lines == [
+        "docs/nq-test.yml:1: id: 'nq-test' is already used by docs/nq-test.yaml:1; give each document its own id"
+    ]
+
+
+def test_load_refuses_a_folder_with_any_problem_and_loads_nothing(cli, workdir, db):
+    folder = workdir / "docs"
+    folder.mkdir()
+    write(folder, "nq-test.yaml", GOOD)
+    write(folder, "bad.yaml", GOOD.replace("id: nq-test", "id: bad").replace("answer: A", "answer: F"))
+    assert cli("content", "load", "docs").code == 1
+    with db.session() as s:
+        assert s.scalars(select(Question)).all() == []
+
+
+def test_decomposed_vietnamese_is_stored_composed(cli, workdir, db):
+    decomposed = unicodedata.normalize("NFD", GOOD)
+    assert decomposed != GOOD
+    write(workdir, "nq-test.yaml", decomposed)
+    assert cli("content", "load", "nq-test.yaml").code == 0
+    with db.session() as s:
+        texts = [q.text for q in s.scalars(select(Question).order_by(Question.position))]
+    assert texts == ["Câu hỏi một?", "Câu hỏi hai?"]
+    assert all(unicodedata.is_normalized("NFC", t) for t in texts)
+
+
+def test_editing_a_question_keeps_the_version_members_saw(cli, workdir, db):
+    write(workdir, "nq-test.yaml", GOOD)
+    assert cli("content", "load", "nq-test.yaml").code == 0
+    with db.session() as s:
+        first = s.scalar(select(Question).where(Question.position == 1))
+        first_id = first.id
+    write(workdir, "nq-test.yaml", GOOD.replace("Câu hỏi một?", "Câu hỏi một (sửa)?"))
+    result = cli("content", "load", "nq-test.yaml")
+    assert result.code == 0
+    assert "1 added, 1 retired" in result.out
+    with db.session() as s:
+        old = s.get(Question, first_id)
+        assert old.text == "Câu hỏi một?" and old.current is False
+        current = s.scalars(select(Question).where(Question.current).order_by(Question.position)).all()
+        assert [q.text for q in current] == ["Câu hỏi một (sửa)?", "Câu hỏi hai?"]
+    # loading the same file again changes nothing
+    assert "0 added, 0 retired" in cli("content", "load", "nq-test.yaml").out

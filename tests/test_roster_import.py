@@ -1,0 +1,142 @@
+"""Roster import: all-or-nothing, every bad row named, updates by code, deactivation not deletion."""
+
+from __future__ import annotations
+
+from openpyxl import Workbook
+from sqlalchemy import func, select
+
+from bot.storage.models import Member, Unit
+from tests.conftest import SAMPLES
+
+UNITS = "code,name,parent_code\nP,Tỉnh,\nD,Huyện,P\nB1,Chi bộ 1,D\nB2,Chi bộ 2,D\n"
+MEMBERS = (
+    "member_code,full_name,unit_code,phone,role\n"
+    "M1,Nguyễn Văn An,B1,0912 345 678,secretary\n"
+    "M2,Trần Thị Bình,B1,+84912345679,member\n"
+    "M3,Lê Văn Cường,B2,84912345680,member\n"
+)
+
+
+def write(folder, name, text):
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def counts(db):
+    with db.session() as s:
+        return s.scalar(select(func.count(Unit.id))), s.scalar(select(func.count(Member.id)))
+
+
+def test_sample_roster_imports_and_lists(cli):
+    assert cli("units", "import", SAMPLES / "units.csv").out.strip() == "units: 11 created, 0 updated, 0 unchanged"
+    assert cli("members", "import", SAMPLES / "members.csv").out.strip() == "members: 63 created, 0 updated, 0 unchanged"
+    listed = cli("members", "list", "--unit", "DP-TT")
+    assert listed.code == 0 and len(listed.lines) == 30
+    assert cli("members", "list").lines.__len__() == 63
+
+
+def test_phones_in_any_written_form_are_stored_alike(cli, workdir, db):
+    cli("units", "import", write(workdir, "u.csv", UNITS))
+    assert cli("members", "import", write(workdir, "m.csv", MEMBERS)).code == 0
+    with db.session() as s:
+        phones = s.scalars(select(Member.phone).order_by(Member.code)).all()
+    assert phones == ["+84912345678", "+84912345679", "+84912345680"]
+
+
+def test_bad_unit_rows_are_all_listed_and_nothing_is_imported(cli, workdir, db):
+    bad = "code,name,parent_code\nP,Tỉnh,\nD,,P\nB1,Chi bộ 1,X\nP,Lặp,\nB 2,Chi bộ,P\n"
+    result = cli("units", "import", write(workdir, "u.csv", bad))
+    assert result.code == 1
+    assert result.lines == [
+        "u.csv:3: name: empty; give the unit's name",
+        "u.csv:4: parent_code: unknown unit 'X'; add it to the file or import it first",
+        "u.csv:5: code: 'P' is already on row 2; each unit once",
+        "u.csv:6: code: 'B 2' has characters other than letters, digits, '.', '-', '_' or '/'",
+    ]
+    assert counts(db) == (0, 0)
+
+
+def test_unknown_parent_is_refused(cli, workdir, db):
+    result = cli("units", "import", write(workdir, "u.csv", "code,name,parent_code\nP,Tỉnh,\nB1,Chi bộ 1,X\n"))
+    assert result.code == 1
+    assert result.lines == ["u.csv:3: parent_code: unknown unit 'X'; add it to the file or import it first"]
+    assert counts(db) == (0, 0)
+
+
+def test_a_cycle_is_refused(cli, workdir, db):
+    cli("units", "import", write(workdir, "u.csv", UNITS))
+    result = cli("units", "import", write(workdir, "u2.csv", "code,name,parent_code\nD,Huyện,B1\n"))
+    assert result.code == 1
+    assert result.lines == ["u2.csv:2: parent_code: makes a cycle (D → B1 → D); fix the parents"]
+    with db.session() as s:
+        assert s.scalar(select(Unit).where(Unit.code == "D")).parent.code == "P"
+
+
+def test_bad_member_rows_are_all_listed_and_the_database_is_untouched(cli, workdir, db):
+    cli("units", "import", write(workdir, "u.csv", UNITS))
+    cli("members", "import", write(workdir, "m.csv", MEMBERS))
+    bad = (
+        "Mã đảng viên,Họ và tên,Mã đơn vị,Số điện thoại,Vai trò\n"
+        "M1,Nguyễn Văn An (đổi),B2,0912 345 678,Bí thư\n"
+        "M4,Phạm Văn Dũng,B9,0912345681,Đảng viên\n"
+        "M5,,B1,12345,Chủ tịch\n"
+        "M6,Hồ Thị Em,B1,0912345679,Đảng viên\n"
+    )
+    result = cli("members", "import", write(workdir, "bad.csv", bad))
+    assert result.code == 1
+    assert result.lines == [
+        "bad.csv:3: unit_code: unknown unit 'B9'; import the units first",
+        "bad.csv:4: full_name: empty; give the member's full name",
+        "bad.csv:4: phone: '12345' is not a Vietnamese phone number (e.g. 0912 345 678)",
+        "bad.csv:4: role: unknown role 'Chủ tịch'; use member, secretary, cadre or admin (Đảng viên, Bí thư, Cán bộ, Quản trị)",
+        "bad.csv:5: phone: 0912345679 belongs to member M2; each member has their own number",
+    ]
+    with db.session() as s:
+        m1 = s.scalar(select(Member).where(Member.code == "M1"))
+        assert (m1.full_name, m1.unit.code) == ("Nguyễn Văn An", "B1")
+        assert s.scalar(select(func.count(Member.id))) == 3
+
+
+def test_reimport_updates_by_code_and_full_deactivates_the_missing(cli, workdir, db):
+    cli("units", "import", write(workdir, "u.csv", UNITS))
+    cli("members", "import", write(workdir, "m.csv", MEMBERS))
+    again = "member_code,full_name,unit_code,phone,role\nM1,Nguyễn Văn An,B2,0912 345 678,cadre\nM2,Trần Thị Bình,B1,+84912345679,member\n"
+    result = cli("members", "import", "--full", write(workdir, "m2.csv", again))
+    assert result.out.strip() == "members: 0 created, 1 updated, 1 unchanged, 1 deactivated"
+    with db.session() as s:
+        by_code = {m.code: (m.unit.code, m.role, m.active) for m in s.scalars(select(Member))}
+    assert by_code["M1"] == ("B2", "cadre", True)
+    assert by_code["M3"] == ("B2", "member", False)  # kept, not deleted
+    assert cli("members", "list").lines.__len__() == 2
+    assert cli("members", "list", "--all").lines.__len__() == 3
+    # a later import that lists M3 again brings them back
+    result = cli("members", "import", write(workdir, "m3.csv", MEMBERS))
+    assert "1 reactivated" in result.out
+
+
+def test_member_whose_unit_is_missing_is_refused(cli, workdir, db):
+    result = cli("members", "import", write(workdir, "m.csv", MEMBERS))
+    assert result.code == 1
+    assert result.lines[0] == "m.csv:2: unit_code: unknown unit 'B1'; import the units first"
+    assert counts(db) == (0, 0)
+
+
+def test_xlsx_with_vietnamese_headers_imports(cli, workdir, db):
+    cli("units", "import", write(workdir, "u.csv", UNITS))
+    wb = Workbook()
+    ws = wb.active
+    ws.append(["Mã đảng viên", "Họ và tên", "Mã đơn vị", "Số điện thoại", "Vai trò"])
+    ws.append(["M1", "Nguyễn Văn An", "B1", 912345678, "Bí thư"])  # Excel ate the leading zero
+    ws.append(["M2", "Trần Thị Bình", "B2", "0912 345 679", "Cán bộ"])
+    wb.save(workdir / "m.xlsx")
+    assert cli("members", "import", "m.xlsx").code == 0
+    with db.session() as s:
+        rows = s.execute(select(Member.code, Member.phone, Member.role).order_by(Member.code)).all()
+    assert [tuple(r) for r in rows] == [("M1", "+84912345678", "secretary"), ("M2", "+84912345679", "cadre")]
+
+
+def test_unknown_header_names_the_column(cli, workdir):
+    result = cli("units", "import", write(workdir, "u.csv", "code,name,cha\nP,Tỉnh,\n"))
+    assert result.code == 1
+    assert result.lines == ["u.csv:1: cha: unknown column; expected code, name, parent_code"]

@@ -1,0 +1,61 @@
+"""Opening, listing and closing study rounds from the command line; local time in, UTC stored."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import func, select
+
+from bot.services.rounds import audience_members
+from bot.storage.models import Round
+
+
+def open_round(cli, *extra, units="DP,HQ-TH-01", opens="2030-12-01 07:00", closes="2030-12-15 21:00"):
+    return cli("rounds", "open", "kh-64-tu-binh-phuoc", "--units", units, "--opens", opens, "--closes", closes, *extra)
+
+
+def test_round_audience_is_the_units_and_everything_below(cli, sample_roster, db):
+    result = open_round(cli)
+    assert result.code == 0, result.err
+    assert result.out.strip() == (
+        "round 1 opened: kh-64-tu-binh-phuoc for DP,HQ-TH-01, 01/12/2030 07:00 – 15/12/2030 21:00, target 98%"
+    )
+    with db.session() as s:
+        rnd = s.get(Round, 1)
+        assert rnd.opens_at == datetime(2030, 12, 1, 0, 0, tzinfo=timezone.utc)  # 07:00 in Vietnam
+        audience = s.scalar(select(func.count()).select_from(audience_members(1).subquery()))
+    # DP: 30 branch members + CB002 in DP itself; HQ-TH-01: 10
+    assert audience == 41
+    listed = cli("rounds", "list")
+    assert listed.lines == [
+        "1\tscheduled\tkh-64-tu-binh-phuoc\tDP,HQ-TH-01\t01/12/2030 07:00 – 15/12/2030 21:00\ttarget 98%\t41 members"
+    ]
+
+
+def test_round_can_be_closed_once(cli, sample_roster):
+    open_round(cli, "--target", "95", opens="2020-01-01 07:00")
+    assert "\topen\t" in cli("rounds", "list").out
+    assert cli("rounds", "close", "1").out.strip() == "round 1 closed"
+    assert "\tclosed\t" in cli("rounds", "list").out
+    again = cli("rounds", "close", "1")
+    assert (again.code, again.err.strip()) == (1, "error: round 1 is already closed")
+
+
+def test_bad_round_requests_say_what_to_fix(cli, sample_roster):
+    cases = [
+        (open_round(cli, units="DP,XX"), "error: unknown unit(s): XX; see 'hoctap units list'"),
+        (open_round(cli, closes="2030-11-01 07:00"), "error: the round must close after it opens; check --opens and --closes"),
+        (open_round(cli, opens="mai"), "error: --opens: 'mai' is not a date and time like '2026-12-01 07:00' or '01/12/2026 07:00'"),
+        (open_round(cli, "--target", "120"), "error: target 120 is outside 1-100; give a percentage such as 98"),
+        (cli("rounds", "open", "nq-khong-co", "--units", "DP", "--opens", "2030-12-01 07:00", "--closes", "2030-12-02 07:00"),
+         "error: document 'nq-khong-co' is not loaded (loaded: kh-64-tu-binh-phuoc, kh-83-hu-tuy-phuoc); run 'hoctap content load' first"),
+    ]
+    for result, message in cases:
+        assert (result.code, result.err.strip()) == (1, message)
+    assert cli("rounds", "list").lines == []
+
+
+def test_dates_in_day_month_year_are_accepted(cli, sample_roster):
+    result = open_round(cli, opens="01/12/2030 07:00", closes="15/12/2030 21:00")
+    assert result.code == 0
+    assert "01/12/2030 07:00 – 15/12/2030 21:00" in result.out
