@@ -173,6 +173,30 @@ def cmd_members_list(args, settings: Settings) -> int:
     return 0
 
 
+@command("members invite")
+def cmd_members_invite(args, settings: Settings) -> int:
+    from bot.roster.files import write_table
+    from bot.services.linking import create_invites
+    from bot.services.roster import RosterError, list_members
+
+    bot_name = (args.bot or settings.telegram.bot_username or "").lstrip("@")
+    if not bot_name:
+        raise UsageError("the bot's username is needed for the links; pass --bot NAME or set telegram.bot_username")
+    out = Path(args.out or f"invites-{args.unit or 'all'}.csv")
+    db = open_db(settings)
+    with db.session() as s:
+        try:
+            members = list_members(s, args.unit)
+        except RosterError as exc:
+            raise UsageError(str(exc)) from None
+        codes = create_invites(s, members, utcnow())
+        rows = [[m.code, m.full_name, m.unit.code, m.phone or "", f"https://t.me/{bot_name}?start={codes[m.id]}"]
+                for m in members]
+    write_table(out, ["member_code", "full_name", "unit_code", "phone", "link"], rows)
+    print(f"{len(rows)} invitation link(s) written to {out}; earlier unused links no longer work")
+    return 0
+
+
 # -- rounds --------------------------------------------------------------------------------------
 def _local(text: str, settings: Settings, option: str):
     try:
@@ -281,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(members, "list", "list members, optionally of one unit and below", "members list")
     p.add_argument("--unit", metavar="CODE", help="only this unit and the units below it")
     p.add_argument("--all", action="store_true", help="include deactivated members")
+    p = leaf(members, "invite", "write per-member single-use Telegram links (CSV or XLSX) for secretaries", "members invite")
+    p.add_argument("--unit", metavar="CODE", help="only this unit and the units below it")
+    p.add_argument("--out", metavar="FILE", help="output file, .csv or .xlsx (default: invites-UNIT.csv)")
+    p.add_argument("--bot", metavar="USERNAME", help="the bot's username (default: telegram.bot_username)")
 
     rounds = group("rounds", "study rounds")
     p = leaf(rounds, "open", "open a study round of a document for units and everything below them", "rounds open")

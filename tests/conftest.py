@@ -131,3 +131,81 @@ def sample_roster(cli):
     assert cli("units", "import", SAMPLES / "units.csv").code == 0
     assert cli("members", "import", SAMPLES / "members.csv").code == 0
     assert cli("content", "load").code == 0
+
+
+# -- a province with an open round, and the bot on the Telegram emulator ------------------------
+@pytest.fixture
+def province(db):
+    """The sample roster and documents in the database, with round 1 open now for DP and HQ."""
+    from datetime import timedelta
+
+    from bot.content.load import load_document
+    from bot.content.validate import check_paths
+    from bot.roster.importer import import_members, import_units
+    from bot.services.rounds import open_round
+    from bot.timeutil import utcnow
+
+    now = utcnow()
+    with db.session() as s:
+        assert import_units(s, SAMPLES / "units.csv").ok
+        assert import_members(s, SAMPLES / "members.csv").ok
+        for doc in check_paths([QUIZZES]).documents:
+            load_document(s, doc, now)
+        open_round(s, "kh-64-tu-binh-phuoc", ["DP", "HQ"], now - timedelta(hours=1), now + timedelta(days=14), 98, now)
+    return db
+
+
+@pytest.fixture
+def emulator():
+    from bot.emulators.telegram import TelegramEmulator
+
+    with TelegramEmulator() as emu:
+        yield emu
+
+
+class BotProcess:
+    """The bot as one process would run it: start, stop (as a crash would), start again."""
+
+    def __init__(self, db, emulator):
+        self.db, self.emulator, self.running = db, emulator, None
+
+    def start(self) -> "BotProcess":
+        from zoneinfo import ZoneInfo
+
+        from bot.channels.telegram import TRAITS, BackgroundBot, TelegramChannel
+        from bot.services.chat import ChatService
+
+        service = ChatService(self.db, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"))
+        app = TelegramChannel(service).build(self.emulator.token, self.emulator.base_url, self.emulator.base_file_url)
+        self.running = BackgroundBot(app).start()
+        return self
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.stop()
+            self.running = None
+
+
+@pytest.fixture
+def telegram_bot(province, emulator):
+    """The real PTB Application polling the emulator, serving the sample province."""
+    process = BotProcess(province, emulator).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def invite(province):
+    """A fresh single-use link code for a member code."""
+    from sqlalchemy import select
+
+    from bot.services.linking import create_invites
+    from bot.storage.models import Member
+    from bot.timeutil import utcnow
+
+    def make(member_code: str) -> str:
+        with province.session() as s:
+            member = s.scalar(select(Member).where(Member.code == member_code))
+            return create_invites(s, [member], utcnow())[member.id]
+
+    return make

@@ -97,3 +97,21 @@ def _xlsx_rows(path: Path) -> list[list]:
         return [list(r) for r in sheet.iter_rows(values_only=True)]
     finally:
         wb.close()
+
+
+def write_table(path: Path, header: list[str], rows: list[list]) -> None:
+    """Write CSV (UTF-8 with BOM, so Excel shows Vietnamese right) or XLSX, by the file's suffix."""
+    if path.suffix.lower() == ".xlsx":
+        from openpyxl import Workbook
+
+        wb = Workbook()
+        ws = wb.active
+        ws.append(header)
+        for row in rows:
+            ws.append(row)
+        wb.save(path)
+        return
+    with path.open("w", encoding="utf-8-sig", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)

@@ -1,0 +1,1 @@
+"""Chat channels: thin adapters between platforms and the ChatService."""

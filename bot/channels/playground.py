@@ -1,0 +1,143 @@
+"""Local playground: the real bot on the Telegram emulator, with this terminal as the member's phone.
+
+Nothing is mocked: the same Application, ChatService and database as production, only the Bot API
+is the emulator on 127.0.0.1. Type as a member would; a number presses that button.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from bot.channels.telegram import TRAITS, BackgroundBot, TelegramChannel
+from bot.config import Settings
+from bot.emulators.telegram import TelegramEmulator
+from bot.services.chat import ChatService
+from bot.services.linking import account_member, create_invites
+from bot.services.rounds import open_round, round_status
+from bot.storage.db import Database
+from bot.storage.models import Document, Member, Round, Unit
+from bot.timeutil import utcnow
+
+HELP = """Playground: you are a member chatting with the bot.
+  type text or commands (/hoc, /lambai, /ketqua, /trogiup) as on a phone
+  type a number to press that button of the newest message
+  !as CODE  become another member (e.g. !as DV002)      !quit  leave"""
+
+
+class Playground:
+    def __init__(self, settings: Settings, db: Database, out=sys.stdout):
+        self.settings, self.db, self.out = settings, db, out
+        self.shown: dict[int, str] = {}
+        self.answers_seen = 0
+
+    def run(self, as_member: str | None = None, lines=None) -> int:
+        if not self._has_roster():
+            print("The database has no members yet: run 'hoctap units import', 'hoctap members import' "
+                  "and 'hoctap content load' first (scripts/run does it with the sample roster).", file=sys.stderr)
+            return 1
+        self._ensure_open_round()
+        with TelegramEmulator(bot_username="hoctap_playground_bot") as emu:
+            service = ChatService(self.db, TRAITS, self.settings.tz)
+            app = TelegramChannel(service).build(emu.token, emu.base_url, emu.base_file_url)
+            with BackgroundBot(app):
+                self.emu = emu
+                self.user = self._become(as_member)
+                print(HELP, file=self.out)
+                for line in (lines if lines is not None else self._stdin()):
+                    if not self._handle(line.strip()):
+                        break
+        return 0
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _has_roster(self) -> bool:
+        with self.db.session() as s:
+            return s.scalar(select(Member.id).limit(1)) is not None
+
+    def _ensure_open_round(self) -> None:
+        """A playground with nothing to study shows nothing: open a two-week round if none is open."""
+        now = utcnow()
+        with self.db.session() as s:
+            if any(round_status(r, now) == "open" for r in s.scalars(select(Round))):
+                return
+            doc = s.scalar(select(Document).order_by(Document.id))
+            root = s.scalar(select(Unit).where(Unit.parent_id.is_(None)).order_by(Unit.code))
+            if doc is None or root is None:
+                return
+            rnd = open_round(s, doc.id, [root.code], now - timedelta(minutes=1), now + timedelta(days=14), 98, now)
+            print(f"(opened round {rnd.id}: {doc.code} for {root.code}, closing in 14 days)", file=self.out)
+
+    def _become(self, code: str | None):
+        with self.db.session() as s:
+            query = select(Member).where(Member.active).order_by(Member.code)
+            member = s.scalar(query.where(Member.code == code) if code else query.where(Member.role == "secretary"))
+            if member is None:
+                member = s.scalar(query)
+            user_id = 900_000 + member.id
+            linked = account_member(s, "telegram", str(user_id))
+            invite = None if linked else create_invites(s, [member], utcnow())[member.id]
+            name = f"{member.full_name} ({member.code}, {member.role})"
+        user = self.emu.user(user_id, first_name=name)
+        print(f"--- you are {name}", file=self.out)
+        self.shown = {}
+        self.answers_seen = len(user.callback_answers)
+        if invite:
+            user.send_text(f"/start {invite}")
+            self._show(user)
+        return user
+
+    # -- loop ------------------------------------------------------------------------------------
+    def _stdin(self):
+        while True:
+            try:
+                yield input("> ")
+            except EOFError:
+                return
+
+    def _handle(self, line: str) -> bool:
+        if not line:
+            return True
+        if line in ("!quit", "!q"):
+            return False
+        if line.startswith("!as"):
+            self.user = self._become(line[3:].strip() or None)
+            return True
+        if line.isdigit() and (last := self.user.last()) and (buttons := _buttons(last)):
+            index = int(line) - 1
+            if 0 <= index < len(buttons):
+                self.user.press(buttons[index]["callback_data"], message_id=last["message_id"])
+                self._show(self.user)
+                return True
+        self.user.send_text(line)
+        self._show(self.user)
+        return True
+
+    def _show(self, user, settle: float = 0.3) -> None:
+        """Print what changed in the chat: new messages, edits and button notices."""
+        try:
+            user.wait_for(timeout=5)
+        except TimeoutError:
+            print("(no answer from the bot)", file=self.out)
+            return
+        time.sleep(settle)  # let multi-message replies arrive
+        for answer in user.callback_answers[self.answers_seen:]:
+            if answer.get("text"):
+                print(f"  ⓘ {answer['text']}", file=self.out)
+        self.answers_seen = len(user.callback_answers)
+        for message in user.messages:
+            text = message.get("text") or ""
+            key = message["message_id"]
+            rendered = text + "".join(f"\n   [{i}] {b['text']}" for i, b in enumerate(_buttons(message), 1))
+            if self.shown.get(key) == rendered:
+                continue
+            tag = "bot (sửa)" if key in self.shown else "bot"
+            self.shown[key] = rendered
+            print(f"\n{tag}:\n{rendered}\n", file=self.out)
+
+
+def _buttons(message) -> list[dict]:
+    rows = (message.get("reply_markup") or {}).get("inline_keyboard") or []
+    return [b for row in rows for b in row]

@@ -1,0 +1,219 @@
+"""Telegram channel: python-telegram-bot for transport and dispatch, nothing else.
+
+Handlers turn updates into ChatService calls (run in a worker thread: the database is synchronous)
+and render the neutral replies: choices become inline buttons, ``edit`` edits the pressed message.
+No conversation state lives here; PTB's persistence and ConversationHandler are not used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import warnings
+from datetime import datetime
+from typing import Awaitable, Callable
+
+from telegram import (
+    BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, KeyboardButton, Message, ReplyKeyboardMarkup,
+    ReplyKeyboardRemove, Update,
+)
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
+from telegram.ext import Application, ApplicationBuilder, CallbackQueryHandler, ContextTypes, MessageHandler, filters
+
+from bot.domain.replies import Outcome, Reply
+from bot.services.chat import ChannelTraits, ChatService
+from bot.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+TRAITS = ChannelTraits(name="telegram", text_limit=4096, has_buttons=True)
+MENU = [
+    BotCommand("hoc", "Đọc tài liệu đợt học tập"),
+    BotCommand("lambai", "Làm bài kiểm tra"),
+    BotCommand("ketqua", "Xem kết quả của tôi"),
+    BotCommand("trogiup", "Hướng dẫn sử dụng"),
+]
+CONTACT_BUTTON = "📱 Chia sẻ số điện thoại"
+MAX_TRIES = 6
+
+
+async def with_retries(call: Callable[[], Awaitable], what: str):
+    """Run a Bot API call: wait ``retry_after`` on 429, back off on network errors and 5xx.
+
+    Returns None when Telegram refuses for good (blocked by the user, chat gone).
+    """
+    delay = 0.5
+    for attempt in range(1, MAX_TRIES + 1):
+        try:
+            return await call()
+        except RetryAfter as exc:
+            with warnings.catch_warnings():  # PTB 22 warns that the type will become timedelta
+                warnings.simplefilter("ignore")
+                raw = exc.retry_after
+            wait = raw.total_seconds() if hasattr(raw, "total_seconds") else float(raw)
+            log.warning("%s: flood control, waiting %.1fs", what, wait)
+            await asyncio.sleep(wait)
+        except Forbidden as exc:
+            log.info("%s: refused by Telegram (%s)", what, exc.message)
+            return None
+        except (TimedOut, NetworkError) as exc:
+            if isinstance(exc, BadRequest) or attempt == MAX_TRIES:
+                raise
+            log.warning("%s: %s; retrying in %.1fs", what, exc.message, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
+    return None
+
+
+def markup(reply: Reply, *, clear_keyboard: bool):
+    if reply.ask_contact:
+        return ReplyKeyboardMarkup([[KeyboardButton(CONTACT_BUTTON, request_contact=True)]],
+                                   resize_keyboard=True, one_time_keyboard=True)
+    if reply.choices:
+        return InlineKeyboardMarkup([[InlineKeyboardButton(c.label, callback_data=c.action) for c in row]
+                                     for row in reply.choices])
+    return ReplyKeyboardRemove() if clear_keyboard else None
+
+
+class TelegramChannel:
+    """Wires a ChatService into a PTB Application."""
+
+    def __init__(self, service: ChatService, clock: Callable[[], datetime] = utcnow):
+        self.service = service
+        self.clock = clock
+
+    def build(self, token: str, base_url: str, base_file_url: str | None = None) -> Application:
+        builder = ApplicationBuilder().token(token).base_url(base_url).post_init(self._post_init)
+        if base_file_url:
+            builder = builder.base_file_url(base_file_url)
+        app = builder.build()
+        private = filters.ChatType.PRIVATE
+        app.add_handler(MessageHandler(private & filters.CONTACT, self.on_contact))
+        app.add_handler(MessageHandler(private & filters.TEXT, self.on_text))
+        app.add_handler(MessageHandler(private & ~filters.TEXT & ~filters.CONTACT & ~filters.StatusUpdate.ALL, self.on_other))
+        app.add_handler(MessageHandler(filters.ChatType.GROUPS & filters.COMMAND, self.on_group_command))
+        app.add_handler(CallbackQueryHandler(self.on_button))
+        app.add_error_handler(self.on_error)
+        return app
+
+    async def _post_init(self, app: Application) -> None:
+        await with_retries(lambda: app.bot.set_my_commands(MENU), "setMyCommands")
+
+    # -- handlers -----------------------------------------------------------------------------
+    async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        outcome = await asyncio.to_thread(
+            self.service.on_text, str(update.effective_user.id), message.text or "", self.clock(),
+            str(update.update_id))
+        await self.render(context, message.chat_id, outcome, clear_keyboard=(message.text or "").startswith("/start"))
+
+    async def on_other(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        outcome = await asyncio.to_thread(
+            self.service.on_text, str(update.effective_user.id), "", self.clock(), str(update.update_id))
+        await self.render(context, message.chat_id, outcome)
+
+    async def on_contact(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        contact = message.contact
+        own = contact.user_id is not None and contact.user_id == update.effective_user.id
+        outcome = await asyncio.to_thread(
+            self.service.on_contact, str(update.effective_user.id), contact.phone_number, own, self.clock(),
+            str(update.update_id))
+        await self.render(context, message.chat_id, outcome, clear_keyboard=True)
+
+    async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        outcome = await asyncio.to_thread(
+            self.service.on_action, str(query.from_user.id), query.data or "", self.clock(), str(update.update_id))
+        notice = outcome.notice[:200] if outcome.notice else None
+        await with_retries(lambda: query.answer(notice), "answerCallbackQuery")
+        chat_id = query.message.chat.id if query.message else query.from_user.id
+        await self.render(context, chat_id, outcome, pressed=query.message)
+
+    async def on_group_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await with_retries(lambda: update.effective_message.reply_text(
+            "Để bảo mật, đồng chí vui lòng nhắn riêng cho bot."), "sendMessage")
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        update_id = getattr(update, "update_id", None)
+        log.error("update %s failed: %r", update_id, context.error, exc_info=context.error)
+
+    # -- rendering ----------------------------------------------------------------------------
+    async def render(self, context, chat_id: int, outcome: Outcome, *, pressed: Message | None = None,
+                     clear_keyboard: bool = False) -> None:
+        bot = context.bot
+        for reply in outcome.replies:
+            rm = markup(reply, clear_keyboard=clear_keyboard)
+            if reply.edit and pressed is not None and isinstance(rm, (InlineKeyboardMarkup, type(None))):
+                if await self._edit(bot, pressed, reply, rm):
+                    continue
+            await with_retries(lambda: bot.send_message(chat_id, reply.text, reply_markup=rm), "sendMessage")
+
+    async def _edit(self, bot, message: Message, reply: Reply, rm) -> bool:
+        try:
+            await with_retries(lambda: bot.edit_message_text(
+                reply.text, chat_id=message.chat.id, message_id=message.message_id, reply_markup=rm), "editMessageText")
+            return True
+        except BadRequest as exc:
+            if "not modified" in exc.message:
+                return True
+            log.info("cannot edit message %s (%s); sending a new one", message.message_id, exc.message)
+            return False
+
+
+class RedactSecrets(logging.Filter):
+    """Removes the bot token from every log record (httpx logs request URLs)."""
+
+    def __init__(self, *secrets: str):
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            text = record.getMessage()
+            for secret in self.secrets:
+                text = text.replace(secret, "<token>")
+            record.msg, record.args = text, None
+        return True
+
+
+class BackgroundBot:
+    """Runs an Application's long polling in a thread of its own (tests, playground, benchmarks)."""
+
+    def __init__(self, app: Application, poll_timeout: int = 1):
+        self.app = app
+        self.poll_timeout = poll_timeout
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="telegram-bot", daemon=True)
+
+    def start(self) -> BackgroundBot:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=30)
+        return self
+
+    async def _start(self) -> None:
+        await self.app.initialize()
+        if self.app.post_init:
+            await self.app.post_init(self.app)
+        await self.app.updater.start_polling(poll_interval=0.0, timeout=self.poll_timeout)
+        await self.app.start()
+
+    def stop(self) -> None:
+        async def _stop():
+            if self.app.updater.running:
+                await self.app.updater.stop()
+            if self.app.running:
+                await self.app.stop()
+            await self.app.shutdown()
+
+        asyncio.run_coroutine_threadsafe(_stop(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> BackgroundBot:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

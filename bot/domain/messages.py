@@ -1,0 +1,220 @@
+"""Every message a member reads, in Vietnamese, built as platform-neutral replies.
+
+Pure functions of domain data: no database, no clock, no chat platform. Actions (``r:``, ``q:``,
+``a:``) are the ASCII ids the channels carry back (button data, or what a typed answer maps to).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from bot.domain.replies import Choice, Reply, split_text
+from bot.storage.models import Attempt, AttemptQuestion, Document, Member, Round
+
+LETTERS = "ABCDEF"
+ROLE_NAMES = {"member": "Đảng viên", "secretary": "Bí thư chi bộ", "cadre": "Cán bộ", "admin": "Quản trị"}
+
+
+def percent(value: float) -> str:
+    """86.7 → ``86,7%``; 80.0 → ``80%`` (Vietnamese decimal comma)."""
+    text = f"{value:.1f}".rstrip("0").rstrip(".")
+    return text.replace(".", ",") + "%"
+
+
+def local(dt: datetime, tz: ZoneInfo) -> str:
+    return dt.astimezone(tz).strftime("%H:%M ngày %d/%m/%Y")
+
+
+# -- linking -----------------------------------------------------------------------------------
+HOW_TO_LINK = (
+    "Đồng chí chưa liên kết tài khoản với hệ thống học tập nghị quyết.\n\n"
+    "Cách liên kết:\n"
+    "• Mở đường link riêng mà bí thư chi bộ gửi cho đồng chí; hoặc\n"
+    "• Bấm nút «Chia sẻ số điện thoại» bên dưới (số điện thoại phải trùng với số chi bộ đã đăng ký)."
+)
+
+
+def not_linked() -> Reply:
+    return Reply(HOW_TO_LINK, ask_contact=True)
+
+
+def link_outcome(status: str, member: Member | None) -> Reply:
+    if status in ("linked", "already"):
+        first = "Liên kết thành công!" if status == "linked" else "Tài khoản đã được liên kết từ trước."
+        return Reply(
+            f"{first} Xin chào đồng chí {member.full_name} ({member.unit.name}).\n\n"
+            "Gõ /hoc để đọc tài liệu của đợt học tập, /lambai để làm bài kiểm tra, /trogiup để xem hướng dẫn."
+        )
+    texts = {
+        "unknown": "Không tìm thấy đảng viên tương ứng. Mã liên kết hoặc số điện thoại không đúng; "
+                   "đồng chí vui lòng kiểm tra lại hoặc liên hệ bí thư chi bộ.",
+        "used": "Mã liên kết này đã được sử dụng. Đồng chí vui lòng xin bí thư chi bộ một mã mới.",
+        "member_taken": "Đảng viên này đã liên kết với một tài khoản khác. "
+                        "Nếu đồng chí đổi tài khoản, vui lòng liên hệ bí thư chi bộ.",
+        "account_taken": "Tài khoản này đã liên kết với một đảng viên khác.",
+        "inactive": "Đảng viên này không còn trong danh sách sinh hoạt. Vui lòng liên hệ bí thư chi bộ.",
+        "not_own": "Vì lý do bảo mật, đồng chí chỉ có thể chia sẻ số điện thoại của chính mình "
+                   "(bấm nút «Chia sẻ số điện thoại» bên dưới).",
+    }
+    return Reply(texts[status], ask_contact=status in ("unknown", "not_own"))
+
+
+# -- help and hints ----------------------------------------------------------------------------
+def help_text(member: Member) -> Reply:
+    lines = [
+        f"Đồng chí {member.full_name} — {ROLE_NAMES.get(member.role, 'Đảng viên')}, {member.unit.name}.",
+        "",
+        "Các lệnh đồng chí dùng được:",
+        "/hoc — đọc tóm tắt tài liệu của các đợt học tập đang mở",
+        "/lambai — làm (hoặc làm tiếp) bài kiểm tra trắc nghiệm",
+        "/ketqua — xem kết quả các lần làm bài của mình",
+        "/trogiup — xem hướng dẫn này",
+        "",
+        "Khi làm bài, bấm nút A, B, C, D (hoặc gõ chữ cái) để chọn đáp án.",
+    ]
+    return Reply("\n".join(lines))
+
+
+def unknown_input(has_quiz: bool) -> Reply:
+    if has_quiz:
+        return Reply("Đồng chí đang làm bài kiểm tra: hãy chọn một đáp án (A, B, C…). "
+                     "Gõ /lambai để xem lại câu hỏi hiện tại.")
+    return Reply("Hệ thống chưa hiểu tin nhắn này. Gõ /hoc để đọc tài liệu, /lambai để làm bài kiểm tra, "
+                 "/trogiup để xem hướng dẫn.")
+
+
+# -- studying ----------------------------------------------------------------------------------
+def no_open_rounds() -> Reply:
+    return Reply("Hiện chưa có đợt học tập nào đang mở cho đơn vị của đồng chí. "
+                 "Khi có đợt mới, hệ thống sẽ gửi thông báo.")
+
+
+def round_list(rounds: list[Round], tz: ZoneInfo, *, for_quiz: bool) -> Reply:
+    head = "Chọn đợt học tập để làm bài kiểm tra:" if for_quiz else "Các đợt học tập đang mở:"
+    lines = [head, ""]
+    choices = []
+    for i, rnd in enumerate(rounds, start=1):
+        doc = rnd.document
+        lines.append(f"{i}. {doc.code} — {doc.title}\n   Hạn hoàn thành: {local(rnd.closes_at, tz)}")
+        action = f"q:{rnd.id}" if for_quiz else f"r:{rnd.id}:1"
+        label = f"{i}. {'Làm bài' if for_quiz else 'Đọc'} {doc.code}"
+        choices.append([Choice(label, action, typed=str(i))])
+    return Reply("\n".join(lines), choices)
+
+
+def summary_pages(doc: Document, limit: int) -> list[str]:
+    head = f"📖 {doc.code}: {doc.title}\n\n"
+    return split_text(head + doc.summary, limit)
+
+
+def reading_page(rnd: Round, page: int, pages: list[str], tz: ZoneInfo) -> list[Reply]:
+    """Page ``page`` (1-based) of the summary; the last page is followed by key points and the quiz."""
+    doc = rnd.document
+    text = pages[page - 1]
+    if page < len(pages):
+        return [Reply(f"{text}\n\n(Trang {page}/{len(pages)})",
+                      [[Choice("Tiếp ›", f"r:{rnd.id}:{page + 1}", typed="tiếp")]])]
+    replies = [Reply(text if len(pages) == 1 else f"{text}\n\n(Trang {page}/{len(pages)})")]
+    closing = []
+    if doc.key_points:
+        closing.append("📌 Những điểm chính:\n" + "\n".join(f"• {p}" for p in doc.key_points))
+    closing.append(f"Sau khi đọc xong, đồng chí làm bài kiểm tra trước {local(rnd.closes_at, tz)}.")
+    replies.append(Reply("\n\n".join(closing), [[Choice("Làm bài kiểm tra", f"q:{rnd.id}", typed="lambai")]]))
+    return replies
+
+
+# -- quiz --------------------------------------------------------------------------------------
+def question(attempt: Attempt, aq: AttemptQuestion, *, prefix: str = "", edit: bool = False) -> Reply:
+    q = aq.question
+    lines = [f"{prefix}📝 Câu {aq.position}/{attempt.question_count}", "", q.text, ""]
+    for shown, original in enumerate(aq.option_order):
+        lines.append(f"{LETTERS[shown]}. {q.options[original]}")
+    choices = [[Choice(LETTERS[shown], f"a:{attempt.id}:{aq.position}:{shown}", typed=LETTERS[shown])
+                for shown in range(len(aq.option_order))]]
+    return Reply("\n".join(lines), choices, edit=edit)
+
+
+SUBMITTED = "Đồng chí đã hoàn thành bài kiểm tra; kết quả ở tin nhắn dưới đây."
+
+
+def option_out_of_range(count: int) -> Reply:
+    return Reply(f"Câu này chỉ có các lựa chọn từ A đến {LETTERS[count - 1]}. Đồng chí vui lòng chọn lại.")
+
+
+def recorded_prefix(position: int, letter: str) -> str:
+    return f"✔️ Đã ghi nhận câu {position}: {letter}.\n\n"
+
+
+def no_attempts_left(doc: Document, best: Attempt | None) -> Reply:
+    best_text = f" Điểm cao nhất của đồng chí: {percent(best.score)}." if best and best.score is not None else ""
+    return Reply(f"Đồng chí đã dùng hết {doc.max_attempts} lượt làm bài kiểm tra {doc.code}.{best_text}")
+
+
+def result(attempt: Attempt, doc: Document, reviews, attempts_used: int, limit: int) -> list[Reply]:
+    verdict = "ĐẠT ✅" if attempt.passed else "CHƯA ĐẠT ❌"
+    lines = [
+        f"🏁 Kết quả bài kiểm tra {doc.code}",
+        f"Lần làm bài: {attempt.number}/{doc.max_attempts}",
+        f"Số câu đúng: {attempt.correct_count}/{attempt.question_count} — {percent(attempt.score)}",
+        f"Kết quả: {verdict} (yêu cầu từ {doc.pass_score}% trở lên)",
+    ]
+    wrong = [r for r in reviews if not r.correct]
+    if wrong:
+        lines += ["", "Các câu trả lời chưa đúng:"]
+        for r in wrong:
+            q = r.question
+            shown_chosen = r.option_order.index(r.chosen_index)
+            shown_right = r.option_order.index(q.answer_index)
+            lines += [
+                "",
+                f"• Câu {r.position}: {q.text}",
+                f"  Đồng chí chọn: {LETTERS[shown_chosen]}. {q.options[r.chosen_index]}",
+                f"  Đáp án đúng: {LETTERS[shown_right]}. {q.options[q.answer_index]}",
+            ]
+            if q.explanation:
+                lines.append(f"  Giải thích: {q.explanation}")
+    else:
+        lines += ["", "Đồng chí trả lời đúng tất cả các câu. Xin chúc mừng!"]
+    left = doc.max_attempts - attempts_used
+    lines.append("")
+    if left > 0:
+        lines.append(f"Đồng chí còn {left} lượt làm bài; gõ /lambai nếu muốn làm lại (tính điểm cao nhất).")
+    else:
+        lines.append("Đồng chí đã dùng hết lượt làm bài của đợt này.")
+    return [Reply(part) for part in split_text("\n".join(lines), limit)]
+
+
+def answer_notice(status: str) -> str:
+    return {
+        "duplicate": "Câu này đã được ghi nhận rồi.",
+        "stale": "Câu hỏi này không còn hiện hành.",
+        "closed": "Đợt học tập đã kết thúc, không thể ghi nhận thêm.",
+        "missing": "Bài làm không còn tồn tại.",
+    }[status]
+
+
+def current_question_is(position: int) -> str:
+    return f"Câu hỏi hiện tại là câu {position}."
+
+
+def round_closed() -> Reply:
+    return Reply("Đợt học tập này không còn mở hoặc không dành cho đơn vị của đồng chí. Gõ /hoc để xem các đợt đang mở.")
+
+
+# -- results -----------------------------------------------------------------------------------
+def history(rows: list[tuple[Round, list[Attempt]]], tz: ZoneInfo, limit: int) -> list[Reply]:
+    if not rows:
+        return [Reply("Đồng chí chưa làm bài kiểm tra nào. Gõ /lambai để bắt đầu.")]
+    lines = ["📊 Kết quả của đồng chí:"]
+    for rnd, attempts in rows:
+        doc = rnd.document
+        lines += ["", f"{doc.code} — {doc.title}"]
+        for a in attempts:
+            if a.submitted_at is None:
+                lines.append(f"  Lần {a.number}: đang làm dở")
+            else:
+                verdict = "đạt" if a.passed else "chưa đạt"
+                lines.append(f"  Lần {a.number}: {a.correct_count}/{a.question_count} câu đúng — "
+                             f"{percent(a.score)} — {verdict} ({a.submitted_at.astimezone(tz).strftime('%d/%m/%Y')})")
+    return [Reply(part) for part in split_text("\n".join(lines), limit)]

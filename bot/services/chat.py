@@ -1,0 +1,250 @@
+"""The conversation: what a member's text, contact or choice does, as one transaction each.
+
+Channels call ``on_text``/``on_contact``/``on_action`` with the platform's ids and get platform-neutral
+replies back. An ``update_key`` makes a redelivered update a no-op (durable de-duplication).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bot.domain import messages as msg
+from bot.domain.replies import Outcome, Reply
+from bot.services import linking, quiz
+from bot.storage.db import Database
+from bot.storage.models import Attempt, ChatAccount, ChatState, Member, ProcessedUpdate, Round
+
+COMMANDS = {
+    "start": "start", "batdau": "start",
+    "hoc": "hoc", "doc": "hoc",
+    "lambai": "lambai", "kiemtra": "lambai",
+    "ketqua": "ketqua",
+    "trogiup": "help", "help": "help", "huongdan": "help",
+    "tiep": "tiep",
+}
+_ANSWER = re.compile(r"^\s*([A-Fa-f]|[1-6])\s*\.?\s*$")
+
+
+def fold(text: str) -> str:
+    """Lower-case, no diacritics, no spaces: ``Làm bài`` → ``lambai``."""
+    text = unicodedata.normalize("NFD", text.casefold()).replace("đ", "d")
+    return "".join(ch for ch in text if not unicodedata.combining(ch) and not ch.isspace())
+
+
+def parse_command(text: str) -> tuple[str | None, str]:
+    """``/start@bot abc`` → (``start``, ``abc``); typed words without a slash work too."""
+    stripped = text.strip()
+    if not stripped:
+        return None, ""
+    if stripped.startswith("/"):
+        head, _, rest = stripped[1:].partition(" ")
+        head = head.split("@", 1)[0]
+        return COMMANDS.get(fold(head)), rest.strip()
+    folded = fold(stripped)
+    if folded in COMMANDS:
+        return COMMANDS[folded], ""
+    head, _, rest = stripped.partition(" ")
+    if fold(head) == "start":
+        return "start", rest.strip()
+    return None, stripped
+
+
+@dataclass(frozen=True)
+class ChannelTraits:
+    """What a channel can do; replies adapt to it (length limit, buttons, edits)."""
+
+    name: str
+    text_limit: int
+    has_buttons: bool = True
+
+
+class ChatService:
+    def __init__(self, db: Database, traits: ChannelTraits, tz: ZoneInfo):
+        self.db = db
+        self.traits = traits
+        self.tz = tz
+
+    # -- entry points -----------------------------------------------------------------------
+    def on_text(self, external_id: str, text: str, now: datetime, update_key: str | None = None) -> Outcome:
+        with self.db.session() as s:
+            if not self._first_time(s, update_key, now):
+                return Outcome()
+            command, arg = parse_command(text)
+            member = self._member(s, external_id, now)
+            if member is None:
+                if command == "start" and arg:
+                    result = linking.link_by_code(s, self.traits.name, external_id, arg, now)
+                    return Outcome([msg.link_outcome(result.status, result.member)])
+                return Outcome([msg.not_linked()])
+            if command == "start":
+                if arg:
+                    result = linking.link_by_code(s, self.traits.name, external_id, arg, now)
+                    return Outcome([msg.link_outcome(result.status, result.member)])
+                return Outcome([msg.link_outcome("already", member)])
+            if command == "help":
+                return Outcome([msg.help_text(member)])
+            if command == "hoc":
+                return Outcome(self._study_list(s, member, now))
+            if command == "lambai":
+                return Outcome(self._quiz_entry(s, member, now))
+            if command == "ketqua":
+                return Outcome(msg.history(quiz.member_history(s, member), self.tz, self.traits.text_limit))
+            if command == "tiep":
+                return Outcome(self._next_page(s, external_id, member, now))
+            return Outcome(self._free_text(s, external_id, member, arg, now))
+
+    def on_contact(self, external_id: str, phone: str, own: bool, now: datetime,
+                   update_key: str | None = None) -> Outcome:
+        with self.db.session() as s:
+            if not self._first_time(s, update_key, now):
+                return Outcome()
+            if not own:
+                return Outcome([msg.link_outcome("not_own", None)])
+            result = linking.link_by_phone(s, self.traits.name, external_id, phone, now)
+            return Outcome([msg.link_outcome(result.status, result.member)])
+
+    def on_action(self, external_id: str, action: str, now: datetime, update_key: str | None = None) -> Outcome:
+        with self.db.session() as s:
+            if not self._first_time(s, update_key, now):
+                return Outcome()
+            member = self._member(s, external_id, now)
+            if member is None:
+                return Outcome([msg.not_linked()], notice="Đồng chí chưa liên kết tài khoản.")
+            return self._action(s, external_id, member, action, now)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _first_time(self, s: Session, update_key: str | None, now: datetime) -> bool:
+        if update_key is None:
+            return True
+        try:
+            with s.begin_nested():
+                s.add(ProcessedUpdate(channel=self.traits.name, update_key=update_key, processed_at=now))
+                s.flush()
+        except IntegrityError:
+            return False
+        return True
+
+    def _member(self, s: Session, external_id: str, now: datetime) -> Member | None:
+        member = linking.account_member(s, self.traits.name, external_id)
+        if member is not None:
+            s.query(ChatAccount).filter_by(channel=self.traits.name, external_id=external_id).update(
+                {"last_seen_at": now})
+        return member
+
+    def _state(self, s: Session, external_id: str, now: datetime) -> ChatState:
+        state = s.get(ChatState, (self.traits.name, external_id))
+        if state is None:
+            state = ChatState(channel=self.traits.name, external_id=external_id, updated_at=now)
+            s.add(state)
+        state.updated_at = now
+        return state
+
+    def _action(self, s: Session, external_id: str, member: Member, action: str, now: datetime) -> Outcome:
+        kind, _, rest = action.partition(":")
+        parts = rest.split(":")
+        try:
+            numbers = [int(p) for p in parts if p]
+        except ValueError:
+            numbers = []
+        if kind == "r" and len(numbers) == 2:
+            return Outcome(self._read(s, external_id, member, numbers[0], numbers[1], now))
+        if kind == "q" and len(numbers) == 1:
+            rnd = quiz.round_for_member(s, member, numbers[0], now)
+            return Outcome(self._start_quiz(s, member, rnd, now) if rnd else [msg.round_closed()])
+        if kind == "a" and len(numbers) == 3:
+            return self._answer(s, member, *numbers, now=now)
+        return Outcome(notice=msg.answer_notice("stale"))
+
+    def _study_list(self, s: Session, member: Member, now: datetime) -> list[Reply]:
+        rounds = quiz.open_rounds_for(s, member, now)
+        if not rounds:
+            return [msg.no_open_rounds()]
+        return [msg.round_list(rounds, self.tz, for_quiz=False)]
+
+    def _read(self, s: Session, external_id: str, member: Member, round_id: int, page: int, now: datetime) -> list[Reply]:
+        rnd = quiz.round_for_member(s, member, round_id, now)
+        if rnd is None:
+            return [msg.round_closed()]
+        pages = msg.summary_pages(rnd.document, self.traits.text_limit - 200)
+        page = min(max(page, 1), len(pages))
+        quiz.record_view(s, rnd.id, member.id, now)
+        state = self._state(s, external_id, now)
+        state.reading_round_id, state.reading_page = rnd.id, page
+        return msg.reading_page(rnd, page, pages, self.tz)
+
+    def _next_page(self, s: Session, external_id: str, member: Member, now: datetime) -> list[Reply]:
+        state = s.get(ChatState, (self.traits.name, external_id))
+        if state is None or state.reading_round_id is None:
+            return self._study_list(s, member, now)
+        return self._read(s, external_id, member, state.reading_round_id, (state.reading_page or 0) + 1, now)
+
+    def _quiz_entry(self, s: Session, member: Member, now: datetime) -> list[Reply]:
+        current = quiz.in_progress_attempt(s, member.id, now)
+        if current is not None:
+            return self._show_position(s, quiz.position_of(s, current))
+        rounds = quiz.open_rounds_for(s, member, now)
+        if not rounds:
+            return [msg.no_open_rounds()]
+        if len(rounds) == 1:
+            return self._start_quiz(s, member, rounds[0], now)
+        return [msg.round_list(rounds, self.tz, for_quiz=True)]
+
+    def _start_quiz(self, s: Session, member: Member, rnd: Round, now: datetime) -> list[Reply]:
+        position = quiz.start_or_resume(s, rnd, member, now)
+        if position is None:
+            attempts = quiz.attempts_of(s, rnd.id, member.id)
+            best = max((a for a in attempts if a.score is not None), key=lambda a: a.score, default=None)
+            return [msg.no_attempts_left(rnd.document, best)]
+        return self._show_position(s, position)
+
+    def _show_position(self, s: Session, position: quiz.QuizPosition, *, prefix: str = "", edit: bool = False) -> list[Reply]:
+        if position.current is None:
+            return self._result(s, position.attempt)
+        return [msg.question(position.attempt, position.current, prefix=prefix, edit=edit)]
+
+    def _result(self, s: Session, attempt: Attempt) -> list[Reply]:
+        rnd = s.get(Round, attempt.round_id)
+        used = len(quiz.attempts_of(s, rnd.id, attempt.member_id))
+        return msg.result(attempt, rnd.document, quiz.review(s, attempt), used, self.traits.text_limit)
+
+    def _answer(self, s: Session, member: Member, attempt_id: int, position: int, shown: int, *, now: datetime) -> Outcome:
+        result = quiz.answer(s, member, attempt_id, position, shown, now)
+        if result.status != "recorded":
+            notice = msg.answer_notice(result.status)
+            replies: list[Reply] = []
+            if result.status in ("stale", "duplicate") and result.quiz and result.quiz.position and not self.traits.has_buttons:
+                notice = f"{notice} {msg.current_question_is(result.quiz.position)}"
+                replies = self._show_position(s, result.quiz)
+            return Outcome(replies, notice=notice)
+        prefix = msg.recorded_prefix(position, result.shown_letter)
+        if result.quiz.position is not None:
+            return Outcome(self._show_position(s, result.quiz, prefix=prefix, edit=True), notice="Đã ghi nhận.")
+        replies = self._result(s, result.quiz.attempt)
+        if self.traits.has_buttons:  # the question message becomes the receipt; results follow
+            replies.insert(0, Reply(prefix + msg.SUBMITTED, edit=True))
+        else:  # no edits: the receipt travels with the result, saving a message
+            replies[0] = Reply(prefix + replies[0].text)
+        return Outcome(replies, notice="Đã nộp bài.")
+
+    def _free_text(self, s: Session, external_id: str, member: Member, text: str, now: datetime) -> list[Reply]:
+        current = quiz.in_progress_attempt(s, member.id, now)
+        match = _ANSWER.match(text)
+        if current is not None and match:
+            token = match.group(1).upper()
+            shown = int(token) - 1 if token.isdigit() else "ABCDEF".index(token)
+            position = quiz.position_of(s, current)
+            if shown >= len(position.current.option_order):
+                return [msg.option_out_of_range(len(position.current.option_order))]
+            outcome = self._answer(s, member, current.id, position.position, shown, now=now)
+            if not outcome.replies and outcome.notice:
+                return [Reply(outcome.notice)]
+            return outcome.replies
+        return [msg.unknown_input(current is not None)]
+

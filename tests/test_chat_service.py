@@ -1,0 +1,120 @@
+"""The conversation rules below the channels: permissions, de-duplication, typed answers."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.services.chat import ChannelTraits, ChatService, parse_command
+from bot.services.linking import create_invites
+from bot.storage.models import Answer, Attempt, Member
+from bot.timeutil import utcnow
+
+TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+@pytest.fixture
+def service(province):
+    return ChatService(province, ChannelTraits("telegram", 4096), TZ)
+
+
+def linked(service, db, member_code: str, external_id: str):
+    with db.session() as s:
+        member = s.scalar(select(Member).where(Member.code == member_code))
+        code = create_invites(s, [member], utcnow())[member.id]
+    out = service.on_text(external_id, f"/start {code}", utcnow())
+    assert "Liên kết thành công" in out.replies[0].text
+
+
+def test_a_forged_action_on_someone_elses_attempt_records_nothing(service, province):
+    linked(service, province, "DV012", "1")
+    linked(service, province, "DV013", "2")
+    question = service.on_text("1", "/lambai", utcnow()).replies[0]
+    action = question.all_choices()[0].action  # a:<attempt>:1:0, owned by DV012
+    outcome = service.on_action("2", action, utcnow())
+    assert outcome.replies == [] and outcome.notice == "Bài làm không còn tồn tại."
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer)) == 0
+
+
+def test_reading_a_round_outside_ones_audience_shows_nothing(service, province):
+    from datetime import timedelta
+
+    from bot.services.rounds import open_round
+
+    now = utcnow()
+    with province.session() as s:
+        other = open_round(s, "kh-83-hu-tuy-phuoc", ["DP-TT-02"], now - timedelta(hours=1), now + timedelta(days=1), 98, now)
+    linked(service, province, "DV001", "1")  # DP-TT-01: not in round 2's audience
+    outcome = service.on_action("1", f"r:{other.id}:1", now)
+    assert "không còn mở hoặc không dành cho đơn vị của đồng chí" in outcome.replies[0].text
+    assert "83-KH/HU" not in outcome.replies[0].text
+
+
+def test_a_redelivered_update_is_processed_once(service, province):
+    linked(service, province, "DV002", "1")
+    first = service.on_text("1", "/lambai", utcnow(), update_key="42")
+    choice = first.replies[0].all_choices()[0].action
+    assert service.on_action("1", choice, utcnow(), update_key="43").replies
+    assert service.on_action("1", choice, utcnow(), update_key="43").replies == []
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer)) == 1
+
+
+@pytest.mark.parametrize("typed", ["A", "b", " c. ", "4", "d."])
+def test_answers_can_be_typed_as_letters_or_numbers(service, province, typed):
+    linked(service, province, "DV003", "1")
+    service.on_text("1", "/lambai", utcnow())
+    reply = service.on_text("1", typed, utcnow()).replies[0]
+    assert reply.text.startswith("✔️ Đã ghi nhận câu 1")
+    assert "Câu 2/10" in reply.text
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer)) == 1
+
+
+def test_a_letter_beyond_the_options_is_explained(service, province):
+    linked(service, province, "DV003", "1")
+    service.on_text("1", "/lambai", utcnow())
+    assert service.on_text("1", "F", utcnow()).replies[0].text == (
+        "Câu này chỉ có các lựa chọn từ A đến D. Đồng chí vui lòng chọn lại.")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("/hoc", ("hoc", "")), ("/lambai@hoctap_bot", ("lambai", "")), ("làm bài", ("lambai", "")),
+     ("Lam Bai", ("lambai", "")), ("học", ("hoc", "")), ("/start abc", ("start", "abc")),
+     ("KẾT QUẢ", ("ketqua", "")), ("xin chào", (None, "xin chào"))],
+)
+def test_commands_are_understood_with_or_without_slash_and_diacritics(text, expected):
+    assert parse_command(text) == expected
+
+
+def test_a_long_summary_is_paged_within_the_channel_limit(province):
+    service = ChatService(province, ChannelTraits("zalo", 2000, has_buttons=False), TZ)
+    linked(service, province, "DV004", "z1")
+    listing = service.on_text("z1", "/hoc", utcnow()).replies[0]
+    page = service.on_action("z1", listing.all_choices()[0].action, utcnow()).replies
+    assert len(page) == 1 and "(Trang 1/" in page[0].text
+    assert all(len(r.text) <= 2000 for r in page)
+    pages = [page[0].text]
+    while True:
+        replies = service.on_text("z1", "tiếp", utcnow()).replies
+        pages.append(replies[0].text)
+        if len(replies) == 2:
+            assert "Những điểm chính" in replies[1].text
+            break
+    assert all(len(p) <= 2000 for p in pages) and len(pages) >= 2
+
+
+def test_attempt_survives_in_the_database_not_in_the_service(province):
+    first = ChatService(province, ChannelTraits("telegram", 4096), TZ)
+    linked(first, province, "DV005", "1")
+    first.on_text("1", "/lambai", utcnow())
+    first.on_text("1", "A", utcnow())
+    fresh = ChatService(province, ChannelTraits("telegram", 4096), TZ)  # another process
+    reply = fresh.on_text("1", "/lambai", utcnow()).replies[0]
+    assert "Câu 2/10" in reply.text
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Attempt)) == 1

@@ -1,0 +1,223 @@
+"""A member on Telegram, end to end: the real PTB Application over HTTP against the emulator."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import func, select
+
+from bot.storage.models import Answer, Attempt, AttemptQuestion, ChatAccount, Member, StudyView
+
+LETTERS = "ABCDEF"
+
+
+def texts(user) -> list[str]:
+    return [m.get("text", "") for m in user.messages]
+
+
+def buttons(message) -> list[str]:
+    rows = (message.get("reply_markup") or {}).get("inline_keyboard") or []
+    return [b["text"] for row in rows for b in row]
+
+
+def link(emulator, invite, member_code: str, user_id: int):
+    user = emulator.user(user_id, first_name="Đảng viên")
+    user.send_text(f"/start {invite(member_code)}")
+    user.wait_for(lambda u: "Liên kết thành công" in (u.last() or {}).get("text", ""))
+    return user
+
+
+def quiz_state(db, member_code: str):
+    """(attempt id, next position, shown letter of the right answer) of the member's open attempt."""
+    with db.session() as s:
+        attempt = s.scalar(select(Attempt).join(Member).where(Member.code == member_code, Attempt.submitted_at.is_(None)))
+        answered = set(s.scalars(select(Answer.position).where(Answer.attempt_id == attempt.id)))
+        aq = next(q for q in attempt.questions if q.position not in answered)
+        return attempt.id, aq.position, LETTERS[aq.option_order.index(aq.question.answer_index)]
+
+
+def wait_text(user, fragment: str, timeout: float = 5.0):
+    return user.wait_for(lambda u: any(fragment in m.get("text", "") for m in u.messages), timeout=timeout)
+
+
+def test_unlinked_user_only_learns_how_to_link(telegram_bot, emulator):
+    stranger = emulator.user(5001, first_name="Lạ")
+    for text in ("/hoc", "xin chào", "/ketqua"):
+        stranger.send_text(text)
+        stranger.wait_for()
+    assert all("chưa liên kết tài khoản" in t for t in texts(stranger))
+    assert stranger.reply_keyboard["keyboard"][0][0]["request_contact"] is True
+    assert not any("64-KH/TU" in t for t in texts(stranger))
+
+
+def test_bot_sets_its_vietnamese_command_menu(telegram_bot, emulator):
+    deadline = time.monotonic() + 5
+    while not emulator.my_commands() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [c["command"] for c in emulator.my_commands()] == ["hoc", "lambai", "ketqua", "trogiup"]
+    assert emulator.my_commands()[0]["description"] == "Đọc tài liệu đợt học tập"
+
+
+def test_deep_link_code_links_once(telegram_bot, emulator, invite, province):
+    code = invite("DV002")
+    lan = emulator.user(6001)
+    lan.send_text(f"/start {code}")
+    reply = lan.wait_for()
+    assert "Liên kết thành công! Xin chào đồng chí Đinh Văn Sơn" in reply["text"]
+    other = emulator.user(6002)
+    other.send_text(f"/start {code}")
+    assert "đã được sử dụng" in other.wait_for()["text"]
+    with province.session() as s:
+        accounts = s.execute(select(ChatAccount.external_id, Member.code).join(Member)).all()
+    assert [tuple(a) for a in accounts] == [("6001", "DV002")]
+
+
+def test_sharing_own_phone_links_but_someone_elses_does_not(telegram_bot, emulator):
+    user = emulator.user(7001)
+    user.send_contact("+84333378379", user_id=7999)  # DV002's number, but not this user's contact
+    assert "chỉ có thể chia sẻ số điện thoại của chính mình" in user.wait_for()["text"]
+    user.send_contact("0999 000 111")
+    assert "Không tìm thấy đảng viên" in user.wait_for()["text"]
+    user.send_contact("+84333378379")
+    assert "Liên kết thành công! Xin chào đồng chí Đinh Văn Sơn" in user.wait_for()["text"]
+    assert user.reply_keyboard is None  # the share-phone keyboard is gone once linked
+
+
+def test_member_reads_summary_then_sees_key_points_and_quiz_button(telegram_bot, emulator, invite, province):
+    user = link(emulator, invite, "DV003", 8001)
+    user.send_text("/hoc")
+    listing = user.wait_for()
+    assert "64-KH/TU" in listing["text"] and "Hạn hoàn thành" in listing["text"]
+    user.press(buttons(listing)[0])
+    last = user.wait_for(lambda u: "Làm bài kiểm tra" in buttons(u.last() or {}))
+    assert "Những điểm chính" in last["text"]
+    summary = user.messages[-2]["text"]
+    assert summary.startswith("📖 64-KH/TU: Kế hoạch")
+    assert all(len(m["text"]) <= 4096 for m in user.messages)
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(StudyView)) == 1
+
+
+def test_member_takes_the_whole_quiz_in_one_edited_message(telegram_bot, emulator, invite, province):
+    user = link(emulator, invite, "DV004", 8101)
+    user.send_text("/lambai")
+    first = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+    quiz_message = first["message_id"]
+    assert buttons(first) == ["A", "B", "C", "D"]
+    for expected in range(1, 11):
+        _attempt, position, right = quiz_state(province, "DV004")
+        assert position == expected
+        wrong = next(letter for letter in "ABCD" if letter != right)
+        user.press(right if position > 2 else wrong, message_id=quiz_message)
+        if position < 10:
+            user.wait_for(lambda u: f"Câu {position + 1}/10" in u.messages[-1]["text"])
+            assert user.last()["message_id"] == quiz_message  # edited in place, not a new message
+    result = wait_text(user, "Kết quả bài kiểm tra")
+    assert "Số câu đúng: 8/10 — 80%" in result["text"]
+    assert "Kết quả: ĐẠT ✅" in result["text"]
+    assert result["text"].count("Đáp án đúng:") == 2 and "Giải thích: Mục" in result["text"]
+    assert "còn 2 lượt làm bài" in result["text"]
+    with province.session() as s:
+        attempt = s.scalar(select(Attempt))
+        assert (attempt.correct_count, attempt.score, attempt.passed) == (8, 80.0, True)
+        assert s.scalar(select(func.count()).select_from(Answer)) == 10
+    user.send_text("/ketqua")
+    assert "Lần 1: 8/10 câu đúng — 80% — đạt" in user.wait_for()["text"]
+
+
+def test_double_tap_records_one_answer(telegram_bot, emulator, invite, province):
+    user = link(emulator, invite, "DV005", 8201)
+    user.send_text("/lambai")
+    question = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+    user.press("B", message_id=question["message_id"])
+    user.press("C", message_id=question["message_id"])  # the second tap carries question 1's data
+    user.wait_for(lambda u: len(u.callback_answers) == 2)
+    assert user.callback_answers[1]["text"] == "Câu này đã được ghi nhận rồi."
+    with province.session() as s:
+        rows = s.execute(select(Answer.position)).all()
+    assert [r.position for r in rows] == [1]
+    assert "Câu 2/10" in user.last()["text"]
+
+
+def test_stale_button_from_an_old_message_is_harmless(telegram_bot, emulator, invite, province):
+    user = link(emulator, invite, "DV006", 8301)
+    user.send_text("/lambai")
+    old = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+    user.send_text("/lambai")  # shows the current question again, in a new message
+    new = user.wait_for(lambda u: u.last()["message_id"] != old["message_id"])
+    user.press("A", message_id=new["message_id"])
+    user.wait_for(lambda u: "Câu 2/10" in u.last()["text"])
+    user.press("D", message_id=old["message_id"])  # question 1's button, already answered
+    user.wait_for(lambda u: len(u.callback_answers) == 2)
+    assert user.callback_answers[-1]["text"] == "Câu này đã được ghi nhận rồi."
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer)) == 1
+
+
+def test_member_continues_after_a_restart(telegram_bot, emulator, invite, province):
+    user = link(emulator, invite, "DV007", 8401)
+    user.send_text("/lambai")
+    q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+    for expected in (2, 3):
+        user.press("A", message_id=q["message_id"])
+        user.wait_for(lambda u: f"Câu {expected}/10" in u.last()["text"])
+    attempt_id, _, _ = quiz_state(province, "DV007")
+    with province.session() as s:
+        shown_before = [aq.question_id for aq in s.scalars(select(AttemptQuestion).where(AttemptQuestion.attempt_id == attempt_id).order_by(AttemptQuestion.position))]
+    telegram_bot.stop()  # the process dies mid-quiz
+    telegram_bot.start()
+    user.send_text("/lambai")
+    resumed = user.wait_for(lambda u: "Câu 3/10" in u.last()["text"])
+    with province.session() as s:
+        shown_after = [aq.question_id for aq in s.scalars(select(AttemptQuestion).where(AttemptQuestion.attempt_id == attempt_id).order_by(AttemptQuestion.position))]
+        assert s.scalar(select(func.count()).select_from(Attempt)) == 1
+    assert shown_after == shown_before
+    assert buttons(resumed) == ["A", "B", "C", "D"]
+
+
+
+def test_flood_control_and_server_errors_never_reach_the_member(telegram_bot, emulator, invite, province):
+    user = link(emulator, invite, "DV008", 8501)
+    user.send_text("/lambai")
+    q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+    emulator.inject_error("editMessageText", 429, retry_after=1)
+    user.press("A", message_id=q["message_id"])
+    user.wait_for(lambda u: "Câu 2/10" in u.last()["text"], timeout=8)
+    emulator.inject_error("sendMessage", 502, times=2)
+    user.send_text("/ketqua")
+    assert "đang làm dở" in user.wait_for(timeout=8)["text"]
+    assert len(emulator.calls("editMessageText")) >= 2  # the refused edit was tried again
+
+
+def test_one_failing_update_does_not_stop_the_bot(telegram_bot, emulator, invite):
+    user = link(emulator, invite, "DV009", 8601)
+    emulator.inject_error("sendMessage", 400, description="Bad Request: chat not found", chat_id=8601)
+    user.send_text("/trogiup")
+    time.sleep(0.5)
+    user.send_text("/trogiup")
+    reply = user.wait_for(lambda u: "Các lệnh đồng chí dùng được" in u.last()["text"])
+    assert "/lambai" in reply["text"]
+
+
+def test_stray_messages_get_a_hint_never_silence(telegram_bot, emulator, invite):
+    user = link(emulator, invite, "DV010", 8701)
+    user.send_text("cho tôi hỏi")
+    assert "Gõ /hoc để đọc tài liệu" in user.wait_for()["text"]
+    user.send_document("anh.pdf", b"%PDF-1.4")
+    assert "Gõ /hoc để đọc tài liệu" in user.wait_for()["text"]
+
+
+def test_attempts_run_out_after_the_documents_maximum(telegram_bot, emulator, invite, province):
+    user = link(emulator, invite, "DV014", 8901)
+    for attempt in range(1, 4):
+        user.send_text("/lambai")
+        q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+        for position in range(1, 11):
+            user.press("A", message_id=q["message_id"])
+            if position < 10:
+                user.wait_for(lambda u: f"Câu {position + 1}/10" in u.last()["text"])
+        wait_text(user, f"Lần làm bài: {attempt}/3")
+    user.send_text("/lambai")
+    assert "đã dùng hết 3 lượt làm bài" in user.wait_for()["text"]
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Attempt)) == 3
