@@ -41,9 +41,12 @@ def run(settings: Settings) -> int:
     return 0
 
 
-def run_playground(settings: Settings, as_member: str | None = None) -> int:
+def run_playground(settings: Settings, as_member: str | None = None, script: str | None = None) -> int:
     from bot.channels.playground import Playground
 
     db = Database(settings.database_url)
     db.upgrade()
-    return Playground(settings, db).run(as_member)
+    lines = None
+    if script:
+        lines = open(script, encoding="utf-8").read().splitlines()
+    return Playground(settings, db).run(as_member, lines)

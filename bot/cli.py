@@ -50,7 +50,9 @@ def cmd_run(args, settings: Settings) -> int:
 def cmd_playground(args, settings: Settings) -> int:
     from bot.app import run_playground
 
-    return run_playground(settings, as_member=args.member)
+    if args.script and not Path(args.script).exists():
+        raise UsageError(f"--script: {args.script} not found")
+    return run_playground(settings, as_member=args.member, script=args.script)
 
 
 @command("db upgrade")
@@ -281,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     leaf(sub, "run", "run the bot (Telegram when a token is set, else the local playground)", "run")
     p = leaf(sub, "playground", "chat with the bot in this terminal as a member of the roster", "playground")
-    p.add_argument("--member", metavar="CODE", help="member code to play (default: the first secretary)")
+    p.add_argument("--member", metavar="CODE", help="member code to play (default: the first ordinary member)")
+    p.add_argument("--script", metavar="FILE", help="read the inputs from FILE, one per line, and print the transcript")
     p.set_defaults(handler="playground")
 
     db = group("db", "database schema")

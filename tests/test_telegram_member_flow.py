@@ -100,6 +100,7 @@ def test_member_reads_summary_then_sees_key_points_and_quiz_button(telegram_bot,
 
 def test_member_takes_the_whole_quiz_in_one_edited_message(telegram_bot, emulator, invite, province):
     user = link(emulator, invite, "DV004", 8101)
+    emulator.reset_log()
     user.send_text("/lambai")
     first = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
     quiz_message = first["message_id"]
@@ -117,6 +118,9 @@ def test_member_takes_the_whole_quiz_in_one_edited_message(telegram_bot, emulato
     assert "Kết quả: ĐẠT ✅" in result["text"]
     assert result["text"].count("Đáp án đúng:") == 2 and "Giải thích: Mục" in result["text"]
     assert "còn 2 lượt làm bài" in result["text"]
+    assert result["message_id"] == quiz_message  # the question message became the result
+    sent = [m for m, p in emulator.requests if m in ("sendMessage", "editMessageText") and str(p.get("chat_id")) == "8101"]
+    assert len(sent) <= 12
     with province.session() as s:
         attempt = s.scalar(select(Attempt))
         assert (attempt.correct_count, attempt.score, attempt.passed) == (8, 80.0, True)
@@ -221,3 +225,59 @@ def test_attempts_run_out_after_the_documents_maximum(telegram_bot, emulator, in
     assert "đã dùng hết 3 lượt làm bài" in user.wait_for()["text"]
     with province.session() as s:
         assert s.scalar(select(func.count()).select_from(Attempt)) == 3
+
+
+def test_a_long_summary_is_paged_with_a_next_button(telegram_bot, emulator, invite, province):
+    from bot.storage.models import Document
+
+    with province.session() as s:
+        doc = s.get(Document, "kh-64-tu-binh-phuoc")
+        doc.summary = "\n\n".join(f"Đoạn {i}: " + "nội dung nghị quyết " * 40 for i in range(1, 13))
+    user = link(emulator, invite, "DV015", 9001)
+    user.send_text("/hoc")
+    user.press("1. Đọc 64-KH/TU", message_id=user.wait_for()["message_id"])
+    page = user.wait_for(lambda u: "Tiếp ›" in buttons(u.last() or {}))
+    assert "(Trang 1/3)" in page["text"]
+    for expected in (2, 3):
+        user.press("Tiếp ›", message_id=page["message_id"])
+        page = user.wait_for(lambda u: f"(Trang {expected}/3)" in "".join(texts(u)))
+    user.wait_for(lambda u: "Làm bài kiểm tra" in buttons(u.last() or {}))
+    pages = [t for t in texts(user) if "(Trang " in t]
+    assert len(pages) == 3 and all(len(t) <= 4096 for t in pages)
+    joined = " ".join(pages)
+    assert all(f"Đoạn {i}:" in joined for i in range(1, 13))
+
+
+def test_answers_after_the_round_closes_are_refused(telegram_bot, emulator, invite, province):
+    from bot.services.rounds import close_round
+    from bot.timeutil import utcnow
+
+    user = link(emulator, invite, "DV016", 9101)
+    user.send_text("/lambai")
+    q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+    with province.session() as s:
+        close_round(s, 1, utcnow())
+    user.press("A", message_id=q["message_id"])
+    user.wait_for(lambda u: len(u.callback_answers) == 1)
+    assert user.callback_answers[0]["text"] == "Đợt học tập đã kết thúc, không thể ghi nhận thêm."
+    user.send_text("/lambai")
+    assert "chưa có đợt học tập nào đang mở" in user.wait_for()["text"]
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer)) == 0
+
+
+def test_an_all_wrong_quiz_fails_and_explains_every_question(telegram_bot, emulator, invite, province):
+    user = link(emulator, invite, "DV017", 9201)
+    user.send_text("/lambai")
+    q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+    for position in range(1, 11):
+        _attempt, _pos, right = quiz_state(province, "DV017")
+        user.press(next(letter for letter in "ABCD" if letter != right), message_id=q["message_id"])
+        if position < 10:
+            user.wait_for(lambda u: f"Câu {position + 1}/10" in u.messages[-1]["text"])
+    wait_text(user, "còn 2 lượt làm bài")  # the last part of a result too long for one message
+    parts = [t for t in texts(user) if "Kết quả bài kiểm tra" in t or "Đáp án đúng" in t]
+    assert all(len(p) <= 4096 for p in parts), user.transcript()
+    text = "\n".join(parts)
+    assert "Số câu đúng: 0/10 — 0%" in text and "CHƯA ĐẠT ❌" in text
+    assert text.count("Đáp án đúng:") == 10

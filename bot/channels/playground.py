@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -24,8 +25,9 @@ from bot.timeutil import utcnow
 
 HELP = """Playground: you are a member chatting with the bot.
   type text or commands (/hoc, /lambai, /ketqua, /trogiup) as on a phone
-  type a number to press that button of the newest message
-  !as CODE  become another member (e.g. !as DV002)      !quit  leave"""
+  type a number to press that button of the newest message (or a letter to answer)
+  /as CODE  become another member (e.g. /as DV002)      /quit  leave"""
+SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "roster"
 
 
 class Playground:
@@ -33,11 +35,10 @@ class Playground:
         self.settings, self.db, self.out = settings, db, out
         self.shown: dict[int, str] = {}
         self.answers_seen = 0
+        self.echo = False
 
     def run(self, as_member: str | None = None, lines=None) -> int:
-        if not self._has_roster():
-            print("The database has no members yet: run 'hoctap units import', 'hoctap members import' "
-                  "and 'hoctap content load' first (scripts/run does it with the sample roster).", file=sys.stderr)
+        if not self._has_roster() and not self._seed():
             return 1
         self._ensure_open_round()
         with TelegramEmulator(bot_username="hoctap_playground_bot") as emu:
@@ -47,6 +48,7 @@ class Playground:
                 self.emu = emu
                 self.user = self._become(as_member)
                 print(HELP, file=self.out)
+                self.echo = lines is not None or not sys.stdin.isatty()
                 for line in (lines if lines is not None else self._stdin()):
                     if not self._handle(line.strip()):
                         break
@@ -56,6 +58,27 @@ class Playground:
     def _has_roster(self) -> bool:
         with self.db.session() as s:
             return s.scalar(select(Member.id).limit(1)) is not None
+
+    def _seed(self) -> bool:
+        """An empty database gets the sample roster and the documents, so a fresh clone can play."""
+        from bot.content.load import load_document
+        from bot.content.validate import check_paths
+        from bot.roster.importer import import_members, import_units
+
+        checked = check_paths([self.settings.content_dir])
+        if checked.problems or not (SAMPLES / "units.csv").exists():
+            for problem in checked.problems:
+                print(problem, file=sys.stderr)
+            print("The database has no members: import a roster first ('hoctap units import', "
+                  "'hoctap members import', 'hoctap content load').", file=sys.stderr)
+            return False
+        with self.db.session() as s:
+            import_units(s, SAMPLES / "units.csv")
+            import_members(s, SAMPLES / "members.csv")
+            for doc in checked.documents:
+                load_document(s, doc, utcnow())
+        print(f"(loaded the sample roster from {SAMPLES} and {len(checked.documents)} documents)", file=self.out)
+        return True
 
     def _ensure_open_round(self) -> None:
         """A playground with nothing to study shows nothing: open a two-week round if none is open."""
@@ -73,9 +96,10 @@ class Playground:
     def _become(self, code: str | None):
         with self.db.session() as s:
             query = select(Member).where(Member.active).order_by(Member.code)
-            member = s.scalar(query.where(Member.code == code) if code else query.where(Member.role == "secretary"))
+            member = s.scalar(query.where(Member.code == code) if code else query.where(Member.role == "member"))
             if member is None:
-                member = s.scalar(query)
+                print(f"(no active member {code}; see 'hoctap members list')", file=self.out)
+                return self.user
             user_id = 900_000 + member.id
             linked = account_member(s, "telegram", str(user_id))
             invite = None if linked else create_invites(s, [member], utcnow())[member.id]
@@ -91,18 +115,21 @@ class Playground:
 
     # -- loop ------------------------------------------------------------------------------------
     def _stdin(self):
+        interactive = sys.stdin.isatty()
         while True:
             try:
-                yield input("> ")
+                yield input("> ") if interactive else input()
             except EOFError:
                 return
 
     def _handle(self, line: str) -> bool:
         if not line:
             return True
-        if line in ("!quit", "!q"):
+        if self.echo:
+            print(f"> {line}", file=self.out)
+        if line in ("/quit", "/q"):
             return False
-        if line.startswith("!as"):
+        if line == "/as" or line.startswith("/as "):
             self.user = self._become(line[3:].strip() or None)
             return True
         if line.isdigit() and (last := self.user.last()) and (buttons := _buttons(last)):

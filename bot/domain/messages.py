@@ -135,9 +135,6 @@ def question(attempt: Attempt, aq: AttemptQuestion, *, prefix: str = "", edit: b
     return Reply("\n".join(lines), choices, edit=edit)
 
 
-SUBMITTED = "Đồng chí đã hoàn thành bài kiểm tra; kết quả ở tin nhắn dưới đây."
-
-
 def option_out_of_range(count: int) -> Reply:
     return Reply(f"Câu này chỉ có các lựa chọn từ A đến {LETTERS[count - 1]}. Đồng chí vui lòng chọn lại.")
 

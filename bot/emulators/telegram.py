@@ -394,7 +394,9 @@ class EmulatorState:
         self.cond = threading.Condition(threading.RLock())
         self.chats: dict[int, _Chat] = {}
         self.updates: list[dict[str, Any]] = []
-        self.next_update_id, self.poll_generation, self.closed = 100_000_001, 0, False
+        # Like Telegram, update ids only grow, also across emulator runs sharing one bot database
+        # (the bot de-duplicates by update_id durably): start from the clock.
+        self.next_update_id, self.poll_generation, self.closed = int(time.time() * 10_000), 0, False
         self.allowed_updates: list[str] | None = None
         self.webhook: dict[str, Any] = {"url": ""}
         self.queries: dict[str, tuple[int, float, bool]] = {}  # id -> chat, created, answered

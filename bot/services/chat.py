@@ -227,10 +227,12 @@ class ChatService:
         if result.quiz.position is not None:
             return Outcome(self._show_position(s, result.quiz, prefix=prefix, edit=True), notice="Đã ghi nhận.")
         replies = self._result(s, result.quiz.attempt)
-        if self.traits.has_buttons:  # the question message becomes the receipt; results follow
-            replies.insert(0, Reply(prefix + msg.SUBMITTED, edit=True))
-        else:  # no edits: the receipt travels with the result, saving a message
-            replies[0] = Reply(prefix + replies[0].text)
+        # The question message becomes the result (an edit where the channel can), with the
+        # receipt on top when it fits: a 10-question quiz costs at most 12 messages.
+        first = replies[0]
+        if len(prefix) + len(first.text) <= self.traits.text_limit:
+            first.text = prefix + first.text
+        first.edit = True
         return Outcome(replies, notice="Đã nộp bài.")
 
     def _free_text(self, s: Session, external_id: str, member: Member, text: str, now: datetime) -> list[Reply]:

@@ -1,0 +1,133 @@
+"""Members taking whole quizzes through the Telegram emulator, beside a bare echo bot.
+
+Both bots run the real python-telegram-bot Application, long-polling the same emulator over HTTP,
+driven by the same simulated members in the same run. The figure that counts is the ratio of the
+two update rates: what the product's work (database, quiz logic) costs over bare transport.
+
+    python -m bench.quiz_throughput [--members 40] [--concurrency 8] [--database-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from telegram import Update
+from telegram.ext import ApplicationBuilder, CallbackQueryHandler, ContextTypes, MessageHandler, filters
+
+from bot.channels.telegram import TRAITS, BackgroundBot, TelegramChannel
+from bot.content.load import load_document
+from bot.content.validate import check_paths
+from bot.emulators.telegram import TelegramEmulator
+from bot.services.chat import ChatService
+from bot.services.rounds import open_round
+from bot.storage.db import Database
+from bot.storage.models import Attempt, ChatAccount, Member, Unit
+from bot.timeutil import utcnow
+
+REPO = Path(__file__).resolve().parents[1]
+UPDATES_PER_QUIZ = 11  # /lambai and ten answers
+
+
+def seed(db: Database, members: int) -> list[int]:
+    """A branch of ``members`` linked members and an open round; returns their Telegram ids."""
+    db.upgrade()
+    now = utcnow()
+    with db.session() as s:
+        unit = Unit(code="B", name="Chi bộ thử")
+        s.add(unit)
+        s.flush()
+        from bot.roster.importer import rebuild_closure
+
+        rebuild_closure(s)
+        ids = []
+        for i in range(members):
+            m = Member(code=f"M{i:05d}", full_name=f"Đảng viên {i}", unit_id=unit.id, role="member", active=True)
+            s.add(m)
+            s.flush()
+            s.add(ChatAccount(channel="telegram", external_id=str(10_000 + i), member_id=m.id, linked_at=now))
+            ids.append(10_000 + i)
+        for doc in check_paths([REPO / "quizzes"]).documents:
+            load_document(s, doc, now)
+        open_round(s, "kh-64-tu-binh-phuoc", ["B"], now - timedelta(minutes=1), now + timedelta(days=1), 98, now)
+    return ids
+
+
+def drive(emu: TelegramEmulator, user_ids: list[int], concurrency: int, one_member) -> float:
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(lambda uid: one_member(emu.user(uid)), user_ids))
+    return time.perf_counter() - start
+
+
+def echo_member(user) -> None:
+    for i in range(UPDATES_PER_QUIZ):
+        user.send_text(f"tin nhắn {i}")
+        user.wait_for(lambda u, i=i: (u.last() or {}).get("text") == f"tin nhắn {i}", timeout=30)
+
+
+def quiz_member(user) -> None:
+    user.send_text("/lambai")
+    q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""), timeout=30)
+    for position in range(1, 11):
+        user.press("A", message_id=q["message_id"])
+        marker = f"Câu {position + 1}/10" if position < 10 else "Kết quả bài kiểm tra"
+        user.wait_for(lambda u: any(marker in m.get("text", "") for m in u.messages[-2:]), timeout=30)
+
+
+def run_echo(members: int, concurrency: int) -> float:
+    async def echo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await update.effective_message.reply_text(update.effective_message.text)
+
+    with TelegramEmulator() as emu:
+        app = ApplicationBuilder().token(emu.token).base_url(emu.base_url).build()
+        app.add_handler(MessageHandler(filters.TEXT, echo))
+        with BackgroundBot(app):
+            elapsed = drive(emu, [20_000 + i for i in range(members)], concurrency, echo_member)
+    return members * UPDATES_PER_QUIZ / elapsed
+
+
+def run_quiz(members: int, concurrency: int, url: str) -> tuple[float, float, float]:
+    db = Database(url)
+    ids = seed(db, members)
+    with TelegramEmulator() as emu:
+        service = ChatService(db, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"))
+        app = TelegramChannel(service).build(emu.token, emu.base_url)
+        with BackgroundBot(app):
+            emu.reset_log()
+            elapsed = drive(emu, ids, concurrency, quiz_member)
+            sends = sum(1 for m, _ in emu.requests if m in ("sendMessage", "editMessageText"))
+    with db.session() as s:
+        done = len(s.scalars(select(Attempt).where(Attempt.submitted_at.is_not(None))).all())
+    db.dispose()
+    assert done == members, f"only {done} of {members} quizzes were submitted"
+    return members * UPDATES_PER_QUIZ / elapsed, members / elapsed, sends / members
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=40)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--database-url", help="default: a fresh SQLite file")
+    args = parser.parse_args()
+    tmp = tempfile.mkdtemp()
+    url = args.database_url or f"sqlite:///{tmp}/bench.db"
+    echo_rate = run_echo(args.members, args.concurrency)
+    update_rate, quiz_rate, per_quiz = run_quiz(args.members, args.concurrency, url)
+    print(f"members {args.members}, concurrency {args.concurrency}, database {url.split(':')[0]}")
+    print(f"{'bare echo bot':<28}{echo_rate:>10.1f} updates/s")
+    print(f"{'hoctap quiz path':<28}{update_rate:>10.1f} updates/s   ({quiz_rate:.2f} quizzes/s)")
+    print(f"{'ratio quiz / echo':<28}{update_rate / echo_rate:>10.2f}")
+    print(f"{'messages sent or edited':<28}{per_quiz:>10.1f} per 10-question quiz")
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "bench"
+    main()

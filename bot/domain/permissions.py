@@ -1,0 +1,138 @@
+"""Who may see which units' figures, remind their members and build reports.
+
+The rules live here, not in chat handlers, so every channel (Telegram, Zalo, playground, CLI)
+refuses the same things; an id typed or carried in a button is always checked again here.
+
+- **member** (đảng viên): only their own results; no unit figures at all.
+- **secretary** (bí thư chi bộ): their own unit (``Member.unit_id``) and every unit below it.
+- **cadre** (cán bộ): their own unit and every unit below it, with drill-down into child units;
+  may also build the XLSX/PNG report.
+- **admin** (quản trị): every unit.
+- **unlinked or deactivated** (no member, or ``Member.active`` false): nothing.
+
+"Below" is read from the ``unit_ancestors`` closure table (one row per ancestor/descendant pair,
+self included at depth 0), so a check is one indexed lookup whatever the depth of the tree.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.storage.models import Member, Unit, UnitAncestor
+
+UNIT_ROLES = ("secretary", "cadre", "admin")
+REPORT_ROLES = ("cadre", "admin")
+
+DENIED_UNIT = "Đồng chí không có quyền xem số liệu của đơn vị này."
+DENIED_MEMBER_ONLY = "Đồng chí chỉ xem được kết quả học tập của chính mình (gõ /ketqua)."
+DENIED_REMIND = "Đồng chí không có quyền nhắc nhở đảng viên của đơn vị này."
+DENIED_REPORT = "Chỉ cán bộ phụ trách mới được lập báo cáo tổng hợp."
+DENIED_UNLINKED = "Đồng chí chưa liên kết tài khoản hoặc không còn trong danh sách sinh hoạt."
+
+
+class PermissionDenied(Exception):
+    """A refused request; ``str(exc)`` is the Vietnamese sentence to show the user."""
+
+    def __init__(self, message: str = DENIED_UNIT):
+        super().__init__(message)
+        self.message = message
+
+
+def _unit_id(unit: Unit | int) -> int:
+    return unit if isinstance(unit, int) else unit.id
+
+
+def _acting(member: Member | None) -> bool:
+    return member is not None and bool(member.active)
+
+
+def sees_units(member: Member | None) -> bool:
+    """True for roles that see unit figures at all (secretary, cadre, admin), when active."""
+    return _acting(member) and member.role in UNIT_ROLES
+
+
+def visible_root_units(session: Session, member: Member | None) -> list[Unit]:
+    """The top units of what ``member`` may see (everything below them is visible too).
+
+    Empty for members, unlinked and deactivated people; the own unit for secretaries and cadres;
+    the roots of the tree (units without parent, by code) for admins.
+    """
+    if not sees_units(member):
+        return []
+    if member.role == "admin":
+        return list(session.scalars(select(Unit).where(Unit.parent_id.is_(None)).order_by(Unit.code)))
+    unit = session.get(Unit, member.unit_id)
+    return [unit] if unit is not None else []
+
+
+def can_view_unit(session: Session, member: Member | None, unit: Unit | int) -> bool:
+    """May ``member`` see the figures (and the not-finished list) of ``unit``?
+
+    Secretaries and cadres: the unit is their own or below it (one closure-table lookup).
+    Admins: any existing unit. Everyone else: never.
+    """
+    if not sees_units(member):
+        return False
+    unit_id = _unit_id(unit)
+    if member.role == "admin":
+        return session.get(Unit, unit_id) is not None
+    return session.scalar(
+        select(UnitAncestor.depth).where(UnitAncestor.ancestor_id == member.unit_id,
+                                         UnitAncestor.descendant_id == unit_id)
+    ) is not None
+
+
+def require_view_unit(session: Session, member: Member | None, unit: Unit | int) -> None:
+    """Raise :class:`PermissionDenied` (with the sentence to show) unless ``can_view_unit``."""
+    if not _acting(member):
+        raise PermissionDenied(DENIED_UNLINKED)
+    if member.role not in UNIT_ROLES:
+        raise PermissionDenied(DENIED_MEMBER_ONLY)
+    if not can_view_unit(session, member, unit):
+        raise PermissionDenied(DENIED_UNIT)
+
+
+def can_remind(session: Session, member: Member | None, unit: Unit | int) -> bool:
+    """May ``member`` send reminders to the not-finished members of ``unit`` (``/nhacnho``)?
+
+    The same units as ``can_view_unit``: whoever answers for a unit's rate may remind it.
+    """
+    return can_view_unit(session, member, unit)
+
+
+def require_remind(session: Session, member: Member | None, unit: Unit | int) -> None:
+    if not _acting(member):
+        raise PermissionDenied(DENIED_UNLINKED)
+    if not can_remind(session, member, unit):
+        raise PermissionDenied(DENIED_REMIND if member.role in UNIT_ROLES else DENIED_MEMBER_ONLY)
+
+
+def can_report(member: Member | None) -> bool:
+    """May ``member`` build the XLSX/PNG report (``/baocao``)? Cadres and admins only.
+
+    Which unit the report covers is checked separately with ``can_view_unit``.
+    """
+    return _acting(member) and member.role in REPORT_ROLES
+
+
+def require_report(session: Session, member: Member | None, unit: Unit | int) -> None:
+    """Raise unless ``member`` may build the report of ``unit``."""
+    if not _acting(member):
+        raise PermissionDenied(DENIED_UNLINKED)
+    if not can_report(member):
+        raise PermissionDenied(DENIED_REPORT)
+    require_view_unit(session, member, unit)
+
+
+def can_see_phone(viewer: Member | None, member_unit_id: int) -> bool:
+    """Phones in ``/chualam`` are shown to the secretary of the member's own unit and to admins.
+
+    A cadre sees names and units of a subtree, but phones stay with the branch secretary who
+    calls them (the issue's rule); the cadre's report can still include them on purpose.
+    """
+    if not _acting(viewer):
+        return False
+    if viewer.role == "admin":
+        return True
+    return viewer.role == "secretary" and viewer.unit_id == member_unit_id

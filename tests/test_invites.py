@@ -1,0 +1,46 @@
+"""`hoctap members invite`: per-member single-use deep links that secretaries hand out."""
+
+from __future__ import annotations
+
+import csv
+import re
+from zoneinfo import ZoneInfo
+
+from openpyxl import load_workbook
+
+from bot.services.chat import ChannelTraits, ChatService
+from bot.storage.db import Database
+from bot.timeutil import utcnow
+
+LINK = re.compile(r"^https://t\.me/hoctap_bot\?start=([A-Za-z0-9_-]{16,64})$")
+
+
+def test_invite_file_has_one_working_link_per_member(cli, sample_roster, db_url, workdir):
+    result = cli("members", "invite", "--unit", "DP-TT-01", "--out", "links.xlsx", "--bot", "hoctap_bot")
+    assert result.code == 0, result.err
+    rows = list(load_workbook(workdir / "links.xlsx").active.iter_rows(values_only=True))
+    assert rows[0] == ("member_code", "full_name", "unit_code", "phone", "link")
+    assert [r[0] for r in rows[1:]] == [f"DV{i:03d}" for i in range(1, 11)]
+    codes = [LINK.match(r[4]).group(1) for r in rows[1:]]
+    assert len(set(codes)) == 10
+
+    service = ChatService(Database(db_url), ChannelTraits("telegram", 4096), ZoneInfo("Asia/Ho_Chi_Minh"))
+    welcome = service.on_text("111", f"/start {codes[1]}", utcnow()).replies[0].text
+    assert "Xin chào đồng chí Đinh Văn Sơn" in welcome
+
+
+def test_a_new_invite_run_retires_the_old_unused_links(cli, sample_roster, db_url, workdir):
+    cli("members", "invite", "--unit", "DP-TT-02", "--out", "old.csv", "--bot", "hoctap_bot")
+    cli("members", "invite", "--unit", "DP-TT-02", "--out", "new.csv", "--bot", "hoctap_bot")
+    read = lambda name: [LINK.match(r["link"]).group(1) for r in csv.DictReader((workdir / name).open(encoding="utf-8-sig"))]
+    old, new = read("old.csv"), read("new.csv")
+    service = ChatService(Database(db_url), ChannelTraits("telegram", 4096), ZoneInfo("Asia/Ho_Chi_Minh"))
+    assert "Không tìm thấy đảng viên" in service.on_text("1", f"/start {old[0]}", utcnow()).replies[0].text
+    assert "Liên kết thành công" in service.on_text("1", f"/start {new[0]}", utcnow()).replies[0].text
+
+
+def test_invite_needs_the_bots_username(cli, sample_roster, workdir):
+    (workdir / "config.yaml").write_text("timezone: Asia/Ho_Chi_Minh\n", encoding="utf-8")
+    result = cli("members", "invite")
+    assert (result.code, result.err.strip()) == (
+        1, "error: the bot's username is needed for the links; pass --bot NAME or set telegram.bot_username")
