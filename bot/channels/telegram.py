@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import warnings
 from datetime import datetime
 from typing import Awaitable, Callable
+
+os.environ.setdefault("PTB_TIMEDELTA", "1")  # RetryAfter.retry_after as a timedelta, without warnings
 
 from telegram import (
     BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, KeyboardButton, Message, ReplyKeyboardMarkup,
@@ -217,3 +220,32 @@ class BackgroundBot:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class TelegramTransport:
+    """Outbox delivery over the Bot API: PTB errors become the sender's SendError kinds."""
+
+    channel = "telegram"
+
+    def __init__(self, bot):
+        self.bot = bot
+
+    async def deliver(self, external_id: str, reply: Reply, attachment: tuple[str, bytes] | None) -> None:
+        from bot.outbox.sender import SendError
+
+        try:
+            await self.bot.send_message(int(external_id), reply.text, reply_markup=markup(reply, clear_keyboard=False))
+            if attachment is not None:
+                name, data = attachment
+                await self.bot.send_document(int(external_id), document=data, filename=name)
+        except RetryAfter as exc:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                raw = exc.retry_after
+            raise SendError("retry_after", "flood control", raw.total_seconds() if hasattr(raw, "total_seconds") else float(raw)) from None
+        except Forbidden as exc:
+            raise SendError("permanent", exc.message) from None
+        except BadRequest as exc:
+            raise SendError("permanent", exc.message) from None
+        except (TimedOut, NetworkError) as exc:
+            raise SendError("transient", exc.message) from None

@@ -215,3 +215,22 @@ def history(rows: list[tuple[Round, list[Attempt]]], tz: ZoneInfo, limit: int) -
                 lines.append(f"  Lần {a.number}: {a.correct_count}/{a.question_count} câu đúng — "
                              f"{percent(a.score)} — {verdict} ({a.submitted_at.astimezone(tz).strftime('%d/%m/%Y')})")
     return [Reply(part) for part in split_text("\n".join(lines), limit)]
+
+
+# -- scheduled messages ------------------------------------------------------------------------
+def announcement(rnd: Round, tz: ZoneInfo) -> Reply:
+    doc = rnd.document
+    return Reply(
+        f"📢 Đợt học tập mới: {doc.code} — {doc.title}\n\n"
+        f"Đồng chí đọc tóm tắt tài liệu và làm bài kiểm tra trắc nghiệm trước {local(rnd.closes_at, tz)}.",
+        [[Choice("📖 Đọc tóm tắt", f"r:{rnd.id}:1", typed="hoc")]],
+    )
+
+
+def reminder(rnd: Round, tz: ZoneInfo) -> Reply:
+    doc = rnd.document
+    return Reply(
+        f"⏰ Nhắc nhở: đồng chí chưa hoàn thành bài kiểm tra {doc.code} — {doc.title}.\n"
+        f"Hạn cuối: {local(rnd.closes_at, tz)}.",
+        [[Choice("Làm bài kiểm tra", f"q:{rnd.id}", typed="lambai")]],
+    )

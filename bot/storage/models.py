@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -276,3 +277,58 @@ class ChatState(Base):
     reading_round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"))
     reading_page: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OutboxMessage(Base):
+    """A message the product sends on its own initiative, written before it is sent.
+
+    ``dedupe_key`` (purpose, recipient, round, period) is unique, so a job that runs twice, in two
+    processes, or again after downtime enqueues each message once. Status moves
+    pending → sending → sent | failed | dropped; ``sending`` rows found at start-up were interrupted.
+    """
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(160), unique=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"))
+    payload: Mapped[dict] = mapped_column(JSON)
+    attachment_name: Mapped[str | None] = mapped_column(String(128))
+    attachment: Mapped[bytes | None] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    channel: Mapped[str | None] = mapped_column(String(16))
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_outbox_status_not_before", "status", "not_before"),
+        Index("ix_outbox_member_round", "member_id", "round_id"),
+    )
+
+
+class Lease(Base):
+    """A named lease with an expiry: one process at a time runs the scheduler and the sender."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class JobRun(Base):
+    """A scheduled job done once: ``announce:<round>``, ``remind:<round>:<date>``, ``digest:<time>``…
+
+    Makes "what is due at T?" cheap (done jobs are skipped) and catch-up after downtime run once.
+    """
+
+    __tablename__ = "job_runs"
+    key: Mapped[str] = mapped_column(String(96), primary_key=True)
+    ran_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    detail: Mapped[str | None] = mapped_column(Text)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 07:17:40.291980
+Create Date: 2026-11-28 07:34:39.590382
 """
 from alembic import op
 import sqlalchemy as sa
@@ -33,6 +33,18 @@ def upgrade() -> None:
     sa.Column('source_file', sa.Text(), nullable=True),
     sa.Column('loaded_at', bot.storage.models.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_documents'))
+    )
+    op.create_table('job_runs',
+    sa.Column('key', sa.String(length=96), nullable=False),
+    sa.Column('ran_at', bot.storage.models.UTCDateTime(), nullable=False),
+    sa.Column('detail', sa.Text(), nullable=True),
+    sa.PrimaryKeyConstraint('key', name=op.f('pk_job_runs'))
+    )
+    op.create_table('leases',
+    sa.Column('name', sa.String(length=32), nullable=False),
+    sa.Column('holder', sa.String(length=64), nullable=False),
+    sa.Column('expires_at', bot.storage.models.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_leases'))
     )
     op.create_table('processed_updates',
     sa.Column('channel', sa.String(length=16), nullable=False),
@@ -152,6 +164,34 @@ def upgrade() -> None:
     with op.batch_alter_table('link_codes', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_link_codes_member_id'), ['member_id'], unique=False)
 
+    op.create_table('outbox',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('dedupe_key', sa.String(length=160), nullable=False),
+    sa.Column('purpose', sa.String(length=16), nullable=False),
+    sa.Column('member_id', sa.Integer(), nullable=False),
+    sa.Column('round_id', sa.Integer(), nullable=True),
+    sa.Column('payload', sa.JSON(), nullable=False),
+    sa.Column('attachment_name', sa.String(length=128), nullable=True),
+    sa.Column('attachment', sa.LargeBinary(), nullable=True),
+    sa.Column('status', sa.String(length=12), nullable=False),
+    sa.Column('not_before', bot.storage.models.UTCDateTime(), nullable=False),
+    sa.Column('expires_at', bot.storage.models.UTCDateTime(), nullable=True),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('channel', sa.String(length=16), nullable=True),
+    sa.Column('claimed_by', sa.String(length=64), nullable=True),
+    sa.Column('claimed_at', bot.storage.models.UTCDateTime(), nullable=True),
+    sa.Column('sent_at', bot.storage.models.UTCDateTime(), nullable=True),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('created_at', bot.storage.models.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['member_id'], ['members.id'], name=op.f('fk_outbox_member_id_members')),
+    sa.ForeignKeyConstraint(['round_id'], ['rounds.id'], name=op.f('fk_outbox_round_id_rounds')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox')),
+    sa.UniqueConstraint('dedupe_key', name=op.f('uq_outbox_dedupe_key'))
+    )
+    with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.create_index('ix_outbox_member_round', ['member_id', 'round_id'], unique=False)
+        batch_op.create_index('ix_outbox_status_not_before', ['status', 'not_before'], unique=False)
+
     op.create_table('round_units',
     sa.Column('round_id', sa.Integer(), nullable=False),
     sa.Column('unit_id', sa.Integer(), nullable=False),
@@ -224,6 +264,11 @@ def downgrade() -> None:
     op.drop_table('answers')
     op.drop_table('study_views')
     op.drop_table('round_units')
+    with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.drop_index('ix_outbox_status_not_before')
+        batch_op.drop_index('ix_outbox_member_round')
+
+    op.drop_table('outbox')
     with op.batch_alter_table('link_codes', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_link_codes_member_id'))
 
@@ -255,5 +300,7 @@ def downgrade() -> None:
 
     op.drop_table('units')
     op.drop_table('processed_updates')
+    op.drop_table('leases')
+    op.drop_table('job_runs')
     op.drop_table('documents')
     # ### end Alembic commands ###

@@ -1,0 +1,1 @@
+"""The durable outbox: every message the product sends on its own initiative goes through it."""

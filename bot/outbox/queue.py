@@ -1,0 +1,145 @@
+"""Enqueue, claim and mark outbox rows; the same SQL on SQLite and PostgreSQL.
+
+Enqueueing is ``INSERT ... ON CONFLICT (dedupe_key) DO NOTHING`` in the caller's transaction.
+Claiming is a conditional ``UPDATE ... WHERE status = 'pending'`` checked by its row count (SQLite
+has no ``SKIP LOCKED``), so two senders never take the same row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from bot.domain.replies import Reply
+from bot.storage.models import ChatAccount, OutboxMessage
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """Nothing scheduled is sent between ``start`` and ``end`` local time (default 21:00–07:00)."""
+
+    start: time = time(21, 0)
+    end: time = time(7, 0)
+    tz: ZoneInfo = ZoneInfo("Asia/Ho_Chi_Minh")
+
+    def next_allowed(self, at: datetime) -> datetime:
+        """``at`` itself when outside quiet hours, else the end of the quiet period."""
+        local = at.astimezone(self.tz)
+        t = local.timetz().replace(tzinfo=None)
+        quiet = (t >= self.start or t < self.end) if self.start > self.end else (self.start <= t < self.end)
+        if not quiet:
+            return at
+        day = local.date() if t < self.end else local.date() + timedelta(days=1)
+        return datetime.combine(day, self.end, tzinfo=self.tz).astimezone(at.tzinfo)
+
+
+def reply_payload(reply: Reply) -> dict:
+    return {"text": reply.text,
+            "choices": [[{"label": c.label, "action": c.action, "typed": c.typed} for c in row] for row in reply.choices]}
+
+
+def payload_reply(payload: dict) -> Reply:
+    from bot.domain.replies import Choice
+
+    return Reply(payload["text"], [[Choice(**c) for c in row] for row in payload.get("choices", [])])
+
+
+def enqueue(session: Session, *, dedupe_key: str, purpose: str, member_id: int, reply: Reply, now: datetime,
+            not_before: datetime | None = None, expires_at: datetime | None = None, round_id: int | None = None,
+            attachment: tuple[str, bytes] | None = None) -> bool:
+    """Add one message unless its key is already there; True when it was added."""
+    values = dict(
+        dedupe_key=dedupe_key, purpose=purpose, member_id=member_id, round_id=round_id,
+        payload=reply_payload(reply), status="pending", not_before=not_before or now, expires_at=expires_at,
+        attempts=0, created_at=now,
+        attachment_name=attachment[0] if attachment else None, attachment=attachment[1] if attachment else None,
+    )
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = (insert(OutboxMessage.__table__).values(**values)
+            .on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(OutboxMessage.__table__.c.id))
+    return session.connection().execute(stmt).first() is not None
+
+
+def reachable(session: Session, member_ids: list[int]) -> set[int]:
+    """Members with at least one linked chat account (the others cannot be written to)."""
+    if not member_ids:
+        return set()
+    return set(session.scalars(select(ChatAccount.member_id).where(ChatAccount.member_id.in_(member_ids))))
+
+
+def claim(session: Session, worker: str, now: datetime, limit: int) -> list[OutboxMessage]:
+    """Take up to ``limit`` due rows for this worker, oldest first."""
+    candidates = session.scalars(
+        select(OutboxMessage.id).where(OutboxMessage.status == "pending", OutboxMessage.not_before <= now)
+        .order_by(OutboxMessage.not_before, OutboxMessage.id).limit(limit)
+    ).all()
+    taken = []
+    for oid in candidates:
+        result = session.execute(
+            update(OutboxMessage).where(OutboxMessage.id == oid, OutboxMessage.status == "pending")
+            .values(status="sending", claimed_by=worker, claimed_at=now)
+        )
+        if result.rowcount == 1:
+            taken.append(oid)
+    if not taken:
+        return []
+    return list(session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(taken)).order_by(OutboxMessage.id)))
+
+
+def mark_sent(session: Session, oid: int, channel: str, now: datetime) -> None:
+    session.execute(update(OutboxMessage).where(OutboxMessage.id == oid)
+                    .values(status="sent", sent_at=now, channel=channel, error=None))
+
+
+def mark_failed(session: Session, oid: int, channel: str | None, reason: str) -> None:
+    """A permanent refusal (blocked, chat gone, not linked): never retried, shown to secretaries."""
+    session.execute(update(OutboxMessage).where(OutboxMessage.id == oid)
+                    .values(status="failed", channel=channel, error=reason[:500]))
+
+
+def mark_dropped(session: Session, oid: int, reason: str) -> None:
+    session.execute(update(OutboxMessage).where(OutboxMessage.id == oid).values(status="dropped", error=reason))
+
+
+def retry_later(session: Session, oid: int, at: datetime, reason: str) -> None:
+    session.execute(update(OutboxMessage).where(OutboxMessage.id == oid).values(
+        status="pending", not_before=at, attempts=OutboxMessage.attempts + 1, error=reason[:500],
+        claimed_by=None, claimed_at=None))
+
+
+def reconcile(session: Session, worker: str, now: datetime, stale_after: timedelta = timedelta(minutes=2)) -> int:
+    """Rows left ``sending`` by a process that died may or may not have reached the member.
+
+    Sending them again could deliver twice, so they are marked ``sent`` with an ``uncertain`` note
+    (at most once). The window is one HTTP round trip per row: the sender marks each row right after
+    Telegram answers. Returns how many were found.
+    """
+    result = session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.status == "sending",
+               or_(OutboxMessage.claimed_by != worker, OutboxMessage.claimed_at < now - stale_after))
+        .values(status="sent", sent_at=now, error="uncertain: the sender stopped while sending")
+    )
+    return result.rowcount
+
+
+def counts(session: Session) -> dict[str, int]:
+    return dict(session.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)).all())
+
+
+def failed_for(session: Session, round_id: int, member_ids: list[int]) -> dict[int, str]:
+    """Members whose messages for a round were refused for good, with the reason."""
+    if not member_ids:
+        return {}
+    rows = session.execute(
+        select(OutboxMessage.member_id, OutboxMessage.error)
+        .where(and_(OutboxMessage.round_id == round_id, OutboxMessage.status == "failed",
+                    OutboxMessage.member_id.in_(member_ids)))
+    ).all()
+    return {mid: err for mid, err in rows}

@@ -1,0 +1,211 @@
+"""Deliver outbox rows: paced globally and per chat, retried, marked right after each send.
+
+Channels provide a ``Transport``; the sender picks the member's channel (the one they used last,
+falling back to another on a permanent refusal), keeps to ``rate`` messages per second overall and
+one per ``per_chat_interval`` into a chat, waits ``retry_after`` on 429 (for every chat: the limit
+is the bot's), backs off on network errors and 5xx, and never retries a permanent refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable, Protocol
+
+from sqlalchemy import select
+
+from bot.domain.replies import Reply
+from bot.outbox import queue
+from bot.outbox.queue import QuietHours
+from bot.storage.db import Database
+from bot.storage.models import ChatAccount, OutboxMessage
+from bot.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 8
+
+
+class SendError(Exception):
+    """Why a send failed: ``retry_after`` (429), ``transient`` (network, 5xx) or ``permanent``."""
+
+    def __init__(self, kind: str, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.kind, self.reason, self.retry_after = kind, reason, retry_after
+
+
+class Transport(Protocol):
+    channel: str
+
+    async def deliver(self, external_id: str, reply: Reply, attachment: tuple[str, bytes] | None) -> None:
+        """Send or raise SendError."""
+
+
+@dataclass
+class SenderStats:
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    dropped: int = 0
+    cpu_seconds: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+
+class OutboxSender:
+    def __init__(self, db: Database, transports: dict[str, Transport], *, rate: float = 25.0,
+                 per_chat_interval: float = 1.0, worker: str = "sender", quiet: QuietHours | None = None,
+                 clock: Callable[[], datetime] = utcnow, idle_poll: float = 0.5, max_in_flight: int = 64):
+        self.db, self.transports = db, transports
+        self.rate, self.per_chat_interval = rate, per_chat_interval
+        self.worker, self.quiet, self.clock = worker, quiet, clock
+        self.idle_poll, self.max_in_flight = idle_poll, max_in_flight
+        self.stats = SenderStats()
+        self._chat_ready: dict[tuple[str, str], float] = {}
+        self._paused_until = 0.0
+        self._in_flight: set[asyncio.Task] = set()
+        self._stop = asyncio.Event()
+
+    # -- loop -------------------------------------------------------------------------------------
+    async def run(self, until_idle: bool = False) -> SenderStats:
+        """Send until stopped (or, with ``until_idle``, until nothing is due and nothing in flight)."""
+        with self.db.session() as s:
+            found = queue.reconcile(s, self.worker, self.clock())
+        if found:
+            log.warning("outbox: %d message(s) were being sent when the sender stopped; not sent again", found)
+        tokens, last = 1.0, time.monotonic()
+        while not self._stop.is_set():
+            now_mono = time.monotonic()
+            burst = max(1.0, self.rate * 0.05)
+            tokens = min(burst, tokens + (now_mono - last) * self.rate)
+            last = now_mono
+            if now_mono < self._paused_until:
+                await asyncio.sleep(self._paused_until - now_mono)
+                continue
+            if tokens < 1 or len(self._in_flight) >= self.max_in_flight:
+                await asyncio.sleep(max((1 - tokens) / self.rate, 0.001))
+                continue
+            now = self.clock()
+            if self.quiet is not None and self.quiet.next_allowed(now) != now:
+                if until_idle:
+                    break
+                await self._idle()
+                continue
+            rows = await asyncio.to_thread(self._claim, now, int(tokens))
+            if not rows:
+                if until_idle and not self._in_flight:
+                    break
+                await self._idle()
+                continue
+            for row in rows:
+                tokens -= 1
+                task = asyncio.create_task(self._deliver(row))
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        return self.stats
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _idle(self) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), timeout=self.idle_poll)
+        except asyncio.TimeoutError:
+            pass
+
+    # -- one message ------------------------------------------------------------------------------
+    @dataclass
+    class _Job:
+        id: int
+        reply: Reply
+        attachment: tuple[str, bytes] | None
+        accounts: list[tuple[str, str]]  # (channel, external id), preferred first
+        expires_at: datetime | None
+        attempts: int
+
+    def _claim(self, now: datetime, limit: int) -> list[_Job]:
+        started = time.process_time()
+        with self.db.session() as s:
+            rows = queue.claim(s, self.worker, now, limit)
+            member_ids = {r.member_id for r in rows}
+            accounts: dict[int, list[tuple[str, str]]] = {}
+            if member_ids:
+                for acc in s.scalars(select(ChatAccount).where(ChatAccount.member_id.in_(member_ids))
+                                     .order_by(ChatAccount.last_seen_at.desc().nullslast(), ChatAccount.id)):
+                    if acc.channel in self.transports:
+                        accounts.setdefault(acc.member_id, []).append((acc.channel, acc.external_id))
+            jobs = [self._Job(r.id, queue.payload_reply(r.payload),
+                              (r.attachment_name, r.attachment) if r.attachment_name else None,
+                              accounts.get(r.member_id, []), r.expires_at, r.attempts) for r in rows]
+        self.stats.cpu_seconds += time.process_time() - started
+        return jobs
+
+    async def _deliver(self, job: _Job) -> None:
+        now = self.clock()
+        if job.expires_at is not None and now >= job.expires_at:
+            log.info("outbox: message %d is past its usefulness (%s); dropped", job.id, job.expires_at)
+            await self._mark(queue.mark_dropped, job.id, "expired before it could be sent")
+            self.stats.dropped += 1
+            return
+        if not job.accounts:
+            await self._mark(queue.mark_failed, job.id, None, "not linked to any messenger")
+            self.stats.failed += 1
+            return
+        reason = ""
+        for channel, external_id in job.accounts:
+            await self._wait_for_chat(channel, external_id)
+            try:
+                await self.transports[channel].deliver(external_id, job.reply, job.attachment)
+            except SendError as exc:
+                if exc.kind == "permanent":
+                    reason = f"{channel}: {exc.reason}"
+                    continue  # try the member's other messenger
+                await self._retry(job, exc)
+                return
+            await self._mark(queue.mark_sent, job.id, channel, self.clock())
+            self.stats.sent += 1
+            return
+        await self._mark(queue.mark_failed, job.id, job.accounts[-1][0], reason)
+        self.stats.failed += 1
+
+    async def _wait_for_chat(self, channel: str, external_id: str) -> None:
+        key = (channel, external_id)
+        while True:
+            ready = self._chat_ready.get(key, 0.0)
+            now = time.monotonic()
+            if now >= ready:
+                self._chat_ready[key] = now + self.per_chat_interval
+                return
+            await asyncio.sleep(ready - now)
+
+    async def _retry(self, job: _Job, exc: SendError) -> None:
+        if exc.kind == "retry_after":
+            wait = float(exc.retry_after or 1)
+            self._paused_until = max(self._paused_until, time.monotonic() + wait)
+            log.warning("outbox: flood control, pausing %.1fs", wait)
+        elif job.attempts + 1 >= MAX_ATTEMPTS:
+            await self._mark(queue.mark_failed, job.id, None, f"gave up after {MAX_ATTEMPTS} attempts: {exc.reason}")
+            self.stats.failed += 1
+            return
+        else:
+            wait = min(2 ** job.attempts, 300) * (0.5 + random.random())
+        await self._mark(queue.retry_later, job.id, self.clock() + timedelta(seconds=wait), exc.reason)
+        self.stats.retried += 1
+
+    async def _mark(self, fn, *args) -> None:
+        def work():
+            started = time.process_time()
+            with self.db.session() as s:
+                fn(s, *args)
+            self.stats.cpu_seconds += time.process_time() - started
+
+        await asyncio.to_thread(work)
+
+
+def pending_count(db: Database) -> int:
+    with db.session() as s:
+        return len(s.scalars(select(OutboxMessage.id).where(OutboxMessage.status.in_(("pending", "sending")))).all())

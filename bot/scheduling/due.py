@@ -1,0 +1,162 @@
+"""What is due at time T: a function of the database and the clock, nothing else.
+
+Each job is recorded in ``job_runs`` once done, and each message has a unique outbox key, so running
+``run_due`` twice, in two processes, or late after downtime enqueues everything exactly once.
+Missed reminder slots are caught up once (only the latest one), never after the deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from bot.domain import messages as msg
+from bot.outbox import queue
+from bot.outbox.queue import QuietHours
+from bot.services.rounds import audience_members
+from bot.storage.db import Database
+from bot.storage.models import Attempt, JobRun, Member, Round
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When things happen, in local time (from config.yaml ``scheduler``)."""
+
+    tz: ZoneInfo = ZoneInfo("Asia/Ho_Chi_Minh")
+    reminder_days_before: tuple[int, ...] = (3, 1)
+    reminder_time: time = time(8, 0)
+    digest_cron: str = "0 16 * * fri"
+    quiet: QuietHours = field(default_factory=QuietHours)
+
+    def digest_trigger(self) -> CronTrigger:
+        return CronTrigger.from_crontab(self.digest_cron, timezone=self.tz)
+
+
+@dataclass
+class DueReport:
+    """What one run enqueued, for logs, the CLI and tests."""
+
+    jobs: list[str] = field(default_factory=list)
+    enqueued: int = 0
+    skipped_unlinked: int = 0
+    dropped: list[str] = field(default_factory=list)
+
+    def add(self, job: str, enqueued: int) -> None:
+        self.jobs.append(f"{job}: {enqueued} message(s)")
+        self.enqueued += enqueued
+
+
+def run_due(db: Database, at: datetime, schedule: Schedule, report_builder=None) -> DueReport:
+    """Do every job due at ``at`` that is not done yet; each job is one transaction."""
+    report = DueReport()
+    with db.session() as s:
+        rounds = list(s.scalars(select(Round).options(selectinload(Round.document)).order_by(Round.id)))
+    for rnd in rounds:
+        if rnd.opens_at <= at:
+            _once(db, f"announce:{rnd.id}", at, report, lambda s, r=rnd: _announce(s, r, at, schedule, report))
+        if rnd.opens_at <= at < rnd.closes_at and rnd.closed_at is None:
+            slot = latest_reminder_slot(rnd, at, schedule)
+            if slot is not None:
+                key = f"remind:{rnd.id}:{slot.astimezone(schedule.tz).date().isoformat()}"
+                _once(db, key, at, report, lambda s, r=rnd, k=key: _remind(s, r, k, at, schedule, report))
+        if at >= rnd.closes_at or rnd.closed_at is not None:
+            _once(db, f"close:{rnd.id}", at, report,
+                  lambda s, r=rnd: _close(s, r, at, schedule, report, report_builder))
+    fire = latest_fire(schedule.digest_trigger(), at)
+    if fire is not None and report_builder is not None:
+        key = f"digest:{fire.astimezone(timezone_utc()).strftime('%Y-%m-%dT%H:%M')}"
+        _once(db, key, at, report, lambda s: report_builder.digest(s, fire, at, schedule, report))
+    return report
+
+
+def timezone_utc():
+    from datetime import timezone
+
+    return timezone.utc
+
+
+def _once(db: Database, key: str, at: datetime, report: DueReport, work) -> None:
+    """Run ``work`` and record ``key`` in one transaction; a concurrent runner's record wins."""
+    try:
+        with db.session() as s:
+            if s.get(JobRun, key) is not None:
+                return
+            count = work(s)
+            s.add(JobRun(key=key, ran_at=at, detail=f"{count} message(s)"))
+            s.flush()
+    except IntegrityError:
+        log.info("job %s was done by another process", key)
+        return
+    report.add(key, count)
+
+
+def latest_reminder_slot(rnd: Round, at: datetime, schedule: Schedule) -> datetime | None:
+    """The newest reminder time that has passed, after the round opened and before it closes."""
+    close_day = rnd.closes_at.astimezone(schedule.tz).date()
+    slots = sorted(
+        datetime.combine(close_day - timedelta(days=d), schedule.reminder_time, tzinfo=schedule.tz)
+        for d in schedule.reminder_days_before
+    )
+    passed = [slot for slot in slots if rnd.opens_at <= slot <= at and slot < rnd.closes_at]
+    return passed[-1] if passed else None
+
+
+def latest_fire(trigger: CronTrigger, at: datetime) -> datetime | None:
+    """The last time ``trigger`` fired at or before ``at`` (within the past eight days)."""
+    fire = trigger.get_next_fire_time(None, at - timedelta(days=8))
+    last = None
+    while fire is not None and fire <= at:
+        last = fire
+        fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+    return last
+
+
+def _reachable_audience(s: Session, rnd: Round, *, unfinished_only: bool) -> tuple[list[int], int]:
+    query = select(Member.id).where(Member.id.in_(audience_members(rnd.id).with_only_columns(Member.id)))
+    if unfinished_only:
+        finished = select(Attempt.member_id).where(Attempt.round_id == rnd.id, Attempt.submitted_at.is_not(None))
+        query = query.where(Member.id.not_in(finished))
+    ids = list(s.scalars(query))
+    linked = queue.reachable(s, ids)
+    return [i for i in ids if i in linked], len(ids) - len(linked)
+
+
+def _announce(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: DueReport) -> int:
+    if at >= rnd.closes_at or rnd.closed_at is not None:
+        report.dropped.append(f"announce:{rnd.id}: the round closed before it could be announced")
+        return 0
+    members, unlinked = _reachable_audience(s, rnd, unfinished_only=False)
+    report.skipped_unlinked += unlinked
+    reply = msg.announcement(rnd, schedule.tz)
+    not_before = schedule.quiet.next_allowed(at)
+    return sum(queue.enqueue(s, dedupe_key=f"announce:{rnd.id}:{mid}", purpose="announce", member_id=mid,
+                             reply=reply, now=at, not_before=not_before, expires_at=rnd.closes_at, round_id=rnd.id)
+               for mid in members)
+
+
+def _remind(s: Session, rnd: Round, key: str, at: datetime, schedule: Schedule, report: DueReport) -> int:
+    members, unlinked = _reachable_audience(s, rnd, unfinished_only=True)
+    report.skipped_unlinked += unlinked
+    reply = msg.reminder(rnd, schedule.tz)
+    not_before = schedule.quiet.next_allowed(at)
+    return sum(queue.enqueue(s, dedupe_key=f"{key}:{mid}", purpose="remind", member_id=mid, reply=reply, now=at,
+                             not_before=not_before, expires_at=rnd.closes_at, round_id=rnd.id)
+               for mid in members)
+
+
+def _close(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: DueReport, report_builder) -> int:
+    live = s.get(Round, rnd.id)
+    if live.closed_at is None:
+        live.closed_at = live.closes_at
+    if report_builder is None:
+        return 0
+    return report_builder.closing(s, live, at, schedule, report)

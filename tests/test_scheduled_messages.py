@@ -1,0 +1,165 @@
+"""Announcements and reminders through the durable outbox, delivered to the Telegram emulator."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import func, select
+from telegram import Bot
+
+from bot.channels.telegram import TelegramTransport
+from bot.outbox.queue import QuietHours
+from bot.outbox.sender import OutboxSender
+from bot.scheduling.due import Schedule, run_due
+from bot.services.rounds import open_round
+from bot.storage.models import Attempt, ChatAccount, Member, OutboxMessage, Round
+
+TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+OPENS = datetime(2026, 12, 1, 7, 0, tzinfo=TZ)
+CLOSES = datetime(2026, 12, 15, 21, 0, tzinfo=TZ)
+
+
+def local(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%d %H:%M").replace(tzinfo=TZ).astimezone(timezone.utc)
+
+
+@pytest.fixture
+def branch(province, emulator):
+    """A round for branch DP-TT-01 (10 members), all linked to emulator users except DV010."""
+    with province.session() as s:
+        s.delete(s.get(Round, 1))  # only this test's round is on the calendar
+        s.flush()
+        rnd = open_round(s, "kh-83-hu-tuy-phuoc", ["DP-TT-01"], OPENS, CLOSES, 98, OPENS - timedelta(days=1))
+        members = s.scalars(select(Member).where(Member.code.between("DV001", "DV009")).order_by(Member.code)).all()
+        for m in members:
+            s.add(ChatAccount(channel="telegram", external_id=str(50_000 + m.id), member_id=m.id, linked_at=OPENS))
+        users = {m.code: emulator.user(50_000 + m.id, first_name=m.code) for m in members}
+        rid = rnd.id
+    for user in users.values():  # a member must have started the bot before it can write to them
+        user.send_text("/start")
+    return rid, users
+
+
+def deliver(db, emulator, at: datetime, **kwargs):
+    async def go():
+        async with Bot(emulator.token, base_url=emulator.base_url) as bot:
+            sender = OutboxSender(db, {"telegram": TelegramTransport(bot)}, clock=lambda: at,
+                                  rate=kwargs.pop("rate", 200), per_chat_interval=kwargs.pop("per_chat", 0.0), **kwargs)
+            return await sender.run(until_idle=True)
+
+    return asyncio.run(go())
+
+
+def received(user) -> list[str]:
+    return [m["text"] for m in user.messages if m["text"].startswith(("📢", "⏰"))]
+
+
+def statuses(db) -> dict[str, int]:
+    with db.session() as s:
+        return dict(s.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)).all())
+
+
+def test_announcement_reaches_every_linked_member_once(province, emulator, branch):
+    round_id, users = branch
+    schedule = Schedule()
+    report = run_due(province, local("2026-12-01 07:00"), schedule)
+    assert f"announce:{round_id}: 9 message(s)" in report.jobs
+    assert report.skipped_unlinked == 1  # DV010 never linked a messenger
+    again = run_due(province, local("2026-12-01 07:01"), schedule)
+    assert not [j for j in again.jobs if j.startswith(f"announce:{round_id}")]
+    stats = deliver(province, emulator, local("2026-12-01 07:01"))
+    assert stats.sent == 9
+    for user in users.values():
+        texts = received(user)
+        assert len(texts) == 1 and texts[0].startswith("📢 Đợt học tập mới: 83-KH/HU")
+        assert "trước 21:00 ngày 15/12/2026" in texts[0]
+    assert deliver(province, emulator, local("2026-12-01 07:05")).sent == 0
+
+
+def test_nothing_is_sent_in_quiet_hours_it_waits_for_the_morning(province, emulator, branch):
+    round_id, users = branch
+    with province.session() as s:
+        s.get(Round, round_id).opens_at = local("2026-12-01 22:30")
+    run_due(province, local("2026-12-01 22:30"), Schedule())
+    assert deliver(province, emulator, local("2026-12-01 23:00")).sent == 0
+    assert deliver(province, emulator, local("2026-12-02 06:59")).sent == 0
+    assert all(received(u) == [] for u in users.values())
+    assert deliver(province, emulator, local("2026-12-02 07:00")).sent == 9
+
+
+def test_reminders_skip_members_who_finished_and_are_caught_up_once(province, emulator, branch):
+    round_id, users = branch
+    schedule = Schedule()
+    run_due(province, local("2026-12-01 07:00"), schedule)
+    with province.session() as s:
+        dv001 = s.scalar(select(Member).where(Member.code == "DV001"))
+        s.add(Attempt(round_id=round_id, member_id=dv001.id, number=1, started_at=local("2026-12-02 09:00"),
+                      submitted_at=local("2026-12-02 09:10"), question_count=10, correct_count=9, score=90.0,
+                      passed=True))
+    # the bot was down from 11/12 until 14/12 10:00: both reminder slots (12/12 and 14/12 at 08:00)
+    # were missed; only the latest is caught up, and only once
+    first = run_due(province, local("2026-12-14 10:00"), schedule)
+    assert [j for j in first.jobs if j.startswith("remind")] == [f"remind:{round_id}:2026-12-14: 8 message(s)"]
+    assert not [j for j in run_due(province, local("2026-12-14 10:01"), schedule).jobs if j.startswith("remind")]
+    deliver(province, emulator, local("2026-12-14 10:02"))
+    assert [t[:1] for t in received(users["DV001"])] == ["📢"]  # finished: announcement only
+    assert [t[:1] for t in received(users["DV002"])] == ["📢", "⏰"]
+    # after the deadline nothing is reminded
+    late = run_due(province, local("2026-12-15 22:00"), schedule)
+    assert not [j for j in late.jobs if j.startswith("remind")]
+
+
+def test_a_blocked_member_is_marked_and_not_retried(province, emulator, branch):
+    round_id, users = branch
+    emulator.block(users["DV003"].id)
+    run_due(province, local("2026-12-01 07:00"), Schedule())
+    stats = deliver(province, emulator, local("2026-12-01 07:00"))
+    assert (stats.sent, stats.failed) == (8, 1)
+    with province.session() as s:
+        failed = s.scalar(select(OutboxMessage).where(OutboxMessage.status == "failed"))
+        assert "blocked" in failed.error
+    before = len(emulator.calls("sendMessage"))
+    deliver(province, emulator, local("2026-12-01 08:00"))
+    assert len(emulator.calls("sendMessage")) == before
+
+
+def test_a_flood_of_429_delays_but_loses_nothing(province, emulator, branch):
+    _round_id, users = branch
+    run_due(province, local("2026-12-01 07:00"), Schedule())
+    emulator.inject_error("sendMessage", 429, retry_after=1, times=5)
+    at = local("2026-12-01 07:00")
+    first = deliver(province, emulator, at)
+    assert first.retried >= 1
+    # retried rows wait until their new time; later runs deliver them
+    for minute in range(1, 5):
+        deliver(province, emulator, at + timedelta(minutes=minute))
+    assert statuses(province) == {"sent": 9}
+    assert all(len(received(u)) == 1 for u in users.values())
+
+
+def test_two_schedulers_and_two_senders_on_one_database_send_once(province, emulator, branch):
+    _round_id, users = branch
+    at = local("2026-12-01 07:00")
+    run_due(province, at, Schedule())
+    run_due(province, at, Schedule())  # a second process doing the same tick
+
+    async def two_senders():
+        async with Bot(emulator.token, base_url=emulator.base_url) as bot:
+            senders = [OutboxSender(province, {"telegram": TelegramTransport(bot)}, clock=lambda: at, rate=500,
+                                    per_chat_interval=0, worker=f"w{i}") for i in range(2)]
+            return await asyncio.gather(*(s.run(until_idle=True) for s in senders))
+
+    results = asyncio.run(two_senders())
+    assert sum(r.sent for r in results) == 9
+    assert all(len(received(u)) == 1 for u in users.values())
+
+
+def test_quiet_hours_boundaries():
+    quiet = QuietHours(tz=TZ)
+    assert quiet.next_allowed(local("2026-12-01 20:59")) == local("2026-12-01 20:59")
+    assert quiet.next_allowed(local("2026-12-01 21:00")) == local("2026-12-02 07:00")
+    assert quiet.next_allowed(local("2026-12-02 03:00")) == local("2026-12-02 07:00")
+    assert quiet.next_allowed(local("2026-12-02 07:00")) == local("2026-12-02 07:00")
