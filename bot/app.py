@@ -31,13 +31,67 @@ def run(settings: Settings) -> int:
     if not token:
         print("TELEGRAM_BOT_TOKEN is not set: starting the local playground instead.", file=sys.stderr)
         return run_playground(settings)
-    from bot.channels.telegram import TelegramChannel
+    from bot.channels.telegram import TelegramChannel, TelegramTransport
 
     setup_logging(token)
     db = Database(settings.database_url)
     db.upgrade()
-    app = TelegramChannel(chat_service(settings, db)).build(token, settings.telegram.api_base_url)
+    work = {}
+
+    async def start_scheduled_work(app) -> None:
+        work["runner"] = scheduled_work(settings, db, {"telegram": TelegramTransport(app.bot)})
+        work["runner"].start()
+
+    async def stop_scheduled_work(app) -> None:
+        if "runner" in work:
+            await work["runner"].shutdown()
+
+    app = TelegramChannel(chat_service(settings, db)).build(
+        token, settings.telegram.api_base_url, on_start=start_scheduled_work, on_stop=stop_scheduled_work)
     app.run_polling(allowed_updates=["message", "callback_query"])
+    return 0
+
+
+def scheduled_work(settings: Settings, db: Database, transports):
+    """The scheduler tick and outbox sender, with the digest and closing reports."""
+    from bot.scheduling.due import schedule_from
+    from bot.scheduling.reports import ReportBuilder
+    from bot.scheduling.runner import ScheduledWork
+
+    schedule = schedule_from(settings)
+    return ScheduledWork(db, schedule, transports, rate=settings.scheduler.outbox_rate,
+                         report_builder=ReportBuilder(settings))
+
+
+def run_scheduler(settings: Settings) -> int:
+    """``hoctap scheduler``: the scheduled side alone, for deployments that separate it."""
+    import asyncio
+
+    from telegram import Bot
+
+    from bot.channels.telegram import TelegramTransport
+
+    token = settings.telegram.token
+    if not token:
+        print("error: TELEGRAM_BOT_TOKEN is not set; the scheduler needs it to send", file=sys.stderr)
+        return 2
+    setup_logging(token)
+    db = Database(settings.database_url)
+    db.upgrade()
+
+    async def main() -> None:
+        async with Bot(token, base_url=settings.telegram.api_base_url) as bot:
+            runner = scheduled_work(settings, db, {"telegram": TelegramTransport(bot)})
+            runner.start()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await runner.shutdown()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

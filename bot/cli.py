@@ -55,6 +55,31 @@ def cmd_playground(args, settings: Settings) -> int:
     return run_playground(settings, as_member=args.member, script=args.script)
 
 
+@command("scheduler")
+def cmd_scheduler(args, settings: Settings) -> int:
+    from bot.app import run_scheduler
+
+    return run_scheduler(settings)
+
+
+@command("scheduler run-due")
+def cmd_scheduler_run_due(args, settings: Settings) -> int:
+    from bot.scheduling.due import run_due, schedule_from
+    from bot.scheduling.reports import ReportBuilder
+
+    at = _local(args.at, settings, "--at") if args.at else utcnow()
+    db = open_db(settings)
+    report = run_due(db, at, schedule_from(settings), ReportBuilder(settings))
+    for job in report.jobs:
+        print(job)
+    for dropped in report.dropped:
+        print(f"dropped: {dropped}")
+    if report.skipped_unlinked:
+        print(f"{report.skipped_unlinked} recipient(s) skipped: no messenger linked")
+    print(f"due at {fmt_datetime(at, settings.tz)}: {report.enqueued} message(s) enqueued", file=sys.stderr)
+    return 0
+
+
 @command("db upgrade")
 def cmd_db_upgrade(args, settings: Settings) -> int:
     open_db(settings)
@@ -286,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--member", metavar="CODE", help="member code to play (default: the first ordinary member)")
     p.add_argument("--script", metavar="FILE", help="read the inputs from FILE, one per line, and print the transcript")
     p.set_defaults(handler="playground")
+
+    p = leaf(sub, "scheduler", "run the scheduler and outbox sender alone (announcements, reminders, digests)",
+             "scheduler")
+    sched = p.add_subparsers(dest="action", metavar="ACTION")
+    p = leaf(sched, "run-due", "enqueue exactly the scheduled work due at a moment (catch-up, tests)",
+             "scheduler run-due")
+    p.add_argument("--at", metavar='"YYYY-MM-DD HH:MM"', help="local time (default: now)")
 
     db = group("db", "database schema")
     leaf(db, "upgrade", "create or upgrade the database schema", "db upgrade")

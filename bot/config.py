@@ -38,12 +38,24 @@ class TelegramSettings:
 
 
 @dataclass(frozen=True)
+class SchedulerSettings:
+    """Local-time schedules: reminders before the deadline, weekly digest, quiet hours, pacing."""
+
+    reminder_days_before: tuple[int, ...] = (3, 1)
+    reminder_time: str = "08:00"
+    digest_cron: str = "0 16 * * fri"
+    quiet_hours: str = "21:00-07:00"
+    outbox_rate: float = 25.0
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     timezone: str = "Asia/Ho_Chi_Minh"
     language: str = "vi"
     content_dir: Path = Path("quizzes")
     telegram: TelegramSettings = TelegramSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
     source: str = "defaults"
 
     @property
@@ -79,7 +91,7 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         if key not in known:
             raise ConfigError(f"{src}: {key}: unknown setting (known: {', '.join(sorted(known))})")
 
-    values = {k: _resolve(src, k, v, env) for k, v in raw.items() if k != "telegram"}
+    values = {k: _resolve(src, k, v, env) for k, v in raw.items() if k not in ("telegram", "scheduler")}
     for var, key in ENV_OVERRIDES.items():
         if env.get(var):
             values[key] = env[var]
@@ -109,6 +121,7 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         language=language,
         content_dir=content_path,
         telegram=_telegram(src, raw.get("telegram"), env),
+        scheduler=_scheduler(src, raw.get("scheduler")),
         source=src,
     )
 
@@ -129,6 +142,42 @@ def _telegram(src: str, raw, env: dict[str, str]) -> TelegramSettings:
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"{src}: telegram.api_base_url: expected an http(s) URL")
     return TelegramSettings(token=token, api_base_url=url, bot_username=vals.get("bot_username"))
+
+
+def _scheduler(src: str, raw) -> SchedulerSettings:
+    if raw is None:
+        return SchedulerSettings()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{src}: scheduler: expected a mapping of settings")
+    defaults = SchedulerSettings()
+    allowed = {"reminder_days_before", "reminder_time", "digest_cron", "quiet_hours", "outbox_rate"}
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(f"{src}: scheduler.{key}: unknown setting (known: {', '.join(sorted(allowed))})")
+    days = raw.get("reminder_days_before", list(defaults.reminder_days_before))
+    if not isinstance(days, list) or not all(isinstance(d, int) and d >= 0 for d in days):
+        raise ConfigError(f"{src}: scheduler.reminder_days_before: expected a list of whole days, e.g. [3, 1]")
+    at = str(raw.get("reminder_time", defaults.reminder_time))
+    if not _HHMM.match(at):
+        raise ConfigError(f"{src}: scheduler.reminder_time: expected HH:MM, got {at!r}")
+    quiet = str(raw.get("quiet_hours", defaults.quiet_hours))
+    parts = quiet.split("-")
+    if len(parts) != 2 or not all(_HHMM.match(p.strip()) for p in parts):
+        raise ConfigError(f"{src}: scheduler.quiet_hours: expected HH:MM-HH:MM such as 21:00-07:00, got {quiet!r}")
+    cron = str(raw.get("digest_cron", defaults.digest_cron))
+    try:
+        from apscheduler.triggers.cron import CronTrigger
+
+        CronTrigger.from_crontab(cron)
+    except ValueError as exc:
+        raise ConfigError(f"{src}: scheduler.digest_cron: {exc} (e.g. '0 16 * * fri')") from None
+    rate = raw.get("outbox_rate", defaults.outbox_rate)
+    if not isinstance(rate, (int, float)) or not 0 < rate <= 1000:
+        raise ConfigError(f"{src}: scheduler.outbox_rate: expected messages per second between 1 and 1000")
+    return SchedulerSettings(tuple(days), at, cron, quiet, float(rate))
+
+
+_HHMM = re.compile(r"^([01]?\d|2[0-3]):[0-5]\d$")
 
 
 def _resolve(src: str, key: str, value, env: dict[str, str]):

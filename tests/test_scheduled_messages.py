@@ -163,3 +163,51 @@ def test_quiet_hours_boundaries():
     assert quiet.next_allowed(local("2026-12-01 21:00")) == local("2026-12-02 07:00")
     assert quiet.next_allowed(local("2026-12-02 03:00")) == local("2026-12-02 07:00")
     assert quiet.next_allowed(local("2026-12-02 07:00")) == local("2026-12-02 07:00")
+
+
+def test_a_whole_round_from_announcement_to_closing_report(province, emulator, branch):
+    from bot.config import load_settings
+    from bot.scheduling.reports import ReportBuilder
+
+    round_id, users = branch
+    with province.session() as s:
+        cadre = s.scalar(select(Member).where(Member.code == "CB002"))
+        s.add(ChatAccount(channel="telegram", external_id=str(50_000 + cadre.id), member_id=cadre.id, linked_at=OPENS))
+    boss = emulator.user(50_000 + cadre.id, first_name="CB002")
+    boss.send_text("/start")
+    builder = ReportBuilder(load_settings(environ={}))
+    schedule = Schedule()
+
+    def tick(when: str):
+        report = run_due(province, local(when), schedule, builder)
+        deliver(province, emulator, local(when))
+        return report
+
+    tick("2026-12-01 07:00")  # announcement
+    with province.session() as s:
+        for code in ("DV002", "DV003"):
+            m = s.scalar(select(Member).where(Member.code == code))
+            s.add(Attempt(round_id=round_id, member_id=m.id, number=1, started_at=local("2026-12-03 09:00"),
+                          submitted_at=local("2026-12-03 09:10"), question_count=10, correct_count=9, score=90.0,
+                          passed=True))
+    digest = tick("2026-12-04 16:00")  # Friday
+    assert [j for j in digest.jobs if j.startswith("digest:")] == ["digest:2026-12-04T09:00: 2 message(s)"]
+    tick("2026-12-12 08:00")  # 3 days before
+    tick("2026-12-14 08:00")  # 1 day before
+    closing = tick("2026-12-15 21:00")
+    assert f"close:{round_id}: 2 message(s)" in closing.jobs
+    assert not any(m.get("text", "").startswith("🏁") for m in boss.messages)  # 21:00: quiet hours
+    assert tick("2026-12-16 07:00").jobs == []  # delivered in the morning, not enqueued again
+
+    secretary = [m.get("text") or "" for m in users["DV001"].messages]
+    assert any(t.startswith("🗓 Tổng hợp tuần — Chi bộ ấp 1") and "Đã hoàn thành: 2/10 — 20%" in t
+               and "Tăng thêm 2 đồng chí" in t for t in secretary)
+    assert any(t.startswith("🏁 Kết thúc đợt học tập 83-KH/HU — Chi bộ ấp 1") and "2/10 — 20%" in t for t in secretary)
+    assert len([t for t in received(users["DV004"]) if t.startswith("⏰")]) == 2
+    assert [t for t in received(users["DV002"]) if t.startswith("⏰")] == []  # finished: no reminders
+    cadre_messages = boss.messages
+    assert any(m["text"].startswith("🏁 Kết thúc đợt học tập 83-KH/HU — Đảng bộ huyện Đồng Phú") for m in cadre_messages)
+    files = [m for m in cadre_messages if "file" in m]
+    assert len(files) == 1 and files[0]["document"]["file_name"].endswith(".xlsx")
+    with province.session() as s:
+        assert s.get(Round, round_id).closed_at == CLOSES

@@ -86,8 +86,19 @@ class TelegramChannel:
         self.service = service
         self.clock = clock
 
-    def build(self, token: str, base_url: str, base_file_url: str | None = None) -> Application:
-        builder = ApplicationBuilder().token(token).base_url(base_url).post_init(self._post_init)
+    def build(self, token: str, base_url: str, base_file_url: str | None = None, *,
+              on_start: Callable[[Application], Awaitable] | None = None,
+              on_stop: Callable[[Application], Awaitable] | None = None) -> Application:
+        """The Application; ``on_start``/``on_stop`` run in its event loop (scheduler, sender)."""
+
+        async def post_init(app: Application) -> None:
+            await self._post_init(app)
+            if on_start is not None:
+                await on_start(app)
+
+        builder = ApplicationBuilder().token(token).base_url(base_url).post_init(post_init)
+        if on_stop is not None:
+            builder = builder.post_shutdown(on_stop)
         if base_file_url:
             builder = builder.base_file_url(base_file_url)
         app = builder.build()
@@ -153,6 +164,12 @@ class TelegramChannel:
                 if await self._edit(bot, pressed, reply, rm):
                     continue
             await with_retries(lambda: bot.send_message(chat_id, reply.text, reply_markup=rm), "sendMessage")
+            for f in reply.files:
+                if f.kind == "photo":
+                    await with_retries(lambda: bot.send_photo(chat_id, photo=f.data, filename=f.filename), "sendPhoto")
+                else:
+                    await with_retries(lambda: bot.send_document(chat_id, document=f.data, filename=f.filename),
+                                       "sendDocument")
 
     async def _edit(self, bot, message: Message, reply: Reply, rm) -> bool:
         try:

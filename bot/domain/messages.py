@@ -70,6 +70,18 @@ def help_text(member: Member) -> Reply:
         "/lambai — làm (hoặc làm tiếp) bài kiểm tra trắc nghiệm",
         "/ketqua — xem kết quả các lần làm bài của mình",
         "/trogiup — xem hướng dẫn này",
+    ]
+    if member.role in ("secretary", "cadre", "admin"):
+        lines += [
+            "",
+            "Theo dõi đơn vị:",
+            "/thongke — số liệu tham gia, điểm, tỷ lệ so với mục tiêu",
+            "/chualam — danh sách đảng viên chưa hoàn thành",
+            "/nhacnho — gửi nhắc nhở tới những đồng chí chưa hoàn thành",
+        ]
+    if member.role in ("cadre", "admin"):
+        lines.append("/baocao — báo cáo Excel và biểu đồ")
+    lines += [
         "",
         "Khi làm bài, bấm nút A, B, C, D (hoặc gõ chữ cái) để chọn đáp án.",
     ]

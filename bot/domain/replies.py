@@ -17,6 +17,15 @@ class Choice:
     typed: str | None = None  # what a member types to choose it where there are no buttons
 
 
+@dataclass(frozen=True)
+class Attachment:
+    """A file sent with a reply: ``document`` (e.g. the XLSX report) or ``photo`` (the chart)."""
+
+    filename: str
+    data: bytes
+    kind: str = "document"
+
+
 @dataclass
 class Reply:
     text: str
@@ -24,6 +33,7 @@ class Reply:
     edit: bool = False  # replace the message the member acted on, where the channel can edit
     ask_contact: bool = False  # offer "share my phone number" where the channel can
     notice: str | None = None  # short acknowledgement of a button press (toast)
+    files: list[Attachment] = field(default_factory=list)
 
     def all_choices(self) -> list[Choice]:
         return [c for row in self.choices for c in row]

@@ -25,6 +25,7 @@ from bot.storage.db import Database
 from bot.storage.models import Attempt, JobRun, Member, Round
 
 log = logging.getLogger(__name__)
+DIGEST_FRESHNESS = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ def run_due(db: Database, at: datetime, schedule: Schedule, report_builder=None)
             _once(db, f"close:{rnd.id}", at, report,
                   lambda s, r=rnd: _close(s, r, at, schedule, report, report_builder))
     fire = latest_fire(schedule.digest_trigger(), at)
+    if fire is not None and at - fire > DIGEST_FRESHNESS:
+        fire = None  # a digest caught up days late says nothing useful; the next one will
     if fire is not None and report_builder is not None:
         key = f"digest:{fire.astimezone(timezone_utc()).strftime('%Y-%m-%dT%H:%M')}"
         _once(db, key, at, report, lambda s: report_builder.digest(s, fire, at, schedule, report))
@@ -160,3 +163,16 @@ def _close(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: Due
     if report_builder is None:
         return 0
     return report_builder.closing(s, live, at, schedule, report)
+
+
+def schedule_from(settings) -> Schedule:
+    """The Schedule described by config.yaml's ``scheduler`` section."""
+    sch = settings.scheduler
+    start, end = (time.fromisoformat(p.strip().zfill(5)) for p in sch.quiet_hours.split("-"))
+    return Schedule(
+        tz=settings.tz,
+        reminder_days_before=tuple(sch.reminder_days_before),
+        reminder_time=time.fromisoformat(sch.reminder_time.zfill(5)),
+        digest_cron=sch.digest_cron,
+        quiet=QuietHours(start, end, settings.tz),
+    )

@@ -17,7 +17,9 @@ from sqlalchemy.orm import Session
 
 from bot.domain import messages as msg
 from bot.domain.replies import Outcome, Reply
-from bot.services import linking, quiz
+from bot.domain.permissions import PermissionDenied
+from bot.outbox.queue import QuietHours
+from bot.services import linking, oversight, quiz
 from bot.storage.db import Database
 from bot.storage.models import Attempt, ChatAccount, ChatState, Member, ProcessedUpdate, Round
 
@@ -28,6 +30,7 @@ COMMANDS = {
     "ketqua": "ketqua",
     "trogiup": "help", "help": "help", "huongdan": "help",
     "tiep": "tiep",
+    "thongke": "thongke", "chualam": "chualam", "nhacnho": "nhacnho", "baocao": "baocao",
 }
 _ANSWER = re.compile(r"^\s*([A-Fa-f]|[1-6])\s*\.?\s*$")
 
@@ -66,10 +69,11 @@ class ChannelTraits:
 
 
 class ChatService:
-    def __init__(self, db: Database, traits: ChannelTraits, tz: ZoneInfo):
+    def __init__(self, db: Database, traits: ChannelTraits, tz: ZoneInfo, quiet: QuietHours | None = None):
         self.db = db
         self.traits = traits
         self.tz = tz
+        self.quiet = quiet or QuietHours(tz=tz)
 
     # -- entry points -----------------------------------------------------------------------
     def on_text(self, external_id: str, text: str, now: datetime, update_key: str | None = None) -> Outcome:
@@ -98,6 +102,8 @@ class ChatService:
                 return Outcome(msg.history(quiz.member_history(s, member), self.tz, self.traits.text_limit))
             if command == "tiep":
                 return Outcome(self._next_page(s, external_id, member, now))
+            if command in OVERSIGHT:
+                return Outcome(self._oversee(s, lambda: OVERSIGHT[command](self, s, member, now)))
             return Outcome(self._free_text(s, external_id, member, arg, now))
 
     def on_contact(self, external_id: str, phone: str, own: bool, now: datetime,
@@ -160,7 +166,19 @@ class ChatService:
             return Outcome(self._start_quiz(s, member, rnd, now) if rnd else [msg.round_closed()])
         if kind == "a" and len(numbers) == 3:
             return self._answer(s, member, *numbers, now=now)
+        if kind == "s" and len(numbers) == 2:
+            return Outcome(self._oversee(s, lambda: [oversight.unit_view(s, member, *numbers, now, self.tz)]))
+        if kind == "c" and len(numbers) == 3:
+            return Outcome(self._oversee(s, lambda: oversight.not_finished(s, member, now, *numbers)))
         return Outcome(notice=msg.answer_notice("stale"))
+
+    def _oversee(self, s: Session, work) -> list[Reply]:
+        """Run a secretary/cadre request; a refusal is a polite reply, and nothing else happens."""
+        try:
+            with s.begin_nested():
+                return work()
+        except PermissionDenied as exc:
+            return [Reply(exc.message)]
 
     def _study_list(self, s: Session, member: Member, now: datetime) -> list[Reply]:
         rounds = quiz.open_rounds_for(s, member, now)
@@ -250,3 +268,10 @@ class ChatService:
             return outcome.replies
         return [msg.unknown_input(current is not None)]
 
+
+OVERSIGHT = {
+    "thongke": lambda svc, s, member, now: oversight.figures(s, member, now, svc.tz),
+    "chualam": lambda svc, s, member, now: oversight.not_finished(s, member, now),
+    "nhacnho": lambda svc, s, member, now: oversight.remind(s, member, now, svc.tz, svc.quiet),
+    "baocao": lambda svc, s, member, now: oversight.report(s, member, now, svc.tz),
+}

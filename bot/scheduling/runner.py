@@ -1,0 +1,101 @@
+"""APScheduler ticks; the process holding the lease runs due work and the outbox sender.
+
+APScheduler's job stores cannot be shared between processes, so it only ticks: every process may
+tick, and a lease row with an expiry (works on SQLite and PostgreSQL) lets one of them act.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from datetime import datetime, timedelta
+from typing import Callable
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+
+from bot.outbox.sender import OutboxSender, Transport
+from bot.scheduling.due import Schedule, run_due
+from bot.storage.db import Database
+from bot.storage.models import Lease
+from bot.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+LEASE = "scheduler"
+
+
+def try_lease(db: Database, holder: str, now: datetime, ttl: timedelta, name: str = LEASE) -> bool:
+    """Take or renew the lease; True while this holder has it."""
+    with db.session() as s:
+        result = s.execute(
+            update(Lease).where(Lease.name == name, (Lease.holder == holder) | (Lease.expires_at < now))
+            .values(holder=holder, expires_at=now + ttl)
+        )
+        if result.rowcount == 1:
+            return True
+    try:
+        with db.session() as s:
+            if s.get(Lease, name) is not None:
+                return False
+            s.add(Lease(name=name, holder=holder, expires_at=now + ttl))
+        return True
+    except IntegrityError:
+        return False
+
+
+def release_lease(db: Database, holder: str, name: str = LEASE) -> None:
+    with db.session() as s:
+        s.execute(update(Lease).where(Lease.name == name, Lease.holder == holder).values(expires_at=utcnow()))
+
+
+class ScheduledWork:
+    """Ticks every ``interval`` seconds; the lease holder runs due work and keeps the sender going."""
+
+    def __init__(self, db: Database, schedule: Schedule, transports: dict[str, Transport], *, rate: float,
+                 report_builder=None, interval: float = 60.0, clock: Callable[[], datetime] = utcnow):
+        self.db, self.schedule, self.transports = db, schedule, transports
+        self.rate, self.report_builder, self.interval, self.clock = rate, report_builder, interval, clock
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
+        self.scheduler = AsyncIOScheduler(timezone=schedule.tz)
+        self.sender: OutboxSender | None = None
+        self._sender_task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.scheduler.add_job(self.tick, IntervalTrigger(seconds=self.interval), id="tick", coalesce=True,
+                               max_instances=1, misfire_grace_time=None, next_run_time=self.clock())
+        self.scheduler.start()
+
+    async def tick(self) -> None:
+        now = self.clock()
+        leader = await asyncio.to_thread(try_lease, self.db, self.holder, now, timedelta(seconds=self.interval * 3))
+        if not leader:
+            await self._stop_sender()
+            return
+        try:
+            report = await asyncio.to_thread(run_due, self.db, now, self.schedule, self.report_builder)
+            for job in report.jobs:
+                log.info("scheduled: %s", job)
+            for dropped in report.dropped:
+                log.info("dropped: %s", dropped)
+        except Exception:  # noqa: BLE001 - one bad tick must not stop the scheduler
+            log.exception("scheduled work failed at %s", now)
+        if self._sender_task is None or self._sender_task.done():
+            self.sender = OutboxSender(self.db, self.transports, rate=self.rate, worker=self.holder,
+                                       quiet=self.schedule.quiet, clock=self.clock)
+            self._sender_task = asyncio.create_task(self.sender.run())
+
+    async def _stop_sender(self) -> None:
+        if self.sender is not None:
+            self.sender.stop()
+        if self._sender_task is not None:
+            await asyncio.gather(self._sender_task, return_exceptions=True)
+        self.sender, self._sender_task = None, None
+
+    async def shutdown(self) -> None:
+        self.scheduler.shutdown(wait=False)
+        await self._stop_sender()
+        await asyncio.to_thread(release_lease, self.db, self.holder)

@@ -1,0 +1,138 @@
+"""Secretaries' and cadres' use cases: figures, who has not finished, reminders, reports.
+
+Every entry point checks permissions in the domain (``bot.domain.permissions``) with the ids it is
+given, whether they were typed, carried in a button, or forged.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.orm import Session
+
+from bot.domain import oversight_messages as om
+from bot.domain.messages import local, reminder
+from bot.domain.permissions import (
+    DENIED_MEMBER_ONLY, PermissionDenied, can_see_phone, can_view_unit, require_remind, require_report,
+    require_view_unit, sees_units, visible_root_units,
+)
+from bot.domain.replies import Attachment, Reply
+from bot.outbox import queue
+from bot.outbox.queue import QuietHours
+from bot.services import stats
+from bot.services.rounds import round_status
+from bot.storage.models import Member, Round, Unit
+
+
+def _roots(s: Session, member: Member) -> list[Unit]:
+    if not sees_units(member):
+        raise PermissionDenied(DENIED_MEMBER_ONLY)
+    return visible_root_units(s, member)
+
+
+def _round(s: Session, round_id: int) -> Round:
+    rnd = s.get(Round, round_id)
+    if rnd is None:
+        raise PermissionDenied()
+    return rnd
+
+
+def figures(s: Session, member: Member, now: datetime, tz: ZoneInfo) -> list[Reply]:
+    """``/thongke``: each open or recent round of each unit the reader answers for."""
+    replies = []
+    for unit in _roots(s, member):
+        rounds = stats.rounds_for_unit(s, unit.id, now)
+        if not rounds:
+            replies.append(om.no_rounds(unit))
+        replies += [unit_view(s, member, rnd.id, unit.id, now, tz) for rnd in rounds]
+    return replies
+
+
+def unit_view(s: Session, member: Member, round_id: int, unit_id: int, now: datetime, tz: ZoneInfo) -> Reply:
+    """One unit's figures with its children (drill-down) and a way back up, within the reader's reach."""
+    require_view_unit(s, member, unit_id)
+    rnd = _round(s, round_id)
+    unit = s.get(Unit, unit_id)
+    total = stats.unit_figures(s, round_id, unit_id, now)
+    children = stats.child_figures(s, round_id, unit_id, now) if member.role in ("cadre", "admin") else []
+    parent = s.get(Unit, unit.parent_id) if unit.parent_id else None
+    can_up = parent is not None and can_view_unit(s, member, parent.id)
+    return om.unit_figures_reply(rnd, total, children, parent, tz, can_go_up=can_up)
+
+
+def not_finished(s: Session, member: Member, now: datetime, round_id: int | None = None,
+                 unit_id: int | None = None, page: int = 1) -> list[Reply]:
+    """``/chualam``: who has not finished, a page at a time; phones only for the unit's secretary."""
+    if round_id is None or unit_id is None:
+        replies = []
+        for unit in _roots(s, member):
+            rounds = [r for r in stats.rounds_for_unit(s, unit.id, now) if round_status(r, now) == "open"]
+            if not rounds:
+                replies.append(om.no_rounds(unit))
+            replies += [_not_finished_page(s, member, rnd.id, unit.id, 1) for rnd in rounds]
+        return replies
+    return [_not_finished_page(s, member, round_id, unit_id, page)]
+
+
+def _not_finished_page(s: Session, member: Member, round_id: int, unit_id: int, page: int) -> Reply:
+    require_view_unit(s, member, unit_id)
+    rnd, unit = _round(s, round_id), s.get(Unit, unit_id)
+    page = max(page, 1)
+    total, rows = stats.not_finished_members(s, round_id, unit_id, (page - 1) * om.PAGE, om.PAGE)
+    phones = {r.member.id: r.member.phone for r in rows if can_see_phone(member, r.member.unit_id)}
+    failed = queue.failed_for(s, round_id, [r.member.id for r in rows])
+    return om.not_finished_reply(rnd, unit, total, rows, page, phones, failed)
+
+
+def remind(s: Session, member: Member, now: datetime, tz: ZoneInfo, quiet: QuietHours) -> list[Reply]:
+    """``/nhacnho``: at most one reminder per member per round per local day, through the outbox."""
+    replies = []
+    day = now.astimezone(tz).date().isoformat()
+    for unit in _roots(s, member):
+        require_remind(s, member, unit.id)
+        rounds = [r for r in stats.rounds_for_unit(s, unit.id, now) if round_status(r, now) == "open"]
+        if not rounds:
+            replies.append(om.no_rounds(unit))
+        for rnd in rounds:
+            _total, rows = stats.not_finished_members(s, rnd.id, unit.id, 0, None)
+            ids = [r.member.id for r in rows]
+            linked = queue.reachable(s, ids)
+            not_before = quiet.next_allowed(now)
+            sent = already = 0
+            for mid in ids:
+                if mid not in linked:
+                    continue
+                added = queue.enqueue(s, dedupe_key=f"nudge:{rnd.id}:{mid}:{day}", purpose="nudge", member_id=mid,
+                                      reply=reminder(rnd, tz), now=now, not_before=not_before,
+                                      expires_at=rnd.closes_at, round_id=rnd.id)
+                sent, already = sent + added, already + (not added)
+            later = local(not_before, tz) if not_before != now else None
+            replies.append(om.reminded_reply(rnd, unit, sent, already, len(ids) - len(linked), later))
+    return replies
+
+
+def report(s: Session, member: Member, now: datetime, tz: ZoneInfo) -> list[Reply]:
+    """``/baocao``: the XLSX workbook and the PNG chart of each open or recent round."""
+    from bot.reports.chart import rate_chart_png
+    from bot.reports.xlsx import build_workbook, report_data
+
+    replies = []
+    for unit in _roots(s, member):
+        require_report(s, member, unit.id)
+        rounds = stats.rounds_for_unit(s, unit.id, now)
+        if not rounds:
+            replies.append(om.no_rounds(unit))
+        for rnd in rounds:
+            data = report_data(s, rnd.id, unit.id, now, tz=tz)
+            rr = data.rounds[0]
+            stamp = now.astimezone(tz).strftime("%Y%m%d")
+            name = f"baocao-{rnd.document.code.replace('/', '-')}-{unit.code}-{stamp}"
+            chart = rate_chart_png(rr.units or [rr.total], rr.target,
+                                   title=f"Tỷ lệ hoàn thành {rnd.document.code}", subtitle=unit.name)
+            replies.append(Reply(om.report_caption(rnd, unit, rr.total), files=[
+                Attachment(f"{name}.xlsx", build_workbook(data)),
+                Attachment(f"{name}.png", chart, kind="photo"),
+            ]))
+    return replies
+

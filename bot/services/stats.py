@@ -1,0 +1,492 @@
+"""Participation figures of a round for a unit and its subtree, and per-question statistics.
+
+Definitions (the numbers a secretary answers for; every function below uses exactly these):
+
+- **Audience** of a round for a unit U: the *active* members (``Member.active``) whose unit is in
+  the round's audience (the round's units and every unit below them, ``audience_unit_ids``) and
+  in U's subtree (U and every unit below it), at the moment the figure is computed. Deactivated
+  members leave both the numerator and the denominator; a member moved to another unit counts
+  where they are now.
+- **Finished** (đã hoàn thành): audience members with at least one *submitted* attempt
+  (``Attempt.submitted_at`` not null) in the round.
+- **In progress** (đang làm dở): audience members with an unsubmitted attempt and no submitted one.
+- **Not started** (chưa làm): the rest of the audience (no attempt at all).
+  ``finished + in_progress + not_started == audience``.
+- **Counted attempt** of a finished member: the submitted attempt with the highest score (the
+  default rule "best"; among equal scores a passed one wins, which only matters if the document's
+  pass score changed between attempts).
+- **Passed**: finished members whose counted attempt passed. **Average score**: the mean of the
+  counted scores over finished members (``None`` when nobody finished).
+- **Rate** = finished ÷ audience × 100 (0 when the audience is 0).
+- **Needed** = max(0, ⌈target × audience ÷ 100⌉ − finished): how many more members must finish to
+  reach the target; computed with ``Decimal`` on the target's decimal text, so 98% of 50 is
+  exactly 49, not 49.00000000000001 → 50.
+- **Target met**: audience > 0 and needed == 0.
+
+Every function runs a fixed, small number of SQL statements whatever the number of units or
+members (aggregation with GROUP BY over the ``unit_ancestors`` closure table). Works on SQLite
+and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from typing import NamedTuple
+
+from sqlalchemy import and_, case, func, literal, or_, select
+from sqlalchemy.orm import Session, aliased, selectinload
+
+from bot.services.rounds import audience_unit_ids, round_status
+from bot.storage.models import (
+    Answer, Attempt, AttemptQuestion, Member, Question, Round, RoundUnit, Unit, UnitAncestor,
+)
+
+LETTERS = "ABCDEF"
+RECENT_CLOSED = timedelta(days=30)
+
+
+class StatsError(Exception):
+    """A statistics request about a round or unit that does not exist."""
+
+
+# -- figures -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Figures:
+    """Participation of one round in one unit's subtree (see the module docstring for definitions)."""
+
+    round_id: int
+    unit_id: int
+    unit_code: str
+    unit_name: str
+    audience: int
+    finished: int
+    passed: int
+    in_progress: int
+    not_started: int
+    average_score: float | None  # percent 0-100, mean of counted scores; None when nobody finished
+    rate: float  # percent 0-100
+    target: float  # percent 0-100
+    needed: int
+    time_left: timedelta | None  # None once the round is closed
+    status: str  # scheduled | open | closed (``round_status``)
+
+    @property
+    def target_met(self) -> bool:
+        return self.audience > 0 and self.needed == 0
+
+    @property
+    def exact_rate(self) -> Fraction:
+        """finished/audience as an exact fraction (0 for an empty audience): for sorting and ties."""
+        return Fraction(self.finished, self.audience) if self.audience else Fraction(0)
+
+
+def rate_of(finished: int, audience: int) -> float:
+    """finished ÷ audience × 100, 0 for an empty audience."""
+    return 100.0 * finished / audience if audience else 0.0
+
+
+def needed_of(target: float, audience: int, finished: int) -> int:
+    """max(0, ⌈target × audience ÷ 100⌉ − finished), exact (Decimal on the target's shortest text)."""
+    required = math.ceil(Decimal(repr(float(target))) * audience / 100)
+    return max(0, required - finished)
+
+
+def _time_left(rnd: Round, now: datetime) -> timedelta | None:
+    return None if round_status(rnd, now) == "closed" else rnd.closes_at - now
+
+
+def _scope_units(round_id: int, unit_id: int):
+    """Subquery: units of ``unit_id``'s subtree that are in the round's audience."""
+    return select(UnitAncestor.descendant_id).where(
+        UnitAncestor.ancestor_id == unit_id, UnitAncestor.descendant_id.in_(audience_unit_ids(round_id)))
+
+
+def _per_member(round_id: int, unit_id: int, group=None, joins=()):
+    """Subquery, one row per audience member of ``unit_id``'s subtree: ``n_all``
+    attempts and ``n_sub`` submitted ones in the round, ``best`` = highest submitted score,
+    ``best_passed`` = highest submitted score among passed attempts (the counted attempt passed iff
+    best_passed == best), and ``grp`` (``group``, e.g. the child unit) when given.
+
+    It starts from the members and reaches their attempts through the (member_id, round_id)
+    index, so a branch reads only its own members' attempts.
+    """
+    submitted = Attempt.submitted_at.is_not(None)
+    cols = [
+        Member.id.label("member_id"),
+        func.count(Attempt.id).label("n_all"),
+        func.count(Attempt.submitted_at).label("n_sub"),
+        func.max(case((submitted, Attempt.score))).label("best"),
+        func.max(case((and_(submitted, Attempt.passed.is_(True)), Attempt.score))).label("best_passed"),
+    ]
+    if group is not None:
+        cols.append(group.label("grp"))
+    query = select(*cols).select_from(Member)
+    for target, on in joins:
+        query = query.join(target, on)
+    query = (
+        query.outerjoin(Attempt, and_(Attempt.member_id == Member.id, Attempt.round_id == round_id))
+        .where(Member.active, Member.unit_id.in_(_scope_units(round_id, unit_id)))
+        .group_by(Member.unit_id, Member.id, *([group] if group is not None else []))
+    )
+    return query.subquery("per_member")
+
+
+def _aggregates(pm):
+    finished = pm.c.n_sub > 0
+    return (
+        func.count().label("audience"),
+        func.coalesce(func.sum(case((finished, 1), else_=0)), 0).label("finished"),
+        func.coalesce(func.sum(case((and_(finished, pm.c.best_passed == pm.c.best), 1), else_=0)), 0).label("passed"),
+        func.coalesce(func.sum(case((and_(pm.c.n_sub == 0, pm.c.n_all > 0), 1), else_=0)), 0).label("in_progress"),
+        func.avg(case((finished, pm.c.best))).label("average_score"),
+    )
+
+
+def _figures(rnd: Round, unit_id: int, code: str, name: str, row, now: datetime) -> Figures:
+    audience = int(row.audience or 0)
+    finished = int(row.finished or 0)
+    in_progress = int(row.in_progress or 0)
+    avg = row.average_score
+    return Figures(
+        round_id=rnd.id, unit_id=unit_id, unit_code=code, unit_name=name,
+        audience=audience, finished=finished, passed=int(row.passed or 0), in_progress=in_progress,
+        not_started=audience - finished - in_progress,
+        average_score=None if avg is None else float(avg),
+        rate=rate_of(finished, audience), target=float(rnd.target_rate),
+        needed=needed_of(rnd.target_rate, audience, finished),
+        time_left=_time_left(rnd, now), status=round_status(rnd, now),
+    )
+
+
+def _get_round(session: Session, round_id: int) -> Round:
+    rnd = session.get(Round, round_id)
+    if rnd is None:
+        raise StatsError(f"no round {round_id}")
+    return rnd
+
+
+def unit_figures(session: Session, round_id: int, unit_id: int, now: datetime) -> Figures:
+    """Figures of ``round_id`` over ``unit_id`` and every unit below it (3 statements)."""
+    rnd = _get_round(session, round_id)
+    unit = session.get(Unit, unit_id)
+    if unit is None:
+        raise StatsError(f"no unit {unit_id}")
+    pm = _per_member(round_id, unit_id)
+    row = session.execute(select(*_aggregates(pm))).one()
+    return _figures(rnd, unit.id, unit.code, unit.name, row, now)
+
+
+def child_figures(session: Session, round_id: int, unit_id: int, now: datetime) -> list[Figures]:
+    """One row per direct child of ``unit_id``, each rolled up over the child's whole subtree.
+
+    Sorted furthest from the target first: lowest rate first (compared exactly as fractions),
+    ties by unit code. Children whose audience is 0 are left out. Two statements whatever the
+    number of units: the member's unit is joined to its ancestor that is a direct child of
+    ``unit_id`` (``unit_ancestors`` rows: child→member unit at any depth, and parent→child at depth 1),
+    and the members are grouped by that child.
+    """
+    rnd = _get_round(session, round_id)
+    below_child = aliased(UnitAncestor, name="below_child")
+    child_link = aliased(UnitAncestor, name="child_link")
+    pm = _per_member(round_id, unit_id, group=below_child.ancestor_id, joins=[
+        (below_child, below_child.descendant_id == Member.unit_id),
+        (child_link, and_(child_link.descendant_id == below_child.ancestor_id,
+                          child_link.ancestor_id == unit_id, child_link.depth == 1)),
+    ])
+    rows = session.execute(
+        select(Unit.id, Unit.code, Unit.name, *_aggregates(pm))
+        .join(pm, pm.c.grp == Unit.id)
+        .group_by(Unit.id, Unit.code, Unit.name)
+    ).all()
+    figures = [_figures(rnd, r.id, r.code, r.name, r, now) for r in rows if r.audience]
+    figures.sort(key=lambda f: (f.exact_rate, f.unit_code))
+    return figures
+
+
+# -- rounds of a unit --------------------------------------------------------------------------
+def rounds_for_unit(session: Session, unit_id: int, now: datetime) -> list[Round]:
+    """Rounds a unit's figures are about: open now, or closed within the last 30 days.
+
+    A round counts when one of its audience roots is the unit, above it (the unit is inside the
+    audience) or below it (part of the unit's subtree is in the audience). Scheduled rounds are
+    left out. "Closed" is ``closed_at`` when a round was closed early, else ``closes_at``.
+    Order: open rounds by nearest deadline, then closed rounds most recently closed first.
+    Two statements (rounds, then their documents).
+    """
+    cutoff = now - RECENT_CLOSED
+    touches = (
+        select(literal(1))
+        .select_from(RoundUnit)
+        .join(UnitAncestor, or_(
+            and_(UnitAncestor.ancestor_id == RoundUnit.unit_id, UnitAncestor.descendant_id == unit_id),
+            and_(UnitAncestor.ancestor_id == unit_id, UnitAncestor.descendant_id == RoundUnit.unit_id),
+        ))
+        .where(RoundUnit.round_id == Round.id)
+        .exists()
+    )
+    is_open = and_(Round.closed_at.is_(None), Round.opens_at <= now, Round.closes_at > now)
+    recently_closed = or_(
+        and_(Round.closed_at.is_not(None), Round.closed_at >= cutoff),
+        and_(Round.closed_at.is_(None), Round.closes_at <= now, Round.closes_at >= cutoff),
+    )
+    rounds = list(session.scalars(
+        select(Round).options(selectinload(Round.document)).where(touches, or_(is_open, recently_closed))
+    ))
+
+    def closed_when(r: Round) -> datetime:
+        return r.closed_at or r.closes_at
+
+    open_rounds = sorted((r for r in rounds if round_status(r, now) == "open"), key=lambda r: (r.closes_at, r.id))
+    closed = sorted((r for r in rounds if round_status(r, now) == "closed"),
+                    key=lambda r: (closed_when(r), r.id), reverse=True)
+    return open_rounds + closed
+
+
+# -- who has not finished ----------------------------------------------------------------------
+class NotFinished(NamedTuple):
+    """An audience member without a submitted attempt; ``in_progress`` when an attempt is open."""
+
+    member: Member
+    unit_code: str
+    unit_name: str
+    in_progress: bool
+
+
+_TONES = {"\u0300": 1, "\u0309": 2, "\u0303": 3, "\u0301": 4, "\u0323": 5}  # huyền hỏi ngã sắc nặng
+_MODIFIED = {("a", "\u0306"): "ă", ("a", "\u0302"): "â", ("e", "\u0302"): "ê", ("o", "\u0302"): "ô",
+             ("o", "\u031b"): "ơ", ("u", "\u031b"): "ư"}
+_ALPHABET = {c: i for i, c in enumerate("aăâbcdđeêfghijklmnoôơpqrstuưvwxyz")}
+
+
+def _word_key(word: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(letters, tones) of one word in Vietnamese dictionary order: a ă â b c d đ e ê …, then the
+    tones ngang, huyền, hỏi, ngã, sắc, nặng."""
+    letters: list[str] = []
+    tones: list[int] = []
+    for ch in unicodedata.normalize("NFD", word.casefold()):
+        if ch in _TONES and letters:
+            tones[-1] = _TONES[ch]
+        elif unicodedata.combining(ch) and letters:
+            letters[-1] = _MODIFIED.get((letters[-1], ch), letters[-1])
+        else:
+            letters.append(ch)
+            tones.append(0)
+    return tuple(_ALPHABET.get(c, 100 + ord(c)) for c in letters), tuple(tones)
+
+
+def vietnamese_name_key(full_name: str) -> tuple:
+    """Sort key for a Vietnamese full name the way rosters are sorted: by given name (the last
+    word), then family and middle names, each in Vietnamese alphabetical order (đ after d, ă/â
+    after a…; tones only break ties), then the exact text."""
+    words = full_name.split()
+    if not words:
+        return ((), (), (), (), full_name)
+    given, rest = _word_key(words[-1]), [_word_key(w) for w in words[:-1]]
+    return (given[0], tuple(r[0] for r in rest), given[1], tuple(r[1] for r in rest), full_name)
+
+
+def not_finished_members(
+    session: Session, round_id: int, unit_id: int, offset: int = 0, limit: int | None = 50,
+) -> tuple[int, list[NotFinished]]:
+    """(total, one page) of audience members of ``unit_id``'s subtree who have not finished.
+
+    Not finished = in the audience (active, audience unit, in the subtree) and no submitted
+    attempt; in-progress members are included and flagged. Ordered by unit code, then name in
+    Vietnamese roster order (:func:`vietnamese_name_key`: given name first, đ after d…), then
+    member code. SQL cannot sort Vietnamese the same way on SQLite and PostgreSQL, so the narrow
+    rows (id, unit code, name) of the whole list are sorted here and only the page's members
+    are loaded: two statements; ``limit=None`` returns every row.
+    """
+    has_submitted = (
+        select(literal(1)).where(Attempt.round_id == round_id, Attempt.member_id == Member.id,
+                                 Attempt.submitted_at.is_not(None)).exists()
+    )
+    subtree = select(UnitAncestor.descendant_id).where(UnitAncestor.ancestor_id == unit_id)
+    rows = session.execute(
+        select(Member.id, Unit.code, Member.full_name, Member.code)
+        .join(Unit, Unit.id == Member.unit_id)
+        .where(Member.active, Member.unit_id.in_(audience_unit_ids(round_id)), Member.unit_id.in_(subtree),
+               ~has_submitted)
+    ).all()
+    rows.sort(key=lambda r: (r[1], vietnamese_name_key(r[2]), r[3]))
+    end = None if limit is None else offset + limit
+    page_ids = [r[0] for r in rows[offset:end]]
+    if not page_ids:
+        return len(rows), []
+    has_open = (
+        select(literal(1)).where(Attempt.round_id == round_id, Attempt.member_id == Member.id,
+                                 Attempt.submitted_at.is_(None)).exists()
+    )
+    loaded = {m.id: (m, code, name, bool(open_)) for m, code, name, open_ in session.execute(
+        select(Member, Unit.code, Unit.name, has_open).join(Unit, Unit.id == Member.unit_id)
+        .where(Member.id.in_(page_ids))
+    )}
+    return len(rows), [NotFinished(*loaded[i]) for i in page_ids]
+
+
+# -- questions ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class QuestionStat:
+    """How one question (one version: ``Question.id``) fared in a round.
+
+    All attempts of the round (any member, submitted or not):
+      ``seen``: attempts that drew it; ``answered``/``correct``: answers given and right ones;
+      ``share_correct`` = correct ÷ answered × 100; ``wrong_letter``/``wrong_count``: the most chosen
+      wrong option, lettered in the document's original option order (A = first option in the
+      YAML, whatever order the member saw), ties to the earlier letter.
+    First attempts only (attempt number 1, submitted), as Moodle's quiz statistics do by default:
+      ``first_attempts`` (n), ``facility`` and ``discrimination`` (Moodle), ``upper_lower``
+      (classical 27% groups). See :func:`question_stats` for the formulas.
+    """
+
+    question_id: int
+    position: int
+    text: str
+    option_count: int
+    seen: int
+    answered: int
+    correct: int
+    share_correct: float | None  # percent
+    wrong_letter: str | None
+    wrong_count: int
+    first_attempts: int
+    facility: float | None  # percent 0-100
+    discrimination: float | None  # -100..100 (Moodle: 100 × r(item, rest of attempt))
+    upper_lower: float | None  # -100..100 ((p_upper27 − p_lower27) × 100)
+
+
+def _subtree_members(unit_id: int):
+    return select(Member.id).where(
+        Member.unit_id.in_(select(UnitAncestor.descendant_id).where(UnitAncestor.ancestor_id == unit_id)))
+
+
+def question_stats(session: Session, round_id: int, unit_id: int | None = None) -> list[QuestionStat]:
+    """Per-question statistics of a round, by question position then id (4 statements).
+
+    With ``unit_id``, only attempts of members whose unit is in that subtree count (active or not:
+    an answer says something about the question even if its author has left since).
+
+    First-attempt statistics follow Moodle's quiz statistics (moodle/moodle,
+    ``question/classes/statistics/questions/calculator.php``; MoodleDocs "Quiz statistics
+    calculations"), with every question worth one mark, x = 1 if the answer was right else 0, and
+    the "rest of the attempt" y = correct answers on the attempt's other questions:
+
+    - facility index F = mean(x) × 100 over first attempts that drew the question;
+    - discrimination index D = 100 × cov(x, y) ÷ √(var(x) · var(y)) (sample (n−1) moments), i.e.
+      the correlation of the question with the rest of the attempt; ``None`` when n < 2 or a
+      variance is 0 (everyone right, or everyone wrong), as Moodle does;
+    - upper–lower index (Kelley's 27% groups, which the issue asks for and the classic item
+      analysis uses): the first attempts that drew the question ranked by attempt score
+      (ties: earlier attempt id first); k = round(0.27 × n) half up, at least 1; index =
+      (right in the top k ÷ k − right in the bottom k ÷ k) × 100; ``None`` when n < 2.
+    """
+    scope = [Attempt.round_id == round_id]
+    if unit_id is not None:
+        scope.append(Attempt.member_id.in_(_subtree_members(unit_id)))
+
+    seen = (
+        select(AttemptQuestion.question_id.label("qid"), func.count().label("seen"))
+        .join(Attempt, Attempt.id == AttemptQuestion.attempt_id)
+        .where(*scope)
+        .group_by(AttemptQuestion.question_id)
+        .subquery("seen")
+    )
+    seen_rows = session.execute(
+        select(Question.id, Question.position, Question.text, Question.options, seen.c.seen)
+        .join(seen, seen.c.qid == Question.id)
+    ).all()
+
+    chosen: dict[int, dict[tuple[int, bool], int]] = {}
+    for qid, idx, ok, n in session.execute(
+        select(Answer.question_id, Answer.chosen_index, Answer.correct, func.count())
+        .join(Attempt, Attempt.id == Answer.attempt_id)
+        .where(*scope)
+        .group_by(Answer.question_id, Answer.chosen_index, Answer.correct)
+    ):
+        chosen.setdefault(qid, {})[(idx, bool(ok))] = n
+
+    first = _first_attempt_moments(session, scope)
+
+    out = []
+    for r in seen_rows:
+        counts = chosen.get(r.id, {})
+        answered = sum(counts.values())
+        correct = sum(n for (_, ok), n in counts.items() if ok)
+        wrong = sorted(((n, -idx) for (idx, ok), n in counts.items() if not ok), reverse=True)
+        wrong_letter, wrong_count = (LETTERS[-wrong[0][1]], wrong[0][0]) if wrong else (None, 0)
+        m = first.get(r.id)
+        out.append(QuestionStat(
+            question_id=r.id, position=r.position, text=r.text, option_count=len(r.options),
+            seen=r.seen,
+            answered=answered, correct=correct,
+            share_correct=100.0 * correct / answered if answered else None,
+            wrong_letter=wrong_letter, wrong_count=wrong_count,
+            first_attempts=m.n if m else 0,
+            facility=m.facility if m else None,
+            discrimination=m.discrimination if m else None,
+            upper_lower=m.upper_lower if m else None,
+        ))
+    out.sort(key=lambda q: (q.position, q.question_id))
+    return out
+
+
+@dataclass(frozen=True)
+class _Moments:
+    n: int
+    facility: float | None
+    discrimination: float | None
+    upper_lower: float | None
+
+
+def _first_attempt_moments(session: Session, scope) -> dict[int, _Moments]:
+    """One statement: per question, the integer sums behind F and D, and the 27% group counts.
+
+    x = answer correct (0/1), y = attempt's correct_count − x. Sums of x, y, x², y², xy are
+    integers, so the moments are exact before the final division.
+    """
+    x = case((Answer.correct.is_(True), 1), else_=0)
+    y = Attempt.correct_count - x
+    rn = func.row_number().over(partition_by=Answer.question_id,
+                                order_by=(Attempt.score.desc(), Attempt.id.asc()))
+    total = func.count().over(partition_by=Answer.question_id)
+    ranked = (
+        select(Answer.question_id.label("qid"), x.label("x"), y.label("y"), rn.label("rn"), total.label("n"))
+        .join(Attempt, Attempt.id == Answer.attempt_id)
+        .where(*scope, Attempt.number == 1, Attempt.submitted_at.is_not(None))
+        .subquery("ranked")
+    )
+    k = (ranked.c.n * 27 + 50) // 100  # integer division on both databases: round(0.27 n) half up
+    k = case((k < 1, 1), else_=k)
+    rows = session.execute(
+        select(
+            ranked.c.qid,
+            func.count().label("n"),
+            func.sum(ranked.c.x).label("sx"),
+            func.sum(ranked.c.y).label("sy"),
+            func.sum(ranked.c.x * ranked.c.x).label("sxx"),
+            func.sum(ranked.c.y * ranked.c.y).label("syy"),
+            func.sum(ranked.c.x * ranked.c.y).label("sxy"),
+            func.max(k).label("k"),
+            func.sum(case((ranked.c.rn <= k, ranked.c.x), else_=0)).label("upper"),
+            func.sum(case((ranked.c.rn > ranked.c.n - k, ranked.c.x), else_=0)).label("lower"),
+        ).group_by(ranked.c.qid)
+    ).all()
+    out = {}
+    for r in rows:
+        n, sx, sy, sxx, syy, sxy = (int(v) for v in (r.n, r.sx, r.sy, r.sxx, r.syy, r.sxy))
+        facility = 100.0 * sx / n if n else None
+        discrimination = upper_lower = None
+        if n >= 2:
+            # (n-1)·var and (n-1)·cov, times n to stay in integers: n·Σx² − (Σx)² etc.
+            vxx, vyy, cxy = n * sxx - sx * sx, n * syy - sy * sy, n * sxy - sx * sy
+            if vxx > 0 and vyy > 0:
+                discrimination = 100.0 * cxy / math.sqrt(vxx * vyy)
+            kk = int(r.k)
+            upper_lower = 100.0 * (int(r.upper) - int(r.lower)) / kk
+        out[r.qid] = _Moments(n, facility, discrimination, upper_lower)
+    return out

@@ -1,0 +1,155 @@
+"""Secretaries and cadres: figures, drill-down, who has not finished, reminders, reports, permissions."""
+
+from __future__ import annotations
+
+import io
+from zoneinfo import ZoneInfo
+
+import pytest
+from openpyxl import load_workbook
+from sqlalchemy import func, select
+
+from bot.services.chat import ChannelTraits, ChatService
+from bot.services.linking import create_invites
+from bot.storage.models import Attempt, Member, OutboxMessage, Unit
+from bot.timeutil import utcnow
+
+TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+@pytest.fixture
+def service(province):
+    return ChatService(province, ChannelTraits("telegram", 4096), TZ)
+
+
+def link(service, db, code: str) -> str:
+    with db.session() as s:
+        member = s.scalar(select(Member).where(Member.code == code))
+        invite = create_invites(s, [member], utcnow())[member.id]
+    service.on_text(code, f"/start {invite}", utcnow())
+    return code
+
+
+def finish(db, code: str, score: float = 90.0) -> None:
+    """Record a submitted attempt for a member (as if they had taken the quiz)."""
+    now = utcnow()
+    with db.session() as s:
+        member = s.scalar(select(Member).where(Member.code == code))
+        s.add(Attempt(round_id=1, member_id=member.id, number=1, started_at=now, submitted_at=now,
+                      question_count=10, correct_count=int(score // 10), score=score, passed=score >= 80))
+
+
+def unit_id(db, code: str) -> int:
+    with db.session() as s:
+        return s.scalar(select(Unit.id).where(Unit.code == code))
+
+
+def say(service, who: str, text: str) -> list:
+    return service.on_text(who, text, utcnow()).replies
+
+
+def test_secretary_sees_the_branch_rate_against_the_target(service, province):
+    link(service, province, "DV001")
+    for code in ("DV002", "DV003", "DV004"):
+        finish(province, code, 90.0)
+    finish(province, "DV005", 50.0)
+    text = say(service, "DV001", "/thongke")[0].text
+    assert text.startswith("📊 64-KH/TU — Chi bộ ấp 1 (xã Tân Tiến)")
+    assert "Đã hoàn thành: 4/10 — 40% (mục tiêu 98%)" in text
+    assert "Đạt yêu cầu: 3 · Điểm trung bình: 80%" in text
+    assert "Chưa làm: 6 · Đang làm dở: 0" in text
+    assert "Cần thêm 6 đồng chí hoàn thành để đạt mục tiêu." in text
+
+
+def test_cadre_drills_down_and_back_up_within_their_subtree(service, province):
+    link(service, province, "CB002")  # cadre of huyện Đồng Phú
+    finish(province, "DV011", 85.0)
+    top = say(service, "CB002", "/thongke")[0]
+    assert top.text.startswith("📊 64-KH/TU — Đảng bộ huyện Đồng Phú")
+    assert "Đã hoàn thành: 1/31 — 3,2% (mục tiêu 98%)" in top.text
+    commune = top.all_choices()[0]
+    assert commune.label == "1. Đảng bộ xã Tân Tiến"
+    view = service.on_action("CB002", commune.action, utcnow()).replies[0]
+    labels = [c.label for c in view.all_choices()]
+    # furthest from target first: branches 1 and 3 (0%) before branch 2 (10%); then back up
+    assert labels == ["1. Chi bộ ấp 1 (xã Tân Tiến)", "2. Chi bộ ấp 3 (xã Tân Tiến)",
+                      "3. Chi bộ ấp 2 (xã Tân Tiến)", "↑ Đảng bộ huyện Đồng Phú"]
+    up = service.on_action("CB002", view.all_choices()[-1].action, utcnow()).replies[0]
+    assert up.text.startswith("📊 64-KH/TU — Đảng bộ huyện Đồng Phú")
+    assert not any(c.label.startswith("↑") for c in up.all_choices())  # the province is not theirs
+    forged = service.on_action("CB002", f"s:1:{unit_id(province, 'HQ')}", utcnow()).replies[0]
+    assert forged.text == "Đồng chí không có quyền xem số liệu của đơn vị này."
+
+
+def test_not_finished_list_shows_phones_only_to_the_branch_secretary(service, province):
+    link(service, province, "DV001")
+    link(service, province, "CB002")
+    finish(province, "DV002")
+    secretary = say(service, "DV001", "/chualam")[0].text
+    assert "9 đồng chí chưa hoàn thành (trang 1/1)" in secretary
+    assert "+84" in secretary
+    cadre = say(service, "CB002", "/chualam")[0]
+    assert "30 đồng chí chưa hoàn thành (trang 1/2)" in cadre.text and "+84" not in cadre.text
+    page2 = service.on_action("CB002", cadre.all_choices()[-1].action, utcnow()).replies[0]
+    assert "(trang 2/2)" in page2.text and page2.text.count("\n2") + page2.text.count("\n3") >= 10
+
+
+def test_reminders_go_once_a_day_and_say_who_was_skipped(service, province):
+    link(service, province, "DV001")
+    for code in ("DV002", "DV003", "DV004"):
+        link(service, province, code)
+    finish(province, "DV004")
+    first = say(service, "DV001", "/nhacnho")[0].text
+    assert "đã gửi nhắc nhở tới 3 đồng chí chưa hoàn thành" in first  # DV001, DV002, DV003
+    assert "6 đồng chí chưa liên kết tài khoản" in first
+    again = say(service, "DV001", "/nhacnho")[0].text
+    assert "đã gửi nhắc nhở tới 0 đồng chí" in again and "3 đồng chí đã được nhắc hôm nay" in again
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(OutboxMessage)) == 3
+
+
+def test_cadre_gets_the_workbook_and_chart(service, province):
+    link(service, province, "CB002")
+    finish(province, "DV011", 70.0)
+    reply = say(service, "CB002", "/baocao")[0]
+    assert reply.text.startswith("Báo cáo 64-KH/TU — Đảng bộ huyện Đồng Phú: 1/31")
+    xlsx, png = reply.files
+    assert xlsx.filename.endswith(".xlsx") and png.kind == "photo" and png.data[:8] == b"\x89PNG\r\n\x1a\n"
+    wb = load_workbook(io.BytesIO(xlsx.data))
+    assert len(wb.sheetnames) >= 3
+
+
+# -- the permission matrix ---------------------------------------------------------------------
+PEOPLE = {"member": "DV002", "secretary": "DV001", "cadre": "CB002", "admin": "AD001"}
+ALLOWED = {  # command -> roles that get figures rather than a refusal
+    "/thongke": {"secretary", "cadre", "admin"},
+    "/chualam": {"secretary", "cadre", "admin"},
+    "/nhacnho": {"secretary", "cadre", "admin"},
+    "/baocao": {"cadre", "admin"},
+}
+REFUSALS = ("không có quyền", "chỉ xem được kết quả", "Chỉ cán bộ phụ trách")
+
+
+@pytest.mark.parametrize("command", sorted(ALLOWED))
+def test_permission_matrix_for_commands(service, province, command):
+    for role, code in PEOPLE.items():
+        link(service, province, code)
+        text = say(service, code, command)[0].text
+        refused = any(r in text for r in REFUSALS)
+        assert refused is (role not in ALLOWED[command]), (role, command, text)
+    stranger = say(service, "nobody", command)[0].text
+    assert "chưa liên kết tài khoản" in stranger and "64-KH" not in stranger
+
+
+@pytest.mark.parametrize("role", sorted(PEOPLE))
+def test_permission_matrix_for_another_units_buttons(service, province, role):
+    code = PEOPLE[role]
+    link(service, province, code)
+    other = unit_id(province, "HQ-TH-01")  # not below DV001's branch nor CB002's district
+    own = {"member": "DP-TT-01", "secretary": "DP-TT-01", "cadre": "DP", "admin": "BP"}[role]
+    for action in (f"s:1:{other}", f"c:1:{other}:1"):
+        text = service.on_action(code, action, utcnow()).replies[0].text
+        assert ("không có quyền" in text or "chỉ xem được" in text) is (role != "admin"), (role, action)
+    for action in (f"s:1:{unit_id(province, own)}", f"c:1:{unit_id(province, own)}:1"):
+        text = service.on_action(code, action, utcnow()).replies[0].text
+        assert ("64-KH/TU" in text) is (role != "member"), (role, action, text)
