@@ -80,6 +80,53 @@ def cmd_scheduler_run_due(args, settings: Settings) -> int:
     return 0
 
 
+@command("report")
+def cmd_report(args, settings: Settings) -> int:
+    from bot.domain.messages import percent
+    from bot.reports.chart import rate_chart_png
+    from bot.reports.xlsx import build_workbook, report_data
+    from bot.services.roster import RosterError, unit_by_code
+    from bot.services.stats import StatsError
+    from bot.storage.models import Round
+
+    db = open_db(settings)
+    now = utcnow()
+    with db.session() as s:
+        rnd = s.get(Round, args.round_id)
+        if rnd is None:
+            raise UsageError(f"no round {args.round_id}; see 'hoctap rounds list'")
+        try:
+            units = [unit_by_code(s, args.unit)] if args.unit else [ru.unit for ru in rnd.units]
+        except RosterError as exc:
+            raise UsageError(str(exc)) from None
+        for unit in units:
+            try:
+                data = report_data(s, rnd.id, unit.id, now, tz=settings.tz)
+            except StatsError as exc:
+                raise UsageError(str(exc)) from None
+            rr = data.rounds[0]
+            t = rr.total
+            avg = percent(t.average_score) if t.average_score is not None else "-"
+            print(f"{rnd.document.code} — {unit.code} {unit.name}: {t.finished}/{t.audience} — {percent(t.rate)} "
+                  f"(target {percent(t.target)}), passed {t.passed}, average {avg}, needed {t.needed}")
+            for f in rr.units:
+                print(f"  {f.unit_code:<14} {f.finished:>6}/{f.audience:<6} {percent(f.rate):>7}  "
+                      f"{'met' if f.target_met else 'not met'}")
+            suffix = f"-{unit.code}" if len(units) > 1 else ""
+            if args.xlsx:
+                path = Path(args.xlsx)
+                path = path.with_name(f"{path.stem}{suffix}{path.suffix}")
+                path.write_bytes(build_workbook(data))
+                print(f"  workbook written to {path}")
+            if args.png:
+                path = Path(args.png)
+                path = path.with_name(f"{path.stem}{suffix}{path.suffix}")
+                path.write_bytes(rate_chart_png(rr.units or [t], rr.target,
+                                                title=f"Tỷ lệ hoàn thành {rnd.document.code}", subtitle=unit.name))
+                print(f"  chart written to {path}")
+    return 0
+
+
 @command("db upgrade")
 def cmd_db_upgrade(args, settings: Settings) -> int:
     open_db(settings)
@@ -318,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(sched, "run-due", "enqueue exactly the scheduled work due at a moment (catch-up, tests)",
              "scheduler run-due")
     p.add_argument("--at", metavar='"YYYY-MM-DD HH:MM"', help="local time (default: now)")
+
+    p = leaf(sub, "report", "print a round's figures per unit and write the XLSX report and PNG chart", "report")
+    p.add_argument("round_id", type=int, metavar="ROUND_ID")
+    p.add_argument("--unit", metavar="CODE", help="the unit to report on (default: the round's units)")
+    p.add_argument("--xlsx", metavar="FILE", help="write the Excel workbook here")
+    p.add_argument("--png", metavar="FILE", help="write the chart here")
 
     db = group("db", "database schema")
     leaf(db, "upgrade", "create or upgrade the database schema", "db upgrade")

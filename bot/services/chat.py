@@ -80,31 +80,39 @@ class ChatService:
         with self.db.session() as s:
             if not self._first_time(s, update_key, now):
                 return Outcome()
-            command, arg = parse_command(text)
-            member = self._member(s, external_id, now)
-            if member is None:
-                if command == "start" and arg:
-                    result = linking.link_by_code(s, self.traits.name, external_id, arg, now)
-                    return Outcome([msg.link_outcome(result.status, result.member)])
-                return Outcome([msg.not_linked()])
-            if command == "start":
-                if arg:
-                    result = linking.link_by_code(s, self.traits.name, external_id, arg, now)
-                    return Outcome([msg.link_outcome(result.status, result.member)])
-                return Outcome([msg.link_outcome("already", member)])
-            if command == "help":
-                return Outcome([msg.help_text(member)])
-            if command == "hoc":
-                return Outcome(self._study_list(s, member, now))
-            if command == "lambai":
-                return Outcome(self._quiz_entry(s, member, now))
-            if command == "ketqua":
-                return Outcome(msg.history(quiz.member_history(s, member), self.tz, self.traits.text_limit))
-            if command == "tiep":
-                return Outcome(self._next_page(s, external_id, member, now))
-            if command in OVERSIGHT:
-                return Outcome(self._oversee(s, lambda: OVERSIGHT[command](self, s, member, now)))
-            return Outcome(self._free_text(s, external_id, member, arg, now))
+            outcome = self._text(s, external_id, text, now)
+            self._remember_choices(s, external_id, outcome, now)
+            return outcome
+
+    def _text(self, s: Session, external_id: str, text: str, now: datetime) -> Outcome:
+        command, arg = parse_command(text)
+        member = self._member(s, external_id, now)
+        if member is None:
+            if command == "start" and arg:
+                result = linking.link_by_code(s, self.traits.name, external_id, arg, now)
+                return Outcome([msg.link_outcome(result.status, result.member)])
+            return Outcome([msg.not_linked()])
+        typed = self._typed_choice(s, external_id, text)
+        if typed is not None:
+            return self._action(s, external_id, member, typed, now)
+        if command == "start":
+            if arg:
+                result = linking.link_by_code(s, self.traits.name, external_id, arg, now)
+                return Outcome([msg.link_outcome(result.status, result.member)])
+            return Outcome([msg.link_outcome("already", member)])
+        if command == "help":
+            return Outcome([msg.help_text(member)])
+        if command == "hoc":
+            return Outcome(self._study_list(s, member, now))
+        if command == "lambai":
+            return Outcome(self._quiz_entry(s, member, now))
+        if command == "ketqua":
+            return Outcome(msg.history(quiz.member_history(s, member), self.tz, self.traits.text_limit))
+        if command == "tiep":
+            return Outcome(self._next_page(s, external_id, member, now))
+        if command in OVERSIGHT:
+            return Outcome(self._oversee(s, lambda: OVERSIGHT[command](self, s, member, now)))
+        return Outcome(self._free_text(s, external_id, member, arg, now))
 
     def on_contact(self, external_id: str, phone: str, own: bool, now: datetime,
                    update_key: str | None = None) -> Outcome:
@@ -123,7 +131,9 @@ class ChatService:
             member = self._member(s, external_id, now)
             if member is None:
                 return Outcome([msg.not_linked()], notice="Đồng chí chưa liên kết tài khoản.")
-            return self._action(s, external_id, member, action, now)
+            outcome = self._action(s, external_id, member, action, now)
+            self._remember_choices(s, external_id, outcome, now)
+            return outcome
 
     # -- helpers ----------------------------------------------------------------------------
     def _first_time(self, s: Session, update_key: str | None, now: datetime) -> bool:
@@ -171,6 +181,24 @@ class ChatService:
         if kind == "c" and len(numbers) == 3:
             return Outcome(self._oversee(s, lambda: oversight.not_finished(s, member, now, *numbers)))
         return Outcome(notice=msg.answer_notice("stale"))
+
+    def _remember_choices(self, s: Session, external_id: str, outcome: Outcome, now: datetime) -> None:
+        """Without buttons, members type a choice's word or number: keep the last offer to map it."""
+        if self.traits.has_buttons:
+            return
+        offered = [c for r in outcome.replies for c in r.all_choices() if c.typed]
+        if not outcome.replies:
+            return
+        state = self._state(s, external_id, now)
+        state.choices = {fold(c.typed): c.action for c in offered} or None
+
+    def _typed_choice(self, s: Session, external_id: str, text: str) -> str | None:
+        if self.traits.has_buttons:
+            return None
+        state = s.get(ChatState, (self.traits.name, external_id))
+        if state is None or not state.choices:
+            return None
+        return state.choices.get(fold(text.strip().rstrip(".")))
 
     def _oversee(self, s: Session, work) -> list[Reply]:
         """Run a secretary/cadre request; a refusal is a polite reply, and nothing else happens."""

@@ -276,6 +276,7 @@ class ChatState(Base):
     attempt_id: Mapped[int | None] = mapped_column(ForeignKey("attempts.id"))
     reading_round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"))
     reading_page: Mapped[int | None] = mapped_column(Integer)
+    choices: Mapped[dict | None] = mapped_column(JSON)  # typed word -> action, where there are no buttons
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

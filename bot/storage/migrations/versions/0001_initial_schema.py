@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 07:34:39.590382
+Create Date: 2026-11-28 07:40:26.161286
 """
 from alembic import op
 import sqlalchemy as sa
@@ -243,6 +243,7 @@ def upgrade() -> None:
     sa.Column('attempt_id', sa.Integer(), nullable=True),
     sa.Column('reading_round_id', sa.Integer(), nullable=True),
     sa.Column('reading_page', sa.Integer(), nullable=True),
+    sa.Column('choices', sa.JSON(), nullable=True),
     sa.Column('updated_at', bot.storage.models.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['attempt_id'], ['attempts.id'], name=op.f('fk_chat_states_attempt_id_attempts')),
     sa.ForeignKeyConstraint(['reading_round_id'], ['rounds.id'], name=op.f('fk_chat_states_reading_round_id_rounds')),
