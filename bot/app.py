@@ -60,7 +60,7 @@ def scheduled_work(settings: Settings, db: Database, transports):
 
     schedule = schedule_from(settings)
     return ScheduledWork(db, schedule, transports, rate=settings.scheduler.outbox_rate,
-                         report_builder=ReportBuilder(settings))
+                         report_builder=ReportBuilder(settings), interval=settings.scheduler.tick_seconds)
 
 
 def run_scheduler(settings: Settings) -> int:
@@ -80,11 +80,16 @@ def run_scheduler(settings: Settings) -> int:
     db.upgrade()
 
     async def main() -> None:
+        import signal
+
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         async with Bot(token, base_url=settings.telegram.api_base_url) as bot:
             runner = scheduled_work(settings, db, {"telegram": TelegramTransport(bot)})
             runner.start()
             try:
-                await asyncio.Event().wait()
+                await stop.wait()
             finally:
                 await runner.shutdown()
 

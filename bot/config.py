@@ -46,6 +46,7 @@ class SchedulerSettings:
     digest_cron: str = "0 16 * * fri"
     quiet_hours: str = "21:00-07:00"
     outbox_rate: float = 25.0
+    tick_seconds: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def _scheduler(src: str, raw) -> SchedulerSettings:
     if not isinstance(raw, dict):
         raise ConfigError(f"{src}: scheduler: expected a mapping of settings")
     defaults = SchedulerSettings()
-    allowed = {"reminder_days_before", "reminder_time", "digest_cron", "quiet_hours", "outbox_rate"}
+    allowed = {"reminder_days_before", "reminder_time", "digest_cron", "quiet_hours", "outbox_rate", "tick_seconds"}
     for key in raw:
         if key not in allowed:
             raise ConfigError(f"{src}: scheduler.{key}: unknown setting (known: {', '.join(sorted(allowed))})")
@@ -174,7 +175,10 @@ def _scheduler(src: str, raw) -> SchedulerSettings:
     rate = raw.get("outbox_rate", defaults.outbox_rate)
     if not isinstance(rate, (int, float)) or not 0 < rate <= 1000:
         raise ConfigError(f"{src}: scheduler.outbox_rate: expected messages per second between 1 and 1000")
-    return SchedulerSettings(tuple(days), at, cron, quiet, float(rate))
+    tick = raw.get("tick_seconds", defaults.tick_seconds)
+    if not isinstance(tick, (int, float)) or not 0 < tick <= 3600:
+        raise ConfigError(f"{src}: scheduler.tick_seconds: expected seconds between ticks, e.g. 15")
+    return SchedulerSettings(tuple(days), at, cron, quiet, float(rate), float(tick))
 
 
 _HHMM = re.compile(r"^([01]?\d|2[0-3]):[0-5]\d$")

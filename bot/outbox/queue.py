@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -83,13 +83,18 @@ def claim(session: Session, worker: str, now: datetime, limit: int) -> list[Outb
     for oid in candidates:
         result = session.execute(
             update(OutboxMessage).where(OutboxMessage.id == oid, OutboxMessage.status == "pending")
-            .values(status="sending", claimed_by=worker, claimed_at=now)
+            .values(status="claimed", claimed_by=worker, claimed_at=now)
         )
         if result.rowcount == 1:
             taken.append(oid)
     if not taken:
         return []
     return list(session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(taken)).order_by(OutboxMessage.id)))
+
+
+def mark_sending(session: Session, oid: int, channel: str) -> None:
+    """Written just before the request leaves: from here on a crash leaves the outcome unknown."""
+    session.execute(update(OutboxMessage).where(OutboxMessage.id == oid).values(status="sending", channel=channel))
 
 
 def mark_sent(session: Session, oid: int, channel: str, now: datetime) -> None:
@@ -113,20 +118,29 @@ def retry_later(session: Session, oid: int, at: datetime, reason: str) -> None:
         claimed_by=None, claimed_at=None))
 
 
-def reconcile(session: Session, worker: str, now: datetime, stale_after: timedelta = timedelta(minutes=2)) -> int:
-    """Rows left ``sending`` by a process that died may or may not have reached the member.
+def reconcile(session: Session, worker: str, now: datetime, *, exclusive: bool = False,
+              stale_after: timedelta = timedelta(minutes=2)) -> tuple[int, int]:
+    """Settle rows left behind by a sender that died; returns (requeued, uncertain).
 
-    Sending them again could deliver twice, so they are marked ``sent`` with an ``uncertain`` note
-    (at most once). The window is one HTTP round trip per row: the sender marks each row right after
-    Telegram answers. Returns how many were found.
+    ``claimed`` rows were never handed to the platform: they go back to ``pending`` (nothing lost).
+    ``sending`` rows were in flight: the platform may have delivered them, and sending again could
+    deliver twice, so they count as sent with an ``uncertain`` note (at most once). The window is
+    one request: the sender writes ``sending`` right before each request and ``sent`` right after.
+    Only rows of other workers are touched: all of them when the caller holds the sender lease
+    (``exclusive``), else those older than ``stale_after``.
     """
-    result = session.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.status == "sending",
-               or_(OutboxMessage.claimed_by != worker, OutboxMessage.claimed_at < now - stale_after))
-        .values(status="sent", sent_at=now, error="uncertain: the sender stopped while sending")
-    )
-    return result.rowcount
+    dead = OutboxMessage.claimed_by != worker
+    if not exclusive:
+        dead = and_(dead, OutboxMessage.claimed_at < now - stale_after)
+    requeued = session.execute(
+        update(OutboxMessage).where(OutboxMessage.status == "claimed", dead)
+        .values(status="pending", claimed_by=None, claimed_at=None)
+    ).rowcount
+    uncertain = session.execute(
+        update(OutboxMessage).where(OutboxMessage.status == "sending", dead)
+        .values(status="sent", sent_at=now, error="uncertain: the sender stopped during the request")
+    ).rowcount
+    return requeued, uncertain
 
 
 def counts(session: Session) -> dict[str, int]:

@@ -69,12 +69,17 @@ class OutboxSender:
         self._stop = asyncio.Event()
 
     # -- loop -------------------------------------------------------------------------------------
-    async def run(self, until_idle: bool = False) -> SenderStats:
-        """Send until stopped (or, with ``until_idle``, until nothing is due and nothing in flight)."""
+    async def run(self, until_idle: bool = False, exclusive: bool = False) -> SenderStats:
+        """Send until stopped (or, with ``until_idle``, until nothing is due and nothing in flight).
+
+        ``exclusive``: this sender holds the lease, so rows other senders left are theirs to settle.
+        """
         with self.db.session() as s:
-            found = queue.reconcile(s, self.worker, self.clock())
-        if found:
-            log.warning("outbox: %d message(s) were being sent when the sender stopped; not sent again", found)
+            requeued, uncertain = queue.reconcile(s, self.worker, self.clock(), exclusive=exclusive)
+        if requeued:
+            log.warning("outbox: %d claimed message(s) of a stopped sender are pending again", requeued)
+        if uncertain:
+            log.warning("outbox: %d message(s) were in flight when a sender stopped; not sent again", uncertain)
         tokens, last = 1.0, time.monotonic()
         while not self._stop.is_set():
             now_mono = time.monotonic()
@@ -158,6 +163,7 @@ class OutboxSender:
         reason = ""
         for channel, external_id in job.accounts:
             await self._wait_for_chat(channel, external_id)
+            await self._mark(queue.mark_sending, job.id, channel)
             try:
                 await self.transports[channel].deliver(external_id, job.reply, job.attachment)
             except SendError as exc:
@@ -208,4 +214,4 @@ class OutboxSender:
 
 def pending_count(db: Database) -> int:
     with db.session() as s:
-        return len(s.scalars(select(OutboxMessage.id).where(OutboxMessage.status.in_(("pending", "sending")))).all())
+        return len(s.scalars(select(OutboxMessage.id).where(OutboxMessage.status.in_(("pending", "claimed", "sending")))).all())

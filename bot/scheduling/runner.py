@@ -56,7 +56,7 @@ class ScheduledWork:
     """Ticks every ``interval`` seconds; the lease holder runs due work and keeps the sender going."""
 
     def __init__(self, db: Database, schedule: Schedule, transports: dict[str, Transport], *, rate: float,
-                 report_builder=None, interval: float = 60.0, clock: Callable[[], datetime] = utcnow):
+                 report_builder=None, interval: float = 15.0, clock: Callable[[], datetime] = utcnow):
         self.db, self.schedule, self.transports = db, schedule, transports
         self.rate, self.report_builder, self.interval, self.clock = rate, report_builder, interval, clock
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
@@ -66,7 +66,8 @@ class ScheduledWork:
 
     def start(self) -> None:
         self.scheduler.add_job(self.tick, IntervalTrigger(seconds=self.interval), id="tick", coalesce=True,
-                               max_instances=1, misfire_grace_time=None, next_run_time=self.clock())
+                               max_instances=1, misfire_grace_time=None,
+                               next_run_time=datetime.now(self.schedule.tz))
         self.scheduler.start()
 
     async def tick(self) -> None:
@@ -86,7 +87,7 @@ class ScheduledWork:
         if self._sender_task is None or self._sender_task.done():
             self.sender = OutboxSender(self.db, self.transports, rate=self.rate, worker=self.holder,
                                        quiet=self.schedule.quiet, clock=self.clock)
-            self._sender_task = asyncio.create_task(self.sender.run())
+            self._sender_task = asyncio.create_task(self.sender.run(exclusive=True))
 
     async def _stop_sender(self) -> None:
         if self.sender is not None:

@@ -30,7 +30,9 @@ and PostgreSQL.
 
 from __future__ import annotations
 
+import functools
 import math
+import sqlite3
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -106,57 +108,101 @@ def _scope_units(round_id: int, unit_id: int):
         UnitAncestor.ancestor_id == unit_id, UnitAncestor.descendant_id.in_(audience_unit_ids(round_id)))
 
 
-def _per_member(round_id: int, unit_id: int, group=None, joins=()):
-    """Subquery, one row per audience member of ``unit_id``'s subtree: ``n_all``
-    attempts and ``n_sub`` submitted ones in the round, ``best`` = highest submitted score,
-    ``best_passed`` = highest submitted score among passed attempts (the counted attempt passed iff
-    best_passed == best), and ``grp`` (``group``, e.g. the child unit) when given.
+def _materialized(session: Session, cte):
+    """Ask for the CTE to be computed once (PostgreSQL 12+, SQLite 3.35+). Without it SQLite may
+    flatten the per-unit totals into the join and redo them per slot (seconds instead of ms)."""
+    dialect = session.get_bind().dialect
+    if dialect.name == "postgresql" or (dialect.name == "sqlite" and sqlite3.sqlite_version_info >= (3, 35)):
+        return cte.prefix_with("MATERIALIZED")
+    return cte
 
-    It starts from the members and reaches their attempts through the (member_id, round_id)
-    index, so a branch reads only its own members' attempts.
+
+@dataclass(frozen=True)
+class _Slot:
+    unit_id: int
+    code: str
+    name: str
+    audience: int
+    finished: int
+    passed: int
+    in_progress: int
+    score_sum: float | None
+
+
+def _slot_totals(session: Session, round_id: int, unit_id: int) -> list[_Slot]:
+    """One statement: totals of ``unit_id``'s own members (slot = the unit) and of each direct
+    child's whole subtree (slot = the child), over the round's audience.
+
+    1. per member (audience members of the subtree, driven by the members' (unit_id, active)
+       index, attempts reached through (member_id, round_id)): attempts, submitted attempts, best
+       submitted score, best passed submitted score;
+    2. per unit: audience, finished, in progress, passed, sum of counted scores (materialised);
+    3. ``unit_ancestors`` maps every unit of the subtree to its slot: rows (child → unit) where the
+       child is at depth 1 below ``unit_id``, plus (unit_id → unit_id) itself; a GROUP BY slot adds up.
+    The number of rows grows with units and members, the number of statements does not.
     """
+    scope = _scope_units(round_id, unit_id)
     submitted = Attempt.submitted_at.is_not(None)
-    cols = [
-        Member.id.label("member_id"),
-        func.count(Attempt.id).label("n_all"),
-        func.count(Attempt.submitted_at).label("n_sub"),
-        func.max(case((submitted, Attempt.score))).label("best"),
-        func.max(case((and_(submitted, Attempt.passed.is_(True)), Attempt.score))).label("best_passed"),
-    ]
-    if group is not None:
-        cols.append(group.label("grp"))
-    query = select(*cols).select_from(Member)
-    for target, on in joins:
-        query = query.join(target, on)
-    query = (
-        query.outerjoin(Attempt, and_(Attempt.member_id == Member.id, Attempt.round_id == round_id))
-        .where(Member.active, Member.unit_id.in_(_scope_units(round_id, unit_id)))
-        .group_by(Member.unit_id, Member.id, *([group] if group is not None else []))
+    per_member = (
+        select(
+            Member.unit_id.label("unit_id"),
+            func.count(Attempt.id).label("n_all"),
+            func.count(Attempt.submitted_at).label("n_sub"),
+            func.max(case((submitted, Attempt.score))).label("best"),
+            func.max(case((and_(submitted, Attempt.passed.is_(True)), Attempt.score))).label("best_passed"),
+        )
+        .select_from(Member)
+        .outerjoin(Attempt, and_(Attempt.member_id == Member.id, Attempt.round_id == round_id))
+        .where(Member.active, Member.unit_id.in_(scope))
+        .group_by(Member.unit_id, Member.id)
+        .subquery("per_member")
     )
-    return query.subquery("per_member")
+    pm = per_member.c
+    finished = pm.n_sub > 0
+    per_unit = _materialized(session, (
+        select(
+            pm.unit_id.label("unit_id"),
+            func.count().label("audience"),
+            func.sum(case((finished, 1), else_=0)).label("finished"),
+            func.sum(case((and_(finished, pm.best_passed == pm.best), 1), else_=0)).label("passed"),
+            func.sum(case((and_(pm.n_sub == 0, pm.n_all > 0), 1), else_=0)).label("in_progress"),
+            func.sum(case((finished, pm.best))).label("score_sum"),
+        )
+        .group_by(pm.unit_id)
+        .cte("per_unit")
+    ))
+    below, link = aliased(UnitAncestor, name="below"), aliased(UnitAncestor, name="link")
+    slots = _materialized(session, (
+        select(below.descendant_id.label("unit_id"), below.ancestor_id.label("slot_id"))
+        .join(link, link.descendant_id == below.ancestor_id)
+        .where(link.ancestor_id == unit_id, link.depth <= 1, or_(link.depth == 1, below.depth == 0))
+        .cte("slots")
+    ))
+    rows = session.execute(
+        select(
+            Unit.id, Unit.code, Unit.name,
+            func.sum(per_unit.c.audience), func.sum(per_unit.c.finished), func.sum(per_unit.c.passed),
+            func.sum(per_unit.c.in_progress), func.sum(per_unit.c.score_sum),
+        )
+        .select_from(per_unit)
+        .join(slots, slots.c.unit_id == per_unit.c.unit_id)
+        .join(Unit, Unit.id == slots.c.slot_id)
+        .group_by(Unit.id, Unit.code, Unit.name)
+    ).all()
+    return [_Slot(r[0], r[1], r[2], int(r[3] or 0), int(r[4] or 0), int(r[5] or 0), int(r[6] or 0),
+                  None if r[7] is None else float(r[7])) for r in rows]
 
 
-def _aggregates(pm):
-    finished = pm.c.n_sub > 0
-    return (
-        func.count().label("audience"),
-        func.coalesce(func.sum(case((finished, 1), else_=0)), 0).label("finished"),
-        func.coalesce(func.sum(case((and_(finished, pm.c.best_passed == pm.c.best), 1), else_=0)), 0).label("passed"),
-        func.coalesce(func.sum(case((and_(pm.c.n_sub == 0, pm.c.n_all > 0), 1), else_=0)), 0).label("in_progress"),
-        func.avg(case((finished, pm.c.best))).label("average_score"),
-    )
-
-
-def _figures(rnd: Round, unit_id: int, code: str, name: str, row, now: datetime) -> Figures:
-    audience = int(row.audience or 0)
-    finished = int(row.finished or 0)
-    in_progress = int(row.in_progress or 0)
-    avg = row.average_score
+def _figures(rnd: Round, unit_id: int, code: str, name: str, slots: list[_Slot], now: datetime) -> Figures:
+    audience = sum(s.audience for s in slots)
+    finished = sum(s.finished for s in slots)
+    in_progress = sum(s.in_progress for s in slots)
+    score_sum = sum(s.score_sum for s in slots if s.score_sum is not None)
     return Figures(
         round_id=rnd.id, unit_id=unit_id, unit_code=code, unit_name=name,
-        audience=audience, finished=finished, passed=int(row.passed or 0), in_progress=in_progress,
+        audience=audience, finished=finished, passed=sum(s.passed for s in slots), in_progress=in_progress,
         not_started=audience - finished - in_progress,
-        average_score=None if avg is None else float(avg),
+        average_score=score_sum / finished if finished else None,
         rate=rate_of(finished, audience), target=float(rnd.target_rate),
         needed=needed_of(rnd.target_rate, audience, finished),
         time_left=_time_left(rnd, now), status=round_status(rnd, now),
@@ -170,42 +216,35 @@ def _get_round(session: Session, round_id: int) -> Round:
     return rnd
 
 
-def unit_figures(session: Session, round_id: int, unit_id: int, now: datetime) -> Figures:
-    """Figures of ``round_id`` over ``unit_id`` and every unit below it (3 statements)."""
+def unit_rollup(session: Session, round_id: int, unit_id: int, now: datetime) -> tuple[Figures, list[Figures]]:
+    """The cadre's screen in one aggregate statement (3 in all with the round and unit lookups):
+    ``unit_figures`` of the unit and ``child_figures`` of its direct children."""
     rnd = _get_round(session, round_id)
     unit = session.get(Unit, unit_id)
     if unit is None:
         raise StatsError(f"no unit {unit_id}")
-    pm = _per_member(round_id, unit_id)
-    row = session.execute(select(*_aggregates(pm))).one()
-    return _figures(rnd, unit.id, unit.code, unit.name, row, now)
+    slots = _slot_totals(session, round_id, unit_id)
+    total = _figures(rnd, unit.id, unit.code, unit.name, slots, now)
+    children = [_figures(rnd, s.unit_id, s.code, s.name, [s], now)
+                for s in slots if s.unit_id != unit_id and s.audience]
+    children.sort(key=lambda f: (f.exact_rate, f.unit_code))
+    return total, children
+
+
+def unit_figures(session: Session, round_id: int, unit_id: int, now: datetime) -> Figures:
+    """Figures of ``round_id`` over ``unit_id`` and every unit below it (3 statements)."""
+    return unit_rollup(session, round_id, unit_id, now)[0]
 
 
 def child_figures(session: Session, round_id: int, unit_id: int, now: datetime) -> list[Figures]:
     """One row per direct child of ``unit_id``, each rolled up over the child's whole subtree.
 
     Sorted furthest from the target first: lowest rate first (compared exactly as fractions),
-    ties by unit code. Children whose audience is 0 are left out. Two statements whatever the
-    number of units: the member's unit is joined to its ancestor that is a direct child of
-    ``unit_id`` (``unit_ancestors`` rows: child→member unit at any depth, and parent→child at depth 1),
-    and the members are grouped by that child.
+    ties by unit code. Children whose audience is 0 are left out. A fixed number of statements
+    whatever the number of units (see ``_slot_totals``: GROUP BY over the closure table).
+    Use ``unit_rollup`` to get the unit's own figures from the same statement.
     """
-    rnd = _get_round(session, round_id)
-    below_child = aliased(UnitAncestor, name="below_child")
-    child_link = aliased(UnitAncestor, name="child_link")
-    pm = _per_member(round_id, unit_id, group=below_child.ancestor_id, joins=[
-        (below_child, below_child.descendant_id == Member.unit_id),
-        (child_link, and_(child_link.descendant_id == below_child.ancestor_id,
-                          child_link.ancestor_id == unit_id, child_link.depth == 1)),
-    ])
-    rows = session.execute(
-        select(Unit.id, Unit.code, Unit.name, *_aggregates(pm))
-        .join(pm, pm.c.grp == Unit.id)
-        .group_by(Unit.id, Unit.code, Unit.name)
-    ).all()
-    figures = [_figures(rnd, r.id, r.code, r.name, r, now) for r in rows if r.audience]
-    figures.sort(key=lambda f: (f.exact_rate, f.unit_code))
-    return figures
+    return unit_rollup(session, round_id, unit_id, now)[1]
 
 
 # -- rounds of a unit --------------------------------------------------------------------------
@@ -263,6 +302,7 @@ _MODIFIED = {("a", "\u0306"): "ă", ("a", "\u0302"): "â", ("e", "\u0302"): "ê"
 _ALPHABET = {c: i for i, c in enumerate("aăâbcdđeêfghijklmnoôơpqrstuưvwxyz")}
 
 
+@functools.lru_cache(maxsize=4096)
 def _word_key(word: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(letters, tones) of one word in Vietnamese dictionary order: a ă â b c d đ e ê …, then the
     tones ngang, huyền, hỏi, ngã, sắc, nặng."""
@@ -298,35 +338,43 @@ def not_finished_members(
     Not finished = in the audience (active, audience unit, in the subtree) and no submitted
     attempt; in-progress members are included and flagged. Ordered by unit code, then name in
     Vietnamese roster order (:func:`vietnamese_name_key`: given name first, đ after d…), then
-    member code. SQL cannot sort Vietnamese the same way on SQLite and PostgreSQL, so the narrow
-    rows (id, unit code, name) of the whole list are sorted here and only the page's members
-    are loaded: two statements; ``limit=None`` returns every row.
+    member code. SQL cannot sort Vietnamese the same way on SQLite and PostgreSQL, so: one
+    statement counts the not-finished members per unit (the total, and which units the page
+    falls in), a second loads only those units' not-finished members, sorted here.
+    ``limit=None`` returns every row.
     """
     has_submitted = (
         select(literal(1)).where(Attempt.round_id == round_id, Attempt.member_id == Member.id,
                                  Attempt.submitted_at.is_not(None)).exists()
     )
-    subtree = select(UnitAncestor.descendant_id).where(UnitAncestor.ancestor_id == unit_id)
-    rows = session.execute(
-        select(Member.id, Unit.code, Member.full_name, Member.code)
-        .join(Unit, Unit.id == Member.unit_id)
-        .where(Member.active, Member.unit_id.in_(audience_unit_ids(round_id)), Member.unit_id.in_(subtree),
-               ~has_submitted)
+    conditions = (Member.active, Member.unit_id.in_(_scope_units(round_id, unit_id)), ~has_submitted)
+    per_unit = session.execute(
+        select(Member.unit_id, Unit.code, func.count()).join(Unit, Unit.id == Member.unit_id)
+        .where(*conditions).group_by(Member.unit_id, Unit.code)
     ).all()
-    rows.sort(key=lambda r: (r[1], vietnamese_name_key(r[2]), r[3]))
-    end = None if limit is None else offset + limit
-    page_ids = [r[0] for r in rows[offset:end]]
-    if not page_ids:
-        return len(rows), []
+    per_unit.sort(key=lambda r: (r[1], r[0]))
+    total = sum(n for _, _, n in per_unit)
+    end = total if limit is None else min(total, offset + limit)
+    wanted, skip, seen = [], 0, 0
+    for uid, _, n in per_unit:
+        if seen + n > offset and seen < end:
+            if not wanted:
+                skip = offset - seen
+            wanted.append(uid)
+        seen += n
+    if not wanted or offset >= end:
+        return total, []
     has_open = (
         select(literal(1)).where(Attempt.round_id == round_id, Attempt.member_id == Member.id,
                                  Attempt.submitted_at.is_(None)).exists()
     )
-    loaded = {m.id: (m, code, name, bool(open_)) for m, code, name, open_ in session.execute(
+    rows = session.execute(
         select(Member, Unit.code, Unit.name, has_open).join(Unit, Unit.id == Member.unit_id)
-        .where(Member.id.in_(page_ids))
-    )}
-    return len(rows), [NotFinished(*loaded[i]) for i in page_ids]
+        .where(*conditions, Member.unit_id.in_(wanted))
+    ).all()
+    rows.sort(key=lambda r: (r[1], r[0].unit_id, vietnamese_name_key(r[0].full_name), r[0].code))
+    page = rows[skip: skip + (end - offset)]
+    return total, [NotFinished(m, code, name, bool(open_)) for m, code, name, open_ in page]
 
 
 # -- questions ---------------------------------------------------------------------------------

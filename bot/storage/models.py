@@ -126,6 +126,9 @@ class LinkCode(Base):
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # the messenger the invitation was made for: a new invitation retires only that kind (a
+    # Telegram deep link and a short typed Zalo code may both be out at once)
+    channel: Mapped[str] = mapped_column(String(16), default="telegram")
 
 
 class Document(Base):
@@ -277,6 +280,18 @@ class ChatState(Base):
     reading_round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"))
     reading_page: Mapped[int | None] = mapped_column(Integer)
     choices: Mapped[dict | None] = mapped_column(JSON)  # typed word -> action, where there are no buttons
+    wrong_codes: Mapped[int | None] = mapped_column(Integer)  # wrong link codes typed in a row
+    codes_paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime())  # no code tries before
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ChannelUsage(Base):
+    """Messages a channel sent in a calendar month (local time), for plans with a monthly quota (Zalo)."""
+
+    __tablename__ = "channel_usage"
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)  # YYYY-MM
+    sent: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

@@ -1,0 +1,129 @@
+"""The scheduler as operators run it: `hoctap scheduler` processes, killed and restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import func, select
+
+from bot.outbox.queue import QuietHours
+from bot.scheduling.due import Schedule
+from bot.scheduling.runner import ScheduledWork
+from bot.storage.models import ChatAccount, Member, OutboxMessage, Round
+from bot.timeutil import utcnow
+
+
+def link_everyone(db, emulator) -> dict[int, object]:
+    """Every sample member linked to an emulator user who has started the bot."""
+    users = {}
+    with db.session() as s:
+        for m in s.scalars(select(Member)):
+            s.add(ChatAccount(channel="telegram", external_id=str(70_000 + m.id), member_id=m.id, linked_at=utcnow()))
+            users[m.id] = emulator.user(70_000 + m.id, first_name=m.code)
+    for user in users.values():
+        user.send_text("/start")
+    return users
+
+
+def audience_users(db, users: dict) -> dict:
+    from bot.services.rounds import audience_members
+
+    with db.session() as s:
+        ids = set(s.scalars(audience_members(1).with_only_columns(Member.id)))
+    return {mid: u for mid, u in users.items() if mid in ids}
+
+
+def announcements(user) -> int:
+    return sum(1 for m in user.messages if m.get("text", "").startswith("📢"))
+
+
+def start_scheduler(workdir, db_url, emulator) -> subprocess.Popen:
+    config = workdir / "config.yaml"
+    config.write_text(
+        f"database_url: {db_url}\n"
+        f"telegram:\n  token: ${{TELEGRAM_BOT_TOKEN}}\n  api_base_url: {emulator.base_url}\n"
+        "scheduler:\n  quiet_hours: \"00:00-00:00\"\n  outbox_rate: 20\n  tick_seconds: 0.5\n",
+        encoding="utf-8")
+    env = {**os.environ, "TELEGRAM_BOT_TOKEN": emulator.token}
+    env.pop("HOCTAP_DATABASE_URL", None)
+    return subprocess.Popen([sys.executable, "-m", "bot.cli", "--config", str(config), "scheduler"],
+                            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_kill_during_a_broadcast_then_restart_every_member_gets_exactly_one(province, emulator, db_url, workdir):
+    users = audience_users(province, link_everyone(province, emulator))
+    first = start_scheduler(workdir, db_url, emulator)
+    try:
+        assert wait_until(lambda: sum(announcements(u) for u in users.values()) >= 15, 20), first.stderr
+    finally:
+        first.send_signal(signal.SIGKILL)  # kill -9 in the middle of the broadcast
+        first.wait()
+    delivered_before = sum(announcements(u) for u in users.values())
+    assert delivered_before < len(users)
+    second = start_scheduler(workdir, db_url, emulator)
+    try:
+        assert wait_until(lambda: all(announcements(u) >= 1 for u in users.values()), 30)
+        time.sleep(1.0)  # anything extra would show up now
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=15)
+    counts = [announcements(u) for u in users.values()]
+    assert counts == [1] * len(users)
+    with province.session() as s:
+        statuses = dict(s.execute(select(OutboxMessage.status, func.count()).where(OutboxMessage.purpose == "announce")
+                                  .group_by(OutboxMessage.status)).all())
+    assert statuses == {"sent": len(users)}
+
+
+def test_apscheduler_ticks_with_a_controllable_clock_and_one_leader(province, emulator):
+    """Two scheduler instances on one database, time moved with time-machine: one announcement each."""
+    import time_machine
+    from telegram import Bot
+
+    from bot.channels.telegram import TelegramTransport
+
+    users = audience_users(province, link_everyone(province, emulator))
+    opening = datetime(2030, 3, 4, 1, 0, tzinfo=timezone.utc)  # 08:00 in Vietnam
+    with province.session() as s:
+        rnd = s.get(Round, 1)
+        rnd.opens_at, rnd.closes_at = opening, opening + timedelta(days=10)
+
+    async def scenario(traveller):
+        async with Bot(emulator.token, base_url=emulator.base_url) as bot:
+            works = [ScheduledWork(province, Schedule(quiet=QuietHours()), {"telegram": TelegramTransport(bot)},
+                                   rate=500, interval=0.2) for _ in range(2)]
+            for w in works:
+                w.start()
+            await asyncio.sleep(1.0)
+            before = sum(announcements(u) for u in users.values())
+            traveller.move_to(opening)  # the morning the round opens
+            for w in works:
+                w.scheduler.wakeup()
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                if all(announcements(u) == 1 for u in users.values()):
+                    break
+            await asyncio.sleep(0.5)
+            for w in works:
+                await w.shutdown()
+            return before
+
+    with time_machine.travel(opening - timedelta(days=1), tick=True) as traveller:
+        before = asyncio.run(scenario(traveller))
+    assert before == 0
+    assert [announcements(u) for u in users.values()] == [1] * len(users)
