@@ -67,6 +67,8 @@ class OutboxSender:
         self._paused_until = 0.0
         self._in_flight: set[asyncio.Task] = set()
         self._stop = asyncio.Event()
+        self._marks: list[tuple[Callable, tuple, asyncio.Future]] = []
+        self._marks_waiting = asyncio.Event()
 
     # -- loop -------------------------------------------------------------------------------------
     async def run(self, until_idle: bool = False, exclusive: bool = False) -> SenderStats:
@@ -80,6 +82,7 @@ class OutboxSender:
             log.warning("outbox: %d claimed message(s) of a stopped sender are pending again", requeued)
         if uncertain:
             log.warning("outbox: %d message(s) were in flight when a sender stopped; not sent again", uncertain)
+        flusher = asyncio.create_task(self._flush_marks())
         tokens, last = 1.0, time.monotonic()
         while not self._stop.is_set():
             now_mono = time.monotonic()
@@ -111,6 +114,9 @@ class OutboxSender:
                 task.add_done_callback(self._in_flight.discard)
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
+        flusher.cancel()
+        await asyncio.gather(flusher, return_exceptions=True)
+        await self._apply_marks()
         return self.stats
 
     def stop(self) -> None:
@@ -133,7 +139,7 @@ class OutboxSender:
         attempts: int
 
     def _claim(self, now: datetime, limit: int) -> list[_Job]:
-        started = time.process_time()
+        started = time.thread_time()
         with self.db.session() as s:
             rows = queue.claim(s, self.worker, now, limit)
             member_ids = {r.member_id for r in rows}
@@ -146,7 +152,7 @@ class OutboxSender:
             jobs = [self._Job(r.id, queue.payload_reply(r.payload),
                               (r.attachment_name, r.attachment) if r.attachment_name else None,
                               accounts.get(r.member_id, []), r.expires_at, r.attempts) for r in rows]
-        self.stats.cpu_seconds += time.process_time() - started
+        self.stats.cpu_seconds += time.thread_time() - started
         return jobs
 
     async def _deliver(self, job: _Job) -> None:
@@ -203,13 +209,41 @@ class OutboxSender:
         self.stats.retried += 1
 
     async def _mark(self, fn, *args) -> None:
-        def work():
-            started = time.process_time()
-            with self.db.session() as s:
-                fn(s, *args)
-            self.stats.cpu_seconds += time.process_time() - started
+        """Record a status change; changes from concurrent sends share one commit (group commit)."""
+        done = asyncio.get_running_loop().create_future()
+        self._marks.append((fn, args, done))
+        self._marks_waiting.set()
+        await done
 
-        await asyncio.to_thread(work)
+    async def _flush_marks(self) -> None:
+        while True:
+            await self._marks_waiting.wait()
+            await asyncio.sleep(0.005)  # let the sends finishing about now join this commit
+            await self._apply_marks()
+
+    async def _apply_marks(self) -> None:
+        batch, self._marks = self._marks, []
+        self._marks_waiting.clear()
+        if not batch:
+            return
+
+        def work():
+            started = time.thread_time()
+            with self.db.session() as s:
+                for fn, args, _ in batch:
+                    fn(s, *args)
+            self.stats.cpu_seconds += time.thread_time() - started
+
+        try:
+            await asyncio.to_thread(work)
+        except Exception as exc:  # noqa: BLE001 - every waiting send must learn of it
+            for *_, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for *_, done in batch:
+            if not done.done():
+                done.set_result(None)
 
 
 def pending_count(db: Database) -> int:

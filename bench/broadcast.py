@@ -1,0 +1,117 @@
+"""A round announced to N members through the outbox and the Telegram emulator, at rate R.
+
+Prints the wall time against the ideal N/R, duplicates and losses counted at the emulator, and the
+sender's CPU time per message; beside it, in the same run, a bare loop of the same sends through
+the same Bot client with no database (the transport's own cost).
+
+    python -m bench.broadcast [--members 100000] [--rate 1000] [--database-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections import Counter
+from datetime import timedelta
+
+from sqlalchemy import insert, select
+from telegram import Bot
+
+from bot.channels.telegram import TelegramTransport
+from bot.content.load import load_document
+from bot.content.validate import check_paths
+from bot.domain.replies import Reply
+from bot.emulators.telegram import TelegramEmulator
+from bot.outbox.queue import QuietHours
+from bot.outbox.sender import OutboxSender
+from bot.roster.importer import rebuild_closure
+from bot.scheduling.due import Schedule, run_due
+from bot.services.rounds import open_round
+from bot.storage.db import Database
+from bot.storage.models import ChatAccount, Member, Unit
+from bot.timeutil import utcnow
+from bench.quiz_throughput import REPO
+
+BASE_ID = 1_000_000
+
+
+def seed(db: Database, members: int) -> None:
+    db.upgrade()
+    now = utcnow()
+    with db.session() as s:
+        unit = Unit(code="P", name="Tỉnh thử")
+        s.add(unit)
+        s.flush()
+        rebuild_closure(s)
+        s.execute(insert(Member), [dict(code=f"M{i:06d}", full_name=f"Đảng viên {i}", unit_id=unit.id, role="member",
+                                        active=True) for i in range(members)])
+        ids = s.scalars(select(Member.id).order_by(Member.id)).all()
+        s.execute(insert(ChatAccount), [dict(channel="telegram", external_id=str(BASE_ID + i), member_id=mid,
+                                             linked_at=now) for i, mid in enumerate(ids)])
+        for doc in check_paths([REPO / "quizzes"]).documents:
+            load_document(s, doc, now)
+        open_round(s, "kh-64-tu-binh-phuoc", ["P"], now - timedelta(minutes=1), now + timedelta(days=7), 98, now)
+
+
+async def bare_sends(emu: TelegramEmulator, count: int) -> float:
+    """The same sends with no outbox: what the Bot client and emulator cost on their own."""
+    async with Bot(emu.token, base_url=emu.base_url) as bot:
+        transport = TelegramTransport(bot)
+        started = time.perf_counter()
+        sem = asyncio.Semaphore(64)
+
+        async def one(i):
+            async with sem:
+                await transport.deliver(str(BASE_ID + i), Reply("baseline"), None)
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+        return count / (time.perf_counter() - started)
+
+
+async def broadcast(db: Database, emu: TelegramEmulator, rate: float):
+    async with Bot(emu.token, base_url=emu.base_url) as bot:
+        sender = OutboxSender(db, {"telegram": TelegramTransport(bot)}, rate=rate, per_chat_interval=1.0,
+                              quiet=None, max_in_flight=256)
+        started, loop_cpu = time.perf_counter(), time.thread_time()
+        stats = await sender.run(until_idle=True)
+        stats.cpu_seconds += time.thread_time() - loop_cpu  # the event loop's share (HTTP client, pacing)
+        return stats, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--baseline", type=int, default=5000, help="sends in the bare baseline")
+    parser.add_argument("--database-url")
+    args = parser.parse_args()
+    url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/broadcast.db"
+    db = Database(url)
+    t0 = time.perf_counter()
+    seed(db, args.members)
+    report = run_due(db, utcnow(), Schedule(quiet=QuietHours()))
+    print(f"seeded {args.members} linked members and enqueued {report.enqueued} announcements "
+          f"in {time.perf_counter() - t0:.1f}s ({url.split(':')[0]})")
+    with TelegramEmulator(self_check=False) as emu:
+        for i in range(args.members):
+            emu.user(BASE_ID + i).send_text("/start")
+        baseline = asyncio.run(bare_sends(emu, min(args.baseline, args.members)))
+        emu.reset_log()
+        stats, elapsed = asyncio.run(broadcast(db, emu, args.rate))
+        per_chat = Counter(p["chat_id"] for m, p in emu.requests if m == "sendMessage")
+    ideal = args.members / args.rate
+    duplicates = sum(n - 1 for n in per_chat.values() if n > 1)
+    lost = args.members - len(per_chat)
+    print(f"{'bare sends (no outbox)':<34}{baseline:>10.0f} messages/s")
+    print(f"{'broadcast at rate':<34}{args.rate:>10.0f} messages/s requested")
+    print(f"{'wall time':<34}{elapsed:>10.1f} s   (ideal {ideal:.1f} s, {100 * (elapsed / ideal - 1):+.1f}%)")
+    print(f"{'achieved':<34}{args.members / elapsed:>10.0f} messages/s")
+    print(f"{'sent / failed / retried':<34}{stats.sent:>10} / {stats.failed} / {stats.retried}")
+    print(f"{'duplicates / lost':<34}{duplicates:>10} / {lost}")
+    print(f"{'sender CPU per message':<34}{1e6 * stats.cpu_seconds / max(stats.sent, 1):>10.0f} µs")
+
+
+if __name__ == "__main__":
+    main()
