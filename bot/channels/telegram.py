@@ -22,7 +22,9 @@ from telegram import (
     ReplyKeyboardRemove, Update,
 )
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
-from telegram.ext import Application, ApplicationBuilder, CallbackQueryHandler, ContextTypes, MessageHandler, filters
+from telegram.ext import (
+    Application, ApplicationBuilder, BaseUpdateProcessor, CallbackQueryHandler, ContextTypes, MessageHandler, filters,
+)
 
 from bot.domain.replies import Outcome, Reply
 from bot.services.chat import ChannelTraits, ChatService
@@ -79,6 +81,39 @@ def markup(reply: Reply, *, clear_keyboard: bool):
     return ReplyKeyboardRemove() if clear_keyboard else None
 
 
+class PerChatUpdateProcessor(BaseUpdateProcessor):
+    """Handles updates of different chats concurrently, and one chat's updates in arrival order.
+
+    A member's double tap must be seen in order (the second finds the first recorded), while one
+    slow database write should not hold up every other member.
+    """
+
+    def __init__(self, max_concurrent_updates: int = 16):
+        super().__init__(max_concurrent_updates)
+        self._locks: dict[int, tuple[asyncio.Lock, int]] = {}  # chat -> (lock, updates holding or waiting)
+
+    async def do_process_update(self, update: object, coroutine: Awaitable) -> None:
+        chat = getattr(update, "effective_chat", None)
+        key = chat.id if chat else 0
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                await coroutine
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    async def initialize(self) -> None:
+        pass
+
+    async def shutdown(self) -> None:
+        pass
+
+
 class TelegramChannel:
     """Wires a ChatService into a PTB Application."""
 
@@ -96,7 +131,8 @@ class TelegramChannel:
             if on_start is not None:
                 await on_start(app)
 
-        builder = ApplicationBuilder().token(token).base_url(base_url).post_init(post_init)
+        builder = (ApplicationBuilder().token(token).base_url(base_url).post_init(post_init)
+                   .concurrent_updates(PerChatUpdateProcessor()))
         if on_stop is not None:
             builder = builder.post_shutdown(on_stop)
         if base_file_url:
