@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 
 from bot.domain import oversight_messages as om
 from bot.domain.permissions import visible_root_units
-from bot.domain.replies import Reply
 from bot.outbox import queue
 from bot.services import stats
 from bot.services.rounds import audience_unit_ids, round_status
@@ -25,55 +24,50 @@ class ReportBuilder:
     def __init__(self, settings):
         self.tz = settings.tz
 
-    def _staff(self, s: Session) -> list[Member]:
-        return list(s.scalars(select(Member).where(Member.active, Member.role.in_(("secretary", "cadre", "admin")))
-                              .order_by(Member.id)))
+    def _answerable(self, s: Session, at: datetime):
+        """(member, unit, the unit's open and recent rounds) for every reachable secretary, cadre, admin."""
+        staff = list(s.scalars(select(Member).where(Member.active, Member.role.in_(("secretary", "cadre", "admin")))
+                               .order_by(Member.id)))
+        linked = queue.reachable(s, [m.id for m in staff])
+        for member in staff:
+            if member.id in linked:
+                for unit in visible_root_units(s, member):
+                    yield member, unit, stats.rounds_for_unit(s, unit.id, at)
 
     def digest(self, s: Session, fire: datetime, at: datetime, schedule, report) -> int:
         """Each secretary, cadre and admin: open rounds of their units and the week's progress."""
         previous = fire - timedelta(days=7)
-        staff = self._staff(s)
-        linked = queue.reachable(s, [m.id for m in staff])
         count = 0
-        for member in staff:
-            if member.id not in linked:
+        for member, unit, rounds in self._answerable(s, at):
+            rounds = [r for r in rounds if round_status(r, at) == "open"]
+            if not rounds:
                 continue
-            for unit in visible_root_units(s, member):
-                rounds = [r for r in stats.rounds_for_unit(s, unit.id, at) if round_status(r, at) == "open"]
-                if not rounds:
-                    continue
-                parts = [(r, stats.unit_figures(s, r.id, unit.id, at), finished_between(s, r.id, unit.id, previous, fire))
-                         for r in rounds]
-                count += queue.enqueue(
-                    s, dedupe_key=f"digest:{fire.isoformat()}:{member.id}:{unit.id}", purpose="digest",
-                    member_id=member.id, reply=om.digest_text(parts, unit, self.tz), now=at,
-                    not_before=schedule.quiet.next_allowed(at))
+            parts = [(r, stats.unit_figures(s, r.id, unit.id, at), finished_between(s, r.id, unit.id, previous, fire))
+                     for r in rounds]
+            count += queue.enqueue(
+                s, dedupe_key=f"digest:{fire.isoformat()}:{member.id}:{unit.id}", purpose="digest",
+                member_id=member.id, reply=om.digest_text(parts, unit, self.tz), now=at,
+                not_before=schedule.quiet.next_allowed(at))
         return count
 
     def closing(self, s: Session, rnd: Round, at: datetime, schedule, report) -> int:
         """Final figures to everyone who answers for a unit of the round; cadres get the workbook."""
         from bot.reports.xlsx import build_workbook, report_data
 
-        staff = self._staff(s)
-        linked = queue.reachable(s, [m.id for m in staff])
         count = 0
-        for member in staff:
-            if member.id not in linked:
+        for member, unit, rounds in self._answerable(s, at):
+            if rnd.id not in {r.id for r in rounds}:
                 continue
-            for unit in visible_root_units(s, member):
-                if rnd.id not in {r.id for r in stats.rounds_for_unit(s, unit.id, at)}:
-                    continue
-                figures = stats.unit_figures(s, rnd.id, unit.id, at)
-                attachment = None
-                if member.role in ("cadre", "admin"):
-                    data = report_data(s, rnd.id, unit.id, at, tz=self.tz)
-                    name = f"baocao-{rnd.document.code.replace('/', '-')}-{unit.code}.xlsx"
-                    attachment = (name, build_workbook(data))
-                reply: Reply = om.closing_text(rnd, unit, figures, self.tz)
-                count += queue.enqueue(
-                    s, dedupe_key=f"closing:{rnd.id}:{member.id}:{unit.id}", purpose="closing", member_id=member.id,
-                    reply=reply, now=at, not_before=schedule.quiet.next_allowed(at), round_id=rnd.id,
-                    attachment=attachment)
+            figures = stats.unit_figures(s, rnd.id, unit.id, at)
+            attachment = None
+            if member.role in ("cadre", "admin"):
+                data = report_data(s, rnd.id, unit.id, at, tz=self.tz)
+                name = f"baocao-{rnd.document.code.replace('/', '-')}-{unit.code}.xlsx"
+                attachment = (name, build_workbook(data))
+            count += queue.enqueue(
+                s, dedupe_key=f"closing:{rnd.id}:{member.id}:{unit.id}", purpose="closing", member_id=member.id,
+                reply=om.closing_text(rnd, unit, figures, self.tz), now=at,
+                not_before=schedule.quiet.next_allowed(at), round_id=rnd.id, attachment=attachment)
         return count
 
 
