@@ -281,3 +281,29 @@ def test_an_all_wrong_quiz_fails_and_explains_every_question(telegram_bot, emula
     text = "\n".join(parts)
     assert "Số câu đúng: 0/10 — 0%" in text and "CHƯA ĐẠT ❌" in text
     assert text.count("Đáp án đúng:") == 10
+
+
+def test_answering_faster_than_telegram_allows_never_shows_an_error(province, invite):
+    """Telegram accepts about one message per second into a chat; the bot waits instead of failing."""
+    from bot.emulators.telegram import TelegramEmulator
+    from tests.conftest import BotProcess
+
+    with TelegramEmulator(flood_limit_per_chat=1.0) as emulator:
+        bot = BotProcess(province, emulator).start()
+        try:
+            user = emulator.user(9301)
+            user.send_text(f"/start {invite('DV018')}")
+            user.wait_for()
+            time.sleep(1.1)
+            user.send_text("/lambai")
+            user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""), timeout=10)
+            for letter in "ABC":  # three typed answers within a second, each answered by a message
+                user.send_text(letter)
+            user.wait_for(lambda u: "Câu 4/10" in u.last()["text"], timeout=15)
+        finally:
+            bot.stop()
+        refused = [e for e in emulator.requests if e[0] == "sendMessage"]
+    texts = [m["text"] for m in user.messages]
+    assert [t.split("\n")[0] for t in texts[-3:]] == [
+        "✔️ Đã ghi nhận câu 1: A.", "✔️ Đã ghi nhận câu 2: B.", "✔️ Đã ghi nhận câu 3: C."]
+    assert len(refused) > len(texts)  # some sends were refused with 429 and made again after the wait
