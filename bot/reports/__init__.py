@@ -1,0 +1,1 @@
+"""Reports a cadre forwards: the XLSX workbook (``xlsx``) and the rate chart PNG (``chart``)."""
