@@ -16,23 +16,22 @@ import logging
 import math
 import mimetypes
 import re
-import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from bot.emulators.common import BackgroundServer, ChatDriver, Fault, take_fault, u16len
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +69,6 @@ _COMMAND_RE = re.compile(r"(?<!\S)/[A-Za-z0-9_]{1,64}(?:@[A-Za-z0-9_]{3,32})?")
 _BUTTON_ACTIONS = ("url", "callback_data", "web_app", "login_url", "switch_inline_query",
                    "switch_inline_query_current_chat", "switch_inline_query_chosen_chat",
                    "copy_text", "callback_game", "pay")
-
-
-def u16len(text: str) -> int:
-    """Length in UTF-16 code units, which is how Telegram counts characters and offsets."""
-    return len(text.encode("utf-16-le")) // 2
 
 
 class ApiError(Exception):
@@ -369,13 +363,8 @@ class _Chat:
 
 
 @dataclass
-class _Fault:
-    method: str
-    status: int
-    description: str
-    retry_after: int | None
-    times: int
-    chat_id: int | str | None
+class _Fault(Fault):
+    retry_after: int | None = None  # a 429's parameters.retry_after
 
 
 class EmulatorState:
@@ -444,12 +433,9 @@ class EmulatorState:
 
     def _take_fault(self, method: str, chat_id: Any) -> None:
         with self.cond:
-            for fault in self.faults:
-                if fault.method in (method, "*") and fault.chat_id in (None, chat_id):
-                    fault.times -= 1
-                    if fault.times <= 0:
-                        self.faults.remove(fault)
-                    raise ApiError(fault.status, fault.description, fault.retry_after)
+            fault = take_fault(self.faults, method, chat_id)
+        if fault:
+            raise ApiError(fault.status, fault.description, fault.retry_after)
 
     # --- helpers -------------------------------------------------------------------------
     def _chat(self, chat_id: Any, *, sending: bool = False) -> _Chat:
@@ -821,13 +807,15 @@ def _parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
     return out
 
 
-class EmulatorServer:
+class EmulatorServer(BackgroundServer):
     """Serves EmulatorState over HTTP with uvicorn in a daemon thread with its own loop."""
 
+    thread_name = "telegram-emulator"
+    description = "Telegram emulator"
+
     def __init__(self, state: EmulatorState, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.state, self.host, self.port = state, host, port
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(host, port)
+        self.state = state
 
     def _app(self) -> Starlette:
         async def api(request: Request) -> Response:
@@ -853,47 +841,14 @@ class EmulatorServer:
             Route("/file/bot{token}/{file_path:path}", file, methods=["GET"]),
         ])
 
-    def start(self) -> None:
-        # An explicit IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections;
-        # without it every response waits ~40 ms for Nagle + delayed ACK.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self._app(), log_level="warning", access_log=False,
-                                lifespan="off", timeout_graceful_shutdown=2)
-        self._server = uvicorn.Server(config)  # no signal handlers off the main thread
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                        name=f"telegram-emulator:{self.port}", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("Telegram emulator HTTP server failed to start")
-            time.sleep(0.005)
 
-    def stop(self) -> None:
-        if self._server and self._thread:
-            self._server.should_exit = True
-            self._thread.join(timeout=5)
-            self._server = self._thread = None
-
-
-class EmulatedUser:
-    """Plays one Telegram user in a private chat with the bot; every call is thread-safe."""
+class EmulatedUser(ChatDriver[EmulatorState]):
+    """Plays one Telegram user in a private chat with the bot; every call is thread-safe.
+    wait_for counts every bot action in the chat: messages, edits, deletions, answers."""
 
     def __init__(self, state: EmulatorState, user_id: int) -> None:
-        self._state, self.id = state, user_id
-        self._mark = 0
-
-    @property
-    def _chat(self) -> _Chat:
-        return self._state.chats[self.id]
-
-    def mark(self) -> None:
-        """Remember "now": wait_for only counts bot actions after this point."""
-        with self._state.cond:
-            self._mark = self._chat.seq
+        super().__init__(state, user_id)
+        self.id = user_id
 
     def send_text(self, text: str) -> dict[str, Any]:
         """Send a text message; /commands get bot_command entities like real clients produce."""
@@ -953,11 +908,6 @@ class EmulatedUser:
             return [self._view(m) for m in self._chat.messages.values()
                     if m.from_bot and not m.deleted]
 
-    def last(self) -> dict[str, Any] | None:
-        """The newest bot message, or None."""
-        messages = self.messages
-        return messages[-1] if messages else None
-
     @property
     def reply_keyboard(self) -> dict[str, Any] | None:
         """The ReplyKeyboardMarkup currently shown under the input field, if any."""
@@ -969,21 +919,6 @@ class EmulatedUser:
         """answerCallbackQuery calls for this user's queries (text, show_alert, url)."""
         with self._state.cond:
             return copy.deepcopy(self._chat.answers)
-
-    def wait_for(self, predicate: Callable[[EmulatedUser], bool] | None = None,
-                 timeout: float = 5.0) -> dict[str, Any] | None:
-        """Block until the bot acted in this chat since the mark and predicate(self) holds.
-        The predicate runs under the emulator lock: keep it quick. Returns the newest message;
-        the mark is not moved."""
-        deadline = time.monotonic() + timeout
-        with self._state.cond:
-            while not (self._chat.seq > self._mark and (predicate is None or predicate(self))):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"no matching bot action in chat {self.id} within "
-                                       f"{timeout}s. Transcript:\n{self.transcript()}")
-                self._state.cond.wait(remaining)
-            return self.last()
 
     def transcript(self) -> str:
         """The chat as text, for failure messages."""
@@ -1086,7 +1021,7 @@ class TelegramEmulator:
         method = self._state.canonical.get(method.lower(), method)
         with self._state.cond:
             self._state.faults.append(
-                _Fault(method, status, description, retry_after, times, chat_id))
+                _Fault(method, status, description, times, chat_id, retry_after))
 
     def clear_errors(self) -> None:
         with self._state.cond:

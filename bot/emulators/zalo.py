@@ -40,22 +40,28 @@ import json
 import logging
 import re
 import secrets
-import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from bot.emulators.common import (
+    BackgroundServer,
+    ChatDriver,
+    Fault,
+    take_fault,
+    u16len,
+    wait_until,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +90,6 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _DEFAULT_DESCRIPTIONS = {400: "Bad request", 401: "Unauthorized", 403: "Internal error",
                          404: "Not found", 408: TIMEOUT_DESCRIPTION,
                          426: "Quota of testWebhook exceeded", 429: QUOTA_DESCRIPTION}
-
-
-def u16len(text: str) -> int:
-    """Length in UTF-16 code units: how the 2000-character limit is counted here."""
-    return len(text.encode("utf-16-le")) // 2
 
 
 def now_ms() -> int:
@@ -172,15 +173,6 @@ class _Chat:
         return {"id": self.id, "chat_type": self.chat_type}
 
 
-@dataclass
-class _Fault:
-    method: str
-    status: int
-    description: str
-    times: int
-    chat_id: str | None
-
-
 class ZaloEmulatorState:
     """Everything the fake Zalo knows; one re-entrant lock guards it all (thread-safe)."""
 
@@ -201,7 +193,7 @@ class ZaloEmulatorState:
         self.returned: dict[str, dict[str, Any]] = {}     # message_id -> update, in order
         self.webhook: dict[str, Any] | None = None        # url, secret_token, updated_at
         self.deliveries: list[WebhookDelivery] = []
-        self.faults: list[_Fault] = []
+        self.faults: list[Fault] = []
         self.log: list[tuple[str, dict[str, Any]]] = []
         self.sent = 0
         self.poll_generation = self.poll_conflicts = 0
@@ -233,12 +225,9 @@ class ZaloEmulatorState:
 
     def _take_fault(self, method: str, chat_id: str | None) -> None:
         with self.cond:
-            for fault in self.faults:
-                if fault.method in (method, "*") and fault.chat_id in (None, chat_id):
-                    fault.times -= 1
-                    if fault.times <= 0:
-                        self.faults.remove(fault)
-                    raise ZaloApiError(fault.status, fault.description)
+            fault = take_fault(self.faults, method, chat_id)
+        if fault:
+            raise ZaloApiError(fault.status, fault.description)
 
     # --- helpers -------------------------------------------------------------------------
     @staticmethod
@@ -521,13 +510,15 @@ class ZaloEmulatorState:
             self.cond.notify_all()
 
 
-class ZaloEmulatorServer:
+class ZaloEmulatorServer(BackgroundServer):
     """Serves ZaloEmulatorState over HTTP with uvicorn in a daemon thread with its own loop."""
 
+    thread_name = "zalo-emulator"
+    description = "Zalo emulator"
+
     def __init__(self, state: ZaloEmulatorState, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.state, self.host, self.port = state, host, port
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(host, port)
+        self.state = state
 
     def _app(self) -> Starlette:
         async def api(request: Request) -> Response:
@@ -547,46 +538,12 @@ class ZaloEmulatorServer:
 
         return Starlette(routes=[Route("/bot{token}/{method}", api, methods=["GET", "POST"])])
 
-    def start(self) -> None:
-        # An explicit IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self._app(), log_level="warning", access_log=False,
-                                lifespan="off", timeout_graceful_shutdown=2)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                        name=f"zalo-emulator:{self.port}", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("Zalo emulator HTTP server failed to start")
-            time.sleep(0.005)
 
-    def stop(self) -> None:
-        if self._server and self._thread:
-            self._server.should_exit = True
-            self._thread.join(timeout=5)
-            self._server = self._thread = None
+class _ChatDriver(ChatDriver[ZaloEmulatorState]):
+    """What a person sees in one chat: the bot's messages, waiting for them, a transcript.
+    wait_for counts bot messages only (the Zalo bot cannot edit or delete)."""
 
-
-class _ChatDriver:
-    """What a person sees in one chat: the bot's messages, waiting for them, a transcript."""
-
-    def __init__(self, state: ZaloEmulatorState, chat_id: str) -> None:
-        self._state, self._chat_id = state, chat_id
-        self._mark = 0
-
-    @property
-    def _chat(self) -> _Chat:
-        return self._state.chats[self._chat_id]
-
-    def mark(self) -> None:
-        """Remember "now": wait_for only counts bot messages after this point."""
-        with self._state.cond:
-            self._mark = self._chat.seq
+    _awaited = "bot message"
 
     @staticmethod
     def _view(msg: _Msg) -> dict[str, Any]:
@@ -602,31 +559,11 @@ class _ChatDriver:
         with self._state.cond:
             return [self._view(m) for m in self._chat.messages if m.from_bot]
 
-    def last(self) -> dict[str, Any] | None:
-        """The newest bot message, or None."""
-        messages = self.messages
-        return messages[-1] if messages else None
-
     @property
     def actions(self) -> list[str]:
         """sendChatAction actions the bot showed here ("typing")."""
         with self._state.cond:
             return list(self._chat.actions)
-
-    def wait_for(self, predicate: Callable[[Any], bool] | None = None,
-                 timeout: float = 5.0) -> dict[str, Any] | None:
-        """Block until the bot sent a message here since the mark and predicate(self) holds.
-        The predicate runs under the emulator lock: keep it quick. Returns the newest bot
-        message; the mark is not moved."""
-        deadline = time.monotonic() + timeout
-        with self._state.cond:
-            while not (self._chat.seq > self._mark and (predicate is None or predicate(self))):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"no matching bot message in chat {self._chat_id} within "
-                                       f"{timeout}s. Transcript:\n{self.transcript()}")
-                self._state.cond.wait(remaining)
-            return self.last()
 
     def transcript(self) -> str:
         """The chat as text, for failure messages."""
@@ -851,15 +788,12 @@ class ZaloEmulator:
 
     def wait_deliveries(self, count: int, timeout: float = 5.0) -> list[WebhookDelivery]:
         """Block until at least count webhook POSTs have been answered (or failed)."""
-        deadline = time.monotonic() + timeout
-        with self._state.cond:
-            while len(self._state.deliveries) < count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"{len(self._state.deliveries)} webhook deliveries "
-                                       f"within {timeout}s, expected {count}")
-                self._state.cond.wait(remaining)
-            return list(self._state.deliveries)
+        state = self._state
+        with state.cond:
+            wait_until(state.cond, lambda: len(state.deliveries) >= count, timeout,
+                       lambda: (f"{len(state.deliveries)} webhook deliveries within {timeout}s, "
+                                f"expected {count}"))
+            return list(state.deliveries)
 
     def make_text_update(self, user: ZaloUser | str, text: str) -> dict[str, Any]:
         """A fresh private text update as Zalo would build it, neither stored nor queued (for
@@ -894,7 +828,7 @@ class ZaloEmulator:
         if description is None:
             description = _DEFAULT_DESCRIPTIONS.get(status) or HTTPStatus(status).phrase
         with self._state.cond:
-            self._state.faults.append(_Fault(method, status, description, times, chat_id))
+            self._state.faults.append(Fault(method, status, description, times, chat_id))
 
     def clear_errors(self) -> None:
         with self._state.cond:
