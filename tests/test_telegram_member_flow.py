@@ -221,8 +221,9 @@ def test_attempts_run_out_after_the_documents_maximum(telegram_bot, emulator, in
             if position < 10:
                 user.wait_for(lambda u: f"Câu {position + 1}/10" in u.last()["text"])
         wait_text(user, f"Lần làm bài: {attempt}/3")
+        user.wait_for(lambda u: "lượt làm bài" in u.last()["text"])  # the result's last part is in
     user.send_text("/lambai")
-    assert "đã dùng hết 3 lượt làm bài" in user.wait_for()["text"]
+    assert "đã dùng hết 3 lượt làm bài" in user.wait_for(lambda u: "đã dùng hết 3" in u.last()["text"])["text"]
     with province.session() as s:
         assert s.scalar(select(func.count()).select_from(Attempt)) == 3
 
