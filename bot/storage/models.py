@@ -226,7 +226,8 @@ class Attempt(Base):
 
     __table_args__ = (
         UniqueConstraint("round_id", "member_id", "number"),
-        Index("ix_attempts_member_round", "member_id", "round_id"),
+        # covers the roll-ups: per member and round, whether and how well they finished
+        Index("ix_attempts_member_round", "member_id", "round_id", "submitted_at", "score", "passed"),
     )
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 07:45:06.904037
+Create Date: 2026-11-28 07:57:47.217196
 """
 from alembic import op
 import sqlalchemy as sa
@@ -146,7 +146,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('round_id', 'member_id', 'number', name=op.f('uq_attempts_round_id_member_id_number'))
     )
     with op.batch_alter_table('attempts', schema=None) as batch_op:
-        batch_op.create_index('ix_attempts_member_round', ['member_id', 'round_id'], unique=False)
+        batch_op.create_index('ix_attempts_member_round', ['member_id', 'round_id', 'submitted_at', 'score', 'passed'], unique=False)
 
     op.create_table('chat_accounts',
     sa.Column('id', sa.Integer(), nullable=False),
