@@ -1,7 +1,8 @@
-"""Start the product: the Telegram bot when a token is set, else the local playground."""
+"""Start the product: every channel whose token is set (Telegram, Zalo), else the local playground."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
@@ -20,45 +21,107 @@ def setup_logging(*secrets: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry the token in URLs
 
 
-def chat_service(settings: Settings, db: Database, channel: str = "telegram") -> ChatService:
-    from bot.channels.telegram import TRAITS
+def chat_service(settings: Settings, db: Database, channel: str = "telegram", budget=None) -> ChatService:
+    from bot.scheduling.due import schedule_from
 
-    return ChatService(db, TRAITS, settings.tz)
+    if channel == "zalo":
+        from bot.channels.zalo import TRAITS
+    else:
+        from bot.channels.telegram import TRAITS
+    return ChatService(db, TRAITS, settings.tz, schedule_from(settings).quiet, budget=budget)
+
+
+def zalo_quota(settings: Settings, db: Database):
+    """The Zalo plan's monthly quota (None without a Zalo token or with ``monthly_quota: 0``)."""
+    if not settings.zalo.token or not settings.zalo.monthly_quota:
+        return None
+    from bot.channels.zalo import ZaloQuota
+
+    channels = ("telegram", "zalo") if settings.telegram.token else ("zalo",)
+    return ZaloQuota(db, settings.zalo.monthly_quota, settings.tz, channels=channels)
 
 
 def run(settings: Settings) -> int:
-    token = settings.telegram.token
-    if not token:
-        print("TELEGRAM_BOT_TOKEN is not set: starting the local playground instead.", file=sys.stderr)
+    if not settings.telegram.token and not settings.zalo.token:
+        print("Neither TELEGRAM_BOT_TOKEN nor ZALO_BOT_TOKEN is set: starting the local playground instead.",
+              file=sys.stderr)
         return run_playground(settings)
-    from bot.channels.telegram import TelegramChannel, TelegramTransport
-
-    setup_logging(token)
+    if settings.zalo.token and settings.zalo.mode == "webhook" and not settings.zalo.webhook_secret:
+        print("error: zalo.mode is webhook but ZALO_WEBHOOK_SECRET is not set (8-256 characters)", file=sys.stderr)
+        return 2
+    setup_logging(*(s for s in (settings.telegram.token, settings.zalo.token, settings.zalo.webhook_secret) if s))
     db = Database(settings.database_url)
     db.upgrade()
-    work = {}
+    try:
+        asyncio.run(serve(settings, db))
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # noqa: BLE001 - a channel that cannot start: one line, not a traceback
+        from bot.channels.zalo import ZaloError
 
-    async def start_scheduled_work(app) -> None:
-        work["runner"] = scheduled_work(settings, db, {"telegram": TelegramTransport(app.bot)})
-        work["runner"].start()
-
-    async def stop_scheduled_work(app) -> None:
-        if "runner" in work:
-            await work["runner"].shutdown()
-
-    app = TelegramChannel(chat_service(settings, db)).build(
-        token, settings.telegram.api_base_url, on_start=start_scheduled_work, on_stop=stop_scheduled_work)
-    app.run_polling(allowed_updates=["message", "callback_query"])
+        if not isinstance(exc, (ZaloError, ValueError, OSError)):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
-def scheduled_work(settings: Settings, db: Database, transports):
+async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = None, *, clock=None) -> None:
+    """Run every configured channel and the scheduled work in this event loop until ``stop`` is set
+    (SIGINT/SIGTERM set it when this runs in the main thread)."""
+    import signal
+    import threading
+
+    stop = stop or asyncio.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    budget = zalo_quota(settings, db)
+    transports: dict = {}
+    closers: list = []
+    try:
+        if settings.telegram.token:
+            from bot.channels.telegram import TelegramChannel, TelegramTransport
+
+            app = TelegramChannel(chat_service(settings, db, "telegram", budget)).build(
+                settings.telegram.token, settings.telegram.api_base_url)
+            await app.initialize()
+            closers.append(app.shutdown)
+            if app.post_init:
+                await app.post_init(app)
+            await app.updater.start_polling(allowed_updates=["message", "callback_query"])
+            await app.start()
+            closers += [app.stop, app.updater.stop]  # run in reverse: the updater first
+            transports["telegram"] = TelegramTransport(app.bot)
+        if settings.zalo.token:
+            from bot.channels.zalo import ZaloOptions, ZaloRuntime
+
+            zalo = ZaloRuntime(ZaloOptions.from_settings(settings.zalo), chat_service(settings, db, "zalo", budget),
+                               quota=budget)
+            await zalo.start()
+            closers.append(zalo.stop)
+            transports["zalo"] = zalo.transport
+        runner = scheduled_work(settings, db, transports, budget)
+        runner.start()
+        closers.append(runner.shutdown)
+        await stop.wait()
+    finally:
+        for close in reversed(closers):
+            try:
+                await close()
+            except Exception:  # noqa: BLE001 - stop the others anyway
+                logging.getLogger(__name__).exception("while stopping")
+
+
+def scheduled_work(settings: Settings, db: Database, transports, budget=None):
     """The scheduler tick and outbox sender, with the digest and closing reports."""
+    from dataclasses import replace
+
     from bot.scheduling.due import schedule_from
     from bot.scheduling.reports import ReportBuilder
     from bot.scheduling.runner import ScheduledWork
 
-    schedule = schedule_from(settings)
+    schedule = replace(schedule_from(settings), budget=budget)
     return ScheduledWork(db, schedule, transports, rate=settings.scheduler.outbox_rate,
                          report_builder=ReportBuilder(settings), interval=settings.scheduler.tick_seconds)
 
@@ -72,21 +135,34 @@ def run_scheduler(settings: Settings) -> int:
     from bot.channels.telegram import TelegramTransport
 
     token = settings.telegram.token
-    if not token:
-        print("error: TELEGRAM_BOT_TOKEN is not set; the scheduler needs it to send", file=sys.stderr)
+    if not token and not settings.zalo.token:
+        print("error: neither TELEGRAM_BOT_TOKEN nor ZALO_BOT_TOKEN is set; the scheduler needs one to send",
+              file=sys.stderr)
         return 2
-    setup_logging(token)
+    setup_logging(*(s for s in (token, settings.zalo.token) if s))
     db = Database(settings.database_url)
     db.upgrade()
 
     async def main() -> None:
         import signal
+        from contextlib import AsyncExitStack
+
+        from bot.channels.zalo import ZaloClient, ZaloTransport
 
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-        async with Bot(token, base_url=settings.telegram.api_base_url) as bot:
-            runner = scheduled_work(settings, db, {"telegram": TelegramTransport(bot)})
+        budget = zalo_quota(settings, db)
+        async with AsyncExitStack() as stack:
+            transports = {}
+            if token:
+                bot = await stack.enter_async_context(Bot(token, base_url=settings.telegram.api_base_url))
+                transports["telegram"] = TelegramTransport(bot)
+            if settings.zalo.token:
+                client = ZaloClient(settings.zalo.token, settings.zalo.api_base_url)
+                stack.push_async_callback(client.aclose)
+                transports["zalo"] = ZaloTransport(client, rate=settings.zalo.rate, quota=budget)
+            runner = scheduled_work(settings, db, transports, budget)
             runner.start()
             try:
                 await stop.wait()
@@ -100,12 +176,14 @@ def run_scheduler(settings: Settings) -> int:
     return 0
 
 
-def run_playground(settings: Settings, as_member: str | None = None, script: str | None = None) -> int:
-    from bot.channels.playground import Playground
+def run_playground(settings: Settings, as_member: str | None = None, script: str | None = None,
+                   channel: str = "telegram") -> int:
+    from bot.channels.playground import Playground, ZaloPlayground
 
     db = Database(settings.database_url)
     db.upgrade()
     lines = None
     if script:
         lines = open(script, encoding="utf-8").read().splitlines()
-    return Playground(settings, db).run(as_member, lines)
+    kind = ZaloPlayground if channel == "zalo" else Playground
+    return kind(settings, db).run(as_member, lines)

@@ -52,7 +52,7 @@ def cmd_playground(args, settings: Settings) -> int:
 
     if args.script and not Path(args.script).exists():
         raise UsageError(f"--script: {args.script} not found")
-    return run_playground(settings, as_member=args.member, script=args.script)
+    return run_playground(settings, as_member=args.member, script=args.script, channel=args.channel)
 
 
 @command("scheduler")
@@ -253,6 +253,8 @@ def cmd_members_invite(args, settings: Settings) -> int:
     from bot.services.linking import create_invites
     from bot.services.roster import RosterError, list_members
 
+    if args.channel == "zalo":
+        return _zalo_invites(args, settings)
     bot_name = (args.bot or settings.telegram.bot_username or "").lstrip("@")
     if not bot_name:
         raise UsageError("the bot's username is needed for the links; pass --bot NAME or set telegram.bot_username")
@@ -268,6 +270,38 @@ def cmd_members_invite(args, settings: Settings) -> int:
                 for m in members]
     write_table(out, ["member_code", "full_name", "unit_code", "phone", "link"], rows)
     print(f"{len(rows)} invitation link(s) written to {out}; earlier unused links no longer work")
+    return 0
+
+
+def _zalo_invites(args, settings: Settings) -> int:
+    """Short typed codes (Zalo has no deep-link parameter), beside the bot's share link."""
+    from bot.roster.files import write_table
+    from bot.services.linking import create_invites, format_code
+    from bot.services.roster import RosterError, list_members
+
+    link = args.link or settings.zalo.share_link or ""
+    out = Path(args.out or f"invites-zalo-{args.unit or 'all'}.csv")
+    db = open_db(settings)
+    with db.session() as s:
+        try:
+            members = list_members(s, args.unit)
+        except RosterError as exc:
+            raise UsageError(str(exc)) from None
+        codes = create_invites(s, members, utcnow(), channel="zalo")
+        where = f"mở {link} (hoặc tìm bot trên Zalo)" if link else "mở bot học tập trên Zalo"
+        rows = [[m.code, m.full_name, m.unit.code, m.phone or "", format_code(codes[m.id]), link,
+                 f"Đồng chí {m.full_name}: {where} và gõ mã {format_code(codes[m.id])}"] for m in members]
+    write_table(out, ["member_code", "full_name", "unit_code", "phone", "zalo_code", "zalo_link", "message"], rows)
+    for row in rows[:args.show]:
+        print(f"{row[0]}\t{row[1]}\t{row[4]}")
+    if len(rows) > args.show:
+        print(f"... and {len(rows) - args.show} more in {out}")
+    print(f"{len(rows)} Zalo code(s) written to {out}; earlier unused Zalo codes no longer work")
+    if link:
+        print(f"members open {link} and type their code (with or without /start)")
+    else:
+        print("members open the bot on Zalo and type their code; set zalo.share_link (or --link) to print the "
+              "bot's link beside the codes", file=sys.stderr)
     return 0
 
 
@@ -353,10 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
         listing.append((key, help_text))
         return p
 
-    leaf(sub, "run", "run the bot (Telegram when a token is set, else the local playground)", "run")
+    leaf(sub, "run", "run the bot on every messenger whose token is set (Telegram, Zalo), else the local playground", "run")
     p = leaf(sub, "playground", "chat with the bot in this terminal as a member of the roster", "playground")
     p.add_argument("--member", metavar="CODE", help="member code to play (default: the first ordinary member)")
     p.add_argument("--script", metavar="FILE", help="read the inputs from FILE, one per line, and print the transcript")
+    p.add_argument("--channel", choices=("telegram", "zalo"), default="telegram",
+                   help="the messenger to play (default: telegram; zalo: no buttons, everything is typed)")
     p.set_defaults(handler="playground")
 
     p = leaf(sub, "scheduler", "run the scheduler and outbox sender alone (announcements, reminders, digests)",
@@ -393,10 +429,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(members, "list", "list members, optionally of one unit and below", "members list")
     p.add_argument("--unit", metavar="CODE", help="only this unit and the units below it")
     p.add_argument("--all", action="store_true", help="include deactivated members")
-    p = leaf(members, "invite", "write per-member single-use Telegram links (CSV or XLSX) for secretaries", "members invite")
+    p = leaf(members, "invite", "write per-member single-use Telegram links or Zalo codes (CSV or XLSX) for secretaries",
+             "members invite")
     p.add_argument("--unit", metavar="CODE", help="only this unit and the units below it")
     p.add_argument("--out", metavar="FILE", help="output file, .csv or .xlsx (default: invites-UNIT.csv)")
     p.add_argument("--bot", metavar="USERNAME", help="the bot's username (default: telegram.bot_username)")
+    p.add_argument("--channel", choices=("telegram", "zalo"), default="telegram",
+                   help="telegram: deep links; zalo: short codes to type, beside the bot's share link")
+    p.add_argument("--link", metavar="URL", help="the Zalo bot's share link (default: zalo.share_link)")
+    p.add_argument("--show", type=int, default=20, metavar="N", help="Zalo: print the first N codes (default 20)")
 
     rounds = group("rounds", "study rounds")
     p = leaf(rounds, "open", "open a study round of a document for units and everything below them", "rounds open")

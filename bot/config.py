@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 DEFAULT_TELEGRAM_API = "https://api.telegram.org/bot"
+DEFAULT_ZALO_API = "https://bot-api.zaloplatforms.com"
 _ENV_REF = re.compile(r"^\$\{([A-Z_][A-Z0-9_]*)\}$")
 _SECRET_KEYS = {"token", "webhook_secret"}
 
@@ -38,6 +39,26 @@ class TelegramSettings:
 
 
 @dataclass(frozen=True)
+class ZaloSettings:
+    """The Zalo bot: token from ``${ZALO_BOT_TOKEN}``; long polling, or a webhook at
+    ``public_url``/zalo/webhook checked with ``${ZALO_WEBHOOK_SECRET}``. ``public_url`` also lets
+    Zalo fetch report charts from this server; ``listen`` is where that server listens (behind an
+    HTTPS reverse proxy). ``rate``: outbox messages per second; ``monthly_quota``: the plan's
+    outbound messages per month (0: no limit)."""
+
+    token: str | None = field(default=None, repr=False)
+    api_base_url: str = DEFAULT_ZALO_API
+    mode: str = "polling"
+    webhook_secret: str | None = field(default=None, repr=False)
+    public_url: str | None = None
+    listen: str = "127.0.0.1:8080"
+    rate: float = 2.0
+    monthly_quota: int = 3000
+    bot_name: str | None = None
+    share_link: str | None = None
+
+
+@dataclass(frozen=True)
 class SchedulerSettings:
     """Local-time schedules: reminders before the deadline, weekly digest, quiet hours, pacing."""
 
@@ -58,6 +79,7 @@ class Settings:
     telegram: TelegramSettings = TelegramSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     source: str = "defaults"
+    zalo: ZaloSettings = ZaloSettings()
 
     @property
     def tz(self) -> ZoneInfo:
@@ -92,7 +114,7 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         if key not in known:
             raise ConfigError(f"{src}: {key}: unknown setting (known: {', '.join(sorted(known))})")
 
-    values = {k: _resolve(src, k, v, env) for k, v in raw.items() if k not in ("telegram", "scheduler")}
+    values = {k: _resolve(src, k, v, env) for k, v in raw.items() if k not in ("telegram", "zalo", "scheduler")}
     for var, key in ENV_OVERRIDES.items():
         if env.get(var):
             values[key] = env[var]
@@ -124,6 +146,7 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         telegram=_telegram(src, raw.get("telegram"), env),
         scheduler=_scheduler(src, raw.get("scheduler")),
         source=src,
+        zalo=_zalo(src, raw.get("zalo"), env),
     )
 
 
@@ -143,6 +166,52 @@ def _telegram(src: str, raw, env: dict[str, str]) -> TelegramSettings:
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"{src}: telegram.api_base_url: expected an http(s) URL")
     return TelegramSettings(token=token, api_base_url=url, bot_username=vals.get("bot_username"))
+
+
+def _zalo(src: str, raw, env: dict[str, str]) -> ZaloSettings:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{src}: zalo: expected a mapping of settings")
+    defaults = ZaloSettings()
+    allowed = {"token", "api_base_url", "mode", "webhook_secret", "public_url", "listen", "rate", "monthly_quota",
+               "bot_name", "share_link"}
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(f"{src}: zalo.{key}: unknown setting (known: {', '.join(sorted(allowed))})")
+    vals = {k: _resolve(src, f"zalo.{k}", v, env) for k, v in raw.items()}
+    token = vals.get("token") or env.get("ZALO_BOT_TOKEN") or None
+    secret = vals.get("webhook_secret") or env.get("ZALO_WEBHOOK_SECRET") or None
+    url = vals.get("api_base_url") or DEFAULT_ZALO_API
+    _require_str(src, "zalo.api_base_url", url)
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{src}: zalo.api_base_url: expected an http(s) URL")
+    mode = vals.get("mode") or "polling"
+    if mode not in ("polling", "webhook"):
+        raise ConfigError(f"{src}: zalo.mode: expected polling or webhook, got {mode!r}")
+    public = vals.get("public_url") or None
+    if public is not None and (not isinstance(public, str) or not public.startswith(("http://", "https://"))):
+        raise ConfigError(f"{src}: zalo.public_url: expected the server's public https URL, e.g. https://bot.example.vn")
+    if mode == "webhook" and not public:
+        raise ConfigError(f"{src}: zalo.public_url: webhook mode needs the server's public https URL")
+    listen = str(vals.get("listen") or defaults.listen)
+    if not re.match(r"^(\[[0-9a-fA-F:]+\]|[\w.-]*):\d{1,5}$", listen):
+        raise ConfigError(f"{src}: zalo.listen: expected HOST:PORT such as 127.0.0.1:8080, got {listen!r}")
+    rate = vals.get("rate", defaults.rate)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 100:
+        raise ConfigError(f"{src}: zalo.rate: expected messages per second, more than 0 and at most 100")
+    quota = vals.get("monthly_quota", defaults.monthly_quota)
+    if quota is None:
+        quota = 0
+    if isinstance(quota, bool) or not isinstance(quota, int) or quota < 0:
+        raise ConfigError(f"{src}: zalo.monthly_quota: expected a whole number of messages (0: no limit)")
+    for key in ("bot_name", "share_link"):
+        if vals.get(key) is not None and not isinstance(vals[key], str):
+            raise ConfigError(f"{src}: zalo.{key}: expected text")
+    return ZaloSettings(token=token, api_base_url=url, mode=mode, webhook_secret=secret, public_url=public,
+                        listen=listen, rate=float(rate), monthly_quota=quota,
+                        bot_name=(vals.get("bot_name") or "").lstrip("@") or None,
+                        share_link=vals.get("share_link") or None)
 
 
 def _scheduler(src: str, raw) -> SchedulerSettings:

@@ -31,8 +31,8 @@ SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "roster"
 
 
 class Playground:
-    def __init__(self, settings: Settings, db: Database, out=sys.stdout):
-        self.settings, self.db, self.out = settings, db, out
+    def __init__(self, settings: Settings, db: Database, out=None):
+        self.settings, self.db, self.out = settings, db, out or sys.stdout  # sys.stdout now, not at import
         self.shown: dict[int, str] = {}
         self.answers_seen = 0
         self.echo = False
@@ -168,3 +168,87 @@ class Playground:
 def _buttons(message) -> list[dict]:
     rows = (message.get("reply_markup") or {}).get("inline_keyboard") or []
     return [b for row in rows for b in row]
+
+
+ZALO_HELP = """Playground (Zalo): you are a member chatting with the Zalo bot. Zalo has no buttons:
+  type commands with or without the slash or diacritics (hoc, học, lam bai, /ketqua, trogiup)
+  type the number of a choice, TIẾP to read on, A/b/2 to answer a question
+  /as CODE  become another member (e.g. /as DV002)      /quit  leave"""
+
+
+class ZaloPlayground(Playground):
+    """The same, on the Zalo emulator: the real Zalo client, poller and ChatService; typing only."""
+
+    def run(self, as_member: str | None = None, lines=None) -> int:
+        from bot.channels.zalo import TRAITS as ZALO_TRAITS, BackgroundZalo, ZaloOptions, ZaloRuntime
+        from bot.emulators.zalo import ZaloEmulator
+
+        if not self._has_roster() and not self._seed():
+            return 1
+        self._ensure_open_round()
+        with ZaloEmulator(bot_name="HocTap") as emu:
+            service = ChatService(self.db, ZALO_TRAITS, self.settings.tz)
+            options = ZaloOptions(token=emu.token, api_base_url=emu.base_url, poll_timeout=2, poll_interval=0.0)
+            with BackgroundZalo(ZaloRuntime(options, service)) as bot:
+                self.emu, self.channel, self.typed = emu, bot.runtime.channel, 0
+                self.user = self._become(as_member)
+                print(ZALO_HELP, file=self.out)
+                self.echo = lines is not None or not sys.stdin.isatty()
+                for line in (lines if lines is not None else self._stdin()):
+                    if not self._handle(line.strip()):
+                        break
+        return 0
+
+    def _become(self, code: str | None):
+        with self.db.session() as s:
+            query = select(Member).where(Member.active).order_by(Member.code)
+            member = s.scalar(query.where(Member.code == code) if code else query.where(Member.role == "member"))
+            if member is None:
+                print(f"(no active member {code}; see 'hoctap members list')", file=self.out)
+                return self.user
+            user_id = str(700_000_000 + member.id)
+            linked = account_member(s, "zalo", user_id)
+            invite = None if linked else create_invites(s, [member], utcnow(), channel="zalo")[member.id]
+            name = f"{member.full_name} ({member.code}, {member.role})"
+        from bot.services.linking import format_code
+
+        user = self.emu.user(user_id, display_name=name)
+        print(f"--- you are {name}", file=self.out)
+        self.shown = {}
+        if invite:
+            print(f"(typing the invitation code {format_code(invite)} that the secretary handed out)", file=self.out)
+            self._type(user, format_code(invite).lower())
+        return user
+
+    def _handle(self, line: str) -> bool:
+        if not line:
+            return True
+        if self.echo:
+            print(f"> {line}", file=self.out)
+        if line in ("/quit", "/q"):
+            return False
+        if line == "/as" or line.startswith("/as "):
+            self.user = self._become(line[3:].strip() or None)
+            return True
+        self._type(self.user, line)
+        return True
+
+    def _type(self, user, text: str) -> None:
+        """Send ``text`` and print the answer once the bot has finished with it (all its messages)."""
+        user.send_text(text)
+        self.typed += 1
+        deadline = time.monotonic() + 10
+        while self.channel.done < self.typed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not any(m["message_id"] not in self.shown for m in user.messages):
+            print("(no answer from the bot)", file=self.out)
+        self._show(user)
+
+    def _show(self, user) -> None:
+        for message in user.messages:
+            key = message["message_id"]
+            if key in self.shown:
+                continue
+            text = message.get("text") or f"[ảnh: {message.get('photo')}] {message.get('caption') or ''}".strip()
+            self.shown[key] = text
+            print(f"\nbot:\n{text}\n", file=self.out)

@@ -60,6 +60,27 @@ def link_outcome(status: str, member: Member | None) -> Reply:
     return Reply(texts[status], ask_contact=status in ("unknown", "not_own"))
 
 
+# -- linking by a typed code (channels without deep links or contact sharing) ------------------
+def typed_not_linked() -> Reply:
+    return Reply(
+        "🤖 Đây là bot tự động của hệ thống học tập nghị quyết.\n\n"
+        "Đồng chí chưa liên kết tài khoản. Hãy gõ mã liên kết gồm 8 chữ và số mà bí thư chi bộ gửi "
+        "cho đồng chí (ví dụ: K7PM-X3QD; không phân biệt chữ hoa, chữ thường).")
+
+
+def wrong_code(tries_left: int) -> Reply:
+    return Reply(
+        "Mã liên kết không đúng hoặc đã hết hiệu lực. Mã gồm 8 chữ và số, ví dụ K7PM-X3QD "
+        "(không có chữ O, I, L và số 0, 1). "
+        f"Đồng chí kiểm tra lại mã bí thư chi bộ gửi và gõ lại (còn {tries_left} lần thử).")
+
+
+def codes_paused(until: datetime, tz: ZoneInfo) -> Reply:
+    return Reply(
+        "Đồng chí đã nhập sai mã liên kết nhiều lần. Để bảo vệ tài khoản, vui lòng thử lại sau "
+        f"{until.astimezone(tz).strftime('%H:%M')}, hoặc liên hệ bí thư chi bộ để nhận mã mới.")
+
+
 # -- help and hints ----------------------------------------------------------------------------
 def help_text(member: Member) -> Reply:
     lines = [

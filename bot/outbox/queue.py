@@ -92,9 +92,18 @@ def claim(session: Session, worker: str, now: datetime, limit: int) -> list[Outb
     return list(session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(taken)).order_by(OutboxMessage.id)))
 
 
-def mark_sending(session: Session, oid: int, channel: str) -> None:
-    """Written just before the request leaves: from here on a crash leaves the outcome unknown."""
-    session.execute(update(OutboxMessage).where(OutboxMessage.id == oid).values(status="sending", channel=channel))
+def mark_sending(session: Session, oid: int, channel: str, worker: str) -> bool:
+    """Written just before the request leaves: from here on a crash leaves the outcome unknown.
+
+    False when the row is no longer this worker's claim (a sender that took over the lease put it
+    back in the queue): the caller must not send it.
+    """
+    result = session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == oid, OutboxMessage.claimed_by == worker,
+               OutboxMessage.status.in_(("claimed", "sending")))
+        .values(status="sending", channel=channel))
+    return result.rowcount == 1
 
 
 def mark_sent(session: Session, oid: int, channel: str, now: datetime) -> None:

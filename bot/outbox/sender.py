@@ -169,7 +169,9 @@ class OutboxSender:
         reason = ""
         for channel, external_id in job.accounts:
             await self._wait_for_chat(channel, external_id)
-            await self._mark(queue.mark_sending, job.id, channel)
+            if not await self._mark(queue.mark_sending, job.id, channel, self.worker):
+                log.info("outbox: message %d was taken over by another sender; not sent here", job.id)
+                return
             try:
                 await self.transports[channel].deliver(external_id, job.reply, job.attachment)
             except SendError as exc:
@@ -208,12 +210,12 @@ class OutboxSender:
         await self._mark(queue.retry_later, job.id, self.clock() + timedelta(seconds=wait), exc.reason)
         self.stats.retried += 1
 
-    async def _mark(self, fn, *args) -> None:
+    async def _mark(self, fn, *args):
         """Record a status change; changes from concurrent sends share one commit (group commit)."""
         done = asyncio.get_running_loop().create_future()
         self._marks.append((fn, args, done))
         self._marks_waiting.set()
-        await done
+        return await done
 
     async def _flush_marks(self) -> None:
         while True:
@@ -230,20 +232,20 @@ class OutboxSender:
         def work():
             started = time.thread_time()
             with self.db.session() as s:
-                for fn, args, _ in batch:
-                    fn(s, *args)
+                results = [fn(s, *args) for fn, args, _ in batch]
             self.stats.cpu_seconds += time.thread_time() - started
+            return results
 
         try:
-            await asyncio.to_thread(work)
+            results = await asyncio.to_thread(work)
         except Exception as exc:  # noqa: BLE001 - every waiting send must learn of it
             for *_, done in batch:
                 if not done.done():
                     done.set_exception(exc)
             return
-        for *_, done in batch:
+        for (*_, done), result in zip(batch, results):
             if not done.done():
-                done.set_result(None)
+                done.set_result(result)
 
 
 def pending_count(db: Database) -> int:

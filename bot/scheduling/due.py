@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
@@ -37,6 +38,10 @@ class Schedule:
     reminder_time: time = time(8, 0)
     digest_cron: str = "0 16 * * fri"
     quiet: QuietHours = field(default_factory=QuietHours)
+    # A channel's monthly quota (Zalo): ``refusal(session, member_ids, now)`` -> None or why an
+    # announcement or reminder cannot be sent in full. A refused one enqueues nothing and is tried
+    # again at the next tick (e.g. after the plan was raised or the month turned).
+    budget: Any = None
 
     def digest_trigger(self) -> CronTrigger:
         return CronTrigger.from_crontab(self.digest_cron, timezone=self.tz)
@@ -87,6 +92,10 @@ def timezone_utc():
     return timezone.utc
 
 
+class BroadcastRefused(Exception):
+    """The budget refused a broadcast: nothing of it is enqueued and the job is not recorded."""
+
+
 def _once(db: Database, key: str, at: datetime, report: DueReport, work) -> None:
     """Run ``work`` and record ``key`` in one transaction; a concurrent runner's record wins."""
     try:
@@ -99,7 +108,16 @@ def _once(db: Database, key: str, at: datetime, report: DueReport, work) -> None
     except IntegrityError:
         log.info("job %s was done by another process", key)
         return
+    except BroadcastRefused as exc:
+        report.dropped.append(f"{key}: not sent: {exc}")
+        return
     report.add(key, count)
+
+
+def _check_budget(s: Session, schedule: Schedule, members: list[int], at: datetime) -> None:
+    refusal = schedule.budget.refusal(s, members, at) if schedule.budget is not None else None
+    if refusal is not None:
+        raise BroadcastRefused(str(refusal))
 
 
 def latest_reminder_slot(rnd: Round, at: datetime, schedule: Schedule) -> datetime | None:
@@ -138,6 +156,7 @@ def _announce(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: 
         report.dropped.append(f"announce:{rnd.id}: the round closed before it could be announced")
         return 0
     members, unlinked = _reachable_audience(s, rnd, unfinished_only=False)
+    _check_budget(s, schedule, members, at)
     report.skipped_unlinked += unlinked
     reply = msg.announcement(rnd, schedule.tz)
     not_before = schedule.quiet.next_allowed(at)
@@ -148,6 +167,7 @@ def _announce(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: 
 
 def _remind(s: Session, rnd: Round, key: str, at: datetime, schedule: Schedule, report: DueReport) -> int:
     members, unlinked = _reachable_audience(s, rnd, unfinished_only=True)
+    _check_budget(s, schedule, members, at)
     report.skipped_unlinked += unlinked
     reply = msg.reminder(rnd, schedule.tz)
     not_before = schedule.quiet.next_allowed(at)

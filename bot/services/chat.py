@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import IntegrityError
@@ -59,6 +60,28 @@ def parse_command(text: str) -> tuple[str | None, str]:
     return None, stripped
 
 
+RESULT_MESSAGES = 2
+
+
+@dataclass(frozen=True)
+class _BriefQuestion:
+    """A question as a compact review shows it (never an ORM object: nothing is written back)."""
+
+    text: str
+    options: list
+    answer_index: int
+    explanation: str | None = None
+
+    @classmethod
+    def without_explanation(cls, q) -> _BriefQuestion:
+        return cls(q.text, list(q.options), q.answer_index)
+
+    @classmethod
+    def shortened(cls, q, width: int = 70) -> _BriefQuestion:
+        short = lambda text: text if len(text) <= width else text[:width - 1].rstrip() + "…"  # noqa: E731
+        return cls(short(q.text), [short(o) for o in q.options], q.answer_index)
+
+
 @dataclass(frozen=True)
 class ChannelTraits:
     """What a channel can do; replies adapt to it (length limit, buttons, edits)."""
@@ -69,11 +92,15 @@ class ChannelTraits:
 
 
 class ChatService:
-    def __init__(self, db: Database, traits: ChannelTraits, tz: ZoneInfo, quiet: QuietHours | None = None):
+    def __init__(self, db: Database, traits: ChannelTraits, tz: ZoneInfo, quiet: QuietHours | None = None,
+                 budget: Any = None):
+        """``budget``: where a channel's plan limits messages (Zalo's monthly quota), an object whose
+        ``refusal(session, member_ids, now)`` says why a broadcast cannot be sent, or None."""
         self.db = db
         self.traits = traits
         self.tz = tz
         self.quiet = quiet or QuietHours(tz=tz)
+        self.budget = budget
 
     # -- entry points -----------------------------------------------------------------------
     def on_text(self, external_id: str, text: str, now: datetime, update_key: str | None = None) -> Outcome:
@@ -84,21 +111,27 @@ class ChatService:
             self._remember_choices(s, external_id, outcome, now)
             return outcome
 
+    def first_time(self, update_key: str, now: datetime) -> bool:
+        """Claim an update the channel handles without a conversation (e.g. a group mention):
+        True the first time, False for a redelivery."""
+        with self.db.session() as s:
+            return self._first_time(s, update_key, now)
+
     def _text(self, s: Session, external_id: str, text: str, now: datetime) -> Outcome:
         command, arg = parse_command(text)
         member = self._member(s, external_id, now)
         if member is None:
             if command == "start" and arg:
-                result = linking.link_by_code(s, self.traits.name, external_id, arg, now)
-                return Outcome([msg.link_outcome(result.status, result.member)])
-            return Outcome([msg.not_linked()])
+                return Outcome([self._link_code(s, external_id, arg, now)])
+            if command is None and linking.looks_like_code(text):  # typed without /start
+                return Outcome([self._link_code(s, external_id, text, now)])
+            return Outcome([msg.not_linked() if self.traits.has_buttons else msg.typed_not_linked()])
         typed = self._typed_choice(s, external_id, text)
         if typed is not None:
             return self._action(s, external_id, member, typed, now)
         if command == "start":
             if arg:
-                result = linking.link_by_code(s, self.traits.name, external_id, arg, now)
-                return Outcome([msg.link_outcome(result.status, result.member)])
+                return Outcome([self._link_code(s, external_id, arg, now)])
             return Outcome([msg.link_outcome("already", member)])
         if command == "help":
             return Outcome([msg.help_text(member)])
@@ -136,6 +169,25 @@ class ChatService:
             return outcome
 
     # -- helpers ----------------------------------------------------------------------------
+    def _link_code(self, s: Session, external_id: str, code: str, now: datetime) -> Reply:
+        """Try a link code; after WRONG_CODES_LIMIT wrong ones in a row this chat pauses (no guessing)."""
+        state = s.get(ChatState, (self.traits.name, external_id))
+        if state is not None and state.codes_paused_until is not None and now < state.codes_paused_until:
+            return msg.codes_paused(state.codes_paused_until, self.tz)
+        result = linking.link_by_code(s, self.traits.name, external_id, code, now)
+        if result.status != "unknown":
+            if state is not None:
+                state.wrong_codes, state.codes_paused_until = None, None
+            return msg.link_outcome(result.status, result.member)
+        state = self._state(s, external_id, now)
+        state.wrong_codes = (state.wrong_codes or 0) + 1
+        if state.wrong_codes >= linking.WRONG_CODES_LIMIT:
+            state.wrong_codes, state.codes_paused_until = None, now + linking.CODE_PAUSE
+            return msg.codes_paused(state.codes_paused_until, self.tz)
+        if self.traits.has_buttons:
+            return msg.link_outcome("unknown", None)
+        return msg.wrong_code(linking.WRONG_CODES_LIMIT - state.wrong_codes)
+
     def _first_time(self, s: Session, update_key: str | None, now: datetime) -> bool:
         if update_key is None:
             return True
@@ -255,10 +307,22 @@ class ChatService:
             return self._result(s, position.attempt)
         return [msg.question(position.attempt, position.current, prefix=prefix, edit=edit)]
 
-    def _result(self, s: Session, attempt: Attempt) -> list[Reply]:
+    def _result(self, s: Session, attempt: Attempt, reserve: int = 0) -> list[Reply]:
+        """The result in at most RESULT_MESSAGES messages (a 10-question quiz costs at most 12 where
+        every question is a message of its own): a long review leaves out the explanations, then
+        shortens the questions; the right answers always stay. ``reserve``: room kept in each part
+        for the receipt of the last answer."""
         rnd = s.get(Round, attempt.round_id)
         used = len(quiz.attempts_of(s, rnd.id, attempt.member_id))
-        return msg.result(attempt, rnd.document, quiz.review(s, attempt), used, self.traits.text_limit)
+        reviews = quiz.review(s, attempt)
+        limit = self.traits.text_limit - reserve
+        replies = msg.result(attempt, rnd.document, reviews, used, limit)
+        for brief in (_BriefQuestion.without_explanation, _BriefQuestion.shortened):
+            if len(replies) <= RESULT_MESSAGES:
+                break
+            compact = [replace(r, question=brief(r.question)) for r in reviews]
+            replies = msg.result(attempt, rnd.document, compact, used, limit)
+        return replies
 
     def _answer(self, s: Session, member: Member, attempt_id: int, position: int, shown: int, *, now: datetime) -> Outcome:
         result = quiz.answer(s, member, attempt_id, position, shown, now)
@@ -272,7 +336,7 @@ class ChatService:
         prefix = msg.recorded_prefix(position, result.shown_letter)
         if result.quiz.position is not None:
             return Outcome(self._show_position(s, result.quiz, prefix=prefix, edit=True), notice="Đã ghi nhận.")
-        replies = self._result(s, result.quiz.attempt)
+        replies = self._result(s, result.quiz.attempt, reserve=len(prefix))
         # The question message becomes the result (an edit where the channel can), with the
         # receipt on top when it fits: a 10-question quiz costs at most 12 messages.
         first = replies[0]
@@ -300,6 +364,6 @@ class ChatService:
 OVERSIGHT = {
     "thongke": lambda svc, s, member, now: oversight.figures(s, member, now, svc.tz),
     "chualam": lambda svc, s, member, now: oversight.not_finished(s, member, now),
-    "nhacnho": lambda svc, s, member, now: oversight.remind(s, member, now, svc.tz, svc.quiet),
+    "nhacnho": lambda svc, s, member, now: oversight.remind(s, member, now, svc.tz, svc.quiet, budget=svc.budget),
     "baocao": lambda svc, s, member, now: oversight.report(s, member, now, svc.tz),
 }

@@ -1,10 +1,16 @@
-"""Link a chat account to a member: by single-use invite code or by the member's own phone number."""
+"""Link a chat account to a member: by single-use invite code or by the member's own phone number.
+
+Two kinds of code: a long one carried by a Telegram deep link, and a short one that a member types
+on a phone (Zalo has no deep-link parameter): 8 characters from an alphabet without look-alikes
+(no 0/O, 1/I/L), case-insensitive, shown as ``K7PM-X3QD``; spaces and dashes are ignored.
+"""
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -14,6 +20,15 @@ from bot.storage.models import ChatAccount, LinkCode, Member
 
 # Deep-link payloads allow A-Z a-z 0-9 _ - up to 64 characters; 128 random bits is unguessable.
 CODE_BYTES = 16
+# Typed codes: 31 symbols ** 8 ≈ 40 bits; with WRONG_CODES_LIMIT tries per CODE_PAUSE per chat,
+# guessing one is out of reach.
+SHORT_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+SHORT_LENGTH = 8
+WRONG_CODES_LIMIT = 5
+CODE_PAUSE = timedelta(minutes=15)
+TYPED_CODE_CHANNELS = ("zalo",)
+_SEPARATORS = re.compile(r"[\s\-_.]+")
+_LONG_CODE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
 @dataclass
@@ -31,19 +46,69 @@ def account_member(session: Session, channel: str, external_id: str) -> Member |
     return member if member is not None and member.active else None
 
 
-def create_invites(session: Session, members: list[Member], now: datetime) -> dict[int, str]:
-    """A fresh code per member; codes handed out earlier and not used stop working."""
+def create_invites(session: Session, members: list[Member], now: datetime, channel: str = "telegram") -> dict[int, str]:
+    """A fresh code per member for ``channel``; that channel's codes handed out earlier and not used
+    stop working. Channels where members type the code get short codes (see ``format_code``)."""
     ids = [m.id for m in members]
     if ids:
-        session.execute(delete(LinkCode).where(LinkCode.member_id.in_(ids), LinkCode.used_at.is_(None)))
-    codes = {m.id: secrets.token_urlsafe(CODE_BYTES) for m in members}
-    session.add_all(LinkCode(code=c, member_id=mid, created_at=now) for mid, c in codes.items())
+        session.execute(delete(LinkCode).where(LinkCode.member_id.in_(ids), LinkCode.used_at.is_(None),
+                                               LinkCode.channel == channel))
+    if channel in TYPED_CODE_CHANNELS:
+        codes: dict[int, str] = {}
+        taken: set[str] = set()
+        for m in members:
+            code = _short_code()
+            while code in taken or session.get(LinkCode, code) is not None:
+                code = _short_code()
+            taken.add(code)
+            codes[m.id] = code
+    else:
+        codes = {m.id: secrets.token_urlsafe(CODE_BYTES) for m in members}
+    session.add_all(LinkCode(code=c, member_id=mid, created_at=now, channel=channel) for mid, c in codes.items())
     session.flush()
     return codes
 
 
+def _short_code() -> str:
+    return "".join(secrets.choice(SHORT_ALPHABET) for _ in range(SHORT_LENGTH))
+
+
+def format_code(code: str) -> str:
+    """``K7PMX3QD`` → ``K7PM-X3QD`` (how a short code is printed); long codes are left alone."""
+    if len(code) == SHORT_LENGTH and all(ch in SHORT_ALPHABET for ch in code):
+        return f"{code[:4]}-{code[4:]}"
+    return code
+
+
+def _short_form(text: str) -> str:
+    return _SEPARATORS.sub("", text).upper()
+
+
+def looks_like_code(text: str) -> bool:
+    """Typed text that is meant as a code: 8 letters and digits (dashes and spaces ignored) or a
+    long deep-link code. Words such as "xin chào" or "học" are not."""
+    text = text.strip()
+    if _LONG_CODE.match(text):
+        return True
+    short = _short_form(text)
+    return len(short) == SHORT_LENGTH and short.isascii() and short.isalnum()
+
+
+def find_code(session: Session, code: str) -> LinkCode | None:
+    """A long code exactly as given; a short one in any case, with or without separators."""
+    code = code.strip()
+    if not code:
+        return None
+    link = session.get(LinkCode, code) if len(code) <= 64 else None
+    if link is None:
+        short = _short_form(code)
+        if len(short) == SHORT_LENGTH and short != code:
+            link = session.get(LinkCode, short)
+    return link
+
+
 def link_by_code(session: Session, channel: str, external_id: str, code: str, now: datetime) -> LinkResult:
-    link = session.get(LinkCode, code.strip()) if code.strip() else None
+    link = find_code(session, code)
     if link is None:
         return LinkResult("unknown")
     member = session.get(Member, link.member_id)

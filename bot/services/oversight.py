@@ -54,8 +54,10 @@ def unit_view(s: Session, member: Member, round_id: int, unit_id: int, now: date
     require_view_unit(s, member, unit_id)
     rnd = _round(s, round_id)
     unit = s.get(Unit, unit_id)
-    total = stats.unit_figures(s, round_id, unit_id, now)
-    children = stats.child_figures(s, round_id, unit_id, now) if member.role in ("cadre", "admin") else []
+    if member.role in ("cadre", "admin"):
+        total, children = stats.unit_rollup(s, round_id, unit_id, now)
+    else:
+        total, children = stats.unit_figures(s, round_id, unit_id, now), []
     parent = s.get(Unit, unit.parent_id) if unit.parent_id else None
     can_up = parent is not None and can_view_unit(s, member, parent.id)
     return om.unit_figures_reply(rnd, total, children, parent, tz, can_go_up=can_up)
@@ -85,8 +87,11 @@ def _not_finished_page(s: Session, member: Member, round_id: int, unit_id: int, 
     return om.not_finished_reply(rnd, unit, total, rows, page, phones, failed)
 
 
-def remind(s: Session, member: Member, now: datetime, tz: ZoneInfo, quiet: QuietHours) -> list[Reply]:
-    """``/nhacnho``: at most one reminder per member per round per local day, through the outbox."""
+def remind(s: Session, member: Member, now: datetime, tz: ZoneInfo, quiet: QuietHours, budget=None) -> list[Reply]:
+    """``/nhacnho``: at most one reminder per member per round per local day, through the outbox.
+
+    ``budget`` (a channel's monthly quota, see ``ChatService``) may refuse a round's reminders as a
+    whole when they cannot all be sent: none is enqueued, and the reply says why."""
     replies = []
     day = now.astimezone(tz).date().isoformat()
     for unit in _roots(s, member):
@@ -98,6 +103,10 @@ def remind(s: Session, member: Member, now: datetime, tz: ZoneInfo, quiet: Quiet
             _total, rows = stats.not_finished_members(s, rnd.id, unit.id, 0, None)
             ids = [r.member.id for r in rows]
             linked = queue.reachable(s, ids)
+            refusal = budget.refusal(s, [mid for mid in ids if mid in linked], now) if budget is not None else None
+            if refusal is not None:
+                replies.append(Reply(f"🔔 {rnd.document.code} — {unit.name}: {refusal.text}"))
+                continue
             not_before = quiet.next_allowed(now)
             sent = already = 0
             for mid in ids:

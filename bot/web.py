@@ -1,0 +1,165 @@
+"""The product's own web server (starlette, served by uvicorn inside ``hoctap run``).
+
+- ``POST /zalo/webhook``: Zalo's webhook. The ``X-Bot-Api-Secret-Token`` header is compared in
+  constant time and a wrong one is refused (403) before the body is read. Both body shapes are
+  accepted (``{ok, result: {event_name, message}}`` and a bare ``{event_name, message}``); an empty
+  probe gets 200. The answer is immediate: the update is handled in the background, idempotently
+  (``message_id`` is recorded with the work).
+- ``GET /files/<token>/<name>``: short-lived files (report charts) that Zalo fetches by URL; the
+  token is random (192 bits) and expires after ``ttl`` seconds.
+- ``GET /healthz``: 200 while the process runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import mimetypes
+import secrets
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+log = logging.getLogger(__name__)
+SECRET_HEADER = "X-Bot-Api-Secret-Token"
+
+
+@dataclass
+class _Shelved:
+    name: str
+    data: bytes
+    content_type: str
+    expires: float
+
+
+class FileShelf:
+    """Files served for a short time under an unguessable path (in this process's memory)."""
+
+    def __init__(self, public_url: str, ttl: float = 900.0, max_items: int = 500):
+        self.public_url, self.ttl, self.max_items = public_url.rstrip("/"), ttl, max_items
+        self._items: dict[str, _Shelved] = {}
+        self.hits = 0
+
+    def put(self, data: bytes, filename: str) -> str:
+        """Shelve ``data``; returns the public URL it can be fetched from until it expires."""
+        self._expire()
+        while len(self._items) >= self.max_items:
+            self._items.pop(next(iter(self._items)))
+        token = secrets.token_urlsafe(24)
+        name = "".join(ch if ch.isalnum() or ch in ".-_" else "-" for ch in filename) or "file"
+        ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        self._items[token] = _Shelved(name, data, ctype, time.monotonic() + self.ttl)
+        return f"{self.public_url}/files/{token}/{name}"
+
+    def get(self, token: str, name: str) -> _Shelved | None:
+        self._expire()
+        item = self._items.get(token)
+        return item if item is not None and item.name == name else None
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for token in [t for t, item in self._items.items() if item.expires <= now]:
+            del self._items[token]
+
+
+def unwrap_update(body) -> dict | None:
+    """``{ok, result: update}`` or a bare update; None for anything else."""
+    if not isinstance(body, dict):
+        return None
+    if isinstance(body.get("result"), dict):
+        return body["result"]
+    if "event_name" in body or "message" in body:
+        return body
+    return None
+
+
+def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf | None = None) -> Starlette:
+    """``zalo``: a ZaloChannel (its ``dispatch`` takes one update) to serve the webhook, or None."""
+    expected = (webhook_secret or "").encode("utf-8")
+
+    async def zalo_webhook(request: Request) -> Response:
+        given = request.headers.get(SECRET_HEADER, "").encode("utf-8", "replace")
+        if zalo is None or not expected or not hmac.compare_digest(given, expected):
+            return JSONResponse({"ok": False, "description": "Forbidden"}, status_code=403)
+        raw = await request.body()
+        if not raw.strip():
+            return JSONResponse({"ok": True})  # Zalo's verification probe
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return JSONResponse({"ok": False, "description": "Bad request: not JSON"}, status_code=400)
+        update = unwrap_update(body)
+        if update is None:
+            log.info("Zalo webhook: a body without an update; ignored")
+            return JSONResponse({"ok": True})
+        zalo.dispatch(update)
+        return JSONResponse({"ok": True})
+
+    async def shelved(request: Request) -> Response:
+        item = shelf.get(request.path_params["token"], request.path_params["name"]) if shelf else None
+        if item is None:
+            return PlainTextResponse("Not found", status_code=404)
+        shelf.hits += 1
+        return Response(item.data, media_type=item.content_type, headers={"Cache-Control": "no-store"})
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    return Starlette(routes=[
+        Route("/zalo/webhook", zalo_webhook, methods=["POST"]),
+        Route("/files/{token}/{name}", shelved, methods=["GET", "HEAD"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ])
+
+
+class _Server(uvicorn.Server):
+    @contextmanager
+    def capture_signals(self):  # the caller owns the signals (``hoctap run`` stops every channel)
+        yield
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return (host.strip("[]") or "0.0.0.0"), int(port)
+
+
+class WebServer:
+    """uvicorn serving ``app`` in the current event loop, on ``host:port``."""
+
+    def __init__(self, app: Starlette, listen: str):
+        self.app = app
+        self.host, self.port = parse_listen(listen)
+        self._server: _Server | None = None
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=2)
+        self._server = _Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if self._task.done() or time.monotonic() > deadline:
+                raise RuntimeError(f"the web server could not start on {self.host}:{self.port}")
+            await asyncio.sleep(0.01)
+        log.info("web server listening on %s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._server = self._task = None

@@ -1,0 +1,548 @@
+"""The Zalo channel end to end: the real httpx client, poller and webhook over HTTP against the Zalo
+emulator, the real ChatService and database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.channels.zalo import TRAITS, BackgroundZalo, ZaloOptions, ZaloQuota, ZaloRuntime, render
+from bot.domain.replies import Outcome, Reply
+from bot.services.chat import ChatService
+from bot.services.linking import create_invites, format_code
+from bot.storage.models import Answer, ChannelUsage, ChatAccount, ChatState, Member, OutboxMessage, ProcessedUpdate
+from bot.timeutil import utcnow
+
+TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+TOKEN = "1234567890:ZALO-SECRET-PART"
+SECRET = "webhook-secret-0123"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ZaloProcess:
+    """The Zalo side of the bot as one process runs it: start, stop (as a crash would), start again."""
+
+    def __init__(self, db, emulator, *, mode: str = "polling", public: bool = False, quota=None,
+                 poll_interval: float = 0.0):
+        self.db, self.emulator, self.mode, self.quota = db, emulator, mode, quota
+        self.poll_interval = poll_interval
+        self.public_url = None
+        if mode == "webhook" or public:
+            port = free_port()
+            self.public_url, self.listen = f"http://127.0.0.1:{port}", f"127.0.0.1:{port}"
+        self.running: BackgroundZalo | None = None
+
+    def start(self) -> "ZaloProcess":
+        service = ChatService(self.db, TRAITS, TZ, budget=self.quota)
+        options = ZaloOptions(token=self.emulator.token, api_base_url=self.emulator.base_url, mode=self.mode,
+                              webhook_secret=SECRET, public_url=self.public_url,
+                              listen=getattr(self, "listen", "127.0.0.1:0"), poll_timeout=1,
+                              poll_interval=self.poll_interval, share_link="https://zalo.me/s/hoctap")
+        polls = len(self.emulator.calls("getUpdates"))
+        self.running = BackgroundZalo(ZaloRuntime(options, service, quota=self.quota)).start()
+        deadline = time.monotonic() + 5
+        while self.mode == "polling" and len(self.emulator.calls("getUpdates")) == polls:
+            assert time.monotonic() < deadline, "the poller did not start"
+            time.sleep(0.005)  # a poll held for the previous process would take the next update
+        return self
+
+    @property
+    def channel(self):
+        return self.running.runtime.channel
+
+    def settle(self, count: int, timeout: float = 5.0) -> None:
+        """Wait until ``count`` updates in all were finished by this process."""
+        deadline = time.monotonic() + timeout
+        while self.channel.done < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.channel.done} updates finished, expected {count}")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.stop()
+            self.running = None
+
+
+@pytest.fixture
+def zalo_emulator():
+    from bot.emulators.zalo import ZaloEmulator
+
+    with ZaloEmulator(TOKEN, "HocTap", fetch_photos=True) as emu:
+        yield emu
+
+
+@pytest.fixture
+def zalo_bot(province, zalo_emulator):
+    process = ZaloProcess(province, zalo_emulator).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def zalo_invite(province):
+    def make(member_code: str) -> str:
+        with province.session() as s:
+            member = s.scalar(select(Member).where(Member.code == member_code))
+            return create_invites(s, [member], utcnow(), channel="zalo")[member.id]
+
+    return make
+
+
+def new_texts(user, before: int) -> list[str]:
+    return [m.get("text", "") for m in user.messages[before:]]
+
+
+def say(user, text: str, fragment: str | None = None, timeout: float = 5.0) -> str:
+    """Type ``text`` and wait for the bot's answer (the new message containing ``fragment``)."""
+    before = len(user.messages)
+    user.send_text(text)
+    user.wait_for(lambda u: any(fragment is None or fragment in t for t in new_texts(u, before)), timeout=timeout)
+    return "\n".join(new_texts(user, before))
+
+
+def zalo_link(emulator, zalo_invite, member_code: str, user_id: str):
+    user = emulator.user(user_id, "Đảng viên")
+    say(user, format_code(zalo_invite(member_code)).lower(), "Liên kết thành công")
+    return user
+
+
+def count(db, model, *where) -> int:
+    with db.session() as s:
+        return s.scalar(select(func.count()).select_from(model).where(*where))
+
+
+# -- linking -----------------------------------------------------------------------------------
+def test_typed_code_links_in_any_case_with_or_without_start(zalo_bot, zalo_emulator, zalo_invite, province):
+    code = zalo_invite("DV002")
+    assert len(code) == 8 and not set(code) & set("0O1IL")
+    user = zalo_emulator.user("zl-1")
+    reply = say(user, f"  {code[:4].lower()} {code[4:]}  ")
+    assert "Liên kết thành công! Xin chào đồng chí Đinh Văn Sơn" in reply
+    other = zalo_emulator.user("zl-2")
+    assert "đã được sử dụng" in say(other, f"/start {format_code(code)}")
+    with province.session() as s:
+        rows = s.execute(select(ChatAccount.channel, ChatAccount.external_id, Member.code).join(Member)).all()
+    assert [tuple(r) for r in rows] == [("zalo", "zl-1", "DV002")]
+
+
+def test_unlinked_user_is_told_to_type_the_code_and_that_this_is_a_bot(zalo_bot, zalo_emulator):
+    reply = say(zalo_emulator.user("zl-3"), "xin chào")
+    assert "bot tự động" in reply and "gõ mã liên kết gồm 8 chữ và số" in reply
+    assert "Chia sẻ số điện thoại" not in reply  # Zalo cannot share contacts
+
+
+def test_wrong_codes_pause_the_chat_for_a_while(zalo_bot, zalo_emulator, zalo_invite, province):
+    user = zalo_emulator.user("zl-4")
+    good = zalo_invite("DV003")
+    replies = [say(user, f"ABCD-EFG{n}") for n in range(2, 7)]
+    assert "Mã liên kết không đúng" in replies[0] and "còn 4 lần thử" in replies[0]
+    assert "còn 1 lần thử" in replies[3]
+    assert "nhập sai mã liên kết nhiều lần" in replies[4] and "thử lại sau" in replies[4]
+    assert "thử lại sau" in say(user, good)  # even the right code waits out the pause
+    assert count(province, ChatAccount) == 0
+    with province.session() as s:
+        state = s.get(ChatState, ("zalo", "zl-4"))
+        assert state.codes_paused_until > utcnow() + timedelta(minutes=14)
+        state.codes_paused_until = utcnow() - timedelta(seconds=1)  # the pause is over
+    assert "Liên kết thành công" in say(user, good)
+
+
+def test_invite_command_writes_short_codes_beside_the_share_link(cli, sample_roster, workdir, db_url):
+    import csv
+    import re
+
+    result = cli("members", "invite", "--channel", "zalo", "--unit", "DP-TT-01", "--link", "https://zalo.me/s/hoctap",
+                 "--out", "zalo.csv")
+    assert result.code == 0, result.err
+    assert "10 Zalo code(s) written to zalo.csv" in result.out
+    assert "members open https://zalo.me/s/hoctap and type their code" in result.out
+    rows = list(csv.DictReader((workdir / "zalo.csv").open(encoding="utf-8-sig")))
+    assert [r["member_code"] for r in rows] == [f"DV{i:03d}" for i in range(1, 11)]
+    assert all(re.fullmatch(r"[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}", r["zalo_code"]) for r in rows)
+    assert rows[1]["message"].endswith(f"gõ mã {rows[1]['zalo_code']}")
+    from bot.storage.db import Database
+
+    service = ChatService(Database(db_url), TRAITS, TZ)
+    welcome = service.on_text("z9", rows[1]["zalo_code"].lower(), utcnow()).replies[0].text
+    assert "Xin chào đồng chí Đinh Văn Sơn" in welcome
+
+
+def test_telegram_links_survive_a_zalo_invitation_run(province, invite, zalo_invite):
+    telegram_code = invite("DV005")
+    zalo_invite("DV005")  # retires earlier Zalo codes only
+    service = ChatService(province, TRAITS, TZ)
+    assert "Liên kết thành công" in service.on_text("z1", f"/start {telegram_code}", utcnow()).replies[0].text
+
+
+# -- de-duplication and webhook ----------------------------------------------------------------
+def test_a_replayed_update_is_recorded_once_also_after_a_restart(zalo_bot, zalo_emulator, zalo_invite, province):
+    user = zalo_link(zalo_emulator, zalo_invite, "DV006", "zl-6")
+    say(user, "lam bai", "Câu 1/10")
+    say(user, "A", "Câu 2/10")
+    sent = len(user.messages)
+    done = zalo_bot.channel.done
+    zalo_emulator.replay_last(user)  # Zalo hands the same update out again
+    zalo_bot.settle(done + 1)
+    assert len(user.messages) == sent and count(province, Answer) == 1
+    zalo_bot.stop()
+    zalo_bot.start()
+    zalo_emulator.replay_last(user)
+    zalo_bot.settle(1)
+    assert len(user.messages) == sent and count(province, Answer) == 1
+    assert "Câu 3/10" in say(user, "b")  # and the conversation goes on
+
+
+def test_polling_deletes_the_webhook_first_and_paces_its_calls(province, zalo_emulator, zalo_invite):
+    process = ZaloProcess(province, zalo_emulator, poll_interval=0.3).start()
+    try:
+        methods = [m for m, _ in zalo_emulator.requests]
+        assert methods[:3] == ["getMe", "deleteWebhook", "getUpdates"]
+        user = zalo_emulator.user("zl-7")
+        started = time.monotonic()
+        for text in ("một", "hai", "ba"):
+            user.send_text(text)
+        user.wait_for(lambda u: len(u.messages) == 3)
+        assert time.monotonic() - started >= 0.55  # three updates, one call per 0.3 s at most
+    finally:
+        process.stop()
+
+
+def test_wrong_webhook_secret_is_refused_before_anything_happens(province, zalo_emulator):
+    process = ZaloProcess(province, zalo_emulator, mode="webhook").start()
+    try:
+        assert zalo_emulator.webhook["url"] == f"{process.public_url}/zalo/webhook"
+        assert zalo_emulator.webhook["secret_token"] == SECRET
+        for wrong in ("wrong-secret-123", "", SECRET + "x"):
+            assert zalo_emulator.deliver_webhook_with_secret(wrong).status == 403
+        assert count(province, ProcessedUpdate) == 0
+        probe = zalo_emulator.deliver_webhook({}, bare=True)  # an empty-looking body is fine too
+        assert probe.status == 200
+    finally:
+        process.stop()
+
+
+def test_webhook_accepts_both_body_shapes_and_a_redelivery_once(province, zalo_emulator, zalo_invite):
+    process = ZaloProcess(province, zalo_emulator, mode="webhook").start()
+    try:
+        user = zalo_emulator.user("zl-8")
+        assert "Liên kết thành công" in say(user, zalo_invite("DV007"))
+        zalo_emulator.webhook_bare_body = True
+        assert "Câu 1/10" in say(user, "làm bài")
+        assert [d.status for d in zalo_emulator.deliveries] == [200, 200]
+        assert "result" in zalo_emulator.deliveries[0].body and "event_name" in zalo_emulator.deliveries[1].body
+        sent = len(user.messages)
+        update = zalo_emulator.deliveries[1].body  # the bare update, delivered again, wrapped this time
+        assert zalo_emulator.deliver_webhook(update, bare=False).status == 200
+        process.settle(3)
+        assert len(user.messages) == sent
+    finally:
+        process.stop()
+
+
+def test_webhook_verification_probe_gets_200(province):
+    from bot.emulators.zalo import ZaloEmulator
+
+    with ZaloEmulator(TOKEN, "HocTap", webhook_verification=True) as emu:
+        process = ZaloProcess(province, emu, mode="webhook").start()
+        try:
+            probe = emu.deliveries[0]
+            assert probe.body is None and probe.status == 200
+        finally:
+            process.stop()
+
+
+# -- conversation on Zalo ----------------------------------------------------------------------
+def test_a_ten_question_quiz_costs_at_most_twelve_messages_within_2000_characters(
+        zalo_bot, zalo_emulator, zalo_invite, province):
+    user = zalo_link(zalo_emulator, zalo_invite, "DV008", "zl-9")
+    zalo_emulator.reset_log()
+    text = say(user, "/lambai", "Câu 1/10")
+    assert "👉 Trả lời: gõ A, B, C hoặc D." in text
+    for position in range(1, 11):
+        with province.session() as s:
+            from tests.test_telegram_member_flow import quiz_state
+
+            _attempt, _pos, right = quiz_state(province, "DV008")
+        wrong = next(letter for letter in "ABCD" if letter != right)
+        marker = f"Câu {position + 1}/10" if position < 10 else "còn 2 lượt làm bài"
+        reply = say(user, f" {wrong.lower()}. ", marker)  # all wrong: the longest result
+        assert reply.startswith(f"✔️ Đã ghi nhận câu {position}: {wrong}.")
+    sends = [p for m, p in zalo_emulator.requests if m in ("sendMessage", "sendPhoto")]
+    assert len(sends) <= 12
+    assert all(len(p["text"]) <= 2000 for p in sends)
+    assert "Số câu đúng: 0/10 — 0%" in "\n".join(p["text"] for p in sends)
+
+
+def test_stickers_images_and_unknown_events_get_a_hint_and_never_stop_the_bot(zalo_bot, zalo_emulator, zalo_invite):
+    user = zalo_link(zalo_emulator, zalo_invite, "DV009", "zl-10")
+    before = len(user.messages)
+    user.send_sticker()
+    user.wait_for(lambda u: len(u.messages) > before)
+    assert user.last()["text"].startswith("Bot chỉ đọc được tin nhắn chữ.")
+    user.send_image(url_key="photo")
+    user.send_event("message.reaction.received", reaction="like")  # a kind Zalo may add one day
+    user.send_event("user.followed.bot", text=None)
+    user.send_unsupported()
+    assert "Các lệnh đồng chí dùng được" in say(user, "trợ giúp", "Các lệnh")
+
+
+def test_group_answers_only_a_mention_and_never_with_results(zalo_bot, zalo_emulator, zalo_invite, province):
+    member = zalo_link(zalo_emulator, zalo_invite, "DV010", "zl-11")
+    say(member, "lam bai", "Câu 1/10")
+    group = zalo_emulator.group("grp-1", "Chi bộ ấp 1")
+    assert group.send_text(member, "mọi người làm bài chưa?")["delivered"] is False
+    group.mention(member, "ketqua")
+    group.wait_for()
+    reply = group.last()["text"]
+    assert "nhắn riêng cho bot" in reply and "https://zalo.me/s/hoctap" in reply
+    assert "Lần 1" not in reply and "Câu" not in reply
+    group.mention(member, format_code(zalo_invite("DV011")))
+    group.wait_for(lambda g: len(g.messages) == 2)
+    assert "đừng gửi trong nhóm" in group.last()["text"]
+    done = zalo_bot.channel.done
+    zalo_emulator.replay_last(member)
+    zalo_bot.settle(done + 1)
+    assert len(group.messages) == 2  # a redelivered mention is answered once
+
+
+def test_cadre_report_on_zalo_is_text_and_a_chart_fetched_from_our_server(province, zalo_emulator, zalo_invite):
+    process = ZaloProcess(province, zalo_emulator, public=True).start()
+    try:
+        cadre = zalo_link(zalo_emulator, zalo_invite, "CB002", "zl-12")
+        before = len(cadre.messages)
+        cadre.send_text("bao cao")
+        cadre.wait_for(lambda u: any("photo" in m for m in u.messages[before:]), timeout=10)
+        text = "\n".join(new_texts(cadre, before))
+        assert "Báo cáo 64-KH/TU" in text and "tệp Excel" in text
+        photo = next(m for m in cadre.messages[before:] if "photo" in m)
+        assert photo["photo"].startswith(process.public_url + "/files/")
+        assert photo["fetched"].status == 200 and photo["fetched"].data.startswith(b"\x89PNG")
+        assert photo["fetched"].content_type == "image/png"
+        thongke = say(cadre, "thống kê", "📊")
+        assert "👉 Gõ" in thongke  # drill down by typing the unit's number
+    finally:
+        process.stop()
+
+
+def test_report_without_a_public_address_says_where_to_get_the_files(zalo_bot, zalo_emulator, zalo_invite):
+    cadre = zalo_link(zalo_emulator, zalo_invite, "CB002", "zl-13")
+    text = say(cadre, "/baocao", "Báo cáo")
+    assert "Zalo không gửi được" in text and "biểu đồ" in text and "tệp Excel" in text and "hoctap report" in text
+    assert not any("photo" in m for m in cadre.messages)
+
+
+def test_429_without_retry_after_is_retried_with_backoff(zalo_bot, zalo_emulator, zalo_invite):
+    user = zalo_link(zalo_emulator, zalo_invite, "DV012", "zl-14")
+    zalo_emulator.inject_error("sendMessage", 429, times=1)
+    assert "Các lệnh đồng chí dùng được" in say(user, "trogiup", "Các lệnh", timeout=8)
+
+
+def test_the_token_never_reaches_the_logs(zalo_emulator, province, caplog):
+    caplog.set_level(logging.DEBUG)
+    process = ZaloProcess(province, zalo_emulator).start()
+    try:
+        zalo_emulator.inject_error("sendMessage", 400, times=1)
+        user = zalo_emulator.user("zl-15")
+        user.send_text("xin chào")
+        process.settle(1, timeout=10)
+    finally:
+        process.stop()
+    assert "sendMessage" in caplog.text
+    assert "ZALO-SECRET-PART" not in caplog.text
+    assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING
+
+
+def test_rendering_lists_choices_in_text_and_splits_at_2000():
+    from bot.domain.replies import Choice
+
+    long = "\n\n".join("Đoạn văn 🇻🇳 " * 60 for _ in range(6))
+    outcome = Outcome([Reply(long, [[Choice("Tiếp ›", "r:1:2", typed="tiếp")]])], notice="Câu hỏi hiện tại là câu 2.")
+    parts = [o.text for o in render(outcome)]
+    assert len(parts) >= 3 and all(len(p.encode("utf-16-le")) // 2 <= 2000 for p in parts)
+    assert parts[0].startswith("Câu hỏi hiện tại là câu 2.") and parts[-1].endswith("👉 Gõ TIẾP để xem tiếp.")
+    receipt = Outcome([Reply("✔️ Đã ghi nhận câu 1: A.\n\n📝 Câu 2/10", edit=True)], notice="Đã ghi nhận.")
+    assert [o.text for o in render(receipt)] == ["✔️ Đã ghi nhận câu 1: A.\n\n📝 Câu 2/10"]
+    assert [o.text for o in render(Outcome(notice="Bài làm không còn tồn tại."))] == ["Bài làm không còn tồn tại."]
+
+
+# -- the monthly quota -------------------------------------------------------------------------
+@pytest.fixture
+def zalo_branch(province):
+    """Round 2 for branch DP-TT-01 (10 members); DV001-DV005 linked on Zalo only."""
+    from bot.services.rounds import open_round
+    from bot.storage.models import Round
+
+    now = utcnow()
+    with province.session() as s:
+        s.delete(s.get(Round, 1))
+        s.flush()
+        rnd = open_round(s, "kh-83-hu-tuy-phuoc", ["DP-TT-01"], now - timedelta(minutes=5), now + timedelta(days=10),
+                         98, now)
+        for m in s.scalars(select(Member).where(Member.code.between("DV001", "DV005"))):
+            s.add(ChatAccount(channel="zalo", external_id=f"q{m.id}", member_id=m.id, linked_at=now, last_seen_at=now))
+        return rnd.id
+
+
+def test_a_broadcast_that_does_not_fit_the_monthly_quota_is_refused_whole(province, zalo_branch, caplog):
+    from bot.scheduling.due import Schedule, run_due
+
+    quota = ZaloQuota(province, 10, TZ, channels=("zalo",))
+    quota.add(7)
+    report = run_due(province, utcnow(), Schedule(budget=quota))
+    refused = [d for d in report.dropped if d.startswith(f"announce:{zalo_branch}:")]
+    assert refused and "needs 5 message(s) but only 3 of 10 are left" in refused[0]
+    assert count(province, OutboxMessage) == 0  # nothing half-sent
+    assert "needs 5 message(s)" in caplog.text
+    bigger = ZaloQuota(province, 100, TZ, channels=("zalo",))  # the plan was raised
+    again = run_due(province, utcnow(), Schedule(budget=bigger))
+    assert f"announce:{zalo_branch}: 5 message(s)" in again.jobs
+    assert count(province, OutboxMessage) == 5
+
+
+def test_secretary_is_told_how_many_messages_a_reminder_needs_and_how_many_are_left(province, zalo_branch):
+    quota = ZaloQuota(province, 10, TZ, channels=("zalo",))
+    quota.add(8)
+    service = ChatService(province, TRAITS, TZ, budget=quota)
+    with province.session() as s:
+        secretary = s.scalar(select(Member.id).where(Member.code == "DV001"))  # DP-TT-01's secretary
+    reply = service.on_text(f"q{secretary}", "nhắc nhở", utcnow()).replies
+    text = "\n".join(r.text for r in reply)
+    assert "chưa gửi: cần 5 tin nhắn Zalo" in text and "chỉ còn 2 tin" in text
+    assert count(province, OutboxMessage) == 0
+
+
+def test_quota_counts_every_message_and_warns_at_80_percent(zalo_emulator, province, zalo_invite, caplog):
+    quota = ZaloQuota(province, 10, TZ)
+    process = ZaloProcess(province, zalo_emulator, quota=quota).start()
+    try:
+        user = zalo_link(zalo_emulator, zalo_invite, "DV013", "zl-16")
+        say(user, "lam bai", "Câu 1/10")
+        for _ in range(6):
+            say(user, "a", "Đã ghi nhận")
+    finally:
+        process.stop()
+    assert quota.used() == zalo_emulator.sent_count() == 8
+    assert "8 of 10 messages of the monthly quota used" in caplog.text
+    with province.session() as s:
+        assert s.scalar(select(ChannelUsage.sent)) == 8
+
+
+def test_outbox_goes_to_zalo_when_used_last_and_falls_back_to_telegram(province, zalo_emulator, emulator):
+    import asyncio
+
+    from telegram import Bot
+
+    from bot.channels.telegram import TelegramTransport
+    from bot.channels.zalo import ZaloClient, ZaloTransport
+    from bot.outbox import queue
+    from bot.outbox.sender import OutboxSender
+
+    now = utcnow()
+    users = {}
+    with province.session() as s:
+        for code, zalo_blocked in (("DV014", False), ("DV015", True)):
+            m = s.scalar(select(Member).where(Member.code == code))
+            s.add(ChatAccount(channel="telegram", external_id=str(80_000 + m.id), member_id=m.id, linked_at=now,
+                              last_seen_at=now - timedelta(hours=1)))
+            s.add(ChatAccount(channel="zalo", external_id=f"zq{m.id}", member_id=m.id, linked_at=now, last_seen_at=now))
+            queue.enqueue(s, dedupe_key=f"t:{m.id}", purpose="announce", member_id=m.id,
+                          reply=Reply("📢 Thông báo thử"), now=now)
+            users[code] = (emulator.user(80_000 + m.id), zalo_emulator.user(f"zq{m.id}"))
+            users[code][0].send_text("/start")
+            users[code][1].send_text("chào")
+            if zalo_blocked:
+                zalo_emulator.block(f"zq{m.id}")
+
+    async def go():
+        client = ZaloClient(zalo_emulator.token, zalo_emulator.base_url)
+        async with Bot(emulator.token, base_url=emulator.base_url) as bot:
+            sender = OutboxSender(province, {"telegram": TelegramTransport(bot),
+                                             "zalo": ZaloTransport(client, rate=50)}, per_chat_interval=0)
+            stats = await sender.run(until_idle=True)
+        await client.aclose()
+        return stats
+
+    assert asyncio.run(go()).sent == 2
+    tg, zl = users["DV014"]
+    assert [m["text"] for m in zl.messages] == ["📢 Thông báo thử"] and not tg.messages
+    tg, zl = users["DV015"]
+    assert [m["text"] for m in tg.messages] == ["📢 Thông báo thử"] and not zl.messages
+    with province.session() as s:
+        assert sorted(s.scalars(select(OutboxMessage.channel))) == ["telegram", "zalo"]
+
+
+# -- operating it ------------------------------------------------------------------------------
+def test_zalo_settings_come_from_the_file_and_the_environment(workdir):
+    from bot.config import ConfigError, load_settings
+
+    assert load_settings(None, {}).zalo.monthly_quota == 3000  # the free plan
+    path = workdir / "zalo.yaml"
+    path.write_text("zalo:\n  token: ${ZALO_BOT_TOKEN}\n  mode: webhook\n  public_url: https://bot.example.vn\n"
+                    "  webhook_secret: ${ZALO_WEBHOOK_SECRET}\n  monthly_quota: 0\n", encoding="utf-8")
+    s = load_settings(path, {"ZALO_BOT_TOKEN": "1:abc", "ZALO_WEBHOOK_SECRET": "s3cret-s3cret"})
+    assert (s.zalo.token, s.zalo.mode, s.zalo.webhook_secret, s.zalo.monthly_quota) == (
+        "1:abc", "webhook", "s3cret-s3cret", 0)
+    assert "1:abc" not in repr(s) and "s3cret" not in repr(s)
+    for text, message in [
+        ("zalo:\n  token: 123:LITERAL\n", "zalo.token: secrets are read from the environment"),
+        ("zalo:\n  mode: push\n", "zalo.mode: expected polling or webhook, got 'push'"),
+        ("zalo:\n  mode: webhook\n", "zalo.public_url: webhook mode needs the server's public https URL"),
+        ("zalo:\n  rate: 0\n", "zalo.rate: expected messages per second"),
+        ("zalo:\n  tokn: x\n", "zalo.tokn: unknown setting"),
+    ]:
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(ConfigError) as info:
+            load_settings(path, {})
+        assert message in str(info.value) and "LITERAL" not in str(info.value)
+
+
+def test_scripted_zalo_playground_plays_a_round(workdir, capsys, monkeypatch):
+    from bot.cli import main
+    from tests.conftest import QUIZZES
+
+    monkeypatch.setenv("HOCTAP_CONTENT_DIR", str(QUIZZES))
+    script = workdir / "play.txt"
+    script.write_text("hoc\n1\ntiếp\nlàm bài\nB\n2\n/ketqua\n/as DV011\nlam bai\nc\n/quit\n", encoding="utf-8")
+    assert main(["playground", "--channel", "zalo", "--script", str(script)]) == 0
+    out = capsys.readouterr().out
+    assert "(typing the invitation code" in out and "Liên kết thành công" in out
+    assert "👉 Gõ 1: Đọc 64-KH/TU" in out and "📖 64-KH/TU" in out
+    assert "👉 Trả lời: gõ A, B, C hoặc D." in out
+    assert "✔️ Đã ghi nhận câu 1: B." in out and "✔️ Đã ghi nhận câu 2: B." in out
+    assert "Lần 1: đang làm dở" in out
+    assert "--- you are" in out.split("> /as DV011")[1]
+
+
+def test_a_long_review_is_compacted_to_two_messages_keeping_every_right_answer(province):
+    from bot.storage.models import Question
+    from tests.test_telegram_member_flow import quiz_state
+
+    with province.session() as s:
+        for q in s.scalars(select(Question)):
+            q.explanation = "Giải thích rất dài về văn bản. " * 12
+            q.text = q.text + " " + "(câu hỏi dài) " * 8
+    service = ChatService(province, TRAITS, TZ)
+    with province.session() as s:
+        member = s.scalar(select(Member).where(Member.code == "DV003"))
+        code = create_invites(s, [member], utcnow(), channel="zalo")[member.id]
+    service.on_text("z3", code, utcnow())
+    service.on_text("z3", "lam bai", utcnow())
+    for _ in range(10):
+        right = quiz_state(province, "DV003")[2]
+        outcome = service.on_text("z3", next(x for x in "ABCD" if x != right), utcnow())
+    parts = [m.text for m in render(outcome)]
+    assert len(parts) <= 2 and all(len(p) <= 2000 for p in parts)
+    assert parts[0].startswith("✔️ Đã ghi nhận câu 10:")
+    assert "\n".join(parts).count("Đáp án đúng:") == 10
