@@ -177,11 +177,15 @@ def run_scheduler(settings: Settings) -> int:
 
 
 def run_playground(settings: Settings, as_member: str | None = None, script: str | None = None,
-                   channel: str = "telegram") -> int:
+                   channel: str = "telegram", at=None) -> int:
     from bot.channels.playground import Playground, ZaloPlayground
 
     db = Database(settings.database_url)
     db.upgrade()
+    if at is not None:
+        from bot.channels.playground_day import show_day
+
+        return show_day(Playground(settings, db), at)
     lines = None
     if script:
         lines = open(script, encoding="utf-8").read().splitlines()

@@ -52,7 +52,8 @@ def cmd_playground(args, settings: Settings) -> int:
 
     if args.script and not Path(args.script).exists():
         raise UsageError(f"--script: {args.script} not found")
-    return run_playground(settings, as_member=args.member, script=args.script, channel=args.channel)
+    at = _local(args.at, settings, "--at") if args.at else None
+    return run_playground(settings, as_member=args.member, script=args.script, channel=args.channel, at=at)
 
 
 @command("scheduler")
@@ -393,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--script", metavar="FILE", help="read the inputs from FILE, one per line, and print the transcript")
     p.add_argument("--channel", choices=("telegram", "zalo"), default="telegram",
                    help="the messenger to play (default: telegram; zalo: no buttons, everything is typed)")
+    p.add_argument("--at", metavar='"YYYY-MM-DD HH:MM"',
+                   help="show what a member, a secretary and a cadre receive from the scheduler at that local time")
     p.set_defaults(handler="playground")
 
     p = leaf(sub, "scheduler", "run the scheduler and outbox sender alone (announcements, reminders, digests)",

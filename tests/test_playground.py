@@ -26,3 +26,20 @@ def test_scripted_playground_plays_a_round_on_a_fresh_database(workdir, capsys, 
     again = capsys.readouterr().out
     assert "(loaded the sample roster" not in again and "(opened round" not in again
     assert "Lần 1: đang làm dở" in again
+
+
+def test_playground_shows_what_each_person_receives_at_a_scheduled_moment(workdir, capsys, monkeypatch):
+    from datetime import timedelta
+
+    from bot.timeutil import utcnow
+    from tests.conftest import QUIZZES
+
+    monkeypatch.setenv("HOCTAP_CONTENT_DIR", str(QUIZZES))
+    # the playground opens a 14-day round now; the last reminder is the day before it closes, 08:00
+    day_before = (utcnow() + timedelta(hours=7) + timedelta(days=13)).strftime("%Y-%m-%d 08:00")
+    assert main(["playground", "--at", day_before]) == 0
+    out = capsys.readouterr().out
+    member = out.split("--- Đinh Văn Sơn (DV002, đảng viên)")[1].split("---")[0]
+    assert "📢 Đợt học tập mới: 64-KH/TU" in member  # the announcement is caught up once
+    assert "⏰ Nhắc nhở: đồng chí chưa hoàn thành bài kiểm tra 64-KH/TU" in member
+    assert f"remind:1:{day_before[:10]}: 3 message(s)" in out

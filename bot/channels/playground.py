@@ -37,10 +37,16 @@ class Playground:
         self.answers_seen = 0
         self.echo = False
 
-    def run(self, as_member: str | None = None, lines=None) -> int:
+    def prepare(self) -> bool:
+        """Sample roster and documents in an empty database, and an open round to play with."""
         if not self._has_roster() and not self._seed():
-            return 1
+            return False
         self._ensure_open_round()
+        return True
+
+    def run(self, as_member: str | None = None, lines=None) -> int:
+        if not self.prepare():
+            return 1
         with TelegramEmulator(bot_username="hoctap_playground_bot") as emu:
             service = ChatService(self.db, TRAITS, self.settings.tz)
             app = TelegramChannel(service).build(emu.token, emu.base_url, emu.base_file_url)
@@ -183,9 +189,8 @@ class ZaloPlayground(Playground):
         from bot.channels.zalo import TRAITS as ZALO_TRAITS, BackgroundZalo, ZaloOptions, ZaloRuntime
         from bot.emulators.zalo import ZaloEmulator
 
-        if not self._has_roster() and not self._seed():
+        if not self.prepare():
             return 1
-        self._ensure_open_round()
         with ZaloEmulator(bot_name="HocTap") as emu:
             service = ChatService(self.db, ZALO_TRAITS, self.settings.tz)
             options = ZaloOptions(token=emu.token, api_base_url=emu.base_url, poll_timeout=2, poll_interval=0.0)
