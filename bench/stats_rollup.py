@@ -45,10 +45,6 @@ MIDDLE = ["Văn", "Thị", "Ngọc", "Hồng", "Minh", "Thanh", "Đức", "Quố
 GIVEN = ["An", "Bình", "Cường", "Dũng", "Đức", "Giang", "Hằng", "Hùng", "Khánh", "Linh", "Mai", "Nam", "Oanh",
          "Phúc", "Quyên", "Sơn", "Tâm", "Thủy", "Tuấn", "Tuyết", "Uyên", "Vinh", "Xuân", "Yến"]
 QUESTIONS = 20
-# Not in the schema: candidates measured with --extra-indexes (see bench/README.md).
-EXTRA_INDEXES = [
-    "CREATE INDEX bench_ix_attempts_member_round_cover ON attempts (member_id, round_id, submitted_at, score, passed)",
-]
 PER_ATTEMPT = 10
 OPTIONS = 4
 
@@ -248,8 +244,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--analyze", action="store_true", help="run ANALYZE after loading (planner statistics)")
     ap.add_argument("--reset", action="store_true", help="PostgreSQL: drop the hoctap tables there first")
     ap.add_argument("--keep", action="store_true", help="SQLite: keep the database file")
-    ap.add_argument("--extra-indexes", action="store_true",
-                    help="also create the covering indexes recommended in bench/README.md, to compare")
     args = ap.parse_args(argv)
     answers = args.answers if args.answers is not None else 10 * args.members
 
@@ -264,14 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     info = generate(db, args.members, answers, args.seed)
     gen_s = time.perf_counter() - t0
-    if args.extra_indexes:
-        with db.engine.begin() as conn:
-            for ddl in EXTRA_INDEXES:
-                conn.exec_driver_sql(ddl)
     if args.analyze or db.engine.dialect.name == "postgresql":
         _analyze(db)  # PostgreSQL autovacuum would do it soon anyway; SQLite only when asked
-    if args.extra_indexes:
-        print("extra indexes: " + "; ".join(EXTRA_INDEXES))
     print(f"generated in {gen_s:.1f} s: {info['units']} units ({info['districts']} districts, {info['communes']} "
           f"communes, {info['branches']} branches), {info['members']} members, {info['attempts']} attempts, "
           f"{info['answers']} answers, {info['attempt_questions']} drawn questions"
