@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -248,11 +249,24 @@ def cmd_members_list(args, settings: Settings) -> int:
     return 0
 
 
+@contextmanager
+def _new_invites(settings: Settings, unit_code: str | None, channel: str):
+    """(members, fresh codes) of a unit and below, in an open transaction; older unused codes retire."""
+    from bot.services.linking import create_invites
+    from bot.services.roster import RosterError, list_members
+
+    db = open_db(settings)
+    with db.session() as s:
+        try:
+            members = list_members(s, unit_code)
+        except RosterError as exc:
+            raise UsageError(str(exc)) from None
+        yield members, create_invites(s, members, utcnow(), channel=channel)
+
+
 @command("members invite")
 def cmd_members_invite(args, settings: Settings) -> int:
     from bot.roster.files import write_table
-    from bot.services.linking import create_invites
-    from bot.services.roster import RosterError, list_members
 
     if args.channel == "zalo":
         return _zalo_invites(args, settings)
@@ -260,13 +274,7 @@ def cmd_members_invite(args, settings: Settings) -> int:
     if not bot_name:
         raise UsageError("the bot's username is needed for the links; pass --bot NAME or set telegram.bot_username")
     out = Path(args.out or f"invites-{args.unit or 'all'}.csv")
-    db = open_db(settings)
-    with db.session() as s:
-        try:
-            members = list_members(s, args.unit)
-        except RosterError as exc:
-            raise UsageError(str(exc)) from None
-        codes = create_invites(s, members, utcnow())
+    with _new_invites(settings, args.unit, "telegram") as (members, codes):
         rows = [[m.code, m.full_name, m.unit.code, m.phone or "", f"https://t.me/{bot_name}?start={codes[m.id]}"]
                 for m in members]
     write_table(out, ["member_code", "full_name", "unit_code", "phone", "link"], rows)
@@ -277,18 +285,11 @@ def cmd_members_invite(args, settings: Settings) -> int:
 def _zalo_invites(args, settings: Settings) -> int:
     """Short typed codes (Zalo has no deep-link parameter), beside the bot's share link."""
     from bot.roster.files import write_table
-    from bot.services.linking import create_invites, format_code
-    from bot.services.roster import RosterError, list_members
+    from bot.services.linking import format_code
 
     link = args.link or settings.zalo.share_link or ""
     out = Path(args.out or f"invites-zalo-{args.unit or 'all'}.csv")
-    db = open_db(settings)
-    with db.session() as s:
-        try:
-            members = list_members(s, args.unit)
-        except RosterError as exc:
-            raise UsageError(str(exc)) from None
-        codes = create_invites(s, members, utcnow(), channel="zalo")
+    with _new_invites(settings, args.unit, "zalo") as (members, codes):
         where = f"mở {link} (hoặc tìm bot trên Zalo)" if link else "mở bot học tập trên Zalo"
         rows = [[m.code, m.full_name, m.unit.code, m.phone or "", format_code(codes[m.id]), link,
                  f"Đồng chí {m.full_name}: {where} và gõ mã {format_code(codes[m.id])}"] for m in members]
