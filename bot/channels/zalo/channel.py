@@ -1,0 +1,154 @@
+"""The conversation adapter: ``ZaloChannel`` turns incoming Zalo updates (from the poller or the webhook)
+into ChatService calls and sends the rendered replies, one chat in order and chats in parallel. It exists so
+that the dialogue logic of the Zalo side (private chats, groups, non-text messages, retries, counting what was
+sent against the quota) lives in one place, apart from how updates arrive and how the outbox delivers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any, Callable
+
+from bot.channels.zalo.client import ZaloClient, ZaloError, backoff
+from bot.channels.zalo.quota import ZaloQuota
+from bot.channels.zalo.rendering import Outgoing, group_reply, render, strip_mention
+from bot.domain.replies import Outcome, Reply
+from bot.services.chat import ChatService
+from bot.timeutil import utcnow
+
+log = logging.getLogger(__package__)  # "bot.channels.zalo", the one logger name the channel had before the split
+
+EVENT_TEXT = "message.text.received"
+SEND_TRIES = 5
+NOT_TEXT_HINT = "Bot chỉ đọc được tin nhắn chữ."
+CHART_FAILED = ("📎 Chưa gửi được biểu đồ qua Zalo lúc này. Đồng chí nhận qua Telegram (gõ /baocao) hoặc đề nghị "
+                "quản trị viên xuất bằng lệnh «hoctap report».")
+
+
+class ZaloChannel:
+    """Turns Zalo updates into ChatService calls and sends the rendered replies.
+
+    ``dispatch`` returns at once: updates of one chat are handled in order, chats in parallel.
+    """
+
+    def __init__(self, service: ChatService, client: ZaloClient, *, bot_name: str | None = None,
+                 share_link: str | None = None, shelf=None, quota: ZaloQuota | None = None,
+                 clock: Callable[[], datetime] = utcnow):
+        self.service, self.client = service, client
+        self.bot_name, self.share_link = bot_name, share_link
+        self.shelf, self.quota, self.clock = shelf, quota, clock
+        self.handled = 0  # updates taken up, redeliveries included
+        self.done = 0  # updates finished (answered, skipped or failed)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._waiting: dict[str, int] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    def dispatch(self, update: dict[str, Any]) -> asyncio.Task:
+        message = update.get("message") if isinstance(update, dict) else None
+        chat = message.get("chat") if isinstance(message, dict) else None
+        key = str(chat.get("id", "")) if isinstance(chat, dict) else ""
+        task = asyncio.create_task(self._serial(key, update))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Wait for the updates being handled (at shutdown)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+
+    async def _serial(self, key: str, update: dict[str, Any]) -> None:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:
+            async with lock:
+                try:
+                    await self.handle(update)
+                except Exception:  # noqa: BLE001 - one bad update must not stop the bot
+                    mid = ((update.get("message") or {}) if isinstance(update, dict) else {}).get("message_id")
+                    log.exception("Zalo: update %s failed", mid)
+                finally:
+                    self.done += 1
+        finally:
+            self._waiting[key] -= 1
+            if not self._waiting[key]:
+                del self._waiting[key]
+                self._locks.pop(key, None)
+
+    async def handle(self, update: dict[str, Any]) -> None:
+        event = str(update.get("event_name") or "")
+        message = update.get("message") if isinstance(update.get("message"), dict) else {}
+        chat = message.get("chat") or {}
+        sender = message.get("from") or {}
+        chat_id = str(chat.get("id") or sender.get("id") or "")
+        message_id = message.get("message_id")
+        if not chat_id or not message_id:
+            log.info("Zalo: %s update without a chat or message id; ignored", event or "unnamed")
+            return
+        key, now = str(message_id), self.clock()
+        self.handled += 1
+        if str(chat.get("chat_type", "PRIVATE")).upper() == "GROUP":
+            await self._group(chat_id, sender, message, event, key, now)
+            return
+        user_id = str(sender.get("id") or chat_id)
+        if event == EVENT_TEXT:
+            outcome = await asyncio.to_thread(self.service.on_text, user_id, str(message.get("text") or ""), now, key)
+        elif event.startswith("message."):  # image, sticker, voice, unsupported, or a new kind
+            outcome = await asyncio.to_thread(self.service.on_text, user_id, "", now, key)
+            if outcome.replies:
+                first = outcome.replies[0]
+                outcome.replies[0] = Reply(f"{NOT_TEXT_HINT} {first.text}", first.choices, files=first.files)
+        else:
+            log.info("Zalo: unknown event %r; ignored", event)
+            return
+        await self.send_outcome(chat_id, outcome)
+
+    async def _group(self, chat_id: str, sender: dict, message: dict, event: str, key: str, now: datetime) -> None:
+        """In a group: answer only a mention, never with anyone's results; point to a private chat."""
+        text = str(message.get("text") or "")
+        if event != EVENT_TEXT or (self.bot_name and f"@{self.bot_name}".casefold() not in text.casefold()):
+            return
+        if not await asyncio.to_thread(self.service.first_time, key, now):
+            return
+        name = str(sender.get("display_name") or sender.get("name") or "")
+        reply = group_reply(name, strip_mention(text, self.bot_name), self.share_link)
+        await self._send_all(chat_id, [Outgoing(text=reply)])
+
+    async def send_outcome(self, chat_id: str, outcome: Outcome) -> int:
+        put = self.shelf.put if self.shelf is not None else None
+        photo_url = (lambda f: put(f.data, f.filename)) if put else None
+        return await self._send_all(chat_id, render(outcome, photo_url))
+
+    async def _send_all(self, chat_id: str, messages: list[Outgoing]) -> int:
+        sent = 0
+        for out in messages:
+            if await self._send(chat_id, out):
+                sent += 1
+            elif out.photo and await self._send(chat_id, Outgoing(text=CHART_FAILED)):
+                sent += 1
+        if sent and self.quota is not None:
+            await asyncio.to_thread(self.quota.add, sent, self.clock())
+        return sent
+
+    async def _send(self, chat_id: str, out: Outgoing) -> bool:
+        method = "sendPhoto" if out.photo else "sendMessage"
+        for attempt in range(SEND_TRIES):
+            try:
+                if out.photo:
+                    await self.client.send_photo(chat_id, out.photo)
+                else:
+                    await self.client.send_message(chat_id, out.text or "")
+                return True
+            except ZaloError as exc:
+                used_up = exc.status == 429 and self.quota is not None and \
+                    self.quota.exhausted == self.quota.month(self.clock())
+                if not exc.transient or used_up or attempt == SEND_TRIES - 1:
+                    log.warning("Zalo: %s to %s failed: %s%s", method, chat_id, exc,
+                                " (the monthly quota is used up)" if used_up else "")
+                    return False
+                wait = backoff(attempt)
+                log.warning("Zalo: %s to %s: %s; retrying in %.1fs", method, chat_id, exc, wait)
+                await asyncio.sleep(wait)
+        return False

@@ -1,0 +1,109 @@
+"""The Zalo Bot API over HTTP: ``ZaloClient`` and its error, ``ZaloError``, plus the jittered ``backoff``
+that every caller retries with. It exists so that everything that talks to Zalo's servers (the conversation,
+the poller, the outbox transport, the runtime) shares one client that keeps the token out of errors and logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import httpx
+
+logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry the token in URLs
+
+DEFAULT_ZALO_API = "https://bot-api.zaloplatforms.com"
+
+
+class ZaloError(Exception):
+    """A refused or failed call: ``status`` is Zalo's error code (or the HTTP status); None when
+    the request itself failed (network, timeout)."""
+
+    def __init__(self, status: int | None, description: str):
+        super().__init__(f"{status or 'network'}: {description}")
+        self.status, self.description = status, description
+
+    @property
+    def transient(self) -> bool:
+        return self.status is None or self.status in (408, 429) or self.status >= 500
+
+
+class ZaloClient:
+    """``POST {base_url}/bot{token}/{method}`` with a JSON body; answers ``{ok, result}``."""
+
+    def __init__(self, token: str, base_url: str = DEFAULT_ZALO_API, *, timeout: float = 15.0):
+        self._token = token
+        self._base = base_url.rstrip("/")
+        self._timeout = timeout
+        self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+
+    def __repr__(self) -> str:
+        return f"ZaloClient({self._base!r})"
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._token, "<token>") if self._token else text
+
+    async def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+        url = f"{self._base}/bot{self._token}/{method}"
+        try:
+            r = await self._http.post(url, json=params or {}, timeout=timeout or self._timeout)
+        except httpx.TimeoutException:
+            raise ZaloError(None, f"{method}: no answer in time") from None
+        except httpx.HTTPError as exc:
+            raise ZaloError(None, f"{method}: {self._redact(str(exc)) or type(exc).__name__}") from None
+        try:
+            body = r.json()
+        except ValueError:
+            raise ZaloError(r.status_code, f"{method}: HTTP {r.status_code} without JSON") from None
+        if isinstance(body, dict) and body.get("ok") is True:
+            return body.get("result")
+        body = body if isinstance(body, dict) else {}
+        code = body.get("error_code", body.get("errorCode", r.status_code))
+        try:
+            code = int(code)
+        except (TypeError, ValueError):
+            code = r.status_code
+        raise ZaloError(code, self._redact(str(body.get("description") or body.get("message") or "refused")))
+
+    async def get_me(self) -> dict[str, Any]:
+        return await self.call("getMe")
+
+    async def get_updates(self, timeout: int) -> Any:
+        """One update, or ZaloError 408 when there was nothing new within ``timeout`` seconds."""
+        return await self.call("getUpdates", {"timeout": str(timeout)}, timeout=timeout + 10)
+
+    async def delete_webhook(self) -> Any:
+        return await self.call("deleteWebhook")
+
+    async def set_webhook(self, url: str, secret_token: str) -> dict[str, Any]:
+        return await self.call("setWebhook", {"url": url, "secret_token": secret_token})
+
+    async def get_webhook_info(self) -> dict[str, Any] | None:
+        """The webhook set, or None (Zalo answers 404 when there is none)."""
+        try:
+            return await self.call("getWebhookInfo")
+        except ZaloError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def send_message(self, chat_id: str, text: str) -> dict[str, Any]:
+        return await self.call("sendMessage", {"chat_id": chat_id, "text": text})
+
+    async def send_photo(self, chat_id: str, photo_url: str, caption: str | None = None) -> dict[str, Any]:
+        params = {"chat_id": chat_id, "photo": photo_url}
+        if caption:
+            params["caption"] = caption
+        return await self.call("sendPhoto", params)
+
+    async def send_chat_action(self, chat_id: str, action: str = "typing") -> None:
+        await self.call("sendChatAction", {"chat_id": chat_id, "action": action})
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
+    """Exponential backoff with jitter (Zalo's 429 has no retry_after)."""
+    return min(base * 2 ** attempt, cap) * random.uniform(0.5, 1.5)

@@ -1,0 +1,153 @@
+"""One process's Zalo side: ``ZaloOptions`` (what it needs from the settings), ``ZaloRuntime`` (starts and
+stops the client, the conversation, polling or the webhook, the web server for charts, and the outbox
+transport) and ``BackgroundZalo`` (a runtime in its own thread and event loop, for tests, the playground and
+benchmarks). It exists so that the wiring of the other Zalo modules is in one place, used by ``bot/app.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Awaitable, Callable
+
+from bot.channels.zalo.channel import ZaloChannel
+from bot.channels.zalo.client import DEFAULT_ZALO_API, ZaloClient, ZaloError
+from bot.channels.zalo.poller import ZaloPoller
+from bot.channels.zalo.quota import ZaloQuota
+from bot.channels.zalo.transport import ZaloTransport
+from bot.services.chat import ChatService
+from bot.timeutil import utcnow
+
+log = logging.getLogger(__package__)  # "bot.channels.zalo", the one logger name the channel had before the split
+
+SECRET_HEADER = "X-Bot-Api-Secret-Token"
+WEBHOOK_PATH = "/zalo/webhook"
+
+
+@dataclass
+class ZaloOptions:
+    """What ZaloRuntime needs (from ``settings.zalo``, or built by tests)."""
+
+    token: str
+    api_base_url: str = DEFAULT_ZALO_API
+    mode: str = "polling"  # polling | webhook
+    webhook_secret: str | None = field(default=None, repr=False)
+    public_url: str | None = None
+    listen: str = "127.0.0.1:8080"
+    rate: float = 2.0
+    bot_name: str | None = None
+    share_link: str | None = None
+    poll_timeout: int = 30
+    poll_interval: float = 1.0
+
+    @classmethod
+    def from_settings(cls, zs) -> ZaloOptions:
+        return cls(token=zs.token, api_base_url=zs.api_base_url, mode=zs.mode, webhook_secret=zs.webhook_secret,
+                   public_url=zs.public_url, listen=zs.listen, rate=zs.rate, bot_name=zs.bot_name,
+                   share_link=zs.share_link)
+
+
+class ZaloRuntime:
+    """The Zalo bot in this process: client, conversation, polling or webhook, the web server for
+    the webhook and for charts, and the outbox transport. ``start``/``stop`` run in one event loop."""
+
+    def __init__(self, options: ZaloOptions, service: ChatService, *, quota: ZaloQuota | None = None,
+                 clock: Callable[[], datetime] = utcnow):
+        self.options, self.service, self.quota, self.clock = options, service, quota, clock
+        self.client: ZaloClient | None = None
+        self.channel: ZaloChannel | None = None
+        self.transport: ZaloTransport | None = None
+        self.poller: ZaloPoller | None = None
+        self.web = None
+        self.me: dict[str, Any] = {}
+        self._poll_task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        from bot.web import FileShelf, WebServer, create_app
+
+        o = self.options
+        if o.mode == "webhook" and not (o.public_url and o.webhook_secret):
+            raise ValueError("zalo webhook mode needs zalo.public_url and ZALO_WEBHOOK_SECRET")
+        self.client = ZaloClient(o.token, o.api_base_url)
+        try:
+            self.me = await self.client.get_me() or {}
+        except ZaloError:
+            await self.client.aclose()
+            raise
+        name = o.bot_name or self.me.get("account_name") or self.me.get("display_name") or self.me.get("name")
+        shelf = FileShelf(o.public_url) if o.public_url else None
+        self.channel = ZaloChannel(self.service, self.client, bot_name=name, share_link=o.share_link,
+                                   shelf=shelf, quota=self.quota, clock=self.clock)
+        self.transport = ZaloTransport(self.client, rate=o.rate, quota=self.quota, clock=self.clock)
+        if o.public_url:
+            hook = self.channel if o.mode == "webhook" else None
+            self.web = WebServer(create_app(zalo=hook, webhook_secret=o.webhook_secret, shelf=shelf), o.listen)
+            await self.web.start()
+        if o.mode == "webhook":
+            url = o.public_url.rstrip("/") + WEBHOOK_PATH
+            result = await self.client.set_webhook(url, o.webhook_secret) or {}
+            verification = result.get("verification") or {}
+            if verification and not verification.get("ok"):
+                log.warning("Zalo: webhook %s saved but its verification failed: %s", url,
+                            verification.get("hint") or verification.get("outcome"))
+            log.info("Zalo: bot %s receives updates at %s", name, url)
+        else:
+            self.poller = ZaloPoller(self.client, self.channel.dispatch, timeout=o.poll_timeout,
+                                     min_interval=o.poll_interval)
+            self._poll_task = asyncio.create_task(self.poller.run())
+            log.info("Zalo: bot %s polls for updates", name)
+        if self.quota is not None:
+            log.info("%s", await asyncio.to_thread(self.quota.describe, self.clock()))
+
+    async def stop(self) -> None:
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            await asyncio.gather(self._poll_task, return_exceptions=True)
+            self._poll_task = None
+        if self.channel is not None:
+            await self.channel.drain()
+        if self.web is not None:
+            await self.web.stop()
+            self.web = None
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+
+
+class BackgroundZalo:
+    """Runs a ZaloRuntime in a thread with its own event loop (tests, playground, benchmarks)."""
+
+    def __init__(self, runtime: ZaloRuntime):
+        self.runtime = runtime
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="zalo-bot", daemon=True)
+
+    def start(self) -> BackgroundZalo:
+        self._thread.start()
+        try:
+            self.run(self.runtime.start())
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            raise
+        return self
+
+    def run(self, coro: Awaitable, timeout: float = 30):
+        """Run a coroutine in the bot's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=timeout)
+
+    def stop(self) -> None:
+        try:
+            self.run(self.runtime.stop())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> BackgroundZalo:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
