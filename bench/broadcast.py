@@ -17,7 +17,7 @@ from collections import Counter
 from datetime import timedelta
 
 from sqlalchemy import insert, select
-from telegram import Bot
+from bot.channels.telegram import sending_bot
 
 from bot.channels.telegram import TelegramTransport
 from bot.content.load import load_document
@@ -57,10 +57,10 @@ def seed(db: Database, members: int) -> None:
 
 async def bare_sends(emu: TelegramEmulator, count: int) -> float:
     """The same sends with no outbox: what the Bot client and emulator cost on their own."""
-    async with Bot(emu.token, base_url=emu.base_url) as bot:
+    async with sending_bot(emu.token, emu.base_url) as bot:
         transport = TelegramTransport(bot)
         started = time.perf_counter()
-        sem = asyncio.Semaphore(64)
+        sem = asyncio.Semaphore(8)
 
         async def one(i):
             async with sem:
@@ -71,9 +71,9 @@ async def bare_sends(emu: TelegramEmulator, count: int) -> float:
 
 
 async def broadcast(db: Database, emu: TelegramEmulator, rate: float):
-    async with Bot(emu.token, base_url=emu.base_url) as bot:
+    async with sending_bot(emu.token, emu.base_url) as bot:
         sender = OutboxSender(db, {"telegram": TelegramTransport(bot)}, rate=rate, per_chat_interval=1.0,
-                              quiet=None, max_in_flight=256)
+                              quiet=None)
         started, loop_cpu = time.perf_counter(), time.thread_time()
         stats = await sender.run(until_idle=True)
         stats.cpu_seconds += time.thread_time() - loop_cpu  # the event loop's share (HTTP client, pacing)

@@ -130,9 +130,7 @@ def run_scheduler(settings: Settings) -> int:
     """``hoctap scheduler``: the scheduled side alone, for deployments that separate it."""
     import asyncio
 
-    from telegram import Bot
-
-    from bot.channels.telegram import TelegramTransport
+    from bot.channels.telegram import TelegramTransport, sending_bot
 
     token = settings.telegram.token
     if not token and not settings.zalo.token:
@@ -156,7 +154,7 @@ def run_scheduler(settings: Settings) -> int:
         async with AsyncExitStack() as stack:
             transports = {}
             if token:
-                bot = await stack.enter_async_context(Bot(token, base_url=settings.telegram.api_base_url))
+                bot = await stack.enter_async_context(sending_bot(token, settings.telegram.api_base_url))
                 transports["telegram"] = TelegramTransport(bot)
             if settings.zalo.token:
                 client = ZaloClient(settings.zalo.token, settings.zalo.api_base_url)

@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from bot.config import ConfigError, Settings, load_settings

@@ -10,7 +10,7 @@ import asyncio
 from datetime import datetime
 
 from sqlalchemy import select
-from telegram import Bot
+from bot.channels.telegram import sending_bot
 
 from bot.channels.playground import Playground
 from bot.channels.telegram import TelegramTransport
@@ -53,7 +53,7 @@ def show_day(playground: Playground, at: datetime) -> int:
             print(f"    quiet hours: delivered at {fmt_datetime(deliver_at, settings.tz)}", file=out)
 
         async def send():
-            async with Bot(emu.token, base_url=emu.base_url) as bot:
+            async with sending_bot(emu.token, emu.base_url) as bot:
                 sender = OutboxSender(db, {"telegram": TelegramTransport(bot)}, rate=200, per_chat_interval=0,
                                       quiet=schedule.quiet, clock=lambda: deliver_at)
                 await sender.run(until_idle=True)

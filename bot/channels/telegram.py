@@ -18,7 +18,7 @@ from typing import Awaitable, Callable
 os.environ.setdefault("PTB_TIMEDELTA", "1")  # RetryAfter.retry_after as a timedelta, without warnings
 
 from telegram import (
-    BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, KeyboardButton, Message, ReplyKeyboardMarkup,
+    Bot, BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, KeyboardButton, Message, ReplyKeyboardMarkup,
     ReplyKeyboardRemove, Update,
 )
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
@@ -273,6 +273,20 @@ class BackgroundBot:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+SEND_CONNECTIONS = 8  # enough for ~30 msg/s at 250 ms per request; more makes httpx pool upkeep costly
+
+
+def sending_bot(token: str, base_url: str) -> Bot:
+    """A Bot for the outbox: a pool of connections to match the sends it keeps in flight.
+
+    PTB's default for a bare Bot is one connection; hundreds of sends queued on it make httpx's
+    pool bookkeeping quadratic.
+    """
+    from telegram.request import HTTPXRequest
+
+    return Bot(token, base_url=base_url, request=HTTPXRequest(connection_pool_size=SEND_CONNECTIONS))
 
 
 class TelegramTransport:

@@ -81,15 +81,19 @@ def claim(session: Session, worker: str, now: datetime, limit: int) -> list[Outb
     ).all()
     taken = []
     for oid in candidates:
-        result = session.execute(
-            update(OutboxMessage).where(OutboxMessage.id == oid, OutboxMessage.status == "pending")
-            .values(status="claimed", claimed_by=worker, claimed_at=now)
-        )
+        result = _run(session, update(OutboxMessage)
+                      .where(OutboxMessage.id == oid, OutboxMessage.status == "pending")
+                      .values(status="claimed", claimed_by=worker, claimed_at=now))
         if result.rowcount == 1:
             taken.append(oid)
     if not taken:
         return []
     return list(session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(taken)).order_by(OutboxMessage.id)))
+
+
+def _run(session: Session, stmt):
+    """Core-speed UPDATE: these rows are never loaded in the session, so nothing needs syncing."""
+    return session.execute(stmt.execution_options(synchronize_session=False))
 
 
 def mark_sending(session: Session, oid: int, channel: str, worker: str) -> bool:
@@ -98,8 +102,7 @@ def mark_sending(session: Session, oid: int, channel: str, worker: str) -> bool:
     False when the row is no longer this worker's claim (a sender that took over the lease put it
     back in the queue): the caller must not send it.
     """
-    result = session.execute(
-        update(OutboxMessage)
+    result = _run(session, update(OutboxMessage)
         .where(OutboxMessage.id == oid, OutboxMessage.claimed_by == worker,
                OutboxMessage.status.in_(("claimed", "sending")))
         .values(status="sending", channel=channel))
@@ -107,22 +110,22 @@ def mark_sending(session: Session, oid: int, channel: str, worker: str) -> bool:
 
 
 def mark_sent(session: Session, oid: int, channel: str, now: datetime) -> None:
-    session.execute(update(OutboxMessage).where(OutboxMessage.id == oid)
+    _run(session, update(OutboxMessage).where(OutboxMessage.id == oid)
                     .values(status="sent", sent_at=now, channel=channel, error=None))
 
 
 def mark_failed(session: Session, oid: int, channel: str | None, reason: str) -> None:
     """A permanent refusal (blocked, chat gone, not linked): never retried, shown to secretaries."""
-    session.execute(update(OutboxMessage).where(OutboxMessage.id == oid)
+    _run(session, update(OutboxMessage).where(OutboxMessage.id == oid)
                     .values(status="failed", channel=channel, error=reason[:500]))
 
 
 def mark_dropped(session: Session, oid: int, reason: str) -> None:
-    session.execute(update(OutboxMessage).where(OutboxMessage.id == oid).values(status="dropped", error=reason))
+    _run(session, update(OutboxMessage).where(OutboxMessage.id == oid).values(status="dropped", error=reason))
 
 
 def retry_later(session: Session, oid: int, at: datetime, reason: str) -> None:
-    session.execute(update(OutboxMessage).where(OutboxMessage.id == oid).values(
+    _run(session, update(OutboxMessage).where(OutboxMessage.id == oid).values(
         status="pending", not_before=at, attempts=OutboxMessage.attempts + 1, error=reason[:500],
         claimed_by=None, claimed_at=None))
 
@@ -141,12 +144,10 @@ def reconcile(session: Session, worker: str, now: datetime, *, exclusive: bool =
     dead = OutboxMessage.claimed_by != worker
     if not exclusive:
         dead = and_(dead, OutboxMessage.claimed_at < now - stale_after)
-    requeued = session.execute(
-        update(OutboxMessage).where(OutboxMessage.status == "claimed", dead)
+    requeued = _run(session, update(OutboxMessage).where(OutboxMessage.status == "claimed", dead)
         .values(status="pending", claimed_by=None, claimed_at=None)
     ).rowcount
-    uncertain = session.execute(
-        update(OutboxMessage).where(OutboxMessage.status == "sending", dead)
+    uncertain = _run(session, update(OutboxMessage).where(OutboxMessage.status == "sending", dead)
         .values(status="sent", sent_at=now, error="uncertain: the sender stopped during the request")
     ).rowcount
     return requeued, uncertain

@@ -57,7 +57,7 @@ class SenderStats:
 class OutboxSender:
     def __init__(self, db: Database, transports: dict[str, Transport], *, rate: float = 25.0,
                  per_chat_interval: float = 1.0, worker: str = "sender", quiet: QuietHours | None = None,
-                 clock: Callable[[], datetime] = utcnow, idle_poll: float = 0.5, max_in_flight: int = 64):
+                 clock: Callable[[], datetime] = utcnow, idle_poll: float = 0.5, max_in_flight: int = 24):
         self.db, self.transports = db, transports
         self.rate, self.per_chat_interval = rate, per_chat_interval
         self.worker, self.quiet, self.clock = worker, quiet, clock
@@ -220,7 +220,7 @@ class OutboxSender:
     async def _flush_marks(self) -> None:
         while True:
             await self._marks_waiting.wait()
-            await asyncio.sleep(0.005)  # let the sends finishing about now join this commit
+            await asyncio.sleep(0.002)  # let the sends finishing about now join this commit
             await self._apply_marks()
 
     async def _apply_marks(self) -> None:
