@@ -211,3 +211,15 @@ def test_a_whole_round_from_announcement_to_closing_report(province, emulator, b
     assert len(files) == 1 and files[0]["document"]["file_name"].endswith(".xlsx")
     with province.session() as s:
         assert s.get(Round, round_id).closed_at == CLOSES
+
+
+def test_update_ids_are_forgotten_after_a_week(province):
+    from bot.scheduling.due import prune_processed_updates
+    from bot.storage.models import ProcessedUpdate
+
+    with province.session() as s:
+        s.add(ProcessedUpdate(channel="telegram", update_key="old", processed_at=local("2026-12-01 07:00")))
+        s.add(ProcessedUpdate(channel="telegram", update_key="new", processed_at=local("2026-12-07 07:00")))
+    assert prune_processed_updates(province, local("2026-12-09 07:00")) == 1
+    with province.session() as s:
+        assert s.scalars(select(ProcessedUpdate.update_key)).all() == ["new"]

@@ -129,6 +129,7 @@ class Playground:
                 return
 
     def _handle(self, line: str) -> bool:
+        """Playground commands (/quit, /as CODE); anything else goes to the bot as the member."""
         if not line:
             return True
         if self.echo:
@@ -138,15 +139,19 @@ class Playground:
         if line == "/as" or line.startswith("/as "):
             self.user = self._become(line[3:].strip() or None)
             return True
+        self._say(line)
+        return True
+
+    def _say(self, line: str) -> None:
+        """A number presses that button of the newest message; anything else is typed."""
         if line.isdigit() and (last := self.user.last()) and (buttons := _buttons(last)):
             index = int(line) - 1
             if 0 <= index < len(buttons):
                 self.user.press(buttons[index]["callback_data"], message_id=last["message_id"])
                 self._show(self.user)
-                return True
+                return
         self.user.send_text(line)
         self._show(self.user)
-        return True
 
     def _show(self, user, settle: float = 0.3) -> None:
         """Print what changed in the chat: new messages, edits and button notices."""
@@ -225,18 +230,8 @@ class ZaloPlayground(Playground):
             self._type(user, format_code(invite).lower())
         return user
 
-    def _handle(self, line: str) -> bool:
-        if not line:
-            return True
-        if self.echo:
-            print(f"> {line}", file=self.out)
-        if line in ("/quit", "/q"):
-            return False
-        if line == "/as" or line.startswith("/as "):
-            self.user = self._become(line[3:].strip() or None)
-            return True
+    def _say(self, line: str) -> None:
         self._type(self.user, line)
-        return True
 
     def _type(self, user, text: str) -> None:
         """Send ``text`` and print the answer once the bot has finished with it (all its messages)."""

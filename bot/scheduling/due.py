@@ -196,3 +196,16 @@ def schedule_from(settings) -> Schedule:
         digest_cron=sch.digest_cron,
         quiet=QuietHours(start, end, settings.tz),
     )
+
+
+UPDATE_MEMORY = timedelta(days=7)
+
+
+def prune_processed_updates(db: Database, at: datetime) -> int:
+    """Forget update ids older than a week: platforms redeliver within a day (Telegram keeps 24 h)."""
+    from sqlalchemy import delete
+
+    from bot.storage.models import ProcessedUpdate
+
+    with db.session() as s:
+        return s.execute(delete(ProcessedUpdate).where(ProcessedUpdate.processed_at < at - UPDATE_MEMORY)).rowcount

@@ -19,7 +19,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from bot.outbox.sender import OutboxSender, Transport
-from bot.scheduling.due import Schedule, run_due
+from bot.scheduling.due import Schedule, prune_processed_updates, run_due
 from bot.storage.db import Database
 from bot.storage.models import Lease
 from bot.timeutil import utcnow
@@ -78,6 +78,7 @@ class ScheduledWork:
             return
         try:
             report = await asyncio.to_thread(run_due, self.db, now, self.schedule, self.report_builder)
+            await asyncio.to_thread(prune_processed_updates, self.db, now)
             for job in report.jobs:
                 log.info("scheduled: %s", job)
             for dropped in report.dropped:
