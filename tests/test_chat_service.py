@@ -118,3 +118,21 @@ def test_attempt_survives_in_the_database_not_in_the_service(province):
     assert "Câu 2/10" in reply.text
     with province.session() as s:
         assert s.scalar(select(func.count()).select_from(Attempt)) == 1
+
+
+def test_an_update_that_fails_is_not_remembered_as_processed(service, province, monkeypatch):
+    """The update id is recorded with its work: if the work fails, a redelivery is handled."""
+    from bot.storage.models import ProcessedUpdate
+
+    linked(service, province, "DV006", "1")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database hiccup")
+
+    monkeypatch.setattr(service, "_quiz_entry", broken)
+    with pytest.raises(RuntimeError):
+        service.on_text("1", "/lambai", utcnow(), update_key="77")
+    with province.session() as s:
+        assert s.get(ProcessedUpdate, ("telegram", "77")) is None
+    monkeypatch.undo()
+    assert "Câu 1/10" in service.on_text("1", "/lambai", utcnow(), update_key="77").replies[0].text
