@@ -223,3 +223,21 @@ def test_update_ids_are_forgotten_after_a_week(province):
     assert prune_processed_updates(province, local("2026-12-09 07:00")) == 1
     with province.session() as s:
         assert s.scalars(select(ProcessedUpdate.update_key)).all() == ["new"]
+
+
+def test_an_unexpected_transport_error_keeps_the_message_for_later(province, emulator, branch):
+    from bot.outbox.sender import OutboxSender
+
+    class Broken:
+        channel = "telegram"
+
+        async def deliver(self, external_id, reply, attachment):
+            raise KeyError("surprise")
+
+    run_due(province, local("2026-12-01 07:00"), Schedule())
+    stats = asyncio.run(OutboxSender(province, {"telegram": Broken()}, clock=lambda: local("2026-12-01 07:00"),
+                                     rate=500, per_chat_interval=0).run(until_idle=True))
+    assert stats.sent == 0 and stats.retried == 9
+    assert statuses(province) == {"pending": 9}
+    deliver(province, emulator, local("2026-12-01 08:00"))
+    assert statuses(province) == {"sent": 9}

@@ -21,12 +21,12 @@ from telegram import (
     Bot, BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, KeyboardButton, Message, ReplyKeyboardMarkup,
     ReplyKeyboardRemove, Update,
 )
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
 from telegram.ext import (
     Application, ApplicationBuilder, BaseUpdateProcessor, CallbackQueryHandler, ContextTypes, MessageHandler, filters,
 )
 
-from bot.domain.replies import Outcome, Reply
+from bot.domain.replies import Outcome, Reply, split_text
 from bot.services.chat import ChannelTraits, ChatService
 from bot.timeutil import utcnow
 
@@ -194,7 +194,7 @@ class TelegramChannel:
     async def render(self, context, chat_id: int, outcome: Outcome, *, pressed: Message | None = None,
                      clear_keyboard: bool = False) -> None:
         bot = context.bot
-        for reply in outcome.replies:
+        for reply in fit(outcome.replies):
             rm = markup(reply, clear_keyboard=clear_keyboard)
             if reply.edit and pressed is not None and isinstance(rm, (InlineKeyboardMarkup, type(None))):
                 if await self._edit(bot, pressed, reply, rm):
@@ -217,6 +217,19 @@ class TelegramChannel:
                 return True
             log.info("cannot edit message %s (%s); sending a new one", message.message_id, exc.message)
             return False
+
+
+def fit(replies: list[Reply]) -> list[Reply]:
+    """Replies longer than a Telegram message become several; the buttons stay on the last part."""
+    out: list[Reply] = []
+    for reply in replies:
+        parts = split_text(reply.text, TRAITS.text_limit)
+        if len(parts) <= 1:
+            out.append(reply)
+            continue
+        out += [Reply(p, edit=reply.edit and i == 0) for i, p in enumerate(parts[:-1])]
+        out.append(Reply(parts[-1], reply.choices, ask_contact=reply.ask_contact, files=reply.files))
+    return out
 
 
 class RedactSecrets(logging.Filter):
@@ -316,3 +329,5 @@ class TelegramTransport:
             raise SendError("permanent", exc.message) from None
         except (TimedOut, NetworkError) as exc:
             raise SendError("transient", exc.message) from None
+        except TelegramError as exc:  # InvalidToken, Conflict...: an operator problem, try later
+            raise SendError("transient", f"{type(exc).__name__}: {exc.message}") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -56,11 +57,13 @@ class SenderStats:
 
 class OutboxSender:
     def __init__(self, db: Database, transports: dict[str, Transport], *, rate: float = 25.0,
-                 per_chat_interval: float = 1.0, worker: str = "sender", quiet: QuietHours | None = None,
+                 per_chat_interval: float = 1.0, worker: str | None = None, quiet: QuietHours | None = None,
                  clock: Callable[[], datetime] = utcnow, idle_poll: float = 0.5, max_in_flight: int = 24):
         self.db, self.transports = db, transports
         self.rate, self.per_chat_interval = rate, per_chat_interval
-        self.worker, self.quiet, self.clock = worker, quiet, clock
+        # each sender its own name: reconcile() settles only other (stopped) senders' rows
+        self.worker = worker or f"sender-{os.getpid()}-{id(self):x}"
+        self.quiet, self.clock = quiet, clock
         self.idle_poll, self.max_in_flight = idle_poll, max_in_flight
         self.stats = SenderStats()
         self._chat_ready: dict[tuple[str, str], float] = {}
@@ -179,6 +182,10 @@ class OutboxSender:
                     reason = f"{channel}: {exc.reason}"
                     continue  # try the member's other messenger
                 await self._retry(job, exc)
+                return
+            except Exception as exc:  # noqa: BLE001 - an unexpected refusal must not strand the row
+                log.exception("outbox: message %d: unexpected error from %s", job.id, channel)
+                await self._retry(job, SendError("transient", f"{type(exc).__name__}: {exc}"))
                 return
             await self._mark(queue.mark_sent, job.id, channel, self.clock())
             self.stats.sent += 1

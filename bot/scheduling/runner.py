@@ -86,7 +86,7 @@ class ScheduledWork:
         except Exception:  # noqa: BLE001 - one bad tick must not stop the scheduler
             log.exception("scheduled work failed at %s", now)
         if self._sender_task is None or self._sender_task.done():
-            self.sender = OutboxSender(self.db, self.transports, rate=self.rate, worker=self.holder,
+            self.sender = OutboxSender(self.db, self.transports, rate=self.rate,
                                        quiet=self.schedule.quiet, clock=self.clock)
             self._sender_task = asyncio.create_task(self.sender.run(exclusive=True))
 
