@@ -7,18 +7,9 @@ import logging
 import sys
 
 from bot.config import Settings
+from bot.logs import setup_logging
 from bot.services.chat import ChatService
 from bot.storage.db import Database
-
-
-def setup_logging(*secrets: str) -> None:
-    from bot.channels.telegram import RedactSecrets
-
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactSecrets(*secrets))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry the token in URLs
 
 
 def chat_service(settings: Settings, db: Database, channel: str = "telegram", budget=None) -> ChatService:
@@ -174,11 +165,17 @@ def run_scheduler(settings: Settings) -> int:
     return 0
 
 
+PLAYGROUND_DB = "playground.db"
+
+
 def run_playground(settings: Settings, as_member: str | None = None, script: str | None = None,
                    channel: str = "telegram", at=None) -> int:
+    from pathlib import Path
+
     from bot.channels.playground import Playground, ZaloPlayground
 
-    db = Database(settings.database_url)
+    # Never the configured database: the playground opens rounds and links made-up chats.
+    db = Database(f"sqlite:///{Path.cwd() / PLAYGROUND_DB}")
     db.upgrade()
     if at is not None:
         from bot.channels.playground_day import show_day

@@ -307,9 +307,9 @@ def _zalo_invites(args, settings: Settings) -> int:
 
 
 # -- rounds --------------------------------------------------------------------------------------
-def _local(text: str, settings: Settings, option: str):
+def _local(text: str, settings: Settings, option: str, *, end_of_day: bool = False):
     try:
-        return parse_local(text, settings.tz)
+        return parse_local(text, settings.tz, end_of_day=end_of_day)
     except ValueError as exc:
         raise UsageError(f"{option}: {exc}") from None
 
@@ -319,7 +319,7 @@ def cmd_rounds_open(args, settings: Settings) -> int:
     from bot.services.rounds import RoundError, open_round
 
     opens = _local(args.opens, settings, "--opens")
-    closes = _local(args.closes, settings, "--closes")
+    closes = _local(args.closes, settings, "--closes", end_of_day=True)
     db = open_db(settings)
     try:
         with db.session() as s:

@@ -12,14 +12,20 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def parse_local(text: str, tz: ZoneInfo) -> datetime:
-    """``2026-12-01 07:00`` or ``01/12/2026 07:00`` in ``tz`` → aware UTC. ValueError if neither."""
+def parse_local(text: str, tz: ZoneInfo, *, end_of_day: bool = False) -> datetime:
+    """``2026-12-01 07:00`` or ``01/12/2026 07:00`` in ``tz`` → aware UTC. ValueError if neither.
+
+    A date without a time means the start of that day, or its last minute with ``end_of_day``
+    (a deadline "15/12/2026" includes the 15th).
+    """
     text = " ".join(text.split())
     for fmt in _INPUT_FORMATS:
         try:
             naive = datetime.strptime(text, fmt)
         except ValueError:
             continue
+        if end_of_day and "%H" not in fmt:
+            naive = naive.replace(hour=23, minute=59)
         return naive.replace(tzinfo=tz).astimezone(timezone.utc)
     raise ValueError(f"{text!r} is not a date and time like '2026-12-01 07:00' or '01/12/2026 07:00'")
 

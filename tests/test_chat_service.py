@@ -136,3 +136,21 @@ def test_an_update_that_fails_is_not_remembered_as_processed(service, province, 
         assert s.get(ProcessedUpdate, ("telegram", "77")) is None
     monkeypatch.undo()
     assert "Câu 1/10" in service.on_text("1", "/lambai", utcnow(), update_key="77").replies[0].text
+
+
+def test_typed_numbers_mean_the_last_messages_choices_only(province):
+    """With two rounds' figures in one answer, only the last message offers numbers to type."""
+    from datetime import timedelta
+
+    from bot.services.rounds import open_round
+
+    now = utcnow()
+    with province.session() as s:
+        open_round(s, "kh-83-hu-tuy-phuoc", ["DP"], now - timedelta(hours=1), now + timedelta(days=2), 98, now)
+    service = ChatService(province, ChannelTraits("zalo", 2000, has_buttons=False), TZ)
+    linked(service, province, "CB002", "z9")
+    replies = service.on_text("z9", "thống kê", utcnow()).replies
+    assert len(replies) == 2 and replies[0].choices == [] and replies[1].choices
+    last_round = replies[1].text.split(" — ")[0].split()[-1]
+    drilled = service.on_text("z9", "1", utcnow()).replies[0].text
+    assert drilled.startswith(f"📊 {last_round} — Đảng bộ xã Tân Tiến")

@@ -59,3 +59,8 @@ def test_dates_in_day_month_year_are_accepted(cli, sample_roster):
     result = open_round(cli, opens="01/12/2030 07:00", closes="15/12/2030 21:00")
     assert result.code == 0
     assert "01/12/2030 07:00 – 15/12/2030 21:00" in result.out
+
+
+def test_a_deadline_given_as_a_date_includes_that_whole_day(cli, sample_roster):
+    result = open_round(cli, opens="01/12/2030", closes="15/12/2030")
+    assert "01/12/2030 00:00 – 15/12/2030 23:59" in result.out

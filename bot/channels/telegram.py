@@ -232,22 +232,6 @@ def fit(replies: list[Reply]) -> list[Reply]:
     return out
 
 
-class RedactSecrets(logging.Filter):
-    """Removes the bot token from every log record (httpx logs request URLs)."""
-
-    def __init__(self, *secrets: str):
-        super().__init__()
-        self.secrets = [s for s in secrets if s]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            text = record.getMessage()
-            for secret in self.secrets:
-                text = text.replace(secret, "<token>")
-            record.msg, record.args = text, None
-        return True
-
-
 class BackgroundBot:
     """Runs an Application's long polling in a thread of its own (tests, playground, benchmarks)."""
 

@@ -82,7 +82,7 @@ def codes_paused(until: datetime, tz: ZoneInfo) -> Reply:
 
 
 # -- help and hints ----------------------------------------------------------------------------
-def help_text(member: Member) -> Reply:
+def help_text(member: Member, has_buttons: bool = True) -> Reply:
     lines = [
         f"Đồng chí {member.full_name} — {ROLE_NAMES.get(member.role, 'Đảng viên')}, {member.unit.name}.",
         "",
@@ -104,7 +104,8 @@ def help_text(member: Member) -> Reply:
         lines.append("/baocao — báo cáo Excel và biểu đồ")
     lines += [
         "",
-        "Khi làm bài, bấm nút A, B, C, D (hoặc gõ chữ cái) để chọn đáp án.",
+        "Khi làm bài, bấm nút A, B, C, D (hoặc gõ chữ cái) để chọn đáp án." if has_buttons
+        else "Khi làm bài, gõ chữ cái của đáp án (A, B, C, D) hoặc số thứ tự (1, 2, 3, 4).",
     ]
     return Reply("\n".join(lines))
 
@@ -233,7 +234,7 @@ def round_closed() -> Reply:
 
 
 # -- results -----------------------------------------------------------------------------------
-def history(rows: list[tuple[Round, list[Attempt]]], tz: ZoneInfo, limit: int) -> list[Reply]:
+def history(rows: list[tuple[Round, list[Attempt]]], tz: ZoneInfo, limit: int, now: datetime) -> list[Reply]:
     if not rows:
         return [Reply("Đồng chí chưa làm bài kiểm tra nào. Gõ /lambai để bắt đầu.")]
     lines = ["📊 Kết quả của đồng chí:"]
@@ -241,7 +242,9 @@ def history(rows: list[tuple[Round, list[Attempt]]], tz: ZoneInfo, limit: int) -
         doc = rnd.document
         lines += ["", f"{doc.code} — {doc.title}"]
         for a in attempts:
-            if a.submitted_at is None:
+            if a.submitted_at is None and (rnd.closed_at is not None or now >= rnd.closes_at):
+                lines.append(f"  Lần {a.number}: chưa nộp (đợt học tập đã kết thúc)")
+            elif a.submitted_at is None:
                 lines.append(f"  Lần {a.number}: đang làm dở")
             else:
                 verdict = "đạt" if a.passed else "chưa đạt"

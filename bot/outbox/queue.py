@@ -111,7 +111,8 @@ def mark_sending(session: Session, oid: int, channel: str, worker: str) -> bool:
 
 def mark_sent(session: Session, oid: int, channel: str, now: datetime) -> None:
     _run(session, update(OutboxMessage).where(OutboxMessage.id == oid)
-                    .values(status="sent", sent_at=now, channel=channel, error=None))
+                    .values(status="sent", sent_at=now, channel=channel, error=None,
+                                attachment=None))  # a delivered report is not kept twice
 
 
 def mark_failed(session: Session, oid: int, channel: str | None, reason: str) -> None:

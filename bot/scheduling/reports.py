@@ -61,7 +61,7 @@ class ReportBuilder:
             figures = stats.unit_figures(s, rnd.id, unit.id, at)
             attachment = None
             if member.role in ("cadre", "admin"):
-                data = report_data(s, rnd.id, unit.id, at, tz=self.tz)
+                data = report_data(s, rnd.id, unit.id, at, tz=self.tz, include_phones=member.role == "admin")
                 name = f"baocao-{rnd.document.code.replace('/', '-')}-{unit.code}.xlsx"
                 attachment = (name, build_workbook(data))
             count += queue.enqueue(

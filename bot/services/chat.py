@@ -134,13 +134,13 @@ class ChatService:
                 return Outcome([self._link_code(s, external_id, arg, now)])
             return Outcome([msg.link_outcome("already", member)])
         if command == "help":
-            return Outcome([msg.help_text(member)])
+            return Outcome([msg.help_text(member, self.traits.has_buttons)])
         if command == "hoc":
             return Outcome(self._study_list(s, member, now))
         if command == "lambai":
             return Outcome(self._quiz_entry(s, member, now))
         if command == "ketqua":
-            return Outcome(msg.history(quiz.member_history(s, member), self.tz, self.traits.text_limit))
+            return Outcome(msg.history(quiz.member_history(s, member), self.tz, self.traits.text_limit, now))
         if command == "tiep":
             return Outcome(self._next_page(s, external_id, member, now))
         if command in OVERSIGHT:
@@ -236,11 +236,12 @@ class ChatService:
 
     def _remember_choices(self, s: Session, external_id: str, outcome: Outcome, now: datetime) -> None:
         """Without buttons, members type a choice's word or number: keep the last offer to map it."""
-        if self.traits.has_buttons:
+        if self.traits.has_buttons or not outcome.replies:
             return
-        offered = [c for r in outcome.replies for c in r.all_choices() if c.typed]
-        if not outcome.replies:
-            return
+        with_choices = [r for r in outcome.replies if r.choices]
+        for reply in with_choices[:-1]:  # "1" can mean one thing only: the last message's offer
+            reply.choices = []
+        offered = [c for r in with_choices[-1:] for c in r.all_choices() if c.typed]
         state = self._state(s, external_id, now)
         state.choices = {fold(c.typed): c.action for c in offered} or None
 

@@ -133,7 +133,7 @@ def report(s: Session, member: Member, now: datetime, tz: ZoneInfo) -> list[Repl
         if not rounds:
             replies.append(om.no_rounds(unit))
         for rnd in rounds:
-            data = report_data(s, rnd.id, unit.id, now, tz=tz)
+            data = report_data(s, rnd.id, unit.id, now, tz=tz, include_phones=member.role == "admin")
             rr = data.rounds[0]
             stamp = now.astimezone(tz).strftime("%Y%m%d")
             name = f"baocao-{rnd.document.code.replace('/', '-')}-{unit.code}-{stamp}"

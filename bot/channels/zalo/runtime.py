@@ -31,7 +31,7 @@ WEBHOOK_PATH = "/zalo/webhook"
 class ZaloOptions:
     """What ZaloRuntime needs (from ``settings.zalo``, or built by tests)."""
 
-    token: str
+    token: str = field(repr=False)
     api_base_url: str = DEFAULT_ZALO_API
     mode: str = "polling"  # polling | webhook
     webhook_secret: str | None = field(default=None, repr=False)
