@@ -241,3 +241,17 @@ def test_an_unexpected_transport_error_keeps_the_message_for_later(province, emu
     assert statuses(province) == {"pending": 9}
     deliver(province, emulator, local("2026-12-01 08:00"))
     assert statuses(province) == {"sent": 9}
+
+
+def test_a_reminder_waiting_for_the_morning_is_dropped_if_the_member_finished_overnight(province, emulator, branch):
+    round_id, users = branch
+    run_due(province, local("2026-12-12 22:00"), Schedule())  # announcement and reminder wait for 07:00
+    with province.session() as s:
+        dv002 = s.scalar(select(Member).where(Member.code == "DV002"))
+        s.add(Attempt(round_id=round_id, member_id=dv002.id, number=1, started_at=local("2026-12-12 23:00"),
+                      submitted_at=local("2026-12-12 23:10"), question_count=10, correct_count=9, score=90.0,
+                      passed=True))
+    stats = deliver(province, emulator, local("2026-12-13 07:00"))
+    assert stats.dropped == 1
+    assert [t[:1] for t in received(users["DV002"])] == ["📢"]
+    assert [t[:1] for t in received(users["DV003"])] == ["📢", "⏰"]

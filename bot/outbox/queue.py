@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -154,8 +154,31 @@ def reconcile(session: Session, worker: str, now: datetime, *, exclusive: bool =
     return requeued, uncertain
 
 
-def counts(session: Session) -> dict[str, int]:
-    return dict(session.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)).all())
+def no_longer_true(session: Session, rows: list[OutboxMessage], now: datetime) -> dict[int, str]:
+    """Rows whose message has become wrong while it waited (e.g. for the morning): a reminder to a
+    member who has finished since, anything about a round closed early, anything to a member who
+    was deactivated. Two queries for the whole batch."""
+    if not rows:
+        return {}
+    from bot.storage.models import Attempt, Member, Round
+
+    member_ids = {r.member_id for r in rows}
+    round_ids = {r.round_id for r in rows if r.round_id is not None}
+    inactive = set(session.scalars(select(Member.id).where(Member.id.in_(member_ids), ~Member.active)))
+    closed = set(session.scalars(select(Round.id).where(Round.id.in_(round_ids), Round.closed_at.is_not(None))))
+    finished = {(rid, mid) for rid, mid in session.execute(
+        select(Attempt.round_id, Attempt.member_id)
+        .where(Attempt.round_id.in_(round_ids), Attempt.member_id.in_(member_ids), Attempt.submitted_at.is_not(None))
+    )} if round_ids else set()
+    stale = {}
+    for r in rows:
+        if r.member_id in inactive:
+            stale[r.id] = "the member was deactivated"
+        elif r.round_id in closed and r.purpose != "closing":
+            stale[r.id] = "the round was closed"
+        elif r.purpose in ("remind", "nudge") and (r.round_id, r.member_id) in finished:
+            stale[r.id] = "the member has finished since"
+    return stale
 
 
 def failed_for(session: Session, round_id: int, member_ids: list[int]) -> dict[int, str]:

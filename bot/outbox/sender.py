@@ -23,7 +23,7 @@ from bot.domain.replies import Reply
 from bot.outbox import queue
 from bot.outbox.queue import QuietHours
 from bot.storage.db import Database
-from bot.storage.models import ChatAccount, OutboxMessage
+from bot.storage.models import ChatAccount
 from bot.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,13 @@ class OutboxSender:
         started = time.thread_time()
         with self.db.session() as s:
             rows = queue.claim(s, self.worker, now, limit)
+            stale = queue.no_longer_true(s, rows, now)
+            for r in rows:
+                if r.id in stale:
+                    log.info("outbox: message %d dropped: %s", r.id, stale[r.id])
+                    queue.mark_dropped(s, r.id, stale[r.id])
+                    self.stats.dropped += 1
+            rows = [r for r in rows if r.id not in stale]
             member_ids = {r.member_id for r in rows}
             accounts: dict[int, list[tuple[str, str]]] = {}
             if member_ids:
@@ -254,7 +261,3 @@ class OutboxSender:
             if not done.done():
                 done.set_result(result)
 
-
-def pending_count(db: Database) -> int:
-    with db.session() as s:
-        return len(s.scalars(select(OutboxMessage.id).where(OutboxMessage.status.in_(("pending", "claimed", "sending")))).all())
