@@ -30,9 +30,5 @@ def parse_local(text: str, tz: ZoneInfo, *, end_of_day: bool = False) -> datetim
     raise ValueError(f"{text!r} is not a date and time like '2026-12-01 07:00' or '01/12/2026 07:00'")
 
 
-def fmt_date(dt: datetime, tz: ZoneInfo) -> str:
-    return dt.astimezone(tz).strftime("%d/%m/%Y")
-
-
 def fmt_datetime(dt: datetime, tz: ZoneInfo) -> str:
     return dt.astimezone(tz).strftime("%d/%m/%Y %H:%M")

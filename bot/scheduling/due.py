@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -81,15 +81,9 @@ def run_due(db: Database, at: datetime, schedule: Schedule, report_builder=None)
     if fire is not None and at - fire > DIGEST_FRESHNESS:
         fire = None  # a digest caught up days late says nothing useful; the next one will
     if fire is not None and report_builder is not None:
-        key = f"digest:{fire.astimezone(timezone_utc()).strftime('%Y-%m-%dT%H:%M')}"
+        key = f"digest:{fire.astimezone(timezone.utc).strftime('%Y-%m-%dT%H:%M')}"
         _once(db, key, at, report, lambda s: report_builder.digest(s, fire, at, schedule, report))
     return report
-
-
-def timezone_utc():
-    from datetime import timezone
-
-    return timezone.utc
 
 
 class BroadcastRefused(Exception):

@@ -209,8 +209,12 @@ class ChatService:
     def _state(self, s: Session, external_id: str, now: datetime) -> ChatState:
         state = s.get(ChatState, (self.traits.name, external_id))
         if state is None:
-            state = ChatState(channel=self.traits.name, external_id=external_id, updated_at=now)
-            s.add(state)
+            try:
+                with s.begin_nested():  # two updates of one chat handled by two processes at once
+                    state = ChatState(channel=self.traits.name, external_id=external_id, updated_at=now)
+                    s.add(state)
+            except IntegrityError:
+                state = s.get(ChatState, (self.traits.name, external_id))
         state.updated_at = now
         return state
 

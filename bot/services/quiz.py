@@ -43,10 +43,14 @@ def round_for_member(session: Session, member: Member, round_id: int, now: datet
 
 def record_view(session: Session, round_id: int, member_id: int, now: datetime) -> None:
     view = session.get(StudyView, (round_id, member_id))
-    if view is None:
-        session.add(StudyView(round_id=round_id, member_id=member_id, first_opened_at=now, last_opened_at=now))
-    else:
+    if view is not None:
         view.last_opened_at = now
+        return
+    try:
+        with session.begin_nested():  # the same member reading on two messengers at once
+            session.add(StudyView(round_id=round_id, member_id=member_id, first_opened_at=now, last_opened_at=now))
+    except IntegrityError:
+        session.get(StudyView, (round_id, member_id)).last_opened_at = now
 
 
 @dataclass

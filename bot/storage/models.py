@@ -34,8 +34,6 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-ROLES = ("member", "secretary", "cadre", "admin")
-CHANNELS = ("telegram", "zalo", "playground")
 
 
 class UTCDateTime(TypeDecorator):
@@ -268,7 +266,8 @@ class ProcessedUpdate(Base):
 
 
 class ChatState(Base):
-    """Where a chat is in the conversation: which message shows the current question, reading page.
+    """Where a chat is in the conversation: the page being read, the choices a member may type,
+    wrong link codes. (The quiz's place is the attempt's own rows: the next unanswered question.)
 
     Kept in SQL (not PTB's in-memory state) so a restart or another process continues it.
     """
@@ -276,8 +275,6 @@ class ChatState(Base):
     __tablename__ = "chat_states"
     channel: Mapped[str] = mapped_column(String(16), primary_key=True)
     external_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    quiz_message_id: Mapped[str | None] = mapped_column(String(64))
-    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("attempts.id"))
     reading_round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"))
     reading_page: Mapped[int | None] = mapped_column(Integer)
     choices: Mapped[dict | None] = mapped_column(JSON)  # typed word -> action, where there are no buttons
