@@ -153,3 +153,18 @@ def test_permission_matrix_for_another_units_buttons(service, province, role):
     for action in (f"s:1:{unit_id(province, own)}", f"c:1:{unit_id(province, own)}:1"):
         text = service.on_action(code, action, utcnow()).replies[0].text
         assert ("64-KH/TU" in text) is (role != "member"), (role, action, text)
+
+
+def test_a_reminder_asked_at_night_counts_for_the_morning_it_is_sent(service, province):
+    from datetime import timedelta
+
+    link(service, province, "DV001")
+    link(service, province, "DV002")
+    tomorrow = utcnow() + timedelta(days=1)  # within the open round
+    evening = tomorrow.replace(hour=15, minute=30)  # 22:30 in Vietnam: quiet hours
+    morning = (tomorrow + timedelta(days=1)).replace(hour=1, minute=0)  # 08:00 the next day
+    first = service.on_text("DV001", "/nhacnho", evening).replies[0].text
+    sent_on = morning.astimezone(TZ).strftime("%d/%m/%Y")
+    assert "đã gửi nhắc nhở tới 2 đồng chí" in first and f"sẽ được gửi lúc 07:00 ngày {sent_on}" in first
+    again = service.on_text("DV001", "/nhacnho", morning).replies[0].text
+    assert "đã gửi nhắc nhở tới 0 đồng chí" in again and "2 đồng chí đã được nhắc hôm nay" in again

@@ -93,7 +93,8 @@ def remind(s: Session, member: Member, now: datetime, tz: ZoneInfo, quiet: Quiet
     ``budget`` (a channel's monthly quota, see ``ChatService``) may refuse a round's reminders as a
     whole when they cannot all be sent: none is enqueued, and the reply says why."""
     replies = []
-    day = now.astimezone(tz).date().isoformat()
+    not_before = quiet.next_allowed(now)
+    day = not_before.astimezone(tz).date().isoformat()  # the day it reaches the member
     for unit in _roots(s, member):
         require_remind(s, member, unit.id)
         rounds = [r for r in stats.rounds_for_unit(s, unit.id, now) if round_status(r, now) == "open"]
@@ -107,7 +108,6 @@ def remind(s: Session, member: Member, now: datetime, tz: ZoneInfo, quiet: Quiet
             if refusal is not None:
                 replies.append(Reply(f"🔔 {rnd.document.code} — {unit.name}: {refusal.text}"))
                 continue
-            not_before = quiet.next_allowed(now)
             sent = already = 0
             for mid in ids:
                 if mid not in linked:
