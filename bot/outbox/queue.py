@@ -66,6 +66,29 @@ def enqueue(session: Session, *, dedupe_key: str, purpose: str, member_id: int, 
     return session.connection().execute(stmt).first() is not None
 
 
+BULK_ROWS = 400  # rows per INSERT: well under SQLite's limit of bound variables
+
+
+def enqueue_many(session: Session, *, purpose: str, keyed_members: list[tuple[str, int]], reply: Reply,
+                 now: datetime, not_before: datetime | None = None, expires_at: datetime | None = None,
+                 round_id: int | None = None) -> int:
+    """The same message to many members (a broadcast), in multi-row INSERTs; keys already
+    present are skipped. Returns how many were added."""
+    payload = reply_payload(reply)
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = OutboxMessage.__table__
+    added = 0
+    for start in range(0, len(keyed_members), BULK_ROWS):
+        rows = [dict(dedupe_key=key, purpose=purpose, member_id=mid, round_id=round_id, payload=payload,
+                     status="pending", not_before=not_before or now, expires_at=expires_at, attempts=0,
+                     created_at=now, attachment_name=None, attachment=None)
+                for key, mid in keyed_members[start:start + BULK_ROWS]]
+        stmt = insert(table).values(rows).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(table.c.id)
+        added += len(session.connection().execute(stmt).fetchall())
+    return added
+
+
 def reachable(session: Session, member_ids: list[int]) -> set[int]:
     """Members with at least one linked chat account (the others cannot be written to)."""
     if not member_ids:

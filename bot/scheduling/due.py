@@ -154,9 +154,8 @@ def _announce(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: 
     report.skipped_unlinked += unlinked
     reply = msg.announcement(rnd, schedule.tz)
     not_before = schedule.quiet.next_allowed(at)
-    return sum(queue.enqueue(s, dedupe_key=f"announce:{rnd.id}:{mid}", purpose="announce", member_id=mid,
-                             reply=reply, now=at, not_before=not_before, expires_at=rnd.closes_at, round_id=rnd.id)
-               for mid in members)
+    return queue.enqueue_many(s, purpose="announce", keyed_members=[(f"announce:{rnd.id}:{m}", m) for m in members],
+                              reply=reply, now=at, not_before=not_before, expires_at=rnd.closes_at, round_id=rnd.id)
 
 
 def _remind(s: Session, rnd: Round, key: str, at: datetime, schedule: Schedule, report: DueReport) -> int:
@@ -165,9 +164,8 @@ def _remind(s: Session, rnd: Round, key: str, at: datetime, schedule: Schedule, 
     report.skipped_unlinked += unlinked
     reply = msg.reminder(rnd, schedule.tz)
     not_before = schedule.quiet.next_allowed(at)
-    return sum(queue.enqueue(s, dedupe_key=f"{key}:{mid}", purpose="remind", member_id=mid, reply=reply, now=at,
-                             not_before=not_before, expires_at=rnd.closes_at, round_id=rnd.id)
-               for mid in members)
+    return queue.enqueue_many(s, purpose="remind", keyed_members=[(f"{key}:{m}", m) for m in members],
+                              reply=reply, now=at, not_before=not_before, expires_at=rnd.closes_at, round_id=rnd.id)
 
 
 def _close(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: DueReport, report_builder) -> int:

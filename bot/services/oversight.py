@@ -108,14 +108,10 @@ def remind(s: Session, member: Member, now: datetime, tz: ZoneInfo, quiet: Quiet
             if refusal is not None:
                 replies.append(Reply(f"🔔 {rnd.document.code} — {unit.name}: {refusal.text}"))
                 continue
-            sent = already = 0
-            for mid in ids:
-                if mid not in linked:
-                    continue
-                added = queue.enqueue(s, dedupe_key=f"nudge:{rnd.id}:{mid}:{day}", purpose="nudge", member_id=mid,
-                                      reply=reminder(rnd, tz), now=now, not_before=not_before,
-                                      expires_at=rnd.closes_at, round_id=rnd.id)
-                sent, already = sent + added, already + (not added)
+            targets = [(f"nudge:{rnd.id}:{mid}:{day}", mid) for mid in ids if mid in linked]
+            sent = queue.enqueue_many(s, purpose="nudge", keyed_members=targets, reply=reminder(rnd, tz), now=now,
+                                      not_before=not_before, expires_at=rnd.closes_at, round_id=rnd.id)
+            already = len(targets) - sent
             later = local(not_before, tz) if not_before != now else None
             replies.append(om.reminded_reply(rnd, unit, sent, already, len(ids) - len(linked), later))
     return replies
