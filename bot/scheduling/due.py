@@ -27,6 +27,7 @@ from bot.storage.models import Attempt, JobRun, Member, Round
 
 log = logging.getLogger(__name__)
 DIGEST_FRESHNESS = timedelta(hours=24)
+FINISHED_LONG_AGO = timedelta(days=31)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,9 @@ def run_due(db: Database, at: datetime, schedule: Schedule, report_builder=None)
     """Do every job due at ``at`` that is not done yet; each job is one transaction."""
     report = DueReport()
     with db.session() as s:
-        rounds = list(s.scalars(select(Round).options(selectinload(Round.document)).order_by(Round.id)))
+        # rounds that ended over a month ago have nothing left to do (their jobs ran at the time)
+        rounds = list(s.scalars(select(Round).options(selectinload(Round.document))
+                                .where(Round.closes_at > at - FINISHED_LONG_AGO).order_by(Round.id)))
     for rnd in rounds:
         if rnd.opens_at <= at:
             _once(db, f"announce:{rnd.id}", at, report, lambda s, r=rnd: _announce(s, r, at, schedule, report))
