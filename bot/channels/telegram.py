@@ -26,6 +26,7 @@ from telegram.ext import (
     Application, ApplicationBuilder, BaseUpdateProcessor, CallbackQueryHandler, ContextTypes, MessageHandler, filters,
 )
 
+from bot.domain import messages as msg
 from bot.domain.replies import Outcome, Reply, split_text
 from bot.services.chat import ChannelTraits, ChatService
 from bot.timeutil import utcnow
@@ -183,8 +184,8 @@ class TelegramChannel:
         await self.render(context, chat_id, outcome, pressed=query.message)
 
     async def on_group_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await with_retries(lambda: update.effective_message.reply_text(
-            "Để bảo mật, đồng chí vui lòng nhắn riêng cho bot."), "sendMessage")
+        name = update.effective_user.first_name if update.effective_user else ""
+        await with_retries(lambda: update.effective_message.reply_text(msg.group_redirect(name).text), "sendMessage")
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         update_id = getattr(update, "update_id", None)

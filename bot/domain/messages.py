@@ -81,6 +81,17 @@ def codes_paused(until: datetime, tz: ZoneInfo) -> Reply:
         f"{until.astimezone(tz).strftime('%H:%M')}, hoặc liên hệ bí thư chi bộ để nhận mã mới.")
 
 
+def group_redirect(display_name: str = "", share_link: str | None = None, *, posted_code: bool = False) -> Reply:
+    """In a group the bot shows nobody's results: it asks people to write to it privately."""
+    where = f" tại {share_link}" if share_link else ""
+    if posted_code:
+        return Reply("⚠️ Mã liên kết là của riêng đồng chí, đừng gửi trong nhóm. "
+                     f"Đồng chí vui lòng nhắn riêng cho bot{where} và gõ mã ở đó.")
+    name = f" {display_name}" if display_name else ""
+    return Reply(f"Chào đồng chí{name}! Để bảo mật, bot không trả lời trong nhóm và không hiển thị kết quả "
+                 f"học tập ở đây. Đồng chí vui lòng nhắn riêng cho bot{where} (gõ /trogiup để xem hướng dẫn).")
+
+
 # -- help and hints ----------------------------------------------------------------------------
 def help_text(member: Member, has_buttons: bool = True) -> Reply:
     lines = [

@@ -29,7 +29,6 @@ from bot.channels.zalo.rendering import (
     Outgoing,
     choice_lines,
     files_note,
-    group_reply,
     render,
     reply_text,
     strip_mention,
@@ -44,5 +43,5 @@ __all__ = [
     "TRAITS", "WEBHOOK_PATH",
     "BackgroundZalo", "Outgoing", "QuotaRefusal", "ZaloChannel", "ZaloClient", "ZaloError", "ZaloOptions",
     "ZaloPoller", "ZaloQuota", "ZaloRuntime", "ZaloTransport",
-    "backoff", "choice_lines", "files_note", "group_reply", "render", "reply_text", "strip_mention",
+    "backoff", "choice_lines", "files_note", "render", "reply_text", "strip_mention",
 ]

@@ -13,7 +13,9 @@ from typing import Any, Callable
 
 from bot.channels.zalo.client import ZaloClient, ZaloError, backoff
 from bot.channels.zalo.quota import ZaloQuota
-from bot.channels.zalo.rendering import Outgoing, group_reply, render, strip_mention
+from bot.channels.zalo.rendering import Outgoing, render, strip_mention
+from bot.domain import messages as msg
+from bot.services.linking import looks_like_code
 from bot.domain.replies import Outcome, Reply
 from bot.services.chat import ChatService
 from bot.timeutil import utcnow
@@ -113,7 +115,8 @@ class ZaloChannel:
         if not await asyncio.to_thread(self.service.first_time, key, now):
             return
         name = str(sender.get("display_name") or sender.get("name") or "")
-        reply = group_reply(name, strip_mention(text, self.bot_name), self.share_link)
+        said = strip_mention(text, self.bot_name)
+        reply = msg.group_redirect(name, self.share_link, posted_code=looks_like_code(said)).text
         await self._send_all(chat_id, [Outgoing(text=reply)])
 
     async def send_outcome(self, chat_id: str, outcome: Outcome) -> int:

@@ -12,7 +12,6 @@ from typing import Callable, Iterable
 
 from bot.domain.replies import Attachment, Outcome, Reply, split_text
 from bot.services.chat import ChannelTraits, fold
-from bot.services.linking import looks_like_code
 
 TEXT_LIMIT = 2000
 TRAITS = ChannelTraits(name="zalo", text_limit=TEXT_LIMIT, has_buttons=False)
@@ -124,13 +123,3 @@ def strip_mention(text: str, bot_name: str | None) -> str:
         text = text[:i] + text[i + len(mention):]
         low = text.casefold()
     return " ".join(text.split())
-
-
-def group_reply(display_name: str, text: str, share_link: str | None) -> str:
-    where = f" tại {share_link}" if share_link else ""
-    if looks_like_code(text):
-        return ("⚠️ Mã liên kết là của riêng đồng chí, đừng gửi trong nhóm. "
-                f"Đồng chí vui lòng nhắn riêng cho bot{where} và gõ mã ở đó.")
-    name = f" {display_name}" if display_name else ""
-    return (f"Chào đồng chí{name}! Để bảo mật, bot không trả lời trong nhóm và không hiển thị kết quả "
-            f"học tập ở đây. Đồng chí vui lòng nhắn riêng cho bot{where} (gõ /trogiup để xem hướng dẫn).")
