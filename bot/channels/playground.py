@@ -52,13 +52,17 @@ class Playground:
             app = TelegramChannel(service).build(emu.token, emu.base_url, emu.base_file_url)
             with BackgroundBot(app):
                 self.emu = emu
-                self.user = self._become(as_member)
-                print(HELP, file=self.out)
-                self.echo = lines is not None or not sys.stdin.isatty()
-                for line in (lines if lines is not None else self._stdin()):
-                    if not self._handle(line.strip()):
-                        break
+                self._play(as_member, lines, HELP)
         return 0
+
+    def _play(self, as_member: str | None, lines, help_text: str) -> None:
+        """The chat loop: the script's lines, or what is typed at the terminal."""
+        self.user = self._become(as_member)
+        print(help_text, file=self.out)
+        self.echo = lines is not None or not sys.stdin.isatty()
+        for line in (lines if lines is not None else self._stdin()):
+            if not self._handle(line.strip()):
+                break
 
     # -- setup ---------------------------------------------------------------------------------
     def _has_roster(self) -> bool:
@@ -201,12 +205,7 @@ class ZaloPlayground(Playground):
             options = ZaloOptions(token=emu.token, api_base_url=emu.base_url, poll_timeout=2, poll_interval=0.0)
             with BackgroundZalo(ZaloRuntime(options, service)) as bot:
                 self.emu, self.channel, self.typed = emu, bot.runtime.channel, 0
-                self.user = self._become(as_member)
-                print(ZALO_HELP, file=self.out)
-                self.echo = lines is not None or not sys.stdin.isatty()
-                for line in (lines if lines is not None else self._stdin()):
-                    if not self._handle(line.strip()):
-                        break
+                self._play(as_member, lines, ZALO_HELP)
         return 0
 
     def _become(self, code: str | None):

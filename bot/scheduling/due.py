@@ -152,23 +152,24 @@ def _announce(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: 
     if at >= rnd.closes_at or rnd.closed_at is not None:
         report.dropped.append(f"announce:{rnd.id}: the round closed before it could be announced")
         return 0
-    members, unlinked = _reachable_audience(s, rnd, unfinished_only=False)
-    _check_budget(s, schedule, members, at)
-    report.skipped_unlinked += unlinked
-    reply = msg.announcement(rnd, schedule.tz)
-    not_before = schedule.quiet.next_allowed(at)
-    return queue.enqueue_many(s, purpose="announce", keyed_members=[(f"announce:{rnd.id}:{m}", m) for m in members],
-                              reply=reply, now=at, not_before=not_before, expires_at=rnd.closes_at, round_id=rnd.id)
+    return _broadcast(s, rnd, at, schedule, report, "announce", f"announce:{rnd.id}",
+                      msg.announcement(rnd, schedule.tz), unfinished_only=False)
 
 
 def _remind(s: Session, rnd: Round, key: str, at: datetime, schedule: Schedule, report: DueReport) -> int:
-    members, unlinked = _reachable_audience(s, rnd, unfinished_only=True)
+    return _broadcast(s, rnd, at, schedule, report, "remind", key, msg.reminder(rnd, schedule.tz),
+                      unfinished_only=True)
+
+
+def _broadcast(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: DueReport, purpose: str,
+               key: str, reply, *, unfinished_only: bool) -> int:
+    """One message to the reachable audience (or its unfinished part), keyed ``<key>:<member>``."""
+    members, unlinked = _reachable_audience(s, rnd, unfinished_only=unfinished_only)
     _check_budget(s, schedule, members, at)
     report.skipped_unlinked += unlinked
-    reply = msg.reminder(rnd, schedule.tz)
-    not_before = schedule.quiet.next_allowed(at)
-    return queue.enqueue_many(s, purpose="remind", keyed_members=[(f"{key}:{m}", m) for m in members],
-                              reply=reply, now=at, not_before=not_before, expires_at=rnd.closes_at, round_id=rnd.id)
+    return queue.enqueue_many(s, purpose=purpose, keyed_members=[(f"{key}:{m}", m) for m in members], reply=reply,
+                              now=at, not_before=schedule.quiet.next_allowed(at), expires_at=rnd.closes_at,
+                              round_id=rnd.id)
 
 
 def _close(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: DueReport, report_builder) -> int:
