@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from bot.domain.messages import local, percent
 from bot.domain.replies import Choice, Reply
-from bot.services.stats import Figures, NotFinished
+from bot.domain.statistics import Figures, NotFinished
 from bot.storage.models import Round, Unit
 
 PAGE = 20

@@ -38,11 +38,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from typing import NamedTuple
 
 from sqlalchemy import Integer, and_, bindparam, case, func, literal, or_, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
+from bot.domain.statistics import Figures, NotFinished
 from bot.services.rounds import round_status
 from bot.storage.models import (
     Answer, Attempt, AttemptQuestion, Member, Question, Round, RoundUnit, Unit, UnitAncestor,
@@ -57,36 +57,6 @@ class StatsError(Exception):
 
 
 # -- figures -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Figures:
-    """Participation of one round in one unit's subtree (see the module docstring for definitions)."""
-
-    round_id: int
-    unit_id: int
-    unit_code: str
-    unit_name: str
-    audience: int
-    finished: int
-    passed: int
-    in_progress: int
-    not_started: int
-    average_score: float | None  # percent 0-100, mean of counted scores; None when nobody finished
-    rate: float  # percent 0-100
-    target: float  # percent 0-100
-    needed: int
-    time_left: timedelta | None  # None once the round is closed
-    status: str  # scheduled | open | closed (``round_status``)
-
-    @property
-    def target_met(self) -> bool:
-        return self.audience > 0 and self.needed == 0
-
-    @property
-    def exact_rate(self) -> Fraction:
-        """finished/audience as an exact fraction (0 for an empty audience): for sorting and ties."""
-        return Fraction(self.finished, self.audience) if self.audience else Fraction(0)
-
-
 def rate_of(finished: int, audience: int) -> float:
     """finished ÷ audience × 100, 0 for an empty audience."""
     return 100.0 * finished / audience if audience else 0.0
@@ -310,15 +280,6 @@ def rounds_for_unit(session: Session, unit_id: int, now: datetime) -> list[Round
 
 
 # -- who has not finished ----------------------------------------------------------------------
-class NotFinished(NamedTuple):
-    """An audience member without a submitted attempt; ``in_progress`` when an attempt is open."""
-
-    member: Member
-    unit_code: str
-    unit_name: str
-    in_progress: bool
-
-
 _TONES = {"\u0300": 1, "\u0309": 2, "\u0303": 3, "\u0301": 4, "\u0323": 5}  # huyền hỏi ngã sắc nặng
 _MODIFIED = {("a", "\u0306"): "ă", ("a", "\u0302"): "â", ("e", "\u0302"): "ê", ("o", "\u0302"): "ô",
              ("o", "\u031b"): "ơ", ("u", "\u031b"): "ư"}
