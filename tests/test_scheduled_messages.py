@@ -255,3 +255,70 @@ def test_a_reminder_waiting_for_the_morning_is_dropped_if_the_member_finished_ov
     assert stats.dropped == 1
     assert [t[:1] for t in received(users["DV002"])] == ["📢"]
     assert [t[:1] for t in received(users["DV003"])] == ["📢", "⏰"]
+
+
+def not_finished_lines(db, secretary_user, at: datetime) -> dict[str, str]:
+    """The secretary's /chualam, as {member code: its line}."""
+    from bot.services.chat import ChannelTraits, ChatService
+
+    text = ChatService(db, ChannelTraits("telegram", 4096), TZ).on_text(
+        str(secretary_user.id), "/chualam", at).replies[0].text
+    with db.session() as s:
+        names = dict(s.execute(select(Member.full_name, Member.code)).all())
+    return {names[line.split(". ", 1)[1].split(" — ")[0]]: line
+            for line in text.splitlines() if line[:1].isdigit()}
+
+
+def test_a_message_in_flight_when_its_sender_died_is_not_sent_again_and_the_secretary_sees_it(
+        province, emulator, branch):
+    from bot.outbox import queue
+
+    round_id, users = branch
+    at = local("2026-12-01 07:00")
+    run_due(province, at, Schedule())
+    with province.session() as s:  # a sender took every row and died during DV005's request
+        dv005 = s.scalar(select(Member).where(Member.code == "DV005"))
+        rows = queue.claim(s, "dead-sender", at, 100)
+        assert queue.mark_sending(s, next(r.id for r in rows if r.member_id == dv005.id), "telegram", "dead-sender")
+    emulator.block(users["DV003"].id)
+    stats = deliver(province, emulator, at + timedelta(minutes=5))  # a new sender, later
+    assert (stats.sent, stats.failed) == (7, 1)
+    assert statuses(province) == {"sent": 7, "failed": 1, "uncertain": 1}
+    assert received(users["DV005"]) == []  # never sent twice, and here it never arrived
+    assert deliver(province, emulator, at + timedelta(minutes=10)).sent == 0
+    lines = not_finished_lines(province, users["DV001"], at + timedelta(minutes=10))
+    assert lines["DV005"].endswith("; có thể chưa nhận được tin nhắc)")
+    assert lines["DV003"].endswith("; không nhận được tin nhắn của bot)")
+    assert [code for code, line in lines.items() if "chưa nhận được tin nhắc" in line] == ["DV005"]
+    # a reminder that surely arrived clears the doubt (not the refusal)
+    emulator.unblock(users["DV003"].id)
+    run_due(province, local("2026-12-12 08:00"), Schedule())
+    deliver(province, emulator, local("2026-12-12 08:00"))
+    assert [t[:1] for t in received(users["DV005"])] == ["⏰"]
+    lines = not_finished_lines(province, users["DV001"], local("2026-12-12 08:05"))
+    assert "tin nhắc" not in lines["DV005"]
+    assert lines["DV003"].endswith("; không nhận được tin nhắn của bot)")
+
+
+def test_rows_recorded_as_sent_by_the_old_reconcile_are_marked_uncertain_by_the_migration(province, emulator, branch):
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import update
+
+    from bot.storage.db import alembic_config
+
+    run_due(province, local("2026-12-01 07:00"), Schedule())
+    with province.session() as s:
+        first, second = s.scalars(select(OutboxMessage.id).order_by(OutboxMessage.id).limit(2)).all()
+        s.execute(update(OutboxMessage).where(OutboxMessage.id == first).values(
+            status="sent", sent_at=local("2026-12-01 07:05"), error="uncertain: the sender stopped during the request"))
+        s.execute(update(OutboxMessage).where(OutboxMessage.id == second).values(
+            status="sent", sent_at=local("2026-12-01 07:01")))
+    migration = ScriptDirectory.from_config(alembic_config(province.url)).get_revision("0002_outbox_uncertain").module
+    with province.engine.begin() as conn, Operations.context(MigrationContext.configure(conn)):
+        migration.upgrade()
+    with province.session() as s:
+        rows = {r.id: r for r in s.scalars(select(OutboxMessage).where(OutboxMessage.id.in_((first, second))))}
+    assert (rows[first].status, rows[first].sent_at) == ("uncertain", None)
+    assert (rows[second].status, rows[second].sent_at) == ("sent", local("2026-12-01 07:01"))

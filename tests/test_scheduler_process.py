@@ -87,7 +87,49 @@ def test_kill_during_a_broadcast_then_restart_every_member_gets_exactly_one(prov
     with province.session() as s:
         statuses = dict(s.execute(select(OutboxMessage.status, func.count()).where(OutboxMessage.purpose == "announce")
                                   .group_by(OutboxMessage.status)).all())
-    assert statuses == {"sent": len(users)}
+    # a message in flight at the kill is never sent again: sent, or uncertain if its answer was lost
+    assert set(statuses) <= {"sent", "uncertain"} and sum(statuses.values()) == len(users)
+
+
+def outbox_statuses(db, purpose: str) -> dict[str, int]:
+    with db.session() as s:
+        return dict(s.execute(select(OutboxMessage.status, func.count()).where(OutboxMessage.purpose == purpose)
+                              .group_by(OutboxMessage.status)).all())
+
+
+def test_kill_during_a_request_the_message_is_uncertain_never_resent_and_chualam_shows_it(
+        province, emulator, db_url, workdir):
+    from zoneinfo import ZoneInfo
+
+    from bot.services.chat import ChannelTraits, ChatService
+
+    users = audience_users(province, link_everyone(province, emulator))
+    with province.session() as s:
+        codes = dict(s.execute(select(Member.code, Member.id)).all())
+    stalled = users[codes["DV005"]]
+    emulator.hold(stalled.id)  # its request hangs, as on a stalled network
+    first = start_scheduler(workdir, db_url, emulator)
+    try:
+        assert wait_until(lambda: outbox_statuses(province, "announce") == {"sent": len(users) - 1, "sending": 1}, 30), \
+            outbox_statuses(province, "announce")
+        assert [p["chat_id"] for p in emulator.calls("sendMessage")].count(stalled.id) == 1
+    finally:
+        first.send_signal(signal.SIGKILL)  # kill -9 while DV005's request is in flight
+        first.wait()
+    second = start_scheduler(workdir, db_url, emulator)
+    try:
+        assert wait_until(lambda: outbox_statuses(province, "announce").get("uncertain") == 1, 20)
+        time.sleep(1.0)  # a second send would show up now
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=15)
+    assert [p["chat_id"] for p in emulator.calls("sendMessage")].count(stalled.id) == 1  # never twice
+    assert announcements(stalled) == 0  # and it never arrived
+    assert outbox_statuses(province, "announce") == {"sent": len(users) - 1, "uncertain": 1}
+    service = ChatService(province, ChannelTraits("telegram", 4096), ZoneInfo("Asia/Ho_Chi_Minh"))
+    text = service.on_text(str(70_000 + codes["DV001"]), "/chualam", utcnow()).replies[0].text
+    flagged = [line for line in text.splitlines() if "có thể chưa nhận được tin nhắc" in line]
+    assert len(flagged) == 1 and "Lê Đức Long — Chi bộ ấp 1" in flagged[0]
 
 
 def test_apscheduler_ticks_with_a_controllable_clock_and_one_leader(province, emulator):

@@ -6,6 +6,7 @@ carry ids that the service checks again against the reader's permissions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
@@ -15,6 +16,11 @@ from bot.domain.statistics import Figures, NotFinished
 from bot.storage.models import Round, Unit
 
 PAGE = 20
+# What a flag in a member's delivery state (``bot.outbox.queue.delivery_flags``) tells the secretary.
+DELIVERY_NOTES = {
+    "refused": "không nhận được tin nhắn của bot",
+    "uncertain": "có thể chưa nhận được tin nhắc",
+}
 
 
 def duration(left: timedelta | None) -> str:
@@ -69,7 +75,8 @@ def no_rounds(unit: Unit) -> Reply:
 
 
 def not_finished_reply(rnd: Round, unit: Unit, total: int, rows: list[NotFinished], page: int,
-                       phones: dict[int, str | None], failed: dict[int, str]) -> Reply:
+                       phones: dict[int, str | None], delivery: Mapping[int, Sequence[str]]) -> Reply:
+    """A page of who has not finished; ``delivery``: each member's delivery flags (``DELIVERY_NOTES``)."""
     doc = rnd.document
     if total == 0:
         return Reply(f"✅ {doc.code} — {unit.name}: tất cả đảng viên đã hoàn thành.")
@@ -82,8 +89,7 @@ def not_finished_reply(rnd: Round, unit: Unit, total: int, rows: list[NotFinishe
             extra.append("đang làm dở")
         if phones.get(m.id):
             extra.append(phones[m.id])
-        if m.id in failed:
-            extra.append("không nhận được tin nhắn của bot")
+        extra += [DELIVERY_NOTES[flag] for flag in delivery.get(m.id, ())]
         suffix = f" ({'; '.join(extra)})" if extra else ""
         lines.append(f"{n}. {m.full_name} — {row.unit_name}{suffix}")
     nav = []

@@ -392,6 +392,7 @@ class EmulatorState:
         self.commands: dict[tuple[str, str], list[dict[str, str]]] = {}
         self.files: dict[str, StoredFile] = {}
         self.faults: list[_Fault] = []
+        self.held: set[int] = set()  # chats whose requests hang (a slow network) until released
         self.log: list[tuple[str, dict[str, Any]]] = []
         self.canonical = {m.lower(): m for m in spec.methods}
 
@@ -415,8 +416,11 @@ class EmulatorState:
             return exc.status, exc.payload()
         with self.cond:
             self.log.append((name, dict(params)))
+        chat_id = params.get("chat_id") if "chat_id" in params.allowed else None
+        with self.cond:
+            self.cond.wait_for(lambda: chat_id not in self.held or self.closed)
         try:
-            self._take_fault(name, params.get("chat_id") if "chat_id" in params.allowed else None)
+            self._take_fault(name, chat_id)
             result = getattr(self, f"_m_{name}")(params)
             if self.self_check:
                 try:
@@ -1022,6 +1026,17 @@ class TelegramEmulator:
         with self._state.cond:
             self._state.faults.append(
                 _Fault(method, status, description, times, chat_id, retry_after))
+
+    def hold(self, user_id: int) -> None:
+        """Requests into this chat hang, as on a stalled network, until ``release``: logged
+        (``requests``) when they arrive, answered (and delivered) only after."""
+        with self._state.cond:
+            self._state.held.add(user_id)
+
+    def release(self, user_id: int) -> None:
+        with self._state.cond:
+            self._state.held.discard(user_id)
+            self._state.cond.notify_all()
 
     def clear_errors(self) -> None:
         with self._state.cond:

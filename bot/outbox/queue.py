@@ -159,9 +159,10 @@ def reconcile(session: Session, worker: str, now: datetime, *, exclusive: bool =
     """Settle rows left behind by a sender that died; returns (requeued, uncertain).
 
     ``claimed`` rows were never handed to the platform: they go back to ``pending`` (nothing lost).
-    ``sending`` rows were in flight: the platform may have delivered them, and sending again could
-    deliver twice, so they count as sent with an ``uncertain`` note (at most once). The window is
-    one request: the sender writes ``sending`` right before each request and ``sent`` right after.
+    ``sending`` rows were in flight: the platform may or may not have delivered them, and sending
+    again could deliver twice, so they become ``uncertain``: never sent again, and shown to
+    secretaries (``delivery_flags``) so that they check with the member. The window is one
+    request: the sender writes ``sending`` right before each request and ``sent`` right after.
     Only rows of other workers are touched: all of them when the caller holds the sender lease
     (``exclusive``), else those older than ``stale_after``.
     """
@@ -172,7 +173,7 @@ def reconcile(session: Session, worker: str, now: datetime, *, exclusive: bool =
         .values(status="pending", claimed_by=None, claimed_at=None)
     ).rowcount
     uncertain = _run(session, update(OutboxMessage).where(OutboxMessage.status == "sending", dead)
-        .values(status="sent", sent_at=now, error="uncertain: the sender stopped during the request")
+        .values(status="uncertain", error=f"the sender stopped during the request (found {now:%Y-%m-%d %H:%M} UTC)")
     ).rowcount
     return requeued, uncertain
 
@@ -204,13 +205,35 @@ def no_longer_true(session: Session, rows: list[OutboxMessage], now: datetime) -
     return stale
 
 
-def failed_for(session: Session, round_id: int, member_ids: list[int]) -> dict[int, str]:
-    """Members whose messages for a round were refused for good, with the reason."""
+MEMBER_PURPOSES = ("announce", "remind", "nudge")  # what a member is told about a round
+
+
+def delivery_flags(session: Session, round_id: int, member_ids: list[int]) -> dict[int, list[str]]:
+    """What went wrong delivering a round's messages to each of these members, as flags:
+
+    - ``refused``: a message was refused for good (blocked, chat gone, not linked);
+    - ``uncertain``: the latest reminder or announcement that settled was in flight when its
+      sender stopped, so the member may not have it (a later one that surely arrived clears it).
+    Members with nothing wrong are absent. One statement.
+    """
     if not member_ids:
         return {}
     rows = session.execute(
-        select(OutboxMessage.member_id, OutboxMessage.error)
-        .where(and_(OutboxMessage.round_id == round_id, OutboxMessage.status == "failed",
-                    OutboxMessage.member_id.in_(member_ids)))
+        select(OutboxMessage.member_id, OutboxMessage.status, OutboxMessage.purpose)
+        .where(OutboxMessage.round_id == round_id, OutboxMessage.member_id.in_(member_ids),
+               OutboxMessage.status.in_(("failed", "sent", "uncertain")))
+        .order_by(OutboxMessage.id)
     ).all()
-    return {mid: err for mid, err in rows}
+    refused: set[int] = set()
+    latest: dict[int, str] = {}
+    for mid, status, purpose in rows:
+        if status == "failed":
+            refused.add(mid)
+        elif purpose in MEMBER_PURPOSES:
+            latest[mid] = status
+    flags: dict[int, list[str]] = {}
+    for mid in member_ids:
+        found = (["refused"] if mid in refused else []) + (["uncertain"] if latest.get(mid) == "uncertain" else [])
+        if found:
+            flags[mid] = found
+    return flags

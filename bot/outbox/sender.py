@@ -84,7 +84,8 @@ class OutboxSender:
         if requeued:
             log.warning("outbox: %d claimed message(s) of a stopped sender are pending again", requeued)
         if uncertain:
-            log.warning("outbox: %d message(s) were in flight when a sender stopped; not sent again", uncertain)
+            log.warning("outbox: %d message(s) were in flight when a sender stopped: recorded as uncertain, "
+                        "not sent again (secretaries see them in /chualam)", uncertain)
         flusher = asyncio.create_task(self._flush_marks())
         tokens, last = 1.0, time.monotonic()
         while not self._stop.is_set():

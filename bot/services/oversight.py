@@ -83,8 +83,8 @@ def _not_finished_page(s: Session, member: Member, round_id: int, unit_id: int, 
     page = max(page, 1)
     total, rows = stats.not_finished_members(s, round_id, unit_id, (page - 1) * om.PAGE, om.PAGE)
     phones = {r.member.id: r.member.phone for r in rows if can_see_phone(member, r.member.unit_id)}
-    failed = queue.failed_for(s, round_id, [r.member.id for r in rows])
-    return om.not_finished_reply(rnd, unit, total, rows, page, phones, failed)
+    delivery = queue.delivery_flags(s, round_id, [r.member.id for r in rows])
+    return om.not_finished_reply(rnd, unit, total, rows, page, phones, delivery)
 
 
 def remind(s: Session, member: Member, now: datetime, tz: ZoneInfo, quiet: QuietHours, budget=None) -> list[Reply]:

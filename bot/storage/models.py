@@ -298,7 +298,8 @@ class OutboxMessage(Base):
 
     ``dedupe_key`` (purpose, recipient, round, period) is unique, so a job that runs twice, in two
     processes, or again after downtime enqueues each message once. Status moves
-    pending → sending → sent | failed | dropped; ``sending`` rows found at start-up were interrupted.
+    pending → claimed → sending → sent | failed | dropped; ``sending`` rows of a sender that stopped
+    become ``uncertain`` (maybe delivered, never sent again; secretaries see them in ``/chualam``).
     """
 
     __tablename__ = "outbox"
