@@ -4,7 +4,10 @@ Prints the wall time against the ideal N/R, duplicates and losses counted at the
 sender's CPU time per message; beside it, in the same run, a bare loop of the same sends through
 the same Bot client with no database (the transport's own cost).
 
-    python -m bench.broadcast [--members 100000] [--rate 1000] [--database-url URL]
+    python -m bench.broadcast [--members 100000] [--rate 1000] [--database-url URL] [--wall-clock ...]
+
+The round opens and the sender runs on a pinned clock (``bench.clock``): the figures are the same
+at any hour, quiet hours included.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ import asyncio
 import tempfile
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Callable
 
 from sqlalchemy import insert, select
-from bot.channels.telegram import sending_bot
 
-from bot.channels.telegram import TelegramTransport
+from bench.clock import add_wall_clock_option, describe_pinned, pinned_clock, wall_clock
+from bot.channels.telegram import TelegramTransport, sending_bot
 from bot.content.load import load_document
 from bot.content.validate import check_paths
 from bot.domain.replies import Reply
@@ -31,15 +35,13 @@ from bot.scheduling.due import Schedule, run_due
 from bot.services.rounds import open_round
 from bot.storage.db import Database
 from bot.storage.models import ChatAccount, Member, Unit
-from bot.timeutil import utcnow
 from bench.quiz_throughput import REPO
 
 BASE_ID = 1_000_000
 
 
-def seed(db: Database, members: int) -> None:
+def seed(db: Database, members: int, now: datetime) -> None:
     db.upgrade()
-    now = utcnow()
     with db.session() as s:
         unit = Unit(code="P", name="Tỉnh thử")
         s.add(unit)
@@ -70,10 +72,10 @@ async def bare_sends(emu: TelegramEmulator, count: int) -> float:
         return count / (time.perf_counter() - started)
 
 
-async def broadcast(db: Database, emu: TelegramEmulator, rate: float):
+async def broadcast(db: Database, emu: TelegramEmulator, rate: float, clock: Callable[[], datetime]):
     async with sending_bot(emu.token, emu.base_url) as bot:
         sender = OutboxSender(db, {"telegram": TelegramTransport(bot)}, rate=rate, per_chat_interval=1.0,
-                              quiet=None)
+                              quiet=None, clock=clock)
         started, loop_cpu = time.perf_counter(), time.thread_time()
         stats = await sender.run(until_idle=True)
         stats.cpu_seconds += time.thread_time() - loop_cpu  # the event loop's share (HTTP client, pacing)
@@ -86,12 +88,20 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--baseline", type=int, default=5000, help="sends in the bare baseline")
     parser.add_argument("--database-url")
+    add_wall_clock_option(parser)
     args = parser.parse_args()
+    with wall_clock(args.wall_clock):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    clock = pinned_clock()
+    print(describe_pinned())
     url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/broadcast.db"
     db = Database(url)
     t0 = time.perf_counter()
-    seed(db, args.members)
-    report = run_due(db, utcnow(), Schedule(quiet=QuietHours()))
+    seed(db, args.members, clock())
+    report = run_due(db, clock(), Schedule(quiet=QuietHours()))
     print(f"seeded {args.members} linked members and enqueued {report.enqueued} announcements "
           f"in {time.perf_counter() - t0:.1f}s ({url.split(':')[0]})")
     with TelegramEmulator(self_check=False) as emu:
@@ -99,7 +109,7 @@ def main() -> None:
             emu.user(BASE_ID + i).send_text("/start")
         baseline = asyncio.run(bare_sends(emu, min(args.baseline, args.members)))
         emu.reset_log()
-        stats, elapsed = asyncio.run(broadcast(db, emu, args.rate))
+        stats, elapsed = asyncio.run(broadcast(db, emu, args.rate, clock))
         per_chat = Counter(p["chat_id"] for m, p in emu.requests if m == "sendMessage")
     ideal = args.members / args.rate
     duplicates = sum(n - 1 for n in per_chat.values() if n > 1)

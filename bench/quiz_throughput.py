@@ -4,7 +4,7 @@ Both bots run the real python-telegram-bot Application, long-polling the same em
 driven by the same simulated members in the same run. The figure that counts is the ratio of the
 two update rates: what the product's work (database, quiz logic) costs over bare transport.
 
-    python -m bench.quiz_throughput [--members 40] [--concurrency 8] [--database-url URL]
+    python -m bench.quiz_throughput [--members 40] [--concurrency 8] [--database-url URL] [--wall-clock ...]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from sqlalchemy import select
 from telegram import Update
 from telegram.ext import ApplicationBuilder, ContextTypes, MessageHandler, filters
 
+from bench.clock import QUIET_HOURS_OFF, QUIET_OFF, add_wall_clock_option, wall_clock
 from bot.channels.telegram import TRAITS, BackgroundBot, TelegramChannel
 from bot.content.load import load_document
 from bot.content.validate import check_paths
@@ -98,7 +99,7 @@ def run_quiz(members: int, concurrency: int, url: str) -> tuple[float, float, fl
     db = Database(url)
     ids = seed(db, members)
     with TelegramEmulator() as emu:
-        service = ChatService(db, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"))
+        service = ChatService(db, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"), quiet=QUIET_HOURS_OFF)
         app = TelegramChannel(service).build(emu.token, emu.base_url)
         with BackgroundBot(app):
             emu.reset_log()
@@ -116,12 +117,19 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--database-url", help="default: a fresh SQLite file")
+    add_wall_clock_option(parser)
     args = parser.parse_args()
+    with wall_clock(args.wall_clock):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     tmp = tempfile.mkdtemp()
     url = args.database_url or f"sqlite:///{tmp}/bench.db"
     echo_rate = run_echo(args.members, args.concurrency)
     update_rate, quiz_rate, per_quiz = run_quiz(args.members, args.concurrency, url)
     print(f"members {args.members}, concurrency {args.concurrency}, database {url.split(':')[0]}")
+    print(QUIET_OFF)
     print(f"{'bare echo bot':<28}{echo_rate:>10.1f} updates/s")
     print(f"{'hoctap quiz path':<28}{update_rate:>10.1f} updates/s   ({quiz_rate:.2f} quizzes/s)")
     print(f"{'ratio quiz / echo':<28}{update_rate / echo_rate:>10.2f}")

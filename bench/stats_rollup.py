@@ -11,7 +11,7 @@ then times, in fresh sessions (median of ``--repeat`` runs):
 - a ``not_finished_members`` page for the province and for a branch;
 - ``question_stats`` for the province (report only, not interactive).
 
-    python -m bench.stats_rollup [--members 100000] [--database-url postgresql+psycopg://...]
+    python -m bench.stats_rollup [--members 100000] [--database-url postgresql+psycopg://...] [--wall-clock ...]
 
 SQLite by default (a new file in a temporary folder, deleted afterwards unless ``--keep``).
 A PostgreSQL database given with ``--database-url`` must be empty of hoctap data, or pass
@@ -32,12 +32,12 @@ from pathlib import Path
 
 from sqlalchemy import func, inspect, select, text
 
+from bench.clock import add_wall_clock_option, describe_pinned, pinned_clock, wall_clock
 from bot.services.stats import (
     child_figures, not_finished_members, question_stats, rounds_for_unit, unit_figures, unit_rollup,
 )
 from bot.storage.db import Database
 from bot.storage.models import Base, Member
-from bot.timeutil import utcnow
 
 FAMILY = ["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng", "Bùi", "Đỗ", "Hồ",
           "Ngô", "Dương", "Lý", "Điểu", "Thị"]
@@ -87,7 +87,7 @@ def _sqlite(value):
 def generate(db: Database, members: int, answers: int, seed: int) -> dict:
     """Fill an empty, migrated database. Returns what was made (ids and counts)."""
     rng = random.Random(seed)
-    now = utcnow().replace(microsecond=0)
+    now = pinned_clock()().replace(microsecond=0)  # the figures' time left does not depend on the hour
     naive_now = now.replace(tzinfo=None)
     branches = max(1, round(members / 50))
     communes = max(1, round(branches / 10))
@@ -244,7 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--analyze", action="store_true", help="run ANALYZE after loading (planner statistics)")
     ap.add_argument("--reset", action="store_true", help="PostgreSQL: drop the hoctap tables there first")
     ap.add_argument("--keep", action="store_true", help="SQLite: keep the database file")
+    add_wall_clock_option(ap)
     args = ap.parse_args(argv)
+    with wall_clock(args.wall_clock):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     answers = args.answers if args.answers is not None else 10 * args.members
 
     tmp = None
@@ -254,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         url = f"sqlite:///{tmp / 'bench.db'}"
     db = Database(url)
     print(f"database: {db.engine.dialect.name} ({db.engine.url.render_as_string(hide_password=True)})")
+    print(describe_pinned(quiet=None))
     _prepare(db, args.reset)
     t0 = time.perf_counter()
     info = generate(db, args.members, answers, args.seed)

@@ -12,6 +12,7 @@ second while updates flow: the polling figure is measured without that pause (``
 which is why a busy deployment uses the webhook.
 
     python -m bench.zalo_quiz [--members 40] [--concurrency 8] [--poll-interval 0] [--database-url URL]
+                              [--wall-clock ...]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
+from bench.clock import QUIET_HOURS_OFF, QUIET_OFF, add_wall_clock_option, wall_clock
 from bench.quiz_throughput import UPDATES_PER_QUIZ, run_quiz
 from bot.channels.zalo import TRAITS, BackgroundZalo, ZaloOptions, ZaloRuntime
 from bot.content.load import load_document
@@ -92,7 +94,7 @@ def run_zalo(members: int, concurrency: int, url: str, mode: str, poll_interval:
     ids = seed(db, members)
     with ZaloEmulator() as emu:
         users = [emu.user(uid, f"Đảng viên {i}") for i, uid in enumerate(ids)]
-        service = ChatService(db, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"))
+        service = ChatService(db, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"), quiet=QUIET_HOURS_OFF)
         port = free_port()
         options = ZaloOptions(token=emu.token, api_base_url=emu.base_url, mode=mode, poll_timeout=2,
                               poll_interval=poll_interval, webhook_secret="bench-secret-123",
@@ -142,7 +144,13 @@ def main() -> None:
                         help="seconds between Zalo polls while busy (the platform asks for about 1)")
     parser.add_argument("--database-url", help="an empty database to use (emptied before each run); "
                                                    "default: fresh SQLite files")
+    add_wall_clock_option(parser)
     args = parser.parse_args()
+    with wall_clock(args.wall_clock):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     tmp = tempfile.mkdtemp()
 
     def url(name: str) -> str:
@@ -156,6 +164,7 @@ def main() -> None:
     telegram, _quizzes, tg_per_quiz = run_quiz(args.members, args.concurrency, url("telegram"))
     kind = (args.database_url or "sqlite").split(":")[0].split("+")[0]
     print(f"members {args.members}, concurrency {args.concurrency}, database {kind}")
+    print(QUIET_OFF)
     print(f"{'Telegram quiz path':<34}{telegram:>9.1f} updates/s   {tg_per_quiz:>5.1f} messages sent or edited per quiz")
     print(f"{'Zalo quiz path, polling':<34}{polling:>9.1f} updates/s   {per_quiz:>5.1f} messages sent per quiz"
           f"   (poll interval {args.poll_interval:g} s)")
