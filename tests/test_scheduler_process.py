@@ -99,9 +99,7 @@ def outbox_statuses(db, purpose: str) -> dict[str, int]:
 
 def test_kill_during_a_request_the_message_is_uncertain_never_resent_and_chualam_shows_it(
         province, emulator, db_url, workdir):
-    from zoneinfo import ZoneInfo
-
-    from bot.services.chat import ChannelTraits, ChatService
+    from tests.conftest import BotProcess
 
     users = audience_users(province, link_everyone(province, emulator))
     with province.session() as s:
@@ -126,8 +124,14 @@ def test_kill_during_a_request_the_message_is_uncertain_never_resent_and_chualam
     assert [p["chat_id"] for p in emulator.calls("sendMessage")].count(stalled.id) == 1  # never twice
     assert announcements(stalled) == 0  # and it never arrived
     assert outbox_statuses(province, "announce") == {"sent": len(users) - 1, "uncertain": 1}
-    service = ChatService(province, ChannelTraits("telegram", 4096), ZoneInfo("Asia/Ho_Chi_Minh"))
-    text = service.on_text(str(70_000 + codes["DV001"]), "/chualam", utcnow()).replies[0].text
+    emulator.release(stalled.id)  # the network recovers (the bot answers everyone's /start)
+    bot = BotProcess(province, emulator).start()  # the branch secretary asks the bot who to chase
+    try:
+        secretary = users[codes["DV001"]]
+        secretary.send_text("/chualam")
+        text = secretary.wait_for(lambda u: "chưa hoàn thành" in (u.last() or {}).get("text", ""), 15)["text"]
+    finally:
+        bot.stop()
     flagged = [line for line in text.splitlines() if "có thể chưa nhận được tin nhắc" in line]
     assert len(flagged) == 1 and "Lê Đức Long — Chi bộ ấp 1" in flagged[0]
 
