@@ -137,6 +137,23 @@ def test_typed_code_links_in_any_case_with_or_without_start(zalo_bot, zalo_emula
     assert [tuple(r) for r in rows] == [("zalo", "zl-1", "DV002")]
 
 
+@pytest.mark.parametrize("separator", [
+    "\u2013",  # en dash, what a phone keyboard makes of "-"
+    "\u2014",  # em dash
+    "\u2010",  # hyphen
+    "\u2212",  # minus sign
+    "\uff0d",  # full-width hyphen-minus
+    "\u00a0",  # no-break space
+    "\u3000",  # ideographic space
+    "\u200b",  # zero-width space
+    " \u2013 ",
+])
+def test_typed_code_with_any_unicode_dash_or_space_links(zalo_bot, zalo_emulator, zalo_invite, separator):
+    code = zalo_invite("DV004")
+    reply = say(zalo_emulator.user("zl-dash"), f"{code[:4]}{separator}{code[4:].lower()}")
+    assert "Liên kết thành công! Xin chào đồng chí" in reply, reply
+
+
 def test_unlinked_user_is_told_to_type_the_code_and_that_this_is_a_bot(zalo_bot, zalo_emulator):
     reply = say(zalo_emulator.user("zl-3"), "xin chào")
     assert "bot tự động" in reply and "gõ mã liên kết gồm 8 chữ và số" in reply
