@@ -34,9 +34,9 @@ class ZaloProcess:
     """The Zalo side of the bot as one process runs it: start, stop (as a crash would), start again."""
 
     def __init__(self, db, emulator, *, mode: str = "polling", public: bool = False, quota=None,
-                 poll_interval: float = 0.0):
+                 poll_interval: float = 0.0, bot_name: str | None = None):
         self.db, self.emulator, self.mode, self.quota = db, emulator, mode, quota
-        self.poll_interval = poll_interval
+        self.poll_interval, self.bot_name = poll_interval, bot_name
         self.public_url = None
         if mode == "webhook" or public:
             port = free_port()
@@ -48,7 +48,8 @@ class ZaloProcess:
         options = ZaloOptions(token=self.emulator.token, api_base_url=self.emulator.base_url, mode=self.mode,
                               webhook_secret=SECRET, public_url=self.public_url,
                               listen=getattr(self, "listen", "127.0.0.1:0"), poll_timeout=1,
-                              poll_interval=self.poll_interval, share_link="https://zalo.me/s/hoctap")
+                              poll_interval=self.poll_interval, share_link="https://zalo.me/s/hoctap",
+                              bot_name=self.bot_name)
         polls = len(self.emulator.calls("getUpdates"))
         self.running = BackgroundZalo(ZaloRuntime(options, service, quota=self.quota)).start()
         deadline = time.monotonic() + 5
@@ -332,6 +333,40 @@ def test_group_answers_only_a_mention_and_never_with_results(zalo_bot, zalo_emul
     zalo_emulator.replay_last(member)
     zalo_bot.settle(done + 1)
     assert len(group.messages) == 2  # a redelivered mention is answered once
+
+
+def test_group_mention_by_the_name_the_app_shows_is_answered_in_any_case_and_without_diacritics(
+        province, zalo_invite):
+    from bot.emulators.zalo import ZaloEmulator
+
+    with ZaloEmulator(TOKEN, "hoctap_bot", display_name="Bot Học Tập") as emu:  # getMe says only hoctap_bot
+        process = ZaloProcess(province, emu, bot_name="bot hoc tap").start()  # as an operator may type it
+        try:
+            member = emu.user("zl-g1", "Đảng viên")
+            group = emu.group("grp-2", "Chi bộ ấp 2")
+            for text in ("@Bot Học Tập ketqua", "@BOT HỌC TẬP cho hỏi", "@hoctap_bot cho hỏi"):
+                before = len(group.messages)
+                assert group.send_text(member, text)["delivered"]
+                group.wait_for(lambda g: len(g.messages) > before)
+                assert "nhắn riêng cho bot" in group.last()["text"], text
+            group.mention(member, format_code(zalo_invite("DV011")).replace("-", "–"))
+            group.wait_for(lambda g: len(g.messages) == 4)
+            assert "đừng gửi trong nhóm" in group.last()["text"]  # the mention is not taken for part of it
+        finally:
+            process.stop()
+
+
+def test_mentions_are_recognised_in_any_case_with_or_without_diacritics():
+    from bot.channels.zalo import bot_names, mentions, strip_mention
+
+    names = bot_names("Bot Học Tập", None, "hoctap_bot", "@bot hoc tap")
+    assert sorted(names) == ["Bot Học Tập", "hoctap_bot"]
+    for text, said in [("@Bot Học Tập ketqua", "ketqua"), ("@bot hoc tap  ketqua", "ketqua"),
+                       ("hỏi @BOT HỌC TẬP gì?", "hỏi gì?"), ("@HocTap_Bot K7PM–X3QD", "K7PM–X3QD"),
+                       ("@Bot Ho\u0323c Tâ\u0323p ơi", "ơi")]:  # decomposed diacritics, as some keyboards send
+        assert mentions(text, names) and strip_mention(text, names) == said, text
+    for text in ("@Bot Học ketqua", "Bot Học Tập ơi", "@bot"):
+        assert not mentions(text, names), text
 
 
 def test_cadre_report_on_zalo_is_text_and_a_chart_fetched_from_our_server(province, zalo_emulator, zalo_invite):
