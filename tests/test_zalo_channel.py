@@ -237,6 +237,36 @@ def test_polling_deletes_the_webhook_first_and_paces_its_calls(province, zalo_em
         process.stop()
 
 
+def test_polling_keeps_one_call_per_interval_after_quick_408s_empty_answers_errors_and_updates(
+        province, zalo_emulator):
+    interval = 0.25
+    process = ZaloProcess(province, zalo_emulator, poll_interval=interval).start()
+    try:
+        first = len(zalo_emulator.call_times("getUpdates")) - 1  # the call held now
+
+        def calls_after(n: int, timeout: float = 15.0) -> None:
+            deadline = time.monotonic() + timeout
+            while len(zalo_emulator.call_times("getUpdates")) < first + n:
+                assert time.monotonic() < deadline, f"{len(zalo_emulator.call_times('getUpdates')) - first} calls"
+                time.sleep(0.01)
+
+        zalo_emulator.inject_error("getUpdates", 408, times=8)  # answered at once, as a proxy may
+        zalo_emulator.inject_empty("getUpdates", times=4)  # 200 {ok: true} without an update
+        calls_after(1 + 8 + 4)
+        zalo_emulator.inject_error("getUpdates", 500)
+        zalo_emulator.inject_error("getUpdates", 429)
+        calls_after(1 + 8 + 4 + 2)
+        user = zalo_emulator.user("zl-pace")
+        for text in ("một", "hai", "ba", "bốn"):
+            user.send_text(text)
+        user.wait_for(lambda u: len(u.messages) == 4, timeout=10)
+        calls = zalo_emulator.call_times("getUpdates")[first:]
+    finally:
+        process.stop()
+    gaps = [b - a for a, b in zip(calls, calls[1:])]
+    assert len(gaps) >= 16 and min(gaps) >= interval * 0.8, [round(g, 3) for g in gaps]
+
+
 def test_wrong_webhook_secret_is_refused_before_anything_happens(province, zalo_emulator):
     process = ZaloProcess(province, zalo_emulator, mode="webhook").start()
     try:

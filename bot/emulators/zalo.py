@@ -199,6 +199,8 @@ class ZaloEmulatorState:
         self.deliveries: list[WebhookDelivery] = []
         self.faults: list[Fault] = []
         self.log: list[tuple[str, dict[str, Any]]] = []
+        self.log_at: list[tuple[str, float]] = []         # (method, time.monotonic()) of each call
+        self.empty_answers: dict[str, int] = {}           # method -> answers of 200 without a result
         self.sent = 0
         self.poll_generation = self.poll_conflicts = 0
         self.polling = False                              # a getUpdates is being held
@@ -211,6 +213,12 @@ class ZaloEmulatorState:
             return 401, ZaloApiError(401, "Unauthorized").payload()
         with self.cond:
             self.log.append((method, copy.deepcopy(raw)))
+            self.log_at.append((method, time.monotonic()))
+            empty = self.empty_answers.get(method, 0) > 0 and not any(f.method in (method, "*") for f in self.faults)
+            if empty:
+                self.empty_answers[method] -= 1
+        if empty:
+            return 200, {"ok": True}
         if method not in IMPLEMENTED_METHODS:
             log.warning("Zalo emulator: no method %r (Zalo has no such method)", method)
             return 404, ZaloApiError(404, "Not found").payload()
@@ -838,6 +846,12 @@ class ZaloEmulator:
         with self._state.cond:
             self._state.faults.append(Fault(method, status, description, times, chat_id))
 
+    def inject_empty(self, method: str, times: int = 1) -> None:
+        """Make the next `times` calls of method answer at once with 200 {ok: true} and no
+        result (after any injected errors), as a relay or a hurried server may."""
+        with self._state.cond:
+            self._state.empty_answers[method] = self._state.empty_answers.get(method, 0) + times
+
     def clear_errors(self) -> None:
         with self._state.cond:
             self._state.faults.clear()
@@ -863,9 +877,15 @@ class ZaloEmulator:
         """Bodies of every call of one method."""
         return [params for name, params in self.requests if name == method]
 
+    def call_times(self, method: str) -> list[float]:
+        """When (``time.monotonic()``) each call of one method arrived, in order."""
+        with self._state.cond:
+            return [at for name, at in self._state.log_at if name == method]
+
     def reset_log(self) -> None:
         with self._state.cond:
             self._state.log.clear()
+            self._state.log_at.clear()
 
     def updates_pending(self) -> int:
         """Updates queued and not yet returned by getUpdates or delivered to the webhook."""
