@@ -3,6 +3,7 @@ emulator, the real ChatService and database (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import time
@@ -267,6 +268,15 @@ def test_polling_keeps_one_call_per_interval_after_quick_408s_empty_answers_erro
     assert len(calls) >= 17 and min(spans) >= 4 * interval * 0.8, [round(b - a, 3) for a, b in zip(calls, calls[1:])]
 
 
+def test_polled_update_with_ids_too_long_to_store_is_ignored_without_an_error(zalo_bot, zalo_emulator, caplog):
+    user = zalo_emulator.user("zl-long")
+    user.send_event("message.text.received", text="xin chào", message_id="a" * 65)
+    user.send_event("message.text.received", text="xin chào", chat={"id": "b" * 65, "chat_type": "PRIVATE"})
+    assert "bot tự động" in say(user, "xin chào")  # the next, well-formed one is answered
+    assert len(user.messages) == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
 def test_wrong_webhook_secret_is_refused_before_anything_happens(province, zalo_emulator):
     process = ZaloProcess(province, zalo_emulator, mode="webhook").start()
     try:
@@ -297,6 +307,42 @@ def test_webhook_accepts_both_body_shapes_and_a_redelivery_once(province, zalo_e
         assert len(user.messages) == sent
     finally:
         process.stop()
+
+
+def test_webhook_answers_400_or_413_to_deep_oversized_and_malformed_bodies_never_a_traceback(
+        province, zalo_emulator, zalo_invite, caplog):
+    import httpx
+
+    process = ZaloProcess(province, zalo_emulator, mode="webhook").start()
+    url, headers = f"{process.public_url}/zalo/webhook", {"X-Bot-Api-Secret-Token": SECRET}
+
+    def update(**message) -> bytes:
+        message = {"message_id": "0123456789abcdef0123", "chat": {"id": "u1", "chat_type": "PRIVATE"}, **message}
+        return json.dumps({"ok": True, "result": {"event_name": "message.text.received", "message": message}}).encode()
+
+    cases = [
+        (b"[" * 30_000 + b"]" * 30_000, 400),  # json.loads would raise RecursionError
+        (b'{"ok": true, "result": ' + b'{"a": ' * 6_000 + b"1" + b"}" * 6_000 + b"}", 400),
+        (b'{"event_name": "message.text.received", "message": {"x": ' + b"[" * 40 + b"]" * 40 + b"}}", 400),
+        (b"[" * (64 * 1024 + 1), 413),
+        (b'{"x": "' + b"a" * (64 * 1024) + b'"}', 413),
+        (b"not json", 400), (b"\xff\xfe{", 400), (b'"\\' * 20_000, 400),
+        (b'{"ok": true, "result": "x"}', 400), (b"[1, 2]", 400), (b'{"ok": true}', 400),
+        (b'{"event_name": 5, "message": {}}', 400),
+        (update(message_id="a" * 65), 400), (update(message_id=None), 400), (update(chat={"id": ["u1"]}), 400),
+        (update(chat="u1"), 400), (update(text=["a"]), 400), (update(**{"from": "u1"}), 400),
+    ]
+    try:
+        for body, status in cases:
+            answer = httpx.post(url, content=body, headers=headers, timeout=10)
+            assert answer.status_code == status and "Traceback" not in answer.text, (body[:60], answer.text[:200])
+        streamed = httpx.post(url, content=iter([b"[" * 1024] * 80), headers=headers, timeout=10)  # no length
+        assert streamed.status_code == 413
+        user = zalo_emulator.user("zl-hook")
+        assert "Liên kết thành công" in say(user, zalo_invite("DV012"))  # real updates still get through
+    finally:
+        process.stop()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 def test_webhook_verification_probe_gets_200(province):

@@ -12,6 +12,7 @@ import time
 from typing import Any, Callable
 
 from bot.channels.zalo.client import ZaloClient, ZaloError, backoff
+from bot.channels.zalo.updates import well_formed
 
 log = logging.getLogger(__package__)  # "bot.channels.zalo", the one logger name the channel had before the split
 
@@ -55,9 +56,11 @@ class ZaloPoller:
                 next_call = time.monotonic() + wait
                 continue
             for item in update if isinstance(update, list) else [update]:
-                if isinstance(item, dict) and item:
+                if well_formed(item):
                     self.received += 1
                     self.dispatch(item)
+                elif item:
+                    log.info("Zalo: getUpdates gave something that is not a well-formed update; ignored")
 
     async def _delete_webhook(self) -> None:
         for attempt in range(10):
