@@ -445,6 +445,16 @@ def test_mentions_are_recognised_in_any_case_with_or_without_diacritics():
         assert not mentions(text, names), text
 
 
+def test_typed_numbers_beyond_the_offer_or_in_other_scripts_are_text_not_ids(zalo_bot, zalo_emulator, zalo_invite,
+                                                                            caplog):
+    cadre = zalo_link(zalo_emulator, zalo_invite, "CB002", "zl-num")
+    for typed in ("99999999999999999999", "2147483648", "٣", "s:1:9999999999999999999", "1 "):
+        assert "👉 Gõ 1: Đảng bộ xã Tân Tiến" in say(cadre, "thống kê", "📊")
+        reply = say(cadre, typed)
+        assert ("Đảng bộ xã Tân Tiến\n" in reply) is (typed == "1 "), (typed, reply)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
 def test_cadre_report_on_zalo_is_text_and_a_chart_fetched_from_our_server(province, zalo_emulator, zalo_invite):
     process = ZaloProcess(province, zalo_emulator, public=True).start()
     try:
