@@ -84,6 +84,7 @@ def cmd_scheduler_run_due(args, settings: Settings) -> int:
 @command("report")
 def cmd_report(args, settings: Settings) -> int:
     from bot.domain.messages import percent
+    from bot.domain.permissions import round_covers_unit
     from bot.reports.chart import rate_chart_png
     from bot.reports.xlsx import build_workbook, report_data
     from bot.services.roster import RosterError, unit_by_code
@@ -100,6 +101,10 @@ def cmd_report(args, settings: Settings) -> int:
             units = [unit_by_code(s, args.unit)] if args.unit else [ru.unit for ru in rnd.units]
         except RosterError as exc:
             raise UsageError(str(exc)) from None
+        if args.unit and not round_covers_unit(s, rnd.id, units[0]):
+            covered = ", ".join(sorted(ru.unit.code for ru in rnd.units))
+            raise UsageError(f"round {rnd.id} does not cover unit {args.unit} (it covers {covered} and the units "
+                             "below them)")
         for unit in units:
             try:
                 data = report_data(s, rnd.id, unit.id, now, tz=settings.tz)
@@ -366,11 +371,28 @@ def cmd_rounds_close(args, settings: Settings) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments print one line (``error: ...``) and exit 2, like every other refusal here."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def id_arg(text: str) -> int:
+    """An id typed on the command line: ASCII digits within the database's range (``parse_id``)."""
+    from bot.domain.ids import parse_id
+
+    value = parse_id(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected a number such as 12, got {text[:40]!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                         help="settings file (default: ./config.yaml)")
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hoctap", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
         description="hoctap-bot: study rounds and quizzes for Party members on Telegram and Zalo.",
     )
@@ -406,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at", metavar='"YYYY-MM-DD HH:MM"', help="local time (default: now)")
 
     p = leaf(sub, "report", "print a round's figures per unit and write the XLSX report and PNG chart", "report")
-    p.add_argument("round_id", type=int, metavar="ROUND_ID")
+    p.add_argument("round_id", type=id_arg, metavar="ROUND_ID")
     p.add_argument("--unit", metavar="CODE", help="the unit to report on (default: the round's units)")
     p.add_argument("--xlsx", metavar="FILE", help="write the Excel workbook here")
     p.add_argument("--png", metavar="FILE", help="write the chart here")
@@ -451,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, default=98.0, help="target participation rate in percent (default 98)")
     leaf(rounds, "list", "list study rounds with status and audience size", "rounds list")
     p = leaf(rounds, "close", "close a study round now", "rounds close")
-    p.add_argument("round_id", type=int, metavar="ROUND_ID")
+    p.add_argument("round_id", type=id_arg, metavar="ROUND_ID")
     width = max(len(k) for k, _ in listing) + 2
     parser.epilog = "commands:\n" + "\n".join(f"  hoctap {k:<{width}}{h}" for k, h in listing)
     return parser

@@ -44,7 +44,8 @@ class ZaloSettings:
     ``public_url``/zalo/webhook checked with ``${ZALO_WEBHOOK_SECRET}``. ``public_url`` also lets
     Zalo fetch report charts from this server; ``listen`` is where that server listens (behind an
     HTTPS reverse proxy). ``rate``: outbox messages per second; ``monthly_quota``: the plan's
-    outbound messages per month (0: no limit)."""
+    outbound messages per month (0: no limit). ``bot_name``: the name the Zalo app shows for the bot
+    (``Bot Học Tập``), which members' group @mentions write and getMe does not return."""
 
     token: str | None = field(default=None, repr=False)
     api_base_url: str = DEFAULT_ZALO_API

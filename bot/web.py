@@ -3,8 +3,11 @@
 - ``POST /zalo/webhook``: Zalo's webhook. The ``X-Bot-Api-Secret-Token`` header is compared in
   constant time and a wrong one is refused (403) before the body is read. Both body shapes are
   accepted (``{ok, result: {event_name, message}}`` and a bare ``{event_name, message}``); an empty
-  probe gets 200. The answer is immediate: the update is handled in the background, idempotently
-  (``message_id`` is recorded with the work).
+  probe gets 200, a body that is not a well-formed update 400. The answer is immediate: the update is
+  handled in the background, idempotently (``message_id`` is recorded with the work).
+- Every webhook reads its body with ``read_body``/``parse_json`` (or ``read_json``): at most
+  ``MAX_BODY`` bytes (413 beyond), JSON nested at most ``MAX_JSON_DEPTH`` deep (400), never a
+  traceback; ``BadBody.response()`` is the answer to send.
 - ``GET /files/<token>/<name>``: short-lived files (report charts) that Zalo fetches by URL; the
   token is random (192 bits) and expires after ``ttl`` seconds.
 - ``GET /healthz``: 200 while the process runs.
@@ -17,6 +20,7 @@ import hmac
 import json
 import logging
 import mimetypes
+import re
 import secrets
 import socket
 import time
@@ -28,6 +32,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+
+from bot.channels.zalo.updates import unwrap_update
 
 log = logging.getLogger(__name__)
 SECRET_HEADER = "X-Bot-Api-Secret-Token"
@@ -71,15 +77,63 @@ class FileShelf:
             del self._items[token]
 
 
-def unwrap_update(body) -> dict | None:
-    """``{ok, result: update}`` or a bare update; None for anything else."""
-    if not isinstance(body, dict):
-        return None
-    if isinstance(body.get("result"), dict):
-        return body["result"]
-    if "event_name" in body or "message" in body:
-        return body
-    return None
+MAX_BODY = 64 * 1024  # a webhook update is a few KiB at most
+MAX_JSON_DEPTH = 32  # a Zalo update nests 4 deep; json.loads recurses, so depth is bounded first
+_JSON_STRINGS = re.compile(rb'"(?:[^"\\]++|\\.?)*+(?:"|\Z)', re.DOTALL)  # always matches: one pass
+_JSON_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+class BadBody(Exception):
+    """A request body refused before any work is done: ``status`` 400 or 413."""
+
+    def __init__(self, status: int, description: str):
+        super().__init__(description)
+        self.status, self.description = status, description
+
+    def response(self) -> Response:
+        return JSONResponse({"ok": False, "description": self.description}, status_code=self.status)
+
+
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    """The raw body (for a signature check, say), refused with 413 beyond ``limit`` bytes: by its
+    Content-Length, or while it streams in when it has none."""
+    length = request.headers.get("content-length", "")
+    if length and not (length.isascii() and length.isdigit()):
+        raise BadBody(400, "Bad request: invalid Content-Length")
+    if length and int(length) > limit:
+        raise BadBody(413, f"Payload too large: at most {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadBody(413, f"Payload too large: at most {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def json_depth(raw: bytes) -> int:
+    """How deep arrays and objects nest in ``raw`` (strings left out), without parsing it."""
+    depth = deepest = 0
+    for bracket in _JSON_BRACKETS.findall(_JSON_STRINGS.sub(b"", raw)):
+        depth += 1 if bracket in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def parse_json(raw: bytes, max_depth: int = MAX_JSON_DEPTH):
+    """The JSON value in ``raw``; ``BadBody(400)`` when it is not JSON or nests deeper than ``max_depth``."""
+    if json_depth(raw) > max_depth:
+        raise BadBody(400, f"Bad request: JSON nested deeper than {max_depth} levels")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadBody(400, "Bad request: not JSON") from None
+
+
+async def read_json(request: Request, limit: int = MAX_BODY, max_depth: int = MAX_JSON_DEPTH):
+    """``read_body`` then ``parse_json``; None for an empty body."""
+    raw = await read_body(request, limit)
+    return parse_json(raw, max_depth) if raw.strip() else None
 
 
 def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf | None = None) -> Starlette:
@@ -90,17 +144,17 @@ def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf
         given = request.headers.get(SECRET_HEADER, "").encode("utf-8", "replace")
         if zalo is None or not expected or not hmac.compare_digest(given, expected):
             return JSONResponse({"ok": False, "description": "Forbidden"}, status_code=403)
-        raw = await request.body()
-        if not raw.strip():
-            return JSONResponse({"ok": True})  # Zalo's verification probe
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return JSONResponse({"ok": False, "description": "Bad request: not JSON"}, status_code=400)
+            body = await read_json(request)
+        except BadBody as exc:
+            log.info("Zalo webhook: %s", exc.description)
+            return exc.response()
+        if body is None or body == {}:
+            return JSONResponse({"ok": True})  # Zalo's verification probe
         update = unwrap_update(body)
         if update is None:
-            log.info("Zalo webhook: a body without an update; ignored")
-            return JSONResponse({"ok": True})
+            log.info("Zalo webhook: a body that is not a well-formed update; refused")
+            return JSONResponse({"ok": False, "description": "Bad request: not a Zalo update"}, status_code=400)
         zalo.dispatch(update)
         return JSONResponse({"ok": True})
 

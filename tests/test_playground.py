@@ -21,7 +21,7 @@ def test_scripted_playground_plays_a_round_on_a_fresh_database(workdir, capsys, 
     assert "--- you are" in out.split("/as DV011")[1]
     assert "✔️ Đã ghi nhận câu 1: B." in out
     # a second run on the same database continues (no re-seeding, same round)
-    script.write_text("/ketqua\n/quit\n", encoding="utf-8")
+    script.write_text("/hoc\n²\n/ketqua\n/quit\n", encoding="utf-8")  # "²" is typed text, not button 2
     assert main(["playground", "--script", str(script)]) == 0
     again = capsys.readouterr().out
     assert "(loaded the sample roster" not in again and "(opened round" not in again

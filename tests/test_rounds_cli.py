@@ -64,3 +64,30 @@ def test_dates_in_day_month_year_are_accepted(cli, sample_roster):
 def test_a_deadline_given_as_a_date_includes_that_whole_day(cli, sample_roster):
     result = open_round(cli, opens="01/12/2030", closes="15/12/2030")
     assert "01/12/2030 00:00 – 15/12/2030 23:59" in result.out
+
+
+def test_round_ids_beyond_the_database_range_get_a_one_line_error_and_exit_2(cli, sample_roster, capsys):
+    import pytest
+
+    from bot.cli import main
+
+    open_round(cli, opens="2020-01-01 07:00")
+    for args in (["report", "99999999999999999999999"], ["report", "2147483648"], ["report", "٣"],
+                 ["rounds", "close", "99999999999999999999999"], ["rounds", "close", "-1"]):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exited:
+            main(args)
+        out, err = capsys.readouterr()
+        assert exited.value.code == 2 and out == "", args
+        assert err.count("\n") == 1 and err.startswith(f"error: hoctap {' '.join(args[:-1])}: argument ROUND_ID: "
+                                                       "expected a number such as 12"), (args, err)
+    assert "\topen\t" in cli("rounds", "list").out  # nothing was closed
+
+
+def test_report_on_a_unit_the_round_does_not_cover_is_refused(cli, sample_roster):
+    open_round(cli, units="HQ", opens="2020-01-01 07:00")
+    refused = cli("report", "1", "--unit", "DP-TT-01")
+    assert (refused.code, refused.out, refused.err.strip()) == (
+        1, "", "error: round 1 does not cover unit DP-TT-01 (it covers HQ and the units below them)")
+    assert cli("report", "1", "--unit", "HQ-TH-01").out.startswith("64-KH/TU — HQ-TH-01 ")
+    assert cli("report", "1", "--unit", "BP").out.startswith("64-KH/TU — BP ")  # the province holds HQ

@@ -3,6 +3,7 @@ emulator, the real ChatService and database (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import time
@@ -34,9 +35,9 @@ class ZaloProcess:
     """The Zalo side of the bot as one process runs it: start, stop (as a crash would), start again."""
 
     def __init__(self, db, emulator, *, mode: str = "polling", public: bool = False, quota=None,
-                 poll_interval: float = 0.0):
+                 poll_interval: float = 0.0, bot_name: str | None = None):
         self.db, self.emulator, self.mode, self.quota = db, emulator, mode, quota
-        self.poll_interval = poll_interval
+        self.poll_interval, self.bot_name = poll_interval, bot_name
         self.public_url = None
         if mode == "webhook" or public:
             port = free_port()
@@ -48,7 +49,8 @@ class ZaloProcess:
         options = ZaloOptions(token=self.emulator.token, api_base_url=self.emulator.base_url, mode=self.mode,
                               webhook_secret=SECRET, public_url=self.public_url,
                               listen=getattr(self, "listen", "127.0.0.1:0"), poll_timeout=1,
-                              poll_interval=self.poll_interval, share_link="https://zalo.me/s/hoctap")
+                              poll_interval=self.poll_interval, share_link="https://zalo.me/s/hoctap",
+                              bot_name=self.bot_name)
         polls = len(self.emulator.calls("getUpdates"))
         self.running = BackgroundZalo(ZaloRuntime(options, service, quota=self.quota)).start()
         deadline = time.monotonic() + 5
@@ -137,6 +139,23 @@ def test_typed_code_links_in_any_case_with_or_without_start(zalo_bot, zalo_emula
     assert [tuple(r) for r in rows] == [("zalo", "zl-1", "DV002")]
 
 
+@pytest.mark.parametrize("separator", [
+    "\u2013",  # en dash, what a phone keyboard makes of "-"
+    "\u2014",  # em dash
+    "\u2010",  # hyphen
+    "\u2212",  # minus sign
+    "\uff0d",  # full-width hyphen-minus
+    "\u00a0",  # no-break space
+    "\u3000",  # ideographic space
+    "\u200b",  # zero-width space
+    " \u2013 ",
+])
+def test_typed_code_with_any_unicode_dash_or_space_links(zalo_bot, zalo_emulator, zalo_invite, separator):
+    code = zalo_invite("DV004")
+    reply = say(zalo_emulator.user("zl-dash"), f"{code[:4]}{separator}{code[4:].lower()}")
+    assert "Liên kết thành công! Xin chào đồng chí" in reply, reply
+
+
 def test_unlinked_user_is_told_to_type_the_code_and_that_this_is_a_bot(zalo_bot, zalo_emulator):
     reply = say(zalo_emulator.user("zl-3"), "xin chào")
     assert "bot tự động" in reply and "gõ mã liên kết gồm 8 chữ và số" in reply
@@ -219,6 +238,45 @@ def test_polling_deletes_the_webhook_first_and_paces_its_calls(province, zalo_em
         process.stop()
 
 
+def test_polling_keeps_one_call_per_interval_after_quick_408s_empty_answers_errors_and_updates(
+        province, zalo_emulator):
+    interval = 0.25
+    process = ZaloProcess(province, zalo_emulator, poll_interval=interval).start()
+    try:
+        first = len(zalo_emulator.call_times("getUpdates")) - 1  # the call held now
+
+        def calls_after(n: int, timeout: float = 15.0) -> None:
+            deadline = time.monotonic() + timeout
+            while len(zalo_emulator.call_times("getUpdates")) < first + n:
+                assert time.monotonic() < deadline, f"{len(zalo_emulator.call_times('getUpdates')) - first} calls"
+                time.sleep(0.01)
+
+        zalo_emulator.inject_error("getUpdates", 408, times=8)  # answered at once, as a proxy may
+        zalo_emulator.inject_empty("getUpdates", times=4)  # 200 {ok: true} without an update
+        calls_after(1 + 8 + 4)
+        zalo_emulator.inject_error("getUpdates", 500)
+        zalo_emulator.inject_error("getUpdates", 429)
+        calls_after(1 + 8 + 4 + 2)
+        user = zalo_emulator.user("zl-pace")
+        for text in ("một", "hai", "ba", "bốn"):
+            user.send_text(text)
+        user.wait_for(lambda u: len(u.messages) == 4, timeout=10)
+        calls = zalo_emulator.call_times("getUpdates")[first:]
+    finally:
+        process.stop()
+    spans = [b - a for a, b in zip(calls, calls[4:])]  # four intervals; one late arrival cannot break it
+    assert len(calls) >= 17 and min(spans) >= 4 * interval * 0.8, [round(b - a, 3) for a, b in zip(calls, calls[1:])]
+
+
+def test_polled_update_with_ids_too_long_to_store_is_ignored_without_an_error(zalo_bot, zalo_emulator, caplog):
+    user = zalo_emulator.user("zl-long")
+    user.send_event("message.text.received", text="xin chào", message_id="a" * 65)
+    user.send_event("message.text.received", text="xin chào", chat={"id": "b" * 65, "chat_type": "PRIVATE"})
+    assert "bot tự động" in say(user, "xin chào")  # the next, well-formed one is answered
+    assert len(user.messages) == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
 def test_wrong_webhook_secret_is_refused_before_anything_happens(province, zalo_emulator):
     process = ZaloProcess(province, zalo_emulator, mode="webhook").start()
     try:
@@ -249,6 +307,42 @@ def test_webhook_accepts_both_body_shapes_and_a_redelivery_once(province, zalo_e
         assert len(user.messages) == sent
     finally:
         process.stop()
+
+
+def test_webhook_answers_400_or_413_to_deep_oversized_and_malformed_bodies_never_a_traceback(
+        province, zalo_emulator, zalo_invite, caplog):
+    import httpx
+
+    process = ZaloProcess(province, zalo_emulator, mode="webhook").start()
+    url, headers = f"{process.public_url}/zalo/webhook", {"X-Bot-Api-Secret-Token": SECRET}
+
+    def update(**message) -> bytes:
+        message = {"message_id": "0123456789abcdef0123", "chat": {"id": "u1", "chat_type": "PRIVATE"}, **message}
+        return json.dumps({"ok": True, "result": {"event_name": "message.text.received", "message": message}}).encode()
+
+    cases = [
+        (b"[" * 30_000 + b"]" * 30_000, 400),  # json.loads would raise RecursionError
+        (b'{"ok": true, "result": ' + b'{"a": ' * 6_000 + b"1" + b"}" * 6_000 + b"}", 400),
+        (b'{"event_name": "message.text.received", "message": {"x": ' + b"[" * 40 + b"]" * 40 + b"}}", 400),
+        (b"[" * (64 * 1024 + 1), 413),
+        (b'{"x": "' + b"a" * (64 * 1024) + b'"}', 413),
+        (b"not json", 400), (b"\xff\xfe{", 400), (b'"\\' * 20_000, 400),
+        (b'{"ok": true, "result": "x"}', 400), (b"[1, 2]", 400), (b'{"ok": true}', 400),
+        (b'{"event_name": 5, "message": {}}', 400),
+        (update(message_id="a" * 65), 400), (update(message_id=None), 400), (update(chat={"id": ["u1"]}), 400),
+        (update(chat="u1"), 400), (update(text=["a"]), 400), (update(**{"from": "u1"}), 400),
+    ]
+    try:
+        for body, status in cases:
+            answer = httpx.post(url, content=body, headers=headers, timeout=10)
+            assert answer.status_code == status and "Traceback" not in answer.text, (body[:60], answer.text[:200])
+        streamed = httpx.post(url, content=iter([b"[" * 1024] * 80), headers=headers, timeout=10)  # no length
+        assert streamed.status_code == 413
+        user = zalo_emulator.user("zl-hook")
+        assert "Liên kết thành công" in say(user, zalo_invite("DV012"))  # real updates still get through
+    finally:
+        process.stop()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 def test_webhook_verification_probe_gets_200(province):
@@ -315,6 +409,50 @@ def test_group_answers_only_a_mention_and_never_with_results(zalo_bot, zalo_emul
     zalo_emulator.replay_last(member)
     zalo_bot.settle(done + 1)
     assert len(group.messages) == 2  # a redelivered mention is answered once
+
+
+def test_group_mention_by_the_name_the_app_shows_is_answered_in_any_case_and_without_diacritics(
+        province, zalo_invite):
+    from bot.emulators.zalo import ZaloEmulator
+
+    with ZaloEmulator(TOKEN, "hoctap_bot", display_name="Bot Học Tập") as emu:  # getMe says only hoctap_bot
+        process = ZaloProcess(province, emu, bot_name="bot hoc tap").start()  # as an operator may type it
+        try:
+            member = emu.user("zl-g1", "Đảng viên")
+            group = emu.group("grp-2", "Chi bộ ấp 2")
+            for text in ("@Bot Học Tập ketqua", "@BOT HỌC TẬP cho hỏi", "@hoctap_bot cho hỏi"):
+                before = len(group.messages)
+                assert group.send_text(member, text)["delivered"]
+                group.wait_for(lambda g: len(g.messages) > before)
+                assert "nhắn riêng cho bot" in group.last()["text"], text
+            group.mention(member, format_code(zalo_invite("DV011")).replace("-", "–"))
+            group.wait_for(lambda g: len(g.messages) == 4)
+            assert "đừng gửi trong nhóm" in group.last()["text"]  # the mention is not taken for part of it
+        finally:
+            process.stop()
+
+
+def test_mentions_are_recognised_in_any_case_with_or_without_diacritics():
+    from bot.channels.zalo import bot_names, mentions, strip_mention
+
+    names = bot_names("Bot Học Tập", None, "hoctap_bot", "@bot hoc tap")
+    assert sorted(names) == ["Bot Học Tập", "hoctap_bot"]
+    for text, said in [("@Bot Học Tập ketqua", "ketqua"), ("@bot hoc tap  ketqua", "ketqua"),
+                       ("hỏi @BOT HỌC TẬP gì?", "hỏi gì?"), ("@HocTap_Bot K7PM–X3QD", "K7PM–X3QD"),
+                       ("@Bot Ho\u0323c Tâ\u0323p ơi", "ơi")]:  # decomposed diacritics, as some keyboards send
+        assert mentions(text, names) and strip_mention(text, names) == said, text
+    for text in ("@Bot Học ketqua", "Bot Học Tập ơi", "@bot"):
+        assert not mentions(text, names), text
+
+
+def test_typed_numbers_beyond_the_offer_or_in_other_scripts_are_text_not_ids(zalo_bot, zalo_emulator, zalo_invite,
+                                                                            caplog):
+    cadre = zalo_link(zalo_emulator, zalo_invite, "CB002", "zl-num")
+    for typed in ("99999999999999999999", "2147483648", "٣", "s:1:9999999999999999999", "1 "):
+        assert "👉 Gõ 1: Đảng bộ xã Tân Tiến" in say(cadre, "thống kê", "📊")
+        reply = say(cadre, typed)
+        assert ("Đảng bộ xã Tân Tiến\n" in reply) is (typed == "1 "), (typed, reply)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 def test_cadre_report_on_zalo_is_text_and_a_chart_fetched_from_our_server(province, zalo_emulator, zalo_invite):

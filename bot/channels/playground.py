@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from bot.channels.telegram import TRAITS, BackgroundBot, TelegramChannel
 from bot.config import Settings
+from bot.domain.ids import parse_id
 from bot.emulators.telegram import TelegramEmulator
 from bot.services.chat import ChatService
 from bot.services.linking import account_member, create_invites
@@ -148,10 +149,10 @@ class Playground:
 
     def _say(self, line: str) -> None:
         """A number presses that button of the newest message; anything else is typed."""
-        if line.isdigit() and (last := self.user.last()) and (buttons := _buttons(last)):
-            index = int(line) - 1
-            if 0 <= index < len(buttons):
-                self.user.press(buttons[index]["callback_data"], message_id=last["message_id"])
+        number = parse_id(line)  # "²" or "٣" are typed text, not a button
+        if number is not None and (last := self.user.last()) and (buttons := _buttons(last)):
+            if 1 <= number <= len(buttons):
+                self.user.press(buttons[number - 1]["callback_data"], message_id=last["message_id"])
                 self._show(self.user)
                 return
         self.user.send_text(line)

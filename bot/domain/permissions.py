@@ -12,14 +12,17 @@ refuses the same things; an id typed or carried in a button is always checked ag
 
 "Below" is read from the ``unit_ancestors`` closure table (one row per ancestor/descendant pair,
 self included at depth 0), so a check is one indexed lookup whatever the depth of the tree.
+
+A round's figures are shown only for units the round covers (``require_round_for_unit``): a round
+of another district, forged into a button of one's own unit, is refused like any other unit.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import and_, literal, or_, select
 from sqlalchemy.orm import Session
 
-from bot.storage.models import Member, Unit, UnitAncestor
+from bot.storage.models import Member, Round, RoundUnit, Unit, UnitAncestor
 
 UNIT_ROLES = ("secretary", "cadre", "admin")
 REPORT_ROLES = ("cadre", "admin")
@@ -91,6 +94,35 @@ def require_view_unit(session: Session, member: Member | None, unit: Unit | int)
         raise PermissionDenied(DENIED_MEMBER_ONLY)
     if not can_view_unit(session, member, unit):
         raise PermissionDenied(DENIED_UNIT)
+
+
+def round_touches_unit(round_id, unit_id):
+    """SQL ``EXISTS``: one of the round's audience roots is the unit, above it (the unit is inside
+    the audience) or below it (part of the unit's subtree is). ``round_id`` may be a column."""
+    return (
+        select(literal(1))
+        .select_from(RoundUnit)
+        .join(UnitAncestor, or_(
+            and_(UnitAncestor.ancestor_id == RoundUnit.unit_id, UnitAncestor.descendant_id == unit_id),
+            and_(UnitAncestor.ancestor_id == unit_id, UnitAncestor.descendant_id == RoundUnit.unit_id),
+        ))
+        .where(RoundUnit.round_id == round_id)
+        .exists()
+    )
+
+
+def round_covers_unit(session: Session, round_id: int, unit: Unit | int) -> bool:
+    """Is the round about ``unit`` at all (``round_touches_unit``)? False for a round nobody has."""
+    return bool(session.scalar(select(round_touches_unit(round_id, _unit_id(unit)))))
+
+
+def require_round_for_unit(session: Session, round_id: int, unit: Unit | int) -> Round:
+    """The round, if it exists and covers ``unit``; else :class:`PermissionDenied` with the same
+    sentence as for a unit out of reach (nothing about the round is told)."""
+    rnd = session.get(Round, round_id)
+    if rnd is None or not round_covers_unit(session, round_id, unit):
+        raise PermissionDenied(DENIED_UNIT)
+    return rnd
 
 
 def can_remind(session: Session, member: Member | None, unit: Unit | int) -> bool:

@@ -757,6 +757,22 @@ class EmulatorState:
                         return query_id
             raise LookupError(f"no inline button {label!r} in chat {user_id}; buttons: {seen}")
 
+    def forge_press(self, user_id: int, data: str, message_id: int | None) -> str:
+        """A modified client sends callback data that no button carries, on the newest bot
+        message (or message_id): queue that CallbackQuery Update, return its id."""
+        with self.cond:
+            chat = self.chats[user_id]
+            pressed = [m for m in chat.messages.values() if m.from_bot and not m.deleted
+                       and message_id in (None, m.api["message_id"])]
+            if not pressed:
+                raise LookupError(f"no bot message to press in chat {user_id}")
+            query_id = str(4_000_000_000_000_000 + self.next_update_id)
+            self.queries[query_id] = (user_id, time.monotonic(), False)
+            self._enqueue("callback_query", {
+                "id": query_id, "from": chat.user, "message": copy.deepcopy(pressed[-1].api),
+                "chat_instance": str(-(10**18) - user_id), "data": data})
+            return query_id
+
     def close(self) -> None:
         """Release every held long poll so the HTTP server can stop promptly."""
         with self.cond:
@@ -895,6 +911,11 @@ class EmulatedUser(ChatDriver[EmulatorState]):
         having it (or on message_id); returns the callback query id."""
         self.mark()
         return self._state.press(self.id, label_or_data, message_id)
+
+    def forge_press(self, data: str, message_id: int | None = None) -> str:
+        """An intruder's tap: callback data no button carries (``s:1:9999999999999999999``)."""
+        self.mark()
+        return self._state.forge_press(self.id, data, message_id)
 
     def _view(self, msg: _Msg) -> dict[str, Any]:
         view = copy.deepcopy(msg.api)

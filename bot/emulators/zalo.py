@@ -16,7 +16,9 @@ HTTP path as production. Behaviour follows ``shared/specs/zalo-bot-api/README.md
   update to the URL with ``X-Bot-Api-Secret-Token`` and records the HTTP status it got;
 - text and captions are 1-2000 characters; the bot cannot write first (a chat becomes known
   when a person writes in it); 429 says only "Quota exceeded", with no ``retry_after``;
-- in groups the bot only receives messages that @mention it or reply to one of its messages.
+- in groups the bot only receives messages that @mention it or reply to one of its messages;
+  the app's mention picker writes the bot's display name (``display_name``, which getMe does not
+  return), a hand-typed ``@account_name`` reaches the bot too.
 
 Choices where Zalo's behaviour is unknown (made explicit so tests can name them):
 
@@ -178,8 +180,10 @@ class ZaloEmulatorState:
 
     def __init__(self, token: str, bot_name: str, *, min_interval_per_chat: float | None,
                  fetch_photos: bool, monthly_quota: int | None, webhook_bare_body: bool,
-                 webhook_verification: bool, webhook_timeout: float) -> None:
+                 webhook_verification: bool, webhook_timeout: float,
+                 display_name: str | None = None) -> None:
         self.token, self.bot_name = token, bot_name
+        self.display_name = display_name or bot_name
         self.min_interval, self.fetch_photos = min_interval_per_chat, fetch_photos
         self.monthly_quota = monthly_quota
         self.webhook_bare_body, self.webhook_verification = webhook_bare_body, webhook_verification
@@ -195,6 +199,8 @@ class ZaloEmulatorState:
         self.deliveries: list[WebhookDelivery] = []
         self.faults: list[Fault] = []
         self.log: list[tuple[str, dict[str, Any]]] = []
+        self.log_at: list[tuple[str, float]] = []         # (method, time.monotonic()) of each call
+        self.empty_answers: dict[str, int] = {}           # method -> answers of 200 without a result
         self.sent = 0
         self.poll_generation = self.poll_conflicts = 0
         self.polling = False                              # a getUpdates is being held
@@ -207,6 +213,12 @@ class ZaloEmulatorState:
             return 401, ZaloApiError(401, "Unauthorized").payload()
         with self.cond:
             self.log.append((method, copy.deepcopy(raw)))
+            self.log_at.append((method, time.monotonic()))
+            empty = self.empty_answers.get(method, 0) > 0 and not any(f.method in (method, "*") for f in self.faults)
+            if empty:
+                self.empty_answers[method] -= 1
+        if empty:
+            return 200, {"ok": True}
         if method not in IMPLEMENTED_METHODS:
             log.warning("Zalo emulator: no method %r (Zalo has no such method)", method)
             return 404, ZaloApiError(404, "Not found").payload()
@@ -623,7 +635,8 @@ class ZaloUser(_ChatDriver):
 
 class ZaloGroup(_ChatDriver):
     """Plays a Zalo group the bot is in. Every member's message is stored; only those that
-    @mention the bot (``@{bot_name}`` in the text) or reply to a bot message reach the bot."""
+    @mention the bot (``@{display_name}`` or ``@{bot_name}`` in the text) or reply to a bot message
+    reach the bot."""
 
     def __init__(self, state: ZaloEmulatorState, group_id: str, owner: ZaloEmulator) -> None:
         super().__init__(state, group_id)
@@ -638,7 +651,8 @@ class ZaloGroup(_ChatDriver):
         """A member writes in the group; reply_to is a message id the member replies to.
         Returns the message; its "delivered" key says whether the bot got an update."""
         user_id = member.id if isinstance(member, ZaloUser) else self._owner.user(member).id
-        mention = f"@{self._state.bot_name}".casefold() in text.casefold()
+        mention = any(f"@{name}".casefold() in text.casefold()
+                      for name in (self._state.bot_name, self._state.display_name))
         to_bot = reply_to is not None and self._state.is_bot_message(self.id, reply_to)
         self.mark()
         message = self._state.user_message(self.id, user_id, EVENT_TEXT, {"text": text},
@@ -646,8 +660,8 @@ class ZaloGroup(_ChatDriver):
         return {**message, "delivered": mention or to_bot}
 
     def mention(self, member: ZaloUser | str, text: str) -> dict[str, Any]:
-        """Send "@BotName text", as Zalo's mention picker writes it."""
-        return self.send_text(member, f"@{self._state.bot_name} {text}")
+        """Send "@Display Name text", as Zalo's mention picker writes it."""
+        return self.send_text(member, f"@{self._state.display_name} {text}")
 
     @property
     def all_messages(self) -> list[dict[str, Any]]:
@@ -664,7 +678,7 @@ class ZaloEmulator:
                  min_interval_per_chat: float | None = None, fetch_photos: bool = False,
                  monthly_quota: int | None = None, webhook_bare_body: bool = False,
                  webhook_verification: bool = False, webhook_timeout: float = 10.0,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 display_name: str | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         """min_interval_per_chat: seconds between two bot messages into one chat below which
         the send gets 429 "Quota exceeded" (None = no pacing check).
         fetch_photos: sendPhoto GETs the URL (recorded as "fetched"); failure -> 400.
@@ -672,6 +686,8 @@ class ZaloEmulator:
         webhook_bare_body: POST bare {event_name, message} instead of {ok, result}.
         webhook_verification: setWebhook probes the URL with an empty POST and adds
         result.verification {ok, url, outcome, hint} (the webhook is saved either way).
+        display_name: the name the Zalo app shows for the bot, which the mention picker writes
+        (default: bot_name, the account_name getMe returns).
         port: 0 picks a free port; a fixed one suits the interactive playground."""
         if ":" not in token:
             raise ValueError("a Zalo bot token looks like '<numeric id>:<secret>'")
@@ -680,7 +696,7 @@ class ZaloEmulator:
             token, bot_name, min_interval_per_chat=min_interval_per_chat,
             fetch_photos=fetch_photos, monthly_quota=monthly_quota,
             webhook_bare_body=webhook_bare_body, webhook_verification=webhook_verification,
-            webhook_timeout=webhook_timeout)
+            webhook_timeout=webhook_timeout, display_name=display_name)
         self._server = ZaloEmulatorServer(self._state, host, port)
         self._users: dict[str, ZaloUser] = {}
         self._groups: dict[str, ZaloGroup] = {}
@@ -830,6 +846,12 @@ class ZaloEmulator:
         with self._state.cond:
             self._state.faults.append(Fault(method, status, description, times, chat_id))
 
+    def inject_empty(self, method: str, times: int = 1) -> None:
+        """Make the next `times` calls of method answer at once with 200 {ok: true} and no
+        result (after any injected errors), as a relay or a hurried server may."""
+        with self._state.cond:
+            self._state.empty_answers[method] = self._state.empty_answers.get(method, 0) + times
+
     def clear_errors(self) -> None:
         with self._state.cond:
             self._state.faults.clear()
@@ -855,9 +877,15 @@ class ZaloEmulator:
         """Bodies of every call of one method."""
         return [params for name, params in self.requests if name == method]
 
+    def call_times(self, method: str) -> list[float]:
+        """When (``time.monotonic()``) each call of one method arrived, in order."""
+        with self._state.cond:
+            return [at for name, at in self._state.log_at if name == method]
+
     def reset_log(self) -> None:
         with self._state.cond:
             self._state.log.clear()
+            self._state.log_at.clear()
 
     def updates_pending(self) -> int:
         """Updates queued and not yet returned by getUpdates or delivered to the webhook."""

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.domain import messages as msg
+from bot.domain.ids import parse_id
 from bot.domain.replies import Outcome, Reply
 from bot.domain.permissions import PermissionDenied
 from bot.outbox.queue import QuietHours
@@ -220,10 +221,8 @@ class ChatService:
 
     def _action(self, s: Session, external_id: str, member: Member, action: str, now: datetime) -> Outcome:
         kind, _, rest = action.partition(":")
-        parts = rest.split(":")
-        try:
-            numbers = [int(p) for p in parts if p]
-        except ValueError:
+        numbers = [parse_id(p) for p in rest.split(":")]  # forged data is refused, never an error
+        if None in numbers:
             numbers = []
         if kind == "r" and len(numbers) == 2:
             return Outcome(self._read(s, external_id, member, numbers[0], numbers[1], now))

@@ -2,13 +2,15 @@
 
 Two kinds of code: a long one carried by a Telegram deep link, and a short one that a member types
 on a phone (Zalo has no deep-link parameter): 8 characters from an alphabet without look-alikes
-(no 0/O, 1/I/L), case-insensitive, shown as ``K7PM-X3QD``; spaces and dashes are ignored.
+(no 0/O, 1/I/L), case-insensitive, shown as ``K7PM-X3QD``; spaces and dashes of every kind are
+ignored (``K7PM–X3QD``, with the en dash a phone keyboard makes, is the same code).
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -27,7 +29,7 @@ SHORT_LENGTH = 8
 WRONG_CODES_LIMIT = 5
 CODE_PAUSE = timedelta(minutes=15)
 TYPED_CODE_CHANNELS = ("zalo",)
-_SEPARATORS = re.compile(r"[\s\-_.]+")
+_OTHER_SEPARATORS = frozenset("_.\u2212\u2043")  # and every dash, space and format character
 _LONG_CODE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
@@ -80,8 +82,16 @@ def format_code(code: str) -> str:
     return code
 
 
+def _is_separator(ch: str) -> bool:
+    """Dashes, spaces and invisible marks that phone keyboards put in a typed code: every Unicode
+    dash (Pd: ``–``, ``—``, ``‐``, ``－``…), space (Z*: no-break, thin, ideographic…), control and
+    format character (zero-width space, soft hyphen), the minus sign, ``_`` and ``.``."""
+    return unicodedata.category(ch)[0] in "ZC" or unicodedata.category(ch) == "Pd" or ch in _OTHER_SEPARATORS
+
+
 def _short_form(text: str) -> str:
-    return _SEPARATORS.sub("", text).upper()
+    """The code as stored: full-width letters and digits folded to ASCII, separators dropped, upper case."""
+    return "".join(ch for ch in unicodedata.normalize("NFKC", text) if not _is_separator(ch)).upper()
 
 
 def looks_like_code(text: str) -> bool:

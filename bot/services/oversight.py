@@ -1,7 +1,8 @@
 """Secretaries' and cadres' use cases: figures, who has not finished, reminders, reports.
 
 Every entry point checks permissions in the domain (``bot.domain.permissions``) with the ids it is
-given, whether they were typed, carried in a button, or forged.
+given, whether they were typed, carried in a button, or forged: the unit must be within the reader's
+reach and the round must cover that unit.
 """
 
 from __future__ import annotations
@@ -15,27 +16,20 @@ from bot.domain import oversight_messages as om
 from bot.domain.messages import local, reminder
 from bot.domain.permissions import (
     DENIED_MEMBER_ONLY, PermissionDenied, can_see_phone, can_view_unit, require_remind, require_report,
-    require_view_unit, sees_units, visible_root_units,
+    require_round_for_unit, require_view_unit, sees_units, visible_root_units,
 )
 from bot.domain.replies import Attachment, Reply
 from bot.outbox import queue
 from bot.outbox.queue import QuietHours
 from bot.services import stats
 from bot.services.rounds import round_status
-from bot.storage.models import Member, Round, Unit
+from bot.storage.models import Member, Unit
 
 
 def _roots(s: Session, member: Member) -> list[Unit]:
     if not sees_units(member):
         raise PermissionDenied(DENIED_MEMBER_ONLY)
     return visible_root_units(s, member)
-
-
-def _round(s: Session, round_id: int) -> Round:
-    rnd = s.get(Round, round_id)
-    if rnd is None:
-        raise PermissionDenied()
-    return rnd
 
 
 def figures(s: Session, member: Member, now: datetime, tz: ZoneInfo) -> list[Reply]:
@@ -52,7 +46,7 @@ def figures(s: Session, member: Member, now: datetime, tz: ZoneInfo) -> list[Rep
 def unit_view(s: Session, member: Member, round_id: int, unit_id: int, now: datetime, tz: ZoneInfo) -> Reply:
     """One unit's figures with its children (drill-down) and a way back up, within the reader's reach."""
     require_view_unit(s, member, unit_id)
-    rnd = _round(s, round_id)
+    rnd = require_round_for_unit(s, round_id, unit_id)
     unit = s.get(Unit, unit_id)
     if member.role in ("cadre", "admin"):
         total, children = stats.unit_rollup(s, round_id, unit_id, now)
@@ -79,7 +73,7 @@ def not_finished(s: Session, member: Member, now: datetime, round_id: int | None
 
 def _not_finished_page(s: Session, member: Member, round_id: int, unit_id: int, page: int) -> Reply:
     require_view_unit(s, member, unit_id)
-    rnd, unit = _round(s, round_id), s.get(Unit, unit_id)
+    rnd, unit = require_round_for_unit(s, round_id, unit_id), s.get(Unit, unit_id)
     page = max(page, 1)
     total, rows = stats.not_finished_members(s, round_id, unit_id, (page - 1) * om.PAGE, om.PAGE)
     phones = {r.member.id: r.member.phone for r in rows if can_see_phone(member, r.member.unit_id)}

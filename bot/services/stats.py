@@ -42,6 +42,7 @@ from fractions import Fraction
 from sqlalchemy import Integer, and_, bindparam, case, func, literal, or_, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
+from bot.domain.permissions import round_touches_unit
 from bot.domain.statistics import Figures, NotFinished
 from bot.services.rounds import round_status
 from bot.storage.models import (
@@ -251,16 +252,7 @@ def rounds_for_unit(session: Session, unit_id: int, now: datetime) -> list[Round
     Two statements (rounds, then their documents).
     """
     cutoff = now - RECENT_CLOSED
-    touches = (
-        select(literal(1))
-        .select_from(RoundUnit)
-        .join(UnitAncestor, or_(
-            and_(UnitAncestor.ancestor_id == RoundUnit.unit_id, UnitAncestor.descendant_id == unit_id),
-            and_(UnitAncestor.ancestor_id == unit_id, UnitAncestor.descendant_id == RoundUnit.unit_id),
-        ))
-        .where(RoundUnit.round_id == Round.id)
-        .exists()
-    )
+    touches = round_touches_unit(Round.id, unit_id)
     is_open = and_(Round.closed_at.is_(None), Round.opens_at <= now, Round.closes_at > now)
     recently_closed = or_(
         and_(Round.closed_at.is_not(None), Round.closed_at >= cutoff),

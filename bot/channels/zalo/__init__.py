@@ -10,7 +10,7 @@ Updates carry no ``update_id`` and the platform has no acknowledgement, so an up
 (durable de-duplication). The token sits in the URL path: it is never logged.
 
 One module per job: ``client`` (HTTP client, errors, backoff), ``rendering`` (replies as Zalo text,
-``TRAITS``), ``channel`` (the conversation), ``poller`` (long polling), ``quota`` (the monthly
+``TRAITS``), ``mentions`` (the bot's names in groups), ``channel`` (the conversation), ``poller`` (long polling), ``quota`` (the monthly
 quota), ``transport`` (outbox delivery) and ``runtime`` (one process's wiring). This package
 re-exports their public names, so ``from bot.channels.zalo import X`` keeps working.
 """
@@ -21,6 +21,7 @@ import logging
 
 from bot.channels.zalo.channel import CHART_FAILED, EVENT_TEXT, NOT_TEXT_HINT, SEND_TRIES, ZaloChannel
 from bot.channels.zalo.client import DEFAULT_ZALO_API, ZaloClient, ZaloError, backoff
+from bot.channels.zalo.mentions import bot_names, mentions, strip_mention
 from bot.channels.zalo.poller import ZaloPoller
 from bot.channels.zalo.quota import QuotaRefusal, ZaloQuota
 from bot.channels.zalo.rendering import (
@@ -31,7 +32,6 @@ from bot.channels.zalo.rendering import (
     files_note,
     render,
     reply_text,
-    strip_mention,
 )
 from bot.channels.zalo.runtime import SECRET_HEADER, WEBHOOK_PATH, BackgroundZalo, ZaloOptions, ZaloRuntime
 from bot.channels.zalo.transport import ZaloTransport
@@ -43,5 +43,5 @@ __all__ = [
     "TRAITS", "WEBHOOK_PATH",
     "BackgroundZalo", "Outgoing", "QuotaRefusal", "ZaloChannel", "ZaloClient", "ZaloError", "ZaloOptions",
     "ZaloPoller", "ZaloQuota", "ZaloRuntime", "ZaloTransport",
-    "backoff", "choice_lines", "files_note", "render", "reply_text", "strip_mention",
+    "backoff", "bot_names", "choice_lines", "mentions", "files_note", "render", "reply_text", "strip_mention",
 ]

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from bot.channels.zalo.client import ZaloClient, ZaloError, backoff
 from bot.channels.zalo.quota import ZaloQuota
-from bot.channels.zalo.rendering import Outgoing, render, strip_mention
+from bot.channels.zalo.mentions import mentions, strip_mention
+from bot.channels.zalo.rendering import Outgoing, render
 from bot.domain import messages as msg
 from bot.services.linking import looks_like_code
 from bot.domain.replies import Outcome, Reply
@@ -35,11 +36,12 @@ class ZaloChannel:
     ``dispatch`` returns at once: updates of one chat are handled in order, chats in parallel.
     """
 
-    def __init__(self, service: ChatService, client: ZaloClient, *, bot_name: str | None = None,
+    def __init__(self, service: ChatService, client: ZaloClient, *, bot_names: Sequence[str] = (),
                  share_link: str | None = None, shelf=None, quota: ZaloQuota | None = None,
                  clock: Callable[[], datetime] = utcnow):
+        """``bot_names``: every name a group mention of the bot may use (see ``mentions.bot_names``)."""
         self.service, self.client = service, client
-        self.bot_name, self.share_link = bot_name, share_link
+        self.bot_names, self.share_link = list(bot_names), share_link
         self.shelf, self.quota, self.clock = shelf, quota, clock
         self.handled = 0  # updates taken up, redeliveries included
         self.done = 0  # updates finished (answered, skipped or failed)
@@ -110,12 +112,12 @@ class ZaloChannel:
     async def _group(self, chat_id: str, sender: dict, message: dict, event: str, key: str, now: datetime) -> None:
         """In a group: answer only a mention, never with anyone's results; point to a private chat."""
         text = str(message.get("text") or "")
-        if event != EVENT_TEXT or (self.bot_name and f"@{self.bot_name}".casefold() not in text.casefold()):
+        if event != EVENT_TEXT or (self.bot_names and not mentions(text, self.bot_names)):
             return
         if not await asyncio.to_thread(self.service.first_time, key, now):
             return
         name = str(sender.get("display_name") or sender.get("name") or "")
-        said = strip_mention(text, self.bot_name)
+        said = strip_mention(text, self.bot_names)
         reply = msg.group_redirect(name, self.share_link, posted_code=looks_like_code(said)).text
         await self._send_all(chat_id, [Outgoing(text=reply)])
 

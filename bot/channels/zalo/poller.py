@@ -12,13 +12,15 @@ import time
 from typing import Any, Callable
 
 from bot.channels.zalo.client import ZaloClient, ZaloError, backoff
+from bot.channels.zalo.updates import well_formed
 
 log = logging.getLogger(__package__)  # "bot.channels.zalo", the one logger name the channel had before the split
 
 
 class ZaloPoller:
-    """``deleteWebhook`` first; then one update per ``getUpdates``; 408 means nothing new. While
-    updates flow, at most one call per ``min_interval`` seconds (the platform asks for about 1 s)."""
+    """``deleteWebhook`` first; then one update per ``getUpdates``; 408 means nothing new. At most one
+    call per ``min_interval`` seconds (the platform asks for about 1 s) whatever the answer was: an
+    update, nothing, a quick 408 from a proxy, or an error (then longer, with backoff)."""
 
     def __init__(self, client: ZaloClient, dispatch: Callable[[dict], Any], *, timeout: int = 30,
                  min_interval: float = 1.0):
@@ -29,8 +31,12 @@ class ZaloPoller:
     async def run(self) -> None:
         failures = 0
         await self._delete_webhook()
+        next_call = time.monotonic()
         while True:
-            started = time.monotonic()
+            wait = next_call - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            next_call = time.monotonic() + self.min_interval
             self.calls += 1
             try:
                 update = await self.client.get_updates(self.timeout)
@@ -43,19 +49,18 @@ class ZaloPoller:
                     log.warning("Zalo: a webhook is set; deleting it to poll (%s)", exc.description)
                     await self._delete_webhook()
                     continue
-                wait = backoff(failures, base=1.0, cap=60.0)
+                wait = max(backoff(failures, base=1.0, cap=60.0), self.min_interval)
                 failures += 1
                 level = logging.ERROR if exc.status == 401 else logging.WARNING
                 log.log(level, "Zalo: getUpdates failed (%s); again in %.1fs", exc, wait)
-                await asyncio.sleep(wait)
+                next_call = time.monotonic() + wait
                 continue
             for item in update if isinstance(update, list) else [update]:
-                if isinstance(item, dict) and item:
+                if well_formed(item):
                     self.received += 1
                     self.dispatch(item)
-            elapsed = time.monotonic() - started
-            if elapsed < self.min_interval:
-                await asyncio.sleep(self.min_interval - elapsed)
+                elif item:
+                    log.info("Zalo: getUpdates gave something that is not a well-formed update; ignored")
 
     async def _delete_webhook(self) -> None:
         for attempt in range(10):

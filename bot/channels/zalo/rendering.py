@@ -112,14 +112,3 @@ def render(outcome: Outcome, photo_url: Callable[[Attachment], str | None] | Non
         out += [Outgoing(photo=u) for u in photos]
     return out
 
-
-def strip_mention(text: str, bot_name: str | None) -> str:
-    if not bot_name:
-        return text.strip()
-    mention = f"@{bot_name}"
-    low, at = text.casefold(), mention.casefold()
-    while at in low:
-        i = low.index(at)
-        text = text[:i] + text[i + len(mention):]
-        low = text.casefold()
-    return " ".join(text.split())

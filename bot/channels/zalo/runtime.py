@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable
 
 from bot.channels.zalo.channel import ZaloChannel
 from bot.channels.zalo.client import DEFAULT_ZALO_API, ZaloClient, ZaloError
+from bot.channels.zalo.mentions import bot_names
 from bot.channels.zalo.poller import ZaloPoller
 from bot.channels.zalo.quota import ZaloQuota
 from bot.channels.zalo.transport import ZaloTransport
@@ -38,7 +39,7 @@ class ZaloOptions:
     public_url: str | None = None
     listen: str = "127.0.0.1:8080"
     rate: float = 2.0
-    bot_name: str | None = None
+    bot_name: str | None = None  # the name the Zalo app shows (what members' @mentions write)
     share_link: str | None = None
     poll_timeout: int = 30
     poll_interval: float = 1.0
@@ -77,9 +78,14 @@ class ZaloRuntime:
         except ZaloError:
             await self.client.aclose()
             raise
-        name = o.bot_name or self.me.get("account_name") or self.me.get("display_name") or self.me.get("name")
+        me = self.me
+        names = bot_names(o.bot_name, me.get("display_name"), me.get("name"), me.get("account_name"))
+        name = names[0] if names else "(no name)"
+        if not (o.bot_name or me.get("display_name") or me.get("name")):
+            log.info("Zalo: set zalo.bot_name to the name the Zalo app shows for the bot, so that group "
+                     "mentions of it are recognised (now only @%s)", me.get("account_name"))
         shelf = FileShelf(o.public_url) if o.public_url else None
-        self.channel = ZaloChannel(self.service, self.client, bot_name=name, share_link=o.share_link,
+        self.channel = ZaloChannel(self.service, self.client, bot_names=names, share_link=o.share_link,
                                    shelf=shelf, quota=self.quota, clock=self.clock)
         self.transport = ZaloTransport(self.client, rate=o.rate, quota=self.quota, clock=self.clock)
         if o.public_url:
