@@ -140,6 +140,11 @@ def _content_paths(args, settings: Settings) -> list[Path]:
     return [Path(p) for p in args.paths] if args.paths else [settings.content_dir]
 
 
+def _no_document_files(args, settings: Settings) -> int:
+    print(f"no document files found in {', '.join(map(str, _content_paths(args, settings)))}", file=sys.stderr)
+    return 1
+
+
 @command("content check")
 def cmd_content_check(args, settings: Settings) -> int:
     from bot.content.validate import check_paths
@@ -151,8 +156,7 @@ def cmd_content_check(args, settings: Settings) -> int:
         print(f"{len(result.problems)} problem(s) found; nothing was loaded", file=sys.stderr)
         return 1
     if not result.documents:
-        print(f"no document files found in {', '.join(map(str, _content_paths(args, settings)))}", file=sys.stderr)
-        return 1
+        return _no_document_files(args, settings)
     for doc in result.documents:
         print(f"{doc.source_file}: {doc.id}: {len(doc.questions)} questions")
     return 0
@@ -169,6 +173,8 @@ def cmd_content_load(args, settings: Settings) -> int:
     if result.problems:
         print(f"{len(result.problems)} problem(s) found; nothing was loaded", file=sys.stderr)
         return 1
+    if not result.documents:
+        return _no_document_files(args, settings)
     db = open_db(settings)
     now = utcnow()
     with db.session() as s:
