@@ -164,10 +164,14 @@ def cmd_content_check(args, settings: Settings) -> int:
 
 @command("content load")
 def cmd_content_load(args, settings: Settings) -> int:
-    from bot.content.load import load_document
+    from bot.content.load import code_clashes, load_document
     from bot.content.validate import check_paths
 
     result = check_paths(_content_paths(args, settings))
+    if not result.problems and result.documents:
+        db = open_db(settings)
+        with db.session() as s:
+            result.problems = code_clashes(s, result.documents)
     for problem in result.problems:
         print(problem)
     if result.problems:
@@ -175,7 +179,6 @@ def cmd_content_load(args, settings: Settings) -> int:
         return 1
     if not result.documents:
         return _no_document_files(args, settings)
-    db = open_db(settings)
     now = utcnow()
     with db.session() as s:
         reports = [load_document(s, doc, now) for doc in result.documents]

@@ -256,3 +256,16 @@ def test_two_documents_with_the_same_code_are_refused_with_both_places(cli, work
                                 "give each document its own code"]
     with db.session() as s:
         assert s.scalars(select(Question)).all() == []
+
+
+def test_a_document_whose_code_is_already_loaded_from_another_file_is_refused(cli, workdir, db):
+    write(workdir, "nq-test.yaml", GOOD)
+    assert cli("content", "load", "nq-test.yaml").code == 0
+    write(workdir, "other.yaml", GOOD.replace("id: nq-test", "id: other"))
+    result = cli("content", "load", "other.yaml")
+    assert result.code == 1
+    assert result.lines == ["other.yaml:2: code: '01-NQ/TW' is already the code of document 'nq-test' "
+                            "(loaded from nq-test.yaml); give each document its own code"]
+    assert cli("content", "load", "nq-test.yaml").code == 0  # reloading the same document is no clash
+    with db.session() as s:
+        assert {q.document_id for q in s.scalars(select(Question))} == {"nq-test"}

@@ -120,7 +120,7 @@ def check_paths(paths: list[Path]) -> CheckResult:
                 f"'{doc.id}' is already used by {first.source_file}:{first.id_line}; give each document its own id",
             ))
             continue
-        code = " ".join(doc.code.casefold().split())
+        code = code_key(doc.code)
         if code in codes:
             first = codes[code]
             result.problems.append(Problem(
@@ -410,6 +410,11 @@ class _Checker:
             return None
         return QuestionSpec(text=text, options=options, answer_index=answer_index,
                             explanation=explanation, line=node.start_mark.line + 1)
+
+
+def code_key(code: str) -> str:
+    """Two codes that differ only in case or spacing are one code."""
+    return " ".join(code.casefold().split())
 
 
 def _normalised(text: str) -> str:
