@@ -100,6 +100,11 @@ def test_good_file_is_reported_with_its_question_count(cli, workdir):
     ],
 )
 def test_each_mistake_is_named_by_line_and_field(cli, workdir, old, new, expected):
+    assert_refused(cli, workdir, old, new, expected)
+
+
+def assert_refused(cli, workdir, old, new, expected):
+    """GOOD with ``old`` replaced by ``new`` is refused with the line ``expected``."""
     assert old in GOOD
     result = check_one(cli, workdir, GOOD.replace(old, new, 1))
     assert result.code == 1
@@ -220,10 +225,7 @@ def with_questions(n: int) -> str:
      "nq-test.yaml:21: questions[2].text: repeats questions[1] (line 17); ask each question once"),
 ], ids=["summary", "section", "sections", "question", "option", "explanation", "key-points", "code", "repeat"])
 def test_text_too_long_for_a_phone_and_repeated_questions_are_refused_with_their_line(cli, workdir, old, new, expected):
-    assert old in GOOD
-    result = check_one(cli, workdir, GOOD.replace(old, new, 1))
-    assert result.code == 1
-    assert expected in result.lines, result.out
+    assert_refused(cli, workdir, old, new, expected)
 
 
 def test_a_document_of_more_than_100_questions_is_refused(cli, workdir):

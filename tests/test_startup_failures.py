@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -61,63 +62,63 @@ def assert_refused_without_secrets(done: subprocess.CompletedProcess, line: str,
     assert done.returncode == 2
 
 
-def telegram_config(base_url: str) -> str:
-    return f"telegram:\n  token: ${{TELEGRAM_BOT_TOKEN}}\n  api_base_url: {base_url}\n"
+@dataclass
+class Messenger:
+    """One messenger's side of a start-up: its token variable, its settings and its refusal line."""
+
+    name: str
+    variable: str
+    token: str
+    wrong_token: str
+    rejected: str
+    base_url: str = ""
+    api_path: str = ""  # what the base URL ends with before the token (Telegram: "/bot")
+
+    def config(self, base_url: str) -> str:
+        return f"{self.name.lower()}:\n  token: ${{{self.variable}}}\n  api_base_url: {base_url}\n"
 
 
-def zalo_config(base_url: str) -> str:
-    return f"zalo:\n  token: ${{ZALO_BOT_TOKEN}}\n  api_base_url: {base_url}\n"
+MESSENGERS = {
+    "telegram": Messenger("Telegram", "TELEGRAM_BOT_TOKEN", TELEGRAM_TOKEN, "7000999999:AAE-wrongTokenSecret",
+                          "error: Telegram rejected the token — check TELEGRAM_BOT_TOKEN and telegram.api_base_url",
+                          api_path="/bot"),
+    "zalo": Messenger("Zalo", "ZALO_BOT_TOKEN", ZALO_TOKEN, "4400999999:zaloWrongSecret",
+                      "error: Zalo rejected the token — check ZALO_BOT_TOKEN and zalo.api_base_url"),
+}
 
 
-TELEGRAM_REJECTED = "error: Telegram rejected the token — check TELEGRAM_BOT_TOKEN and telegram.api_base_url"
-ZALO_REJECTED = "error: Zalo rejected the token — check ZALO_BOT_TOKEN and zalo.api_base_url"
-
-
-@pytest.mark.parametrize("command", COMMANDS)
-def test_a_token_telegram_refuses_with_401_is_named_not_printed(tmp_path, telegram_api, command):
-    wrong = "7000999999:AAE-wrongTokenSecret"
-    done = start(tmp_path, command, telegram_config(telegram_api.base_url), {"TELEGRAM_BOT_TOKEN": wrong})
-    assert_refused_without_secrets(done, TELEGRAM_REJECTED, wrong)
-
-
-@pytest.mark.parametrize("command", COMMANDS)
-def test_a_wrong_telegram_address_answering_404_does_not_leak_the_valid_token(tmp_path, telegram_api, command):
-    wrong_path = telegram_api.base_url.replace("/bot", "/not-the-api/bot")
-    done = start(tmp_path, command, telegram_config(wrong_path), {"TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN})
-    assert_refused_without_secrets(done, TELEGRAM_REJECTED, TELEGRAM_TOKEN)
-
-
-@pytest.mark.parametrize("command", COMMANDS)
-def test_an_unreachable_telegram_address_is_one_line_without_the_token(tmp_path, command):
-    port = closed_port()
-    done = start(tmp_path, command, telegram_config(f"http://127.0.0.1:{port}/bot"),
-                 {"TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN})
-    assert_refused_without_secrets(done, f"error: cannot reach Telegram at 127.0.0.1:{port} …", TELEGRAM_TOKEN)
-
-
-@pytest.mark.parametrize("command", COMMANDS)
-def test_a_token_zalo_refuses_with_401_is_named_not_printed(tmp_path, zalo_api, command):
-    wrong = "4400999999:zaloWrongSecret"
-    done = start(tmp_path, command, zalo_config(zalo_api.base_url), {"ZALO_BOT_TOKEN": wrong})
-    assert_refused_without_secrets(done, ZALO_REJECTED, wrong)
+@pytest.fixture(params=list(MESSENGERS))
+def messenger(request, telegram_api, zalo_api) -> Messenger:
+    emulator = telegram_api if request.param == "telegram" else zalo_api
+    spec = MESSENGERS[request.param]
+    return replace(spec, base_url=emulator.base_url.removesuffix(spec.api_path))
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_a_wrong_zalo_address_answering_404_does_not_leak_the_valid_token(tmp_path, zalo_api, command):
-    done = start(tmp_path, command, zalo_config(zalo_api.base_url + "/not-the-api"), {"ZALO_BOT_TOKEN": ZALO_TOKEN})
-    assert_refused_without_secrets(done, ZALO_REJECTED, ZALO_TOKEN)
+def test_a_token_the_messenger_refuses_with_401_is_named_not_printed(tmp_path, messenger, command):
+    done = start(tmp_path, command, messenger.config(messenger.base_url + messenger.api_path),
+                 {messenger.variable: messenger.wrong_token})
+    assert_refused_without_secrets(done, messenger.rejected, messenger.wrong_token)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_an_unreachable_zalo_address_is_one_line_without_the_token(tmp_path, command):
-    port = closed_port()
-    done = start(tmp_path, command, zalo_config(f"http://127.0.0.1:{port}"), {"ZALO_BOT_TOKEN": ZALO_TOKEN})
-    assert_refused_without_secrets(done, f"error: cannot reach Zalo at 127.0.0.1:{port} …", ZALO_TOKEN)
+def test_a_wrong_api_address_answering_404_does_not_leak_the_valid_token(tmp_path, messenger, command):
+    wrong_address = f"{messenger.base_url}/not-the-api{messenger.api_path}"
+    done = start(tmp_path, command, messenger.config(wrong_address), {messenger.variable: messenger.token})
+    assert_refused_without_secrets(done, messenger.rejected, messenger.token)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("name", list(MESSENGERS))
+def test_an_unreachable_api_address_is_one_line_without_the_token(tmp_path, name, command):
+    m, port = MESSENGERS[name], closed_port()
+    done = start(tmp_path, command, m.config(f"http://127.0.0.1:{port}{m.api_path}"), {m.variable: m.token})
+    assert_refused_without_secrets(done, f"error: cannot reach {m.name} at 127.0.0.1:{port} …", m.token)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_an_unreachable_database_is_one_line_without_the_password_or_the_token(tmp_path, telegram_api, command):
     url = f"postgresql+psycopg://hoctap:{DB_PASSWORD}@127.0.0.1:{closed_port()}/hoctap"
-    done = start(tmp_path, command, telegram_config(telegram_api.base_url),
+    done = start(tmp_path, command, MESSENGERS["telegram"].config(telegram_api.base_url),
                  {"TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN, "HOCTAP_DATABASE_URL": url})
     assert_refused_without_secrets(done, "error: database: …", TELEGRAM_TOKEN, DB_PASSWORD)
