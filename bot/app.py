@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from typing import Awaitable, Callable
 
 from bot.config import Settings
 from bot.logs import setup_logging
 from bot.services.chat import ChatService
+from bot.startup import secrets_of, start_or_explain
 from bot.storage.db import Database
 
 
@@ -40,21 +42,21 @@ def run(settings: Settings) -> int:
     if settings.zalo.token and settings.zalo.mode == "webhook" and not settings.zalo.webhook_secret:
         print("error: zalo.mode is webhook but ZALO_WEBHOOK_SECRET is not set (8-256 characters)", file=sys.stderr)
         return 2
-    setup_logging(*(s for s in (settings.telegram.token, settings.zalo.token, settings.zalo.webhook_secret) if s))
-    db = Database(settings.database_url)
-    db.upgrade()
-    try:
-        asyncio.run(serve(settings, db))
-    except KeyboardInterrupt:
-        pass
-    except Exception as exc:  # noqa: BLE001 - a channel that cannot start: one line, not a traceback
-        from bot.channels.zalo import ZaloError
+    return start_and_serve(settings, lambda db: serve(settings, db))
 
-        if not isinstance(exc, (ZaloError, ValueError, OSError)):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+def start_and_serve(settings: Settings, main: Callable[[Database], Awaitable[None]]) -> int:
+    """Open the database and run ``main`` until it stops; a failure to start is one line without
+    secrets and exit status 2 (bot/startup.py)."""
+    setup_logging(*secrets_of(settings))
+
+    def start() -> int:
+        db = Database(settings.database_url)
+        db.upgrade()
+        asyncio.run(main(db))
+        return 0
+
+    return start_or_explain(settings, start)
 
 
 async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = None, *, clock=None) -> None:
@@ -128,11 +130,8 @@ def run_scheduler(settings: Settings) -> int:
         print("error: neither TELEGRAM_BOT_TOKEN nor ZALO_BOT_TOKEN is set; the scheduler needs one to send",
               file=sys.stderr)
         return 2
-    setup_logging(*(s for s in (token, settings.zalo.token) if s))
-    db = Database(settings.database_url)
-    db.upgrade()
 
-    async def main() -> None:
+    async def main(db: Database) -> None:
         import signal
         from contextlib import AsyncExitStack
 
@@ -150,6 +149,7 @@ def run_scheduler(settings: Settings) -> int:
             if settings.zalo.token:
                 client = ZaloClient(settings.zalo.token, settings.zalo.api_base_url)
                 stack.push_async_callback(client.aclose)
+                await client.get_me()  # a wrong token or address stops the start, as on Telegram
                 transports["zalo"] = ZaloTransport(client, rate=settings.zalo.rate, quota=budget)
             runner = scheduled_work(settings, db, transports, budget)
             runner.start()
@@ -158,11 +158,7 @@ def run_scheduler(settings: Settings) -> int:
             finally:
                 await runner.shutdown()
 
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return start_and_serve(settings, main)
 
 
 PLAYGROUND_DB = "playground.db"

@@ -145,6 +145,11 @@ def _content_paths(args, settings: Settings) -> list[Path]:
     return [Path(p) for p in args.paths] if args.paths else [settings.content_dir]
 
 
+def _no_document_files(args, settings: Settings) -> int:
+    print(f"no document files found in {', '.join(map(str, _content_paths(args, settings)))}", file=sys.stderr)
+    return 1
+
+
 @command("content check")
 def cmd_content_check(args, settings: Settings) -> int:
     from bot.content.validate import check_paths
@@ -156,8 +161,7 @@ def cmd_content_check(args, settings: Settings) -> int:
         print(f"{len(result.problems)} problem(s) found; nothing was loaded", file=sys.stderr)
         return 1
     if not result.documents:
-        print(f"no document files found in {', '.join(map(str, _content_paths(args, settings)))}", file=sys.stderr)
-        return 1
+        return _no_document_files(args, settings)
     for doc in result.documents:
         print(f"{doc.source_file}: {doc.id}: {len(doc.questions)} questions")
     return 0
@@ -165,16 +169,21 @@ def cmd_content_check(args, settings: Settings) -> int:
 
 @command("content load")
 def cmd_content_load(args, settings: Settings) -> int:
-    from bot.content.load import load_document
+    from bot.content.load import code_clashes, load_document
     from bot.content.validate import check_paths
 
     result = check_paths(_content_paths(args, settings))
+    if not result.problems and result.documents:
+        db = open_db(settings)
+        with db.session() as s:
+            result.problems = code_clashes(s, result.documents)
     for problem in result.problems:
         print(problem)
     if result.problems:
         print(f"{len(result.problems)} problem(s) found; nothing was loaded", file=sys.stderr)
         return 1
-    db = open_db(settings)
+    if not result.documents:
+        return _no_document_files(args, settings)
     now = utcnow()
     with db.session() as s:
         reports = [load_document(s, doc, now) for doc in result.documents]

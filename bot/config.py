@@ -124,6 +124,7 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
     _require_str(src, "database_url", db_url)
     if "://" not in db_url:
         raise ConfigError(f"{src}: database_url: expected a URL such as sqlite:///hoctap.db")
+    _check_database_url(src, db_url)
     tz = values.get("timezone", "Asia/Ho_Chi_Minh")
     _require_str(src, "timezone", tz)
     try:
@@ -266,6 +267,26 @@ def _resolve(src: str, key: str, value, env: dict[str, str]):
                 f"{src}: {key}: secrets are read from the environment; write ${{VARIABLE}} here"
             )
     return value
+
+
+def _check_database_url(src: str, url: str) -> None:
+    """Refuse a URL SQLAlchemy cannot use (no connection is made), in words that never repeat the URL:
+    it may hold a password."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    example = "e.g. sqlite:///hoctap.db or postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE"
+    try:
+        parsed = make_url(url)
+        create_engine(parsed).dispose()
+    except NoSuchModuleError:
+        raise ConfigError(f"{src}: database_url: unknown kind of database '{parsed.drivername}'; {example}") from None
+    except ImportError as exc:
+        raise ConfigError(f"{src}: database_url: the driver of '{parsed.drivername}' is not installed "
+                          f"({exc.name}); for PostgreSQL write postgresql+psycopg://...") from None
+    except (ArgumentError, ValueError, TypeError):
+        raise ConfigError(f"{src}: database_url: not a database URL SQLAlchemy can use; {example}") from None
 
 
 def _require_str(src: str, key: str, value) -> None:

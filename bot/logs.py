@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """``text`` without any of ``secrets``, also in their URL-encoded spelling (tokens travel in URLs)."""
+    for secret in secrets:
+        if secret:
+            for spelling in {secret, quote(secret, safe="")}:
+                text = text.replace(spelling, "<secret>")
+    return text
 
 
 class RedactingFormatter(logging.Formatter):
@@ -14,14 +24,12 @@ class RedactingFormatter(logging.Formatter):
         self.secrets = [s for s in secrets if s]
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        for secret in self.secrets:
-            text = text.replace(secret, "<secret>")
-        return text
+        return redact(super().format(record), self.secrets)
 
 
 def setup_logging(*secrets: str | None) -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", list(secrets)))
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                            [s for s in secrets if s]))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry the token in URLs

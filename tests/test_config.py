@@ -65,3 +65,29 @@ def test_help_lists_every_command(capsys):
     for cmd in ("content check", "content load", "units import", "members import", "members list",
                 "rounds open", "rounds list", "rounds close", "run"):
         assert f"hoctap {cmd} " in out
+
+
+@pytest.mark.parametrize("command", ["run", "scheduler", "members list"])
+@pytest.mark.parametrize("url, message", [
+    ("mysqlish://hoctap:pgPassw0rdSecret@127.0.0.1/hoctap",
+     "config.yaml: database_url: unknown kind of database 'mysqlish'; e.g. sqlite:///hoctap.db or "
+     "postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE"),
+    ("mysql+mysqldb://hoctap:pgPassw0rdSecret@127.0.0.1/hoctap",
+     "config.yaml: database_url: the driver of 'mysql+mysqldb' is not installed (MySQLdb); "
+     "for PostgreSQL write postgresql+psycopg://..."),
+    ("postgresql://hoctap:pgPassw0rdSecret@127.0.0.1:5432:5432/hoctap",
+     "config.yaml: database_url: not a database URL SQLAlchemy can use; e.g. sqlite:///hoctap.db or "
+     "postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE"),
+    ("sqlite://hoctap:pgPassw0rdSecret@/hoctap.db",
+     "config.yaml: database_url: not a database URL SQLAlchemy can use; e.g. sqlite:///hoctap.db or "
+     "postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE"),
+], ids=["unknown-kind", "missing-driver", "malformed-port", "sqlite-with-password"])
+def test_an_unusable_database_url_is_refused_at_start_without_repeating_its_password(workdir, capsys, monkeypatch,
+                                                                                      command, url, message):
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "7000123456:AAE-secret")
+    monkeypatch.setenv("HOCTAP_DATABASE_URL", url)
+    write(workdir, "telegram:\n  token: ${TELEGRAM_BOT_TOKEN}\n")
+    assert main(["--config", "config.yaml", *command.split()]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"error: {message}"
+    assert "pgPassw0rdSecret" not in captured.out + captured.err and "AAE-secret" not in captured.err

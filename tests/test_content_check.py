@@ -100,6 +100,11 @@ def test_good_file_is_reported_with_its_question_count(cli, workdir):
     ],
 )
 def test_each_mistake_is_named_by_line_and_field(cli, workdir, old, new, expected):
+    assert_refused(cli, workdir, old, new, expected)
+
+
+def assert_refused(cli, workdir, old, new, expected):
+    """GOOD with ``old`` replaced by ``new`` is refused with the line ``expected``."""
     assert old in GOOD
     result = check_one(cli, workdir, GOOD.replace(old, new, 1))
     assert result.code == 1
@@ -180,3 +185,89 @@ def test_editing_a_question_keeps_the_version_members_saw(cli, workdir, db):
         assert [q.text for q in current] == ["Câu hỏi một (sửa)?", "Câu hỏi hai?"]
     # loading the same file again changes nothing
     assert "0 added, 0 retired" in cli("content", "load", "nq-test.yaml").out
+
+
+# -- nothing to load (issue 10, item 14) --------------------------------------------------------
+@pytest.mark.parametrize("command", ["check", "load"])
+def test_a_folder_without_document_files_is_an_error_for_check_and_load(cli, workdir, command):
+    folder = workdir / "docs"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not a document", encoding="utf-8")
+    result = cli("content", command, "docs")
+    assert (result.code, result.out, result.err.strip()) == (1, "", "no document files found in docs")
+
+
+# -- limits that fit a phone, repeats, duplicate codes (issue 10, item 15) ----------------------
+def with_questions(n: int) -> str:
+    head = GOOD.split("questions:\n  - text")[0].replace("questions_per_attempt: 2", "questions_per_attempt: all")
+    return head + "questions:\n" + "".join(
+        f'  - text: "Câu hỏi số {i}?"\n    options: ["Có", "Không"]\n    answer: A\n' for i in range(1, n + 1))
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("Tóm tắt ngắn gọn.", "x" * 2000 + "\n\n  " + ("Đoạn. " * 400 + "\n\n  ") * 6,
+     "nq-test.yaml:7: summary: is 16,411 characters; at most 12,000 fit a phone; shorten it"),
+    ("Tóm tắt ngắn gọn.", "Mở đầu.\n\n  " + "y" * 3001,
+     "nq-test.yaml:10: summary (section 2): is 3,001 characters; at most 3,000 per section; split it with a blank line"),
+    ("Tóm tắt ngắn gọn.", "\n\n  ".join(f"Đoạn {i}." for i in range(21)),
+     "nq-test.yaml:7: summary: has 21 sections (parts between blank lines); at most 20; merge or shorten them"),
+    ('"Câu hỏi hai?"', '"' + "Hỏi " * 126 + '?"',
+     "nq-test.yaml:21: questions[2].text: is 505 characters; at most 500 fit a phone; shorten it"),
+    ('["Bốn", "Năm"]', '["Bốn", "' + "n" * 201 + '"]',
+     "nq-test.yaml:22: questions[2].options[B]: is 201 characters; at most 200 fit a phone; shorten it"),
+    ('"Mục I."', '"' + "m" * 501 + '"',
+     "nq-test.yaml:20: questions[1].explanation: is 501 characters; at most 500 fit a phone; shorten it"),
+    ('  - "Điểm chính"', "".join(f'  - "Điểm {i}"\n' for i in range(11)).rstrip("\n"),
+     "nq-test.yaml:10: key_points: has 11 points; at most 10"),
+    ('code: "01-NQ/TW"', 'code: "' + "9" * 65 + '"',
+     "nq-test.yaml:2: code: is 65 characters; at most 64 fit a phone; shorten it"),
+    ('"Câu hỏi hai?"', '"  câu hỏi MỘT "',
+     "nq-test.yaml:21: questions[2].text: repeats questions[1] (line 17); ask each question once"),
+], ids=["summary", "section", "sections", "question", "option", "explanation", "key-points", "code", "repeat"])
+def test_text_too_long_for_a_phone_and_repeated_questions_are_refused_with_their_line(cli, workdir, old, new, expected):
+    assert_refused(cli, workdir, old, new, expected)
+
+
+def test_a_document_of_more_than_100_questions_is_refused(cli, workdir):
+    assert check_one(cli, workdir, with_questions(100)).code == 0
+    result = check_one(cli, workdir, with_questions(101))
+    assert result.code == 1
+    assert result.lines == ["nq-test.yaml:17: questions: has 101 questions; at most 100 per document"]
+
+
+def test_a_10_mb_summary_is_refused_before_it_is_read_and_nothing_is_loaded(cli, workdir, db):
+    big = GOOD.replace("Tóm tắt ngắn gọn.", "Tóm tắt rất dài. " * 600_000)
+    path = write(workdir, "nq-test.yaml", big)
+    result = cli("content", "load", "nq-test.yaml")
+    assert result.code == 1
+    assert result.lines == [f"nq-test.yaml:1: file: is {path.stat().st_size:,} bytes; a document file may have at "
+                            "most 200,000 bytes; shorten the summary"]
+    with db.session() as s:
+        assert s.scalars(select(Question)).all() == []
+
+
+def test_two_documents_with_the_same_code_are_refused_with_both_places(cli, workdir, db):
+    folder = workdir / "docs"
+    folder.mkdir()
+    write(folder, "nq-test.yaml", GOOD)
+    write(folder, "other.yaml", GOOD.replace("id: nq-test", "id: other").replace('"01-NQ/TW"', '"01-nq/tw "'))
+    for command in ("check", "load"):
+        result = cli("content", command, "docs")
+        assert result.code == 1
+        assert result.lines == ["docs/other.yaml:2: code: '01-nq/tw' is already the code of docs/nq-test.yaml:2; "
+                                "give each document its own code"]
+    with db.session() as s:
+        assert s.scalars(select(Question)).all() == []
+
+
+def test_a_document_whose_code_is_already_loaded_from_another_file_is_refused(cli, workdir, db):
+    write(workdir, "nq-test.yaml", GOOD)
+    assert cli("content", "load", "nq-test.yaml").code == 0
+    write(workdir, "other.yaml", GOOD.replace("id: nq-test", "id: other"))
+    result = cli("content", "load", "other.yaml")
+    assert result.code == 1
+    assert result.lines == ["other.yaml:2: code: '01-NQ/TW' is already the code of document 'nq-test' "
+                            "(loaded from nq-test.yaml); give each document its own code"]
+    assert cli("content", "load", "nq-test.yaml").code == 0  # reloading the same document is no clash
+    with db.session() as s:
+        assert {q.document_id for q in s.scalars(select(Question))} == {"nq-test"}

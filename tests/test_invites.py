@@ -44,3 +44,32 @@ def test_invite_needs_the_bots_username(cli, sample_roster, workdir):
     result = cli("members", "invite")
     assert (result.code, result.err.strip()) == (
         1, "error: the bot's username is needed for the links; pass --bot NAME or set telegram.bot_username")
+
+
+FORMULA_NAMES = ['=HYPERLINK("http://x","Bấm vào đây")', "+84 Nguyễn", "-Trần", "@SUM(1)"]  # import strips tab/CR
+
+
+def import_formula_named_members(cli, workdir):
+    rows = "".join(f'DVX{i},"{name.replace(chr(34), chr(34) * 2)}",DP-TT-01,,member\n'
+                   for i, name in enumerate(FORMULA_NAMES))
+    (workdir / "extra.csv").write_text("member_code,full_name,unit_code,phone,role\n" + rows, encoding="utf-8")
+    assert cli("members", "import", "extra.csv").code == 0
+
+
+def test_names_that_look_like_formulas_are_text_in_the_invitation_workbook(cli, sample_roster, workdir):
+    import_formula_named_members(cli, workdir)
+    assert cli("members", "invite", "--unit", "DP-TT-01", "--out", "links.xlsx", "--bot", "hoctap_bot").code == 0
+    ws = load_workbook(workdir / "links.xlsx").active
+    names = {row[0].value: row[1] for row in ws.iter_rows(min_row=2)}
+    for i, name in enumerate(FORMULA_NAMES):
+        cell = names[f"DVX{i}"]
+        assert (cell.value, cell.data_type, cell.quotePrefix) == (name, "s", True)
+    assert names["DV001"].value == "Vũ Thị Hằng" and not names["DV001"].quotePrefix
+
+
+def test_names_that_look_like_formulas_start_with_an_apostrophe_in_the_invitation_csv(cli, sample_roster, workdir):
+    import_formula_named_members(cli, workdir)
+    assert cli("members", "invite", "--channel", "zalo", "--unit", "DP-TT-01", "--out", "zalo.csv").code == 0
+    rows = {r["member_code"]: r for r in csv.DictReader((workdir / "zalo.csv").open(encoding="utf-8-sig", newline=""))}
+    assert [rows[f"DVX{i}"]["full_name"] for i in range(len(FORMULA_NAMES))] == [f"'{n}" for n in FORMULA_NAMES]
+    assert rows["DV001"]["full_name"] == "Vũ Thị Hằng"

@@ -142,3 +142,20 @@ def test_report_chart_from_database_children(province):
         rows = child_figures(s, 1, _unit(s, "BP").id, utcnow())
     assert [f.unit_code for f in rows] == ["DP", "HQ"] and all(f.rate == 0 for f in rows)
     assert _png_size(rate_chart_png(rows, 98))[0] == 1080
+
+
+@pytest.mark.parametrize("name", ['=HYPERLINK("http://x","Bấm")', "+1+1", "-2+3", "@SUM(A1)", "\t=1+1", "\r=1+1"])
+def test_a_member_name_that_looks_like_a_formula_is_text_in_the_not_finished_sheet(province, name):
+    from bot.storage.models import Member
+
+    with province.session() as s:
+        member = s.scalar(select(Member).where(Member.code == "DV032"))
+        member.full_name = name
+        data = report_data(s, 1, _unit(s, "HQ-TH-01").id, utcnow())
+    ws = load_workbook(io.BytesIO(build_workbook(data)))[NOT_FINISHED_SHEET]
+    headers = [c.value for c in ws[HEADER_ROW]]
+    code, column = headers.index("Mã đảng viên"), headers.index("Họ và tên")
+    cells = {row[code].value: row[column] for row in ws.iter_rows(min_row=HEADER_ROW + 1)}
+    assert cells["DV032"].data_type == "s" and cells["DV032"].quotePrefix
+    assert cells["DV032"].value.strip() == name.strip()  # XML turns a lone CR into LF
+    assert cells["DV033"].value == "Mai Thị Loan" and not cells["DV033"].quotePrefix

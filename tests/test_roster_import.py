@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from openpyxl import Workbook
 from sqlalchemy import func, select
 
@@ -140,3 +141,43 @@ def test_unknown_header_names_the_column(cli, workdir):
     result = cli("units", "import", write(workdir, "u.csv", "code,name,cha\nP,Tỉnh,\n"))
     assert result.code == 1
     assert result.lines == ["u.csv:1: cha: unknown column; expected code, name, parent_code"]
+
+
+QUOTED_NAMES = ['Tên "có" ngoặc', 'Nguyễn, Văn; An', 'Lê\tThị "Ba"', '"Trích dẫn"']
+
+
+@pytest.mark.parametrize("delimiter, encoding", [(",", "utf-8-sig"), (";", "utf-8-sig"), ("\t", "utf-8"),
+                                                 ("\t", "utf-16")], ids=["comma-bom", "semicolon-bom", "tab", "tab-utf16"])
+def test_quoted_fields_are_read_as_rfc_4180_says_whatever_the_delimiter(cli, workdir, db, delimiter, encoding):
+    """Names with quotes written the way Excel writes them ("" for a quote) come back exactly."""
+    import csv
+    import io
+
+    cli("units", "import", write(workdir, "u.csv", UNITS))
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
+    writer.writerow(["Mã đảng viên", "Họ và tên", "Mã đơn vị", "Số điện thoại", "Vai trò"])
+    for i, name in enumerate(QUOTED_NAMES):
+        writer.writerow([f"M{i}", name, "B1", "", "Đảng viên"])
+    assert '"Tên ""có"" ngoặc"' in out.getvalue()
+    (workdir / "m.csv").write_bytes(out.getvalue().encode(encoding))
+    result = cli("members", "import", "m.csv")
+    assert result.code == 0, result.out
+    with db.session() as s:
+        assert s.scalars(select(Member.full_name).order_by(Member.code)).all() == QUOTED_NAMES
+
+
+def test_a_csv_with_a_nul_byte_is_refused_with_its_line(cli, workdir, db):
+    (workdir / "u.csv").write_bytes(b"code,name,parent_code\nP,T\x00nh,\n")
+    result = cli("units", "import", "u.csv")
+    assert result.code == 1
+    assert result.lines == ["u.csv:2: contains a NUL character; is it a CSV text file?"]
+    assert counts(db) == (0, 0)
+
+
+def test_a_field_too_long_for_csv_is_refused_with_its_line(cli, workdir, db):
+    write(workdir, "u.csv", "code,name,parent_code\nP,Tỉnh,\nD," + "x" * 200_000 + ",P\n")
+    result = cli("units", "import", "u.csv")
+    assert result.code == 1
+    assert result.lines == ["u.csv:3: cannot be read as CSV (field larger than field limit (131072))"]
+    assert counts(db) == (0, 0)

@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.content.validate import DocumentSpec, QuestionSpec
+from bot.content.validate import DocumentSpec, Problem, QuestionSpec, code_key
 from bot.storage.models import Document, Question
 
 
@@ -72,3 +72,14 @@ def load_document(session: Session, spec: DocumentSpec, now: datetime) -> LoadRe
             retired += 1
     session.flush()
     return LoadReport(spec.id, created, added, retired, len(spec.questions))
+
+
+def code_clashes(session: Session, specs: list[DocumentSpec]) -> list[Problem]:
+    """Documents whose code a document loaded earlier from another file already has."""
+    ids = {spec.id for spec in specs}
+    taken = {code_key(code): (doc_id, source) for doc_id, code, source
+             in session.execute(select(Document.id, Document.code, Document.source_file)) if doc_id not in ids}
+    return [Problem(spec.source_file, spec.code_line, "code",
+                    f"'{spec.code}' is already the code of document '{taken[code_key(spec.code)][0]}' "
+                    f"(loaded from {taken[code_key(spec.code)][1]}); give each document its own code")
+            for spec in specs if code_key(spec.code) in taken]

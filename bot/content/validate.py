@@ -20,7 +20,22 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 KINDS = ("nghi-quyet", "chi-thi", "ket-luan", "quy-dinh", "ke-hoach", "huong-dan", "khac")
 LETTERS = "ABCDEF"
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-MAX_QUESTION_CHARS = 1800  # question and options must fit one Zalo message (2,000) with a header
+# Limits that fit a phone (README, "Document files"): a summary read in a few messages, a question
+# and its options on one screen, a quiz that ends. Also what the database columns hold.
+MAX_FILE_BYTES = 200_000
+MAX_ID_CHARS = 64
+MAX_CODE_CHARS = 64
+MAX_TITLE_CHARS = 200
+MAX_SUMMARY_CHARS = 12_000        # about 6 Zalo messages, 3 on Telegram
+MAX_SECTIONS = 20                 # parts of the summary between blank lines
+MAX_SECTION_CHARS = 3_000
+MAX_KEY_POINTS = 10
+MAX_KEY_POINT_CHARS = 200
+MAX_QUESTIONS = 100               # in one document's pool
+MAX_QUESTION_TEXT_CHARS = 500    # with 6 options of 200: one Zalo message (2,000)
+MAX_OPTION_CHARS = 200
+MAX_EXPLANATION_CHARS = 500
+_PARAGRAPH = re.compile(r"[^\n]*\S[^\n]*(?:\n[^\n]*\S[^\n]*)*")  # lines of text between blank lines
 
 TOP_FIELDS = {
     "id": True, "code": True, "title": True, "kind": True, "issued_by": False, "issued_on": False,
@@ -67,6 +82,7 @@ class DocumentSpec:
     shuffle_options: bool = True
     source_file: str = ""
     id_line: int = 1
+    code_line: int = 1
 
 
 @dataclass
@@ -91,6 +107,7 @@ def check_paths(paths: list[Path]) -> CheckResult:
         else:
             result.problems.append(Problem(str(p), 0, "file", "not found; give a .yaml file or a folder"))
     seen: dict[str, DocumentSpec] = {}
+    codes: dict[str, DocumentSpec] = {}
     for f in files:
         doc, problems = check_file(f)
         result.problems.extend(problems)
@@ -103,7 +120,16 @@ def check_paths(paths: list[Path]) -> CheckResult:
                 f"'{doc.id}' is already used by {first.source_file}:{first.id_line}; give each document its own id",
             ))
             continue
-        seen[doc.id] = doc
+        code = code_key(doc.code)
+        if code in codes:
+            first = codes[code]
+            result.problems.append(Problem(
+                str(f), doc.code_line, "code",
+                f"'{doc.code}' is already the code of {first.source_file}:{first.code_line}; "
+                "give each document its own code",
+            ))
+            continue
+        seen[doc.id] = codes[code] = doc
         result.documents.append(doc)
     return result
 
@@ -111,6 +137,10 @@ def check_paths(paths: list[Path]) -> CheckResult:
 def check_file(path: Path) -> tuple[DocumentSpec | None, list[Problem]]:
     """Parse one file; the document is returned only when it has no problem."""
     checker = _Checker(display_path(path))
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        return None, [Problem(checker.file, 1, "file", f"is {size:,} bytes; a document file may have at most "
+                                                      f"{MAX_FILE_BYTES:,} bytes; shorten the summary")]
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -129,7 +159,7 @@ class _Checker:
         self.problems.append(Problem(self.file, line, fld, message))
 
     # -- scalar readers: each returns None after recording a problem -------------------------
-    def text(self, node: Node, fld: str, *, allow_empty: bool = False) -> str | None:
+    def text(self, node: Node, fld: str, *, allow_empty: bool = False, limit: int | None = None) -> str | None:
         if not isinstance(node, ScalarNode) or node.tag == "tag:yaml.org,2002:null":
             if isinstance(node, ScalarNode):
                 if allow_empty:
@@ -141,6 +171,9 @@ class _Checker:
         value = nfc(node.value).strip()
         if not value and not allow_empty:
             self.add(node, fld, "is empty; write the text")
+            return None
+        if limit is not None and len(value) > limit:
+            self.add(node, fld, f"is {len(value):,} characters; at most {limit:,} fit a phone; shorten it")
             return None
         return value
 
@@ -198,14 +231,18 @@ class _Checker:
         def get(name):
             return fields[name][1] if name in fields else None
 
-        doc_id = self.text(get("id"), "id") if get("id") is not None else None
+        doc_id = self.text(get("id"), "id", limit=MAX_ID_CHARS) if get("id") is not None else None
         if doc_id is not None:
             if not SLUG.match(doc_id):
                 self.add(get("id"), "id", f"'{doc_id}' is not a slug; use lowercase letters, digits and '-' (e.g. kh-64-tu-binh-phuoc)")
             elif doc_id != stem:
                 self.add(get("id"), "id", f"'{doc_id}' differs from the file name '{stem}'; make them the same")
-        values = {n: self.text(get(n), n) for n in ("code", "title", "summary") if get(n) is not None}
-        issued_by = self.text(get("issued_by"), "issued_by") if get("issued_by") is not None else None
+        limits = {"code": MAX_CODE_CHARS, "title": MAX_TITLE_CHARS, "summary": MAX_SUMMARY_CHARS}
+        values = {n: self.text(get(n), n, limit=limit) for n, limit in limits.items() if get(n) is not None}
+        if values.get("summary"):
+            self._sections(get("summary"))
+        issued_by = (self.text(get("issued_by"), "issued_by", limit=MAX_TITLE_CHARS)
+                     if get("issued_by") is not None else None)
         kind = self.text(get("kind"), "kind") if get("kind") is not None else None
         if kind is not None and kind not in KINDS:
             self.add(get("kind"), "kind", f"unknown kind '{kind}'; use one of {', '.join(KINDS)}")
@@ -227,8 +264,23 @@ class _Checker:
             issued_on=issued_on, summary=values["summary"], key_points=key_points, questions=questions,
             questions_per_attempt=per, pass_score=quiz.get("pass_score", 80),
             max_attempts=quiz.get("max_attempts", 3), shuffle_options=quiz.get("shuffle_options", True),
-            source_file=self.file, id_line=get("id").start_mark.line + 1,
+            source_file=self.file, id_line=get("id").start_mark.line + 1, code_line=get("code").start_mark.line + 1,
         )
+
+    def _sections(self, node: ScalarNode) -> None:
+        """The summary's parts between blank lines: each at most a long phone screen, not too many."""
+        first = node.start_mark.line + 1 + (1 if node.style in ("|", ">") else 0)  # block text starts below
+        sections = list(_PARAGRAPH.finditer(node.value))
+        if len(sections) > MAX_SECTIONS:
+            self.add(node, "summary", f"has {len(sections)} sections (parts between blank lines); "
+                                      f"at most {MAX_SECTIONS}; merge or shorten them")
+        for i, m in enumerate(sections, start=1):
+            length = len(nfc(m.group()).strip())
+            if length > MAX_SECTION_CHARS:
+                line = first + node.value.count("\n", 0, m.start())
+                self.problems.append(Problem(
+                    self.file, line, f"summary (section {i})",
+                    f"is {length:,} characters; at most {MAX_SECTION_CHARS:,} per section; split it with a blank line"))
 
     def _date(self, node: Node) -> date | None:
         if isinstance(node, ScalarNode) and node.tag != "tag:yaml.org,2002:null":
@@ -249,7 +301,10 @@ class _Checker:
         if not isinstance(node, SequenceNode):
             self.add(node, "key_points", f"expected a list of short texts, found {_show(node)}")
             return []
-        return [t for i, item in enumerate(node.value) if (t := self.text(item, f"key_points[{i + 1}]"))]
+        if len(node.value) > MAX_KEY_POINTS:
+            self.add(node, "key_points", f"has {len(node.value)} points; at most {MAX_KEY_POINTS}")
+        return [t for i, item in enumerate(node.value)
+                if (t := self.text(item, f"key_points[{i + 1}]", limit=MAX_KEY_POINT_CHARS))]
 
     def _quiz(self, node: Node) -> dict:
         fields = self.mapping(node, "quiz", QUIZ_FIELDS)
@@ -292,11 +347,20 @@ class _Checker:
             return []
         if not node.value:
             self.add(node, "questions", "is empty; add at least one question")
+        if len(node.value) > MAX_QUESTIONS:
+            self.add(node, "questions", f"has {len(node.value)} questions; at most {MAX_QUESTIONS} per document")
         out = []
+        asked: dict[str, tuple[int, int]] = {}  # normalised text -> (question number, line)
         for i, qnode in enumerate(node.value, start=1):
             q = self._question(qnode, f"questions[{i}]")
-            if q is not None:
-                out.append(q)
+            if q is None:
+                continue
+            number, line = asked.setdefault(_normalised(q.text), (i, q.line))
+            if number != i:
+                self.add(_child(qnode, "text"), f"questions[{i}].text",
+                         f"repeats questions[{number}] (line {line}); ask each question once")
+                continue
+            out.append(q)
         return out
 
     def _question(self, node: Node, fld: str) -> QuestionSpec | None:
@@ -307,10 +371,11 @@ class _Checker:
         for name, required in QUESTION_FIELDS.items():
             if required and name not in fields:
                 self.add(node, f"{fld}.{name}", "missing; add this field")
-        text = self.text(fields["text"][1], f"{fld}.text") if "text" in fields else None
+        text = self.text(fields["text"][1], f"{fld}.text", limit=MAX_QUESTION_TEXT_CHARS) if "text" in fields else None
         explanation = None
         if "explanation" in fields:
-            explanation = self.text(fields["explanation"][1], f"{fld}.explanation", allow_empty=True) or None
+            explanation = self.text(fields["explanation"][1], f"{fld}.explanation", allow_empty=True,
+                                    limit=MAX_EXPLANATION_CHARS) or None
         options: list[str] = []
         if "options" in fields:
             onode = fields["options"][1]
@@ -319,7 +384,7 @@ class _Checker:
             else:
                 seen: dict[str, int] = {}
                 for j, item in enumerate(onode.value):
-                    opt = self.text(item, f"{fld}.options[{LETTERS[j] if j < 6 else j + 1}]")
+                    opt = self.text(item, f"{fld}.options[{LETTERS[j] if j < 6 else j + 1}]", limit=MAX_OPTION_CHARS)
                     if opt is None:
                         continue
                     norm = " ".join(opt.casefold().split())
@@ -341,12 +406,20 @@ class _Checker:
                 self.add(anode, f"{fld}.answer", f"{raw} is outside the {count} options; write one of {', '.join(valid)}")
             else:
                 answer_index = LETTERS.index(raw)
-        if text and options and len(text) + sum(len(o) + 4 for o in options) > MAX_QUESTION_CHARS:
-            self.add(node, fld, f"question and options are longer than {MAX_QUESTION_CHARS} characters; shorten them to fit one phone message")
         if len(self.problems) > before or text is None or answer_index is None:
             return None
         return QuestionSpec(text=text, options=options, answer_index=answer_index,
                             explanation=explanation, line=node.start_mark.line + 1)
+
+
+def code_key(code: str) -> str:
+    """Two codes that differ only in case or spacing are one code."""
+    return " ".join(code.casefold().split())
+
+
+def _normalised(text: str) -> str:
+    """What makes two question texts the same question: case, spacing and the closing mark do not count."""
+    return " ".join(text.casefold().split()).rstrip(" ?.:!…")
 
 
 def _letter(i: int) -> str:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from bot.services.stats import (
     Figures, NotFinished, QuestionStat, StatsError, not_finished_members, question_stats, unit_rollup,
 )
+from bot.sheets import save_workbook
 from bot.storage.models import Round, Unit
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -257,5 +258,5 @@ def build_workbook(data: ReportData) -> bytes:
     wb.properties.title = f"Báo cáo học tập nghị quyết — {data.unit_name}"
     wb.properties.creator = "hoctap-bot"
     out = io.BytesIO()
-    wb.save(out)
+    save_workbook(wb, out)
     return out.getvalue()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.paths import display_path
+from bot.sheets import csv_row, save_workbook
 
 
 class TableError(Exception):
@@ -70,18 +71,30 @@ def _cell_text(cell) -> str:
     return str(cell)
 
 
+DELIMITERS = (",", ";", "\t")  # Excel writes ';' where the decimal mark is ','; "Unicode text" is tab-separated
+
+
 def _csv_rows(path: Path) -> list[list[str]]:
+    """Rows as RFC 4180 reads them (quoted fields, ``""`` for a quote, line breaks inside quotes), whatever
+    the delimiter; only the delimiter is chosen, as the one that splits the header into the most columns."""
     shown = display_path(path)
     data = path.read_bytes()
+    encoding = "utf-16" if data.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-8-sig"  # both drop the BOM
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode(encoding)
     except UnicodeDecodeError as exc:
         raise TableError(f"{shown}: not UTF-8 (byte {exc.start}); save it as 'CSV UTF-8'") from None
+    if "\x00" in text:  # a binary file renamed .csv; PostgreSQL cannot store the character either
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise TableError(f"{shown}:{line}: contains a NUL character; is it a CSV text file?")
+    lines = text.splitlines()
+    header = lines[0] if lines else ""
+    delimiter = max(DELIMITERS, key=lambda d: len(next(csv.reader([header], delimiter=d), [])))
+    reader = csv.reader(io.StringIO(text, newline=""), csv.excel, delimiter=delimiter)
     try:
-        dialect = csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
-    return [row for row in csv.reader(io.StringIO(text), dialect)]
+        return list(reader)
+    except csv.Error as exc:
+        raise TableError(f"{shown}:{reader.line_num}: cannot be read as CSV ({exc})") from None
 
 
 def _xlsx_rows(path: Path) -> list[list]:
@@ -100,7 +113,8 @@ def _xlsx_rows(path: Path) -> list[list]:
 
 
 def write_table(path: Path, header: list[str], rows: list[list]) -> None:
-    """Write CSV (UTF-8 with BOM, so Excel shows Vietnamese right) or XLSX, by the file's suffix."""
+    """Write CSV (UTF-8 with BOM, so Excel shows Vietnamese right) or XLSX, by the file's suffix; text that
+    a spreadsheet would run as a formula stays text (bot/sheets.py)."""
     if path.suffix.lower() == ".xlsx":
         from openpyxl import Workbook
 
@@ -109,9 +123,9 @@ def write_table(path: Path, header: list[str], rows: list[list]) -> None:
         ws.append(header)
         for row in rows:
             ws.append(row)
-        wb.save(path)
+        save_workbook(wb, path)
         return
     with path.open("w", encoding="utf-8-sig", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)
+        writer.writerow(csv_row(header))
+        writer.writerows(csv_row(row) for row in rows)

@@ -1,0 +1,36 @@
+"""Spreadsheets the product writes (reports, invitation lists): people's text is never a formula.
+
+A member imported as ``=HYPERLINK("http://x")`` must show as that text in the secretary's Excel, not
+run. Text that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return is what Excel and
+LibreOffice read as a formula, so every XLSX is saved through ``save_workbook`` and every CSV row
+goes through ``csv_row``. The product writes no formulas of its own.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+from openpyxl import Workbook
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def reads_as_formula(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(FORMULA_STARTS)
+
+
+def save_workbook(wb: Workbook, target: str | IO[bytes]) -> None:
+    """Save ``wb`` with every such text cell stored as text (an inline string, not a formula) and
+    marked with Excel's quote prefix, so that editing the cell does not turn it into a formula either."""
+    for ws in wb.worksheets:
+        for row in ws.iter_rows():
+            for cell in row:
+                if cell.data_type == "f" or reads_as_formula(cell.value):  # openpyxl made "=..." a formula
+                    cell.data_type = "s"
+                    cell.quotePrefix = True
+    wb.save(target)
+
+
+def csv_row(values: list[Any]) -> list[Any]:
+    """A CSV row in which such text starts with an apostrophe (OWASP's advice: CSV has no cell types)."""
+    return [f"'{v}" if reads_as_formula(v) else v for v in values]

@@ -1,0 +1,124 @@
+"""`hoctap run` and `hoctap scheduler` that cannot start: one line naming what to check, exit status 2,
+and no secret (token, database password) anywhere in what the process prints or logs.
+
+Each case is a separate process, as an operator starts it, against the Bot API emulators: a wrong token
+(401), a wrong API address on a live server (404, the token being valid), and an address nobody answers.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+
+import pytest
+
+from bot.emulators.telegram import TelegramEmulator
+from bot.emulators.zalo import ZaloEmulator
+
+COMMANDS = ["run", "scheduler"]
+TELEGRAM_TOKEN = "7000123456:AAE-telegramSecretPart"
+ZALO_TOKEN = "4400123456:zaloSecretPart-xyz"
+DB_PASSWORD = "pgPassw0rdSecret"
+
+
+@pytest.fixture(scope="module")
+def telegram_api():
+    with TelegramEmulator(token=TELEGRAM_TOKEN) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def zalo_api():
+    with ZaloEmulator(ZALO_TOKEN) as emu:
+        yield emu
+
+
+def closed_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(tmp_path, command: str, config: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    (tmp_path / "config.yaml").write_text(f"database_url: sqlite:///{tmp_path / 'hoctap.db'}\n{config}", encoding="utf-8")
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("TELEGRAM_BOT_TOKEN", "ZALO_BOT_TOKEN", "ZALO_WEBHOOK_SECRET", "HOCTAP_DATABASE_URL")}
+    return subprocess.run([sys.executable, "-m", "bot.cli", "--config", "config.yaml", command], cwd=tmp_path,
+                          env={**clean, **env}, capture_output=True, text=True, timeout=60)
+
+
+def assert_refused_without_secrets(done: subprocess.CompletedProcess, line: str, *secrets: str) -> None:
+    output = done.stdout + done.stderr
+    for secret in secrets:
+        assert secret not in output
+        assert secret.split(":")[-1] not in output
+    last = done.stderr.splitlines()[-1]  # log lines may come before it, each redacted; no traceback escapes
+    assert last == line or (line.endswith("…") and last.startswith(line[:-1])), output
+    assert sum(text.startswith("error:") for text in done.stderr.splitlines()) == 1
+    assert done.returncode == 2
+
+
+@dataclass
+class Messenger:
+    """One messenger's side of a start-up: its token variable, its settings and its refusal line."""
+
+    name: str
+    variable: str
+    token: str
+    wrong_token: str
+    rejected: str
+    base_url: str = ""
+    api_path: str = ""  # what the base URL ends with before the token (Telegram: "/bot")
+
+    def config(self, base_url: str) -> str:
+        return f"{self.name.lower()}:\n  token: ${{{self.variable}}}\n  api_base_url: {base_url}\n"
+
+
+MESSENGERS = {
+    "telegram": Messenger("Telegram", "TELEGRAM_BOT_TOKEN", TELEGRAM_TOKEN, "7000999999:AAE-wrongTokenSecret",
+                          "error: Telegram rejected the token — check TELEGRAM_BOT_TOKEN and telegram.api_base_url",
+                          api_path="/bot"),
+    "zalo": Messenger("Zalo", "ZALO_BOT_TOKEN", ZALO_TOKEN, "4400999999:zaloWrongSecret",
+                      "error: Zalo rejected the token — check ZALO_BOT_TOKEN and zalo.api_base_url"),
+}
+
+
+@pytest.fixture(params=list(MESSENGERS))
+def messenger(request, telegram_api, zalo_api) -> Messenger:
+    emulator = telegram_api if request.param == "telegram" else zalo_api
+    spec = MESSENGERS[request.param]
+    return replace(spec, base_url=emulator.base_url.removesuffix(spec.api_path))
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_token_the_messenger_refuses_with_401_is_named_not_printed(tmp_path, messenger, command):
+    done = start(tmp_path, command, messenger.config(messenger.base_url + messenger.api_path),
+                 {messenger.variable: messenger.wrong_token})
+    assert_refused_without_secrets(done, messenger.rejected, messenger.wrong_token)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_wrong_api_address_answering_404_does_not_leak_the_valid_token(tmp_path, messenger, command):
+    wrong_address = f"{messenger.base_url}/not-the-api{messenger.api_path}"
+    done = start(tmp_path, command, messenger.config(wrong_address), {messenger.variable: messenger.token})
+    assert_refused_without_secrets(done, messenger.rejected, messenger.token)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("name", list(MESSENGERS))
+def test_an_unreachable_api_address_is_one_line_without_the_token(tmp_path, name, command):
+    m, port = MESSENGERS[name], closed_port()
+    done = start(tmp_path, command, m.config(f"http://127.0.0.1:{port}{m.api_path}"), {m.variable: m.token})
+    assert_refused_without_secrets(done, f"error: cannot reach {m.name} at 127.0.0.1:{port} …", m.token)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_unreachable_database_is_one_line_without_the_password_or_the_token(tmp_path, telegram_api, command):
+    url = f"postgresql+psycopg://hoctap:{DB_PASSWORD}@127.0.0.1:{closed_port()}/hoctap"
+    done = start(tmp_path, command, MESSENGERS["telegram"].config(telegram_api.base_url),
+                 {"TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN, "HOCTAP_DATABASE_URL": url})
+    assert_refused_without_secrets(done, "error: database: …", TELEGRAM_TOKEN, DB_PASSWORD)
