@@ -68,6 +68,9 @@ def no_rounds(unit: Unit) -> Reply:
     return Reply(f"{unit.name} hiện không có đợt học tập nào đang mở hoặc vừa kết thúc trong 30 ngày qua.")
 
 
+CALL_LIST = "chưa liên lạc được qua Zalo"  # no OA message or ZNS could reach the member: call them
+
+
 def not_finished_reply(rnd: Round, unit: Unit, total: int, rows: list[NotFinished], page: int,
                        phones: dict[int, str | None], failed: dict[int, str]) -> Reply:
     doc = rnd.document
@@ -82,8 +85,8 @@ def not_finished_reply(rnd: Round, unit: Unit, total: int, rows: list[NotFinishe
             extra.append("đang làm dở")
         if phones.get(m.id):
             extra.append(phones[m.id])
-        if m.id in failed:
-            extra.append("không nhận được tin nhắn của bot")
+        if m.id in failed:  # the Zalo OA's call list says so in the reason
+            extra.append(CALL_LIST if CALL_LIST in (failed[m.id] or "") else "không nhận được tin nhắn của bot")
         suffix = f" ({'; '.join(extra)})" if extra else ""
         lines.append(f"{n}. {m.full_name} — {row.unit_name}{suffix}")
     nav = []
