@@ -576,6 +576,10 @@ class ZaloOAEmulator:
         with self._state.cond:
             self._state.faults.append(Fault(method, code, description, times, None))
 
+    def clear_errors(self) -> None:
+        with self._state.cond:
+            self._state.faults.clear()
+
     @property
     def requests(self) -> list[tuple[str, dict[str, Any]]]:
         with self._state.cond:
