@@ -269,3 +269,18 @@ def test_an_unfollowed_member_gets_nothing_and_is_on_the_call_list(oa_bot, oa_em
         secretary = s.scalar(select(Member).where(Member.code == "DV001"))
         text = "\n".join(r.text for r in not_finished(s, secretary, utcnow()))
     assert "chưa liên lạc được qua Zalo" in text
+
+
+def test_playground_plays_a_member_on_the_oa_with_numbered_buttons(workdir, capsys, monkeypatch):
+    from bot.cli import main
+    from tests.conftest import QUIZZES
+
+    monkeypatch.setenv("HOCTAP_CONTENT_DIR", str(QUIZZES))
+    script = workdir / "play.txt"
+    script.write_text("hoc\n1\n/lambai\n2\nc\n/quit\n", encoding="utf-8")
+    assert main(["playground", "--channel", "zalo-oa", "--script", str(script)]) == 0
+    out = capsys.readouterr().out
+    assert "Liên kết thành công! Xin chào đồng chí Đinh Văn Sơn" in out
+    assert "[1] 1. Đọc 64-KH/TU" in out and "📖 64-KH/TU" in out  # "1" tapped the first button
+    assert "[2] B" in out and "✔️ Đã ghi nhận câu 1: B." in out  # "2" tapped B
+    assert "✔️ Đã ghi nhận câu 2: C." in out  # typed
