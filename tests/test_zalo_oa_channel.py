@@ -47,8 +47,8 @@ def authorize(db, emulator, settings) -> None:
 class OAProcess:
     """The OA side of the bot as one process runs it; authorised once, restartable."""
 
-    def __init__(self, db, emulator, **overrides):
-        self.db, self.emulator = db, emulator
+    def __init__(self, db, emulator, *, clock=utcnow, **overrides):
+        self.db, self.emulator, self.clock = db, emulator, clock
         self.port = free_port()
         self.settings = oa_settings(emulator, self.port, **overrides)
         self.running: BackgroundOA | None = None
@@ -61,7 +61,7 @@ class OAProcess:
     def start(self) -> "OAProcess":
         budget = self.budget()
         service = ChatService(self.db, TRAITS, TZ, budget=budget)
-        self.running = BackgroundOA(OARuntime(self.settings, service, budget)).start()
+        self.running = BackgroundOA(OARuntime(self.settings, service, budget, clock=self.clock)).start()
         return self
 
     @property

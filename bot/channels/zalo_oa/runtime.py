@@ -47,7 +47,7 @@ class OARuntime:
 
     def endpoint(self):
         return webhook_endpoint(self.channel.dispatch, self.settings.app_id, self.settings.oa_secret_key,
-                                max_age=self.settings.signature_max_age)
+                                max_age=self.settings.signature_max_age, clock=lambda: self.clock().timestamp())
 
     async def start(self) -> None:
         from bot.web import WebServer, create_app
