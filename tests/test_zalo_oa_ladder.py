@@ -173,3 +173,14 @@ def test_a_member_on_two_messengers_gets_the_last_used_first_and_the_other_when_
             assert list(s.scalars(select(OutboxMessage.channel).order_by(OutboxMessage.id))) == ["zalo_oa", "zalo"]
     finally:
         bot.stop()
+
+
+def test_an_interaction_we_did_not_see_is_found_by_the_quota_pre_flight_and_the_message_is_free(
+        day, oa_emulator, oa_invite, province):
+    member = oa_link(oa_emulator, oa_invite, "DV003", "oa-3", phone="0387382584")
+    with province.session() as s:  # our record says 10 days; Zalo saw the member today (a call, a menu tap)
+        s.get(ZaloOaContact, "oa-3").last_interaction_at -= timedelta(days=10)
+    day.enqueue("remind", ["DV003"])
+    day.send()
+    assert day.rungs() == {"DV003": ("free", 0)} and oa_emulator.spent == 0 and oa_emulator.zns == []
+    assert "Nhắc nhở" in member.messages[-1]["text"]

@@ -12,13 +12,13 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Callable
 
 from sqlalchemy import select
 
 from bot.channels.zalo_oa.client import OUT_OF_WINDOW, OAClient
-from bot.channels.zalo_oa.ladder import CALL_LIST, RUNGS, ZNS_HOURS, OABudget, cost_of, rung_for
+from bot.channels.zalo_oa.ladder import CALL_LIST, RUNGS, ZNS_HOURS, OABudget, cost_of, record_interaction, rung_for
 from bot.channels.zalo_oa.rendering import reply_messages
 from bot.channels.zalo_oa.tokens import AuthorisationLost, OAError
 from bot.domain.phones import normalize_phone
@@ -80,6 +80,8 @@ class OATransport:
         target = await asyncio.to_thread(self._target, external_id, outbox_id)
         rung = rung_for(target.contact, target.phone, target.purpose, self.prices, now)
         try:
+            if rung != "free" and target.contact is not None and target.contact.following is not False:
+                rung = await self._preflight(external_id, target, now) or rung
             for candidate in RUNGS[RUNGS.index(rung):]:
                 if candidate == "call_list":
                     break
@@ -103,6 +105,27 @@ class OATransport:
         await asyncio.to_thread(self._record, outbox_id, external_id, "call_list", now)
         unfollowed = target.contact is not None and target.contact.unfollowed_at and not target.contact.following
         raise SendError("permanent", f"zalo_oa: {CALL_LIST}" + (" (đã bỏ theo dõi OA)" if unfollowed else ""))
+
+    async def _preflight(self, external_id: str, target: _Target, now: datetime) -> str | None:
+        """Ask Zalo when the member last interacted (a call or a menu tap we got no event for may have
+        opened the free window): the rung that gives, or None to keep ours."""
+        try:
+            answer = await self.client.quota(external_id)
+        except OAError as exc:
+            if isinstance(exc, AuthorisationLost):
+                raise
+            log.info("Zalo OA: quota pre-flight for %s failed (%s); using our own record", external_id, exc)
+            return None
+        stamp = answer.get("last_interaction")
+        if not isinstance(stamp, (int, float)) or stamp <= 0:
+            return None
+        seen = datetime.fromtimestamp(stamp / 1000, timezone.utc)
+        contact = target.contact
+        if contact.last_interaction_at is not None and seen <= contact.last_interaction_at:
+            return None
+        await asyncio.to_thread(record_interaction, self.budget.db, external_id, seen)
+        contact.last_interaction_at = seen
+        return rung_for(contact, target.phone, target.purpose, self.prices, now)
 
     def _zns_possible(self, target: _Target) -> bool:
         p = self.prices
