@@ -284,3 +284,33 @@ def test_playground_plays_a_member_on_the_oa_with_numbered_buttons(workdir, caps
     assert "[1] 1. Đọc 64-KH/TU" in out and "📖 64-KH/TU" in out  # "1" tapped the first button
     assert "[2] B" in out and "✔️ Đã ghi nhận câu 1: B." in out  # "2" tapped B
     assert "✔️ Đã ghi nhận câu 2: C." in out  # typed
+
+
+def test_hoctap_run_serves_the_oa_webhook_beside_the_other_messengers(province, oa_emulator, oa_invite):
+    import asyncio
+    import threading
+
+    from bot.app import serve
+    from bot.config import SchedulerSettings, Settings
+
+    port = free_port()
+    oa = oa_settings(oa_emulator, port)
+    authorize(province, oa_emulator, oa)
+    settings = Settings(database_url=province.url, zalo_oa=oa, scheduler=SchedulerSettings(tick_seconds=3600))
+    loop, stop = asyncio.new_event_loop(), asyncio.Event()
+    thread = threading.Thread(target=lambda: loop.run_until_complete(serve(settings, province, stop)), daemon=True)
+    thread.start()
+    try:
+        oa_emulator.set_webhook(f"http://127.0.0.1:{port}/zalo-oa/webhook")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until the web server listens
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.02)
+        member = oa_link(oa_emulator, oa_invite, "DV011", "oa-11")
+        assert "64-KH/TU" in said(member, "hoc", "64-KH/TU")
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=15)
+    assert not thread.is_alive()
