@@ -64,7 +64,7 @@ class ZaloOASettings:
     ``${ZALO_OA_SECRET_KEY}`` (the OA's key that signs webhook events); events arrive at
     ``public_url``/zalo-oa/webhook on ``listen``. Messages the product starts climb a ladder: free
     consultation (48 h), paid consultation (7 days, ``paid_consultation``), ZNS (``zns_template_id``, for
-    ``zns_purposes``), else the secretary's call list; ``monthly_budget`` in đồng (0: no limit).
+    ``zns_purposes``, in the last ``zns_last_hours`` before the deadline), else the secretary's call list; ``monthly_budget`` in đồng (0: no limit).
     Prices are UNCONFIRMED (spec): settings."""
 
     app_id: str | None = None
@@ -81,6 +81,7 @@ class ZaloOASettings:
     zns_template_id: str | None = None
     zns_price: int = 300
     zns_purposes: tuple[str, ...] = ("remind", "nudge")
+    zns_last_hours: int = 48  # ZNS only this close to the round's deadline (0: any time)
     monthly_budget: int = 0
     signature_max_age: int = 7200
 
@@ -267,7 +268,7 @@ def _zalo_oa(src: str, raw, env: dict[str, str]) -> ZaloOASettings:
         value = vals.get(key)
         if value is not None and (not isinstance(value, str) or not value.startswith(("http://", "https://"))):
             raise ConfigError(f"{src}: zalo_oa.{key}: expected an http(s) URL")
-    for key in ("paid_price", "zns_price", "monthly_budget", "signature_max_age"):
+    for key in ("paid_price", "zns_price", "zns_last_hours", "monthly_budget", "signature_max_age"):
         value = vals.get(key, getattr(defaults, key))
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"{src}: zalo_oa.{key}: expected a whole number of at least 0")

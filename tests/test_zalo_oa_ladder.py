@@ -31,6 +31,7 @@ class Day:
     """The OA process, Zalo's clock and ours, all moved to a chosen local hour."""
 
     def __init__(self, province, emulator, hour: int = 10, **settings):
+        settings.setdefault("zns_last_hours", 0)  # ZNS at any time before the deadline, unless a test says
         self.shift = shift_to(hour)
         emulator.travel(self.shift.total_seconds())
         self.db, self.emulator = province, emulator
@@ -116,6 +117,26 @@ def test_zns_is_kept_for_the_purposes_set_and_an_announcement_goes_to_the_call_l
         secretary = s.scalar(select(Member).where(Member.code == "DV001"))
         listing = "\n".join(r.text for r in not_finished(s, secretary, day.now()))
     assert "Đặng Văn Tuấn — Chi bộ ấp 1 (xã Tân Tiến) (+84370089645; chưa liên lạc được qua Zalo)" in listing
+
+
+def test_zns_is_kept_for_the_last_48_hours_before_the_deadline(province, oa_emulator, oa_invite):
+    from bot.storage.models import Round
+
+    day = Day(province, oa_emulator, zns_last_hours=48)
+    try:
+        silent = oa_link(oa_emulator, oa_invite, "DV004", "oa-4", phone="84370089645")
+        day.age(silent, 240)
+        day.enqueue("remind", ["DV004"])  # the deadline is 14 days away
+        day.send()
+        assert day.rungs() == {"DV004": ("call_list", 0)} and oa_emulator.zns == []
+        with province.session() as s:
+            s.get(Round, 1).closes_at = day.now() + timedelta(hours=30)
+            s.execute(OutboxMessage.__table__.delete())
+        day.enqueue("remind", ["DV004"])
+        day.send()
+        assert len(oa_emulator.zns) == 1 and silent.messages[-1]["kind"] == "zns"
+    finally:
+        day.stop()
 
 
 def test_zns_waits_for_the_morning_outside_its_hours(province, oa_emulator, oa_invite):

@@ -42,6 +42,7 @@ class Prices:
     paid_allowed: bool = False
     zns_template: str | None = None
     zns_purposes: tuple[str, ...] = ("remind", "nudge")
+    zns_last_hours: int = 48  # 0: any time before the deadline
 
 
 def record_interaction(db: Database, user_id: str, now: datetime, following: bool | None = None) -> None:
@@ -59,8 +60,19 @@ def record_interaction(db: Database, user_id: str, now: datetime, following: boo
                   .on_conflict_do_update(index_elements=["user_id"], set_=values))
 
 
+def zns_allowed(phone: str | None, purpose: str | None, closes_at: datetime | None, prices: Prices,
+                now: datetime) -> bool:
+    """A template is set, the member has a phone, and the message is of a kind and a time ZNS is kept for."""
+    if not (prices.zns_template and phone):
+        return False
+    if purpose is not None and purpose not in prices.zns_purposes:
+        return False
+    return not (prices.zns_last_hours and closes_at is not None
+                and closes_at - now > timedelta(hours=prices.zns_last_hours))
+
+
 def rung_for(contact: ZaloOaContact | None, phone: str | None, purpose: str | None, prices: Prices,
-             now: datetime) -> str:
+             now: datetime, closes_at: datetime | None = None) -> str:
     """The cheapest rung that can reach this member now (before budget and hours)."""
     if contact is not None and contact.unfollowed_at is not None and not contact.following:
         return "call_list"  # an unfollowed member gets nothing from the OA
@@ -69,9 +81,7 @@ def rung_for(contact: ZaloOaContact | None, phone: str | None, purpose: str | No
         return "free"
     if age is not None and age <= PAID_WINDOW and prices.paid_allowed:
         return "paid"
-    if prices.zns_template and phone and (purpose is None or purpose in prices.zns_purposes):
-        return "zns"
-    return "call_list"
+    return "zns" if zns_allowed(phone, purpose, closes_at, prices, now) else "call_list"
 
 
 def cost_of(rung: str, prices: Prices) -> int:

@@ -25,7 +25,8 @@ log = logging.getLogger(__package__)
 
 def prices_from(settings) -> Prices:
     return Prices(paid=settings.paid_price, zns=settings.zns_price, paid_allowed=settings.paid_consultation,
-                  zns_template=settings.zns_template_id, zns_purposes=settings.zns_purposes)
+                  zns_template=settings.zns_template_id, zns_purposes=settings.zns_purposes,
+                  zns_last_hours=settings.zns_last_hours)
 
 
 def token_store(settings, db, clock: Callable[[], datetime] = utcnow) -> TokenStore:

@@ -18,12 +18,13 @@ from typing import Callable
 from sqlalchemy import select
 
 from bot.channels.zalo_oa.client import OUT_OF_WINDOW, OAClient
-from bot.channels.zalo_oa.ladder import CALL_LIST, RUNGS, ZNS_HOURS, OABudget, cost_of, record_interaction, rung_for
+from bot.channels.zalo_oa.ladder import (CALL_LIST, RUNGS, ZNS_HOURS, OABudget, cost_of, record_interaction,
+                                         rung_for, zns_allowed)
 from bot.channels.zalo_oa.rendering import reply_messages
 from bot.channels.zalo_oa.tokens import AuthorisationLost, OAError
 from bot.domain.phones import normalize_phone
 from bot.domain.replies import Reply
-from bot.storage.models import ChatAccount, Member, OutboxMessage, ZaloOaContact
+from bot.storage.models import ChatAccount, Member, OutboxMessage, Round, ZaloOaContact
 from bot.timeutil import utcnow
 
 log = logging.getLogger(__package__)
@@ -35,6 +36,7 @@ class _Target:
     phone: str | None
     name: str
     purpose: str | None
+    closes_at: datetime | None = None
 
 
 class OATransport:
@@ -62,8 +64,11 @@ class OATransport:
                 s.expunge(contact)
             member = s.scalar(select(Member).join(ChatAccount, ChatAccount.member_id == Member.id)
                               .where(ChatAccount.channel == self.channel, ChatAccount.external_id == external_id))
-            purpose = s.scalar(select(OutboxMessage.purpose).where(OutboxMessage.id == outbox_id)) if outbox_id else None
-            return _Target(contact, member.phone if member else None, member.full_name if member else "", purpose)
+            row = s.execute(select(OutboxMessage.purpose, Round.closes_at)
+                            .outerjoin(Round, Round.id == OutboxMessage.round_id)
+                            .where(OutboxMessage.id == outbox_id)).first() if outbox_id else None
+            return _Target(contact, member.phone if member else None, member.full_name if member else "",
+                           row[0] if row else None, row[1] if row else None)
 
     def _afford(self, rung: str, now: datetime) -> bool:
         with self.budget.db.session() as s:
@@ -78,7 +83,7 @@ class OATransport:
 
         outbox_id, now = CURRENT_MESSAGE.get(), self.clock()
         target = await asyncio.to_thread(self._target, external_id, outbox_id)
-        rung = rung_for(target.contact, target.phone, target.purpose, self.prices, now)
+        rung = rung_for(target.contact, target.phone, target.purpose, self.prices, now, target.closes_at)
         try:
             if rung != "free" and target.contact is not None and target.contact.following is not False:
                 rung = await self._preflight(external_id, target, now) or rung
@@ -87,7 +92,8 @@ class OATransport:
                     break
                 if candidate == "paid" and not self.prices.paid_allowed:
                     continue
-                if candidate == "zns" and not self._zns_possible(target):
+                if candidate == "zns" and not zns_allowed(target.phone, target.purpose, target.closes_at,
+                                                          self.prices, now):
                     continue
                 if not await asyncio.to_thread(self._afford, candidate, now):
                     log.warning("Zalo OA: the monthly budget cannot pay a %s message to %s; next rung",
@@ -125,11 +131,7 @@ class OATransport:
             return None
         await asyncio.to_thread(record_interaction, self.budget.db, external_id, seen)
         contact.last_interaction_at = seen
-        return rung_for(contact, target.phone, target.purpose, self.prices, now)
-
-    def _zns_possible(self, target: _Target) -> bool:
-        p = self.prices
-        return bool(p.zns_template and target.phone and (target.purpose is None or target.purpose in p.zns_purposes))
+        return rung_for(contact, target.phone, target.purpose, self.prices, now, target.closes_at)
 
     async def _send(self, rung: str, external_id: str, reply: Reply, attachment, target: _Target,
                     outbox_id: int | None) -> bool:
