@@ -35,6 +35,7 @@ class OAChannel:
         self.service, self.client, self.oa_id, self.clock = service, client, oa_id, clock
         self.handled = self.done = 0
         self._locks: dict[str, asyncio.Lock] = {}
+        self._waiting: dict[str, int] = {}
         self._tasks: set[asyncio.Task] = set()
 
     @staticmethod
@@ -55,6 +56,7 @@ class OAChannel:
 
     async def _serial(self, key: str, event: dict[str, Any]) -> None:
         lock = self._locks.setdefault(key, asyncio.Lock())
+        self._waiting[key] = self._waiting.get(key, 0) + 1
         try:
             async with lock:
                 try:
@@ -64,7 +66,9 @@ class OAChannel:
                 finally:
                     self.done += 1
         finally:
-            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
+            self._waiting[key] -= 1
+            if not self._waiting[key]:  # nobody else queued for this user: forget the lock
+                del self._waiting[key]
                 self._locks.pop(key, None)
 
     async def handle(self, event: dict[str, Any]) -> None:

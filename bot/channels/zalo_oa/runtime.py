@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from datetime import datetime
-from typing import Awaitable, Callable
+from typing import Callable
 
+from bot.channels.zalo.runtime import BackgroundZalo
 from bot.channels.zalo_oa.channel import OAChannel
 from bot.channels.zalo_oa.client import OAClient
 from bot.channels.zalo_oa.ladder import OABudget, Prices
@@ -75,36 +75,5 @@ class OARuntime:
             self.client = None
 
 
-class BackgroundOA:
-    """An OARuntime in a thread with its own event loop."""
-
-    def __init__(self, runtime: OARuntime):
-        self.runtime = runtime
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="zalo-oa", daemon=True)
-
-    def start(self) -> BackgroundOA:
-        self._thread.start()
-        try:
-            self.run(self.runtime.start())
-        except BaseException:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
-            raise
-        return self
-
-    def run(self, coro: Awaitable, timeout: float = 30):
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=timeout)
-
-    def stop(self) -> None:
-        try:
-            self.run(self.runtime.stop())
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
-
-    def __enter__(self) -> BackgroundOA:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+class BackgroundOA(BackgroundZalo):
+    """An OARuntime in a thread with its own event loop (the same machinery as the Zalo bot's)."""
