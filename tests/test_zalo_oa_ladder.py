@@ -205,3 +205,13 @@ def test_an_interaction_we_did_not_see_is_found_by_the_quota_pre_flight_and_the_
     day.send()
     assert day.rungs() == {"DV003": ("free", 0)} and oa_emulator.spent == 0 and oa_emulator.zns == []
     assert "Nhắc nhở" in member.messages[-1]["text"]
+
+
+def test_when_zalo_says_the_window_is_closed_the_message_climbs_to_the_next_rung(day, oa_emulator, oa_invite):
+    member = oa_link(oa_emulator, oa_invite, "DV004", "oa-4", phone="84370089645")
+    oa_emulator.age(member, 240 * 3600)  # Zalo: 10 days without interaction; our record: just now
+    before = len(oa_emulator.calls("cs"))
+    day.enqueue("remind", ["DV004"])
+    day.send()
+    assert len(oa_emulator.calls("cs")) - before == 2  # free, then paid: both refused with -230
+    assert day.rungs() == {"DV004": ("zns", 300)} and member.messages[-1]["kind"] == "zns"
