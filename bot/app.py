@@ -19,6 +19,8 @@ def chat_service(settings: Settings, db: Database, channel: str = "telegram", bu
 
     if channel == "zalo":
         from bot.channels.zalo import TRAITS
+    elif channel == "zalo_oa":
+        from bot.channels.zalo_oa import TRAITS
     else:
         from bot.channels.telegram import TRAITS
     return ChatService(db, TRAITS, settings.tz, schedule_from(settings).quiet, budget=budget)
@@ -31,11 +33,30 @@ def zalo_quota(settings: Settings, db: Database):
     from bot.channels.zalo import ZaloQuota
 
     channels = ("telegram", "zalo") if settings.telegram.token else ("zalo",)
+    channels += ("zalo_oa",) if settings.zalo_oa.enabled else ()
     return ZaloQuota(db, settings.zalo.monthly_quota, settings.tz, channels=channels)
 
 
+def oa_budget(settings: Settings, db: Database):
+    """The Zalo OA's prices and monthly budget in đồng (None without an OA)."""
+    if not settings.zalo_oa.enabled:
+        return None
+    from bot.channels.zalo_oa import OABudget, prices_from
+
+    return OABudget(db, settings.zalo_oa.monthly_budget, settings.tz, prices_from(settings.zalo_oa))
+
+
+def budgets(quota, oa):
+    """What ChatService and the scheduler ask before a broadcast: every channel's limit."""
+    if oa is None:
+        return quota
+    from bot.channels.zalo_oa import Budgets
+
+    return Budgets(quota, oa)
+
+
 def run(settings: Settings) -> int:
-    if not settings.telegram.token and not settings.zalo.token:
+    if not settings.telegram.token and not settings.zalo.token and not settings.zalo_oa.enabled:
         print("Neither TELEGRAM_BOT_TOKEN nor ZALO_BOT_TOKEN is set: starting the local playground instead.",
               file=sys.stderr)
         return run_playground(settings)
@@ -69,7 +90,8 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = N
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    budget = zalo_quota(settings, db)
+    quota, oa = zalo_quota(settings, db), oa_budget(settings, db)
+    budget = budgets(quota, oa)
     transports: dict = {}
     closers: list = []
     try:
@@ -90,10 +112,17 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = N
             from bot.channels.zalo import ZaloOptions, ZaloRuntime
 
             zalo = ZaloRuntime(ZaloOptions.from_settings(settings.zalo), chat_service(settings, db, "zalo", budget),
-                               quota=budget)
+                               quota=quota)
             await zalo.start()
             closers.append(zalo.stop)
             transports["zalo"] = zalo.transport
+        if oa is not None:
+            from bot.channels.zalo_oa import OARuntime
+
+            oa_runtime = OARuntime(settings.zalo_oa, chat_service(settings, db, "zalo_oa", budget), oa)
+            await oa_runtime.start()
+            closers.append(oa_runtime.stop)
+            transports["zalo_oa"] = oa_runtime.transport
         runner = scheduled_work(settings, db, transports, budget)
         runner.start()
         closers.append(runner.shutdown)
@@ -126,7 +155,7 @@ def run_scheduler(settings: Settings) -> int:
     from bot.channels.telegram import TelegramTransport, sending_bot
 
     token = settings.telegram.token
-    if not token and not settings.zalo.token:
+    if not token and not settings.zalo.token and not settings.zalo_oa.enabled:
         print("error: neither TELEGRAM_BOT_TOKEN nor ZALO_BOT_TOKEN is set; the scheduler needs one to send",
               file=sys.stderr)
         return 2
@@ -140,7 +169,8 @@ def run_scheduler(settings: Settings) -> int:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-        budget = zalo_quota(settings, db)
+        quota, oa = zalo_quota(settings, db), oa_budget(settings, db)
+        budget = budgets(quota, oa)
         async with AsyncExitStack() as stack:
             transports = {}
             if token:
@@ -150,7 +180,15 @@ def run_scheduler(settings: Settings) -> int:
                 client = ZaloClient(settings.zalo.token, settings.zalo.api_base_url)
                 stack.push_async_callback(client.aclose)
                 await client.get_me()  # a wrong token or address stops the start, as on Telegram
-                transports["zalo"] = ZaloTransport(client, rate=settings.zalo.rate, quota=budget)
+                transports["zalo"] = ZaloTransport(client, rate=settings.zalo.rate, quota=quota)
+            if oa is not None:
+                from bot.channels.zalo_oa import OAClient, OATransport, token_store
+
+                oa_settings = settings.zalo_oa
+                oa_client = OAClient(token_store(oa_settings, db), oa_settings.api_base_url,
+                                     oa_settings.business_api_url)
+                stack.push_async_callback(oa_client.aclose)
+                transports["zalo_oa"] = OATransport(oa_client, oa, rate=oa_settings.rate)
             runner = scheduled_work(settings, db, transports, budget)
             runner.start()
             try:
@@ -180,5 +218,9 @@ def run_playground(settings: Settings, as_member: str | None = None, script: str
     lines = None
     if script:
         lines = open(script, encoding="utf-8").read().splitlines()
+    if channel == "zalo-oa":
+        from bot.channels.zalo_oa.playground import OAPlayground
+
+        return OAPlayground(settings, db).run(as_member, lines)
     kind = ZaloPlayground if channel == "zalo" else Playground
     return kind(settings, db).run(as_member, lines)

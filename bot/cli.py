@@ -320,6 +320,50 @@ def _zalo_invites(args, settings: Settings) -> int:
     return 0
 
 
+# -- zalo-oa -------------------------------------------------------------------------------------
+def _oa_tokens(settings: Settings):
+    from bot.channels.zalo_oa import token_store
+
+    oa = settings.zalo_oa
+    if not oa.app_id or not oa.app_secret:
+        raise UsageError("zalo_oa.app_id and ZALO_OA_APP_SECRET are needed (see README: Zalo Official Account)")
+    return token_store(oa, open_db(settings))
+
+
+def _oa_redirect(settings: Settings) -> str:
+    if not settings.zalo_oa.public_url:
+        raise UsageError("zalo_oa.public_url is needed: the callback address registered for the app")
+    return settings.zalo_oa.public_url.rstrip("/") + "/zalo-oa/callback"
+
+
+@command("zalo-oa authorize")
+def cmd_zalo_oa_authorize(args, settings: Settings) -> int:
+    url = _oa_tokens(settings).permission_url(_oa_redirect(settings))
+    print("Open this address as an admin of the Official Account and allow the app (valid 10 minutes):")
+    print(url)
+    print("Then run: hoctap zalo-oa callback 'THE-ADDRESS-THE-BROWSER-WAS-SENT-TO'")
+    return 0
+
+
+@command("zalo-oa callback")
+def cmd_zalo_oa_callback(args, settings: Settings) -> int:
+    from bot.channels.zalo_oa import OAError
+
+    try:
+        expires = _oa_tokens(settings).complete(args.url)
+    except (ValueError, OAError) as exc:
+        raise UsageError(str(exc)) from None
+    print(f"Zalo OA authorised; the access token is renewed automatically (this one until "
+          f"{fmt_datetime(expires, settings.tz)})")
+    return 0
+
+
+@command("zalo-oa status")
+def cmd_zalo_oa_status(args, settings: Settings) -> int:
+    print(_oa_tokens(settings).status())
+    return 0
+
+
 # -- rounds --------------------------------------------------------------------------------------
 def _local(text: str, settings: Settings, option: str, *, end_of_day: bool = False):
     try:
@@ -423,8 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(sub, "playground", "chat with the bot in this terminal as a member of the roster", "playground")
     p.add_argument("--member", metavar="CODE", help="member code to play (default: the first ordinary member)")
     p.add_argument("--script", metavar="FILE", help="read the inputs from FILE, one per line, and print the transcript")
-    p.add_argument("--channel", choices=("telegram", "zalo"), default="telegram",
-                   help="the messenger to play (default: telegram; zalo: no buttons, everything is typed)")
+    p.add_argument("--channel", choices=("telegram", "zalo", "zalo-oa"), default="telegram",
+                   help="the messenger to play (default: telegram; zalo: no buttons, everything is typed; "
+                        "zalo-oa: numbered buttons, no edits)")
     p.add_argument("--at", metavar='"YYYY-MM-DD HH:MM"',
                    help="show what a member, a secretary and a cadre receive from the scheduler at that local time")
     p.set_defaults(handler="playground")
@@ -472,6 +517,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="telegram: deep links; zalo: short codes to type, beside the bot's share link")
     p.add_argument("--link", metavar="URL", help="the Zalo bot's share link (default: zalo.share_link)")
     p.add_argument("--show", type=int, default=20, metavar="N", help="Zalo: print the first N codes (default 20)")
+
+    oa = group("zalo-oa", "the Zalo Official Account's authorisation")
+    leaf(oa, "authorize", "print the address where an OA admin allows the app (PKCE)", "zalo-oa authorize")
+    p = leaf(oa, "callback", "store the tokens from the address Zalo sent the admin's browser to", "zalo-oa callback")
+    p.add_argument("url", metavar="URL")
+    leaf(oa, "status", "is the OA authorised, and for how long", "zalo-oa status")
 
     rounds = group("rounds", "study rounds")
     p = leaf(rounds, "open", "open a study round of a document for units and everything below them", "rounds open")

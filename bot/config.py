@@ -17,7 +17,7 @@ import yaml
 DEFAULT_TELEGRAM_API = "https://api.telegram.org/bot"
 DEFAULT_ZALO_API = "https://bot-api.zaloplatforms.com"
 _ENV_REF = re.compile(r"^\$\{([A-Z_][A-Z0-9_]*)\}$")
-_SECRET_KEYS = {"token", "webhook_secret"}
+_SECRET_KEYS = {"token", "webhook_secret", "app_secret", "oa_secret_key"}
 
 #: Environment variables that override settings, as deployments expect.
 ENV_OVERRIDES = {
@@ -60,6 +60,38 @@ class ZaloSettings:
 
 
 @dataclass(frozen=True)
+class ZaloOASettings:
+    """A Zalo Official Account (see ``bot/channels/zalo_oa``): ``app_id`` with ``${ZALO_OA_APP_SECRET}`` and
+    ``${ZALO_OA_SECRET_KEY}`` (the OA's key that signs webhook events); events arrive at
+    ``public_url``/zalo-oa/webhook on ``listen``. Messages the product starts climb a ladder: free
+    consultation (48 h), paid consultation (7 days, ``paid_consultation``), ZNS (``zns_template_id``, for
+    ``zns_purposes``, in the last ``zns_last_hours`` before the deadline), else the secretary's call list; ``monthly_budget`` in đồng (0: no limit).
+    Prices are UNCONFIRMED (spec): settings."""
+
+    app_id: str | None = None
+    app_secret: str | None = field(default=None, repr=False)
+    oa_secret_key: str | None = field(default=None, repr=False)
+    api_base_url: str = "https://openapi.zalo.me"
+    business_api_url: str = "https://business.openapi.zalo.me"
+    oauth_url: str = "https://oauth.zaloapp.com"
+    public_url: str | None = None
+    listen: str = "127.0.0.1:8081"
+    rate: float = 5.0
+    paid_consultation: bool = False
+    paid_price: int = 55
+    zns_template_id: str | None = None
+    zns_price: int = 300
+    zns_purposes: tuple[str, ...] = ("remind", "nudge")
+    zns_last_hours: int = 48  # ZNS only this close to the round's deadline (0: any time)
+    monthly_budget: int = 0
+    signature_max_age: int = 7200
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.app_id and self.app_secret and self.oa_secret_key)
+
+
+@dataclass(frozen=True)
 class SchedulerSettings:
     """Local-time schedules: reminders before the deadline, weekly digest, quiet hours, pacing."""
 
@@ -81,6 +113,7 @@ class Settings:
     scheduler: SchedulerSettings = SchedulerSettings()
     source: str = "defaults"
     zalo: ZaloSettings = ZaloSettings()
+    zalo_oa: ZaloOASettings = ZaloOASettings()
 
     @property
     def tz(self) -> ZoneInfo:
@@ -110,12 +143,12 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
     src = str(cfg_path)
     base = cfg_path.resolve().parent if cfg_path.exists() else Path.cwd()
 
-    known = {"database_url", "timezone", "language", "content_dir", "telegram", "zalo", "scheduler"}
+    known = {"database_url", "timezone", "language", "content_dir", "telegram", "zalo", "zalo_oa", "scheduler"}
     for key in raw:
         if key not in known:
             raise ConfigError(f"{src}: {key}: unknown setting (known: {', '.join(sorted(known))})")
 
-    values = {k: _resolve(src, k, v, env) for k, v in raw.items() if k not in ("telegram", "zalo", "scheduler")}
+    values = {k: _resolve(src, k, v, env) for k, v in raw.items() if k not in ("telegram", "zalo", "zalo_oa", "scheduler")}
     for var, key in ENV_OVERRIDES.items():
         if env.get(var):
             values[key] = env[var]
@@ -149,6 +182,7 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         scheduler=_scheduler(src, raw.get("scheduler")),
         source=src,
         zalo=_zalo(src, raw.get("zalo"), env),
+        zalo_oa=_zalo_oa(src, raw.get("zalo_oa"), env),
     )
 
 
@@ -214,6 +248,47 @@ def _zalo(src: str, raw, env: dict[str, str]) -> ZaloSettings:
                         listen=listen, rate=float(rate), monthly_quota=quota,
                         bot_name=(vals.get("bot_name") or "").lstrip("@") or None,
                         share_link=vals.get("share_link") or None)
+
+
+def _zalo_oa(src: str, raw, env: dict[str, str]) -> ZaloOASettings:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{src}: zalo_oa: expected a mapping of settings")
+    defaults = ZaloOASettings()
+    allowed = set(ZaloOASettings.__dataclass_fields__)
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(f"{src}: zalo_oa.{key}: unknown setting (known: {', '.join(sorted(allowed))})")
+    vals = {k: _resolve(src, f"zalo_oa.{k}", v, env) for k, v in raw.items()}
+    vals["app_secret"] = vals.get("app_secret") or env.get("ZALO_OA_APP_SECRET") or None
+    vals["oa_secret_key"] = vals.get("oa_secret_key") or env.get("ZALO_OA_SECRET_KEY") or None
+    for key in ("app_id", "zns_template_id"):
+        if vals.get(key) is not None:
+            vals[key] = str(vals[key]) or None
+    for key in ("api_base_url", "business_api_url", "oauth_url", "public_url"):
+        value = vals.get(key)
+        if value is not None and (not isinstance(value, str) or not value.startswith(("http://", "https://"))):
+            raise ConfigError(f"{src}: zalo_oa.{key}: expected an http(s) URL")
+    for key in ("paid_price", "zns_price", "zns_last_hours", "monthly_budget", "signature_max_age"):
+        value = vals.get(key, getattr(defaults, key))
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{src}: zalo_oa.{key}: expected a whole number of at least 0")
+    if not isinstance(vals.get("paid_consultation", False), bool):
+        raise ConfigError(f"{src}: zalo_oa.paid_consultation: expected true or false")
+    rate = vals.get("rate", defaults.rate)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 100:
+        raise ConfigError(f"{src}: zalo_oa.rate: expected messages per second, more than 0 and at most 100")
+    vals["rate"] = float(rate)
+    purposes = vals.get("zns_purposes", list(defaults.zns_purposes))
+    if not isinstance(purposes, list) or not all(isinstance(p, str) for p in purposes):
+        raise ConfigError(f"{src}: zalo_oa.zns_purposes: expected a list such as [remind, nudge]")
+    vals["zns_purposes"] = tuple(purposes)
+    listen = str(vals.get("listen") or defaults.listen)
+    if not re.match(r"^(\[[0-9a-fA-F:]+\]|[\w.-]*):\d{1,5}$", listen):
+        raise ConfigError(f"{src}: zalo_oa.listen: expected HOST:PORT such as 127.0.0.1:8081, got {listen!r}")
+    vals["listen"] = listen
+    return ZaloOASettings(**{k: v for k, v in vals.items() if v is not None or k in ("app_secret", "oa_secret_key")})
 
 
 def _scheduler(src: str, raw) -> SchedulerSettings:

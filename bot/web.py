@@ -136,7 +136,8 @@ async def read_json(request: Request, limit: int = MAX_BODY, max_depth: int = MA
     return parse_json(raw, max_depth) if raw.strip() else None
 
 
-def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf | None = None) -> Starlette:
+def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf | None = None,
+               zalo_oa=None) -> Starlette:
     """``zalo``: a ZaloChannel (its ``dispatch`` takes one update) to serve the webhook, or None."""
     expected = (webhook_secret or "").encode("utf-8")
 
@@ -172,6 +173,7 @@ def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf
         Route("/zalo/webhook", zalo_webhook, methods=["POST"]),
         Route("/files/{token}/{name}", shelved, methods=["GET", "HEAD"]),
         Route("/healthz", healthz, methods=["GET"]),
+        *([Route("/zalo-oa/webhook", zalo_oa, methods=["POST"])] if zalo_oa else []),  # bot/channels/zalo_oa
     ])
 
 

@@ -1,7 +1,7 @@
-"""The member scenarios, once, on both messengers: the same suite drives the real Telegram bot (PTB,
-buttons, edits) and the real Zalo bot (httpx poller, everything typed) through their emulators,
-on SQLite and PostgreSQL. A small driver hides what differs: pressing a button or typing its word,
-a toast or a message."""
+"""The member scenarios, once, on every messenger: the same suite drives the real Telegram bot (PTB,
+buttons, edits), the real Zalo bot (httpx poller, everything typed) and the real Zalo OA channel (signed
+webhook, buttons without edits) through their emulators, on SQLite and PostgreSQL. A small driver hides
+what differs: pressing a button or typing its word, a toast or a message."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ from bot.timeutil import utcnow
 from tests.conftest import BotProcess
 from tests.test_telegram_member_flow import quiz_state
 from tests.test_zalo_channel import ZaloProcess, zalo_emulator, zalo_invite  # noqa: F401 - fixtures
+from tests.test_zalo_oa_channel import OAProcess, oa_invite  # noqa: F401 - fixtures
 
-CHANNELS = ["telegram", "zalo"]
+CHANNELS = ["telegram", "zalo", "zalo_oa"]
 
 
 class Person:
@@ -58,7 +59,7 @@ class Person:
             self.say(typed)
             return
         self._mark()
-        self.user.press(label, message_id=message_id)
+        self.user.press(label, message_id=message_id)  # Telegram: a callback; the OA: a text event
 
     def answer(self, letter: str, message_id=None) -> None:
         self.tap(letter, letter.lower() if self.channel == "zalo" else letter, message_id)
@@ -87,6 +88,8 @@ class Messenger:
     invite: Callable[[str], str]
 
     def person(self, uid: int) -> Person:
+        if self.name == "zalo_oa":
+            return Person(self.emulator.user(f"oa{uid}"), self.name)
         user = self.emulator.user(uid) if self.name == "telegram" else self.emulator.user(f"z{uid}", "Đảng viên")
         return Person(user, self.name)
 
@@ -106,6 +109,9 @@ class Messenger:
 
     def sends(self, person: Person) -> list[dict]:
         """Every message the bot sent (or edited) into this person's chat."""
+        if self.name == "zalo_oa":
+            return [body["message"] for body in self.emulator.calls("cs")
+                    if body["recipient"]["user_id"] == person.user.id]
         methods = ("sendMessage", "editMessageText") if self.name == "telegram" else ("sendMessage", "sendPhoto")
         chat = str(person.user.id)
         return [p for m, p in self.emulator.requests if m in methods and str(p.get("chat_id")) == chat]
@@ -113,13 +119,24 @@ class Messenger:
     def flood_control_once(self) -> None:
         if self.name == "telegram":
             self.emulator.inject_error("editMessageText", 429, retry_after=1)
+        elif self.name == "zalo_oa":
+            self.emulator.inject_error("cs", 500)  # no published rate limit: a failed request instead
         else:
             self.emulator.inject_error("sendMessage", 429)  # Zalo: no retry_after
 
 
 @pytest.fixture(params=CHANNELS)
-def messenger(request, province, invite, zalo_invite):  # noqa: F811 - pytest fixture
-    if request.param == "telegram":
+def messenger(request, province, invite, zalo_invite, oa_invite):  # noqa: F811 - pytest fixture
+    if request.param == "zalo_oa":
+        from bot.emulators.zalo_oa import ZaloOAEmulator
+
+        with ZaloOAEmulator() as emu:
+            process = OAProcess(province, emu).start()
+            try:
+                yield Messenger("zalo_oa", 2000, process, emu, oa_invite)
+            finally:
+                process.stop()
+    elif request.param == "telegram":
         from bot.emulators.telegram import TelegramEmulator
 
         with TelegramEmulator() as emu:
@@ -196,6 +213,8 @@ def test_a_long_summary_is_paged_within_the_messengers_limit(messenger, province
     closing = member.expect("Những điểm chính")
     if messenger.name == "zalo":
         assert "Gõ LÀM BÀI để làm bài kiểm tra" in closing
+    elif messenger.name == "zalo_oa":
+        assert "Làm bài kiểm tra" in [b["title"] for b in member.user.last()["buttons"]]
     else:
         assert "Làm bài kiểm tra" in str(member.user.last().get("reply_markup"))
     texts = [t for t in member.texts() if "(Trang " in t]
@@ -236,7 +255,7 @@ def test_an_answer_to_a_question_no_longer_current_is_recorded_once(messenger, p
     member.answer("C", message_id=question_one)  # what the member still sees: question 1
     said = member.feedback()
     assert "Câu này đã được ghi nhận rồi." in said
-    if messenger.name == "zalo":  # no toast there: the reply says which question is current
+    if messenger.name != "telegram":  # no toast on Zalo: the reply says which question is current
         assert "Câu hỏi hiện tại là câu 2." in said and "📝 Câu 2/10" in said
     assert count(province, Answer) == 1
 

@@ -17,8 +17,11 @@ from bot.storage.models import Round, Unit
 
 PAGE = 20
 # What a flag in a member's delivery state (``bot.outbox.queue.delivery_flags``) tells the secretary.
+CALL_LIST = "chưa liên lạc được qua Zalo"  # no OA message or ZNS could reach the member: call them
+
 DELIVERY_NOTES = {
     "refused": "không nhận được tin nhắn của bot",
+    "unreachable": CALL_LIST,
     "uncertain": "có thể chưa nhận được tin nhắc",
 }
 
@@ -72,6 +75,7 @@ def unit_figures_reply(rnd: Round, total: Figures, children: list[Figures], pare
 
 def no_rounds(unit: Unit) -> Reply:
     return Reply(f"{unit.name} hiện không có đợt học tập nào đang mở hoặc vừa kết thúc trong 30 ngày qua.")
+
 
 
 def not_finished_reply(rnd: Round, unit: Unit, total: int, rows: list[NotFinished], page: int,

@@ -15,6 +15,7 @@ from sqlalchemy import and_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from bot.domain.oversight_messages import CALL_LIST
 from bot.domain.replies import Reply
 from bot.storage.models import ChatAccount, OutboxMessage
 
@@ -212,6 +213,7 @@ def delivery_flags(session: Session, round_id: int, member_ids: list[int]) -> di
     """What went wrong delivering a round's messages to each of these members, as flags:
 
     - ``refused``: a message was refused for good (blocked, chat gone, not linked);
+    - ``unreachable``: no rung of the Zalo OA's ladder could reach the member (the call list);
     - ``uncertain``: the latest reminder or announcement that settled was in flight when its
       sender stopped, so the member may not have it (a later one that surely arrived clears it).
     Members with nothing wrong are absent. One statement.
@@ -219,21 +221,21 @@ def delivery_flags(session: Session, round_id: int, member_ids: list[int]) -> di
     if not member_ids:
         return {}
     rows = session.execute(
-        select(OutboxMessage.member_id, OutboxMessage.status, OutboxMessage.purpose)
+        select(OutboxMessage.member_id, OutboxMessage.status, OutboxMessage.purpose, OutboxMessage.error)
         .where(OutboxMessage.round_id == round_id, OutboxMessage.member_id.in_(member_ids),
                OutboxMessage.status.in_(("failed", "sent", "uncertain")))
         .order_by(OutboxMessage.id)
     ).all()
-    refused: set[int] = set()
+    refused: dict[int, str] = {}
     latest: dict[int, str] = {}
-    for mid, status, purpose in rows:
+    for mid, status, purpose, error in rows:
         if status == "failed":
-            refused.add(mid)
+            refused[mid] = "unreachable" if CALL_LIST in (error or "") else "refused"
         elif purpose in MEMBER_PURPOSES:
             latest[mid] = status
     flags: dict[int, list[str]] = {}
     for mid in member_ids:
-        found = (["refused"] if mid in refused else []) + (["uncertain"] if latest.get(mid) == "uncertain" else [])
+        found = ([refused[mid]] if mid in refused else []) + (["uncertain"] if latest.get(mid) == "uncertain" else [])
         if found:
             flags[mid] = found
     return flags

@@ -9,6 +9,7 @@ is the bot's), backs off on network errors and 5xx, and never retries a permanen
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import random
@@ -28,6 +29,8 @@ from bot.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8
+# The outbox row being delivered, for transports that record per-message facts (the Zalo OA's rung and cost).
+CURRENT_MESSAGE: contextvars.ContextVar[int | None] = contextvars.ContextVar("outbox_message", default=None)
 
 
 class SendError(Exception):
@@ -167,6 +170,7 @@ class OutboxSender:
         return jobs
 
     async def _deliver(self, job: _Job) -> None:
+        CURRENT_MESSAGE.set(job.id)
         now = self.clock()
         if job.expires_at is not None and now >= job.expires_at:
             log.info("outbox: message %d is past its usefulness (%s); dropped", job.id, job.expires_at)

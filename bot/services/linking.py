@@ -28,7 +28,7 @@ SHORT_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 SHORT_LENGTH = 8
 WRONG_CODES_LIMIT = 5
 CODE_PAUSE = timedelta(minutes=15)
-TYPED_CODE_CHANNELS = ("zalo",)
+TYPED_CODE_CHANNELS = ("zalo", "zalo_oa")
 _OTHER_SEPARATORS = frozenset("_.\u2212\u2043")  # and every dash, space and format character
 _LONG_CODE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 

@@ -347,3 +347,47 @@ class JobRun(Base):
     key: Mapped[str] = mapped_column(String(96), primary_key=True)
     ran_at: Mapped[datetime] = mapped_column(UTCDateTime())
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class ZaloOaAuth(Base):
+    """The Zalo Official Account's OAuth state, one row (``key = "oa"``): the token pair and a pending
+    PKCE authorisation. Refreshes lock this row, because Zalo's refresh token is single-use."""
+
+    __tablename__ = "zalo_oa_auth"
+    key: Mapped[str] = mapped_column(String(16), primary_key=True)
+    access_token: Mapped[str | None] = mapped_column(Text)
+    refresh_token: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    refresh_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    code_verifier: Mapped[str | None] = mapped_column(Text)  # PKCE, until the admin's code comes back
+    state: Mapped[str | None] = mapped_column(String(64))
+    requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lost_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # authorisation lost: an admin must act
+    lost_reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ZaloOaContact(Base):
+    """A Zalo user as the OA knows them: following or not, and the last interaction that opens the
+    48-hour (free) and 7-day (paid) windows for consultation messages."""
+
+    __tablename__ = "zalo_oa_contacts"
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    following: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_interaction_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    unfollowed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ZaloOaSend(Base):
+    """How an outbox message went out on the OA: the rung of the ladder (free, paid, zns, call_list)
+    and what it cost in đồng; the monthly budget is the sum of ``cost`` over ``month``."""
+
+    __tablename__ = "zalo_oa_sends"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    outbox_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    rung: Mapped[str] = mapped_column(String(16))
+    cost: Mapped[int] = mapped_column(Integer, default=0)
+    month: Mapped[str] = mapped_column(String(7), index=True)  # YYYY-MM, local time
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,126 @@
+"""The conversation on the OA: ``OAChannel`` turns webhook events into ChatService calls and sends the
+rendered replies as consultation messages, one user in order and users in parallel.
+
+- ``user_send_text``: a button's payload (an action such as ``a:12:3:1``) or typed text;
+- other ``user_send_*`` (image, sticker, file…): "text only", then what to do next;
+- ``follow``: how to link (or a greeting for a linked member); ``unfollow``: recorded, nothing is sent.
+Each event is handled once: its ``msg_id`` (follow/unfollow: user and timestamp) is recorded in the
+same transaction as the work (``processed_updates``), so Zalo's retries and restarts change nothing.
+Every event from a user renews their window (``zalo_oa_contacts``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any, Callable
+
+from bot.channels.zalo_oa.client import OAClient
+from bot.channels.zalo_oa.ladder import record_interaction
+from bot.channels.zalo_oa.rendering import ACTION, OAMessage, render
+from bot.channels.zalo_oa.tokens import OAError
+from bot.domain.replies import Outcome, Reply
+from bot.services.chat import ChatService
+from bot.timeutil import utcnow
+
+log = logging.getLogger(__package__)
+NOT_TEXT_HINT = "Official Account chỉ đọc được tin nhắn chữ và các nút bấm."
+IGNORED = ("user_received_message", "user_seen_message", "oa_send_")
+
+
+class OAChannel:
+    def __init__(self, service: ChatService, client: OAClient, *, oa_id: str | None = None,
+                 clock: Callable[[], datetime] = utcnow):
+        self.service, self.client, self.oa_id, self.clock = service, client, oa_id, clock
+        self.handled = self.done = 0
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._waiting: dict[str, int] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    @staticmethod
+    def user_of(event: dict[str, Any]) -> str:
+        who = event.get("follower") if event.get("event_name") in ("follow", "unfollow") else event.get("sender")
+        return str((who or {}).get("id") or "") if isinstance(who, dict) else ""
+
+    def dispatch(self, event: dict[str, Any]) -> asyncio.Task:
+        """Returns at once (the webhook has acknowledged); one user's events run in order."""
+        task = asyncio.create_task(self._serial(self.user_of(event), event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+
+    async def _serial(self, key: str, event: dict[str, Any]) -> None:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:
+            async with lock:
+                try:
+                    await self.handle(event)
+                except Exception:  # noqa: BLE001 - one bad event must not stop the channel
+                    log.exception("Zalo OA: event %s failed", event.get("event_name"))
+                finally:
+                    self.done += 1
+        finally:
+            self._waiting[key] -= 1
+            if not self._waiting[key]:  # nobody else queued for this user: forget the lock
+                del self._waiting[key]
+                self._locks.pop(key, None)
+
+    async def handle(self, event: dict[str, Any]) -> None:
+        name = str(event.get("event_name") or "")
+        user = self.user_of(event)
+        message = event.get("message") if isinstance(event.get("message"), dict) else {}
+        if not user or name.startswith(IGNORED) or (self.oa_id and user == self.oa_id):
+            return
+        key = str(message.get("msg_id") or f"{name}:{user}:{event.get('timestamp')}")[:64]
+        now = self.clock()
+        self.handled += 1
+        if name == "unfollow":
+            if await asyncio.to_thread(self.service.first_time, key, now):
+                await asyncio.to_thread(record_interaction, self.service.db, user, now, False)
+                log.info("Zalo OA: %s unfollowed; the OA sends them nothing more", user)
+            return
+        await asyncio.to_thread(record_interaction, self.service.db, user, now, True if name == "follow" else None)
+        if name == "follow":
+            outcome = await asyncio.to_thread(self.service.on_text, user, "/start", now, key)
+        elif name == "user_send_text":
+            text = str(message.get("text") or "")
+            if ACTION.match(text.strip()):
+                outcome = await asyncio.to_thread(self.service.on_action, user, text.strip(), now, key)
+            else:
+                outcome = await asyncio.to_thread(self.service.on_text, user, text, now, key)
+        elif name.startswith("user_send_"):
+            outcome = await asyncio.to_thread(self.service.on_text, user, "", now, key)
+            if outcome.replies:
+                first = outcome.replies[0]
+                outcome.replies[0] = Reply(f"{NOT_TEXT_HINT} {first.text}", first.choices, files=first.files)
+        else:
+            log.info("Zalo OA: event %r ignored", name)
+            return
+        await self.send_outcome(user, outcome)
+
+    async def send_outcome(self, user: str, outcome: Outcome) -> int:
+        sent = 0
+        for message in render(outcome):
+            if await self._send(user, message):
+                sent += 1
+        return sent
+
+    async def _send(self, user: str, message: OAMessage, tries: int = 4) -> bool:
+        for attempt in range(tries):
+            try:
+                await self.client.send_cs(user, message.text, message.buttons)
+                return True
+            except OAError as exc:
+                if not exc.transient or attempt == tries - 1:
+                    log.warning("Zalo OA: a reply to %s failed: %s", user, exc)
+                    return False
+                from bot.channels.zalo.client import backoff
+
+                await asyncio.sleep(backoff(attempt, base=0.2, cap=5.0))
+        return False

@@ -1,0 +1,209 @@
+"""The OA's OAuth v4 tokens, kept in the database: ``TokenStore`` builds the permission URL (PKCE, the
+verifier stored in the row), completes the admin's callback, hands out a valid access token and refreshes
+it before it expires.
+
+Zalo's refresh token is single-use: two processes refreshing at once would spend it twice and lose the
+pair. So a refresh locks the one ``zalo_oa_auth`` row (``SELECT … FOR UPDATE`` on PostgreSQL; on SQLite
+every transaction here starts with ``BEGIN IMMEDIATE``, see ``bot/storage/db.py``), re-reads it, and only
+calls Zalo when no other process has refreshed meanwhile; the new pair is stored in the same transaction.
+A refused refresh means the authorisation is lost: it is recorded, logged as an error and sent to the
+admins through the outbox (on their other messengers), and not retried until an admin authorises again.
+Tokens never reach a log line or an exception message.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import secrets
+from datetime import datetime, timedelta
+from typing import Callable
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.domain.replies import Reply
+from bot.outbox import queue
+from bot.storage.db import Database
+from bot.storage.models import Member, ZaloOaAuth
+from bot.timeutil import utcnow
+
+log = logging.getLogger(__package__)
+ROW = "oa"
+REFRESH_MARGIN = timedelta(hours=1)  # refresh when less than this is left of the 25 h
+REFRESH_LIFETIME = timedelta(days=90)
+CODE_LIFETIME = timedelta(minutes=10)
+LOST_ALERT = ("⚠️ Zalo OA đã mất quyền truy cập ({reason}). Tin nhắn qua Zalo OA tạm dừng. Quản trị viên cần "
+              "cấp quyền lại: chạy «hoctap zalo-oa authorize» và mở đường dẫn in ra.")
+
+
+class OAError(Exception):
+    """A refused or failed OA call: ``code`` is Zalo's ``error`` (negative), an HTTP status, or None
+    when the request itself failed."""
+
+    def __init__(self, code: int | None, description: str):
+        super().__init__(f"{code if code is not None else 'network'}: {description}")
+        self.code, self.description = code, description
+
+    @property
+    def transient(self) -> bool:
+        return self.code is None or self.code == 429 or 500 <= self.code < 600
+
+
+class AuthorisationLost(OAError):
+    """No usable token: never authorised, or the refresh token was refused. An admin must act."""
+
+    def __init__(self, reason: str):
+        super().__init__(-216, f"Zalo OA authorisation lost: {reason}")
+
+
+def pkce_challenge(verifier: str) -> str:
+    """S256: base64url(sha256(verifier)) without padding."""
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+class TokenStore:
+    def __init__(self, db: Database, app_id: str, app_secret: str, oauth_url: str = "https://oauth.zaloapp.com", *,
+                 clock: Callable[[], datetime] = utcnow, margin: timedelta = REFRESH_MARGIN, timeout: float = 15.0):
+        self.db, self.app_id, self._secret = db, app_id, app_secret
+        self.oauth_url, self.clock, self.margin, self.timeout = oauth_url.rstrip("/"), clock, margin, timeout
+        self.calls = 0  # token endpoint calls made by this process
+
+    def __repr__(self) -> str:
+        return f"TokenStore(app_id={self.app_id!r})"
+
+    # -- authorisation ----------------------------------------------------------------------------
+    def permission_url(self, redirect_uri: str, now: datetime | None = None) -> str:
+        """Where an admin allows the app to act for the OA; a fresh PKCE verifier and state are kept."""
+        now = now or self.clock()
+        verifier, state = secrets.token_urlsafe(48), secrets.token_urlsafe(16)
+        with self.db.session() as s:
+            row = self._row(s, now)
+            row.code_verifier, row.state, row.requested_at, row.updated_at = verifier, state, now, now
+        query = urlencode({"app_id": self.app_id, "redirect_uri": redirect_uri,
+                           "code_challenge": pkce_challenge(verifier), "state": state})
+        return f"{self.oauth_url}/v4/oa/permission?{query}"
+
+    def complete(self, callback_url: str, now: datetime | None = None) -> datetime:
+        """The URL Zalo redirected the admin's browser to: exchange its code for the token pair.
+        Returns when the access token expires. Raises ValueError with what is wrong."""
+        now = now or self.clock()
+        query = {k: v[0] for k, v in parse_qs(urlsplit(callback_url.strip()).query).items()}
+        code = query.get("code")
+        if not code:
+            raise ValueError("the URL has no 'code': paste the whole address the browser was sent to")
+        with self.db.session() as s:
+            row = self._locked(s)
+            if row is None or not row.code_verifier:
+                raise ValueError("no authorisation was started here: run 'hoctap zalo-oa authorize' first")
+            if query.get("state") != row.state:
+                raise ValueError("the URL's state does not match the last 'hoctap zalo-oa authorize'")
+            if row.requested_at and now - row.requested_at > CODE_LIFETIME:
+                raise ValueError("the code is older than 10 minutes: run 'hoctap zalo-oa authorize' again")
+            answer = self._token_call({"grant_type": "authorization_code", "code": code,
+                                       "code_verifier": row.code_verifier})
+            if "access_token" not in answer:
+                raise ValueError(f"Zalo refused the code: {_why(answer)}")
+            self._store(row, answer, now)
+            row.code_verifier = row.state = None
+            row.lost_at = row.lost_reason = None
+            return row.expires_at
+
+    # -- tokens -----------------------------------------------------------------------------------
+    def current(self, now: datetime | None = None) -> str:
+        """A valid access token, refreshed first when it is about to expire."""
+        now = now or self.clock()
+        with self.db.session() as s:
+            row = s.get(ZaloOaAuth, ROW)
+            usable = row is not None and row.access_token and row.lost_at is None
+            if usable and row.expires_at - self.margin > now:
+                return row.access_token
+            stale = row.access_token if usable else None
+        return self.refresh(now, stale)
+
+    def refresh(self, now: datetime | None = None, stale: str | None = None) -> str:
+        """Refresh under the row lock, unless another process already replaced ``stale`` with a token
+        that is still good. Raises AuthorisationLost when Zalo refuses the refresh token."""
+        now = now or self.clock()
+        lost = None
+        with self.db.session() as s:
+            row = self._locked(s)
+            if row is None or row.lost_at is not None or not row.refresh_token:
+                raise AuthorisationLost(row.lost_reason if row is not None and row.lost_reason else "not authorised")
+            if row.access_token and row.access_token != stale and row.expires_at - self.margin > now:
+                return row.access_token  # another process refreshed while we waited for the lock
+            answer = self._token_call({"grant_type": "refresh_token", "refresh_token": row.refresh_token})
+            if "access_token" in answer:
+                self._store(row, answer, now)
+                log.info("Zalo OA: access token refreshed; valid until %s", row.expires_at.isoformat())
+                return row.access_token
+            lost = f"Zalo refused the refresh token ({_why(answer)})"
+            row.lost_at, row.lost_reason, row.updated_at = now, lost, now
+            row.access_token = row.refresh_token = None
+            alerted = self._alert_admins(s, lost, now)
+        log.error("Zalo OA: authorisation LOST: %s. Nothing more is sent through the OA until an admin runs "
+                  "'hoctap zalo-oa authorize' (%d admin(s) alerted on their other messengers)", lost, alerted)
+        raise AuthorisationLost(lost)
+
+    def status(self, now: datetime | None = None) -> str:
+        now = now or self.clock()
+        with self.db.session() as s:
+            row = s.get(ZaloOaAuth, ROW)
+            if row is None or (not row.access_token and row.lost_at is None):
+                return "Zalo OA: not authorised (run 'hoctap zalo-oa authorize')"
+            if row.lost_at is not None:
+                return f"Zalo OA: authorisation LOST at {row.lost_at:%Y-%m-%d %H:%M} UTC: {row.lost_reason}"
+            left = row.expires_at - now
+            return (f"Zalo OA: authorised; access token valid for {max(left.total_seconds(), 0) / 3600:.1f} h, "
+                    f"refresh token until {row.refresh_expires_at:%Y-%m-%d}")
+
+    # -- internals --------------------------------------------------------------------------------
+    def _row(self, s: Session, now: datetime) -> ZaloOaAuth:
+        row = self._locked(s)
+        if row is None:
+            row = ZaloOaAuth(key=ROW, updated_at=now)
+            s.add(row)
+        return row
+
+    @staticmethod
+    def _locked(s: Session) -> ZaloOaAuth | None:
+        """The row, locked until commit (SQLite: the transaction already holds the write lock)."""
+        return s.scalar(select(ZaloOaAuth).where(ZaloOaAuth.key == ROW).with_for_update()
+                        .execution_options(populate_existing=True))
+
+    def _token_call(self, fields: dict[str, str]) -> dict:
+        self.calls += 1
+        try:
+            r = httpx.post(f"{self.oauth_url}/v4/oa/access_token", data={"app_id": self.app_id, **fields},
+                           headers={"secret_key": self._secret}, timeout=self.timeout)
+            body = r.json()
+        except (httpx.HTTPError, ValueError) as exc:  # transient: nothing was spent, try again later
+            raise OAError(None, f"token endpoint unreachable: {type(exc).__name__}") from None
+        if r.status_code >= 500:
+            raise OAError(r.status_code, "token endpoint failed")
+        return body if isinstance(body, dict) else {}
+
+    @staticmethod
+    def _store(row: ZaloOaAuth, answer: dict, now: datetime) -> None:
+        try:
+            seconds = int(answer.get("expires_in") or 90000)  # a string on Zalo ("90000")
+        except (TypeError, ValueError):
+            seconds = 90000
+        row.access_token, row.refresh_token = answer["access_token"], answer.get("refresh_token") or row.refresh_token
+        row.expires_at = now + timedelta(seconds=seconds)
+        row.refresh_expires_at, row.updated_at = now + REFRESH_LIFETIME, now
+
+    @staticmethod
+    def _alert_admins(s: Session, reason: str, now: datetime) -> int:
+        admins = list(s.scalars(select(Member.id).where(Member.role == "admin", Member.active)))
+        reply = Reply(LOST_ALERT.format(reason=reason))
+        stamp = now.strftime("%Y%m%d%H%M")
+        return queue.enqueue_many(s, purpose="alert", keyed_members=[(f"oa-lost:{stamp}:{m}", m) for m in admins],
+                                  reply=reply, now=now)
+
+
+def _why(answer: dict) -> str:
+    return str(answer.get("error_description") or answer.get("message") or answer.get("error") or "no reason given")

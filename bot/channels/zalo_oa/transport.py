@@ -1,0 +1,169 @@
+"""Outbox delivery over the Zalo OA: ``OATransport`` climbs the ladder (free consultation → paid
+consultation → ZNS → call list) for each message the product starts, records the rung and its cost with
+the outbox row's id (``zalo_oa_sends``), and keeps within the monthly budget.
+
+A member on the call list, or who unfollowed the OA, gets a permanent ``SendError`` whose reason says
+"chưa liên lạc được qua Zalo": the outbox then tries their other messenger, and ``/chualam`` shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from sqlalchemy import select
+
+from bot.channels.zalo_oa.client import OUT_OF_WINDOW, OAClient
+from bot.channels.zalo_oa.ladder import (CALL_LIST, RUNGS, ZNS_HOURS, OABudget, cost_of, record_interaction,
+                                         rung_for, zns_allowed)
+from bot.channels.zalo_oa.rendering import reply_messages
+from bot.channels.zalo_oa.tokens import AuthorisationLost, OAError
+from bot.domain.phones import normalize_phone
+from bot.domain.replies import Reply
+from bot.storage.models import ChatAccount, Member, OutboxMessage, Round, ZaloOaContact
+from bot.timeutil import utcnow
+
+log = logging.getLogger(__package__)
+
+
+@dataclass
+class _Target:
+    contact: ZaloOaContact | None
+    phone: str | None
+    name: str
+    purpose: str | None
+    closes_at: datetime | None = None
+
+
+class OATransport:
+    channel = "zalo_oa"
+
+    def __init__(self, client: OAClient, budget: OABudget, *, rate: float = 5.0,
+                 clock: Callable[[], datetime] = utcnow):
+        self.client, self.budget, self.rate, self.clock = client, budget, rate, clock
+        self.prices = budget.prices
+        self._lock = asyncio.Lock()
+        self._next = 0.0
+
+    async def _pace(self) -> None:
+        """Zalo publishes no per-second limit (UNCONFIRMED): a conservative steady rate."""
+        async with self._lock:
+            wait = self._next - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._next = time.monotonic() + 1.0 / self.rate
+
+    def _target(self, external_id: str, outbox_id: int | None) -> _Target:
+        with self.budget.db.session() as s:
+            contact = s.get(ZaloOaContact, external_id)
+            if contact is not None:
+                s.expunge(contact)
+            member = s.scalar(select(Member).join(ChatAccount, ChatAccount.member_id == Member.id)
+                              .where(ChatAccount.channel == self.channel, ChatAccount.external_id == external_id))
+            row = s.execute(select(OutboxMessage.purpose, Round.closes_at)
+                            .outerjoin(Round, Round.id == OutboxMessage.round_id)
+                            .where(OutboxMessage.id == outbox_id)).first() if outbox_id else None
+            return _Target(contact, member.phone if member else None, member.full_name if member else "",
+                           row[0] if row else None, row[1] if row else None)
+
+    def _afford(self, rung: str, now: datetime) -> bool:
+        with self.budget.db.session() as s:
+            return self.budget.allows(s, cost_of(rung, self.prices), now)
+
+    def _record(self, outbox_id: int | None, external_id: str, rung: str, now: datetime) -> None:
+        with self.budget.db.session() as s:
+            self.budget.record(s, outbox_id, external_id, rung, now)
+
+    async def deliver(self, external_id: str, reply: Reply, attachment: tuple[str, bytes] | None) -> None:
+        from bot.outbox.sender import CURRENT_MESSAGE, SendError
+
+        outbox_id, now = CURRENT_MESSAGE.get(), self.clock()
+        target = await asyncio.to_thread(self._target, external_id, outbox_id)
+        rung = rung_for(target.contact, target.phone, target.purpose, self.prices, now, target.closes_at)
+        try:
+            if rung != "free" and target.contact is not None and target.contact.following is not False:
+                rung = await self._preflight(external_id, target, now) or rung
+            for candidate in RUNGS[RUNGS.index(rung):]:
+                if candidate == "call_list":
+                    break
+                if candidate == "paid" and not self.prices.paid_allowed:
+                    continue
+                if candidate == "zns" and not zns_allowed(target.phone, target.purpose, target.closes_at,
+                                                          self.prices, now):
+                    continue
+                if not await asyncio.to_thread(self._afford, candidate, now):
+                    log.warning("Zalo OA: the monthly budget cannot pay a %s message to %s; next rung",
+                                candidate, external_id)
+                    continue
+                if await self._send(candidate, external_id, reply, attachment, target, outbox_id):
+                    await asyncio.to_thread(self._record, outbox_id, external_id, candidate, now)
+                    return
+        except AuthorisationLost as exc:
+            raise SendError("permanent", f"zalo_oa: {exc.description}") from None
+        except OAError as exc:
+            if exc.transient:
+                raise SendError("transient", f"zalo_oa: {exc}") from None
+            raise SendError("permanent", f"zalo_oa: {exc.description}") from None
+        await asyncio.to_thread(self._record, outbox_id, external_id, "call_list", now)
+        unfollowed = target.contact is not None and target.contact.unfollowed_at and not target.contact.following
+        raise SendError("permanent", f"zalo_oa: {CALL_LIST}" + (" (đã bỏ theo dõi OA)" if unfollowed else ""))
+
+    async def _preflight(self, external_id: str, target: _Target, now: datetime) -> str | None:
+        """Ask Zalo when the member last interacted (a call or a menu tap we got no event for may have
+        opened the free window): the rung that gives, or None to keep ours."""
+        try:
+            answer = await self.client.quota(external_id)
+        except OAError as exc:
+            if isinstance(exc, AuthorisationLost):
+                raise
+            log.info("Zalo OA: quota pre-flight for %s failed (%s); using our own record", external_id, exc)
+            return None
+        stamp = answer.get("last_interaction")
+        if not isinstance(stamp, (int, float)) or stamp <= 0:
+            return None
+        seen = datetime.fromtimestamp(stamp / 1000, timezone.utc)
+        contact = target.contact
+        if contact.last_interaction_at is not None and seen <= contact.last_interaction_at:
+            return None
+        await asyncio.to_thread(record_interaction, self.budget.db, external_id, seen)
+        contact.last_interaction_at = seen
+        return rung_for(contact, target.phone, target.purpose, self.prices, now, target.closes_at)
+
+    async def _send(self, rung: str, external_id: str, reply: Reply, attachment, target: _Target,
+                    outbox_id: int | None) -> bool:
+        """True when sent; False when Zalo says this rung cannot reach the member (next rung)."""
+        from bot.outbox.sender import SendError
+
+        if rung == "zns":
+            hour = now_local_hour(self.clock(), self.budget.tz)
+            if not ZNS_HOURS[0] <= hour < ZNS_HOURS[1]:
+                raise SendError("transient", "zalo_oa: ZNS is sent from 06:00 to 21:59 only")
+            await self._pace()
+            phone = (normalize_phone(target.phone or "") or "").lstrip("+")  # 84…
+            # Template parameters as the approved template names them (UNCONFIRMED: set when approving it).
+            data = {"ho_ten": target.name[:30], "noi_dung": reply.text.split("\n", 1)[0][:100]}
+            await self.client.send_zns(phone, self.prices.zns_template or "", data, f"outbox-{outbox_id}")
+            return True
+        text = reply.text
+        if attachment is not None:
+            from bot.channels.zalo.rendering import files_note
+
+            text = f"{text}\n\n{files_note([attachment])}"
+        for message in reply_messages(reply, text):
+            await self._pace()
+            try:
+                await self.client.send_cs(external_id, message.text, message.buttons)
+            except OAError as exc:
+                if exc.code in OUT_OF_WINDOW:
+                    log.info("Zalo OA: %s is out of the window for a %s message (%s)", external_id, rung, exc.code)
+                    return False
+                raise
+        return True
+
+
+def now_local_hour(now: datetime, tz) -> int:
+    return now.astimezone(tz).hour

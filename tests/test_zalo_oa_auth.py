@@ -1,0 +1,124 @@
+"""The OA's authorisation: the PKCE permission URL and callback from the command line, refreshing the
+single-use refresh token once under a database lock (threads with their own engines, as processes would
+be, on SQLite and PostgreSQL), -216 → refresh once and retry, and a lost authorisation reported loudly."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from sqlalchemy import select
+
+from bot.channels.zalo_oa import AuthorisationLost, TokenStore
+from bot.channels.zalo_oa.tokens import pkce_challenge
+from bot.storage.db import Database
+from bot.storage.models import OutboxMessage, ZaloOaAuth
+from bot.timeutil import utcnow
+from tests.test_zalo_oa_channel import OAProcess, authorize, oa_emulator, oa_invite, oa_link, oa_settings, said  # noqa: F401
+
+
+def tokens_in_db(db) -> tuple[str, str]:
+    with db.session() as s:
+        row = s.get(ZaloOaAuth, "oa")
+        return row.access_token, row.refresh_token
+
+
+def test_authorize_prints_a_pkce_url_and_callback_stores_the_tokens(cli, workdir, oa_emulator, monkeypatch, db):
+    (workdir / "config.yaml").write_text(
+        f"zalo_oa:\n  app_id: '{oa_emulator.app_id}'\n  public_url: https://bot.example.vn\n"
+        f"  oauth_url: {oa_emulator.base_url}\n  api_base_url: {oa_emulator.base_url}\n", encoding="utf-8")
+    monkeypatch.setenv("ZALO_OA_APP_SECRET", oa_emulator.app_secret)
+    monkeypatch.setenv("ZALO_OA_SECRET_KEY", oa_emulator.oa_secret)
+    assert "not authorised" in cli("zalo-oa", "status").out
+    printed = cli("zalo-oa", "authorize")
+    url = next(line for line in printed.lines if "/v4/oa/permission?" in line)
+    query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    assert query["redirect_uri"] == "https://bot.example.vn/zalo-oa/callback"
+    with db.session() as s:
+        row = s.get(ZaloOaAuth, "oa")
+        assert pkce_challenge(row.code_verifier) == query["code_challenge"] and row.state == query["state"]
+        assert row.code_verifier not in printed.out
+    callback = oa_emulator.approve(url)
+    forged = callback.replace(f"state={query['state']}", "state=forged")
+    assert "does not match" in cli("zalo-oa", "callback", forged).err
+    done = cli("zalo-oa", "callback", callback)
+    assert done.code == 0 and "Zalo OA authorised" in done.out
+    access, refresh = tokens_in_db(db)
+    assert access and refresh and access not in done.out and refresh not in done.out
+    assert "authorised; access token valid for 25.0 h" in cli("zalo-oa", "status").out
+    assert "older than 10 minutes" not in cli("zalo-oa", "callback", callback).err  # the code is single-use
+    assert tokens_in_db(db) == (access, refresh)
+
+
+def test_concurrent_refreshes_spend_the_single_use_refresh_token_once(db_url, db, oa_emulator):
+    settings = oa_settings(oa_emulator, 1)
+    authorize(db, oa_emulator, settings)
+    first, _ = tokens_in_db(db)
+    oa_emulator.travel(25 * 3600)  # the access token has expired everywhere
+    later = lambda: utcnow() + timedelta(hours=25)  # noqa: E731
+    results, errors = [], []
+    start = threading.Barrier(4)
+
+    def process():  # its own engine and connections, as another process would have
+        own = Database(db_url)
+        try:
+            store = TokenStore(own, settings.app_id, settings.app_secret, settings.oauth_url, clock=later)
+            start.wait()
+            results.append(store.current())
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            own.dispose()
+
+    threads = [threading.Thread(target=process) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert oa_emulator.refreshes == 1 and oa_emulator.refresh_reuses == 0
+    assert len(set(results)) == 1 and results[0] != first and results[0] == tokens_in_db(db)[0]
+
+
+def test_an_expired_token_is_refreshed_once_and_the_reply_still_arrives(province, oa_emulator, oa_invite):
+    process = OAProcess(province, oa_emulator).start()
+    try:
+        user = oa_link(oa_emulator, oa_invite, "DV003", "oa-3")
+        oa_emulator.expire_access_tokens()  # revoked or expired early: the API answers -216
+        assert "64-KH/TU" in said(user, "/hoc", "64-KH/TU")
+        assert oa_emulator.refreshes == 1
+    finally:
+        process.stop()
+
+
+def test_a_lost_authorisation_alerts_the_admins_and_is_not_retried(province, oa_emulator, oa_invite, caplog):
+    from bot.emulators.zalo_oa import ERR_OAUTH_REFRESH
+
+    process = OAProcess(province, oa_emulator).start()
+    try:
+        user = oa_link(oa_emulator, oa_invite, "DV003", "oa-3")
+        access, refresh = tokens_in_db(province)
+        oa_emulator.expire_access_tokens()
+        oa_emulator.inject_error("oauth_token", ERR_OAUTH_REFRESH, "Invalid refresh token", times=10)
+        caplog.set_level(logging.INFO)
+        for text in ("/hoc", "/ketqua", "/trogiup"):
+            user.send_text(text)
+        process.settle(2 + 3)  # follow and code, then the three texts
+        calls = len(oa_emulator.calls("oauth_token"))
+        assert calls == 2  # the code, then one refused refresh; nothing after that
+        assert any(r.levelno == logging.ERROR and "authorisation LOST" in r.getMessage() for r in caplog.records)
+        assert access not in caplog.text and refresh not in caplog.text
+        with province.session() as s:
+            alerts = list(s.scalars(select(OutboxMessage).where(OutboxMessage.purpose == "alert")))
+        assert len(alerts) == 1 and "cấp quyền lại" in alerts[0].payload["text"]
+        with pytest.raises(AuthorisationLost):
+            process.runtime.tokens.current()
+        # the admin authorises again: the OA works again
+        oa_emulator.clear_errors()
+        authorize(province, oa_emulator, process.settings)
+        assert "64-KH/TU" in said(user, "/hoc", "64-KH/TU")
+    finally:
+        process.stop()

@@ -1,0 +1,316 @@
+"""The Zalo OA channel end to end: the real httpx client, token store, webhook on the product's web server,
+ChatService and outbox against the OA emulator over HTTP, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.channels.zalo_oa import TRAITS, BackgroundOA, OABudget, OARuntime, prices_from, token_store
+from bot.config import ZaloOASettings
+from bot.services.chat import ChatService
+from bot.services.linking import create_invites, format_code
+from bot.storage.models import ChatAccount, Member, ProcessedUpdate, ZaloOaContact
+from bot.timeutil import utcnow
+
+TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def oa_settings(emulator, port: int, **overrides) -> ZaloOASettings:
+    values = dict(app_id=emulator.app_id, app_secret=emulator.app_secret, oa_secret_key=emulator.oa_secret,
+                  api_base_url=emulator.base_url, business_api_url=emulator.base_url, oauth_url=emulator.base_url,
+                  public_url=f"http://127.0.0.1:{port}", listen=f"127.0.0.1:{port}", rate=100.0)
+    values.update(overrides)
+    return ZaloOASettings(**values)
+
+
+def authorize(db, emulator, settings) -> None:
+    """What an admin does once: open the permission URL, allow, paste the address back."""
+    store = token_store(settings, db)
+    callback = emulator.approve(store.permission_url(f"{settings.public_url}/zalo-oa/callback"))
+    store.complete(callback)
+
+
+class OAProcess:
+    """The OA side of the bot as one process runs it; authorised once, restartable."""
+
+    def __init__(self, db, emulator, *, clock=utcnow, **overrides):
+        self.db, self.emulator, self.clock = db, emulator, clock
+        self.port = free_port()
+        self.settings = oa_settings(emulator, self.port, **overrides)
+        self.running: BackgroundOA | None = None
+        authorize(db, emulator, self.settings)
+        emulator.set_webhook(f"http://127.0.0.1:{self.port}/zalo-oa/webhook")
+
+    def budget(self) -> OABudget:
+        return OABudget(self.db, self.settings.monthly_budget, TZ, prices_from(self.settings))
+
+    def start(self) -> "OAProcess":
+        budget = self.budget()
+        service = ChatService(self.db, TRAITS, TZ, budget=budget)
+        self.running = BackgroundOA(OARuntime(self.settings, service, budget, clock=self.clock)).start()
+        return self
+
+    @property
+    def runtime(self) -> OARuntime:
+        return self.running.runtime
+
+    @property
+    def channel(self):
+        return self.runtime.channel
+
+    def settle(self, count: int, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.channel.done < count:
+            assert time.monotonic() < deadline, f"{self.channel.done} events finished, expected {count}"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.stop()
+            self.running = None
+
+
+@pytest.fixture
+def oa_emulator():
+    from bot.emulators.zalo_oa import ZaloOAEmulator
+
+    with ZaloOAEmulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def oa_bot(province, oa_emulator):
+    process = OAProcess(province, oa_emulator).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def oa_invite(province):
+    def make(member_code: str, channel: str = "zalo_oa") -> str:
+        with province.session() as s:
+            member = s.scalar(select(Member).where(Member.code == member_code))
+            return create_invites(s, [member], utcnow(), channel=channel)[member.id]
+
+    return make
+
+
+def said(user, text: str, fragment: str, timeout: float = 5.0) -> str:
+    before = len(user.messages)
+    user.send_text(text)
+    user.wait_for(lambda u: any(fragment in m["text"] for m in u.messages[before:]), timeout=timeout)
+    return "\n".join(m["text"] for m in user.messages[before:])
+
+
+def oa_link(emulator, invite, member_code: str, user_id: str, phone: str | None = None):
+    user = emulator.user(user_id, phone)
+    user.follow()
+    user.wait_for(lambda u: any("mã liên kết" in m["text"] for m in u.messages))
+    said(user, format_code(invite(member_code)).lower(), "Liên kết thành công")
+    return user
+
+
+def count(db, model, *where) -> int:
+    with db.session() as s:
+        return s.scalar(select(func.count()).select_from(model).where(*where))
+
+
+# -- following, linking, buttons -------------------------------------------------------------------
+def test_a_follower_is_told_to_type_the_code_and_links_with_a_zalo_invitation(oa_bot, oa_emulator, oa_invite,
+                                                                                province):
+    user = oa_emulator.user("oa-1")
+    user.follow()
+    welcome = user.wait_for(lambda u: bool(u.messages))["text"]
+    assert "mã liên kết" in welcome and "64-KH/TU" not in welcome
+    code = oa_invite("DV002", channel="zalo")  # the Zalo bot's invitation works on the OA too
+    assert "Liên kết thành công! Xin chào đồng chí Đinh Văn Sơn" in said(user, format_code(code), "Liên kết")
+    with province.session() as s:
+        rows = s.execute(select(ChatAccount.channel, ChatAccount.external_id, Member.code).join(Member)).all()
+        contact = s.get(ZaloOaContact, "oa-1")
+    assert [tuple(r) for r in rows] == [("zalo_oa", "oa-1", "DV002")]
+    assert contact.following and contact.last_interaction_at is not None
+
+
+def test_the_quiz_is_tapped_with_buttons_and_typed_answers_work_too(oa_bot, oa_emulator, oa_invite, province):
+    user = oa_link(oa_emulator, oa_invite, "DV004", "oa-4")
+    said(user, "làm bài", "Câu 1/10")
+    question = user.messages[-1]
+    assert [b["title"] for b in question["buttons"]] == ["A", "B", "C", "D"]
+    assert all(b["type"] == "oa.query.hide" and b["payload"].startswith("a:") for b in question["buttons"])
+    before = len(user.messages)
+    user.press("B")
+    user.wait_for(lambda u: any("Câu 2/10" in m["text"] for m in u.messages[before:]))
+    second = user.messages[-1]["text"]
+    assert "Đã ghi nhận câu 1: B." in second.split("Câu 2/10")[0]  # the receipt of answer 1 travels with question 2
+    assert "Câu 3/10" in said(user, "c", "Câu 3/10")  # typed
+    with province.session() as s:
+        from bot.storage.models import Answer
+
+        assert s.scalar(select(func.count()).select_from(Answer)) == 2
+
+
+def test_an_unknown_follower_sees_nothing_that_is_not_theirs(oa_bot, oa_emulator):
+    user = oa_emulator.user("oa-stranger")
+    for text in ("/hoc", "a:1:1:0", "s:1:1"):
+        reply = said(user, text, "liên kết")
+        assert "chưa liên kết" in reply and "64-KH/TU" not in reply
+
+
+def test_an_image_gets_a_text_only_hint(oa_bot, oa_emulator, oa_invite):
+    user = oa_link(oa_emulator, oa_invite, "DV005", "oa-5")
+    before = len(user.messages)
+    user.send_image()
+    user.wait_for(lambda u: len(u.messages) > before)
+    assert "chỉ đọc được tin nhắn chữ" in user.messages[-1]["text"]
+
+
+# -- the webhook -----------------------------------------------------------------------------------
+def event_for(emulator, user_id: str, text: str, ts_ms: int | None = None) -> dict:
+    ts = str(ts_ms if ts_ms is not None else int(time.time() * 1000))
+    return {"app_id": emulator.app_id, "event_name": "user_send_text", "sender": {"id": user_id},
+            "recipient": {"id": emulator.oa_id}, "message": {"text": text, "msg_id": f"m{ts}{user_id}"},
+            "timestamp": ts}
+
+
+def test_webhook_refuses_forged_stale_oversized_and_malformed_requests(oa_bot, oa_emulator, province):
+    oa_emulator.user("oa-x")
+    event = event_for(oa_emulator, "oa-x", "/hoc")
+    raw, headers = oa_emulator.signed(event)
+    forged = dict(headers, **{"X-ZEvent-Signature": "mac=" + "0" * 64})
+    assert oa_emulator.deliver_raw(raw, forged).status == 403
+    app_secret_mac = __import__("hashlib").sha256(
+        (oa_emulator.app_id).encode() + raw + event["timestamp"].encode() + oa_emulator.app_secret.encode()).hexdigest()
+    assert oa_emulator.deliver_raw(raw, dict(headers, **{"X-ZEvent-Signature": f"mac={app_secret_mac}"})).status == 403
+    old = event_for(oa_emulator, "oa-x", "/hoc", ts_ms=int((time.time() - 3 * 3600) * 1000))
+    assert oa_emulator.deliver_raw(*oa_emulator.signed(old)).status == 403
+    tampered = raw.replace(b"/hoc", b"/ketqua")
+    assert oa_emulator.deliver_raw(tampered, headers).status == 403
+    assert oa_emulator.deliver_raw(b"{not json", headers).status == 400
+    big = json.dumps({**event, "pad": "x" * 70_000}).encode()
+    assert oa_emulator.deliver_raw(big, headers).status == 413
+    time.sleep(0.2)
+    assert count(province, ProcessedUpdate) == 0
+
+
+def test_webhook_accepts_the_timestamp_from_the_header_too(province):
+    from bot.emulators.zalo_oa import ZaloOAEmulator
+
+    with ZaloOAEmulator(signature_timestamp="header") as emu:
+        process = OAProcess(province, emu).start()
+        try:
+            user = emu.user("oa-h")
+            event = event_for(emu, "oa-h", "xin chào")
+            raw, headers = emu.signed(event, timestamp=str(int(event["timestamp"]) + 7))  # header differs
+            assert headers["X-ZEvent-Timestamp"] != event["timestamp"]
+            assert emu.deliver_raw(raw, headers).status == 200
+            assert "mã liên kết" in said(user, "xin chào", "mã liên kết")  # signed by the header's time
+            assert all("X-ZEvent-Timestamp" in d.headers and d.ok for d in emu.deliveries)
+        finally:
+            process.stop()
+
+
+def test_webhook_answers_at_once_and_a_retried_event_is_handled_once_even_after_a_restart(
+        province, oa_emulator, oa_invite):
+    process = OAProcess(province, oa_emulator).start()
+    try:
+        user = oa_link(oa_emulator, oa_invite, "DV006", "oa-6")
+        said(user, "/lambai", "Câu 1/10")
+        before = len(user.messages)
+        user.press("A")
+        user.wait_for(lambda u: any("Câu 2/10" in m["text"] for m in u.messages[before:]))
+        assert max(d.seconds for d in oa_emulator.deliveries) < 2.0  # Zalo gives up after about 2 s
+        tap = next(k for k, e in oa_emulator.state.delivered.items() if e["message"]["text"].startswith("a:"))
+        process.stop()
+        process.start()  # a new process: nothing in memory about the tap
+        sent = len(user.messages)
+        assert oa_emulator.replay(tap).status == 200
+        time.sleep(0.5)
+        assert len(user.messages) == sent  # nothing answered twice
+        from bot.storage.models import Answer
+
+        assert count(province, Answer) == 1
+    finally:
+        process.stop()
+
+
+def test_an_unfollowed_member_gets_nothing_and_is_on_the_call_list(oa_bot, oa_emulator, oa_invite, province):
+    from bot.scheduling.due import Schedule, run_due
+    from bot.outbox.sender import OutboxSender
+    from bot.outbox.queue import QuietHours
+
+    user = oa_link(oa_emulator, oa_invite, "DV007", "oa-7")
+    user.unfollow()
+    oa_bot.settle(3)
+    with province.session() as s:
+        assert s.get(ZaloOaContact, "oa-7").following is False
+    sent_before = len(user.messages)
+    quiet = QuietHours(tz=TZ, start=__import__("datetime").time(0, 0), end=__import__("datetime").time(0, 0))
+    run_due(province, utcnow(), Schedule(quiet=quiet))
+    sender = OutboxSender(province, {"zalo_oa": oa_bot.runtime.transport}, quiet=None)
+    oa_bot.running.run(sender.run(until_idle=True))
+    assert len(user.messages) == sent_before
+    from bot.services.oversight import not_finished
+
+    with province.session() as s:
+        secretary = s.scalar(select(Member).where(Member.code == "DV001"))
+        text = "\n".join(r.text for r in not_finished(s, secretary, utcnow()))
+    assert "chưa liên lạc được qua Zalo" in text
+
+
+def test_playground_plays_a_member_on_the_oa_with_numbered_buttons(workdir, capsys, monkeypatch):
+    from bot.cli import main
+    from tests.conftest import QUIZZES
+
+    monkeypatch.setenv("HOCTAP_CONTENT_DIR", str(QUIZZES))
+    script = workdir / "play.txt"
+    script.write_text("hoc\n1\n/lambai\n2\nc\n/quit\n", encoding="utf-8")
+    assert main(["playground", "--channel", "zalo-oa", "--script", str(script)]) == 0
+    out = capsys.readouterr().out
+    assert "Liên kết thành công! Xin chào đồng chí Đinh Văn Sơn" in out
+    assert "[1] 1. Đọc 64-KH/TU" in out and "📖 64-KH/TU" in out  # "1" tapped the first button
+    assert "[2] B" in out and "✔️ Đã ghi nhận câu 1: B." in out  # "2" tapped B
+    assert "✔️ Đã ghi nhận câu 2: C." in out  # typed
+
+
+def test_hoctap_run_serves_the_oa_webhook_beside_the_other_messengers(province, oa_emulator, oa_invite):
+    import asyncio
+    import threading
+
+    from bot.app import serve
+    from bot.config import SchedulerSettings, Settings
+
+    port = free_port()
+    oa = oa_settings(oa_emulator, port)
+    authorize(province, oa_emulator, oa)
+    settings = Settings(database_url=province.url, zalo_oa=oa, scheduler=SchedulerSettings(tick_seconds=3600))
+    loop, stop = asyncio.new_event_loop(), asyncio.Event()
+    thread = threading.Thread(target=lambda: loop.run_until_complete(serve(settings, province, stop)), daemon=True)
+    thread.start()
+    try:
+        oa_emulator.set_webhook(f"http://127.0.0.1:{port}/zalo-oa/webhook")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until the web server listens
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.02)
+        member = oa_link(oa_emulator, oa_invite, "DV011", "oa-11")
+        assert "64-KH/TU" in said(member, "hoc", "64-KH/TU")
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=15)
+    assert not thread.is_alive()

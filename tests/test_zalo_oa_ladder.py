@@ -1,0 +1,217 @@
+"""Windows and money on the OA: each message the product starts climbs the ladder (free consultation,
+paid consultation, ZNS, call list), the outbox records the rung and its cost, the monthly budget warns at
+80% and refuses a broadcast that cannot fit; ZNS keeps to 06:00-21:59; a member on two messengers gets
+the last-used one first and the other when the OA cannot reach them."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, time, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from bot.domain.replies import Reply
+from bot.outbox import queue
+from bot.outbox.sender import OutboxSender
+from bot.storage.models import Member, OutboxMessage, ZaloOaContact, ZaloOaSend
+from bot.timeutil import utcnow
+from tests.test_zalo_channel import ZaloProcess, zalo_emulator, zalo_invite, zalo_link  # noqa: F401
+from tests.test_zalo_oa_channel import TZ, OAProcess, oa_emulator, oa_invite, oa_link, said  # noqa: F401
+
+
+def shift_to(hour: int) -> timedelta:
+    """How far ahead the next ``hour``:00 local time is (the tests' clock runs there)."""
+    now = utcnow().astimezone(TZ)
+    target = datetime.combine(now.date(), time(hour), tzinfo=TZ)
+    return target - now if target > now else target + timedelta(days=1) - now
+
+
+class Day:
+    """The OA process, Zalo's clock and ours, all moved to a chosen local hour."""
+
+    def __init__(self, province, emulator, hour: int = 10, **settings):
+        settings.setdefault("zns_last_hours", 0)  # ZNS at any time before the deadline, unless a test says
+        self.shift = shift_to(hour)
+        emulator.travel(self.shift.total_seconds())
+        self.db, self.emulator = province, emulator
+        self.process = OAProcess(province, emulator, clock=self.now, paid_consultation=True,
+                                 zns_template_id="ZNS-REMIND-1", **settings).start()
+
+    def now(self) -> datetime:
+        return utcnow() + self.shift
+
+    def age(self, user, hours: float) -> None:
+        """The member's last interaction is ``hours`` older, on Zalo and in our records."""
+        self.emulator.age(user, hours * 3600)
+        with self.db.session() as s:
+            contact = s.get(ZaloOaContact, user.id)
+            contact.last_interaction_at -= timedelta(hours=hours)
+
+    def member_id(self, code: str) -> int:
+        with self.db.session() as s:
+            return s.scalar(select(Member.id).where(Member.code == code))
+
+    def enqueue(self, purpose: str, codes: list[str], text: str = "🔔 Nhắc nhở: hạn hoàn thành 64-KH/TU sắp đến.") -> None:
+        with self.db.session() as s:
+            queue.enqueue_many(s, purpose=purpose, keyed_members=[(f"{purpose}:t:{c}", self.member_id(c)) for c in codes],
+                               reply=Reply(text), now=self.now(), round_id=1)
+
+    def send(self, transports: dict | None = None) -> None:
+        sender = OutboxSender(self.db, transports or {"zalo_oa": self.process.runtime.transport}, clock=self.now,
+                              per_chat_interval=0)
+        self.process.running.run(sender.run(until_idle=True))
+
+    def rungs(self) -> dict[str, tuple[str, int]]:
+        with self.db.session() as s:
+            rows = s.execute(select(Member.code, ZaloOaSend.rung, ZaloOaSend.cost)
+                             .join(OutboxMessage, OutboxMessage.id == ZaloOaSend.outbox_id)
+                             .join(Member, Member.id == OutboxMessage.member_id)).all()
+        return {code: (rung, cost) for code, rung, cost in rows}
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+@pytest.fixture
+def day(province, oa_emulator):
+    running = Day(province, oa_emulator)
+    yield running
+    running.stop()
+
+
+def test_each_member_gets_the_cheapest_rung_that_reaches_them_and_the_outbox_records_it(day, oa_emulator,
+                                                                                       oa_invite, province):
+    fresh = oa_link(oa_emulator, oa_invite, "DV002", "oa-2")
+    lapsed = oa_link(oa_emulator, oa_invite, "DV003", "oa-3")
+    silent = oa_link(oa_emulator, oa_invite, "DV004", "oa-4", phone="84370089645")
+    gone = oa_link(oa_emulator, oa_invite, "DV005", "oa-5")
+    day.age(lapsed, 72)  # 3 days: a paid consultation message
+    day.age(silent, 240)  # 10 days: no consultation at all; ZNS to the phone
+    gone.unfollow()
+    day.process.settle(4 * 2 + 1)
+    shown = {u.id: len(u.messages) for u in (fresh, lapsed, silent, gone)}
+    day.enqueue("remind", ["DV002", "DV003", "DV004", "DV005"])
+    day.send()
+    assert day.rungs() == {"DV002": ("free", 0), "DV003": ("paid", 55), "DV004": ("zns", 300),
+                           "DV005": ("call_list", 0)}
+    assert "Nhắc nhở" in fresh.messages[-1]["text"] and "Nhắc nhở" in lapsed.messages[-1]["text"]
+    assert [z["phone"] for z in oa_emulator.zns] == ["84370089645"] and silent.messages[-1]["kind"] == "zns"
+    assert len(gone.messages) == shown["oa-5"]
+    assert oa_emulator.spent == 355  # what Zalo billed is what we recorded
+    with province.session() as s:
+        status = dict(s.execute(select(Member.code, OutboxMessage.status).join(Member)).all())
+    assert status == {"DV002": "sent", "DV003": "sent", "DV004": "sent", "DV005": "failed"}
+
+
+def test_zns_is_kept_for_the_purposes_set_and_an_announcement_goes_to_the_call_list(day, oa_emulator, oa_invite,
+                                                                                     province):
+    from bot.services.oversight import not_finished
+
+    silent = oa_link(oa_emulator, oa_invite, "DV004", "oa-4", phone="84370089645")
+    day.age(silent, 240)
+    day.enqueue("announce", ["DV004"], "📢 Đợt học tập mới: 64-KH/TU")
+    day.send()
+    assert day.rungs() == {"DV004": ("call_list", 0)} and oa_emulator.zns == [] and oa_emulator.spent == 0
+    with province.session() as s:
+        secretary = s.scalar(select(Member).where(Member.code == "DV001"))
+        listing = "\n".join(r.text for r in not_finished(s, secretary, day.now()))
+    assert "Đặng Văn Tuấn — Chi bộ ấp 1 (xã Tân Tiến) (+84370089645; chưa liên lạc được qua Zalo)" in listing
+
+
+def test_zns_is_kept_for_the_last_48_hours_before_the_deadline(province, oa_emulator, oa_invite):
+    from bot.storage.models import Round
+
+    day = Day(province, oa_emulator, zns_last_hours=48)
+    try:
+        silent = oa_link(oa_emulator, oa_invite, "DV004", "oa-4", phone="84370089645")
+        day.age(silent, 240)
+        day.enqueue("remind", ["DV004"])  # the deadline is 14 days away
+        day.send()
+        assert day.rungs() == {"DV004": ("call_list", 0)} and oa_emulator.zns == []
+        with province.session() as s:
+            s.get(Round, 1).closes_at = day.now() + timedelta(hours=30)
+            s.execute(OutboxMessage.__table__.delete())
+        day.enqueue("remind", ["DV004"])
+        day.send()
+        assert len(oa_emulator.zns) == 1 and silent.messages[-1]["kind"] == "zns"
+    finally:
+        day.stop()
+
+
+def test_zns_waits_for_the_morning_outside_its_hours(province, oa_emulator, oa_invite):
+    night = Day(province, oa_emulator, hour=23)
+    try:
+        silent = oa_link(oa_emulator, oa_invite, "DV004", "oa-4", phone="84370089645")
+        night.age(silent, 240)
+        night.enqueue("remind", ["DV004"])
+        night.send()
+        with province.session() as s:
+            row = s.scalar(select(OutboxMessage))
+        assert row.status == "pending" and "06:00" in row.error and oa_emulator.zns == []
+    finally:
+        night.stop()
+
+
+def test_the_budget_warns_at_80_percent_and_refuses_a_reminder_round_that_cannot_fit(province, oa_emulator,
+                                                                                     oa_invite, caplog):
+    day = Day(province, oa_emulator, monthly_budget=350)
+    try:
+        secretary = oa_link(oa_emulator, oa_invite, "DV001", "oa-1")
+        lapsed = oa_link(oa_emulator, oa_invite, "DV002", "oa-2", phone="0333378379")
+        day.age(lapsed, 240)
+        caplog.set_level(logging.WARNING)
+        assert "đã gửi nhắc nhở tới" in said(secretary, "/nhacnho", "nhắc nhở")
+        day.send()
+        assert day.rungs()["DV002"] == ("zns", 300)
+        assert any("300 đ of the 350 đ monthly budget spent" in r.getMessage() for r in caplog.records)
+        another = oa_link(oa_emulator, oa_invite, "DV003", "oa-3", phone="0387382584")
+        day.age(another, 240)
+        refused = said(secretary, "/nhacnho", "chưa gửi")
+        assert "cần khoảng 600 đ tin Zalo OA nhưng ngân sách tháng" in refused and "chỉ còn 50 đ" in refused
+        with province.session() as s:
+            assert s.scalar(select(OutboxMessage).where(OutboxMessage.member_id == day.member_id("DV003"))) is None
+    finally:
+        day.stop()
+
+
+def test_a_member_on_two_messengers_gets_the_last_used_first_and_the_other_when_the_oa_cannot_reach(
+        day, oa_emulator, oa_invite, zalo_emulator, zalo_invite, province):
+    bot = ZaloProcess(province, zalo_emulator).start()
+    try:
+        on_zalo = zalo_link(zalo_emulator, zalo_invite, "DV006", "z-6")
+        on_oa = oa_link(oa_emulator, oa_invite, "DV006", "oa-6")  # used last
+        transports = {"zalo_oa": day.process.runtime.transport, "zalo": bot.running.runtime.transport}
+        day.enqueue("remind", ["DV006"], "🔔 Lần một")
+        day.send(transports)
+        assert "Lần một" in on_oa.messages[-1]["text"] and "Lần một" not in on_zalo.messages[-1]["text"]
+        day.age(on_oa, 240)  # the OA cannot write any more, and there is no phone template for an announcement
+        day.enqueue("announce", ["DV006"], "📢 Lần hai")
+        day.send(transports)
+        assert "Lần hai" in on_zalo.messages[-1]["text"] and "Lần hai" not in on_oa.messages[-1]["text"]
+        with province.session() as s:
+            assert list(s.scalars(select(ZaloOaSend.rung).order_by(ZaloOaSend.id))) == ["free", "call_list"]
+            assert list(s.scalars(select(OutboxMessage.channel).order_by(OutboxMessage.id))) == ["zalo_oa", "zalo"]
+    finally:
+        bot.stop()
+
+
+def test_an_interaction_we_did_not_see_is_found_by_the_quota_pre_flight_and_the_message_is_free(
+        day, oa_emulator, oa_invite, province):
+    member = oa_link(oa_emulator, oa_invite, "DV003", "oa-3", phone="0387382584")
+    with province.session() as s:  # our record says 10 days; Zalo saw the member today (a call, a menu tap)
+        s.get(ZaloOaContact, "oa-3").last_interaction_at -= timedelta(days=10)
+    day.enqueue("remind", ["DV003"])
+    day.send()
+    assert day.rungs() == {"DV003": ("free", 0)} and oa_emulator.spent == 0 and oa_emulator.zns == []
+    assert "Nhắc nhở" in member.messages[-1]["text"]
+
+
+def test_when_zalo_says_the_window_is_closed_the_message_climbs_to_the_next_rung(day, oa_emulator, oa_invite):
+    member = oa_link(oa_emulator, oa_invite, "DV004", "oa-4", phone="84370089645")
+    oa_emulator.age(member, 240 * 3600)  # Zalo: 10 days without interaction; our record: just now
+    before = len(oa_emulator.calls("cs"))
+    day.enqueue("remind", ["DV004"])
+    day.send()
+    assert len(oa_emulator.calls("cs")) - before == 2  # free, then paid: both refused with -230
+    assert day.rungs() == {"DV004": ("zns", 300)} and member.messages[-1]["kind"] == "zns"
