@@ -203,6 +203,29 @@ def test_a_long_summary_is_paged_within_the_messengers_limit(messenger, province
     assert all(f"Đoạn {i}:" in " ".join(texts) for i in range(1, 13))
 
 
+def test_next_past_the_last_page_is_one_short_line_on_what_to_do(messenger, province):
+    member = messenger.link("DV018", 9011)
+    member.say("/hoc")
+    member.expect("Hạn hoàn thành")
+    member.tap("1. Đọc 64-KH/TU", "1")
+    first = member.expect("📖 64-KH/TU")
+    pages = re.search(r"\(Trang 1/(\d+)\)", first)
+    for page in range(2, int(pages.group(1)) + 1 if pages else 2):
+        member.tap("Tiếp ›", "tiếp")
+        member.expect(f"(Trang {page}/")
+    member.expect("Những điểm chính")
+    sent = len(messenger.sends(member))
+    member.say("tiếp")
+    end = member.expect("đã đọc hết")
+    assert len(messenger.sends(member)) == sent + 1  # one message: not the last page and key points again
+    assert end.startswith("Đồng chí đã đọc hết tài liệu 64-KH/TU.") and len(end) < 120
+    assert "Những điểm chính" not in end
+    if messenger.name == "zalo":
+        assert "Gõ LÀM BÀI để làm bài kiểm tra" in end
+    member.tap("Làm bài kiểm tra", "làm bài")
+    member.expect("Câu 1/10")
+
+
 @pytest.mark.parametrize("wrong, score, verdict", [({1, 2}, "8/10 — 80%", "ĐẠT ✅"),
                                                      (set(range(1, 11)), "0/10 — 0%", "CHƯA ĐẠT ❌")])
 def test_a_whole_quiz_is_scored_with_the_wrong_answers_explained_in_at_most_12_messages(

@@ -169,6 +169,12 @@ def reading_page(rnd: Round, page: int, pages: list[str], tz: ZoneInfo) -> list[
     return replies
 
 
+def end_of_document(rnd: Round) -> Reply:
+    """"Next" past the last page: one short line instead of the last page again."""
+    return Reply(f"Đồng chí đã đọc hết tài liệu {rnd.document.code}.",
+                 [[Choice("Làm bài kiểm tra", f"q:{rnd.id}", typed="lambai")]])
+
+
 # -- quiz --------------------------------------------------------------------------------------
 def question(attempt: Attempt, aq: AttemptQuestion, *, prefix: str = "", edit: bool = False) -> Reply:
     q = aq.question

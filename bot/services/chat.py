@@ -276,7 +276,9 @@ class ChatService:
         if rnd is None:
             return [msg.round_closed()]
         pages = msg.summary_pages(rnd.document, self.traits.text_limit - 200)
-        page = min(max(page, 1), len(pages))
+        if page > len(pages):
+            return [msg.end_of_document(rnd)]
+        page = max(page, 1)
         quiz.record_view(s, rnd.id, member.id, now)
         state = self._state(s, external_id, now)
         state.reading_round_id, state.reading_page = rnd.id, page
