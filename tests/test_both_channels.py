@@ -264,6 +264,30 @@ def test_an_answer_to_a_question_no_longer_current_is_recorded_once(messenger, p
     assert count(province, Answer) == 1
 
 
+def test_after_a_crash_that_lost_the_reply_the_member_is_brought_to_where_they_are(messenger, province):
+    """Question 1 was recorded, then the process died before replying; it is restarted."""
+    member = messenger.link("DV017", 8351)
+    member.say("/lambai")
+    member.expect("Câu 1/10")
+    question_one = member.last_id()
+    attempt_id, _, _ = quiz_state(province, "DV017")
+    with province.session() as s:
+        m = s.scalar(select(Member).where(Member.code == "DV017"))
+        assert quiz.answer(s, m, attempt_id, 1, 1, utcnow()).status == "recorded"
+    messenger.restart()
+    member.answer("B", message_id=question_one)  # what the member still sees: question 1
+    assert "📝 Câu 2/10" in member.expect("Câu 2/10")
+    if messenger.name == "telegram":  # the pressed message itself moves on
+        assert member.user.last()["message_id"] == question_one
+    with province.session() as s:  # the rest is recorded too; the result is lost as well
+        for position in range(2, 11):
+            assert quiz.answer(s, m, attempt_id, position, 0, utcnow()).status == "recorded"
+    messenger.restart()
+    member.answer("A", message_id=question_one)
+    assert "Số câu đúng:" in member.expect("Kết quả bài kiểm tra")
+    assert count(province, Answer) == 10
+
+
 def test_member_continues_after_a_restart(messenger, province):
     member = messenger.link("DV007", 8401)
     member.say("/lambai")
