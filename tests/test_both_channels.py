@@ -247,15 +247,21 @@ def test_a_whole_quiz_is_scored_with_the_wrong_answers_explained_in_at_most_12_m
     assert f"Lần 1: {10 - len(wrong)}/10 câu đúng" in member.expect("Lần 1")
 
 
+def answered_elsewhere(db, member_code: str, positions, shown: int = 0) -> None:
+    """Record answers as another device would, or a process that died before it could reply."""
+    attempt_id, _, _ = quiz_state(db, member_code)
+    with db.session() as s:
+        m = s.scalar(select(Member).where(Member.code == member_code))
+        for position in positions:
+            assert quiz.answer(s, m, attempt_id, position, shown, utcnow()).status == "recorded"
+
+
 def test_an_answer_to_a_question_no_longer_current_is_recorded_once(messenger, province):
     member = messenger.link("DV006", 8301)
     member.say("/lambai")
     member.expect("Câu 1/10")
     question_one = member.last_id()
-    attempt_id, _, _ = quiz_state(province, "DV006")
-    with province.session() as s:  # question 1 is answered from another device meanwhile
-        m = s.scalar(select(Member).where(Member.code == "DV006"))
-        assert quiz.answer(s, m, attempt_id, 1, 0, utcnow()).status == "recorded"
+    answered_elsewhere(province, "DV006", [1])  # from another device meanwhile
     member.answer("C", message_id=question_one)  # what the member still sees: question 1
     said = member.feedback()
     assert "Câu này đã được ghi nhận rồi." in said
@@ -270,18 +276,13 @@ def test_after_a_crash_that_lost_the_reply_the_member_is_brought_to_where_they_a
     member.say("/lambai")
     member.expect("Câu 1/10")
     question_one = member.last_id()
-    attempt_id, _, _ = quiz_state(province, "DV017")
-    with province.session() as s:
-        m = s.scalar(select(Member).where(Member.code == "DV017"))
-        assert quiz.answer(s, m, attempt_id, 1, 1, utcnow()).status == "recorded"
+    answered_elsewhere(province, "DV017", [1], shown=1)
     messenger.restart()
     member.answer("B", message_id=question_one)  # what the member still sees: question 1
     assert "📝 Câu 2/10" in member.expect("Câu 2/10")
     if messenger.name == "telegram":  # the pressed message itself moves on
         assert member.user.last()["message_id"] == question_one
-    with province.session() as s:  # the rest is recorded too; the result is lost as well
-        for position in range(2, 11):
-            assert quiz.answer(s, m, attempt_id, position, 0, utcnow()).status == "recorded"
+    answered_elsewhere(province, "DV017", range(2, 11))  # to the end; the result is lost as well
     messenger.restart()
     member.answer("A", message_id=question_one)
     assert "Số câu đúng:" in member.expect("Kết quả bài kiểm tra")
