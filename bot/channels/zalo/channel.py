@@ -106,9 +106,7 @@ class ZaloChannel:
         else:
             log.info("Zalo: unknown event %r; ignored", event)
             return
-        delivered = await self._send_all(chat_id, self._rendered(outcome))
-        if outcome.question and delivered and delivered[-1] is not None:
-            await asyncio.to_thread(self.service.question_delivered, user_id, outcome.question, delivered[-1])
+        await self.send_outcome(chat_id, outcome, user_id)
 
     async def _group(self, chat_id: str, sender: dict, message: dict, event: str, key: str, now: datetime) -> None:
         """In a group: answer only a mention, never with anyone's results; point to a private chat."""
@@ -122,13 +120,15 @@ class ZaloChannel:
         reply = msg.group_redirect(name, self.share_link, posted_code=looks_like_code(said)).text
         await self._send_all(chat_id, [Outgoing(text=reply)])
 
-    async def send_outcome(self, chat_id: str, outcome: Outcome) -> int:
-        return sum(1 for at in await self._send_all(chat_id, self._rendered(outcome)) if at is not None)
-
-    def _rendered(self, outcome: Outcome) -> list[Outgoing]:
+    async def send_outcome(self, chat_id: str, outcome: Outcome, user_id: str | None = None) -> int:
+        """Send the replies; when they show a quiz question, tell the conversation when it was delivered
+        (a typed answer counts only for a question the member had before typing)."""
         put = self.shelf.put if self.shelf is not None else None
         photo_url = (lambda f: put(f.data, f.filename)) if put else None
-        return render(outcome, photo_url)
+        delivered = await self._send_all(chat_id, render(outcome, photo_url))
+        if outcome.question and delivered and delivered[-1] is not None:
+            await asyncio.to_thread(self.service.question_delivered, user_id or chat_id, outcome.question, delivered[-1])
+        return sum(1 for at in delivered if at is not None)
 
     async def _send_all(self, chat_id: str, messages: list[Outgoing]) -> list[datetime | None]:
         """Send in order; for each message, when Zalo delivered it (None: it could not be sent)."""
