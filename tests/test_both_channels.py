@@ -222,6 +222,29 @@ def test_a_long_summary_is_paged_within_the_messengers_limit(messenger, province
     assert all(f"Đoạn {i}:" in " ".join(texts) for i in range(1, 13))
 
 
+def test_next_past_the_last_page_is_one_short_line_on_what_to_do(messenger, province):
+    member = messenger.link("DV018", 9011)
+    member.say("/hoc")
+    member.expect("Hạn hoàn thành")
+    member.tap("1. Đọc 64-KH/TU", "1")
+    first = member.expect("📖 64-KH/TU")
+    pages = re.search(r"\(Trang 1/(\d+)\)", first)
+    for page in range(2, int(pages.group(1)) + 1 if pages else 2):
+        member.tap("Tiếp ›", "tiếp")
+        member.expect(f"(Trang {page}/")
+    member.expect("Những điểm chính")
+    sent = len(messenger.sends(member))
+    member.say("tiếp")
+    end = member.expect("đã đọc hết")
+    assert len(messenger.sends(member)) == sent + 1  # one message: not the last page and key points again
+    assert end.startswith("Đồng chí đã đọc hết tài liệu 64-KH/TU.") and len(end) < 120
+    assert "Những điểm chính" not in end
+    if messenger.name == "zalo":
+        assert "Gõ LÀM BÀI để làm bài kiểm tra" in end
+    member.tap("Làm bài kiểm tra", "làm bài")
+    member.expect("Câu 1/10")
+
+
 @pytest.mark.parametrize("wrong, score, verdict", [({1, 2}, "8/10 — 80%", "ĐẠT ✅"),
                                                      (set(range(1, 11)), "0/10 — 0%", "CHƯA ĐẠT ❌")])
 def test_a_whole_quiz_is_scored_with_the_wrong_answers_explained_in_at_most_12_messages(
@@ -243,21 +266,46 @@ def test_a_whole_quiz_is_scored_with_the_wrong_answers_explained_in_at_most_12_m
     assert f"Lần 1: {10 - len(wrong)}/10 câu đúng" in member.expect("Lần 1")
 
 
+def answered_elsewhere(db, member_code: str, positions, shown: int = 0) -> None:
+    """Record answers as another device would, or a process that died before it could reply."""
+    attempt_id, _, _ = quiz_state(db, member_code)
+    with db.session() as s:
+        m = s.scalar(select(Member).where(Member.code == member_code))
+        for position in positions:
+            assert quiz.answer(s, m, attempt_id, position, shown, utcnow()).status == "recorded"
+
+
 def test_an_answer_to_a_question_no_longer_current_is_recorded_once(messenger, province):
     member = messenger.link("DV006", 8301)
     member.say("/lambai")
     member.expect("Câu 1/10")
     question_one = member.last_id()
-    attempt_id, _, _ = quiz_state(province, "DV006")
-    with province.session() as s:  # question 1 is answered from another device meanwhile
-        m = s.scalar(select(Member).where(Member.code == "DV006"))
-        assert quiz.answer(s, m, attempt_id, 1, 0, utcnow()).status == "recorded"
+    answered_elsewhere(province, "DV006", [1])  # from another device meanwhile
     member.answer("C", message_id=question_one)  # what the member still sees: question 1
     said = member.feedback()
     assert "Câu này đã được ghi nhận rồi." in said
     if messenger.name != "telegram":  # no toast on Zalo: the reply says which question is current
         assert "Câu hỏi hiện tại là câu 2." in said and "📝 Câu 2/10" in said
     assert count(province, Answer) == 1
+
+
+def test_after_a_crash_that_lost_the_reply_the_member_is_brought_to_where_they_are(messenger, province):
+    """Question 1 was recorded, then the process died before replying; it is restarted."""
+    member = messenger.link("DV017", 8351)
+    member.say("/lambai")
+    member.expect("Câu 1/10")
+    question_one = member.last_id()
+    answered_elsewhere(province, "DV017", [1], shown=1)
+    messenger.restart()
+    member.answer("B", message_id=question_one)  # what the member still sees: question 1
+    assert "📝 Câu 2/10" in member.expect("Câu 2/10")
+    if messenger.name == "telegram":  # the pressed message itself moves on
+        assert member.user.last()["message_id"] == question_one
+    answered_elsewhere(province, "DV017", range(2, 11))  # to the end; the result is lost as well
+    messenger.restart()
+    member.answer("A", message_id=question_one)
+    assert "Số câu đúng:" in member.expect("Kết quả bài kiểm tra")
+    assert count(province, Answer) == 10
 
 
 def test_member_continues_after_a_restart(messenger, province):

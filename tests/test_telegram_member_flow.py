@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from sqlalchemy import func, select
@@ -308,3 +309,185 @@ def test_answering_faster_than_telegram_allows_never_shows_an_error(province, in
     assert [t.split("\n")[0] for t in texts[-3:]] == [
         "✔️ Đã ghi nhận câu 1: A.", "✔️ Đã ghi nhận câu 2: B.", "✔️ Đã ghi nhận câu 3: C."]
     assert len(refused) > len(texts)  # some sends were refused with 429 and made again after the wait
+
+
+def test_a_tap_after_a_crash_that_lost_the_reply_edits_the_message_to_where_the_member_is(
+        telegram_bot, emulator, invite, province):
+    """The bot recorded question 1 and died before replying: the member still sees question 1."""
+    user = link(emulator, invite, "DV019", 9401)
+    user.send_text("/lambai")
+    q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+    emulator.inject_error("editMessageText", 400, description="Bad Request: message to edit not found")
+    emulator.inject_error("sendMessage", 400, description="Bad Request: chat not found")
+    user.press("B", message_id=q["message_id"])  # recorded; both ways of replying fail
+    user.wait_for(lambda u: len(u.callback_answers) == 1)
+    telegram_bot.stop()
+    telegram_bot.start()
+    assert "Câu 1/10" in user.messages[-1]["text"]
+    user.press("B", message_id=q["message_id"])
+    edited = user.wait_for(lambda u: "Câu 2/10" in u.messages[-1]["text"])
+    assert edited["message_id"] == q["message_id"]
+    assert edited["text"].startswith("✔️ Đã ghi nhận câu 1: B.")
+    assert buttons(edited) == ["A", "B", "C", "D"]
+    assert user.callback_answers[-1]["text"] == "Câu này đã được ghi nhận rồi."
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer)) == 1
+
+
+def test_a_tap_on_the_last_question_after_the_quiz_was_submitted_shows_the_result(
+        telegram_bot, emulator, invite, province):
+    from bot.services import quiz
+    from bot.timeutil import utcnow
+
+    user = link(emulator, invite, "DV020", 9501)
+    user.send_text("/lambai")
+    q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+    attempt_id, _, _ = quiz_state(province, "DV020")
+    with province.session() as s:  # answered to the end, the last reply lost
+        member = s.scalar(select(Member).where(Member.code == "DV020"))
+        for position in range(1, 11):
+            assert quiz.answer(s, member, attempt_id, position, 0, utcnow()).status == "recorded"
+    user.press("A", message_id=q["message_id"])
+    user.wait_for(lambda u: any("Kết quả bài kiểm tra" in m["text"] for m in u.messages))
+    shown = next(m for m in user.messages if "Kết quả bài kiểm tra" in m["text"])
+    assert shown["message_id"] == q["message_id"] and buttons(shown) == []
+    assert "Số câu đúng:" in shown["text"]
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer)) == 10
+
+
+def test_a_long_flood_wait_after_an_answer_is_logged_and_the_question_comes_from_the_outbox(
+        telegram_bot, emulator, invite, province, caplog):
+    import asyncio
+    from datetime import timedelta
+
+    from telegram import Bot
+
+    from bot.channels.telegram import MAX_TRIES, TelegramTransport
+    from bot.outbox.queue import QuietHours
+    from bot.outbox.sender import OutboxSender
+    from bot.storage.models import OutboxMessage
+    from bot.timeutil import utcnow
+
+    user = link(emulator, invite, "DV021", 9601)
+    user.send_text("/lambai")
+    q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+    emulator.inject_error("editMessageText", 429, retry_after=1, times=MAX_TRIES)
+    caplog.set_level("WARNING", logger="bot.channels.telegram")
+    user.press("C", message_id=q["message_id"])
+    deadline = time.monotonic() + MAX_TRIES + 5
+    while time.monotonic() < deadline and not any("outbox" in r.getMessage() for r in caplog.records):
+        time.sleep(0.1)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("editMessageText: still under flood control" in w for w in warnings), warnings
+    assert any("queued in the outbox" in w for w in warnings), warnings
+    assert not any(emulator.token in w or emulator.token.split(":")[1] in w for w in caplog.text.splitlines())
+    assert "Câu 1/10" in user.messages[-1]["text"]  # the limit has not passed yet
+    with province.session() as s:
+        row = s.scalar(select(OutboxMessage))
+        assert (row.purpose, row.status) == ("reply", "pending")
+        not_before = row.not_before
+    assert utcnow() < not_before
+
+    async def send(at):
+        async with Bot(emulator.token, base_url=emulator.base_url) as bot:
+            sender = OutboxSender(province, {"telegram": TelegramTransport(bot)}, clock=lambda: at,
+                                  quiet=QuietHours((at - timedelta(hours=1)).timetz().replace(tzinfo=None),
+                                                   (at + timedelta(hours=1)).timetz().replace(tzinfo=None),
+                                                   tz=at.tzinfo),
+                                  per_chat_interval=0)
+            return await sender.run(until_idle=True)
+
+    assert asyncio.run(send(not_before - timedelta(seconds=0.5))).sent == 0  # not before the limit passes
+    assert asyncio.run(send(not_before + timedelta(seconds=1))).sent == 1  # even in quiet hours
+    fresh = user.messages[-1]
+    assert fresh["message_id"] != q["message_id"]
+    assert fresh["text"].startswith("✔️ Đã ghi nhận câu 1: C.") and "📝 Câu 2/10" in fresh["text"]
+    user.press("A", message_id=fresh["message_id"])
+    user.wait_for(lambda u: "Câu 3/10" in u.messages[-1]["text"])
+
+
+def test_a_held_back_question_answered_meanwhile_is_not_sent_late(telegram_bot, emulator, invite, province):
+    import asyncio
+    from datetime import timedelta
+
+    from telegram import Bot
+
+    from bot.channels.telegram import MAX_TRIES, TelegramTransport
+    from bot.outbox.sender import OutboxSender
+    from bot.storage.models import OutboxMessage
+
+    user = link(emulator, invite, "DV022", 9701)
+    user.send_text("/lambai")
+    q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+    emulator.inject_error("editMessageText", 429, retry_after=1, times=MAX_TRIES)
+    user.press("C", message_id=q["message_id"])
+    deadline = time.monotonic() + MAX_TRIES + 5
+    while time.monotonic() < deadline and not _count_rows(province, OutboxMessage):
+        time.sleep(0.1)
+    user.press("A", message_id=q["message_id"])  # a tap on the old message: question 2 appears there
+    user.wait_for(lambda u: "Câu 2/10" in u.messages[-1]["text"])
+    user.press("A", message_id=q["message_id"])  # and is answered
+    user.wait_for(lambda u: "Câu 3/10" in u.messages[-1]["text"])
+    sent_before = len(user.messages)
+    with province.session() as s:
+        at = s.scalar(select(OutboxMessage.not_before)) + timedelta(seconds=1)
+
+    async def send():
+        async with Bot(emulator.token, base_url=emulator.base_url) as bot:
+            return await OutboxSender(province, {"telegram": TelegramTransport(bot)}, clock=lambda: at,
+                                      per_chat_interval=0).run(until_idle=True)
+
+    stats = asyncio.run(send())
+    assert (stats.sent, stats.dropped) == (0, 1)
+    assert len(user.messages) == sent_before
+
+
+def _count_rows(db, model) -> int:
+    with db.session() as s:
+        return s.scalar(select(func.count()).select_from(model))
+
+
+def test_a_redelivered_button_press_calls_nothing_twice_and_logs_no_error(
+        telegram_bot, emulator, invite, province, caplog):
+    user = link(emulator, invite, "DV023", 9801)
+    user.send_text("/lambai")
+    q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+    user.press("A", message_id=q["message_id"])
+    user.wait_for(lambda u: "Câu 2/10" in u.messages[-1]["text"] and len(u.callback_answers) == 1)
+    telegram_bot.stop()
+    calls = len(emulator.requests)
+    emulator.replay_last(9801)  # Telegram hands the press out again (its offset was never confirmed)
+    caplog.clear()
+    telegram_bot.start()
+    deadline = time.monotonic() + 5
+    while emulator.updates_pending() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the handler runs after the update is taken
+    after = [m for m, _ in emulator.requests[calls:]]
+    assert emulator.updates_pending() == 0
+    assert "answerCallbackQuery" not in after and "editMessageText" not in after and "sendMessage" not in after
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer)) == 1
+    user.press("B", message_id=q["message_id"])
+    user.wait_for(lambda u: "Câu 3/10" in u.messages[-1]["text"])
+
+
+def test_a_press_too_old_to_answer_still_moves_on_without_a_traceback(province, invite, caplog):
+    from bot.emulators.telegram import TelegramEmulator
+    from tests.conftest import BotProcess
+
+    with TelegramEmulator(callback_query_ttl=0.0) as emulator:  # every answerCallbackQuery is "too old"
+        bot = BotProcess(province, emulator).start()
+        try:
+            user = link(emulator, invite, "DV024", 9901)
+            user.send_text("/lambai")
+            q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+            caplog.clear()
+            user.press("A", message_id=q["message_id"])
+            user.wait_for(lambda u: "Câu 2/10" in u.messages[-1]["text"])
+        finally:
+            bot.stop()
+        assert emulator.calls("answerCallbackQuery")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

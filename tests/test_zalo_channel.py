@@ -684,3 +684,43 @@ def test_a_long_review_is_compacted_to_two_messages_keeping_every_right_answer(p
     assert len(parts) <= 2 and all(len(p) <= 2000 for p in parts)
     assert parts[0].startswith("✔️ Đã ghi nhận câu 10:")
     assert "\n".join(parts).count("Đáp án đúng:") == 10
+
+
+# -- typed answers count only for the question on the member's screen ------------------------------
+def test_an_answer_typed_twice_quickly_counts_once_and_says_which_question_is_current(
+        zalo_bot, zalo_emulator, zalo_invite, province):
+    user = zalo_link(zalo_emulator, zalo_invite, "DV012", "zl-12")
+    say(user, "làm bài", "Câu 1/10")
+    before = len(user.messages)
+    user.send_text("A")
+    user.send_text("A")  # the second one leaves before question 2 has arrived
+    user.wait_for(lambda u: any("chưa được tính" in t for t in new_texts(u, before)))
+    texts = new_texts(user, before)
+    assert count(province, Answer) == 1
+    assert texts[0].startswith("✔️ Đã ghi nhận câu 1: A.") and "📝 Câu 2/10" in texts[0]
+    assert texts[1] == ("Đáp án «A» chưa được tính vì gửi trước khi đồng chí nhận được câu 2. "
+                        "Câu hỏi hiện tại là câu 2.")
+    assert len(texts) == 2  # a short note, not question 2 again
+    assert say(user, "b", "Câu 3/10").startswith("✔️ Đã ghi nhận câu 2: B.")
+    with province.session() as s:
+        assert sorted(s.scalars(select(Answer.position))) == [1, 2]
+
+
+def test_after_a_reply_that_never_arrived_a_typed_answer_brings_the_question_instead(
+        zalo_bot, zalo_emulator, zalo_invite, province):
+    """Question 2 was never delivered (the send failed, or the bot died before it); another process
+    serves the chat next: the answer the member types for question 1 again is not taken for question 2."""
+    user = zalo_link(zalo_emulator, zalo_invite, "DV013", "zl-13")
+    say(user, "làm bài", "Câu 1/10")
+    zalo_emulator.inject_error("sendMessage", 400, chat_id="zl-13")
+    taken = zalo_bot.channel.handled  # the update that showed question 1 may still be finishing
+    user.send_text("C")
+    zalo_bot.settle(taken + 1)
+    assert count(province, Answer) == 1 and "Câu 1/10" in user.last()["text"]
+    zalo_bot.stop()
+    zalo_bot.start()
+    reply = say(user, "C", "Câu 2/10")
+    assert reply.startswith("Đáp án «C» chưa được tính vì gửi trước khi đồng chí nhận được câu 2. "
+                            "Câu hỏi hiện tại là câu 2.")
+    assert "📝 Câu 2/10" in reply and count(province, Answer) == 1
+    assert say(user, "d", "Câu 3/10").startswith("✔️ Đã ghi nhận câu 2: D.")

@@ -44,10 +44,19 @@ CONTACT_BUTTON = "📱 Chia sẻ số điện thoại"
 MAX_TRIES = 6
 
 
+class StillFlooded(Exception):
+    """Telegram answered 429 to every try: the call was not made; ``retry_after`` seconds to wait."""
+
+    def __init__(self, what: str, retry_after: float):
+        super().__init__(f"{what}: flood control for {retry_after:.0f}s more")
+        self.retry_after = retry_after
+
+
 async def with_retries(call: Callable[[], Awaitable], what: str):
     """Run a Bot API call: wait ``retry_after`` on 429, back off on network errors and 5xx.
 
-    Returns None when Telegram refuses for good (blocked by the user, chat gone).
+    Returns None when Telegram refuses for good (blocked by the user, chat gone); raises
+    StillFlooded (logged here) when flood control lasts longer than MAX_TRIES waits.
     """
     delay = 0.5
     for attempt in range(1, MAX_TRIES + 1):
@@ -58,6 +67,10 @@ async def with_retries(call: Callable[[], Awaitable], what: str):
                 warnings.simplefilter("ignore")
                 raw = exc.retry_after
             wait = raw.total_seconds() if hasattr(raw, "total_seconds") else float(raw)
+            if attempt == MAX_TRIES:
+                log.warning("%s: still under flood control after %d tries; giving up for now "
+                            "(Telegram asks to wait %.1fs more)", what, MAX_TRIES, wait)
+                raise StillFlooded(what, wait) from None
             log.warning("%s: flood control, waiting %.1fs", what, wait)
             await asyncio.sleep(wait)
         except Forbidden as exc:
@@ -149,7 +162,10 @@ class TelegramChannel:
         return app
 
     async def _post_init(self, app: Application) -> None:
-        await with_retries(lambda: app.bot.set_my_commands(MENU), "setMyCommands")
+        try:
+            await with_retries(lambda: app.bot.set_my_commands(MENU), "setMyCommands")
+        except StillFlooded:
+            pass  # logged; the menu is only a convenience and is set again at the next start
 
     # -- handlers -----------------------------------------------------------------------------
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -157,13 +173,14 @@ class TelegramChannel:
         outcome = await asyncio.to_thread(
             self.service.on_text, str(update.effective_user.id), message.text or "", self.clock(),
             str(update.update_id))
-        await self.render(context, message.chat_id, outcome, clear_keyboard=(message.text or "").startswith("/start"))
+        await self.render(context, message.chat_id, outcome, clear_keyboard=(message.text or "").startswith("/start"),
+                          update=update)
 
     async def on_other(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
         outcome = await asyncio.to_thread(
             self.service.on_text, str(update.effective_user.id), "", self.clock(), str(update.update_id))
-        await self.render(context, message.chat_id, outcome)
+        await self.render(context, message.chat_id, outcome, update=update)
 
     async def on_contact(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -172,20 +189,35 @@ class TelegramChannel:
         outcome = await asyncio.to_thread(
             self.service.on_contact, str(update.effective_user.id), contact.phone_number, own, self.clock(),
             str(update.update_id))
-        await self.render(context, message.chat_id, outcome, clear_keyboard=True)
+        await self.render(context, message.chat_id, outcome, clear_keyboard=True, update=update)
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
         outcome = await asyncio.to_thread(
             self.service.on_action, str(query.from_user.id), query.data or "", self.clock(), str(update.update_id))
-        notice = outcome.notice[:200] if outcome.notice else None
-        await with_retries(lambda: query.answer(notice), "answerCallbackQuery")
+        if outcome.redelivered:  # answered (and rendered) when it first came: nothing is done twice
+            log.info("update %s: a redelivered button press; already handled", update.update_id)
+            return
+        await self._answer_query(query, outcome.notice[:200] if outcome.notice else None)
         chat_id = query.message.chat.id if query.message else query.from_user.id
-        await self.render(context, chat_id, outcome, pressed=query.message)
+        await self.render(context, chat_id, outcome, pressed=query.message, update=update)
+
+    async def _answer_query(self, query, notice: str | None) -> None:
+        """Stop the button's spinner (with the toast). A query too old to answer (Telegram allows
+        about 15 s) only loses the toast: the reply that follows still shows where the member is."""
+        try:
+            await with_retries(lambda: query.answer(notice), "answerCallbackQuery")
+        except BadRequest as exc:
+            log.info("answerCallbackQuery: %s", exc.message)
+        except StillFlooded:
+            pass  # logged; the toast is lost, the reply still follows
 
     async def on_group_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         name = update.effective_user.first_name if update.effective_user else ""
-        await with_retries(lambda: update.effective_message.reply_text(msg.group_redirect(name).text), "sendMessage")
+        try:
+            await with_retries(lambda: update.effective_message.reply_text(msg.group_redirect(name).text), "sendMessage")
+        except StillFlooded:
+            pass  # logged; the group redirect is not worth a later message
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         update_id = getattr(update, "update_id", None)
@@ -193,20 +225,48 @@ class TelegramChannel:
 
     # -- rendering ----------------------------------------------------------------------------
     async def render(self, context, chat_id: int, outcome: Outcome, *, pressed: Message | None = None,
-                     clear_keyboard: bool = False) -> None:
-        bot = context.bot
-        for reply in fit(outcome.replies):
-            rm = markup(reply, clear_keyboard=clear_keyboard)
-            if reply.edit and pressed is not None and isinstance(rm, (InlineKeyboardMarkup, type(None))):
-                if await self._edit(bot, pressed, reply, rm):
-                    continue
-            await with_retries(lambda: bot.send_message(chat_id, reply.text, reply_markup=rm), "sendMessage")
-            for f in reply.files:
-                if f.kind == "photo":
-                    await with_retries(lambda: bot.send_photo(chat_id, photo=f.data, filename=f.filename), "sendPhoto")
-                else:
-                    await with_retries(lambda: bot.send_document(chat_id, document=f.data, filename=f.filename),
-                                       "sendDocument")
+                     clear_keyboard: bool = False, update: Update | None = None) -> None:
+        """Send (or edit) the replies in order. What flood control keeps from being sent now goes
+        to the outbox, to be delivered as new messages once the limit has passed."""
+        pieces = [(reply, f) for reply in fit(outcome.replies) for f in (None, *reply.files)]
+        for i, (reply, f) in enumerate(pieces):
+            try:
+                await self._render_piece(context.bot, chat_id, reply, f, pressed, clear_keyboard)
+            except StillFlooded as exc:
+                rest = [Reply(r.text, r.choices) if file is None else Reply(f"📎 {file.filename}", files=[file])
+                        for r, file in pieces[i:]]
+                await self._later(update, rest, exc.retry_after)
+                return
+
+    async def _render_piece(self, bot, chat_id: int, reply: Reply, f, pressed: Message | None,
+                            clear_keyboard: bool) -> None:
+        """One message: a reply's text (an edit of ``pressed`` where asked and possible), or one of its files."""
+        if f is not None:
+            if f.kind == "photo":
+                await with_retries(lambda: bot.send_photo(chat_id, photo=f.data, filename=f.filename), "sendPhoto")
+            else:
+                await with_retries(lambda: bot.send_document(chat_id, document=f.data, filename=f.filename),
+                                   "sendDocument")
+            return
+        rm = markup(reply, clear_keyboard=clear_keyboard)
+        if reply.edit and pressed is not None and isinstance(rm, (InlineKeyboardMarkup, type(None))):
+            if await self._edit(bot, pressed, reply, rm):
+                return
+        await with_retries(lambda: bot.send_message(chat_id, reply.text, reply_markup=rm), "sendMessage")
+
+    async def _later(self, update: Update | None, replies: list[Reply], wait: float) -> None:
+        user = update.effective_user if update is not None else None
+        if user is None:
+            log.warning("%d message(s) lost to flood control (no member to queue them for)", len(replies))
+            return
+        queued = await asyncio.to_thread(self.service.reply_later, str(user.id), replies, str(update.update_id),
+                                         self.clock(), wait)
+        if queued:
+            log.warning("update %s: %d message(s) queued in the outbox until flood control ends (%.0fs)",
+                        update.update_id, queued, wait)
+        else:
+            log.warning("update %s: %d message(s) lost to flood control (chat not linked to a member)",
+                        update.update_id, len(replies))
 
     async def _edit(self, bot, message: Message, reply: Reply, rm) -> bool:
         try:

@@ -169,6 +169,12 @@ def reading_page(rnd: Round, page: int, pages: list[str], tz: ZoneInfo) -> list[
     return replies
 
 
+def end_of_document(rnd: Round) -> Reply:
+    """"Next" past the last page: one short line instead of the last page again."""
+    return Reply(f"Đồng chí đã đọc hết tài liệu {rnd.document.code}.",
+                 [[Choice("Làm bài kiểm tra", f"q:{rnd.id}", typed="lambai")]])
+
+
 # -- quiz --------------------------------------------------------------------------------------
 def question(attempt: Attempt, aq: AttemptQuestion, *, prefix: str = "", edit: bool = False) -> Reply:
     q = aq.question
@@ -178,6 +184,21 @@ def question(attempt: Attempt, aq: AttemptQuestion, *, prefix: str = "", edit: b
     choices = [[Choice(LETTERS[shown], f"a:{attempt.id}:{aq.position}:{shown}", typed=LETTERS[shown])
                 for shown in range(len(aq.option_order))]]
     return Reply("\n".join(lines), choices, edit=edit)
+
+
+def answer_action(action: str) -> tuple[int, int, int] | None:
+    """(attempt id, position, shown option) of an answer's action ``a:…``, or None."""
+    kind, _, rest = action.partition(":")
+    parts = rest.split(":")
+    if kind != "a" or len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts):
+        return None
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def question_of(choices: list[list[Choice]]) -> tuple[int, int] | None:
+    """(attempt id, position) of the question whose answers these choices are, or None."""
+    found = next((a for row in choices for c in row if (a := answer_action(c.action))), None)
+    return found[:2] if found else None
 
 
 def option_out_of_range(count: int) -> Reply:
@@ -238,6 +259,12 @@ def answer_notice(status: str) -> str:
 
 def current_question_is(position: int) -> str:
     return f"Câu hỏi hiện tại là câu {position}."
+
+
+def answer_not_counted(typed: str, position: int) -> str:
+    """A typed answer sent before question ``position`` reached the member: it is not counted."""
+    return f"Đáp án «{typed}» chưa được tính vì gửi trước khi đồng chí nhận được câu {position}. " + \
+        current_question_is(position)
 
 
 def round_closed() -> Reply:

@@ -45,6 +45,8 @@ class Outcome:
 
     replies: list[Reply] = field(default_factory=list)
     notice: str | None = None
+    question: tuple[int, int] | None = None  # (attempt id, position) of the quiz question shown, if any
+    redelivered: bool = False  # the update was handled before: the channel must not act on it again
 
 
 def utf16_len(text: str) -> int:

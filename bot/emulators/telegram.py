@@ -383,6 +383,7 @@ class EmulatorState:
         self.cond = threading.Condition(threading.RLock())
         self.chats: dict[int, _Chat] = {}
         self.updates: list[dict[str, Any]] = []
+        self.returned: dict[int, dict[str, Any]] = {}  # update_id -> update handed out by getUpdates
         # Like Telegram, update ids only grow, also across emulator runs sharing one bot database
         # (the bot de-duplicates by update_id durably): start from the clock.
         self.next_update_id, self.poll_generation, self.closed = int(time.time() * 10_000), 0, False
@@ -543,6 +544,8 @@ class EmulatorState:
                                     if any(kind in u for kind in self.allowed_updates)]
                 remaining = deadline - time.monotonic()
                 if self.updates or self.closed or remaining <= 0:
+                    for u in self.updates[:limit]:
+                        self.returned[u["update_id"]] = copy.deepcopy(u)
                     return copy.deepcopy(self.updates[:limit])
                 self.cond.wait(remaining)
 
@@ -772,6 +775,18 @@ class EmulatorState:
                 "id": query_id, "from": chat.user, "message": copy.deepcopy(pressed[-1].api),
                 "chat_instance": str(-(10**18) - user_id), "data": data})
             return query_id
+
+    def replay(self, update_id: int) -> dict[str, Any]:
+        """Hand out again an update already returned by getUpdates, with its own update_id."""
+        with self.cond:
+            update = self.returned.get(update_id)
+            if update is None:
+                raise LookupError(f"update {update_id} was never returned to the bot")
+            if all(u["update_id"] != update_id for u in self.updates):
+                self.updates.append(copy.deepcopy(update))
+                self.updates.sort(key=lambda u: u["update_id"])
+            self.cond.notify_all()
+            return copy.deepcopy(update)
 
     def close(self) -> None:
         """Release every held long poll so the HTTP server can stop promptly."""
@@ -1085,6 +1100,20 @@ class TelegramEmulator:
     def reset_log(self) -> None:
         with self._state.cond:
             self._state.log.clear()
+
+    def replay_last(self, user_id: int) -> dict[str, Any]:
+        """Deliver again the newest update from this user that getUpdates already returned.
+
+        Telegram hands an update out again until a getUpdates confirms it with a higher offset
+        (a bot killed before its next poll) and retries a webhook delivery that got no 2xx. A
+        running bot has confirmed offsets past it and would never see it: restart the bot after
+        calling this, as after a crash."""
+        with self._state.cond:
+            for update_id, update in reversed(self._state.returned.items()):
+                body = update.get("message") or update.get("callback_query") or {}
+                if body.get("from", {}).get("id") == user_id:
+                    return self._state.replay(update_id)
+        raise LookupError(f"no update from {user_id} was returned to the bot yet")
 
     def updates_pending(self) -> int:
         """Updates not yet confirmed by the bot (as getWebhookInfo.pending_update_count)."""

@@ -39,6 +39,9 @@ class QuietHours:
         return datetime.combine(day, self.end, tzinfo=self.tz).astimezone(at.tzinfo)
 
 
+REPLY = "reply"  # a reply to a member's own action that flood control held back: not subject to quiet hours
+
+
 def reply_payload(reply: Reply) -> dict:
     return {"text": reply.text,
             "choices": [[{"label": c.label, "action": c.action, "typed": c.typed} for c in row] for row in reply.choices]}
@@ -97,12 +100,13 @@ def reachable(session: Session, member_ids: list[int]) -> set[int]:
     return set(session.scalars(select(ChatAccount.member_id).where(ChatAccount.member_id.in_(member_ids))))
 
 
-def claim(session: Session, worker: str, now: datetime, limit: int) -> list[OutboxMessage]:
-    """Take up to ``limit`` due rows for this worker, oldest first."""
-    candidates = session.scalars(
-        select(OutboxMessage.id).where(OutboxMessage.status == "pending", OutboxMessage.not_before <= now)
-        .order_by(OutboxMessage.not_before, OutboxMessage.id).limit(limit)
-    ).all()
+def claim(session: Session, worker: str, now: datetime, limit: int,
+          purposes: tuple[str, ...] | None = None) -> list[OutboxMessage]:
+    """Take up to ``limit`` due rows for this worker (only of ``purposes``, when given), oldest first."""
+    due = select(OutboxMessage.id).where(OutboxMessage.status == "pending", OutboxMessage.not_before <= now)
+    if purposes is not None:
+        due = due.where(OutboxMessage.purpose.in_(purposes))
+    candidates = session.scalars(due.order_by(OutboxMessage.not_before, OutboxMessage.id).limit(limit)).all()
     taken = []
     for oid in candidates:
         result = _run(session, update(OutboxMessage)
@@ -195,8 +199,10 @@ def no_longer_true(session: Session, rows: list[OutboxMessage], now: datetime) -
         select(Attempt.round_id, Attempt.member_id)
         .where(Attempt.round_id.in_(round_ids), Attempt.member_id.in_(member_ids), Attempt.submitted_at.is_not(None))
     )} if round_ids else set()
-    stale = {}
+    stale = _questions_moved_on(session, rows)
     for r in rows:
+        if r.id in stale:
+            continue
         if r.member_id in inactive:
             stale[r.id] = "the member was deactivated"
         elif r.round_id in closed and r.purpose != "closing":
@@ -204,6 +210,23 @@ def no_longer_true(session: Session, rows: list[OutboxMessage], now: datetime) -
         elif r.purpose in ("remind", "nudge") and (r.round_id, r.member_id) in finished:
             stale[r.id] = "the member has finished since"
     return stale
+
+
+def _questions_moved_on(session: Session, rows: list[OutboxMessage]) -> dict[int, str]:
+    """Held-back replies showing a quiz question that was answered since, or can no longer be."""
+    from bot.domain.messages import question_of
+    from bot.storage.models import Answer, Attempt, Round
+
+    shows = {r.id: q for r in rows if r.purpose == REPLY and (q := question_of(payload_reply(r.payload).choices))}
+    if not shows:
+        return {}
+    attempt_ids = {a for a, _ in shows.values()}
+    answered = set(session.execute(select(Answer.attempt_id, Answer.position).where(Answer.attempt_id.in_(attempt_ids))))
+    over = set(session.scalars(
+        select(Attempt.id).join(Round, Round.id == Attempt.round_id)
+        .where(Attempt.id.in_(attempt_ids), Attempt.submitted_at.is_not(None) | Round.closed_at.is_not(None))))
+    return {oid: "the question was answered since" for oid, (aid, pos) in shows.items()
+            if (aid, pos) in answered or aid in over}
 
 
 MEMBER_PURPOSES = ("announce", "remind", "nudge")  # what a member is told about a round

@@ -103,12 +103,9 @@ class OutboxSender:
                 await asyncio.sleep(max((1 - tokens) / self.rate, 0.001))
                 continue
             now = self.clock()
-            if self.quiet is not None and self.quiet.next_allowed(now) != now:
-                if until_idle:
-                    break
-                await self._idle()
-                continue
-            rows = await asyncio.to_thread(self._claim, now, int(tokens))
+            quiet = self.quiet is not None and self.quiet.next_allowed(now) != now
+            # in quiet hours only replies to members' own actions go out (held back by flood control)
+            rows = await asyncio.to_thread(self._claim, now, int(tokens), (queue.REPLY,) if quiet else None)
             if not rows:
                 if until_idle and not self._in_flight:
                     break
@@ -145,10 +142,10 @@ class OutboxSender:
         expires_at: datetime | None
         attempts: int
 
-    def _claim(self, now: datetime, limit: int) -> list[_Job]:
+    def _claim(self, now: datetime, limit: int, purposes: tuple[str, ...] | None = None) -> list[_Job]:
         started = time.thread_time()
         with self.db.session() as s:
-            rows = queue.claim(s, self.worker, now, limit)
+            rows = queue.claim(s, self.worker, now, limit, purposes)
             stale = queue.no_longer_true(s, rows, now)
             for r in rows:
                 if r.id in stale:

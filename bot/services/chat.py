@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -20,6 +21,7 @@ from bot.domain import messages as msg
 from bot.domain.ids import parse_id
 from bot.domain.replies import Outcome, Reply
 from bot.domain.permissions import PermissionDenied
+from bot.outbox import queue
 from bot.outbox.queue import QuietHours
 from bot.services import linking, oversight, quiz
 from bot.storage.db import Database
@@ -62,6 +64,7 @@ def parse_command(text: str) -> tuple[str | None, str]:
 
 
 RESULT_MESSAGES = 2
+REPLY_EXPIRY = timedelta(hours=12)  # a reply held back by flood control is not worth more than this
 
 
 @dataclass(frozen=True)
@@ -104,13 +107,40 @@ class ChatService:
         self.budget = budget
 
     # -- entry points -----------------------------------------------------------------------
-    def on_text(self, external_id: str, text: str, now: datetime, update_key: str | None = None) -> Outcome:
+    def on_text(self, external_id: str, text: str, now: datetime, update_key: str | None = None,
+                sent_at: datetime | None = None) -> Outcome:
+        """``sent_at``: when the member sent the text, by the platform's clock; where the channel
+        gives it (and reports deliveries, see ``question_delivered``), a typed answer counts only
+        for a question delivered to this chat before that moment."""
         with self.db.session() as s:
             if not self._first_time(s, update_key, now):
-                return Outcome()
-            outcome = self._text(s, external_id, text, now)
+                return Outcome(redelivered=True)
+            outcome = self._text(s, external_id, text, now, sent_at)
             self._remember_choices(s, external_id, outcome, now)
             return outcome
+
+    def question_delivered(self, external_id: str, question: tuple[int, int], at: datetime) -> None:
+        """The channel delivered the message showing ``question`` at ``at`` (the platform's clock)."""
+        with self.db.session() as s:
+            s.execute(update(ChatState).where(
+                ChatState.channel == self.traits.name, ChatState.external_id == external_id,
+                ChatState.question_attempt_id == question[0], ChatState.question_position == question[1],
+                ChatState.question_delivered_at.is_(None)).values(question_delivered_at=at))
+
+    def reply_later(self, external_id: str, replies: list[Reply], key: str, now: datetime, wait: float) -> int:
+        """Queue in the outbox replies the channel could not send now (flood control), for the member
+        of this chat: new messages from ``wait`` seconds on, also after a restart; a question answered
+        meanwhile is dropped (``queue.no_longer_true``). Returns how many were queued."""
+        not_before = now + timedelta(seconds=wait)
+        with self.db.session() as s:
+            member = linking.account_member(s, self.traits.name, external_id)
+            if member is None:
+                return 0
+            return sum(queue.enqueue(
+                s, dedupe_key=f"reply:{self.traits.name}:{key}:{i}", purpose=queue.REPLY, member_id=member.id,
+                reply=reply, now=now, not_before=not_before, expires_at=not_before + REPLY_EXPIRY,
+                attachment=(reply.files[0].filename, reply.files[0].data) if reply.files else None)
+                for i, reply in enumerate(replies))
 
     def first_time(self, update_key: str, now: datetime) -> bool:
         """Claim an update the channel handles without a conversation (e.g. a group mention):
@@ -118,7 +148,7 @@ class ChatService:
         with self.db.session() as s:
             return self._first_time(s, update_key, now)
 
-    def _text(self, s: Session, external_id: str, text: str, now: datetime) -> Outcome:
+    def _text(self, s: Session, external_id: str, text: str, now: datetime, sent_at: datetime | None) -> Outcome:
         command, arg = parse_command(text)
         member = self._member(s, external_id, now)
         if member is None:
@@ -129,6 +159,12 @@ class ChatService:
             return Outcome([msg.not_linked() if self.traits.has_buttons else msg.typed_not_linked()])
         typed = self._typed_choice(s, external_id, text)
         if typed is not None:
+            answer = msg.answer_action(typed)
+            if answer is not None:
+                attempt_id, position, shown = answer
+                early = self._not_seen_yet(s, external_id, attempt_id, position, msg.LETTERS[shown], sent_at)
+                if early is not None:
+                    return early
             return self._action(s, external_id, member, typed, now)
         if command == "start":
             if arg:
@@ -146,13 +182,13 @@ class ChatService:
             return Outcome(self._next_page(s, external_id, member, now))
         if command in OVERSIGHT:
             return Outcome(self._oversee(s, lambda: OVERSIGHT[command](self, s, member, now)))
-        return Outcome(self._free_text(s, external_id, member, arg, now))
+        return self._free_text(s, external_id, member, arg, now, sent_at)
 
     def on_contact(self, external_id: str, phone: str, own: bool, now: datetime,
                    update_key: str | None = None) -> Outcome:
         with self.db.session() as s:
             if not self._first_time(s, update_key, now):
-                return Outcome()
+                return Outcome(redelivered=True)
             if not own:
                 return Outcome([msg.link_outcome("not_own", None)])
             result = linking.link_by_phone(s, self.traits.name, external_id, phone, now)
@@ -161,7 +197,7 @@ class ChatService:
     def on_action(self, external_id: str, action: str, now: datetime, update_key: str | None = None) -> Outcome:
         with self.db.session() as s:
             if not self._first_time(s, update_key, now):
-                return Outcome()
+                return Outcome(redelivered=True)
             member = self._member(s, external_id, now)
             if member is None:
                 return Outcome([msg.not_linked()], notice="Đồng chí chưa liên kết tài khoản.")
@@ -238,8 +274,13 @@ class ChatService:
         return Outcome(notice=msg.answer_notice("stale"))
 
     def _remember_choices(self, s: Session, external_id: str, outcome: Outcome, now: datetime) -> None:
-        """Without buttons, members type a choice's word or number: keep the last offer to map it."""
-        if self.traits.has_buttons or not outcome.replies:
+        """Without buttons, members type a choice's word or number: keep the last offer to map it,
+        and the quiz question last sent (its delivery is reported by the channel)."""
+        if not outcome.replies:
+            return
+        outcome.question = outcome.question or next(
+            (q for r in reversed(outcome.replies) if (q := msg.question_of(r.choices))), None)
+        if self.traits.has_buttons:
             return
         with_choices = [r for r in outcome.replies if r.choices]
         for reply in with_choices[:-1]:  # "1" can mean one thing only: the last message's offer
@@ -247,6 +288,29 @@ class ChatService:
         offered = [c for r in with_choices[-1:] for c in r.all_choices() if c.typed]
         state = self._state(s, external_id, now)
         state.choices = {fold(c.typed): c.action for c in offered} or None
+        if outcome.question and outcome.question != (state.question_attempt_id, state.question_position):
+            state.question_attempt_id, state.question_position = outcome.question
+            state.question_delivered_at = None
+
+    def _not_seen_yet(self, s: Session, external_id: str, attempt_id: int, position: int, letter: str,
+                      sent_at: datetime | None) -> Outcome | None:
+        """None when a typed answer for ``position`` may count: that question was the last one
+        delivered to this chat before the member typed. Otherwise the answer is ignored with a
+        note saying which question is current (and that question, if it never reached this chat)."""
+        if sent_at is None or self.traits.has_buttons:
+            return None
+        state = s.get(ChatState, (self.traits.name, external_id))
+        shown = state is not None and (state.question_attempt_id, state.question_position) == (attempt_id, position)
+        if shown and state.question_delivered_at is not None and sent_at >= state.question_delivered_at:
+            return None
+        attempt = s.get(Attempt, attempt_id)
+        where = quiz.position_of(s, attempt) if attempt is not None else None
+        if where is None or where.position is None:
+            return None  # nothing left to answer: the usual reply says so
+        note = msg.answer_not_counted(letter, where.position)
+        if shown and state.question_delivered_at is not None and where.position == position:
+            return Outcome(notice=note)  # it reached the member just after they typed
+        return Outcome(self._show_position(s, where), notice=note)
 
     def _typed_choice(self, s: Session, external_id: str, text: str) -> str | None:
         if self.traits.has_buttons:
@@ -275,7 +339,9 @@ class ChatService:
         if rnd is None:
             return [msg.round_closed()]
         pages = msg.summary_pages(rnd.document, self.traits.text_limit - 200)
-        page = min(max(page, 1), len(pages))
+        if page > len(pages):
+            return [msg.end_of_document(rnd)]
+        page = max(page, 1)
         quiz.record_view(s, rnd.id, member.id, now)
         state = self._state(s, external_id, now)
         state.reading_round_id, state.reading_page = rnd.id, page
@@ -330,39 +396,54 @@ class ChatService:
 
     def _answer(self, s: Session, member: Member, attempt_id: int, position: int, shown: int, *, now: datetime) -> Outcome:
         result = quiz.answer(s, member, attempt_id, position, shown, now)
-        if result.status != "recorded":
+        if result.status in ("stale", "duplicate") and result.quiz:
+            # An answered or stale question (a double tap, another device, a reply lost in a crash):
+            # bring the member to where they are. With buttons the pressed message becomes the
+            # current question (or the result); without, the reply says which question is current.
             notice = msg.answer_notice(result.status)
-            replies: list[Reply] = []
-            if result.status in ("stale", "duplicate") and result.quiz and result.quiz.position and not self.traits.has_buttons:
+            if self.traits.has_buttons:
+                prefix = msg.recorded_prefix(position, result.shown_letter) if result.shown_letter else ""
+                return Outcome(self._where_now(s, result.quiz, prefix), notice=notice)
+            if result.quiz.position is not None:
                 notice = f"{notice} {msg.current_question_is(result.quiz.position)}"
-                replies = self._show_position(s, result.quiz)
-            return Outcome(replies, notice=notice)
+            return Outcome(self._show_position(s, result.quiz), notice=notice)
+        if result.status != "recorded":
+            return Outcome(notice=msg.answer_notice(result.status))
         prefix = msg.recorded_prefix(position, result.shown_letter)
-        if result.quiz.position is not None:
-            return Outcome(self._show_position(s, result.quiz, prefix=prefix, edit=True), notice="Đã ghi nhận.")
-        replies = self._result(s, result.quiz.attempt, reserve=len(prefix))
-        # The question message becomes the result (an edit where the channel can), with the
-        # receipt on top when it fits: a 10-question quiz costs at most 12 messages.
+        notice = "Đã ghi nhận." if result.quiz.position is not None else "Đã nộp bài."
+        return Outcome(self._where_now(s, result.quiz, prefix), notice=notice)
+
+    def _where_now(self, s: Session, where: quiz.QuizPosition, prefix: str) -> list[Reply]:
+        """The current question, or the result once submitted, replacing the message acted on
+        (an edit where the channel can), with ``prefix`` (the receipt) on top when it fits: a
+        10-question quiz costs at most 12 messages."""
+        if where.position is not None:
+            return self._show_position(s, where, prefix=prefix, edit=True)
+        replies = self._result(s, where.attempt, reserve=len(prefix))
         first = replies[0]
         if len(prefix) + len(first.text) <= self.traits.text_limit:
             first.text = prefix + first.text
         first.edit = True
-        return Outcome(replies, notice="Đã nộp bài.")
+        return replies
 
-    def _free_text(self, s: Session, external_id: str, member: Member, text: str, now: datetime) -> list[Reply]:
+    def _free_text(self, s: Session, external_id: str, member: Member, text: str, now: datetime,
+                   sent_at: datetime | None = None) -> Outcome:
         current = quiz.in_progress_attempt(s, member.id, now)
         match = _ANSWER.match(text)
         if current is not None and match:
             token = match.group(1).upper()
             shown = int(token) - 1 if token.isdigit() else "ABCDEF".index(token)
             position = quiz.position_of(s, current)
+            early = self._not_seen_yet(s, external_id, current.id, position.position, token, sent_at)
+            if early is not None:
+                return early
             if shown >= len(position.current.option_order):
-                return [msg.option_out_of_range(len(position.current.option_order))]
+                return Outcome([msg.option_out_of_range(len(position.current.option_order))])
             outcome = self._answer(s, member, current.id, position.position, shown, now=now)
             if not outcome.replies and outcome.notice:
-                return [Reply(outcome.notice)]
-            return outcome.replies
-        return [msg.unknown_input(current is not None)]
+                return Outcome([Reply(outcome.notice)])
+            return Outcome(outcome.replies)
+        return Outcome([msg.unknown_input(current is not None)])
 
 
 OVERSIGHT = {

@@ -124,7 +124,7 @@ def start_or_resume(session: Session, rnd: Round, member: Member, now: datetime)
 class AnswerResult:
     status: str  # recorded | duplicate | stale | closed | missing
     quiz: QuizPosition | None = None
-    shown_letter: str | None = None
+    shown_letter: str | None = None  # the letter recorded (also for a duplicate, when known)
 
 
 def answer(session: Session, member: Member, attempt_id: int, position: int, shown_index: int,
@@ -142,7 +142,10 @@ def answer(session: Session, member: Member, attempt_id: int, position: int, sho
         return AnswerResult("closed", quiz)
     if quiz.position != position:
         already = session.scalar(select(Answer).where(Answer.attempt_id == attempt.id, Answer.position == position))
-        return AnswerResult("duplicate" if already is not None else "stale", quiz)
+        if already is None:
+            return AnswerResult("stale", quiz)
+        order = attempt.questions[position - 1].option_order  # the letter recorded, as the member saw it
+        return AnswerResult("duplicate", quiz, "ABCDEF"[order.index(already.chosen_index)])
     aq = attempt.questions[position - 1]
     if not 0 <= shown_index < len(aq.option_order):
         return AnswerResult("stale", quiz)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
 from bot.channels.zalo.client import ZaloClient, ZaloError, backoff
@@ -98,7 +98,8 @@ class ZaloChannel:
             return
         user_id = str(sender.get("id") or chat_id)
         if event == EVENT_TEXT:
-            outcome = await asyncio.to_thread(self.service.on_text, user_id, str(message.get("text") or ""), now, key)
+            outcome = await asyncio.to_thread(self.service.on_text, user_id, str(message.get("text") or ""), now, key,
+                                              platform_time(message.get("date")) or now)
         elif event.startswith("message."):  # image, sticker, voice, unsupported, or a new kind
             outcome = await asyncio.to_thread(self.service.on_text, user_id, "", now, key)
             if outcome.replies:
@@ -107,7 +108,7 @@ class ZaloChannel:
         else:
             log.info("Zalo: unknown event %r; ignored", event)
             return
-        await self.send_outcome(chat_id, outcome)
+        await self.send_outcome(chat_id, outcome, user_id)
 
     async def _group(self, chat_id: str, sender: dict, message: dict, event: str, key: str, now: datetime) -> None:
         """In a group: answer only a mention, never with anyone's results; point to a private chat."""
@@ -121,39 +122,54 @@ class ZaloChannel:
         reply = msg.group_redirect(name, self.share_link, posted_code=looks_like_code(said)).text
         await self._send_all(chat_id, [Outgoing(text=reply)])
 
-    async def send_outcome(self, chat_id: str, outcome: Outcome) -> int:
+    async def send_outcome(self, chat_id: str, outcome: Outcome, user_id: str | None = None) -> int:
+        """Send the replies; when they show a quiz question, tell the conversation when it was delivered
+        (a typed answer counts only for a question the member had before typing)."""
         put = self.shelf.put if self.shelf is not None else None
         photo_url = (lambda f: put(f.data, f.filename)) if put else None
-        return await self._send_all(chat_id, render(outcome, photo_url))
+        delivered = await self._send_all(chat_id, render(outcome, photo_url))
+        if outcome.question and delivered and delivered[-1] is not None:
+            await asyncio.to_thread(self.service.question_delivered, user_id or chat_id, outcome.question, delivered[-1])
+        return sum(1 for at in delivered if at is not None)
 
-    async def _send_all(self, chat_id: str, messages: list[Outgoing]) -> int:
-        sent = 0
+    async def _send_all(self, chat_id: str, messages: list[Outgoing]) -> list[datetime | None]:
+        """Send in order; for each message, when Zalo delivered it (None: it could not be sent)."""
+        delivered: list[datetime | None] = []
         for out in messages:
-            if await self._send(chat_id, out):
-                sent += 1
-            elif out.photo and await self._send(chat_id, Outgoing(text=CHART_FAILED)):
-                sent += 1
+            at = await self._send(chat_id, out)
+            if at is None and out.photo:
+                at = await self._send(chat_id, Outgoing(text=CHART_FAILED))
+            delivered.append(at)
+        sent = sum(1 for at in delivered if at is not None)
         if sent and self.quota is not None:
             await asyncio.to_thread(self.quota.add, sent, self.clock())
-        return sent
+        return delivered
 
-    async def _send(self, chat_id: str, out: Outgoing) -> bool:
+    async def _send(self, chat_id: str, out: Outgoing) -> datetime | None:
+        """Send one message; when Zalo delivered it (its clock, else ours), or None on failure."""
         method = "sendPhoto" if out.photo else "sendMessage"
         for attempt in range(SEND_TRIES):
             try:
                 if out.photo:
-                    await self.client.send_photo(chat_id, out.photo)
+                    result = await self.client.send_photo(chat_id, out.photo)
                 else:
-                    await self.client.send_message(chat_id, out.text or "")
-                return True
+                    result = await self.client.send_message(chat_id, out.text or "")
+                return platform_time((result or {}).get("date") if isinstance(result, dict) else None) or self.clock()
             except ZaloError as exc:
                 used_up = exc.status == 429 and self.quota is not None and \
                     self.quota.exhausted == self.quota.month(self.clock())
                 if not exc.transient or used_up or attempt == SEND_TRIES - 1:
                     log.warning("Zalo: %s to %s failed: %s%s", method, chat_id, exc,
                                 " (the monthly quota is used up)" if used_up else "")
-                    return False
+                    return None
                 wait = backoff(attempt)
                 log.warning("Zalo: %s to %s: %s; retrying in %.1fs", method, chat_id, exc, wait)
                 await asyncio.sleep(wait)
-        return False
+        return None
+
+
+def platform_time(ms: Any) -> datetime | None:
+    """A Zalo time (epoch milliseconds) as an aware UTC datetime; None when absent or not plausible."""
+    if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not 0 < ms < 10**14:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
