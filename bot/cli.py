@@ -153,8 +153,23 @@ def cmd_content_check(args, settings: Settings) -> int:
     if not result.documents:
         print(f"no document files found in {', '.join(map(str, _content_paths(args, settings)))}", file=sys.stderr)
         return 1
-    for doc in result.documents:
-        print(f"{doc.source_file}: {doc.id}: {len(doc.questions)} questions")
+    return _print_quality(result.documents, strict=args.strict)
+
+
+def _print_quality(documents, *, strict: bool) -> int:
+    """Item-writing warnings (errors with --strict), then one line per document."""
+    from bot.content.quality import check_quality
+
+    reports = [check_quality(doc) for doc in documents]
+    warnings = [w for r in reports for w in r.warnings]
+    for w in warnings:
+        print(f"{w.file}:{w.line}: {w.field}: {'' if strict else 'warning: '}{w.message}")
+    for r in reports:
+        print(f"{r.document.source_file}: {r.document.id}: {r.questions} questions, "
+              f"{r.longest_correct} guessable by length alone")
+    if warnings and strict:
+        print(f"{len(warnings)} problem(s) found (--strict)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -417,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     content = group("content", "document files in quizzes/")
     p = leaf(content, "check", "check document files and list every problem as FILE:LINE: FIELD", "content check")
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (default: the content folder)")
+    p.add_argument("--strict", action="store_true",
+                   help="treat quiz-quality warnings (guessable answers, repeated questions) as errors")
     p = leaf(content, "load", "check document files and load them into the database", "content load")
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (default: the content folder)")
 
