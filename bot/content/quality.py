@@ -35,6 +35,7 @@ của và các cho với trong theo được là có không những này đó v�
 nào gì ai sao bao nhiêu mấy đâu hay hoặc như để tại trên dưới ra vào lại đã đang sẽ phải cần
 """.split())
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_NUMBER = re.compile(r"\w*\d[\w./-]*")  # a number with what is glued to it: 2023, 17/5/2023, II.5, 04-NQ/TU
 
 
 @dataclass
@@ -109,10 +110,11 @@ def _letter(i: int) -> str:
 
 
 def _giveaway_words(q: QuestionSpec) -> list[str]:
-    """Numbers and two-syllable words of the question found in the answer and in no distractor."""
+    """Numbers (whole, as written) and two-syllable words of the question found in the answer and in no
+    distractor."""
     def terms(text: str) -> set[str]:
         words = _plain(text).split()
-        numbers = {w for w in words if any(c.isdigit() for c in w)}
+        numbers = {n.rstrip("./-") for n in _NUMBER.findall(unicodedata.normalize("NFC", text).casefold())}
         pairs = {f"{a} {b}" for a, b in zip(words, words[1:]) if a not in _COMMON and b not in _COMMON}
         return numbers | pairs
 

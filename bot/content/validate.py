@@ -23,7 +23,7 @@ SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 MAX_QUESTION_CHARS = 1800  # question and options must fit one Zalo message (2,000) with a header
 
 TOP_FIELDS = {
-    "id": True, "code": True, "title": True, "kind": True, "issued_by": False, "issued_on": False,
+    "id": True, "code": True, "title": True, "note": False, "kind": True, "issued_by": False, "issued_on": False,
     "summary": True, "key_points": False, "quiz": False, "questions": True,
 }
 QUIZ_FIELDS = ("questions_per_attempt", "pass_score", "max_attempts", "shuffle_options")
@@ -61,6 +61,7 @@ class DocumentSpec:
     summary: str
     key_points: list[str]
     questions: list[QuestionSpec]
+    note: str | None = None  # shown to members under the title
     questions_per_attempt: int | None = None  # None: all
     pass_score: int = 80
     max_attempts: int = 3
@@ -206,6 +207,7 @@ class _Checker:
                 self.add(get("id"), "id", f"'{doc_id}' differs from the file name '{stem}'; make them the same")
         values = {n: self.text(get(n), n) for n in ("code", "title", "summary") if get(n) is not None}
         issued_by = self.text(get("issued_by"), "issued_by") if get("issued_by") is not None else None
+        note = self.text(get("note"), "note") if get("note") is not None else None
         kind = self.text(get("kind"), "kind") if get("kind") is not None else None
         if kind is not None and kind not in KINDS:
             self.add(get("kind"), "kind", f"unknown kind '{kind}'; use one of {', '.join(KINDS)}")
@@ -224,7 +226,7 @@ class _Checker:
             return None
         return DocumentSpec(
             id=doc_id, code=values["code"], title=values["title"], kind=kind, issued_by=issued_by,
-            issued_on=issued_on, summary=values["summary"], key_points=key_points, questions=questions,
+            issued_on=issued_on, summary=values["summary"], key_points=key_points, questions=questions, note=note,
             questions_per_attempt=per, pass_score=quiz.get("pass_score", 80),
             max_attempts=quiz.get("max_attempts", 3), shuffle_options=quiz.get("shuffle_options", True),
             source_file=self.file, id_line=get("id").start_mark.line + 1,

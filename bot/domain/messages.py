@@ -141,15 +141,20 @@ def round_list(rounds: list[Round], tz: ZoneInfo, *, for_quiz: bool) -> Reply:
     choices = []
     for i, rnd in enumerate(rounds, start=1):
         doc = rnd.document
-        lines.append(f"{i}. {doc.code} — {doc.title}\n   Hạn hoàn thành: {local(rnd.closes_at, tz)}")
+        lines.append(f"{i}. {doc.code} — {doc.title}{_note(doc, '   ')}\n   Hạn hoàn thành: {local(rnd.closes_at, tz)}")
         action = f"q:{rnd.id}" if for_quiz else f"r:{rnd.id}:1"
         label = f"{i}. {'Làm bài' if for_quiz else 'Đọc'} {doc.code}"
         choices.append([Choice(label, action, typed=str(i))])
     return Reply("\n".join(lines), choices)
 
 
+def _note(doc: Document, indent: str = "") -> str:
+    """The document's note (e.g. the period it belongs to) on a line under its title."""
+    return f"\n{indent}ℹ️ {doc.note}" if doc.note else ""
+
+
 def summary_pages(doc: Document, limit: int) -> list[str]:
-    head = f"📖 {doc.code}: {doc.title}\n\n"
+    head = f"📖 {doc.code}: {doc.title}{_note(doc)}\n\n"
     return split_text(head + doc.summary, limit)
 
 
@@ -268,7 +273,7 @@ def history(rows: list[tuple[Round, list[Attempt]]], tz: ZoneInfo, limit: int, n
 def announcement(rnd: Round, tz: ZoneInfo) -> Reply:
     doc = rnd.document
     return Reply(
-        f"📢 Đợt học tập mới: {doc.code} — {doc.title}\n\n"
+        f"📢 Đợt học tập mới: {doc.code} — {doc.title}{_note(doc)}\n\n"
         f"Đồng chí đọc tóm tắt tài liệu và làm bài kiểm tra trắc nghiệm trước {local(rnd.closes_at, tz)}.",
         [[Choice("📖 Đọc tóm tắt", f"r:{rnd.id}:1", typed="hoc")]],
     )

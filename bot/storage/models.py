@@ -136,6 +136,7 @@ class Document(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     code: Mapped[str] = mapped_column(String(64))
     title: Mapped[str] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)  # shown under the title, e.g. the period it belongs to
     kind: Mapped[str] = mapped_column(String(16))
     issued_by: Mapped[str | None] = mapped_column(Text)
     issued_on: Mapped[date | None] = mapped_column(Date)
