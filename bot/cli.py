@@ -195,6 +195,76 @@ def cmd_content_load(args, settings: Settings) -> int:
     return 0
 
 
+@command("content import")
+def cmd_content_import(args, settings: Settings) -> int:
+    from bot.content.authoring import ImportError_, kind_slug, read_summary, write_document
+    from bot.content.moodle import looks_like_gift, read_aiken, read_gift, read_text_file
+    from bot.content.workbook import read_workbook
+
+    source = Path(args.file)
+    if not source.exists():
+        raise UsageError(f"{source} not found")
+    fmt = args.format or ("xlsx" if source.suffix.lower() in (".xlsx", ".xlsm") else
+                          "gift" if source.suffix.lower() == ".gift" else None)
+    if fmt is None:
+        lines, _ = read_text_file(source)
+        fmt = "gift" if looks_like_gift(lines) else "aiken"
+    draft = {"xlsx": read_workbook, "gift": read_gift, "aiken": read_aiken}[fmt](source)
+    try:
+        if args.summary:
+            draft.meta["summary"] = read_summary(Path(args.summary))
+        for option, key in (("code", "code"), ("title", "title"), ("kind", "kind"), ("issued_by", "issued_by"),
+                            ("issued_on", "issued_on"), ("note", "note")):
+            value = getattr(args, option)
+            if value:
+                draft.meta[key] = kind_slug(value) if key == "kind" else value.strip()
+        path = write_document(settings.content_dir, args.id, draft, force=args.force)
+    except ImportError_ as exc:
+        for problem in exc.problems:
+            print(problem)
+        print(f"{len(exc.problems)} problem(s) found; nothing was written", file=sys.stderr)
+        return 1
+    print(f"{path}: {len(draft.questions)} questions from {source.name} ({fmt})")
+    from bot.content.validate import check_file
+
+    _doc, problems = check_file(path)
+    for problem in problems:
+        print(f"to fill in: {problem}")
+    if problems:
+        print(f"fill in the fields above, then run 'hoctap content check {path}'", file=sys.stderr)
+    return 0
+
+
+@command("content template")
+def cmd_content_template(args, settings: Settings) -> int:
+    from bot.content.workbook import template_bytes
+
+    out = Path(args.out)
+    out.write_bytes(template_bytes())
+    print(f"template written to {out}: fill the sheet 'Câu hỏi' (and 'Văn bản'), then 'hoctap content import "
+          f"{out.name} --id ID'")
+    return 0
+
+
+@command("content export")
+def cmd_content_export(args, settings: Settings) -> int:
+    from bot.content.authoring import draft_from_document
+    from bot.content.validate import check_paths
+    from bot.content.workbook import workbook_bytes
+
+    result = check_paths([settings.content_dir])
+    doc = next((d for d in result.documents if d.id == args.document_id), None)
+    if doc is None:
+        known = ", ".join(d.id for d in result.documents) or "none"
+        raise UsageError(f"no checked document '{args.document_id}' in {settings.content_dir} (found: {known}); "
+                         "run 'hoctap content check'")
+    out = Path(args.xlsx)
+    out.write_bytes(workbook_bytes(draft_from_document(doc)))
+    print(f"{doc.id}: {len(doc.questions)} questions written to {out}; edit it and run "
+          f"'hoctap content import {out.name} --id {doc.id} --force'")
+    return 0
+
+
 # -- roster --------------------------------------------------------------------------------------
 def _print_import(result, what: str) -> int:
     if not result.ok:
@@ -436,6 +506,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="treat quiz-quality warnings (guessable answers, repeated questions) as errors")
     p = leaf(content, "load", "check document files and load them into the database", "content load")
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (default: the content folder)")
+    p = leaf(content, "import", "write quizzes/ID.yaml from an Excel question sheet, Aiken or GIFT text",
+             "content import")
+    p.add_argument("file", metavar="FILE", help=".xlsx (sheet 'Câu hỏi'), Aiken .txt or GIFT .gift/.txt")
+    p.add_argument("--id", required=True, metavar="ID", help="the document's id, e.g. kh-64-tu-binh-phuoc")
+    p.add_argument("--format", choices=("xlsx", "aiken", "gift"), help="default: from the file")
+    p.add_argument("--summary", metavar="FILE", help="the summary members read, .txt or .docx")
+    p.add_argument("--code", metavar="CODE", help='the document\'s number, e.g. "64-KH/TU"')
+    p.add_argument("--title", metavar="TITLE")
+    p.add_argument("--kind", metavar="KIND", help="ke-hoach, nghi-quyet, ... or 'Kế hoạch', 'Nghị quyết', ...")
+    p.add_argument("--issued-by", metavar="BODY")
+    p.add_argument("--issued-on", metavar="YYYY-MM-DD")
+    p.add_argument("--note", metavar="TEXT", help="shown to members under the title")
+    p.add_argument("--force", action="store_true", help="replace an existing quizzes/ID.yaml")
+    p = leaf(content, "template", "write the Excel template for questions (sheets 'Câu hỏi' and 'Văn bản')",
+             "content template")
+    p.add_argument("out", nargs="?", default="mau-cau-hoi.xlsx", metavar="FILE",
+                   help="default: mau-cau-hoi.xlsx")
+    p = leaf(content, "export", "write a document's questions and metadata as the Excel sheet, to edit and re-import",
+             "content export")
+    p.add_argument("document_id", metavar="ID")
+    p.add_argument("--xlsx", required=True, metavar="FILE")
 
     units = group("units", "the organisation tree")
     p = leaf(units, "import", "import units from CSV or XLSX (all-or-nothing)", "units import")
