@@ -85,6 +85,7 @@ def cmd_scheduler_run_due(args, settings: Settings) -> int:
 def cmd_report(args, settings: Settings) -> int:
     from bot.domain.messages import percent
     from bot.reports.chart import rate_chart_png
+    from bot.reports.question_review import flagged
     from bot.reports.xlsx import build_workbook, report_data
     from bot.services.roster import RosterError, unit_by_code
     from bot.services.stats import StatsError
@@ -113,6 +114,8 @@ def cmd_report(args, settings: Settings) -> int:
             for f in rr.units:
                 print(f"  {f.unit_code:<14} {f.finished:>6}/{f.audience:<6} {percent(f.rate):>7}  "
                       f"{'met' if f.target_met else 'not met'}")
+            for flag in flagged(rr.questions):
+                print(f"  review question {flag.position}: {flag.reason}")
             suffix = f"-{unit.code}" if len(units) > 1 else ""
             if args.xlsx:
                 path = Path(args.xlsx)

@@ -24,6 +24,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from sqlalchemy.orm import Session
 
+from bot.reports.question_review import flag_question
 from bot.services.stats import (
     Figures, NotFinished, QuestionStat, StatsError, not_finished_members, question_stats, unit_rollup,
 )
@@ -43,7 +44,7 @@ MEMBER_HEADERS = ["Đợt", "Tài liệu", "Họ và tên", "Mã đảng viên",
 QUESTION_HEADERS = [
     "Câu số", "Nội dung câu hỏi", "Số lượt gặp", "Số lượt trả lời", "Tỷ lệ trả lời đúng",
     "Phương án sai chọn nhiều nhất", "Số lượt chọn phương án sai đó", "Số bài làm lần đầu",
-    "Chỉ số dễ (facility)", "Chỉ số phân biệt (Moodle)", "Chỉ số phân biệt nhóm 27%",
+    "Chỉ số dễ (facility)", "Chỉ số phân biệt (Moodle)", "Chỉ số phân biệt nhóm 27%", "Gợi ý xem lại câu hỏi",
 ]
 
 
@@ -222,7 +223,7 @@ def _questions_sheet(wb: Workbook, used: set[str], data: ReportData, rr: RoundRe
     _title_block(ws, "THỐNG KÊ THEO CÂU HỎI", data, rr)
     ws["F3"] = ("Chỉ số dễ, chỉ số phân biệt: chỉ tính lần làm bài đầu tiên (cách tính của Moodle); "
                 "nhóm 27%: tỷ lệ đúng của 27% bài điểm cao nhất trừ 27% bài điểm thấp nhất.")
-    _header(ws, HEADER_ROW, QUESTION_HEADERS, [8, 60, 10, 10, 12, 14, 12, 12, 12, 12, 12])
+    _header(ws, HEADER_ROW, QUESTION_HEADERS, [8, 60, 10, 10, 12, 14, 12, 12, 12, 12, 12, 50])
     row = HEADER_ROW
     for q in rr.questions:
         row += 1
@@ -233,10 +234,12 @@ def _questions_sheet(wb: Workbook, used: set[str], data: ReportData, rr: RoundRe
             None if q.facility is None else q.facility / 100,
             None if q.discrimination is None else round(q.discrimination, 1),
             None if q.upper_lower is None else round(q.upper_lower, 1),
+            flag.suggestion_vi if (flag := flag_question(q)) else None,
         ]
         for col, value in enumerate(values, start=1):
             ws.cell(row=row, column=col, value=value)
         ws.cell(row=row, column=2).alignment = _WRAP
+        ws.cell(row=row, column=12).alignment = _WRAP
         for col in (5, 9):
             ws.cell(row=row, column=col).number_format = PERCENT
         for col in (10, 11):
