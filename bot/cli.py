@@ -109,8 +109,9 @@ def cmd_report(args, settings: Settings) -> int:
             rr = data.rounds[0]
             t = rr.total
             avg = percent(t.average_score) if t.average_score is not None else "-"
+            exempt = f", {t.exempt} exempt (not counted)" if t.exempt else ""
             print(f"{rnd.document.code} — {unit.code} {unit.name}: {t.finished}/{t.audience} — {percent(t.rate)} "
-                  f"(target {percent(t.target)}), passed {t.passed}, average {avg}, needed {t.needed}")
+                  f"(target {percent(t.target)}), passed {t.passed}, average {avg}, needed {t.needed}{exempt}")
             for f in rr.units:
                 print(f"  {f.unit_code:<14} {f.finished:>6}/{f.audience:<6} {percent(f.rate):>7}  "
                       f"{'met' if f.target_met else 'not met'}")
@@ -330,7 +331,7 @@ def cmd_members_list(args, settings: Settings) -> int:
         except RosterError as exc:
             raise UsageError(str(exc)) from None
         for m in members:
-            state = "" if m.active else "  (inactive)"
+            state = ("" if m.active else "  (inactive)") + ("  (exempt)" if m.exempt else "")
             print(f"{m.code}\t{m.full_name}\t{m.unit.code}\t{m.phone or '-'}\t{m.role}{state}")
         print(f"{len(members)} member(s)", file=sys.stderr)
     return 0

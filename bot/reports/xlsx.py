@@ -39,6 +39,7 @@ NOT_FINISHED_SHEET = "Chưa hoàn thành"
 UNIT_HEADERS = [
     "Mã đơn vị", "Đơn vị", "Số đảng viên", "Đã hoàn thành", "Tỷ lệ hoàn thành", "Đạt yêu cầu",
     "Điểm trung bình", "Đang làm dở", "Chưa làm", "Còn thiếu để đạt mục tiêu", "Đạt mục tiêu",
+    "Miễn sinh hoạt (không tính)",
 ]
 MEMBER_HEADERS = ["Đợt", "Tài liệu", "Họ và tên", "Mã đảng viên", "Đơn vị", "Số điện thoại", "Tình trạng"]
 QUESTION_HEADERS = [
@@ -163,7 +164,7 @@ def _unit_row(ws, row: int, f: Figures, label: str | None = None) -> None:
     values = [
         f.unit_code, label or f.unit_name, f.audience, f.finished, f.rate / 100, f.passed,
         None if f.average_score is None else f.average_score / 100, f.in_progress, f.not_started,
-        f.needed, "Đạt" if f.target_met else "Chưa đạt",
+        f.needed, "Đạt" if f.target_met else "Chưa đạt", f.exempt,
     ]
     for col, value in enumerate(values, start=1):
         ws.cell(row=row, column=col, value=value)
@@ -174,7 +175,7 @@ def _unit_row(ws, row: int, f: Figures, label: str | None = None) -> None:
 def _units_sheet(wb: Workbook, used: set[str], data: ReportData, rr: RoundReport) -> None:
     ws = wb.create_sheet(sheet_title(f"Đợt {rr.round_id} - Đơn vị", used))
     _title_block(ws, "KẾT QUẢ HỌC TẬP THEO ĐƠN VỊ", data, rr)
-    _header(ws, HEADER_ROW, UNIT_HEADERS, [12, 40, 12, 12, 12, 12, 12, 12, 12, 14, 12])
+    _header(ws, HEADER_ROW, UNIT_HEADERS, [12, 40, 12, 12, 12, 12, 12, 12, 12, 14, 12, 14])
     row = HEADER_ROW + 1
     _unit_row(ws, row, rr.total, f"Tổng cộng: {rr.total.unit_name}")
     for col in range(1, len(UNIT_HEADERS) + 1):

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -91,6 +92,9 @@ class Member(Base):
     phone: Mapped[str | None] = mapped_column(String(20), index=True)
     role: Mapped[str] = mapped_column(String(16), default="member")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # miễn sinh hoạt (age, health): stays on the roster, outside every audience, rate and reminder
+    exempt: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    language: Mapped[str] = mapped_column(String(16), default="vi", server_default="vi")  # a language tag
 
     unit: Mapped[Unit] = relationship()
 
