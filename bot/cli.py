@@ -314,7 +314,7 @@ def cmd_members_import(args, settings: Settings) -> int:
 
     db = open_db(settings)
     with db.session() as s:
-        result = import_members(s, Path(args.file), full=args.full)
+        result = import_members(s, Path(args.file), full=args.full, default_language=settings.language)
         if not result.ok:
             s.rollback()
     return _print_import(result, "members")

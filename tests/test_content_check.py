@@ -88,7 +88,7 @@ def test_good_file_is_reported_with_its_question_count(cli, workdir):
         ("  questions_per_attempt: 2", "  questions_per_attempt: 5",
          "nq-test.yaml:12: quiz.questions_per_attempt: 5 is more than the 2 questions in the pool; lower it or add questions"),
         ('code: "01-NQ/TW"', 'code: "01-NQ/TW"\nauthor: "x"',
-         "nq-test.yaml:3: author: unknown field; expected one of id, code, title, note, kind, issued_by, issued_on, summary, key_points, quiz, questions"),
+         "nq-test.yaml:3: author: unknown field; expected one of id, code, title, note, kind, issued_by, issued_on, summary, key_points, quiz, questions, translations"),
         ('title: "Nghị quyết thử"\n', "",
          "nq-test.yaml:1: title: missing; add this field"),
         ('key_points:\n  - "Điểm chính"', "key_points: \"Điểm chính\"",

@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from bot.domain.languages import is_language_tag
 from bot.domain.phones import normalize_phone
 from bot.paths import display_path
 from bot.roster.files import Row, TableError, read_table
@@ -42,7 +43,6 @@ EXEMPT_WORDS = {
     "": False, "không": False, "khong": False, "no": False, "false": False, "0": False,
     "x": True, "có": True, "co": True, "miễn": True, "mien": True, "yes": True, "true": True, "1": True,
 }
-LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}(?:-[a-z0-9]{2,8})*$")
 ROLE_NAMES = {
     "member": "member", "đảng viên": "member", "dang vien": "member", "": "member",
     "secretary": "secretary", "bí thư": "secretary", "bi thu": "secretary",
@@ -161,7 +161,8 @@ def rebuild_closure(session: Session) -> None:
         session.execute(UnitAncestor.__table__.insert(), rows)
 
 
-def import_members(session: Session, path: Path, *, full: bool = False) -> ImportResult:
+def import_members(session: Session, path: Path, *, full: bool = False, default_language: str = "vi") -> ImportResult:
+    """``default_language`` (the ``language`` setting) is given to new members whose row names none."""
     result = ImportResult()
     where = display_path(path)
     try:
@@ -203,7 +204,7 @@ def import_members(session: Session, path: Path, *, full: bool = False) -> Impor
         if "exempt" in v and v["exempt"].casefold().strip() not in EXEMPT_WORDS:
             bad("exempt", f"'{v['exempt']}' is not yes or no; write x (or có) for a member exempt from Party work, "
                           "leave it empty otherwise")
-        if "language" in v and v["language"] and not LANGUAGE_TAG.match(v["language"].casefold()):
+        if "language" in v and v["language"] and not is_language_tag(v["language"].casefold()):
             bad("language", f"'{v['language']}' is not a language tag; write e.g. vi, km (Khmer), en")
         if bad.count:
             result.found.extend((row.number, line) for line in bad.lines)
@@ -230,8 +231,10 @@ def import_members(session: Session, path: Path, *, full: bool = False) -> Impor
         fields = {"full_name": v["full_name"], "unit_id": units[v["unit_code"]], "phone": phone, "role": role}
         if "exempt" in v:  # a file without the column leaves exemptions as they are
             fields["exempt"] = EXEMPT_WORDS[v["exempt"].casefold().strip()]
-        if "language" in v:
-            fields["language"] = v["language"].casefold() or "vi"
+        if v.get("language"):
+            fields["language"] = v["language"].casefold()
+        elif "language" in v or v["member_code"] not in members:
+            fields["language"] = default_language
         member = members.get(v["member_code"])
         if member is None:
             session.add(Member(code=v["member_code"], active=True, **fields))

@@ -146,6 +146,8 @@ class Document(Base):
     issued_on: Mapped[date | None] = mapped_column(Date)
     summary: Mapped[str] = mapped_column(Text)
     key_points: Mapped[list] = mapped_column(JSON, default=list)
+    # language tag -> {title, summary, key_points, reviewed_by} (bot.domain.languages)
+    translations: Mapped[dict | None] = mapped_column(JSON)
     questions_per_attempt: Mapped[int | None] = mapped_column(Integer)
     pass_score: Mapped[int] = mapped_column(Integer, default=80)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
