@@ -59,7 +59,7 @@ class Base(DeclarativeBase):
 
 
 class Unit(Base):
-    """A node of the organisation tree (province → district → grassroots → branch)."""
+    """A node of the organisation tree of any depth (province → commune or agency committee → … → chi bộ)."""
 
     __tablename__ = "units"
     id: Mapped[int] = mapped_column(primary_key=True)
