@@ -201,7 +201,7 @@ def cmd_content_load(args, settings: Settings) -> int:
 
 @command("content import")
 def cmd_content_import(args, settings: Settings) -> int:
-    from bot.content.authoring import ImportError_, kind_slug, read_summary, write_document
+    from bot.content.authoring import SourceProblems, kind_slug, read_summary, write_document
     from bot.content.moodle import looks_like_gift, read_aiken, read_gift, read_text_file
     from bot.content.workbook import read_workbook
 
@@ -223,7 +223,7 @@ def cmd_content_import(args, settings: Settings) -> int:
             if value:
                 draft.meta[key] = kind_slug(value) if key == "kind" else value.strip()
         path = write_document(settings.content_dir, args.id, draft, force=args.force)
-    except ImportError_ as exc:
+    except SourceProblems as exc:
         for problem in exc.problems:
             print(problem)
         print(f"{len(exc.problems)} problem(s) found; nothing was written", file=sys.stderr)

@@ -36,7 +36,7 @@ KIND_NAMES = {
 _SECTION = re.compile(r"^((?:Mục|Phần|Điều|Khoản)\b[^:\n]{0,80}):\s*(.*)$", re.S)
 
 
-class ImportError_(Exception):
+class SourceProblems(Exception):
     """Problems found in a source file; nothing was written."""
 
     def __init__(self, problems: list[str]):
@@ -92,7 +92,7 @@ def read_summary(path: Path) -> str:
             with zipfile.ZipFile(path) as z:
                 xml = z.read("word/document.xml")
         except (zipfile.BadZipFile, KeyError, OSError) as exc:
-            raise ImportError_([f"{path}: not a Word .docx file ({exc}); save it as .docx or .txt"]) from None
+            raise SourceProblems([f"{path}: not a Word .docx file ({exc}); save it as .docx or .txt"]) from None
         ns = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
         paragraphs = []
         for p in ElementTree.fromstring(xml).iter(f"{ns}p"):
@@ -103,9 +103,9 @@ def read_summary(path: Path) -> str:
     try:
         return nfc(path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError as exc:
-        raise ImportError_([f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8"]) from None
+        raise SourceProblems([f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8"]) from None
     except OSError as exc:
-        raise ImportError_([f"{path}: cannot read ({exc.strerror})"]) from None
+        raise SourceProblems([f"{path}: cannot read ({exc.strerror})"]) from None
 
 
 def check_question(q: DraftQuestion, where: str) -> list[str]:
@@ -171,7 +171,7 @@ def write_document(content_dir: Path, doc_id: str, draft: Draft, *, force: bool 
     if kind and kind not in KINDS:
         problems.append(f"kind '{kind}' is unknown; use one of {', '.join(KINDS)} (or Nghị quyết, Kế hoạch, ...)")
     if problems:
-        raise ImportError_(problems)
+        raise SourceProblems(problems)
     content_dir.mkdir(parents=True, exist_ok=True)
     text = document_text(doc_id, draft)
     tmp = target.with_name(f".{target.name}.tmp")

@@ -189,25 +189,10 @@ def _read_meta(ws, name: str, draft: Draft) -> None:
                 draft.meta.setdefault("key_points", []).append(value)
         elif key == "issued_on" and row[1].is_date:
             draft.meta[key] = row[1].value.date() if isinstance(row[1].value, datetime) else row[1].value
-        elif key == "issued_on" and value:
-            draft.meta[key] = _date(value)
         elif key == "kind" and value:
             draft.meta[key] = kind_slug(value)
         elif value:
             draft.meta[key] = value
-
-
-def _date(text: str) -> date | str:
-    """'15/02/2022' or '2022-02-15' as a date; anything else is kept for content check to name."""
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        pass
-    try:
-        d, m, y = text.split("/")
-        return date(int(y), int(m), int(d))
-    except ValueError:
-        return text
 
 
 def _cell_text(cell) -> str:
