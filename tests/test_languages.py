@@ -131,6 +131,10 @@ def test_translations_in_a_document_file_are_checked(cli, workdir):
     assert result.code == 1
     assert result.lines == ["nq-test.yaml:25: translations.vi: 'vi' is not a language tag other than vi; write e.g. "
                             "km (Khmer), sti (S'tiêng), en"]
+    no_summary = good.replace("    summary: \"Khmer.\"\n", "")
+    (workdir / "nq-test.yaml").write_text(no_summary, encoding="utf-8")
+    assert cli("content", "check", "nq-test.yaml").lines == [
+        "nq-test.yaml:26: translations.km.summary: missing; add the translated summary"]
 
 
 def test_the_roster_gives_each_member_a_language_and_the_setting_a_default(cli, province, workdir):
