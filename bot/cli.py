@@ -86,6 +86,7 @@ def cmd_report(args, settings: Settings) -> int:
     from bot.domain.messages import percent
     from bot.domain.permissions import round_covers_unit
     from bot.reports.chart import rate_chart_png
+    from bot.reports.question_review import flagged
     from bot.reports.xlsx import build_workbook, report_data
     from bot.services.roster import RosterError, unit_by_code
     from bot.services.stats import StatsError
@@ -113,11 +114,14 @@ def cmd_report(args, settings: Settings) -> int:
             rr = data.rounds[0]
             t = rr.total
             avg = percent(t.average_score) if t.average_score is not None else "-"
+            exempt = f", {t.exempt} exempt (not counted)" if t.exempt else ""
             print(f"{rnd.document.code} — {unit.code} {unit.name}: {t.finished}/{t.audience} — {percent(t.rate)} "
-                  f"(target {percent(t.target)}), passed {t.passed}, average {avg}, needed {t.needed}")
+                  f"(target {percent(t.target)}), passed {t.passed}, average {avg}, needed {t.needed}{exempt}")
             for f in rr.units:
                 print(f"  {f.unit_code:<14} {f.finished:>6}/{f.audience:<6} {percent(f.rate):>7}  "
                       f"{'met' if f.target_met else 'not met'}")
+            for flag in flagged(rr.questions):
+                print(f"  review question {flag.position}: {flag.reason}")
             suffix = f"-{unit.code}" if len(units) > 1 else ""
             if args.xlsx:
                 path = Path(args.xlsx)
@@ -162,8 +166,23 @@ def cmd_content_check(args, settings: Settings) -> int:
         return 1
     if not result.documents:
         return _no_document_files(args, settings)
-    for doc in result.documents:
-        print(f"{doc.source_file}: {doc.id}: {len(doc.questions)} questions")
+    return _print_quality(result.documents, strict=args.strict)
+
+
+def _print_quality(documents, *, strict: bool) -> int:
+    """Item-writing warnings (errors with --strict), then one line per document."""
+    from bot.content.quality import check_quality
+
+    reports = [check_quality(doc) for doc in documents]
+    warnings = [w for r in reports for w in r.warnings]
+    for w in warnings:
+        print(f"{w.file}:{w.line}: {w.field}: {'' if strict else 'warning: '}{w.message}")
+    for r in reports:
+        print(f"{r.document.source_file}: {r.document.id}: {r.questions} questions, "
+              f"{r.longest_correct} guessable by length alone")
+    if warnings and strict:
+        print(f"{len(warnings)} problem(s) found (--strict)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -191,6 +210,76 @@ def cmd_content_load(args, settings: Settings) -> int:
         state = "new" if r.created else "updated"
         print(f"{r.document_id}: {state}, {r.questions_current} questions "
               f"({r.questions_added} added, {r.questions_retired} retired)")
+    return 0
+
+
+@command("content import")
+def cmd_content_import(args, settings: Settings) -> int:
+    from bot.content.authoring import SourceProblems, kind_slug, read_summary, write_document
+    from bot.content.moodle import looks_like_gift, read_aiken, read_gift, read_text_file
+    from bot.content.workbook import read_workbook
+
+    source = Path(args.file)
+    if not source.exists():
+        raise UsageError(f"{source} not found")
+    fmt = args.format or ("xlsx" if source.suffix.lower() in (".xlsx", ".xlsm") else
+                          "gift" if source.suffix.lower() == ".gift" else None)
+    if fmt is None:
+        lines, _ = read_text_file(source)
+        fmt = "gift" if looks_like_gift(lines) else "aiken"
+    draft = {"xlsx": read_workbook, "gift": read_gift, "aiken": read_aiken}[fmt](source)
+    try:
+        if args.summary:
+            draft.meta["summary"] = read_summary(Path(args.summary))
+        for option, key in (("code", "code"), ("title", "title"), ("kind", "kind"), ("issued_by", "issued_by"),
+                            ("issued_on", "issued_on"), ("note", "note")):
+            value = getattr(args, option)
+            if value:
+                draft.meta[key] = kind_slug(value) if key == "kind" else value.strip()
+        path = write_document(settings.content_dir, args.id, draft, force=args.force)
+    except SourceProblems as exc:
+        for problem in exc.problems:
+            print(problem)
+        print(f"{len(exc.problems)} problem(s) found; nothing was written", file=sys.stderr)
+        return 1
+    print(f"{path}: {len(draft.questions)} questions from {source.name} ({fmt})")
+    from bot.content.validate import check_file
+
+    _doc, problems = check_file(path)
+    for problem in problems:
+        print(f"to fill in: {problem}")
+    if problems:
+        print(f"fill in the fields above, then run 'hoctap content check {path}'", file=sys.stderr)
+    return 0
+
+
+@command("content template")
+def cmd_content_template(args, settings: Settings) -> int:
+    from bot.content.workbook import template_bytes
+
+    out = Path(args.out)
+    out.write_bytes(template_bytes())
+    print(f"template written to {out}: fill the sheet 'Câu hỏi' (and 'Văn bản'), then 'hoctap content import "
+          f"{out.name} --id ID'")
+    return 0
+
+
+@command("content export")
+def cmd_content_export(args, settings: Settings) -> int:
+    from bot.content.authoring import draft_from_document
+    from bot.content.validate import check_paths
+    from bot.content.workbook import workbook_bytes
+
+    result = check_paths([settings.content_dir])
+    doc = next((d for d in result.documents if d.id == args.document_id), None)
+    if doc is None:
+        known = ", ".join(d.id for d in result.documents) or "none"
+        raise UsageError(f"no checked document '{args.document_id}' in {settings.content_dir} (found: {known}); "
+                         "run 'hoctap content check'")
+    out = Path(args.xlsx)
+    out.write_bytes(workbook_bytes(draft_from_document(doc)))
+    print(f"{doc.id}: {len(doc.questions)} questions written to {out}; edit it and run "
+          f"'hoctap content import {out.name} --id {doc.id} --force'")
     return 0
 
 
@@ -239,7 +328,7 @@ def cmd_members_import(args, settings: Settings) -> int:
 
     db = open_db(settings)
     with db.session() as s:
-        result = import_members(s, Path(args.file), full=args.full)
+        result = import_members(s, Path(args.file), full=args.full, default_language=settings.language)
         if not result.ok:
             s.rollback()
     return _print_import(result, "members")
@@ -256,7 +345,7 @@ def cmd_members_list(args, settings: Settings) -> int:
         except RosterError as exc:
             raise UsageError(str(exc)) from None
         for m in members:
-            state = "" if m.active else "  (inactive)"
+            state = ("" if m.active else "  (inactive)") + ("  (exempt)" if m.exempt else "")
             print(f"{m.code}\t{m.full_name}\t{m.unit.code}\t{m.phone or '-'}\t{m.role}{state}")
         print(f"{len(members)} member(s)", file=sys.stderr)
     return 0
@@ -493,8 +582,31 @@ def build_parser() -> argparse.ArgumentParser:
     content = group("content", "document files in quizzes/")
     p = leaf(content, "check", "check document files and list every problem as FILE:LINE: FIELD", "content check")
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (default: the content folder)")
+    p.add_argument("--strict", action="store_true",
+                   help="treat quiz-quality warnings (guessable answers, repeated questions) as errors")
     p = leaf(content, "load", "check document files and load them into the database", "content load")
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (default: the content folder)")
+    p = leaf(content, "import", "write quizzes/ID.yaml from an Excel question sheet, Aiken or GIFT text",
+             "content import")
+    p.add_argument("file", metavar="FILE", help=".xlsx (sheet 'Câu hỏi'), Aiken .txt or GIFT .gift/.txt")
+    p.add_argument("--id", required=True, metavar="ID", help="the document's id, e.g. kh-64-tu-binh-phuoc")
+    p.add_argument("--format", choices=("xlsx", "aiken", "gift"), help="default: from the file")
+    p.add_argument("--summary", metavar="FILE", help="the summary members read, .txt or .docx")
+    p.add_argument("--code", metavar="CODE", help='the document\'s number, e.g. "64-KH/TU"')
+    p.add_argument("--title", metavar="TITLE")
+    p.add_argument("--kind", metavar="KIND", help="ke-hoach, nghi-quyet, ... or 'Kế hoạch', 'Nghị quyết', ...")
+    p.add_argument("--issued-by", metavar="BODY")
+    p.add_argument("--issued-on", metavar="YYYY-MM-DD")
+    p.add_argument("--note", metavar="TEXT", help="shown to members under the title")
+    p.add_argument("--force", action="store_true", help="replace an existing quizzes/ID.yaml")
+    p = leaf(content, "template", "write the Excel template for questions (sheets 'Câu hỏi' and 'Văn bản')",
+             "content template")
+    p.add_argument("out", nargs="?", default="mau-cau-hoi.xlsx", metavar="FILE",
+                   help="default: mau-cau-hoi.xlsx")
+    p = leaf(content, "export", "write a document's questions and metadata as the Excel sheet, to edit and re-import",
+             "content export")
+    p.add_argument("document_id", metavar="ID")
+    p.add_argument("--xlsx", required=True, metavar="FILE")
 
     units = group("units", "the organisation tree")
     p = leaf(units, "import", "import units from CSV or XLSX (all-or-nothing)", "units import")

@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from bot.domain.languages import is_language_tag
+
 DEFAULT_TELEGRAM_API = "https://api.telegram.org/bot"
 DEFAULT_ZALO_API = "https://bot-api.zaloplatforms.com"
 _ENV_REF = re.compile(r"^\$\{([A-Z_][A-Z0-9_]*)\}$")
@@ -107,7 +109,7 @@ class SchedulerSettings:
 class Settings:
     database_url: str
     timezone: str = "Asia/Ho_Chi_Minh"
-    language: str = "vi"
+    language: str = "vi"  # what members read by default (a translation where one exists), e.g. km
     content_dir: Path = Path("quizzes")
     telegram: TelegramSettings = TelegramSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
@@ -164,9 +166,9 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"{src}: timezone: unknown time zone {tz!r} (e.g. Asia/Ho_Chi_Minh)") from None
-    language = values.get("language", "vi")
-    if language != "vi":
-        raise ConfigError(f"{src}: language: only 'vi' is available, got {language!r}")
+    language = str(values.get("language", "vi")).strip().casefold()
+    if not is_language_tag(language):
+        raise ConfigError(f"{src}: language: {language!r} is not a language tag (e.g. vi, km, sti)")
     content_dir = values.get("content_dir", "quizzes")
     _require_str(src, "content_dir", content_dir)
     content_path = Path(content_dir)

@@ -153,4 +153,15 @@ def test_typed_numbers_mean_the_last_messages_choices_only(province):
     assert len(replies) == 2 and replies[0].choices == [] and replies[1].choices
     last_round = replies[1].text.split(" — ")[0].split()[-1]
     drilled = service.on_text("z9", "1", utcnow()).replies[0].text
-    assert drilled.startswith(f"📊 {last_round} — Đảng bộ xã Tân Tiến")
+    assert drilled.startswith(f"📊 {last_round} — Đảng bộ bộ phận Tân Tiến")
+
+
+def test_the_documents_note_is_shown_under_its_title_when_listing_and_reading(service, province):
+    linked(service, province, "DV001", "1")
+    listing = service.on_text("1", "/hoc", utcnow()).replies[0].text
+    assert "64-KH/TU — Kế hoạch nâng cao hiệu quả" in listing
+    assert "ℹ️ Kế hoạch giai đoạn 2022 - 2025 của Tỉnh ủy Bình Phước, ban hành trước khi sắp xếp" in listing
+    page = service.on_action("1", "r:1:1", utcnow()).replies[0].text
+    title, note = page.splitlines()[:2]
+    assert title.startswith("📖 64-KH/TU: Kế hoạch nâng cao hiệu quả")
+    assert note.startswith("ℹ️ Kế hoạch giai đoạn 2022 - 2025")

@@ -48,10 +48,10 @@ def check_one(cli, workdir, body, name="nq-test.yaml"):
     return cli("content", "check", path.name)
 
 
-def test_sample_documents_pass_with_one_line_per_file(cli):
-    result = cli("content", "check")
+def test_sample_documents_pass_strict_quality_checks_with_one_line_per_file(cli):
+    result = cli("content", "check", "--strict")
     assert result.code == 0, result.out
-    assert any(line.endswith("kh-64-tu-binh-phuoc: 20 questions") for line in result.lines)
+    assert any("kh-64-tu-binh-phuoc: 21 questions, " in line for line in result.lines)
     assert any("kh-83-hu-tuy-phuoc:" in line for line in result.lines)
     assert len(result.lines) == 2
 
@@ -59,7 +59,7 @@ def test_sample_documents_pass_with_one_line_per_file(cli):
 def test_good_file_is_reported_with_its_question_count(cli, workdir):
     result = check_one(cli, workdir, GOOD)
     assert result.code == 0
-    assert result.lines == ["nq-test.yaml: nq-test: 2 questions"]
+    assert result.lines == ["nq-test.yaml: nq-test: 2 questions, 0 guessable by length alone"]
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_good_file_is_reported_with_its_question_count(cli, workdir):
         ("  questions_per_attempt: 2", "  questions_per_attempt: 5",
          "nq-test.yaml:12: quiz.questions_per_attempt: 5 is more than the 2 questions in the pool; lower it or add questions"),
         ('code: "01-NQ/TW"', 'code: "01-NQ/TW"\nauthor: "x"',
-         "nq-test.yaml:3: author: unknown field; expected one of id, code, title, kind, issued_by, issued_on, summary, key_points, quiz, questions"),
+         "nq-test.yaml:3: author: unknown field; expected one of id, code, title, note, kind, issued_by, issued_on, summary, key_points, quiz, questions, translations"),
         ('title: "Nghị quyết thử"\n', "",
          "nq-test.yaml:1: title: missing; add this field"),
         ('key_points:\n  - "Điểm chính"', "key_points: \"Điểm chính\"",

@@ -54,7 +54,7 @@ def test_secretary_sees_the_branch_rate_against_the_target(service, province):
         finish(province, code, 90.0)
     finish(province, "DV005", 50.0)
     text = say(service, "DV001", "/thongke")[0].text
-    assert text.startswith("📊 64-KH/TU — Chi bộ ấp 1 (xã Tân Tiến)")
+    assert text.startswith("📊 64-KH/TU — Chi bộ ấp 1 (Tân Tiến)")
     assert "Đã hoàn thành: 4/10 — 40% (mục tiêu 98%)" in text
     assert "Đạt yêu cầu: 3 · Điểm trung bình: 80%" in text
     assert "Chưa làm: 6 · Đang làm dở: 0" in text
@@ -62,20 +62,20 @@ def test_secretary_sees_the_branch_rate_against_the_target(service, province):
 
 
 def test_cadre_drills_down_and_back_up_within_their_subtree(service, province):
-    link(service, province, "CB002")  # cadre of huyện Đồng Phú
+    link(service, province, "CB002")  # cadre of xã Đồng Phú
     finish(province, "DV011", 85.0)
     top = say(service, "CB002", "/thongke")[0]
-    assert top.text.startswith("📊 64-KH/TU — Đảng bộ huyện Đồng Phú")
+    assert top.text.startswith("📊 64-KH/TU — Đảng bộ xã Đồng Phú")
     assert "Đã hoàn thành: 1/31 — 3,2% (mục tiêu 98%)" in top.text
     commune = top.all_choices()[0]
-    assert commune.label == "1. Đảng bộ xã Tân Tiến"
+    assert commune.label == "1. Đảng bộ bộ phận Tân Tiến"
     view = service.on_action("CB002", commune.action, utcnow()).replies[0]
     labels = [c.label for c in view.all_choices()]
     # furthest from target first: branches 1 and 3 (0%) before branch 2 (10%); then back up
-    assert labels == ["1. Chi bộ ấp 1 (xã Tân Tiến)", "2. Chi bộ ấp 3 (xã Tân Tiến)",
-                      "3. Chi bộ ấp 2 (xã Tân Tiến)", "↑ Đảng bộ huyện Đồng Phú"]
+    assert labels == ["1. Chi bộ ấp 1 (Tân Tiến)", "2. Chi bộ ấp 3 (Tân Tiến)",
+                      "3. Chi bộ ấp 2 (Tân Tiến)", "↑ Đảng bộ xã Đồng Phú"]
     up = service.on_action("CB002", view.all_choices()[-1].action, utcnow()).replies[0]
-    assert up.text.startswith("📊 64-KH/TU — Đảng bộ huyện Đồng Phú")
+    assert up.text.startswith("📊 64-KH/TU — Đảng bộ xã Đồng Phú")
     assert not any(c.label.startswith("↑") for c in up.all_choices())  # the province is not theirs
     forged = service.on_action("CB002", f"s:1:{unit_id(province, 'HQ')}", utcnow()).replies[0]
     assert forged.text == "Đồng chí không có quyền xem số liệu của đơn vị này."
@@ -112,7 +112,7 @@ def test_cadre_gets_the_workbook_and_chart(service, province):
     link(service, province, "CB002")
     finish(province, "DV011", 70.0)
     reply = say(service, "CB002", "/baocao")[0]
-    assert reply.text.startswith("Báo cáo 64-KH/TU — Đảng bộ huyện Đồng Phú: 1/31")
+    assert reply.text.startswith("Báo cáo 64-KH/TU — Đảng bộ xã Đồng Phú: 1/31")
     xlsx, png = reply.files
     assert xlsx.filename.endswith(".xlsx") and png.kind == "photo" and png.data[:8] == b"\x89PNG\r\n\x1a\n"
     wb = load_workbook(io.BytesIO(xlsx.data))

@@ -10,7 +10,7 @@ def test_scripted_playground_plays_a_round_on_a_fresh_database(workdir, capsys, 
 
     monkeypatch.setenv("HOCTAP_CONTENT_DIR", str(QUIZZES))
     script = workdir / "play.txt"
-    script.write_text("/hoc\n1\n1\n/ketqua\n/as DV011\n/lambai\nB\n/quit\n", encoding="utf-8")
+    script.write_text("/hoc\n1\n1\n1\n1\n/ketqua\n/as DV011\n/lambai\nB\n/quit\n", encoding="utf-8")
     assert main(["playground", "--script", str(script)]) == 0
     out = capsys.readouterr().out
     assert "(loaded the sample roster" in out and "(opened round 1" in out

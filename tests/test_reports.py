@@ -56,14 +56,14 @@ def test_workbook_has_unit_member_and_question_sheets_with_vietnamese_headers_an
 
     ws = wb["Đợt 1 - Đơn vị"]
     assert [c.value for c in ws[HEADER_ROW]] == UNIT_HEADERS
-    assert ws["B3"].value == "Đảng bộ huyện Đồng Phú"
+    assert ws["B3"].value == "Đảng bộ xã Đồng Phú"
     assert ws["B4"].number_format == "dd/mm/yyyy" and ws["B4"].value.date() == (sc.now - timedelta(hours=1)).astimezone(
         data.tz).date()
     assert ws["B5"].value == pytest.approx(0.98) and ws["B5"].number_format == "0%"
     rows = _table(ws, UNIT_HEADERS)
     assert [r["Mã đơn vị"] for r in rows] == ["DP"] + [f.unit_code for f in children]
     top = rows[0]
-    assert top["Đơn vị"] == "Tổng cộng: Đảng bộ huyện Đồng Phú"
+    assert top["Đơn vị"] == "Tổng cộng: Đảng bộ xã Đồng Phú"
     assert (top["Số đảng viên"], top["Đã hoàn thành"], top["Đạt yêu cầu"]) == (
         total.audience, total.finished, total.passed)
     assert top["Tỷ lệ hoàn thành"] == pytest.approx(total.finished / total.audience)
@@ -121,9 +121,9 @@ def _fig(code, name, finished, audience, target=98.0):
 
 
 def test_rate_chart_is_a_phone_sized_png():
-    figures = [_fig("A", "Chi bộ ấp 1 (xã Tân Tiến)", 52, 60), _fig("B", "Đảng bộ huyện Đồng Phú", 59, 60),
+    figures = [_fig("A", "Chi bộ ấp 1 (Tân Tiến)", 52, 60), _fig("B", "Đảng bộ xã Đồng Phú", 59, 60),
                _fig("C", "Chi bộ Khu phố Tân Đồng", 3, 30)]
-    data = rate_chart_png(figures, 98, subtitle="64-KH/TU · Đảng bộ tỉnh Bình Phước · 15/12/2026")
+    data = rate_chart_png(figures, 98, subtitle="64-KH/TU · Đảng bộ tỉnh Đồng Nai · 15/12/2026")
     width, height = _png_size(data)
     assert width == 1080
     assert 500 <= height <= 1400

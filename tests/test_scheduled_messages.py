@@ -206,7 +206,7 @@ def test_a_whole_round_from_announcement_to_closing_report(province, emulator, b
     assert len([t for t in received(users["DV004"]) if t.startswith("⏰")]) == 2
     assert [t for t in received(users["DV002"]) if t.startswith("⏰")] == []  # finished: no reminders
     cadre_messages = boss.messages
-    assert any(m["text"].startswith("🏁 Kết thúc đợt học tập 83-KH/HU — Đảng bộ huyện Đồng Phú") for m in cadre_messages)
+    assert any(m["text"].startswith("🏁 Kết thúc đợt học tập 83-KH/HU — Đảng bộ xã Đồng Phú") for m in cadre_messages)
     files = [m for m in cadre_messages if "file" in m]
     assert len(files) == 1 and files[0]["document"]["file_name"].endswith(".xlsx")
     with province.session() as s:

@@ -25,10 +25,10 @@ def test_cadre_drills_down_with_buttons_and_gets_the_report_files(telegram_bot, 
     cadre = link(emulator, invite, "CB002", 9901)
     cadre.send_text("/thongke")
     top = cadre.wait_for(lambda u: "📊" in (u.last() or {}).get("text", ""))
-    assert "Đảng bộ huyện Đồng Phú" in top["text"] and "0/31 — 0% (mục tiêu 98%)" in top["text"]
-    cadre.press("1. Đảng bộ xã Tân Tiến", message_id=top["message_id"])
-    commune = cadre.wait_for(lambda u: "Đảng bộ xã Tân Tiến\n" in u.last()["text"])
-    assert buttons(commune)[-1] == "↑ Đảng bộ huyện Đồng Phú"
+    assert "Đảng bộ xã Đồng Phú" in top["text"] and "0/31 — 0% (mục tiêu 98%)" in top["text"]
+    cadre.press("1. Đảng bộ bộ phận Tân Tiến", message_id=top["message_id"])
+    commune = cadre.wait_for(lambda u: "Đảng bộ bộ phận Tân Tiến\n" in u.last()["text"])
+    assert buttons(commune)[-1] == "↑ Đảng bộ xã Đồng Phú"
     cadre.send_text("/baocao")
     cadre.wait_for(lambda u: sum(1 for m in u.messages if "file" in m) == 2, timeout=15)
     files = [m for m in cadre.messages if "file" in m]

@@ -38,9 +38,10 @@ def load_document(session: Session, spec: DocumentSpec, now: datetime) -> LoadRe
     if doc is None:
         doc = Document(id=spec.id)
         session.add(doc)
-    doc.code, doc.title, doc.kind = spec.code, spec.title, spec.kind
+    doc.code, doc.title, doc.kind, doc.note = spec.code, spec.title, spec.kind, spec.note
     doc.issued_by, doc.issued_on = spec.issued_by, spec.issued_on
     doc.summary, doc.key_points = spec.summary, list(spec.key_points)
+    doc.translations = dict(spec.translations) or None
     doc.questions_per_attempt, doc.pass_score = spec.questions_per_attempt, spec.pass_score
     doc.max_attempts, doc.shuffle_options = spec.max_attempts, spec.shuffle_options
     doc.source_file, doc.loaded_at = spec.source_file, now

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from bot.domain.languages import VI, is_language_tag
 from bot.paths import display_path
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -26,6 +27,7 @@ MAX_FILE_BYTES = 200_000
 MAX_ID_CHARS = 64
 MAX_CODE_CHARS = 64
 MAX_TITLE_CHARS = 200
+MAX_NOTE_CHARS = 400              # shown under the title
 MAX_SUMMARY_CHARS = 12_000        # about 6 Zalo messages, 3 on Telegram
 MAX_SECTIONS = 20                 # parts of the summary between blank lines
 MAX_SECTION_CHARS = 3_000
@@ -38,9 +40,10 @@ MAX_EXPLANATION_CHARS = 500
 _PARAGRAPH = re.compile(r"[^\n]*\S[^\n]*(?:\n[^\n]*\S[^\n]*)*")  # lines of text between blank lines
 
 TOP_FIELDS = {
-    "id": True, "code": True, "title": True, "kind": True, "issued_by": False, "issued_on": False,
-    "summary": True, "key_points": False, "quiz": False, "questions": True,
+    "id": True, "code": True, "title": True, "note": False, "kind": True, "issued_by": False, "issued_on": False,
+    "summary": True, "key_points": False, "quiz": False, "questions": True, "translations": False,
 }
+TRANSLATION_FIELDS = {"title": False, "summary": True, "key_points": False, "reviewed_by": False}
 QUIZ_FIELDS = ("questions_per_attempt", "pass_score", "max_attempts", "shuffle_options")
 QUESTION_FIELDS = {"text": True, "options": True, "answer": True, "explanation": False}
 
@@ -76,6 +79,8 @@ class DocumentSpec:
     summary: str
     key_points: list[str]
     questions: list[QuestionSpec]
+    note: str | None = None  # shown to members under the title
+    translations: dict[str, dict] = field(default_factory=dict)  # language tag -> title, summary, key_points, reviewed_by
     questions_per_attempt: int | None = None  # None: all
     pass_score: int = 80
     max_attempts: int = 3
@@ -243,6 +248,7 @@ class _Checker:
             self._sections(get("summary"))
         issued_by = (self.text(get("issued_by"), "issued_by", limit=MAX_TITLE_CHARS)
                      if get("issued_by") is not None else None)
+        note = self.text(get("note"), "note", limit=MAX_NOTE_CHARS) if get("note") is not None else None
         kind = self.text(get("kind"), "kind") if get("kind") is not None else None
         if kind is not None and kind not in KINDS:
             self.add(get("kind"), "kind", f"unknown kind '{kind}'; use one of {', '.join(KINDS)}")
@@ -250,6 +256,7 @@ class _Checker:
         key_points = self._key_points(get("key_points")) if get("key_points") is not None else []
         quiz = self._quiz(get("quiz")) if get("quiz") is not None else {}
         questions = self._questions(get("questions")) if get("questions") is not None else []
+        translations = self._translations(get("translations")) if get("translations") is not None else {}
 
         per = quiz.get("questions_per_attempt")
         pool = len(get("questions").value) if isinstance(get("questions"), SequenceNode) else 0
@@ -261,7 +268,8 @@ class _Checker:
             return None
         return DocumentSpec(
             id=doc_id, code=values["code"], title=values["title"], kind=kind, issued_by=issued_by,
-            issued_on=issued_on, summary=values["summary"], key_points=key_points, questions=questions,
+            issued_on=issued_on, summary=values["summary"], key_points=key_points, questions=questions, note=note,
+            translations=translations,
             questions_per_attempt=per, pass_score=quiz.get("pass_score", 80),
             max_attempts=quiz.get("max_attempts", 3), shuffle_options=quiz.get("shuffle_options", True),
             source_file=self.file, id_line=get("id").start_mark.line + 1, code_line=get("code").start_mark.line + 1,
@@ -297,14 +305,46 @@ class _Checker:
         self.add(node, "issued_on", f"{_show(node)} is not a date; write it as 2022-02-15")
         return None
 
-    def _key_points(self, node: Node) -> list[str]:
+    def _key_points(self, node: Node, fld: str = "key_points") -> list[str]:
         if not isinstance(node, SequenceNode):
-            self.add(node, "key_points", f"expected a list of short texts, found {_show(node)}")
+            self.add(node, fld, f"expected a list of short texts, found {_show(node)}")
             return []
         if len(node.value) > MAX_KEY_POINTS:
-            self.add(node, "key_points", f"has {len(node.value)} points; at most {MAX_KEY_POINTS}")
+            self.add(node, fld, f"has {len(node.value)} points; at most {MAX_KEY_POINTS}")
         return [t for i, item in enumerate(node.value)
-                if (t := self.text(item, f"key_points[{i + 1}]", limit=MAX_KEY_POINT_CHARS))]
+                if (t := self.text(item, f"{fld}[{i + 1}]", limit=MAX_KEY_POINT_CHARS))]
+
+    def _translations(self, node: Node) -> dict[str, dict]:
+        """``translations: {km: {summary: ..., key_points: [...], title: ..., reviewed_by: ...}}``."""
+        if not isinstance(node, MappingNode):
+            self.add(node, "translations", f"expected languages (e.g. km:) each with a summary, found {_show(node)}")
+            return {}
+        out: dict[str, dict] = {}
+        for key_node, value_node in node.value:
+            tag = str(key_node.value).strip()
+            fld = f"translations.{tag}"
+            if not is_language_tag(tag) or tag == VI:
+                self.add(key_node, fld, f"'{tag}' is not a language tag other than vi; write e.g. km (Khmer), "
+                                        "sti (S'tiêng), en")
+                continue
+            if tag in out:
+                self.add(key_node, fld, "appears twice; keep one")
+                continue
+            fields = self.mapping(value_node, fld, TRANSLATION_FIELDS)
+            if fields is None:
+                continue
+            if "summary" not in fields:
+                self.add(value_node, f"{fld}.summary", "missing; add the translated summary")
+                continue
+            item = {"summary": self.text(fields["summary"][1], f"{fld}.summary", limit=MAX_SUMMARY_CHARS)}
+            if "title" in fields:
+                item["title"] = self.text(fields["title"][1], f"{fld}.title", limit=MAX_TITLE_CHARS)
+            if "key_points" in fields:
+                item["key_points"] = self._key_points(fields["key_points"][1], f"{fld}.key_points")
+            if "reviewed_by" in fields:
+                item["reviewed_by"] = self.text(fields["reviewed_by"][1], f"{fld}.reviewed_by", allow_empty=True) or None
+            out[tag] = item
+        return out
 
     def _quiz(self, node: Node) -> dict:
         fields = self.mapping(node, "quiz", QUIZ_FIELDS)

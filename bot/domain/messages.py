@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from bot.domain.languages import VI, translation_for
 from bot.domain.replies import Choice, Reply, split_text
 from bot.storage.models import Attempt, AttemptQuestion, Document, Member, Round
 
@@ -101,6 +102,7 @@ def help_text(member: Member, has_buttons: bool = True) -> Reply:
         "/hoc — đọc tóm tắt tài liệu của các đợt học tập đang mở",
         "/lambai — làm (hoặc làm tiếp) bài kiểm tra trắc nghiệm",
         "/ketqua — xem kết quả các lần làm bài của mình",
+        "/ngonngu — chọn ngôn ngữ đọc tài liệu (khi có bản dịch)",
         "/trogiup — xem hướng dẫn này",
     ]
     if member.role in ("secretary", "cadre", "admin"):
@@ -141,29 +143,40 @@ def round_list(rounds: list[Round], tz: ZoneInfo, *, for_quiz: bool) -> Reply:
     choices = []
     for i, rnd in enumerate(rounds, start=1):
         doc = rnd.document
-        lines.append(f"{i}. {doc.code} — {doc.title}\n   Hạn hoàn thành: {local(rnd.closes_at, tz)}")
+        lines.append(f"{i}. {doc.code} — {doc.title}{_note(doc, '   ')}\n   Hạn hoàn thành: {local(rnd.closes_at, tz)}")
         action = f"q:{rnd.id}" if for_quiz else f"r:{rnd.id}:1"
         label = f"{i}. {'Làm bài' if for_quiz else 'Đọc'} {doc.code}"
         choices.append([Choice(label, action, typed=str(i))])
     return Reply("\n".join(lines), choices)
 
 
-def summary_pages(doc: Document, limit: int) -> list[str]:
-    head = f"📖 {doc.code}: {doc.title}\n\n"
+def _note(doc: Document, indent: str = "") -> str:
+    """The document's note (e.g. the period it belongs to) on a line under its title."""
+    return f"\n{indent}ℹ️ {doc.note}" if doc.note else ""
+
+
+def summary_pages(doc: Document, limit: int, language: str = VI) -> list[str]:
+    """The summary in the member's language when translated (marked if unreviewed), else Vietnamese."""
+    head = f"📖 {doc.code}: {doc.title}{_note(doc)}\n\n"
+    tr = translation_for(doc.translations, language)
+    if tr is not None:
+        return split_text(f"{head}{tr.banner()}\n\n{tr.summary}", limit)
     return split_text(head + doc.summary, limit)
 
 
-def reading_page(rnd: Round, page: int, pages: list[str], tz: ZoneInfo) -> list[Reply]:
+def reading_page(rnd: Round, page: int, pages: list[str], tz: ZoneInfo, language: str = VI) -> list[Reply]:
     """Page ``page`` (1-based) of the summary; the last page is followed by key points and the quiz."""
     doc = rnd.document
+    tr = translation_for(doc.translations, language)
+    key_points = tr.key_points if tr is not None and tr.key_points else doc.key_points
     text = pages[page - 1]
     if page < len(pages):
         return [Reply(f"{text}\n\n(Trang {page}/{len(pages)})",
                       [[Choice("Tiếp ›", f"r:{rnd.id}:{page + 1}", typed="tiếp")]])]
     replies = [Reply(text if len(pages) == 1 else f"{text}\n\n(Trang {page}/{len(pages)})")]
     closing = []
-    if doc.key_points:
-        closing.append("📌 Những điểm chính:\n" + "\n".join(f"• {p}" for p in doc.key_points))
+    if key_points:
+        closing.append("📌 Những điểm chính:\n" + "\n".join(f"• {p}" for p in key_points))
     closing.append(f"Sau khi đọc xong, đồng chí làm bài kiểm tra trước {local(rnd.closes_at, tz)}.")
     replies.append(Reply("\n\n".join(closing), [[Choice("Làm bài kiểm tra", f"q:{rnd.id}", typed="lambai")]]))
     return replies
@@ -292,19 +305,25 @@ def history(rows: list[tuple[Round, list[Attempt]]], tz: ZoneInfo, limit: int, n
 
 
 # -- scheduled messages ------------------------------------------------------------------------
-def announcement(rnd: Round, tz: ZoneInfo) -> Reply:
+def _translated(doc: Document, language: str) -> str:
+    """A line naming the member's translation (and whether it was reviewed), when there is one."""
+    tr = translation_for(doc.translations, language)
+    return f"\n{tr.banner()}" if tr is not None else ""
+
+
+def announcement(rnd: Round, tz: ZoneInfo, language: str = VI) -> Reply:
     doc = rnd.document
     return Reply(
-        f"📢 Đợt học tập mới: {doc.code} — {doc.title}\n\n"
+        f"📢 Đợt học tập mới: {doc.code} — {doc.title}{_note(doc)}{_translated(doc, language)}\n\n"
         f"Đồng chí đọc tóm tắt tài liệu và làm bài kiểm tra trắc nghiệm trước {local(rnd.closes_at, tz)}.",
         [[Choice("📖 Đọc tóm tắt", f"r:{rnd.id}:1", typed="hoc")]],
     )
 
 
-def reminder(rnd: Round, tz: ZoneInfo) -> Reply:
+def reminder(rnd: Round, tz: ZoneInfo, language: str = VI) -> Reply:
     doc = rnd.document
     return Reply(
-        f"⏰ Nhắc nhở: đồng chí chưa hoàn thành bài kiểm tra {doc.code} — {doc.title}.\n"
+        f"⏰ Nhắc nhở: đồng chí chưa hoàn thành bài kiểm tra {doc.code} — {doc.title}.{_translated(doc, language)}\n"
         f"Hạn cuối: {local(rnd.closes_at, tz)}.",
         [[Choice("Làm bài kiểm tra", f"q:{rnd.id}", typed="lambai")]],
     )

@@ -30,6 +30,7 @@ class Figures:
     needed: int
     time_left: timedelta | None  # None once the round is closed
     status: str  # scheduled | open | closed (``round_status``)
+    exempt: int = 0  # active members of the same units exempt from Party work: outside the audience
 
     @property
     def target_met(self) -> bool:

@@ -24,6 +24,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from sqlalchemy.orm import Session
 
+from bot.reports.question_review import flag_question
 from bot.services.stats import (
     Figures, NotFinished, QuestionStat, StatsError, not_finished_members, question_stats, unit_rollup,
 )
@@ -39,12 +40,13 @@ NOT_FINISHED_SHEET = "Chưa hoàn thành"
 UNIT_HEADERS = [
     "Mã đơn vị", "Đơn vị", "Số đảng viên", "Đã hoàn thành", "Tỷ lệ hoàn thành", "Đạt yêu cầu",
     "Điểm trung bình", "Đang làm dở", "Chưa làm", "Còn thiếu để đạt mục tiêu", "Đạt mục tiêu",
+    "Miễn sinh hoạt (không tính)",
 ]
 MEMBER_HEADERS = ["Đợt", "Tài liệu", "Họ và tên", "Mã đảng viên", "Đơn vị", "Số điện thoại", "Tình trạng"]
 QUESTION_HEADERS = [
     "Câu số", "Nội dung câu hỏi", "Số lượt gặp", "Số lượt trả lời", "Tỷ lệ trả lời đúng",
     "Phương án sai chọn nhiều nhất", "Số lượt chọn phương án sai đó", "Số bài làm lần đầu",
-    "Chỉ số dễ (facility)", "Chỉ số phân biệt (Moodle)", "Chỉ số phân biệt nhóm 27%",
+    "Chỉ số dễ (facility)", "Chỉ số phân biệt (Moodle)", "Chỉ số phân biệt nhóm 27%", "Gợi ý xem lại câu hỏi",
 ]
 
 
@@ -163,7 +165,7 @@ def _unit_row(ws, row: int, f: Figures, label: str | None = None) -> None:
     values = [
         f.unit_code, label or f.unit_name, f.audience, f.finished, f.rate / 100, f.passed,
         None if f.average_score is None else f.average_score / 100, f.in_progress, f.not_started,
-        f.needed, "Đạt" if f.target_met else "Chưa đạt",
+        f.needed, "Đạt" if f.target_met else "Chưa đạt", f.exempt,
     ]
     for col, value in enumerate(values, start=1):
         ws.cell(row=row, column=col, value=value)
@@ -174,7 +176,7 @@ def _unit_row(ws, row: int, f: Figures, label: str | None = None) -> None:
 def _units_sheet(wb: Workbook, used: set[str], data: ReportData, rr: RoundReport) -> None:
     ws = wb.create_sheet(sheet_title(f"Đợt {rr.round_id} - Đơn vị", used))
     _title_block(ws, "KẾT QUẢ HỌC TẬP THEO ĐƠN VỊ", data, rr)
-    _header(ws, HEADER_ROW, UNIT_HEADERS, [12, 40, 12, 12, 12, 12, 12, 12, 12, 14, 12])
+    _header(ws, HEADER_ROW, UNIT_HEADERS, [12, 40, 12, 12, 12, 12, 12, 12, 12, 14, 12, 14])
     row = HEADER_ROW + 1
     _unit_row(ws, row, rr.total, f"Tổng cộng: {rr.total.unit_name}")
     for col in range(1, len(UNIT_HEADERS) + 1):
@@ -223,7 +225,7 @@ def _questions_sheet(wb: Workbook, used: set[str], data: ReportData, rr: RoundRe
     _title_block(ws, "THỐNG KÊ THEO CÂU HỎI", data, rr)
     ws["F3"] = ("Chỉ số dễ, chỉ số phân biệt: chỉ tính lần làm bài đầu tiên (cách tính của Moodle); "
                 "nhóm 27%: tỷ lệ đúng của 27% bài điểm cao nhất trừ 27% bài điểm thấp nhất.")
-    _header(ws, HEADER_ROW, QUESTION_HEADERS, [8, 60, 10, 10, 12, 14, 12, 12, 12, 12, 12])
+    _header(ws, HEADER_ROW, QUESTION_HEADERS, [8, 60, 10, 10, 12, 14, 12, 12, 12, 12, 12, 50])
     row = HEADER_ROW
     for q in rr.questions:
         row += 1
@@ -234,10 +236,12 @@ def _questions_sheet(wb: Workbook, used: set[str], data: ReportData, rr: RoundRe
             None if q.facility is None else q.facility / 100,
             None if q.discrimination is None else round(q.discrimination, 1),
             None if q.upper_lower is None else round(q.upper_lower, 1),
+            flag.suggestion_vi if (flag := flag_question(q)) else None,
         ]
         for col, value in enumerate(values, start=1):
             ws.cell(row=row, column=col, value=value)
         ws.cell(row=row, column=2).alignment = _WRAP
+        ws.cell(row=row, column=12).alignment = _WRAP
         for col in (5, 9):
             ws.cell(row=row, column=col).number_format = PERCENT
         for col in (10, 11):

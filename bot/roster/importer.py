@@ -1,5 +1,8 @@
 """Import units and members: check every row first, then write all of it in one transaction.
 
+Members files may add ``exempt`` (miễn sinh hoạt: x / có) and ``language`` (ngôn ngữ: vi, km, ...)
+columns; a file without them leaves those fields as they are.
+
 One bad row means nothing is written and every bad row is listed as ``FILE:ROW: column: problem``.
 Re-imports update by code; ``full`` deactivates members missing from the file (never deletes).
 """
@@ -13,6 +16,7 @@ from pathlib import Path
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from bot.domain.languages import is_language_tag
 from bot.domain.phones import normalize_phone
 from bot.paths import display_path
 from bot.roster.files import Row, TableError, read_table
@@ -32,6 +36,12 @@ MEMBER_HEADERS = {
     "unit code": "unit_code", "unit": "unit_code", "mã đơn vị": "unit_code", "ma don vi": "unit_code",
     "phone": "phone", "số điện thoại": "phone", "so dien thoai": "phone", "điện thoại": "phone",
     "role": "role", "vai trò": "role", "vai tro": "role",
+    "exempt": "exempt", "miễn sinh hoạt": "exempt", "mien sinh hoat": "exempt",
+    "language": "language", "ngôn ngữ": "language", "ngon ngu": "language",
+}
+EXEMPT_WORDS = {
+    "": False, "không": False, "khong": False, "no": False, "false": False, "0": False,
+    "x": True, "có": True, "co": True, "miễn": True, "mien": True, "yes": True, "true": True, "1": True,
 }
 ROLE_NAMES = {
     "member": "member", "đảng viên": "member", "dang vien": "member", "": "member",
@@ -151,7 +161,8 @@ def rebuild_closure(session: Session) -> None:
         session.execute(UnitAncestor.__table__.insert(), rows)
 
 
-def import_members(session: Session, path: Path, *, full: bool = False) -> ImportResult:
+def import_members(session: Session, path: Path, *, full: bool = False, default_language: str = "vi") -> ImportResult:
+    """``default_language`` (the ``language`` setting) is given to new members whose row names none."""
     result = ImportResult()
     where = display_path(path)
     try:
@@ -190,6 +201,11 @@ def import_members(session: Session, path: Path, *, full: bool = False) -> Impor
         role = ROLE_NAMES.get(" ".join(v["role"].casefold().split()))
         if role is None:
             bad("role", f"unknown role '{v['role']}'; use member, secretary, cadre or admin (Đảng viên, Bí thư, Cán bộ, Quản trị)")
+        if "exempt" in v and v["exempt"].casefold().strip() not in EXEMPT_WORDS:
+            bad("exempt", f"'{v['exempt']}' is not yes or no; write x (or có) for a member exempt from Party work, "
+                          "leave it empty otherwise")
+        if "language" in v and v["language"] and not is_language_tag(v["language"].casefold()):
+            bad("language", f"'{v['language']}' is not a language tag; write e.g. vi, km (Khmer), en")
         if bad.count:
             result.found.extend((row.number, line) for line in bad.lines)
             continue
@@ -213,6 +229,12 @@ def import_members(session: Session, path: Path, *, full: bool = False) -> Impor
     for row, phone, role in parsed:
         v = row.values
         fields = {"full_name": v["full_name"], "unit_id": units[v["unit_code"]], "phone": phone, "role": role}
+        if "exempt" in v:  # a file without the column leaves exemptions as they are
+            fields["exempt"] = EXEMPT_WORDS[v["exempt"].casefold().strip()]
+        if v.get("language"):
+            fields["language"] = v["language"].casefold()
+        elif "language" in v or v["member_code"] not in members:
+            fields["language"] = default_language
         member = members.get(v["member_code"])
         if member is None:
             session.add(Member(code=v["member_code"], active=True, **fields))

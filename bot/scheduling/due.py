@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from bot.domain import messages as msg
+from bot.domain.languages import VI
 from bot.outbox import queue
 from bot.outbox.queue import QuietHours
 from bot.services.rounds import audience_members
@@ -153,23 +154,38 @@ def _announce(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: 
         report.dropped.append(f"announce:{rnd.id}: the round closed before it could be announced")
         return 0
     return _broadcast(s, rnd, at, schedule, report, "announce", f"announce:{rnd.id}",
-                      msg.announcement(rnd, schedule.tz), unfinished_only=False)
+                      lambda language: msg.announcement(rnd, schedule.tz, language), unfinished_only=False)
 
 
 def _remind(s: Session, rnd: Round, key: str, at: datetime, schedule: Schedule, report: DueReport) -> int:
-    return _broadcast(s, rnd, at, schedule, report, "remind", key, msg.reminder(rnd, schedule.tz),
-                      unfinished_only=True)
+    return _broadcast(s, rnd, at, schedule, report, "remind", key,
+                      lambda language: msg.reminder(rnd, schedule.tz, language), unfinished_only=True)
 
 
 def _broadcast(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: DueReport, purpose: str,
-               key: str, reply, *, unfinished_only: bool) -> int:
-    """One message to the reachable audience (or its unfinished part), keyed ``<key>:<member>``."""
+               key: str, reply_in, *, unfinished_only: bool) -> int:
+    """One message to the reachable audience (or its unfinished part), keyed ``<key>:<member>``;
+    ``reply_in(language)`` words it for members reading a translation of the document."""
     members, unlinked = _reachable_audience(s, rnd, unfinished_only=unfinished_only)
     _check_budget(s, schedule, members, at)
     report.skipped_unlinked += unlinked
-    return queue.enqueue_many(s, purpose=purpose, keyed_members=[(f"{key}:{m}", m) for m in members], reply=reply,
-                              now=at, not_before=schedule.quiet.next_allowed(at), expires_at=rnd.closes_at,
-                              round_id=rnd.id)
+    return sum(
+        queue.enqueue_many(s, purpose=purpose, keyed_members=[(f"{key}:{m}", m) for m in ids], reply=reply_in(language),
+                           now=at, not_before=schedule.quiet.next_allowed(at), expires_at=rnd.closes_at,
+                           round_id=rnd.id)
+        for language, ids in _by_language(s, rnd, members).items()
+    )
+
+
+def _by_language(s: Session, rnd: Round, member_ids: list[int]) -> dict[str, list[int]]:
+    """Members grouped by the translation of the round's document they read (Vietnamese otherwise)."""
+    translated = rnd.document.translations or {}
+    if not translated:
+        return {VI: member_ids}
+    groups: dict[str, list[int]] = {}
+    for mid, language in s.execute(select(Member.id, Member.language).where(Member.id.in_(member_ids))):
+        groups.setdefault(language if language in translated else VI, []).append(mid)
+    return {lang: sorted(ids) for lang, ids in groups.items()}
 
 
 def _close(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: DueReport, report_builder) -> int:

@@ -15,7 +15,7 @@ from bot.domain import oversight_messages as om
 from bot.domain.permissions import visible_root_units
 from bot.outbox import queue
 from bot.services import stats
-from bot.services.rounds import audience_unit_ids, round_status
+from bot.services.rounds import audience_unit_ids, counted_member, round_status
 from bot.services.roster import subtree_unit_ids
 from bot.storage.models import Attempt, Member, Round
 
@@ -80,6 +80,6 @@ def finished_between(s: Session, round_id: int, unit_id: int, start: datetime, e
     )
     return s.scalar(
         select(func.count()).select_from(first).join(Member, Member.id == first.c.member_id)
-        .where(Member.active, Member.unit_id.in_(audience_unit_ids(round_id)),
+        .where(counted_member(), Member.unit_id.in_(audience_unit_ids(round_id)),
                Member.unit_id.in_(subtree_unit_ids(unit_id)), first.c.first > start, first.c.first <= end)
     ) or 0

@@ -23,7 +23,7 @@ from bot.domain.replies import Outcome, Reply
 from bot.domain.permissions import PermissionDenied
 from bot.outbox import queue
 from bot.outbox.queue import QuietHours
-from bot.services import linking, oversight, quiz
+from bot.services import linking, oversight, quiz, reading_language
 from bot.storage.db import Database
 from bot.storage.models import Attempt, ChatAccount, ChatState, Member, ProcessedUpdate, Round
 
@@ -35,6 +35,7 @@ COMMANDS = {
     "trogiup": "help", "help": "help", "huongdan": "help",
     "tiep": "tiep",
     "thongke": "thongke", "chualam": "chualam", "nhacnho": "nhacnho", "baocao": "baocao",
+    "ngonngu": "ngonngu", "language": "ngonngu",
 }
 _ANSWER = re.compile(r"^\s*([A-Fa-f]|[1-6])\s*\.?\s*$")
 
@@ -180,6 +181,8 @@ class ChatService:
             return Outcome(msg.history(quiz.member_history(s, member), self.tz, self.traits.text_limit, now))
         if command == "tiep":
             return Outcome(self._next_page(s, external_id, member, now))
+        if command == "ngonngu":
+            return Outcome([reading_language.choose(s, member, arg)])
         if command in OVERSIGHT:
             return Outcome(self._oversee(s, lambda: OVERSIGHT[command](self, s, member, now)))
         return self._free_text(s, external_id, member, arg, now, sent_at)
@@ -269,6 +272,8 @@ class ChatService:
             return self._answer(s, member, *numbers, now=now)
         if kind == "s" and len(numbers) == 2:
             return Outcome(self._oversee(s, lambda: [oversight.unit_view(s, member, *numbers, now, self.tz)]))
+        if kind == "l" and rest:
+            return Outcome([reading_language.choose(s, member, rest)])
         if kind == "c" and len(numbers) == 3:
             return Outcome(self._oversee(s, lambda: oversight.not_finished(s, member, now, *numbers)))
         return Outcome(notice=msg.answer_notice("stale"))
@@ -338,14 +343,14 @@ class ChatService:
         rnd = quiz.round_for_member(s, member, round_id, now)
         if rnd is None:
             return [msg.round_closed()]
-        pages = msg.summary_pages(rnd.document, self.traits.text_limit - 200)
+        pages = msg.summary_pages(rnd.document, self.traits.text_limit - 200, member.language)
         if page > len(pages):
             return [msg.end_of_document(rnd)]
         page = max(page, 1)
         quiz.record_view(s, rnd.id, member.id, now)
         state = self._state(s, external_id, now)
         state.reading_round_id, state.reading_page = rnd.id, page
-        return msg.reading_page(rnd, page, pages, self.tz)
+        return msg.reading_page(rnd, page, pages, self.tz, member.language)
 
     def _next_page(self, s: Session, external_id: str, member: Member, now: datetime) -> list[Reply]:
         state = s.get(ChatState, (self.traits.name, external_id))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from bot.storage.models import Document, Member, Round, RoundUnit, Unit, UnitAncestor
@@ -33,9 +33,15 @@ def audience_unit_ids(round_id: int):
     )
 
 
+def counted_member():
+    """Members who count in rounds: active and not exempt (miễn sinh hoạt). Deactivated and exempt
+    members leave audiences, rates and reminders; exempt ones stay on the roster."""
+    return and_(Member.active, Member.exempt.is_(False))
+
+
 def audience_members(round_id: int):
-    """Select of active members in the audience (deactivated members leave the rates)."""
-    return select(Member).where(Member.active, Member.unit_id.in_(audience_unit_ids(round_id)))
+    """Select of the members in the audience who count (see :func:`counted_member`)."""
+    return select(Member).where(counted_member(), Member.unit_id.in_(audience_unit_ids(round_id)))
 
 
 def open_round(

@@ -2,11 +2,13 @@
 
 Definitions (the numbers a secretary answers for; every function below uses exactly these):
 
-- **Audience** of a round for a unit U: the *active* members (``Member.active``) whose unit is in
-  the round's audience (the round's units and every unit below them, ``audience_unit_ids``) and
-  in U's subtree (U and every unit below it), at the moment the figure is computed. Deactivated
-  members leave both the numerator and the denominator; a member moved to another unit counts
-  where they are now.
+- **Audience** of a round for a unit U: the *active*, *not exempt* members (``counted_member``)
+  whose unit is in the round's audience (the round's units and every unit below them,
+  ``audience_unit_ids``) and in U's subtree (U and every unit below it), at the moment the figure
+  is computed. Deactivated members leave both the numerator and the denominator; a member moved to
+  another unit counts where they are now.
+- **Exempt** (miễn sinh hoạt): active members of those units exempt from Party work; outside the
+  audience, counted apart (``Figures.exempt``).
 - **Finished** (đã hoàn thành): audience members with at least one *submitted* attempt
   (``Attempt.submitted_at`` not null) in the round.
 - **In progress** (đang làm dở): audience members with an unsubmitted attempt and no submitted one.
@@ -44,7 +46,7 @@ from sqlalchemy.orm import Session, aliased, selectinload
 
 from bot.domain.permissions import round_touches_unit
 from bot.domain.statistics import Figures, NotFinished
-from bot.services.rounds import round_status
+from bot.services.rounds import counted_member, round_status
 from bot.storage.models import (
     Answer, Attempt, AttemptQuestion, Member, Question, Round, RoundUnit, Unit, UnitAncestor,
 )
@@ -115,13 +117,14 @@ class _Slot:
     passed: int
     in_progress: int
     score_sum: float | None
+    exempt: int
 
 
 def _slot_totals(session: Session, round_id: int, unit_id: int) -> list[_Slot]:
     """One statement: totals of ``unit_id``'s own members (slot = the unit) and of each direct
     child's whole subtree (slot = the child), over the round's audience.
 
-    1. per member (active members of the subtree, driven by the members' (unit_id, active) index,
+    1. per member (active members of the subtree, exempt ones marked and counted apart, driven by the members' (unit_id, active) index,
        attempts reached through (member_id, round_id)): attempts, submitted attempts, best
        submitted score, best passed submitted score;
     2. per unit: members, finished, in progress, passed, sum of counted scores (materialised);
@@ -143,23 +146,26 @@ def _slot_totals(session: Session, round_id: int, unit_id: int) -> list[_Slot]:
             func.count(Attempt.submitted_at).label("n_sub"),
             func.max(case((submitted, Attempt.score))).label("best"),
             func.max(case((and_(submitted, Attempt.passed.is_(True)), Attempt.score))).label("best_passed"),
+            Member.exempt.label("exempt"),
         )
         .select_from(Member)
         .outerjoin(Attempt, and_(Attempt.member_id == Member.id, Attempt.round_id == round_id))
         .where(Member.active, Member.unit_id.in_(subtree))
-        .group_by(Member.unit_id, Member.id)
+        .group_by(Member.unit_id, Member.id, Member.exempt)
         .subquery("per_member")
     )
     pm = per_member.c
-    finished = pm.n_sub > 0
+    counted = pm.exempt.is_(False)  # exempt members are counted apart, never in the audience
+    finished = and_(counted, pm.n_sub > 0)
     per_unit = _materialized(session, (
         select(
             pm.unit_id.label("unit_id"),
-            func.count().label("audience"),
+            func.sum(case((counted, 1), else_=0)).label("audience"),
             func.sum(case((finished, 1), else_=0)).label("finished"),
             func.sum(case((and_(finished, pm.best_passed == pm.best), 1), else_=0)).label("passed"),
-            func.sum(case((and_(pm.n_sub == 0, pm.n_all > 0), 1), else_=0)).label("in_progress"),
+            func.sum(case((and_(counted, pm.n_sub == 0, pm.n_all > 0), 1), else_=0)).label("in_progress"),
             func.sum(case((finished, pm.best))).label("score_sum"),
+            func.sum(case((counted, 0), else_=1)).label("exempt"),
         )
         .group_by(pm.unit_id)
         .cte("per_unit")
@@ -175,7 +181,7 @@ def _slot_totals(session: Session, round_id: int, unit_id: int) -> list[_Slot]:
         select(
             Unit.id, Unit.code, Unit.name,
             func.sum(per_unit.c.audience), func.sum(per_unit.c.finished), func.sum(per_unit.c.passed),
-            func.sum(per_unit.c.in_progress), func.sum(per_unit.c.score_sum),
+            func.sum(per_unit.c.in_progress), func.sum(per_unit.c.score_sum), func.sum(per_unit.c.exempt),
         )
         .select_from(per_unit)
         .join(slots, slots.c.unit_id == per_unit.c.unit_id)
@@ -184,7 +190,7 @@ def _slot_totals(session: Session, round_id: int, unit_id: int) -> list[_Slot]:
         .group_by(Unit.id, Unit.code, Unit.name)
     ).all()
     return [_Slot(r[0], r[1], r[2], int(r[3] or 0), int(r[4] or 0), int(r[5] or 0), int(r[6] or 0),
-                  None if r[7] is None else float(r[7])) for r in rows]
+                  None if r[7] is None else float(r[7]), int(r[8] or 0)) for r in rows]
 
 
 def _figures(rnd: Round, unit_id: int, code: str, name: str, slots: list[_Slot], now: datetime) -> Figures:
@@ -199,7 +205,7 @@ def _figures(rnd: Round, unit_id: int, code: str, name: str, slots: list[_Slot],
         average_score=score_sum / finished if finished else None,
         rate=rate_of(finished, audience), target=float(rnd.target_rate),
         needed=needed_of(rnd.target_rate, audience, finished),
-        time_left=_time_left(rnd, now), status=round_status(rnd, now),
+        time_left=_time_left(rnd, now), status=round_status(rnd, now), exempt=sum(s.exempt for s in slots),
     )
 
 
@@ -325,7 +331,7 @@ def not_finished_members(
                                  Attempt.submitted_at.is_not(None)).exists()
     )
     subtree = select(UnitAncestor.descendant_id).where(UnitAncestor.ancestor_id == unit_id)
-    conditions = (Member.active, Member.unit_id.in_(subtree), ~has_submitted)
+    conditions = (counted_member(), Member.unit_id.in_(subtree), ~has_submitted)
     per_unit = session.execute(
         select(Member.unit_id, Unit.code, func.count()).join(Unit, Unit.id == Member.unit_id)
         .where(*conditions).group_by(Member.unit_id, Unit.code)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -58,7 +59,7 @@ class Base(DeclarativeBase):
 
 
 class Unit(Base):
-    """A node of the organisation tree (province → district → grassroots → branch)."""
+    """A node of the organisation tree of any depth (province → commune or agency committee → … → chi bộ)."""
 
     __tablename__ = "units"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -91,6 +92,9 @@ class Member(Base):
     phone: Mapped[str | None] = mapped_column(String(20), index=True)
     role: Mapped[str] = mapped_column(String(16), default="member")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # miễn sinh hoạt (age, health): stays on the roster, outside every audience, rate and reminder
+    exempt: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    language: Mapped[str] = mapped_column(String(16), default="vi", server_default="vi")  # a language tag
 
     unit: Mapped[Unit] = relationship()
 
@@ -136,11 +140,14 @@ class Document(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     code: Mapped[str] = mapped_column(String(64))
     title: Mapped[str] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)  # shown under the title, e.g. the period it belongs to
     kind: Mapped[str] = mapped_column(String(16))
     issued_by: Mapped[str | None] = mapped_column(Text)
     issued_on: Mapped[date | None] = mapped_column(Date)
     summary: Mapped[str] = mapped_column(Text)
     key_points: Mapped[list] = mapped_column(JSON, default=list)
+    # language tag -> {title, summary, key_points, reviewed_by} (bot.domain.languages)
+    translations: Mapped[dict | None] = mapped_column(JSON)
     questions_per_attempt: Mapped[int | None] = mapped_column(Integer)
     pass_score: Mapped[int] = mapped_column(Integer, default=80)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)

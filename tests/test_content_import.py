@@ -1,0 +1,254 @@
+"""Cadres write questions in Excel, Aiken or GIFT: `hoctap content import / template / export`."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+from openpyxl import Workbook, load_workbook
+
+from bot.content.validate import check_file
+from tests.conftest import QUIZZES
+
+HEADER = ["Câu hỏi", "A", "B", "C", "D", "E", "F", "Đáp án", "Giải thích", "Mục"]
+
+
+@pytest.fixture
+def content(workdir, monkeypatch) -> Path:
+    """A content folder of the operator's own, holding the two sample documents."""
+    folder = workdir / "quizzes"
+    folder.mkdir()
+    for f in QUIZZES.glob("*.yaml"):
+        shutil.copy(f, folder / f.name)
+    monkeypatch.setenv("HOCTAP_CONTENT_DIR", str(folder))
+    return folder
+
+
+def sheet(path: Path, rows: list[list], meta: list[list] | None = None) -> Path:
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "Câu hỏi"
+    ws.append(HEADER)
+    for row in rows:
+        ws.append(row)
+    if meta is not None:
+        m = wb.create_sheet("Văn bản")
+        m.append(["Trường", "Giá trị"])
+        for row in meta:
+            m.append(row)
+    wb.save(path)
+    return path
+
+
+GOOD_ROWS = [
+    ["Đảng viên học tập nghị quyết ở đâu?", "Tại chi bộ", "Tại tổ dân phố", "Tại nhà văn hóa", None, None, None,
+     "A", "sinh hoạt tại chi bộ.", "Mục II.4"],
+    ["Mỗi năm đối thoại mấy lần?", "Một lần", "Hai lần", "Ba lần", "Bốn lần", None, None, "a", None, None],
+]
+META = [["Số hiệu", "01-NQ/TW"], ["Tiêu đề", "Nghị quyết thử"], ["Loại văn bản", "Nghị quyết"],
+        ["Ngày ban hành", "15/02/2022"], ["Tóm tắt", "Tóm tắt ngắn."], ["Điểm chính", "Điểm một"],
+        ["Điểm chính", "Điểm hai"]]
+
+
+def test_an_excel_sheet_becomes_a_document_that_passes_check(cli, workdir, content):
+    sheet(workdir / "cau-hoi.xlsx", GOOD_ROWS, META)
+    result = cli("content", "import", "cau-hoi.xlsx", "--id", "nq-thu", "--issued-by", "Ban Chấp hành Trung ương")
+    assert result.code == 0, result.out + result.err
+    assert result.lines == [f"{content / 'nq-thu.yaml'}: 2 questions from cau-hoi.xlsx (xlsx)"]
+    doc, problems = check_file(content / "nq-thu.yaml")
+    assert problems == []
+    assert (doc.code, doc.title, doc.kind, doc.issued_by, doc.issued_on.isoformat()) == (
+        "01-NQ/TW", "Nghị quyết thử", "nghi-quyet", "Ban Chấp hành Trung ương", "2022-02-15")
+    assert doc.key_points == ["Điểm một", "Điểm hai"]
+    first, second = doc.questions
+    assert first.options == ["Tại chi bộ", "Tại tổ dân phố", "Tại nhà văn hóa"] and first.answer_index == 0
+    assert first.explanation == "Mục II.4: sinh hoạt tại chi bộ."
+    assert len(second.options) == 4 and second.answer_index == 0
+
+
+def test_missing_metadata_is_written_as_fields_that_check_then_names(cli, workdir, content):
+    sheet(workdir / "cau-hoi.xlsx", GOOD_ROWS)
+    result = cli("content", "import", "cau-hoi.xlsx", "--id", "nq-thu", "--title", "Nghị quyết thử")
+    assert result.code == 0
+    assert any(line.startswith("to fill in: ") and ": code: is empty; write the text" in line for line in result.lines)
+    assert any(": summary: is empty" in line for line in result.lines)
+    assert "kind: ''" in (content / "nq-thu.yaml").read_text(encoding="utf-8")
+    assert cli("content", "check", str(content / "nq-thu.yaml")).code == 1
+
+
+def test_every_problem_of_a_sheet_is_located_and_nothing_is_written(cli, workdir, content):
+    rows = [
+        ["Câu một?", "Một", "Hai", None, None, None, None, "C", None, None],         # row 2: C is empty
+        ["Câu hai?", "Một", None, "Ba", None, None, None, "A", None, None],          # row 3: gap at B
+        [None, "Một", "Hai", None, None, None, None, "A", None, None],               # row 4: no question
+        ["Câu bốn?", "Một", "một ", None, None, None, None, "B", None, None],        # row 5: repeated option
+        ["Câu năm?", "=1+1", "Hai", None, None, None, None, "A", None, None],        # row 6: a formula
+        ["Câu sáu?", "Một", "Hai", None, None, None, None, None, None, None],        # row 7: no answer
+    ]
+    sheet(workdir / "cau-hoi.xlsx", rows)
+    result = cli("content", "import", "cau-hoi.xlsx", "--id", "nq-thu")
+    assert result.code == 1
+    assert result.lines == [
+        "cau-hoi.xlsx: sheet 'Câu hỏi', row 2, column H (Đáp án): answer 'C' is not one of the options' letters (A, B)",
+        "cau-hoi.xlsx: sheet 'Câu hỏi', row 3, column D (C): option B is empty; fill the options from A without gaps",
+        "cau-hoi.xlsx: sheet 'Câu hỏi', row 4, column A (Câu hỏi): the question is empty; write it",
+        "cau-hoi.xlsx: sheet 'Câu hỏi', row 5, column B (A): option B repeats option A; make every option different",
+        "cau-hoi.xlsx: sheet 'Câu hỏi', row 6, column B (A): is a formula; type the text itself",
+        "cau-hoi.xlsx: sheet 'Câu hỏi', row 7, column H (Đáp án): no answer; write the letter of the right option",
+    ]
+    assert "nothing was written" in result.err
+    assert not (content / "nq-thu.yaml").exists()
+
+
+def test_a_sheet_without_the_header_says_what_the_header_is(cli, workdir, content):
+    wb = Workbook()
+    wb.active.append(["Nội dung", "Phương án 1"])
+    wb.save(workdir / "khac.xlsx")
+    result = cli("content", "import", "khac.xlsx", "--id", "nq-thu")
+    assert result.code == 1
+    assert result.lines == ["khac.xlsx: sheet 'Sheet', row 1: missing column(s) Câu hỏi, A, B, Đáp án; the header is "
+                            "Câu hỏi | A | B | C | D | E | F | Đáp án | Giải thích | Mục"]
+
+
+def test_an_existing_document_is_replaced_only_with_force(cli, workdir, content):
+    sheet(workdir / "cau-hoi.xlsx", GOOD_ROWS, META)
+    before = (content / "kh-64-tu-binh-phuoc.yaml").read_text(encoding="utf-8")
+    result = cli("content", "import", "cau-hoi.xlsx", "--id", "kh-64-tu-binh-phuoc")
+    assert result.code == 1 and "exists; pass --force to replace it" in result.out
+    assert (content / "kh-64-tu-binh-phuoc.yaml").read_text(encoding="utf-8") == before
+
+
+def test_export_then_import_gives_back_the_same_document(cli, workdir, content):
+    for doc_id in ("kh-64-tu-binh-phuoc", "kh-83-hu-tuy-phuoc"):
+        assert cli("content", "export", doc_id, "--xlsx", f"{doc_id}.xlsx").code == 0
+        original, _ = check_file(content / f"{doc_id}.yaml")
+        result = cli("content", "import", f"{doc_id}.xlsx", "--id", doc_id, "--force")
+        assert result.code == 0, result.out
+        again, problems = check_file(content / f"{doc_id}.yaml")
+        assert problems == []
+        for name in ("code", "title", "note", "kind", "issued_by", "issued_on", "summary", "key_points",
+                     "questions_per_attempt", "pass_score", "max_attempts"):
+            assert getattr(again, name) == getattr(original, name), name
+        assert [(q.text, q.options, q.answer_index, q.explanation) for q in again.questions] == [
+            (q.text, q.options, q.answer_index, q.explanation) for q in original.questions]
+
+
+def test_exported_text_that_looks_like_a_formula_stays_text(cli, workdir, content):
+    sheet(workdir / "cau-hoi.xlsx", [["Câu một?", "'=HYPERLINK(\"x\")", "Hai", None, None, None, None, "B", None, None]],
+          META)
+    assert cli("content", "import", "cau-hoi.xlsx", "--id", "nq-thu").code == 0
+    text = (content / "nq-thu.yaml").read_text(encoding="utf-8")
+    (content / "nq-thu.yaml").write_text(text.replace("'''=HYPERLINK", "'=HYPERLINK"), encoding="utf-8")
+    doc, problems = check_file(content / "nq-thu.yaml")
+    assert problems == [] and doc.questions[0].options[0] == '=HYPERLINK("x")'
+    assert cli("content", "export", "nq-thu", "--xlsx", "out.xlsx").code == 0
+    cell = load_workbook(workdir / "out.xlsx")["Câu hỏi"]["B2"]
+    assert cell.data_type == "s" and cell.value == '=HYPERLINK("x")'
+
+
+def test_the_template_has_the_header_and_imports_as_its_example(cli, workdir, content):
+    result = cli("content", "template", "mau.xlsx")
+    assert result.code == 0
+    wb = load_workbook(workdir / "mau.xlsx")
+    assert [c.value for c in wb["Câu hỏi"][1]][:10] == HEADER
+    assert [c.value for c in wb["Văn bản"]["A"]][:4] == ["Trường", "Số hiệu", "Tiêu đề", "Loại văn bản"]
+    assert cli("content", "import", "mau.xlsx", "--id", "mau").code == 0
+    doc_text = (content / "mau.yaml").read_text(encoding="utf-8")
+    assert "ít nhất bao nhiêu phần trăm đảng viên" in doc_text
+
+
+def test_the_shipped_template_is_what_the_command_writes(cli, workdir):
+    shipped = QUIZZES.parent / "samples" / "content" / "mau-cau-hoi.xlsx"
+    assert cli("content", "template", "mau.xlsx").code == 0
+    fresh, old = load_workbook(workdir / "mau.xlsx"), load_workbook(shipped)
+    for name in fresh.sheetnames:
+        assert [[c.value for c in r] for r in fresh[name].iter_rows()] == [[c.value for c in r] for r in old[name].iter_rows()]
+
+
+AIKEN = """\
+Đảng viên học tập nghị quyết ở đâu?
+A. Tại chi bộ
+B) Tại tổ dân phố
+C. Tại nhà văn hóa
+ANSWER: A
+
+Mỗi năm đối thoại mấy lần?
+A. Một lần
+B. Hai lần
+ANSWER: B
+"""
+
+
+def test_aiken_text_is_imported(cli, workdir, content):
+    (workdir / "cau-hoi.txt").write_text(AIKEN, encoding="utf-8")
+    result = cli("content", "import", "cau-hoi.txt", "--id", "nq-thu", "--code", "01-NQ/TW", "--title", "Thử",
+                 "--kind", "nghi-quyet")
+    assert result.code == 0
+    assert result.lines[0].endswith("2 questions from cau-hoi.txt (aiken)")
+    doc_text = (content / "nq-thu.yaml").read_text(encoding="utf-8")
+    assert "options: [Tại chi bộ, Tại tổ dân phố, Tại nhà văn hóa]" in doc_text
+
+
+def test_aiken_mistakes_are_named_by_line(cli, workdir, content):
+    broken = AIKEN.replace("ANSWER: A", "ANSWER: D").replace("B. Hai lần\n", "C. Hai lần\n")
+    (workdir / "cau-hoi.txt").write_text(broken, encoding="utf-8")
+    result = cli("content", "import", "cau-hoi.txt", "--id", "nq-thu")
+    assert result.code == 1
+    assert result.lines == [
+        "cau-hoi.txt:5: answer 'D' is not one of the options' letters (A, B, C)",
+        "cau-hoi.txt:9: option C is out of order; expected B",
+    ]
+    assert not (content / "nq-thu.yaml").exists()
+
+
+GIFT = """\
+// Câu hỏi Kế hoạch 64
+::Câu 1:: Mỗi đợt học tập phấn đấu có ít nhất bao nhiêu đảng viên tham gia? {
+  =98% #Mục II.4: ít nhất từ 98% trở lên.
+  ~95%
+  ~90%
+}
+
+::Câu 2:: Ai chủ trì theo dõi việc thực hiện Kế hoạch? {
+  ~Văn phòng Tỉnh ủy
+  =Ban Tuyên giáo Tỉnh ủy
+  ~Ban Tổ chức Tỉnh ủy
+  ####Mục III.3 của Kế hoạch.
+}
+
+Tỷ lệ 98% là bắt buộc. {T}
+"""
+
+
+def test_gift_multiple_choice_is_imported_with_feedback_as_explanation(cli, workdir, content):
+    (workdir / "cau-hoi.gift").write_text(GIFT.split("Tỷ lệ")[0], encoding="utf-8")
+    result = cli("content", "import", "cau-hoi.gift", "--id", "nq-thu")
+    assert result.code == 0, result.out
+    doc_text = (content / "nq-thu.yaml").read_text(encoding="utf-8")
+    assert "explanation: 'Mục II.4: ít nhất từ 98% trở lên.'" in doc_text
+    assert "explanation: Mục III.3 của Kế hoạch." in doc_text
+    assert "answer: B" in doc_text
+
+
+def test_gift_questions_of_other_types_are_refused_by_line(cli, workdir, content):
+    (workdir / "cau-hoi.gift").write_text(GIFT, encoding="utf-8")
+    result = cli("content", "import", "cau-hoi.gift", "--id", "nq-thu")
+    assert result.code == 1
+    assert result.lines == ["cau-hoi.gift:15: not a multiple-choice question (true/false, numeric or essay); only "
+                            "questions with one =right answer and ~wrong answers are imported"]
+    assert not (content / "nq-thu.yaml").exists()
+
+
+def test_summary_comes_from_a_word_file(cli, workdir, content):
+    sheet(workdir / "cau-hoi.xlsx", GOOD_ROWS, META)
+    body = ('<?xml version="1.0"?><w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
+            "<w:body><w:p><w:r><w:t>Đoạn một </w:t></w:r><w:r><w:t>của tóm tắt.</w:t></w:r></w:p>"
+            "<w:p></w:p><w:p><w:r><w:t>Đoạn hai.</w:t></w:r></w:p></w:body></w:document>")
+    with zipfile.ZipFile(workdir / "tom-tat.docx", "w") as z:
+        z.writestr("word/document.xml", body)
+    result = cli("content", "import", "cau-hoi.xlsx", "--id", "nq-thu", "--summary", "tom-tat.docx")
+    assert result.code == 0, result.out
+    doc, problems = check_file(content / "nq-thu.yaml")
+    assert problems == [] and doc.summary == "Đoạn một của tóm tắt.\n\nĐoạn hai."

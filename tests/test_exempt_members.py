@@ -1,0 +1,103 @@
+"""Members exempt from Party work (miễn sinh hoạt) stay on the roster but count in no audience,
+rate or reminder; reports show them apart."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+from openpyxl import load_workbook
+from sqlalchemy import select
+
+from bot.reports.xlsx import HEADER_ROW, UNIT_HEADERS, build_workbook, report_data
+from bot.scheduling.due import Schedule, run_due
+from bot.services.rounds import open_round
+from bot.services.stats import not_finished_members, unit_figures
+from bot.storage.models import ChatAccount, Member, OutboxMessage, Round, Unit
+from bot.timeutil import utcnow
+from tests.test_scheduled_messages import CLOSES, OPENS, local
+
+HEADER = "Mã đảng viên,Họ và tên,Mã đơn vị,Số điện thoại,Vai trò,Miễn sinh hoạt\n"
+
+
+def _exempt(db, *codes: str) -> None:
+    with db.session() as s:
+        for m in s.scalars(select(Member).where(Member.code.in_(codes))):
+            m.exempt = True
+
+
+def test_the_roster_column_marks_members_exempt_and_they_stay_listed(cli, province, workdir):
+    (workdir / "m.csv").write_text(HEADER + "DV005,Nguyễn Văn Năm,DP-TT-01,,Đảng viên,x\n"
+                                   "DV006,Trần Văn Sáu,DP-TT-01,,Đảng viên,\n", encoding="utf-8")
+    result = cli("members", "import", "m.csv")
+    assert result.code == 0, result.out
+    listing = cli("members", "list", "--unit", "DP-TT-01").lines
+    assert any(line.startswith("DV005\t") and line.endswith("(exempt)") for line in listing)
+    assert any(line.startswith("DV006\t") and "(exempt)" not in line for line in listing)
+    # a file without the column leaves the exemption alone; 'không' lifts it
+    (workdir / "n.csv").write_text("member_code,full_name,unit_code,phone,role\nDV005,Nguyễn Văn Năm,DP-TT-01,,member\n",
+                                   encoding="utf-8")
+    assert cli("members", "import", "n.csv").code == 0
+    with province.session() as s:
+        assert s.scalar(select(Member.exempt).where(Member.code == "DV005")) is True
+    (workdir / "m.csv").write_text(HEADER + "DV005,Nguyễn Văn Năm,DP-TT-01,,Đảng viên,không\n", encoding="utf-8")
+    assert cli("members", "import", "m.csv").code == 0
+    with province.session() as s:
+        assert s.scalar(select(Member.exempt).where(Member.code == "DV005")) is False
+
+
+def test_an_unclear_exemption_is_named_by_row_and_nothing_is_imported(cli, province, workdir):
+    (workdir / "m.csv").write_text(HEADER + "DV005,Nguyễn Văn Năm,DP-TT-01,,Đảng viên,x\n"
+                                   "DV006,Trần Văn Sáu,DP-TT-01,,Đảng viên,ốm\n", encoding="utf-8")
+    result = cli("members", "import", "m.csv")
+    assert result.code == 1
+    assert result.lines == ["m.csv:3: exempt: 'ốm' is not yes or no; write x (or có) for a member exempt from Party "
+                            "work, leave it empty otherwise"]
+    with province.session() as s:
+        assert s.scalar(select(Member.exempt).where(Member.code == "DV005")) is False
+
+
+def test_exempt_members_leave_audience_and_not_finished_list_and_are_counted_apart(province):
+    now = utcnow()
+    with province.session() as s:
+        branch = s.scalar(select(Unit).where(Unit.code == "DP-TT-01"))
+        dp = s.scalar(select(Unit).where(Unit.code == "DP"))
+        before_branch, before_dp = unit_figures(s, 1, branch.id, now), unit_figures(s, 1, dp.id, now)
+    _exempt(province, "DV005", "DV006")
+    with province.session() as s:
+        after = unit_figures(s, 1, branch.id, now)
+        after_dp = unit_figures(s, 1, dp.id, now)
+        total, rows = not_finished_members(s, 1, branch.id, limit=None)
+    assert (after.audience, after.exempt) == (before_branch.audience - 2, 2)
+    assert (after_dp.audience, after_dp.exempt) == (before_dp.audience - 2, 2)
+    assert total == after.audience and {r.member.code for r in rows}.isdisjoint({"DV005", "DV006"})
+
+
+def test_report_prints_and_the_workbook_shows_exempt_members_apart(cli, province, workdir):
+    _exempt(province, "DV005")
+    result = cli("report", "1", "--unit", "DP-TT-01", "--xlsx", "r.xlsx")
+    assert result.code == 0
+    assert "/9 — " in result.lines[0] and result.lines[0].endswith(", 1 exempt (not counted)")
+    ws = load_workbook(workdir / "r.xlsx")["Đợt 1 - Đơn vị"]
+    total = dict(zip(UNIT_HEADERS, next(ws.iter_rows(min_row=HEADER_ROW + 1, values_only=True))))
+    assert total["Số đảng viên"] == 9 and total["Miễn sinh hoạt (không tính)"] == 1
+
+
+def test_no_announcement_or_reminder_goes_to_an_exempt_member(province):
+    with province.session() as s:
+        s.delete(s.get(Round, 1))
+        s.flush()
+        rnd = open_round(s, "kh-83-hu-tuy-phuoc", ["DP-TT-01"], OPENS, CLOSES, 98, OPENS - timedelta(days=1))
+        for m in s.scalars(select(Member).where(Member.code.between("DV001", "DV010"))):
+            s.add(ChatAccount(channel="telegram", external_id=str(60_000 + m.id), member_id=m.id, linked_at=OPENS))
+        rid = rnd.id
+    _exempt(province, "DV004")
+    schedule = Schedule()
+    report = run_due(province, local("2026-12-01 07:00"), schedule)
+    assert f"announce:{rid}: 9 message(s)" in report.jobs
+    run_due(province, local("2026-12-14 08:00"), schedule)
+    with province.session() as s:
+        dv004 = s.scalar(select(Member.id).where(Member.code == "DV004"))
+        to_dv004 = s.scalars(select(OutboxMessage.purpose).where(OutboxMessage.member_id == dv004)).all()
+        reminders = s.scalars(select(OutboxMessage.purpose).where(OutboxMessage.purpose == "remind")).all()
+    assert to_dv004 == [] and len(reminders) == 9
