@@ -18,6 +18,7 @@ from openpyxl.utils import get_column_letter
 from bot.content.authoring import (
     META_LABELS, QUESTION_HEADER, Draft, DraftQuestion, check_question, kind_slug, nfc,
 )
+from bot.sheets import save_workbook
 
 QUESTION_SHEET = "Câu hỏi"
 META_SHEET = "Văn bản"
@@ -34,8 +35,7 @@ GUIDE = [
 
 
 def _text_cell(ws, row: int, col: int, value) -> None:
-    """Write user text as a string cell: '=...' stays text, not a formula.
-    (To be replaced by the shared helper of bot/reports/xlsx.py when it lands.)"""
+    """Write user text as a cell; ``bot.sheets.save_workbook`` keeps '=...' text, not a formula."""
     cell = ws.cell(row=row, column=col)
     if value is None or value == "":
         return
@@ -43,7 +43,6 @@ def _text_cell(ws, row: int, col: int, value) -> None:
         cell.value = value
         return
     cell.value = str(value)
-    cell.data_type = "s"
 
 
 def workbook_bytes(draft: Draft) -> bytes:
@@ -212,5 +211,5 @@ def _fold(text: str) -> str:
 
 def _save(wb: Workbook) -> bytes:
     buf = io.BytesIO()
-    wb.save(buf)
+    save_workbook(wb, buf)
     return buf.getvalue()
