@@ -449,9 +449,9 @@ def test_typed_numbers_beyond_the_offer_or_in_other_scripts_are_text_not_ids(zal
                                                                             caplog):
     cadre = zalo_link(zalo_emulator, zalo_invite, "CB002", "zl-num")
     for typed in ("99999999999999999999", "2147483648", "٣", "s:1:9999999999999999999", "1 "):
-        assert "👉 Gõ 1: Đảng bộ xã Tân Tiến" in say(cadre, "thống kê", "📊")
+        assert "👉 Gõ 1: Đảng bộ bộ phận Tân Tiến" in say(cadre, "thống kê", "📊")
         reply = say(cadre, typed)
-        assert ("Đảng bộ xã Tân Tiến\n" in reply) is (typed == "1 "), (typed, reply)
+        assert ("Đảng bộ bộ phận Tân Tiến\n" in reply) is (typed == "1 "), (typed, reply)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
