@@ -19,7 +19,27 @@ def chat_service(settings: Settings, db: Database, channel: str = "telegram", bu
         from bot.channels.zalo import TRAITS
     else:
         from bot.channels.telegram import TRAITS
-    return ChatService(db, TRAITS, settings.tz, schedule_from(settings).quiet, budget=budget)
+    return ChatService(db, TRAITS, settings.tz, schedule_from(settings).quiet, budget=budget,
+                       study_links=study_links(settings))
+
+
+def study_links(settings: Settings):
+    """Members' study links, when the pages are served (``web.public_url`` and HOCTAP_WEB_SECRET)."""
+    if not settings.web.public_url or not settings.web.secret:
+        return None
+    from bot.services.web_links import StudyLinks
+
+    return StudyLinks(settings.web.public_url, settings.web.secret.encode("utf-8"))
+
+
+def study_pages_server(settings: Settings, db: Database):
+    """The web server of the study pages (``/hoc``) on ``web.listen``."""
+    from bot.web import WebServer, create_app
+    from bot.webapp.site import PagesConfig, create_pages
+
+    pages = create_pages(PagesConfig(db, settings.web.secret.encode("utf-8"), settings.web.public_url, settings.tz,
+                                     telegram_token=settings.telegram.token))
+    return WebServer(create_app(pages=pages), settings.web.listen)
 
 
 def zalo_quota(settings: Settings, db: Database):
@@ -40,7 +60,11 @@ def run(settings: Settings) -> int:
     if settings.zalo.token and settings.zalo.mode == "webhook" and not settings.zalo.webhook_secret:
         print("error: zalo.mode is webhook but ZALO_WEBHOOK_SECRET is not set (8-256 characters)", file=sys.stderr)
         return 2
-    setup_logging(*(s for s in (settings.telegram.token, settings.zalo.token, settings.zalo.webhook_secret) if s))
+    if settings.web.public_url and not settings.web.secret:
+        print("error: web.public_url is set but HOCTAP_WEB_SECRET is not (at least 16 characters)", file=sys.stderr)
+        return 2
+    setup_logging(*(s for s in (settings.telegram.token, settings.zalo.token, settings.zalo.webhook_secret,
+                                settings.web.secret) if s))
     db = Database(settings.database_url)
     db.upgrade()
     try:
@@ -92,6 +116,10 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = N
             await zalo.start()
             closers.append(zalo.stop)
             transports["zalo"] = zalo.transport
+        if study_links(settings) is not None:
+            pages = study_pages_server(settings, db)
+            await pages.start()
+            closers.append(pages.stop)
         runner = scheduled_work(settings, db, transports, budget)
         runner.start()
         closers.append(runner.shutdown)
@@ -112,7 +140,7 @@ def scheduled_work(settings: Settings, db: Database, transports, budget=None):
     from bot.scheduling.reports import ReportBuilder
     from bot.scheduling.runner import ScheduledWork
 
-    schedule = replace(schedule_from(settings), budget=budget)
+    schedule = replace(schedule_from(settings), budget=budget, links=study_links(settings))
     return ScheduledWork(db, schedule, transports, rate=settings.scheduler.outbox_rate,
                          report_builder=ReportBuilder(settings), interval=settings.scheduler.tick_seconds)
 

@@ -17,7 +17,7 @@ import yaml
 DEFAULT_TELEGRAM_API = "https://api.telegram.org/bot"
 DEFAULT_ZALO_API = "https://bot-api.zaloplatforms.com"
 _ENV_REF = re.compile(r"^\$\{([A-Z_][A-Z0-9_]*)\}$")
-_SECRET_KEYS = {"token", "webhook_secret"}
+_SECRET_KEYS = {"token", "webhook_secret", "secret"}
 
 #: Environment variables that override settings, as deployments expect.
 ENV_OVERRIDES = {
@@ -59,6 +59,16 @@ class ZaloSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The members' study pages: served on ``listen`` (behind an HTTPS reverse proxy at
+    ``public_url``) whenever ``public_url`` is set; links are signed with ``${HOCTAP_WEB_SECRET}``."""
+
+    public_url: str | None = None
+    listen: str = "127.0.0.1:8090"
+    secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class SchedulerSettings:
     """Local-time schedules: reminders before the deadline, weekly digest, quiet hours, pacing."""
 
@@ -80,6 +90,7 @@ class Settings:
     scheduler: SchedulerSettings = SchedulerSettings()
     source: str = "defaults"
     zalo: ZaloSettings = ZaloSettings()
+    web: WebSettings = WebSettings()
 
     @property
     def tz(self) -> ZoneInfo:
@@ -109,12 +120,12 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
     src = str(cfg_path)
     base = cfg_path.resolve().parent if cfg_path.exists() else Path.cwd()
 
-    known = {"database_url", "timezone", "language", "content_dir", "telegram", "zalo", "scheduler"}
+    known = {"database_url", "timezone", "language", "content_dir", "telegram", "zalo", "scheduler", "web"}
     for key in raw:
         if key not in known:
             raise ConfigError(f"{src}: {key}: unknown setting (known: {', '.join(sorted(known))})")
 
-    values = {k: _resolve(src, k, v, env) for k, v in raw.items() if k not in ("telegram", "zalo", "scheduler")}
+    values = {k: _resolve(src, k, v, env) for k, v in raw.items() if k not in ("telegram", "zalo", "scheduler", "web")}
     for var, key in ENV_OVERRIDES.items():
         if env.get(var):
             values[key] = env[var]
@@ -147,6 +158,7 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         scheduler=_scheduler(src, raw.get("scheduler")),
         source=src,
         zalo=_zalo(src, raw.get("zalo"), env),
+        web=_web(src, raw.get("web"), env),
     )
 
 
@@ -212,6 +224,28 @@ def _zalo(src: str, raw, env: dict[str, str]) -> ZaloSettings:
                         listen=listen, rate=float(rate), monthly_quota=quota,
                         bot_name=(vals.get("bot_name") or "").lstrip("@") or None,
                         share_link=vals.get("share_link") or None)
+
+
+def _web(src: str, raw, env: dict[str, str]) -> WebSettings:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{src}: web: expected a mapping of settings")
+    allowed = {"public_url", "listen", "secret"}
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(f"{src}: web.{key}: unknown setting (known: {', '.join(sorted(allowed))})")
+    vals = {k: _resolve(src, f"web.{k}", v, env) for k, v in raw.items()}
+    public = vals.get("public_url") or None
+    if public is not None and (not isinstance(public, str) or not public.startswith(("http://", "https://"))):
+        raise ConfigError(f"{src}: web.public_url: expected the pages' public https URL, e.g. https://hoc.example.vn")
+    listen = str(vals.get("listen") or WebSettings.listen)
+    if not re.match(r"^(\[[0-9a-fA-F:]+\]|[\w.-]*):\d{1,5}$", listen):
+        raise ConfigError(f"{src}: web.listen: expected HOST:PORT such as 127.0.0.1:8090, got {listen!r}")
+    secret = vals.get("secret") or env.get("HOCTAP_WEB_SECRET") or None
+    if secret is not None and len(str(secret)) < 16:
+        raise ConfigError(f"{src}: web.secret: HOCTAP_WEB_SECRET must be at least 16 characters")
+    return WebSettings(public_url=public.rstrip("/") if public else None, listen=listen, secret=secret)
 
 
 def _scheduler(src: str, raw) -> SchedulerSettings:

@@ -8,6 +8,7 @@
 - ``GET /files/<token>/<name>``: short-lived files (report charts) that Zalo fetches by URL; the
   token is random (192 bits) and expires after ``ttl`` seconds.
 - ``GET /healthz``: 200 while the process runs.
+- ``/hoc/...``: the members' study pages (``bot/webapp``), when given.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 log = logging.getLogger(__name__)
 SECRET_HEADER = "X-Bot-Api-Secret-Token"
@@ -82,8 +83,10 @@ def unwrap_update(body) -> dict | None:
     return None
 
 
-def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf | None = None) -> Starlette:
-    """``zalo``: a ZaloChannel (its ``dispatch`` takes one update) to serve the webhook, or None."""
+def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf | None = None,
+               pages=None) -> Starlette:
+    """``zalo``: a ZaloChannel (its ``dispatch`` takes one update) to serve the webhook, or None;
+    ``pages``: the study pages (``bot.webapp``), served under ``/hoc``, or None."""
     expected = (webhook_secret or "").encode("utf-8")
 
     async def zalo_webhook(request: Request) -> Response:
@@ -118,6 +121,7 @@ def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf
         Route("/zalo/webhook", zalo_webhook, methods=["POST"]),
         Route("/files/{token}/{name}", shelved, methods=["GET", "HEAD"]),
         Route("/healthz", healthz, methods=["GET"]),
+        *([Mount("/hoc", app=pages)] if pages is not None else []),
     ])
 
 

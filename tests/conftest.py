@@ -209,3 +209,63 @@ def invite(province):
             return create_invites(s, [member], utcnow())[member.id]
 
     return make
+
+
+# -- the study pages -------------------------------------------------------------------------------
+WEB_SECRET = b"test-secret-for-study-links-0123456789"
+
+
+class PagesServer:
+    """The study pages as ``hoctap run`` serves them (bot/web.py with /hoc mounted), on 127.0.0.1
+    at a free port, in a thread of their own."""
+
+    def __init__(self, db, *, telegram_token: str | None = None, clock=None):
+        self.db, self.telegram_token, self.clock = db, telegram_token, clock
+        self.base = ""
+        self._loop = self._thread = self._server = None
+
+    def start(self) -> "PagesServer":
+        import asyncio
+        import threading
+
+        from bot.services.web_links import StudyLinks
+        from bot.timeutil import utcnow
+        from bot.web import WebServer, create_app
+        from bot.webapp.site import PagesConfig, create_pages
+
+        self.config = PagesConfig(self.db, WEB_SECRET, "http://127.0.0.1", telegram_token=self.telegram_token,
+                                  clock=self.clock or utcnow)
+        self._server = WebServer(create_app(pages=create_pages(self.config)), "127.0.0.1:0")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="pages", daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._server.start(), self._loop).result(timeout=15)
+        self.base = f"http://127.0.0.1:{self._server.port}"
+        self.config.public_url = self.base
+        self.links = StudyLinks(self.base, WEB_SECRET)
+        return self
+
+    def stop(self) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self._server.stop(), self._loop).result(timeout=15)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    def link_for(self, member_code: str, *, round_id: int | None = 1, expires_at=None) -> str:
+        """A fresh study link of a member, as the chat would hand it out."""
+        from sqlalchemy import select
+
+        from bot.storage.models import Member
+        from bot.timeutil import utcnow
+
+        with self.db.session() as s:
+            member = s.scalar(select(Member).where(Member.code == member_code))
+            return self.links.for_member(s, member.id, utcnow(), round_id=round_id, expires_at=expires_at).url
+
+
+@pytest.fixture
+def study_pages(province, emulator):
+    server = PagesServer(province, telegram_token=emulator.token).start()
+    yield server
+    server.stop()

@@ -148,6 +148,10 @@ def round_list(rounds: list[Round], tz: ZoneInfo, *, for_quiz: bool) -> Reply:
     return Reply("\n".join(lines), choices)
 
 
+STUDY_PAGE_HINT = ("📱 Đồng chí có thể đọc và làm bài trên trang học tập (chữ to, nút bấm lớn): "
+                   "mở đường link riêng của mình bên dưới. Đường link là của riêng đồng chí, xin đừng chuyển cho người khác.")
+
+
 def summary_pages(doc: Document, limit: int) -> list[str]:
     head = f"📖 {doc.code}: {doc.title}\n\n"
     return split_text(head + doc.summary, limit)

@@ -346,3 +346,17 @@ class JobRun(Base):
     key: Mapped[str] = mapped_column(String(96), primary_key=True)
     ran_at: Mapped[datetime] = mapped_column(UTCDateTime())
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class WebLink(Base):
+    """A member's signed way into the study pages (``/hoc/l/<token>``): the token names this row,
+    so a link can expire (by default when its round closes) and be revoked, and a URL never
+    carries a member id."""
+
+    __tablename__ = "web_links"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # random, URL-safe
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"))  # the page it opens on
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
