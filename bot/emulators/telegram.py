@@ -917,12 +917,7 @@ class EmulatedUser(ChatDriver[EmulatorState]):
             user = {k: v for k, v in self._chat.user.items() if k != "is_bot"}
         if button is None:
             raise ValueError(f"no web_app button {label!r} in this chat")
-        fields = {"query_id": f"AAH{self.id}", "user": json.dumps(user, ensure_ascii=False, separators=(",", ":")),
-                  "auth_date": str(auth_date if auth_date is not None else int(time.time()))}
-        fields["hash"] = web_app_hash(fields, self._state.token)
-        fragment = urlencode({"tgWebAppData": urlencode(fields, quote_via=quote), "tgWebAppVersion": "8.0",
-                              "tgWebAppPlatform": "android"}, quote_via=quote)
-        return f"{button['web_app']['url']}#{fragment}"
+        return f"{button['web_app']['url']}#{web_app_fragment(user, self._state.token, auth_date)}"
 
     def _view(self, msg: _Msg) -> dict[str, Any]:
         view = copy.deepcopy(msg.api)
@@ -981,6 +976,15 @@ def web_app_hash(fields: dict[str, str], token: str) -> str:
     secret = hmac.new(b"WebAppData", token.encode(), hashlib.sha256).digest()
     check = "\n".join(f"{k}={v}" for k, v in sorted(fields.items()) if k != "hash")
     return hmac.new(secret, check.encode(), hashlib.sha256).hexdigest()
+
+
+def web_app_fragment(user: dict[str, Any], token: str, auth_date: int | None = None) -> str:
+    """The fragment Telegram appends to a Mini App's address for ``user``: signed ``tgWebAppData``."""
+    fields = {"query_id": f"AAH{user['id']}", "user": json.dumps(user, ensure_ascii=False, separators=(",", ":")),
+              "auth_date": str(auth_date if auth_date is not None else int(time.time()))}
+    fields["hash"] = web_app_hash(fields, token)
+    return urlencode({"tgWebAppData": urlencode(fields, quote_via=quote), "tgWebAppVersion": "8.0",
+                      "tgWebAppPlatform": "android"}, quote_via=quote)
 
 
 class TelegramEmulator:

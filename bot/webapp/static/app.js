@@ -11,6 +11,10 @@
       login.submit();
     }
   }
+  // Back to a page the browser kept in memory: show what is true now (e.g. the next question).
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted) { location.reload(); }
+  });
   // One tap answers once: later taps while the page is on its way are ignored.
   document.querySelectorAll("form").forEach(function (form) {
     form.addEventListener("submit", function (event) {
