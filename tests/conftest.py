@@ -166,8 +166,9 @@ def emulator():
 class BotProcess:
     """The bot as one process would run it: start, stop (as a crash would), start again."""
 
-    def __init__(self, db, emulator):
+    def __init__(self, db, emulator, study_links=None):
         self.db, self.emulator, self.running = db, emulator, None
+        self.study_links = study_links
 
     def start(self) -> "BotProcess":
         from zoneinfo import ZoneInfo
@@ -175,7 +176,7 @@ class BotProcess:
         from bot.channels.telegram import TRAITS, BackgroundBot, TelegramChannel
         from bot.services.chat import ChatService
 
-        service = ChatService(self.db, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"))
+        service = ChatService(self.db, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"), study_links=self.study_links)
         app = TelegramChannel(service).build(self.emulator.token, self.emulator.base_url, self.emulator.base_file_url)
         self.running = BackgroundBot(app).start()
         return self

@@ -1,0 +1,110 @@
+"""The chat offers the study page: /hoc, announcements and reminders carry each member's own link
+(a Mini App button and a link button on Telegram, the address in the text on Zalo)."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from sqlalchemy import select
+
+from bot.channels.zalo import reply_text
+from bot.outbox.queue import payload_reply
+from bot.scheduling.due import Schedule, run_due
+from bot.services import web_links
+from bot.services.web_links import StudyLinks
+from bot.storage.models import Member, OutboxMessage, Round
+from bot.timeutil import utcnow
+from bot.webapp.miniapp import check_init_data
+from tests.conftest import WEB_SECRET, BotProcess
+from tests.test_scheduled_messages import branch, deliver, local  # noqa: F401 - fixture
+from tests.test_zalo_channel import ZaloProcess, say, zalo_emulator, zalo_invite, zalo_link  # noqa: F401
+
+PUBLIC = "https://hoc.example.vn"
+LINKS = StudyLinks(PUBLIC, WEB_SECRET)
+
+
+def member_of(db, url: str, at=None) -> str:
+    """Whose link this is (the member code), checked as the pages check it."""
+    token = urlsplit(unquote(url)).path.rsplit("/", 1)[1]
+    with db.session() as s:
+        checked = web_links.check(s, WEB_SECRET, token, at or utcnow())
+        assert checked.ok, checked.status
+        return checked.member.code
+
+
+def test_hoc_on_telegram_offers_a_mini_app_button_and_a_link_of_the_members_own(province, emulator, invite):
+    process = BotProcess(province, emulator, study_links=LINKS).start()
+    try:
+        user = emulator.user(7002, first_name="Sơn")
+        user.send_text(f"/start {invite('DV002')}")
+        user.wait_for(lambda u: any("Liên kết thành công" in (m.get("text") or "") for m in u.messages))
+        user.send_text("/hoc")
+        user.wait_for(lambda u: "trang học tập" in (u.messages[-1].get("text") or ""))
+        buttons = [b for row in user.messages[-1]["reply_markup"]["inline_keyboard"] for b in row]
+        assert any(b.get("callback_data") == "r:1:1" for b in buttons)  # the chat's reading stays
+        web_app = next(b for b in buttons if "web_app" in b)
+        plain = next(b for b in buttons if "url" in b)
+        assert web_app["web_app"]["url"].startswith(f"{PUBLIC}/hoc/l/") and web_app["web_app"]["url"].endswith("?tg=1")
+        assert member_of(province, plain["url"]) == "DV002"
+        opened = user.open_web_app(web_app["text"])  # what Telegram's webview loads
+        init_data = parse_qs(urlsplit(opened).fragment)["tgWebAppData"][0]
+        checked = check_init_data(init_data, emulator.token, utcnow())
+        assert checked.ok and checked.user_id == 7002
+    finally:
+        process.stop()
+
+
+def test_the_emulator_refuses_a_web_app_button_that_is_not_https(emulator):
+    import httpx
+
+    user = emulator.user(7003)
+    user.send_text("/start")
+    markup = {"inline_keyboard": [[{"text": "Mở", "web_app": {"url": "http://127.0.0.1:8090/hoc"}}]]}
+    answer = httpx.post(f"{emulator.base_url}{emulator.token}/sendMessage",
+                        json={"chat_id": 7003, "text": "x", "reply_markup": markup}).json()
+    assert answer["ok"] is False and "BUTTON_URL_INVALID" in answer["description"]
+    two = {"inline_keyboard": [[{"text": "Mở", "url": "https://a.vn", "callback_data": "x"}]]}
+    answer = httpx.post(f"{emulator.base_url}{emulator.token}/sendMessage",
+                        json={"chat_id": 7003, "text": "x", "reply_markup": two}).json()
+    assert answer["ok"] is False
+
+
+def test_hoc_on_zalo_puts_the_members_own_link_in_the_text(province, zalo_emulator, zalo_invite):
+    process = ZaloProcess(province, zalo_emulator, study_links=LINKS).start()
+    try:
+        user = zalo_link(zalo_emulator, zalo_invite, "DV005", "z7005")
+        text = say(user, "hoc", "Trang học tập của đồng chí")
+        url = next(w for w in text.split() if w.startswith(f"{PUBLIC}/hoc/l/"))
+        assert member_of(province, url) == "DV005"
+        assert "Gõ 1" in text  # the typed flow stays for those who prefer it
+    finally:
+        process.stop()
+
+
+def test_announcements_and_reminders_carry_each_members_own_link_and_no_one_elses(province, emulator, branch):
+    rid, users = branch
+    schedule = Schedule(links=LINKS)
+    run_due(province, local("2026-12-01 07:00"), schedule)
+    run_due(province, local("2026-12-14 10:00"), schedule)  # the reminder slot before the deadline
+    with province.session() as s:
+        rows = s.execute(select(OutboxMessage.purpose, OutboxMessage.payload, Member.code)
+                         .join(Member, Member.id == OutboxMessage.member_id)).all()
+    assert {purpose for purpose, *_ in rows} == {"announce", "remind"}
+    urls = set()
+    for purpose, payload, code in rows:
+        reply = payload_reply(payload)
+        assert reply.link is not None
+        with province.session() as s:
+            token = reply.link.url.rsplit("/", 1)[1]
+            checked = web_links.check(s, WEB_SECRET, token, local("2026-12-14 10:00"))
+            assert checked.ok and checked.member.code == code and checked.link.round_id == rid
+            assert checked.link.expires_at == s.get(Round, rid).closes_at  # valid until the round closes
+        assert reply.link.url in reply_text(reply)  # on Zalo: the address in the text
+        urls.add(reply.link.url)
+    assert len(urls) == len(rows)  # never one member's link in another's message
+    deliver(province, emulator, local("2026-12-01 07:05"))
+    message = next(m for m in users["DV003"].messages if (m.get("text") or "").startswith("📢"))
+    buttons = [b for row in message["reply_markup"]["inline_keyboard"] for b in row]
+    assert member_of(province, next(b["url"] for b in buttons if "url" in b), local("2026-12-01 07:05")) == "DV003"
+    assert any("web_app" in b for b in buttons)
+
