@@ -197,7 +197,7 @@ PLAYGROUND_DB = "playground.db"
 
 
 def run_playground(settings: Settings, as_member: str | None = None, script: str | None = None,
-                   channel: str = "telegram", at=None) -> int:
+                   channel: str = "telegram", at=None, web: bool = False) -> int:
     from pathlib import Path
 
     from bot.channels.playground import Playground, ZaloPlayground
@@ -212,5 +212,14 @@ def run_playground(settings: Settings, as_member: str | None = None, script: str
     lines = None
     if script:
         lines = open(script, encoding="utf-8").read().splitlines()
-    kind = ZaloPlayground if channel == "zalo" else Playground
-    return kind(settings, db).run(as_member, lines)
+    playground = (ZaloPlayground if channel == "zalo" else Playground)(settings, db)
+    if not web:
+        return playground.run(as_member, lines)
+    import secrets
+
+    from bot.webapp.server import BackgroundPages
+
+    # a fresh secret each time: links of an earlier playground stop working
+    with BackgroundPages(db, secrets.token_bytes(32), tz=settings.tz) as pages:
+        playground.pages = pages
+        return playground.run(as_member, lines)

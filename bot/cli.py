@@ -53,7 +53,8 @@ def cmd_playground(args, settings: Settings) -> int:
     if args.script and not Path(args.script).exists():
         raise UsageError(f"--script: {args.script} not found")
     at = _local(args.at, settings, "--at") if args.at else None
-    return run_playground(settings, as_member=args.member, script=args.script, channel=args.channel, at=at)
+    return run_playground(settings, as_member=args.member, script=args.script, channel=args.channel, at=at,
+                          web=args.web)
 
 
 @command("scheduler")
@@ -396,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the messenger to play (default: telegram; zalo: no buttons, everything is typed)")
     p.add_argument("--at", metavar='"YYYY-MM-DD HH:MM"',
                    help="show what a member, a secretary and a cadre receive from the scheduler at that local time")
+    p.add_argument("--web", action="store_true",
+                   help="also serve the study pages on 127.0.0.1 and print the member's link (first http:// line)")
     p.set_defaults(handler="playground")
 
     p = leaf(sub, "scheduler", "run the scheduler and outbox sender alone (announcements, reminders, digests)",

@@ -220,38 +220,20 @@ class PagesServer:
     """The study pages as ``hoctap run`` serves them (bot/web.py with /hoc mounted), on 127.0.0.1
     at a free port, in a thread of their own."""
 
-    def __init__(self, db, *, telegram_token: str | None = None, clock=None):
-        self.db, self.telegram_token, self.clock = db, telegram_token, clock
-        self.base = ""
-        self._loop = self._thread = self._server = None
+    def __init__(self, db, *, telegram_token: str | None = None):
+        from bot.webapp.server import BackgroundPages
+
+        self.db = db
+        self.background = BackgroundPages(db, WEB_SECRET, telegram_token=telegram_token)
+        self.config = self.background.config
 
     def start(self) -> "PagesServer":
-        import asyncio
-        import threading
-
-        from bot.services.web_links import StudyLinks
-        from bot.timeutil import utcnow
-        from bot.web import WebServer, create_app
-        from bot.webapp.site import PagesConfig, create_pages
-
-        self.config = PagesConfig(self.db, WEB_SECRET, "http://127.0.0.1", telegram_token=self.telegram_token,
-                                  clock=self.clock or utcnow)
-        self._server = WebServer(create_app(pages=create_pages(self.config)), "127.0.0.1:0")
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="pages", daemon=True)
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._server.start(), self._loop).result(timeout=15)
-        self.base = f"http://127.0.0.1:{self._server.port}"
-        self.config.public_url = self.base
-        self.links = StudyLinks(self.base, WEB_SECRET)
+        self.background.start()
+        self.base, self.links = self.background.base, self.background.links
         return self
 
     def stop(self) -> None:
-        import asyncio
-
-        asyncio.run_coroutine_threadsafe(self._server.stop(), self._loop).result(timeout=15)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
+        self.background.stop()
 
     def link_for(self, member_code: str, *, round_id: int | None = 1, expires_at=None) -> str:
         """A fresh study link of a member, as the chat would hand it out."""
