@@ -108,3 +108,34 @@ def test_announcements_and_reminders_carry_each_members_own_link_and_no_one_else
     assert member_of(province, next(b["url"] for b in buttons if "url" in b), local("2026-12-01 07:05")) == "DV003"
     assert any("web_app" in b for b in buttons)
 
+
+
+def test_hoctap_run_serves_the_study_pages_when_public_url_is_set(province, zalo_emulator, zalo_invite):
+    import asyncio
+    import threading
+
+    import httpx
+
+    from bot.app import serve
+    from bot.config import SchedulerSettings, Settings, WebSettings, ZaloSettings
+    from tests.test_zalo_channel import free_port
+
+    port = free_port()
+    settings = Settings(database_url=province.url,
+                        zalo=ZaloSettings(token=zalo_emulator.token, api_base_url=zalo_emulator.base_url),
+                        web=WebSettings(public_url=f"http://127.0.0.1:{port}", listen=f"127.0.0.1:{port}",
+                                        secret="a-secret-of-the-operator-0123"),
+                        scheduler=SchedulerSettings(tick_seconds=3600))
+    loop, stop = asyncio.new_event_loop(), asyncio.Event()
+    thread = threading.Thread(target=lambda: loop.run_until_complete(serve(settings, province, stop)), daemon=True)
+    thread.start()
+    try:
+        user = zalo_link(zalo_emulator, zalo_invite, "DV012", "z7012")
+        text = say(user, "hoc", "Trang học tập của đồng chí")
+        url = next(w for w in text.split() if w.startswith(f"http://127.0.0.1:{port}/hoc/l/"))
+        page = httpx.get(url, follow_redirects=True, timeout=10)
+        assert page.status_code == 200 and "Kế hoạch nâng cao hiệu quả" in page.text
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=15)
+    assert not thread.is_alive()
