@@ -172,8 +172,10 @@ def test_a_member_opens_their_link_reads_answers_every_question_and_sees_score_a
     assert "Câu 2:" in browser.text and "Câu 7:" in browser.text
     browser.assert_phone_friendly(study_pages.base)
     browser.shot("4-result")
-    browser.driver.back()  # back to the last question's address: the result, nothing re-answered
-    browser.wait_text("Kết quả bài kiểm tra")
+    assert browser.driver.current_url.endswith(f"/hoc/bai/{aid}/ketqua")  # answers replaced the address
+    browser.driver.back()  # no question comes back to be answered again
+    browser.wait_text("Hạn làm bài kiểm tra")  # the summary, where the quiz was started
+    assert "/10 ·" not in browser.text
     browser.driver.forward()
     with province.session() as s:
         assert s.scalar(select(func.count()).select_from(Answer).where(Answer.attempt_id == aid)) == 10
