@@ -226,16 +226,20 @@ def _zalo(src: str, raw, env: dict[str, str]) -> ZaloSettings:
                         share_link=vals.get("share_link") or None)
 
 
-def _web(src: str, raw, env: dict[str, str]) -> WebSettings:
+def _section(src: str, name: str, raw, allowed: set[str], env: dict[str, str]) -> dict:
+    """A section's values with ``${VAR}`` expanded; an unknown key or a non-mapping is one line."""
     if raw is None:
-        raw = {}
+        return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{src}: web: expected a mapping of settings")
-    allowed = {"public_url", "listen", "secret"}
-    for key in raw:
-        if key not in allowed:
-            raise ConfigError(f"{src}: web.{key}: unknown setting (known: {', '.join(sorted(allowed))})")
-    vals = {k: _resolve(src, f"web.{k}", v, env) for k, v in raw.items()}
+        raise ConfigError(f"{src}: {name}: expected a mapping of settings")
+    unknown = sorted(k for k in raw if k not in allowed)
+    if unknown:
+        raise ConfigError(f"{src}: {name}.{unknown[0]}: unknown setting (known: {', '.join(sorted(allowed))})")
+    return {k: _resolve(src, f"{name}.{k}", v, env) for k, v in raw.items()}
+
+
+def _web(src: str, raw, env: dict[str, str]) -> WebSettings:
+    vals = _section(src, "web", raw, {"public_url", "listen", "secret"}, env)
     public = vals.get("public_url") or None
     if public is not None and (not isinstance(public, str) or not public.startswith(("http://", "https://"))):
         raise ConfigError(f"{src}: web.public_url: expected the pages' public https URL, e.g. https://hoc.example.vn")
