@@ -307,6 +307,24 @@ def _zalo_invites(args, settings: Settings) -> int:
     return 0
 
 
+@command("members revoke-links")
+def cmd_members_revoke_links(args, settings: Settings) -> int:
+    """A lost phone or a forwarded link: every study link the member holds stops working."""
+    from sqlalchemy import select
+
+    from bot.services.web_links import revoke
+    from bot.storage.models import Member
+
+    db = open_db(settings)
+    with db.session() as s:
+        member = s.scalar(select(Member).where(Member.code == args.member_code))
+        if member is None:
+            raise UsageError(f"no member {args.member_code}; see 'hoctap members list'")
+        count = revoke(s, member.id, utcnow())
+    print(f"{count} study link(s) of {args.member_code} revoked; /hoc in the chat gives the member a new one")
+    return 0
+
+
 # -- rounds --------------------------------------------------------------------------------------
 def _local(text: str, settings: Settings, option: str, *, end_of_day: bool = False):
     try:
@@ -444,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="telegram: deep links; zalo: short codes to type, beside the bot's share link")
     p.add_argument("--link", metavar="URL", help="the Zalo bot's share link (default: zalo.share_link)")
     p.add_argument("--show", type=int, default=20, metavar="N", help="Zalo: print the first N codes (default 20)")
+
+    p = leaf(members, "revoke-links", "make every study page link of a member stop working", "members revoke-links")
+    p.add_argument("member_code", metavar="MEMBER_CODE")
 
     rounds = group("rounds", "study rounds")
     p = leaf(rounds, "open", "open a study round of a document for units and everything below them", "rounds open")

@@ -215,3 +215,11 @@ def test_pages_weigh_under_60_kb_and_reference_nothing_outside_the_server(study_
         external = re.findall(r'(?:src|href|action)="((?:https?:)?//[^"]*)"', page.text)
         assert external == [], external
         assert "no-store" in page.headers["cache-control"]
+
+
+def test_an_operator_revokes_a_members_links_from_the_command_line(study_pages, province, cli):
+    client = signed_in(study_pages, "DV002")
+    result = cli("members", "revoke-links", "DV002")
+    assert result.code == 0 and "1 study link(s) of DV002 revoked" in result.out
+    assert client.get("/hoc/").status_code == 403
+    assert cli("members", "revoke-links", "NOPE").code == 1
