@@ -12,7 +12,7 @@ from bot.outbox.queue import payload_reply
 from bot.scheduling.due import Schedule, run_due
 from bot.services import web_links
 from bot.services.web_links import StudyLinks
-from bot.storage.models import Member, OutboxMessage, Round
+from bot.storage.models import ChatAccount, Member, OutboxMessage, Round
 from bot.timeutil import utcnow
 from bot.webapp.miniapp import check_init_data
 from tests.conftest import WEB_SECRET, BotProcess
@@ -139,3 +139,26 @@ def test_hoctap_run_serves_the_study_pages_when_public_url_is_set(province, zalo
         loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=15)
     assert not thread.is_alive()
+
+
+def test_a_secretarys_reminder_carries_each_members_own_link(province, emulator, invite):
+    with province.session() as s:  # DV002..DV004 can be written to
+        for code in ("DV002", "DV003", "DV004"):
+            member = s.scalar(select(Member).where(Member.code == code))
+            s.add(ChatAccount(
+                channel="telegram", external_id=str(80_000 + member.id), member_id=member.id, linked_at=utcnow()))
+    process = BotProcess(province, emulator, study_links=LINKS).start()
+    try:
+        secretary = emulator.user(7001, first_name="Hằng")
+        secretary.send_text(f"/start {invite('DV001')}")
+        secretary.wait_for(lambda u: any("Liên kết thành công" in (m.get("text") or "") for m in u.messages))
+        secretary.send_text("/nhacnho")
+        secretary.wait_for(lambda u: "nhắc" in (u.messages[-1].get("text") or "").lower(), timeout=10)
+    finally:
+        process.stop()
+    with province.session() as s:
+        rows = s.execute(select(OutboxMessage.payload, Member.code).join(Member, Member.id == OutboxMessage.member_id)
+                         .where(OutboxMessage.purpose == "nudge")).all()
+    assert sorted(code for _p, code in rows) == ["DV001", "DV002", "DV003", "DV004"]
+    for payload, code in rows:
+        assert member_of(province, payload["link"]["url"]) == code

@@ -170,13 +170,7 @@ def _broadcast(s: Session, rnd: Round, at: datetime, schedule: Schedule, report:
     members, unlinked = _reachable_audience(s, rnd, unfinished_only=unfinished_only)
     _check_budget(s, schedule, members, at)
     report.skipped_unlinked += unlinked
-    links = None
-    if schedule.links is not None:
-        from bot.services import web_links
-
-        tokens = web_links.mint_many(s, schedule.links.secret, members, at, round_id=rnd.id,
-                                     expires_at=rnd.closes_at)
-        links = {m: schedule.links.link(t) for m, t in tokens.items()}
+    links = schedule.links.for_round(s, members, rnd, at) if schedule.links is not None else None
     return queue.enqueue_many(s, purpose=purpose, keyed_members=[(f"{key}:{m}", m) for m in members], reply=reply,
                               now=at, not_before=schedule.quiet.next_allowed(at), expires_at=rnd.closes_at,
                               round_id=rnd.id, links=links)

@@ -378,6 +378,7 @@ class ChatService:
 OVERSIGHT = {
     "thongke": lambda svc, s, member, now: oversight.figures(s, member, now, svc.tz),
     "chualam": lambda svc, s, member, now: oversight.not_finished(s, member, now),
-    "nhacnho": lambda svc, s, member, now: oversight.remind(s, member, now, svc.tz, svc.quiet, budget=svc.budget),
+    "nhacnho": lambda svc, s, member, now: oversight.remind(s, member, now, svc.tz, svc.quiet, budget=svc.budget,
+                                                           links=svc.study_links),
     "baocao": lambda svc, s, member, now: oversight.report(s, member, now, svc.tz),
 }

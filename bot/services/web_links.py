@@ -127,3 +127,8 @@ class StudyLinks:
     def for_member(self, session: Session, member_id: int, now: datetime, *, round_id: int | None = None,
                    expires_at: datetime | None = None) -> StudyLink:
         return self.link(mint(session, self.secret, member_id, now, round_id=round_id, expires_at=expires_at))
+
+    def for_round(self, session: Session, member_ids: list[int], rnd, now: datetime) -> dict[int, StudyLink]:
+        """Each member's own link to a round (announcements, reminders), valid until it closes."""
+        tokens = mint_many(session, self.secret, member_ids, now, round_id=rnd.id, expires_at=rnd.closes_at)
+        return {m: self.link(t) for m, t in tokens.items()}
