@@ -32,12 +32,18 @@ def member_of(db, url: str, at=None) -> str:
         return checked.member.code
 
 
+def on_telegram(emulator, invite, member_code: str, user_id: int):
+    """A member who opened their invitation link on Telegram."""
+    user = emulator.user(user_id, first_name=member_code)
+    user.send_text(f"/start {invite(member_code)}")
+    user.wait_for(lambda u: any("Liên kết thành công" in (m.get("text") or "") for m in u.messages))
+    return user
+
+
 def test_hoc_on_telegram_offers_a_mini_app_button_and_a_link_of_the_members_own(province, emulator, invite):
     process = BotProcess(province, emulator, study_links=LINKS).start()
     try:
-        user = emulator.user(7002, first_name="Sơn")
-        user.send_text(f"/start {invite('DV002')}")
-        user.wait_for(lambda u: any("Liên kết thành công" in (m.get("text") or "") for m in u.messages))
+        user = on_telegram(emulator, invite, "DV002", 7002)
         user.send_text("/hoc")
         user.wait_for(lambda u: "trang học tập" in (u.messages[-1].get("text") or ""))
         buttons = [b for row in user.messages[-1]["reply_markup"]["inline_keyboard"] for b in row]
@@ -149,9 +155,7 @@ def test_a_secretarys_reminder_carries_each_members_own_link(province, emulator,
                 channel="telegram", external_id=str(80_000 + member.id), member_id=member.id, linked_at=utcnow()))
     process = BotProcess(province, emulator, study_links=LINKS).start()
     try:
-        secretary = emulator.user(7001, first_name="Hằng")
-        secretary.send_text(f"/start {invite('DV001')}")
-        secretary.wait_for(lambda u: any("Liên kết thành công" in (m.get("text") or "") for m in u.messages))
+        secretary = on_telegram(emulator, invite, "DV001", 7001)
         secretary.send_text("/nhacnho")
         secretary.wait_for(lambda u: "nhắc" in (u.messages[-1].get("text") or "").lower(), timeout=10)
     finally:

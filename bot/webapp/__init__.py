@@ -8,4 +8,5 @@ here continues in chat at the next question and the other way round.
 - (the chat's side, minting a member's link, is ``bot.services.web_links``.)
 - ``miniapp``: Telegram Mini App ``initData`` checking.
 - ``site``: the Starlette routes, mounted under ``/hoc`` by ``bot/web.py``.
+- ``server``: the pages in a thread of their own (playground, tests, bench).
 """
