@@ -23,7 +23,27 @@ def chat_service(settings: Settings, db: Database, channel: str = "telegram", bu
         from bot.channels.zalo_oa import TRAITS
     else:
         from bot.channels.telegram import TRAITS
-    return ChatService(db, TRAITS, settings.tz, schedule_from(settings).quiet, budget=budget)
+    return ChatService(db, TRAITS, settings.tz, schedule_from(settings).quiet, budget=budget,
+                       study_links=study_links(settings))
+
+
+def study_links(settings: Settings):
+    """Members' study links, when the pages are served (``web.public_url`` and HOCTAP_WEB_SECRET)."""
+    if not settings.web.public_url or not settings.web.secret:
+        return None
+    from bot.services.web_links import StudyLinks
+
+    return StudyLinks(settings.web.public_url, settings.web.secret.encode("utf-8"))
+
+
+def study_pages_server(settings: Settings, db: Database):
+    """The web server of the study pages (``/hoc``) on ``web.listen``."""
+    from bot.web import WebServer, create_app
+    from bot.webapp.site import PagesConfig, create_pages
+
+    pages = create_pages(PagesConfig(db, settings.web.secret.encode("utf-8"), settings.web.public_url, settings.tz,
+                                     telegram_token=settings.telegram.token))
+    return WebServer(create_app(pages=pages), settings.web.listen)
 
 
 def zalo_quota(settings: Settings, db: Database):
@@ -62,6 +82,9 @@ def run(settings: Settings) -> int:
         return run_playground(settings)
     if settings.zalo.token and settings.zalo.mode == "webhook" and not settings.zalo.webhook_secret:
         print("error: zalo.mode is webhook but ZALO_WEBHOOK_SECRET is not set (8-256 characters)", file=sys.stderr)
+        return 2
+    if settings.web.public_url and not settings.web.secret:
+        print("error: web.public_url is set but HOCTAP_WEB_SECRET is not (at least 16 characters)", file=sys.stderr)
         return 2
     return start_and_serve(settings, lambda db: serve(settings, db))
 
@@ -123,6 +146,10 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = N
             await oa_runtime.start()
             closers.append(oa_runtime.stop)
             transports["zalo_oa"] = oa_runtime.transport
+        if study_links(settings) is not None:
+            pages = study_pages_server(settings, db)
+            await pages.start()
+            closers.append(pages.stop)
         runner = scheduled_work(settings, db, transports, budget)
         runner.start()
         closers.append(runner.shutdown)
@@ -143,7 +170,7 @@ def scheduled_work(settings: Settings, db: Database, transports, budget=None):
     from bot.scheduling.reports import ReportBuilder
     from bot.scheduling.runner import ScheduledWork
 
-    schedule = replace(schedule_from(settings), budget=budget)
+    schedule = replace(schedule_from(settings), budget=budget, links=study_links(settings))
     return ScheduledWork(db, schedule, transports, rate=settings.scheduler.outbox_rate,
                          report_builder=ReportBuilder(settings), interval=settings.scheduler.tick_seconds)
 
@@ -203,7 +230,7 @@ PLAYGROUND_DB = "playground.db"
 
 
 def run_playground(settings: Settings, as_member: str | None = None, script: str | None = None,
-                   channel: str = "telegram", at=None) -> int:
+                   channel: str = "telegram", at=None, web: bool = False) -> int:
     from pathlib import Path
 
     from bot.channels.playground import Playground, ZaloPlayground
@@ -221,6 +248,16 @@ def run_playground(settings: Settings, as_member: str | None = None, script: str
     if channel == "zalo-oa":
         from bot.channels.zalo_oa.playground import OAPlayground
 
-        return OAPlayground(settings, db).run(as_member, lines)
-    kind = ZaloPlayground if channel == "zalo" else Playground
-    return kind(settings, db).run(as_member, lines)
+        playground = OAPlayground(settings, db)
+    else:
+        playground = (ZaloPlayground if channel == "zalo" else Playground)(settings, db)
+    if not web:
+        return playground.run(as_member, lines)
+    import secrets
+
+    from bot.webapp.server import BackgroundPages
+
+    # a fresh secret each time: links of an earlier playground stop working
+    with BackgroundPages(db, secrets.token_bytes(32), tz=settings.tz) as pages:
+        playground.pages = pages
+        return playground.run(as_member, lines)

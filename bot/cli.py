@@ -53,7 +53,8 @@ def cmd_playground(args, settings: Settings) -> int:
     if args.script and not Path(args.script).exists():
         raise UsageError(f"--script: {args.script} not found")
     at = _local(args.at, settings, "--at") if args.at else None
-    return run_playground(settings, as_member=args.member, script=args.script, channel=args.channel, at=at)
+    return run_playground(settings, as_member=args.member, script=args.script, channel=args.channel, at=at,
+                          web=args.web)
 
 
 @command("scheduler")
@@ -453,6 +454,24 @@ def cmd_zalo_oa_status(args, settings: Settings) -> int:
     return 0
 
 
+@command("members revoke-links")
+def cmd_members_revoke_links(args, settings: Settings) -> int:
+    """A lost phone or a forwarded link: every study link the member holds stops working."""
+    from sqlalchemy import select
+
+    from bot.services.web_links import revoke
+    from bot.storage.models import Member
+
+    db = open_db(settings)
+    with db.session() as s:
+        member = s.scalar(select(Member).where(Member.code == args.member_code))
+        if member is None:
+            raise UsageError(f"no member {args.member_code}; see 'hoctap members list'")
+        count = revoke(s, member.id, utcnow())
+    print(f"{count} study link(s) of {args.member_code} revoked; /hoc in the chat gives the member a new one")
+    return 0
+
+
 # -- rounds --------------------------------------------------------------------------------------
 def _local(text: str, settings: Settings, option: str, *, end_of_day: bool = False):
     try:
@@ -561,6 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "zalo-oa: numbered buttons, no edits)")
     p.add_argument("--at", metavar='"YYYY-MM-DD HH:MM"',
                    help="show what a member, a secretary and a cadre receive from the scheduler at that local time")
+    p.add_argument("--web", action="store_true",
+                   help="also serve the study pages on 127.0.0.1 and print the member's link (first http:// line)")
     p.set_defaults(handler="playground")
 
     p = leaf(sub, "scheduler", "run the scheduler and outbox sender alone (announcements, reminders, digests)",
@@ -635,6 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(oa, "callback", "store the tokens from the address Zalo sent the admin's browser to", "zalo-oa callback")
     p.add_argument("url", metavar="URL")
     leaf(oa, "status", "is the OA authorised, and for how long", "zalo-oa status")
+    p = leaf(members, "revoke-links", "make every study page link of a member stop working", "members revoke-links")
+    p.add_argument("member_code", metavar="MEMBER_CODE")
 
     rounds = group("rounds", "study rounds")
     p = leaf(rounds, "open", "open a study round of a document for units and everything below them", "rounds open")

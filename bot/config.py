@@ -19,7 +19,7 @@ from bot.domain.languages import is_language_tag
 DEFAULT_TELEGRAM_API = "https://api.telegram.org/bot"
 DEFAULT_ZALO_API = "https://bot-api.zaloplatforms.com"
 _ENV_REF = re.compile(r"^\$\{([A-Z_][A-Z0-9_]*)\}$")
-_SECRET_KEYS = {"token", "webhook_secret", "app_secret", "oa_secret_key"}
+_SECRET_KEYS = {"token", "webhook_secret", "app_secret", "oa_secret_key", "secret"}
 
 #: Environment variables that override settings, as deployments expect.
 ENV_OVERRIDES = {
@@ -94,6 +94,16 @@ class ZaloOASettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The members' study pages: served on ``listen`` (behind an HTTPS reverse proxy at
+    ``public_url``) whenever ``public_url`` is set; links are signed with ``${HOCTAP_WEB_SECRET}``."""
+
+    public_url: str | None = None
+    listen: str = "127.0.0.1:8090"
+    secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class SchedulerSettings:
     """Local-time schedules: reminders before the deadline, weekly digest, quiet hours, pacing."""
 
@@ -116,6 +126,7 @@ class Settings:
     source: str = "defaults"
     zalo: ZaloSettings = ZaloSettings()
     zalo_oa: ZaloOASettings = ZaloOASettings()
+    web: WebSettings = WebSettings()
 
     @property
     def tz(self) -> ZoneInfo:
@@ -145,12 +156,13 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
     src = str(cfg_path)
     base = cfg_path.resolve().parent if cfg_path.exists() else Path.cwd()
 
-    known = {"database_url", "timezone", "language", "content_dir", "telegram", "zalo", "zalo_oa", "scheduler"}
+    known = {"database_url", "timezone", "language", "content_dir", "telegram", "zalo", "zalo_oa", "scheduler", "web"}
     for key in raw:
         if key not in known:
             raise ConfigError(f"{src}: {key}: unknown setting (known: {', '.join(sorted(known))})")
 
-    values = {k: _resolve(src, k, v, env) for k, v in raw.items() if k not in ("telegram", "zalo", "zalo_oa", "scheduler")}
+    values = {k: _resolve(src, k, v, env) for k, v in raw.items()
+              if k not in ("telegram", "zalo", "zalo_oa", "scheduler", "web")}
     for var, key in ENV_OVERRIDES.items():
         if env.get(var):
             values[key] = env[var]
@@ -185,6 +197,7 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         source=src,
         zalo=_zalo(src, raw.get("zalo"), env),
         zalo_oa=_zalo_oa(src, raw.get("zalo_oa"), env),
+        web=_web(src, raw.get("web"), env),
     )
 
 
@@ -291,6 +304,32 @@ def _zalo_oa(src: str, raw, env: dict[str, str]) -> ZaloOASettings:
         raise ConfigError(f"{src}: zalo_oa.listen: expected HOST:PORT such as 127.0.0.1:8081, got {listen!r}")
     vals["listen"] = listen
     return ZaloOASettings(**{k: v for k, v in vals.items() if v is not None or k in ("app_secret", "oa_secret_key")})
+
+
+def _section(src: str, name: str, raw, allowed: set[str], env: dict[str, str]) -> dict:
+    """A section's values with ``${VAR}`` expanded; an unknown key or a non-mapping is one line."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{src}: {name}: expected a mapping of settings")
+    unknown = sorted(k for k in raw if k not in allowed)
+    if unknown:
+        raise ConfigError(f"{src}: {name}.{unknown[0]}: unknown setting (known: {', '.join(sorted(allowed))})")
+    return {k: _resolve(src, f"{name}.{k}", v, env) for k, v in raw.items()}
+
+
+def _web(src: str, raw, env: dict[str, str]) -> WebSettings:
+    vals = _section(src, "web", raw, {"public_url", "listen", "secret"}, env)
+    public = vals.get("public_url") or None
+    if public is not None and (not isinstance(public, str) or not public.startswith(("http://", "https://"))):
+        raise ConfigError(f"{src}: web.public_url: expected the pages' public https URL, e.g. https://hoc.example.vn")
+    listen = str(vals.get("listen") or WebSettings.listen)
+    if not re.match(r"^(\[[0-9a-fA-F:]+\]|[\w.-]*):\d{1,5}$", listen):
+        raise ConfigError(f"{src}: web.listen: expected HOST:PORT such as 127.0.0.1:8090, got {listen!r}")
+    secret = vals.get("secret") or env.get("HOCTAP_WEB_SECRET") or None
+    if secret is not None and len(str(secret)) < 16:
+        raise ConfigError(f"{src}: web.secret: HOCTAP_WEB_SECRET must be at least 16 characters")
+    return WebSettings(public_url=public.rstrip("/") if public else None, listen=listen, secret=secret)
 
 
 def _scheduler(src: str, raw) -> SchedulerSettings:

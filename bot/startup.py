@@ -27,7 +27,7 @@ def secrets_of(settings: Settings) -> list[str]:
     from sqlalchemy.engine import make_url
 
     found = [settings.telegram.token, settings.zalo.token, settings.zalo.webhook_secret,
-             settings.zalo_oa.app_secret, settings.zalo_oa.oa_secret_key]
+             settings.zalo_oa.app_secret, settings.zalo_oa.oa_secret_key, settings.web.secret]
     try:
         found.append(make_url(settings.database_url).password)
     except Exception:  # noqa: BLE001 - an unparsable URL is refused by the settings already

@@ -11,6 +11,7 @@
 - ``GET /files/<token>/<name>``: short-lived files (report charts) that Zalo fetches by URL; the
   token is random (192 bits) and expires after ``ttl`` seconds.
 - ``GET /healthz``: 200 while the process runs.
+- ``/hoc/...``: the members' study pages (``bot/webapp``), when given.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from bot.channels.zalo.updates import unwrap_update
 
@@ -137,8 +138,10 @@ async def read_json(request: Request, limit: int = MAX_BODY, max_depth: int = MA
 
 
 def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf | None = None,
-               zalo_oa=None) -> Starlette:
-    """``zalo``: a ZaloChannel (its ``dispatch`` takes one update) to serve the webhook, or None."""
+               zalo_oa=None, pages=None) -> Starlette:
+    """``zalo``: a ZaloChannel (its ``dispatch`` takes one update) to serve the webhook, or None;
+    ``zalo_oa``: the Zalo OA webhook endpoint, or None; ``pages``: the study pages (``bot.webapp``),
+    served under ``/hoc``, or None."""
     expected = (webhook_secret or "").encode("utf-8")
 
     async def zalo_webhook(request: Request) -> Response:
@@ -174,6 +177,7 @@ def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf
         Route("/files/{token}/{name}", shelved, methods=["GET", "HEAD"]),
         Route("/healthz", healthz, methods=["GET"]),
         *([Route("/zalo-oa/webhook", zalo_oa, methods=["POST"])] if zalo_oa else []),  # bot/channels/zalo_oa
+        *([Mount("/hoc", app=pages)] if pages is not None else []),
     ])
 
 

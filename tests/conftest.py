@@ -166,8 +166,9 @@ def emulator():
 class BotProcess:
     """The bot as one process would run it: start, stop (as a crash would), start again."""
 
-    def __init__(self, db, emulator):
+    def __init__(self, db, emulator, study_links=None):
         self.db, self.emulator, self.running = db, emulator, None
+        self.study_links = study_links
 
     def start(self) -> "BotProcess":
         from zoneinfo import ZoneInfo
@@ -175,7 +176,7 @@ class BotProcess:
         from bot.channels.telegram import TRAITS, BackgroundBot, TelegramChannel
         from bot.services.chat import ChatService
 
-        service = ChatService(self.db, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"))
+        service = ChatService(self.db, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"), study_links=self.study_links)
         app = TelegramChannel(service).build(self.emulator.token, self.emulator.base_url, self.emulator.base_file_url)
         self.running = BackgroundBot(app).start()
         return self
@@ -209,3 +210,45 @@ def invite(province):
             return create_invites(s, [member], utcnow())[member.id]
 
     return make
+
+
+# -- the study pages -------------------------------------------------------------------------------
+WEB_SECRET = b"test-secret-for-study-links-0123456789"
+
+
+class PagesServer:
+    """The study pages as ``hoctap run`` serves them (bot/web.py with /hoc mounted), on 127.0.0.1
+    at a free port, in a thread of their own."""
+
+    def __init__(self, db, *, telegram_token: str | None = None):
+        from bot.webapp.server import BackgroundPages
+
+        self.db = db
+        self.background = BackgroundPages(db, WEB_SECRET, telegram_token=telegram_token)
+        self.config = self.background.config
+
+    def start(self) -> "PagesServer":
+        self.background.start()
+        self.base, self.links = self.background.base, self.background.links
+        return self
+
+    def stop(self) -> None:
+        self.background.stop()
+
+    def link_for(self, member_code: str, *, round_id: int | None = 1, expires_at=None) -> str:
+        """A fresh study link of a member, as the chat would hand it out."""
+        from sqlalchemy import select
+
+        from bot.storage.models import Member
+        from bot.timeutil import utcnow
+
+        with self.db.session() as s:
+            member = s.scalar(select(Member).where(Member.code == member_code))
+            return self.links.for_member(s, member.id, utcnow(), round_id=round_id, expires_at=expires_at).url
+
+
+@pytest.fixture
+def study_pages(province, emulator):
+    server = PagesServer(province, telegram_token=emulator.token).start()
+    yield server
+    server.stop()

@@ -43,3 +43,34 @@ def test_playground_shows_what_each_person_receives_at_a_scheduled_moment(workdi
     assert "📢 Đợt học tập mới: 64-KH/TU" in member  # the announcement is caught up once
     assert "⏰ Nhắc nhở: đồng chí chưa hoàn thành bài kiểm tra 64-KH/TU" in member
     assert f"remind:1:{day_before[:10]}: 3 message(s)" in out
+
+
+def test_playground_web_serves_the_study_page_and_prints_the_members_link_first(workdir):
+    """``hoctap playground --web``: the link is the first line starting with http://; it opens the
+    member's pages on 127.0.0.1 while the chat goes on; /hoc in the chat offers a link too."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.conftest import QUIZZES
+
+    env = {**os.environ, "HOCTAP_CONTENT_DIR": str(QUIZZES), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "playground", "--web", "--channel", "zalo"],
+                            cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        while not any(line.startswith("http://") for line in lines):
+            line = proc.stdout.readline()
+            assert line, "the playground ended without printing a link:\n" + "".join(lines)
+            lines.append(line)
+        url = lines[-1].strip()
+        assert url.startswith("http://127.0.0.1:") and "/hoc/l/" in url
+        page = httpx.get(url, follow_redirects=True, timeout=10)
+        assert page.status_code == 200 and "Chào đồng chí Đinh Văn Sơn" in page.text
+        out, _ = proc.communicate("hoc\n/quit\n", timeout=60)
+        assert "Trang học tập của đồng chí: http://127.0.0.1:" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -35,9 +35,10 @@ class ZaloProcess:
     """The Zalo side of the bot as one process runs it: start, stop (as a crash would), start again."""
 
     def __init__(self, db, emulator, *, mode: str = "polling", public: bool = False, quota=None,
-                 poll_interval: float = 0.0, bot_name: str | None = None):
+                 poll_interval: float = 0.0, bot_name: str | None = None, study_links=None):
         self.db, self.emulator, self.mode, self.quota = db, emulator, mode, quota
         self.poll_interval, self.bot_name = poll_interval, bot_name
+        self.study_links = study_links
         self.public_url = None
         if mode == "webhook" or public:
             port = free_port()
@@ -45,7 +46,7 @@ class ZaloProcess:
         self.running: BackgroundZalo | None = None
 
     def start(self) -> "ZaloProcess":
-        service = ChatService(self.db, TRAITS, TZ, budget=self.quota)
+        service = ChatService(self.db, TRAITS, TZ, budget=self.quota, study_links=self.study_links)
         options = ZaloOptions(token=self.emulator.token, api_base_url=self.emulator.base_url, mode=self.mode,
                               webhook_secret=SECRET, public_url=self.public_url,
                               listen=getattr(self, "listen", "127.0.0.1:0"), poll_timeout=1,

@@ -37,6 +37,7 @@ class Playground:
         self.shown: dict[int, str] = {}
         self.answers_seen = 0
         self.echo = False
+        self.pages = None  # the study pages beside the chat (``--web``): a started BackgroundPages
 
     def prepare(self) -> bool:
         """Sample roster and documents in an empty database, and an open round to play with."""
@@ -49,12 +50,24 @@ class Playground:
         if not self.prepare():
             return 1
         with TelegramEmulator(bot_username="hoctap_playground_bot") as emu:
-            service = ChatService(self.db, TRAITS, self.settings.tz)
+            service = ChatService(self.db, TRAITS, self.settings.tz, study_links=self._links())
             app = TelegramChannel(service).build(emu.token, emu.base_url, emu.base_file_url)
             with BackgroundBot(app):
                 self.emu = emu
                 self._play(as_member, lines, HELP)
         return 0
+
+    def _links(self):
+        return self.pages.links if self.pages is not None else None
+
+    def _print_study_link(self, member_id: int, name: str) -> None:
+        """With ``--web``: the member's own link to the study pages, on a line of its own."""
+        if self.pages is None:
+            return
+        with self.db.session() as s:
+            url = self.pages.links.for_member(s, member_id, utcnow()).url
+        print(url, file=self.out)
+        print(f"(the study page of {name}: open the link above in a browser)", file=self.out)
 
     def _play(self, as_member: str | None, lines, help_text: str) -> None:
         """The chat loop: the script's lines, or what is typed at the terminal."""
@@ -115,6 +128,8 @@ class Playground:
             linked = account_member(s, "telegram", str(user_id))
             invite = None if linked else create_invites(s, [member], utcnow())[member.id]
             name = f"{member.full_name} ({member.code}, {member.role})"
+            member_id = member.id
+        self._print_study_link(member_id, name)
         user = self.emu.user(user_id, first_name=name)
         print(f"--- you are {name}", file=self.out)
         self.shown = {}
@@ -202,7 +217,7 @@ class ZaloPlayground(Playground):
         if not self.prepare():
             return 1
         with ZaloEmulator(bot_name="HocTap") as emu:
-            service = ChatService(self.db, ZALO_TRAITS, self.settings.tz)
+            service = ChatService(self.db, ZALO_TRAITS, self.settings.tz, study_links=self._links())
             options = ZaloOptions(token=emu.token, api_base_url=emu.base_url, poll_timeout=2, poll_interval=0.0)
             with BackgroundZalo(ZaloRuntime(options, service)) as bot:
                 self.emu, self.channel, self.typed = emu, bot.runtime.channel, 0
@@ -220,8 +235,10 @@ class ZaloPlayground(Playground):
             linked = account_member(s, "zalo", user_id)
             invite = None if linked else create_invites(s, [member], utcnow(), channel="zalo")[member.id]
             name = f"{member.full_name} ({member.code}, {member.role})"
+            member_id = member.id
         from bot.services.linking import format_code
 
+        self._print_study_link(member_id, name)
         user = self.emu.user(user_id, display_name=name)
         print(f"--- you are {name}", file=self.out)
         self.shown = {}

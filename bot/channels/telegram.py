@@ -19,7 +19,7 @@ os.environ.setdefault("PTB_TIMEDELTA", "1")  # RetryAfter.retry_after as a timed
 
 from telegram import (
     Bot, BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, KeyboardButton, Message, ReplyKeyboardMarkup,
-    ReplyKeyboardRemove, Update,
+    ReplyKeyboardRemove, Update, WebAppInfo,
 )
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
 from telegram.ext import (
@@ -89,10 +89,23 @@ def markup(reply: Reply, *, clear_keyboard: bool):
     if reply.ask_contact:
         return ReplyKeyboardMarkup([[KeyboardButton(CONTACT_BUTTON, request_contact=True)]],
                                    resize_keyboard=True, one_time_keyboard=True)
-    if reply.choices:
-        return InlineKeyboardMarkup([[InlineKeyboardButton(c.label, callback_data=c.action) for c in row]
-                                     for row in reply.choices])
+    rows = [[InlineKeyboardButton(c.label, callback_data=c.action) for c in row] for row in reply.choices]
+    rows += link_rows(reply)
+    if rows:
+        return InlineKeyboardMarkup(rows)
     return ReplyKeyboardRemove() if clear_keyboard else None
+
+
+def link_rows(reply: Reply) -> list[list[InlineKeyboardButton]]:
+    """The study page: a Mini App button (Telegram opens only https ones) and the plain link."""
+    link = reply.link
+    if link is None:
+        return []
+    rows = []
+    if link.mini_app_url and link.mini_app_url.startswith("https://"):
+        rows.append([InlineKeyboardButton(link.label, web_app=WebAppInfo(link.mini_app_url))])
+    rows.append([InlineKeyboardButton("🌐 Mở bằng trình duyệt" if rows else link.label, url=link.url)])
+    return rows
 
 
 class PerChatUpdateProcessor(BaseUpdateProcessor):
@@ -289,7 +302,7 @@ def fit(replies: list[Reply]) -> list[Reply]:
             out.append(reply)
             continue
         out += [Reply(p, edit=reply.edit and i == 0) for i, p in enumerate(parts[:-1])]
-        out.append(Reply(parts[-1], reply.choices, ask_contact=reply.ask_contact, files=reply.files))
+        out.append(Reply(parts[-1], reply.choices, ask_contact=reply.ask_contact, files=reply.files, link=reply.link))
     return out
 
 

@@ -150,6 +150,10 @@ def round_list(rounds: list[Round], tz: ZoneInfo, *, for_quiz: bool) -> Reply:
     return Reply("\n".join(lines), choices)
 
 
+STUDY_PAGE_HINT = ("📱 Đồng chí có thể đọc và làm bài trên trang học tập (chữ to, nút bấm lớn): "
+                   "mở đường link riêng của mình bên dưới. Đường link là của riêng đồng chí, xin đừng chuyển cho người khác.")
+
+
 def _note(doc: Document, indent: str = "") -> str:
     """The document's note (e.g. the period it belongs to) on a line under its title."""
     return f"\n{indent}ℹ️ {doc.note}" if doc.note else ""

@@ -26,6 +26,16 @@ class Attachment:
     kind: str = "document"
 
 
+@dataclass(frozen=True)
+class StudyLink:
+    """A member's own signed link to the study pages; channels show it their way (a Mini App
+    button and a link button on Telegram, the address in the text on Zalo)."""
+
+    url: str
+    mini_app_url: str | None = None  # the same way in, opened inside Telegram (checked by initData)
+    label: str = "📖 Mở trang học tập"
+
+
 @dataclass
 class Reply:
     text: str
@@ -34,6 +44,7 @@ class Reply:
     ask_contact: bool = False  # offer "share my phone number" where the channel can
     notice: str | None = None  # short acknowledgement of a button press (toast)
     files: list[Attachment] = field(default_factory=list)
+    link: StudyLink | None = None  # the member's study page, where the product serves one
 
     def all_choices(self) -> list[Choice]:
         return [c for row in self.choices for c in row]

@@ -10,6 +10,8 @@ the emulator cannot silently drift from what Telegram accepts and returns.
 from __future__ import annotations
 
 import copy
+import hashlib
+import hmac
 import html.parser
 import json
 import logging
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -311,9 +313,20 @@ def _check_markup(markup: dict[str, Any] | None) -> None:
             data = button.get("callback_data")
             if data is not None and not 1 <= len(data.encode("utf-8")) <= 64:
                 raise _bad("BUTTON_DATA_INVALID")
-            if not any(k in button for k in _BUTTON_ACTIONS):
+            actions = [k for k in _BUTTON_ACTIONS if k in button]
+            if not actions:
                 raise _bad("can't parse inline keyboard button: Text buttons are unallowed in "
                            "the inline keyboard")
+            if len(actions) > 1:  # "Exactly one of the fields other than text ... must be used"
+                raise _bad("can't parse inline keyboard button: exactly one action is allowed")
+            if "url" in button and not str(button["url"]).startswith(("http://", "https://", "tg://")):
+                raise _bad("BUTTON_URL_INVALID")
+            if "web_app" in button and not str((button["web_app"] or {}).get("url", "")).startswith("https://"):
+                raise _bad("BUTTON_URL_INVALID")  # WebAppInfo.url: "An HTTPS URL"
+
+
+def _has_web_app(markup: dict[str, Any] | None) -> bool:
+    return any("web_app" in b for row in (markup or {}).get("inline_keyboard", []) for b in row)
 
 
 def _image_size(data: bytes) -> tuple[int, int] | None:
@@ -641,6 +654,8 @@ class EmulatorState:
         _check_markup(markup)
         with self.cond:
             chat = self._chat(p.get("chat_id"), sending=True)
+            if _has_web_app(markup) and chat.api.get("type", "private") != "private":
+                raise _bad("BUTTON_TYPE_INVALID")  # web_app: "Available only in private chats"
             chat.last_send = time.monotonic()
             if markup and "keyboard" in markup:
                 chat.reply_keyboard = markup
@@ -932,6 +947,18 @@ class EmulatedUser(ChatDriver[EmulatorState]):
         self.mark()
         return self._state.forge_press(self.id, data, message_id)
 
+    def open_web_app(self, label: str, *, auth_date: int | None = None) -> str:
+        """Tap a ``web_app`` button: the address Telegram's webview loads, i.e. the button's URL
+        with ``#tgWebAppData=<initData>`` signed as Telegram signs it (Initializing Mini Apps)."""
+        with self._state.cond:
+            button = next((b for m in reversed(list(self._chat.messages.values())) if m.from_bot
+                           for row in (m.markup or {}).get("inline_keyboard", []) for b in row
+                           if "web_app" in b and b["text"] == label), None)
+            user = {k: v for k, v in self._chat.user.items() if k != "is_bot"}
+        if button is None:
+            raise ValueError(f"no web_app button {label!r} in this chat")
+        return f"{button['web_app']['url']}#{web_app_fragment(user, self._state.token, auth_date)}"
+
     def _view(self, msg: _Msg) -> dict[str, Any]:
         view = copy.deepcopy(msg.api)
         if msg.markup:
@@ -981,6 +1008,23 @@ class EmulatedUser(ChatDriver[EmulatorState]):
             lines += [f"  answer: {a['text']!r} alert={a['show_alert']}"
                       for a in self._chat.answers]
         return "\n".join(lines) or "  (empty)"
+
+
+def web_app_hash(fields: dict[str, str], token: str) -> str:
+    """Telegram's ``hash`` of Mini App init data: HMAC-SHA256 keyed by HMAC("WebAppData", token)
+    over the sorted ``key=value`` lines of every other field."""
+    secret = hmac.new(b"WebAppData", token.encode(), hashlib.sha256).digest()
+    check = "\n".join(f"{k}={v}" for k, v in sorted(fields.items()) if k != "hash")
+    return hmac.new(secret, check.encode(), hashlib.sha256).hexdigest()
+
+
+def web_app_fragment(user: dict[str, Any], token: str, auth_date: int | None = None) -> str:
+    """The fragment Telegram appends to a Mini App's address for ``user``: signed ``tgWebAppData``."""
+    fields = {"query_id": f"AAH{user['id']}", "user": json.dumps(user, ensure_ascii=False, separators=(",", ":")),
+              "auth_date": str(auth_date if auth_date is not None else int(time.time()))}
+    fields["hash"] = web_app_hash(fields, token)
+    return urlencode({"tgWebAppData": urlencode(fields, quote_via=quote), "tgWebAppVersion": "8.0",
+                      "tgWebAppPlatform": "android"}, quote_via=quote)
 
 
 class TelegramEmulator:

@@ -43,14 +43,20 @@ REPLY = "reply"  # a reply to a member's own action that flood control held back
 
 
 def reply_payload(reply: Reply) -> dict:
-    return {"text": reply.text,
-            "choices": [[{"label": c.label, "action": c.action, "typed": c.typed} for c in row] for row in reply.choices]}
+    payload = {"text": reply.text,
+               "choices": [[{"label": c.label, "action": c.action, "typed": c.typed} for c in row]
+                           for row in reply.choices]}
+    if reply.link is not None:
+        payload["link"] = {"url": reply.link.url, "mini_app_url": reply.link.mini_app_url}
+    return payload
 
 
 def payload_reply(payload: dict) -> Reply:
-    from bot.domain.replies import Choice
+    from bot.domain.replies import Choice, StudyLink
 
-    return Reply(payload["text"], [[Choice(**c) for c in row] for row in payload.get("choices", [])])
+    link = payload.get("link")
+    return Reply(payload["text"], [[Choice(**c) for c in row] for row in payload.get("choices", [])],
+                 link=StudyLink(**link) if link else None)
 
 
 def enqueue(session: Session, *, dedupe_key: str, purpose: str, member_id: int, reply: Reply, now: datetime,
@@ -75,16 +81,24 @@ BULK_ROWS = 400  # rows per INSERT: well under SQLite's limit of bound variables
 
 def enqueue_many(session: Session, *, purpose: str, keyed_members: list[tuple[str, int]], reply: Reply,
                  now: datetime, not_before: datetime | None = None, expires_at: datetime | None = None,
-                 round_id: int | None = None) -> int:
+                 round_id: int | None = None, links: dict | None = None) -> int:
     """The same message to many members (a broadcast), in multi-row INSERTs; keys already
-    present are skipped. Returns how many were added."""
+    present are skipped. Returns how many were added. ``links``: each member's own study link
+    (member id -> StudyLink), put into that member's copy only."""
     payload = reply_payload(reply)
+
+    def payload_of(mid: int) -> dict:
+        if not links or mid not in links:
+            return payload
+        link = links[mid]
+        return {**payload, "link": {"url": link.url, "mini_app_url": link.mini_app_url}}
+
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     table = OutboxMessage.__table__
     added = 0
     for start in range(0, len(keyed_members), BULK_ROWS):
-        rows = [dict(dedupe_key=key, purpose=purpose, member_id=mid, round_id=round_id, payload=payload,
+        rows = [dict(dedupe_key=key, purpose=purpose, member_id=mid, round_id=round_id, payload=payload_of(mid),
                      status="pending", not_before=not_before or now, expires_at=expires_at, attempts=0,
                      created_at=now, attachment_name=None, attachment=None)
                 for key, mid in keyed_members[start:start + BULK_ROWS]]

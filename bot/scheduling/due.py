@@ -44,6 +44,9 @@ class Schedule:
     # announcement or reminder cannot be sent in full. A refused one enqueues nothing and is tried
     # again at the next tick (e.g. after the plan was raised or the month turned).
     budget: Any = None
+    # Where the study pages are served: a ``web_links.StudyLinks`` that mints each member's own
+    # link into announcements and reminders (valid until the round closes), else None.
+    links: Any = None
 
     def digest_trigger(self) -> CronTrigger:
         return CronTrigger.from_crontab(self.digest_cron, timezone=self.tz)
@@ -169,10 +172,11 @@ def _broadcast(s: Session, rnd: Round, at: datetime, schedule: Schedule, report:
     members, unlinked = _reachable_audience(s, rnd, unfinished_only=unfinished_only)
     _check_budget(s, schedule, members, at)
     report.skipped_unlinked += unlinked
+    links = schedule.links.for_round(s, members, rnd, at) if schedule.links is not None else None
     return sum(
         queue.enqueue_many(s, purpose=purpose, keyed_members=[(f"{key}:{m}", m) for m in ids], reply=reply_in(language),
                            now=at, not_before=schedule.quiet.next_allowed(at), expires_at=rnd.closes_at,
-                           round_id=rnd.id)
+                           round_id=rnd.id, links=links)
         for language, ids in _by_language(s, rnd, members).items()
     )
 

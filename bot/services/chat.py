@@ -98,10 +98,13 @@ class ChannelTraits:
 
 class ChatService:
     def __init__(self, db: Database, traits: ChannelTraits, tz: ZoneInfo, quiet: QuietHours | None = None,
-                 budget: Any = None):
+                 budget: Any = None, study_links: Any = None):
         """``budget``: where a channel's plan limits messages (Zalo's monthly quota), an object whose
-        ``refusal(session, member_ids, now)`` says why a broadcast cannot be sent, or None."""
+        ``refusal(session, member_ids, now)`` says why a broadcast cannot be sent, or None.
+        ``study_links``: a ``web_links.StudyLinks`` where the study pages are served: /hoc then
+        carries the member's own link."""
         self.db = db
+        self.study_links = study_links
         self.traits = traits
         self.tz = tz
         self.quiet = quiet or QuietHours(tz=tz)
@@ -337,7 +340,13 @@ class ChatService:
         rounds = quiz.open_rounds_for(s, member, now)
         if not rounds:
             return [msg.no_open_rounds()]
-        return [msg.round_list(rounds, self.tz, for_quiz=False)]
+        reply = msg.round_list(rounds, self.tz, for_quiz=False)
+        if self.study_links is not None:  # valid until the last of these rounds closes
+            reply.link = self.study_links.for_member(
+                s, member.id, now, round_id=rounds[0].id if len(rounds) == 1 else None,
+                expires_at=max(r.closes_at for r in rounds))
+            reply.text = f"{reply.text}\n\n{msg.STUDY_PAGE_HINT}"
+        return [reply]
 
     def _read(self, s: Session, external_id: str, member: Member, round_id: int, page: int, now: datetime) -> list[Reply]:
         rnd = quiz.round_for_member(s, member, round_id, now)
@@ -454,6 +463,7 @@ class ChatService:
 OVERSIGHT = {
     "thongke": lambda svc, s, member, now: oversight.figures(s, member, now, svc.tz),
     "chualam": lambda svc, s, member, now: oversight.not_finished(s, member, now),
-    "nhacnho": lambda svc, s, member, now: oversight.remind(s, member, now, svc.tz, svc.quiet, budget=svc.budget),
+    "nhacnho": lambda svc, s, member, now: oversight.remind(s, member, now, svc.tz, svc.quiet, budget=svc.budget,
+                                                           links=svc.study_links),
     "baocao": lambda svc, s, member, now: oversight.report(s, member, now, svc.tz),
 }

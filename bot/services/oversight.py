@@ -81,11 +81,13 @@ def _not_finished_page(s: Session, member: Member, round_id: int, unit_id: int, 
     return om.not_finished_reply(rnd, unit, total, rows, page, phones, delivery)
 
 
-def remind(s: Session, member: Member, now: datetime, tz: ZoneInfo, quiet: QuietHours, budget=None) -> list[Reply]:
+def remind(s: Session, member: Member, now: datetime, tz: ZoneInfo, quiet: QuietHours, budget=None,
+           links=None) -> list[Reply]:
     """``/nhacnho``: at most one reminder per member per round per local day, through the outbox.
 
     ``budget`` (a channel's monthly quota, see ``ChatService``) may refuse a round's reminders as a
-    whole when they cannot all be sent: none is enqueued, and the reply says why."""
+    whole when they cannot all be sent: none is enqueued, and the reply says why. ``links``: a
+    ``web_links.StudyLinks`` to put each member's own study link in their reminder."""
     replies = []
     not_before = quiet.next_allowed(now)
     day = not_before.astimezone(tz).date().isoformat()  # the day it reaches the member
@@ -103,8 +105,9 @@ def remind(s: Session, member: Member, now: datetime, tz: ZoneInfo, quiet: Quiet
                 replies.append(Reply(f"🔔 {rnd.document.code} — {unit.name}: {refusal.text}"))
                 continue
             targets = [(f"nudge:{rnd.id}:{mid}:{day}", mid) for mid in ids if mid in linked]
+            own = links.for_round(s, [mid for _key, mid in targets], rnd, now) if links is not None else None
             sent = queue.enqueue_many(s, purpose="nudge", keyed_members=targets, reply=reminder(rnd, tz), now=now,
-                                      not_before=not_before, expires_at=rnd.closes_at, round_id=rnd.id)
+                                      not_before=not_before, expires_at=rnd.closes_at, round_id=rnd.id, links=own)
             already = len(targets) - sent
             later = local(not_before, tz) if not_before != now else None
             replies.append(om.reminded_reply(rnd, unit, sent, already, len(ids) - len(linked), later))

@@ -403,3 +403,16 @@ class ZaloOaSend(Base):
     cost: Mapped[int] = mapped_column(Integer, default=0)
     month: Mapped[str] = mapped_column(String(7), index=True)  # YYYY-MM, local time
     sent_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+class WebLink(Base):
+    """A member's signed way into the study pages (``/hoc/l/<token>``): the token names this row,
+    so a link can expire (by default when its round closes) and be revoked, and a URL never
+    carries a member id."""
+
+    __tablename__ = "web_links"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # random, URL-safe
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"))  # the page it opens on
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -65,6 +65,8 @@ def choice_lines(reply: Reply) -> list[str]:
 
 def reply_text(reply: Reply) -> str:
     lines = choice_lines(reply)
+    if reply.link is not None:  # no buttons: the member's study page is a link in the text
+        lines.append(f"👉 Trang học tập của đồng chí: {reply.link.url}")
     return f"{reply.text}\n\n" + "\n".join(lines) if lines else reply.text
 
 

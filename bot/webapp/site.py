@@ -1,0 +1,317 @@
+"""The study pages' routes (mounted at ``/hoc``): open rounds, summary, quiz, result, history.
+
+Every page reads the database; nothing about a member lives in this process. The way in is the
+member's signed link (``/hoc/l/<token>``), after which a cookie carries the same token (HttpOnly,
+SameSite=Lax, Secure behind HTTPS), so a revoked or expired link, or a deactivated member, ends
+the session too. Forms post and redirect (POST-redirect-GET); an answer names its attempt and
+position, so a resubmitted form records nothing twice.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+from zoneinfo import ZoneInfo
+
+from markupsafe import Markup, escape
+from sqlalchemy import select
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from bot.domain.messages import LETTERS, percent
+from bot.services import quiz, web_links
+from bot.storage.db import Database
+from bot.storage.models import Attempt, AttemptQuestion, ChatAccount, Round
+from bot.timeutil import utcnow
+from bot.webapp.miniapp import check_init_data
+
+HERE = Path(__file__).parent
+COOKIE = "hoctap_hoc"
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",  # the back button shows the current question, never a stale form
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'",
+}
+NEW_LINK = "Để nhận đường link mới, đồng chí nhắn /hoc cho bot học tập (trên Zalo gõ HỌC)."
+REFUSALS = {
+    "forged": (403, "Đường link không hợp lệ",
+               "Đường link này không đúng hoặc đã bị sửa đổi, nên không mở được trang học tập."),
+    "expired": (410, "Đường link đã hết hạn",
+                "Đường link này đã hết hạn: đợt học tập đã kết thúc hoặc link đã quá thời hạn sử dụng."),
+    "revoked": (403, "Đường link đã bị thu hồi", "Đường link này không còn dùng được."),
+    "inactive": (403, "Không mở được trang",
+                 "Đảng viên gắn với đường link này không còn trong danh sách sinh hoạt. "
+                 "Vui lòng liên hệ bí thư chi bộ."),
+    "other_user": (403, "Đây là đường link của đồng chí khác",
+                   "Đường link này được gửi riêng cho một đảng viên khác, nên không mở được bằng "
+                   "tài khoản Telegram của đồng chí. Hãy dùng đường link trong tin nhắn bot gửi cho chính mình."),
+    "no_session": (401, "Cần mở từ tin nhắn của bot",
+                   "Trang học tập chỉ mở được bằng đường link riêng mà bot gửi cho đồng chí."),
+    "tampered": (403, "Không xác minh được tài khoản Telegram",
+                 "Dữ liệu đăng nhập từ Telegram không hợp lệ. Đồng chí đóng trang và bấm lại nút trong Telegram."),
+    "stale": (403, "Phiên Telegram đã quá cũ",
+              "Đồng chí đóng trang và bấm lại nút «Mở trang học tập» trong Telegram."),
+    "missing": (403, "Cần mở trong Telegram",
+                "Trang này mở bằng nút «Mở trang học tập» trong ứng dụng Telegram."),
+    "csrf": (403, "Trang đã cũ", "Trang đồng chí vừa gửi đã cũ. Đồng chí quay lại trang học tập và thử lại."),
+    "not_found": (404, "Không tìm thấy trang", "Trang này không có hoặc không dành cho đồng chí."),
+}
+
+
+class Refused(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class PagesConfig:
+    db: Database
+    secret: bytes = field(repr=False)
+    public_url: str
+    tz: ZoneInfo = ZoneInfo("Asia/Ho_Chi_Minh")
+    telegram_token: str | None = field(default=None, repr=False)  # checks Mini App initData
+    clock: Callable[[], datetime] = utcnow
+
+    @property
+    def secure_cookie(self) -> bool:
+        return self.public_url.startswith("https://")
+
+
+def summary_blocks(text: str) -> list[dict]:
+    """The summary as readable blocks: a paragraph, or a heading line with a numbered list under it."""
+    blocks = []
+    for para in re.split(r"\n\s*\n", text.strip()):
+        lines = [line.strip() for line in para.splitlines() if line.strip()]
+        items = [re.sub(r"^\d+[.)]\s*", "", line) for line in lines[1:] if re.match(r"^\d+[.)]\s", line)]
+        if items and len(items) == len(lines) - 1:
+            blocks.append({"heading": lines[0], "entries": items})
+        else:
+            blocks.append({"text": " ".join(lines)})
+    return blocks
+
+
+def lead(text: str) -> Markup:
+    """``Mục đích (Mục I): ...`` with its label in bold."""
+    head, sep, rest = text.partition(": ")
+    if sep and len(head) <= 60:
+        return Markup("<strong>{}:</strong> {}").format(head, rest)
+    return escape(text)
+
+
+def create_pages(cfg: PagesConfig) -> Starlette:
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    env = templates.env
+    env.filters["lead"] = lead
+    env.filters["percent"] = percent
+    env.filters["local"] = lambda dt: dt.astimezone(cfg.tz).strftime("%H:%M ngày %d/%m/%Y")
+    env.globals["LETTERS"] = LETTERS
+
+    def page(request: Request, name: str, status: int = 200, **context) -> Response:
+        context.setdefault("base", request.scope.get("root_path", ""))
+        response = templates.TemplateResponse(request, name, context, status_code=status)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    def go(request: Request, path: str) -> Response:
+        return RedirectResponse(request.scope.get("root_path", "") + path, status_code=303,
+                                headers={"Cache-Control": "no-store"})
+
+    def refusal(request: Request, reason: str) -> Response:
+        status, title, text = REFUSALS[reason]
+        return page(request, "refused.html", status, title=title, text=text, new_link=NEW_LINK)
+
+    def signed_in(request: Request, response: Response, token: str, link) -> Response:
+        max_age = max(int((link.expires_at - cfg.clock()).total_seconds()), 0)
+        response.set_cookie(COOKIE, token, max_age=max_age, path=request.scope.get("root_path", "") or "/",
+                            httponly=True, samesite="lax", secure=cfg.secure_cookie)
+        return response
+
+    def session_of(request: Request, s):
+        token = request.cookies.get(COOKIE)
+        if not token:
+            raise Refused("no_session")
+        checked = web_links.check(s, cfg.secret, token, cfg.clock())
+        if not checked.ok:
+            raise Refused(checked.status)
+        return checked
+
+    def csrf_ok(checked, form) -> bool:
+        return str(form.get("csrf", "")) == web_links.form_token(cfg.secret, checked.link.id)
+
+    def landing(s, checked) -> str:
+        rid = checked.link.round_id
+        if rid is not None and quiz.round_for_member(s, checked.member, rid, cfg.clock()) is not None:
+            return f"/dot/{rid}"
+        return "/"
+
+    # -- getting in ------------------------------------------------------------------------------
+    def open_link(request: Request) -> Response:
+        token = request.path_params["token"]
+        with cfg.db.session() as s:
+            checked = web_links.check(s, cfg.secret, token, cfg.clock())
+            if not checked.ok:
+                return refusal(request, checked.status)
+            if request.query_params.get("tg"):  # a Mini App: who opened it is checked first
+                return page(request, "miniapp.html", token=token)
+            return signed_in(request, go(request, landing(s, checked)), token, checked.link)
+
+    def mini_app_login(request: Request, form) -> Response:
+        token = str(form.get("token", ""))
+        with cfg.db.session() as s:
+            checked = web_links.check(s, cfg.secret, token, cfg.clock())
+            if not checked.ok:
+                return refusal(request, checked.status)
+            init = check_init_data(str(form.get("init_data", "")), cfg.telegram_token or "", cfg.clock())
+            if not init.ok:
+                return refusal(request, init.status)
+            linked = s.scalar(select(ChatAccount.external_id).where(
+                ChatAccount.channel == "telegram", ChatAccount.member_id == checked.member.id))
+            if linked is None or linked != str(init.user_id):
+                return refusal(request, "other_user")
+            return signed_in(request, go(request, landing(s, checked)), token, checked.link)
+
+    # -- pages -----------------------------------------------------------------------------------
+    def home(request: Request, s, checked) -> Response:
+        now = cfg.clock()
+        rows = []
+        for rnd in quiz.open_rounds_for(s, checked.member, now):
+            attempts = quiz.attempts_of(s, rnd.id, checked.member.id)
+            rows.append({"round": rnd, "state": _state(s, attempts, rnd.document.max_attempts)})
+        return page(request, "home.html", member=checked.member, rows=rows)
+
+    def read(request: Request, s, checked) -> Response:
+        rnd = quiz.round_for_member(s, checked.member, request.path_params["rid"], cfg.clock())
+        if rnd is None:
+            raise Refused("not_found")
+        quiz.record_view(s, rnd.id, checked.member.id, cfg.clock())
+        attempts = quiz.attempts_of(s, rnd.id, checked.member.id)
+        return page(request, "read.html", round=rnd, doc=rnd.document, blocks=summary_blocks(rnd.document.summary),
+                    state=_state(s, attempts, rnd.document.max_attempts), csrf=_csrf(checked))
+
+    def start(request: Request, s, checked, form) -> Response:
+        now = cfg.clock()
+        rnd = quiz.round_for_member(s, checked.member, request.path_params["rid"], now)
+        if rnd is None:
+            raise Refused("not_found")
+        position = quiz.start_or_resume(s, rnd, checked.member, now)
+        if position is None:
+            return go(request, f"/dot/{rnd.id}")
+        return go(request, f"/bai/{position.attempt.id}")
+
+    def question(request: Request, s, checked) -> Response:
+        attempt = _attempt(s, checked, request.path_params["aid"])
+        position = quiz.position_of(s, attempt)
+        if position.current is None:
+            return go(request, f"/bai/{attempt.id}/ketqua")
+        rnd = s.get(Round, attempt.round_id)
+        aq: AttemptQuestion = position.current
+        options = [(i, aq.question.options[original]) for i, original in enumerate(aq.option_order)]
+        notice = {"duplicate": "Câu trước đã được ghi nhận rồi; đây là câu tiếp theo.",
+                  "stale": "Câu đó không còn hiện hành; đây là câu hiện tại.",
+                  "closed": "Đợt học tập đã kết thúc, không thể ghi nhận thêm."}.get(request.query_params.get("tb", ""))
+        closed = rnd.closed_at is not None or cfg.clock() >= rnd.closes_at
+        return page(request, "question.html", attempt=attempt, aq=aq, options=options, doc=rnd.document,
+                    notice=notice, closed=closed, csrf=_csrf(checked))
+
+    def answer(request: Request, s, checked, form) -> Response:
+        attempt = _attempt(s, checked, request.path_params["aid"])
+        try:
+            position, shown = int(form.get("position", "")), int(form.get("chon", ""))
+        except ValueError:
+            return go(request, f"/bai/{attempt.id}?tb=stale")
+        result = quiz.answer(s, checked.member, attempt.id, position, shown, cfg.clock())
+        if result.status == "missing":
+            raise Refused("not_found")
+        if result.status == "recorded" and result.quiz.position is None:
+            return go(request, f"/bai/{attempt.id}/ketqua")
+        suffix = "" if result.status == "recorded" else f"?tb={result.status}"
+        return go(request, f"/bai/{attempt.id}{suffix}")
+
+    def result(request: Request, s, checked) -> Response:
+        attempt = _attempt(s, checked, request.path_params["aid"])
+        if attempt.submitted_at is None:
+            return go(request, f"/bai/{attempt.id}")
+        rnd = s.get(Round, attempt.round_id)
+        reviews = quiz.review(s, attempt)
+        missed = [{"r": r, "chosen": r.option_order.index(r.chosen_index),
+                   "right": r.option_order.index(r.question.answer_index)} for r in reviews if not r.correct]
+        used = len(quiz.attempts_of(s, rnd.id, checked.member.id))
+        still_open = quiz.round_for_member(s, checked.member, rnd.id, cfg.clock()) is not None
+        return page(request, "result.html", attempt=attempt, doc=rnd.document, round=rnd, missed=missed,
+                    left=max(rnd.document.max_attempts - used, 0) if still_open else 0, csrf=_csrf(checked))
+
+    def history(request: Request, s, checked) -> Response:
+        return page(request, "history.html", rows=quiz.member_history(s, checked.member))
+
+    def _csrf(checked) -> str:
+        return web_links.form_token(cfg.secret, checked.link.id)
+
+    def _attempt(s, checked, aid: int) -> Attempt:
+        attempt = s.scalar(select(Attempt).where(Attempt.id == aid, Attempt.member_id == checked.member.id))
+        if attempt is None:
+            raise Refused("not_found")
+        return attempt
+
+    # -- plumbing: one transaction per request, in a worker thread ------------------------------
+    def member_page(view, *, post: bool = False):
+        async def endpoint(request: Request) -> Response:
+            form = await request.form() if post else None
+
+            def work() -> Response:
+                try:
+                    with cfg.db.session() as s:
+                        checked = session_of(request, s)
+                        if post:
+                            if not csrf_ok(checked, form):
+                                raise Refused("csrf")
+                            return view(request, s, checked, form)
+                        return view(request, s, checked)
+                except Refused as exc:
+                    return refusal(request, exc.reason)
+
+            return await run_in_threadpool(work)
+        return endpoint
+
+    async def open_endpoint(request: Request) -> Response:
+        return await run_in_threadpool(open_link, request)
+
+    async def mini_app_endpoint(request: Request) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(mini_app_login, request, form)
+
+    async def not_found(request: Request, exc) -> Response:
+        return refusal(request, "not_found")
+
+    return Starlette(routes=[
+        Route("/l/{token}", open_endpoint, methods=["GET"]),
+        Route("/tg", mini_app_endpoint, methods=["POST"]),
+        Route("/", member_page(home), methods=["GET"]),
+        Route("/ketqua", member_page(history), methods=["GET"]),
+        Route("/dot/{rid:int}", member_page(read), methods=["GET"]),
+        Route("/dot/{rid:int}/lambai", member_page(start, post=True), methods=["POST"]),
+        Route("/bai/{aid:int}", member_page(question), methods=["GET"]),
+        Route("/bai/{aid:int}", member_page(answer, post=True), methods=["POST"]),
+        Route("/bai/{aid:int}/ketqua", member_page(result), methods=["GET"]),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    ], exception_handlers={404: not_found})
+
+
+def _state(s, attempts: list[Attempt], max_attempts: int) -> dict:
+    """Where the member stands in a round: not started, in progress (question x/y), or finished."""
+    open_attempt = next((a for a in attempts if a.submitted_at is None), None)
+    if open_attempt is not None:
+        pos = quiz.position_of(s, open_attempt)
+        return {"kind": "doing", "attempt": open_attempt, "answered": pos.answered}
+    done = [a for a in attempts if a.score is not None]
+    best = max(done, key=lambda a: a.score, default=None)
+    return {"kind": "done" if best else "new", "best": best, "left": max_attempts - len(attempts)}

@@ -1,0 +1,225 @@
+"""The study pages over HTTP: signed links, the Telegram Mini App check, cookies, forms that count once.
+
+The real web server (bot/web.py with the pages mounted) on 127.0.0.1, on SQLite and PostgreSQL.
+What a browser shows is in test_study_pages_browser.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from bot.emulators.telegram import web_app_hash
+from bot.services import web_links
+from bot.storage.models import Answer, Attempt, ChatAccount, Member, WebLink
+from bot.timeutil import utcnow
+from bot.webapp.miniapp import check_init_data
+from tests.conftest import WEB_SECRET
+
+NOW = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
+TOKEN = "123456:TEST-TOKEN"
+
+
+# -- link signing (no database needed) --------------------------------------------------------------
+def test_a_signed_link_reads_back_and_any_changed_character_makes_it_forged():
+    token = web_links.sign(WEB_SECRET, "abcDEF123", NOW)
+    assert web_links.unsign(WEB_SECRET, token) == ("abcDEF123", NOW)
+    link_id, expiry, mac = token.split(".")
+    assert web_links.unsign(WEB_SECRET, f"abcDEF124.{expiry}.{mac}") is None  # another link
+    assert web_links.unsign(WEB_SECRET, f"{link_id}.{int(expiry) + 86400}.{mac}") is None  # a longer life
+    assert web_links.unsign(WEB_SECRET, f"{link_id}.{expiry}.{mac[:-1]}{'A' if mac[-1] != 'A' else 'B'}") is None
+    assert web_links.unsign(b"another-server-secret-0123456789", token) is None
+    for junk in ("", "a.b", "a.b.c.d", "x" * 500, f"{link_id}.-5.{mac}"):
+        assert web_links.unsign(WEB_SECRET, junk) is None
+
+
+def test_a_link_names_a_random_link_row_never_the_member(province):
+    with province.session() as s:
+        member = s.scalar(select(Member).where(Member.code == "DV002"))
+        tokens = [web_links.mint(s, WEB_SECRET, member.id, NOW) for _ in range(2)]
+        rows = s.scalars(select(WebLink).where(WebLink.member_id == member.id)).all()
+    link_ids = [t.split(".")[0] for t in tokens]
+    assert sorted(link_ids) == sorted(r.id for r in rows) and link_ids[0] != link_ids[1]
+    assert all(len(i) == 16 and i != str(member.id) and "DV002" not in t for i, t in zip(link_ids, tokens))
+
+
+def test_expired_revoked_and_deactivated_members_links_stop_working(province):
+    now = utcnow()
+    with province.session() as s:
+        member = s.scalar(select(Member).where(Member.code == "DV002"))
+        good = web_links.mint(s, WEB_SECRET, member.id, now)
+        old = web_links.mint(s, WEB_SECRET, member.id, now - timedelta(days=2), expires_at=now - timedelta(seconds=1))
+        assert web_links.check(s, WEB_SECRET, good, now).status == "ok"
+        assert web_links.check(s, WEB_SECRET, old, now).status == "expired"
+        assert web_links.check(s, WEB_SECRET, "nope.1.x", now).status == "forged"
+        web_links.revoke(s, member.id, now)
+        assert web_links.check(s, WEB_SECRET, good, now).status == "revoked"
+        fresh = web_links.mint(s, WEB_SECRET, member.id, now)
+        member.active = False
+        s.flush()
+        assert web_links.check(s, WEB_SECRET, fresh, now).status == "inactive"
+
+
+# -- Telegram Mini App initData ------------------------------------------------------------------------
+def init_data(user_id: int = 42, auth_date: datetime = NOW, token: str = TOKEN, **extra) -> str:
+    fields = {"query_id": "AAHdF6IQAAAAAN0XohDhrOrc", "auth_date": str(int(auth_date.timestamp())),
+              "user": json.dumps({"id": user_id, "first_name": "Sơn", "language_code": "vi"}, ensure_ascii=False),
+              **extra}
+    fields["hash"] = web_app_hash(fields, token)
+    return urlencode(fields)
+
+
+def test_init_data_signed_by_telegram_is_accepted_with_its_user():
+    checked = check_init_data(init_data(42), TOKEN, NOW + timedelta(minutes=5))
+    assert checked.ok and checked.user_id == 42
+
+
+def test_init_data_with_any_field_changed_or_another_bots_hash_is_refused():
+    good = dict(parse_qsl(init_data(42)))
+    for key, value in (("user", good["user"].replace("42", "43")), ("auth_date", str(int(NOW.timestamp()) + 60)),
+                       ("hash", "0" * 64)):
+        assert check_init_data(urlencode({**good, key: value}), TOKEN, NOW).status == "tampered"
+    assert check_init_data(init_data(42, token="999:OTHER"), TOKEN, NOW).status == "tampered"
+    assert check_init_data(urlencode({k: v for k, v in good.items() if k != "hash"}), TOKEN, NOW).status == "tampered"
+    assert check_init_data("", TOKEN, NOW).status == "missing"
+    assert check_init_data("%%%&&&", TOKEN, NOW).status == "tampered"
+
+
+def test_init_data_older_than_a_day_is_stale():
+    assert check_init_data(init_data(42), TOKEN, NOW + timedelta(hours=25)).status == "stale"
+    assert check_init_data(init_data(42, auth_date=NOW + timedelta(hours=1)), TOKEN, NOW).status == "stale"
+
+
+# -- over HTTP -------------------------------------------------------------------------------------------
+def path_of(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def signed_in(pages, member_code: str) -> httpx.Client:
+    client = httpx.Client(base_url=pages.base, follow_redirects=True, timeout=10)
+    page = client.get(path_of(pages.link_for(member_code)))
+    assert page.status_code == 200, page.text
+    return client
+
+
+def csrf(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def start_quiz(client: httpx.Client) -> tuple[int, str]:
+    page = client.get("/hoc/dot/1")
+    started = client.post("/hoc/dot/1/lambai", data={"csrf": csrf(page.text)})
+    assert "Câu 1/10" in started.text
+    return int(re.search(r"/hoc/bai/(\d+)", str(started.url)).group(1)), csrf(started.text)
+
+
+def test_session_cookie_is_httponly_lax_and_never_carries_the_link_in_the_address(study_pages):
+    client = httpx.Client(base_url=study_pages.base, timeout=10)
+    opened = client.get(path_of(study_pages.link_for("DV002")))
+    assert opened.status_code == 303 and opened.headers["location"] == "/hoc/dot/1"
+    cookie = opened.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie and "path=/hoc" in cookie
+    assert "secure" not in cookie  # plain http on 127.0.0.1; behind https it is Secure (next test)
+    study_pages.config.public_url = "https://hoc.example.vn"
+    again = client.get(path_of(study_pages.link_for("DV002")))
+    assert "secure" in again.headers["set-cookie"].lower()
+
+
+def test_without_a_link_the_pages_say_in_vietnamese_how_to_get_one(study_pages):
+    page = httpx.get(f"{study_pages.base}/hoc/", timeout=10)
+    assert page.status_code == 401
+    assert "Cần mở từ tin nhắn của bot" in page.text and "nhắn /hoc cho bot" in page.text
+
+
+def test_a_resubmitted_answer_form_records_nothing_twice(study_pages, province):
+    client = signed_in(study_pages, "DV002")
+    aid, token = start_quiz(client)
+    first = client.post(f"/hoc/bai/{aid}", data={"csrf": token, "position": 1, "chon": 0})
+    assert "Câu 2/10" in first.text
+    again = client.post(f"/hoc/bai/{aid}", data={"csrf": token, "position": 1, "chon": 2})
+    assert "Câu 2/10" in again.text and "đã được ghi nhận rồi" in again.text
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer).where(Answer.attempt_id == aid)) == 1
+
+
+def test_a_form_without_the_sessions_token_records_nothing(study_pages, province):
+    client = signed_in(study_pages, "DV002")
+    aid, _ = start_quiz(client)
+    page = client.post(f"/hoc/bai/{aid}", data={"csrf": "forged", "position": 1, "chon": 0})
+    assert page.status_code == 403 and "Trang đã cũ" in page.text
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer).where(Answer.attempt_id == aid)) == 0
+
+
+def test_another_members_attempt_is_neither_shown_nor_answered(study_pages, province):
+    owner = signed_in(study_pages, "DV002")
+    aid, _ = start_quiz(owner)
+    intruder = signed_in(study_pages, "DV003")
+    token = csrf(intruder.get("/hoc/dot/1").text)
+    for page in (intruder.get(f"/hoc/bai/{aid}"), intruder.get(f"/hoc/bai/{aid}/ketqua"),
+                 intruder.post(f"/hoc/bai/{aid}", data={"csrf": token, "position": 1, "chon": 0})):
+        assert page.status_code == 404 and "Không tìm thấy trang" in page.text
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer).where(Answer.attempt_id == aid)) == 0
+
+
+def test_a_revoked_link_ends_the_session_it_opened(study_pages, province):
+    client = signed_in(study_pages, "DV002")
+    with province.session() as s:
+        web_links.revoke(s, s.scalar(select(Member.id).where(Member.code == "DV002")), utcnow())
+    page = client.get("/hoc/")
+    assert page.status_code == 403 and "Đường link đã bị thu hồi" in page.text
+
+
+def link_member_to_telegram(province, member_code: str, telegram_id: int) -> None:
+    with province.session() as s:
+        member = s.scalar(select(Member).where(Member.code == member_code))
+        s.add(ChatAccount(channel="telegram", external_id=str(telegram_id), member_id=member.id, linked_at=utcnow()))
+
+
+def test_mini_app_opens_for_the_linked_telegram_user_and_refuses_anyone_else(study_pages, province, emulator):
+    link_member_to_telegram(province, "DV002", 5001)
+    token = study_pages.link_for("DV002").rsplit("/", 1)[1]
+    client = httpx.Client(base_url=study_pages.base, timeout=10)
+    shell = client.get(f"/hoc/l/{token}?tg=1")
+    assert shell.status_code == 200 and "set-cookie" not in shell.headers  # nothing without initData
+    now = utcnow()
+    other = client.post("/hoc/tg", data={"token": token, "init_data": init_data(5002, now, emulator.token)})
+    assert other.status_code == 403 and "Đây là đường link của đồng chí khác" in other.text
+    stale = client.post("/hoc/tg", data={"token": token,
+                                          "init_data": init_data(5001, now - timedelta(days=2), emulator.token)})
+    assert stale.status_code == 403 and "set-cookie" not in stale.headers
+    forged = client.post("/hoc/tg", data={"token": token, "init_data": init_data(5001, now, "999:OTHER")})
+    assert forged.status_code == 403 and "Không xác minh được tài khoản Telegram" in forged.text
+    assert client.post("/hoc/tg", data={"token": token, "init_data": ""}).status_code == 403
+    own = client.post("/hoc/tg", data={"token": token, "init_data": init_data(5001, now, emulator.token)})
+    assert own.status_code == 303 and "httponly" in own.headers["set-cookie"].lower()
+
+
+def test_pages_weigh_under_60_kb_and_reference_nothing_outside_the_server(study_pages):
+    client = signed_in(study_pages, "DV002")
+    aid, token = start_quiz(client)
+    pages = [client.get("/hoc/"), client.get("/hoc/dot/1"), client.get(f"/hoc/bai/{aid}"), client.get("/hoc/ketqua")]
+    assets = [client.get("/hoc/static/app.css"), client.get("/hoc/static/app.js")]
+    for page in pages:
+        assert page.status_code == 200
+        weight = len(page.content) + sum(len(a.content) for a in assets)
+        assert weight <= 60 * 1024, f"{page.url}: {weight} bytes"
+        external = re.findall(r'(?:src|href|action)="((?:https?:)?//[^"]*)"', page.text)
+        assert external == [], external
+        assert "no-store" in page.headers["cache-control"]
+
+
+def test_an_operator_revokes_a_members_links_from_the_command_line(study_pages, province, cli):
+    client = signed_in(study_pages, "DV002")
+    result = cli("members", "revoke-links", "DV002")
+    assert result.code == 0 and "1 study link(s) of DV002 revoked" in result.out
+    assert client.get("/hoc/").status_code == 403
+    assert cli("members", "revoke-links", "NOPE").code == 1
