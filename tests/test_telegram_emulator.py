@@ -448,8 +448,11 @@ def test_long_polling(fresh: tuple[TelegramEmulator, httpx.Client]) -> None:
     waiting = threading.Thread(target=lambda: holder.update(
         r=httpx.post(f"{emu.base_url}{TOKEN}/getUpdates", json={"timeout": 3, "offset": -1})))
     http.post("getUpdates", json={"offset": first + 3})  # confirm everything
+    generation = emu.polls_started()
     waiting.start()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 5
+    while emu.polls_started() == generation and time.monotonic() < deadline:  # until it is waiting
+        time.sleep(0.01)
     http.post("getUpdates", json={"timeout": 0})  # a second poller terminates the first
     waiting.join(5)
     assert holder["r"].status_code == 409

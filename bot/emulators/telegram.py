@@ -1052,6 +1052,10 @@ class TelegramEmulator:
         self._started = True
         return self
 
+    def polls_started(self) -> int:
+        """How many getUpdates calls have started: each new one ends the one waiting before it."""
+        return self._state.poll_generation
+
     def stop(self) -> None:
         self._state.close()
         self._server.stop()
