@@ -34,8 +34,32 @@ def zalo_quota(settings: Settings, db: Database):
     return ZaloQuota(db, settings.zalo.monthly_quota, settings.tz, channels=channels)
 
 
+def has_zalo_bots(db: Database) -> bool:
+    """Branch bots are registered (``hoctap zalo bots add``): Zalo runs even without ZALO_BOT_TOKEN."""
+    from sqlalchemy import select
+
+    from bot.storage.models import ZaloBot
+
+    with db.session() as s:
+        return s.scalar(select(ZaloBot.id).limit(1)) is not None
+
+
+def _registered_bots(settings: Settings) -> bool:
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    try:  # no upgrade, no new file: a database never set up has no bots, and stays as it is
+        url = make_url(settings.database_url)
+        if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).exists()):
+            return False
+        return has_zalo_bots(Database(settings.database_url))
+    except Exception:  # noqa: BLE001 - a database that cannot be used is reported when the bot starts
+        return False
+
+
 def run(settings: Settings) -> int:
-    if not settings.telegram.token and not settings.zalo.token:
+    if not settings.telegram.token and not settings.zalo.token and not _registered_bots(settings):
         print("Neither TELEGRAM_BOT_TOKEN nor ZALO_BOT_TOKEN is set: starting the local playground instead.",
               file=sys.stderr)
         return run_playground(settings)
@@ -86,11 +110,11 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = N
             await app.start()
             closers += [app.stop, app.updater.stop]  # run in reverse: the updater first
             transports["telegram"] = TelegramTransport(app.bot)
-        if settings.zalo.token:
+        if settings.zalo.token or await asyncio.to_thread(has_zalo_bots, db):
             from bot.channels.zalo import ZaloOptions, ZaloRuntime
 
             zalo = ZaloRuntime(ZaloOptions.from_settings(settings.zalo), chat_service(settings, db, "zalo", budget),
-                               quota=budget)
+                               quota=budget, bot_quota=settings.zalo.monthly_quota or None)
             await zalo.start()
             closers.append(zalo.stop)
             transports["zalo"] = zalo.transport
