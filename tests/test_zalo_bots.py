@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -60,8 +61,8 @@ def register(db, emulator, unit: str, public_url: str, link: str | None = None) 
     return asyncio.run(registry.add(unit, emulator.token, utcnow(), share_link=link))[0]
 
 
-@pytest.fixture
-def two_branches(province):
+@contextmanager
+def branch_bots(province):
     """The default bot, bot A of commune DP-TT (ấp 1-3) and bot B of commune HQ-TH on one fake
     Zalo, registered, and one process serving all three."""
     from bot.emulators.zalo import ZaloEmulator
@@ -79,6 +80,12 @@ def two_branches(province):
             process.stop()
             bot_b.stop()
             bot_a.stop()
+
+
+@pytest.fixture
+def two_branches(province):
+    with branch_bots(province) as running:
+        yield running
 
 
 def code_of(db, member_code: str) -> str:
