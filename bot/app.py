@@ -58,6 +58,15 @@ def _registered_bots(settings: Settings) -> bool:
         return False
 
 
+def fleet_budget(settings: Settings, db: Database, quota):
+    """With branch bots, broadcasts must fit each bot's own monthly quota (``FleetBudget``)."""
+    if not settings.zalo.monthly_quota or not has_zalo_bots(db):
+        return quota
+    from bot.channels.zalo.fleet import FleetBudget
+
+    return FleetBudget(db, quota, settings.zalo.monthly_quota, settings.tz)
+
+
 def run(settings: Settings) -> int:
     if not settings.telegram.token and not settings.zalo.token and not _registered_bots(settings):
         print("Neither TELEGRAM_BOT_TOKEN nor ZALO_BOT_TOKEN is set: starting the local playground instead.",
@@ -93,7 +102,8 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = N
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    budget = zalo_quota(settings, db)
+    quota = zalo_quota(settings, db)
+    budget = await asyncio.to_thread(fleet_budget, settings, db, quota)
     transports: dict = {}
     closers: list = []
     try:
@@ -114,7 +124,7 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = N
             from bot.channels.zalo import ZaloOptions, ZaloRuntime
 
             zalo = ZaloRuntime(ZaloOptions.from_settings(settings.zalo), chat_service(settings, db, "zalo", budget),
-                               quota=budget, bot_quota=settings.zalo.monthly_quota or None)
+                               quota=quota, bot_quota=settings.zalo.monthly_quota or None)
             await zalo.start()
             closers.append(zalo.stop)
             transports["zalo"] = zalo.transport
@@ -150,7 +160,7 @@ def run_scheduler(settings: Settings) -> int:
     from bot.channels.telegram import TelegramTransport, sending_bot
 
     token = settings.telegram.token
-    if not token and not settings.zalo.token:
+    if not token and not settings.zalo.token and not _registered_bots(settings):
         print("error: neither TELEGRAM_BOT_TOKEN nor ZALO_BOT_TOKEN is set; the scheduler needs one to send",
               file=sys.stderr)
         return 2
@@ -164,17 +174,29 @@ def run_scheduler(settings: Settings) -> int:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-        budget = zalo_quota(settings, db)
+        quota = zalo_quota(settings, db)
+        budget = fleet_budget(settings, db, quota)
         async with AsyncExitStack() as stack:
             transports = {}
             if token:
                 bot = await stack.enter_async_context(sending_bot(token, settings.telegram.api_base_url))
                 transports["telegram"] = TelegramTransport(bot)
-            if settings.zalo.token:
-                client = ZaloClient(settings.zalo.token, settings.zalo.api_base_url)
-                stack.push_async_callback(client.aclose)
-                await client.get_me()  # a wrong token or address stops the start, as on Telegram
-                transports["zalo"] = ZaloTransport(client, rate=settings.zalo.rate, quota=budget)
+            if settings.zalo.token or has_zalo_bots(db):
+                import httpx
+
+                from bot.channels.zalo.fleet import FleetTransport, ZaloFleet
+
+                http = httpx.AsyncClient(timeout=15.0, follow_redirects=False)  # one pool for every bot
+                stack.push_async_callback(http.aclose)
+                default = None
+                if settings.zalo.token:
+                    client = ZaloClient(settings.zalo.token, settings.zalo.api_base_url, http=http)
+                    await client.get_me()  # a wrong token or address stops the start, as on Telegram
+                    default = ZaloTransport(client, rate=settings.zalo.rate, quota=quota)
+                fleet = ZaloFleet(db, chat_service(settings, db, "zalo", budget), http,
+                                  api_base_url=settings.zalo.api_base_url, tz=settings.tz,
+                                  monthly_quota=settings.zalo.monthly_quota or None, rate=settings.zalo.rate)
+                transports["zalo"] = FleetTransport(fleet, default)
             runner = scheduled_work(settings, db, transports, budget)
             runner.start()
             try:

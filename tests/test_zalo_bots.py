@@ -20,7 +20,7 @@ from bot.outbox import queue
 from bot.outbox.sender import OutboxSender
 from bot.services.chat import ChatService
 from bot.services.linking import create_invites, format_code
-from bot.storage.models import ChannelUsage, ChatAccount, Member, OutboxMessage, ZaloBot
+from bot.storage.models import ChannelUsage, ChatAccount, Member, OutboxMessage, Unit, ZaloBot
 from bot.timeutil import utcnow
 from tests.test_zalo_channel import TZ, free_port, say
 
@@ -340,3 +340,25 @@ def test_polling_is_refused_beyond_the_limit(bots_cli, fake_zalo, db_url, monkey
     refused = bots_cli("add", "--unit", "HQ-TH-01", "--polling", token=TOKEN_B)
     assert refused.code == 1 and refused.err.startswith("error: at most 1 bots are polled by one server")
     assert len(stored(db_url)) == 1
+
+
+def test_a_broadcast_must_fit_the_quota_of_each_bot_its_members_are_reached_through(province):
+    from bot.channels.zalo.fleet import FleetBudget
+
+    now = utcnow()
+    month = now.astimezone(TZ).strftime("%Y-%m")
+    with province.session() as s:
+        units = dict(s.execute(select(Unit.code, Unit.id)).all())
+        bots = [ZaloBot(zalo_id=str(n), unit_id=units[u], name=u, token=f"{n}:x", webhook_secret="s" * 16,
+                        mode="webhook", created_at=now) for n, u in ((1, "DP-TT"), (2, "HQ-TH"))]
+        s.add_all(bots)
+        s.flush()
+        members = dict(s.execute(select(Member.code, Member.id)).all())
+        for code, bot in (("DV004", bots[0]), ("DV005", bots[0]), ("DV034", bots[1])):
+            s.add(ChatAccount(channel="zalo", external_id=code, member_id=members[code], linked_at=now, bot_id=bot.id))
+        s.add(ChannelUsage(channel=usage_key(bots[0].id), month=month, sent=2999, updated_at=now))
+        budget = FleetBudget(province, None, 3000, TZ)
+        full = budget.refusal(s, [members["DV004"], members["DV005"]], now)
+        assert (full.needed, full.left, full.used) == (2, 1, 2999)
+        assert budget.refusal(s, [members["DV004"]], now) is None  # one still fits
+        assert budget.refusal(s, [members["DV034"]], now) is None  # bot B has its own quota

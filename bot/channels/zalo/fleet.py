@@ -21,13 +21,13 @@ from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bot.channels.zalo.channel import EVENT_TEXT, ZaloChannel
 from bot.channels.zalo.client import ZaloClient
 from bot.channels.zalo.mentions import bot_names
-from bot.channels.zalo.quota import ZaloQuota
+from bot.channels.zalo.quota import QuotaRefusal, ZaloQuota
 from bot.channels.zalo.registry import MEMBER_CAP, linked_count, usage_key
 from bot.channels.zalo.transport import ZaloTransport
 from bot.domain.replies import Outcome, Reply
@@ -35,7 +35,7 @@ from bot.outbox import queue
 from bot.services.chat import ChatService
 from bot.services.linking import account_member, find_code, looks_like_code
 from bot.storage.db import Database
-from bot.storage.models import ChatAccount, Member, UnitAncestor, ZaloBot
+from bot.storage.models import ChannelUsage, ChatAccount, Member, OutboxMessage, UnitAncestor, ZaloBot
 from bot.timeutil import utcnow
 
 log = logging.getLogger(__package__)
@@ -196,6 +196,7 @@ class ZaloFleet:
         self.default_name, self.default_link, self.cache_size = default_name, default_link, cache_size
         self._bots: OrderedDict[str, Bot] = OrderedDict()
         self._by_pk: dict[int, str] = {}
+        self._loading: dict[str, asyncio.Future] = {}
         self.loads = 0  # database look-ups of bots (cache misses)
 
     def quota(self, bot_pk: int) -> ZaloQuota:
@@ -242,15 +243,21 @@ class ZaloFleet:
             self._by_pk.pop(bot.pk, None)
 
     async def bot(self, zalo_id: str) -> Bot | None:
-        """The registered bot with this Zalo id, or None."""
+        """The registered bot with this Zalo id, or None. Requests arriving together for a bot not
+        in the cache share one look-up."""
         found = self._cached(zalo_id)
-        if found is None and zalo_id.isdigit() and len(zalo_id) <= 32:
+        if found is not None or not (zalo_id.isascii() and zalo_id.isdigit() and len(zalo_id) <= 32):
+            return found
+        if zalo_id in self._loading:
+            return await asyncio.shield(self._loading[zalo_id])
+        loading = self._loading[zalo_id] = asyncio.get_running_loop().create_future()
+        try:
             self.loads += 1
             found = await asyncio.to_thread(self._load, zalo_id=zalo_id)
-            if found is not None:
-                current = self._cached(zalo_id)  # another request may have loaded it meanwhile
-                found = current or self._keep(found)
-        return found
+            return self._keep(found) if found is not None else None
+        finally:
+            loading.set_result(self._bots.get(zalo_id))
+            del self._loading[zalo_id]
 
     async def bot_by_pk(self, pk: int) -> Bot | None:
         zalo_id = self._by_pk.get(pk)
@@ -295,3 +302,54 @@ class FleetTransport:
         if bot is None:
             raise SendError("permanent", "Zalo: the member's bot was removed")
         await bot.transport.deliver(external_id, reply, attachment)
+
+
+class FleetBudget:
+    """The broadcast budget when branch bots exist: one message to each member must fit in what is
+    left of the month of the bot that member is reached through (each bot its own quota; the
+    default bot's is ``default``). ``refusal`` names the first bot it does not fit."""
+
+    def __init__(self, db: Database, default: ZaloQuota | None, monthly: int | None, tz: ZoneInfo):
+        self.db, self.default, self.monthly, self.tz = db, default, monthly, tz
+
+    def _routes(self, s: Session, member_ids: list[int]) -> dict[int, int | None]:
+        """member -> the bot (None: the default bot) of members whose preferred messenger is Zalo."""
+        first: dict[int, tuple[str, int | None]] = {}
+        for i in range(0, len(member_ids), 1000):
+            for mid, channel, bot in s.execute(
+                    select(ChatAccount.member_id, ChatAccount.channel, ChatAccount.bot_id)
+                    .where(ChatAccount.member_id.in_(member_ids[i:i + 1000]))
+                    .order_by(ChatAccount.member_id, ChatAccount.last_seen_at.desc().nullslast(), ChatAccount.id)):
+                first.setdefault(mid, (channel, bot))
+        return {mid: bot for mid, (channel, bot) in first.items() if channel == "zalo"}
+
+    def refusal(self, s: Session, member_ids, now: datetime) -> QuotaRefusal | None:
+        ids = list(dict.fromkeys(member_ids))
+        routes = self._routes(s, ids)
+        needed: dict[int | None, int] = {}
+        for mid in ids:
+            if mid in routes:
+                needed[routes[mid]] = needed.get(routes[mid], 0) + 1
+        if None in needed and self.default is not None:
+            refusal = self.default.refusal(s, [mid for mid in ids if mid in routes and routes[mid] is None], now)
+            if refusal is not None:
+                return refusal
+        bots = {b for b in needed if b is not None}
+        if not bots or not self.monthly:
+            return None
+        waiting = dict(s.execute(select(OutboxMessage.member_id, func.count()).where(
+            OutboxMessage.status.in_(("pending", "claimed", "sending"))).group_by(OutboxMessage.member_id)).all())
+        pending: dict[int | None, int] = {}
+        for mid, bot in self._routes(s, list(waiting)).items():
+            pending[bot] = pending.get(bot, 0) + waiting[mid]
+        month = now.astimezone(self.tz).strftime("%Y-%m")
+        for bot in sorted(bots):
+            row = s.get(ChannelUsage, (usage_key(bot), month))
+            used = row.sent if row is not None else 0
+            left = self.monthly - used - pending.get(bot, 0)
+            if needed[bot] > left:
+                name = s.get(ZaloBot, bot).name
+                log.error("Zalo bot %s: a broadcast needs %d message(s), %d left this month", name, needed[bot],
+                          max(left, 0))
+                return QuotaRefusal(needed[bot], max(left, 0), used, pending.get(bot, 0), self.monthly, month)
+        return None

@@ -115,6 +115,20 @@ class Registry:
             raise RegistryError(f"this bot ({taken.name}) is already registered to unit {taken.unit.code}: "
                                 "one bot serves one unit (remove it there first)")
 
+    async def _check_and_point(self, token: str, zalo_id: str, mode: str) -> tuple[Checked, str, str | None]:
+        """getMe, then the webhook (with a new secret) or polling: (the bot, the secret, a warning)."""
+        if mode == "webhook" and not self.public_url:
+            raise RegistryError("a webhook needs zalo.public_url (the server's public https address); "
+                                f"or pass --polling (at most {POLLING_LIMIT} bots)")
+        secret = secrets.token_urlsafe(32)
+        url = webhook_url(self.public_url, zalo_id) if mode == "webhook" else None
+        client = self._client(token)
+        try:
+            checked = await _check(client, zalo_id)
+            return checked, secret, await _point(client, mode, url, secret)
+        finally:
+            await client.aclose()
+
     async def add(self, unit_code: str, token: str, now: datetime, *, mode: str = "webhook",
                   share_link: str | None = None) -> tuple[ZaloBot, str | None]:
         """Check and register a unit's bot; (the bot, a warning or None)."""
@@ -133,17 +147,7 @@ class Registry:
                     raise RegistryError(f"at most {POLLING_LIMIT} bots are polled by one server; set zalo.public_url "
                                         "and register this one with a webhook")
             unit_id = unit.id
-        if mode == "webhook" and not self.public_url:
-            raise RegistryError("a webhook needs zalo.public_url (the server's public https address); "
-                                f"or pass --polling (at most {POLLING_LIMIT} bots)")
-        secret = secrets.token_urlsafe(32)
-        url = webhook_url(self.public_url, zalo_id) if mode == "webhook" else None
-        client = self._client(token)
-        try:
-            checked = await _check(client, zalo_id)
-            warning = await _point(client, mode, url, secret)
-        finally:
-            await client.aclose()
+        checked, secret, warning = await self._check_and_point(token, zalo_id, mode)
         with self.db.session() as s:
             if s.scalar(select(ZaloBot).where((ZaloBot.zalo_id == zalo_id) | (ZaloBot.unit_id == unit_id))):
                 raise RegistryError("registered meanwhile by another command: nothing stored")
@@ -173,16 +177,7 @@ class Registry:
             if token == bot.token:
                 raise RegistryError("this is the token already stored: reset it in Bot Creator first")
             mode, pk = bot.mode, bot.id
-        secret = secrets.token_urlsafe(32)
-        url = webhook_url(self.public_url, zalo_id) if mode == "webhook" else None
-        if mode == "webhook" and not self.public_url:
-            raise RegistryError("a webhook needs zalo.public_url: nothing stored")
-        client = self._client(token)
-        try:
-            checked = await _check(client, zalo_id)
-            warning = await _point(client, mode, url, secret)
-        finally:
-            await client.aclose()
+        checked, secret, warning = await self._check_and_point(token, zalo_id, mode)
         with self.db.session() as s:
             bot = s.get(ZaloBot, pk)
             bot.token, bot.webhook_secret, bot.rotated_at, bot.name = token, secret, now, checked.name[:255]
