@@ -362,3 +362,19 @@ def test_a_broadcast_must_fit_the_quota_of_each_bot_its_members_are_reached_thro
         assert (full.needed, full.left, full.used) == (2, 1, 2999)
         assert budget.refusal(s, [members["DV004"]], now) is None  # one still fits
         assert budget.refusal(s, [members["DV034"]], now) is None  # bot B has its own quota
+
+
+def test_without_a_default_token_a_polled_branch_bot_is_served(province):
+    from bot.emulators.zalo import ZaloEmulator
+
+    port = free_port()
+    with ZaloEmulator(TOKEN_A, "Chi bo Tan Tien") as bot_a:
+        registry = Registry(province, api_base_url=bot_a.base_url, public_url=None)
+        asyncio.run(registry.add("DP-TT", TOKEN_A, utcnow(), mode="polling"))
+        options = ZaloOptions(token="", api_base_url=bot_a.base_url, public_url=PUBLIC.format(port=port),
+                              listen=f"127.0.0.1:{port}", poll_timeout=1, poll_interval=0.0)
+        with BackgroundZalo(ZaloRuntime(options, ChatService(province, TRAITS, TZ), bot_quota=3000)):
+            user = bot_a.user("a-p")
+            assert "Liên kết thành công" in say(user, code_of(province, "DV006"), "Liên kết thành công")
+            assert "Câu 1/10" in say(user, "lam bai", "Câu 1/10")
+    assert accounts(province) == {"DV006": ("a-p", "Chi bo Tan Tien")}
