@@ -240,7 +240,8 @@ def stored(db_url) -> list[tuple[str, str, str]]:
     from bot.storage.db import Database
 
     with Database(db_url).session() as s:
-        return [tuple(r) for r in s.execute(select(ZaloBot.zalo_id, ZaloBot.name, ZaloBot.token)).all()]
+        return [tuple(r) for r in s.execute(select(ZaloBot.zalo_id, ZaloBot.name, ZaloBot.token)
+                                            .order_by(ZaloBot.zalo_id)).all()]
 
 
 def test_add_reads_the_token_from_stdin_registers_the_bots_webhook_and_list_shows_it(
