@@ -75,8 +75,42 @@ def budgets(quota, oa):
     return Budgets(quota, oa)
 
 
+def has_zalo_bots(db: Database) -> bool:
+    """Branch bots are registered (``hoctap zalo bots add``): Zalo runs even without ZALO_BOT_TOKEN."""
+    from sqlalchemy import select
+
+    from bot.storage.models import ZaloBot
+
+    with db.session() as s:
+        return s.scalar(select(ZaloBot.id).limit(1)) is not None
+
+
+def _registered_bots(settings: Settings) -> bool:
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    try:  # no upgrade, no new file: a database never set up has no bots, and stays as it is
+        url = make_url(settings.database_url)
+        if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).exists()):
+            return False
+        return has_zalo_bots(Database(settings.database_url))
+    except Exception:  # noqa: BLE001 - a database that cannot be used is reported when the bot starts
+        return False
+
+
+def fleet_budget(settings: Settings, db: Database, quota):
+    """With branch bots, broadcasts must fit each bot's own monthly quota (``FleetBudget``)."""
+    if not settings.zalo.monthly_quota or not has_zalo_bots(db):
+        return quota
+    from bot.channels.zalo.fleet import FleetBudget
+
+    return FleetBudget(db, quota, settings.zalo.monthly_quota, settings.tz)
+
+
 def run(settings: Settings) -> int:
-    if not settings.telegram.token and not settings.zalo.token and not settings.zalo_oa.enabled:
+    if (not settings.telegram.token and not settings.zalo.token and not settings.zalo_oa.enabled
+            and not _registered_bots(settings)):
         print("Neither TELEGRAM_BOT_TOKEN nor ZALO_BOT_TOKEN is set: starting the local playground instead.",
               file=sys.stderr)
         return run_playground(settings)
@@ -114,7 +148,7 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = N
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     quota, oa = zalo_quota(settings, db), oa_budget(settings, db)
-    budget = budgets(quota, oa)
+    budget = budgets(await asyncio.to_thread(fleet_budget, settings, db, quota), oa)
     transports: dict = {}
     closers: list = []
     try:
@@ -131,11 +165,11 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = N
             await app.start()
             closers += [app.stop, app.updater.stop]  # run in reverse: the updater first
             transports["telegram"] = TelegramTransport(app.bot)
-        if settings.zalo.token:
+        if settings.zalo.token or await asyncio.to_thread(has_zalo_bots, db):
             from bot.channels.zalo import ZaloOptions, ZaloRuntime
 
             zalo = ZaloRuntime(ZaloOptions.from_settings(settings.zalo), chat_service(settings, db, "zalo", budget),
-                               quota=quota)
+                               quota=quota, bot_quota=settings.zalo.monthly_quota or None)
             await zalo.start()
             closers.append(zalo.stop)
             transports["zalo"] = zalo.transport
@@ -182,7 +216,7 @@ def run_scheduler(settings: Settings) -> int:
     from bot.channels.telegram import TelegramTransport, sending_bot
 
     token = settings.telegram.token
-    if not token and not settings.zalo.token and not settings.zalo_oa.enabled:
+    if not token and not settings.zalo.token and not settings.zalo_oa.enabled and not _registered_bots(settings):
         print("error: neither TELEGRAM_BOT_TOKEN nor ZALO_BOT_TOKEN is set; the scheduler needs one to send",
               file=sys.stderr)
         return 2
@@ -197,17 +231,28 @@ def run_scheduler(settings: Settings) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         quota, oa = zalo_quota(settings, db), oa_budget(settings, db)
-        budget = budgets(quota, oa)
+        budget = budgets(fleet_budget(settings, db, quota), oa)
         async with AsyncExitStack() as stack:
             transports = {}
             if token:
                 bot = await stack.enter_async_context(sending_bot(token, settings.telegram.api_base_url))
                 transports["telegram"] = TelegramTransport(bot)
-            if settings.zalo.token:
-                client = ZaloClient(settings.zalo.token, settings.zalo.api_base_url)
-                stack.push_async_callback(client.aclose)
-                await client.get_me()  # a wrong token or address stops the start, as on Telegram
-                transports["zalo"] = ZaloTransport(client, rate=settings.zalo.rate, quota=quota)
+            if settings.zalo.token or has_zalo_bots(db):
+                import httpx
+
+                from bot.channels.zalo.fleet import FleetTransport, ZaloFleet
+
+                http = httpx.AsyncClient(timeout=15.0, follow_redirects=False)  # one pool for every bot
+                stack.push_async_callback(http.aclose)
+                default = None
+                if settings.zalo.token:
+                    client = ZaloClient(settings.zalo.token, settings.zalo.api_base_url, http=http)
+                    await client.get_me()  # a wrong token or address stops the start, as on Telegram
+                    default = ZaloTransport(client, rate=settings.zalo.rate, quota=quota)
+                fleet = ZaloFleet(db, chat_service(settings, db, "zalo", budget), http,
+                                  api_base_url=settings.zalo.api_base_url, tz=settings.tz,
+                                  monthly_quota=settings.zalo.monthly_quota or None, rate=settings.zalo.rate)
+                transports["zalo"] = FleetTransport(fleet, default)
             if oa is not None:
                 from bot.channels.zalo_oa import OAClient, OATransport, token_store
 

@@ -390,20 +390,33 @@ def _zalo_invites(args, settings: Settings) -> int:
     from bot.roster.files import write_table
     from bot.services.linking import format_code
 
-    link = args.link or settings.zalo.share_link or ""
+    from sqlalchemy.orm import object_session
+
+    from bot.channels.zalo.fleet import units_bots
+
+    default_link = args.link or settings.zalo.share_link or ""
     out = Path(args.out or f"invites-zalo-{args.unit or 'all'}.csv")
     with _new_invites(settings, args.unit, "zalo") as (members, codes):
-        where = f"mở {link} (hoặc tìm bot trên Zalo)" if link else "mở bot học tập trên Zalo"
-        rows = [[m.code, m.full_name, m.unit.code, m.phone or "", format_code(codes[m.id]), link,
-                 f"Đồng chí {m.full_name}: {where} và gõ mã {format_code(codes[m.id])}"] for m in members]
-    write_table(out, ["member_code", "full_name", "unit_code", "phone", "zalo_code", "zalo_link", "message"], rows)
+        bots = units_bots(object_session(members[0]), {m.unit_id for m in members}) if members else {}
+        rows = []
+        for m in members:
+            bot = bots.get(m.unit_id)  # the unit's own bot (``hoctap zalo bots add``), else the default bot
+            link = (bot.share_link or "") if bot is not None else default_link
+            name = f"bot «{bot.name}»" if bot is not None else "bot học tập"
+            where = f"mở {link} (hoặc tìm {name} trên Zalo)" if link else f"mở {name} trên Zalo"
+            rows.append([m.code, m.full_name, m.unit.code, m.phone or "", format_code(codes[m.id]), link,
+                         f"Đồng chí {m.full_name}: {where} và gõ mã {format_code(codes[m.id])}",
+                         bot.name if bot is not None else ""])
+    write_table(out, ["member_code", "full_name", "unit_code", "phone", "zalo_code", "zalo_link", "message", "zalo_bot"],
+                rows)
     for row in rows[:args.show]:
         print(f"{row[0]}\t{row[1]}\t{row[4]}")
     if len(rows) > args.show:
         print(f"... and {len(rows) - args.show} more in {out}")
     print(f"{len(rows)} Zalo code(s) written to {out}; earlier unused Zalo codes no longer work")
-    if link:
-        print(f"members open {link} and type their code (with or without /start)")
+    link = default_link
+    if link or any(row[7] for row in rows):
+        print(f"members open {link or 'their unit bot'} and type their code (with or without /start)")
     else:
         print("members open the bot on Zalo and type their code; set zalo.share_link (or --link) to print the "
               "bot's link beside the codes", file=sys.stderr)
@@ -469,6 +482,85 @@ def cmd_members_revoke_links(args, settings: Settings) -> int:
             raise UsageError(f"no member {args.member_code}; see 'hoctap members list'")
         count = revoke(s, member.id, utcnow())
     print(f"{count} study link(s) of {args.member_code} revoked; /hoc in the chat gives the member a new one")
+    return 0
+
+
+# -- zalo bots ----------------------------------------------------------------------------------
+def _registry(settings: Settings):
+    from bot.channels.zalo.registry import Registry
+
+    return Registry(open_db(settings), api_base_url=settings.zalo.api_base_url, public_url=settings.zalo.public_url,
+                    default_token=settings.zalo.token)
+
+
+def _read_token() -> str:
+    """The token from standard input (never an argument: arguments show in ps and shell history)."""
+    if sys.stdin.isatty():
+        import getpass
+
+        token = getpass.getpass("bot token (from Bot Creator; not shown): ")
+    else:
+        token = sys.stdin.readline()
+    if not token.strip():
+        raise UsageError("no token on standard input: pipe it in, e.g. hoctap zalo bots add --unit CB01 < token.txt")
+    return token.strip()
+
+
+def _registry_call(work) -> tuple:
+    import asyncio
+
+    from bot.channels.zalo.registry import RegistryError
+
+    try:
+        return asyncio.run(work)
+    except RegistryError as exc:
+        raise UsageError(str(exc)) from None
+
+
+@command("zalo bots add")
+def cmd_zalo_bots_add(args, settings: Settings) -> int:
+    from bot.channels.zalo.registry import MEMBER_CAP, webhook_url
+
+    registry = _registry(settings)
+    mode = "polling" if args.polling else "webhook"
+    bot, warning = _registry_call(registry.add(args.unit, _read_token(), utcnow(), mode=mode, share_link=args.link))
+    where = (f"receives updates at {webhook_url(settings.zalo.public_url, bot.zalo_id)}" if mode == "webhook"
+             else "is polled by hoctap run")
+    print(f"{args.unit}: bot {bot.name} (id {bot.zalo_id}) registered; it {where}; it serves at most {MEMBER_CAP} "
+          f"members: write their codes with hoctap members invite --channel zalo --unit {args.unit}")
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+@command("zalo bots rotate")
+def cmd_zalo_bots_rotate(args, settings: Settings) -> int:
+    bot, warning = _registry_call(_registry(settings).rotate(args.unit, _read_token(), utcnow()))
+    print(f"{args.unit}: bot {bot.name} uses its new token and a new webhook secret; the old token is forgotten")
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+@command("zalo bots remove")
+def cmd_zalo_bots_remove(args, settings: Settings) -> int:
+    name, unlinked = _registry_call(_registry(settings).remove(args.unit))
+    print(f"{args.unit}: bot {name} removed; {unlinked} member(s) linked through it need a new Zalo code")
+    return 0
+
+
+@command("zalo bots list")
+def cmd_zalo_bots_list(args, settings: Settings) -> int:
+    from bot.channels.zalo.registry import MEMBER_CAP, overview
+
+    quota = settings.zalo.monthly_quota or 0
+    month = utcnow().astimezone(settings.tz).strftime("%Y-%m")
+    with open_db(settings).session() as s:
+        rows = overview(s, month)
+    print("unit\tbot\tmode\tmembers\tmessages " + month)
+    for code, name, mode, linked, sent in rows:
+        print(f"{code}\t{name}\t{mode}\t{linked}/{MEMBER_CAP}\t{sent}/{quota or '-'}")
+    print(f"{len(rows)} bot(s)", file=sys.stderr)
     return 0
 
 
@@ -658,6 +750,19 @@ def build_parser() -> argparse.ArgumentParser:
     leaf(oa, "status", "is the OA authorised, and for how long", "zalo-oa status")
     p = leaf(members, "revoke-links", "make every study page link of a member stop working", "members revoke-links")
     p.add_argument("member_code", metavar="MEMBER_CODE")
+    zalo = group("zalo", "the branches' own Zalo bots")
+    bots = zalo.add_parser("bots", help="one Zalo bot per unit (50 members, 3,000 messages a month each)",
+                           parents=[common]).add_subparsers(dest="bots_action", metavar="ACTION", required=True)
+    p = leaf(bots, "add", "register a unit's Zalo bot; the token is read from standard input", "zalo bots add")
+    p.add_argument("--unit", required=True, metavar="CODE")
+    p.add_argument("--polling", action="store_true", help="poll instead of a webhook (a handful of bots at most)")
+    p.add_argument("--link", metavar="URL", help="the bot's share link (Bot Creator), printed on invitation sheets")
+    p = leaf(bots, "rotate", "give a unit's bot its new token (after reset token in Bot Creator), from standard input",
+             "zalo bots rotate")
+    p.add_argument("--unit", required=True, metavar="CODE")
+    p = leaf(bots, "remove", "forget a unit's Zalo bot (its members need new codes)", "zalo bots remove")
+    p.add_argument("--unit", required=True, metavar="CODE")
+    leaf(bots, "list", "unit, bot, members linked / 50, messages this month / quota", "zalo bots list")
 
     rounds = group("rounds", "study rounds")
     p = leaf(rounds, "open", "open a study round of a document for units and everything below them", "rounds open")

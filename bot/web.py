@@ -1,6 +1,7 @@
 """The product's own web server (starlette, served by uvicorn inside ``hoctap run``).
 
-- ``POST /zalo/webhook``: Zalo's webhook. The ``X-Bot-Api-Secret-Token`` header is compared in
+- ``POST /zalo/webhook``: the default Zalo bot's webhook; ``POST /zalo/<bot id>/webhook``: a branch
+  bot's (``bot/channels/zalo/fleet.py``; an unknown bot gets 404, a wrong secret 403). The ``X-Bot-Api-Secret-Token`` header is compared in
   constant time and a wrong one is refused (403) before the body is read. Both body shapes are
   accepted (``{ok, result: {event_name, message}}`` and a bare ``{event_name, message}``); an empty
   probe gets 200, a body that is not a well-formed update 400. The answer is immediate: the update is
@@ -137,30 +138,48 @@ async def read_json(request: Request, limit: int = MAX_BODY, max_depth: int = MA
     return parse_json(raw, max_depth) if raw.strip() else None
 
 
+def _secret_ok(request: Request, expected: str | None) -> bool:
+    """The webhook secret header, compared in constant time."""
+    given = request.headers.get(SECRET_HEADER, "").encode("utf-8", "replace")
+    return bool(expected) and hmac.compare_digest(given, expected.encode("utf-8"))
+
+
+async def _zalo_update(request: Request, dispatch) -> Response:
+    """Read one webhook delivery and hand a well-formed update to ``dispatch``."""
+    try:
+        body = await read_json(request)
+    except BadBody as exc:
+        log.info("Zalo webhook: %s", exc.description)
+        return exc.response()
+    if body is None or body == {}:
+        return JSONResponse({"ok": True})  # Zalo's verification probe
+    update = unwrap_update(body)
+    if update is None:
+        log.info("Zalo webhook: a body that is not a well-formed update; refused")
+        return JSONResponse({"ok": False, "description": "Bad request: not a Zalo update"}, status_code=400)
+    dispatch(update)
+    return JSONResponse({"ok": True})
+
+
 def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf | None = None,
-               zalo_oa=None, pages=None) -> Starlette:
+               zalo_oa=None, pages=None, fleet=None) -> Starlette:
     """``zalo``: a ZaloChannel (its ``dispatch`` takes one update) to serve the webhook, or None;
+    ``fleet``: the branches' bots (``ZaloFleet``), each at ``/zalo/<bot id>/webhook``, or None;
     ``zalo_oa``: the Zalo OA webhook endpoint, or None; ``pages``: the study pages (``bot.webapp``),
     served under ``/hoc``, or None."""
-    expected = (webhook_secret or "").encode("utf-8")
 
     async def zalo_webhook(request: Request) -> Response:
-        given = request.headers.get(SECRET_HEADER, "").encode("utf-8", "replace")
-        if zalo is None or not expected or not hmac.compare_digest(given, expected):
+        if zalo is None or not _secret_ok(request, webhook_secret):
             return JSONResponse({"ok": False, "description": "Forbidden"}, status_code=403)
-        try:
-            body = await read_json(request)
-        except BadBody as exc:
-            log.info("Zalo webhook: %s", exc.description)
-            return exc.response()
-        if body is None or body == {}:
-            return JSONResponse({"ok": True})  # Zalo's verification probe
-        update = unwrap_update(body)
-        if update is None:
-            log.info("Zalo webhook: a body that is not a well-formed update; refused")
-            return JSONResponse({"ok": False, "description": "Bad request: not a Zalo update"}, status_code=400)
-        zalo.dispatch(update)
-        return JSONResponse({"ok": True})
+        return await _zalo_update(request, zalo.dispatch)
+
+    async def bot_webhook(request: Request) -> Response:
+        bot = await fleet.bot(request.path_params["bot_id"]) if fleet is not None else None
+        if bot is None or bot.mode != "webhook":
+            return JSONResponse({"ok": False, "description": "Not found"}, status_code=404)
+        if not _secret_ok(request, bot.secret):
+            return JSONResponse({"ok": False, "description": "Forbidden"}, status_code=403)
+        return await _zalo_update(request, bot.channel.dispatch)
 
     async def shelved(request: Request) -> Response:
         item = shelf.get(request.path_params["token"], request.path_params["name"]) if shelf else None
@@ -174,6 +193,7 @@ def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf
 
     return Starlette(routes=[
         Route("/zalo/webhook", zalo_webhook, methods=["POST"]),
+        Route("/zalo/{bot_id}/webhook", bot_webhook, methods=["POST"]),
         Route("/files/{token}/{name}", shelved, methods=["GET", "HEAD"]),
         Route("/healthz", healthz, methods=["GET"]),
         *([Route("/zalo-oa/webhook", zalo_oa, methods=["POST"])] if zalo_oa else []),  # bot/channels/zalo_oa

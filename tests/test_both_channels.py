@@ -24,7 +24,7 @@ from tests.test_telegram_member_flow import quiz_state
 from tests.test_zalo_channel import ZaloProcess, zalo_emulator, zalo_invite  # noqa: F401 - fixtures
 from tests.test_zalo_oa_channel import OAProcess, oa_invite  # noqa: F401 - fixtures
 
-CHANNELS = ["telegram", "zalo", "zalo_oa"]
+CHANNELS = ["telegram", "zalo", "zalo_oa", "zalo-bots"]  # zalo-bots: a branch's own bot, beside another branch's, in one process
 
 
 class Person:
@@ -145,7 +145,7 @@ def messenger(request, province, invite, zalo_invite, oa_invite):  # noqa: F811 
                 yield Messenger("telegram", 4096, process, emu, invite)
             finally:
                 process.stop()
-    else:
+    elif request.param == "zalo":
         from bot.emulators.zalo import ZaloEmulator
 
         with ZaloEmulator("1234567890:TEST-ZALO", "HocTap") as emu:
@@ -154,6 +154,11 @@ def messenger(request, province, invite, zalo_invite, oa_invite):  # noqa: F811 
                 yield Messenger("zalo", 2000, process, emu, zalo_invite)
             finally:
                 process.stop()
+    else:
+        from tests.test_zalo_bots import branch_bots
+
+        with branch_bots(province) as (process, _default, bot_a, _bot_b):  # members of Tân Tiến use bot A
+            yield Messenger("zalo", 2000, process, bot_a, zalo_invite)
 
 
 def count(db, model, *where) -> int:

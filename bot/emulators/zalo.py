@@ -515,6 +515,16 @@ class ZaloEmulatorState:
             except Exception:  # never let the worker die
                 log.exception("Zalo emulator: webhook delivery failed")
 
+    def deliver_next(self) -> WebhookDelivery | None:
+        """POST the oldest queued update to the webhook in the calling thread (for bots started
+        without a delivery worker); None when nothing is queued."""
+        with self.cond:
+            if not (self.webhook and self.updates):
+                return None
+            update = self.updates.pop(0)
+            self._mark_returned(update)
+        return self.deliver(update)
+
     def close(self) -> None:
         """Release held long polls and the delivery worker so everything stops promptly."""
         with self.cond:
@@ -531,6 +541,7 @@ class ZaloEmulatorServer(BackgroundServer):
     def __init__(self, state: ZaloEmulatorState, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__(host, port)
         self.state = state
+        self.states: dict[str, ZaloEmulatorState] = {state.token: state}  # every bot served here
 
     def _app(self) -> Starlette:
         async def api(request: Request) -> Response:
@@ -543,9 +554,9 @@ class ZaloEmulatorServer(BackgroundServer):
                     raise ValueError("a JSON object is expected")
             except (ValueError, UnicodeDecodeError) as exc:
                 return JSONResponse(_bad(f"cannot parse the JSON body: {exc}").payload(), 400)
+            token = request.path_params["token"]
             status, payload = await run_in_threadpool(
-                self.state.handle, request.path_params["token"], request.path_params["method"],
-                raw)
+                self.states.get(token, self.state).handle, token, request.path_params["method"], raw)
             return JSONResponse(payload, status_code=status)
 
         return Starlette(routes=[Route("/bot{token}/{method}", api, methods=["GET", "POST"])])
@@ -678,7 +689,8 @@ class ZaloEmulator:
                  min_interval_per_chat: float | None = None, fetch_photos: bool = False,
                  monthly_quota: int | None = None, webhook_bare_body: bool = False,
                  webhook_verification: bool = False, webhook_timeout: float = 10.0,
-                 display_name: str | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+                 display_name: str | None = None, host: str = "127.0.0.1", port: int = 0,
+                 beside: ZaloEmulator | None = None, worker: bool = True) -> None:
         """min_interval_per_chat: seconds between two bot messages into one chat below which
         the send gets 429 "Quota exceeded" (None = no pacing check).
         fetch_photos: sendPhoto GETs the URL (recorded as "fetched"); failure -> 400.
@@ -688,7 +700,9 @@ class ZaloEmulator:
         result.verification {ok, url, outcome, hint} (the webhook is saved either way).
         display_name: the name the Zalo app shows for the bot, which the mention picker writes
         (default: bot_name, the account_name getMe returns).
-        port: 0 picks a free port; a fixed one suits the interactive playground."""
+        port: 0 picks a free port; a fixed one suits the interactive playground.
+        beside: another bot's emulator whose server this bot shares (one Zalo, many bots: see
+        ``add_bot``); worker: False leaves webhook deliveries to ``deliver_next``."""
         if ":" not in token:
             raise ValueError("a Zalo bot token looks like '<numeric id>:<secret>'")
         self.token = token
@@ -697,7 +711,10 @@ class ZaloEmulator:
             fetch_photos=fetch_photos, monthly_quota=monthly_quota,
             webhook_bare_body=webhook_bare_body, webhook_verification=webhook_verification,
             webhook_timeout=webhook_timeout, display_name=display_name)
-        self._server = ZaloEmulatorServer(self._state, host, port)
+        self._shared = beside is not None
+        self._server = beside._server if beside is not None else ZaloEmulatorServer(self._state, host, port)
+        self._server.states[token] = self._state
+        self._with_worker = worker
         self._users: dict[str, ZaloUser] = {}
         self._groups: dict[str, ZaloGroup] = {}
         self._worker: threading.Thread | None = None
@@ -705,16 +722,39 @@ class ZaloEmulator:
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> ZaloEmulator:
-        self._server.start()
-        self._worker = threading.Thread(target=self._state.delivery_loop, daemon=True,
-                                        name=f"zalo-webhook:{self._server.port}")
-        self._worker.start()
+        if not self._shared:
+            self._server.start()
+        if self._with_worker:
+            self._worker = threading.Thread(target=self._state.delivery_loop, daemon=True,
+                                            name=f"zalo-webhook:{self._server.port}")
+            self._worker.start()
         self._started = True
         return self
 
+    def add_bot(self, token: str, bot_name: str, *, worker: bool = True, **options: Any) -> ZaloEmulator:
+        """Another bot on the same fake Zalo (same base URL, its own token, chats and webhook),
+        started; stop it before this one."""
+        return ZaloEmulator(token, bot_name, beside=self, worker=worker, **options).start()
+
+    def reset_token(self, token: str) -> None:
+        """"Reset token" in Bot Creator: the same bot answers only to the new token from now on."""
+        if token.split(":")[0] != self.token.split(":")[0]:
+            raise ValueError("a reset keeps the bot's numeric id")
+        with self._state.cond:
+            self._server.states.pop(self.token, None)
+            self.token = self._state.token = token
+            self._server.states[token] = self._state
+
+    def deliver_next(self) -> WebhookDelivery | None:
+        """POST the oldest queued update to the webhook now, in this thread (``worker=False``)."""
+        return self._state.deliver_next()
+
     def stop(self) -> None:
         self._state.close()
-        self._server.stop()
+        if self._shared:
+            self._server.states.pop(self.token, None)
+        else:
+            self._server.stop()
         if self._worker:
             self._worker.join(timeout=self._state.webhook_timeout + 1)
             self._worker = None

@@ -138,7 +138,7 @@ class OutboxSender:
         id: int
         reply: Reply
         attachment: tuple[str, bytes] | None
-        accounts: list[tuple[str, str]]  # (channel, external id), preferred first
+        accounts: list[tuple[str, str, int | None]]  # (channel, external id, bot), preferred first
         expires_at: datetime | None
         attempts: int
 
@@ -154,12 +154,12 @@ class OutboxSender:
                     self.stats.dropped += 1
             rows = [r for r in rows if r.id not in stale]
             member_ids = {r.member_id for r in rows}
-            accounts: dict[int, list[tuple[str, str]]] = {}
+            accounts: dict[int, list[tuple[str, str, int | None]]] = {}
             if member_ids:
                 for acc in s.scalars(select(ChatAccount).where(ChatAccount.member_id.in_(member_ids))
                                      .order_by(ChatAccount.last_seen_at.desc().nullslast(), ChatAccount.id)):
                     if acc.channel in self.transports:
-                        accounts.setdefault(acc.member_id, []).append((acc.channel, acc.external_id))
+                        accounts.setdefault(acc.member_id, []).append((acc.channel, acc.external_id, acc.bot_id))
             jobs = [self._Job(r.id, queue.payload_reply(r.payload),
                               (r.attachment_name, r.attachment) if r.attachment_name else None,
                               accounts.get(r.member_id, []), r.expires_at, r.attempts) for r in rows]
@@ -179,13 +179,15 @@ class OutboxSender:
             self.stats.failed += 1
             return
         reason = ""
-        for channel, external_id in job.accounts:
+        for channel, external_id, via in job.accounts:
             await self._wait_for_chat(channel, external_id)
             if not await self._mark(queue.mark_sending, job.id, channel, self.worker):
                 log.info("outbox: message %d was taken over by another sender; not sent here", job.id)
                 return
             try:
-                await self.transports[channel].deliver(external_id, job.reply, job.attachment)
+                # ``via``: the Zalo bot the member linked with (a branch's own bot); None: the channel's bot
+                extra = {"via": via} if via is not None else {}
+                await self.transports[channel].deliver(external_id, job.reply, job.attachment, **extra)
             except SendError as exc:
                 if exc.kind == "permanent":
                     reason = f"{channel}: {exc.reason}"

@@ -111,6 +111,8 @@ class ChatAccount(Base):
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
     linked_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Zalo: the branch bot (``zalo_bots``) this account talks to; None: the default bot (ZALO_BOT_TOKEN)
+    bot_id: Mapped[int | None] = mapped_column(ForeignKey("zalo_bots.id"), index=True)
 
     member: Mapped[Member] = relationship()
 
@@ -118,6 +120,28 @@ class ChatAccount(Base):
         UniqueConstraint("channel", "external_id"),
         UniqueConstraint("channel", "member_id"),
     )
+
+
+class ZaloBot(Base):
+    """A unit's own Zalo bot (a free plan serves 50 users and 3,000 messages a month per bot).
+
+    ``zalo_id`` is the numeric id of the token (``<id>:<secret>``), also the bot's webhook path
+    ``/zalo/<zalo_id>/webhook``. The token is kept here and never printed or logged.
+    """
+
+    __tablename__ = "zalo_bots"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    zalo_id: Mapped[str] = mapped_column(String(32), unique=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    token: Mapped[str] = mapped_column(Text)
+    webhook_secret: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16), default="webhook")  # webhook | polling
+    share_link: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    unit: Mapped[Unit] = relationship()
 
 
 class LinkCode(Base):

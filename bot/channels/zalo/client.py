@@ -32,11 +32,15 @@ class ZaloError(Exception):
 class ZaloClient:
     """``POST {base_url}/bot{token}/{method}`` with a JSON body; answers ``{ok, result}``."""
 
-    def __init__(self, token: str, base_url: str = DEFAULT_ZALO_API, *, timeout: float = 15.0):
+    def __init__(self, token: str, base_url: str = DEFAULT_ZALO_API, *, timeout: float = 15.0,
+                 http: httpx.AsyncClient | None = None):
+        """``http``: a connection pool shared by many bots' clients (the caller closes it); by default
+        the client has its own."""
         self._token = token
         self._base = base_url.rstrip("/")
         self._timeout = timeout
-        self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self._owns_http = http is None
+        self._http = http if http is not None else httpx.AsyncClient(timeout=timeout, follow_redirects=False)
 
     def __repr__(self) -> str:
         return f"ZaloClient({self._base!r})"
@@ -101,7 +105,8 @@ class ZaloClient:
         await self.call("sendChatAction", {"chat_id": chat_id, "action": action})
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._owns_http:
+            await self._http.aclose()
 
 
 def backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:

@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Awaitable, Callable
 
+import httpx
+
 from bot.channels.zalo.channel import ZaloChannel
-from bot.channels.zalo.client import DEFAULT_ZALO_API, ZaloClient, ZaloError
+from bot.channels.zalo.client import DEFAULT_ZALO_API, ZaloClient
+from bot.channels.zalo.fleet import BotChannel, FleetTransport, ZaloFleet
 from bot.channels.zalo.mentions import bot_names
 from bot.channels.zalo.poller import ZaloPoller
 from bot.channels.zalo.quota import ZaloQuota
@@ -52,15 +55,22 @@ class ZaloOptions:
 
 
 class ZaloRuntime:
-    """The Zalo bot in this process: client, conversation, polling or webhook, the web server for
-    the webhook and for charts, and the outbox transport. ``start``/``stop`` run in one event loop."""
+    """The Zalo bots in this process: the default bot (``options.token``, if set) and the branches'
+    registered bots (``ZaloFleet``), polling or webhooks, the web server for the webhooks and for
+    charts, and the outbox transport. ``start``/``stop`` run in one event loop."""
 
     def __init__(self, options: ZaloOptions, service: ChatService, *, quota: ZaloQuota | None = None,
-                 clock: Callable[[], datetime] = utcnow):
+                 clock: Callable[[], datetime] = utcnow, bot_quota: int | None = None):
+        """``bot_quota``: each branch bot's monthly messages (the plan's 3,000), counted apart."""
         self.options, self.service, self.quota, self.clock = options, service, quota, clock
+        self.bot_quota = bot_quota
+        self.http: httpx.AsyncClient | None = None
+        self.fleet: ZaloFleet | None = None
+        self._bot_polls: list = []
+        self._name = "HocTap"
         self.client: ZaloClient | None = None
         self.channel: ZaloChannel | None = None
-        self.transport: ZaloTransport | None = None
+        self.transport: FleetTransport | None = None
         self.poller: ZaloPoller | None = None
         self.web = None
         self.me: dict[str, Any] = {}
@@ -70,28 +80,52 @@ class ZaloRuntime:
         from bot.web import FileShelf, WebServer, create_app
 
         o = self.options
-        if o.mode == "webhook" and not (o.public_url and o.webhook_secret):
+        if o.token and o.mode == "webhook" and not (o.public_url and o.webhook_secret):
             raise ValueError("zalo webhook mode needs zalo.public_url and ZALO_WEBHOOK_SECRET")
-        self.client = ZaloClient(o.token, o.api_base_url)
+        self.http = httpx.AsyncClient(timeout=15.0, follow_redirects=False)  # one pool for every bot
+        shelf = FileShelf(o.public_url) if o.public_url else None
         try:
-            self.me = await self.client.get_me() or {}
-        except ZaloError:
-            await self.client.aclose()
+            default = await self._start_default(shelf) if o.token else None
+        except BaseException:
+            await self.http.aclose()
             raise
+        self.fleet = ZaloFleet(self.service.db, self.service, self.http, api_base_url=o.api_base_url,
+                               tz=self.service.tz, monthly_quota=self.bot_quota, rate=o.rate, shelf=shelf,
+                               default_name=self._name, default_link=o.share_link, clock=self.clock)
+        self.transport = FleetTransport(self.fleet, default)
+        if o.public_url:
+            hook = self.channel if o.token and o.mode == "webhook" else None
+            self.web = WebServer(create_app(zalo=hook, webhook_secret=o.webhook_secret, shelf=shelf,
+                                            fleet=self.fleet), o.listen)
+            await self.web.start()
+        if o.token:
+            await self._receive_default()
+        for row in await asyncio.to_thread(self.fleet.polled):
+            bot = await self.fleet.bot(row.zalo_id)
+            poller = ZaloPoller(bot.client, bot.channel.dispatch, timeout=o.poll_timeout, min_interval=o.poll_interval)
+            self._bot_polls.append((bot, asyncio.create_task(poller.run())))
+            log.info("Zalo: bot %s polls for updates", bot.name)
+        if self.quota is not None:
+            log.info("%s", await asyncio.to_thread(self.quota.describe, self.clock()))
+
+    async def _start_default(self, shelf) -> ZaloTransport:
+        """The default bot (ZALO_BOT_TOKEN): client, conversation and outbox transport."""
+        o = self.options
+        self.client = ZaloClient(o.token, o.api_base_url, http=self.http)
+        self.me = await self.client.get_me() or {}
         me = self.me
         names = bot_names(o.bot_name, me.get("display_name"), me.get("name"), me.get("account_name"))
-        name = names[0] if names else "(no name)"
+        self._name = names[0] if names else "(no name)"
         if not (o.bot_name or me.get("display_name") or me.get("name")):
             log.info("Zalo: set zalo.bot_name to the name the Zalo app shows for the bot, so that group "
                      "mentions of it are recognised (now only @%s)", me.get("account_name"))
-        shelf = FileShelf(o.public_url) if o.public_url else None
-        self.channel = ZaloChannel(self.service, self.client, bot_names=names, share_link=o.share_link,
-                                   shelf=shelf, quota=self.quota, clock=self.clock)
-        self.transport = ZaloTransport(self.client, rate=o.rate, quota=self.quota, clock=self.clock)
-        if o.public_url:
-            hook = self.channel if o.mode == "webhook" else None
-            self.web = WebServer(create_app(zalo=hook, webhook_secret=o.webhook_secret, shelf=shelf), o.listen)
-            await self.web.start()
+        self.channel = BotChannel(self.service, self.client, default_name=self._name, default_link=o.share_link,
+                                  bot_names=names, share_link=o.share_link, shelf=shelf, quota=self.quota,
+                                  clock=self.clock)
+        return ZaloTransport(self.client, rate=o.rate, quota=self.quota, clock=self.clock)
+
+    async def _receive_default(self) -> None:
+        o, name = self.options, self._name
         if o.mode == "webhook":
             url = o.public_url.rstrip("/") + WEBHOOK_PATH
             result = await self.client.set_webhook(url, o.webhook_secret) or {}
@@ -105,22 +139,24 @@ class ZaloRuntime:
                                      min_interval=o.poll_interval)
             self._poll_task = asyncio.create_task(self.poller.run())
             log.info("Zalo: bot %s polls for updates", name)
-        if self.quota is not None:
-            log.info("%s", await asyncio.to_thread(self.quota.describe, self.clock()))
 
     async def stop(self) -> None:
-        if self._poll_task is not None:
-            self._poll_task.cancel()
-            await asyncio.gather(self._poll_task, return_exceptions=True)
-            self._poll_task = None
+        tasks = [t for t in [self._poll_task] + [t for _, t in self._bot_polls] if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._poll_task, self._bot_polls = None, []
         if self.channel is not None:
             await self.channel.drain()
+        if self.fleet is not None:
+            await self.fleet.drain()
         if self.web is not None:
             await self.web.stop()
             self.web = None
-        if self.client is not None:
-            await self.client.aclose()
-            self.client = None
+        if self.http is not None:
+            await self.http.aclose()
+            self.http = None
+        self.client = None
 
 
 class BackgroundZalo:

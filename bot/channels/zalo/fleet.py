@@ -1,0 +1,355 @@
+"""Many Zalo bots in one process: the branches' own bots (``zalo_bots``) beside the default bot.
+
+Nothing is kept per bot beyond what its traffic needs: a bot is looked up in the database when an
+update or an outbound message names it, and kept in a small cache (``BotCache``) of recently used
+bots: a client (sharing one connection pool), its conversation (``BotChannel``), its outbox pacing
+and its monthly count. Members link to their own unit's bot (the nearest unit above them that has
+one); a code typed to another bot is answered with the right bot's name; a bot that serves
+``MEMBER_CAP`` members takes no more (Zalo would not serve the 51st), and the unit's secretary is
+told through the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable
+from zoneinfo import ZoneInfo
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bot.channels.zalo.channel import EVENT_TEXT, ZaloChannel
+from bot.channels.zalo.client import ZaloClient
+from bot.channels.zalo.mentions import bot_names
+from bot.channels.zalo.quota import QuotaRefusal, ZaloQuota
+from bot.channels.zalo.registry import MEMBER_CAP, linked_count, usage_key
+from bot.channels.zalo.transport import ZaloTransport
+from bot.domain.replies import Outcome, Reply
+from bot.outbox import queue
+from bot.services.chat import ChatService
+from bot.services.linking import account_member, find_code, looks_like_code
+from bot.storage.db import Database
+from bot.storage.models import ChannelUsage, ChatAccount, Member, OutboxMessage, UnitAncestor, ZaloBot
+from bot.timeutil import utcnow
+
+log = logging.getLogger(__package__)
+
+CACHE_SIZE = 256  # bots kept ready; the others are read again from the database when they are used
+CACHE_SECONDS = 60.0  # a rotated token or a removed bot is seen within this time
+
+
+def unit_bot(s: Session, unit_id: int) -> ZaloBot | None:
+    """The bot of the unit or of the nearest unit above it that has one; None: the default bot."""
+    return s.scalar(select(ZaloBot).join(UnitAncestor, UnitAncestor.ancestor_id == ZaloBot.unit_id)
+                    .where(UnitAncestor.descendant_id == unit_id).order_by(UnitAncestor.depth).limit(1))
+
+
+def units_bots(s: Session, unit_ids: set[int]) -> dict[int, ZaloBot | None]:
+    """``unit_bot`` for several units."""
+    return {uid: unit_bot(s, uid) for uid in unit_ids}
+
+
+def wrong_bot(name: str, link: str | None) -> Reply:
+    where = f" tại {link}" if link else " trên Zalo"
+    return Reply(f"⚠️ Mã này dành cho bot Zalo «{name}» của chi bộ đồng chí, không phải bot này. Đồng chí mở "
+                 f"bot «{name}»{where} rồi gõ lại mã ở đó. Mã vẫn dùng được.")
+
+
+def bot_full(name: str) -> Reply:
+    return Reply(f"⚠️ Bot Zalo «{name}» đã phục vụ đủ {MEMBER_CAP} người (giới hạn của gói Zalo miễn phí) nên chưa "
+                 "liên kết thêm được. Đồng chí báo bí thư chi bộ để được hướng dẫn; mã của đồng chí vẫn giữ nguyên.")
+
+
+def secretary_told(name: str, member: Member) -> Reply:
+    return Reply(f"📣 Bot Zalo «{name}» của chi bộ đã đủ {MEMBER_CAP} người dùng (giới hạn của gói Zalo miễn phí): "
+                 f"đồng chí {member.full_name} ({member.code}) chưa liên kết được. Đề nghị đồng chí liên hệ quản trị "
+                 "viên để tạo thêm bot hoặc cho đồng chí ấy học qua Telegram.")
+
+
+@dataclass
+class Admission:
+    """What a bot does with a code typed by someone not yet linked: a reply instead of linking, or
+    ``stamp`` (link, then record the bot on the account)."""
+
+    reply: Reply | None = None
+    stamp: bool = False
+
+
+def admit(s: Session, bot_pk: int | None, external_id: str, text: str, now: datetime, *,
+          default_name: str, default_link: str | None) -> Admission:
+    """Checks before a code links an account through this bot (``bot_pk``; None for the default)."""
+    said = text.strip()
+    if said[:6].lower() == "/start":
+        said = said[6:].strip()
+    if not looks_like_code(said) or account_member(s, "zalo", external_id) is not None:
+        return Admission()
+    link = find_code(s, said)
+    if link is None or link.used_at is not None:
+        return Admission(stamp=bot_pk is not None)
+    member = s.get(Member, link.member_id)
+    right = unit_bot(s, member.unit_id)
+    if (right.id if right else None) != bot_pk:
+        return Admission(wrong_bot(right.name, right.share_link) if right else wrong_bot(default_name, default_link))
+    if bot_pk is None:
+        return Admission()
+    if linked_count(s, bot_pk) >= MEMBER_CAP:
+        _tell_secretaries(s, right, member, now)
+        return Admission(bot_full(right.name))
+    return Admission(stamp=True)
+
+
+def _tell_secretaries(s: Session, bot: ZaloBot, member: Member, now: datetime) -> None:
+    """The secretaries of the member's unit and of every unit above it up to the bot's."""
+    depth = s.scalar(select(UnitAncestor.depth).where(UnitAncestor.ancestor_id == bot.unit_id,
+                                                      UnitAncestor.descendant_id == member.unit_id))
+    path = select(UnitAncestor.ancestor_id).where(UnitAncestor.descendant_id == member.unit_id,
+                                                  UnitAncestor.depth <= (depth or 0))
+    secretaries = s.scalars(select(Member).where(Member.unit_id.in_(path), Member.role == "secretary",
+                                                 Member.active)).all()
+    for sec in secretaries:
+        queue.enqueue(s, dedupe_key=f"zalo-full:{bot.id}:{member.id}:{sec.id}", purpose="bot_full",
+                      member_id=sec.id, reply=secretary_told(bot.name, member), now=now)
+    if not secretaries:
+        log.warning("Zalo: bot %s is full and unit %s has no secretary to tell", bot.name, bot.unit_id)
+
+
+class BotChannel(ZaloChannel):
+    """A ZaloChannel that links members only to their own unit's bot (``bot_pk``; None: the default)."""
+
+    def __init__(self, service: ChatService, client: ZaloClient, *, bot_pk: int | None = None,
+                 default_name: str = "HocTap", default_link: str | None = None, **kwargs):
+        super().__init__(service, client, **kwargs)
+        self.bot_pk, self.default_name, self.default_link = bot_pk, default_name, default_link
+        self._to_stamp: set[str] = set()  # chats linking through this bot in the update being handled
+
+    async def handle(self, update: dict[str, Any]) -> None:
+        message = update.get("message") if isinstance(update.get("message"), dict) else {}
+        chat, sender = message.get("chat") or {}, message.get("from") or {}
+        private = str(chat.get("chat_type", "PRIVATE")).upper() != "GROUP"
+        user_id = str(sender.get("id") or chat.get("id") or "")
+        key = message.get("message_id")
+        if not (private and update.get("event_name") == EVENT_TEXT and user_id and key):
+            return await super().handle(update)
+        now = self.clock()
+        admission = await asyncio.to_thread(self._admit, user_id, str(message.get("text") or ""), now)
+        if admission.reply is not None:
+            if await asyncio.to_thread(self.service.first_time, str(key), now):
+                self.handled += 1
+                await self.send_outcome(str(chat.get("id") or user_id), Outcome([admission.reply]))
+            return
+        if admission.stamp:
+            self._to_stamp.add(user_id)
+        try:
+            await super().handle(update)
+        finally:
+            if user_id in self._to_stamp:  # no reply was sent
+                self._to_stamp.discard(user_id)
+                await asyncio.to_thread(self._stamp, user_id)
+
+    async def send_outcome(self, chat_id: str, outcome: Outcome) -> int:
+        if chat_id in self._to_stamp:  # the bot is on the account before the welcome goes out
+            self._to_stamp.discard(chat_id)
+            await asyncio.to_thread(self._stamp, chat_id)
+        return await super().send_outcome(chat_id, outcome)
+
+    def _admit(self, user_id: str, text: str, now: datetime) -> Admission:
+        with self.service.db.session() as s:
+            return admit(s, self.bot_pk, user_id, text, now, default_name=self.default_name,
+                         default_link=self.default_link)
+
+    def _stamp(self, user_id: str) -> None:
+        with self.service.db.session() as s:
+            s.query(ChatAccount).filter_by(channel="zalo", external_id=user_id, bot_id=None).update(
+                {"bot_id": self.bot_pk})
+
+
+@dataclass
+class Bot:
+    """A registered bot ready to serve: what the cache keeps."""
+
+    pk: int
+    zalo_id: str
+    name: str
+    secret: str
+    mode: str
+    client: ZaloClient
+    channel: BotChannel
+    transport: ZaloTransport
+    loaded: float
+
+
+class ZaloFleet:
+    """Every registered bot of the database, looked up when used (``bot``, ``bot_by_pk``)."""
+
+    def __init__(self, db: Database, service: ChatService, http: httpx.AsyncClient, *, api_base_url: str,
+                 tz: ZoneInfo, monthly_quota: int | None = None, rate: float = 2.0, shelf=None,
+                 default_name: str = "HocTap", default_link: str | None = None,
+                 clock: Callable[[], datetime] = utcnow, cache_size: int = CACHE_SIZE):
+        self.db, self.service, self.http, self.base = db, service, http, api_base_url
+        self.tz, self.monthly, self.rate, self.shelf, self.clock = tz, monthly_quota, rate, shelf, clock
+        self.default_name, self.default_link, self.cache_size = default_name, default_link, cache_size
+        self._bots: OrderedDict[str, Bot] = OrderedDict()
+        self._by_pk: dict[int, str] = {}
+        self._loading: dict[str, asyncio.Future] = {}
+        self.loads = 0  # database look-ups of bots (cache misses)
+
+    def quota(self, bot_pk: int) -> ZaloQuota:
+        quota = ZaloQuota(self.db, self.monthly, self.tz, channels=("telegram", "zalo"))
+        quota.channel = usage_key(bot_pk)  # counted apart; ``prefer_zalo`` is not used for one bot
+        return quota
+
+    def _make(self, row: ZaloBot) -> Bot:
+        client = ZaloClient(row.token, self.base, http=self.http)
+        quota = self.quota(row.id)
+        channel = BotChannel(self.service, client, bot_pk=row.id, default_name=self.default_name,
+                             default_link=self.default_link, bot_names=bot_names(row.name),
+                             share_link=row.share_link, shelf=self.shelf, quota=quota, clock=self.clock)
+        transport = ZaloTransport(client, rate=self.rate, quota=quota, clock=self.clock)
+        return Bot(row.id, row.zalo_id, row.name, row.webhook_secret, row.mode, client, channel, transport,
+                   time.monotonic())
+
+    def _load(self, **where) -> Bot | None:
+        with self.db.session() as s:
+            row = s.scalar(select(ZaloBot).filter_by(**where))
+            return self._make(row) if row is not None else None
+
+    def _cached(self, zalo_id: str) -> Bot | None:
+        bot = self._bots.get(zalo_id)
+        if bot is None:
+            return None
+        if time.monotonic() - bot.loaded > CACHE_SECONDS and not bot.channel._tasks:
+            self._forget(zalo_id)
+            return None
+        self._bots.move_to_end(zalo_id)
+        return bot
+
+    def _keep(self, bot: Bot) -> Bot:
+        self._bots[bot.zalo_id] = bot
+        self._by_pk[bot.pk] = bot.zalo_id
+        while len(self._bots) > self.cache_size:
+            old = next(iter(self._bots))
+            self._forget(old)
+        return bot
+
+    def _forget(self, zalo_id: str) -> None:
+        bot = self._bots.pop(zalo_id, None)
+        if bot is not None:
+            self._by_pk.pop(bot.pk, None)
+
+    async def bot(self, zalo_id: str) -> Bot | None:
+        """The registered bot with this Zalo id, or None. Requests arriving together for a bot not
+        in the cache share one look-up."""
+        found = self._cached(zalo_id)
+        if found is not None or not (zalo_id.isascii() and zalo_id.isdigit() and len(zalo_id) <= 32):
+            return found
+        if zalo_id in self._loading:
+            return await asyncio.shield(self._loading[zalo_id])
+        loading = self._loading[zalo_id] = asyncio.get_running_loop().create_future()
+        try:
+            self.loads += 1
+            found = await asyncio.to_thread(self._load, zalo_id=zalo_id)
+            return self._keep(found) if found is not None else None
+        finally:
+            loading.set_result(self._bots.get(zalo_id))
+            del self._loading[zalo_id]
+
+    async def bot_by_pk(self, pk: int) -> Bot | None:
+        zalo_id = self._by_pk.get(pk)
+        found = self._cached(zalo_id) if zalo_id else None
+        if found is None:
+            self.loads += 1
+            found = await asyncio.to_thread(self._load, id=pk)
+            if found is not None:
+                found = self._cached(found.zalo_id) or self._keep(found)
+        return found
+
+    def polled(self) -> list[ZaloBot]:
+        with self.db.session() as s:
+            rows = s.scalars(select(ZaloBot).where(ZaloBot.mode == "polling")).all()
+            for row in rows:
+                s.expunge(row)
+            return list(rows)
+
+    async def drain(self) -> None:
+        for bot in list(self._bots.values()):
+            await bot.channel.drain()
+
+
+class FleetTransport:
+    """The outbox's Zalo transport: each message goes out through the bot the member linked with
+    (``via``, the account's ``bot_id``), paced and counted per bot; without one, the default bot."""
+
+    channel = "zalo"
+
+    def __init__(self, fleet: ZaloFleet, default: ZaloTransport | None):
+        self.fleet, self.default = fleet, default
+
+    async def deliver(self, external_id: str, reply: Reply, attachment: tuple[str, bytes] | None,
+                      via: int | None = None) -> None:
+        from bot.outbox.sender import SendError
+
+        if via is None:
+            if self.default is None:
+                raise SendError("permanent", "Zalo: no default bot (ZALO_BOT_TOKEN) for this member")
+            return await self.default.deliver(external_id, reply, attachment)
+        bot = await self.fleet.bot_by_pk(via)
+        if bot is None:
+            raise SendError("permanent", "Zalo: the member's bot was removed")
+        await bot.transport.deliver(external_id, reply, attachment)
+
+
+class FleetBudget:
+    """The broadcast budget when branch bots exist: one message to each member must fit in what is
+    left of the month of the bot that member is reached through (each bot its own quota; the
+    default bot's is ``default``). ``refusal`` names the first bot it does not fit."""
+
+    def __init__(self, db: Database, default: ZaloQuota | None, monthly: int | None, tz: ZoneInfo):
+        self.db, self.default, self.monthly, self.tz = db, default, monthly, tz
+
+    def _routes(self, s: Session, member_ids: list[int]) -> dict[int, int | None]:
+        """member -> the bot (None: the default bot) of members whose preferred messenger is Zalo."""
+        first: dict[int, tuple[str, int | None]] = {}
+        for i in range(0, len(member_ids), 1000):
+            for mid, channel, bot in s.execute(
+                    select(ChatAccount.member_id, ChatAccount.channel, ChatAccount.bot_id)
+                    .where(ChatAccount.member_id.in_(member_ids[i:i + 1000]))
+                    .order_by(ChatAccount.member_id, ChatAccount.last_seen_at.desc().nullslast(), ChatAccount.id)):
+                first.setdefault(mid, (channel, bot))
+        return {mid: bot for mid, (channel, bot) in first.items() if channel == "zalo"}
+
+    def refusal(self, s: Session, member_ids, now: datetime) -> QuotaRefusal | None:
+        ids = list(dict.fromkeys(member_ids))
+        routes = self._routes(s, ids)
+        needed: dict[int | None, int] = {}
+        for mid in ids:
+            if mid in routes:
+                needed[routes[mid]] = needed.get(routes[mid], 0) + 1
+        if None in needed and self.default is not None:
+            refusal = self.default.refusal(s, [mid for mid in ids if mid in routes and routes[mid] is None], now)
+            if refusal is not None:
+                return refusal
+        bots = {b for b in needed if b is not None}
+        if not bots or not self.monthly:
+            return None
+        waiting = dict(s.execute(select(OutboxMessage.member_id, func.count()).where(
+            OutboxMessage.status.in_(("pending", "claimed", "sending"))).group_by(OutboxMessage.member_id)).all())
+        pending: dict[int | None, int] = {}
+        for mid, bot in self._routes(s, list(waiting)).items():
+            pending[bot] = pending.get(bot, 0) + waiting[mid]
+        month = now.astimezone(self.tz).strftime("%Y-%m")
+        for bot in sorted(bots):
+            row = s.get(ChannelUsage, (usage_key(bot), month))
+            used = row.sent if row is not None else 0
+            left = self.monthly - used - pending.get(bot, 0)
+            if needed[bot] > left:
+                name = s.get(ZaloBot, bot).name
+                log.error("Zalo bot %s: a broadcast needs %d message(s), %d left this month", name, needed[bot],
+                          max(left, 0))
+                return QuotaRefusal(needed[bot], max(left, 0), used, pending.get(bot, 0), self.monthly, month)
+        return None
