@@ -152,11 +152,11 @@ class BotChannel(ZaloChannel):
                 self._to_stamp.discard(user_id)
                 await asyncio.to_thread(self._stamp, user_id)
 
-    async def send_outcome(self, chat_id: str, outcome: Outcome) -> int:
+    async def send_outcome(self, chat_id: str, outcome: Outcome, user_id: str | None = None) -> int:
         if chat_id in self._to_stamp:  # the bot is on the account before the welcome goes out
             self._to_stamp.discard(chat_id)
             await asyncio.to_thread(self._stamp, chat_id)
-        return await super().send_outcome(chat_id, outcome)
+        return await super().send_outcome(chat_id, outcome, user_id)
 
     def _admit(self, user_id: str, text: str, now: datetime) -> Admission:
         with self.service.db.session() as s:
