@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy import Select, String, and_, bindparam, cast, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -91,6 +91,30 @@ def enqueue_many(session: Session, *, purpose: str, keyed_members: list[tuple[st
         stmt = insert(table).values(rows).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(table.c.id)
         added += len(session.connection().execute(stmt).fetchall())
     return added
+
+
+def enqueue_select(session: Session, *, purpose: str, key: str, member_ids: Select, reply: Reply, now: datetime,
+                   not_before: datetime | None = None, expires_at: datetime | None = None,
+                   round_id: int | None = None) -> int:
+    """The same message to every member ``member_ids`` (a select of one id column) yields, keyed
+    ``<key>:<member id>``, in one ``INSERT ... SELECT`` (no row is built in Python); keys already
+    present are skipped. Returns how many were added."""
+    table = OutboxMessage.__table__
+    ids = member_ids.subquery()
+    member_id = ids.c[0]
+    col = table.c
+    rows = select(
+        literal(f"{key}:", String) + cast(member_id, String), literal(purpose, String), member_id,
+        literal(round_id, col.round_id.type), literal(reply_payload(reply), col.payload.type), literal("pending", String),
+        literal(not_before or now, col.not_before.type), literal(expires_at, col.expires_at.type),
+        literal(0, col.attempts.type), literal(now, col.created_at.type),
+    ).order_by(member_id)
+    names = ["dedupe_key", "purpose", "member_id", "round_id", "payload", "status", "not_before", "expires_at",
+             "attempts", "created_at"]
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = (insert(table).from_select(names, rows).on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .returning(table.c.id))  # psycopg reports no row count for INSERT ... SELECT
+    return sum(1 for _ in session.connection().execute(stmt))
 
 
 def reachable(session: Session, member_ids: list[int]) -> set[int]:

@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from bot.storage.models import (
     Answer, Attempt, AttemptQuestion, Document, Member, Question, Round, RoundUnit, StudyView, UnitAncestor,
@@ -139,14 +139,14 @@ def answer(session: Session, member: Member, attempt_id: int, position: int, sho
            now: datetime) -> AnswerResult:
     """Record the option shown at ``shown_index`` for ``position``; submit after the last question.
 
-    The common case is five statements: the attempt with its round, its questions, the positions
+    The common case is four statements: the attempt with its round and questions, the positions
     answered, and one ``INSERT ... ON CONFLICT DO NOTHING`` (no SAVEPOINT); the new position is
     worked out from what was read, not read again."""
     found = session.execute(
         select(Attempt, Round).join(Round, Round.id == Attempt.round_id)
-        .options(selectinload(Attempt.questions).joinedload(AttemptQuestion.question))
+        .options(joinedload(Attempt.questions).joinedload(AttemptQuestion.question))
         .where(Attempt.id == attempt_id, Attempt.member_id == member.id)
-    ).first()
+    ).unique().first()
     if found is None or not 1 <= position <= len(found[0].questions):
         return AnswerResult("missing")
     attempt, rnd = found
