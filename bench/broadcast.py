@@ -82,6 +82,12 @@ async def broadcast(db: Database, emu: TelegramEmulator, rate: float, clock: Cal
         return stats, time.perf_counter() - started
 
 
+def rss_mb() -> tuple[float, float]:
+    """This process's resident memory now and at its peak, in MB (Linux ``/proc``)."""
+    fields = dict(line.split(":", 1) for line in open("/proc/self/status") if line.startswith(("VmRSS", "VmHWM")))
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=100_000)
@@ -101,7 +107,9 @@ def run(args: argparse.Namespace) -> None:
     db = Database(url)
     t0 = time.perf_counter()
     seed(db, args.members, clock())
+    before_enqueue = rss_mb()[0]
     report = run_due(db, clock(), Schedule(quiet=QuietHours()))
+    after_enqueue = rss_mb()
     print(f"seeded {args.members} linked members and enqueued {report.enqueued} announcements "
           f"in {time.perf_counter() - t0:.1f}s ({url.split(':')[0]})")
     with TelegramEmulator(self_check=False) as emu:
@@ -109,7 +117,9 @@ def run(args: argparse.Namespace) -> None:
             emu.user(BASE_ID + i).send_text("/start")
         baseline = asyncio.run(bare_sends(emu, min(args.baseline, args.members)))
         emu.reset_log()
+        before_send = rss_mb()[0]
         stats, elapsed = asyncio.run(broadcast(db, emu, args.rate, clock))
+        after_send = rss_mb()
         per_chat = Counter(p["chat_id"] for m, p in emu.requests if m == "sendMessage")
     ideal = args.members / args.rate
     duplicates = sum(n - 1 for n in per_chat.values() if n > 1)
@@ -121,6 +131,10 @@ def run(args: argparse.Namespace) -> None:
     print(f"{'sent / failed / retried':<34}{stats.sent:>10} / {stats.failed} / {stats.retried}")
     print(f"{'duplicates / lost':<34}{duplicates:>10} / {lost}")
     print(f"{'sender CPU per message':<34}{1e6 * stats.cpu_seconds / max(stats.sent, 1):>10.0f} µs")
+    print(f"{'RSS enqueue: before / after / peak':<34}{before_enqueue:>10.0f} / {after_enqueue[0]:.0f} / "
+          f"{after_enqueue[1]:.0f} MB")
+    print(f"{'RSS sending: before / after / peak':<34}{before_send:>10.0f} / {after_send[0]:.0f} / {after_send[1]:.0f} MB"
+          "   (one process: emulator, its log and the sender)")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Members taking whole quizzes through the Telegram emulator, beside a bare echo bot.
 
-Both bots run the real python-telegram-bot Application, long-polling the same emulator over HTTP,
-driven by the same simulated members in the same run. The figure that counts is the ratio of the
+Both bots run the real python-telegram-bot Application with the same update processor, each in a
+process of its own, long-polling the same emulator over HTTP (in this process), driven by the same
+simulated members in the same run. The figure that counts is the ratio of the
 two update rates: what the product's work (database, quiz logic) costs over bare transport.
 
     python -m bench.quiz_throughput [--members 40] [--concurrency 8] [--database-url URL] [--wall-clock ...]
@@ -10,6 +11,8 @@ two update rates: what the product's work (database, quiz logic) costs over bare
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import statistics
 import tempfile
 import threading
 import time
@@ -18,12 +21,12 @@ from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from telegram import Update
 from telegram.ext import ApplicationBuilder, ContextTypes, MessageHandler, filters
 
 from bench.clock import QUIET_HOURS_OFF, QUIET_OFF, add_wall_clock_option, wall_clock
-from bot.channels.telegram import TRAITS, BackgroundBot, TelegramChannel
+from bot.channels.telegram import TRAITS, BackgroundBot, PerChatUpdateProcessor, TelegramChannel
 from bot.content.load import load_document
 from bot.content.validate import check_paths
 from bot.emulators.telegram import TelegramEmulator
@@ -83,33 +86,79 @@ def quiz_member(user) -> None:
         user.wait_for(lambda u: any(marker in m.get("text", "") for m in u.messages[-2:]), timeout=30)
 
 
-def run_echo(members: int, concurrency: int) -> float:
-    async def echo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await update.effective_message.reply_text(update.effective_message.text)
+def serve(kind: str, token: str, base_url: str, url: str | None, ready, stop, cpu) -> None:
+    """One bot in a process of its own (``echo`` or ``quiz``), long-polling the emulator until ``stop``.
 
-    with TelegramEmulator() as emu:
-        app = ApplicationBuilder().token(emu.token).base_url(emu.base_url).build()
+    Both get the product's update processor (``PerChatUpdateProcessor``): the echo bot differs only
+    in doing no work, so the ratio is what the product's work costs."""
+    if kind == "echo":
+        async def echo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+            await update.effective_message.reply_text(update.effective_message.text)
+
+        app = (ApplicationBuilder().token(token).base_url(base_url)
+               .concurrent_updates(PerChatUpdateProcessor()).build())
         app.add_handler(MessageHandler(filters.TEXT, echo))
-        with BackgroundBot(app):
-            elapsed = drive(emu, [20_000 + i for i in range(members)], concurrency, echo_member)
-    return members * UPDATES_PER_QUIZ / elapsed
+    else:
+        service = ChatService(Database(url), TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"), quiet=QUIET_HOURS_OFF)
+        app = TelegramChannel(service).build(token, base_url)
+    with BackgroundBot(app):
+        started = time.process_time()
+        ready.set()
+        stop.wait()
+        cpu.value = time.process_time() - started  # the whole process: PTB, HTTP, handlers, database
 
 
-def run_quiz(members: int, concurrency: int, url: str) -> tuple[float, float, float]:
+def in_own_process(kind: str, emu: TelegramEmulator, url: str | None, members: list[int], concurrency: int,
+                   one_member) -> tuple[float, float]:
+    """Seconds for ``members`` to do their part against a bot of ``kind`` running in a child
+    process, and the CPU seconds that process spent meanwhile (less sensitive to a busy machine)."""
+    ctx = multiprocessing.get_context("spawn")
+    ready, stop, cpu = ctx.Event(), ctx.Event(), ctx.Value("d", 0.0)
+    child = ctx.Process(target=serve, args=(kind, emu.token, emu.base_url, url, ready, stop, cpu), daemon=True)
+    child.start()
+    try:
+        if not ready.wait(120):
+            raise RuntimeError(f"the {kind} bot did not start")
+        elapsed = drive(emu, members, concurrency, one_member)
+    finally:
+        stop.set()
+        child.join(30)
+    return elapsed, cpu.value
+
+
+def statements_per_answer(url: str, telegram_id: int) -> list[int]:
+    """SQL statements each of one member's ten answers issues (BEGIN counted, COMMIT not), through
+    the ChatService directly, counted with a SQLAlchemy ``before_cursor_execute`` listener."""
     db = Database(url)
-    ids = seed(db, members)
-    with TelegramEmulator() as emu:
-        service = ChatService(db, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"), quiet=QUIET_HOURS_OFF)
-        app = TelegramChannel(service).build(emu.token, emu.base_url)
-        with BackgroundBot(app):
-            emu.reset_log()
-            elapsed = drive(emu, ids, concurrency, quiz_member)
-            sends = sum(1 for m, _ in emu.requests if m in ("sendMessage", "editMessageText"))
+    service = ChatService(db, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"), quiet=QUIET_HOURS_OFF)
+    count = [0]
+    event.listen(db.engine, "before_cursor_execute", lambda *_: count.__setitem__(0, count[0] + 1))
+    outcome = service.on_text(str(telegram_id), "/lambai", utcnow(), "count:0")
+    per_answer = []
+    for n in range(1, 11):
+        action = outcome.replies[-1].choices[0][0].action
+        count[0] = 0
+        outcome = service.on_action(str(telegram_id), action, utcnow(), f"count:{n}")
+        per_answer.append(count[0])
+    db.dispose()
+    return per_answer
+
+
+def run_quiz(emu: TelegramEmulator, members: int, concurrency: int, url: str):
+    db = Database(url)
+    ids = seed(db, members + 1)
+    counted = ids.pop()  # a member kept aside for counting statements
+    db.dispose()
+    emu.reset_log()
+    elapsed, cpu = in_own_process("quiz", emu, url, ids, concurrency, quiz_member)
+    sends = sum(1 for m, _ in emu.requests if m in ("sendMessage", "editMessageText"))
+    db = Database(url)
     with db.session() as s:
         done = len(s.scalars(select(Attempt).where(Attempt.submitted_at.is_not(None))).all())
     db.dispose()
     assert done == members, f"only {done} of {members} quizzes were submitted"
-    return members * UPDATES_PER_QUIZ / elapsed, members / elapsed, sends / members
+    updates = members * UPDATES_PER_QUIZ
+    return updates / elapsed, members / elapsed, sends / members, statements_per_answer(url, counted), cpu / updates
 
 
 def main() -> None:
@@ -126,14 +175,22 @@ def main() -> None:
 def run(args: argparse.Namespace) -> None:
     tmp = tempfile.mkdtemp()
     url = args.database_url or f"sqlite:///{tmp}/bench.db"
-    echo_rate = run_echo(args.members, args.concurrency)
-    update_rate, quiz_rate, per_quiz = run_quiz(args.members, args.concurrency, url)
-    print(f"members {args.members}, concurrency {args.concurrency}, database {url.split(':')[0]}")
+    with TelegramEmulator() as emu:
+        echo_members = [20_000 + i for i in range(args.members)]
+        elapsed, echo_cpu = in_own_process("echo", emu, None, echo_members, args.concurrency, echo_member)
+        echo_rate, echo_cpu = args.members * UPDATES_PER_QUIZ / elapsed, echo_cpu / (args.members * UPDATES_PER_QUIZ)
+        update_rate, quiz_rate, per_quiz, statements, quiz_cpu = run_quiz(emu, args.members, args.concurrency, url)
+    print(f"members {args.members}, concurrency {args.concurrency}, database {url.split(':')[0]}; "
+          "each bot in its own process, both with PerChatUpdateProcessor, same emulator")
     print(QUIET_OFF)
-    print(f"{'bare echo bot':<28}{echo_rate:>10.1f} updates/s")
-    print(f"{'hoctap quiz path':<28}{update_rate:>10.1f} updates/s   ({quiz_rate:.2f} quizzes/s)")
-    print(f"{'ratio quiz / echo':<28}{update_rate / echo_rate:>10.2f}")
+    print(f"{'bare echo bot':<28}{echo_rate:>10.1f} updates/s   {1000 * echo_cpu:6.2f} ms CPU per update")
+    print(f"{'hoctap quiz path':<28}{update_rate:>10.1f} updates/s   {1000 * quiz_cpu:6.2f} ms CPU per update "
+          f"({quiz_rate:.2f} quizzes/s)")
+    print(f"{'ratio quiz / echo':<28}{update_rate / echo_rate:>10.2f}   (CPU per update: echo / quiz "
+          f"{echo_cpu / quiz_cpu:.2f})")
     print(f"{'messages sent or edited':<28}{per_quiz:>10.1f} per 10-question quiz")
+    print(f"{'statements per answer':<28}{statistics.median(statements):>10.0f} median "
+          f"(answers 1-10: {' '.join(map(str, statements))}; BEGIN counted, COMMIT not)")
 
 
 if __name__ == "__main__":

@@ -26,11 +26,12 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import func, inspect, select, text, update
 
 from bench.clock import add_wall_clock_option, describe_pinned, pinned_clock, wall_clock
 from bot.services.stats import (
@@ -204,14 +205,40 @@ def generate(db: Database, members: int, answers: int, seed: int) -> dict:
 
 # -- timing --------------------------------------------------------------------------------------
 def timed(db: Database, repeat: int, fn) -> tuple[float, object]:
-    """Median wall time in ms of ``fn(session)`` over ``repeat`` fresh sessions, and its last result."""
+    """Median wall time in ms of ``fn(session)`` over ``repeat`` fresh read-only sessions (as the
+    figures are asked for), and its last result."""
     times, result = [], None
     for _ in range(repeat):
-        with db.session() as s:
+        with db.read_session() as s:
             t0 = time.perf_counter()
             result = fn(s)
             times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times), result
+
+
+def write_during_rollup(db: Database, rollup, member_id: int, read_only: bool, repeat: int = 5) -> float:
+    """Median ms an answer-sized write transaction waits when it starts 10 ms into a province
+    roll-up run in a read-only session (``read_only``) or in an ordinary (write) session."""
+    waits = []
+    for _ in range(repeat):
+        started = threading.Event()
+
+        def roll():
+            with (db.read_session() if read_only else db.session()) as s:
+                s.execute(select(1)).all()  # the transaction has begun (BEGIN IMMEDIATE: the write lock)
+                started.set()
+                rollup(s)
+
+        reader = threading.Thread(target=roll)
+        reader.start()
+        started.wait()
+        time.sleep(0.01)
+        t0 = time.perf_counter()
+        with db.session() as s:
+            s.execute(update(Member).where(Member.id == member_id).values(active=True))
+        waits.append((time.perf_counter() - t0) * 1000)
+        reader.join()
+    return statistics.median(waits)
 
 
 def _prepare(db: Database, reset: bool) -> None:
@@ -294,6 +321,16 @@ def run(args: argparse.Namespace) -> int:
         ms, result = timed(db, args.repeat, fn)
         results[label] = result
         print(f"{label:<52} {ms:>10.1f}")
+
+    if db.engine.dialect.name == "sqlite":
+        with db.engine.connect() as conn:
+            member_id = conn.execute(select(func.min(Member.id))).scalar()
+        rollup = lambda s: unit_rollup(s, 1, root, now)  # noqa: E731
+        print(f"\n{'a write while the province roll-up runs (median of 5)':<52} {'ms waited':>10}")
+        print(f"{'  roll-up in a write session (BEGIN IMMEDIATE)':<52} "
+              f"{write_during_rollup(db, rollup, member_id, read_only=False):>10.1f}")
+        print(f"{'  roll-up in db.read_session() (deferred BEGIN)':<52} "
+              f"{write_during_rollup(db, rollup, member_id, read_only=True):>10.1f}")
 
     top, children = results["province roll-up: unit_rollup (figures + children)"]
     print(f"\n{'unit':<12} {'audience':>9} {'finished':>9} {'rate %':>7} {'passed':>7} {'avg':>6} {'in prog':>8} "

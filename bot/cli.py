@@ -95,7 +95,7 @@ def cmd_report(args, settings: Settings) -> int:
 
     db = open_db(settings)
     now = utcnow()
-    with db.session() as s:
+    with db.read_session() as s:  # a province's report reads for seconds: no write lock meanwhile
         rnd = s.get(Round, args.round_id)
         if rnd is None:
             raise UsageError(f"no round {args.round_id}; see 'hoctap rounds list'")
@@ -317,7 +317,7 @@ def cmd_units_list(args, settings: Settings) -> int:
     from bot.services.roster import unit_tree
 
     db = open_db(settings)
-    with db.session() as s:
+    with db.read_session() as s:
         for depth, unit, members in unit_tree(s):
             print(f"{'  ' * depth}{unit.code}  {unit.name}  ({members} active members)")
     return 0
@@ -597,7 +597,7 @@ def cmd_rounds_list(args, settings: Settings) -> int:
 
     db = open_db(settings)
     tz = settings.tz
-    with db.session() as s:
+    with db.read_session() as s:
         rows = list_rounds(s, utcnow())
         for r in rows:
             rnd = r.round

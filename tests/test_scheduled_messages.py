@@ -322,3 +322,30 @@ def test_rows_recorded_as_sent_by_the_old_reconcile_are_marked_uncertain_by_the_
         rows = {r.id: r for r in s.scalars(select(OutboxMessage).where(OutboxMessage.id.in_((first, second))))}
     assert (rows[first].status, rows[first].sent_at) == ("uncertain", None)
     assert (rows[second].status, rows[second].sent_at) == ("sent", local("2026-12-01 07:01"))
+
+
+def test_a_sender_stopped_with_claimed_rows_in_hand_puts_them_back_and_each_member_gets_one(
+        province, emulator, branch):
+    round_id, users = branch
+    at = local("2026-12-01 07:00")
+    run_due(province, at, Schedule())
+
+    async def stop_after_first_send():
+        async with Bot(emulator.token, base_url=emulator.base_url) as bot:
+            transport = TelegramTransport(bot)
+            sender = OutboxSender(province, {"telegram": transport}, clock=lambda: at, rate=2, per_chat_interval=0.0)
+            deliver_one = transport.deliver
+
+            async def deliver_then_stop(*args):
+                await deliver_one(*args)
+                sender.stop()
+
+            transport.deliver = deliver_then_stop
+            return await sender.run()
+
+    first = asyncio.run(stop_after_first_send())
+    left = statuses(province)
+    assert "claimed" not in left  # back in the queue at once, not after a stale claim times out
+    assert left["sent"] == first.sent and left["sent"] + left["pending"] == 9
+    assert deliver(province, emulator, at).sent == left["pending"]
+    assert all(len(received(u)) == 1 for code, u in users.items() if code != "DV010")

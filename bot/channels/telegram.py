@@ -32,6 +32,8 @@ from bot.services.chat import ChannelTraits, ChatService
 from bot.timeutil import utcnow
 
 log = logging.getLogger(__name__)
+# TelegramTransport sends with the raw do_api_request on purpose (no Message built per send)
+warnings.filterwarnings("ignore", message="Please use 'Bot.sendMessage'")
 
 TRAITS = ChannelTraits(name="telegram", text_limit=4096, has_buttons=True)
 MENU = [
@@ -372,7 +374,11 @@ class TelegramTransport:
         from bot.outbox.sender import SendError
 
         try:
-            await self.bot.send_message(int(external_id), reply.text, reply_markup=markup(reply, clear_keyboard=False))
+            # the raw call: the answer is not turned into a Message (per-message CPU in a broadcast)
+            kwargs = {"chat_id": int(external_id), "text": reply.text}
+            if (rm := markup(reply, clear_keyboard=False)) is not None:
+                kwargs["reply_markup"] = rm
+            await self.bot.do_api_request("sendMessage", api_kwargs=kwargs)
             if attachment is not None:
                 name, data = attachment
                 await self.bot.send_document(int(external_id), document=data, filename=name)

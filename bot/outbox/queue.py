@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import Select, String, and_, bindparam, cast, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -107,6 +107,30 @@ def enqueue_many(session: Session, *, purpose: str, keyed_members: list[tuple[st
     return added
 
 
+def enqueue_select(session: Session, *, purpose: str, key: str, member_ids: Select, reply: Reply, now: datetime,
+                   not_before: datetime | None = None, expires_at: datetime | None = None,
+                   round_id: int | None = None) -> int:
+    """The same message to every member ``member_ids`` (a select of one id column) yields, keyed
+    ``<key>:<member id>``, in one ``INSERT ... SELECT`` (no row is built in Python); keys already
+    present are skipped. Returns how many were added."""
+    table = OutboxMessage.__table__
+    ids = member_ids.subquery()
+    member_id = ids.c[0]
+    col = table.c
+    rows = select(
+        literal(f"{key}:", String) + cast(member_id, String), literal(purpose, String), member_id,
+        literal(round_id, col.round_id.type), literal(reply_payload(reply), col.payload.type), literal("pending", String),
+        literal(not_before or now, col.not_before.type), literal(expires_at, col.expires_at.type),
+        literal(0, col.attempts.type), literal(now, col.created_at.type),
+    ).order_by(member_id)
+    names = ["dedupe_key", "purpose", "member_id", "round_id", "payload", "status", "not_before", "expires_at",
+             "attempts", "created_at"]
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = (insert(table).from_select(names, rows).on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .returning(table.c.id))  # psycopg reports no row count for INSERT ... SELECT
+    return sum(1 for _ in session.connection().execute(stmt))
+
+
 def reachable(session: Session, member_ids: list[int]) -> set[int]:
     """Members with at least one linked chat account (the others cannot be written to)."""
     if not member_ids:
@@ -114,23 +138,41 @@ def reachable(session: Session, member_ids: list[int]) -> set[int]:
     return set(session.scalars(select(ChatAccount.member_id).where(ChatAccount.member_id.in_(member_ids))))
 
 
+CLAIMED_COLUMNS = ("id", "purpose", "member_id", "round_id", "payload", "attachment_name", "attachment",
+                   "expires_at", "attempts", "not_before")
+
+
 def claim(session: Session, worker: str, now: datetime, limit: int,
-          purposes: tuple[str, ...] | None = None) -> list[OutboxMessage]:
-    """Take up to ``limit`` due rows for this worker (only of ``purposes``, when given), oldest first."""
-    due = select(OutboxMessage.id).where(OutboxMessage.status == "pending", OutboxMessage.not_before <= now)
+          purposes: tuple[str, ...] | None = None) -> list:
+    """Take up to ``limit`` due rows for this worker (only of ``purposes``, when given), oldest first.
+
+    One statement: ``UPDATE ... WHERE id IN (due rows) AND status = 'pending' RETURNING``; on
+    PostgreSQL the due rows are picked ``FOR UPDATE SKIP LOCKED`` so concurrent senders take
+    different rows instead of queueing on the same ones; the ``status`` test keeps two senders from
+    ever taking one row on either database. Rows come back as plain rows (attribute access), not
+    ORM objects: the sender only reads them.
+    """
+    table = OutboxMessage.__table__
+    due = select(table.c.id).where(table.c.status == "pending", table.c.not_before <= now)
     if purposes is not None:
-        due = due.where(OutboxMessage.purpose.in_(purposes))
-    candidates = session.scalars(due.order_by(OutboxMessage.not_before, OutboxMessage.id).limit(limit)).all()
-    taken = []
-    for oid in candidates:
-        result = _run(session, update(OutboxMessage)
-                      .where(OutboxMessage.id == oid, OutboxMessage.status == "pending")
-                      .values(status="claimed", claimed_by=worker, claimed_at=now))
-        if result.rowcount == 1:
-            taken.append(oid)
-    if not taken:
-        return []
-    return list(session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(taken)).order_by(OutboxMessage.id)))
+        due = due.where(table.c.purpose.in_(purposes))
+    due = due.order_by(table.c.not_before, table.c.id).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    stmt = (update(table).where(table.c.id.in_(due.scalar_subquery()), table.c.status == "pending")
+            .values(status="claimed", claimed_by=worker, claimed_at=now)
+            .returning(*(table.c[name] for name in CLAIMED_COLUMNS)))
+    rows = session.connection().execute(stmt).all()
+    return sorted(rows, key=lambda r: (r.not_before, r.id))
+
+
+def release(session: Session, worker: str, ids: list[int]) -> int:
+    """Put back rows this worker claimed but did not start (a sender stopping with a batch in hand)."""
+    if not ids:
+        return 0
+    return _run(session, update(OutboxMessage).where(
+        OutboxMessage.id.in_(ids), OutboxMessage.claimed_by == worker, OutboxMessage.status == "claimed")
+        .values(status="pending", claimed_by=None, claimed_at=None)).rowcount
 
 
 def _run(session: Session, stmt):
@@ -149,6 +191,32 @@ def mark_sending(session: Session, oid: int, channel: str, worker: str) -> bool:
                OutboxMessage.status.in_(("claimed", "sending")))
         .values(status="sending", channel=channel))
     return result.rowcount == 1
+
+
+def mark_sending_many(session: Session, items: list[tuple[int, str]], worker: str) -> set[int]:
+    """``mark_sending`` for many rows, one statement per channel: the ids still this worker's."""
+    by_channel: dict[str, list[int]] = {}
+    for oid, channel in items:
+        by_channel.setdefault(channel, []).append(oid)
+    table = OutboxMessage.__table__
+    mine: set[int] = set()
+    for channel, ids in by_channel.items():
+        mine.update(session.connection().execute(
+            update(table).where(table.c.id.in_(ids), table.c.claimed_by == worker,
+                                table.c.status.in_(("claimed", "sending")))
+            .values(status="sending", channel=channel).returning(table.c.id)).scalars())
+    return mine
+
+
+def mark_sent_many(session: Session, items: list[tuple[int, str, datetime]]) -> None:
+    """``mark_sent`` for many rows: one executemany."""
+    if not items:
+        return
+    table = OutboxMessage.__table__
+    session.connection().execute(
+        update(table).where(table.c.id == bindparam("oid"))
+        .values(status="sent", sent_at=bindparam("at"), channel=bindparam("ch"), error=None, attachment=None),
+        [{"oid": oid, "ch": channel, "at": at} for oid, channel, at in items])
 
 
 def mark_sent(session: Session, oid: int, channel: str, now: datetime) -> None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
 import os
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable, Protocol
@@ -29,6 +31,8 @@ from bot.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8
+CLAIM_SECONDS = 1.0  # each claim takes about this many seconds' worth of rows (at ``rate``)
+MAX_CLAIM = 1000
 # The outbox row being delivered, for transports that record per-message facts (the Zalo OA's rung and cost).
 CURRENT_MESSAGE: contextvars.ContextVar[int | None] = contextvars.ContextVar("outbox_message", default=None)
 
@@ -70,6 +74,7 @@ class OutboxSender:
         self.idle_poll, self.max_in_flight = idle_poll, max_in_flight
         self.stats = SenderStats()
         self._chat_ready: dict[tuple[str, str], float] = {}
+        self._chat_pruned = time.monotonic()
         self._paused_until = 0.0
         self._in_flight: set[asyncio.Task] = set()
         self._stop = asyncio.Event()
@@ -91,6 +96,8 @@ class OutboxSender:
                         "not sent again (secretaries see them in /chualam)", uncertain)
         flusher = asyncio.create_task(self._flush_marks())
         tokens, last = 1.0, time.monotonic()
+        batch: deque[OutboxSender._Job] = deque()  # claimed, not yet started
+        claim_size = max(1, min(MAX_CLAIM, math.ceil(self.rate * CLAIM_SECONDS)))
         while not self._stop.is_set():
             now_mono = time.monotonic()
             burst = max(1.0, self.rate * 0.05)
@@ -102,26 +109,33 @@ class OutboxSender:
             if tokens < 1 or len(self._in_flight) >= self.max_in_flight:
                 await asyncio.sleep(max((1 - tokens) / self.rate, 0.001))
                 continue
-            now = self.clock()
-            quiet = self.quiet is not None and self.quiet.next_allowed(now) != now
-            # in quiet hours only replies to members' own actions go out (held back by flood control)
-            rows = await asyncio.to_thread(self._claim, now, int(tokens), (queue.REPLY,) if quiet else None)
-            if not rows:
-                if until_idle and not self._in_flight:
-                    break
-                await self._idle()
-                continue
-            for row in rows:
+            if not batch:
+                now = self.clock()
+                quiet = self.quiet is not None and self.quiet.next_allowed(now) != now
+                # in quiet hours only replies to members' own actions go out (held back by flood control)
+                batch.extend(await asyncio.to_thread(self._claim, now, claim_size, (queue.REPLY,) if quiet else None))
+                if not batch:
+                    if until_idle and not self._in_flight:
+                        break
+                    await self._idle()
+                    continue
+            while batch and tokens >= 1 and len(self._in_flight) < self.max_in_flight:
                 tokens -= 1
-                task = asyncio.create_task(self._deliver(row))
+                task = asyncio.create_task(self._deliver(batch.popleft()))
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
+        if batch:  # stopped with rows in hand: back to the queue at once, not after stale_after
+            await asyncio.to_thread(self._release, [job.id for job in batch])
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
         flusher.cancel()
         await asyncio.gather(flusher, return_exceptions=True)
         await self._apply_marks()
         return self.stats
+
+    def _release(self, ids: list[int]) -> None:
+        with self.db.session() as s:
+            queue.release(s, self.worker, ids)
 
     def stop(self) -> None:
         self._stop.set()
@@ -156,10 +170,12 @@ class OutboxSender:
             member_ids = {r.member_id for r in rows}
             accounts: dict[int, list[tuple[str, str, int | None]]] = {}
             if member_ids:
-                for acc in s.scalars(select(ChatAccount).where(ChatAccount.member_id.in_(member_ids))
-                                     .order_by(ChatAccount.last_seen_at.desc().nullslast(), ChatAccount.id)):
-                    if acc.channel in self.transports:
-                        accounts.setdefault(acc.member_id, []).append((acc.channel, acc.external_id, acc.bot_id))
+                for member_id, channel, external_id, bot_id in s.execute(
+                        select(ChatAccount.member_id, ChatAccount.channel, ChatAccount.external_id, ChatAccount.bot_id)
+                        .where(ChatAccount.member_id.in_(member_ids))
+                        .order_by(ChatAccount.last_seen_at.desc().nullslast(), ChatAccount.id)):
+                    if channel in self.transports:
+                        accounts.setdefault(member_id, []).append((channel, external_id, bot_id))
             jobs = [self._Job(r.id, queue.payload_reply(r.payload),
                               (r.attachment_name, r.attachment) if r.attachment_name else None,
                               accounts.get(r.member_id, []), r.expires_at, r.attempts) for r in rows]
@@ -209,6 +225,9 @@ class OutboxSender:
         while True:
             ready = self._chat_ready.get(key, 0.0)
             now = time.monotonic()
+            if now - self._chat_pruned >= max(self.per_chat_interval, 1.0):  # forget chats free again
+                self._chat_ready = {k: r for k, r in self._chat_ready.items() if r > now}
+                self._chat_pruned = now
             if now >= ready:
                 self._chat_ready[key] = now + self.per_chat_interval
                 return
@@ -250,7 +269,7 @@ class OutboxSender:
         def work():
             started = time.thread_time()
             with self.db.session() as s:
-                results = [fn(s, *args) for fn, args, _ in batch]
+                results = _apply_in_batches(s, batch, self.worker)
             self.stats.cpu_seconds += time.thread_time() - started
             return results
 
@@ -265,3 +284,20 @@ class OutboxSender:
             if not done.done():
                 done.set_result(result)
 
+
+
+def _apply_in_batches(s, batch: list[tuple[Callable, tuple, asyncio.Future]], worker: str) -> list:
+    """The results of ``fn(s, *args)`` for each mark, with the two frequent kinds (``sending``,
+    ``sent``) written one statement each for the whole batch (one row appears once in a batch:
+    each send awaits its mark before the next)."""
+    results: list = [None] * len(batch)
+    sending = [(i, args) for i, (fn, args, _) in enumerate(batch) if fn is queue.mark_sending and args[2] == worker]
+    mine = queue.mark_sending_many(s, [(oid, channel) for _, (oid, channel, _w) in sending], worker) if sending else set()
+    for i, (oid, *_rest) in sending:
+        results[i] = oid in mine
+    queue.mark_sent_many(s, [args for fn, args, _ in batch if fn is queue.mark_sent])
+    batched = {i for i, _ in sending} | {i for i, (fn, *_r) in enumerate(batch) if fn is queue.mark_sent}
+    for i, (fn, args, _) in enumerate(batch):
+        if i not in batched:
+            results[i] = fn(s, *args)
+    return results

@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy import select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -24,7 +24,7 @@ from bot.outbox import queue
 from bot.outbox.queue import QuietHours
 from bot.services.rounds import audience_members
 from bot.storage.db import Database
-from bot.storage.models import Attempt, JobRun, Member, Round
+from bot.storage.models import Attempt, ChatAccount, JobRun, Member, Round
 
 log = logging.getLogger(__name__)
 DIGEST_FRESHNESS = timedelta(hours=24)
@@ -168,28 +168,50 @@ def _remind(s: Session, rnd: Round, key: str, at: datetime, schedule: Schedule, 
 def _broadcast(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: DueReport, purpose: str,
                key: str, reply_in, *, unfinished_only: bool) -> int:
     """One message to the reachable audience (or its unfinished part), keyed ``<key>:<member>``;
-    ``reply_in(language)`` words it for members reading a translation of the document."""
+    ``reply_in(language)`` words it for members reading a translation of the document. The rows
+    are written by one ``INSERT ... SELECT`` per language, not built in Python, unless each member
+    gets their own study link."""
     members, unlinked = _reachable_audience(s, rnd, unfinished_only=unfinished_only)
     _check_budget(s, schedule, members, at)
     report.skipped_unlinked += unlinked
-    links = schedule.links.for_round(s, members, rnd, at) if schedule.links is not None else None
-    return sum(
-        queue.enqueue_many(s, purpose=purpose, keyed_members=[(f"{key}:{m}", m) for m in ids], reply=reply_in(language),
-                           now=at, not_before=schedule.quiet.next_allowed(at), expires_at=rnd.closes_at,
-                           round_id=rnd.id, links=links)
-        for language, ids in _by_language(s, rnd, members).items()
-    )
+    if not members:
+        return 0
+    groups = _by_language(rnd, _reachable_query(rnd, unfinished_only=unfinished_only))
+    if schedule.links is None:
+        return sum(
+            queue.enqueue_select(s, purpose=purpose, key=key, member_ids=ids, reply=reply_in(language), now=at,
+                                 not_before=schedule.quiet.next_allowed(at), expires_at=rnd.closes_at,
+                                 round_id=rnd.id)
+            for language, ids in groups.items())
+    added = 0  # each member's own study link: the rows are built per member
+    for language, query in groups.items():
+        ids = list(s.scalars(query))
+        added += queue.enqueue_many(s, purpose=purpose, keyed_members=[(f"{key}:{m}", m) for m in ids],
+                                    reply=reply_in(language), now=at, not_before=schedule.quiet.next_allowed(at),
+                                    expires_at=rnd.closes_at, round_id=rnd.id,
+                                    links=schedule.links.for_round(s, ids, rnd, at))
+    return added
 
 
-def _by_language(s: Session, rnd: Round, member_ids: list[int]) -> dict[str, list[int]]:
-    """Members grouped by the translation of the round's document they read (Vietnamese otherwise)."""
-    translated = rnd.document.translations or {}
+def _reachable_query(rnd: Round, *, unfinished_only: bool):
+    """The members ``_reachable_audience`` lists, as a select (for ``INSERT ... SELECT``)."""
+    query = select(Member.id).where(Member.id.in_(audience_members(rnd.id).with_only_columns(Member.id)),
+                                    exists().where(ChatAccount.member_id == Member.id))
+    if unfinished_only:
+        finished = select(Attempt.member_id).where(Attempt.round_id == rnd.id, Attempt.submitted_at.is_not(None))
+        query = query.where(Member.id.not_in(finished))
+    return query
+
+
+def _by_language(rnd: Round, members):
+    """``members`` (a select of ids) split by the translation of the round's document they read
+    (Vietnamese otherwise)."""
+    translated = sorted(rnd.document.translations or {})
     if not translated:
-        return {VI: member_ids}
-    groups: dict[str, list[int]] = {}
-    for mid, language in s.execute(select(Member.id, Member.language).where(Member.id.in_(member_ids))):
-        groups.setdefault(language if language in translated else VI, []).append(mid)
-    return {lang: sorted(ids) for lang, ids in groups.items()}
+        return {VI: members}
+    groups = {lang: members.where(Member.language == lang) for lang in translated if lang != VI}
+    groups[VI] = members.where(or_(Member.language.is_(None), Member.language.not_in(list(groups))))
+    return groups
 
 
 def _close(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: DueReport, report_builder) -> int:

@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import update
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -65,6 +66,7 @@ def parse_command(text: str) -> tuple[str | None, str]:
 
 
 RESULT_MESSAGES = 2
+SEEN_RESOLUTION = timedelta(hours=1)  # how stale a chat's last_seen_at may get before it is written
 REPLY_EXPIRY = timedelta(hours=12)  # a reply held back by flood control is not worth more than this
 
 
@@ -232,21 +234,29 @@ class ChatService:
         return msg.wrong_code(linking.WRONG_CODES_LIMIT - state.wrong_codes)
 
     def _first_time(self, s: Session, update_key: str | None, now: datetime) -> bool:
+        """Record the update id in the caller's transaction: one INSERT, no SAVEPOINT; a key
+        already there (a redelivery) inserts nothing."""
         if update_key is None:
             return True
-        try:
-            with s.begin_nested():
-                s.add(ProcessedUpdate(channel=self.traits.name, update_key=update_key, processed_at=now))
-                s.flush()
-        except IntegrityError:
-            return False
-        return True
+        insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+        table = ProcessedUpdate.__table__
+        stmt = (insert(table).values(channel=self.traits.name, update_key=update_key, processed_at=now)
+                .on_conflict_do_nothing().returning(table.c.update_key))
+        return s.connection().execute(stmt).first() is not None
 
     def _member(self, s: Session, external_id: str, now: datetime) -> Member | None:
-        member = linking.account_member(s, self.traits.name, external_id)
-        if member is not None:
-            s.query(ChatAccount).filter_by(channel=self.traits.name, external_id=external_id).update(
-                {"last_seen_at": now})
+        """The active member behind this chat; ``last_seen_at`` is written only when older than
+        SEEN_RESOLUTION (the sender's "messenger used last" is to the hour), not on every update."""
+        found = s.execute(
+            select(Member, ChatAccount.last_seen_at).join(ChatAccount, ChatAccount.member_id == Member.id)
+            .where(ChatAccount.channel == self.traits.name, ChatAccount.external_id == external_id)).first()
+        if found is None or not found[0].active:
+            return None
+        member, seen = found
+        if seen is None or now - seen >= SEEN_RESOLUTION or now < seen:
+            s.execute(update(ChatAccount).where(ChatAccount.channel == self.traits.name,
+                                                ChatAccount.external_id == external_id)
+                      .values(last_seen_at=now).execution_options(synchronize_session=False))
         return member
 
     def _state(self, s: Session, external_id: str, now: datetime) -> ChatState:

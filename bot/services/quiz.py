@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import exists, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from bot.storage.models import (
     Answer, Attempt, AttemptQuestion, Document, Member, Question, Round, RoundUnit, StudyView, UnitAncestor,
@@ -83,7 +84,14 @@ def in_progress_attempt(session: Session, member_id: int, now: datetime) -> Atte
 
 
 def position_of(session: Session, attempt: Attempt) -> QuizPosition:
-    answered = set(session.scalars(select(Answer.position).where(Answer.attempt_id == attempt.id)))
+    return _position(attempt, _answered(session, attempt))
+
+
+def _answered(session: Session, attempt: Attempt) -> set[int]:
+    return set(session.scalars(select(Answer.position).where(Answer.attempt_id == attempt.id)))
+
+
+def _position(attempt: Attempt, answered: set[int]) -> QuizPosition:
     if attempt.submitted_at is not None:
         return QuizPosition(attempt, None, len(answered))
     nxt = next((q.position for q in attempt.questions if q.position not in answered), None)
@@ -129,39 +137,46 @@ class AnswerResult:
 
 def answer(session: Session, member: Member, attempt_id: int, position: int, shown_index: int,
            now: datetime) -> AnswerResult:
-    """Record the option shown at ``shown_index`` for ``position``; submit after the last question."""
-    attempt = session.scalar(
-        select(Attempt).options(selectinload(Attempt.questions).selectinload(AttemptQuestion.question))
+    """Record the option shown at ``shown_index`` for ``position``; submit after the last question.
+
+    The common case is four statements: the attempt with its round and questions, the positions
+    answered, and one ``INSERT ... ON CONFLICT DO NOTHING`` (no SAVEPOINT); the new position is
+    worked out from what was read, not read again."""
+    found = session.execute(
+        select(Attempt, Round).join(Round, Round.id == Attempt.round_id)
+        .options(joinedload(Attempt.questions).joinedload(AttemptQuestion.question))
         .where(Attempt.id == attempt_id, Attempt.member_id == member.id)
-    )
-    if attempt is None or not 1 <= position <= len(attempt.questions):
+    ).unique().first()
+    if found is None or not 1 <= position <= len(found[0].questions):
         return AnswerResult("missing")
-    quiz = position_of(session, attempt)
-    rnd = session.get(Round, attempt.round_id)
+    attempt, rnd = found
+    answered = _answered(session, attempt)
+    quiz = _position(attempt, answered)
     if attempt.submitted_at is None and (rnd.closed_at is not None or now >= rnd.closes_at):
         return AnswerResult("closed", quiz)
     if quiz.position != position:
-        already = session.scalar(select(Answer).where(Answer.attempt_id == attempt.id, Answer.position == position))
-        if already is None:
+        if position not in answered:
             return AnswerResult("stale", quiz)
+        already = session.scalar(select(Answer.chosen_index).where(Answer.attempt_id == attempt.id,
+                                                                   Answer.position == position))
         order = attempt.questions[position - 1].option_order  # the letter recorded, as the member saw it
-        return AnswerResult("duplicate", quiz, "ABCDEF"[order.index(already.chosen_index)])
+        return AnswerResult("duplicate", quiz, "ABCDEF"[order.index(already)])
     aq = attempt.questions[position - 1]
     if not 0 <= shown_index < len(aq.option_order):
         return AnswerResult("stale", quiz)
     original = aq.option_order[shown_index]
-    try:
-        with session.begin_nested():
-            session.add(Answer(attempt_id=attempt.id, position=position, question_id=aq.question_id,
-                               chosen_index=original, correct=original == aq.question.answer_index,
-                               answered_at=now))
-            session.flush()
-    except IntegrityError:  # the same tap arrived twice at once
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    table = Answer.__table__
+    added = session.connection().execute(
+        insert(table).values(attempt_id=attempt.id, position=position, question_id=aq.question_id,
+                             chosen_index=original, correct=original == aq.question.answer_index, answered_at=now)
+        .on_conflict_do_nothing(index_elements=["attempt_id", "position"]).returning(table.c.id)).first()
+    if added is None:  # the same tap arrived twice at once
         return AnswerResult("duplicate", position_of(session, attempt))
-    quiz = position_of(session, attempt)
+    quiz = _position(attempt, answered | {position})
     if quiz.position is None:
         _submit(session, attempt, now)
-        quiz = position_of(session, attempt)
+        quiz = _position(attempt, answered | {position})
     return AnswerResult("recorded", quiz, "ABCDEF"[shown_index])
 
 

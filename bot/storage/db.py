@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+READ_ONLY = "hoctap_read_only"  # execution option of the read-only sessions' connections
 
 
 def make_engine(url: str) -> Engine:
@@ -41,7 +42,9 @@ def make_engine(url: str) -> Engine:
         def _sqlite_begin(conn):  # pragma: no cover - trivial
             # IMMEDIATE: take the write lock up front, so two transactions that read then write
             # wait for each other (busy_timeout) instead of one failing at once with "locked".
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A read-only session begins DEFERRED: under WAL it reads a snapshot and never takes
+            # the write lock, so a long roll-up does not stall every answer.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
@@ -61,6 +64,8 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_engine = self.engine.execution_options(**{READ_ONLY: True})
+        self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration (cheap when already there)."""
@@ -79,6 +84,16 @@ class Database:
         with self._sessions() as s:
             with s.begin():
                 yield s
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for reading only (figures, reports, pages): on SQLite a plain (deferred)
+        BEGIN, so it never holds the write lock; whatever it wrote would be rolled back."""
+        with self._read_sessions() as s:
+            try:
+                yield s
+            finally:
+                s.rollback()
 
     def dispose(self) -> None:
         self.engine.dispose()
