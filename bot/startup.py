@@ -26,7 +26,7 @@ def secrets_of(settings: Settings) -> list[str]:
     """Every secret the settings hold: bot tokens, the webhook secret, the database password."""
     from sqlalchemy.engine import make_url
 
-    found = [settings.telegram.token, settings.zalo.token, settings.zalo.webhook_secret,
+    found = [settings.telegram.token, settings.telegram.webhook_secret, settings.zalo.token, settings.zalo.webhook_secret,
              settings.zalo_oa.app_secret, settings.zalo_oa.oa_secret_key]
     try:
         found.append(make_url(settings.database_url).password)

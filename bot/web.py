@@ -10,7 +10,8 @@
   traceback; ``BadBody.response()`` is the answer to send.
 - ``GET /files/<token>/<name>``: short-lived files (report charts) that Zalo fetches by URL; the
   token is random (192 bits) and expires after ``ttl`` seconds.
-- ``GET /healthz``: 200 while the process runs.
+- ``GET /healthz``: 200 while the database answers, 503 when it does not.
+- Other surfaces add their routes: ``create_app(routes=...)`` or ``mount`` (Telegram's webhook, metrics, pages).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from bot.channels.zalo.updates import unwrap_update
 
@@ -136,9 +137,8 @@ async def read_json(request: Request, limit: int = MAX_BODY, max_depth: int = MA
     return parse_json(raw, max_depth) if raw.strip() else None
 
 
-def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf | None = None,
-               zalo_oa=None) -> Starlette:
-    """``zalo``: a ZaloChannel (its ``dispatch`` takes one update) to serve the webhook, or None."""
+def zalo_webhook_route(zalo, webhook_secret: str | None) -> Route:
+    """``POST /zalo/webhook`` for a ZaloChannel (its ``dispatch`` takes one update); 403 without one."""
     expected = (webhook_secret or "").encode("utf-8")
 
     async def zalo_webhook(request: Request) -> Response:
@@ -159,6 +159,12 @@ def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf
         zalo.dispatch(update)
         return JSONResponse({"ok": True})
 
+    return Route("/zalo/webhook", zalo_webhook, methods=["POST"])
+
+
+def files_route(shelf: FileShelf | None) -> Route:
+    """``GET /files/<token>/<name>``: the shelf's files (404 without a shelf)."""
+
     async def shelved(request: Request) -> Response:
         item = shelf.get(request.path_params["token"], request.path_params["name"]) if shelf else None
         if item is None:
@@ -166,15 +172,50 @@ def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf
         shelf.hits += 1
         return Response(item.data, media_type=item.content_type, headers={"Cache-Control": "no-store"})
 
+    return Route("/files/{token}/{name}", shelved, methods=["GET", "HEAD"])
+
+
+def health_route(db=None) -> Route:
+    """``GET /healthz``: 200 "ok" when the database answers (or none is given), else 503."""
+
+    def database_answers() -> bool:
+        from sqlalchemy import text
+
+        try:
+            with db.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
+            log.warning("health check: the database does not answer (%s)", type(exc).__name__)
+            return False
+
     async def healthz(request: Request) -> Response:
+        if db is not None and not await asyncio.to_thread(database_answers):
+            return PlainTextResponse("database unavailable", status_code=503)
         return PlainTextResponse("ok")
 
+    return Route("/healthz", healthz, methods=["GET"])
+
+
+def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf | None = None,
+               zalo_oa=None, routes: list[BaseRoute] | tuple = (), db=None) -> Starlette:
+    """The one web application of a process: ``zalo`` (a ZaloChannel) for the Zalo webhook, ``shelf`` for
+    files, ``zalo_oa`` (an endpoint) for the OA's events, ``db`` for the health check, and ``routes``:
+    what other surfaces mount (the Telegram webhook, metrics, pages). Runtimes started later add theirs
+    with ``mount``."""
     return Starlette(routes=[
-        Route("/zalo/webhook", zalo_webhook, methods=["POST"]),
-        Route("/files/{token}/{name}", shelved, methods=["GET", "HEAD"]),
-        Route("/healthz", healthz, methods=["GET"]),
+        zalo_webhook_route(zalo, webhook_secret),
+        files_route(shelf),
+        health_route(db),
         *([Route("/zalo-oa/webhook", zalo_oa, methods=["POST"])] if zalo_oa else []),  # bot/channels/zalo_oa
+        *routes,
     ])
+
+
+def mount(app: Starlette, routes: list[BaseRoute]) -> None:
+    """Add ``routes`` to a running app, ahead of any route of the same path (a runtime's real webhook
+    replaces the 403 placeholder)."""
+    app.router.routes[:0] = routes
 
 
 class _Server(uvicorn.Server):

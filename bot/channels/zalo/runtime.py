@@ -56,8 +56,11 @@ class ZaloRuntime:
     the webhook and for charts, and the outbox transport. ``start``/``stop`` run in one event loop."""
 
     def __init__(self, options: ZaloOptions, service: ChatService, *, quota: ZaloQuota | None = None,
-                 clock: Callable[[], datetime] = utcnow):
+                 clock: Callable[[], datetime] = utcnow, web_app=None):
+        """``web_app``: the process's shared web application to mount the webhook and files on
+        (``hoctap run``); without it the runtime serves them on ``options.listen`` itself."""
         self.options, self.service, self.quota, self.clock = options, service, quota, clock
+        self.web_app = web_app
         self.client: ZaloClient | None = None
         self.channel: ZaloChannel | None = None
         self.transport: ZaloTransport | None = None
@@ -67,7 +70,7 @@ class ZaloRuntime:
         self._poll_task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        from bot.web import FileShelf, WebServer, create_app
+        from bot.web import FileShelf, WebServer, create_app, files_route, mount, zalo_webhook_route
 
         o = self.options
         if o.mode == "webhook" and not (o.public_url and o.webhook_secret):
@@ -88,8 +91,10 @@ class ZaloRuntime:
         self.channel = ZaloChannel(self.service, self.client, bot_names=names, share_link=o.share_link,
                                    shelf=shelf, quota=self.quota, clock=self.clock)
         self.transport = ZaloTransport(self.client, rate=o.rate, quota=self.quota, clock=self.clock)
-        if o.public_url:
-            hook = self.channel if o.mode == "webhook" else None
+        hook = self.channel if o.mode == "webhook" else None
+        if self.web_app is not None:
+            mount(self.web_app, [zalo_webhook_route(hook, o.webhook_secret), files_route(shelf)])
+        elif o.public_url:
             self.web = WebServer(create_app(zalo=hook, webhook_secret=o.webhook_secret, shelf=shelf), o.listen)
             await self.web.start()
         if o.mode == "webhook":
