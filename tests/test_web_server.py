@@ -88,7 +88,8 @@ def test_telegram_by_webhook_serves_a_member_on_the_one_web_server_with_health_a
     handled = [line for line in metrics.splitlines() if line.startswith('hoctap_updates_total{channel="telegram"}')]
     assert handled and float(handled[0].split()[-1]) >= 2  # /start and /hoc
     assert 'hoctap_update_seconds_bucket{channel="telegram"' in metrics
-    assert "hoctap_scheduler_leader" in metrics and "hoctap_db_connections_in_use" in metrics
+    assert "hoctap_scheduler_leader 1.0" in metrics.splitlines()  # the only process leads
+    assert "hoctap_db_connections_in_use" in metrics
 
 
 def test_a_webhook_delivery_that_fails_is_retried_and_handled_once(province, invite):
