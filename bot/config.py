@@ -26,7 +26,7 @@ ENV_OVERRIDES = {
     "HOCTAP_DATABASE_URL": "database_url",
     "HOCTAP_TIMEZONE": "timezone",
     "HOCTAP_CONTENT_DIR": "content_dir",
-}
+}  # and HOCTAP_WEB_LISTEN: web.listen
 
 
 class ConfigError(Exception):
@@ -207,6 +207,11 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         raise ConfigError(f"{src}: log_format: expected text or json, got {log_format!r}")
     zalo, zalo_oa = _zalo(src, raw.get("zalo"), env), _zalo_oa(src, raw.get("zalo_oa"), env)
     web = _web(src, raw, zalo, zalo_oa)
+    if env.get("HOCTAP_WEB_LISTEN"):  # one port per process on one host (deploy/systemd/hoctap@.service)
+        listen = env["HOCTAP_WEB_LISTEN"]
+        if not _LISTEN.match(listen):
+            raise ConfigError(f"HOCTAP_WEB_LISTEN: expected HOST:PORT such as 127.0.0.1:8081, got {listen!r}")
+        web = WebSettings(listen=listen, public_url=web.public_url)
     telegram = _telegram(src, raw.get("telegram"), env)
     for name, mode in (("telegram", telegram.mode), ("zalo", zalo.mode)):
         if mode == "webhook" and not web.public_url:
