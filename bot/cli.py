@@ -420,9 +420,10 @@ def _oa_tokens(settings: Settings):
 
 
 def _oa_redirect(settings: Settings) -> str:
-    if not settings.zalo_oa.public_url:
-        raise UsageError("zalo_oa.public_url is needed: the callback address registered for the app")
-    return settings.zalo_oa.public_url.rstrip("/") + "/zalo-oa/callback"
+    public = settings.zalo_oa.public_url or settings.web_server.public_url
+    if not public:
+        raise UsageError("web.public_url is needed: the callback address registered for the app")
+    return public.rstrip("/") + "/zalo-oa/callback"
 
 
 @command("zalo-oa authorize")
