@@ -14,16 +14,11 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
+from bench.webhook_fleet import free_port
 from bot.config import ConfigError, SchedulerSettings, Settings, TelegramSettings, WebSettings, load_settings
 
 SECRET = "webhook-Secret_123"
 PUBLIC = "https://bot.example.vn"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_listening(port: int, timeout: float = 15) -> None:
