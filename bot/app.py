@@ -29,21 +29,24 @@ def chat_service(settings: Settings, db: Database, channel: str = "telegram", bu
 
 def study_links(settings: Settings):
     """Members' study links, when the pages are served (``web.public_url`` and HOCTAP_WEB_SECRET)."""
-    if not settings.web.public_url or not settings.web.secret:
+    web = settings.web_server
+    if not web.public_url or not web.secret:
         return None
     from bot.services.web_links import StudyLinks
 
-    return StudyLinks(settings.web.public_url, settings.web.secret.encode("utf-8"))
+    return StudyLinks(web.public_url, web.secret.encode("utf-8"))
 
 
-def study_pages_server(settings: Settings, db: Database):
-    """The web server of the study pages (``/hoc``) on ``web.listen``."""
-    from bot.web import WebServer, create_app
+def study_pages_route(settings: Settings, db: Database):
+    """The study pages (``bot.webapp``) mounted at ``/hoc`` on the one web server."""
+    from starlette.routing import Mount
+
     from bot.webapp.site import PagesConfig, create_pages
 
-    pages = create_pages(PagesConfig(db, settings.web.secret.encode("utf-8"), settings.web.public_url, settings.tz,
+    web = settings.web_server
+    pages = create_pages(PagesConfig(db, web.secret.encode("utf-8"), web.public_url, settings.tz,
                                      telegram_token=settings.telegram.token))
-    return WebServer(create_app(pages=pages), settings.web.listen)
+    return Mount("/hoc", app=pages)
 
 
 def zalo_quota(settings: Settings, db: Database):
@@ -117,16 +120,23 @@ def run(settings: Settings) -> int:
     if settings.zalo.token and settings.zalo.mode == "webhook" and not settings.zalo.webhook_secret:
         print("error: zalo.mode is webhook but ZALO_WEBHOOK_SECRET is not set (8-256 characters)", file=sys.stderr)
         return 2
-    if settings.web.public_url and not settings.web.secret:
-        print("error: web.public_url is set but HOCTAP_WEB_SECRET is not (at least 16 characters)", file=sys.stderr)
-        return 2
+    if settings.telegram.token and settings.telegram.mode == "webhook":
+        from bot.channels.telegram_webhook import SECRET_FORM
+
+        if not SECRET_FORM.match(settings.telegram.webhook_secret or ""):
+            print("error: telegram.mode is webhook but TELEGRAM_WEBHOOK_SECRET is not set to 1-256 characters "
+                  "A-Z, a-z, 0-9, _ and -", file=sys.stderr)
+            return 2
+        if not settings.web_server.public_url:
+            print("error: telegram.mode is webhook but web.public_url is not set", file=sys.stderr)
+            return 2
     return start_and_serve(settings, lambda db: serve(settings, db))
 
 
 def start_and_serve(settings: Settings, main: Callable[[Database], Awaitable[None]]) -> int:
     """Open the database and run ``main`` until it stops; a failure to start is one line without
     secrets and exit status 2 (bot/startup.py)."""
-    setup_logging(*secrets_of(settings))
+    setup_logging(*secrets_of(settings), log_format=settings.log_format)
 
     def start() -> int:
         db = Database(settings.database_url)
@@ -137,11 +147,24 @@ def start_and_serve(settings: Settings, main: Callable[[Database], Awaitable[Non
     return start_or_explain(settings, start)
 
 
+def needs_web_server(settings: Settings) -> bool:
+    """A web server starts for a webhook, for files Zalo fetches, or when the ``web`` section asks for one
+    (/healthz, /metrics, pages)."""
+    return (settings.web is not None or (bool(settings.telegram.token) and settings.telegram.mode == "webhook")
+            or (bool(settings.zalo.token) and (settings.zalo.mode == "webhook" or bool(settings.zalo.public_url)))
+            or settings.zalo_oa.enabled)
+
+
 async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = None, *, clock=None) -> None:
     """Run every configured channel and the scheduled work in this event loop until ``stop`` is set
-    (SIGINT/SIGTERM set it when this runs in the main thread)."""
+    (SIGINT/SIGTERM set it when this runs in the main thread). One web server serves every webhook,
+    files, /healthz and /metrics."""
     import signal
     import threading
+    from dataclasses import replace
+
+    from bot.metrics import metrics_route
+    from bot.web import WebServer, create_app
 
     stop = stop or asyncio.Event()
     if threading.current_thread() is threading.main_thread():
@@ -149,46 +172,66 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = N
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     quota, oa = zalo_quota(settings, db), oa_budget(settings, db)
     budget = budgets(await asyncio.to_thread(fleet_budget, settings, db, quota), oa)
+    web_settings = settings.web_server
+    routes = [metrics_route(db, {"zalo_messages": quota, "zalo_oa_dong": oa})]
+    if study_links(settings) is not None:
+        routes.append(study_pages_route(settings, db))
+    elif web_settings.public_url:
+        logging.getLogger(__name__).info("the study pages are off: set HOCTAP_WEB_SECRET to serve them")
+    web_app = create_app(db=db, routes=routes)
+    web = WebServer(web_app, web_settings.listen) if needs_web_server(settings) else None
     transports: dict = {}
     closers: list = []
     try:
+        if web is not None:
+            await web.start()  # first: Telegram and Zalo check the webhook when it is set
         if settings.telegram.token:
             from bot.channels.telegram import TelegramChannel, TelegramTransport
 
+            webhook = settings.telegram.mode == "webhook"
             app = TelegramChannel(chat_service(settings, db, "telegram", budget)).build(
-                settings.telegram.token, settings.telegram.api_base_url)
-            await app.initialize()
-            closers.append(app.shutdown)
-            if app.post_init:
-                await app.post_init(app)
-            await app.updater.start_polling(allowed_updates=["message", "callback_query"])
-            await app.start()
-            closers += [app.stop, app.updater.stop]  # run in reverse: the updater first
+                settings.telegram.token, settings.telegram.api_base_url, webhook=webhook)
+            if webhook:
+                from bot.channels.telegram_webhook import start_webhook, webhook_route
+                from bot.web import mount
+
+                mount(web_app, [webhook_route(app, settings.telegram.webhook_secret)])
+                closers.append(app.shutdown)
+                await start_webhook(app, web_settings.public_url, settings.telegram.webhook_secret)
+                closers.append(app.stop)
+            else:
+                await app.initialize()
+                closers.append(app.shutdown)
+                if app.post_init:
+                    await app.post_init(app)
+                await app.updater.start_polling(allowed_updates=["message", "callback_query"])
+                await app.start()
+                closers += [app.stop, app.updater.stop]  # run in reverse: the updater first
             transports["telegram"] = TelegramTransport(app.bot)
         if settings.zalo.token or await asyncio.to_thread(has_zalo_bots, db):
             from bot.channels.zalo import ZaloOptions, ZaloRuntime
 
-            zalo = ZaloRuntime(ZaloOptions.from_settings(settings.zalo), chat_service(settings, db, "zalo", budget),
-                               quota=quota, bot_quota=settings.zalo.monthly_quota or None)
+            options = replace(ZaloOptions.from_settings(settings.zalo), public_url=web_settings.public_url)
+            zalo = ZaloRuntime(options, chat_service(settings, db, "zalo", budget), quota=quota,
+                               bot_quota=settings.zalo.monthly_quota or None, web_app=web_app)
             await zalo.start()
             closers.append(zalo.stop)
             transports["zalo"] = zalo.transport
         if oa is not None:
             from bot.channels.zalo_oa import OARuntime
 
-            oa_runtime = OARuntime(settings.zalo_oa, chat_service(settings, db, "zalo_oa", budget), oa)
+            oa_runtime = OARuntime(settings.zalo_oa, chat_service(settings, db, "zalo_oa", budget), oa,
+                                   web_app=web_app)
             await oa_runtime.start()
             closers.append(oa_runtime.stop)
             transports["zalo_oa"] = oa_runtime.transport
-        if study_links(settings) is not None:
-            pages = study_pages_server(settings, db)
-            await pages.start()
-            closers.append(pages.stop)
         runner = scheduled_work(settings, db, transports, budget)
         runner.start()
         closers.append(runner.shutdown)
         await stop.wait()
     finally:
+        if web is not None:
+            closers.append(web.stop)  # first: no new request while the channels stop
         for close in reversed(closers):
             try:
                 await close()
@@ -204,8 +247,10 @@ def scheduled_work(settings: Settings, db: Database, transports, budget=None):
     from bot.scheduling.reports import ReportBuilder
     from bot.scheduling.runner import ScheduledWork
 
+    from bot.metrics import measured
+
     schedule = replace(schedule_from(settings), budget=budget, links=study_links(settings))
-    return ScheduledWork(db, schedule, transports, rate=settings.scheduler.outbox_rate,
+    return ScheduledWork(db, schedule, measured(transports), rate=settings.scheduler.outbox_rate,
                          report_builder=ReportBuilder(settings), interval=settings.scheduler.tick_seconds)
 
 

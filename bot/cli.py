@@ -434,9 +434,10 @@ def _oa_tokens(settings: Settings):
 
 
 def _oa_redirect(settings: Settings) -> str:
-    if not settings.zalo_oa.public_url:
-        raise UsageError("zalo_oa.public_url is needed: the callback address registered for the app")
-    return settings.zalo_oa.public_url.rstrip("/") + "/zalo-oa/callback"
+    public = settings.zalo_oa.public_url or settings.web_server.public_url
+    if not public:
+        raise UsageError("web.public_url is needed: the callback address registered for the app")
+    return public.rstrip("/") + "/zalo-oa/callback"
 
 
 @command("zalo-oa authorize")
@@ -489,7 +490,7 @@ def cmd_members_revoke_links(args, settings: Settings) -> int:
 def _registry(settings: Settings):
     from bot.channels.zalo.registry import Registry
 
-    return Registry(open_db(settings), api_base_url=settings.zalo.api_base_url, public_url=settings.zalo.public_url,
+    return Registry(open_db(settings), api_base_url=settings.zalo.api_base_url, public_url=settings.web_server.public_url,
                     default_token=settings.zalo.token)
 
 
@@ -524,7 +525,7 @@ def cmd_zalo_bots_add(args, settings: Settings) -> int:
     registry = _registry(settings)
     mode = "polling" if args.polling else "webhook"
     bot, warning = _registry_call(registry.add(args.unit, _read_token(), utcnow(), mode=mode, share_link=args.link))
-    where = (f"receives updates at {webhook_url(settings.zalo.public_url, bot.zalo_id)}" if mode == "webhook"
+    where = (f"receives updates at {webhook_url(settings.web_server.public_url, bot.zalo_id)}" if mode == "webhook"
              else "is polled by hoctap run")
     print(f"{args.unit}: bot {bot.name} (id {bot.zalo_id}) registered; it {where}; it serves at most {MEMBER_CAP} "
           f"members: write their codes with hoctap members invite --channel zalo --unit {args.unit}")

@@ -26,7 +26,7 @@ ENV_OVERRIDES = {
     "HOCTAP_DATABASE_URL": "database_url",
     "HOCTAP_TIMEZONE": "timezone",
     "HOCTAP_CONTENT_DIR": "content_dir",
-}
+}  # and HOCTAP_WEB_LISTEN: web.listen
 
 
 class ConfigError(Exception):
@@ -35,9 +35,26 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class TelegramSettings:
+    """``mode``: long polling (one process only), or ``webhook``: Telegram posts updates to
+    ``web.public_url``/telegram/webhook with ``${TELEGRAM_WEBHOOK_SECRET}`` in a header (any number of
+    processes behind one reverse proxy)."""
+
     token: str | None = field(default=None, repr=False)
     api_base_url: str = DEFAULT_TELEGRAM_API
     bot_username: str | None = None
+    mode: str = "polling"
+    webhook_secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """The process's one web server (every webhook, files, /healthz, /metrics, the study pages): it
+    listens on ``listen`` behind an HTTPS reverse proxy that the world reaches at ``public_url``.
+    ``secret`` (``${HOCTAP_WEB_SECRET}``) signs members' study links: without it no pages are served."""
+
+    listen: str = "127.0.0.1:8080"
+    public_url: str | None = None
+    secret: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -94,16 +111,6 @@ class ZaloOASettings:
 
 
 @dataclass(frozen=True)
-class WebSettings:
-    """The members' study pages: served on ``listen`` (behind an HTTPS reverse proxy at
-    ``public_url``) whenever ``public_url`` is set; links are signed with ``${HOCTAP_WEB_SECRET}``."""
-
-    public_url: str | None = None
-    listen: str = "127.0.0.1:8090"
-    secret: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
 class SchedulerSettings:
     """Local-time schedules: reminders before the deadline, weekly digest, quiet hours, pacing."""
 
@@ -126,11 +133,21 @@ class Settings:
     source: str = "defaults"
     zalo: ZaloSettings = ZaloSettings()
     zalo_oa: ZaloOASettings = ZaloOASettings()
-    web: WebSettings = WebSettings()
+    web: WebSettings | None = None  # None: no web section; ``web_server`` falls back to zalo's or zalo_oa's
+    log_format: str = "text"  # or json: one JSON object per line, with the update's request id
 
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def web_server(self) -> WebSettings:
+        """Where the one web server listens and is reached: the ``web`` section, else (older
+        configurations) ``zalo_oa.listen`` for an OA, ``zalo.listen``, and either's public_url."""
+        if self.web is not None:
+            return self.web
+        listen = self.zalo_oa.listen if self.zalo_oa.enabled and not self.zalo.token else self.zalo.listen
+        return WebSettings(listen=listen, public_url=self.zalo.public_url or self.zalo_oa.public_url)
 
 
 def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
@@ -156,13 +173,13 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
     src = str(cfg_path)
     base = cfg_path.resolve().parent if cfg_path.exists() else Path.cwd()
 
-    known = {"database_url", "timezone", "language", "content_dir", "telegram", "zalo", "zalo_oa", "scheduler", "web"}
+    known = {"database_url", "timezone", "language", "content_dir", "telegram", "zalo", "zalo_oa", "scheduler",
+             "web", "log_format"}
     for key in raw:
         if key not in known:
             raise ConfigError(f"{src}: {key}: unknown setting (known: {', '.join(sorted(known))})")
 
-    values = {k: _resolve(src, k, v, env) for k, v in raw.items()
-              if k not in ("telegram", "zalo", "zalo_oa", "scheduler", "web")}
+    values = {k: _resolve(src, k, v, env) for k, v in raw.items() if k not in ("telegram", "zalo", "zalo_oa", "scheduler", "web")}
     for var, key in ENV_OVERRIDES.items():
         if env.get(var):
             values[key] = env[var]
@@ -187,18 +204,81 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
     if not content_path.is_absolute():
         content_path = base / content_path
 
+    log_format = values.get("log_format", "text")
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"{src}: log_format: expected text or json, got {log_format!r}")
+    zalo, zalo_oa = _zalo(src, raw.get("zalo"), env), _zalo_oa(src, raw.get("zalo_oa"), env)
+    web = _web(src, raw, zalo, zalo_oa, env)
+    if env.get("HOCTAP_WEB_LISTEN"):  # one port per process on one host (deploy/systemd/hoctap@.service)
+        listen = env["HOCTAP_WEB_LISTEN"]
+        if not _LISTEN.match(listen):
+            raise ConfigError(f"HOCTAP_WEB_LISTEN: expected HOST:PORT such as 127.0.0.1:8081, got {listen!r}")
+        web = WebSettings(listen=listen, public_url=web.public_url, secret=web.secret)
+    telegram = _telegram(src, raw.get("telegram"), env)
+    for name, mode in (("telegram", telegram.mode), ("zalo", zalo.mode)):
+        if mode == "webhook" and not web.public_url:
+            raise ConfigError(f"{src}: web.public_url: {name}.mode webhook needs the server's public https URL")
     return Settings(
         database_url=db_url,
         timezone=tz,
         language=language,
         content_dir=content_path,
-        telegram=_telegram(src, raw.get("telegram"), env),
+        telegram=telegram,
         scheduler=_scheduler(src, raw.get("scheduler")),
         source=src,
-        zalo=_zalo(src, raw.get("zalo"), env),
-        zalo_oa=_zalo_oa(src, raw.get("zalo_oa"), env),
-        web=_web(src, raw.get("web"), env),
+        zalo=zalo,
+        zalo_oa=zalo_oa,
+        web=web,
+        log_format=log_format,
     )
+
+
+_LISTEN = re.compile(r"^(\[[0-9a-fA-F:]+\]|[\w.-]*):\d{1,5}$")
+
+
+def _web(src: str, raw: dict, zalo: ZaloSettings, zalo_oa: ZaloOASettings, env: dict[str, str]) -> WebSettings:
+    """The ``web`` section; without one, the older ``zalo.listen``/``zalo_oa.listen`` and their public_url,
+    which must then agree (one server serves both)."""
+    old_listens = {f"{name}.listen": section["listen"] for name in ("zalo", "zalo_oa")
+                   if isinstance(section := raw.get(name), dict) and section.get("listen") is not None}
+    old_urls = {u for u in (zalo.public_url, zalo_oa.public_url) if u}
+    section = raw.get("web")
+    if section is None:
+        listens = {str(v) for v in old_listens.values()}
+        if len(listens) > 1 or len(old_urls) > 1:
+            raise ConfigError(f"{src}: zalo.listen and zalo_oa.listen: one web server now serves every webhook; "
+                              "write web: {listen: HOST:PORT, public_url: https://...} instead")
+        listen = listens.pop() if listens else WebSettings.listen
+        return WebSettings(listen=listen, public_url=old_urls.pop() if old_urls else None,
+                           secret=_web_secret(src, None, env))
+    if not isinstance(section, dict):
+        raise ConfigError(f"{src}: web: expected a mapping of settings")
+    for key in section:
+        if key not in ("listen", "public_url", "secret"):
+            raise ConfigError(f"{src}: web.{key}: unknown setting (known: listen, public_url, secret)")
+    listen = str(section.get("listen") or WebSettings.listen)
+    if not _LISTEN.match(listen):
+        raise ConfigError(f"{src}: web.listen: expected HOST:PORT such as 127.0.0.1:8080, got {listen!r}")
+    for key, value in old_listens.items():
+        if str(value) != listen:
+            raise ConfigError(f"{src}: {key}: the web section's listen now serves every webhook; remove {key}")
+    public = section.get("public_url") or None
+    if public is not None and (not isinstance(public, str) or not public.startswith(("http://", "https://"))):
+        raise ConfigError(f"{src}: web.public_url: expected the server's public https URL, e.g. https://bot.example.vn")
+    for url in old_urls:
+        if public and url != public:
+            raise ConfigError(f"{src}: web.public_url and a zalo public_url differ; keep only web.public_url")
+    public = public.rstrip("/") if public else None
+    return WebSettings(listen=listen, public_url=public or (old_urls.pop() if old_urls else None),
+                       secret=_web_secret(src, section.get("secret"), env))
+
+
+def _web_secret(src: str, raw, env: dict[str, str]) -> str | None:
+    """``web.secret`` (written as ``${VAR}``), else ``HOCTAP_WEB_SECRET``: at least 16 characters."""
+    secret = _resolve(src, "web.secret", raw, env) or env.get("HOCTAP_WEB_SECRET") or None
+    if secret is not None and len(str(secret)) < 16:
+        raise ConfigError(f"{src}: web.secret: HOCTAP_WEB_SECRET must be at least 16 characters")
+    return secret
 
 
 def _telegram(src: str, raw, env: dict[str, str]) -> TelegramSettings:
@@ -206,7 +286,7 @@ def _telegram(src: str, raw, env: dict[str, str]) -> TelegramSettings:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{src}: telegram: expected a mapping of settings")
-    allowed = {"token", "api_base_url", "bot_username"}
+    allowed = {"token", "api_base_url", "bot_username", "mode", "webhook_secret"}
     for key in raw:
         if key not in allowed:
             raise ConfigError(f"{src}: telegram.{key}: unknown setting (known: {', '.join(sorted(allowed))})")
@@ -216,7 +296,12 @@ def _telegram(src: str, raw, env: dict[str, str]) -> TelegramSettings:
     _require_str(src, "telegram.api_base_url", url)
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"{src}: telegram.api_base_url: expected an http(s) URL")
-    return TelegramSettings(token=token, api_base_url=url, bot_username=vals.get("bot_username"))
+    mode = vals.get("mode") or "polling"
+    if mode not in ("polling", "webhook"):
+        raise ConfigError(f"{src}: telegram.mode: expected polling or webhook, got {mode!r}")
+    secret = vals.get("webhook_secret") or env.get("TELEGRAM_WEBHOOK_SECRET") or None
+    return TelegramSettings(token=token, api_base_url=url, bot_username=vals.get("bot_username"), mode=mode,
+                            webhook_secret=secret)
 
 
 def _zalo(src: str, raw, env: dict[str, str]) -> ZaloSettings:
@@ -243,8 +328,6 @@ def _zalo(src: str, raw, env: dict[str, str]) -> ZaloSettings:
     public = vals.get("public_url") or None
     if public is not None and (not isinstance(public, str) or not public.startswith(("http://", "https://"))):
         raise ConfigError(f"{src}: zalo.public_url: expected the server's public https URL, e.g. https://bot.example.vn")
-    if mode == "webhook" and not public:
-        raise ConfigError(f"{src}: zalo.public_url: webhook mode needs the server's public https URL")
     listen = str(vals.get("listen") or defaults.listen)
     if not re.match(r"^(\[[0-9a-fA-F:]+\]|[\w.-]*):\d{1,5}$", listen):
         raise ConfigError(f"{src}: zalo.listen: expected HOST:PORT such as 127.0.0.1:8080, got {listen!r}")
@@ -304,32 +387,6 @@ def _zalo_oa(src: str, raw, env: dict[str, str]) -> ZaloOASettings:
         raise ConfigError(f"{src}: zalo_oa.listen: expected HOST:PORT such as 127.0.0.1:8081, got {listen!r}")
     vals["listen"] = listen
     return ZaloOASettings(**{k: v for k, v in vals.items() if v is not None or k in ("app_secret", "oa_secret_key")})
-
-
-def _section(src: str, name: str, raw, allowed: set[str], env: dict[str, str]) -> dict:
-    """A section's values with ``${VAR}`` expanded; an unknown key or a non-mapping is one line."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{src}: {name}: expected a mapping of settings")
-    unknown = sorted(k for k in raw if k not in allowed)
-    if unknown:
-        raise ConfigError(f"{src}: {name}.{unknown[0]}: unknown setting (known: {', '.join(sorted(allowed))})")
-    return {k: _resolve(src, f"{name}.{k}", v, env) for k, v in raw.items()}
-
-
-def _web(src: str, raw, env: dict[str, str]) -> WebSettings:
-    vals = _section(src, "web", raw, {"public_url", "listen", "secret"}, env)
-    public = vals.get("public_url") or None
-    if public is not None and (not isinstance(public, str) or not public.startswith(("http://", "https://"))):
-        raise ConfigError(f"{src}: web.public_url: expected the pages' public https URL, e.g. https://hoc.example.vn")
-    listen = str(vals.get("listen") or WebSettings.listen)
-    if not re.match(r"^(\[[0-9a-fA-F:]+\]|[\w.-]*):\d{1,5}$", listen):
-        raise ConfigError(f"{src}: web.listen: expected HOST:PORT such as 127.0.0.1:8090, got {listen!r}")
-    secret = vals.get("secret") or env.get("HOCTAP_WEB_SECRET") or None
-    if secret is not None and len(str(secret)) < 16:
-        raise ConfigError(f"{src}: web.secret: HOCTAP_WEB_SECRET must be at least 16 characters")
-    return WebSettings(public_url=public.rstrip("/") if public else None, listen=listen, secret=secret)
 
 
 def _scheduler(src: str, raw) -> SchedulerSettings:

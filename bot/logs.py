@@ -27,9 +27,32 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record), self.secrets)
 
 
-def setup_logging(*secrets: str | None) -> None:
+class JsonFormatter(RedactingFormatter):
+    """One JSON object per line (``log_format: json``): time, level, logger, message, the request id of
+    the update being handled (``bot/metrics.py``) and any traceback; secrets removed as in text."""
+
+    def __init__(self, secrets: list[str]):
+        super().__init__("%(message)s", secrets)
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        from bot.metrics import REQUEST_ID
+
+        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+                 "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        request_id = REQUEST_ID.get()
+        if request_id:
+            entry["request_id"] = request_id
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return redact(json.dumps(entry, ensure_ascii=False), self.secrets)
+
+
+def setup_logging(*secrets: str | None, log_format: str = "text") -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
-                                            [s for s in secrets if s]))
+    kept = [s for s in secrets if s]
+    handler.setFormatter(JsonFormatter(kept) if log_format == "json" else
+                         RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", kept))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry the token in URLs

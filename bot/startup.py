@@ -26,8 +26,8 @@ def secrets_of(settings: Settings) -> list[str]:
     """Every secret the settings hold: bot tokens, the webhook secret, the database password."""
     from sqlalchemy.engine import make_url
 
-    found = [settings.telegram.token, settings.zalo.token, settings.zalo.webhook_secret,
-             settings.zalo_oa.app_secret, settings.zalo_oa.oa_secret_key, settings.web.secret]
+    found = [settings.telegram.token, settings.telegram.webhook_secret, settings.zalo.token, settings.zalo.webhook_secret,
+             settings.zalo_oa.app_secret, settings.zalo_oa.oa_secret_key, settings.web_server.secret]
     try:
         found.append(make_url(settings.database_url).password)
     except Exception:  # noqa: BLE001 - an unparsable URL is refused by the settings already

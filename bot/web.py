@@ -11,8 +11,9 @@
   traceback; ``BadBody.response()`` is the answer to send.
 - ``GET /files/<token>/<name>``: short-lived files (report charts) that Zalo fetches by URL; the
   token is random (192 bits) and expires after ``ttl`` seconds.
-- ``GET /healthz``: 200 while the process runs.
+- ``GET /healthz``: 200 while the database answers, 503 when it does not.
 - ``/hoc/...``: the members' study pages (``bot/webapp``), when given.
+- Other surfaces add their routes: ``create_app(routes=...)`` or ``mount`` (Telegram's webhook, metrics).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from bot.channels.zalo.updates import unwrap_update
 
@@ -161,17 +162,19 @@ async def _zalo_update(request: Request, dispatch) -> Response:
     return JSONResponse({"ok": True})
 
 
-def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf | None = None,
-               zalo_oa=None, pages=None, fleet=None) -> Starlette:
-    """``zalo``: a ZaloChannel (its ``dispatch`` takes one update) to serve the webhook, or None;
-    ``fleet``: the branches' bots (``ZaloFleet``), each at ``/zalo/<bot id>/webhook``, or None;
-    ``zalo_oa``: the Zalo OA webhook endpoint, or None; ``pages``: the study pages (``bot.webapp``),
-    served under ``/hoc``, or None."""
+def zalo_webhook_route(zalo, webhook_secret: str | None) -> Route:
+    """``POST /zalo/webhook`` for a ZaloChannel (its ``dispatch`` takes one update); 403 without one."""
 
     async def zalo_webhook(request: Request) -> Response:
         if zalo is None or not _secret_ok(request, webhook_secret):
             return JSONResponse({"ok": False, "description": "Forbidden"}, status_code=403)
         return await _zalo_update(request, zalo.dispatch)
+
+    return Route("/zalo/webhook", zalo_webhook, methods=["POST"])
+
+
+def fleet_webhook_route(fleet) -> Route:
+    """``POST /zalo/<bot id>/webhook`` for the branches' bots (``ZaloFleet``): 404 for an unknown bot."""
 
     async def bot_webhook(request: Request) -> Response:
         bot = await fleet.bot(request.path_params["bot_id"]) if fleet is not None else None
@@ -181,6 +184,12 @@ def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf
             return JSONResponse({"ok": False, "description": "Forbidden"}, status_code=403)
         return await _zalo_update(request, bot.channel.dispatch)
 
+    return Route("/zalo/{bot_id}/webhook", bot_webhook, methods=["POST"])
+
+
+def files_route(shelf: FileShelf | None) -> Route:
+    """``GET /files/<token>/<name>``: the shelf's files (404 without a shelf)."""
+
     async def shelved(request: Request) -> Response:
         item = shelf.get(request.path_params["token"], request.path_params["name"]) if shelf else None
         if item is None:
@@ -188,17 +197,53 @@ def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf
         shelf.hits += 1
         return Response(item.data, media_type=item.content_type, headers={"Cache-Control": "no-store"})
 
+    return Route("/files/{token}/{name}", shelved, methods=["GET", "HEAD"])
+
+
+def health_route(db=None) -> Route:
+    """``GET /healthz``: 200 "ok" when the database answers (or none is given), else 503."""
+
+    def database_answers() -> bool:
+        from sqlalchemy import text
+
+        try:
+            with db.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
+            log.warning("health check: the database does not answer (%s)", type(exc).__name__)
+            return False
+
     async def healthz(request: Request) -> Response:
+        if db is not None and not await asyncio.to_thread(database_answers):
+            return PlainTextResponse("database unavailable", status_code=503)
         return PlainTextResponse("ok")
 
+    return Route("/healthz", healthz, methods=["GET"])
+
+
+def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf | None = None,
+               zalo_oa=None, pages=None, fleet=None, routes: list[BaseRoute] | tuple = (), db=None) -> Starlette:
+    """The one web application of a process: ``zalo`` (a ZaloChannel) for the Zalo webhook, ``fleet``
+    (``ZaloFleet``) for the branches' bots, ``shelf`` for files, ``zalo_oa`` (an endpoint) for the OA's
+    events, ``pages`` (``bot.webapp``) under ``/hoc``, ``db`` for the health check, and ``routes``:
+    what other surfaces mount (the Telegram webhook, metrics). Runtimes started later add theirs
+    with ``mount``."""
     return Starlette(routes=[
-        Route("/zalo/webhook", zalo_webhook, methods=["POST"]),
-        Route("/zalo/{bot_id}/webhook", bot_webhook, methods=["POST"]),
-        Route("/files/{token}/{name}", shelved, methods=["GET", "HEAD"]),
-        Route("/healthz", healthz, methods=["GET"]),
+        zalo_webhook_route(zalo, webhook_secret),
+        fleet_webhook_route(fleet),
+        files_route(shelf),
+        health_route(db),
         *([Route("/zalo-oa/webhook", zalo_oa, methods=["POST"])] if zalo_oa else []),  # bot/channels/zalo_oa
         *([Mount("/hoc", app=pages)] if pages is not None else []),
+        *routes,
     ])
+
+
+def mount(app: Starlette, routes: list[BaseRoute]) -> None:
+    """Add ``routes`` to a running app, ahead of any route of the same path (a runtime's real webhook
+    replaces the 403 placeholder)."""
+    app.router.routes[:0] = routes
 
 
 class _Server(uvicorn.Server):

@@ -25,7 +25,8 @@ QUIZZES = REPO / "quizzes"
 
 def pytest_generate_tests(metafunc):
     if "db_url" in metafunc.fixturenames:
-        metafunc.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+        only_postgres = metafunc.definition.get_closest_marker("postgres") is not None
+        metafunc.parametrize("db_url", ["postgresql"] if only_postgres else ["sqlite", "postgresql"], indirect=True)
 
 
 @pytest.fixture(scope="session")

@@ -33,11 +33,11 @@ def test_environment_overrides_the_file(workdir):
     "text, message",
     [
         ("timezone: Asia/Hanoi\n", "config.yaml: timezone: unknown time zone 'Asia/Hanoi' (e.g. Asia/Ho_Chi_Minh)"),
-        ("databse_url: x\n", "config.yaml: databse_url: unknown setting (known: content_dir, database_url, language, scheduler, telegram, timezone, web, zalo, zalo_oa)"),
-        ("web:\n  public_url: hoc.example.vn\n", "config.yaml: web.public_url: expected the pages' public https URL, e.g. https://hoc.example.vn"),
+        ("databse_url: x\n", "config.yaml: databse_url: unknown setting (known: content_dir, database_url, language, log_format, scheduler, telegram, timezone, web, zalo, zalo_oa)"),
+        ("web:\n  public_url: hoc.example.vn\n", "config.yaml: web.public_url: expected the server's public https URL, e.g. https://bot.example.vn"),
         ("web:\n  secret: abc\n", "config.yaml: web.secret: secrets are read from the environment; write ${VARIABLE} here"),
         ("database_url: hoctap.db\n", "config.yaml: database_url: expected a URL such as sqlite:///hoctap.db"),
-        ("telegram:\n  tokn: x\n", "config.yaml: telegram.tokn: unknown setting (known: api_base_url, bot_username, token)"),
+        ("telegram:\n  tokn: x\n", "config.yaml: telegram.tokn: unknown setting (known: api_base_url, bot_username, mode, token, webhook_secret)"),
         ("timezone: [a\n", "config.yaml:2: not valid YAML (expected ',' or ']', but got '<stream end>')"),
     ],
 )

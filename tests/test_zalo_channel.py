@@ -637,7 +637,7 @@ def test_zalo_settings_come_from_the_file_and_the_environment(workdir):
     for text, message in [
         ("zalo:\n  token: 123:LITERAL\n", "zalo.token: secrets are read from the environment"),
         ("zalo:\n  mode: push\n", "zalo.mode: expected polling or webhook, got 'push'"),
-        ("zalo:\n  mode: webhook\n", "zalo.public_url: webhook mode needs the server's public https URL"),
+        ("zalo:\n  mode: webhook\n", "web.public_url: zalo.mode webhook needs the server's public https URL"),
         ("zalo:\n  rate: 0\n", "zalo.rate: expected messages per second"),
         ("zalo:\n  tokn: x\n", "zalo.tokn: unknown setting"),
     ]:

@@ -28,6 +28,7 @@ from telegram.ext import (
 
 from bot.domain import messages as msg
 from bot.domain.replies import Outcome, Reply, split_text
+from bot.metrics import handling
 from bot.services.chat import ChannelTraits, ChatService
 from bot.timeutil import utcnow
 
@@ -128,7 +129,8 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
         self._locks[key] = (lock, users + 1)
         try:
             async with lock:
-                await coroutine
+                with handling("telegram"):
+                    await coroutine
         finally:
             lock, users = self._locks[key]
             if users == 1:
@@ -152,8 +154,9 @@ class TelegramChannel:
 
     def build(self, token: str, base_url: str, base_file_url: str | None = None, *,
               on_start: Callable[[Application], Awaitable] | None = None,
-              on_stop: Callable[[Application], Awaitable] | None = None) -> Application:
-        """The Application; ``on_start``/``on_stop`` run in its event loop (scheduler, sender)."""
+              on_stop: Callable[[Application], Awaitable] | None = None, webhook: bool = False) -> Application:
+        """The Application; ``on_start``/``on_stop`` run in its event loop (scheduler, sender).
+        ``webhook``: without an updater (updates come from ``bot/channels/telegram_webhook.py``)."""
 
         async def post_init(app: Application) -> None:
             await self._post_init(app)
@@ -164,6 +167,8 @@ class TelegramChannel:
                    .concurrent_updates(PerChatUpdateProcessor()))
         if on_stop is not None:
             builder = builder.post_shutdown(on_stop)
+        if webhook:
+            builder = builder.updater(None)
         if base_file_url:
             builder = builder.base_file_url(base_file_url)
         app = builder.build()

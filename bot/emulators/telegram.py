@@ -34,6 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.emulators.common import BackgroundServer, ChatDriver, Fault, take_fault, u16len
+from bot.emulators.telegram_delivery import WebhookDelivery
 
 log = logging.getLogger(__name__)
 
@@ -564,10 +565,22 @@ class EmulatorState:
 
     def _m_setWebhook(self, p: _Params) -> bool:
         url = p.get("url")
+        if url == "":  # "Use an empty string to remove webhook integration"
+            with self.cond:
+                self.webhook = {"url": ""}
+            return True
         if not url.startswith("https://"):
             raise _bad("bad webhook: An HTTPS URL must be provided for webhook")
+        secret = p.get("secret_token")
+        if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+            raise _bad("secret token contains unallowed characters")
+        connections = p.get("max_connections") or 40
+        if not 1 <= connections <= 100:
+            raise _bad("bad webhook: max_connections must be between 1 and 100")
         with self.cond:
-            self.webhook = {"url": url, "max_connections": p.get("max_connections") or 40}
+            self.webhook = {"url": url, "max_connections": connections}
+            if secret:
+                self.webhook["secret_token"] = secret
             if p.get("allowed_updates") is not None:
                 self.allowed_updates = p.get("allowed_updates") or None
             if p.get("drop_pending_updates"):
@@ -584,8 +597,8 @@ class EmulatorState:
 
     def _m_getWebhookInfo(self, p: _Params) -> dict[str, Any]:
         with self.cond:
-            info = {**self.webhook, "has_custom_certificate": False,
-                    "pending_update_count": len(self.updates)}
+            info = {**{k: v for k, v in self.webhook.items() if k != "secret_token"},
+                    "has_custom_certificate": False, "pending_update_count": len(self.updates)}
             if self.webhook["url"] and self.allowed_updates:
                 info["allowed_updates"] = list(self.allowed_updates)
             return info
@@ -1034,11 +1047,14 @@ class TelegramEmulator:
                  *, bot_first_name: str = "HocTap Test Bot",
                  flood_limit_per_chat: float | None = None, callback_query_ttl: float = 15.0,
                  self_check: bool = True, host: str = "127.0.0.1", port: int = 0,
-                 spec: TelegramApiSpec | None = None) -> None:
+                 spec: TelegramApiSpec | None = None, webhook_targets: list[str] | None = None,
+                 webhook_retry_delay: float = 0.5) -> None:
         """flood_limit_per_chat: messages per second one chat accepts before 429 (None = off).
         callback_query_ttl: seconds after which answerCallbackQuery says "query is too old".
         self_check: validate every result against the spec (a 500 exposes emulator drift).
-        port: 0 picks a free port; a fixed one suits the interactive playground."""
+        port: 0 picks a free port; a fixed one suits the interactive playground.
+        webhook_targets: where a webhook's updates go, round-robin (the reverse proxy's backends,
+        e.g. ``http://127.0.0.1:8081``); without them, the webhook URL itself."""
         self.token = token
         self.spec = spec or TelegramApiSpec.load()
         self._state = EmulatorState(token, bot_username, bot_first_name, self.spec,
@@ -1046,9 +1062,11 @@ class TelegramEmulator:
         self._server = EmulatorServer(self._state, host, port)
         self._users: dict[int, EmulatedUser] = {}
         self._started = False
+        self.webhook = WebhookDelivery(self._state, targets=webhook_targets, retry_delay=webhook_retry_delay)
 
     def start(self) -> TelegramEmulator:
         self._server.start()
+        self.webhook.start()
         self._started = True
         return self
 
@@ -1058,6 +1076,7 @@ class TelegramEmulator:
 
     def stop(self) -> None:
         self._state.close()
+        self.webhook.join()
         self._server.stop()
         self._started = False
 
@@ -1162,6 +1181,10 @@ class TelegramEmulator:
                 if body.get("from", {}).get("id") == user_id:
                     return self._state.replay(update_id)
         raise LookupError(f"no update from {user_id} was returned to the bot yet")
+
+    def webhook_info(self) -> dict[str, Any]:
+        """What getWebhookInfo answers."""
+        return self._state.handle(self.token, "getWebhookInfo", {})[1]["result"]
 
     def updates_pending(self) -> int:
         """Updates not yet confirmed by the bot (as getWebhookInfo.pending_update_count)."""

@@ -18,6 +18,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
+from bot.metrics import LEADER
 from bot.outbox.sender import OutboxSender, Transport
 from bot.scheduling.due import Schedule, prune_processed_updates, run_due
 from bot.storage.db import Database
@@ -73,6 +74,7 @@ class ScheduledWork:
     async def tick(self) -> None:
         now = self.clock()
         leader = await asyncio.to_thread(try_lease, self.db, self.holder, now, timedelta(seconds=self.interval * 3))
+        LEADER.set(1 if leader else 0)
         if not leader:
             await self._stop_sender()
             return
@@ -99,5 +101,6 @@ class ScheduledWork:
 
     async def shutdown(self) -> None:
         self.scheduler.shutdown(wait=False)
+        LEADER.set(0)
         await self._stop_sender()
         await asyncio.to_thread(release_lease, self.db, self.holder)

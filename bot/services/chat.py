@@ -25,7 +25,7 @@ from bot.domain.permissions import PermissionDenied
 from bot.outbox import queue
 from bot.outbox.queue import QuietHours
 from bot.services import linking, oversight, quiz, reading_language
-from bot.storage.db import Database
+from bot.storage.db import Database, lock_chat
 from bot.storage.models import Attempt, ChatAccount, ChatState, Member, ProcessedUpdate, Round
 
 COMMANDS = {
@@ -119,6 +119,7 @@ class ChatService:
         gives it (and reports deliveries, see ``question_delivered``), a typed answer counts only
         for a question delivered to this chat before that moment."""
         with self.db.session() as s:
+            lock_chat(s, self.traits.name, external_id)  # one update of a chat at a time, in any process
             if not self._first_time(s, update_key, now):
                 return Outcome(redelivered=True)
             outcome = self._text(s, external_id, text, now, sent_at)
@@ -195,6 +196,7 @@ class ChatService:
     def on_contact(self, external_id: str, phone: str, own: bool, now: datetime,
                    update_key: str | None = None) -> Outcome:
         with self.db.session() as s:
+            lock_chat(s, self.traits.name, external_id)  # one update of a chat at a time, in any process
             if not self._first_time(s, update_key, now):
                 return Outcome(redelivered=True)
             if not own:
@@ -204,6 +206,7 @@ class ChatService:
 
     def on_action(self, external_id: str, action: str, now: datetime, update_key: str | None = None) -> Outcome:
         with self.db.session() as s:
+            lock_chat(s, self.traits.name, external_id)  # one update of a chat at a time, in any process
             if not self._first_time(s, update_key, now):
                 return Outcome(redelivered=True)
             member = self._member(s, external_id, now)

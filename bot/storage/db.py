@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -48,6 +48,15 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def lock_chat(s: Session, channel: str, external_id: str) -> None:
+    """Hold one chat until this transaction ends, across processes, so that its updates are handled one
+    at a time: on PostgreSQL a transaction-scoped advisory lock on a hash of (channel, chat); on SQLite
+    ``BEGIN IMMEDIATE`` already lets one writer at a time."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                  {"key": f"{channel}:{external_id}"})
 
 
 def alembic_config(url: str) -> AlembicConfig:

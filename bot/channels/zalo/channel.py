@@ -18,6 +18,7 @@ from bot.channels.zalo.rendering import Outgoing, render
 from bot.domain import messages as msg
 from bot.services.linking import looks_like_code
 from bot.domain.replies import Outcome, Reply
+from bot.metrics import handling
 from bot.services.chat import ChatService
 from bot.timeutil import utcnow
 
@@ -69,7 +70,8 @@ class ZaloChannel:
         try:
             async with lock:
                 try:
-                    await self.handle(update)
+                    with handling("zalo"):
+                        await self.handle(update)
                 except Exception:  # noqa: BLE001 - one bad update must not stop the bot
                     mid = ((update.get("message") or {}) if isinstance(update, dict) else {}).get("message_id")
                     log.exception("Zalo: update %s failed", mid)

@@ -60,10 +60,12 @@ class ZaloRuntime:
     charts, and the outbox transport. ``start``/``stop`` run in one event loop."""
 
     def __init__(self, options: ZaloOptions, service: ChatService, *, quota: ZaloQuota | None = None,
-                 clock: Callable[[], datetime] = utcnow, bot_quota: int | None = None):
-        """``bot_quota``: each branch bot's monthly messages (the plan's 3,000), counted apart."""
+                 clock: Callable[[], datetime] = utcnow, bot_quota: int | None = None, web_app=None):
+        """``bot_quota``: each branch bot's monthly messages (the plan's 3,000), counted apart;
+        ``web_app``: the process's shared web application to mount the webhooks and files on
+        (``hoctap run``); without it the runtime serves them on ``options.listen`` itself."""
         self.options, self.service, self.quota, self.clock = options, service, quota, clock
-        self.bot_quota = bot_quota
+        self.bot_quota, self.web_app = bot_quota, web_app
         self.http: httpx.AsyncClient | None = None
         self.fleet: ZaloFleet | None = None
         self._bot_polls: list = []
@@ -77,7 +79,7 @@ class ZaloRuntime:
         self._poll_task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        from bot.web import FileShelf, WebServer, create_app
+        from bot.web import FileShelf, WebServer, create_app, files_route, fleet_webhook_route, mount, zalo_webhook_route
 
         o = self.options
         if o.token and o.mode == "webhook" and not (o.public_url and o.webhook_secret):
@@ -93,8 +95,11 @@ class ZaloRuntime:
                                tz=self.service.tz, monthly_quota=self.bot_quota, rate=o.rate, shelf=shelf,
                                default_name=self._name, default_link=o.share_link, clock=self.clock)
         self.transport = FleetTransport(self.fleet, default)
-        if o.public_url:
-            hook = self.channel if o.token and o.mode == "webhook" else None
+        hook = self.channel if o.token and o.mode == "webhook" else None
+        if self.web_app is not None:
+            mount(self.web_app, [zalo_webhook_route(hook, o.webhook_secret), fleet_webhook_route(self.fleet),
+                                 files_route(shelf)])
+        elif o.public_url:
             self.web = WebServer(create_app(zalo=hook, webhook_secret=o.webhook_secret, shelf=shelf,
                                             fleet=self.fleet), o.listen)
             await self.web.start()

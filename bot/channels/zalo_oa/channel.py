@@ -16,6 +16,7 @@ import logging
 from datetime import datetime
 from typing import Any, Callable
 
+from bot.metrics import handling
 from bot.channels.zalo_oa.client import OAClient
 from bot.channels.zalo_oa.ladder import record_interaction
 from bot.channels.zalo_oa.rendering import ACTION, OAMessage, render
@@ -60,7 +61,8 @@ class OAChannel:
         try:
             async with lock:
                 try:
-                    await self.handle(event)
+                    with handling("zalo_oa"):
+                        await self.handle(event)
                 except Exception:  # noqa: BLE001 - one bad event must not stop the channel
                     log.exception("Zalo OA: event %s failed", event.get("event_name"))
                 finally:

@@ -16,6 +16,7 @@ from bot.channels.zalo_oa.client import OAClient
 from bot.channels.zalo_oa.ladder import OABudget, Prices
 from bot.channels.zalo_oa.tokens import TokenStore
 from bot.channels.zalo_oa.transport import OATransport
+from bot.channels.zalo_oa.webhook import PATH as WEBHOOK_PATH
 from bot.channels.zalo_oa.webhook import webhook_endpoint
 from bot.services.chat import ChatService
 from bot.timeutil import utcnow
@@ -37,9 +38,11 @@ class OARuntime:
     """``settings``: a ZaloOASettings. ``start``/``stop`` run in one event loop."""
 
     def __init__(self, settings, service: ChatService, budget: OABudget, *, serve_web: bool = True,
-                 clock: Callable[[], datetime] = utcnow):
+                 clock: Callable[[], datetime] = utcnow, web_app=None):
+        """``web_app``: the process's shared web application to mount the webhook on (``hoctap run``);
+        else, with ``serve_web``, the runtime serves it on ``settings.listen`` itself."""
         self.settings, self.service, self.budget, self.clock = settings, service, budget, clock
-        self.serve_web = serve_web
+        self.serve_web, self.web_app = serve_web, web_app
         self.tokens = token_store(settings, service.db, clock)
         self.client: OAClient | None = None
         self.channel: OAChannel | None = None
@@ -51,13 +54,17 @@ class OARuntime:
                                 max_age=self.settings.signature_max_age, clock=lambda: self.clock().timestamp())
 
     async def start(self) -> None:
-        from bot.web import WebServer, create_app
+        from starlette.routing import Route
+
+        from bot.web import WebServer, create_app, mount
 
         s = self.settings
         self.client = OAClient(self.tokens, s.api_base_url, s.business_api_url, clock=self.clock)
         self.channel = OAChannel(self.service, self.client, clock=self.clock)
         self.transport = OATransport(self.client, self.budget, rate=s.rate, clock=self.clock)
-        if self.serve_web:
+        if self.web_app is not None:
+            mount(self.web_app, [Route(WEBHOOK_PATH, self.endpoint(), methods=["POST"])])
+        elif self.serve_web:
             self.web = WebServer(create_app(zalo_oa=self.endpoint()), s.listen)
             await self.web.start()
             log.info("Zalo OA: events at %s/zalo-oa/webhook (port %d)", s.public_url or "", self.web.port)

@@ -1,0 +1,126 @@
+"""What ``GET /metrics`` tells Prometheus, and the request id that ties one update's log lines together.
+
+Counters and histograms live in this process (updates handled, handling time, send time, 429s, whether
+it leads the scheduler); what every process shares (the outbox by channel and status, the month's quota
+and budget used, the database pool) is read from the database at scrape time, so any process's scrape
+tells the whole truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+#: The update being handled (a short random id), for log lines (``bot/logs.py``'s JSON format).
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+UPDATES = Counter("hoctap_updates", "Updates handled, by channel", ["channel"], registry=None)
+HANDLING = Histogram("hoctap_update_seconds", "Time to handle one update (reply sent), by channel", ["channel"],
+                     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=None)
+SENDS = Histogram("hoctap_send_seconds", "Time of one outbox delivery, by channel", ["channel"],
+                  buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=None)
+RATE_LIMITED = Counter("hoctap_rate_limited", "Outbox sends refused with 429 (flood control), by channel",
+                       ["channel"], registry=None)
+LEADER = Gauge("hoctap_scheduler_leader", "1 while this process holds the scheduler lease", registry=None)
+PROCESS_METRICS = (UPDATES, HANDLING, SENDS, RATE_LIMITED, LEADER)
+
+
+@contextmanager
+def handling(channel: str) -> Iterator[str]:
+    """Count and time one update, with a fresh request id for its log lines."""
+    request_id = uuid.uuid4().hex[:12]
+    token = REQUEST_ID.set(request_id)
+    started = time.perf_counter()
+    try:
+        yield request_id
+    finally:
+        HANDLING.labels(channel).observe(time.perf_counter() - started)
+        UPDATES.labels(channel).inc()
+        REQUEST_ID.reset(token)
+
+
+class MeasuredTransport:
+    """An outbox transport whose deliveries are timed and whose 429s are counted."""
+
+    def __init__(self, transport):
+        self.inner = transport
+        self.channel = transport.channel
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def deliver(self, external_id, reply, attachment) -> None:
+        from bot.outbox.sender import SendError
+
+        started = time.perf_counter()
+        try:
+            await self.inner.deliver(external_id, reply, attachment)
+        except SendError as exc:
+            if exc.kind == "retry_after":
+                RATE_LIMITED.labels(self.channel).inc()
+            raise
+        finally:
+            SENDS.labels(self.channel).observe(time.perf_counter() - started)
+
+
+class SharedState:
+    """Collected at scrape time from the database: outbox rows by channel and status, each monthly limit's
+    use, and this process's connection pool."""
+
+    def __init__(self, db, limits: dict[str, object] | None = None):
+        self.db, self.limits = db, {k: v for k, v in (limits or {}).items() if v is not None}
+
+    def collect(self):
+        from sqlalchemy import func, select
+
+        from bot.storage.models import OutboxMessage
+
+        outbox = GaugeMetricFamily("hoctap_outbox_messages", "Outbox rows by channel and status",
+                                   labels=["channel", "status"])
+        with self.db.session() as s:
+            rows = s.execute(select(OutboxMessage.channel, OutboxMessage.status, func.count())
+                             .group_by(OutboxMessage.channel, OutboxMessage.status)).all()
+        for channel, status, count in rows:
+            outbox.add_metric([channel or "", status], count)
+        yield outbox
+        used = GaugeMetricFamily("hoctap_month_used", "Used this month of a monthly limit (Zalo messages, "
+                                 "Zalo OA đồng)", labels=["limit"])
+        limit = GaugeMetricFamily("hoctap_month_limit", "A monthly limit (0: none)", labels=["limit"])
+        for name, holder in self.limits.items():
+            used.add_metric([name], holder.used())
+            limit.add_metric([name], holder.monthly or 0)
+        yield used
+        yield limit
+        pool = self.db.engine.pool
+        if hasattr(pool, "checkedout"):
+            yield GaugeMetricFamily("hoctap_db_connections_in_use", "Database connections in use in this process",
+                                    value=pool.checkedout())
+            yield GaugeMetricFamily("hoctap_db_pool_size", "Database pool size in this process", value=pool.size())
+
+
+def metrics_route(db, limits: dict[str, object] | None = None) -> Route:
+    """``GET /metrics`` in Prometheus' text format."""
+    registry = CollectorRegistry()
+    for metric in PROCESS_METRICS:
+        registry.register(metric)
+    registry.register(SharedState(db, limits))
+
+    async def metrics(request: Request) -> Response:
+        body = await asyncio.to_thread(generate_latest, registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return Route("/metrics", metrics, methods=["GET"])
+
+
+def measured(transports: dict[str, object], wrap: Callable = MeasuredTransport) -> dict[str, object]:
+    return {name: wrap(t) for name, t in transports.items()}

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Back up the database to one file: deploy/backup.sh postgresql://USER:PASSWORD@HOST:5432/DB FILE.dump
+# (custom format: compressed, restorable table by table). Safe while the bots run.
+set -euo pipefail
+[ $# -eq 2 ] || { echo "usage: $0 POSTGRES_URL FILE.dump" >&2; exit 2; }
+exec pg_dump --format=custom --no-owner --file="$2" "$1"

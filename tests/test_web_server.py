@@ -1,0 +1,229 @@
+"""One web server per process: Telegram by webhook (secret header, retried deliveries), /healthz, /metrics,
+JSON logs with a request id, and the ``web`` settings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from bench.webhook_fleet import free_port
+from bot.config import ConfigError, SchedulerSettings, Settings, TelegramSettings, WebSettings, load_settings
+
+SECRET = "webhook-Secret_123"
+PUBLIC = "https://bot.example.vn"
+
+
+def wait_listening(port: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+@contextmanager
+def serving(settings: Settings, db):
+    """``hoctap run``'s serve() in a thread of its own until the block ends."""
+    from bot.app import serve
+
+    loop, stop = asyncio.new_event_loop(), asyncio.Event()
+    thread = threading.Thread(target=lambda: loop.run_until_complete(serve(settings, db, stop)), daemon=True)
+    thread.start()
+    try:
+        wait_listening(int(settings.web_server.listen.rsplit(":", 1)[1]))
+        yield
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=15)
+    assert not thread.is_alive()
+
+
+def webhook_settings(db, emulator, port: int) -> Settings:
+    return Settings(database_url=db.url,
+                    telegram=TelegramSettings(token=emulator.token, api_base_url=emulator.base_url, mode="webhook",
+                                              webhook_secret=SECRET),
+                    web=WebSettings(listen=f"127.0.0.1:{port}", public_url=PUBLIC),
+                    scheduler=SchedulerSettings(tick_seconds=3600))
+
+
+def link(emulator, invite, code: str, user_id: int):
+    user = emulator.user(user_id)
+    user.send_text(f"/start {invite(code)}")
+    user.wait_for(lambda u: "Liên kết thành công" in (u.last() or {}).get("text", ""), timeout=15)
+    return user
+
+
+def test_telegram_by_webhook_serves_a_member_on_the_one_web_server_with_health_and_metrics(province, invite):
+    from bot.emulators.telegram import TelegramEmulator
+
+    port = free_port()
+    with TelegramEmulator(webhook_targets=[f"http://127.0.0.1:{port}"]) as emulator:
+        with serving(webhook_settings(province, emulator, port), province):
+            member = link(emulator, invite, "DV010", 7301)
+            member.send_text("/hoc")
+            assert "64-KH/TU" in member.wait_for(lambda u: "Hạn" in u.last()["text"], timeout=15)["text"]
+            health = httpx.get(f"http://127.0.0.1:{port}/healthz")
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        [hook] = emulator.calls("setWebhook")
+        assert hook["url"] == f"{PUBLIC}/telegram/webhook" and hook["secret_token"] == SECRET
+        assert hook["allowed_updates"] == ["message", "callback_query"]
+        assert not emulator.calls("getUpdates")  # no polling beside the webhook
+        assert emulator.updates_pending() == 0
+    assert health.status_code == 200 and health.text == "ok"
+    handled = [line for line in metrics.splitlines() if line.startswith('hoctap_updates_total{channel="telegram"}')]
+    assert handled and float(handled[0].split()[-1]) >= 2  # /start and /hoc
+    assert 'hoctap_update_seconds_bucket{channel="telegram"' in metrics
+    assert "hoctap_scheduler_leader 1.0" in metrics.splitlines()  # the only process leads
+    assert "hoctap_db_connections_in_use" in metrics
+
+
+def test_a_webhook_delivery_that_fails_is_retried_and_handled_once(province, invite):
+    """Every other attempt goes to a backend that is down (as behind a proxy with a dead process)."""
+    from bot.emulators.telegram import TelegramEmulator
+
+    port, dead = free_port(), free_port()
+    with TelegramEmulator(webhook_targets=[f"http://127.0.0.1:{dead}", f"http://127.0.0.1:{port}"],
+                          webhook_retry_delay=0.05) as emulator:
+        with serving(webhook_settings(province, emulator, port), province):
+            member = link(emulator, invite, "DV010", 7302)
+            for _ in range(3):
+                member.mark()
+                member.send_text("/ketqua")
+                member.wait_for(lambda u: "Kết quả" in u.last()["text"] or "chưa" in u.last()["text"], timeout=15)
+            time.sleep(0.5)  # a second handling would show now
+            info = emulator.webhook_info()
+        assert emulator.webhook.failures and all("Connection failed" in why for _, _, why in emulator.webhook.failures)
+        assert info["last_error_message"].startswith("Connection failed") and info["pending_update_count"] == 0
+        texts = [m["text"] for m in member.messages if not m["text"].startswith("📢")]  # not the round's announcement
+        assert len([t for t in texts if "Liên kết thành công" in t]) == 1
+        assert len(texts) == 4, (texts, emulator.webhook.delivered, emulator.webhook.failures)  # linked, one answer per /ketqua
+
+
+def test_the_telegram_webhook_refuses_what_telegram_would_not_send(province):
+    """A wrong or missing secret, an oversized, malformed or non-update body: refused, nothing handled."""
+    from bot.emulators.telegram import TelegramEmulator
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/telegram/webhook"
+    update = {"update_id": 1, "message": {"message_id": 1, "date": 0, "chat": {"id": 5, "type": "private"},
+                                          "from": {"id": 5, "is_bot": False, "first_name": "X"}, "text": "/hoc"}}
+    with TelegramEmulator() as emulator:
+        with serving(webhook_settings(province, emulator, port), province):
+            emulator.reset_log()
+            assert httpx.post(url, json=update).status_code == 403
+            assert httpx.post(url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"}).status_code == 403
+            ok = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+            assert httpx.post(url, content=b"x" * 70_000, headers=ok).status_code == 413
+            assert httpx.post(url, content=b"{not json", headers=ok).status_code == 400
+            assert httpx.post(url, content=b"[" * 100 + b"]" * 100, headers=ok).status_code == 400
+            assert httpx.post(url, json={"update_id": "1"}, headers=ok).status_code == 400
+            assert httpx.post(url, json=[1, 2], headers=ok).status_code == 400
+            assert not emulator.calls("sendMessage")  # nothing reached the bot
+            assert httpx.post(url, json=update, headers=ok).status_code == 200
+            assert emulator.calls("sendMessage")  # the real update was answered before the 200
+
+
+def test_healthz_is_503_when_the_database_does_not_answer(tmp_path):
+    from starlette.testclient import TestClient
+
+    from bot.storage.db import Database
+    from bot.web import create_app
+
+    gone = Database(f"sqlite:///{tmp_path / 'no-such-dir' / 'x.db'}")
+    with TestClient(create_app(db=gone)) as client:
+        response = client.get("/healthz")
+    assert response.status_code == 503 and response.text == "database unavailable"
+
+
+def test_metrics_count_the_outbox_by_channel_and_status_from_the_database(province):
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from bot.domain.replies import Reply
+    from bot.metrics import metrics_route
+    from bot.outbox import queue
+    from bot.storage.models import Member, OutboxMessage
+    from bot.timeutil import utcnow
+
+    now = utcnow()
+    with province.session() as s:
+        ids = [m.id for m in s.query(Member).limit(3)]
+        for i, mid in enumerate(ids):
+            queue.enqueue(s, dedupe_key=f"t:{i}", purpose=queue.REPLY, member_id=mid, reply=Reply("x"), now=now,
+                          not_before=now)
+        s.flush()
+        row = s.query(OutboxMessage).first()
+        row.status, row.channel = "uncertain", "zalo"
+    with TestClient(Starlette(routes=[metrics_route(province)])) as client:
+        text = client.get("/metrics").text
+    assert 'hoctap_outbox_messages{channel="zalo",status="uncertain"} 1.0' in text
+    assert 'hoctap_outbox_messages{channel="",status="pending"} 2.0' in text
+
+
+def test_json_logs_carry_the_request_id_of_the_update_and_no_secret(capsys):
+    from bot.logs import setup_logging
+    from bot.metrics import handling
+
+    setup_logging("s3cret-token", log_format="json")
+    try:
+        with handling("telegram") as request_id:
+            logging.getLogger("bot.test").info("handling with s3cret-token inside")
+        logging.getLogger("bot.test").info("outside any update")
+    finally:
+        logging.basicConfig(force=True)
+    inside, outside = [json.loads(line) for line in capsys.readouterr().err.splitlines()[-2:]]
+    assert inside["request_id"] == request_id and inside["level"] == "INFO" and inside["logger"] == "bot.test"
+    assert inside["message"] == "handling with <secret> inside"
+    assert "request_id" not in outside
+
+
+def test_the_web_section_serves_every_webhook_and_old_listen_keys_still_work(tmp_path):
+    config = tmp_path / "config.yaml"
+
+    def load(text: str) -> Settings:
+        config.write_text(text, encoding="utf-8")
+        return load_settings(config, {})
+
+    s = load("web:\n  listen: 0.0.0.0:9000\n  public_url: https://bot.example.vn\nlog_format: json\n")
+    assert s.web_server == WebSettings("0.0.0.0:9000", "https://bot.example.vn") and s.log_format == "json"
+    old = load("zalo:\n  listen: 127.0.0.1:8088\n  public_url: https://z.example.vn\n")
+    assert old.web_server == WebSettings("127.0.0.1:8088", "https://z.example.vn")
+    for text, message in [
+        ("zalo:\n  listen: 127.0.0.1:8088\nzalo_oa:\n  listen: 127.0.0.1:8089\n",
+         "one web server now serves every webhook; write web: {listen: HOST:PORT, public_url: https://...} instead"),
+        ("web:\n  listen: 127.0.0.1:9000\nzalo_oa:\n  listen: 127.0.0.1:8089\n",
+         "zalo_oa.listen: the web section's listen now serves every webhook; remove zalo_oa.listen"),
+        ("telegram:\n  mode: webhook\n", "web.public_url: telegram.mode webhook needs the server's public https URL"),
+        ("telegram:\n  mode: hook\n", "telegram.mode: expected polling or webhook, got 'hook'"),
+        ("web:\n  port: 1\n", "web.port: unknown setting (known: listen, public_url)"),
+        ("log_format: xml\n", "log_format: expected text or json, got 'xml'"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            load(text)
+        assert str(info.value).endswith(message), info.value
+
+
+def test_webhook_mode_without_a_secret_is_refused_at_start(workdir, capsys):
+    from bot.cli import main
+
+    (workdir / "config.yaml").write_text(
+        "telegram:\n  token: ${TELEGRAM_BOT_TOKEN}\n  mode: webhook\nweb:\n  public_url: https://bot.example.vn\n",
+        encoding="utf-8")
+    import os
+
+    os.environ["TELEGRAM_BOT_TOKEN"] = "1:abc"
+    try:
+        assert main(["--config", "config.yaml", "run"]) == 2
+    finally:
+        del os.environ["TELEGRAM_BOT_TOKEN"]
+    assert "TELEGRAM_WEBHOOK_SECRET is not set" in capsys.readouterr().err
