@@ -205,7 +205,7 @@ def test_the_web_section_serves_every_webhook_and_old_listen_keys_still_work(tmp
          "zalo_oa.listen: the web section's listen now serves every webhook; remove zalo_oa.listen"),
         ("telegram:\n  mode: webhook\n", "web.public_url: telegram.mode webhook needs the server's public https URL"),
         ("telegram:\n  mode: hook\n", "telegram.mode: expected polling or webhook, got 'hook'"),
-        ("web:\n  port: 1\n", "web.port: unknown setting (known: listen, public_url)"),
+        ("web:\n  port: 1\n", "web.port: unknown setting (known: listen, public_url, secret)"),
         ("log_format: xml\n", "log_format: expected text or json, got 'xml'"),
     ]:
         with pytest.raises(ConfigError) as info:
