@@ -174,13 +174,16 @@ def test_json_logs_carry_the_request_id_of_the_update_and_no_secret(capsys):
     from bot.logs import setup_logging
     from bot.metrics import handling
 
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     setup_logging("s3cret-token", log_format="json")
     try:
         with handling("telegram") as request_id:
             logging.getLogger("bot.test").info("handling with s3cret-token inside")
         logging.getLogger("bot.test").info("outside any update")
-    finally:
-        logging.basicConfig(force=True)
+    finally:  # no handler left on this test's captured stderr, which closes with the test
+        root.handlers[:] = handlers
+        root.setLevel(level)
     inside, outside = [json.loads(line) for line in capsys.readouterr().err.splitlines()[-2:]]
     assert inside["request_id"] == request_id and inside["level"] == "INFO" and inside["logger"] == "bot.test"
     assert inside["message"] == "handling with <secret> inside"
