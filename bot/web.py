@@ -31,7 +31,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from bot.channels.zalo.updates import unwrap_update
 
@@ -137,8 +137,9 @@ async def read_json(request: Request, limit: int = MAX_BODY, max_depth: int = MA
 
 
 def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf | None = None,
-               zalo_oa=None) -> Starlette:
-    """``zalo``: a ZaloChannel (its ``dispatch`` takes one update) to serve the webhook, or None."""
+               zalo_oa=None, console=None) -> Starlette:
+    """``zalo``: a ZaloChannel (its ``dispatch`` takes one update) to serve the webhook, or None.
+    ``console``: the web console's ASGI app (``bot.console.app.create_console``), mounted at /quantri."""
     expected = (webhook_secret or "").encode("utf-8")
 
     async def zalo_webhook(request: Request) -> Response:
@@ -174,6 +175,7 @@ def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf
         Route("/files/{token}/{name}", shelved, methods=["GET", "HEAD"]),
         Route("/healthz", healthz, methods=["GET"]),
         *([Route("/zalo-oa/webhook", zalo_oa, methods=["POST"])] if zalo_oa else []),  # bot/channels/zalo_oa
+        *([Mount("/quantri", console)] if console else []),  # bot/console
     ])
 
 
