@@ -23,7 +23,22 @@ def chat_service(settings: Settings, db: Database, channel: str = "telegram", bu
         from bot.channels.zalo_oa import TRAITS
     else:
         from bot.channels.telegram import TRAITS
-    return ChatService(db, TRAITS, settings.tz, schedule_from(settings).quiet, budget=budget)
+    return ChatService(db, TRAITS, settings.tz, schedule_from(settings).quiet, budget=budget,
+                       console_url=settings.web.public_url)
+
+
+def console_server(settings: Settings, db: Database):
+    """The product's web pages (the console under /quantri) on ``web.listen``, or None without
+    ``web.public_url``."""
+    if not settings.web.public_url:
+        return None
+    from bot.console.app import create_console
+    from bot.scheduling.due import schedule_from
+    from bot.web import WebServer, create_app
+
+    console = create_console(db, settings.tz, quiet=schedule_from(settings).quiet,
+                             secure_cookie=settings.web.public_url.startswith("https://"))
+    return WebServer(create_app(console=console), settings.web.listen)
 
 
 def zalo_quota(settings: Settings, db: Database):
@@ -123,6 +138,10 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = N
             await oa_runtime.start()
             closers.append(oa_runtime.stop)
             transports["zalo_oa"] = oa_runtime.transport
+        web = console_server(settings, db)
+        if web is not None:
+            await web.start()
+            closers.append(web.stop)
         runner = scheduled_work(settings, db, transports, budget)
         runner.start()
         closers.append(runner.shutdown)
@@ -203,7 +222,7 @@ PLAYGROUND_DB = "playground.db"
 
 
 def run_playground(settings: Settings, as_member: str | None = None, script: str | None = None,
-                   channel: str = "telegram", at=None) -> int:
+                   channel: str = "telegram", at=None, web: bool = False) -> int:
     from pathlib import Path
 
     from bot.channels.playground import Playground, ZaloPlayground
@@ -223,4 +242,41 @@ def run_playground(settings: Settings, as_member: str | None = None, script: str
 
         return OAPlayground(settings, db).run(as_member, lines)
     kind = ZaloPlayground if channel == "zalo" else Playground
-    return kind(settings, db).run(as_member, lines)
+    playground = kind(settings, db)
+    if not web:
+        return playground.run(as_member, lines)
+    if not playground.prepare():
+        return 1
+    server = playground_console(settings, db)
+    playground.console_url = server.url
+    try:
+        return playground.run(as_member, lines)
+    finally:
+        server.stop()
+
+
+PLAYGROUND_CADRE = "CB002"
+
+
+def playground_console(settings: Settings, db: Database):
+    """The console on ``web.listen`` for the playground, with a login link for the sample cadre printed
+    on a line of its own (``http://...``)."""
+    from sqlalchemy import select
+
+    from bot.console.app import create_console
+    from bot.scheduling.due import schedule_from
+    from bot.services.console_access import issue_login, login_url
+    from bot.storage.models import Member
+    from bot.timeutil import utcnow
+    from bot.web import ThreadedWebServer, create_app
+
+    console = create_console(db, settings.tz, quiet=schedule_from(settings).quiet)
+    server = ThreadedWebServer(create_app(console=console), settings.web.listen).start()
+    with db.session() as s:
+        cadre = s.scalar(select(Member).where(Member.code == PLAYGROUND_CADRE))
+        token = issue_login(s, cadre, utcnow()) if cadre is not None else None
+    print(f"Trang quản trị: {server.url}/quantri/")
+    if token:
+        print(login_url(server.url, token))
+        print(f"(đường dẫn vào cho cán bộ {PLAYGROUND_CADRE}, dùng một lần trong 5 phút; trong chat gõ /quantri)")
+    return server

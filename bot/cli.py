@@ -53,7 +53,8 @@ def cmd_playground(args, settings: Settings) -> int:
     if args.script and not Path(args.script).exists():
         raise UsageError(f"--script: {args.script} not found")
     at = _local(args.at, settings, "--at") if args.at else None
-    return run_playground(settings, as_member=args.member, script=args.script, channel=args.channel, at=at)
+    return run_playground(settings, as_member=args.member, script=args.script, channel=args.channel, at=at,
+                          web=args.web)
 
 
 @command("scheduler")
@@ -512,6 +513,33 @@ def cmd_rounds_close(args, settings: Settings) -> int:
     return 0
 
 
+# -- admin ---------------------------------------------------------------------------------------
+@command("admin link")
+def cmd_admin_link(args, settings: Settings) -> int:
+    from sqlalchemy import select
+
+    from bot.domain.permissions import PermissionDenied
+    from bot.services.console_access import LINK_TTL, issue_login, login_url
+    from bot.storage.models import Member
+
+    if not settings.web.public_url:
+        raise UsageError("web.public_url is needed: the address of the console (see README: Web console)")
+    db = open_db(settings)
+    with db.session() as s:
+        member = s.scalar(select(Member).where(Member.code == args.code))
+        if member is None:
+            raise UsageError(f"no member {args.code}; see 'hoctap members list'")
+        try:
+            token = issue_login(s, member, utcnow())
+        except PermissionDenied:
+            raise UsageError(f"{args.code} is a {member.role}{'' if member.active else ' (inactive)'}: the console is "
+                             "for active secretaries, cadres and admins") from None
+    print(login_url(settings.web.public_url, token))
+    print(f"single use, valid {int(LINK_TTL.total_seconds() // 60)} minutes, for {member.code} {member.full_name}",
+          file=sys.stderr)
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     """Bad arguments print one line (``error: ...``) and exit 2, like every other refusal here."""
@@ -561,6 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "zalo-oa: numbered buttons, no edits)")
     p.add_argument("--at", metavar='"YYYY-MM-DD HH:MM"',
                    help="show what a member, a secretary and a cadre receive from the scheduler at that local time")
+    p.add_argument("--web", action="store_true",
+                   help="also serve the web console locally and print a login link for the sample cadre")
     p.set_defaults(handler="playground")
 
     p = leaf(sub, "scheduler", "run the scheduler and outbox sender alone (announcements, reminders, digests)",
@@ -629,6 +659,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="telegram: deep links; zalo: short codes to type, beside the bot's share link")
     p.add_argument("--link", metavar="URL", help="the Zalo bot's share link (default: zalo.share_link)")
     p.add_argument("--show", type=int, default=20, metavar="N", help="Zalo: print the first N codes (default 20)")
+
+    admin = group("admin", "the web console")
+    p = leaf(admin, "link", "print a one-time console login link for a secretary, cadre or admin", "admin link")
+    p.add_argument("code", metavar="CODE", help="the member's code, e.g. CB002")
 
     oa = group("zalo-oa", "the Zalo Official Account's authorisation")
     leaf(oa, "authorize", "print the address where an OA admin allows the app (PKCE)", "zalo-oa authorize")

@@ -106,6 +106,15 @@ class SchedulerSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The product's own web pages (the console under ``/quantri``): served on ``listen`` when
+    ``public_url`` (the address people open, https in production) is set."""
+
+    public_url: str | None = None
+    listen: str = "127.0.0.1:8090"
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     timezone: str = "Asia/Ho_Chi_Minh"
@@ -116,6 +125,7 @@ class Settings:
     source: str = "defaults"
     zalo: ZaloSettings = ZaloSettings()
     zalo_oa: ZaloOASettings = ZaloOASettings()
+    web: WebSettings = WebSettings()
 
     @property
     def tz(self) -> ZoneInfo:
@@ -145,12 +155,12 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
     src = str(cfg_path)
     base = cfg_path.resolve().parent if cfg_path.exists() else Path.cwd()
 
-    known = {"database_url", "timezone", "language", "content_dir", "telegram", "zalo", "zalo_oa", "scheduler"}
+    known = {"database_url", "timezone", "language", "content_dir", "telegram", "zalo", "zalo_oa", "scheduler", "web"}
     for key in raw:
         if key not in known:
             raise ConfigError(f"{src}: {key}: unknown setting (known: {', '.join(sorted(known))})")
 
-    values = {k: _resolve(src, k, v, env) for k, v in raw.items() if k not in ("telegram", "zalo", "zalo_oa", "scheduler")}
+    values = {k: _resolve(src, k, v, env) for k, v in raw.items() if k not in ("telegram", "zalo", "zalo_oa", "scheduler", "web")}
     for var, key in ENV_OVERRIDES.items():
         if env.get(var):
             values[key] = env[var]
@@ -185,7 +195,26 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         source=src,
         zalo=_zalo(src, raw.get("zalo"), env),
         zalo_oa=_zalo_oa(src, raw.get("zalo_oa"), env),
+        web=_web(src, raw.get("web"), env),
     )
+
+
+def _web(src: str, raw, env: dict[str, str]) -> WebSettings:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{src}: web: expected a mapping of settings")
+    for key in raw:
+        if key not in ("public_url", "listen"):
+            raise ConfigError(f"{src}: web.{key}: unknown setting (known: listen, public_url)")
+    vals = {k: _resolve(src, f"web.{k}", v, env) for k, v in raw.items()}
+    public = vals.get("public_url") or None
+    if public is not None and (not isinstance(public, str) or not public.startswith(("http://", "https://"))):
+        raise ConfigError(f"{src}: web.public_url: expected the address people open, e.g. https://bot.example.vn")
+    listen = str(vals.get("listen") or WebSettings.listen)
+    if not re.match(r"^(\[[0-9a-fA-F:]+\]|[\w.-]*):\d{1,5}$", listen):
+        raise ConfigError(f"{src}: web.listen: expected HOST:PORT such as 127.0.0.1:8090, got {listen!r}")
+    return WebSettings(public_url=public.rstrip("/") if public else None, listen=listen)
 
 
 def _telegram(src: str, raw, env: dict[str, str]) -> TelegramSettings:

@@ -190,6 +190,32 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return (host.strip("[]") or "0.0.0.0"), int(port)
 
 
+class ThreadedWebServer:
+    """A ``WebServer`` in a thread of its own, for callers without an event loop (playground, tests)."""
+
+    def __init__(self, app: Starlette, listen: str):
+        import threading
+
+        self.web = WebServer(app, listen)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="web")
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.web.host in ("0.0.0.0", "") else self.web.host
+        return f"http://{host}:{self.web.port}"
+
+    def start(self) -> "ThreadedWebServer":
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.web.start(), self.loop).result(15)
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.web.stop(), self.loop).result(15)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
 class WebServer:
     """uvicorn serving ``app`` in the current event loop, on ``host:port``."""
 

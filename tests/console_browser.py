@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shutil
-import threading
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -16,29 +14,24 @@ LINK = re.compile(r"https?://\S+/quantri/vao/\S+")
 
 
 class Server:
-    """``bot.web.create_app`` with the console, served by uvicorn in a thread of its own."""
+    """``bot.web.create_app`` with the console on a free port; ``clock`` may be moved by a test."""
 
     def __init__(self, db, clock=None):
         from bot.console.app import create_console
         from bot.timeutil import utcnow
-        from bot.web import WebServer, create_app
+        from bot.web import ThreadedWebServer, create_app
 
         self.clock = clock or utcnow
         app = create_app(console=create_console(db, TZ, clock=lambda: self.clock()))
-        self.web = WebServer(app, "127.0.0.1:0")
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.server = ThreadedWebServer(app, "127.0.0.1:0")
 
     def start(self) -> "Server":
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.web.start(), self.loop).result(15)
-        self.url = f"http://127.0.0.1:{self.web.port}"
+        self.server.start()
+        self.url = self.server.url
         return self
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.web.stop(), self.loop).result(15)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        self.server.stop()
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ def test_environment_overrides_the_file(workdir):
     "text, message",
     [
         ("timezone: Asia/Hanoi\n", "config.yaml: timezone: unknown time zone 'Asia/Hanoi' (e.g. Asia/Ho_Chi_Minh)"),
-        ("databse_url: x\n", "config.yaml: databse_url: unknown setting (known: content_dir, database_url, language, scheduler, telegram, timezone, zalo, zalo_oa)"),
+        ("databse_url: x\n", "config.yaml: databse_url: unknown setting (known: content_dir, database_url, language, scheduler, telegram, timezone, web, zalo, zalo_oa)"),
         ("database_url: hoctap.db\n", "config.yaml: database_url: expected a URL such as sqlite:///hoctap.db"),
         ("telegram:\n  tokn: x\n", "config.yaml: telegram.tokn: unknown setting (known: api_base_url, bot_username, token)"),
         ("timezone: [a\n", "config.yaml:2: not valid YAML (expected ',' or ']', but got '<stream end>')"),

@@ -37,6 +37,7 @@ class Playground:
         self.shown: dict[int, str] = {}
         self.answers_seen = 0
         self.echo = False
+        self.console_url: str | None = None  # the console's address with ``--web`` (``/quantri`` in chat)
 
     def prepare(self) -> bool:
         """Sample roster and documents in an empty database, and an open round to play with."""
@@ -49,7 +50,7 @@ class Playground:
         if not self.prepare():
             return 1
         with TelegramEmulator(bot_username="hoctap_playground_bot") as emu:
-            service = ChatService(self.db, TRAITS, self.settings.tz)
+            service = ChatService(self.db, TRAITS, self.settings.tz, console_url=self.console_url)
             app = TelegramChannel(service).build(emu.token, emu.base_url, emu.base_file_url)
             with BackgroundBot(app):
                 self.emu = emu
