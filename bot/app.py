@@ -37,7 +37,8 @@ def console_server(settings: Settings, db: Database):
     from bot.web import WebServer, create_app
 
     console = create_console(db, settings.tz, quiet=schedule_from(settings).quiet,
-                             secure_cookie=settings.web.public_url.startswith("https://"))
+                             secure_cookie=settings.web.public_url.startswith("https://"),
+                             bot_name=settings.telegram.bot_username or "", zalo_link=settings.zalo.share_link or "")
     return WebServer(create_app(console=console), settings.web.listen)
 
 
@@ -270,7 +271,7 @@ def playground_console(settings: Settings, db: Database):
     from bot.timeutil import utcnow
     from bot.web import ThreadedWebServer, create_app
 
-    console = create_console(db, settings.tz, quiet=schedule_from(settings).quiet)
+    console = create_console(db, settings.tz, quiet=schedule_from(settings).quiet, bot_name="hoctap_playground_bot")
     server = ThreadedWebServer(create_app(console=console), settings.web.listen).start()
     with db.session() as s:
         cadre = s.scalar(select(Member).where(Member.code == PLAYGROUND_CADRE))

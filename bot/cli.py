@@ -370,6 +370,7 @@ def _new_invites(settings: Settings, unit_code: str | None, channel: str):
 @command("members invite")
 def cmd_members_invite(args, settings: Settings) -> int:
     from bot.roster.files import write_table
+    from bot.services.linking import invitation_rows
 
     if args.channel == "zalo":
         return _zalo_invites(args, settings)
@@ -378,9 +379,8 @@ def cmd_members_invite(args, settings: Settings) -> int:
         raise UsageError("the bot's username is needed for the links; pass --bot NAME or set telegram.bot_username")
     out = Path(args.out or f"invites-{args.unit or 'all'}.csv")
     with _new_invites(settings, args.unit, "telegram") as (members, codes):
-        rows = [[m.code, m.full_name, m.unit.code, m.phone or "", f"https://t.me/{bot_name}?start={codes[m.id]}"]
-                for m in members]
-    write_table(out, ["member_code", "full_name", "unit_code", "phone", "link"], rows)
+        header, rows = invitation_rows(members, codes, "telegram", bot_name=bot_name)
+    write_table(out, header, rows)
     print(f"{len(rows)} invitation link(s) written to {out}; earlier unused links no longer work")
     return 0
 
@@ -388,15 +388,13 @@ def cmd_members_invite(args, settings: Settings) -> int:
 def _zalo_invites(args, settings: Settings) -> int:
     """Short typed codes (Zalo has no deep-link parameter), beside the bot's share link."""
     from bot.roster.files import write_table
-    from bot.services.linking import format_code
+    from bot.services.linking import invitation_rows
 
     link = args.link or settings.zalo.share_link or ""
     out = Path(args.out or f"invites-zalo-{args.unit or 'all'}.csv")
     with _new_invites(settings, args.unit, "zalo") as (members, codes):
-        where = f"mở {link} (hoặc tìm bot trên Zalo)" if link else "mở bot học tập trên Zalo"
-        rows = [[m.code, m.full_name, m.unit.code, m.phone or "", format_code(codes[m.id]), link,
-                 f"Đồng chí {m.full_name}: {where} và gõ mã {format_code(codes[m.id])}"] for m in members]
-    write_table(out, ["member_code", "full_name", "unit_code", "phone", "zalo_code", "zalo_link", "message"], rows)
+        header, rows = invitation_rows(members, codes, "zalo", zalo_link=link)
+    write_table(out, header, rows)
     for row in rows[:args.show]:
         print(f"{row[0]}\t{row[1]}\t{row[4]}")
     if len(rows) > args.show:

@@ -22,7 +22,7 @@ class Server:
         from bot.web import ThreadedWebServer, create_app
 
         self.clock = clock or utcnow
-        app = create_app(console=create_console(db, TZ, clock=lambda: self.clock()))
+        app = create_app(console=create_console(db, TZ, clock=lambda: self.clock(), bot_name="hoctap_test_bot"))
         self.server = ThreadedWebServer(app, "127.0.0.1:0")
 
     def start(self) -> "Server":
@@ -109,6 +109,9 @@ def browser(request, tmp_path):
     options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                               "download.prompt_for_download": False})
     driver = webdriver.Chrome(service=Service(paths[1]), options=options)
+    if width < 500:  # a desktop window has a minimum width; a phone's viewport is emulated
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": True})
     driver.downloads = downloads
     driver.width = width
     yield driver

@@ -17,10 +17,22 @@ DOCS = REPO / "docs" / "console"
 
 
 def shot(driver, name: str) -> None:
-    """Screenshots for the README's guide, written to docs/console when HOCTAP_SCREENSHOTS=1."""
+    """The page fits the screen's width (no sideways scrolling on a phone); screenshots for the README's
+    guide are written to docs/console when HOCTAP_SCREENSHOTS=1."""
+    assert driver.execute_script("return document.documentElement.scrollWidth") <= driver.width, name
     if os.environ.get("HOCTAP_SCREENSHOTS") == "1" and driver.width == 360:
         DOCS.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(DOCS / f"{name}.png"))
+
+
+def press(driver, element_id: str) -> None:
+    """Click a button or link that loads a new page, and wait until the new page is there."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.ID, element_id).click()
+    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(page))
 
 
 def finish_quiz(db, member_code: str, round_id: int) -> None:
@@ -44,7 +56,7 @@ def test_cadre_logs_in_by_chat_link_uploads_opens_a_round_sees_a_result_and_down
         browser, chat, console_server, province, tmp_path):
     browser.get(chat.login_link("CB002"))
     shot(browser, "1-vao")
-    browser.find_element(By.ID, "enter").click()
+    press(browser, "enter")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Tổng quan"
     assert "64-KH/TU — Đảng bộ xã Đồng Phú" in browser.page_source
     shot(browser, "2-tong-quan")
@@ -55,7 +67,7 @@ def test_cadre_logs_in_by_chat_link_uploads_opens_a_round_sees_a_result_and_down
                    .replace('code: "83-KH/HU"', 'code: "99-KH/TU"'), encoding="utf-8")
     browser.get(console_server.url + "/quantri/vanban")
     browser.find_element(By.ID, "file").send_keys(str(doc))
-    browser.find_element(By.ID, "load").click()
+    press(browser, "load")
     assert "Đã nạp kh-99-thu-nghiem" in browser.find_element(By.ID, "result").text, browser.page_source[-3000:]
     assert "Trang tóm tắt để đọc" in browser.find_element(By.ID, "preview").text
     shot(browser, "3-van-ban")
@@ -67,7 +79,7 @@ def test_cadre_logs_in_by_chat_link_uploads_opens_a_round_sees_a_result_and_down
     browser.find_element(By.ID, "opens").send_keys(today.strftime("%d/%m/%Y"))
     browser.find_element(By.ID, "closes").send_keys((today + timedelta(days=10)).strftime("%d/%m/%Y"))
     shot(browser, "4-mo-dot")
-    browser.find_element(By.ID, "open-round").click()
+    press(browser, "open-round")
     assert "99-KH/TU — Đảng bộ bộ phận Tân Tiến" in browser.find_element(By.TAG_NAME, "h1").text
     assert "Hoàn thành 0/" in browser.find_element(By.ID, "total").text
     round_id = int(browser.current_url.split("/dot/")[1].split("/")[0])
@@ -101,7 +113,7 @@ def test_secretary_cannot_reach_another_branch_by_url(browser, chat, console_ser
         own = s.scalar(select(Unit).where(Unit.code == "DP-TT-01")).id
         other = s.scalar(select(Unit).where(Unit.code == "DP-TT-02")).id
     browser.get(chat.login_link("DV001"))
-    browser.find_element(By.ID, "enter").click()
+    press(browser, "enter")
     browser.get(f"{console_server.url}/quantri/dot/1/donvi/{own}")
     assert "0766777340" not in browser.page_source  # the secretary's own phone is not a member to call
     assert "Chưa hoàn thành" in browser.page_source
@@ -117,11 +129,11 @@ def test_secretary_cannot_reach_another_branch_by_url(browser, chat, console_ser
 def test_used_or_expired_login_link_is_refused(browser, chat, console_server):
     link = chat.login_link("CB002")
     browser.get(link)
-    browser.find_element(By.ID, "enter").click()
+    press(browser, "enter")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Tổng quan"
     browser.delete_all_cookies()
     browser.get(link)
-    browser.find_element(By.ID, "enter").click()
+    press(browser, "enter")
     assert "đã được dùng hoặc đã hết hạn" in browser.find_element(By.ID, "refusal").text
     browser.get(console_server.url + "/quantri/")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Cần đăng nhập"
@@ -131,7 +143,7 @@ def test_used_or_expired_login_link_is_refused(browser, chat, console_server):
     console_server.clock = lambda: real_clock() + timedelta(minutes=5, seconds=1)
     try:
         browser.get(stale)
-        browser.find_element(By.ID, "enter").click()
+        press(browser, "enter")
         assert "đã được dùng hoặc đã hết hạn" in browser.find_element(By.ID, "refusal").text
     finally:
         console_server.clock = real_clock

@@ -175,3 +175,90 @@ def test_playground_web_prints_a_console_link_for_the_sample_cadre(workdir, caps
     # the printed link, then the one /quantri answered in chat: two different single-use links
     assert len(links) == 2 and all("/quantri/vao/" in link for link in links) and links[0] != links[1]
     assert out.index(links[0]) < out.index("--- you are")
+
+
+def test_an_excel_question_sheet_is_imported_and_loaded_as_the_cli_does(chat, console_server, province):
+    from bot.content.authoring import draft_from_document
+    from bot.content.validate import check_paths
+    from bot.content.workbook import workbook_bytes
+    from bot.storage.models import Document
+    from tests.conftest import QUIZZES
+
+    doc = next(d for d in check_paths([QUIZZES]).documents if d.id == "kh-83-hu-tuy-phuoc")
+    draft = draft_from_document(doc)
+    draft.meta["code"] = "98-KH/TU"
+    cadre = logged_in(chat, console_server, "CB002")
+    page = cadre.post("/quantri/vanban", data={"csrf": csrf_of(cadre), "action": "load", "doc_id": "kh-98-excel"},
+                      files={"file": ("cau-hoi.xlsx", workbook_bytes(draft))})
+    assert page.status_code == 200 and "Đã nạp kh-98-excel" in page.text, page.text[-2000:]
+    with province.session() as s:
+        assert s.get(Document, "kh-98-excel").code == "98-KH/TU"
+
+
+def test_roster_upload_is_all_or_nothing_with_row_errors(chat, console_server, province):
+    from bot.storage.models import Member
+
+    admin = logged_in(chat, console_server, "AD001")
+    bad = ("code,full_name,unit_code,phone,role\nNEW01,Nguyễn Văn Mới,DP-TT-01,0912345678,member\n"
+           "NEW02,Trần Thị Sai,KHONG-CO,0912345679,member\n")
+    page = admin.post("/quantri/doanvien", data={"csrf": csrf_of(admin, "/quantri/doanvien"), "kind": "members"},
+                      files={"file": ("dang-vien.csv", bad.encode())})
+    assert page.status_code == 400 and "dang-vien.csv" in page.text and "KHONG-CO" in page.text
+    with province.session() as s:
+        assert s.scalar(select(Member).where(Member.code == "NEW01")) is None
+    good = bad.replace("KHONG-CO", "DP-TT-01")
+    page = admin.post("/quantri/doanvien", data={"csrf": csrf_of(admin, "/quantri/doanvien"), "kind": "members"},
+                      files={"file": ("dang-vien.csv", good.encode())})
+    assert page.status_code == 200 and "2 mới" in page.text
+    cadre = logged_in(chat, console_server, "CB002")
+    refused = cadre.post("/quantri/doanvien", data={"csrf": csrf_of(cadre, "/quantri/doanvien"), "kind": "members"},
+                         files={"file": ("dang-vien.csv", good.encode())})
+    assert refused.status_code == 403
+
+
+def test_member_search_shows_phones_only_as_the_chat_would(chat, console_server):
+    secretary = logged_in(chat, console_server, "DV001")
+    own = secretary.get("/quantri/doanvien", params={"q": "DV002"}).text
+    assert "Đinh Văn Sơn" in own and "DV002" in own
+    other = secretary.get("/quantri/doanvien", params={"q": "DV011"}).text
+    assert "Phan Ngọc Linh" not in other  # another branch: not found at all
+    cadre = logged_in(chat, console_server, "CB002")
+    page = cadre.get("/quantri/doanvien", params={"q": "DV001"}).text
+    assert "Vũ Thị Hằng" in page and "0766777340" not in page  # a cadre sees no phones, as in /chualam
+
+
+def test_deactivate_only_within_reach(chat, console_server, province):
+    from bot.storage.models import Member
+
+    with province.session() as s:
+        own = s.scalar(select(Member).where(Member.code == "DV002")).id
+        other = s.scalar(select(Member).where(Member.code == "DV012")).id
+    secretary = logged_in(chat, console_server, "DV001")
+    token = csrf_of(secretary, "/quantri/doanvien")
+    assert secretary.post(f"/quantri/doanvien/{other}/ngung", data={"csrf": token}).status_code == 403
+    assert secretary.post(f"/quantri/doanvien/{own}/ngung", data={"csrf": token}).status_code == 303
+    with province.session() as s:
+        assert s.get(Member, own).active is False and s.get(Member, other).active is True
+
+
+def test_invitation_sheet_per_branch_as_xlsx(chat, console_server, province):
+    import io
+
+    from openpyxl import load_workbook
+
+    from bot.storage.models import Unit
+
+    with province.session() as s:
+        own = s.scalar(select(Unit).where(Unit.code == "DP-TT-01")).id
+        other = s.scalar(select(Unit).where(Unit.code == "DP-TT-02")).id
+    secretary = logged_in(chat, console_server, "DV001")
+    token = csrf_of(secretary, "/quantri/doanvien")
+    sheet = secretary.post("/quantri/doanvien/thumoi.xlsx", data={"csrf": token, "unit": str(own), "channel": "zalo"})
+    assert sheet.status_code == 200 and "thumoi-zalo-DP-TT-01.xlsx" in sheet.headers["content-disposition"]
+    rows = list(load_workbook(io.BytesIO(sheet.content)).active.values)
+    assert rows[0][:5] == ("member_code", "full_name", "unit_code", "phone", "zalo_code")
+    assert {r[2] for r in rows[1:]} == {"DP-TT-01"} and len(rows) > 2
+    link = secretary.post("/quantri/doanvien/thumoi.xlsx", data={"csrf": token, "unit": str(own)})
+    assert "https://t.me/hoctap_test_bot?start=" in str(list(load_workbook(io.BytesIO(link.content)).active.values)[1])
+    refused = secretary.post("/quantri/doanvien/thumoi.xlsx", data={"csrf": token, "unit": str(other)})
+    assert refused.status_code == 403

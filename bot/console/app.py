@@ -43,6 +43,8 @@ class Console:
     quiet: QuietHours
     clock: Callable[[], datetime] = utcnow
     secure_cookie: bool = False
+    bot_name: str = ""  # the Telegram bot's username, for invitation links
+    zalo_link: str = ""  # the Zalo bot's share link, beside invitation codes
     env: Environment = field(init=False)
 
     def __post_init__(self):
@@ -65,9 +67,11 @@ class Visit:
 
 
 def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = None,
-                   clock: Callable[[], datetime] = utcnow, secure_cookie: bool = False) -> Starlette:
+                   clock: Callable[[], datetime] = utcnow, secure_cookie: bool = False, bot_name: str = "",
+                   zalo_link: str = "") -> Starlette:
     """The console as an ASGI app; ``secure_cookie`` when served behind https."""
-    console = Console(db, tz, quiet or QuietHours(tz=tz), clock, secure_cookie)
+    console = Console(db, tz, quiet or QuietHours(tz=tz), clock, secure_cookie, (bot_name or "").lstrip("@"),
+                      zalo_link or "")
 
     def page(handler, *, admin_only: bool = False):
         async def endpoint(request: Request) -> Response:
@@ -81,14 +85,16 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
                     return console.render("refused.html", status=403, me=member,
                                           message="Chỉ quản trị viên xem được trang này.")
                 visit = Visit(s, member, session_row.csrf, now)
+                work = s.begin_nested()  # a refusal undoes the request's changes, not the session's touch
                 try:
-                    return await handler(console, request, visit)
-                except PermissionDenied as exc:
-                    s.rollback()
-                    return console.render("refused.html", status=403, me=member, message=exc.message)
-                except Refused as exc:
-                    s.rollback()
-                    return console.render("refused.html", status=exc.status, me=member, message=exc.message)
+                    response = await handler(console, request, visit)
+                except (PermissionDenied, Refused) as exc:
+                    work.rollback()
+                    status = exc.status if isinstance(exc, Refused) else 403
+                    return console.render("refused.html", status=status, me=member, message=exc.message)
+                if work.is_active:
+                    work.commit()
+                return response
         return endpoint
 
     async def login_form(request: Request) -> Response:
@@ -144,6 +150,7 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
         Route("/dot/{round_id}/giahan", page(pages.extend_round), methods=["POST"]),
         Route("/vanban", page(pages.documents), methods=["GET", "POST"]),
         Route("/doanvien", page(pages.roster), methods=["GET", "POST"]),
+        Route("/doanvien/thumoi.xlsx", page(pages.invitations), methods=["POST"]),
         Route("/doanvien/{member_id}/ngung", page(pages.deactivate), methods=["POST"]),
         Route("/nhatky", page(pages.audit, admin_only=True), methods=["GET"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

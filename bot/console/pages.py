@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 from sqlalchemy import select
 from starlette.requests import Request
@@ -155,6 +156,7 @@ async def new_round(console, request: Request, visit) -> Response:
         form = await read_form(request, visit.csrf)
         values = {k: str(form.get(k, "")) for k in ("document", "opens", "closes", "target")}
         chosen = [parse_id(str(v)) for v in form.getlist("unit")]
+        work = s.begin_nested()
         try:
             if not chosen or None in chosen:
                 raise Refused(400, "Chọn ít nhất một đơn vị.")
@@ -179,9 +181,10 @@ async def new_round(console, request: Request, visit) -> Response:
                 raise Refused(400, f"Không mở được đợt học tập: {exc}") from None
             console_access.record(s, member, "open_round", f"đợt {rnd.id}: {rnd.document_id} cho "
                                   f"{', '.join(u.code for u in picked)}, mục tiêu {target:g}%", now)
+            work.commit()
             return _redirect(f"/quantri/dot/{rnd.id}/donvi/{picked[0].id}")
         except Refused as exc:
-            s.rollback()
+            work.rollback()
             error = exc.message
     return console.render("new_round.html", status=400 if error else 200, **_context(
         visit, documents=documents, units=units, query=query, error=error, values=values))
@@ -231,13 +234,35 @@ async def extend_round(console, request: Request, visit) -> Response:
 
 # -- documents ------------------------------------------------------------------------------------
 DOCUMENT_SUFFIXES = (".yaml", ".yml")
+QUESTION_BANK_SUFFIXES = (".xlsx", ".txt", ".gift")  # hoctap content import: Excel sheet, Aiken, GIFT
+
+
+def _document_from_upload(path: Path, doc_id: str):
+    """(DocumentSpec or None, problems) of an uploaded file: a document file is checked as it is; an
+    Excel question sheet, Aiken or GIFT text goes through ``hoctap content import``'s readers first."""
+    from bot.content.authoring import SourceProblems, write_document
+    from bot.content.moodle import looks_like_gift, read_aiken, read_gift, read_text_file
+    from bot.content.validate import check_file
+    from bot.content.workbook import read_workbook
+
+    suffix = path.suffix.lower()
+    if suffix in QUESTION_BANK_SUFFIXES:
+        if suffix == ".xlsx":
+            reader = read_workbook
+        else:
+            reader = read_gift if suffix == ".gift" or looks_like_gift(read_text_file(path)[0]) else read_aiken
+        try:
+            path = write_document(path.parent / "doc", doc_id, reader(path))
+        except SourceProblems as exc:
+            return None, list(exc.problems)
+    doc, problems = check_file(path)
+    return doc, [str(p).replace(str(path), path.name) for p in problems]
 
 
 async def documents(console, request: Request, visit) -> Response:
     """Upload a document file: its problems by line, a preview, and loading as ``hoctap content load``."""
     from bot.console.preview import preview
     from bot.content.load import code_clashes, load_document
-    from bot.content.validate import check_file
 
     s, member, now = visit.s, visit.member, visit.now
     _require_manage(s, member)
@@ -246,16 +271,18 @@ async def documents(console, request: Request, visit) -> Response:
         form = await read_form(request, visit.csrf, limit=MAX_UPLOAD)
         upload = form.get("file")
         name = Path(getattr(upload, "filename", "") or "").name
-        if not name or Path(name).suffix.lower() not in DOCUMENT_SUFFIXES:
-            raise Refused(400, "Chọn một tệp văn bản .yaml.")
+        if not name or Path(name).suffix.lower() not in DOCUMENT_SUFFIXES + QUESTION_BANK_SUFFIXES:
+            raise Refused(400, "Chọn một tệp văn bản .yaml, hoặc câu hỏi dạng Excel (.xlsx), Aiken (.txt) hay GIFT.")
+        doc_id = str(form.get("doc_id") or "").strip() or Path(name).stem.lower()
         data = await upload.read()
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
             path.write_bytes(data)
-            doc, problems = check_file(path)
-            if doc is not None and not problems:
-                problems = code_clashes(s, [doc])
-        result = {"name": name, "problems": [str(p).replace(str(path), name) for p in problems], "doc": doc,
+            doc, problems = _document_from_upload(path, doc_id)
+            problems = [p.replace(str(path), name) for p in problems]
+        if doc is not None and not problems:
+            problems = [str(p) for p in code_clashes(s, [doc])]
+        result = {"name": name, "problems": problems, "doc": doc,
                   "preview": preview(doc) if doc is not None and not problems else None}
         if not problems and doc is not None and form.get("action") == "load":
             report = load_document(s, doc, now)
@@ -305,6 +332,7 @@ async def _import(console, request: Request, visit):
     if kind not in ("units", "members") or Path(name).suffix.lower() not in (".csv", ".xlsx"):
         raise Refused(400, "Chọn loại danh sách và một tệp .csv hoặc .xlsx.")
     data = await upload.read()
+    work = visit.s.begin_nested()  # all or nothing, as 'hoctap units/members import'
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
         path.write_bytes(data)
@@ -312,13 +340,16 @@ async def _import(console, request: Request, visit):
             result = import_units(visit.s, path)
         else:
             result = import_members(visit.s, path, full=form.get("full") == "1")
+    shown = SimpleNamespace(ok=result.ok, problems=[p.replace(str(path), name) for p in result.problems],
+                            created=result.created, updated=result.updated, unchanged=result.unchanged,
+                            deactivated=result.deactivated)
     if not result.ok:
-        visit.s.rollback()
-        result.problems = [p.replace(str(path), name) for p in result.problems]
-        return result
+        work.rollback()
+        return shown
+    work.commit()
     console_access.record(visit.s, visit.member, "import_" + kind, f"{name}: {result.created} mới, "
                           f"{result.updated} sửa, {result.deactivated} ngừng", visit.now)
-    return result
+    return shown
 
 
 async def deactivate(console, request: Request, visit) -> Response:
@@ -332,6 +363,35 @@ async def deactivate(console, request: Request, visit) -> Response:
     target.active = False
     console_access.record(s, member, "deactivate", f"{target.code} {target.full_name}", visit.now)
     return _redirect(f"/quantri/doanvien?q={target.code}")
+
+
+async def invitations(console, request: Request, visit) -> Response:
+    """Per-member Telegram links or Zalo codes of a branch and below as XLSX, as ``hoctap members invite``
+    writes them (earlier unused codes of those members stop working)."""
+    from bot.roster.files import write_table
+    from bot.services.linking import create_invites, invitation_rows
+    from bot.services.roster import list_members
+
+    s, member = visit.s, visit.member
+    form = await read_form(request, visit.csrf)
+    unit = s.get(Unit, parse_id(str(form.get("unit", ""))) or 0)
+    if unit is None:
+        raise Refused(400, "Chọn một đơn vị.")
+    require_view_unit(s, member, unit.id)
+    channel = "zalo" if form.get("channel") == "zalo" else "telegram"
+    if channel == "telegram" and not console.bot_name:
+        raise Refused(400, "Máy chủ chưa khai báo tên bot Telegram (telegram.bot_username); liên hệ quản trị viên.")
+    members = list_members(s, unit.code)
+    codes = create_invites(s, members, visit.now, channel=channel)
+    header, rows = invitation_rows(members, codes, channel, bot_name=console.bot_name, zalo_link=console.zalo_link)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "thumoi.xlsx"
+        write_table(path, header, rows)
+        data = path.read_bytes()
+    console_access.record(s, member, "invite", f"{unit.code} ({channel}): {len(rows)} đồng chí", visit.now)
+    name = f"thumoi-{channel}-{unit.code}.xlsx"
+    return secured(Response(data, media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                            headers={"Content-Disposition": f'attachment; filename="{name}"'}))
 
 
 async def audit(console, request: Request, visit) -> Response:
