@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 import time
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
 from selenium.webdriver.common.by import By
 
 from tests.conftest import QUIZZES, REPO

@@ -62,12 +62,26 @@ async def overview(console, request: Request, visit) -> Response:
     return console.render("overview.html", **_context(visit, blocks=blocks))
 
 
+def _round_unit(request: Request, visit, require=require_view_unit) -> tuple[Round, Unit]:
+    """The round and unit of the URL, refused unless the unit is within reach (``require``) and the
+    round covers it."""
+    round_id, unit_id = path_id(request, "round_id"), path_id(request, "unit_id")
+    require(visit.s, visit.member, unit_id)
+    return require_round_for_unit(visit.s, round_id, unit_id), visit.s.get(Unit, unit_id)
+
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def _download(data: bytes, name: str, media_type: str = XLSX) -> Response:
+    return secured(Response(data, media_type=media_type,
+                            headers={"Content-Disposition": f'attachment; filename="{name}"'}))
+
+
 async def unit_page(console, request: Request, visit) -> Response:
     s, member, now = visit.s, visit.member, visit.now
-    round_id, unit_id = _ids(request)
-    require_view_unit(s, member, unit_id)
-    rnd = require_round_for_unit(s, round_id, unit_id)
-    unit = s.get(Unit, unit_id)
+    rnd, unit = _round_unit(request, visit)
+    round_id, unit_id = rnd.id, unit.id
     total, children = _figures(s, member, round_id, unit_id, now)
     _count, rows = stats.not_finished_members(s, round_id, unit_id, 0, None)
     phones = {r.member.id: r.member.phone for r in rows if can_see_phone(member, r.member.unit_id)}
@@ -81,37 +95,25 @@ async def unit_page(console, request: Request, visit) -> Response:
         state=round_status(rnd, now), may_report=can_report(member), may_manage=may_manage))
 
 
-def _ids(request: Request) -> tuple[int, int]:
-    return path_id(request, "round_id"), path_id(request, "unit_id")
-
-
 async def report_xlsx(console, request: Request, visit) -> Response:
     """The workbook ``/baocao`` sends, for one round and unit (phones only for admins, as in chat)."""
     from bot.reports.xlsx import build_workbook, report_data
 
     s, member, now = visit.s, visit.member, visit.now
-    round_id, unit_id = _ids(request)
-    require_report(s, member, unit_id)
-    rnd = require_round_for_unit(s, round_id, unit_id)
-    unit = s.get(Unit, unit_id)
+    rnd, unit = _round_unit(request, visit, require_report)
     data = report_data(s, rnd.id, unit.id, now, tz=console.tz, include_phones=member.role == "admin")
     name = f"baocao-{rnd.document.code.replace('/', '-')}-{unit.code}-{now.astimezone(console.tz):%Y%m%d}.xlsx"
     console_access.record(s, member, "report", f"{rnd.document.code} — {unit.code}", now)
-    return secured(Response(build_workbook(data), media_type=(
-        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
-        headers={"Content-Disposition": f'attachment; filename="{name}"'}))
+    return _download(build_workbook(data), name)
 
 
 async def chart_png(console, request: Request, visit) -> Response:
     from bot.reports.chart import rate_chart_png
 
-    s, member, now = visit.s, visit.member, visit.now
-    round_id, unit_id = _ids(request)
-    require_view_unit(s, member, unit_id)
-    rnd = require_round_for_unit(s, round_id, unit_id)
-    total, children = _figures(s, member, round_id, unit_id, now)
+    rnd, unit = _round_unit(request, visit)
+    total, children = _figures(visit.s, visit.member, rnd.id, unit.id, visit.now)
     png = rate_chart_png(children or [total], rnd.target_rate, title=f"Tỷ lệ hoàn thành {rnd.document.code}",
-                         subtitle=s.get(Unit, unit_id).name)
+                         subtitle=unit.name)
     return secured(Response(png, media_type="image/png"))
 
 
@@ -297,7 +299,7 @@ async def documents(console, request: Request, visit) -> Response:
 # -- roster ---------------------------------------------------------------------------------------
 async def roster(console, request: Request, visit) -> Response:
     """Search members within reach; admins also upload the units and members files (all-or-nothing)."""
-    s, member, now = visit.s, visit.member, visit.now
+    s, member = visit.s, visit.member
     result = None
     if request.method == "POST":
         result = await _import(console, request, visit)
@@ -389,9 +391,7 @@ async def invitations(console, request: Request, visit) -> Response:
         write_table(path, header, rows)
         data = path.read_bytes()
     console_access.record(s, member, "invite", f"{unit.code} ({channel}): {len(rows)} đồng chí", visit.now)
-    name = f"thumoi-{channel}-{unit.code}.xlsx"
-    return secured(Response(data, media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-                            headers={"Content-Disposition": f'attachment; filename="{name}"'}))
+    return _download(data, f"thumoi-{channel}-{unit.code}.xlsx")
 
 
 async def audit(console, request: Request, visit) -> Response:
