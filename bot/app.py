@@ -24,7 +24,7 @@ def chat_service(settings: Settings, db: Database, channel: str = "telegram", bu
     else:
         from bot.channels.telegram import TRAITS
     return ChatService(db, TRAITS, settings.tz, schedule_from(settings).quiet, budget=budget,
-                       study_links=study_links(settings))
+                       study_links=study_links(settings), console_url=settings.web_server.public_url)
 
 
 def study_links(settings: Settings):
@@ -47,6 +47,20 @@ def study_pages_route(settings: Settings, db: Database):
     pages = create_pages(PagesConfig(db, web.secret.encode("utf-8"), web.public_url, settings.tz,
                                      telegram_token=settings.telegram.token))
     return Mount("/hoc", app=pages)
+
+
+def console_route(settings: Settings, db: Database):
+    """The web console (``bot.console``) mounted at ``/quantri`` on the one web server."""
+    from starlette.routing import Mount
+
+    from bot.console.app import create_console
+    from bot.scheduling.due import schedule_from
+
+    public_url = settings.web_server.public_url or ""
+    console = create_console(db, settings.tz, quiet=schedule_from(settings).quiet,
+                             secure_cookie=public_url.startswith("https://"),
+                             bot_name=settings.telegram.bot_username or "", zalo_link=settings.zalo.share_link or "")
+    return Mount("/quantri", app=console)
 
 
 def zalo_quota(settings: Settings, db: Database):
@@ -178,6 +192,8 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = N
         routes.append(study_pages_route(settings, db))
     elif web_settings.public_url:
         logging.getLogger(__name__).info("the study pages are off: set HOCTAP_WEB_SECRET to serve them")
+    if web_settings.public_url:
+        routes.append(console_route(settings, db))
     web_app = create_app(db=db, routes=routes)
     web = WebServer(web_app, web_settings.listen) if needs_web_server(settings) else None
     transports: dict = {}
@@ -347,7 +363,41 @@ def run_playground(settings: Settings, as_member: str | None = None, script: str
 
     from bot.webapp.server import BackgroundPages
 
-    # a fresh secret each time: links of an earlier playground stop working
-    with BackgroundPages(db, secrets.token_bytes(32), tz=settings.tz) as pages:
-        playground.pages = pages
-        return playground.run(as_member, lines)
+    if not playground.prepare():
+        return 1
+    server = playground_console(settings, db, playground)
+    try:
+        # a fresh secret each time: links of an earlier playground stop working
+        with BackgroundPages(db, secrets.token_bytes(32), tz=settings.tz) as pages:
+            playground.pages = pages
+            return playground.run(as_member, lines)
+    finally:
+        server.stop()
+
+
+PLAYGROUND_CADRE = "CB002"
+
+
+def playground_console(settings: Settings, db: Database, playground):
+    """The console on ``web.listen`` for the playground, with a login link for the sample cadre printed
+    on a line of its own (``http://...``)."""
+    from sqlalchemy import select
+
+    from bot.console.app import create_console
+    from bot.scheduling.due import schedule_from
+    from bot.services.console_access import issue_login, login_url
+    from bot.storage.models import Member
+    from bot.timeutil import utcnow
+    from bot.web import ThreadedWebServer, create_app
+
+    console = create_console(db, settings.tz, quiet=schedule_from(settings).quiet, bot_name="hoctap_playground_bot")
+    server = ThreadedWebServer(create_app(console=console), settings.web_server.listen).start()
+    with db.session() as s:
+        cadre = s.scalar(select(Member).where(Member.code == PLAYGROUND_CADRE))
+        token = issue_login(s, cadre, utcnow()) if cadre is not None else None
+    playground.console_url = server.url  # /quantri in the chat answers with a link to it
+    playground.banner = [f"Trang quản trị: {server.url}/quantri/"]  # printed after the member's study link
+    if token:
+        playground.banner += [login_url(server.url, token),
+                              f"(đường dẫn vào cho cán bộ {PLAYGROUND_CADRE}, dùng một lần trong 5 phút; trong chat gõ /quantri)"]
+    return server

@@ -370,6 +370,7 @@ def _new_invites(settings: Settings, unit_code: str | None, channel: str):
 @command("members invite")
 def cmd_members_invite(args, settings: Settings) -> int:
     from bot.roster.files import write_table
+    from bot.services.linking import invitation_rows
 
     if args.channel == "zalo":
         return _zalo_invites(args, settings)
@@ -378,37 +379,26 @@ def cmd_members_invite(args, settings: Settings) -> int:
         raise UsageError("the bot's username is needed for the links; pass --bot NAME or set telegram.bot_username")
     out = Path(args.out or f"invites-{args.unit or 'all'}.csv")
     with _new_invites(settings, args.unit, "telegram") as (members, codes):
-        rows = [[m.code, m.full_name, m.unit.code, m.phone or "", f"https://t.me/{bot_name}?start={codes[m.id]}"]
-                for m in members]
-    write_table(out, ["member_code", "full_name", "unit_code", "phone", "link"], rows)
+        header, rows = invitation_rows(members, codes, "telegram", bot_name=bot_name)
+    write_table(out, header, rows)
     print(f"{len(rows)} invitation link(s) written to {out}; earlier unused links no longer work")
     return 0
 
 
 def _zalo_invites(args, settings: Settings) -> int:
     """Short typed codes (Zalo has no deep-link parameter), beside the bot's share link."""
-    from bot.roster.files import write_table
-    from bot.services.linking import format_code
-
     from sqlalchemy.orm import object_session
 
     from bot.channels.zalo.fleet import units_bots
+    from bot.roster.files import write_table
+    from bot.services.linking import invitation_rows
 
     default_link = args.link or settings.zalo.share_link or ""
     out = Path(args.out or f"invites-zalo-{args.unit or 'all'}.csv")
     with _new_invites(settings, args.unit, "zalo") as (members, codes):
         bots = units_bots(object_session(members[0]), {m.unit_id for m in members}) if members else {}
-        rows = []
-        for m in members:
-            bot = bots.get(m.unit_id)  # the unit's own bot (``hoctap zalo bots add``), else the default bot
-            link = (bot.share_link or "") if bot is not None else default_link
-            name = f"bot «{bot.name}»" if bot is not None else "bot học tập"
-            where = f"mở {link} (hoặc tìm {name} trên Zalo)" if link else f"mở {name} trên Zalo"
-            rows.append([m.code, m.full_name, m.unit.code, m.phone or "", format_code(codes[m.id]), link,
-                         f"Đồng chí {m.full_name}: {where} và gõ mã {format_code(codes[m.id])}",
-                         bot.name if bot is not None else ""])
-    write_table(out, ["member_code", "full_name", "unit_code", "phone", "zalo_code", "zalo_link", "message", "zalo_bot"],
-                rows)
+        header, rows = invitation_rows(members, codes, "zalo", zalo_link=default_link, unit_bots=bots)
+    write_table(out, header, rows)
     for row in rows[:args.show]:
         print(f"{row[0]}\t{row[1]}\t{row[4]}")
     if len(rows) > args.show:
@@ -624,6 +614,33 @@ def cmd_rounds_close(args, settings: Settings) -> int:
     return 0
 
 
+# -- admin ---------------------------------------------------------------------------------------
+@command("admin link")
+def cmd_admin_link(args, settings: Settings) -> int:
+    from sqlalchemy import select
+
+    from bot.domain.permissions import PermissionDenied
+    from bot.services.console_access import LINK_TTL, issue_login, login_url
+    from bot.storage.models import Member
+
+    if not settings.web_server.public_url:
+        raise UsageError("web.public_url is needed: the address of the console (see README: Web console)")
+    db = open_db(settings)
+    with db.session() as s:
+        member = s.scalar(select(Member).where(Member.code == args.code))
+        if member is None:
+            raise UsageError(f"no member {args.code}; see 'hoctap members list'")
+        try:
+            token = issue_login(s, member, utcnow())
+        except PermissionDenied:
+            raise UsageError(f"{args.code} is a {member.role}{'' if member.active else ' (inactive)'}: the console is "
+                             "for active secretaries, cadres and admins") from None
+    print(login_url(settings.web_server.public_url, token))
+    print(f"single use, valid {int(LINK_TTL.total_seconds() // 60)} minutes, for {member.code} {member.full_name}",
+          file=sys.stderr)
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     """Bad arguments print one line (``error: ...``) and exit 2, like every other refusal here."""
@@ -674,7 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at", metavar='"YYYY-MM-DD HH:MM"',
                    help="show what a member, a secretary and a cadre receive from the scheduler at that local time")
     p.add_argument("--web", action="store_true",
-                   help="also serve the study pages on 127.0.0.1 and print the member's link (first http:// line)")
+                   help="also serve the study pages and the web console on 127.0.0.1: the member's study link is the first http:// line, then a console login link for the sample cadre")
     p.set_defaults(handler="playground")
 
     p = leaf(sub, "scheduler", "run the scheduler and outbox sender alone (announcements, reminders, digests)",
@@ -743,6 +760,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="telegram: deep links; zalo: short codes to type, beside the bot's share link")
     p.add_argument("--link", metavar="URL", help="the Zalo bot's share link (default: zalo.share_link)")
     p.add_argument("--show", type=int, default=20, metavar="N", help="Zalo: print the first N codes (default 20)")
+
+    admin = group("admin", "the web console")
+    p = leaf(admin, "link", "print a one-time console login link for a secretary, cadre or admin", "admin link")
+    p.add_argument("code", metavar="CODE", help="the member's code, e.g. CB002")
 
     oa = group("zalo-oa", "the Zalo Official Account's authorisation")
     leaf(oa, "authorize", "print the address where an OA admin allows the app (PKCE)", "zalo-oa authorize")

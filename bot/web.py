@@ -223,10 +223,12 @@ def health_route(db=None) -> Route:
 
 
 def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf | None = None,
-               zalo_oa=None, pages=None, fleet=None, routes: list[BaseRoute] | tuple = (), db=None) -> Starlette:
+               zalo_oa=None, pages=None, fleet=None, console=None, routes: list[BaseRoute] | tuple = (),
+               db=None) -> Starlette:
     """The one web application of a process: ``zalo`` (a ZaloChannel) for the Zalo webhook, ``fleet``
     (``ZaloFleet``) for the branches' bots, ``shelf`` for files, ``zalo_oa`` (an endpoint) for the OA's
-    events, ``pages`` (``bot.webapp``) under ``/hoc``, ``db`` for the health check, and ``routes``:
+    events, ``pages`` (``bot.webapp``) under ``/hoc``, ``console`` (``bot.console``) under ``/quantri``,
+    ``db`` for the health check, and ``routes``:
     what other surfaces mount (the Telegram webhook, metrics). Runtimes started later add theirs
     with ``mount``."""
     return Starlette(routes=[
@@ -237,6 +239,7 @@ def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf
         *([Route("/zalo-oa/webhook", zalo_oa, methods=["POST"])] if zalo_oa else []),  # bot/channels/zalo_oa
         *([Mount("/hoc", app=pages)] if pages is not None else []),
         *routes,
+        *([Mount("/quantri", console)] if console is not None else []),  # bot/console
     ])
 
 
@@ -255,6 +258,32 @@ class _Server(uvicorn.Server):
 def parse_listen(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     return (host.strip("[]") or "0.0.0.0"), int(port)
+
+
+class ThreadedWebServer:
+    """A ``WebServer`` in a thread of its own, for callers without an event loop (playground, tests)."""
+
+    def __init__(self, app: Starlette, listen: str):
+        import threading
+
+        self.web = WebServer(app, listen)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="web")
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.web.host in ("0.0.0.0", "") else self.web.host
+        return f"http://{host}:{self.web.port}"
+
+    def start(self) -> "ThreadedWebServer":
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.web.start(), self.loop).result(15)
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.web.stop(), self.loop).result(15)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
 
 
 class WebServer:

@@ -17,6 +17,8 @@ FORBIDDEN = {
     # use cases: no chat platform, web surface, scheduler or process wiring
     "services": ("bot.channels", "bot.web", "bot.scheduling", "bot.app", "bot.cli", "bot.emulators"),
     # the durable queue and its sender: below the use cases that fill it
+    # the web console: a surface beside the channels, calling the same services
+    "console": ("bot.channels", "bot.scheduling", "bot.app", "bot.cli", "bot.emulators"),
     "outbox": ("bot.services", "bot.channels", "bot.scheduling", "bot.web", "bot.reports", "bot.app", "bot.cli"),
 }
 

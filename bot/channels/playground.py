@@ -38,6 +38,8 @@ class Playground:
         self.answers_seen = 0
         self.echo = False
         self.pages = None  # the study pages beside the chat (``--web``): a started BackgroundPages
+        self.console_url: str | None = None  # the console's address with ``--web`` (``/quantri`` in chat)
+        self.banner: list[str] = []  # lines printed once, after the study link (the console's login link)
 
     def prepare(self) -> bool:
         """Sample roster and documents in an empty database, and an open round to play with."""
@@ -50,7 +52,8 @@ class Playground:
         if not self.prepare():
             return 1
         with TelegramEmulator(bot_username="hoctap_playground_bot") as emu:
-            service = ChatService(self.db, TRAITS, self.settings.tz, study_links=self._links())
+            service = ChatService(self.db, TRAITS, self.settings.tz, study_links=self._links(),
+                                  console_url=self.console_url)
             app = TelegramChannel(service).build(emu.token, emu.base_url, emu.base_file_url)
             with BackgroundBot(app):
                 self.emu = emu
@@ -130,6 +133,9 @@ class Playground:
             name = f"{member.full_name} ({member.code}, {member.role})"
             member_id = member.id
         self._print_study_link(member_id, name)
+        for line in self.banner:
+            print(line, file=self.out)
+        self.banner = []
         user = self.emu.user(user_id, first_name=name)
         print(f"--- you are {name}", file=self.out)
         self.shown = {}
@@ -217,7 +223,8 @@ class ZaloPlayground(Playground):
         if not self.prepare():
             return 1
         with ZaloEmulator(bot_name="HocTap") as emu:
-            service = ChatService(self.db, ZALO_TRAITS, self.settings.tz, study_links=self._links())
+            service = ChatService(self.db, ZALO_TRAITS, self.settings.tz, study_links=self._links(),
+                                  console_url=self.console_url)
             options = ZaloOptions(token=emu.token, api_base_url=emu.base_url, poll_timeout=2, poll_interval=0.0)
             with BackgroundZalo(ZaloRuntime(options, service)) as bot:
                 self.emu, self.channel, self.typed = emu, bot.runtime.channel, 0
@@ -239,6 +246,9 @@ class ZaloPlayground(Playground):
         from bot.services.linking import format_code
 
         self._print_study_link(member_id, name)
+        for line in self.banner:
+            print(line, file=self.out)
+        self.banner = []
         user = self.emu.user(user_id, display_name=name)
         print(f"--- you are {name}", file=self.out)
         self.shown = {}

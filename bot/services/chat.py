@@ -37,6 +37,7 @@ COMMANDS = {
     "tiep": "tiep",
     "thongke": "thongke", "chualam": "chualam", "nhacnho": "nhacnho", "baocao": "baocao",
     "ngonngu": "ngonngu", "language": "ngonngu",
+    "quantri": "quantri",
 }
 _ANSWER = re.compile(r"^\s*([A-Fa-f]|[1-6])\s*\.?\s*$")
 
@@ -100,17 +101,19 @@ class ChannelTraits:
 
 class ChatService:
     def __init__(self, db: Database, traits: ChannelTraits, tz: ZoneInfo, quiet: QuietHours | None = None,
-                 budget: Any = None, study_links: Any = None):
+                 budget: Any = None, study_links: Any = None, console_url: str | None = None):
         """``budget``: where a channel's plan limits messages (Zalo's monthly quota), an object whose
         ``refusal(session, member_ids, now)`` says why a broadcast cannot be sent, or None.
         ``study_links``: a ``web_links.StudyLinks`` where the study pages are served: /hoc then
-        carries the member's own link."""
+        carries the member's own link. ``console_url``: the web console's public address, for
+        ``/quantri`` links (None: no console)."""
         self.db = db
         self.study_links = study_links
         self.traits = traits
         self.tz = tz
         self.quiet = quiet or QuietHours(tz=tz)
         self.budget = budget
+        self.console_url = console_url
 
     # -- entry points -----------------------------------------------------------------------
     def on_text(self, external_id: str, text: str, now: datetime, update_key: str | None = None,
@@ -189,9 +192,24 @@ class ChatService:
             return Outcome(self._next_page(s, external_id, member, now))
         if command == "ngonngu":
             return Outcome([reading_language.choose(s, member, arg)])
+        if command == "quantri":
+            return Outcome([self._console_link(s, member, now)])
         if command in OVERSIGHT:
             return Outcome(self._oversee(s, lambda: OVERSIGHT[command](self, s, member, now)))
         return self._free_text(s, external_id, member, arg, now, sent_at)
+
+    def _console_link(self, s: Session, member: Member, now: datetime) -> Reply:
+        """``/quantri``: a one-time link to the web console for secretaries, cadres and admins."""
+        from bot.domain import console_messages
+        from bot.services import console_access
+
+        if not self.console_url:
+            return Reply(console_messages.NO_CONSOLE)
+        try:
+            token = console_access.issue_login(s, member, now)
+        except PermissionDenied:
+            return Reply(console_messages.NOT_FOR_MEMBERS)
+        return Reply(console_messages.login_link(console_access.login_url(self.console_url, token)))
 
     def on_contact(self, external_id: str, phone: str, own: bool, now: datetime,
                    update_key: str | None = None) -> Outcome:

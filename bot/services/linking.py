@@ -71,6 +71,24 @@ def create_invites(session: Session, members: list[Member], now: datetime, chann
     return codes
 
 
+TELEGRAM_INVITE_HEADER = ["member_code", "full_name", "unit_code", "phone", "link"]
+ZALO_INVITE_HEADER = ["member_code", "full_name", "unit_code", "phone", "zalo_code", "zalo_link", "message"]
+
+
+def invitation_rows(members: list[Member], codes: dict[int, str], channel: str, *, bot_name: str = "",
+                    zalo_link: str = "") -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the invitation sheet a secretary hands out: Telegram deep links, or Zalo
+    codes to type beside the bot's share link (``hoctap members invite`` and the console)."""
+    if channel != "zalo":
+        return TELEGRAM_INVITE_HEADER, [
+            [m.code, m.full_name, m.unit.code, m.phone or "", f"https://t.me/{bot_name}?start={codes[m.id]}"]
+            for m in members]
+    where = f"mở {zalo_link} (hoặc tìm bot trên Zalo)" if zalo_link else "mở bot học tập trên Zalo"
+    return ZALO_INVITE_HEADER, [
+        [m.code, m.full_name, m.unit.code, m.phone or "", format_code(codes[m.id]), zalo_link,
+         f"Đồng chí {m.full_name}: {where} và gõ mã {format_code(codes[m.id])}"] for m in members]
+
+
 def _short_code() -> str:
     return "".join(secrets.choice(SHORT_ALPHABET) for _ in range(SHORT_LENGTH))
 

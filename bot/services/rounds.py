@@ -100,3 +100,16 @@ def close_round(session: Session, round_id: int, now: datetime) -> Round:
         raise RoundError(f"round {round_id} is already closed")
     rnd.closed_at = now
     return rnd
+
+
+def extend_round(session: Session, round_id: int, closes_at: datetime, now: datetime) -> Round:
+    """Move a running or scheduled round's deadline later (never earlier: close it instead)."""
+    rnd = session.get(Round, round_id)
+    if rnd is None:
+        raise RoundError(f"no round {round_id}; see 'hoctap rounds list'")
+    if round_status(rnd, now) == "closed":
+        raise RoundError(f"round {round_id} is already closed")
+    if closes_at <= rnd.closes_at:
+        raise RoundError("the new deadline must be later than the current one")
+    rnd.closes_at = closes_at
+    return rnd

@@ -1,0 +1,1 @@
+"""The web console for secretaries, cadres and admins, under ``/quantri`` (see ``bot.console.app``)."""

@@ -1,0 +1,157 @@
+"""The console's pages and actions (Starlette), mounted under ``/quantri`` by ``bot.web.create_app``.
+
+Every page finds the session from its cookie, every id in a URL goes through ``parse_id`` and the
+domain's permission checks, every form carries the session's CSRF token, and every action calls
+the same service the chat or the CLI calls. Pages are plain HTML forms: no script at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.orm import Session
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from bot.console import pages
+from bot.console.http import Refused, client, read_form, secured
+from bot.domain.permissions import PermissionDenied
+from bot.outbox.queue import QuietHours
+from bot.services import console_access
+from bot.storage.db import Database
+from bot.storage.models import Member
+from bot.timeutil import fmt_datetime, utcnow
+
+HERE = Path(__file__).parent
+COOKIE = "hoctap_quantri"
+
+
+@dataclass
+class Console:
+    """What every page needs: the database, the clock, the time zone, where documents are read."""
+
+    db: Database
+    tz: ZoneInfo
+    quiet: QuietHours
+    clock: Callable[[], datetime] = utcnow
+    secure_cookie: bool = False
+    bot_name: str = ""  # the Telegram bot's username, for invitation links
+    zalo_link: str = ""  # the Zalo bot's share link, beside invitation codes
+    env: Environment = field(init=False)
+
+    def __post_init__(self):
+        self.env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
+        self.env.filters["when"] = lambda dt: fmt_datetime(dt, self.tz) if dt else "-"
+        self.env.filters["pct"] = lambda v: "-" if v is None else f"{v:.1f}".rstrip("0").rstrip(".") + "%"
+
+    def render(self, name: str, status: int = 200, **context) -> HTMLResponse:
+        return secured(HTMLResponse(self.env.get_template(name).render(**context), status_code=status))
+
+
+@dataclass
+class Visit:
+    """One request of a logged-in person, inside one transaction."""
+
+    s: Session
+    member: Member
+    csrf: str
+    now: datetime
+
+
+def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = None,
+                   clock: Callable[[], datetime] = utcnow, secure_cookie: bool = False, bot_name: str = "",
+                   zalo_link: str = "") -> Starlette:
+    """The console as an ASGI app; ``secure_cookie`` when served behind https."""
+    console = Console(db, tz, quiet or QuietHours(tz=tz), clock, secure_cookie, (bot_name or "").lstrip("@"),
+                      zalo_link or "")
+
+    def page(handler, *, admin_only: bool = False):
+        async def endpoint(request: Request) -> Response:
+            with db.session() as s:
+                now = console.clock()
+                found = console_access.active_session(s, request.cookies.get(COOKIE), now)
+                if found is None:
+                    return console.render("login_needed.html", status=401)
+                session_row, member = found
+                if admin_only and member.role != "admin":
+                    return console.render("refused.html", status=403, me=member,
+                                          message="Chỉ quản trị viên xem được trang này.")
+                visit = Visit(s, member, session_row.csrf, now)
+                work = s.begin_nested()  # a refusal undoes the request's changes, not the session's touch
+                try:
+                    response = await handler(console, request, visit)
+                except (PermissionDenied, Refused) as exc:
+                    work.rollback()
+                    status = exc.status if isinstance(exc, Refused) else 403
+                    return console.render("refused.html", status=status, me=member, message=exc.message)
+                if work.is_active:
+                    work.commit()
+                return response
+        return endpoint
+
+    async def login_form(request: Request) -> Response:
+        return console.render("login.html", token=request.path_params["token"])
+
+    async def login(request: Request) -> Response:
+        token = request.path_params["token"]
+        with db.session() as s:
+            now = console.clock()
+            if console_access.too_many_refusals(s, client(request), now):
+                return console.render("refused.html", status=429,
+                                      message="Quá nhiều lần vào không thành công; đồng chí thử lại sau 10 phút.")
+            opened = console_access.redeem_login(s, token, now, client(request))
+        if opened is None:
+            return console.render("refused.html", status=403, message=(
+                "Đường dẫn này đã được dùng hoặc đã hết hạn. Đồng chí gõ /quantri trong chat để nhận đường dẫn mới."))
+        response = secured(RedirectResponse("/quantri/", status_code=303))
+        response.set_cookie(COOKIE, opened.token, max_age=int(console_access.SESSION_IDLE.total_seconds()),
+                            path="/quantri", httponly=True, samesite="lax", secure=console.secure_cookie)
+        return response
+
+    async def logout(request: Request) -> Response:
+        with db.session() as s:
+            found = console_access.active_session(s, request.cookies.get(COOKIE), console.clock())
+            if found is not None:
+                await read_form(request, found[0].csrf)
+                console_access.end_session(s, request.cookies.get(COOKIE), console.clock())
+        response = secured(RedirectResponse("/quantri/da-thoat", status_code=303))
+        response.delete_cookie(COOKIE, path="/quantri")
+        return response
+
+    async def logged_out(request: Request) -> Response:
+        return console.render("login_needed.html", message="Đồng chí đã thoát khỏi trang quản trị.")
+
+    async def refused_logout(request: Request) -> Response:  # logout answers Refused as a page too
+        try:
+            return await logout(request)
+        except Refused as exc:
+            return console.render("refused.html", status=exc.status, message=exc.message)
+
+    return Starlette(routes=[
+        Route("/vao/{token}", login_form, methods=["GET"]),
+        Route("/vao/{token}", login, methods=["POST"]),
+        Route("/thoat", refused_logout, methods=["POST"]),
+        Route("/da-thoat", logged_out, methods=["GET"]),
+        Route("/", page(pages.overview), methods=["GET"]),
+        Route("/dot/{round_id}/donvi/{unit_id}", page(pages.unit_page), methods=["GET"]),
+        Route("/dot/{round_id}/donvi/{unit_id}/baocao.xlsx", page(pages.report_xlsx), methods=["GET"]),
+        Route("/dot/{round_id}/donvi/{unit_id}/bieudo.png", page(pages.chart_png), methods=["GET"]),
+        Route("/nhacnho", page(pages.remind), methods=["POST"]),
+        Route("/dot/moi", page(pages.new_round), methods=["GET", "POST"]),
+        Route("/dot/{round_id}/dong", page(pages.close_round), methods=["POST"]),
+        Route("/dot/{round_id}/giahan", page(pages.extend_round), methods=["POST"]),
+        Route("/vanban", page(pages.documents), methods=["GET", "POST"]),
+        Route("/doanvien", page(pages.roster), methods=["GET", "POST"]),
+        Route("/doanvien/thumoi.xlsx", page(pages.invitations), methods=["POST"]),
+        Route("/doanvien/{member_id}/ngung", page(pages.deactivate), methods=["POST"]),
+        Route("/nhatky", page(pages.audit, admin_only=True), methods=["GET"]),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ])

@@ -1,0 +1,60 @@
+"""HTTP helpers of the console: refusals as pages, security headers, bounded forms with CSRF, strict ids."""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bot.domain.ids import parse_id
+
+MAX_FORM = 64 * 1024
+MAX_UPLOAD = 2 * 1024 * 1024  # a document or roster file; a whole province's roster is well below
+CSP = ("default-src 'none'; script-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'")
+
+
+class Refused(Exception):
+    """A request answered with a page saying why (status 400, 403, 404, 413 or 429)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def secured(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"  # login links must not leak in a Referer
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def client(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def path_id(request: Request, name: str) -> int:
+    value = parse_id(request.path_params.get(name, ""))
+    if value is None:
+        raise Refused(404, "Không tìm thấy trang này.")
+    return value
+
+
+async def read_form(request: Request, csrf: str, limit: int = MAX_FORM):
+    """The posted form, refused before parsing when larger than ``limit`` or without the session's
+    CSRF token (nothing is changed then)."""
+    length = request.headers.get("content-length", "")
+    if not (length.isascii() and length.isdigit()):
+        raise Refused(411, "Yêu cầu thiếu độ dài nội dung.")
+    if int(length) > limit:
+        raise Refused(413, f"Tệp quá lớn: tối đa {limit // 1024} KB.")
+    form = await request.form(max_files=2, max_fields=200)
+    given = form.get("csrf")
+    if not isinstance(given, str) or not hmac.compare_digest(given.encode(), csrf.encode()):
+        raise Refused(403, "Biểu mẫu đã cũ hoặc không hợp lệ; đồng chí tải lại trang rồi làm lại.")
+    return form
+
+

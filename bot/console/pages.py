@@ -1,0 +1,398 @@
+"""One function per console page or action: check, call the same service as the chat or the CLI, render.
+
+Each takes ``(console, request, visit)``; ``visit`` holds the open transaction, the logged-in member,
+the session's CSRF token and the moment. Refusals raise ``PermissionDenied`` or ``Refused``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+from sqlalchemy import select
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from bot.console.http import MAX_UPLOAD, Refused, path_id, read_form, secured
+from bot.domain.ids import parse_id
+from bot.domain.permissions import (
+    PermissionDenied, can_report, can_see_phone, can_view_unit, require_report, require_round_for_unit,
+    require_view_unit, visible_root_units,
+)
+from bot.services import console_access, oversight, stats
+from bot.services.rounds import RoundError, round_status
+from bot.storage.models import Document, Member, Round, Unit
+from bot.timeutil import parse_local
+
+MANAGERS = ("cadre", "admin")
+DENIED_MANAGE = "Chỉ cán bộ phụ trách và quản trị viên mới mở, đóng hay gia hạn đợt học tập của đơn vị mình."
+
+
+def _context(visit, **more) -> dict:
+    return {"me": visit.member, "csrf": visit.csrf, "manager": visit.member.role in MANAGERS, **more}
+
+
+def _figures(s, member, round_id, unit_id, now):
+    """(total, children) as the chat's figures show them: drill-down for cadres and admins."""
+    if member.role in MANAGERS:
+        return stats.unit_rollup(s, round_id, unit_id, now)
+    return stats.unit_figures(s, round_id, unit_id, now), []
+
+
+def _require_manage(s, member: Member, rnd: Round | None = None) -> None:
+    if member.role not in MANAGERS:
+        raise PermissionDenied(DENIED_MANAGE)
+    if rnd is not None and not all(can_view_unit(s, member, ru.unit_id) for ru in rnd.units):
+        raise PermissionDenied(DENIED_MANAGE)
+
+
+def _redirect(url: str) -> Response:
+    return secured(RedirectResponse(url, status_code=303))
+
+
+# -- overview and drill-down ------------------------------------------------------------------------
+async def overview(console, request: Request, visit) -> Response:
+    s, member, now = visit.s, visit.member, visit.now
+    blocks = []
+    for unit in visible_root_units(s, member):
+        for rnd in stats.rounds_for_unit(s, unit.id, now):
+            total, children = _figures(s, member, rnd.id, unit.id, now)
+            blocks.append({"round": rnd, "unit": unit, "total": total, "children": children})
+    return console.render("overview.html", **_context(visit, blocks=blocks))
+
+
+def _round_unit(request: Request, visit, require=require_view_unit) -> tuple[Round, Unit]:
+    """The round and unit of the URL, refused unless the unit is within reach (``require``) and the
+    round covers it."""
+    round_id, unit_id = path_id(request, "round_id"), path_id(request, "unit_id")
+    require(visit.s, visit.member, unit_id)
+    return require_round_for_unit(visit.s, round_id, unit_id), visit.s.get(Unit, unit_id)
+
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def _download(data: bytes, name: str, media_type: str = XLSX) -> Response:
+    return secured(Response(data, media_type=media_type,
+                            headers={"Content-Disposition": f'attachment; filename="{name}"'}))
+
+
+async def unit_page(console, request: Request, visit) -> Response:
+    s, member, now = visit.s, visit.member, visit.now
+    rnd, unit = _round_unit(request, visit)
+    round_id, unit_id = rnd.id, unit.id
+    total, children = _figures(s, member, round_id, unit_id, now)
+    _count, rows = stats.not_finished_members(s, round_id, unit_id, 0, None)
+    phones = {r.member.id: r.member.phone for r in rows if can_see_phone(member, r.member.unit_id)}
+    parent = s.get(Unit, unit.parent_id) if unit.parent_id else None
+    if parent is not None and not (can_view_unit(s, member, parent.id) and
+                                   stats.rounds_for_unit(s, parent.id, now)):
+        parent = None
+    may_manage = member.role in MANAGERS and all(can_view_unit(s, member, ru.unit_id) for ru in rnd.units)
+    return console.render("unit.html", **_context(
+        visit, round=rnd, unit=unit, total=total, children=children, rows=rows, phones=phones, parent=parent,
+        state=round_status(rnd, now), may_report=can_report(member), may_manage=may_manage))
+
+
+async def report_xlsx(console, request: Request, visit) -> Response:
+    """The workbook ``/baocao`` sends, for one round and unit (phones only for admins, as in chat)."""
+    from bot.reports.xlsx import build_workbook, report_data
+
+    s, member, now = visit.s, visit.member, visit.now
+    rnd, unit = _round_unit(request, visit, require_report)
+    data = report_data(s, rnd.id, unit.id, now, tz=console.tz, include_phones=member.role == "admin")
+    name = f"baocao-{rnd.document.code.replace('/', '-')}-{unit.code}-{now.astimezone(console.tz):%Y%m%d}.xlsx"
+    console_access.record(s, member, "report", f"{rnd.document.code} — {unit.code}", now)
+    return _download(build_workbook(data), name)
+
+
+async def chart_png(console, request: Request, visit) -> Response:
+    from bot.reports.chart import rate_chart_png
+
+    rnd, unit = _round_unit(request, visit)
+    total, children = _figures(visit.s, visit.member, rnd.id, unit.id, visit.now)
+    png = rate_chart_png(children or [total], rnd.target_rate, title=f"Tỷ lệ hoàn thành {rnd.document.code}",
+                         subtitle=unit.name)
+    return secured(Response(png, media_type="image/png"))
+
+
+async def remind(console, request: Request, visit) -> Response:
+    """The ``/nhacnho`` of the chat: once a day per member, through the outbox."""
+    await read_form(request, visit.csrf)
+    replies = oversight.remind(visit.s, visit.member, visit.now, console.tz, console.quiet)
+    texts = [r.text for r in replies]
+    console_access.record(visit.s, visit.member, "remind", "\n".join(texts), visit.now)
+    return console.render("done.html", **_context(visit, title="Nhắc nhở", lines=texts))
+
+
+# -- rounds ---------------------------------------------------------------------------------------
+def _reachable_units(s, member: Member, query: str = "") -> list[tuple[int, Unit]]:
+    """(depth, unit) of the units within ``member``'s reach, depth-first, filtered by ``query``."""
+    from bot.services.chat import fold
+    from bot.services.roster import unit_tree
+
+    wanted = fold(query)
+    return [(depth, u) for depth, u, _n in unit_tree(s)
+            if can_view_unit(s, member, u.id) and (not wanted or wanted in fold(f"{u.code} {u.name}"))]
+
+
+def _local(console, text: str, label: str, *, end_of_day: bool = False):
+    text = (text or "").strip()
+    try:
+        return parse_local(text, console.tz, end_of_day=end_of_day)
+    except ValueError:
+        raise Refused(400, f"{label}: cần một ngày dạng dd/mm/yyyy (ví dụ 15/12/2026), đồng chí đã nhập “{text[:40]}”.")
+
+
+async def new_round(console, request: Request, visit) -> Response:
+    from bot.services.rounds import open_round
+
+    s, member, now = visit.s, visit.member, visit.now
+    _require_manage(s, member)
+    query = request.query_params.get("q", "")[:100]
+    documents = list(s.scalars(select(Document).order_by(Document.id)))
+    units = _reachable_units(s, member, query)
+    error, values = None, {}
+    if request.method == "POST":
+        form = await read_form(request, visit.csrf)
+        values = {k: str(form.get(k, "")) for k in ("document", "opens", "closes", "target")}
+        chosen = [parse_id(str(v)) for v in form.getlist("unit")]
+        work = s.begin_nested()
+        try:
+            if not chosen or None in chosen:
+                raise Refused(400, "Chọn ít nhất một đơn vị.")
+            picked = [s.get(Unit, uid) for uid in chosen]
+            for unit in picked:
+                if unit is None:
+                    raise Refused(400, "Chọn ít nhất một đơn vị.")
+                require_view_unit(s, member, unit.id)
+            opens = _local(console, values["opens"], "Ngày mở")
+            closes = _local(console, values["closes"], "Hạn cuối", end_of_day=True)
+            try:
+                target = float(values["target"].replace(",", ".") or "98")
+            except ValueError:
+                raise Refused(400, "Mục tiêu: cần một số phần trăm, ví dụ 98.") from None
+            if closes <= opens or closes <= now:
+                raise Refused(400, "Hạn cuối phải sau ngày mở và chưa qua.")
+            if not 0 < target <= 100:
+                raise Refused(400, "Mục tiêu phải từ 1 đến 100%.")
+            try:
+                rnd = open_round(s, values["document"], [u.code for u in picked], opens, closes, target, now)
+            except RoundError as exc:
+                raise Refused(400, f"Không mở được đợt học tập: {exc}") from None
+            console_access.record(s, member, "open_round", f"đợt {rnd.id}: {rnd.document_id} cho "
+                                  f"{', '.join(u.code for u in picked)}, mục tiêu {target:g}%", now)
+            work.commit()
+            return _redirect(f"/quantri/dot/{rnd.id}/donvi/{picked[0].id}")
+        except Refused as exc:
+            work.rollback()
+            error = exc.message
+    return console.render("new_round.html", status=400 if error else 200, **_context(
+        visit, documents=documents, units=units, query=query, error=error, values=values))
+
+
+def _managed_round(request: Request, visit) -> Round:
+    rnd = visit.s.get(Round, path_id(request, "round_id"))
+    if rnd is None:
+        raise PermissionDenied(DENIED_MANAGE)
+    _require_manage(visit.s, visit.member, rnd)
+    return rnd
+
+
+def _back_to(visit, rnd: Round) -> str:
+    first = next(ru.unit_id for ru in rnd.units if can_view_unit(visit.s, visit.member, ru.unit_id))
+    return f"/quantri/dot/{rnd.id}/donvi/{first}"
+
+
+async def close_round(console, request: Request, visit) -> Response:
+    from bot.services.rounds import close_round as close
+
+    rnd = _managed_round(request, visit)
+    await read_form(request, visit.csrf)
+    try:
+        close(visit.s, rnd.id, visit.now)
+    except RoundError:
+        raise Refused(400, "Đợt học tập này đã kết thúc.") from None
+    console_access.record(visit.s, visit.member, "close_round", f"đợt {rnd.id}: {rnd.document_id}", visit.now)
+    return _redirect(_back_to(visit, rnd))
+
+
+async def extend_round(console, request: Request, visit) -> Response:
+    from bot.services.rounds import extend_round as extend
+
+    rnd = _managed_round(request, visit)
+    form = await read_form(request, visit.csrf)
+    closes = _local(console, str(form.get("closes", "")), "Hạn mới", end_of_day=True)
+    before = rnd.closes_at
+    try:
+        extend(visit.s, rnd.id, closes, visit.now)
+    except RoundError:
+        raise Refused(400, "Hạn mới phải sau hạn hiện tại, và đợt học tập phải còn đang mở.") from None
+    console_access.record(visit.s, visit.member, "extend_round",
+                          f"đợt {rnd.id}: {before:%d/%m/%Y} → {closes.astimezone(console.tz):%d/%m/%Y}", visit.now)
+    return _redirect(_back_to(visit, rnd))
+
+
+# -- documents ------------------------------------------------------------------------------------
+DOCUMENT_SUFFIXES = (".yaml", ".yml")
+QUESTION_BANK_SUFFIXES = (".xlsx", ".txt", ".gift")  # hoctap content import: Excel sheet, Aiken, GIFT
+
+
+def _document_from_upload(path: Path, doc_id: str):
+    """(DocumentSpec or None, problems) of an uploaded file: a document file is checked as it is; an
+    Excel question sheet, Aiken or GIFT text goes through ``hoctap content import``'s readers first."""
+    from bot.content.authoring import SourceProblems, write_document
+    from bot.content.moodle import looks_like_gift, read_aiken, read_gift, read_text_file
+    from bot.content.validate import check_file
+    from bot.content.workbook import read_workbook
+
+    suffix = path.suffix.lower()
+    if suffix in QUESTION_BANK_SUFFIXES:
+        if suffix == ".xlsx":
+            reader = read_workbook
+        else:
+            reader = read_gift if suffix == ".gift" or looks_like_gift(read_text_file(path)[0]) else read_aiken
+        try:
+            path = write_document(path.parent / "doc", doc_id, reader(path))
+        except SourceProblems as exc:
+            return None, list(exc.problems)
+    doc, problems = check_file(path)
+    return doc, [str(p).replace(str(path), path.name) for p in problems]
+
+
+async def documents(console, request: Request, visit) -> Response:
+    """Upload a document file: its problems by line, a preview, and loading as ``hoctap content load``."""
+    from bot.console.preview import preview
+    from bot.content.load import code_clashes, load_document
+
+    s, member, now = visit.s, visit.member, visit.now
+    _require_manage(s, member)
+    result = {}
+    if request.method == "POST":
+        form = await read_form(request, visit.csrf, limit=MAX_UPLOAD)
+        upload = form.get("file")
+        name = Path(getattr(upload, "filename", "") or "").name
+        if not name or Path(name).suffix.lower() not in DOCUMENT_SUFFIXES + QUESTION_BANK_SUFFIXES:
+            raise Refused(400, "Chọn một tệp văn bản .yaml, hoặc câu hỏi dạng Excel (.xlsx), Aiken (.txt) hay GIFT.")
+        doc_id = str(form.get("doc_id") or "").strip() or Path(name).stem.lower()
+        data = await upload.read()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_bytes(data)
+            doc, problems = _document_from_upload(path, doc_id)
+            problems = [p.replace(str(path), name) for p in problems]
+        if doc is not None and not problems:
+            problems = [str(p) for p in code_clashes(s, [doc])]
+        result = {"name": name, "problems": problems, "doc": doc,
+                  "preview": preview(doc) if doc is not None and not problems else None}
+        if not problems and doc is not None and form.get("action") == "load":
+            report = load_document(s, doc, now)
+            result["loaded"] = report
+            console_access.record(s, member, "upload", f"{name}: {doc.id}, {report.questions_current} câu hỏi "
+                                  f"({report.questions_added} mới, {report.questions_retired} bỏ)", now)
+    loaded = list(s.scalars(select(Document).order_by(Document.id)))
+    return console.render("documents.html", status=400 if result.get("problems") else 200,
+                          **_context(visit, result=result, loaded=loaded))
+
+
+# -- roster ---------------------------------------------------------------------------------------
+async def roster(console, request: Request, visit) -> Response:
+    """Search members within reach; admins also upload the units and members files (all-or-nothing)."""
+    s, member = visit.s, visit.member
+    result = None
+    if request.method == "POST":
+        result = await _import(console, request, visit)
+    query = request.query_params.get("q", "")[:100].strip()
+    members = _members_in_reach(s, member, query) if query else []
+    phones = {m.id: m.phone for m in members if can_see_phone(member, m.unit_id)}
+    units = [u for _d, u in _reachable_units(s, member)]
+    return console.render("roster.html", status=400 if result and result.problems else 200, **_context(
+        visit, query=query, members=members, phones=phones, result=result, units=units))
+
+
+def _members_in_reach(s, member: Member, query: str) -> list[Member]:
+    from bot.services.chat import fold
+    from bot.services.roster import list_members
+
+    wanted = fold(query)
+    found = []
+    for root in visible_root_units(s, member):
+        found += [m for m in list_members(s, root.code, include_inactive=True)
+                  if wanted in fold(f"{m.code} {m.full_name} {m.phone or ''}")]
+    return found[:200]
+
+
+async def _import(console, request: Request, visit):
+    from bot.roster.importer import import_members, import_units
+
+    if visit.member.role != "admin":
+        raise PermissionDenied("Chỉ quản trị viên mới nạp danh sách đơn vị và đảng viên.")
+    form = await read_form(request, visit.csrf, limit=MAX_UPLOAD)
+    upload, kind = form.get("file"), form.get("kind")
+    name = Path(getattr(upload, "filename", "") or "").name
+    if kind not in ("units", "members") or Path(name).suffix.lower() not in (".csv", ".xlsx"):
+        raise Refused(400, "Chọn loại danh sách và một tệp .csv hoặc .xlsx.")
+    data = await upload.read()
+    work = visit.s.begin_nested()  # all or nothing, as 'hoctap units/members import'
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(data)
+        if kind == "units":
+            result = import_units(visit.s, path)
+        else:
+            result = import_members(visit.s, path, full=form.get("full") == "1")
+    shown = SimpleNamespace(ok=result.ok, problems=[p.replace(str(path), name) for p in result.problems],
+                            created=result.created, updated=result.updated, unchanged=result.unchanged,
+                            deactivated=result.deactivated)
+    if not result.ok:
+        work.rollback()
+        return shown
+    work.commit()
+    console_access.record(visit.s, visit.member, "import_" + kind, f"{name}: {result.created} mới, "
+                          f"{result.updated} sửa, {result.deactivated} ngừng", visit.now)
+    return shown
+
+
+async def deactivate(console, request: Request, visit) -> Response:
+    s, member = visit.s, visit.member
+    target = s.get(Member, path_id(request, "member_id"))
+    if target is None or not can_view_unit(s, member, target.unit_id):
+        raise PermissionDenied("Đồng chí không có quyền sửa đảng viên này.")
+    await read_form(request, visit.csrf)
+    if target.id == member.id:
+        raise Refused(400, "Đồng chí không thể tự ngừng sinh hoạt của mình.")
+    target.active = False
+    console_access.record(s, member, "deactivate", f"{target.code} {target.full_name}", visit.now)
+    return _redirect(f"/quantri/doanvien?q={target.code}")
+
+
+async def invitations(console, request: Request, visit) -> Response:
+    """Per-member Telegram links or Zalo codes of a branch and below as XLSX, as ``hoctap members invite``
+    writes them (earlier unused codes of those members stop working)."""
+    from bot.roster.files import write_table
+    from bot.services.linking import create_invites, invitation_rows
+    from bot.services.roster import list_members
+
+    s, member = visit.s, visit.member
+    form = await read_form(request, visit.csrf)
+    unit = s.get(Unit, parse_id(str(form.get("unit", ""))) or 0)
+    if unit is None:
+        raise Refused(400, "Chọn một đơn vị.")
+    require_view_unit(s, member, unit.id)
+    channel = "zalo" if form.get("channel") == "zalo" else "telegram"
+    if channel == "telegram" and not console.bot_name:
+        raise Refused(400, "Máy chủ chưa khai báo tên bot Telegram (telegram.bot_username); liên hệ quản trị viên.")
+    members = list_members(s, unit.code)
+    codes = create_invites(s, members, visit.now, channel=channel)
+    header, rows = invitation_rows(members, codes, channel, bot_name=console.bot_name, zalo_link=console.zalo_link)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "thumoi.xlsx"
+        write_table(path, header, rows)
+        data = path.read_bytes()
+    console_access.record(s, member, "invite", f"{unit.code} ({channel}): {len(rows)} đồng chí", visit.now)
+    return _download(data, f"thumoi-{channel}-{unit.code}.xlsx")
+
+
+async def audit(console, request: Request, visit) -> Response:
+    return console.render("audit.html", **_context(visit, rows=console_access.audit_log(visit.s)))

@@ -1,0 +1,106 @@
+"""Console access: one-time login links from the chat, sessions, the audit log and login rate limits.
+
+Tokens are random (256 bits) and only their SHA-256 is stored, so a copy of the database opens
+nothing. A link works once within ``LINK_TTL``; a session ends after ``SESSION_IDLE`` without use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from bot.domain.permissions import DENIED_MEMBER_ONLY, PermissionDenied, sees_units
+from bot.storage.models import ConsoleAudit, ConsoleLogin, ConsoleSession, Member
+
+LINK_TTL = timedelta(minutes=5)
+SESSION_IDLE = timedelta(hours=8)
+REFUSALS_WINDOW = timedelta(minutes=10)
+MAX_REFUSALS = 10  # refused logins from one address within the window before it must wait
+LOGIN_PATH = "/quantri/vao/"
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+
+def issue_login(s: Session, member: Member | None, now: datetime) -> str:
+    """A fresh login token for a secretary, cadre or admin; ``PermissionDenied`` for anyone else."""
+    if not sees_units(member):
+        raise PermissionDenied(DENIED_MEMBER_ONLY)
+    token = secrets.token_urlsafe(32)
+    s.add(ConsoleLogin(token_hash=_hash(token), member_id=member.id, created_at=now, expires_at=now + LINK_TTL))
+    s.flush()
+    return token
+
+
+def login_url(base_url: str, token: str) -> str:
+    return f"{base_url.rstrip('/')}{LOGIN_PATH}{token}"
+
+
+@dataclass
+class OpenedSession:
+    token: str  # the cookie's value
+    member: Member
+
+
+def redeem_login(s: Session, token: str, now: datetime, source: str = "") -> OpenedSession | None:
+    """Use a login token once: a new session, or None (unknown, used, expired, or no longer allowed).
+    The token is spent by one conditional UPDATE, so two simultaneous uses cannot both succeed."""
+    login = s.scalar(select(ConsoleLogin).where(ConsoleLogin.token_hash == _hash(token)))
+    spent = login is not None and s.execute(
+        update(ConsoleLogin).where(ConsoleLogin.id == login.id, ConsoleLogin.used_at.is_(None),
+                                   ConsoleLogin.expires_at > now).values(used_at=now)).rowcount == 1
+    member = s.get(Member, login.member_id) if spent else None
+    if not spent or not sees_units(member):
+        record(s, None, "login_refused", "", now, source)
+        return None
+    cookie = secrets.token_urlsafe(32)
+    s.add(ConsoleSession(token_hash=_hash(cookie), member_id=member.id, csrf=secrets.token_urlsafe(24),
+                         created_at=now, last_seen_at=now))
+    record(s, member, "login", "", now, source)
+    return OpenedSession(cookie, member)
+
+
+def active_session(s: Session, cookie: str | None, now: datetime) -> tuple[ConsoleSession, Member] | None:
+    """The live session of a cookie, touched; None when unknown, ended, idle too long, or its member
+    may no longer see units (deactivated, demoted)."""
+    if not cookie:
+        return None
+    row = s.scalar(select(ConsoleSession).where(ConsoleSession.token_hash == _hash(cookie)))
+    if row is None or row.ended_at is not None or now - row.last_seen_at > SESSION_IDLE:
+        return None
+    member = s.get(Member, row.member_id)
+    if not sees_units(member):
+        return None
+    row.last_seen_at = now
+    return row, member
+
+
+def end_session(s: Session, cookie: str | None, now: datetime) -> None:
+    if cookie:
+        s.execute(update(ConsoleSession).where(ConsoleSession.token_hash == _hash(cookie)).values(ended_at=now))
+
+
+def too_many_refusals(s: Session, source: str, now: datetime) -> bool:
+    """Has ``source`` had ``MAX_REFUSALS`` refused logins within the last ``REFUSALS_WINDOW``?"""
+    count = s.scalar(select(func.count()).select_from(ConsoleAudit).where(
+        ConsoleAudit.action == "login_refused", ConsoleAudit.source == source[:64],
+        ConsoleAudit.at > now - REFUSALS_WINDOW))
+    return (count or 0) >= MAX_REFUSALS
+
+
+def record(s: Session, member: Member | None, action: str, detail: str, now: datetime, source: str = "") -> None:
+    """One line of the audit log."""
+    s.add(ConsoleAudit(member_id=member.id if member else None, action=action, detail=detail[:2000],
+                       source=source[:64], at=now))
+
+
+def audit_log(s: Session, limit: int = 200) -> list[tuple[ConsoleAudit, Member | None]]:
+    rows = s.execute(select(ConsoleAudit, Member).outerjoin(Member, Member.id == ConsoleAudit.member_id)
+                     .order_by(ConsoleAudit.at.desc(), ConsoleAudit.id.desc()).limit(limit)).all()
+    return [(a, m) for a, m in rows]

@@ -1,0 +1,146 @@
+"""The web console in a real browser (headless Chromium, phone and desktop widths)."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import timedelta
+
+from selenium.webdriver.common.by import By
+
+from tests.conftest import QUIZZES, REPO
+from tests.console_browser import TZ, browser, chat, console_server  # noqa: F401 - fixtures
+
+DOCS = REPO / "docs" / "console"
+
+
+def shot(driver, name: str) -> None:
+    """The page fits the screen's width (no sideways scrolling on a phone); screenshots for the README's
+    guide are written to docs/console when HOCTAP_SCREENSHOTS=1."""
+    assert driver.execute_script("return document.documentElement.scrollWidth") <= driver.width, name
+    if os.environ.get("HOCTAP_SCREENSHOTS") == "1" and driver.width == 360:
+        DOCS.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(DOCS / f"{name}.png"))
+
+
+def press(driver, element_id: str) -> None:
+    """Click a button or link that loads a new page, and wait until the new page is there."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.ID, element_id).click()
+    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(page))
+
+
+def finish_quiz(db, member_code: str, round_id: int) -> None:
+    """The member takes the quiz and answers every question right (the quiz service, as the chat does)."""
+    from sqlalchemy import select
+
+    from bot.services import quiz
+    from bot.storage.models import Member, Round
+    from bot.timeutil import utcnow
+
+    with db.session() as s:
+        member = s.scalar(select(Member).where(Member.code == member_code))
+        position = quiz.start_or_resume(s, s.get(Round, round_id), member, utcnow())
+        while position.position is not None:
+            current = position.current
+            shown = list(current.option_order).index(current.question.answer_index)
+            position = quiz.answer(s, member, position.attempt.id, position.position, shown, utcnow()).quiz
+
+
+def test_cadre_logs_in_by_chat_link_uploads_opens_a_round_sees_a_result_and_downloads_the_report(
+        browser, chat, console_server, province, tmp_path):
+    browser.get(chat.login_link("CB002"))
+    shot(browser, "1-vao")
+    press(browser, "enter")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Tổng quan"
+    assert "64-KH/TU — Đảng bộ xã Đồng Phú" in browser.page_source
+    shot(browser, "2-tong-quan")
+
+    source = (QUIZZES / "kh-83-hu-tuy-phuoc.yaml").read_text(encoding="utf-8")
+    doc = tmp_path / "kh-99-thu-nghiem.yaml"
+    doc.write_text(source.replace("id: kh-83-hu-tuy-phuoc", "id: kh-99-thu-nghiem")
+                   .replace('code: "83-KH/HU"', 'code: "99-KH/TU"'), encoding="utf-8")
+    browser.get(console_server.url + "/quantri/vanban")
+    browser.find_element(By.ID, "file").send_keys(str(doc))
+    press(browser, "load")
+    assert "Đã nạp kh-99-thu-nghiem" in browser.find_element(By.ID, "result").text, browser.page_source[-3000:]
+    assert "Trang tóm tắt để đọc" in browser.find_element(By.ID, "preview").text
+    shot(browser, "3-van-ban")
+
+    browser.get(console_server.url + "/quantri/dot/moi?q=Tân Tiến")
+    browser.find_element(By.CSS_SELECTOR, "#document option[value='kh-99-thu-nghiem']").click()
+    browser.find_element(By.ID, "unit-DP-TT").click()
+    today = console_server.clock().astimezone(TZ)
+    browser.find_element(By.ID, "opens").send_keys(today.strftime("%d/%m/%Y"))
+    browser.find_element(By.ID, "closes").send_keys((today + timedelta(days=10)).strftime("%d/%m/%Y"))
+    shot(browser, "4-mo-dot")
+    press(browser, "open-round")
+    assert "99-KH/TU — Đảng bộ bộ phận Tân Tiến" in browser.find_element(By.TAG_NAME, "h1").text
+    assert "Hoàn thành 0/" in browser.find_element(By.ID, "total").text
+    round_id = int(browser.current_url.split("/dot/")[1].split("/")[0])
+
+    finish_quiz(province, "DV002", round_id)
+    browser.refresh()
+    total = browser.find_element(By.ID, "total").text
+    assert "Hoàn thành 1/" in total and "đạt 1" in total and "100%" in total
+    not_finished = browser.find_element(By.ID, "not-finished").text
+    assert "Đinh Văn Sơn" not in not_finished and "Vũ Thị Hằng" in not_finished
+    assert "+84" not in not_finished  # a cadre sees no phones, as in /chualam
+    shot(browser, "5-don-vi")
+
+    browser.find_element(By.ID, "report").click()
+    deadline = time.monotonic() + 20
+    while not list(browser.downloads.glob("*.xlsx")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    files = list(browser.downloads.glob("*.xlsx"))
+    assert len(files) == 1 and files[0].name.startswith("baocao-99-KH-TU-DP-TT-")
+    from openpyxl import load_workbook
+
+    assert len(load_workbook(files[0]).sheetnames) >= 2
+
+
+def test_secretary_cannot_reach_another_branch_by_url(browser, chat, console_server, province):
+    from sqlalchemy import select
+
+    from bot.storage.models import Unit
+
+    with province.session() as s:
+        own = s.scalar(select(Unit).where(Unit.code == "DP-TT-01")).id
+        other = s.scalar(select(Unit).where(Unit.code == "DP-TT-02")).id
+    browser.get(chat.login_link("DV001"))
+    press(browser, "enter")
+    browser.get(f"{console_server.url}/quantri/dot/1/donvi/{own}")
+    assert "+84" in browser.find_element(By.ID, "not-finished").text  # her own branch's phones, as in /chualam
+    browser.get(f"{console_server.url}/quantri/dot/1/donvi/{other}")
+    assert "không có quyền" in browser.find_element(By.ID, "refusal").text
+    assert "Phan Ngọc Linh" not in browser.page_source
+    browser.get(f"{console_server.url}/quantri/dot/1/donvi/99999999999999999999")
+    assert browser.find_element(By.ID, "refusal").text == "Không tìm thấy trang này."
+    browser.get(f"{console_server.url}/quantri/dot/moi")
+    assert "Chỉ cán bộ phụ trách" in browser.find_element(By.ID, "refusal").text
+
+
+def test_used_or_expired_login_link_is_refused(browser, chat, console_server):
+    link = chat.login_link("CB002")
+    browser.get(link)
+    press(browser, "enter")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Tổng quan"
+    browser.delete_all_cookies()
+    browser.get(link)
+    press(browser, "enter")
+    assert "đã được dùng hoặc đã hết hạn" in browser.find_element(By.ID, "refusal").text
+    browser.get(console_server.url + "/quantri/")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Cần đăng nhập"
+
+    stale = chat.login_link("CB002")
+    real_clock = console_server.clock
+    console_server.clock = lambda: real_clock() + timedelta(minutes=5, seconds=1)
+    try:
+        browser.get(stale)
+        press(browser, "enter")
+        assert "đã được dùng hoặc đã hết hạn" in browser.find_element(By.ID, "refusal").text
+    finally:
+        console_server.clock = real_clock

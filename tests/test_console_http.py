@@ -1,0 +1,264 @@
+"""The web console over plain HTTP: login links, CSRF, rate limits, sizes, headers, chat and CLI entry points."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import func, select
+
+from tests.console_browser import TZ, LINK, chat, console_server  # noqa: F401 - fixtures
+
+
+def logged_in(chat, server, code: str) -> httpx.Client:
+    """An HTTP client with a console session (the link from /quantri, then the page's button)."""
+    client = httpx.Client(base_url=server.url, follow_redirects=False)
+    link = chat.login_link(code)
+    response = client.post(link.replace(server.url, ""))
+    assert response.status_code == 303, response.text
+    return client
+
+
+def csrf_of(client: httpx.Client, path: str = "/quantri/") -> str:
+    page = client.get(path).text
+    return page.split('name="csrf" value="')[1].split('"')[0]
+
+
+def test_a_form_posted_without_its_csrf_token_changes_nothing(chat, console_server, province):
+    from bot.storage.models import ConsoleAudit, OutboxMessage, Round
+
+    client = logged_in(chat, console_server, "DV001")
+    token = csrf_of(client)
+    refused = client.post("/quantri/nhacnho", data={})
+    forged = client.post("/quantri/nhacnho", data={"csrf": token[:-1] + ("A" if token[-1] != "A" else "B")})
+    assert refused.status_code == forged.status_code == 403
+    assert "Biểu mẫu đã cũ" in refused.text
+    cadre = logged_in(chat, console_server, "CB002")
+    assert cadre.post("/quantri/dot/1/dong", data={}).status_code == 403
+    assert cadre.post("/quantri/dot/1/giahan", data={"closes": "31/12/2099"}).status_code == 403
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(OutboxMessage)) == 0
+        rnd = s.get(Round, 1)
+        assert rnd.closed_at is None and rnd.closes_at.year < 2099
+        assert not s.scalar(select(func.count()).select_from(ConsoleAudit).where(
+            ConsoleAudit.action.in_(("remind", "close_round", "extend_round"))))
+    # with the token the same reminder goes through the outbox, once a day as in chat
+    done = client.post("/quantri/nhacnho", data={"csrf": token})
+    assert done.status_code == 200 and "đã gửi nhắc nhở tới" in done.text
+    again = client.post("/quantri/nhacnho", data={"csrf": token})
+    assert "đã gửi nhắc nhở tới 0" in again.text or "đã được nhắc" in again.text
+
+
+def test_cadre_closes_and_extends_only_with_a_valid_form(chat, console_server, province):
+    from bot.storage.models import ConsoleAudit, Round
+
+    cadre = logged_in(chat, console_server, "CB001")
+    token = csrf_of(cadre)
+    assert cadre.post("/quantri/dot/1/giahan", data={"csrf": token, "closes": "hôm nay"}).status_code == 400
+    assert cadre.post("/quantri/dot/1/giahan", data={"csrf": token, "closes": "31/12/2099"}).status_code == 303
+    with province.session() as s:
+        assert s.get(Round, 1).closes_at.astimezone(TZ).strftime("%d/%m/%Y %H:%M") == "31/12/2099 23:59"
+    assert cadre.post("/quantri/dot/1/dong", data={"csrf": token}).status_code == 303
+    with province.session() as s:
+        assert s.get(Round, 1).closed_at is not None
+        actions = list(s.scalars(select(ConsoleAudit.action).order_by(ConsoleAudit.id)))
+    assert actions[-2:] == ["extend_round", "close_round"]
+    # a cadre of one district cannot close the other's round (CB002 answers for DP; round 1 covers HQ too)
+    other = logged_in(chat, console_server, "CB002")
+    refused = other.post("/quantri/dot/1/dong", data={"csrf": csrf_of(other)})
+    assert refused.status_code == 403
+
+
+def test_ids_in_urls_are_parsed_strictly(chat, console_server):
+    cadre = logged_in(chat, console_server, "CB002")
+    for path in ("/quantri/dot/1/donvi/+2", "/quantri/dot/1/donvi/٣", "/quantri/dot/1/donvi/99999999999",
+                 "/quantri/dot/x/donvi/2"):
+        assert cadre.get(path).status_code == 404, path
+
+
+def test_login_attempts_are_rate_limited(console_server):
+    client = httpx.Client(base_url=console_server.url)
+    codes = [client.post(f"/quantri/vao/forged{i}").status_code for i in range(11)]
+    assert codes[:10] == [403] * 10 and codes[10] == 429
+
+
+def test_pages_send_a_csp_without_scripts_and_a_strict_cookie(chat, console_server):
+    client = httpx.Client(base_url=console_server.url)
+    response = client.post(chat.login_link("CB002").replace(console_server.url, ""))
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie and "path=/quantri" in cookie
+    page = client.get("/quantri/")
+    assert "script-src 'none'" in page.headers["content-security-policy"]
+    assert "<script" not in page.text and page.headers["referrer-policy"] == "no-referrer"
+
+
+def test_an_upload_beyond_the_size_limit_is_refused_unread(chat, console_server, province):
+    cadre = logged_in(chat, console_server, "CB002")
+    big = b"a: " + b"x" * (3 * 1024 * 1024)
+    response = cadre.post("/quantri/vanban", data={"csrf": csrf_of(cadre), "action": "load"},
+                          files={"file": ("big.yaml", big)})
+    assert response.status_code == 413 and "Tệp quá lớn" in response.text
+
+
+def test_document_problems_are_shown_by_line_and_nothing_is_loaded(chat, console_server, province):
+    from bot.storage.models import Document
+
+    cadre = logged_in(chat, console_server, "CB002")
+    response = cadre.post("/quantri/vanban", data={"csrf": csrf_of(cadre), "action": "load"},
+                          files={"file": ("sai.yaml", "id: sai\ncode: 1\ntitle: x\n".encode())})
+    assert response.status_code == 400 and "sai.yaml:" in response.text and "chưa nạp gì" in response.text
+    with province.session() as s:
+        assert s.get(Document, "sai") is None
+
+
+def test_members_are_told_the_console_is_not_for_them_and_get_no_link(chat):
+    link_reply = chat.say("console-DV002", "/quantri")  # not linked yet
+    assert "/quantri/vao/" not in link_reply
+    chat.login_link("CB002")  # link someone so the chat id exists
+    from sqlalchemy import select
+
+    from bot.services.linking import create_invites
+    from bot.storage.models import Member
+    from bot.timeutil import utcnow
+
+    with chat.db.session() as s:
+        member = s.scalar(select(Member).where(Member.code == "DV002"))
+        code = create_invites(s, [member], utcnow())[member.id]
+    chat.say("member-DV002", f"/start {code}")
+    reply = chat.say("member-DV002", "/quantri")
+    assert "dành cho bí thư chi bộ" in reply and not LINK.search(reply)
+
+
+def test_admin_link_prints_a_login_link_for_an_operator(cli, sample_roster, workdir):
+    (workdir / "config.yaml").write_text("web:\n  public_url: https://hoctap.example.vn\n", encoding="utf-8")
+    result = cli("admin", "link", "CB002")
+    assert result.code == 0 and result.lines[0].startswith("https://hoctap.example.vn/quantri/vao/")
+    refused = cli("admin", "link", "DV002")
+    assert refused.code == 1 and "is a member" in refused.err
+    assert cli("admin", "link", "NOBODY").code == 1
+
+
+def test_admin_link_needs_the_public_url(cli, sample_roster):
+    result = cli("admin", "link", "CB002")
+    assert result.code == 1 and "web.public_url" in result.err
+
+
+def test_audit_log_is_for_admins_only(chat, console_server):
+    cadre = logged_in(chat, console_server, "CB002")
+    assert cadre.get("/quantri/nhatky").status_code == 403
+    admin = logged_in(chat, console_server, "AD001")
+    page = admin.get("/quantri/nhatky")
+    assert page.status_code == 200 and "Ngô Công Tâm" in page.text and "Mai Hồng Oanh" in page.text
+
+
+def test_an_idle_session_ends_after_eight_hours(chat, console_server):
+    cadre = logged_in(chat, console_server, "CB002")
+    real = console_server.clock
+    console_server.clock = lambda: real() + timedelta(hours=8, minutes=1)
+    try:
+        assert cadre.get("/quantri/").status_code == 401
+    finally:
+        console_server.clock = real
+
+
+def test_playground_web_prints_a_console_link_for_the_sample_cadre(workdir, capsys, monkeypatch):
+    from bot.cli import main
+    from tests.conftest import QUIZZES
+
+    monkeypatch.setenv("HOCTAP_CONTENT_DIR", str(QUIZZES))
+    (workdir / "config.yaml").write_text("web:\n  listen: 127.0.0.1:0\n", encoding="utf-8")
+    script = workdir / "play.txt"
+    script.write_text("/as CB002\n/quantri\n/quit\n", encoding="utf-8")
+    assert main(["playground", "--web", "--script", str(script)]) == 0
+    out = capsys.readouterr().out
+    links = [line for line in out.splitlines() if line.startswith("http://")]
+    # the printed link, then the one /quantri answered in chat: two different single-use links
+    assert len(links) == 2 and all("/quantri/vao/" in link for link in links) and links[0] != links[1]
+    assert out.index(links[0]) < out.index("--- you are")
+
+
+def test_an_excel_question_sheet_is_imported_and_loaded_as_the_cli_does(chat, console_server, province):
+    from bot.content.authoring import draft_from_document
+    from bot.content.validate import check_paths
+    from bot.content.workbook import workbook_bytes
+    from bot.storage.models import Document
+    from tests.conftest import QUIZZES
+
+    doc = next(d for d in check_paths([QUIZZES]).documents if d.id == "kh-83-hu-tuy-phuoc")
+    draft = draft_from_document(doc)
+    draft.meta["code"] = "98-KH/TU"
+    cadre = logged_in(chat, console_server, "CB002")
+    page = cadre.post("/quantri/vanban", data={"csrf": csrf_of(cadre), "action": "load", "doc_id": "kh-98-excel"},
+                      files={"file": ("cau-hoi.xlsx", workbook_bytes(draft))})
+    assert page.status_code == 200 and "Đã nạp kh-98-excel" in page.text, page.text[-2000:]
+    with province.session() as s:
+        assert s.get(Document, "kh-98-excel").code == "98-KH/TU"
+
+
+def test_roster_upload_is_all_or_nothing_with_row_errors(chat, console_server, province):
+    from bot.storage.models import Member
+
+    admin = logged_in(chat, console_server, "AD001")
+    bad = ("code,full_name,unit_code,phone,role\nNEW01,Nguyễn Văn Mới,DP-TT-01,0912345678,member\n"
+           "NEW02,Trần Thị Sai,KHONG-CO,0912345679,member\n")
+    page = admin.post("/quantri/doanvien", data={"csrf": csrf_of(admin, "/quantri/doanvien"), "kind": "members"},
+                      files={"file": ("dang-vien.csv", bad.encode())})
+    assert page.status_code == 400 and "dang-vien.csv" in page.text and "KHONG-CO" in page.text
+    with province.session() as s:
+        assert s.scalar(select(Member).where(Member.code == "NEW01")) is None
+    good = bad.replace("KHONG-CO", "DP-TT-01")
+    page = admin.post("/quantri/doanvien", data={"csrf": csrf_of(admin, "/quantri/doanvien"), "kind": "members"},
+                      files={"file": ("dang-vien.csv", good.encode())})
+    assert page.status_code == 200 and "2 mới" in page.text
+    cadre = logged_in(chat, console_server, "CB002")
+    refused = cadre.post("/quantri/doanvien", data={"csrf": csrf_of(cadre, "/quantri/doanvien"), "kind": "members"},
+                         files={"file": ("dang-vien.csv", good.encode())})
+    assert refused.status_code == 403
+
+
+def test_member_search_shows_phones_only_as_the_chat_would(chat, console_server):
+    secretary = logged_in(chat, console_server, "DV001")
+    own = secretary.get("/quantri/doanvien", params={"q": "DV002"}).text
+    assert "Đinh Văn Sơn" in own and "+84" in own
+    other = secretary.get("/quantri/doanvien", params={"q": "DV011"}).text
+    assert "Phan Ngọc Linh" not in other  # another branch: not found at all
+    cadre = logged_in(chat, console_server, "CB002")
+    page = cadre.get("/quantri/doanvien", params={"q": "DV001"}).text
+    assert "Vũ Thị Hằng" in page and "+84" not in page  # a cadre sees no phones, as in /chualam
+
+
+def test_deactivate_only_within_reach(chat, console_server, province):
+    from bot.storage.models import Member
+
+    with province.session() as s:
+        own = s.scalar(select(Member).where(Member.code == "DV002")).id
+        other = s.scalar(select(Member).where(Member.code == "DV012")).id
+    secretary = logged_in(chat, console_server, "DV001")
+    token = csrf_of(secretary, "/quantri/doanvien")
+    assert secretary.post(f"/quantri/doanvien/{other}/ngung", data={"csrf": token}).status_code == 403
+    assert secretary.post(f"/quantri/doanvien/{own}/ngung", data={"csrf": token}).status_code == 303
+    with province.session() as s:
+        assert s.get(Member, own).active is False and s.get(Member, other).active is True
+
+
+def test_invitation_sheet_per_branch_as_xlsx(chat, console_server, province):
+    import io
+
+    from openpyxl import load_workbook
+
+    from bot.storage.models import Unit
+
+    with province.session() as s:
+        own = s.scalar(select(Unit).where(Unit.code == "DP-TT-01")).id
+        other = s.scalar(select(Unit).where(Unit.code == "DP-TT-02")).id
+    secretary = logged_in(chat, console_server, "DV001")
+    token = csrf_of(secretary, "/quantri/doanvien")
+    sheet = secretary.post("/quantri/doanvien/thumoi.xlsx", data={"csrf": token, "unit": str(own), "channel": "zalo"})
+    assert sheet.status_code == 200 and "thumoi-zalo-DP-TT-01.xlsx" in sheet.headers["content-disposition"]
+    rows = list(load_workbook(io.BytesIO(sheet.content)).active.values)
+    assert rows[0][:5] == ("member_code", "full_name", "unit_code", "phone", "zalo_code")
+    assert {r[2] for r in rows[1:]} == {"DP-TT-01"} and len(rows) > 2
+    link = secretary.post("/quantri/doanvien/thumoi.xlsx", data={"csrf": token, "unit": str(own)})
+    assert "https://t.me/hoctap_test_bot?start=" in str(list(load_workbook(io.BytesIO(link.content)).active.values)[1])
+    refused = secretary.post("/quantri/doanvien/thumoi.xlsx", data={"csrf": token, "unit": str(other)})
+    assert refused.status_code == 403
