@@ -123,15 +123,6 @@ class SchedulerSettings:
 
 
 @dataclass(frozen=True)
-class WebSettings:
-    """The product's own web pages (the console under ``/quantri``): served on ``listen`` when
-    ``public_url`` (the address people open, https in production) is set."""
-
-    public_url: str | None = None
-    listen: str = "127.0.0.1:8090"
-
-
-@dataclass(frozen=True)
 class Settings:
     database_url: str
     timezone: str = "Asia/Ho_Chi_Minh"

@@ -171,7 +171,7 @@ def test_playground_web_prints_a_console_link_for_the_sample_cadre(workdir, caps
     script.write_text("/as CB002\n/quantri\n/quit\n", encoding="utf-8")
     assert main(["playground", "--web", "--script", str(script)]) == 0
     out = capsys.readouterr().out
-    links = [line for line in out.splitlines() if line.startswith("http://")]
+    links = [line for line in out.splitlines() if line.startswith("http://") and "/quantri/" in line]
     # the printed link, then the one /quantri answered in chat: two different single-use links
     assert len(links) == 2 and all("/quantri/vao/" in link for link in links) and links[0] != links[1]
     assert out.index(links[0]) < out.index("--- you are")

@@ -72,21 +72,29 @@ def create_invites(session: Session, members: list[Member], now: datetime, chann
 
 
 TELEGRAM_INVITE_HEADER = ["member_code", "full_name", "unit_code", "phone", "link"]
-ZALO_INVITE_HEADER = ["member_code", "full_name", "unit_code", "phone", "zalo_code", "zalo_link", "message"]
+ZALO_INVITE_HEADER = ["member_code", "full_name", "unit_code", "phone", "zalo_code", "zalo_link", "message",
+                      "zalo_bot"]
 
 
 def invitation_rows(members: list[Member], codes: dict[int, str], channel: str, *, bot_name: str = "",
-                    zalo_link: str = "") -> tuple[list[str], list[list[str]]]:
+                    zalo_link: str = "", unit_bots: dict | None = None) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the invitation sheet a secretary hands out: Telegram deep links, or Zalo
-    codes to type beside the bot's share link (``hoctap members invite`` and the console)."""
+    codes to type beside the bot's share link (``hoctap members invite`` and the console).
+    ``unit_bots``: each unit's own Zalo bot (``name``, ``share_link``), else the default bot."""
     if channel != "zalo":
         return TELEGRAM_INVITE_HEADER, [
             [m.code, m.full_name, m.unit.code, m.phone or "", f"https://t.me/{bot_name}?start={codes[m.id]}"]
             for m in members]
-    where = f"mở {zalo_link} (hoặc tìm bot trên Zalo)" if zalo_link else "mở bot học tập trên Zalo"
-    return ZALO_INVITE_HEADER, [
-        [m.code, m.full_name, m.unit.code, m.phone or "", format_code(codes[m.id]), zalo_link,
-         f"Đồng chí {m.full_name}: {where} và gõ mã {format_code(codes[m.id])}"] for m in members]
+    rows = []
+    for m in members:
+        bot = (unit_bots or {}).get(m.unit_id)
+        link = (bot.share_link or "") if bot is not None else zalo_link
+        name = f"bot «{bot.name}»" if bot is not None else "bot học tập"
+        where = f"mở {link} (hoặc tìm {name} trên Zalo)" if link else f"mở {name} trên Zalo"
+        code = format_code(codes[m.id])
+        rows.append([m.code, m.full_name, m.unit.code, m.phone or "", code, link,
+                     f"Đồng chí {m.full_name}: {where} và gõ mã {code}", bot.name if bot is not None else ""])
+    return ZALO_INVITE_HEADER, rows
 
 
 def _short_code() -> str:
