@@ -391,7 +391,7 @@ def playground_console(settings: Settings, db: Database, playground):
     from bot.web import ThreadedWebServer, create_app
 
     console = create_console(db, settings.tz, quiet=schedule_from(settings).quiet, bot_name="hoctap_playground_bot")
-    server = ThreadedWebServer(create_app(console=console), settings.web_server.listen).start()
+    server = ThreadedWebServer(create_app(console=console), "127.0.0.1:0").start()  # a free port
     with db.session() as s:
         cadre = s.scalar(select(Member).where(Member.code == PLAYGROUND_CADRE))
         token = issue_login(s, cadre, utcnow()) if cadre is not None else None
