@@ -18,6 +18,7 @@ from bot.channels.zalo.rendering import Outgoing, render
 from bot.domain import messages as msg
 from bot.services.linking import looks_like_code
 from bot.domain.replies import Outcome, Reply
+from bot.channels.ordering import InOrderPerKey
 from bot.metrics import handling
 from bot.services.chat import ChatService
 from bot.timeutil import utcnow
@@ -46,42 +47,32 @@ class ZaloChannel:
         self.shelf, self.quota, self.clock = shelf, quota, clock
         self.handled = 0  # updates taken up, redeliveries included
         self.done = 0  # updates finished (answered, skipped or failed)
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._waiting: dict[str, int] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._order = InOrderPerKey()
 
     def dispatch(self, update: dict[str, Any]) -> asyncio.Task:
         message = update.get("message") if isinstance(update, dict) else None
         chat = message.get("chat") if isinstance(message, dict) else None
         key = str(chat.get("id", "")) if isinstance(chat, dict) else ""
-        task = asyncio.create_task(self._serial(key, update))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._order.submit(key, lambda: self._handle_logged(update))
+
+    @property
+    def busy(self) -> bool:
+        """Updates are being handled (a cached bot is not dropped then)."""
+        return bool(self._order.tasks)
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait for the updates being handled (at shutdown)."""
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout)
+        await self._order.drain(timeout)
 
-    async def _serial(self, key: str, update: dict[str, Any]) -> None:
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        self._waiting[key] = self._waiting.get(key, 0) + 1
+    async def _handle_logged(self, update: dict[str, Any]) -> None:
         try:
-            async with lock:
-                try:
-                    with handling("zalo"):
-                        await self.handle(update)
-                except Exception:  # noqa: BLE001 - one bad update must not stop the bot
-                    mid = ((update.get("message") or {}) if isinstance(update, dict) else {}).get("message_id")
-                    log.exception("Zalo: update %s failed", mid)
-                finally:
-                    self.done += 1
+            with handling("zalo"):
+                await self.handle(update)
+        except Exception:  # noqa: BLE001 - one bad update must not stop the bot
+            mid = ((update.get("message") or {}) if isinstance(update, dict) else {}).get("message_id")
+            log.exception("Zalo: update %s failed", mid)
         finally:
-            self._waiting[key] -= 1
-            if not self._waiting[key]:
-                del self._waiting[key]
-                self._locks.pop(key, None)
+            self.done += 1
 
     async def handle(self, update: dict[str, Any]) -> None:
         event = str(update.get("event_name") or "")

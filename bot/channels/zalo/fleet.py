@@ -223,7 +223,7 @@ class ZaloFleet:
         bot = self._bots.get(zalo_id)
         if bot is None:
             return None
-        if time.monotonic() - bot.loaded > CACHE_SECONDS and not bot.channel._tasks:
+        if time.monotonic() - bot.loaded > CACHE_SECONDS and not bot.channel.busy:
             self._forget(zalo_id)
             return None
         self._bots.move_to_end(zalo_id)

@@ -16,6 +16,7 @@ import logging
 from datetime import datetime
 from typing import Any, Callable
 
+from bot.channels.ordering import InOrderPerKey
 from bot.metrics import handling
 from bot.channels.zalo_oa.client import OAClient
 from bot.channels.zalo_oa.ladder import record_interaction
@@ -35,9 +36,7 @@ class OAChannel:
                  clock: Callable[[], datetime] = utcnow):
         self.service, self.client, self.oa_id, self.clock = service, client, oa_id, clock
         self.handled = self.done = 0
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._waiting: dict[str, int] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._order = InOrderPerKey()
 
     @staticmethod
     def user_of(event: dict[str, Any]) -> str:
@@ -46,32 +45,19 @@ class OAChannel:
 
     def dispatch(self, event: dict[str, Any]) -> asyncio.Task:
         """Returns at once (the webhook has acknowledged); one user's events run in order."""
-        task = asyncio.create_task(self._serial(self.user_of(event), event))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._order.submit(self.user_of(event), lambda: self._handle_logged(event))
 
     async def drain(self, timeout: float = 10.0) -> None:
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout)
+        await self._order.drain(timeout)
 
-    async def _serial(self, key: str, event: dict[str, Any]) -> None:
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        self._waiting[key] = self._waiting.get(key, 0) + 1
+    async def _handle_logged(self, event: dict[str, Any]) -> None:
         try:
-            async with lock:
-                try:
-                    with handling("zalo_oa"):
-                        await self.handle(event)
-                except Exception:  # noqa: BLE001 - one bad event must not stop the channel
-                    log.exception("Zalo OA: event %s failed", event.get("event_name"))
-                finally:
-                    self.done += 1
+            with handling("zalo_oa"):
+                await self.handle(event)
+        except Exception:  # noqa: BLE001 - one bad event must not stop the channel
+            log.exception("Zalo OA: event %s failed", event.get("event_name"))
         finally:
-            self._waiting[key] -= 1
-            if not self._waiting[key]:  # nobody else queued for this user: forget the lock
-                del self._waiting[key]
-                self._locks.pop(key, None)
+            self.done += 1
 
     async def handle(self, event: dict[str, Any]) -> None:
         name = str(event.get("event_name") or "")
