@@ -120,12 +120,18 @@ class Playground:
             rnd = open_round(s, doc.id, [root.code], now - timedelta(minutes=1), now + timedelta(days=14), 98, now)
             print(f"(opened round {rnd.id}: {doc.code} for {root.code}, closing in 14 days)", file=self.out)
 
+    def _member(self, s, code: str | None) -> Member | None:
+        """The active member ``code`` (or the first plain member); None, said aloud, if there is none."""
+        query = select(Member).where(Member.active).order_by(Member.code)
+        member = s.scalar(query.where(Member.code == code) if code else query.where(Member.role == "member"))
+        if member is None:
+            print(f"(no active member {code}; see 'hoctap members list')", file=self.out)
+        return member
+
     def _become(self, code: str | None):
         with self.db.session() as s:
-            query = select(Member).where(Member.active).order_by(Member.code)
-            member = s.scalar(query.where(Member.code == code) if code else query.where(Member.role == "member"))
+            member = self._member(s, code)
             if member is None:
-                print(f"(no active member {code}; see 'hoctap members list')", file=self.out)
                 return self.user
             user_id = 900_000 + member.id
             linked = account_member(s, "telegram", str(user_id))
@@ -233,10 +239,8 @@ class ZaloPlayground(Playground):
 
     def _become(self, code: str | None):
         with self.db.session() as s:
-            query = select(Member).where(Member.active).order_by(Member.code)
-            member = s.scalar(query.where(Member.code == code) if code else query.where(Member.role == "member"))
+            member = self._member(s, code)
             if member is None:
-                print(f"(no active member {code}; see 'hoctap members list')", file=self.out)
                 return self.user
             user_id = str(700_000_000 + member.id)
             linked = account_member(s, "zalo", user_id)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import select
 
 from bot.channels.playground import Playground
 from bot.channels.zalo_oa.ladder import OABudget, Prices
@@ -15,7 +14,6 @@ from bot.channels.zalo_oa.runtime import BackgroundOA, OARuntime, token_store
 from bot.config import ZaloOASettings
 from bot.services.chat import ChatService
 from bot.services.linking import account_member, create_invites, format_code
-from bot.storage.models import Member
 from bot.timeutil import utcnow
 
 OA_HELP = """Playground (Zalo Official Account): you are a member who follows the OA.
@@ -46,10 +44,8 @@ class OAPlayground(Playground):
 
     def _become(self, code: str | None):
         with self.db.session() as s:
-            query = select(Member).where(Member.active).order_by(Member.code)
-            member = s.scalar(query.where(Member.code == code) if code else query.where(Member.role == "member"))
+            member = self._member(s, code)
             if member is None:
-                print(f"(no active member {code}; see 'hoctap members list')", file=self.out)
                 return self.user
             user_id = f"oa{800_000_000 + member.id}"
             linked = account_member(s, TRAITS.name, user_id)
