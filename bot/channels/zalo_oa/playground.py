@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 
-
 from bot.channels.playground import Playground
 from bot.channels.zalo_oa.ladder import OABudget, Prices
 from bot.channels.zalo_oa.rendering import TRAITS
