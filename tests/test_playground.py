@@ -28,6 +28,17 @@ def test_scripted_playground_plays_a_round_on_a_fresh_database(workdir, capsys, 
     assert "Lần 1: đang làm dở" in again
 
 
+def test_a_cadres_report_shows_its_workbook_and_chart_in_the_terminal(workdir, capsys, monkeypatch):
+    from tests.conftest import QUIZZES
+
+    monkeypatch.setenv("HOCTAP_CONTENT_DIR", str(QUIZZES))
+    script = workdir / "play.txt"
+    script.write_text("/as CB002\n/baocao\n/quit\n", encoding="utf-8")
+    assert main(["playground", "--script", str(script)]) == 0
+    out = capsys.readouterr().out.split("/baocao")[1]
+    assert "[tệp: " in out and ".xlsx]" in out and "[ảnh]" in out
+
+
 def test_playground_shows_what_each_person_receives_at_a_scheduled_moment(workdir, capsys, monkeypatch):
     from datetime import timedelta
 

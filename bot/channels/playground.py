@@ -198,7 +198,7 @@ class Playground:
                 print(f"  ⓘ {answer['text']}", file=self.out)
         self.answers_seen = len(user.callback_answers)
         for message in user.messages:
-            text = message.get("text") or ""
+            text = message.get("text") or _attachment(message)
             key = message["message_id"]
             rendered = text + "".join(f"\n   [{i}] {b['text']}" for i, b in enumerate(_buttons(message), 1))
             if self.shown.get(key) == rendered:
@@ -206,6 +206,17 @@ class Playground:
             tag = "bot (sửa)" if key in self.shown else "bot"
             self.shown[key] = rendered
             print(f"\n{tag}:\n{rendered}\n", file=self.out)
+
+
+def _attachment(message) -> str:
+    """A file or a photo as a line of text (the terminal shows no files), with its caption."""
+    if message.get("document"):
+        shown = f"[tệp: {message['document'].get('file_name') or 'tệp đính kèm'}]"
+    elif message.get("photo"):
+        shown = "[ảnh]"
+    else:
+        return ""
+    return f"{shown} {message.get('caption') or ''}".strip()
 
 
 def _buttons(message) -> list[dict]:
