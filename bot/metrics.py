@@ -87,7 +87,7 @@ class SharedState:
 
         outbox = GaugeMetricFamily("hoctap_outbox_messages", "Outbox rows by channel and status",
                                    labels=["channel", "status"])
-        with self.db.session() as s:
+        with self.db.read_session() as s:  # a scrape never waits for SQLite's write lock
             rows = s.execute(select(OutboxMessage.channel, OutboxMessage.status, func.count())
                              .group_by(OutboxMessage.channel, OutboxMessage.status)).all()
         for channel, status, count in rows:

@@ -207,8 +207,8 @@ def health_route(db=None) -> Route:
         from sqlalchemy import text
 
         try:
-            with db.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+            with db.read_session() as s:  # never waits for SQLite's write lock
+                s.execute(text("SELECT 1"))
             return True
         except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
             log.warning("health check: the database does not answer (%s)", type(exc).__name__)
