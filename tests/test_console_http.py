@@ -262,3 +262,40 @@ def test_invitation_sheet_per_branch_as_xlsx(chat, console_server, province):
     assert "https://t.me/hoctap_test_bot?start=" in str(list(load_workbook(io.BytesIO(link.content)).active.values)[1])
     refused = secretary.post("/quantri/doanvien/thumoi.xlsx", data={"csrf": token, "unit": str(other)})
     assert refused.status_code == 403
+
+
+def test_a_console_page_waiting_for_the_database_does_not_hold_up_the_rest_of_the_server(chat, console_server,
+                                                                                         province):
+    """The console shares the process's web server with the chat webhooks: a page waiting on the
+    database (a long write elsewhere, a province's roll-up) must not stop the server answering others."""
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    cadre = logged_in(chat, console_server, "CB002")
+    holding, release = threading.Event(), threading.Event()
+
+    def long_write():
+        with province.session() as s:
+            s.execute(text("UPDATE members SET full_name = full_name"))
+            holding.set()
+            release.wait(30)
+
+    writer = threading.Thread(target=long_write)
+    writer.start()
+    page: list[httpx.Response] = []
+    try:
+        assert holding.wait(10)
+        reader = threading.Thread(target=lambda: page.append(cadre.get("/quantri/", timeout=60)))
+        reader.start()
+        time.sleep(0.5)  # the page is now waiting for the database
+        started = time.perf_counter()
+        health = httpx.get(f"{console_server.url}/healthz", timeout=30)
+        took = time.perf_counter() - started
+    finally:
+        release.set()
+        writer.join()
+    reader.join(60)
+    assert health.status_code == 200 and took < 3, f"the server waited {took:.1f}s behind a console page"
+    assert page and page[0].status_code == 200 and "quantri" in page[0].text

@@ -22,7 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from bot.console import pages
-from bot.console.http import Refused, client, read_form, secured
+from bot.console.http import Refused, client, off_the_loop, read_form, secured
 from bot.domain.permissions import PermissionDenied
 from bot.outbox.queue import QuietHours
 from bot.services import console_access
@@ -74,6 +74,7 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
                       zalo_link or "")
 
     def page(handler, *, admin_only: bool = False):
+        @off_the_loop
         async def endpoint(request: Request) -> Response:
             with db.session() as s:
                 now = console.clock()
@@ -137,8 +138,8 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
 
     return Starlette(routes=[
         Route("/vao/{token}", login_form, methods=["GET"]),
-        Route("/vao/{token}", login, methods=["POST"]),
-        Route("/thoat", refused_logout, methods=["POST"]),
+        Route("/vao/{token}", off_the_loop(login), methods=["POST"]),
+        Route("/thoat", off_the_loop(refused_logout), methods=["POST"]),
         Route("/da-thoat", logged_out, methods=["GET"]),
         Route("/", page(pages.overview), methods=["GET"]),
         Route("/dot/{round_id}/donvi/{unit_id}", page(pages.unit_page), methods=["GET"]),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -57,4 +59,21 @@ async def read_form(request: Request, csrf: str, limit: int = MAX_FORM):
         raise Refused(403, "Biểu mẫu đã cũ hoặc không hợp lệ; đồng chí tải lại trang rồi làm lại.")
     return form
 
+
+def off_the_loop(endpoint):
+    """Run a console endpoint in a worker thread with an event loop of its own.
+
+    Console pages do their database work synchronously (roll-ups of a province, imports): run in the
+    process's one event loop they would hold up every chat update and webhook it serves. The request's
+    body is read here first (at most MAX_UPLOAD; larger or unknown lengths are left for ``read_form`` to
+    refuse without reading), so the page can parse it in the other loop.
+    """
+
+    async def threaded(request: Request):
+        length = request.headers.get("content-length", "")
+        if request.method == "POST" and length.isascii() and length.isdigit() and int(length) <= MAX_UPLOAD:
+            await request.body()
+        return await run_in_threadpool(asyncio.run, endpoint(request))
+
+    return threaded
 
