@@ -175,9 +175,11 @@ class BotProcess:
         from zoneinfo import ZoneInfo
 
         from bot.channels.telegram import TRAITS, BackgroundBot, TelegramChannel
+        from bot.reports.replies import report_replies
         from bot.services.chat import ChatService
 
-        service = ChatService(self.db, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"), study_links=self.study_links)
+        service = ChatService(self.db, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"), study_links=self.study_links,
+                              reports=report_replies)
         app = TelegramChannel(service).build(self.emulator.token, self.emulator.base_url, self.emulator.base_file_url)
         self.running = BackgroundBot(app).start()
         return self

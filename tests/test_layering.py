@@ -15,7 +15,8 @@ FORBIDDEN = {
     "domain": ("bot.services", "bot.channels", "bot.outbox", "bot.scheduling", "bot.web", "bot.reports",
                "bot.app", "bot.cli", "bot.emulators", "bot.storage.db"),
     # use cases: no chat platform, web surface, scheduler or process wiring
-    "services": ("bot.channels", "bot.web", "bot.scheduling", "bot.app", "bot.cli", "bot.emulators"),
+    # (nor reports: the process wiring gives ChatService its /baocao builder, see bot.reports.replies)
+    "services": ("bot.channels", "bot.web", "bot.scheduling", "bot.reports", "bot.app", "bot.cli", "bot.emulators"),
     # the durable queue and its sender: below the use cases that fill it
     # the web console: a surface beside the channels, calling the same services
     "console": ("bot.channels", "bot.scheduling", "bot.app", "bot.cli", "bot.emulators"),
@@ -63,3 +64,13 @@ def test_the_check_sees_imports_inside_functions_and_relative_ones(tmp_path, mon
     monkeypatch.setitem(globals(), "BOT", fake)
     assert violations("domain") == ["bot/domain/leaky.py:3 imports bot.services.stats",
                                     "bot/domain/leaky.py:4 imports bot.channels.telegram"]
+
+
+def test_services_building_a_report_fails_the_check(tmp_path, monkeypatch):
+    fake = tmp_path / "bot"
+    (fake / "services").mkdir(parents=True)
+    (fake / "services" / "oversight.py").write_text(
+        "from bot.services import stats\n"
+        "def report():\n    from bot.reports.xlsx import build_workbook\n", encoding="utf-8")
+    monkeypatch.setitem(globals(), "BOT", fake)
+    assert violations("services") == ["bot/services/oversight.py:3 imports bot.reports.xlsx.build_workbook"]

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from bot.channels.zalo import TRAITS, BackgroundZalo, ZaloOptions, ZaloQuota, ZaloRuntime, render
 from bot.domain.replies import Outcome, Reply
+from bot.reports.replies import report_replies
 from bot.services.chat import ChatService
 from bot.services.linking import create_invites, format_code
 from bot.storage.models import Answer, ChannelUsage, ChatAccount, ChatState, Member, OutboxMessage, ProcessedUpdate
@@ -46,7 +47,8 @@ class ZaloProcess:
         self.running: BackgroundZalo | None = None
 
     def start(self) -> "ZaloProcess":
-        service = ChatService(self.db, TRAITS, TZ, budget=self.quota, study_links=self.study_links)
+        service = ChatService(self.db, TRAITS, TZ, budget=self.quota, study_links=self.study_links,
+                              reports=report_replies)
         options = ZaloOptions(token=self.emulator.token, api_base_url=self.emulator.base_url, mode=self.mode,
                               webhook_secret=SECRET, public_url=self.public_url,
                               listen=getattr(self, "listen", "127.0.0.1:0"), poll_timeout=1,

@@ -11,6 +11,7 @@ from bot.channels.zalo_oa.ladder import OABudget, Prices
 from bot.channels.zalo_oa.rendering import TRAITS
 from bot.channels.zalo_oa.runtime import BackgroundOA, OARuntime, token_store
 from bot.config import ZaloOASettings
+from bot.reports.replies import report_replies
 from bot.services.chat import ChatService
 from bot.services.linking import account_member, create_invites, format_code
 from bot.timeutil import utcnow
@@ -34,7 +35,7 @@ class OAPlayground(Playground):
             store = token_store(settings, self.db)
             store.complete(emu.approve(store.permission_url("http://127.0.0.1/zalo-oa/callback")))
             budget = OABudget(self.db, 0, self.settings.tz, Prices())
-            service = ChatService(self.db, TRAITS, self.settings.tz, budget=budget)
+            service = ChatService(self.db, TRAITS, self.settings.tz, budget=budget, reports=report_replies)
             with BackgroundOA(OARuntime(settings, service, budget)) as bot:
                 emu.set_webhook(f"http://127.0.0.1:{bot.runtime.web.port}/zalo-oa/webhook")
                 self.emu, self.channel, self.events = emu, bot.runtime.channel, 0
