@@ -47,8 +47,8 @@ def authorize(db, emulator, settings) -> None:
 class OAProcess:
     """The OA side of the bot as one process runs it; authorised once, restartable."""
 
-    def __init__(self, db, emulator, *, clock=utcnow, **overrides):
-        self.db, self.emulator, self.clock = db, emulator, clock
+    def __init__(self, db, emulator, *, clock=utcnow, study_links=None, **overrides):
+        self.db, self.emulator, self.clock, self.study_links = db, emulator, clock, study_links
         self.port = free_port()
         self.settings = oa_settings(emulator, self.port, **overrides)
         self.running: BackgroundOA | None = None
@@ -60,7 +60,7 @@ class OAProcess:
 
     def start(self) -> "OAProcess":
         budget = self.budget()
-        service = ChatService(self.db, TRAITS, TZ, budget=budget)
+        service = ChatService(self.db, TRAITS, TZ, budget=budget, study_links=self.study_links)
         self.running = BackgroundOA(OARuntime(self.settings, service, budget, clock=self.clock)).start()
         return self
 
