@@ -16,12 +16,12 @@ from bot.services import web_links
 from bot.services.web_links import StudyLinks
 from bot.storage.models import ChatAccount, Member, OutboxMessage, Round
 from bot.timeutil import utcnow
-from tests.test_zalo_oa_channel import TZ
 from bot.webapp.miniapp import check_init_data
 from tests.conftest import WEB_SECRET, BotProcess
 from tests.test_scheduled_messages import branch, deliver, local  # noqa: F401 - fixture
-from tests.test_zalo_channel import ZaloProcess, say, zalo_emulator, zalo_invite, zalo_link  # noqa: F401
-from tests.test_zalo_oa_channel import OAProcess, oa_emulator, oa_invite, oa_link, said  # noqa: F401
+from tests.messengers import TZ, free_port, say
+from tests.test_zalo_channel import ZaloProcess, zalo_link
+from tests.test_zalo_oa_channel import OAProcess, oa_link
 
 PUBLIC = "https://hoc.example.vn"
 LINKS = StudyLinks(PUBLIC, WEB_SECRET)
@@ -102,12 +102,12 @@ def test_hoc_on_the_zalo_oa_offers_a_button_that_opens_the_members_own_page(prov
     process = OAProcess(province, oa_emulator, study_links=LINKS).start()
     try:
         user = oa_link(oa_emulator, oa_invite, "DV005", "oa-5")
-        said(user, "hoc", "64-KH/TU")
+        say(user, "hoc", "64-KH/TU")
         message = user.messages[-1]
         assert member_of(province, oa_study_link(message)) == "DV005"
         assert [b["title"] for b in message["buttons"]] == ["1. Đọc 64-KH/TU", "📖 Mở trang học tập"]
         other = oa_link(oa_emulator, oa_invite, "DV006", "oa-6")
-        said(other, "hoc", "64-KH/TU")
+        say(other, "hoc", "64-KH/TU")
         assert member_of(province, oa_study_link(other.messages[-1])) == "DV006"
         from bot.channels.zalo_oa import OAError
 
@@ -175,7 +175,6 @@ def test_hoctap_run_serves_the_study_pages_when_public_url_is_set(province, zalo
 
     from bot.app import serve
     from bot.config import SchedulerSettings, Settings, WebSettings, ZaloSettings
-    from tests.test_zalo_channel import free_port
 
     port = free_port()
     settings = Settings(database_url=province.url,
