@@ -55,22 +55,27 @@ def test_no_layer_imports_one_above_it(package):
     assert violations(package) == []
 
 
-def test_the_check_sees_imports_inside_functions_and_relative_ones(tmp_path, monkeypatch):
+@pytest.fixture
+def fake_tree(tmp_path, monkeypatch):
+    """``write("domain/leaky.py", source)``: a module in a throwaway bot/ tree the check reads instead."""
     fake = tmp_path / "bot"
-    (fake / "domain").mkdir(parents=True)
-    (fake / "domain" / "leaky.py").write_text(
-        "from bot.domain.replies import Reply\n"
-        "def f():\n    from ..services import stats\n    import bot.channels.telegram\n", encoding="utf-8")
     monkeypatch.setitem(globals(), "BOT", fake)
+
+    def write(path: str, source: str) -> None:
+        (fake / path).parent.mkdir(parents=True, exist_ok=True)
+        (fake / path).write_text(source, encoding="utf-8")
+
+    return write
+
+
+def test_the_check_sees_imports_inside_functions_and_relative_ones(fake_tree):
+    fake_tree("domain/leaky.py", "from bot.domain.replies import Reply\n"
+                                 "def f():\n    from ..services import stats\n    import bot.channels.telegram\n")
     assert violations("domain") == ["bot/domain/leaky.py:3 imports bot.services.stats",
                                     "bot/domain/leaky.py:4 imports bot.channels.telegram"]
 
 
-def test_services_building_a_report_fails_the_check(tmp_path, monkeypatch):
-    fake = tmp_path / "bot"
-    (fake / "services").mkdir(parents=True)
-    (fake / "services" / "oversight.py").write_text(
-        "from bot.services import stats\n"
-        "def report():\n    from bot.reports.xlsx import build_workbook\n", encoding="utf-8")
-    monkeypatch.setitem(globals(), "BOT", fake)
+def test_services_building_a_report_fails_the_check(fake_tree):
+    fake_tree("services/oversight.py", "from bot.services import stats\n"
+                                       "def report():\n    from bot.reports.xlsx import build_workbook\n")
     assert violations("services") == ["bot/services/oversight.py:3 imports bot.reports.xlsx.build_workbook"]

@@ -19,11 +19,8 @@ def _no_document_files(args, settings: Settings) -> int:
     return 1
 
 
-@command("content check")
-def cmd_content_check(args, settings: Settings) -> int:
-    from bot.content.validate import check_paths
-
-    result = check_paths(_content_paths(args, settings))
+def _refused(result, args, settings: Settings) -> int | None:
+    """Every problem, one a line, and nothing done (exit 1); or no document found; else None: go on."""
     for problem in result.problems:
         print(problem)
     if result.problems:
@@ -31,6 +28,17 @@ def cmd_content_check(args, settings: Settings) -> int:
         return 1
     if not result.documents:
         return _no_document_files(args, settings)
+    return None
+
+
+@command("content check")
+def cmd_content_check(args, settings: Settings) -> int:
+    from bot.content.validate import check_paths
+
+    result = check_paths(_content_paths(args, settings))
+    refused = _refused(result, args, settings)
+    if refused is not None:
+        return refused
     return _print_quality(result.documents, strict=args.strict)
 
 
@@ -61,13 +69,9 @@ def cmd_content_load(args, settings: Settings) -> int:
         db = open_db(settings)
         with db.session() as s:
             result.problems = code_clashes(s, result.documents)
-    for problem in result.problems:
-        print(problem)
-    if result.problems:
-        print(f"{len(result.problems)} problem(s) found; nothing was loaded", file=sys.stderr)
-        return 1
-    if not result.documents:
-        return _no_document_files(args, settings)
+    refused = _refused(result, args, settings)
+    if refused is not None:
+        return refused
     now = utcnow()
     with db.session() as s:
         reports = [load_document(s, doc, now) for doc in result.documents]
