@@ -22,67 +22,33 @@ from __future__ import annotations
 
 import argparse
 import random
-import socket
 import tempfile
 import time
 from collections import Counter
 from datetime import timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, func, select
 
+from bench.seeding import seed_branch
 from bot.channels.zalo_oa import TRAITS, BackgroundOA, OABudget, OARuntime, Prices, token_store
 from bot.config import ZaloOASettings
-from bot.content.load import load_document
-from bot.content.validate import check_paths
 from bot.domain import messages as msg
+from bot.emulators.common import free_port
 from bot.emulators.zalo_oa import ZaloOAEmulator
 from bot.outbox import queue
 from bot.outbox.sender import OutboxSender
 from bot.services.chat import ChatService
-from bot.services.rounds import open_round
 from bot.storage.db import Database
-from bot.storage.models import ChatAccount, Member, OutboxMessage, Round, Unit, ZaloOaContact, ZaloOaSend
+from bot.storage.models import OutboxMessage, Round, ZaloOaContact, ZaloOaSend
 from bot.timeutil import utcnow
 
-REPO = Path(__file__).resolve().parents[1]
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 LADDERS = {
     "example": dict(paid_consultation=False, zns_purposes=("remind",), zns_last_hours=48),
     "+paid": dict(paid_consultation=True, zns_purposes=("remind",), zns_last_hours=48),
     "zns-all": dict(paid_consultation=False, zns_purposes=("announce", "remind"), zns_last_hours=0),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def seed(db: Database, members: int) -> list[tuple[int, str]]:
-    from bot.roster.importer import rebuild_closure
-
-    db.upgrade()
-    now = utcnow()
-    out = []
-    with db.session() as s:
-        unit = Unit(code="B", name="Chi bộ thử")
-        s.add(unit)
-        s.flush()
-        rebuild_closure(s)
-        for i in range(members):
-            m = Member(code=f"M{i:05d}", full_name=f"Đảng viên {i}", unit_id=unit.id, role="member", active=True,
-                       phone=f"+849{i:08d}")
-            s.add(m)
-            s.flush()
-            out.append((m.id, f"oa{i}"))
-            s.add(ChatAccount(channel="zalo_oa", external_id=f"oa{i}", member_id=m.id, linked_at=now, last_seen_at=now))
-        for doc in check_paths([REPO / "quizzes"]).documents:
-            load_document(s, doc, now)
-        open_round(s, "kh-64-tu-binh-phuoc", ["B"], now - timedelta(minutes=1), now + timedelta(days=14), 98, now)
-    return out
 
 
 def draw_ages(rng: random.Random, n: int, recent: float, week: float) -> list[timedelta]:
@@ -143,7 +109,7 @@ def conversation_messages(emu: ZaloOAEmulator, uid: str) -> int:
 def play(ladder: str, args, url: str) -> tuple[Counter, Counter, float]:
     """(messages per rung, đồng per rung, free conversation messages per studying member)."""
     db = Database(url)
-    people = seed(db, args.members)
+    people = seed_branch(db, args.members, "zalo_oa", lambda i: f"oa{i}", phones=True, seen=True, round_days=14)
     ids = [m for m, _ in people]
     rng = random.Random(args.seed)
     with ZaloOAEmulator(paid_price=args.paid_price, zns_price=args.zns_price) as emu:

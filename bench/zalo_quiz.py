@@ -18,54 +18,24 @@ which is why a busy deployment uses the webhook.
 from __future__ import annotations
 
 import argparse
-import socket
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
 from bench.clock import QUIET_HOURS_OFF, QUIET_OFF, add_wall_clock_option, wall_clock
 from bench.quiz_throughput import UPDATES_PER_QUIZ, run_quiz
+from bench.seeding import seed_branch
 from bot.channels.zalo import TRAITS, BackgroundZalo, ZaloOptions, ZaloRuntime
-from bot.content.load import load_document
-from bot.content.validate import check_paths
+from bot.emulators.common import free_port
+from bot.emulators.telegram import TelegramEmulator
 from bot.emulators.zalo import ZaloEmulator
 from bot.services.chat import ChatService
-from bot.services.rounds import open_round
 from bot.storage.db import Database
-from bot.storage.models import Attempt, ChatAccount, Member, Unit
-from bot.timeutil import utcnow
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def seed(db: Database, members: int) -> list[str]:
-    """A branch of ``members`` members linked on Zalo and an open round; returns their Zalo ids."""
-    from bot.roster.importer import rebuild_closure
-
-    db.upgrade()
-    now = utcnow()
-    ids = []
-    with db.session() as s:
-        unit = Unit(code="B", name="Chi bộ thử")
-        s.add(unit)
-        s.flush()
-        rebuild_closure(s)
-        for i in range(members):
-            m = Member(code=f"M{i:05d}", full_name=f"Đảng viên {i}", unit_id=unit.id, role="member", active=True)
-            s.add(m)
-            s.flush()
-            ids.append(f"{7_000_000_000 + i}")
-            s.add(ChatAccount(channel="zalo", external_id=ids[-1], member_id=m.id, linked_at=now))
-        for doc in check_paths([REPO / "quizzes"]).documents:
-            load_document(s, doc, now)
-        open_round(s, "kh-64-tu-binh-phuoc", ["B"], now - timedelta(minutes=1), now + timedelta(days=1), 98, now)
-    return ids
+from bot.storage.models import Attempt
 
 
 def zalo_member(user) -> None:
@@ -82,16 +52,10 @@ def zalo_member(user) -> None:
         wait(before, f"Câu {position + 1}/10" if position < 10 else "lượt làm bài")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_zalo(members: int, concurrency: int, url: str, mode: str, poll_interval: float) -> tuple[float, float]:
     """Returns (quiz-path updates per second, messages sent per quiz)."""
     db = Database(url)
-    ids = seed(db, members)
+    ids = [zalo_id for _mid, zalo_id in seed_branch(db, members, "zalo", lambda i: f"{7_000_000_000 + i}")]
     with ZaloEmulator() as emu:
         users = [emu.user(uid, f"Đảng viên {i}") for i, uid in enumerate(ids)]
         service = ChatService(db, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"), quiet=QUIET_HOURS_OFF)
@@ -161,7 +125,8 @@ def run(args: argparse.Namespace) -> None:
 
     polling, per_quiz = run_zalo(args.members, args.concurrency, url("zalo_polling"), "polling", args.poll_interval)
     webhook, per_quiz_hook = run_zalo(args.members, args.concurrency, url("zalo_webhook"), "webhook", 0)
-    telegram, _quizzes, tg_per_quiz = run_quiz(args.members, args.concurrency, url("telegram"))
+    with TelegramEmulator() as emu:  # the Telegram baseline, as bench.quiz_throughput measures it
+        telegram, _quizzes, tg_per_quiz, *_ = run_quiz(emu, args.members, args.concurrency, url("telegram"))
     kind = (args.database_url or "sqlite").split(":")[0].split("+")[0]
     print(f"members {args.members}, concurrency {args.concurrency}, database {kind}")
     print(QUIET_OFF)

@@ -9,6 +9,7 @@ from typing import Awaitable, Callable
 
 from bot.config import Settings
 from bot.logs import setup_logging
+from bot.reports.replies import report_replies
 from bot.services.chat import ChatService
 from bot.startup import secrets_of, start_or_explain
 from bot.storage.db import Database
@@ -24,7 +25,8 @@ def chat_service(settings: Settings, db: Database, channel: str = "telegram", bu
     else:
         from bot.channels.telegram import TRAITS
     return ChatService(db, TRAITS, settings.tz, schedule_from(settings).quiet, budget=budget,
-                       study_links=study_links(settings), console_url=settings.web_server.public_url)
+                       study_links=study_links(settings), console_url=settings.web_server.public_url,
+                       reports=report_replies)
 
 
 def study_links(settings: Settings):

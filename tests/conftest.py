@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from bot.storage.db import Database
 from bot.storage.models import Base
+from tests.messengers import invitation_codes
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples" / "roster"
@@ -175,9 +176,11 @@ class BotProcess:
         from zoneinfo import ZoneInfo
 
         from bot.channels.telegram import TRAITS, BackgroundBot, TelegramChannel
+        from bot.reports.replies import report_replies
         from bot.services.chat import ChatService
 
-        service = ChatService(self.db, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"), study_links=self.study_links)
+        service = ChatService(self.db, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"), study_links=self.study_links,
+                              reports=report_replies)
         app = TelegramChannel(service).build(self.emulator.token, self.emulator.base_url, self.emulator.base_file_url)
         self.running = BackgroundBot(app).start()
         return self
@@ -198,19 +201,40 @@ def telegram_bot(province, emulator):
 
 @pytest.fixture
 def invite(province):
-    """A fresh single-use link code for a member code."""
-    from sqlalchemy import select
+    """A fresh single-use Telegram link code for a member code."""
+    return invitation_codes(province, "telegram")
 
-    from bot.services.linking import create_invites
-    from bot.storage.models import Member
-    from bot.timeutil import utcnow
 
-    def make(member_code: str) -> str:
-        with province.session() as s:
-            member = s.scalar(select(Member).where(Member.code == member_code))
-            return create_invites(s, [member], utcnow())[member.id]
+# -- Zalo: the branches' bots and the Official Account ------------------------------------------------
+ZALO_TOKEN = "1234567890:ZALO-SECRET-PART"
 
-    return make
+
+@pytest.fixture
+def zalo_emulator():
+    from bot.emulators.zalo import ZaloEmulator
+
+    with ZaloEmulator(ZALO_TOKEN, "HocTap", fetch_photos=True) as emu:
+        yield emu
+
+
+@pytest.fixture
+def zalo_invite(province):
+    """A fresh Zalo code (typed to the bot) for a member code."""
+    return invitation_codes(province, "zalo")
+
+
+@pytest.fixture
+def oa_emulator():
+    from bot.emulators.zalo_oa import ZaloOAEmulator
+
+    with ZaloOAEmulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def oa_invite(province):
+    """A fresh code typed to the OA (``channel="zalo"``: the Zalo bot's code, which the OA takes too)."""
+    return invitation_codes(province, "zalo_oa")
 
 
 # -- the study pages -------------------------------------------------------------------------------

@@ -21,8 +21,9 @@ from bot.storage.models import Answer, Attempt, AttemptQuestion, ChatAccount, Do
 from bot.timeutil import utcnow
 from tests.conftest import BotProcess
 from tests.test_telegram_member_flow import quiz_state
-from tests.test_zalo_channel import ZaloProcess, zalo_emulator, zalo_invite  # noqa: F401 - fixtures
-from tests.test_zalo_oa_channel import OAProcess, oa_invite  # noqa: F401 - fixtures
+from tests.messengers import count
+from tests.test_zalo_channel import ZaloProcess
+from tests.test_zalo_oa_channel import OAProcess
 
 CHANNELS = ["telegram", "zalo", "zalo_oa", "zalo-bots"]  # zalo-bots: a branch's own bot, beside another branch's, in one process
 
@@ -159,11 +160,6 @@ def messenger(request, province, invite, zalo_invite, oa_invite):  # noqa: F811 
 
         with branch_bots(province) as (process, _default, bot_a, _bot_b):  # members of Tân Tiến use bot A
             yield Messenger("zalo", 2000, process, bot_a, zalo_invite)
-
-
-def count(db, model, *where) -> int:
-    with db.session() as s:
-        return s.scalar(select(func.count()).select_from(model).where(*where))
 
 
 def take_quiz(person: Person, db, member_code: str, wrong: set[int] = frozenset(), letter: str | None = None) -> str:

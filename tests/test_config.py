@@ -69,6 +69,15 @@ def test_help_lists_every_command(capsys):
         assert f"hoctap {cmd} " in out
 
 
+def test_python_dash_m_bot_is_the_hoctap_command(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "bot", "rounds", "list", "--config", "nope.yaml"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr.strip()) == (2, "error: nope.yaml: configuration file not found")
+
+
 @pytest.mark.parametrize("command", ["run", "scheduler", "members list"])
 @pytest.mark.parametrize("url, message", [
     ("mysqlish://hoctap:pgPassw0rdSecret@127.0.0.1/hoctap",

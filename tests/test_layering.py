@@ -15,7 +15,8 @@ FORBIDDEN = {
     "domain": ("bot.services", "bot.channels", "bot.outbox", "bot.scheduling", "bot.web", "bot.reports",
                "bot.app", "bot.cli", "bot.emulators", "bot.storage.db"),
     # use cases: no chat platform, web surface, scheduler or process wiring
-    "services": ("bot.channels", "bot.web", "bot.scheduling", "bot.app", "bot.cli", "bot.emulators"),
+    # (nor reports: the process wiring gives ChatService its /baocao builder, see bot.reports.replies)
+    "services": ("bot.channels", "bot.web", "bot.scheduling", "bot.reports", "bot.app", "bot.cli", "bot.emulators"),
     # the durable queue and its sender: below the use cases that fill it
     # the web console: a surface beside the channels, calling the same services
     "console": ("bot.channels", "bot.scheduling", "bot.app", "bot.cli", "bot.emulators"),
@@ -54,12 +55,27 @@ def test_no_layer_imports_one_above_it(package):
     assert violations(package) == []
 
 
-def test_the_check_sees_imports_inside_functions_and_relative_ones(tmp_path, monkeypatch):
+@pytest.fixture
+def fake_tree(tmp_path, monkeypatch):
+    """``write("domain/leaky.py", source)``: a module in a throwaway bot/ tree the check reads instead."""
     fake = tmp_path / "bot"
-    (fake / "domain").mkdir(parents=True)
-    (fake / "domain" / "leaky.py").write_text(
-        "from bot.domain.replies import Reply\n"
-        "def f():\n    from ..services import stats\n    import bot.channels.telegram\n", encoding="utf-8")
     monkeypatch.setitem(globals(), "BOT", fake)
+
+    def write(path: str, source: str) -> None:
+        (fake / path).parent.mkdir(parents=True, exist_ok=True)
+        (fake / path).write_text(source, encoding="utf-8")
+
+    return write
+
+
+def test_the_check_sees_imports_inside_functions_and_relative_ones(fake_tree):
+    fake_tree("domain/leaky.py", "from bot.domain.replies import Reply\n"
+                                 "def f():\n    from ..services import stats\n    import bot.channels.telegram\n")
     assert violations("domain") == ["bot/domain/leaky.py:3 imports bot.services.stats",
                                     "bot/domain/leaky.py:4 imports bot.channels.telegram"]
+
+
+def test_services_building_a_report_fails_the_check(fake_tree):
+    fake_tree("services/oversight.py", "from bot.services import stats\n"
+                                       "def report():\n    from bot.reports.xlsx import build_workbook\n")
+    assert violations("services") == ["bot/services/oversight.py:3 imports bot.reports.xlsx.build_workbook"]

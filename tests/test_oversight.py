@@ -9,6 +9,7 @@ import pytest
 from openpyxl import load_workbook
 from sqlalchemy import func, select
 
+from bot.reports.replies import report_replies
 from bot.services.chat import ChannelTraits, ChatService
 from bot.services.linking import create_invites
 from bot.storage.models import Attempt, Member, OutboxMessage, Unit
@@ -19,7 +20,7 @@ TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
 @pytest.fixture
 def service(province):
-    return ChatService(province, ChannelTraits("telegram", 4096), TZ)
+    return ChatService(province, ChannelTraits("telegram", 4096), TZ, reports=report_replies)
 
 
 def link(service, db, code: str) -> str:
@@ -117,6 +118,14 @@ def test_cadre_gets_the_workbook_and_chart(service, province):
     assert xlsx.filename.endswith(".xlsx") and png.kind == "photo" and png.data[:8] == b"\x89PNG\r\n\x1a\n"
     wb = load_workbook(io.BytesIO(xlsx.data))
     assert len(wb.sheetnames) >= 3
+
+
+def test_without_report_files_a_cadre_is_pointed_to_thongke_and_a_secretary_still_refused(province):
+    bare = ChatService(province, ChannelTraits("telegram", 4096), TZ)  # a process wired without reports
+    link(bare, province, "CB002"), link(bare, province, "DV001")
+    reply = say(bare, "CB002", "/baocao")[0]
+    assert (reply.text, reply.files) == ("Máy chủ này chưa bật gửi tệp báo cáo; xem số liệu bằng /thongke.", [])
+    assert "Chỉ cán bộ phụ trách" in say(bare, "DV001", "/baocao")[0].text
 
 
 # -- the permission matrix ---------------------------------------------------------------------

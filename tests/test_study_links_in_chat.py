@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+from datetime import time, timedelta
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import pytest
 from sqlalchemy import select
 
 from bot.channels.zalo import reply_text
@@ -17,7 +19,9 @@ from bot.timeutil import utcnow
 from bot.webapp.miniapp import check_init_data
 from tests.conftest import WEB_SECRET, BotProcess
 from tests.test_scheduled_messages import branch, deliver, local  # noqa: F401 - fixture
-from tests.test_zalo_channel import ZaloProcess, say, zalo_emulator, zalo_invite, zalo_link  # noqa: F401
+from tests.messengers import TZ, free_port, say
+from tests.test_zalo_channel import ZaloProcess, zalo_link
+from tests.test_zalo_oa_channel import OAProcess, oa_link
 
 PUBLIC = "https://hoc.example.vn"
 LINKS = StudyLinks(PUBLIC, WEB_SECRET)
@@ -87,6 +91,53 @@ def test_hoc_on_zalo_puts_the_members_own_link_in_the_text(province, zalo_emulat
         process.stop()
 
 
+def oa_study_link(message) -> str:
+    """The address of the study-page button of an OA message (the phone opens it in the browser)."""
+    opens = [b for b in message["buttons"] if b["type"] == "oa.open.url"]
+    assert len(opens) == 1, message
+    return opens[0]["payload"]["url"]
+
+
+def test_hoc_on_the_zalo_oa_offers_a_button_that_opens_the_members_own_page(province, oa_emulator, oa_invite):
+    process = OAProcess(province, oa_emulator, study_links=LINKS).start()
+    try:
+        user = oa_link(oa_emulator, oa_invite, "DV005", "oa-5")
+        say(user, "hoc", "64-KH/TU")
+        message = user.messages[-1]
+        assert member_of(province, oa_study_link(message)) == "DV005"
+        assert [b["title"] for b in message["buttons"]] == ["1. Đọc 64-KH/TU", "📖 Mở trang học tập"]
+        other = oa_link(oa_emulator, oa_invite, "DV006", "oa-6")
+        say(other, "hoc", "64-KH/TU")
+        assert member_of(province, oa_study_link(other.messages[-1])) == "DV006"
+        from bot.channels.zalo_oa import OAError
+
+        for payload in (f"{PUBLIC}/hoc", {"url": "javascript:alert(1)"}):  # the emulator holds us to the shape
+            with pytest.raises(OAError):
+                process.running.run(process.runtime.client.send_cs(
+                    "oa-5", "x", [{"title": "Mở", "type": "oa.open.url", "payload": payload}]))
+    finally:
+        process.stop()
+
+
+def test_announcements_through_the_zalo_oa_carry_each_members_own_link(province, oa_emulator, oa_invite):
+    from bot.outbox.queue import QuietHours
+    from bot.outbox.sender import OutboxSender
+
+    process = OAProcess(province, oa_emulator).start()
+    try:
+        users = {code: oa_link(oa_emulator, oa_invite, code, f"oa-{code}") for code in ("DV007", "DV008")}
+        with province.session() as s:  # round 1 is announced once it is open
+            s.get(Round, 1).opens_at = utcnow() - timedelta(minutes=5)
+        run_due(province, utcnow(), Schedule(quiet=QuietHours(tz=TZ, start=time(0, 0), end=time(0, 0)), links=LINKS))
+        sender = OutboxSender(province, {"zalo_oa": process.runtime.transport}, quiet=None)
+        process.running.run(sender.run(until_idle=True))
+    finally:
+        process.stop()
+    for code, user in users.items():
+        announcement = next(m for m in user.messages if m["text"].startswith("📢"))
+        assert member_of(province, oa_study_link(announcement)) == code
+
+
 def test_announcements_and_reminders_carry_each_members_own_link_and_no_one_elses(province, emulator, branch):
     rid, users = branch
     schedule = Schedule(links=LINKS)
@@ -124,7 +175,6 @@ def test_hoctap_run_serves_the_study_pages_when_public_url_is_set(province, zalo
 
     from bot.app import serve
     from bot.config import SchedulerSettings, Settings, WebSettings, ZaloSettings
-    from tests.test_zalo_channel import free_port
 
     port = free_port()
     settings = Settings(database_url=province.url,

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
+from markupsafe import escape
 import pytest
 from sqlalchemy import func, select
 
@@ -118,6 +119,31 @@ def start_quiz(client: httpx.Client) -> tuple[int, str]:
     started = client.post("/hoc/dot/1/lambai", data={"csrf": csrf(page.text)})
     assert "Câu 1/10" in started.text
     return int(re.search(r"/hoc/bai/(\d+)", str(started.url)).group(1)), csrf(started.text)
+
+
+def test_the_study_page_is_in_the_members_language_and_says_an_unreviewed_translation_is_so(study_pages, province):
+    from tests.test_languages import KM, set_language, translate
+
+    translate(province)
+    set_language(province, "DV002", "km")
+    km = signed_in(study_pages, "DV002").get("/hoc/dot/1").text
+    assert f'🌐 Tiếng Khmer: <span lang="km">{KM["title"]}</span>' in km
+    assert "⚠️ (bản dịch chưa được duyệt)" in km
+    assert KM["summary"] in km and KM["key_points"][0] in km
+    assert "Kế hoạch số 64-KH/TU ngày 15/02/2022" not in km
+    vi = signed_in(study_pages, "DV003").get("/hoc/dot/1").text  # reads Vietnamese
+    assert "Kế hoạch số 64-KH/TU ngày 15/02/2022" in vi and "🌐" not in vi and KM["summary"] not in vi
+    translate(province, reviewed_by="Ban Tuyên giáo Tỉnh ủy")
+    reviewed = signed_in(study_pages, "DV002").get("/hoc/dot/1").text
+    assert KM["summary"] in reviewed and "chưa được duyệt" not in reviewed
+
+
+def test_the_study_page_shows_the_documents_note_under_its_title_as_the_chat_does(study_pages, province):
+    from bot.storage.models import Document
+
+    with province.session() as s:
+        note = s.get(Document, "kh-64-tu-binh-phuoc").note
+    assert note and escape(note) in signed_in(study_pages, "DV002").get("/hoc/dot/1").text
 
 
 def test_session_cookie_is_httponly_lax_and_never_carries_the_link_in_the_address(study_pages):

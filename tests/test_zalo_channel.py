@@ -5,33 +5,27 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 from datetime import timedelta
-from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from bot.channels.zalo import TRAITS, BackgroundZalo, ZaloOptions, ZaloQuota, ZaloRuntime, render
 from bot.domain.replies import Outcome, Reply
+from bot.reports.replies import report_replies
 from bot.services.chat import ChatService
 from bot.services.linking import create_invites, format_code
 from bot.storage.models import Answer, ChannelUsage, ChatAccount, ChatState, Member, OutboxMessage, ProcessedUpdate
 from bot.timeutil import utcnow
+from tests.conftest import ZALO_TOKEN
+from tests.messengers import TZ, ChannelProcess, count, free_port, new_texts, say  # noqa: F401 - also for others
 
-TZ = ZoneInfo("Asia/Ho_Chi_Minh")
-TOKEN = "1234567890:ZALO-SECRET-PART"
+TOKEN = ZALO_TOKEN
 SECRET = "webhook-secret-0123"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ZaloProcess:
+class ZaloProcess(ChannelProcess):
     """The Zalo side of the bot as one process runs it: start, stop (as a crash would), start again."""
 
     def __init__(self, db, emulator, *, mode: str = "polling", public: bool = False, quota=None,
@@ -46,7 +40,8 @@ class ZaloProcess:
         self.running: BackgroundZalo | None = None
 
     def start(self) -> "ZaloProcess":
-        service = ChatService(self.db, TRAITS, TZ, budget=self.quota, study_links=self.study_links)
+        service = ChatService(self.db, TRAITS, TZ, budget=self.quota, study_links=self.study_links,
+                              reports=report_replies)
         options = ZaloOptions(token=self.emulator.token, api_base_url=self.emulator.base_url, mode=self.mode,
                               webhook_secret=SECRET, public_url=self.public_url,
                               listen=getattr(self, "listen", "127.0.0.1:0"), poll_timeout=1,
@@ -60,31 +55,6 @@ class ZaloProcess:
             time.sleep(0.005)  # a poll held for the previous process would take the next update
         return self
 
-    @property
-    def channel(self):
-        return self.running.runtime.channel
-
-    def settle(self, count: int, timeout: float = 5.0) -> None:
-        """Wait until ``count`` updates in all were finished by this process."""
-        deadline = time.monotonic() + timeout
-        while self.channel.done < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.channel.done} updates finished, expected {count}")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        if self.running is not None:
-            self.running.stop()
-            self.running = None
-
-
-@pytest.fixture
-def zalo_emulator():
-    from bot.emulators.zalo import ZaloEmulator
-
-    with ZaloEmulator(TOKEN, "HocTap", fetch_photos=True) as emu:
-        yield emu
-
 
 @pytest.fixture
 def zalo_bot(province, zalo_emulator):
@@ -93,37 +63,10 @@ def zalo_bot(province, zalo_emulator):
     process.stop()
 
 
-@pytest.fixture
-def zalo_invite(province):
-    def make(member_code: str) -> str:
-        with province.session() as s:
-            member = s.scalar(select(Member).where(Member.code == member_code))
-            return create_invites(s, [member], utcnow(), channel="zalo")[member.id]
-
-    return make
-
-
-def new_texts(user, before: int) -> list[str]:
-    return [m.get("text", "") for m in user.messages[before:]]
-
-
-def say(user, text: str, fragment: str | None = None, timeout: float = 5.0) -> str:
-    """Type ``text`` and wait for the bot's answer (the new message containing ``fragment``)."""
-    before = len(user.messages)
-    user.send_text(text)
-    user.wait_for(lambda u: any(fragment is None or fragment in t for t in new_texts(u, before)), timeout=timeout)
-    return "\n".join(new_texts(user, before))
-
-
 def zalo_link(emulator, zalo_invite, member_code: str, user_id: str):
     user = emulator.user(user_id, "Đảng viên")
     say(user, format_code(zalo_invite(member_code)).lower(), "Liên kết thành công")
     return user
-
-
-def count(db, model, *where) -> int:
-    with db.session() as s:
-        return s.scalar(select(func.count()).select_from(model).where(*where))
 
 
 # -- linking -----------------------------------------------------------------------------------

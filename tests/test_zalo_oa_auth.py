@@ -17,7 +17,8 @@ from bot.channels.zalo_oa.tokens import pkce_challenge
 from bot.storage.db import Database
 from bot.storage.models import OutboxMessage, ZaloOaAuth
 from bot.timeutil import utcnow
-from tests.test_zalo_oa_channel import OAProcess, authorize, oa_emulator, oa_invite, oa_link, oa_settings, said  # noqa: F401
+from tests.messengers import say
+from tests.test_zalo_oa_channel import OAProcess, authorize, oa_link, oa_settings
 
 
 def tokens_in_db(db) -> tuple[str, str]:
@@ -88,7 +89,7 @@ def test_an_expired_token_is_refreshed_once_and_the_reply_still_arrives(province
     try:
         user = oa_link(oa_emulator, oa_invite, "DV003", "oa-3")
         oa_emulator.expire_access_tokens()  # revoked or expired early: the API answers -216
-        assert "64-KH/TU" in said(user, "/hoc", "64-KH/TU")
+        assert "64-KH/TU" in say(user, "/hoc", "64-KH/TU")
         assert oa_emulator.refreshes == 1
     finally:
         process.stop()
@@ -119,6 +120,6 @@ def test_a_lost_authorisation_alerts_the_admins_and_is_not_retried(province, oa_
         # the admin authorises again: the OA works again
         oa_emulator.clear_errors()
         authorize(province, oa_emulator, process.settings)
-        assert "64-KH/TU" in said(user, "/hoc", "64-KH/TU")
+        assert "64-KH/TU" in say(user, "/hoc", "64-KH/TU")
     finally:
         process.stop()

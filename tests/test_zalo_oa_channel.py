@@ -4,11 +4,8 @@ ChatService and outbox against the OA emulator over HTTP, on SQLite and PostgreS
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import time
-from datetime import timedelta
-from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
@@ -16,18 +13,10 @@ from sqlalchemy import func, select
 from bot.channels.zalo_oa import TRAITS, BackgroundOA, OABudget, OARuntime, prices_from, token_store
 from bot.config import ZaloOASettings
 from bot.services.chat import ChatService
-from bot.services.linking import create_invites, format_code
+from bot.services.linking import format_code
 from bot.storage.models import ChatAccount, Member, ProcessedUpdate, ZaloOaContact
 from bot.timeutil import utcnow
-
-TZ = ZoneInfo("Asia/Ho_Chi_Minh")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from tests.messengers import TZ, ChannelProcess, count, free_port, say  # noqa: F401 - also for others
 
 def oa_settings(emulator, port: int, **overrides) -> ZaloOASettings:
     values = dict(app_id=emulator.app_id, app_secret=emulator.app_secret, oa_secret_key=emulator.oa_secret,
@@ -44,11 +33,11 @@ def authorize(db, emulator, settings) -> None:
     store.complete(callback)
 
 
-class OAProcess:
+class OAProcess(ChannelProcess):
     """The OA side of the bot as one process runs it; authorised once, restartable."""
 
-    def __init__(self, db, emulator, *, clock=utcnow, **overrides):
-        self.db, self.emulator, self.clock = db, emulator, clock
+    def __init__(self, db, emulator, *, clock=utcnow, study_links=None, **overrides):
+        self.db, self.emulator, self.clock, self.study_links = db, emulator, clock, study_links
         self.port = free_port()
         self.settings = oa_settings(emulator, self.port, **overrides)
         self.running: BackgroundOA | None = None
@@ -60,36 +49,9 @@ class OAProcess:
 
     def start(self) -> "OAProcess":
         budget = self.budget()
-        service = ChatService(self.db, TRAITS, TZ, budget=budget)
+        service = ChatService(self.db, TRAITS, TZ, budget=budget, study_links=self.study_links)
         self.running = BackgroundOA(OARuntime(self.settings, service, budget, clock=self.clock)).start()
         return self
-
-    @property
-    def runtime(self) -> OARuntime:
-        return self.running.runtime
-
-    @property
-    def channel(self):
-        return self.runtime.channel
-
-    def settle(self, count: int, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.channel.done < count:
-            assert time.monotonic() < deadline, f"{self.channel.done} events finished, expected {count}"
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        if self.running is not None:
-            self.running.stop()
-            self.running = None
-
-
-@pytest.fixture
-def oa_emulator():
-    from bot.emulators.zalo_oa import ZaloOAEmulator
-
-    with ZaloOAEmulator() as emu:
-        yield emu
 
 
 @pytest.fixture
@@ -99,34 +61,12 @@ def oa_bot(province, oa_emulator):
     process.stop()
 
 
-@pytest.fixture
-def oa_invite(province):
-    def make(member_code: str, channel: str = "zalo_oa") -> str:
-        with province.session() as s:
-            member = s.scalar(select(Member).where(Member.code == member_code))
-            return create_invites(s, [member], utcnow(), channel=channel)[member.id]
-
-    return make
-
-
-def said(user, text: str, fragment: str, timeout: float = 5.0) -> str:
-    before = len(user.messages)
-    user.send_text(text)
-    user.wait_for(lambda u: any(fragment in m["text"] for m in u.messages[before:]), timeout=timeout)
-    return "\n".join(m["text"] for m in user.messages[before:])
-
-
 def oa_link(emulator, invite, member_code: str, user_id: str, phone: str | None = None):
     user = emulator.user(user_id, phone)
     user.follow()
     user.wait_for(lambda u: any("mã liên kết" in m["text"] for m in u.messages))
-    said(user, format_code(invite(member_code)).lower(), "Liên kết thành công")
+    say(user, format_code(invite(member_code)).lower(), "Liên kết thành công")
     return user
-
-
-def count(db, model, *where) -> int:
-    with db.session() as s:
-        return s.scalar(select(func.count()).select_from(model).where(*where))
 
 
 # -- following, linking, buttons -------------------------------------------------------------------
@@ -137,7 +77,7 @@ def test_a_follower_is_told_to_type_the_code_and_links_with_a_zalo_invitation(oa
     welcome = user.wait_for(lambda u: bool(u.messages))["text"]
     assert "mã liên kết" in welcome and "64-KH/TU" not in welcome
     code = oa_invite("DV002", channel="zalo")  # the Zalo bot's invitation works on the OA too
-    assert "Liên kết thành công! Xin chào đồng chí Đinh Văn Sơn" in said(user, format_code(code), "Liên kết")
+    assert "Liên kết thành công! Xin chào đồng chí Đinh Văn Sơn" in say(user, format_code(code), "Liên kết")
     with province.session() as s:
         rows = s.execute(select(ChatAccount.channel, ChatAccount.external_id, Member.code).join(Member)).all()
         contact = s.get(ZaloOaContact, "oa-1")
@@ -147,7 +87,7 @@ def test_a_follower_is_told_to_type_the_code_and_links_with_a_zalo_invitation(oa
 
 def test_the_quiz_is_tapped_with_buttons_and_typed_answers_work_too(oa_bot, oa_emulator, oa_invite, province):
     user = oa_link(oa_emulator, oa_invite, "DV004", "oa-4")
-    said(user, "làm bài", "Câu 1/10")
+    say(user, "làm bài", "Câu 1/10")
     question = user.messages[-1]
     assert [b["title"] for b in question["buttons"]] == ["A", "B", "C", "D"]
     assert all(b["type"] == "oa.query.hide" and b["payload"].startswith("a:") for b in question["buttons"])
@@ -156,7 +96,7 @@ def test_the_quiz_is_tapped_with_buttons_and_typed_answers_work_too(oa_bot, oa_e
     user.wait_for(lambda u: any("Câu 2/10" in m["text"] for m in u.messages[before:]))
     second = user.messages[-1]["text"]
     assert "Đã ghi nhận câu 1: B." in second.split("Câu 2/10")[0]  # the receipt of answer 1 travels with question 2
-    assert "Câu 3/10" in said(user, "c", "Câu 3/10")  # typed
+    assert "Câu 3/10" in say(user, "c", "Câu 3/10")  # typed
     with province.session() as s:
         from bot.storage.models import Answer
 
@@ -166,7 +106,7 @@ def test_the_quiz_is_tapped_with_buttons_and_typed_answers_work_too(oa_bot, oa_e
 def test_an_unknown_follower_sees_nothing_that_is_not_theirs(oa_bot, oa_emulator):
     user = oa_emulator.user("oa-stranger")
     for text in ("/hoc", "a:1:1:0", "s:1:1"):
-        reply = said(user, text, "liên kết")
+        reply = say(user, text, "liên kết")
         assert "chưa liên kết" in reply and "64-KH/TU" not in reply
 
 
@@ -217,7 +157,7 @@ def test_webhook_accepts_the_timestamp_from_the_header_too(province):
             raw, headers = emu.signed(event, timestamp=str(int(event["timestamp"]) + 7))  # header differs
             assert headers["X-ZEvent-Timestamp"] != event["timestamp"]
             assert emu.deliver_raw(raw, headers).status == 200
-            assert "mã liên kết" in said(user, "xin chào", "mã liên kết")  # signed by the header's time
+            assert "mã liên kết" in say(user, "xin chào", "mã liên kết")  # signed by the header's time
             assert all("X-ZEvent-Timestamp" in d.headers and d.ok for d in emu.deliveries)
         finally:
             process.stop()
@@ -228,7 +168,7 @@ def test_webhook_answers_at_once_and_a_retried_event_is_handled_once_even_after_
     process = OAProcess(province, oa_emulator).start()
     try:
         user = oa_link(oa_emulator, oa_invite, "DV006", "oa-6")
-        said(user, "/lambai", "Câu 1/10")
+        say(user, "/lambai", "Câu 1/10")
         before = len(user.messages)
         user.press("A")
         user.wait_for(lambda u: any("Câu 2/10" in m["text"] for m in u.messages[before:]))
@@ -309,7 +249,7 @@ def test_hoctap_run_serves_the_oa_webhook_beside_the_other_messengers(province, 
                     break
             time.sleep(0.02)
         member = oa_link(oa_emulator, oa_invite, "DV011", "oa-11")
-        assert "64-KH/TU" in said(member, "hoc", "64-KH/TU")
+        assert "64-KH/TU" in say(member, "hoc", "64-KH/TU")
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=15)

@@ -16,8 +16,9 @@ from bot.outbox import queue
 from bot.outbox.sender import OutboxSender
 from bot.storage.models import Member, OutboxMessage, ZaloOaContact, ZaloOaSend
 from bot.timeutil import utcnow
-from tests.test_zalo_channel import ZaloProcess, zalo_emulator, zalo_invite, zalo_link  # noqa: F401
-from tests.test_zalo_oa_channel import TZ, OAProcess, oa_emulator, oa_invite, oa_link, said  # noqa: F401
+from tests.messengers import TZ, say
+from tests.test_zalo_channel import ZaloProcess, zalo_link
+from tests.test_zalo_oa_channel import OAProcess, oa_link
 
 
 def shift_to(hour: int) -> timedelta:
@@ -161,13 +162,13 @@ def test_the_budget_warns_at_80_percent_and_refuses_a_reminder_round_that_cannot
         lapsed = oa_link(oa_emulator, oa_invite, "DV002", "oa-2", phone="0333378379")
         day.age(lapsed, 240)
         caplog.set_level(logging.WARNING)
-        assert "đã gửi nhắc nhở tới" in said(secretary, "/nhacnho", "nhắc nhở")
+        assert "đã gửi nhắc nhở tới" in say(secretary, "/nhacnho", "nhắc nhở")
         day.send()
         assert day.rungs()["DV002"] == ("zns", 300)
         assert any("300 đ of the 350 đ monthly budget spent" in r.getMessage() for r in caplog.records)
         another = oa_link(oa_emulator, oa_invite, "DV003", "oa-3", phone="0387382584")
         day.age(another, 240)
-        refused = said(secretary, "/nhacnho", "chưa gửi")
+        refused = say(secretary, "/nhacnho", "chưa gửi")
         assert "cần khoảng 600 đ tin Zalo OA nhưng ngân sách tháng" in refused and "chỉ còn 50 đ" in refused
         with province.session() as s:
             assert s.scalar(select(OutboxMessage).where(OutboxMessage.member_id == day.member_id("DV003"))) is None

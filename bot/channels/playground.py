@@ -17,6 +17,7 @@ from bot.channels.telegram import TRAITS, BackgroundBot, TelegramChannel
 from bot.config import Settings
 from bot.domain.ids import parse_id
 from bot.emulators.telegram import TelegramEmulator
+from bot.reports.replies import report_replies
 from bot.services.chat import ChatService
 from bot.services.linking import account_member, create_invites
 from bot.services.rounds import open_round, round_status
@@ -53,7 +54,7 @@ class Playground:
             return 1
         with TelegramEmulator(bot_username="hoctap_playground_bot") as emu:
             service = ChatService(self.db, TRAITS, self.settings.tz, study_links=self._links(),
-                                  console_url=self.console_url)
+                                  console_url=self.console_url, reports=report_replies)
             app = TelegramChannel(service).build(emu.token, emu.base_url, emu.base_file_url)
             with BackgroundBot(app):
                 self.emu = emu
@@ -241,7 +242,7 @@ class ZaloPlayground(Playground):
             return 1
         with ZaloEmulator(bot_name="HocTap") as emu:
             service = ChatService(self.db, ZALO_TRAITS, self.settings.tz, study_links=self._links(),
-                                  console_url=self.console_url)
+                                  console_url=self.console_url, reports=report_replies)
             options = ZaloOptions(token=emu.token, api_base_url=emu.base_url, poll_timeout=2, poll_interval=0.0)
             with BackgroundZalo(ZaloRuntime(options, service)) as bot:
                 self.emu, self.channel, self.typed = emu, bot.runtime.channel, 0

@@ -6,10 +6,11 @@ Pure functions of domain data: no database, no clock, no chat platform. Actions 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from bot.domain.languages import VI, translation_for
+from bot.domain.languages import VI, Translation, translation_for
 from bot.domain.replies import Choice, Reply, split_text
 from bot.storage.models import Attempt, AttemptQuestion, Document, Member, Round
 
@@ -159,20 +160,35 @@ def _note(doc: Document, indent: str = "") -> str:
     return f"\n{indent}ℹ️ {doc.note}" if doc.note else ""
 
 
+@dataclass(frozen=True)
+class Reading:
+    """What a member reads of a document: the translation in their language where one exists."""
+
+    summary: str
+    key_points: list[str]
+    translation: Translation | None
+
+
+def reading_of(doc: Document, language: str | None = VI) -> Reading:
+    """The summary and key points in ``language`` (the key points fall back on their own), else Vietnamese."""
+    tr = translation_for(doc.translations, language)
+    if tr is None:
+        return Reading(doc.summary, list(doc.key_points or []), None)
+    return Reading(tr.summary, tr.key_points or list(doc.key_points or []), tr)
+
+
 def summary_pages(doc: Document, limit: int, language: str = VI) -> list[str]:
     """The summary in the member's language when translated (marked if unreviewed), else Vietnamese."""
     head = f"📖 {doc.code}: {doc.title}{_note(doc)}\n\n"
-    tr = translation_for(doc.translations, language)
-    if tr is not None:
-        return split_text(f"{head}{tr.banner()}\n\n{tr.summary}", limit)
+    reading = reading_of(doc, language)
+    if reading.translation is not None:
+        return split_text(f"{head}{reading.translation.banner()}\n\n{reading.summary}", limit)
     return split_text(head + doc.summary, limit)
 
 
 def reading_page(rnd: Round, page: int, pages: list[str], tz: ZoneInfo, language: str = VI) -> list[Reply]:
     """Page ``page`` (1-based) of the summary; the last page is followed by key points and the quiz."""
-    doc = rnd.document
-    tr = translation_for(doc.translations, language)
-    key_points = tr.key_points if tr is not None and tr.key_points else doc.key_points
+    key_points = reading_of(rnd.document, language).key_points
     text = pages[page - 1]
     if page < len(pages):
         return [Reply(f"{text}\n\n(Trang {page}/{len(pages)})",

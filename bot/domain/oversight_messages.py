@@ -123,6 +123,10 @@ def report_caption(rnd: Round, unit: Unit, f: Figures) -> str:
     return f"Báo cáo {rnd.document.code} — {unit.name}: {rate_line(f)}"
 
 
+def no_report_files() -> Reply:
+    return Reply("Máy chủ này chưa bật gửi tệp báo cáo; xem số liệu bằng /thongke.")
+
+
 def digest_text(rounds: list[tuple[Round, Figures, int]], unit: Unit, tz: ZoneInfo) -> Reply:
     """Weekly digest: each round's figures and how many finished since the previous digest."""
     parts = [f"🗓 Tổng hợp tuần — {unit.name}"]

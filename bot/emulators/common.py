@@ -21,6 +21,13 @@ def u16len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now: for the webhook server an emulator calls."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def wait_until(cond: threading.Condition, done: Callable[[], bool], timeout: float,
                failure: Callable[[], str]) -> None:
     """Wait on cond, which the caller holds, until done(); else raise TimeoutError(failure()).

@@ -216,6 +216,9 @@ class OAState:
                 raise OAError(ERR_INVALID_PARAM, f"unknown button type {kind!r}")
             if kind.startswith("oa.query") and (not isinstance(data, str) or len(data) > PAYLOAD_LIMIT):
                 raise OAError(ERR_INVALID_PARAM, f"button payload must be text of at most {PAYLOAD_LIMIT}")
+            if kind == "oa.open.url" and not (isinstance(data, dict) and isinstance(data.get("url"), str)
+                                               and data["url"].startswith(("https://", "http://"))):
+                raise OAError(ERR_INVALID_PARAM, 'an oa.open.url button\'s payload is {"url": "https://..."}')
         return copy.deepcopy(buttons)
 
     def _quota(self, body: dict[str, Any]) -> dict[str, Any]:

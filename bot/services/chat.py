@@ -101,12 +101,13 @@ class ChannelTraits:
 
 class ChatService:
     def __init__(self, db: Database, traits: ChannelTraits, tz: ZoneInfo, quiet: QuietHours | None = None,
-                 budget: Any = None, study_links: Any = None, console_url: str | None = None):
+                 budget: Any = None, study_links: Any = None, console_url: str | None = None, reports: Any = None):
         """``budget``: where a channel's plan limits messages (Zalo's monthly quota), an object whose
         ``refusal(session, member_ids, now)`` says why a broadcast cannot be sent, or None.
         ``study_links``: a ``web_links.StudyLinks`` where the study pages are served: /hoc then
         carries the member's own link. ``console_url``: the web console's public address, for
-        ``/quantri`` links (None: no console)."""
+        ``/quantri`` links (None: no console). ``reports``: ``bot.reports.replies.report_replies``
+        (given by the process wiring: services do not build reports), for ``/baocao`` (None: no files)."""
         self.db = db
         self.study_links = study_links
         self.traits = traits
@@ -114,6 +115,7 @@ class ChatService:
         self.quiet = quiet or QuietHours(tz=tz)
         self.budget = budget
         self.console_url = console_url
+        self.reports = reports
 
     # -- entry points -----------------------------------------------------------------------
     def on_text(self, external_id: str, text: str, now: datetime, update_key: str | None = None,
@@ -496,5 +498,6 @@ OVERSIGHT = {
     "chualam": lambda svc, s, member, now: oversight.not_finished(s, member, now),
     "nhacnho": lambda svc, s, member, now: oversight.remind(s, member, now, svc.tz, svc.quiet, budget=svc.budget,
                                                            links=svc.study_links),
-    "baocao": lambda svc, s, member, now: oversight.report(s, member, now, svc.tz),
+    "baocao": lambda svc, s, member, now: (svc.reports(s, member, now, svc.tz) if svc.reports is not None
+                                           else oversight.no_report_files(s, member)),
 }

@@ -1,4 +1,4 @@
-"""Secretaries' and cadres' use cases: figures, who has not finished, reminders, reports.
+"""Secretaries' and cadres' use cases: figures, who has not finished, reminders (reports: ``bot.reports``).
 
 Every entry point checks permissions in the domain (``bot.domain.permissions``) with the ids it is
 given, whether they were typed, carried in a button, or forged: the unit must be within the reader's
@@ -18,7 +18,7 @@ from bot.domain.permissions import (
     DENIED_MEMBER_ONLY, PermissionDenied, can_see_phone, can_view_unit, require_remind, require_report,
     require_round_for_unit, require_view_unit, sees_units, visible_root_units,
 )
-from bot.domain.replies import Attachment, Reply
+from bot.domain.replies import Reply
 from bot.outbox import queue
 from bot.outbox.queue import QuietHours
 from bot.services import stats
@@ -26,7 +26,8 @@ from bot.services.rounds import round_status
 from bot.storage.models import Member, Unit
 
 
-def _roots(s: Session, member: Member) -> list[Unit]:
+def answerable_units(s: Session, member: Member) -> list[Unit]:
+    """The top units a secretary, cadre or admin answers for; members are refused."""
     if not sees_units(member):
         raise PermissionDenied(DENIED_MEMBER_ONLY)
     return visible_root_units(s, member)
@@ -35,7 +36,7 @@ def _roots(s: Session, member: Member) -> list[Unit]:
 def figures(s: Session, member: Member, now: datetime, tz: ZoneInfo) -> list[Reply]:
     """``/thongke``: each open or recent round of each unit the reader answers for."""
     replies = []
-    for unit in _roots(s, member):
+    for unit in answerable_units(s, member):
         rounds = stats.rounds_for_unit(s, unit.id, now)
         if not rounds:
             replies.append(om.no_rounds(unit))
@@ -62,7 +63,7 @@ def not_finished(s: Session, member: Member, now: datetime, round_id: int | None
     """``/chualam``: who has not finished, a page at a time; phones only for the unit's secretary."""
     if round_id is None or unit_id is None:
         replies = []
-        for unit in _roots(s, member):
+        for unit in answerable_units(s, member):
             rounds = [r for r in stats.rounds_for_unit(s, unit.id, now) if round_status(r, now) == "open"]
             if not rounds:
                 replies.append(om.no_rounds(unit))
@@ -91,7 +92,7 @@ def remind(s: Session, member: Member, now: datetime, tz: ZoneInfo, quiet: Quiet
     replies = []
     not_before = quiet.next_allowed(now)
     day = not_before.astimezone(tz).date().isoformat()  # the day it reaches the member
-    for unit in _roots(s, member):
+    for unit in answerable_units(s, member):
         require_remind(s, member, unit.id)
         rounds = [r for r in stats.rounds_for_unit(s, unit.id, now) if round_status(r, now) == "open"]
         if not rounds:
@@ -114,27 +115,8 @@ def remind(s: Session, member: Member, now: datetime, tz: ZoneInfo, quiet: Quiet
     return replies
 
 
-def report(s: Session, member: Member, now: datetime, tz: ZoneInfo) -> list[Reply]:
-    """``/baocao``: the XLSX workbook and the PNG chart of each open or recent round."""
-    from bot.reports.chart import rate_chart_png
-    from bot.reports.xlsx import build_workbook, report_data
-
-    replies = []
-    for unit in _roots(s, member):
+def no_report_files(s: Session, member: Member) -> list[Reply]:
+    """``/baocao`` where this process builds no report files (``ChatService(reports=None)``)."""
+    for unit in answerable_units(s, member):
         require_report(s, member, unit.id)
-        rounds = stats.rounds_for_unit(s, unit.id, now)
-        if not rounds:
-            replies.append(om.no_rounds(unit))
-        for rnd in rounds:
-            data = report_data(s, rnd.id, unit.id, now, tz=tz, include_phones=member.role == "admin")
-            rr = data.rounds[0]
-            stamp = now.astimezone(tz).strftime("%Y%m%d")
-            name = f"baocao-{rnd.document.code.replace('/', '-')}-{unit.code}-{stamp}"
-            chart = rate_chart_png(rr.units or [rr.total], rr.target,
-                                   title=f"Tỷ lệ hoàn thành {rnd.document.code}", subtitle=unit.name)
-            replies.append(Reply(om.report_caption(rnd, unit, rr.total), files=[
-                Attachment(f"{name}.xlsx", build_workbook(data)),
-                Attachment(f"{name}.png", chart, kind="photo"),
-            ]))
-    return replies
-
+    return [om.no_report_files()]

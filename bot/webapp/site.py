@@ -26,7 +26,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from bot.domain.messages import LETTERS, percent
+from bot.domain.languages import UNREVIEWED, language_name
+from bot.domain.messages import LETTERS, percent, reading_of
 from bot.services import quiz, web_links
 from bot.storage.db import Database
 from bot.storage.models import Attempt, AttemptQuestion, ChatAccount, Round
@@ -114,7 +115,9 @@ def create_pages(cfg: PagesConfig) -> Starlette:
     env.filters["lead"] = lead
     env.filters["percent"] = percent
     env.filters["local"] = lambda dt: dt.astimezone(cfg.tz).strftime("%H:%M ngày %d/%m/%Y")
+    env.filters["language_name"] = language_name
     env.globals["LETTERS"] = LETTERS
+    env.globals["UNREVIEWED"] = UNREVIEWED
 
     def page(request: Request, name: str, status: int = 200, **context) -> Response:
         context.setdefault("base", request.scope.get("root_path", ""))
@@ -195,8 +198,9 @@ def create_pages(cfg: PagesConfig) -> Starlette:
             raise Refused("not_found")
         quiz.record_view(s, rnd.id, checked.member.id, cfg.clock())
         attempts = quiz.attempts_of(s, rnd.id, checked.member.id)
-        return page(request, "read.html", round=rnd, doc=rnd.document, blocks=summary_blocks(rnd.document.summary),
-                    state=_state(s, attempts, rnd.document.max_attempts), csrf=_csrf(checked))
+        reading = reading_of(rnd.document, checked.member.language)  # as in the chat: /ngonngu, the roster
+        return page(request, "read.html", round=rnd, doc=rnd.document, blocks=summary_blocks(reading.summary),
+                    reading=reading, state=_state(s, attempts, rnd.document.max_attempts), csrf=_csrf(checked))
 
     def start(request: Request, s, checked, form) -> Response:
         now = cfg.clock()

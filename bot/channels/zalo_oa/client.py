@@ -60,7 +60,7 @@ class OAClient:
             raise OAError(code, f"{name}: {answer.get('message') or 'refused'}")
         raise OAError(TOKEN_INVALID, f"{name}: the refreshed token was refused too")
 
-    async def send_cs(self, user_id: str, text: str, buttons: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    async def send_cs(self, user_id: str, text: str, buttons: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """A consultation message; ``buttons`` (≤ 5) ride in a template attachment."""
         message: dict[str, Any] = {"text": text}
         if buttons:

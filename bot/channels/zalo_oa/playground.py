@@ -11,6 +11,7 @@ from bot.channels.zalo_oa.ladder import OABudget, Prices
 from bot.channels.zalo_oa.rendering import TRAITS
 from bot.channels.zalo_oa.runtime import BackgroundOA, OARuntime, token_store
 from bot.config import ZaloOASettings
+from bot.reports.replies import report_replies
 from bot.services.chat import ChatService
 from bot.services.linking import account_member, create_invites, format_code
 from bot.timeutil import utcnow
@@ -34,7 +35,8 @@ class OAPlayground(Playground):
             store = token_store(settings, self.db)
             store.complete(emu.approve(store.permission_url("http://127.0.0.1/zalo-oa/callback")))
             budget = OABudget(self.db, 0, self.settings.tz, Prices())
-            service = ChatService(self.db, TRAITS, self.settings.tz, budget=budget)
+            service = ChatService(self.db, TRAITS, self.settings.tz, budget=budget, reports=report_replies,
+                                  study_links=self._links())
             with BackgroundOA(OARuntime(settings, service, budget)) as bot:
                 emu.set_webhook(f"http://127.0.0.1:{bot.runtime.web.port}/zalo-oa/webhook")
                 self.emu, self.channel, self.events = emu, bot.runtime.channel, 0
@@ -62,7 +64,9 @@ class OAPlayground(Playground):
     def _say(self, line: str) -> None:
         last = self.user.messages[-1] if self.user.messages else None
         buttons = (last or {}).get("buttons") or []
-        if line.isdigit() and 1 <= int(line) <= len(buttons):
+        if line.isdigit() and 1 <= int(line) <= len(buttons) and buttons[int(line) - 1]["type"] == "oa.open.url":
+            print(f"(the phone opens {buttons[int(line) - 1]['payload']['url']} in the browser)", file=self.out)
+        elif line.isdigit() and 1 <= int(line) <= len(buttons):
             self._act(self.user, lambda: self.user.tap(buttons[int(line) - 1]))
         else:
             self._act(self.user, lambda: self.user.send_text(line))
@@ -80,6 +84,7 @@ class OAPlayground(Playground):
         for message in user.messages:
             if message["message_id"] in self.shown:
                 continue
-            buttons = "".join(f"\n   [{i}] {b['title']}" for i, b in enumerate(message.get("buttons") or [], 1))
+            buttons = "".join(f"\n   [{i}] {b['title']}" + (f": {b['payload']['url']}" if b["type"] == "oa.open.url" else "")
+                              for i, b in enumerate(message.get("buttons") or [], 1))
             self.shown[message["message_id"]] = message["text"]
             print(f"\nOA:\n{message['text']}{buttons}\n", file=self.out)

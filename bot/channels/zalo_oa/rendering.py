@@ -1,7 +1,8 @@
 """Platform-neutral replies as OA consultation messages: text of ≤ 2,000 characters with ≤ 5 buttons.
 
 A choice becomes an ``oa.query.hide`` button whose payload is the same action as Telegram's callback
-data (``a:12:3:1``); a tap comes back as a text event carrying it. Typed answers work too: ChatService
+data (``a:12:3:1``); a tap comes back as a text event carrying it. The member's own study-page link
+(``Reply.link``: /hoc, announcements, reminders) is an ``oa.open.url`` button after the choices. Typed answers work too: ChatService
 remembers what each typed word means, as on the Zalo bot. No edits on Zalo: a recorded answer's
 receipt leads the next question's text, and a notice leads the first message.
 """
@@ -26,12 +27,17 @@ ACTION = re.compile(r"^[a-z]:\d+(:\d+)*$")  # what our buttons carry: never what
 @dataclass
 class OAMessage:
     text: str
-    buttons: list[dict[str, str]] = field(default_factory=list)
+    buttons: list[dict] = field(default_factory=list)
 
 
-def buttons_of(reply: Reply) -> list[dict[str, str]]:
-    return [{"title": c.label[:TITLE_LIMIT], "type": "oa.query.hide", "payload": c.action}
-            for c in reply.all_choices()]
+def buttons_of(reply: Reply) -> list[dict]:
+    """The choices as taps that come back to us; the member's study page as a button that opens it."""
+    buttons: list[dict] = [{"title": c.label[:TITLE_LIMIT], "type": "oa.query.hide", "payload": c.action}
+                           for c in reply.all_choices()]
+    if reply.link is not None:
+        buttons.append({"title": reply.link.label[:TITLE_LIMIT], "type": "oa.open.url",
+                        "payload": {"url": reply.link.url}})
+    return buttons
 
 
 def reply_messages(reply: Reply, text: str | None = None, limit: int = TEXT_LIMIT) -> list[OAMessage]:
