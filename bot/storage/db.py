@@ -5,7 +5,8 @@ SQLite gets WAL, a busy timeout and foreign keys so several processes can share 
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import threading
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator
 
@@ -75,6 +76,9 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_engine = self.engine.execution_options(**{READ_ONLY: True})
         self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
+        # SQLite lets one writer in at a time and makes the others poll with growing sleeps (up to
+        # 100 ms each); queueing this process's writers on a lock hands the write lock over at once.
+        self._writer = threading.RLock() if url.startswith("sqlite") else nullcontext()
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration (cheap when already there)."""
@@ -90,7 +94,7 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session whose work commits on success and rolls back on any error."""
-        with self._sessions() as s:
+        with self._writer, self._sessions() as s:
             with s.begin():
                 yield s
 
