@@ -10,13 +10,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import bindparam, exists, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from bot.storage.db import insert_if_new
 from bot.storage.models import (
     Answer, Attempt, AttemptQuestion, Document, Member, Question, Round, RoundUnit, StudyView, UnitAncestor,
 )
@@ -198,21 +197,7 @@ def _answer_state_statement():
 
 
 _ANSWER_STATE = _answer_state_statement()
-_ANSWER_INSERTS: dict[str, Any] = {}  # dialect name -> INSERT ... ON CONFLICT DO NOTHING RETURNING id
-
-
-def _answer_insert(dialect: str):
-    stmt = _ANSWER_INSERTS.get(dialect)
-    if stmt is None:
-        table = Answer.__table__
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        stmt = _ANSWER_INSERTS[dialect] = (
-            insert(table).values({c: bindparam(c) for c in (
-                "attempt_id", "position", "question_id", "chosen_index", "correct", "answered_at")})
-            .on_conflict_do_nothing(index_elements=["attempt_id", "position"]).returning(table.c.id))
-    return stmt
-
-
+_ANSWER_COLUMNS = ("attempt_id", "position", "question_id", "chosen_index", "correct", "answered_at")
 def answer_state(session: Session, attempt_id: int, member_id: int) -> AttemptState | None:
     """The member's attempt as the answer path needs it; None when it is not theirs (or not there)."""
     rows = session.connection().execute(_ANSWER_STATE, {"attempt_id": attempt_id, "member_id": member_id}).all()
@@ -251,7 +236,9 @@ def answer(session: Session, member: Member, attempt_id: int, position: int, sho
         return AnswerResult("stale", quiz)
     original = aq.option_order[shown_index]
     correct = original == aq.question.answer_index
-    added = session.connection().execute(_answer_insert(session.get_bind().dialect.name), {
+    stmt = insert_if_new(session.get_bind().dialect.name, Answer.__table__, _ANSWER_COLUMNS, returning="id",
+                         conflict=("attempt_id", "position"))
+    added = session.connection().execute(stmt, {
         "attempt_id": attempt.id, "position": position, "question_id": aq.question_id,
         "chosen_index": original, "correct": correct, "answered_at": now}).first()
     if added is None:  # the same tap arrived twice at once

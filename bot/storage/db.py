@@ -8,13 +8,14 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import Table, bindparam, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -58,6 +59,25 @@ def lock_chat(s: Session, channel: str, external_id: str) -> None:
     if s.get_bind().dialect.name == "postgresql":
         s.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
                   {"key": f"{channel}:{external_id}"})
+
+
+_INSERTS_IF_NEW: dict[tuple, Any] = {}
+
+
+def insert_if_new(dialect: str, table: Table, columns: tuple[str, ...], returning: str,
+                  conflict: tuple[str, ...] | None = None):
+    """``INSERT ... ON CONFLICT DO NOTHING RETURNING`` of ``columns`` (bound by name at execution),
+    built once per dialect: on the busiest paths building a statement costs about what running it
+    does. ``conflict``: the unique columns (None: any conflict)."""
+    key = (dialect, table.name, columns, returning, conflict)
+    stmt = _INSERTS_IF_NEW.get(key)
+    if stmt is None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = _INSERTS_IF_NEW[key] = (
+            insert(table).values({c: bindparam(c) for c in columns})
+            .on_conflict_do_nothing(index_elements=list(conflict) if conflict else None)
+            .returning(table.c[returning]))
+    return stmt
 
 
 def alembic_config(url: str) -> AlembicConfig:
