@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, exists, select, update
+from sqlalchemy import bindparam, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -99,7 +99,9 @@ def _position(attempt: Attempt, answered: set[int]) -> QuizPosition:
 
 
 def start_or_resume(session: Session, rnd: Round, member: Member, now: datetime) -> QuizPosition | None:
-    """Resume the open attempt, or draw a new one; None when no attempt is left."""
+    """Resume the open attempt, or draw a new one; None when no attempt is left. A new attempt is
+    written with Core statements (``INSERT ... ON CONFLICT DO NOTHING``, no SAVEPOINT) and comes
+    back as an ``AttemptState``, not an ORM ``Attempt``."""
     attempts = attempts_of(session, rnd.id, member.id)
     for attempt in attempts:
         if attempt.submitted_at is None:
@@ -107,24 +109,30 @@ def start_or_resume(session: Session, rnd: Round, member: Member, now: datetime)
     doc: Document = rnd.document
     if len(attempts) >= doc.max_attempts:
         return None
-    pool = list(session.scalars(
-        select(Question).where(Question.document_id == doc.id, Question.current).order_by(Question.position)
-    ))
+    pool = session.connection().execute(_POOL, {"document_id": doc.id}).all()
     count = min(doc.questions_per_attempt or len(pool), len(pool))
     drawn = _rng.sample(pool, count) if count < len(pool) else pool
-    attempt = Attempt(round_id=rnd.id, member_id=member.id, number=len(attempts) + 1, started_at=now,
-                      question_count=len(drawn))
+    bind = session.get_bind().dialect.name
+    attempt_id = session.connection().execute(
+        insert_if_new(bind, Attempt.__table__, _ATTEMPT_COLUMNS, returning="id",
+                      conflict=("round_id", "member_id", "number")),
+        {"round_id": rnd.id, "member_id": member.id, "number": len(attempts) + 1, "started_at": now,
+         "question_count": len(drawn)}).scalar()
+    if attempt_id is None:  # another process started it a moment ago: resume theirs
+        return start_or_resume(session, rnd, member, now)
+    questions = []
     for pos, q in enumerate(drawn, start=1):
         order = list(range(len(q.options)))
         if doc.shuffle_options:
             _rng.shuffle(order)
-        attempt.questions.append(AttemptQuestion(position=pos, question_id=q.id, option_order=order))
-    try:
-        with session.begin_nested():
-            session.add(attempt)
-            session.flush()
-    except IntegrityError:  # another process started it a moment ago: resume theirs
-        return start_or_resume(session, rnd, member, now)
+        questions.append(DrawnQuestion(pos, q.id, order, QuestionContent(q.text, q.options, q.answer_index,
+                                                                         q.explanation), None, None))
+    if questions:
+        session.connection().execute(insert(AttemptQuestion.__table__), [
+            {"attempt_id": attempt_id, "position": d.position, "question_id": d.question_id,
+             "option_order": d.option_order} for d in questions])
+    attempt = AttemptState(attempt_id, rnd.id, member.id, len(attempts) + 1, len(drawn), None, None, None, None,
+                           rnd.closes_at, rnd.closed_at, doc.pass_score, questions)
     return QuizPosition(attempt, 1, 0)
 
 
@@ -197,6 +205,10 @@ def _answer_state_statement():
 
 
 _ANSWER_STATE = _answer_state_statement()
+_POOL = (select(Question.__table__.c["id", "text", "options", "answer_index", "explanation"])
+         .where(Question.__table__.c.document_id == bindparam("document_id"), Question.__table__.c.current)
+         .order_by(Question.__table__.c.position))
+_ATTEMPT_COLUMNS = ("round_id", "member_id", "number", "started_at", "question_count")
 _ANSWER_COLUMNS = ("attempt_id", "position", "question_id", "chosen_index", "correct", "answered_at")
 def answer_state(session: Session, attempt_id: int, member_id: int) -> AttemptState | None:
     """The member's attempt as the answer path needs it; None when it is not theirs (or not there)."""
