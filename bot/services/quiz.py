@@ -58,7 +58,7 @@ def record_view(session: Session, round_id: int, member_id: int, now: datetime) 
 class QuizPosition:
     """Where an attempt stands: the next question to show, or done."""
 
-    attempt: Attempt
+    attempt: Attempt | AttemptState
     position: int | None  # 1-based position of the next unanswered question; None when submitted
     answered: int
 
@@ -168,9 +168,9 @@ class DrawnQuestion:
 
 @dataclass
 class AttemptState:
-    """An attempt as read on the answer path, in one statement and without ORM objects (the answer
-    is the busiest path of the bot): the fields of ``Attempt`` the messages use, its questions,
-    and its round's window and pass mark."""
+    """An attempt as the answer path reads it (one statement) and a new attempt is drawn, without ORM
+    objects (answers are the busiest path of the bot): the fields of ``Attempt`` the messages use,
+    its questions, and its round's window and pass mark."""
 
     id: int
     round_id: int
@@ -210,6 +210,8 @@ _POOL = (select(Question.__table__.c["id", "text", "options", "answer_index", "e
          .order_by(Question.__table__.c.position))
 _ATTEMPT_COLUMNS = ("round_id", "member_id", "number", "started_at", "question_count")
 _ANSWER_COLUMNS = ("attempt_id", "position", "question_id", "chosen_index", "correct", "answered_at")
+
+
 def answer_state(session: Session, attempt_id: int, member_id: int) -> AttemptState | None:
     """The member's attempt as the answer path needs it; None when it is not theirs (or not there)."""
     rows = session.connection().execute(_ANSWER_STATE, {"attempt_id": attempt_id, "member_id": member_id}).all()
