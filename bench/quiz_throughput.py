@@ -89,11 +89,16 @@ def quiz_member(user) -> None:
 def serve(kind: str, token: str, base_url: str, url: str | None, ready, stop, cpu) -> None:
     """One bot in a process of its own (``echo`` or ``quiz``), long-polling the emulator until ``stop``.
 
-    Both get the product's update processor (``PerChatUpdateProcessor``): the echo bot differs only
-    in doing no work, so the ratio is what the product's work costs."""
+    Both get the product's update processor (``PerChatUpdateProcessor``) and PTB's default request
+    class, and send the way the product does where it can (the raw ``do_api_request``, no ``Message``
+    built per answer): the echo bot differs only in doing no work, so the ratio is what the
+    product's work costs."""
     if kind == "echo":
         async def echo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-            await update.effective_message.reply_text(update.effective_message.text)
+            # the raw call, as the quiz bot's edits and toasts: no Message built from the answer
+            message = update.effective_message
+            await context.bot.do_api_request("sendMessage", api_kwargs={"chat_id": message.chat_id,
+                                                                        "text": message.text})
 
         app = (ApplicationBuilder().token(token).base_url(base_url)
                .concurrent_updates(PerChatUpdateProcessor()).build())

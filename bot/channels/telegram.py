@@ -25,6 +25,7 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, Tele
 from telegram.ext import (
     Application, ApplicationBuilder, BaseUpdateProcessor, CallbackQueryHandler, ContextTypes, MessageHandler, filters,
 )
+from telegram.warnings import PTBUserWarning
 
 from bot.domain import messages as msg
 from bot.domain.replies import Outcome, Reply, split_text
@@ -33,8 +34,10 @@ from bot.services.chat import ChannelTraits, ChatService
 from bot.timeutil import utcnow
 
 log = logging.getLogger(__name__)
-# TelegramTransport sends with the raw do_api_request on purpose (no Message built per send)
-warnings.filterwarnings("ignore", message="Please use 'Bot.sendMessage'")
+# The outbox's sends, the edits and the toasts use the raw do_api_request on purpose: PTB would build a
+# Message (or parse a bool) per call, a large part of the CPU of a button press. Only these three are quiet.
+warnings.filterwarnings("ignore", message=r"Please use 'Bot\.(sendMessage|editMessageText|answerCallbackQuery)'",
+                        category=PTBUserWarning)
 
 TRAITS = ChannelTraits(name="telegram", text_limit=4096, has_buttons=True)
 MENU = [
@@ -218,15 +221,17 @@ class TelegramChannel:
         if outcome.redelivered:  # answered (and rendered) when it first came: nothing is done twice
             log.info("update %s: a redelivered button press; already handled", update.update_id)
             return
-        await self._answer_query(query, outcome.notice[:200] if outcome.notice else None)
+        await self._answer_query(context.bot, query, outcome.notice)
         chat_id = query.message.chat.id if query.message else query.from_user.id
         await self.render(context, chat_id, outcome, pressed=query.message, update=update)
 
-    async def _answer_query(self, query, notice: str | None) -> None:
+    async def _answer_query(self, bot, query, notice: str | None) -> None:
         """Stop the button's spinner (with the toast). A query too old to answer (Telegram allows
         about 15 s) only loses the toast: the reply that follows still shows where the member is."""
+        kwargs = {"callback_query_id": query.id} | ({"text": notice[:200]} if notice else {})
         try:
-            await with_retries(lambda: query.answer(notice), "answerCallbackQuery")
+            await with_retries(lambda: bot.do_api_request("answerCallbackQuery", api_kwargs=kwargs),
+                               "answerCallbackQuery")
         except BadRequest as exc:
             log.info("answerCallbackQuery: %s", exc.message)
         except StillFlooded:
@@ -290,8 +295,10 @@ class TelegramChannel:
 
     async def _edit(self, bot, message: Message, reply: Reply, rm) -> bool:
         try:
-            await with_retries(lambda: bot.edit_message_text(
-                reply.text, chat_id=message.chat.id, message_id=message.message_id, reply_markup=rm), "editMessageText")
+            kwargs = {"chat_id": message.chat.id, "message_id": message.message_id, "text": reply.text}
+            if rm is not None:
+                kwargs["reply_markup"] = rm
+            await with_retries(lambda: bot.do_api_request("editMessageText", api_kwargs=kwargs), "editMessageText")
             return True
         except BadRequest as exc:
             if "not modified" in exc.message:

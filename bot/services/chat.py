@@ -13,8 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -25,7 +24,7 @@ from bot.domain.permissions import PermissionDenied
 from bot.outbox import queue
 from bot.outbox.queue import QuietHours
 from bot.services import linking, oversight, quiz, reading_language
-from bot.storage.db import Database, lock_chat
+from bot.storage.db import Database, insert_if_new, lock_chat
 from bot.storage.models import Attempt, ChatAccount, ChatState, Member, ProcessedUpdate, Round
 
 COMMANDS = {
@@ -67,6 +66,9 @@ def parse_command(text: str) -> tuple[str | None, str]:
 
 
 RESULT_MESSAGES = 2
+# The statements of every update, built once (building one costs about what running it does)
+_CHAT_MEMBER = (select(Member, ChatAccount.last_seen_at).join(ChatAccount, ChatAccount.member_id == Member.id)
+                .where(ChatAccount.channel == bindparam("channel"), ChatAccount.external_id == bindparam("external_id")))
 SEEN_RESOLUTION = timedelta(hours=1)  # how stale a chat's last_seen_at may get before it is written
 REPLY_EXPIRY = timedelta(hours=12)  # a reply held back by flood control is not worth more than this
 
@@ -261,18 +263,15 @@ class ChatService:
         already there (a redelivery) inserts nothing."""
         if update_key is None:
             return True
-        insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
-        table = ProcessedUpdate.__table__
-        stmt = (insert(table).values(channel=self.traits.name, update_key=update_key, processed_at=now)
-                .on_conflict_do_nothing().returning(table.c.update_key))
-        return s.connection().execute(stmt).first() is not None
+        stmt = insert_if_new(s.get_bind().dialect.name, ProcessedUpdate.__table__,
+                             ("channel", "update_key", "processed_at"), returning="update_key")
+        params = {"channel": self.traits.name, "update_key": update_key, "processed_at": now}
+        return s.connection().execute(stmt, params).first() is not None
 
     def _member(self, s: Session, external_id: str, now: datetime) -> Member | None:
         """The active member behind this chat; ``last_seen_at`` is written only when older than
         SEEN_RESOLUTION (the sender's "messenger used last" is to the hour), not on every update."""
-        found = s.execute(
-            select(Member, ChatAccount.last_seen_at).join(ChatAccount, ChatAccount.member_id == Member.id)
-            .where(ChatAccount.channel == self.traits.name, ChatAccount.external_id == external_id)).first()
+        found = s.execute(_CHAT_MEMBER, {"channel": self.traits.name, "external_id": external_id}).first()
         if found is None or not found[0].active:
             return None
         member, seen = found

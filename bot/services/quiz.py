@@ -11,11 +11,11 @@ import random
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import Session, selectinload
 
+from bot.storage.db import insert_if_new
 from bot.storage.models import (
     Answer, Attempt, AttemptQuestion, Document, Member, Question, Round, RoundUnit, StudyView, UnitAncestor,
 )
@@ -58,7 +58,7 @@ def record_view(session: Session, round_id: int, member_id: int, now: datetime) 
 class QuizPosition:
     """Where an attempt stands: the next question to show, or done."""
 
-    attempt: Attempt
+    attempt: Attempt | AttemptState
     position: int | None  # 1-based position of the next unanswered question; None when submitted
     answered: int
 
@@ -99,7 +99,9 @@ def _position(attempt: Attempt, answered: set[int]) -> QuizPosition:
 
 
 def start_or_resume(session: Session, rnd: Round, member: Member, now: datetime) -> QuizPosition | None:
-    """Resume the open attempt, or draw a new one; None when no attempt is left."""
+    """Resume the open attempt, or draw a new one; None when no attempt is left. A new attempt is
+    written with Core statements (``INSERT ... ON CONFLICT DO NOTHING``, no SAVEPOINT) and comes
+    back as an ``AttemptState``, not an ORM ``Attempt``."""
     attempts = attempts_of(session, rnd.id, member.id)
     for attempt in attempts:
         if attempt.submitted_at is None:
@@ -107,24 +109,30 @@ def start_or_resume(session: Session, rnd: Round, member: Member, now: datetime)
     doc: Document = rnd.document
     if len(attempts) >= doc.max_attempts:
         return None
-    pool = list(session.scalars(
-        select(Question).where(Question.document_id == doc.id, Question.current).order_by(Question.position)
-    ))
+    pool = session.connection().execute(_POOL, {"document_id": doc.id}).all()
     count = min(doc.questions_per_attempt or len(pool), len(pool))
     drawn = _rng.sample(pool, count) if count < len(pool) else pool
-    attempt = Attempt(round_id=rnd.id, member_id=member.id, number=len(attempts) + 1, started_at=now,
-                      question_count=len(drawn))
+    bind = session.get_bind().dialect.name
+    attempt_id = session.connection().execute(
+        insert_if_new(bind, Attempt.__table__, _ATTEMPT_COLUMNS, returning="id",
+                      conflict=("round_id", "member_id", "number")),
+        {"round_id": rnd.id, "member_id": member.id, "number": len(attempts) + 1, "started_at": now,
+         "question_count": len(drawn)}).scalar()
+    if attempt_id is None:  # another process started it a moment ago: resume theirs
+        return start_or_resume(session, rnd, member, now)
+    questions = []
     for pos, q in enumerate(drawn, start=1):
         order = list(range(len(q.options)))
         if doc.shuffle_options:
             _rng.shuffle(order)
-        attempt.questions.append(AttemptQuestion(position=pos, question_id=q.id, option_order=order))
-    try:
-        with session.begin_nested():
-            session.add(attempt)
-            session.flush()
-    except IntegrityError:  # another process started it a moment ago: resume theirs
-        return start_or_resume(session, rnd, member, now)
+        questions.append(DrawnQuestion(pos, q.id, order, QuestionContent(q.text, q.options, q.answer_index,
+                                                                         q.explanation), None, None))
+    if questions:
+        session.connection().execute(insert(AttemptQuestion.__table__), [
+            {"attempt_id": attempt_id, "position": d.position, "question_id": d.question_id,
+             "option_order": d.option_order} for d in questions])
+    attempt = AttemptState(attempt_id, rnd.id, member.id, len(attempts) + 1, len(drawn), None, None, None, None,
+                           rnd.closes_at, rnd.closed_at, doc.pass_score, questions)
     return QuizPosition(attempt, 1, 0)
 
 
@@ -135,44 +143,121 @@ class AnswerResult:
     shown_letter: str | None = None  # the letter recorded (also for a duplicate, when known)
 
 
+@dataclass(frozen=True)
+class QuestionContent:
+    """A question's text as the member sees it (what ``AttemptQuestion.question`` gives the messages)."""
+
+    text: str
+    options: list
+    answer_index: int
+    explanation: str | None
+
+
+@dataclass
+class DrawnQuestion:
+    """One position of an attempt as read on the answer path: the fields of ``AttemptQuestion`` the
+    messages use, and the member's answer if any."""
+
+    position: int
+    question_id: int
+    option_order: list[int]
+    question: QuestionContent
+    chosen_index: int | None
+    correct: bool | None
+
+
+@dataclass
+class AttemptState:
+    """An attempt as the answer path reads it (one statement) and a new attempt is drawn, without ORM
+    objects (answers are the busiest path of the bot): the fields of ``Attempt`` the messages use,
+    its questions, and its round's window and pass mark."""
+
+    id: int
+    round_id: int
+    member_id: int
+    number: int
+    question_count: int
+    submitted_at: datetime | None
+    correct_count: int | None
+    score: float | None
+    passed: bool | None
+    closes_at: datetime
+    closed_at: datetime | None
+    pass_score: int
+    questions: list[DrawnQuestion]
+
+
+def _answer_state_statement():
+    """The attempt, its round, its drawn questions and their answers: built once, ids bound per call."""
+    a, r, d = Attempt.__table__, Round.__table__, Document.__table__
+    aq, q, ans = AttemptQuestion.__table__, Question.__table__, Answer.__table__
+    return (
+        select(a.c.id, a.c.round_id, a.c.member_id, a.c.number, a.c.question_count, a.c.submitted_at,
+               a.c.correct_count, a.c.score, a.c.passed, r.c.closes_at, r.c.closed_at, d.c.pass_score,
+               aq.c.position, aq.c.question_id, aq.c.option_order, q.c.text, q.c.options, q.c.answer_index,
+               q.c.explanation, ans.c.chosen_index, ans.c.correct)
+        .join(r, r.c.id == a.c.round_id).join(d, d.c.id == r.c.document_id)
+        .join(aq, aq.c.attempt_id == a.c.id).join(q, q.c.id == aq.c.question_id)
+        .outerjoin(ans, (ans.c.attempt_id == a.c.id) & (ans.c.position == aq.c.position))
+        .where(a.c.id == bindparam("attempt_id"), a.c.member_id == bindparam("member_id"))
+        .order_by(aq.c.position)
+    )
+
+
+_ANSWER_STATE = _answer_state_statement()
+_POOL = (select(Question.__table__.c["id", "text", "options", "answer_index", "explanation"])
+         .where(Question.__table__.c.document_id == bindparam("document_id"), Question.__table__.c.current)
+         .order_by(Question.__table__.c.position))
+_ATTEMPT_COLUMNS = ("round_id", "member_id", "number", "started_at", "question_count")
+_ANSWER_COLUMNS = ("attempt_id", "position", "question_id", "chosen_index", "correct", "answered_at")
+
+
+def answer_state(session: Session, attempt_id: int, member_id: int) -> AttemptState | None:
+    """The member's attempt as the answer path needs it; None when it is not theirs (or not there)."""
+    rows = session.connection().execute(_ANSWER_STATE, {"attempt_id": attempt_id, "member_id": member_id}).all()
+    if not rows:
+        return None
+    first = rows[0]
+    return AttemptState(
+        *first[:12],
+        questions=[DrawnQuestion(row.position, row.question_id, row.option_order,
+                                 QuestionContent(row.text, row.options, row.answer_index, row.explanation),
+                                 row.chosen_index, row.correct) for row in rows])
+
+
 def answer(session: Session, member: Member, attempt_id: int, position: int, shown_index: int,
            now: datetime) -> AnswerResult:
     """Record the option shown at ``shown_index`` for ``position``; submit after the last question.
 
-    The common case is four statements: the attempt with its round and questions, the positions
-    answered, and one ``INSERT ... ON CONFLICT DO NOTHING`` (no SAVEPOINT); the new position is
-    worked out from what was read, not read again."""
-    found = session.execute(
-        select(Attempt, Round).join(Round, Round.id == Attempt.round_id)
-        .options(joinedload(Attempt.questions).joinedload(AttemptQuestion.question))
-        .where(Attempt.id == attempt_id, Attempt.member_id == member.id)
-    ).unique().first()
-    if found is None or not 1 <= position <= len(found[0].questions):
+    The common case is two statements, both built once: the attempt with its round, questions and
+    answers so far, and one ``INSERT ... ON CONFLICT DO NOTHING`` (no SAVEPOINT); the new position
+    is worked out from what was read, not read again. The result's ``quiz.attempt`` is an
+    ``AttemptState``, not an ORM ``Attempt``."""
+    attempt = answer_state(session, attempt_id, member.id)
+    if attempt is None or not 1 <= position <= len(attempt.questions):
         return AnswerResult("missing")
-    attempt, rnd = found
-    answered = _answered(session, attempt)
+    answered = {q.position for q in attempt.questions if q.chosen_index is not None}
     quiz = _position(attempt, answered)
-    if attempt.submitted_at is None and (rnd.closed_at is not None or now >= rnd.closes_at):
+    if attempt.submitted_at is None and (attempt.closed_at is not None or now >= attempt.closes_at):
         return AnswerResult("closed", quiz)
+    aq = attempt.questions[position - 1]
     if quiz.position != position:
         if position not in answered:
             return AnswerResult("stale", quiz)
-        already = session.scalar(select(Answer.chosen_index).where(Answer.attempt_id == attempt.id,
-                                                                   Answer.position == position))
-        order = attempt.questions[position - 1].option_order  # the letter recorded, as the member saw it
-        return AnswerResult("duplicate", quiz, "ABCDEF"[order.index(already)])
-    aq = attempt.questions[position - 1]
+        # the letter recorded, as the member saw it
+        return AnswerResult("duplicate", quiz, "ABCDEF"[aq.option_order.index(aq.chosen_index)])
     if not 0 <= shown_index < len(aq.option_order):
         return AnswerResult("stale", quiz)
     original = aq.option_order[shown_index]
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    table = Answer.__table__
-    added = session.connection().execute(
-        insert(table).values(attempt_id=attempt.id, position=position, question_id=aq.question_id,
-                             chosen_index=original, correct=original == aq.question.answer_index, answered_at=now)
-        .on_conflict_do_nothing(index_elements=["attempt_id", "position"]).returning(table.c.id)).first()
+    correct = original == aq.question.answer_index
+    stmt = insert_if_new(session.get_bind().dialect.name, Answer.__table__, _ANSWER_COLUMNS, returning="id",
+                         conflict=("attempt_id", "position"))
+    added = session.connection().execute(stmt, {
+        "attempt_id": attempt.id, "position": position, "question_id": aq.question_id,
+        "chosen_index": original, "correct": correct, "answered_at": now}).first()
     if added is None:  # the same tap arrived twice at once
         return AnswerResult("duplicate", position_of(session, attempt))
+    aq.chosen_index, aq.correct = original, correct
     quiz = _position(attempt, answered | {position})
     if quiz.position is None:
         _submit(session, attempt, now)
@@ -180,16 +265,16 @@ def answer(session: Session, member: Member, attempt_id: int, position: int, sho
     return AnswerResult("recorded", quiz, "ABCDEF"[shown_index])
 
 
-def _submit(session: Session, attempt: Attempt, now: datetime) -> None:
-    correct = session.scalar(
-        select(func.count()).where(Answer.attempt_id == attempt.id, Answer.correct)
-    ) or 0
-    doc = session.scalar(select(Document).join(Round, Round.document_id == Document.id).where(Round.id == attempt.round_id))
+def _submit(session: Session, attempt: AttemptState, now: datetime) -> None:
+    """Score the attempt from the answers read with it (all of them: each position is answered once)."""
+    correct = sum(1 for q in attempt.questions if q.correct)
     attempt.correct_count = correct
     attempt.score = round(100.0 * correct / attempt.question_count, 1) if attempt.question_count else 0.0
-    attempt.passed = attempt.score >= doc.pass_score
+    attempt.passed = attempt.score >= attempt.pass_score
     attempt.submitted_at = now
-    session.flush()
+    # ORM-enabled: an Attempt already loaded in this session (the web pages) sees the new values
+    session.execute(update(Attempt).where(Attempt.id == attempt.id).values(
+        correct_count=attempt.correct_count, score=attempt.score, passed=attempt.passed, submitted_at=now))
 
 
 @dataclass

@@ -5,15 +5,17 @@ SQLite gets WAL, a busy timeout and foreign keys so several processes can share 
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import threading
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import Table, bindparam, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -59,6 +61,25 @@ def lock_chat(s: Session, channel: str, external_id: str) -> None:
                   {"key": f"{channel}:{external_id}"})
 
 
+_INSERTS_IF_NEW: dict[tuple, Any] = {}
+
+
+def insert_if_new(dialect: str, table: Table, columns: tuple[str, ...], returning: str,
+                  conflict: tuple[str, ...] | None = None):
+    """``INSERT ... ON CONFLICT DO NOTHING RETURNING`` of ``columns`` (bound by name at execution),
+    built once per dialect: on the busiest paths building a statement costs about what running it
+    does. ``conflict``: the unique columns (None: any conflict)."""
+    key = (dialect, table.name, columns, returning, conflict)
+    stmt = _INSERTS_IF_NEW.get(key)
+    if stmt is None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = _INSERTS_IF_NEW[key] = (
+            insert(table).values({c: bindparam(c) for c in columns})
+            .on_conflict_do_nothing(index_elements=list(conflict) if conflict else None)
+            .returning(table.c[returning]))
+    return stmt
+
+
 def alembic_config(url: str) -> AlembicConfig:
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
@@ -75,6 +96,9 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_engine = self.engine.execution_options(**{READ_ONLY: True})
         self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
+        # SQLite lets one writer in at a time and makes the others poll with growing sleeps (up to
+        # 100 ms each); queueing this process's writers on a lock hands the write lock over at once.
+        self._writer = threading.RLock() if url.startswith("sqlite") else nullcontext()
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration (cheap when already there)."""
@@ -90,7 +114,7 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session whose work commits on success and rolls back on any error."""
-        with self._sessions() as s:
+        with self._writer, self._sessions() as s:
             with s.begin():
                 yield s
 
