@@ -20,7 +20,7 @@ from bot.outbox import queue
 from bot.outbox.sender import OutboxSender
 from bot.services.chat import ChatService
 from bot.services.linking import create_invites, format_code
-from bot.storage.models import ChannelUsage, ChatAccount, Member, OutboxMessage, Unit, ZaloBot
+from bot.storage.models import ChannelUsage, ChatAccount, LinkCode, Member, OutboxMessage, Unit, ZaloBot
 from bot.timeutil import utcnow
 from tests.test_zalo_channel import TZ, free_port, say
 
@@ -152,6 +152,58 @@ def test_the_51st_member_is_told_to_ask_the_secretary_and_the_secretary_is_told(
         assert s.scalar(select(func.count()).select_from(ChatAccount).where(ChatAccount.bot_id == bot.id)) == 50
     assert [code for code, _ in told] == ["DV001"]  # the secretary of ấp 1
     assert "Điểu Ngọc Mai (DV003)" in told[0][1]["text"] and "đủ 50" in told[0][1]["text"]
+
+
+def test_members_linking_at_the_same_moment_never_take_a_bot_past_50(province):
+    """Six members of ấp 1-3 type their codes at once to a bot serving 47 (six webhook deliveries in
+    flight together): three are linked, three are told to ask the secretary and keep their codes, and
+    the bot serves exactly 50."""
+    import threading
+
+    from bot.emulators.zalo import ZaloEmulator
+
+    port = free_port()
+    linking = ["DV002", "DV003", "DV004", "DV005", "DV006", "DV007"]
+    with ZaloEmulator(DEFAULT_TOKEN, "HocTap") as default, \
+            default.add_bot(TOKEN_A, "Chi bo Tan Tien", worker=False) as bot_a:
+        register(province, bot_a, "DP-TT", PUBLIC.format(port=port))
+        process = FleetProcess(province, default, port).start()
+        try:
+            now = utcnow()
+            with province.session() as s:
+                bot = s.scalar(select(ZaloBot).where(ZaloBot.name == "Chi bo Tan Tien"))
+                others = s.scalars(select(Member.id).where(Member.code.not_in(linking + ["DV001"]))
+                                   .order_by(Member.id).limit(MEMBER_CAP - 3)).all()
+                s.add_all(ChatAccount(channel="zalo", external_id=f"fill-{mid}", member_id=mid, linked_at=now,
+                                      bot_id=bot.id) for mid in others)
+            users = {code: bot_a.user(f"race-{code}") for code in linking}
+            for code, user in users.items():
+                user.send_text(code_of(province, code))  # queued at Zalo: delivered below, all at once
+            together = threading.Barrier(len(linking))
+
+            def deliver():
+                together.wait()
+                bot_a.deliver_next()
+
+            threads = [threading.Thread(target=deliver) for _ in linking]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            for user in users.values():
+                user.wait_for(lambda u: any("Liên kết thành công" in t or "đủ 50" in t
+                                            for t in (m.get("text") or "" for m in u.messages)), timeout=15)
+        finally:
+            process.stop()
+    said = {code: " ".join(m.get("text") or "" for m in user.messages) for code, user in users.items()}
+    welcomed = sorted(code for code, text in said.items() if "Liên kết thành công" in text)
+    refused = sorted(code for code, text in said.items() if "báo bí thư chi bộ" in text)
+    assert len(welcomed) == 3 and sorted(welcomed + refused) == linking
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(ChatAccount).where(ChatAccount.bot_id == bot.id)) == 50
+        assert s.scalar(select(func.count()).select_from(ChatAccount).where(ChatAccount.bot_id.is_(None))) == 0
+        unused = s.scalars(select(Member.code).join(LinkCode).where(LinkCode.used_at.is_(None))).all()
+    assert sorted(unused) == refused  # they link once the secretary has made room
 
 
 def test_outbox_messages_go_out_through_each_members_bot_and_count_against_its_quota(two_branches, province):

@@ -5,8 +5,8 @@ update or an outbound message names it, and kept in a small cache (``BotCache``)
 bots: a client (sharing one connection pool), its conversation (``BotChannel``), its outbox pacing
 and its monthly count. Members link to their own unit's bot (the nearest unit above them that has
 one); a code typed to another bot is answered with the right bot's name; a bot that serves
-``MEMBER_CAP`` members takes no more (Zalo would not serve the 51st), and the unit's secretary is
-told through the outbox.
+``MEMBER_CAP`` members takes no more (Zalo would not serve the 51st; ``claim_slot`` holds the cap
+when members link at the same moment), and the unit's secretary is told through the outbox.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from bot.channels.zalo.channel import EVENT_TEXT, ZaloChannel
@@ -35,7 +35,7 @@ from bot.outbox import queue
 from bot.services.chat import ChatService
 from bot.services.linking import account_member, find_code, looks_like_code
 from bot.storage.db import Database
-from bot.storage.models import ChannelUsage, ChatAccount, Member, OutboxMessage, UnitAncestor, ZaloBot
+from bot.storage.models import ChannelUsage, ChatAccount, LinkCode, Member, OutboxMessage, UnitAncestor, ZaloBot
 from bot.timeutil import utcnow
 
 log = logging.getLogger(__package__)
@@ -104,6 +104,29 @@ def admit(s: Session, bot_pk: int | None, external_id: str, text: str, now: date
     return Admission(stamp=True)
 
 
+def claim_slot(s: Session, bot_pk: int, external_id: str, now: datetime) -> Reply | None:
+    """Put the bot on the account just linked through it if the bot still serves fewer than
+    ``MEMBER_CAP`` members; otherwise undo the link (the code works again) and tell the secretaries.
+
+    ``admit`` counted before the link, but two members linking at once would both pass that count:
+    here the count and the stamp are one transaction holding the bot's row (``FOR UPDATE`` on
+    PostgreSQL; on SQLite ``BEGIN IMMEDIATE`` already lets one writer at a time). The refusal, or None.
+    """
+    bot = s.scalar(select(ZaloBot).where(ZaloBot.id == bot_pk).with_for_update())
+    account = s.scalar(select(ChatAccount).filter_by(channel="zalo", external_id=external_id, bot_id=None))
+    if bot is None or account is None:
+        return None
+    if linked_count(s, bot_pk) < MEMBER_CAP:
+        account.bot_id = bot_pk
+        return None
+    member = s.get(Member, account.member_id)
+    s.execute(update(LinkCode).where(LinkCode.member_id == member.id, LinkCode.used_at == account.linked_at)
+              .values(used_at=None))
+    s.delete(account)
+    _tell_secretaries(s, bot, member, now)
+    return bot_full(bot.name)
+
+
 def _tell_secretaries(s: Session, bot: ZaloBot, member: Member, now: datetime) -> None:
     """The secretaries of the member's unit and of every unit above it up to the bot's."""
     depth = s.scalar(select(UnitAncestor.depth).where(UnitAncestor.ancestor_id == bot.unit_id,
@@ -150,12 +173,16 @@ class BotChannel(ZaloChannel):
         finally:
             if user_id in self._to_stamp:  # no reply was sent
                 self._to_stamp.discard(user_id)
-                await asyncio.to_thread(self._stamp, user_id)
+                refused = await asyncio.to_thread(self._stamp, user_id, now)
+                if refused is not None:
+                    await super().send_outcome(str(chat.get("id") or user_id), Outcome([refused]))
 
     async def send_outcome(self, chat_id: str, outcome: Outcome, user_id: str | None = None) -> int:
         if chat_id in self._to_stamp:  # the bot is on the account before the welcome goes out
             self._to_stamp.discard(chat_id)
-            await asyncio.to_thread(self._stamp, chat_id)
+            refused = await asyncio.to_thread(self._stamp, chat_id, self.clock())
+            if refused is not None:  # full meanwhile: the link was undone, no welcome
+                outcome = Outcome([refused])
         return await super().send_outcome(chat_id, outcome, user_id)
 
     def _admit(self, user_id: str, text: str, now: datetime) -> Admission:
@@ -163,10 +190,11 @@ class BotChannel(ZaloChannel):
             return admit(s, self.bot_pk, user_id, text, now, default_name=self.default_name,
                          default_link=self.default_link)
 
-    def _stamp(self, user_id: str) -> None:
+    def _stamp(self, user_id: str, now: datetime) -> Reply | None:
+        if self.bot_pk is None:
+            return None
         with self.service.db.session() as s:
-            s.query(ChatAccount).filter_by(channel="zalo", external_id=user_id, bot_id=None).update(
-                {"bot_id": self.bot_pk})
+            return claim_slot(s, self.bot_pk, user_id, now)
 
 
 @dataclass
