@@ -395,7 +395,65 @@ def test_polling_is_refused_beyond_the_limit(bots_cli, fake_zalo, db_url, monkey
     assert len(stored(db_url)) == 1
 
 
-def test_a_broadcast_must_fit_the_quota_of_each_bot_its_members_are_reached_through(province):
+def test_an_announcement_a_bot_has_no_quota_left_for_goes_out_split_per_bot(
+        two_branches, province, emulator, telegram_bot, invite):
+    """Bot A (Tân Tiến) has used its 3,000 messages this month when round 1 is announced: bot B's
+    member gets it through bot B, bot A's member who also has Telegram gets it there, bot A's
+    Zalo-only member is on the secretary's /chualam as not reached, and the secretary (on Telegram)
+    and the admin are told that bot A is out of quota. Bot A sends nothing."""
+    from datetime import time as clock_time
+
+    from telegram import Bot
+
+    from bot.channels.telegram import TelegramTransport
+    from bot.channels.zalo.fleet import FleetBudget
+    from bot.outbox.queue import QuietHours
+    from bot.scheduling.due import Schedule, run_due
+    from tests.test_telegram_oversight import link as telegram_link
+
+    process, default, bot_a, bot_b = two_branches
+    secretary = telegram_link(emulator, invite, "DV001", 7001)  # DP-TT-01's secretary
+    admin = telegram_link(emulator, invite, "AD001", 7002)
+    both = telegram_link(emulator, invite, "DV005", 7005)  # on Telegram, and later on bot A
+    only_zalo = bot_a.user("a-4")
+    say(only_zalo, code_of(province, "DV004"), "Liên kết thành công")
+    say(bot_a.user("a-5"), code_of(province, "DV005"), "Liên kết thành công")  # bot A is DV005's last-used
+    other_branch = bot_b.user("b-4")
+    say(other_branch, code_of(province, "DV034"), "Liên kết thành công")
+    now = utcnow()
+    with province.session() as s:
+        pk = s.scalar(select(ZaloBot.id).where(ZaloBot.name == "Chi bo Tan Tien"))
+        s.get(ChannelUsage, (usage_key(pk), now.astimezone(TZ).strftime("%Y-%m"))).sent = 3000
+    never_quiet = QuietHours(tz=TZ, start=clock_time(0, 0), end=clock_time(0, 0))
+    report = run_due(province, now, Schedule(quiet=never_quiet, budget=FleetBudget(province, None, 3000, TZ)))
+    assert report.dropped == [] and "announce:1: 4 message(s)" in report.jobs
+    sent_by_a = len(bot_a.calls("sendMessage"))
+
+    async def send():
+        async with Bot(emulator.token, base_url=emulator.base_url) as tg:
+            transports = {"zalo": process.runtime.transport, "telegram": TelegramTransport(tg)}
+            return await OutboxSender(province, transports, per_chat_interval=0, idle_poll=0.05,
+                                      quiet=None).run(until_idle=True)
+
+    stats = process.running.run(send())
+    assert (stats.sent, stats.failed) == (5, 1)  # 3 announcements and 2 notices sent; DV004 not reached
+    assert len(bot_a.calls("sendMessage")) == sent_by_a
+    assert "📢" in other_branch.messages[-1]["text"]
+    assert "📢" in both.messages[-1]["text"]
+    assert not any("📢" in (m.get("text") or "") for m in only_zalo.messages)
+    for person in (secretary, admin):
+        told = [m["text"] for m in person.messages if "Chi bo Tan Tien" in (m.get("text") or "")]
+        assert len(told) == 1 and "chỉ còn 0/3000 tin" in told[0] and "cần 2 tin" in told[0]
+    secretary.send_text("/chualam")
+    page = secretary.wait_for(lambda u: "📋" in (u.last() or {}).get("text", ""))["text"]
+    lines = {line.split(" — ")[0].split(". ", 1)[1]: line for line in page.splitlines() if line[:1].isdigit()}
+    unreached = [name for name, line in lines.items() if "chưa liên lạc được qua Zalo" in line]
+    with province.session() as s:
+        names = dict(s.execute(select(Member.code, Member.full_name)).all())
+    assert unreached == [names["DV004"]]
+
+
+def test_a_bot_short_of_quota_is_named_to_its_secretaries_and_the_admins_and_refuses_nothing(province):
     from bot.channels.zalo.fleet import FleetBudget
 
     now = utcnow()
@@ -407,14 +465,21 @@ def test_a_broadcast_must_fit_the_quota_of_each_bot_its_members_are_reached_thro
         s.add_all(bots)
         s.flush()
         members = dict(s.execute(select(Member.code, Member.id)).all())
-        for code, bot in (("DV004", bots[0]), ("DV005", bots[0]), ("DV034", bots[1])):
+        for code, bot in (("DV004", bots[0]), ("DV015", bots[0]), ("DV034", bots[1])):
             s.add(ChatAccount(channel="zalo", external_id=code, member_id=members[code], linked_at=now, bot_id=bot.id))
         s.add(ChannelUsage(channel=usage_key(bots[0].id), month=month, sent=2999, updated_at=now))
         budget = FleetBudget(province, None, 3000, TZ)
-        full = budget.refusal(s, [members["DV004"], members["DV005"]], now)
-        assert (full.needed, full.left, full.used) == (2, 1, 2999)
-        assert budget.refusal(s, [members["DV004"]], now) is None  # one still fits
-        assert budget.refusal(s, [members["DV034"]], now) is None  # bot B has its own quota
+        assert budget.shortfalls(s, [members["DV004"]], now) == {}  # one still fits
+        assert budget.shortfalls(s, [members["DV034"]], now) == {}  # bot B has its own quota
+        ids = [members["DV004"], members["DV015"], members["DV034"]]
+        assert budget.shortfalls(s, ids, now) == {bots[0].id: ([members["DV004"], members["DV015"]], 1)}
+        assert budget.refusal(s, ids, now) is None
+        assert budget.refusal(s, ids, now) is None  # told once a day
+        told = s.execute(select(Member.code, OutboxMessage.payload).join(Member)
+                         .where(OutboxMessage.purpose == "bot_quota").order_by(Member.code)).all()
+    # the secretaries of ấp 1 and ấp 2 (DV004, DV015), none of ấp 3 or of Tân Hưng; the admin
+    assert [code for code, _ in told] == ["AD001", "DV001", "DV011"]
+    assert "«DP-TT» chỉ còn 1/3000 tin" in told[0][1]["text"] and "cần 2 tin" in told[0][1]["text"]
 
 
 def test_without_a_default_token_a_polled_branch_bot_is_served(province):

@@ -30,6 +30,7 @@ from bot.channels.zalo.mentions import bot_names
 from bot.channels.zalo.quota import QuotaRefusal, ZaloQuota
 from bot.channels.zalo.registry import MEMBER_CAP, linked_count, usage_key
 from bot.channels.zalo.transport import ZaloTransport
+from bot.domain.oversight_messages import CALL_LIST
 from bot.domain.replies import Outcome, Reply
 from bot.outbox import queue
 from bot.services.chat import ChatService
@@ -59,6 +60,14 @@ def wrong_bot(name: str, link: str | None) -> Reply:
     where = f" tại {link}" if link else " trên Zalo"
     return Reply(f"⚠️ Mã này dành cho bot Zalo «{name}» của chi bộ đồng chí, không phải bot này. Đồng chí mở "
                  f"bot «{name}»{where} rồi gõ lại mã ở đó. Mã vẫn dùng được.")
+
+
+def out_of_quota(name: str, needed: int, left: int, monthly: int, month: str) -> Reply:
+    year, mm = month.split("-")
+    return Reply(f"⚠️ Bot Zalo «{name}» chỉ còn {left}/{monthly} tin của tháng {mm}/{year} (giới hạn của gói Zalo "
+                 f"miễn phí) nhưng đợt gửi này cần {needed} tin qua bot ấy. Các chi bộ khác vẫn nhận đủ. Đồng chí nào "
+                 "của bot này có Telegram hoặc OA Zalo sẽ nhận qua kênh đó; người không có kênh khác được ghi "
+                 f"«{CALL_LIST}» trong /chualam: đề nghị nhắc trực tiếp, hoặc báo quản trị viên tạo thêm bot.")
 
 
 def bot_full(name: str) -> Reply:
@@ -127,14 +136,18 @@ def claim_slot(s: Session, bot_pk: int, external_id: str, now: datetime) -> Repl
     return bot_full(bot.name)
 
 
+def _secretaries(s: Session, bot: ZaloBot, unit_ids) -> list[Member]:
+    """The secretaries of these units and of every unit above them up to the bot's (the bot's
+    unit included): those whose members the bot serves."""
+    below_bot = select(UnitAncestor.descendant_id).where(UnitAncestor.ancestor_id == bot.unit_id)
+    path = select(UnitAncestor.ancestor_id).where(UnitAncestor.descendant_id.in_(list(unit_ids)),
+                                                  UnitAncestor.ancestor_id.in_(below_bot))
+    return list(s.scalars(select(Member).where(Member.unit_id.in_(path), Member.role == "secretary", Member.active)
+                          .order_by(Member.id)))
+
+
 def _tell_secretaries(s: Session, bot: ZaloBot, member: Member, now: datetime) -> None:
-    """The secretaries of the member's unit and of every unit above it up to the bot's."""
-    depth = s.scalar(select(UnitAncestor.depth).where(UnitAncestor.ancestor_id == bot.unit_id,
-                                                      UnitAncestor.descendant_id == member.unit_id))
-    path = select(UnitAncestor.ancestor_id).where(UnitAncestor.descendant_id == member.unit_id,
-                                                  UnitAncestor.depth <= (depth or 0))
-    secretaries = s.scalars(select(Member).where(Member.unit_id.in_(path), Member.role == "secretary",
-                                                 Member.active)).all()
+    secretaries = _secretaries(s, bot, [member.unit_id])
     for sec in secretaries:
         queue.enqueue(s, dedupe_key=f"zalo-full:{bot.id}:{member.id}:{sec.id}", purpose="bot_full",
                       member_id=sec.id, reply=secretary_told(bot.name, member), now=now)
@@ -329,13 +342,20 @@ class FleetTransport:
         bot = await self.fleet.bot_by_pk(via)
         if bot is None:
             raise SendError("permanent", "Zalo: the member's bot was removed")
+        quota = bot.transport.quota
+        if quota is not None and await asyncio.to_thread(quota.used_up, self.fleet.clock()):
+            # the member's other messenger, if any, is tried next (the sender's fallback)
+            raise SendError("permanent", f"{CALL_LIST}: bot «{bot.name}» đã dùng hết hạn mức tháng")
         await bot.transport.deliver(external_id, reply, attachment)
 
 
 class FleetBudget:
-    """The broadcast budget when branch bots exist: one message to each member must fit in what is
-    left of the month of the bot that member is reached through (each bot its own quota; the
-    default bot's is ``default``). ``refusal`` names the first bot it does not fit."""
+    """The broadcast budget when branch bots exist. The default bot's share must fit its quota
+    (``default``; else the broadcast is refused whole, as with one bot). Each branch bot has its own
+    quota: a broadcast that does not fit one bot still goes out, split per bot: the other bots'
+    members get it, the exhausted bot's members get it through their other messenger or are on
+    ``/chualam``'s call list (``FleetTransport``), and that bot's secretaries and the admins are told
+    which bot is short (once a day per bot)."""
 
     def __init__(self, db: Database, default: ZaloQuota | None, monthly: int | None, tz: ZoneInfo):
         self.db, self.default, self.monthly, self.tz = db, default, monthly, tz
@@ -351,33 +371,49 @@ class FleetBudget:
                 first.setdefault(mid, (channel, bot))
         return {mid: bot for mid, (channel, bot) in first.items() if channel == "zalo"}
 
-    def refusal(self, s: Session, member_ids, now: datetime) -> QuotaRefusal | None:
+    def shortfalls(self, s: Session, member_ids, now: datetime) -> dict[int, tuple[list[int], int]]:
+        """Branch bots a message to each of these members does not fit: bot -> (its members, left)."""
         ids = list(dict.fromkeys(member_ids))
         routes = self._routes(s, ids)
-        needed: dict[int | None, int] = {}
+        needed: dict[int, list[int]] = {}
         for mid in ids:
-            if mid in routes:
-                needed[routes[mid]] = needed.get(routes[mid], 0) + 1
-        if None in needed and self.default is not None:
-            refusal = self.default.refusal(s, [mid for mid in ids if mid in routes and routes[mid] is None], now)
-            if refusal is not None:
-                return refusal
-        bots = {b for b in needed if b is not None}
-        if not bots or not self.monthly:
-            return None
+            if routes.get(mid) is not None:
+                needed.setdefault(routes[mid], []).append(mid)
+        if not needed or not self.monthly:
+            return {}
         waiting = dict(s.execute(select(OutboxMessage.member_id, func.count()).where(
             OutboxMessage.status.in_(("pending", "claimed", "sending"))).group_by(OutboxMessage.member_id)).all())
         pending: dict[int | None, int] = {}
         for mid, bot in self._routes(s, list(waiting)).items():
             pending[bot] = pending.get(bot, 0) + waiting[mid]
         month = now.astimezone(self.tz).strftime("%Y-%m")
-        for bot in sorted(bots):
+        short = {}
+        for bot in sorted(needed):
             row = s.get(ChannelUsage, (usage_key(bot), month))
-            used = row.sent if row is not None else 0
-            left = self.monthly - used - pending.get(bot, 0)
-            if needed[bot] > left:
-                name = s.get(ZaloBot, bot).name
-                log.error("Zalo bot %s: a broadcast needs %d message(s), %d left this month", name, needed[bot],
-                          max(left, 0))
-                return QuotaRefusal(needed[bot], max(left, 0), used, pending.get(bot, 0), self.monthly, month)
+            left = self.monthly - (row.sent if row is not None else 0) - pending.get(bot, 0)
+            if len(needed[bot]) > left:
+                short[bot] = (needed[bot], max(left, 0))
+        return short
+
+    def refusal(self, s: Session, member_ids, now: datetime) -> QuotaRefusal | None:
+        ids = list(dict.fromkeys(member_ids))
+        if self.default is not None:
+            routes = self._routes(s, ids)
+            refusal = self.default.refusal(s, [mid for mid in ids if mid in routes and routes[mid] is None], now)
+            if refusal is not None:
+                return refusal
+        for bot_pk, (members, left) in self.shortfalls(s, ids, now).items():
+            self._tell_short(s, s.get(ZaloBot, bot_pk), members, left, now)
         return None
+
+    def _tell_short(self, s: Session, bot: ZaloBot, members: list[int], left: int, now: datetime) -> None:
+        month = now.astimezone(self.tz).strftime("%Y-%m")
+        log.error("Zalo bot %s: a broadcast needs %d message(s), %d left in %s: its members beyond that get it "
+                  "through another messenger or are on the call list", bot.name, len(members), left, month)
+        units = set(s.scalars(select(Member.unit_id).where(Member.id.in_(members[:1000]))))
+        admins = s.scalars(select(Member).where(Member.role == "admin", Member.active)).all()
+        day = now.astimezone(self.tz).date().isoformat()
+        reply = out_of_quota(bot.name, len(members), left, self.monthly, month)
+        for person in {m.id: m for m in [*_secretaries(s, bot, units), *admins]}.values():
+            queue.enqueue(s, dedupe_key=f"zalo-quota:{bot.id}:{day}:{person.id}", purpose="bot_quota",
+                          member_id=person.id, reply=reply, now=now)

@@ -97,6 +97,12 @@ class ZaloQuota:
                             self.monthly, month, 100 * total // self.monthly)
         return total
 
+    def used_up(self, now: datetime) -> bool:
+        """Nothing is left of this month's quota (seen by this process, or counted in the database)."""
+        if not self.monthly:
+            return False
+        return self.exhausted == self.month(now) or self.used(now) >= self.monthly
+
     def describe(self, now: datetime | None = None) -> str:
         now = now or utcnow()
         used = self.used(now)
