@@ -14,7 +14,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from bot.config import Settings
-from bot.logs import redact
+from bot.logs import learned_secrets, redact
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,8 @@ ZALO_REJECTED = "Zalo rejected the token — check ZALO_BOT_TOKEN and zalo.api_b
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    """Every secret the settings hold: bot tokens, the webhook secret, the database password."""
+    """Every secret the settings hold: bot tokens, the webhook secret, the database password. (The
+    branch bots' tokens are in the database: ``bot.logs.learn_secrets`` adds them once it is open.)"""
     from sqlalchemy.engine import make_url
 
     found = [settings.telegram.token, settings.telegram.webhook_secret, settings.zalo.token, settings.zalo.webhook_secret,
@@ -42,7 +43,7 @@ def start_or_explain(settings: Settings, start: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         return 0
     except Exception as exc:  # noqa: BLE001 - whatever failed, no traceback carries a secret out
-        print(f"error: {redact(explain(exc, settings), secrets_of(settings))}", file=sys.stderr)
+        print(f"error: {redact(explain(exc, settings), secrets_of(settings) + learned_secrets())}", file=sys.stderr)
         return 2
 
 

@@ -31,6 +31,7 @@ from bot.channels.zalo.quota import QuotaRefusal, ZaloQuota
 from bot.channels.zalo.registry import MEMBER_CAP, linked_count, usage_key
 from bot.channels.zalo.transport import ZaloTransport
 from bot.domain.oversight_messages import CALL_LIST
+from bot.logs import learn_secrets
 from bot.domain.replies import Outcome, Reply
 from bot.outbox import queue
 from bot.services.chat import ChatService
@@ -246,6 +247,7 @@ class ZaloFleet:
         return quota
 
     def _make(self, row: ZaloBot) -> Bot:
+        learn_secrets(row.token)  # registered after this process started: out of its log lines too
         client = ZaloClient(row.token, self.base, http=self.http)
         quota = self.quota(row.id)
         channel = BotChannel(self.service, client, bot_pk=row.id, default_name=self.default_name,
