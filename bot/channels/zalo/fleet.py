@@ -35,7 +35,7 @@ from bot.logs import learn_secrets
 from bot.domain.replies import Outcome, Reply
 from bot.outbox import queue
 from bot.services.chat import ChatService
-from bot.services.linking import account_member, find_code, looks_like_code
+from bot.services.linking import account_member, find_code, looks_like_code, unit_bot
 from bot.storage.db import Database
 from bot.storage.models import ChannelUsage, ChatAccount, LinkCode, Member, OutboxMessage, UnitAncestor, ZaloBot
 from bot.timeutil import utcnow
@@ -44,17 +44,6 @@ log = logging.getLogger(__package__)
 
 CACHE_SIZE = 256  # bots kept ready; the others are read again from the database when they are used
 CACHE_SECONDS = 60.0  # a rotated token or a removed bot is seen within this time
-
-
-def unit_bot(s: Session, unit_id: int) -> ZaloBot | None:
-    """The bot of the unit or of the nearest unit above it that has one; None: the default bot."""
-    return s.scalar(select(ZaloBot).join(UnitAncestor, UnitAncestor.ancestor_id == ZaloBot.unit_id)
-                    .where(UnitAncestor.descendant_id == unit_id).order_by(UnitAncestor.depth).limit(1))
-
-
-def units_bots(s: Session, unit_ids: set[int]) -> dict[int, ZaloBot | None]:
-    """``unit_bot`` for several units."""
-    return {uid: unit_bot(s, uid) for uid in unit_ids}
 
 
 def wrong_bot(name: str, link: str | None) -> Reply:
