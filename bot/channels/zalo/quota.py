@@ -98,10 +98,14 @@ class ZaloQuota:
         return total
 
     def used_up(self, now: datetime) -> bool:
-        """Nothing is left of this month's quota (seen by this process, or counted in the database)."""
+        """Nothing is left of this month's quota (seen by this process, or counted in the database by
+        any process; read without taking SQLite's write lock)."""
         if not self.monthly:
             return False
-        return self.exhausted == self.month(now) or self.used(now) >= self.monthly
+        if self.exhausted == self.month(now):
+            return True
+        with self.db.read_session() as s:
+            return self._used(s, now) >= self.monthly
 
     def describe(self, now: datetime | None = None) -> str:
         now = now or utcnow()
