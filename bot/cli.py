@@ -7,6 +7,7 @@ Each subcommand is a thin shell over a service call; problems print as one line 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.storage.db import Database
+from bot.storage.token_key import TokenKeyError, use_key as use_token_key
 from bot.timeutil import fmt_datetime, parse_local, utcnow
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {}
@@ -520,7 +522,16 @@ def cmd_zalo_bots_add(args, settings: Settings) -> int:
           f"members: write their codes with hoctap members invite --channel zalo --unit {args.unit}")
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    _warn_unencrypted()
     return 0
+
+
+def _warn_unencrypted() -> None:
+    from bot.storage.token_key import has_key
+
+    if not has_key():
+        print("warning: the token is stored unencrypted: set HOCTAP_TOKEN_KEY (or HOCTAP_WEB_SECRET) to encrypt "
+              "the bots' tokens in the database", file=sys.stderr)
 
 
 @command("zalo bots rotate")
@@ -529,6 +540,7 @@ def cmd_zalo_bots_rotate(args, settings: Settings) -> int:
     print(f"{args.unit}: bot {bot.name} uses its new token and a new webhook secret; the old token is forgotten")
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    _warn_unencrypted()
     return 0
 
 
@@ -800,6 +812,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def token_key(settings: Settings) -> str | None:
+    """What the branch bots' tokens are encrypted with: ``HOCTAP_TOKEN_KEY``, else the web secret."""
+    return os.environ.get("HOCTAP_TOKEN_KEY") or settings.web_server.secret
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -808,10 +825,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    use_token_key(token_key(settings))
     handler = COMMANDS.get(args.handler)
     try:
         return handler(args, settings)
-    except UsageError as exc:
+    except (UsageError, TokenKeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OperationalError as exc:

@@ -9,6 +9,7 @@ removed even from text we did not write ourselves.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Callable
 from urllib.parse import urlsplit
@@ -27,7 +28,7 @@ def secrets_of(settings: Settings) -> list[str]:
     branch bots' tokens are in the database: ``bot.logs.learn_secrets`` adds them once it is open.)"""
     from sqlalchemy.engine import make_url
 
-    found = [settings.telegram.token, settings.telegram.webhook_secret, settings.zalo.token, settings.zalo.webhook_secret,
+    found = [os.environ.get("HOCTAP_TOKEN_KEY"), settings.telegram.token, settings.telegram.webhook_secret, settings.zalo.token, settings.zalo.webhook_secret,
              settings.zalo_oa.app_secret, settings.zalo_oa.oa_secret_key, settings.web_server.secret]
     try:
         found.append(make_url(settings.database_url).password)
@@ -71,6 +72,10 @@ def explain(exc: Exception, settings: Settings) -> str:
     if isinstance(exc, DBAPIError):
         first = str(exc.orig).strip().splitlines()[0] if exc.orig else "cannot use the database"
         return f"database: {first}"
+    from bot.storage.token_key import TokenKeyError
+
+    if isinstance(exc, TokenKeyError):
+        return str(exc)
     if isinstance(exc, (OSError, ValueError)):  # a port in use, an incomplete webhook set-up
         return str(exc)
     log.error("start-up failed", exc_info=exc)  # a bug: the traceback goes through the redacting log

@@ -375,6 +375,59 @@ def test_rotate_takes_the_reset_token_and_refuses_the_old_one_or_another_bots(bo
     assert bot_a.webhook["secret_token"] != old_secret
 
 
+def raw_tokens(db_url) -> dict[str, str]:
+    """The token column as stored, without decrypting."""
+    from sqlalchemy import text
+
+    from bot.storage.db import Database
+
+    with Database(db_url).session() as s:
+        return dict(s.execute(text("SELECT zalo_id, token FROM zalo_bots")).all())
+
+
+@pytest.fixture
+def token_key_reset():
+    from bot.storage.token_key import use_key
+
+    yield
+    use_key(None)  # the key is process-wide: the next test starts without one
+
+
+def test_tokens_are_encrypted_at_rest_plain_rows_still_work_and_rotate_encrypts_them(
+        bots_cli, fake_zalo, db_url, monkeypatch, token_key_reset):
+    _default, bot_a, _bot_b = fake_zalo
+    monkeypatch.delenv("HOCTAP_WEB_SECRET", raising=False)
+    monkeypatch.delenv("HOCTAP_TOKEN_KEY", raising=False)
+    plain = bots_cli("add", "--unit", "DP-TT-01", token=TOKEN_A)  # before a key was set
+    assert plain.code == 0 and "the token is stored unencrypted: set HOCTAP_TOKEN_KEY" in plain.err
+    assert raw_tokens(db_url) == {"2000000001": TOKEN_A}
+    monkeypatch.setenv("HOCTAP_TOKEN_KEY", "a-long-key-kept-beside-the-backups")
+    sealed = bots_cli("add", "--unit", "HQ-TH-01", token=TOKEN_B)
+    assert sealed.code == 0 and "unencrypted" not in sealed.err
+    raw = raw_tokens(db_url)
+    assert raw["2000000001"] == TOKEN_A and raw["2000000002"].startswith("fernet:")
+    assert "BOT-B-SECRET" not in raw["2000000002"] and "2000000002" not in raw["2000000002"]
+    assert [t for _, _, t in stored(db_url)] == [TOKEN_A, TOKEN_B]  # both read, the old plain row too
+    new_token = "2000000001:BOT-A-NEW-SECRET"
+    bot_a.reset_token(new_token)
+    assert bots_cli("rotate", "--unit", "DP-TT-01", token=new_token).code == 0
+    assert all(t.startswith("fernet:") and "SECRET" not in t for t in raw_tokens(db_url).values())
+    monkeypatch.setenv("HOCTAP_TOKEN_KEY", "another-key-than-the-one-used")
+    wrong = bots_cli("remove", "--unit", "DP-TT-01")
+    assert (wrong.code, wrong.err.strip()) == (1, "error: the Zalo bot tokens were encrypted with another key: set "
+                                                  "HOCTAP_TOKEN_KEY (or the web secret) as when they were stored, or "
+                                                  "reset each token in Bot Creator and run hoctap zalo bots rotate")
+    monkeypatch.delenv("HOCTAP_TOKEN_KEY")
+    none = bots_cli("remove", "--unit", "DP-TT-01")
+    assert none.code == 1 and "encrypted but no key is set" in none.err
+    assert len(raw_tokens(db_url)) == 2  # nothing removed
+    monkeypatch.setenv("HOCTAP_TOKEN_KEY", "another-key-than-the-one-used")  # the old key is lost: the way back
+    latest = "2000000001:BOT-A-THIRD-SECRET"
+    bot_a.reset_token(latest)
+    assert bots_cli("rotate", "--unit", "DP-TT-01", token=latest).code == 0
+    assert bots_cli("remove", "--unit", "DP-TT-01").code == 0 and bot_a.webhook is None
+
+
 def test_remove_forgets_the_bot_and_its_webhook(bots_cli, fake_zalo, db_url):
     _default, bot_a, _bot_b = fake_zalo
     assert bots_cli("add", "--unit", "DP-TT-01", token=TOKEN_A).code == 0
