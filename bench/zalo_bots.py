@@ -3,17 +3,20 @@ default bot with 50 members of its own in the same run.
 
 Every bot is registered (``zalo_bots``) with its own webhook at ``/zalo/<bot id>/webhook`` on the one
 web server; the emulator serves all of them on one base URL and delivers each webhook from the
-simulated member's thread (no thread per bot). Each member gets a round announcement through the
-outbox (through their own bot, paced and counted per bot) and takes a whole 10-question quiz.
+simulated member's thread (no thread per bot). The province is seeded in bulk (one executemany per
+table), every member as one who already wrote to their bot. Every member gets the round's announcement
+through the outbox (through their own bot, paced and counted per bot); then members take the whole
+10-question quiz: all of them, or a sample (``--quiz-bots`` bots spread over the fleet, each with
+``--quizzers-per-bot`` members), since 2,000 × 50 quizzes (1.1 million updates) take hours here.
 
-Printed, for the branch bots and for the single default bot: updates per second on the quiz path,
-process CPU per update (the emulator and the simulated members run in this process too, the same for
-both), announcements per second; the process's resident memory before the bots are served and after
-(bots are looked up per request, with a cache of ``CACHE_SIZE``); per-bot quota use this month
-(smallest, median, largest of the monthly 3,000).
+Printed, for the branch bots and for the single default bot: announcements per second and CPU per
+announcement, quiz updates per second and CPU per update (process CPU: the emulator and the simulated
+members run in this process too, the same for both); the process's resident memory at each step;
+bots kept ready and bots with traffic; per-bot quota use this month (smallest, median, largest of the
+monthly 3,000), beside the default bot's.
 
     python -m bench.zalo_bots [--bots 20] [--members 50] [--concurrency 8] [--bot-rate 50]
-    python -m bench.zalo_bots --bots 2000      # the full figure (long: 100,000 quizzes)
+    python -m bench.zalo_bots --bots 2000 --quiz-bots 200 --quizzers-per-bot 1   # 100,000 announced
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from bench.clock import QUIET_HOURS_OFF, QUIET_OFF, add_wall_clock_option, wall_clock
 from bench.quiz_throughput import UPDATES_PER_QUIZ
@@ -65,41 +68,46 @@ def token_of(n: int) -> str:
     return f"{3_000_000_000 + n}:BENCH-BOT-{n}"
 
 
-def seed(db: Database, bots: int, members: int, public_url: str) -> dict[str | None, list[str]]:
+def secret_of(n: int) -> str:
+    return f"bench-secret-{n:06d}"
+
+
+def seed(db: Database, bots: int, members: int) -> dict[str | None, list[str]]:
     """A province of ``bots`` branches with a bot each and one branch on the default bot, ``members``
-    members each, linked on Zalo; an open round for all. Returns Zalo ids per bot token (None: default)."""
+    members each, linked on Zalo; an open round for all. Written with one executemany per table.
+    Returns the members' Zalo user ids per bot token (None: the default bot)."""
     from bot.roster.importer import rebuild_closure
 
     db.upgrade()
     now = utcnow()
-    users: dict[str | None, list[str]] = {}
     with db.session() as s:
         root = Unit(code="P", name="Tỉnh thử")
         s.add(root)
         s.flush()
-        for b in range(-1, bots):
-            unit = Unit(code=f"B{b}", name=f"Chi bộ {b}", parent_id=root.id)
-            s.add(unit)
-            s.flush()
-            bot_pk, key = None, None
-            if b >= 0:
-                key = token_of(b)
-                bot = ZaloBot(zalo_id=key.split(":")[0], unit_id=unit.id, name=f"Bot {b}", token=key,
-                              webhook_secret=f"bench-secret-{b:06d}", mode="webhook", created_at=now)
-                s.add(bot)
-                s.flush()
-                bot_pk = bot.id
-            s.add_all(Member(code=f"M{b}-{i}", full_name=f"Đảng viên {i}", unit_id=unit.id, role="member",
-                             active=True) for i in range(members))
-            s.flush()
-            ids = s.scalars(select(Member.id).where(Member.unit_id == unit.id).order_by(Member.id)).all()
-            users[key] = [f"{b + 2}{i:05d}" for i in range(members)]
-            s.add_all(ChatAccount(channel="zalo", external_id=uid, member_id=mid, linked_at=now, bot_id=bot_pk)
-                      for uid, mid in zip(users[key], ids))
+        s.execute(insert(Unit), [{"code": f"B{b}", "name": f"Chi bộ {b}", "parent_id": root.id}
+                                 for b in range(-1, bots)])
+        units = dict(s.execute(select(Unit.id, Unit.code)).all())
+        branch = {uid: int(code[1:]) for uid, code in units.items() if code != "P"}
+        unit_of = {b: uid for uid, b in branch.items()}
+        if bots:
+            s.execute(insert(ZaloBot), [
+                {"zalo_id": token_of(b).split(":")[0], "unit_id": unit_of[b], "name": f"Bot {b}", "token": token_of(b),
+                 "webhook_secret": secret_of(b), "mode": "webhook", "created_at": now} for b in range(bots)])
+        bot_of_unit = dict(s.execute(select(ZaloBot.unit_id, ZaloBot.id)).all())
+        s.execute(insert(Member), [{"code": f"M{b}-{i}", "full_name": f"Đảng viên {i}", "unit_id": unit_of[b],
+                                    "role": "member", "active": True} for b in range(-1, bots) for i in range(members)])
+        rows = s.execute(select(Member.id, Member.unit_id).order_by(Member.id)).all()
+        s.execute(insert(ChatAccount), [{"channel": "zalo", "external_id": str(10_000_000 + mid), "member_id": mid,
+                                         "linked_at": now, "last_seen_at": now, "bot_id": bot_of_unit.get(uid)}
+                                        for mid, uid in rows])
         rebuild_closure(s)
         for doc in check_paths([REPO / "quizzes"]).documents:
             load_document(s, doc, now)
         open_round(s, "kh-64-tu-binh-phuoc", ["P"], now - timedelta(minutes=1), now + timedelta(days=1), 98, now)
+    users: dict[str | None, list[str]] = {}
+    for mid, uid in rows:
+        b = branch[uid]
+        users.setdefault(token_of(b) if b >= 0 else None, []).append(str(10_000_000 + mid))
     return users
 
 
@@ -126,6 +134,11 @@ def announce(db: Database, default_branch: bool) -> int:
                                   reply=announcement(rnd, TZ), now=utcnow(), round_id=rnd.id)
 
 
+def load() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
 def timed(work) -> tuple[float, float]:
     """(wall seconds, process CPU seconds) of ``work()``."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -138,7 +151,14 @@ def run(args: argparse.Namespace) -> None:
     db = Database(url)
     port = free_port()
     public = f"http://127.0.0.1:{port}"
-    users = seed(db, args.bots, args.members, public)
+    print(f"machine load at the start (1, 5, 15 min): {load()}", flush=True)
+    users: dict[str | None, list[str]] = {}
+    seeded = timed(lambda: users.update(seed(db, args.bots, args.members)))
+    print(f"seeded {args.bots + 1} branches × {args.members} members in {seeded[0]:.1f} s", flush=True)
+    quiz_bots = args.bots if args.quiz_bots is None else min(args.quiz_bots, args.bots)
+    step = args.bots / quiz_bots if quiz_bots else 0
+    quizzing = [token_of(int(k * step)) for k in range(quiz_bots)]  # spread over the fleet
+    per_bot = args.members if args.quizzers_per_bot is None else min(args.quizzers_per_bot, args.members)
     with ZaloEmulator(DEFAULT_TOKEN, "HocTap", worker=False) as default:
         emus = {None: default}
         for b in range(args.bots):
@@ -148,8 +168,9 @@ def run(args: argparse.Namespace) -> None:
                 key = token_of(b)
                 http.post(f"{default.base_url}/bot{key}/setWebhook",
                           json={"url": webhook_url(public, key.split(":")[0]),
-                                "secret_token": f"bench-secret-{b:06d}"}).raise_for_status()
-        drivers = {key: [emus[key].user(uid, "Đảng viên") for uid in ids] for key, ids in users.items()}
+                                "secret_token": secret_of(b)}).raise_for_status()
+        drivers = {key: [emus[key].user_who_wrote_before(uid, "Đảng viên") for uid in ids]
+                   for key, ids in users.items()}
         rss_before = rss_mb()
         options = ZaloOptions(token=DEFAULT_TOKEN, api_base_url=default.base_url, mode="webhook",
                               webhook_secret="bench-secret-default", public_url=public, listen=f"127.0.0.1:{port}",
@@ -159,9 +180,9 @@ def run(args: argparse.Namespace) -> None:
             rss_started = rss_mb()
             fleet = running.runtime.fleet
 
-            def quizzes(keys):
+            def quizzes(keys, count):
                 def work():
-                    jobs = [(emus[k], u) for k in keys for u in drivers[k]]
+                    jobs = [(emus[k], u) for k in keys for u in drivers[k][:count]]
                     with ThreadPoolExecutor(args.concurrency) as pool:
                         list(pool.map(lambda job: quiz(*job), jobs))
                 return work
@@ -175,11 +196,15 @@ def run(args: argparse.Namespace) -> None:
                     assert stats.sent == expected, (stats, expected)
                 return work
 
-            # quizzes first: a bot cannot write to a member who never wrote to it
-            single_quiz = timed(quizzes([None]))
-            fleet_quiz = timed(quizzes([k for k in emus if k is not None]))
             single_ann = timed(send_all(True))
+            print(f"default bot: {args.members} announced in {single_ann[0]:.1f} s", flush=True)
             fleet_ann = timed(send_all(False))
+            rss_announced = rss_mb()
+            print(f"branch bots: {args.bots * args.members} announced in {fleet_ann[0]:.1f} s", flush=True)
+            single_quiz = timed(quizzes([None], args.members))
+            print(f"default bot: {args.members} quizzes in {single_quiz[0]:.1f} s", flush=True)
+            fleet_quiz = timed(quizzes(quizzing, per_bot))
+            print(f"branch bots: {quiz_bots * per_bot} quizzes in {fleet_quiz[0]:.1f} s", flush=True)
             rss_after = rss_mb()
             cached, loads = len(fleet._bots), fleet.loads
         month = utcnow().astimezone(TZ).strftime("%Y-%m")
@@ -187,31 +212,36 @@ def run(args: argparse.Namespace) -> None:
             pks = s.scalars(select(ZaloBot.id)).all()
             sent = dict(s.execute(select(ChannelUsage.channel, ChannelUsage.sent)
                                   .where(ChannelUsage.month == month)).all())
-        per_bot = sorted(sent.get(usage_key(pk), 0) for pk in pks)
+        used = sorted(sent.get(usage_key(pk), 0) for pk in pks)
         default_sent = default.sent_count()
         for emu in emus.values():
             if emu is not default:
                 emu.stop()
     db.dispose()
 
-    single_updates, fleet_updates = args.members * UPDATES_PER_QUIZ, args.members * args.bots * UPDATES_PER_QUIZ
     kind = url.split(":")[0].split("+")[0]
-    print(f"bots {args.bots} × members {args.members}, concurrency {args.concurrency}, database {kind}, "
-          f"per-bot outbox rate {args.bot_rate:g}/s")
+    print(f"bots {args.bots} × members {args.members}, database {kind}, quiz concurrency {args.concurrency}, "
+          f"per-bot outbox rate {args.bot_rate:g}/s, outbox rate {args.outbox_rate:g}/s, {args.in_flight} in flight")
     print(QUIET_OFF)
-    print(f"{'':<26}{'quiz updates/s':>15}{'CPU ms/update':>15}{'announcements/s':>17}")
-    for name, ann, qz, updates, count in (("default bot (single)", single_ann, single_quiz, single_updates,
-                                           args.members),
-                                          (f"{args.bots} branch bots", fleet_ann, fleet_quiz, fleet_updates,
-                                           args.members * args.bots)):
-        print(f"{name:<26}{updates / qz[0]:>15.1f}{1000 * qz[1] / updates:>15.2f}{count / ann[0]:>17.1f}")
-    print(f"process memory: {rss_before:.0f} MB with the emulator and database ready, {rss_started:.0f} MB "
-          f"once the bots are served, {rss_after:.0f} MB after every quiz "
-          "(the emulator's chats and the simulated members' threads included)")
-    print(f"bots kept ready: {cached} (cache of {CACHE_SIZE}); bot look-ups in the database: {loads}")
-    print(f"per-bot quota use in {month}: smallest {per_bot[0]}, median {statistics.median(per_bot):g}, "
-          f"largest {per_bot[-1]} of {MONTHLY_QUOTA} (one announcement and one quiz per member); "
-          f"default bot {default_sent} (its own quota)")
+    print(f"{'':<24}{'announced':>10}{'ann./s':>8}{'CPU ms/ann.':>12}{'quizzes':>9}{'upd./s':>8}"
+          f"{'CPU ms/upd.':>12}")
+    for name, ann, announced, qz, quizzed in (
+            ("default bot (single)", single_ann, args.members, single_quiz, args.members),
+            (f"{args.bots} branch bots", fleet_ann, args.members * args.bots, fleet_quiz, quiz_bots * per_bot)):
+        updates = quizzed * UPDATES_PER_QUIZ
+        print(f"{name:<24}{announced:>10}{announced / ann[0]:>8.1f}{1000 * ann[1] / announced:>12.2f}{quizzed:>9}"
+              f"{updates / qz[0] if updates else 0:>8.1f}{1000 * qz[1] / updates if updates else 0:>12.2f}")
+    print(f"process memory (RSS): {rss_before:.0f} MB with the emulator, {args.bots + 1} bots' chats and the "
+          f"database ready; {rss_started:.0f} MB once the bots are served; {rss_announced:.0f} MB after the "
+          f"announcements; {rss_after:.0f} MB after the quizzes (the emulator's chats and messages included)")
+    print(f"bots kept ready: {cached} (cache of {CACHE_SIZE}); bot look-ups in the database: {loads}; "
+          f"bots with traffic: {sum(1 for n in used if n)} of {len(used)}")
+    if used:
+        print(f"per-bot quota use in {month}: smallest {used[0]}, median {statistics.median(used):g}, "
+              f"largest {used[-1]} of {MONTHLY_QUOTA} (the announcement, and {per_bot} quiz(zes) on "
+              f"{quiz_bots} bots); default bot {default_sent} (its own quota: {args.members} announcements and "
+              f"quizzes)")
+    print(f"machine load at the end (1, 5, 15 min): {load()}")
 
 
 def main() -> None:
@@ -219,6 +249,8 @@ def main() -> None:
     parser.add_argument("--bots", type=int, default=20)
     parser.add_argument("--members", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--quiz-bots", type=int, help="branch bots whose members take the quiz (default: all)")
+    parser.add_argument("--quizzers-per-bot", type=int, help="members of each of those bots who take it (default: all)")
     parser.add_argument("--bot-rate", type=float, default=50.0, help="outbox messages per second per bot")
     parser.add_argument("--outbox-rate", type=float, default=500.0, help="outbox messages per second in all")
     parser.add_argument("--in-flight", type=int, default=64, help="outbox sends in flight at once")

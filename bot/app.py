@@ -8,7 +8,7 @@ import sys
 from typing import Awaitable, Callable
 
 from bot.config import Settings
-from bot.logs import setup_logging
+from bot.logs import learn_secrets, setup_logging
 from bot.reports.replies import report_replies
 from bot.services.chat import ChatService
 from bot.startup import secrets_of, start_or_explain
@@ -104,6 +104,16 @@ def has_zalo_bots(db: Database) -> bool:
         return s.scalar(select(ZaloBot.id).limit(1)) is not None
 
 
+def registered_tokens(db: Database) -> list[str]:
+    """The branch bots' tokens, for the log filter."""
+    from sqlalchemy import select
+
+    from bot.storage.models import ZaloBot
+
+    with db.session() as s:
+        return list(s.scalars(select(ZaloBot.token)))
+
+
 def _registered_bots(settings: Settings) -> bool:
     from pathlib import Path
 
@@ -157,6 +167,7 @@ def start_and_serve(settings: Settings, main: Callable[[Database], Awaitable[Non
     def start() -> int:
         db = Database(settings.database_url)
         db.upgrade()
+        learn_secrets(*registered_tokens(db))
         asyncio.run(main(db))
         return 0
 

@@ -15,6 +15,20 @@ def redact(text: str, secrets: list[str]) -> str:
     return text
 
 
+_LEARNED: set[str] = set()  # secrets known only once the process runs: the branch bots' tokens
+
+
+def learn_secrets(*secrets: str | None) -> None:
+    """Remove these too from every log line from now on (``RedactingFormatter``) and from a start-up
+    failure (``bot/startup.py``): the tokens of the branch bots, read from the database when the
+    process starts and whenever a bot registered meanwhile is first used."""
+    _LEARNED.update(s for s in secrets if s)
+
+
+def learned_secrets() -> list[str]:
+    return list(_LEARNED)
+
+
 class RedactingFormatter(logging.Formatter):
     """Formats a record as usual, then removes the secrets from the whole text (message and
     traceback): tokens travel in Bot API URLs, which httpx and error messages repeat."""
@@ -24,7 +38,7 @@ class RedactingFormatter(logging.Formatter):
         self.secrets = [s for s in secrets if s]
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record), self.secrets)
+        return redact(super().format(record), self.secrets + learned_secrets())
 
 
 class JsonFormatter(RedactingFormatter):
@@ -46,7 +60,7 @@ class JsonFormatter(RedactingFormatter):
             entry["request_id"] = request_id
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(entry, ensure_ascii=False), self.secrets)
+        return redact(json.dumps(entry, ensure_ascii=False), self.secrets + learned_secrets())
 
 
 def setup_logging(*secrets: str | None, log_format: str = "text") -> None:

@@ -9,12 +9,13 @@ removed even from text we did not write ourselves.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Callable
 from urllib.parse import urlsplit
 
 from bot.config import Settings
-from bot.logs import redact
+from bot.logs import learned_secrets, redact
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +24,11 @@ ZALO_REJECTED = "Zalo rejected the token — check ZALO_BOT_TOKEN and zalo.api_b
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    """Every secret the settings hold: bot tokens, the webhook secret, the database password."""
+    """Every secret the settings hold: bot tokens, the webhook secret, the database password. (The
+    branch bots' tokens are in the database: ``bot.logs.learn_secrets`` adds them once it is open.)"""
     from sqlalchemy.engine import make_url
 
-    found = [settings.telegram.token, settings.telegram.webhook_secret, settings.zalo.token, settings.zalo.webhook_secret,
+    found = [os.environ.get("HOCTAP_TOKEN_KEY"), settings.telegram.token, settings.telegram.webhook_secret, settings.zalo.token, settings.zalo.webhook_secret,
              settings.zalo_oa.app_secret, settings.zalo_oa.oa_secret_key, settings.web_server.secret]
     try:
         found.append(make_url(settings.database_url).password)
@@ -42,7 +44,7 @@ def start_or_explain(settings: Settings, start: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         return 0
     except Exception as exc:  # noqa: BLE001 - whatever failed, no traceback carries a secret out
-        print(f"error: {redact(explain(exc, settings), secrets_of(settings))}", file=sys.stderr)
+        print(f"error: {redact(explain(exc, settings), secrets_of(settings) + learned_secrets())}", file=sys.stderr)
         return 2
 
 
@@ -70,6 +72,10 @@ def explain(exc: Exception, settings: Settings) -> str:
     if isinstance(exc, DBAPIError):
         first = str(exc.orig).strip().splitlines()[0] if exc.orig else "cannot use the database"
         return f"database: {first}"
+    from bot.storage.token_key import TokenKeyError
+
+    if isinstance(exc, TokenKeyError):
+        return str(exc)
     if isinstance(exc, (OSError, ValueError)):  # a port in use, an incomplete webhook set-up
         return str(exc)
     log.error("start-up failed", exc_info=exc)  # a bug: the traceback goes through the redacting log

@@ -299,3 +299,31 @@ def test_a_console_page_waiting_for_the_database_does_not_hold_up_the_rest_of_th
     reader.join(60)
     assert health.status_code == 200 and took < 3, f"the server waited {took:.1f}s behind a console page"
     assert page and page[0].status_code == 200 and "quantri" in page[0].text
+
+
+def test_zalo_invitation_sheet_names_each_members_own_branch_bot_and_its_share_link(chat, console_server, province):
+    """A cadre downloads the Zalo invitations of a commune where ấp 1 has its own bot: ấp 1's members
+    get that bot's name and share link, the other ấp's members the default bot's."""
+    import io
+
+    from openpyxl import load_workbook
+
+    from bot.storage.models import Unit, ZaloBot
+    from bot.timeutil import utcnow
+
+    with province.session() as s:
+        commune = s.scalar(select(Unit).where(Unit.code == "DP-TT")).id
+        ap1 = s.scalar(select(Unit).where(Unit.code == "DP-TT-01")).id
+        s.add(ZaloBot(zalo_id="2000000001", unit_id=ap1, name="Chi bo Ap 1", token="2000000001:x",
+                      webhook_secret="s" * 16, mode="webhook", share_link="https://zalo.me/s/ap1", created_at=utcnow()))
+    cadre = logged_in(chat, console_server, "CB002")
+    token = csrf_of(cadre, "/quantri/doanvien")
+    sheet = cadre.post("/quantri/doanvien/thumoi.xlsx", data={"csrf": token, "unit": str(commune), "channel": "zalo"})
+    assert sheet.status_code == 200
+    rows = list(load_workbook(io.BytesIO(sheet.content)).active.values)
+    header, by_code = rows[0], {r[0]: dict(zip(rows[0], r)) for r in rows[1:]}
+    assert header[-1] == "zalo_bot"
+    assert (by_code["DV002"]["zalo_bot"], by_code["DV002"]["zalo_link"]) == ("Chi bo Ap 1", "https://zalo.me/s/ap1")
+    assert "mở https://zalo.me/s/ap1 (hoặc tìm bot «Chi bo Ap 1» trên Zalo)" in by_code["DV002"]["message"]
+    assert not by_code["DV011"]["zalo_bot"]  # ấp 2 has no bot of its own: the default bot
+    assert "bot học tập" in by_code["DV011"]["message"]

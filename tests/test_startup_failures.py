@@ -122,3 +122,63 @@ def test_an_unreachable_database_is_one_line_without_the_password_or_the_token(t
     done = start(tmp_path, command, MESSENGERS["telegram"].config(telegram_api.base_url),
                  {"TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN, "HOCTAP_DATABASE_URL": url})
     assert_refused_without_secrets(done, "error: database: …", TELEGRAM_TOKEN, DB_PASSWORD)
+
+
+BRANCH_TOKEN = "2000000001:branchBotSecretPart"
+LATER_TOKEN = "2000000002:addedWhileRunningSecret"
+BRANCH_CHILD = f"""
+import logging
+import os
+from urllib.parse import quote
+
+import httpx
+
+from bot.app import start_and_serve
+from bot.channels.zalo import TRAITS
+from bot.channels.zalo.fleet import ZaloFleet
+from bot.config import load_settings
+from bot.services.chat import ChatService
+from bot.storage.models import ZaloBot
+from bot.timeutil import utcnow
+
+settings = load_settings("config.yaml", dict(os.environ))
+
+
+async def main(db):
+    with db.session() as s:  # registered by `hoctap zalo bots add` in another process, after this one started
+        s.add(ZaloBot(zalo_id="2000000002", unit_id=2, name="B2", token={LATER_TOKEN!r}, webhook_secret="w" * 20,
+                      mode="webhook", created_at=utcnow()))
+    async with httpx.AsyncClient() as http:
+        fleet = ZaloFleet(db, ChatService(db, TRAITS, settings.tz), http, api_base_url="http://127.0.0.1:9",
+                          tz=settings.tz)
+        await fleet.bot("2000000002")  # its first update arrives
+    for token in ({BRANCH_TOKEN!r}, {LATER_TOKEN!r}):  # as a library would log a Bot API URL
+        logging.getLogger("httpx").warning("POST http://zalo/bot%s/sendMessage (%s)", token, quote(token, safe=""))
+    raise RuntimeError(f"failed at http://zalo/bot{BRANCH_TOKEN}/getMe and bot{LATER_TOKEN}")
+
+
+raise SystemExit(start_and_serve(settings, main))
+"""
+
+
+def test_registered_branch_bot_tokens_never_reach_a_log_line_or_a_start_up_failure(tmp_path):
+    from bot.storage.db import Database
+    from bot.storage.models import Unit, ZaloBot
+    from bot.timeutil import utcnow
+
+    (tmp_path / "config.yaml").write_text(f"database_url: sqlite:///{tmp_path / 'hoctap.db'}\n", encoding="utf-8")
+    db = Database(f"sqlite:///{tmp_path / 'hoctap.db'}")
+    db.upgrade()
+    with db.session() as s:
+        s.add_all([Unit(code="CB-1", name="Chi bộ 1"), Unit(code="CB-2", name="Chi bộ 2")])
+        s.flush()
+        s.add(ZaloBot(zalo_id="2000000001", unit_id=1, name="B1", token=BRANCH_TOKEN, webhook_secret="w" * 20,
+                      mode="webhook", created_at=utcnow()))
+    db.dispose()
+    (tmp_path / "child.py").write_text(BRANCH_CHILD, encoding="utf-8")
+    clean = {k: v for k, v in os.environ.items() if k not in ("TELEGRAM_BOT_TOKEN", "ZALO_BOT_TOKEN")}
+    done = subprocess.run([sys.executable, "child.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env={**clean, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.stderr.count("POST http://zalo/bot<secret>/sendMessage (<secret>)") == 2, done.stderr
+    assert_refused_without_secrets(done, "error: the bot stopped: RuntimeError: failed at http://zalo/bot<secret>/getMe "
+                                         "and bot<secret>", BRANCH_TOKEN, LATER_TOKEN)

@@ -20,7 +20,7 @@ from bot.outbox import queue
 from bot.outbox.sender import OutboxSender
 from bot.services.chat import ChatService
 from bot.services.linking import create_invites, format_code
-from bot.storage.models import ChannelUsage, ChatAccount, Member, OutboxMessage, Unit, ZaloBot
+from bot.storage.models import ChannelUsage, ChatAccount, LinkCode, Member, OutboxMessage, Unit, ZaloBot
 from bot.timeutil import utcnow
 from tests.test_zalo_channel import TZ, free_port, say
 
@@ -152,6 +152,58 @@ def test_the_51st_member_is_told_to_ask_the_secretary_and_the_secretary_is_told(
         assert s.scalar(select(func.count()).select_from(ChatAccount).where(ChatAccount.bot_id == bot.id)) == 50
     assert [code for code, _ in told] == ["DV001"]  # the secretary of ấp 1
     assert "Điểu Ngọc Mai (DV003)" in told[0][1]["text"] and "đủ 50" in told[0][1]["text"]
+
+
+def test_members_linking_at_the_same_moment_never_take_a_bot_past_50(province):
+    """Six members of ấp 1-3 type their codes at once to a bot serving 47 (six webhook deliveries in
+    flight together): three are linked, three are told to ask the secretary and keep their codes, and
+    the bot serves exactly 50."""
+    import threading
+
+    from bot.emulators.zalo import ZaloEmulator
+
+    port = free_port()
+    linking = ["DV002", "DV003", "DV004", "DV005", "DV006", "DV007"]
+    with ZaloEmulator(DEFAULT_TOKEN, "HocTap") as default, \
+            default.add_bot(TOKEN_A, "Chi bo Tan Tien", worker=False) as bot_a:
+        register(province, bot_a, "DP-TT", PUBLIC.format(port=port))
+        process = FleetProcess(province, default, port).start()
+        try:
+            now = utcnow()
+            with province.session() as s:
+                bot = s.scalar(select(ZaloBot).where(ZaloBot.name == "Chi bo Tan Tien"))
+                others = s.scalars(select(Member.id).where(Member.code.not_in(linking + ["DV001"]))
+                                   .order_by(Member.id).limit(MEMBER_CAP - 3)).all()
+                s.add_all(ChatAccount(channel="zalo", external_id=f"fill-{mid}", member_id=mid, linked_at=now,
+                                      bot_id=bot.id) for mid in others)
+            users = {code: bot_a.user(f"race-{code}") for code in linking}
+            for code, user in users.items():
+                user.send_text(code_of(province, code))  # queued at Zalo: delivered below, all at once
+            together = threading.Barrier(len(linking))
+
+            def deliver():
+                together.wait()
+                bot_a.deliver_next()
+
+            threads = [threading.Thread(target=deliver) for _ in linking]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            for user in users.values():
+                user.wait_for(lambda u: any("Liên kết thành công" in t or "đủ 50" in t
+                                            for t in (m.get("text") or "" for m in u.messages)), timeout=15)
+        finally:
+            process.stop()
+    said = {code: " ".join(m.get("text") or "" for m in user.messages) for code, user in users.items()}
+    welcomed = sorted(code for code, text in said.items() if "Liên kết thành công" in text)
+    refused = sorted(code for code, text in said.items() if "báo bí thư chi bộ" in text)
+    assert len(welcomed) == 3 and sorted(welcomed + refused) == linking
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(ChatAccount).where(ChatAccount.bot_id == bot.id)) == 50
+        assert s.scalar(select(func.count()).select_from(ChatAccount).where(ChatAccount.bot_id.is_(None))) == 0
+        unused = s.scalars(select(Member.code).join(LinkCode).where(LinkCode.used_at.is_(None))).all()
+    assert sorted(unused) == refused  # they link once the secretary has made room
 
 
 def test_outbox_messages_go_out_through_each_members_bot_and_count_against_its_quota(two_branches, province):
@@ -323,6 +375,59 @@ def test_rotate_takes_the_reset_token_and_refuses_the_old_one_or_another_bots(bo
     assert bot_a.webhook["secret_token"] != old_secret
 
 
+def raw_tokens(db_url) -> dict[str, str]:
+    """The token column as stored, without decrypting."""
+    from sqlalchemy import text
+
+    from bot.storage.db import Database
+
+    with Database(db_url).session() as s:
+        return dict(s.execute(text("SELECT zalo_id, token FROM zalo_bots")).all())
+
+
+@pytest.fixture
+def token_key_reset():
+    from bot.storage.token_key import use_key
+
+    yield
+    use_key(None)  # the key is process-wide: the next test starts without one
+
+
+def test_tokens_are_encrypted_at_rest_plain_rows_still_work_and_rotate_encrypts_them(
+        bots_cli, fake_zalo, db_url, monkeypatch, token_key_reset):
+    _default, bot_a, _bot_b = fake_zalo
+    monkeypatch.delenv("HOCTAP_WEB_SECRET", raising=False)
+    monkeypatch.delenv("HOCTAP_TOKEN_KEY", raising=False)
+    plain = bots_cli("add", "--unit", "DP-TT-01", token=TOKEN_A)  # before a key was set
+    assert plain.code == 0 and "the token is stored unencrypted: set HOCTAP_TOKEN_KEY" in plain.err
+    assert raw_tokens(db_url) == {"2000000001": TOKEN_A}
+    monkeypatch.setenv("HOCTAP_TOKEN_KEY", "a-long-key-kept-beside-the-backups")
+    sealed = bots_cli("add", "--unit", "HQ-TH-01", token=TOKEN_B)
+    assert sealed.code == 0 and "unencrypted" not in sealed.err
+    raw = raw_tokens(db_url)
+    assert raw["2000000001"] == TOKEN_A and raw["2000000002"].startswith("fernet:")
+    assert "BOT-B-SECRET" not in raw["2000000002"] and "2000000002" not in raw["2000000002"]
+    assert [t for _, _, t in stored(db_url)] == [TOKEN_A, TOKEN_B]  # both read, the old plain row too
+    new_token = "2000000001:BOT-A-NEW-SECRET"
+    bot_a.reset_token(new_token)
+    assert bots_cli("rotate", "--unit", "DP-TT-01", token=new_token).code == 0
+    assert all(t.startswith("fernet:") and "SECRET" not in t for t in raw_tokens(db_url).values())
+    monkeypatch.setenv("HOCTAP_TOKEN_KEY", "another-key-than-the-one-used")
+    wrong = bots_cli("remove", "--unit", "DP-TT-01")
+    assert (wrong.code, wrong.err.strip()) == (1, "error: the Zalo bot tokens were encrypted with another key: set "
+                                                  "HOCTAP_TOKEN_KEY (or the web secret) as when they were stored, or "
+                                                  "reset each token in Bot Creator and run hoctap zalo bots rotate")
+    monkeypatch.delenv("HOCTAP_TOKEN_KEY")
+    none = bots_cli("remove", "--unit", "DP-TT-01")
+    assert none.code == 1 and "encrypted but no key is set" in none.err
+    assert len(raw_tokens(db_url)) == 2  # nothing removed
+    monkeypatch.setenv("HOCTAP_TOKEN_KEY", "another-key-than-the-one-used")  # the old key is lost: the way back
+    latest = "2000000001:BOT-A-THIRD-SECRET"
+    bot_a.reset_token(latest)
+    assert bots_cli("rotate", "--unit", "DP-TT-01", token=latest).code == 0
+    assert bots_cli("remove", "--unit", "DP-TT-01").code == 0 and bot_a.webhook is None
+
+
 def test_remove_forgets_the_bot_and_its_webhook(bots_cli, fake_zalo, db_url):
     _default, bot_a, _bot_b = fake_zalo
     assert bots_cli("add", "--unit", "DP-TT-01", token=TOKEN_A).code == 0
@@ -343,7 +448,65 @@ def test_polling_is_refused_beyond_the_limit(bots_cli, fake_zalo, db_url, monkey
     assert len(stored(db_url)) == 1
 
 
-def test_a_broadcast_must_fit_the_quota_of_each_bot_its_members_are_reached_through(province):
+def test_an_announcement_a_bot_has_no_quota_left_for_goes_out_split_per_bot(
+        two_branches, province, emulator, telegram_bot, invite):
+    """Bot A (Tân Tiến) has used its 3,000 messages this month when round 1 is announced: bot B's
+    member gets it through bot B, bot A's member who also has Telegram gets it there, bot A's
+    Zalo-only member is on the secretary's /chualam as not reached, and the secretary (on Telegram)
+    and the admin are told that bot A is out of quota. Bot A sends nothing."""
+    from datetime import time as clock_time
+
+    from telegram import Bot
+
+    from bot.channels.telegram import TelegramTransport
+    from bot.channels.zalo.fleet import FleetBudget
+    from bot.outbox.queue import QuietHours
+    from bot.scheduling.due import Schedule, run_due
+    from tests.test_telegram_oversight import link as telegram_link
+
+    process, default, bot_a, bot_b = two_branches
+    secretary = telegram_link(emulator, invite, "DV001", 7001)  # DP-TT-01's secretary
+    admin = telegram_link(emulator, invite, "AD001", 7002)
+    both = telegram_link(emulator, invite, "DV005", 7005)  # on Telegram, and later on bot A
+    only_zalo = bot_a.user("a-4")
+    say(only_zalo, code_of(province, "DV004"), "Liên kết thành công")
+    say(bot_a.user("a-5"), code_of(province, "DV005"), "Liên kết thành công")  # bot A is DV005's last-used
+    other_branch = bot_b.user("b-4")
+    say(other_branch, code_of(province, "DV034"), "Liên kết thành công")
+    now = utcnow()
+    with province.session() as s:
+        pk = s.scalar(select(ZaloBot.id).where(ZaloBot.name == "Chi bo Tan Tien"))
+        s.get(ChannelUsage, (usage_key(pk), now.astimezone(TZ).strftime("%Y-%m"))).sent = 3000
+    never_quiet = QuietHours(tz=TZ, start=clock_time(0, 0), end=clock_time(0, 0))
+    report = run_due(province, now, Schedule(quiet=never_quiet, budget=FleetBudget(province, None, 3000, TZ)))
+    assert report.dropped == [] and "announce:1: 4 message(s)" in report.jobs
+    sent_by_a = len(bot_a.calls("sendMessage"))
+
+    async def send():
+        async with Bot(emulator.token, base_url=emulator.base_url) as tg:
+            transports = {"zalo": process.runtime.transport, "telegram": TelegramTransport(tg)}
+            return await OutboxSender(province, transports, per_chat_interval=0, idle_poll=0.05,
+                                      quiet=None).run(until_idle=True)
+
+    stats = process.running.run(send())
+    assert (stats.sent, stats.failed) == (5, 1)  # 3 announcements and 2 notices sent; DV004 not reached
+    assert len(bot_a.calls("sendMessage")) == sent_by_a
+    assert "📢" in other_branch.messages[-1]["text"]
+    assert "📢" in both.messages[-1]["text"]
+    assert not any("📢" in (m.get("text") or "") for m in only_zalo.messages)
+    for person in (secretary, admin):
+        told = [m["text"] for m in person.messages if "Chi bo Tan Tien" in (m.get("text") or "")]
+        assert len(told) == 1 and "chỉ còn 0/3000 tin" in told[0] and "cần 2 tin" in told[0]
+    secretary.send_text("/chualam")
+    page = secretary.wait_for(lambda u: "📋" in (u.last() or {}).get("text", ""))["text"]
+    lines = {line.split(" — ")[0].split(". ", 1)[1]: line for line in page.splitlines() if line[:1].isdigit()}
+    unreached = [name for name, line in lines.items() if "chưa liên lạc được qua Zalo" in line]
+    with province.session() as s:
+        names = dict(s.execute(select(Member.code, Member.full_name)).all())
+    assert unreached == [names["DV004"]]
+
+
+def test_a_bot_short_of_quota_is_named_to_its_secretaries_and_the_admins_and_refuses_nothing(province):
     from bot.channels.zalo.fleet import FleetBudget
 
     now = utcnow()
@@ -355,14 +518,21 @@ def test_a_broadcast_must_fit_the_quota_of_each_bot_its_members_are_reached_thro
         s.add_all(bots)
         s.flush()
         members = dict(s.execute(select(Member.code, Member.id)).all())
-        for code, bot in (("DV004", bots[0]), ("DV005", bots[0]), ("DV034", bots[1])):
+        for code, bot in (("DV004", bots[0]), ("DV015", bots[0]), ("DV034", bots[1])):
             s.add(ChatAccount(channel="zalo", external_id=code, member_id=members[code], linked_at=now, bot_id=bot.id))
         s.add(ChannelUsage(channel=usage_key(bots[0].id), month=month, sent=2999, updated_at=now))
         budget = FleetBudget(province, None, 3000, TZ)
-        full = budget.refusal(s, [members["DV004"], members["DV005"]], now)
-        assert (full.needed, full.left, full.used) == (2, 1, 2999)
-        assert budget.refusal(s, [members["DV004"]], now) is None  # one still fits
-        assert budget.refusal(s, [members["DV034"]], now) is None  # bot B has its own quota
+        assert budget.shortfalls(s, [members["DV004"]], now) == {}  # one still fits
+        assert budget.shortfalls(s, [members["DV034"]], now) == {}  # bot B has its own quota
+        ids = [members["DV004"], members["DV015"], members["DV034"]]
+        assert budget.shortfalls(s, ids, now) == {bots[0].id: ([members["DV004"], members["DV015"]], 1)}
+        assert budget.refusal(s, ids, now) is None
+        assert budget.refusal(s, ids, now) is None  # told once a day
+        told = s.execute(select(Member.code, OutboxMessage.payload).join(Member)
+                         .where(OutboxMessage.purpose == "bot_quota").order_by(Member.code)).all()
+    # the secretaries of ấp 1 and ấp 2 (DV004, DV015), none of ấp 3 or of Tân Hưng; the admin
+    assert [code for code, _ in told] == ["AD001", "DV001", "DV011"]
+    assert "«DP-TT» chỉ còn 1/3000 tin" in told[0][1]["text"] and "cần 2 tin" in told[0][1]["text"]
 
 
 def test_without_a_default_token_a_polled_branch_bot_is_served(province):

@@ -8,13 +8,15 @@ database), never as a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from sqlalchemy.exc import OperationalError
 
 from bot.cli import admin, content, members, playground, rounds, run, zalo, zalo_oa
 from bot.cli.base import COMMANDS, CommandTree, UsageError
-from bot.config import ConfigError, load_settings
+from bot.config import ConfigError, Settings, load_settings
+from bot.storage.token_key import TokenKeyError, use_key as use_token_key
 
 GROUPS = (run, playground, content, members, admin, zalo_oa, zalo, rounds)
 
@@ -42,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def token_key(settings: Settings) -> str | None:
+    """What the branch bots' tokens are encrypted with: ``HOCTAP_TOKEN_KEY``, else the web secret."""
+    return os.environ.get("HOCTAP_TOKEN_KEY") or settings.web_server.secret
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -50,10 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    use_token_key(token_key(settings))
     handler = COMMANDS.get(args.handler)
     try:
         return handler(args, settings)
-    except UsageError as exc:
+    except (UsageError, TokenKeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OperationalError as exc:

@@ -115,9 +115,8 @@ def _zalo_invites(args, settings: Settings) -> int:
     """Short typed codes (Zalo has no deep-link parameter), beside the bot's share link."""
     from sqlalchemy.orm import object_session
 
-    from bot.channels.zalo.fleet import units_bots
     from bot.roster.files import write_table
-    from bot.services.linking import invitation_rows
+    from bot.services.linking import invitation_rows, units_bots
 
     default_link = args.link or settings.zalo.share_link or ""
     out = Path(args.out or f"invites-zalo-{args.unit or 'all'}.csv")

@@ -53,7 +53,16 @@ def cmd_zalo_bots_add(args, settings: Settings) -> int:
           f"members: write their codes with hoctap members invite --channel zalo --unit {args.unit}")
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    _warn_unencrypted()
     return 0
+
+
+def _warn_unencrypted() -> None:
+    from bot.storage.token_key import has_key
+
+    if not has_key():
+        print("warning: the token is stored unencrypted: set HOCTAP_TOKEN_KEY (or HOCTAP_WEB_SECRET) to encrypt "
+              "the bots' tokens in the database", file=sys.stderr)
 
 
 @command("zalo bots rotate")
@@ -62,6 +71,7 @@ def cmd_zalo_bots_rotate(args, settings: Settings) -> int:
     print(f"{args.unit}: bot {bot.name} uses its new token and a new webhook secret; the old token is forgotten")
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    _warn_unencrypted()
     return 0
 
 

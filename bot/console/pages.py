@@ -371,7 +371,7 @@ async def invitations(console, request: Request, visit) -> Response:
     """Per-member Telegram links or Zalo codes of a branch and below as XLSX, as ``hoctap members invite``
     writes them (earlier unused codes of those members stop working)."""
     from bot.roster.files import write_table
-    from bot.services.linking import create_invites, invitation_rows
+    from bot.services.linking import create_invites, invitation_rows, units_bots
     from bot.services.roster import list_members
 
     s, member = visit.s, visit.member
@@ -385,7 +385,9 @@ async def invitations(console, request: Request, visit) -> Response:
         raise Refused(400, "Máy chủ chưa khai báo tên bot Telegram (telegram.bot_username); liên hệ quản trị viên.")
     members = list_members(s, unit.code)
     codes = create_invites(s, members, visit.now, channel=channel)
-    header, rows = invitation_rows(members, codes, channel, bot_name=console.bot_name, zalo_link=console.zalo_link)
+    bots = units_bots(s, {m.unit_id for m in members}) if channel == "zalo" else None  # each member's own bot
+    header, rows = invitation_rows(members, codes, channel, bot_name=console.bot_name, zalo_link=console.zalo_link,
+                                   unit_bots=bots)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "thumoi.xlsx"
         write_table(path, header, rows)

@@ -797,6 +797,14 @@ class ZaloEmulator:
                 self._users[user_id] = ZaloUser(self._state, user_id)
             return self._users[user_id]
 
+    def user_who_wrote_before(self, user_id: str, display_name: str = "Người dùng thử") -> ZaloUser:
+        """A user who wrote to the bot before this emulator started (their chat exists, so the bot
+        may write first): for benchmarks that seed many linked members without a message each."""
+        user = self.user(user_id, display_name)
+        with self._state.cond:
+            self._state.chats[user_id].known = True
+        return user
+
     def group(self, group_id: str, name: str = "Chi bộ thử") -> ZaloGroup:
         """Driver for a group with the bot in it (same driver on later calls)."""
         if not isinstance(group_id, str) or not group_id:

@@ -18,7 +18,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from bot.domain.phones import normalize_phone
-from bot.storage.models import ChatAccount, LinkCode, Member
+from bot.storage.models import ChatAccount, LinkCode, Member, UnitAncestor, ZaloBot
 
 # Deep-link payloads allow A-Z a-z 0-9 _ - up to 64 characters; 128 random bits is unguessable.
 CODE_BYTES = 16
@@ -74,6 +74,18 @@ def create_invites(session: Session, members: list[Member], now: datetime, chann
 TELEGRAM_INVITE_HEADER = ["member_code", "full_name", "unit_code", "phone", "link"]
 ZALO_INVITE_HEADER = ["member_code", "full_name", "unit_code", "phone", "zalo_code", "zalo_link", "message",
                       "zalo_bot"]
+
+
+def unit_bot(s: Session, unit_id: int) -> ZaloBot | None:
+    """The Zalo bot of the unit or of the nearest unit above it that has one (``hoctap zalo bots``);
+    None: the default bot. Members link to this bot, and their invitations name it."""
+    return s.scalar(select(ZaloBot).join(UnitAncestor, UnitAncestor.ancestor_id == ZaloBot.unit_id)
+                    .where(UnitAncestor.descendant_id == unit_id).order_by(UnitAncestor.depth).limit(1))
+
+
+def units_bots(s: Session, unit_ids: set[int]) -> dict[int, ZaloBot | None]:
+    """``unit_bot`` for several units."""
+    return {uid: unit_bot(s, uid) for uid in unit_ids}
 
 
 def invitation_rows(members: list[Member], codes: dict[int, str], channel: str, *, bot_name: str = "",

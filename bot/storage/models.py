@@ -27,6 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from bot.storage.token_key import EncryptedText
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -126,7 +128,8 @@ class ZaloBot(Base):
     """A unit's own Zalo bot (a free plan serves 50 users and 3,000 messages a month per bot).
 
     ``zalo_id`` is the numeric id of the token (``<id>:<secret>``), also the bot's webhook path
-    ``/zalo/<zalo_id>/webhook``. The token is kept here and never printed or logged.
+    ``/zalo/<zalo_id>/webhook``. The token is kept here, encrypted when a key is set
+    (``bot/storage/token_key.py``), and never printed or logged.
     """
 
     __tablename__ = "zalo_bots"
@@ -134,7 +137,7 @@ class ZaloBot(Base):
     zalo_id: Mapped[str] = mapped_column(String(32), unique=True)
     unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"), unique=True)
     name: Mapped[str] = mapped_column(String(255))
-    token: Mapped[str] = mapped_column(Text)
+    token: Mapped[str] = mapped_column(EncryptedText)
     webhook_secret: Mapped[str] = mapped_column(String(64))
     mode: Mapped[str] = mapped_column(String(16), default="webhook")  # webhook | polling
     share_link: Mapped[str | None] = mapped_column(String(255))

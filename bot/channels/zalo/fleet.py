@@ -5,8 +5,8 @@ update or an outbound message names it, and kept in a small cache (``BotCache``)
 bots: a client (sharing one connection pool), its conversation (``BotChannel``), its outbox pacing
 and its monthly count. Members link to their own unit's bot (the nearest unit above them that has
 one); a code typed to another bot is answered with the right bot's name; a bot that serves
-``MEMBER_CAP`` members takes no more (Zalo would not serve the 51st), and the unit's secretary is
-told through the outbox.
+``MEMBER_CAP`` members takes no more (Zalo would not serve the 51st; ``claim_slot`` holds the cap
+when members link at the same moment), and the unit's secretary is told through the outbox.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from bot.channels.zalo.channel import EVENT_TEXT, ZaloChannel
@@ -30,12 +30,14 @@ from bot.channels.zalo.mentions import bot_names
 from bot.channels.zalo.quota import QuotaRefusal, ZaloQuota
 from bot.channels.zalo.registry import MEMBER_CAP, linked_count, usage_key
 from bot.channels.zalo.transport import ZaloTransport
+from bot.domain.oversight_messages import CALL_LIST
+from bot.logs import learn_secrets
 from bot.domain.replies import Outcome, Reply
 from bot.outbox import queue
 from bot.services.chat import ChatService
-from bot.services.linking import account_member, find_code, looks_like_code
+from bot.services.linking import account_member, find_code, looks_like_code, unit_bot
 from bot.storage.db import Database
-from bot.storage.models import ChannelUsage, ChatAccount, Member, OutboxMessage, UnitAncestor, ZaloBot
+from bot.storage.models import ChannelUsage, ChatAccount, LinkCode, Member, OutboxMessage, UnitAncestor, ZaloBot
 from bot.timeutil import utcnow
 
 log = logging.getLogger(__package__)
@@ -44,21 +46,18 @@ CACHE_SIZE = 256  # bots kept ready; the others are read again from the database
 CACHE_SECONDS = 60.0  # a rotated token or a removed bot is seen within this time
 
 
-def unit_bot(s: Session, unit_id: int) -> ZaloBot | None:
-    """The bot of the unit or of the nearest unit above it that has one; None: the default bot."""
-    return s.scalar(select(ZaloBot).join(UnitAncestor, UnitAncestor.ancestor_id == ZaloBot.unit_id)
-                    .where(UnitAncestor.descendant_id == unit_id).order_by(UnitAncestor.depth).limit(1))
-
-
-def units_bots(s: Session, unit_ids: set[int]) -> dict[int, ZaloBot | None]:
-    """``unit_bot`` for several units."""
-    return {uid: unit_bot(s, uid) for uid in unit_ids}
-
-
 def wrong_bot(name: str, link: str | None) -> Reply:
     where = f" tại {link}" if link else " trên Zalo"
     return Reply(f"⚠️ Mã này dành cho bot Zalo «{name}» của chi bộ đồng chí, không phải bot này. Đồng chí mở "
                  f"bot «{name}»{where} rồi gõ lại mã ở đó. Mã vẫn dùng được.")
+
+
+def out_of_quota(name: str, needed: int, left: int, monthly: int, month: str) -> Reply:
+    year, mm = month.split("-")
+    return Reply(f"⚠️ Bot Zalo «{name}» chỉ còn {left}/{monthly} tin của tháng {mm}/{year} (giới hạn của gói Zalo "
+                 f"miễn phí) nhưng đợt gửi này cần {needed} tin qua bot ấy. Các chi bộ khác vẫn nhận đủ. Đồng chí nào "
+                 "của bot này có Telegram hoặc OA Zalo sẽ nhận qua kênh đó; người không có kênh khác được ghi "
+                 f"«{CALL_LIST}» trong /chualam: đề nghị nhắc trực tiếp, hoặc báo quản trị viên tạo thêm bot.")
 
 
 def bot_full(name: str) -> Reply:
@@ -104,14 +103,41 @@ def admit(s: Session, bot_pk: int | None, external_id: str, text: str, now: date
     return Admission(stamp=True)
 
 
+def claim_slot(s: Session, bot_pk: int, external_id: str, now: datetime) -> Reply | None:
+    """Put the bot on the account just linked through it if the bot still serves fewer than
+    ``MEMBER_CAP`` members; otherwise undo the link (the code works again) and tell the secretaries.
+
+    ``admit`` counted before the link, but two members linking at once would both pass that count:
+    here the count and the stamp are one transaction holding the bot's row (``FOR UPDATE`` on
+    PostgreSQL; on SQLite ``BEGIN IMMEDIATE`` already lets one writer at a time). The refusal, or None.
+    """
+    bot = s.scalar(select(ZaloBot).where(ZaloBot.id == bot_pk).with_for_update())
+    account = s.scalar(select(ChatAccount).filter_by(channel="zalo", external_id=external_id, bot_id=None))
+    if bot is None or account is None:
+        return None
+    if linked_count(s, bot_pk) < MEMBER_CAP:
+        account.bot_id = bot_pk
+        return None
+    member = s.get(Member, account.member_id)
+    s.execute(update(LinkCode).where(LinkCode.member_id == member.id, LinkCode.used_at == account.linked_at)
+              .values(used_at=None))
+    s.delete(account)
+    _tell_secretaries(s, bot, member, now)
+    return bot_full(bot.name)
+
+
+def _secretaries(s: Session, bot: ZaloBot, unit_ids) -> list[Member]:
+    """The secretaries of these units and of every unit above them up to the bot's (the bot's
+    unit included): those whose members the bot serves."""
+    below_bot = select(UnitAncestor.descendant_id).where(UnitAncestor.ancestor_id == bot.unit_id)
+    path = select(UnitAncestor.ancestor_id).where(UnitAncestor.descendant_id.in_(list(unit_ids)),
+                                                  UnitAncestor.ancestor_id.in_(below_bot))
+    return list(s.scalars(select(Member).where(Member.unit_id.in_(path), Member.role == "secretary", Member.active)
+                          .order_by(Member.id)))
+
+
 def _tell_secretaries(s: Session, bot: ZaloBot, member: Member, now: datetime) -> None:
-    """The secretaries of the member's unit and of every unit above it up to the bot's."""
-    depth = s.scalar(select(UnitAncestor.depth).where(UnitAncestor.ancestor_id == bot.unit_id,
-                                                      UnitAncestor.descendant_id == member.unit_id))
-    path = select(UnitAncestor.ancestor_id).where(UnitAncestor.descendant_id == member.unit_id,
-                                                  UnitAncestor.depth <= (depth or 0))
-    secretaries = s.scalars(select(Member).where(Member.unit_id.in_(path), Member.role == "secretary",
-                                                 Member.active)).all()
+    secretaries = _secretaries(s, bot, [member.unit_id])
     for sec in secretaries:
         queue.enqueue(s, dedupe_key=f"zalo-full:{bot.id}:{member.id}:{sec.id}", purpose="bot_full",
                       member_id=sec.id, reply=secretary_told(bot.name, member), now=now)
@@ -150,12 +176,16 @@ class BotChannel(ZaloChannel):
         finally:
             if user_id in self._to_stamp:  # no reply was sent
                 self._to_stamp.discard(user_id)
-                await asyncio.to_thread(self._stamp, user_id)
+                refused = await asyncio.to_thread(self._stamp, user_id, now)
+                if refused is not None:
+                    await super().send_outcome(str(chat.get("id") or user_id), Outcome([refused]))
 
     async def send_outcome(self, chat_id: str, outcome: Outcome, user_id: str | None = None) -> int:
         if chat_id in self._to_stamp:  # the bot is on the account before the welcome goes out
             self._to_stamp.discard(chat_id)
-            await asyncio.to_thread(self._stamp, chat_id)
+            refused = await asyncio.to_thread(self._stamp, chat_id, self.clock())
+            if refused is not None:  # full meanwhile: the link was undone, no welcome
+                outcome = Outcome([refused])
         return await super().send_outcome(chat_id, outcome, user_id)
 
     def _admit(self, user_id: str, text: str, now: datetime) -> Admission:
@@ -163,10 +193,11 @@ class BotChannel(ZaloChannel):
             return admit(s, self.bot_pk, user_id, text, now, default_name=self.default_name,
                          default_link=self.default_link)
 
-    def _stamp(self, user_id: str) -> None:
+    def _stamp(self, user_id: str, now: datetime) -> Reply | None:
+        if self.bot_pk is None:
+            return None
         with self.service.db.session() as s:
-            s.query(ChatAccount).filter_by(channel="zalo", external_id=user_id, bot_id=None).update(
-                {"bot_id": self.bot_pk})
+            return claim_slot(s, self.bot_pk, user_id, now)
 
 
 @dataclass
@@ -205,6 +236,7 @@ class ZaloFleet:
         return quota
 
     def _make(self, row: ZaloBot) -> Bot:
+        learn_secrets(row.token)  # registered after this process started: out of its log lines too
         client = ZaloClient(row.token, self.base, http=self.http)
         quota = self.quota(row.id)
         channel = BotChannel(self.service, client, bot_pk=row.id, default_name=self.default_name,
@@ -301,13 +333,20 @@ class FleetTransport:
         bot = await self.fleet.bot_by_pk(via)
         if bot is None:
             raise SendError("permanent", "Zalo: the member's bot was removed")
+        quota = bot.transport.quota
+        if quota is not None and await asyncio.to_thread(quota.used_up, self.fleet.clock()):
+            # the member's other messenger, if any, is tried next (the sender's fallback)
+            raise SendError("permanent", f"{CALL_LIST}: bot «{bot.name}» đã dùng hết hạn mức tháng")
         await bot.transport.deliver(external_id, reply, attachment)
 
 
 class FleetBudget:
-    """The broadcast budget when branch bots exist: one message to each member must fit in what is
-    left of the month of the bot that member is reached through (each bot its own quota; the
-    default bot's is ``default``). ``refusal`` names the first bot it does not fit."""
+    """The broadcast budget when branch bots exist. The default bot's share must fit its quota
+    (``default``; else the broadcast is refused whole, as with one bot). Each branch bot has its own
+    quota: a broadcast that does not fit one bot still goes out, split per bot: the other bots'
+    members get it, the exhausted bot's members get it through their other messenger or are on
+    ``/chualam``'s call list (``FleetTransport``), and that bot's secretaries and the admins are told
+    which bot is short (once a day per bot)."""
 
     def __init__(self, db: Database, default: ZaloQuota | None, monthly: int | None, tz: ZoneInfo):
         self.db, self.default, self.monthly, self.tz = db, default, monthly, tz
@@ -323,33 +362,49 @@ class FleetBudget:
                 first.setdefault(mid, (channel, bot))
         return {mid: bot for mid, (channel, bot) in first.items() if channel == "zalo"}
 
-    def refusal(self, s: Session, member_ids, now: datetime) -> QuotaRefusal | None:
+    def shortfalls(self, s: Session, member_ids, now: datetime) -> dict[int, tuple[list[int], int]]:
+        """Branch bots a message to each of these members does not fit: bot -> (its members, left)."""
         ids = list(dict.fromkeys(member_ids))
         routes = self._routes(s, ids)
-        needed: dict[int | None, int] = {}
+        needed: dict[int, list[int]] = {}
         for mid in ids:
-            if mid in routes:
-                needed[routes[mid]] = needed.get(routes[mid], 0) + 1
-        if None in needed and self.default is not None:
-            refusal = self.default.refusal(s, [mid for mid in ids if mid in routes and routes[mid] is None], now)
-            if refusal is not None:
-                return refusal
-        bots = {b for b in needed if b is not None}
-        if not bots or not self.monthly:
-            return None
+            if routes.get(mid) is not None:
+                needed.setdefault(routes[mid], []).append(mid)
+        if not needed or not self.monthly:
+            return {}
         waiting = dict(s.execute(select(OutboxMessage.member_id, func.count()).where(
             OutboxMessage.status.in_(("pending", "claimed", "sending"))).group_by(OutboxMessage.member_id)).all())
         pending: dict[int | None, int] = {}
         for mid, bot in self._routes(s, list(waiting)).items():
             pending[bot] = pending.get(bot, 0) + waiting[mid]
         month = now.astimezone(self.tz).strftime("%Y-%m")
-        for bot in sorted(bots):
+        short = {}
+        for bot in sorted(needed):
             row = s.get(ChannelUsage, (usage_key(bot), month))
-            used = row.sent if row is not None else 0
-            left = self.monthly - used - pending.get(bot, 0)
-            if needed[bot] > left:
-                name = s.get(ZaloBot, bot).name
-                log.error("Zalo bot %s: a broadcast needs %d message(s), %d left this month", name, needed[bot],
-                          max(left, 0))
-                return QuotaRefusal(needed[bot], max(left, 0), used, pending.get(bot, 0), self.monthly, month)
+            left = self.monthly - (row.sent if row is not None else 0) - pending.get(bot, 0)
+            if len(needed[bot]) > left:
+                short[bot] = (needed[bot], max(left, 0))
+        return short
+
+    def refusal(self, s: Session, member_ids, now: datetime) -> QuotaRefusal | None:
+        ids = list(dict.fromkeys(member_ids))
+        if self.default is not None:
+            routes = self._routes(s, ids)
+            refusal = self.default.refusal(s, [mid for mid in ids if mid in routes and routes[mid] is None], now)
+            if refusal is not None:
+                return refusal
+        for bot_pk, (members, left) in self.shortfalls(s, ids, now).items():
+            self._tell_short(s, s.get(ZaloBot, bot_pk), members, left, now)
         return None
+
+    def _tell_short(self, s: Session, bot: ZaloBot, members: list[int], left: int, now: datetime) -> None:
+        month = now.astimezone(self.tz).strftime("%Y-%m")
+        log.error("Zalo bot %s: a broadcast needs %d message(s), %d left in %s: its members beyond that get it "
+                  "through another messenger or are on the call list", bot.name, len(members), left, month)
+        units = set(s.scalars(select(Member.unit_id).where(Member.id.in_(members[:1000]))))
+        admins = s.scalars(select(Member).where(Member.role == "admin", Member.active)).all()
+        day = now.astimezone(self.tz).date().isoformat()
+        reply = out_of_quota(bot.name, len(members), left, self.monthly, month)
+        for person in {m.id: m for m in [*_secretaries(s, bot, units), *admins]}.values():
+            queue.enqueue(s, dedupe_key=f"zalo-quota:{bot.id}:{day}:{person.id}", purpose="bot_quota",
+                          member_id=person.id, reply=reply, now=now)

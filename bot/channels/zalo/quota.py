@@ -97,6 +97,16 @@ class ZaloQuota:
                             self.monthly, month, 100 * total // self.monthly)
         return total
 
+    def used_up(self, now: datetime) -> bool:
+        """Nothing is left of this month's quota (seen by this process, or counted in the database by
+        any process; read without taking SQLite's write lock)."""
+        if not self.monthly:
+            return False
+        if self.exhausted == self.month(now):
+            return True
+        with self.db.read_session() as s:
+            return self._used(s, now) >= self.monthly
+
     def describe(self, now: datetime | None = None) -> str:
         now = now or utcnow()
         used = self.used(now)

@@ -4,7 +4,8 @@ serves 50 users and 3,000 messages a month per bot) and the operator registers i
 ``add``/``rotate`` check a token with getMe and point the bot's webhook at
 ``<public_url>/zalo/<bot id>/webhook`` with a secret of its own (or, for at most ``POLLING_LIMIT``
 bots, delete the webhook so the server polls); nothing is stored unless every check passed. The
-token is stored in the database and never printed, logged or put in an error.
+token is stored in the database (encrypted when a key is set: ``bot/storage/token_key.py``) and never
+printed, logged or put in an error.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from bot.channels.zalo.client import ZaloClient, ZaloError
 from bot.storage.db import Database
 from bot.storage.models import ChannelUsage, ChatAccount, Unit, ZaloBot
+from bot.storage.token_key import TokenKeyError
 
 MEMBER_CAP = 50  # users a bot of the free plan serves; the 51st is not served by Zalo
 MONTHLY_QUOTA = 3000  # messages a month of the free plan
@@ -164,7 +166,9 @@ class Registry:
         zalo_id = zalo_id_of(token)
         with self.db.session() as s:
             unit = self._unit(s, unit_code)
-            bot = s.scalar(select(ZaloBot).where(ZaloBot.unit_id == unit.id))
+            # not the token column: after a lost key (bot/storage/token_key.py) a rotate is the way back
+            bot = s.execute(select(ZaloBot.id, ZaloBot.zalo_id, ZaloBot.name, ZaloBot.mode)
+                            .where(ZaloBot.unit_id == unit.id)).first()
             if bot is None:
                 raise RegistryError(f"{unit.code} has no bot yet: use add")
             if self.default_token and token == self.default_token.strip():
@@ -174,16 +178,19 @@ class Registry:
                 where = f", registered to {other.unit.code}" if other is not None else ""
                 raise RegistryError(f"this token is of another bot than {unit.code}'s ({bot.name}){where}: "
                                     "nothing stored")
-            if token == bot.token:
+            try:
+                same = token == s.scalar(select(ZaloBot.token).where(ZaloBot.id == bot.id))
+            except TokenKeyError:
+                same = False  # unreadable: it is replaced
+            if same:
                 raise RegistryError("this is the token already stored: reset it in Bot Creator first")
             mode, pk = bot.mode, bot.id
         checked, secret, warning = await self._check_and_point(token, zalo_id, mode)
         with self.db.session() as s:
-            bot = s.get(ZaloBot, pk)
-            bot.token, bot.webhook_secret, bot.rotated_at, bot.name = token, secret, now, checked.name[:255]
-            s.flush()
-            s.expunge(bot)
-        return bot, warning
+            s.execute(update(ZaloBot).where(ZaloBot.id == pk).values(
+                token=token, webhook_secret=secret, rotated_at=now, name=checked.name[:255]))
+            row = s.execute(select(ZaloBot.zalo_id, ZaloBot.name, ZaloBot.mode).where(ZaloBot.id == pk)).first()
+        return ZaloBot(id=pk, zalo_id=row.zalo_id, name=row.name, mode=row.mode), warning
 
     async def remove(self, unit_code: str) -> tuple[str, int]:
         """Forget a unit's bot and its members' links through it; (bot name, links removed)."""
