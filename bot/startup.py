@@ -15,7 +15,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from bot.config import Settings
-from bot.logs import learned_secrets, redact
+from bot.logs import learned_secrets, redact, redact_learned
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,8 @@ def start_or_explain(settings: Settings, start: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         return 0
     except Exception as exc:  # noqa: BLE001 - whatever failed, no traceback carries a secret out
-        print(f"error: {redact(explain(exc, settings), secrets_of(settings) + learned_secrets())}", file=sys.stderr)
+        print(f"error: {redact_learned(redact(explain(exc, settings), secrets_of(settings) + learned_secrets()))}",
+              file=sys.stderr)
         return 2
 
 
