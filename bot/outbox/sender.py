@@ -4,6 +4,10 @@ Channels provide a ``Transport``; the sender picks the member's channel (the one
 falling back to another on a permanent refusal), keeps to ``rate`` messages per second overall and
 one per ``per_chat_interval`` into a chat, waits ``retry_after`` on 429 (for every chat: the limit
 is the bot's), backs off on network errors and 5xx, and never retries a permanent refusal.
+
+Every process runs one sender. Each renews a lease of its own (``queue.beat``): the senders alive
+share ``rate`` equally, and rows claimed by a sender whose lease ran out are settled by the others
+(``queue.reconcile``). Claims are serialised and give a member one message at a time (``queue.claim``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import logging
 import math
 import os
 import random
+import secrets
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -33,6 +39,8 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8
 CLAIM_SECONDS = 1.0  # each claim takes about this many seconds' worth of rows (at ``rate``)
 MAX_CLAIM = 1000
+BEAT_SECONDS = 2.0  # each sender renews its lease this often...
+LEASE_SECONDS = 10.0  # ...for this long: a sender silent this long is taken for dead
 # The outbox row being delivered, for transports that record per-message facts (the Zalo OA's rung and cost).
 CURRENT_MESSAGE: contextvars.ContextVar[int | None] = contextvars.ContextVar("outbox_message", default=None)
 
@@ -68,11 +76,13 @@ class OutboxSender:
                  clock: Callable[[], datetime] = utcnow, idle_poll: float = 0.5, max_in_flight: int = 24):
         self.db, self.transports = db, transports
         self.rate, self.per_chat_interval = rate, per_chat_interval
-        # each sender its own name: reconcile() settles only other (stopped) senders' rows
-        self.worker = worker or f"sender-{os.getpid()}-{id(self):x}"
+        # each sender its own name (≤ 25 characters: its lease is ``sender:<worker>``)
+        self.worker = worker or f"{socket.gethostname()[:12]}-{os.getpid()}-{secrets.token_hex(2)}"
         self.quiet, self.clock = quiet, clock
         self.idle_poll, self.max_in_flight = idle_poll, max_in_flight
         self.stats = SenderStats()
+        self._share = rate  # this sender's part of ``rate``: rate / senders alive
+        self._bodies: dict[int, dict] = {}  # shared bodies of broadcasts, by id (a few at a time)
         self._chat_ready: dict[tuple[str, str], float] = {}
         self._chat_pruned = time.monotonic()
         self._paused_until = 0.0
@@ -82,56 +92,77 @@ class OutboxSender:
         self._marks_waiting = asyncio.Event()
 
     # -- loop -------------------------------------------------------------------------------------
-    async def run(self, until_idle: bool = False, exclusive: bool = False) -> SenderStats:
-        """Send until stopped (or, with ``until_idle``, until nothing is due and nothing in flight).
+    async def run(self, until_idle: bool = False) -> SenderStats:
+        """Send until stopped (or, with ``until_idle``, until nothing is due and nothing in flight)."""
+        await asyncio.to_thread(self._beat)  # alive before the first claim, so no other sender settles it
+        beating = asyncio.create_task(self._keep_beating())
+        flusher = asyncio.create_task(self._flush_marks())
+        tokens, last = 1.0, time.monotonic()
+        batch: deque[OutboxSender._Job] = deque()  # claimed, not yet started
+        try:
+            while not self._stop.is_set():
+                now_mono = time.monotonic()
+                rate = self._share
+                tokens = min(max(1.0, rate * 0.05), tokens + (now_mono - last) * rate)
+                last = now_mono
+                if now_mono < self._paused_until:
+                    await asyncio.sleep(self._paused_until - now_mono)
+                    continue
+                if tokens < 1 or len(self._in_flight) >= self.max_in_flight:
+                    await asyncio.sleep(max((1 - tokens) / rate, 0.001))
+                    continue
+                if not batch:
+                    now = self.clock()
+                    quiet = self.quiet is not None and self.quiet.next_allowed(now) != now
+                    # in quiet hours only replies to members' own actions go out (held back by flood control)
+                    size = max(1, min(MAX_CLAIM, math.ceil(rate * CLAIM_SECONDS)))
+                    batch.extend(await asyncio.to_thread(self._claim, now, size, (queue.REPLY,) if quiet else None))
+                    if not batch:
+                        if until_idle and not self._in_flight:
+                            break
+                        await self._idle()
+                        continue
+                while batch and tokens >= 1 and len(self._in_flight) < self.max_in_flight:
+                    tokens -= 1
+                    task = asyncio.create_task(self._deliver(batch.popleft()))
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._in_flight.discard)
+            if batch:  # stopped with rows in hand: back to the queue at once
+                await asyncio.to_thread(self._release, [job.id for job in batch])
+            if self._in_flight:
+                await asyncio.gather(*self._in_flight, return_exceptions=True)
+        finally:
+            beating.cancel()
+            flusher.cancel()
+            await asyncio.gather(beating, flusher, return_exceptions=True)
+            await self._apply_marks()
+            await asyncio.to_thread(self._leave)
+        return self.stats
 
-        ``exclusive``: this sender holds the lease, so rows other senders left are theirs to settle.
-        """
+    def _beat(self) -> None:
+        """Renew this sender's lease, take its share of the rate, settle what dead senders left."""
         with self.db.session() as s:
-            requeued, uncertain = queue.reconcile(s, self.worker, self.clock(), exclusive=exclusive)
+            now = self.clock()
+            alive = queue.beat(s, self.worker, now, timedelta(seconds=LEASE_SECONDS))
+            requeued, uncertain = queue.reconcile(s, now, alive)
+        self._share = self.rate / max(1, len(alive))
         if requeued:
             log.warning("outbox: %d claimed message(s) of a stopped sender are pending again", requeued)
         if uncertain:
             log.warning("outbox: %d message(s) were in flight when a sender stopped: recorded as uncertain, "
                         "not sent again (secretaries see them in /chualam)", uncertain)
-        flusher = asyncio.create_task(self._flush_marks())
-        tokens, last = 1.0, time.monotonic()
-        batch: deque[OutboxSender._Job] = deque()  # claimed, not yet started
-        claim_size = max(1, min(MAX_CLAIM, math.ceil(self.rate * CLAIM_SECONDS)))
-        while not self._stop.is_set():
-            now_mono = time.monotonic()
-            burst = max(1.0, self.rate * 0.05)
-            tokens = min(burst, tokens + (now_mono - last) * self.rate)
-            last = now_mono
-            if now_mono < self._paused_until:
-                await asyncio.sleep(self._paused_until - now_mono)
-                continue
-            if tokens < 1 or len(self._in_flight) >= self.max_in_flight:
-                await asyncio.sleep(max((1 - tokens) / self.rate, 0.001))
-                continue
-            if not batch:
-                now = self.clock()
-                quiet = self.quiet is not None and self.quiet.next_allowed(now) != now
-                # in quiet hours only replies to members' own actions go out (held back by flood control)
-                batch.extend(await asyncio.to_thread(self._claim, now, claim_size, (queue.REPLY,) if quiet else None))
-                if not batch:
-                    if until_idle and not self._in_flight:
-                        break
-                    await self._idle()
-                    continue
-            while batch and tokens >= 1 and len(self._in_flight) < self.max_in_flight:
-                tokens -= 1
-                task = asyncio.create_task(self._deliver(batch.popleft()))
-                self._in_flight.add(task)
-                task.add_done_callback(self._in_flight.discard)
-        if batch:  # stopped with rows in hand: back to the queue at once, not after stale_after
-            await asyncio.to_thread(self._release, [job.id for job in batch])
-        if self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
-        flusher.cancel()
-        await asyncio.gather(flusher, return_exceptions=True)
-        await self._apply_marks()
-        return self.stats
+
+    async def _keep_beating(self) -> None:
+        while True:
+            await asyncio.sleep(BEAT_SECONDS)
+            try:
+                await asyncio.to_thread(self._beat)
+            except Exception:  # noqa: BLE001 - a busy database must not stop the sends; next beat retries
+                log.exception("outbox: could not renew the sender's lease")
+
+    def _leave(self) -> None:
+        with self.db.session() as s:
+            queue.leave(s, self.worker)
 
     def _release(self, ids: list[int]) -> None:
         with self.db.session() as s:
@@ -159,7 +190,7 @@ class OutboxSender:
     def _claim(self, now: datetime, limit: int, purposes: tuple[str, ...] | None = None) -> list[_Job]:
         started = time.thread_time()
         with self.db.session() as s:
-            rows = queue.claim(s, self.worker, now, limit, purposes)
+            rows = queue.claim(s, self.worker, now, limit, purposes, self.per_chat_interval)
             stale = queue.no_longer_true(s, rows, now)
             for r in rows:
                 if r.id in stale:
@@ -176,11 +207,31 @@ class OutboxSender:
                         .order_by(ChatAccount.last_seen_at.desc().nullslast(), ChatAccount.id)):
                     if channel in self.transports:
                         accounts.setdefault(member_id, []).append((channel, external_id, bot_id))
-            jobs = [self._Job(r.id, queue.payload_reply(r.payload),
-                              (r.attachment_name, r.attachment) if r.attachment_name else None,
+            replies = self._replies(s, rows)
+            jobs = [self._Job(r.id, replies[r.id], (r.attachment_name, r.attachment) if r.attachment_name else None,
                               accounts.get(r.member_id, []), r.expires_at, r.attempts) for r in rows]
         self.stats.cpu_seconds += time.thread_time() - started
         return jobs
+
+    def _replies(self, s, rows) -> dict[int, Reply]:
+        """Each row's Reply; rows of one broadcast without a part of their own share one object."""
+        missing = {r.body_id for r in rows if r.body_id is not None} - self._bodies.keys()
+        if missing:
+            if len(self._bodies) > 64:
+                self._bodies.clear()
+            self._bodies.update(queue.bodies(s, missing))
+        shared: dict[int, Reply] = {}
+        out = {}
+        for r in rows:
+            if r.body_id is None:
+                out[r.id] = queue.payload_reply(r.payload)
+            elif r.payload:
+                out[r.id] = queue.payload_reply(queue.full_payload(r.payload, self._bodies[r.body_id]))
+            else:
+                if r.body_id not in shared:
+                    shared[r.body_id] = queue.payload_reply(self._bodies[r.body_id])
+                out[r.id] = shared[r.body_id]
+        return out
 
     async def _deliver(self, job: _Job) -> None:
         CURRENT_MESSAGE.set(job.id)
