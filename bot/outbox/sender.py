@@ -41,6 +41,7 @@ CLAIM_SECONDS = 1.0  # each claim takes about this many seconds' worth of rows (
 MAX_CLAIM = 1000
 BEAT_SECONDS = 2.0  # each sender renews its lease this often...
 LEASE_SECONDS = 10.0  # ...for this long: a sender silent this long is taken for dead
+TICK = 0.02  # sends start in groups this far apart, marked ``sending`` in one statement per group
 # The outbox row being delivered, for transports that record per-message facts (the Zalo OA's rung and cost).
 CURRENT_MESSAGE: contextvars.ContextVar[int | None] = contextvars.ContextVar("outbox_message", default=None)
 
@@ -90,6 +91,7 @@ class OutboxSender:
         self._stop = asyncio.Event()
         self._marks: list[tuple[Callable, tuple, asyncio.Future]] = []
         self._marks_waiting = asyncio.Event()
+        self._flushing = False
 
     # -- loop -------------------------------------------------------------------------------------
     async def run(self, until_idle: bool = False) -> SenderStats:
@@ -108,8 +110,9 @@ class OutboxSender:
                 if now_mono < self._paused_until:
                     await asyncio.sleep(self._paused_until - now_mono)
                     continue
-                if tokens < 1 or len(self._in_flight) >= self.max_in_flight:
-                    await asyncio.sleep(max((1 - tokens) / rate, 0.001))
+                room = self.max_in_flight - len(self._in_flight)
+                if tokens < 1 or room < 1:
+                    await asyncio.sleep(max((1 - tokens) / rate, TICK))
                     continue
                 if not batch:
                     now = self.clock()
@@ -118,15 +121,20 @@ class OutboxSender:
                     size = max(1, min(MAX_CLAIM, math.ceil(rate * CLAIM_SECONDS)))
                     batch.extend(await asyncio.to_thread(self._claim, now, size, (queue.REPLY,) if quiet else None))
                     if not batch:
-                        if until_idle and not self._in_flight:
-                            break
+                        if until_idle and not self._in_flight and not self._marks and not self._flushing:
+                            break  # (a member's next message waits for the previous one's mark)
                         await self._idle()
                         continue
-                while batch and tokens >= 1 and len(self._in_flight) < self.max_in_flight:
-                    tokens -= 1
-                    task = asyncio.create_task(self._deliver(batch.popleft()))
-                    self._in_flight.add(task)
-                    task.add_done_callback(self._in_flight.discard)
+                jobs = [batch.popleft() for _ in range(min(int(tokens), room, len(batch)))]
+                tokens -= len(jobs)
+                mine = await asyncio.to_thread(self._mark_sending, jobs)
+                for job in jobs:
+                    if job.id in mine or not self._sendable(job):
+                        task = asyncio.create_task(self._deliver(job, marked=job.id in mine))
+                        self._in_flight.add(task)
+                        task.add_done_callback(self._in_flight.discard)
+                    else:
+                        log.info("outbox: message %d was taken over by another sender; not sent here", job.id)
             if batch:  # stopped with rows in hand: back to the queue at once
                 await asyncio.to_thread(self._release, [job.id for job in batch])
             if self._in_flight:
@@ -138,6 +146,21 @@ class OutboxSender:
             await self._apply_marks()
             await asyncio.to_thread(self._leave)
         return self.stats
+
+    def _sendable(self, job: _Job) -> bool:
+        return bool(job.accounts) and (job.expires_at is None or self.clock() < job.expires_at)
+
+    def _mark_sending(self, jobs: list[_Job]) -> set[int]:
+        """``sending`` for the jobs about to start, in one statement: written before their requests
+        leave (from then on a crash leaves the outcome unknown). The ids still this sender's."""
+        items = [(job.id, job.accounts[0][0]) for job in jobs if self._sendable(job)]
+        if not items:
+            return set()
+        started = time.thread_time()
+        with self.db.session() as s:
+            mine = queue.mark_sending_many(s, items, self.worker)
+        self.stats.cpu_seconds += time.thread_time() - started
+        return mine
 
     def _beat(self) -> None:
         """Renew this sender's lease, take its share of the rate, settle what dead senders left."""
@@ -233,7 +256,8 @@ class OutboxSender:
                 out[r.id] = shared[r.body_id]
         return out
 
-    async def _deliver(self, job: _Job) -> None:
+    async def _deliver(self, job: _Job, marked: bool = False) -> None:
+        """``marked``: already ``sending`` on the member's first channel."""
         CURRENT_MESSAGE.set(job.id)
         now = self.clock()
         if job.expires_at is not None and now >= job.expires_at:
@@ -248,9 +272,10 @@ class OutboxSender:
         reason = ""
         for channel, external_id, via in job.accounts:
             await self._wait_for_chat(channel, external_id)
-            if not await self._mark(queue.mark_sending, job.id, channel, self.worker):
+            if not marked and not await self._mark(queue.mark_sending, job.id, channel, self.worker):
                 log.info("outbox: message %d was taken over by another sender; not sent here", job.id)
                 return
+            marked = False  # a fallback channel is marked on its own
             try:
                 # ``via``: the Zalo bot the member linked with (a branch's own bot); None: the channel's bot
                 extra = {"via": via} if via is not None else {}
@@ -265,7 +290,8 @@ class OutboxSender:
                 log.exception("outbox: message %d: unexpected error from %s", job.id, channel)
                 await self._retry(job, SendError("transient", f"{type(exc).__name__}: {exc}"))
                 return
-            await self._mark(queue.mark_sent, job.id, channel, self.clock())
+            self._chat_ready[(channel, external_id)] = time.monotonic() + self.per_chat_interval  # from its arrival
+            self._mark_later(queue.mark_sent, job.id, channel, self.clock())  # the send is done: no need to wait
             self.stats.sent += 1
             return
         await self._mark(queue.mark_failed, job.id, job.accounts[-1][0], reason)
@@ -300,15 +326,19 @@ class OutboxSender:
 
     async def _mark(self, fn, *args):
         """Record a status change; changes from concurrent sends share one commit (group commit)."""
+        return await self._mark_later(fn, *args)
+
+    def _mark_later(self, fn, *args) -> asyncio.Future:
         done = asyncio.get_running_loop().create_future()
+        done.add_done_callback(_consume_exception)
         self._marks.append((fn, args, done))
         self._marks_waiting.set()
-        return await done
+        return done
 
     async def _flush_marks(self) -> None:
         while True:
             await self._marks_waiting.wait()
-            await asyncio.sleep(0.002)  # let the sends finishing about now join this commit
+            await asyncio.sleep(TICK)  # let the sends finishing about now join this commit
             await self._apply_marks()
 
     async def _apply_marks(self) -> None:
@@ -316,6 +346,7 @@ class OutboxSender:
         self._marks_waiting.clear()
         if not batch:
             return
+        self._flushing = True
 
         def work():
             started = time.thread_time()
@@ -331,10 +362,19 @@ class OutboxSender:
                 if not done.done():
                     done.set_exception(exc)
             return
+        finally:
+            self._flushing = False
         for (*_, done), result in zip(batch, results):
             if not done.done():
                 done.set_result(result)
 
+
+
+def _consume_exception(done: asyncio.Future) -> None:
+    """A mark nobody awaits (``sent``) that failed: logged; the row stays ``sending`` and becomes
+    ``uncertain`` if its sender stops, never sent twice."""
+    if not done.cancelled() and done.exception() is not None:
+        log.error("outbox: could not record a status", exc_info=done.exception())
 
 
 def _apply_in_batches(s, batch: list[tuple[Callable, tuple, asyncio.Future]], worker: str) -> list:
