@@ -41,7 +41,8 @@ CLAIM_SECONDS = 1.0  # each claim takes about this many seconds' worth of rows (
 MAX_CLAIM = 1000
 BEAT_SECONDS = 2.0  # each sender renews its lease this often...
 LEASE_SECONDS = 10.0  # ...for this long: a sender silent this long is taken for dead
-TICK = 0.02  # sends start in groups this far apart, marked ``sending`` in one statement per group
+TICK = 0.02  # sends start in groups at least this far apart, marked ``sending`` in one statement per group
+GROUP = 5  # ... and at most 250 ms apart, so that a group has about this many sends at low rates
 # The outbox row being delivered, for transports that record per-message facts (the Zalo OA's rung and cost).
 CURRENT_MESSAGE: contextvars.ContextVar[int | None] = contextvars.ContextVar("outbox_message", default=None)
 
@@ -91,7 +92,9 @@ class OutboxSender:
         self._stop = asyncio.Event()
         self._marks: list[tuple[Callable, tuple, asyncio.Future]] = []
         self._marks_waiting = asyncio.Event()
-        self._flushing = False
+        self._flushing = 0  # status writes under way
+        self._starting = 0  # sends of groups still being marked ``sending``
+        self._tick = TICK
 
     # -- loop -------------------------------------------------------------------------------------
     async def run(self, until_idle: bool = False) -> SenderStats:
@@ -105,14 +108,16 @@ class OutboxSender:
             while not self._stop.is_set():
                 now_mono = time.monotonic()
                 rate = self._share
-                tokens = min(max(1.0, rate * 0.05), tokens + (now_mono - last) * rate)
+                # sends start in groups, about GROUP at a time (one status write per group), within 20-250 ms
+                self._tick = tick = min(0.25, max(TICK, GROUP / rate))
+                tokens = min(max(1.0, rate * tick), tokens + (now_mono - last) * rate)
                 last = now_mono
                 if now_mono < self._paused_until:
                     await asyncio.sleep(self._paused_until - now_mono)
                     continue
-                room = self.max_in_flight - len(self._in_flight)
+                room = self.max_in_flight - len(self._in_flight) - self._starting
                 if tokens < 1 or room < 1:
-                    await asyncio.sleep(max((1 - tokens) / rate, TICK))
+                    await asyncio.sleep(max((1 - tokens) / rate, tick))
                     continue
                 if not batch:
                     now = self.clock()
@@ -127,18 +132,12 @@ class OutboxSender:
                         continue
                 jobs = [batch.popleft() for _ in range(min(int(tokens), room, len(batch)))]
                 tokens -= len(jobs)
-                mine = await asyncio.to_thread(self._mark_sending, jobs)
-                for job in jobs:
-                    if job.id in mine or not self._sendable(job):
-                        task = asyncio.create_task(self._deliver(job, marked=job.id in mine))
-                        self._in_flight.add(task)
-                        task.add_done_callback(self._in_flight.discard)
-                    else:
-                        log.info("outbox: message %d was taken over by another sender; not sent here", job.id)
+                self._starting += len(jobs)
+                self._track(self._start_group(jobs))  # the next group need not wait for this one's write
             if batch:  # stopped with rows in hand: back to the queue at once
                 await asyncio.to_thread(self._release, [job.id for job in batch])
-            if self._in_flight:
-                await asyncio.gather(*self._in_flight, return_exceptions=True)
+            while self._in_flight:  # a group's task starts its sends: wait for those too
+                await asyncio.gather(*list(self._in_flight), return_exceptions=True)
         finally:
             beating.cancel()
             flusher.cancel()
@@ -150,17 +149,33 @@ class OutboxSender:
     def _sendable(self, job: _Job) -> bool:
         return bool(job.accounts) and (job.expires_at is None or self.clock() < job.expires_at)
 
-    def _mark_sending(self, jobs: list[_Job]) -> set[int]:
-        """``sending`` for the jobs about to start, in one statement: written before their requests
-        leave (from then on a crash leaves the outcome unknown). The ids still this sender's."""
-        items = [(job.id, job.accounts[0][0]) for job in jobs if self._sendable(job)]
-        if not items:
-            return set()
-        started = time.thread_time()
-        with self.db.session() as s:
-            mine = queue.mark_sending_many(s, items, self.worker)
-        self.stats.cpu_seconds += time.thread_time() - started
-        return mine
+    def _track(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _start_group(self, jobs: list[_Job]) -> None:
+        """Mark the group ``sending`` (one write), then send each (the group's task counts for one in
+        flight while it writes: ``max_in_flight`` bounds the requests, not exactly)."""
+        try:
+            mine = await self._mark_sending(jobs)
+        except Exception:  # noqa: BLE001 - the database failed: nothing was sent, put the rows back
+            log.exception("outbox: could not mark %d message(s) as sending; they go back to the queue", len(jobs))
+            await asyncio.to_thread(self._release, [job.id for job in jobs])
+            return
+        finally:
+            self._starting -= len(jobs)
+        for job in jobs:
+            if job.id in mine or not self._sendable(job):
+                self._track(self._deliver(job, marked=job.id in mine))
+            else:
+                log.info("outbox: message %d was taken over by another sender; not sent here", job.id)
+
+    async def _mark_sending(self, jobs: list[_Job]) -> set[int]:
+        """``sending`` for the jobs about to start, in one statement (with the status changes waiting
+        to be written: one transaction per group of sends), before their requests leave: from then
+        on a crash leaves the outcome unknown. The ids still this sender's."""
+        return await self._apply_marks([(job.id, job.accounts[0][0]) for job in jobs if self._sendable(job)])
 
     def _beat(self) -> None:
         """Renew this sender's lease, take its share of the rate, settle what dead senders left."""
@@ -338,36 +353,41 @@ class OutboxSender:
     async def _flush_marks(self) -> None:
         while True:
             await self._marks_waiting.wait()
-            await asyncio.sleep(TICK)  # let the sends finishing about now join this commit
+            await asyncio.sleep(2 * self._tick)  # usually written with the next group's ``sending`` before that
             await self._apply_marks()
 
-    async def _apply_marks(self) -> None:
+    async def _apply_marks(self, sending: list[tuple[int, str]] | None = None) -> set[int]:
+        """Write the waiting status changes, and ``sending`` for ``sending`` (id, channel) pairs about
+        to be sent, in one transaction; returns the ids of those still this sender's."""
         batch, self._marks = self._marks, []
         self._marks_waiting.clear()
-        if not batch:
-            return
-        self._flushing = True
+        if not batch and not sending:
+            return set()
+        self._flushing += 1
 
         def work():
             started = time.thread_time()
             with self.db.session() as s:
-                results = _apply_in_batches(s, batch, self.worker)
+                results = _apply_in_batches(s, batch, self.worker) if batch else []
+                mine = queue.mark_sending_many(s, sending, self.worker) if sending else set()
             self.stats.cpu_seconds += time.thread_time() - started
-            return results
+            return results, mine
 
         try:
-            results = await asyncio.to_thread(work)
+            results, mine = await asyncio.to_thread(work)
         except Exception as exc:  # noqa: BLE001 - every waiting send must learn of it
             for *_, done in batch:
                 if not done.done():
                     done.set_exception(exc)
-            return
+            if sending:
+                raise
+            return set()
         finally:
-            self._flushing = False
+            self._flushing -= 1
         for (*_, done), result in zip(batch, results):
             if not done.done():
                 done.set_result(result)
-
+        return mine
 
 
 def _consume_exception(done: asyncio.Future) -> None:
