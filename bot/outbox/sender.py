@@ -353,7 +353,9 @@ class OutboxSender:
     async def _flush_marks(self) -> None:
         while True:
             await self._marks_waiting.wait()
-            await asyncio.sleep(2 * self._tick)  # usually written with the next group's ``sending`` before that
+            # often written with the next group's ``sending`` before that; at most 50 ms: a kill
+            # leaves the sends of that long unrecorded (uncertain)
+            await asyncio.sleep(min(self._tick, 0.05))
             await self._apply_marks()
 
     async def _apply_marks(self, sending: list[tuple[int, str]] | None = None) -> set[int]:
