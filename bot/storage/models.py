@@ -119,6 +119,8 @@ class ChatAccount(Base):
     __table_args__ = (
         UniqueConstraint("channel", "external_id"),
         UniqueConstraint("channel", "member_id"),
+        # a member's accounts: who an announcement can reach, where the sender writes to them
+        Index("ix_chat_accounts_member_id", "member_id"),
     )
 
 
