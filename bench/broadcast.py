@@ -1,8 +1,9 @@
 """A round announced to N members through the outbox and the Telegram emulator, at rate R.
 
-Prints the wall time against the ideal N/R, duplicates and losses counted at the emulator, and the
-sender's CPU time per message; beside it, in the same run, a bare loop of the same sends through
-the same Bot client with no database (the transport's own cost).
+Prints the wall time against the ideal N/R, duplicates and losses counted at the emulator, the
+sender's CPU time per message and the sending process's memory; beside it, in the same run, a bare
+loop of the same sends through the same transport and client with no database (the transport's own
+cost). The emulator and the seeding run in processes of their own.
 
     python -m bench.broadcast [--members 100000] [--rate 1000] [--database-url URL] [--wall-clock ...]
 
@@ -57,24 +58,24 @@ def seed(db: Database, members: int, now: datetime) -> None:
         open_round(s, "kh-64-tu-binh-phuoc", ["P"], now - timedelta(minutes=1), now + timedelta(days=7), 98, now)
 
 
-async def bare_sends(emu: TelegramEmulator, count: int) -> float:
-    """The same sends with no outbox: what the Bot client and emulator cost on their own."""
-    async with sending_bot(emu.token, emu.base_url) as bot:
-        transport = TelegramTransport(bot)
-        started = time.perf_counter()
-        sem = asyncio.Semaphore(8)
+async def bare_sends(emu, count: int) -> tuple[float, float]:
+    """The same sends with no outbox, through the same transport and client: what they and the
+    emulator cost on their own. Returns (messages/s, CPU seconds per message of this thread)."""
+    async with sending_bot(emu.token, emu.base_url) as bot, TelegramTransport(bot) as transport:
+        started, cpu = time.perf_counter(), time.thread_time()
+        sem = asyncio.Semaphore(24)  # as many in flight as the sender keeps
 
         async def one(i):
             async with sem:
                 await transport.deliver(str(BASE_ID + i), Reply("baseline"), None)
 
         await asyncio.gather(*(one(i) for i in range(count)))
-        return count / (time.perf_counter() - started)
+        return count / (time.perf_counter() - started), (time.thread_time() - cpu) / count
 
 
-async def broadcast(db: Database, emu: TelegramEmulator, rate: float, clock: Callable[[], datetime]):
-    async with sending_bot(emu.token, emu.base_url) as bot:
-        sender = OutboxSender(db, {"telegram": TelegramTransport(bot)}, rate=rate, per_chat_interval=1.0,
+async def broadcast(db: Database, emu, rate: float, clock: Callable[[], datetime]):
+    async with sending_bot(emu.token, emu.base_url) as bot, TelegramTransport(bot) as transport:
+        sender = OutboxSender(db, {"telegram": transport}, rate=rate, per_chat_interval=1.0,
                               quiet=None, clock=clock)
         started, loop_cpu = time.perf_counter(), time.thread_time()
         stats = await sender.run(until_idle=True)
@@ -100,41 +101,82 @@ def main() -> None:
         run(args)
 
 
+def seed_and_enqueue(url: str, members: int, now: datetime) -> None:
+    """In a process of its own, so that the sender's memory is measured without the seeding's."""
+    t0 = time.perf_counter()
+    db = Database(url)
+    seed(db, members, now)
+    report = run_due(db, now, Schedule(quiet=QuietHours()))
+    print(f"seeded {members} linked members and enqueued {report.enqueued} announcements "
+          f"in {time.perf_counter() - t0:.1f}s ({url.split(':')[0]})", flush=True)
+
+
+def serve_emulator(members: int, conn) -> None:
+    """The emulator in a process of its own (every member's chat started): the sending process is then
+    measured alone, as a `hoctap run` would be. Answers "reset" (clear the log) and "count" (sends per chat)."""
+    with TelegramEmulator(self_check=False) as emu:
+        for i in range(members):
+            emu.user(BASE_ID + i).send_text("/start")
+        conn.send((emu.token, emu.base_url))
+        while (command := conn.recv()) != "stop":
+            if command == "reset":
+                emu.reset_log()
+                conn.send(None)
+            else:
+                conn.send(Counter(p["chat_id"] for m, p in emu.requests if m == "sendMessage"))
+
+
+class EmulatorProcess:
+    def __init__(self, members: int):
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=serve_emulator, args=(members, child), daemon=True)
+
+    def __enter__(self) -> EmulatorProcess:
+        self.process.start()
+        self.token, self.base_url = self.conn.recv()
+        return self
+
+    def ask(self, command: str):
+        self.conn.send(command)
+        return self.conn.recv()
+
+    def __exit__(self, *exc) -> None:
+        self.conn.send("stop")
+        self.process.join(timeout=30)
+
+
 def run(args: argparse.Namespace) -> None:
+    import multiprocessing
+
     clock = pinned_clock()
     print(describe_pinned())
     url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/broadcast.db"
+    seeding = multiprocessing.get_context("fork").Process(target=seed_and_enqueue, args=(url, args.members, clock()))
+    seeding.start()
+    seeding.join()
     db = Database(url)
-    t0 = time.perf_counter()
-    seed(db, args.members, clock())
-    before_enqueue = rss_mb()[0]
-    report = run_due(db, clock(), Schedule(quiet=QuietHours()))
-    after_enqueue = rss_mb()
-    print(f"seeded {args.members} linked members and enqueued {report.enqueued} announcements "
-          f"in {time.perf_counter() - t0:.1f}s ({url.split(':')[0]})")
-    with TelegramEmulator(self_check=False) as emu:
-        for i in range(args.members):
-            emu.user(BASE_ID + i).send_text("/start")
-        baseline = asyncio.run(bare_sends(emu, min(args.baseline, args.members)))
-        emu.reset_log()
+    with EmulatorProcess(args.members) as emu:
+        baseline, baseline_cpu = asyncio.run(bare_sends(emu, min(args.baseline, args.members)))
+        emu.ask("reset")
         before_send = rss_mb()[0]
         stats, elapsed = asyncio.run(broadcast(db, emu, args.rate, clock))
         after_send = rss_mb()
-        per_chat = Counter(p["chat_id"] for m, p in emu.requests if m == "sendMessage")
+        per_chat = emu.ask("count")
     ideal = args.members / args.rate
     duplicates = sum(n - 1 for n in per_chat.values() if n > 1)
     lost = args.members - len(per_chat)
-    print(f"{'bare sends (no outbox)':<34}{baseline:>10.0f} messages/s")
+    print(f"{'bare sends (no outbox)':<34}{baseline:>10.0f} messages/s, {1e6 * baseline_cpu:.0f} µs CPU per message")
     print(f"{'broadcast at rate':<34}{args.rate:>10.0f} messages/s requested")
     print(f"{'wall time':<34}{elapsed:>10.1f} s   (ideal {ideal:.1f} s, {100 * (elapsed / ideal - 1):+.1f}%)")
     print(f"{'achieved':<34}{args.members / elapsed:>10.0f} messages/s")
     print(f"{'sent / failed / retried':<34}{stats.sent:>10} / {stats.failed} / {stats.retried}")
     print(f"{'duplicates / lost':<34}{duplicates:>10} / {lost}")
     print(f"{'sender CPU per message':<34}{1e6 * stats.cpu_seconds / max(stats.sent, 1):>10.0f} µs")
-    print(f"{'RSS enqueue: before / after / peak':<34}{before_enqueue:>10.0f} / {after_enqueue[0]:.0f} / "
-          f"{after_enqueue[1]:.0f} MB")
     print(f"{'RSS sending: before / after / peak':<34}{before_send:>10.0f} / {after_send[0]:.0f} / {after_send[1]:.0f} MB"
-          "   (one process: emulator, its log and the sender)")
+          "   (the sending process alone: emulator and seeding run in processes of their own)")
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ PUBLIC_URL = "https://bot.example.vn"
 class Fleet:
     """``ports`` are chosen up front so the emulator can be told its targets before the processes start."""
 
-    def __init__(self, workdir: Path, database_url: str, size: int):
-        self.workdir, self.database_url = Path(workdir), database_url
+    def __init__(self, workdir: Path, database_url: str, size: int, outbox_rate: float = 25.0):
+        self.workdir, self.database_url, self.outbox_rate = Path(workdir), database_url, outbox_rate
         self.ports = [free_port() for _ in range(size)]
         self.processes: list[subprocess.Popen | None] = [None] * size
 
@@ -42,7 +42,8 @@ class Fleet:
                 f"database_url: {self.database_url}\n"
                 f"telegram:\n  token: ${{TELEGRAM_BOT_TOKEN}}\n  api_base_url: {emulator.base_url}\n  mode: webhook\n"
                 f"web:\n  listen: 127.0.0.1:{port}\n  public_url: {PUBLIC_URL}\n"
-                "scheduler:\n  quiet_hours: \"00:00-00:00\"\n  tick_seconds: 3600\n", encoding="utf-8")
+                "scheduler:\n  quiet_hours: \"00:00-00:00\"\n  tick_seconds: 3600\n"
+                f"  outbox_rate: {self.outbox_rate}\n", encoding="utf-8")
             log = open(self.workdir / f"fleet-{i}.log", "wb")
             self.processes[i] = subprocess.Popen([sys.executable, "-m", "bot.cli", "--config", str(config), "run"],
                                                  cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -237,6 +237,7 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = N
                 await app.start()
                 closers += [app.stop, app.updater.stop]  # run in reverse: the updater first
             transports["telegram"] = TelegramTransport(app.bot)
+            closers.append(transports["telegram"].aclose)
         if settings.zalo.token or await asyncio.to_thread(has_zalo_bots, db):
             from bot.channels.zalo import ZaloOptions, ZaloRuntime
 
@@ -311,6 +312,7 @@ def run_scheduler(settings: Settings) -> int:
             if token:
                 bot = await stack.enter_async_context(sending_bot(token, settings.telegram.api_base_url))
                 transports["telegram"] = TelegramTransport(bot)
+                stack.push_async_callback(transports["telegram"].aclose)
             if settings.zalo.token or has_zalo_bots(db):
                 import httpx
 

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.config import ConfigError, load_settings
+from bot.outbox import queue
 from bot.scheduling.due import Schedule, run_due
 from bot.services.rounds import open_round
 from bot.storage.models import ChatAccount, Document, Member, OutboxMessage, Round
@@ -108,8 +109,10 @@ def test_announcements_name_the_members_translation(province):
     report = run_due(province, local("2026-12-01 07:00"), Schedule())
     assert f"announce:{rid}: 2 message(s)" in report.jobs
     with province.session() as s:
-        texts = dict(s.execute(select(Member.code, OutboxMessage.payload)
-                               .join(Member, Member.id == OutboxMessage.member_id)).all())
+        ids = dict(s.execute(select(Member.code, OutboxMessage.id)
+                             .join(Member, Member.id == OutboxMessage.member_id)).all())
+        whole = queue.payloads(s, ids.values())
+        texts = {code: whole[oid] for code, oid in ids.items()}
     assert "🌐 Tiếng Khmer: ផែនការលេខ ៦៤" in texts["DV002"]["text"]
     assert "🌐" not in texts["DV003"]["text"]
 

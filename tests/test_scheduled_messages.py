@@ -45,8 +45,8 @@ def branch(province, emulator):
 
 def deliver(db, emulator, at: datetime, **kwargs):
     async def go():
-        async with Bot(emulator.token, base_url=emulator.base_url) as bot:
-            sender = OutboxSender(db, {"telegram": TelegramTransport(bot)}, clock=lambda: at,
+        async with Bot(emulator.token, base_url=emulator.base_url) as bot, TelegramTransport(bot) as transport:
+            sender = OutboxSender(db, {"telegram": transport}, clock=lambda: at,
                                   rate=kwargs.pop("rate", 200), per_chat_interval=kwargs.pop("per_chat", 0.0), **kwargs)
             return await sender.run(until_idle=True)
 
@@ -147,8 +147,8 @@ def test_two_schedulers_and_two_senders_on_one_database_send_once(province, emul
     run_due(province, at, Schedule())  # a second process doing the same tick
 
     async def two_senders():
-        async with Bot(emulator.token, base_url=emulator.base_url) as bot:
-            senders = [OutboxSender(province, {"telegram": TelegramTransport(bot)}, clock=lambda: at, rate=500,
+        async with Bot(emulator.token, base_url=emulator.base_url) as bot, TelegramTransport(bot) as transport:
+            senders = [OutboxSender(province, {"telegram": transport}, clock=lambda: at, rate=500,
                                     per_chat_interval=0, worker=f"w{i}") for i in range(2)]
             return await asyncio.gather(*(s.run(until_idle=True) for s in senders))
 
@@ -331,8 +331,7 @@ def test_a_sender_stopped_with_claimed_rows_in_hand_puts_them_back_and_each_memb
     run_due(province, at, Schedule())
 
     async def stop_after_first_send():
-        async with Bot(emulator.token, base_url=emulator.base_url) as bot:
-            transport = TelegramTransport(bot)
+        async with Bot(emulator.token, base_url=emulator.base_url) as bot, TelegramTransport(bot) as transport:
             sender = OutboxSender(province, {"telegram": transport}, clock=lambda: at, rate=2, per_chat_interval=0.0)
             deliver_one = transport.deliver
 

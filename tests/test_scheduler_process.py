@@ -158,8 +158,8 @@ def test_apscheduler_ticks_with_a_controllable_clock_and_one_leader(province, em
         rnd.opens_at, rnd.closes_at = opening, opening + timedelta(days=10)
 
     async def scenario(traveller):
-        async with Bot(emulator.token, base_url=emulator.base_url) as bot:
-            works = [ScheduledWork(province, Schedule(quiet=QuietHours()), {"telegram": TelegramTransport(bot)},
+        async with Bot(emulator.token, base_url=emulator.base_url) as bot, TelegramTransport(bot) as transport:
+            works = [ScheduledWork(province, Schedule(quiet=QuietHours()), {"telegram": transport},
                                    rate=500, interval=0.2) for _ in range(2)]
             for w in works:
                 w.start()

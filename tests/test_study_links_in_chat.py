@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.channels.zalo import reply_text
+from bot.outbox import queue
 from bot.outbox.queue import payload_reply
 from bot.scheduling.due import Schedule, run_due
 from bot.services import web_links
@@ -144,8 +145,10 @@ def test_announcements_and_reminders_carry_each_members_own_link_and_no_one_else
     run_due(province, local("2026-12-01 07:00"), schedule)
     run_due(province, local("2026-12-14 10:00"), schedule)  # the reminder slot before the deadline
     with province.session() as s:
-        rows = s.execute(select(OutboxMessage.purpose, OutboxMessage.payload, Member.code)
-                         .join(Member, Member.id == OutboxMessage.member_id)).all()
+        found = s.execute(select(OutboxMessage.id, OutboxMessage.purpose, Member.code)
+                          .join(Member, Member.id == OutboxMessage.member_id)).all()
+        whole = queue.payloads(s, [oid for oid, *_ in found])  # the shared body with the member's own link
+        rows = [(purpose, whole[oid], code) for oid, purpose, code in found]
     assert {purpose for purpose, *_ in rows} == {"announce", "remind"}
     urls = set()
     for purpose, payload, code in rows:

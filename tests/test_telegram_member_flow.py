@@ -395,8 +395,8 @@ def test_a_long_flood_wait_after_an_answer_is_logged_and_the_question_comes_from
     assert utcnow() < not_before
 
     async def send(at):
-        async with Bot(emulator.token, base_url=emulator.base_url) as bot:
-            sender = OutboxSender(province, {"telegram": TelegramTransport(bot)}, clock=lambda: at,
+        async with Bot(emulator.token, base_url=emulator.base_url) as bot, TelegramTransport(bot) as transport:
+            sender = OutboxSender(province, {"telegram": transport}, clock=lambda: at,
                                   quiet=QuietHours((at - timedelta(hours=1)).timetz().replace(tzinfo=None),
                                                    (at + timedelta(hours=1)).timetz().replace(tzinfo=None),
                                                    tz=at.tzinfo),
@@ -439,8 +439,8 @@ def test_a_held_back_question_answered_meanwhile_is_not_sent_late(telegram_bot, 
         at = s.scalar(select(OutboxMessage.not_before)) + timedelta(seconds=1)
 
     async def send():
-        async with Bot(emulator.token, base_url=emulator.base_url) as bot:
-            return await OutboxSender(province, {"telegram": TelegramTransport(bot)}, clock=lambda: at,
+        async with Bot(emulator.token, base_url=emulator.base_url) as bot, TelegramTransport(bot) as transport:
+            return await OutboxSender(province, {"telegram": transport}, clock=lambda: at,
                                       per_chat_interval=0).run(until_idle=True)
 
     stats = asyncio.run(send())

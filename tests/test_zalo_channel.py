@@ -549,8 +549,8 @@ def test_outbox_goes_to_zalo_when_used_last_and_falls_back_to_telegram(province,
 
     async def go():
         client = ZaloClient(zalo_emulator.token, zalo_emulator.base_url)
-        async with Bot(emulator.token, base_url=emulator.base_url) as bot:
-            sender = OutboxSender(province, {"telegram": TelegramTransport(bot),
+        async with Bot(emulator.token, base_url=emulator.base_url) as bot, TelegramTransport(bot) as transport:
+            sender = OutboxSender(province, {"telegram": transport,
                                              "zalo": ZaloTransport(client, rate=50)}, per_chat_interval=0)
             stats = await sender.run(until_idle=True)
         await client.aclose()

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from bot.channels.zalo_oa import AuthorisationLost, TokenStore
 from bot.channels.zalo_oa.tokens import pkce_challenge
+from bot.outbox import queue
 from bot.storage.db import Database
 from bot.storage.models import OutboxMessage, ZaloOaAuth
 from bot.timeutil import utcnow
@@ -114,7 +115,8 @@ def test_a_lost_authorisation_alerts_the_admins_and_is_not_retried(province, oa_
         assert access not in caplog.text and refresh not in caplog.text
         with province.session() as s:
             alerts = list(s.scalars(select(OutboxMessage).where(OutboxMessage.purpose == "alert")))
-        assert len(alerts) == 1 and "cấp quyền lại" in alerts[0].payload["text"]
+            texts = [p["text"] for p in queue.payloads(s, [a.id for a in alerts]).values()]
+        assert len(alerts) == 1 and "cấp quyền lại" in texts[0]
         with pytest.raises(AuthorisationLost):
             process.runtime.tokens.current()
         # the admin authorises again: the OA works again

@@ -53,8 +53,8 @@ def show_day(playground: Playground, at: datetime) -> int:
             print(f"    quiet hours: delivered at {fmt_datetime(deliver_at, settings.tz)}", file=out)
 
         async def send():
-            async with sending_bot(emu.token, emu.base_url) as bot:
-                sender = OutboxSender(db, {"telegram": TelegramTransport(bot)}, rate=200, per_chat_interval=0,
+            async with sending_bot(emu.token, emu.base_url) as bot, TelegramTransport(bot) as transport:
+                sender = OutboxSender(db, {"telegram": transport}, rate=200, per_chat_interval=0,
                                       quiet=schedule.quiet, clock=lambda: deliver_at)
                 await sender.run(until_idle=True)
 

@@ -1,23 +1,26 @@
 """Enqueue, claim and mark outbox rows; the same SQL on SQLite and PostgreSQL.
 
-Enqueueing is ``INSERT ... ON CONFLICT (dedupe_key) DO NOTHING`` in the caller's transaction.
-Claiming is a conditional ``UPDATE ... WHERE status = 'pending'`` checked by its row count (SQLite
-has no ``SKIP LOCKED``), so two senders never take the same row.
+Enqueueing is ``INSERT ... ON CONFLICT (dedupe_key) DO NOTHING`` in the caller's transaction; a
+broadcast's shared text is one ``outbox_bodies`` row its rows point at. Claims are taken one at a
+time across every sender of every process (SQLite's write lock, an advisory lock on PostgreSQL), so
+two senders never take the same row, nor two messages to one member at once.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, String, and_, bindparam, cast, literal, select, update
+from sqlalchemy import Select, String, bindparam, cast, delete, exists, literal, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from bot.domain.oversight_messages import CALL_LIST
 from bot.domain.replies import Reply
-from bot.storage.models import ChatAccount, OutboxMessage
+from bot.storage.models import ChatAccount, Lease, OutboxBody, OutboxMessage
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,30 @@ def reply_payload(reply: Reply) -> dict:
     if reply.link is not None:
         payload["link"] = {"url": reply.link.url, "mini_app_url": reply.link.mini_app_url}
     return payload
+
+
+def store_body(session: Session, payload: dict, now: datetime) -> int:
+    """The id of the ``outbox_bodies`` row holding ``payload``, written once whatever the number of
+    broadcasts that use it."""
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    table = OutboxBody.__table__
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    session.connection().execute(insert(table).values(digest=digest, payload=payload, created_at=now)
+                                 .on_conflict_do_nothing(index_elements=["digest"]))
+    return session.connection().execute(select(table.c.id).where(table.c.digest == digest)).scalar_one()
+
+
+def full_payload(own: dict, body: dict | None) -> dict:
+    """A row's whole message: its own part (e.g. a study link) laid over the shared body."""
+    return {**body, **own} if body is not None else own
+
+
+def payloads(session: Session, ids) -> dict[int, dict]:
+    """Whole messages of these outbox rows (id -> payload), bodies included."""
+    rows = session.execute(select(OutboxMessage.id, OutboxMessage.payload, OutboxBody.payload)
+                           .outerjoin(OutboxBody, OutboxBody.id == OutboxMessage.body_id)
+                           .where(OutboxMessage.id.in_(list(ids)))).all()
+    return {oid: full_payload(own, body) for oid, own, body in rows}
 
 
 def payload_reply(payload: dict) -> Reply:
@@ -84,14 +111,16 @@ def enqueue_many(session: Session, *, purpose: str, keyed_members: list[tuple[st
                  round_id: int | None = None, links: dict | None = None) -> int:
     """The same message to many members (a broadcast), in multi-row INSERTs; keys already
     present are skipped. Returns how many were added. ``links``: each member's own study link
-    (member id -> StudyLink), put into that member's copy only."""
-    payload = reply_payload(reply)
+    (member id -> StudyLink), the only part stored in that member's row: the rest is one shared body."""
+    if not keyed_members:
+        return 0
+    body_id = store_body(session, reply_payload(reply), now)
 
     def payload_of(mid: int) -> dict:
         if not links or mid not in links:
-            return payload
+            return {}
         link = links[mid]
-        return {**payload, "link": {"url": link.url, "mini_app_url": link.mini_app_url}}
+        return {"link": {"url": link.url, "mini_app_url": link.mini_app_url}}
 
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -99,7 +128,7 @@ def enqueue_many(session: Session, *, purpose: str, keyed_members: list[tuple[st
     added = 0
     for start in range(0, len(keyed_members), BULK_ROWS):
         rows = [dict(dedupe_key=key, purpose=purpose, member_id=mid, round_id=round_id, payload=payload_of(mid),
-                     status="pending", not_before=not_before or now, expires_at=expires_at, attempts=0,
+                     body_id=body_id, status="pending", not_before=not_before or now, expires_at=expires_at, attempts=0,
                      created_at=now, attachment_name=None, attachment=None)
                 for key, mid in keyed_members[start:start + BULK_ROWS]]
         stmt = insert(table).values(rows).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(table.c.id)
@@ -111,20 +140,22 @@ def enqueue_select(session: Session, *, purpose: str, key: str, member_ids: Sele
                    not_before: datetime | None = None, expires_at: datetime | None = None,
                    round_id: int | None = None) -> int:
     """The same message to every member ``member_ids`` (a select of one id column) yields, keyed
-    ``<key>:<member id>``, in one ``INSERT ... SELECT`` (no row is built in Python); keys already
-    present are skipped. Returns how many were added."""
+    ``<key>:<member id>``, in one ``INSERT ... SELECT`` (no row is built in Python) of rows pointing
+    at one shared body; keys already present are skipped. Returns how many were added."""
+    body_id = store_body(session, reply_payload(reply), now)
     table = OutboxMessage.__table__
     ids = member_ids.subquery()
     member_id = ids.c[0]
     col = table.c
     rows = select(
         literal(f"{key}:", String) + cast(member_id, String), literal(purpose, String), member_id,
-        literal(round_id, col.round_id.type), literal(reply_payload(reply), col.payload.type), literal("pending", String),
+        literal(round_id, col.round_id.type), literal({}, col.payload.type), literal(body_id, col.body_id.type),
+        literal("pending", String),
         literal(not_before or now, col.not_before.type), literal(expires_at, col.expires_at.type),
         literal(0, col.attempts.type), literal(now, col.created_at.type),
     ).order_by(member_id)
-    names = ["dedupe_key", "purpose", "member_id", "round_id", "payload", "status", "not_before", "expires_at",
-             "attempts", "created_at"]
+    names = ["dedupe_key", "purpose", "member_id", "round_id", "payload", "body_id", "status", "not_before",
+             "expires_at", "attempts", "created_at"]
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     stmt = (insert(table).from_select(names, rows).on_conflict_do_nothing(index_elements=["dedupe_key"])
             .returning(table.c.id))  # psycopg reports no row count for INSERT ... SELECT
@@ -138,32 +169,75 @@ def reachable(session: Session, member_ids: list[int]) -> set[int]:
     return set(session.scalars(select(ChatAccount.member_id).where(ChatAccount.member_id.in_(member_ids))))
 
 
-CLAIMED_COLUMNS = ("id", "purpose", "member_id", "round_id", "payload", "attachment_name", "attachment",
+CLAIMED_COLUMNS = ("id", "purpose", "member_id", "round_id", "payload", "body_id", "attachment_name", "attachment",
                    "expires_at", "attempts", "not_before")
+CLAIM_LOCK = "outbox-claim"
 
 
 def claim(session: Session, worker: str, now: datetime, limit: int,
-          purposes: tuple[str, ...] | None = None) -> list:
-    """Take up to ``limit`` due rows for this worker (only of ``purposes``, when given), oldest first.
+          purposes: tuple[str, ...] | None = None, per_chat_interval: float = 0.0) -> list:
+    """Take up to ``limit`` due rows for this worker (only of ``purposes``, when given), oldest first,
+    at most one per member, and none of a member who has a message claimed or in flight anywhere, or
+    who another sender wrote to less than ``per_chat_interval`` seconds ago (that sender's own
+    pacing covers its next message): a member's messages go one at a time, in order, paced, however
+    many senders share the queue.
 
-    One statement: ``UPDATE ... WHERE id IN (due rows) AND status = 'pending' RETURNING``; on
-    PostgreSQL the due rows are picked ``FOR UPDATE SKIP LOCKED`` so concurrent senders take
-    different rows instead of queueing on the same ones; the ``status`` test keeps two senders from
-    ever taking one row on either database. Rows come back as plain rows (attribute access), not
-    ORM objects: the sender only reads them.
+    Claims are serialised across processes (SQLite's write lock; a transaction-scoped advisory lock
+    on PostgreSQL) so that each sees the others' claims; the ``status`` test in the ``UPDATE`` keeps
+    two senders from ever taking one row. Rows come back as plain rows (attribute access), not ORM
+    objects: the sender only reads them.
     """
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": CLAIM_LOCK})
     table = OutboxMessage.__table__
-    due = select(table.c.id).where(table.c.status == "pending", table.c.not_before <= now)
+    other = table.alias("other")
+    busy = exists().where(other.c.member_id == table.c.member_id, other.c.status.in_(("claimed", "sending")))
+    due = (select(table.c.id, table.c.member_id)
+           .where(table.c.status == "pending", table.c.not_before <= now, ~busy))
+    if per_chat_interval > 0:
+        due = due.where(~exists().where(
+            other.c.member_id == table.c.member_id, other.c.status == "sent", other.c.claimed_by != worker,
+            other.c.sent_at > now - timedelta(seconds=per_chat_interval)))
     if purposes is not None:
         due = due.where(table.c.purpose.in_(purposes))
     due = due.order_by(table.c.not_before, table.c.id).limit(limit)
-    if session.get_bind().dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
-    stmt = (update(table).where(table.c.id.in_(due.scalar_subquery()), table.c.status == "pending")
+    if postgres:
+        due = due.with_for_update(of=table, skip_locked=True)
+    first_of_member: dict[int, int] = {}
+    for oid, member_id in session.connection().execute(due):
+        first_of_member.setdefault(member_id, oid)  # a member's later rows wait for the next claim
+    if not first_of_member:
+        return []
+    stmt = (update(table).where(table.c.id.in_(list(first_of_member.values())), table.c.status == "pending")
             .values(status="claimed", claimed_by=worker, claimed_at=now)
             .returning(*(table.c[name] for name in CLAIMED_COLUMNS)))
     rows = session.connection().execute(stmt).all()
     return sorted(rows, key=lambda r: (r.not_before, r.id))
+
+
+def bodies(session: Session, ids) -> dict[int, dict]:
+    """Shared bodies by id."""
+    return dict(session.execute(select(OutboxBody.id, OutboxBody.payload).where(OutboxBody.id.in_(list(ids)))).all())
+
+
+SENDER_LEASE = "sender:"  # + the worker's name: one lease row per running sender
+
+
+def beat(session: Session, worker: str, now: datetime, ttl: timedelta) -> set[str]:
+    """Renew this sender's lease (``sender:<worker>``, alive until ``now + ttl``) and return the
+    workers of every sender alive now, this one included."""
+    name = SENDER_LEASE + worker
+    if not _run(session, update(Lease).where(Lease.name == name).values(holder=worker, expires_at=now + ttl)).rowcount:
+        session.add(Lease(name=name, holder=worker, expires_at=now + ttl))
+        session.flush()
+    return set(session.scalars(select(Lease.holder).where(Lease.name.startswith(SENDER_LEASE, autoescape=True),
+                                                         Lease.expires_at >= now)))
+
+
+def leave(session: Session, worker: str) -> None:
+    """A sender stopping: it no longer takes a share of the rate."""
+    _run(session, delete(Lease).where(Lease.name == SENDER_LEASE + worker))
 
 
 def release(session: Session, worker: str, ids: list[int]) -> int:
@@ -241,21 +315,17 @@ def retry_later(session: Session, oid: int, at: datetime, reason: str) -> None:
         claimed_by=None, claimed_at=None))
 
 
-def reconcile(session: Session, worker: str, now: datetime, *, exclusive: bool = False,
-              stale_after: timedelta = timedelta(minutes=2)) -> tuple[int, int]:
-    """Settle rows left behind by a sender that died; returns (requeued, uncertain).
+def reconcile(session: Session, now: datetime, alive: set[str]) -> tuple[int, int]:
+    """Settle rows left behind by senders that died (those not in ``alive``, see ``beat``);
+    returns (requeued, uncertain).
 
     ``claimed`` rows were never handed to the platform: they go back to ``pending`` (nothing lost).
     ``sending`` rows were in flight: the platform may or may not have delivered them, and sending
     again could deliver twice, so they become ``uncertain``: never sent again, and shown to
     secretaries (``delivery_flags``) so that they check with the member. The window is one
     request: the sender writes ``sending`` right before each request and ``sent`` right after.
-    Only rows of other workers are touched: all of them when the caller holds the sender lease
-    (``exclusive``), else those older than ``stale_after``.
     """
-    dead = OutboxMessage.claimed_by != worker
-    if not exclusive:
-        dead = and_(dead, OutboxMessage.claimed_at < now - stale_after)
+    dead = OutboxMessage.claimed_by.not_in(alive) if alive else OutboxMessage.claimed_by.is_not(None)
     requeued = _run(session, update(OutboxMessage).where(OutboxMessage.status == "claimed", dead)
         .values(status="pending", claimed_by=None, claimed_at=None)
     ).rowcount

@@ -4,6 +4,10 @@ Channels provide a ``Transport``; the sender picks the member's channel (the one
 falling back to another on a permanent refusal), keeps to ``rate`` messages per second overall and
 one per ``per_chat_interval`` into a chat, waits ``retry_after`` on 429 (for every chat: the limit
 is the bot's), backs off on network errors and 5xx, and never retries a permanent refusal.
+
+Every process runs one sender. Each renews a lease of its own (``queue.beat``): the senders alive
+share ``rate`` equally, and rows claimed by a sender whose lease ran out are settled by the others
+(``queue.reconcile``). Claims are serialised and give a member one message at a time (``queue.claim``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import logging
 import math
 import os
 import random
+import secrets
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -33,6 +39,10 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8
 CLAIM_SECONDS = 1.0  # each claim takes about this many seconds' worth of rows (at ``rate``)
 MAX_CLAIM = 1000
+BEAT_SECONDS = 2.0  # each sender renews its lease this often...
+LEASE_SECONDS = 10.0  # ...for this long: a sender silent this long is taken for dead
+TICK = 0.02  # sends start in groups at least this far apart, marked ``sending`` in one statement per group
+GROUP = 5  # ... and at most 250 ms apart, so that a group has about this many sends at low rates
 # The outbox row being delivered, for transports that record per-message facts (the Zalo OA's rung and cost).
 CURRENT_MESSAGE: contextvars.ContextVar[int | None] = contextvars.ContextVar("outbox_message", default=None)
 
@@ -68,11 +78,13 @@ class OutboxSender:
                  clock: Callable[[], datetime] = utcnow, idle_poll: float = 0.5, max_in_flight: int = 24):
         self.db, self.transports = db, transports
         self.rate, self.per_chat_interval = rate, per_chat_interval
-        # each sender its own name: reconcile() settles only other (stopped) senders' rows
-        self.worker = worker or f"sender-{os.getpid()}-{id(self):x}"
+        # each sender its own name (≤ 25 characters: its lease is ``sender:<worker>``)
+        self.worker = worker or f"{socket.gethostname()[:12]}-{os.getpid()}-{secrets.token_hex(2)}"
         self.quiet, self.clock = quiet, clock
         self.idle_poll, self.max_in_flight = idle_poll, max_in_flight
         self.stats = SenderStats()
+        self._share = rate  # this sender's part of ``rate``: rate / senders alive
+        self._bodies: dict[int, dict] = {}  # shared bodies of broadcasts, by id (a few at a time)
         self._chat_ready: dict[tuple[str, str], float] = {}
         self._chat_pruned = time.monotonic()
         self._paused_until = 0.0
@@ -80,58 +92,115 @@ class OutboxSender:
         self._stop = asyncio.Event()
         self._marks: list[tuple[Callable, tuple, asyncio.Future]] = []
         self._marks_waiting = asyncio.Event()
+        self._flushing = 0  # status writes under way
+        self._starting = 0  # sends of groups still being marked ``sending``
+        self._tick = TICK
 
     # -- loop -------------------------------------------------------------------------------------
-    async def run(self, until_idle: bool = False, exclusive: bool = False) -> SenderStats:
-        """Send until stopped (or, with ``until_idle``, until nothing is due and nothing in flight).
+    async def run(self, until_idle: bool = False) -> SenderStats:
+        """Send until stopped (or, with ``until_idle``, until nothing is due and nothing in flight)."""
+        await asyncio.to_thread(self._beat)  # alive before the first claim, so no other sender settles it
+        beating = asyncio.create_task(self._keep_beating())
+        flusher = asyncio.create_task(self._flush_marks())
+        tokens, last = 1.0, time.monotonic()
+        batch: deque[OutboxSender._Job] = deque()  # claimed, not yet started
+        try:
+            while not self._stop.is_set():
+                now_mono = time.monotonic()
+                rate = self._share
+                # sends start in groups, about GROUP at a time (one status write per group), within 20-250 ms
+                self._tick = tick = min(0.25, max(TICK, GROUP / rate))
+                tokens = min(max(1.0, rate * tick), tokens + (now_mono - last) * rate)
+                last = now_mono
+                if now_mono < self._paused_until:
+                    await asyncio.sleep(self._paused_until - now_mono)
+                    continue
+                room = self.max_in_flight - len(self._in_flight) - self._starting
+                if tokens < 1 or room < 1:
+                    await asyncio.sleep(max((1 - tokens) / rate, tick))
+                    continue
+                if not batch:
+                    now = self.clock()
+                    quiet = self.quiet is not None and self.quiet.next_allowed(now) != now
+                    # in quiet hours only replies to members' own actions go out (held back by flood control)
+                    size = max(1, min(MAX_CLAIM, math.ceil(rate * CLAIM_SECONDS)))
+                    batch.extend(await asyncio.to_thread(self._claim, now, size, (queue.REPLY,) if quiet else None))
+                    if not batch:
+                        if until_idle and not self._in_flight and not self._marks and not self._flushing:
+                            break  # (a member's next message waits for the previous one's mark)
+                        await self._idle()
+                        continue
+                jobs = [batch.popleft() for _ in range(min(int(tokens), room, len(batch)))]
+                tokens -= len(jobs)
+                self._starting += len(jobs)
+                self._track(self._start_group(jobs))  # the next group need not wait for this one's write
+            if batch:  # stopped with rows in hand: back to the queue at once
+                await asyncio.to_thread(self._release, [job.id for job in batch])
+            while self._in_flight:  # a group's task starts its sends: wait for those too
+                await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+        finally:
+            beating.cancel()
+            flusher.cancel()
+            await asyncio.gather(beating, flusher, return_exceptions=True)
+            await self._apply_marks()
+            await asyncio.to_thread(self._leave)
+        return self.stats
 
-        ``exclusive``: this sender holds the lease, so rows other senders left are theirs to settle.
-        """
+    def _sendable(self, job: _Job) -> bool:
+        return bool(job.accounts) and (job.expires_at is None or self.clock() < job.expires_at)
+
+    def _track(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _start_group(self, jobs: list[_Job]) -> None:
+        """Mark the group ``sending`` (one write), then send each (the group's task counts for one in
+        flight while it writes: ``max_in_flight`` bounds the requests, not exactly)."""
+        try:
+            mine = await self._mark_sending(jobs)
+        except Exception:  # noqa: BLE001 - the database failed: nothing was sent, put the rows back
+            log.exception("outbox: could not mark %d message(s) as sending; they go back to the queue", len(jobs))
+            await asyncio.to_thread(self._release, [job.id for job in jobs])
+            return
+        finally:
+            self._starting -= len(jobs)
+        for job in jobs:
+            if job.id in mine or not self._sendable(job):
+                self._track(self._deliver(job, marked=job.id in mine))
+            else:
+                log.info("outbox: message %d was taken over by another sender; not sent here", job.id)
+
+    async def _mark_sending(self, jobs: list[_Job]) -> set[int]:
+        """``sending`` for the jobs about to start, in one statement (with the status changes waiting
+        to be written: one transaction per group of sends), before their requests leave: from then
+        on a crash leaves the outcome unknown. The ids still this sender's."""
+        return await self._apply_marks([(job.id, job.accounts[0][0]) for job in jobs if self._sendable(job)])
+
+    def _beat(self) -> None:
+        """Renew this sender's lease, take its share of the rate, settle what dead senders left."""
         with self.db.session() as s:
-            requeued, uncertain = queue.reconcile(s, self.worker, self.clock(), exclusive=exclusive)
+            now = self.clock()
+            alive = queue.beat(s, self.worker, now, timedelta(seconds=LEASE_SECONDS))
+            requeued, uncertain = queue.reconcile(s, now, alive)
+        self._share = self.rate / max(1, len(alive))
         if requeued:
             log.warning("outbox: %d claimed message(s) of a stopped sender are pending again", requeued)
         if uncertain:
             log.warning("outbox: %d message(s) were in flight when a sender stopped: recorded as uncertain, "
                         "not sent again (secretaries see them in /chualam)", uncertain)
-        flusher = asyncio.create_task(self._flush_marks())
-        tokens, last = 1.0, time.monotonic()
-        batch: deque[OutboxSender._Job] = deque()  # claimed, not yet started
-        claim_size = max(1, min(MAX_CLAIM, math.ceil(self.rate * CLAIM_SECONDS)))
-        while not self._stop.is_set():
-            now_mono = time.monotonic()
-            burst = max(1.0, self.rate * 0.05)
-            tokens = min(burst, tokens + (now_mono - last) * self.rate)
-            last = now_mono
-            if now_mono < self._paused_until:
-                await asyncio.sleep(self._paused_until - now_mono)
-                continue
-            if tokens < 1 or len(self._in_flight) >= self.max_in_flight:
-                await asyncio.sleep(max((1 - tokens) / self.rate, 0.001))
-                continue
-            if not batch:
-                now = self.clock()
-                quiet = self.quiet is not None and self.quiet.next_allowed(now) != now
-                # in quiet hours only replies to members' own actions go out (held back by flood control)
-                batch.extend(await asyncio.to_thread(self._claim, now, claim_size, (queue.REPLY,) if quiet else None))
-                if not batch:
-                    if until_idle and not self._in_flight:
-                        break
-                    await self._idle()
-                    continue
-            while batch and tokens >= 1 and len(self._in_flight) < self.max_in_flight:
-                tokens -= 1
-                task = asyncio.create_task(self._deliver(batch.popleft()))
-                self._in_flight.add(task)
-                task.add_done_callback(self._in_flight.discard)
-        if batch:  # stopped with rows in hand: back to the queue at once, not after stale_after
-            await asyncio.to_thread(self._release, [job.id for job in batch])
-        if self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
-        flusher.cancel()
-        await asyncio.gather(flusher, return_exceptions=True)
-        await self._apply_marks()
-        return self.stats
+
+    async def _keep_beating(self) -> None:
+        while True:
+            await asyncio.sleep(BEAT_SECONDS)
+            try:
+                await asyncio.to_thread(self._beat)
+            except Exception:  # noqa: BLE001 - a busy database must not stop the sends; next beat retries
+                log.exception("outbox: could not renew the sender's lease")
+
+    def _leave(self) -> None:
+        with self.db.session() as s:
+            queue.leave(s, self.worker)
 
     def _release(self, ids: list[int]) -> None:
         with self.db.session() as s:
@@ -159,7 +228,7 @@ class OutboxSender:
     def _claim(self, now: datetime, limit: int, purposes: tuple[str, ...] | None = None) -> list[_Job]:
         started = time.thread_time()
         with self.db.session() as s:
-            rows = queue.claim(s, self.worker, now, limit, purposes)
+            rows = queue.claim(s, self.worker, now, limit, purposes, self.per_chat_interval)
             stale = queue.no_longer_true(s, rows, now)
             for r in rows:
                 if r.id in stale:
@@ -176,13 +245,34 @@ class OutboxSender:
                         .order_by(ChatAccount.last_seen_at.desc().nullslast(), ChatAccount.id)):
                     if channel in self.transports:
                         accounts.setdefault(member_id, []).append((channel, external_id, bot_id))
-            jobs = [self._Job(r.id, queue.payload_reply(r.payload),
-                              (r.attachment_name, r.attachment) if r.attachment_name else None,
+            replies = self._replies(s, rows)
+            jobs = [self._Job(r.id, replies[r.id], (r.attachment_name, r.attachment) if r.attachment_name else None,
                               accounts.get(r.member_id, []), r.expires_at, r.attempts) for r in rows]
         self.stats.cpu_seconds += time.thread_time() - started
         return jobs
 
-    async def _deliver(self, job: _Job) -> None:
+    def _replies(self, s, rows) -> dict[int, Reply]:
+        """Each row's Reply; rows of one broadcast without a part of their own share one object."""
+        missing = {r.body_id for r in rows if r.body_id is not None} - self._bodies.keys()
+        if missing:
+            if len(self._bodies) > 64:
+                self._bodies.clear()
+            self._bodies.update(queue.bodies(s, missing))
+        shared: dict[int, Reply] = {}
+        out = {}
+        for r in rows:
+            if r.body_id is None:
+                out[r.id] = queue.payload_reply(r.payload)
+            elif r.payload:
+                out[r.id] = queue.payload_reply(queue.full_payload(r.payload, self._bodies[r.body_id]))
+            else:
+                if r.body_id not in shared:
+                    shared[r.body_id] = queue.payload_reply(self._bodies[r.body_id])
+                out[r.id] = shared[r.body_id]
+        return out
+
+    async def _deliver(self, job: _Job, marked: bool = False) -> None:
+        """``marked``: already ``sending`` on the member's first channel."""
         CURRENT_MESSAGE.set(job.id)
         now = self.clock()
         if job.expires_at is not None and now >= job.expires_at:
@@ -197,9 +287,10 @@ class OutboxSender:
         reason = ""
         for channel, external_id, via in job.accounts:
             await self._wait_for_chat(channel, external_id)
-            if not await self._mark(queue.mark_sending, job.id, channel, self.worker):
+            if not marked and not await self._mark(queue.mark_sending, job.id, channel, self.worker):
                 log.info("outbox: message %d was taken over by another sender; not sent here", job.id)
                 return
+            marked = False  # a fallback channel is marked on its own
             try:
                 # ``via``: the Zalo bot the member linked with (a branch's own bot); None: the channel's bot
                 extra = {"via": via} if via is not None else {}
@@ -214,7 +305,8 @@ class OutboxSender:
                 log.exception("outbox: message %d: unexpected error from %s", job.id, channel)
                 await self._retry(job, SendError("transient", f"{type(exc).__name__}: {exc}"))
                 return
-            await self._mark(queue.mark_sent, job.id, channel, self.clock())
+            self._chat_ready[(channel, external_id)] = time.monotonic() + self.per_chat_interval  # from its arrival
+            self._mark_later(queue.mark_sent, job.id, channel, self.clock())  # the send is done: no need to wait
             self.stats.sent += 1
             return
         await self._mark(queue.mark_failed, job.id, job.accounts[-1][0], reason)
@@ -249,41 +341,62 @@ class OutboxSender:
 
     async def _mark(self, fn, *args):
         """Record a status change; changes from concurrent sends share one commit (group commit)."""
+        return await self._mark_later(fn, *args)
+
+    def _mark_later(self, fn, *args) -> asyncio.Future:
         done = asyncio.get_running_loop().create_future()
+        done.add_done_callback(_consume_exception)
         self._marks.append((fn, args, done))
         self._marks_waiting.set()
-        return await done
+        return done
 
     async def _flush_marks(self) -> None:
         while True:
             await self._marks_waiting.wait()
-            await asyncio.sleep(0.002)  # let the sends finishing about now join this commit
+            # often written with the next group's ``sending`` before that; at most 50 ms: a kill
+            # leaves the sends of that long unrecorded (uncertain)
+            await asyncio.sleep(min(self._tick, 0.05))
             await self._apply_marks()
 
-    async def _apply_marks(self) -> None:
+    async def _apply_marks(self, sending: list[tuple[int, str]] | None = None) -> set[int]:
+        """Write the waiting status changes, and ``sending`` for ``sending`` (id, channel) pairs about
+        to be sent, in one transaction; returns the ids of those still this sender's."""
         batch, self._marks = self._marks, []
         self._marks_waiting.clear()
-        if not batch:
-            return
+        if not batch and not sending:
+            return set()
+        self._flushing += 1
 
         def work():
             started = time.thread_time()
             with self.db.session() as s:
-                results = _apply_in_batches(s, batch, self.worker)
+                results = _apply_in_batches(s, batch, self.worker) if batch else []
+                mine = queue.mark_sending_many(s, sending, self.worker) if sending else set()
             self.stats.cpu_seconds += time.thread_time() - started
-            return results
+            return results, mine
 
         try:
-            results = await asyncio.to_thread(work)
+            results, mine = await asyncio.to_thread(work)
         except Exception as exc:  # noqa: BLE001 - every waiting send must learn of it
             for *_, done in batch:
                 if not done.done():
                     done.set_exception(exc)
-            return
+            if sending:
+                raise
+            return set()
+        finally:
+            self._flushing -= 1
         for (*_, done), result in zip(batch, results):
             if not done.done():
                 done.set_result(result)
+        return mine
 
+
+def _consume_exception(done: asyncio.Future) -> None:
+    """A mark nobody awaits (``sent``) that failed: logged; the row stays ``sending`` and becomes
+    ``uncertain`` if its sender stops, never sent twice."""
+    if not done.cancelled() and done.exception() is not None:
+        log.error("outbox: could not record a status", exc_info=done.exception())
 
 
 def _apply_in_batches(s, batch: list[tuple[Callable, tuple, asyncio.Future]], worker: str) -> list:

@@ -1,7 +1,8 @@
-"""APScheduler ticks; the process holding the lease runs due work and the outbox sender.
+"""APScheduler ticks; the process holding the lease runs due work; every process runs an outbox sender.
 
 APScheduler's job stores cannot be shared between processes, so it only ticks: every process may
-tick, and a lease row with an expiry (works on SQLite and PostgreSQL) lets one of them act.
+tick, and a lease row with an expiry (works on SQLite and PostgreSQL) lets one of them act. The
+senders of all processes share the queue and the rate (``bot/outbox/sender.py``).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def release_lease(db: Database, holder: str, name: str = LEASE) -> None:
 
 
 class ScheduledWork:
-    """Ticks every ``interval`` seconds; the lease holder runs due work and keeps the sender going."""
+    """Ticks every ``interval`` seconds; the lease holder runs due work; each process keeps its sender going."""
 
     def __init__(self, db: Database, schedule: Schedule, transports: dict[str, Transport], *, rate: float,
                  report_builder=None, interval: float = 15.0, clock: Callable[[], datetime] = utcnow):
@@ -72,11 +73,16 @@ class ScheduledWork:
         self.scheduler.start()
 
     async def tick(self) -> None:
+        if self._sender_task is None or self._sender_task.done():
+            if self._sender_task is not None and not self._sender_task.cancelled() and self._sender_task.exception():
+                log.error("outbox sender stopped; starting it again", exc_info=self._sender_task.exception())
+            self.sender = OutboxSender(self.db, self.transports, rate=self.rate,
+                                       quiet=self.schedule.quiet, clock=self.clock)
+            self._sender_task = asyncio.create_task(self.sender.run())
         now = self.clock()
         leader = await asyncio.to_thread(try_lease, self.db, self.holder, now, timedelta(seconds=self.interval * 3))
         LEADER.set(1 if leader else 0)
         if not leader:
-            await self._stop_sender()
             return
         try:
             report = await asyncio.to_thread(run_due, self.db, now, self.schedule, self.report_builder)
@@ -87,10 +93,6 @@ class ScheduledWork:
                 log.info("dropped: %s", dropped)
         except Exception:  # noqa: BLE001 - one bad tick must not stop the scheduler
             log.exception("scheduled work failed at %s", now)
-        if self._sender_task is None or self._sender_task.done():
-            self.sender = OutboxSender(self.db, self.transports, rate=self.rate,
-                                       quiet=self.schedule.quiet, clock=self.clock)
-            self._sender_task = asyncio.create_task(self.sender.run(exclusive=True))
 
     async def _stop_sender(self) -> None:
         if self.sender is not None:

@@ -121,6 +121,8 @@ class ChatAccount(Base):
     __table_args__ = (
         UniqueConstraint("channel", "external_id"),
         UniqueConstraint("channel", "member_id"),
+        # a member's accounts: who an announcement can reach, where the sender writes to them
+        Index("ix_chat_accounts_member_id", "member_id"),
     )
 
 
@@ -332,6 +334,18 @@ class ChannelUsage(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class OutboxBody(Base):
+    """What every copy of a broadcast shares (text, buttons), stored once and pointed at by its
+    outbox rows: an announcement to 100,000 members does not write its text 100,000 times.
+    ``digest`` (SHA-256 of the payload) makes the same body stored once, however often it is sent."""
+
+    __tablename__ = "outbox_bodies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    payload: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class OutboxMessage(Base):
     """A message the product sends on its own initiative, written before it is sent.
 
@@ -347,7 +361,10 @@ class OutboxMessage(Base):
     purpose: Mapped[str] = mapped_column(String(16))
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
     round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"))
+    # the message (``bot.outbox.queue.reply_payload``); with ``body_id``, only this member's own part
+    # (their study link), laid over the shared body
     payload: Mapped[dict] = mapped_column(JSON)
+    body_id: Mapped[int | None] = mapped_column(ForeignKey("outbox_bodies.id"))
     attachment_name: Mapped[str | None] = mapped_column(String(128))
     attachment: Mapped[bytes | None] = mapped_column(LargeBinary)
     status: Mapped[str] = mapped_column(String(12), default="pending")
@@ -368,7 +385,9 @@ class OutboxMessage(Base):
 
 
 class Lease(Base):
-    """A named lease with an expiry: one process at a time runs the scheduler and the sender."""
+    """A named lease with an expiry: one process at a time runs the scheduler (``scheduler``); each
+    running outbox sender renews its own (``sender:<worker>``), so that senders know how many share
+    the rate and whose claimed rows were left by a sender that died."""
 
     __tablename__ = "leases"
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
