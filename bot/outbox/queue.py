@@ -196,8 +196,9 @@ def claim(session: Session, worker: str, now: datetime, limit: int,
     due = (select(table.c.id, table.c.member_id)
            .where(table.c.status == "pending", table.c.not_before <= now, ~busy))
     if per_chat_interval > 0:
-        due = due.where(~exists().where(
-            other.c.member_id == table.c.member_id, other.c.status == "sent", other.c.claimed_by != worker,
+        due = due.where(~exists().where(  # only sent rows have sent_at; no status test, so that the
+            # database looks the member's rows up by member, not every sent row by status
+            other.c.member_id == table.c.member_id, other.c.claimed_by != worker,
             other.c.sent_at > now - timedelta(seconds=per_chat_interval)))
     if purposes is not None:
         due = due.where(table.c.purpose.in_(purposes))
