@@ -264,3 +264,25 @@ def test_health_and_metrics_answer_at_once_while_a_long_write_holds_the_database
     assert health.status_code == 200 and metrics.status_code == 200
     assert "hoctap_outbox_messages" in metrics.text
     assert took < 5, f"health and metrics waited {took:.1f}s for the writer"
+
+
+def test_an_update_arriving_while_the_process_is_still_starting_is_left_for_telegram_to_deliver_again(caplog):
+    """Behind a proxy a restarted process takes requests before its bot is ready: the update gets a 503,
+    which Telegram retries (to this or another process), never a 500 with a traceback."""
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from bot.channels.telegram_webhook import webhook_route
+    from bot.emulators.telegram import TelegramEmulator
+    from telegram.ext import ApplicationBuilder
+
+    update = {"update_id": 7, "message": {"message_id": 1, "date": 0, "chat": {"id": 5, "type": "private"},
+                                          "from": {"id": 5, "is_bot": False, "first_name": "X"}, "text": "/hoc"}}
+    with TelegramEmulator() as emulator:
+        app = ApplicationBuilder().token(emulator.token).base_url(emulator.base_url).updater(None).build()
+        with TestClient(Starlette(routes=[webhook_route(app, SECRET)]), raise_server_exceptions=False) as client:
+            with caplog.at_level(logging.WARNING):
+                response = client.post("/telegram/webhook", json=update,
+                                       headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
+    assert response.status_code == 503
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

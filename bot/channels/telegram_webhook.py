@@ -53,6 +53,8 @@ def webhook_route(app: Application, secret: str) -> Route:
         except Exception:  # noqa: BLE001 - a malformed update is refused, never a traceback
             log.info("Telegram webhook: an update that does not parse; refused")
             return _refuse(400, "Bad request: not a Telegram update")
+        if not app.running:  # this process is still starting (or stopping): Telegram delivers it again
+            return _refuse(503, "Service unavailable: starting")
         await app.update_processor.process_update(update, app.process_update(update))
         return JSONResponse({"ok": True})
 
