@@ -27,6 +27,8 @@ def test_a_branch_bots_token_is_redacted_among_two_thousand_and_its_neighbours_a
 
     tokens = [f"{4_000_000 + i}:secret-{i:04d}-abcdef" for i in range(2000)]
     learn_secrets(*tokens, "plain-secret-not-shaped-like-a-bot")
+    root = logging_.getLogger()
+    handlers, level = root.handlers[:], root.level
     try:
         setup_logging()
         log = logging_.getLogger("hoctap.test")
@@ -34,7 +36,9 @@ def test_a_branch_bots_token_is_redacted_among_two_thousand_and_its_neighbours_a
         log.warning("retry %s for chat 4001234:99 at 12:30", tokens[7].replace(":", "%3A"))
         log.warning("config had plain-secret-not-shaped-like-a-bot in it")
         err = capsys.readouterr().err
-    finally:
+    finally:  # no handler left on this test's captured stderr, which closes with the test
+        root.handlers[:] = handlers
+        root.setLevel(level)
         _LEARNED.clear()
     assert "secret-1234" not in err and "secret-0007" not in err and "plain-secret" not in err
     assert "/bot<secret>/sendMessage" in err and "retry <secret> for chat 4001234:99 at 12:30" in err
