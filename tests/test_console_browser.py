@@ -25,11 +25,19 @@ def shot(driver, name: str) -> None:
 
 def press(driver, element_id: str) -> None:
     """Click a button or link that loads a new page, and wait until the new page is there."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
-    page = driver.find_element(By.TAG_NAME, "html")
-    driver.find_element(By.ID, element_id).click()
+    for attempt in range(3):  # Chromium may still be swapping in the page it just loaded: look again
+        try:
+            WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
+            page = driver.find_element(By.TAG_NAME, "html")
+            driver.find_element(By.ID, element_id).click()
+            break
+        except (StaleElementReferenceException, WebDriverException) as exc:
+            if attempt == 2 or "document" not in str(exc) and not isinstance(exc, StaleElementReferenceException):
+                raise
     WebDriverWait(driver, 20).until(expected_conditions.staleness_of(page))
 
 
