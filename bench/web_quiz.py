@@ -31,7 +31,9 @@ import httpx
 from sqlalchemy import func, select
 
 from bench.quiz_throughput import run_quiz
-from bench.zalo_quiz import seed, zalo_member
+from bot.emulators.telegram import TelegramEmulator
+from bench.seeding import seed_branch
+from bench.zalo_quiz import zalo_member
 from bot.channels.zalo import TRAITS, BackgroundZalo, ZaloClient, ZaloOptions, ZaloRuntime, ZaloTransport
 from bot.emulators.zalo import ZaloEmulator
 from bot.outbox.queue import QuietHours
@@ -83,6 +85,11 @@ def chat_reader(user) -> None:
         user.send_text(text)
         user.wait_for(lambda u: len(u.messages) > before, timeout=30)
     time.sleep(0.2)  # a long summary comes in several messages
+
+
+def seed(db: Database, members: int) -> list[str]:
+    """A branch of ``members`` members linked on Zalo and an open round; their Zalo ids."""
+    return [zalo_id for _mid, zalo_id in seed_branch(db, members, "zalo", lambda i: f"{7_000_000_000 + i}")]
 
 
 def round_of_messages(members: int, concurrency: int, url: str, *, with_page: bool) -> Counter:
@@ -181,7 +188,8 @@ def main() -> None:
     without = round_of_messages(args.members, args.concurrency, f"sqlite:///{tmp}/without.db", with_page=False)
     with_page = round_of_messages(args.members, args.concurrency, f"sqlite:///{tmp}/with.db", with_page=True)
     http_answers, http_requests = answers_per_second(args.members, args.concurrency, f"sqlite:///{tmp}/http.db")
-    chat_updates, _quizzes, _ = run_quiz(args.members, args.concurrency, f"sqlite:///{tmp}/chat.db")
+    with TelegramEmulator() as emu:  # the chat's quiz path, its bot in a process of its own
+        chat_updates, *_ = run_quiz(emu, args.members, args.concurrency, f"sqlite:///{tmp}/chat.db")
     n = args.members
     print(f"members {n}, concurrency {args.concurrency}, database sqlite, one server process each")
     print("Zalo messages sent per member over a round (announcement, reminders, the chat's replies):")
