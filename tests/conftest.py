@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -277,3 +278,28 @@ def study_pages(province, emulator):
     server = PagesServer(province, telegram_token=emulator.token).start()
     yield server
     server.stop()
+
+
+@contextmanager
+def a_long_write(db: Database):
+    """A write transaction held open by another thread for the duration of the ``with`` block (a roster
+    import, a province's announcement): on SQLite it holds the database's one write lock."""
+    import threading
+
+    holding, release = threading.Event(), threading.Event()
+
+    def write():
+        with db.session() as s:
+            s.execute(text("UPDATE members SET full_name = full_name"))
+            holding.set()
+            release.wait(30)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert holding.wait(10), "the long write did not start"
+        yield
+    finally:
+        release.set()
+        writer.join()
+

@@ -7,6 +7,7 @@ from datetime import timedelta
 import httpx
 from sqlalchemy import func, select
 
+from tests.conftest import a_long_write
 from tests.console_browser import TZ, LINK, chat, console_server  # noqa: F401 - fixtures
 
 
@@ -271,31 +272,15 @@ def test_a_console_page_waiting_for_the_database_does_not_hold_up_the_rest_of_th
     import threading
     import time
 
-    from sqlalchemy import text
-
     cadre = logged_in(chat, console_server, "CB002")
-    holding, release = threading.Event(), threading.Event()
-
-    def long_write():
-        with province.session() as s:
-            s.execute(text("UPDATE members SET full_name = full_name"))
-            holding.set()
-            release.wait(30)
-
-    writer = threading.Thread(target=long_write)
-    writer.start()
     page: list[httpx.Response] = []
-    try:
-        assert holding.wait(10)
+    with a_long_write(province):
         reader = threading.Thread(target=lambda: page.append(cadre.get("/quantri/", timeout=60)))
         reader.start()
         time.sleep(0.5)  # the page is now waiting for the database
         started = time.perf_counter()
         health = httpx.get(f"{console_server.url}/healthz", timeout=30)
         took = time.perf_counter() - started
-    finally:
-        release.set()
-        writer.join()
     reader.join(60)
     assert health.status_code == 200 and took < 3, f"the server waited {took:.1f}s behind a console page"
     assert page and page[0].status_code == 200 and "quantri" in page[0].text

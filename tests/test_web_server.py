@@ -12,10 +12,10 @@ import time
 from contextlib import contextmanager
 
 import httpx
-from sqlalchemy import text as text_
 import pytest
 
 from bench.webhook_fleet import free_port
+from tests.conftest import a_long_write
 from bot.config import ConfigError, SchedulerSettings, Settings, TelegramSettings, WebSettings, load_settings
 
 SECRET = "webhook-Secret_123"
@@ -241,26 +241,12 @@ def test_health_and_metrics_answer_at_once_while_a_long_write_holds_the_database
     from bot.metrics import metrics_route
     from bot.web import create_app
 
-    holding, release = threading.Event(), threading.Event()
-
-    def long_write():
-        with province.session() as s:
-            s.execute(text_("UPDATE members SET full_name = full_name"))
-            holding.set()
-            release.wait(30)
-
-    writer = threading.Thread(target=long_write)
-    writer.start()
-    try:
-        assert holding.wait(10)
+    with a_long_write(province):
         with TestClient(create_app(routes=[metrics_route(province)], db=province)) as client:
             started = time.perf_counter()
             health = client.get("/healthz")
             metrics = client.get("/metrics")
             took = time.perf_counter() - started
-    finally:
-        release.set()
-        writer.join()
     assert health.status_code == 200 and metrics.status_code == 200
     assert "hoctap_outbox_messages" in metrics.text
     assert took < 5, f"health and metrics waited {took:.1f}s for the writer"
