@@ -26,19 +26,23 @@ def shot(driver, name: str) -> None:
 def press(driver, element_id: str) -> None:
     """Click a button or link that loads a new page, and wait until the new page is there."""
     from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
-    for attempt in range(3):  # Chromium may still be swapping in the page it just loaded: look again
+    page = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.ID, element_id).click()
+
+    def replaced(_driver) -> bool:  # selenium's staleness_of, plus Chromium's other word for "stale"
         try:
-            WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
-            page = driver.find_element(By.TAG_NAME, "html")
-            driver.find_element(By.ID, element_id).click()
-            break
-        except (StaleElementReferenceException, WebDriverException) as exc:
-            if attempt == 2 or "document" not in str(exc) and not isinstance(exc, StaleElementReferenceException):
-                raise
-    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(page))
+            page.is_enabled()
+            return False
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+
+    WebDriverWait(driver, 20).until(replaced)
 
 
 def finish_quiz(db, member_code: str, round_id: int) -> None:

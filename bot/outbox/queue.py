@@ -217,6 +217,15 @@ def claim(session: Session, worker: str, now: datetime, limit: int,
     return sorted(rows, key=lambda r: (r.not_before, r.id))
 
 
+def any_due(session: Session, now: datetime, purposes: tuple[str, ...] | None = None) -> bool:
+    """Whether a pending row (of ``purposes``) is due: one that a claim left for pacing or for a member's
+    message still in flight elsewhere is taken a moment later."""
+    due = select(OutboxMessage.id).where(OutboxMessage.status == "pending", OutboxMessage.not_before <= now)
+    if purposes is not None:
+        due = due.where(OutboxMessage.purpose.in_(purposes))
+    return session.execute(due.limit(1)).first() is not None
+
+
 def bodies(session: Session, ids) -> dict[int, dict]:
     """Shared bodies by id."""
     return dict(session.execute(select(OutboxBody.id, OutboxBody.payload).where(OutboxBody.id.in_(list(ids)))).all())

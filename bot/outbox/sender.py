@@ -103,6 +103,7 @@ class OutboxSender:
         beating = asyncio.create_task(self._keep_beating())
         flusher = asyncio.create_task(self._flush_marks())
         tokens, last = 1.0, time.monotonic()
+        worked = last  # when a claim last brought rows
         batch: deque[OutboxSender._Job] = deque()  # claimed, not yet started
         try:
             while not self._stop.is_set():
@@ -124,10 +125,15 @@ class OutboxSender:
                     quiet = self.quiet is not None and self.quiet.next_allowed(now) != now
                     # in quiet hours only replies to members' own actions go out (held back by flood control)
                     size = max(1, min(MAX_CLAIM, math.ceil(rate * CLAIM_SECONDS)))
-                    batch.extend(await asyncio.to_thread(self._claim, now, size, (queue.REPLY,) if quiet else None))
-                    if not batch:
-                        if until_idle and not self._in_flight and not self._marks and not self._flushing:
-                            break  # (a member's next message waits for the previous one's mark)
+                    purposes = (queue.REPLY,) if quiet else None
+                    batch.extend(await asyncio.to_thread(self._claim, now, size, purposes))
+                    if batch:
+                        worked = now_mono
+                    else:
+                        if (until_idle and not self._in_flight and not self._marks and not self._flushing
+                                and not (now_mono - worked < self.per_chat_interval + 2
+                                         and await asyncio.to_thread(self._any_due, now, purposes))):
+                            break  # nothing due, or only what pacing keeps another sender's for now
                         await self._idle()
                         continue
                 jobs = [batch.popleft() for _ in range(min(int(tokens), room, len(batch)))]
@@ -224,6 +230,10 @@ class OutboxSender:
         accounts: list[tuple[str, str, int | None]]  # (channel, external id, bot), preferred first
         expires_at: datetime | None
         attempts: int
+
+    def _any_due(self, now: datetime, purposes: tuple[str, ...] | None) -> bool:
+        with self.db.read_session() as s:
+            return queue.any_due(s, now, purposes)
 
     def _claim(self, now: datetime, limit: int, purposes: tuple[str, ...] | None = None) -> list[_Job]:
         started = time.thread_time()
