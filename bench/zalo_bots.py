@@ -35,8 +35,9 @@ import httpx
 from sqlalchemy import insert, select
 
 from bench.clock import QUIET_HOURS_OFF, QUIET_OFF, add_wall_clock_option, wall_clock
-from bench.quiz_throughput import UPDATES_PER_QUIZ
-from bench.zalo_quiz import REPO, free_port
+
+from bench.quiz_throughput import REPO, UPDATES_PER_QUIZ
+from bot.emulators.common import free_port
 from bot.channels.zalo import TRAITS, BackgroundZalo, ZaloOptions, ZaloRuntime
 from bot.channels.zalo.fleet import CACHE_SIZE
 from bot.channels.zalo.registry import MONTHLY_QUOTA, usage_key, webhook_url
@@ -146,83 +147,136 @@ def timed(work) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def run(args: argparse.Namespace) -> None:
-    url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/bots.db"
-    db = Database(url)
-    port = free_port()
-    public = f"http://127.0.0.1:{port}"
-    print(f"machine load at the start (1, 5, 15 min): {load()}", flush=True)
+def zalo_users(db: Database) -> dict[str | None, list[str]]:
+    """Each bot's members' Zalo user ids, read back from the seeded database (None: the default bot)."""
+    with db.session() as s:
+        rows = s.execute(select(ChatAccount.external_id, Unit.code).join(Member, Member.id == ChatAccount.member_id)
+                         .join(Unit, Unit.id == Member.unit_id).order_by(ChatAccount.id)).all()
     users: dict[str | None, list[str]] = {}
-    seeded = timed(lambda: users.update(seed(db, args.bots, args.members)))
-    print(f"seeded {args.bots + 1} branches × {args.members} members in {seeded[0]:.1f} s", flush=True)
-    quiz_bots = args.bots if args.quiz_bots is None else min(args.quiz_bots, args.bots)
-    step = args.bots / quiz_bots if quiz_bots else 0
-    quizzing = [token_of(int(k * step)) for k in range(quiz_bots)]  # spread over the fleet
-    per_bot = args.members if args.quizzers_per_bot is None else min(args.quizzers_per_bot, args.members)
+    for user_id, code in rows:
+        b = int(code[1:])
+        users.setdefault(token_of(b) if b >= 0 else None, []).append(user_id)
+    return users
+
+
+def seed_in_child(url: str, bots: int, members: int) -> None:
+    """Seeding in a process of its own, so the serving process's memory is measured without it."""
+    seed(Database(url), bots, members)
+
+
+def serve_emulator(url: str, bots: int, public: str, conn) -> None:
+    """The Zalo emulator, every bot's webhook set, and the simulated members, in a process of their own:
+    the serving process's CPU and memory are then its own, as a `hoctap run`'s would be. Commands:
+    ("quizzes", bot keys, members per bot, concurrency), ("sent",), ("stop",)."""
+    users = zalo_users(Database(url))
     with ZaloEmulator(DEFAULT_TOKEN, "HocTap", worker=False) as default:
         emus = {None: default}
-        for b in range(args.bots):
+        for b in range(bots):
             emus[token_of(b)] = default.add_bot(token_of(b), f"Bot {b}", worker=False)
         with httpx.Client() as http:  # each bot's webhook, as ``hoctap zalo bots add`` sets it
-            for b in range(args.bots):
+            for b in range(bots):
                 key = token_of(b)
                 http.post(f"{default.base_url}/bot{key}/setWebhook",
                           json={"url": webhook_url(public, key.split(":")[0]),
                                 "secret_token": secret_of(b)}).raise_for_status()
         drivers = {key: [emus[key].user_who_wrote_before(uid, "Đảng viên") for uid in ids]
                    for key, ids in users.items()}
-        rss_before = rss_mb()
-        options = ZaloOptions(token=DEFAULT_TOKEN, api_base_url=default.base_url, mode="webhook",
-                              webhook_secret="bench-secret-default", public_url=public, listen=f"127.0.0.1:{port}",
-                              rate=args.bot_rate)
-        service = ChatService(db, TRAITS, TZ, quiet=QUIET_HOURS_OFF)
-        with BackgroundZalo(ZaloRuntime(options, service, bot_quota=MONTHLY_QUOTA)) as running:
-            rss_started = rss_mb()
-            fleet = running.runtime.fleet
-
-            def quizzes(keys, count):
-                def work():
-                    jobs = [(emus[k], u) for k in keys for u in drivers[k][:count]]
-                    with ThreadPoolExecutor(args.concurrency) as pool:
-                        list(pool.map(lambda job: quiz(*job), jobs))
-                return work
-
-            def send_all(default_branch: bool):
-                def work():
-                    expected = announce(db, default_branch)
-                    sender = OutboxSender(db, {"zalo": running.runtime.transport}, rate=args.outbox_rate,
-                                          per_chat_interval=0, idle_poll=0.05, max_in_flight=args.in_flight)
-                    stats = running.run(sender.run(until_idle=True), timeout=None)
-                    assert stats.sent == expected, (stats, expected)
-                return work
-
-            single_ann = timed(send_all(True))
-            print(f"default bot: {args.members} announced in {single_ann[0]:.1f} s", flush=True)
-            fleet_ann = timed(send_all(False))
-            rss_announced = rss_mb()
-            print(f"branch bots: {args.bots * args.members} announced in {fleet_ann[0]:.1f} s", flush=True)
-            single_quiz = timed(quizzes([None], args.members))
-            print(f"default bot: {args.members} quizzes in {single_quiz[0]:.1f} s", flush=True)
-            fleet_quiz = timed(quizzes(quizzing, per_bot))
-            print(f"branch bots: {quiz_bots * per_bot} quizzes in {fleet_quiz[0]:.1f} s", flush=True)
-            rss_after = rss_mb()
-            cached, loads = len(fleet._bots), fleet.loads
-        month = utcnow().astimezone(TZ).strftime("%Y-%m")
-        with db.session() as s:
-            pks = s.scalars(select(ZaloBot.id)).all()
-            sent = dict(s.execute(select(ChannelUsage.channel, ChannelUsage.sent)
-                                  .where(ChannelUsage.month == month)).all())
-        used = sorted(sent.get(usage_key(pk), 0) for pk in pks)
-        default_sent = default.sent_count()
+        conn.send(default.base_url)
+        while (command := conn.recv())[0] != "stop":
+            if command[0] == "quizzes":
+                _, keys, count, concurrency = command
+                jobs = [(emus[k], u) for k in keys for u in drivers[k][:count]]
+                with ThreadPoolExecutor(concurrency) as pool:
+                    list(pool.map(lambda job: quiz(*job), jobs))
+                conn.send(None)
+            else:
+                conn.send(default.sent_count())
         for emu in emus.values():
             if emu is not default:
                 emu.stop()
+
+
+def run(args: argparse.Namespace) -> None:
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/bots.db"
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    print(f"machine load at the start (1, 5, 15 min): {load()}", flush=True)
+
+    def seed_elsewhere():
+        seeding = fork.Process(target=seed_in_child, args=(url, args.bots, args.members))
+        seeding.start()
+        seeding.join()
+        assert seeding.exitcode == 0, "seeding failed"
+
+    seeded = timed(seed_elsewhere)
+    print(f"seeded {args.bots + 1} branches × {args.members} members in {seeded[0]:.1f} s", flush=True)
+    quiz_bots = args.bots if args.quiz_bots is None else min(args.quiz_bots, args.bots)
+    step = args.bots / quiz_bots if quiz_bots else 0
+    quizzing = [token_of(int(k * step)) for k in range(quiz_bots)]  # spread over the fleet
+    per_bot = args.members if args.quizzers_per_bot is None else min(args.quizzers_per_bot, args.members)
+    conn, child = fork.Pipe()
+    emulator = fork.Process(target=serve_emulator, args=(url, args.bots, public, child), daemon=True)
+    emulator.start()
+    base_url = conn.recv()
+
+    def ask(*command):
+        conn.send(command)
+        return conn.recv()
+
+    db = Database(url)
+    rss_before = rss_mb()
+    options = ZaloOptions(token=DEFAULT_TOKEN, api_base_url=base_url, mode="webhook",
+                          webhook_secret="bench-secret-default", public_url=public, listen=f"127.0.0.1:{port}",
+                          rate=args.bot_rate)
+    service = ChatService(db, TRAITS, TZ, quiet=QUIET_HOURS_OFF)
+    with BackgroundZalo(ZaloRuntime(options, service, bot_quota=MONTHLY_QUOTA)) as running:
+        rss_started = rss_mb()
+        fleet = running.runtime.fleet
+
+        def quizzes(keys, count):
+            return lambda: ask("quizzes", keys, count, args.concurrency)
+
+        def send_all(default_branch: bool):
+            def work():
+                expected = announce(db, default_branch)
+                sender = OutboxSender(db, {"zalo": running.runtime.transport}, rate=args.outbox_rate,
+                                      per_chat_interval=0, idle_poll=0.05, max_in_flight=args.in_flight)
+                stats = running.run(sender.run(until_idle=True), timeout=None)
+                assert stats.sent == expected, (stats, expected)
+            return work
+
+        single_ann = timed(send_all(True))
+        print(f"default bot: {args.members} announced in {single_ann[0]:.1f} s", flush=True)
+        fleet_ann = timed(send_all(False))
+        rss_announced = rss_mb()
+        print(f"branch bots: {args.bots * args.members} announced in {fleet_ann[0]:.1f} s "
+              f"(RSS {rss_announced:.0f} MB)", flush=True)
+        single_quiz = timed(quizzes([None], args.members))
+        print(f"default bot: {args.members} quizzes in {single_quiz[0]:.1f} s", flush=True)
+        fleet_quiz = timed(quizzes(quizzing, per_bot))
+        print(f"branch bots: {quiz_bots * per_bot} quizzes in {fleet_quiz[0]:.1f} s", flush=True)
+        rss_after = rss_mb()
+        cached, loads = len(fleet._bots), fleet.loads
+    month = utcnow().astimezone(TZ).strftime("%Y-%m")
+    with db.session() as s:
+        pks = s.scalars(select(ZaloBot.id)).all()
+        sent = dict(s.execute(select(ChannelUsage.channel, ChannelUsage.sent)
+                              .where(ChannelUsage.month == month)).all())
+    used = sorted(sent.get(usage_key(pk), 0) for pk in pks)
+    default_sent = ask("sent")
+    conn.send(("stop",))
+    emulator.join(timeout=60)
     db.dispose()
 
     kind = url.split(":")[0].split("+")[0]
     print(f"bots {args.bots} × members {args.members}, database {kind}, quiz concurrency {args.concurrency}, "
           f"per-bot outbox rate {args.bot_rate:g}/s, outbox rate {args.outbox_rate:g}/s, {args.in_flight} in flight")
     print(QUIET_OFF)
+    print("CPU is the serving process's own (the emulator, the simulated members and the seeding run in "
+          "processes of their own)")
     print(f"{'':<24}{'announced':>10}{'ann./s':>8}{'CPU ms/ann.':>12}{'quizzes':>9}{'upd./s':>8}"
           f"{'CPU ms/upd.':>12}")
     for name, ann, announced, qz, quizzed in (
@@ -231,9 +285,9 @@ def run(args: argparse.Namespace) -> None:
         updates = quizzed * UPDATES_PER_QUIZ
         print(f"{name:<24}{announced:>10}{announced / ann[0]:>8.1f}{1000 * ann[1] / announced:>12.2f}{quizzed:>9}"
               f"{updates / qz[0] if updates else 0:>8.1f}{1000 * qz[1] / updates if updates else 0:>12.2f}")
-    print(f"process memory (RSS): {rss_before:.0f} MB with the emulator, {args.bots + 1} bots' chats and the "
-          f"database ready; {rss_started:.0f} MB once the bots are served; {rss_announced:.0f} MB after the "
-          f"announcements; {rss_after:.0f} MB after the quizzes (the emulator's chats and messages included)")
+    print(f"serving process memory (RSS): {rss_before:.0f} MB with the database ready; {rss_started:.0f} MB once "
+          f"the {args.bots + 1} bots are served; {rss_announced:.0f} MB after the announcements; {rss_after:.0f} MB "
+          f"after the quizzes")
     print(f"bots kept ready: {cached} (cache of {CACHE_SIZE}); bot look-ups in the database: {loads}; "
           f"bots with traffic: {sum(1 for n in used if n)} of {len(used)}")
     if used:

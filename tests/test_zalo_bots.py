@@ -449,7 +449,7 @@ def test_polling_is_refused_beyond_the_limit(bots_cli, fake_zalo, db_url, monkey
 
 
 def test_an_announcement_a_bot_has_no_quota_left_for_goes_out_split_per_bot(
-        two_branches, province, emulator, telegram_bot, invite):
+        two_branches, province, emulator, telegram_bot, invite, monkeypatch):
     """Bot A (Tân Tiến) has used its 3,000 messages this month when round 1 is announced: bot B's
     member gets it through bot B, bot A's member who also has Telegram gets it there, bot A's
     Zalo-only member is on the secretary's /chualam as not reached, and the secretary (on Telegram)
@@ -477,6 +477,9 @@ def test_an_announcement_a_bot_has_no_quota_left_for_goes_out_split_per_bot(
     with province.session() as s:
         pk = s.scalar(select(ZaloBot.id).where(ZaloBot.name == "Chi bo Tan Tien"))
         s.get(ChannelUsage, (usage_key(pk), now.astimezone(TZ).strftime("%Y-%m"))).sent = 3000
+    # written behind the process's back (sends cannot use 2,990 messages in seconds): the count the process
+    # read while linking is not trusted here
+    monkeypatch.setattr("bot.channels.zalo.quota.KNOWN_FOR", 0.0)
     never_quiet = QuietHours(tz=TZ, start=clock_time(0, 0), end=clock_time(0, 0))
     report = run_due(province, now, Schedule(quiet=never_quiet, budget=FleetBudget(province, None, 3000, TZ)))
     assert report.dropped == [] and "announce:1: 4 message(s)" in report.jobs

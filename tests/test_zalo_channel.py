@@ -9,7 +9,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from bot.channels.zalo import TRAITS, BackgroundZalo, ZaloOptions, ZaloQuota, ZaloRuntime, render
 from bot.domain.replies import Outcome, Reply
@@ -519,6 +519,31 @@ def test_quota_counts_every_message_and_warns_at_80_percent(zalo_emulator, provi
     assert "8 of 10 messages of the monthly quota used" in caplog.text
     with province.session() as s:
         assert s.scalar(select(ChannelUsage.sent)) == 8
+
+
+def test_a_bot_near_its_monthly_limit_sees_what_other_processes_sent_at_once(province):
+    """Far from the limit a count this process read a moment ago answers without the database (a fleet-wide
+    broadcast would otherwise read once per message); within the last hundred messages every check reads the
+    database, so another process's sends stop this one at the limit."""
+    now = utcnow()
+    month = now.astimezone(TZ).strftime("%Y-%m")
+    here, elsewhere = ZaloQuota(province, 3000, TZ), ZaloQuota(province, 3000, TZ)
+    here.add(2000, now)
+    statements = []
+    record = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(province.engine, "before_cursor_execute", record)
+    try:
+        assert not here.used_up(now)
+    finally:
+        event.remove(province.engine, "before_cursor_execute", record)
+    assert statements == []  # answered from the count the add returned
+    elsewhere.add(950, now)
+    assert here.add(1, now) == 2951  # within a hundred of the limit: from now on every check reads
+    assert not here.used_up(now)
+    elsewhere.add(49, now)
+    assert here.used_up(now)  # the other process used the last 49
+    with province.session() as s:
+        assert s.get(ChannelUsage, ("zalo", month)).sent == 3000
 
 
 def test_outbox_goes_to_zalo_when_used_last_and_falls_back_to_telegram(province, zalo_emulator, emulator):
