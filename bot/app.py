@@ -134,7 +134,8 @@ def fleet_budget(settings: Settings, db: Database, quota):
         return quota
     from bot.channels.zalo.fleet import FleetBudget
 
-    return FleetBudget(db, quota, settings.zalo.monthly_quota, settings.tz)
+    return FleetBudget(db, quota, settings.zalo.monthly_quota, settings.tz,
+                       **({"default_name": settings.zalo.bot_name} if settings.zalo.bot_name else {}))
 
 
 def run(settings: Settings) -> int:

@@ -13,8 +13,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from bot.channels.zalo import TRAITS, BackgroundZalo, ZaloOptions, ZaloRuntime
+from bot.channels.zalo import TRAITS, BackgroundZalo, ZaloOptions, ZaloQuota, ZaloRuntime
 from bot.channels.zalo.registry import MEMBER_CAP, Registry, usage_key
+from bot.domain.oversight_messages import CALL_LIST
 from bot.domain.replies import Reply
 from bot.outbox import queue
 from bot.outbox.sender import OutboxSender
@@ -536,6 +537,53 @@ def test_a_bot_short_of_quota_is_named_to_its_secretaries_and_the_admins_and_ref
     # the secretaries of ấp 1 and ấp 2 (DV004, DV015), none of ấp 3 or of Tân Hưng; the admin
     assert [code for code, _ in told] == ["AD001", "DV001", "DV011"]
     assert "«DP-TT» chỉ còn 1/3000 tin" in told[0][1]["text"] and "cần 2 tin" in told[0][1]["text"]
+
+
+def test_a_default_bot_short_of_quota_holds_back_no_branch_bot_and_is_named_to_the_secretaries(province):
+    """Beside branch bots, the default bot (ZALO_BOT_TOKEN) is one bot among the others: short of quota it
+    refuses nothing; its members beyond what is left go to their other messenger or the call list, the
+    branch bots' members get the broadcast, and the secretaries of its members and the admins are told."""
+    from bot.channels.zalo.fleet import FleetBudget, FleetTransport
+    from bot.outbox.sender import SendError
+
+    now = utcnow()
+    month = now.astimezone(TZ).strftime("%Y-%m")
+    with province.session() as s:
+        units = dict(s.execute(select(Unit.code, Unit.id)).all())
+        bot_b = ZaloBot(zalo_id="2", unit_id=units["HQ-TH"], name="HQ-TH", token="2:x", webhook_secret="s" * 16,
+                        mode="webhook", created_at=now)
+        s.add(bot_b)
+        s.flush()
+        members = dict(s.execute(select(Member.code, Member.id)).all())
+        for code, bot in (("DV004", None), ("DV015", None), ("DV034", bot_b.id)):
+            s.add(ChatAccount(channel="zalo", external_id=code, member_id=members[code], linked_at=now, bot_id=bot))
+        s.add(ChannelUsage(channel="zalo", month=month, sent=2999, updated_at=now))
+        default = ZaloQuota(province, 3000, TZ)
+        budget = FleetBudget(province, default, 3000, TZ, default_name="Bot Học Tập")
+        ids = [members["DV004"], members["DV015"], members["DV034"]]
+        assert budget.shortfalls(s, ids, now) == {None: ([members["DV004"], members["DV015"]], 1)}
+        assert budget.refusal(s, ids, now) is None  # bot B's member is not held back
+        told = s.execute(select(Member.code, OutboxMessage.payload).join(Member)
+                         .where(OutboxMessage.purpose == "bot_quota").order_by(Member.code)).all()
+    assert [code for code, _ in told] == ["AD001", "DV001", "DV011"]  # the admin; the secretaries of ấp 1 and ấp 2
+    assert "«Bot Học Tập» chỉ còn 1/3000 tin" in told[0][1]["text"] and "cần 2 tin" in told[0][1]["text"]
+
+    class Default:  # the default bot's transport: it must not be reached once its quota is used up
+        quota, sent = default, []
+
+        async def deliver(self, external_id, reply, attachment):
+            self.sent.append(external_id)
+
+    class Fleet:
+        clock = staticmethod(utcnow)
+
+    transport = FleetTransport(Fleet(), Default())
+    asyncio.run(transport.deliver("DV004", Reply("📢"), None, via=None))  # the last message left
+    default.add(1, now)
+    with pytest.raises(SendError) as refused:
+        asyncio.run(transport.deliver("DV015", Reply("📢"), None, via=None))
+    assert refused.value.kind == "permanent" and CALL_LIST in str(refused.value)
+    assert Default.sent == ["DV004"]
 
 
 def test_without_a_default_token_a_polled_branch_bot_is_served(province):

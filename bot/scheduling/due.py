@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy import exists, or_, select
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -142,14 +142,20 @@ def latest_fire(trigger: CronTrigger, at: datetime) -> datetime | None:
     return last
 
 
-def _reachable_audience(s: Session, rnd: Round, *, unfinished_only: bool) -> tuple[list[int], int]:
-    query = select(Member.id).where(Member.id.in_(audience_members(rnd.id).with_only_columns(Member.id)))
+def _audience_counts(s: Session, rnd: Round, *, unfinished_only: bool) -> tuple[int, int]:
+    """(members who can be written to, members with no linked chat) of the broadcast's audience,
+    counted in the database: a province's ids are never listed in Python unless a budget asks for them."""
+    reachable = _reachable_query(rnd, unfinished_only=unfinished_only)
+    everyone = select(Member.id).where(Member.id.in_(audience_members(rnd.id).with_only_columns(Member.id)))
     if unfinished_only:
-        finished = select(Attempt.member_id).where(Attempt.round_id == rnd.id, Attempt.submitted_at.is_not(None))
-        query = query.where(Member.id.not_in(finished))
-    ids = list(s.scalars(query))
-    linked = queue.reachable(s, ids)
-    return [i for i in ids if i in linked], len(ids) - len(linked)
+        everyone = everyone.where(Member.id.not_in(_finished(rnd)))
+    count = lambda query: s.scalar(select(func.count()).select_from(query.subquery()))  # noqa: E731
+    linked = count(reachable)
+    return linked, count(everyone) - linked
+
+
+def _finished(rnd: Round):
+    return select(Attempt.member_id).where(Attempt.round_id == rnd.id, Attempt.submitted_at.is_not(None))
 
 
 def _announce(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: DueReport) -> int:
@@ -171,10 +177,11 @@ def _broadcast(s: Session, rnd: Round, at: datetime, schedule: Schedule, report:
     ``reply_in(language)`` words it for members reading a translation of the document. The rows
     are written by one ``INSERT ... SELECT`` per language, not built in Python, unless each member
     gets their own study link."""
-    members, unlinked = _reachable_audience(s, rnd, unfinished_only=unfinished_only)
-    _check_budget(s, schedule, members, at)
+    reachable, unlinked = _audience_counts(s, rnd, unfinished_only=unfinished_only)
+    if schedule.budget is not None:
+        _check_budget(s, schedule, list(s.scalars(_reachable_query(rnd, unfinished_only=unfinished_only))), at)
     report.skipped_unlinked += unlinked
-    if not members:
+    if not reachable:
         return 0
     groups = _by_language(rnd, _reachable_query(rnd, unfinished_only=unfinished_only))
     if schedule.links is None:
@@ -198,8 +205,7 @@ def _reachable_query(rnd: Round, *, unfinished_only: bool):
     query = select(Member.id).where(Member.id.in_(audience_members(rnd.id).with_only_columns(Member.id)),
                                     exists().where(ChatAccount.member_id == Member.id))
     if unfinished_only:
-        finished = select(Attempt.member_id).where(Attempt.round_id == rnd.id, Attempt.submitted_at.is_not(None))
-        query = query.where(Member.id.not_in(finished))
+        query = query.where(Member.id.not_in(_finished(rnd)))
     return query
 
 

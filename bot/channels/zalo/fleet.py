@@ -42,6 +42,7 @@ from bot.timeutil import utcnow
 
 log = logging.getLogger(__package__)
 
+DEFAULT_BOT_NAME = "Học Tập"  # what the secretaries are told the default bot is called, unless configured
 CACHE_SIZE = 256  # bots kept ready; the others are read again from the database when they are used
 CACHE_SECONDS = 60.0  # a rotated token or a removed bot is seen within this time
 
@@ -329,6 +330,9 @@ class FleetTransport:
         if via is None:
             if self.default is None:
                 raise SendError("permanent", "Zalo: no default bot (ZALO_BOT_TOKEN) for this member")
+            quota = self.default.quota
+            if quota is not None and await asyncio.to_thread(quota.used_up, self.fleet.clock()):
+                raise SendError("permanent", f"{CALL_LIST}: bot Zalo chung đã dùng hết hạn mức tháng")
             return await self.default.deliver(external_id, reply, attachment)
         bot = await self.fleet.bot_by_pk(via)
         if bot is None:
@@ -341,15 +345,17 @@ class FleetTransport:
 
 
 class FleetBudget:
-    """The broadcast budget when branch bots exist. The default bot's share must fit its quota
-    (``default``; else the broadcast is refused whole, as with one bot). Each branch bot has its own
-    quota: a broadcast that does not fit one bot still goes out, split per bot: the other bots'
-    members get it, the exhausted bot's members get it through their other messenger or are on
-    ``/chualam``'s call list (``FleetTransport``), and that bot's secretaries and the admins are told
-    which bot is short (once a day per bot)."""
+    """The broadcast budget when branch bots exist. Each bot, the default bot (``default``, the
+    ``ZALO_BOT_TOKEN`` one) included, has its own quota: a broadcast that does not fit one bot still
+    goes out, split per bot: the other bots' members get it, the short bot's members get it while it
+    has messages, then through their other messenger or they are on ``/chualam``'s call list
+    (``FleetTransport``), and the secretaries of its members and the admins are told which bot is short
+    (once a day per bot). With one bot and no fleet, ``ZaloQuota`` refuses a broadcast whole instead."""
 
-    def __init__(self, db: Database, default: ZaloQuota | None, monthly: int | None, tz: ZoneInfo):
+    def __init__(self, db: Database, default: ZaloQuota | None, monthly: int | None, tz: ZoneInfo,
+                 default_name: str = DEFAULT_BOT_NAME):
         self.db, self.default, self.monthly, self.tz = db, default, monthly, tz
+        self.default_name = default_name
 
     def _routes(self, s: Session, member_ids: list[int]) -> dict[int, int | None]:
         """member -> the bot (None: the default bot) of members whose preferred messenger is Zalo."""
@@ -362,15 +368,16 @@ class FleetBudget:
                 first.setdefault(mid, (channel, bot))
         return {mid: bot for mid, (channel, bot) in first.items() if channel == "zalo"}
 
-    def shortfalls(self, s: Session, member_ids, now: datetime) -> dict[int, tuple[list[int], int]]:
-        """Branch bots a message to each of these members does not fit: bot -> (its members, left)."""
+    def shortfalls(self, s: Session, member_ids, now: datetime) -> dict[int | None, tuple[list[int], int]]:
+        """Bots a message to each of these members does not fit: bot (None: the default bot) -> (its
+        members, messages left)."""
         ids = list(dict.fromkeys(member_ids))
         routes = self._routes(s, ids)
-        needed: dict[int, list[int]] = {}
+        needed: dict[int | None, list[int]] = {}
         for mid in ids:
-            if routes.get(mid) is not None:
+            if mid in routes and (routes[mid] is not None or self.default is not None):
                 needed.setdefault(routes[mid], []).append(mid)
-        if not needed or not self.monthly:
+        if not needed:
             return {}
         waiting = dict(s.execute(select(OutboxMessage.member_id, func.count()).where(
             OutboxMessage.status.in_(("pending", "claimed", "sending"))).group_by(OutboxMessage.member_id)).all())
@@ -379,32 +386,36 @@ class FleetBudget:
             pending[bot] = pending.get(bot, 0) + waiting[mid]
         month = now.astimezone(self.tz).strftime("%Y-%m")
         short = {}
-        for bot in sorted(needed):
-            row = s.get(ChannelUsage, (usage_key(bot), month))
-            left = self.monthly - (row.sent if row is not None else 0) - pending.get(bot, 0)
+        for bot in sorted(needed, key=lambda pk: -1 if pk is None else pk):
+            key, monthly = (usage_key(bot), self.monthly) if bot is not None else (self.default.channel,
+                                                                                   self.default.monthly)
+            if not monthly:
+                continue
+            row = s.get(ChannelUsage, (key, month))
+            left = monthly - (row.sent if row is not None else 0) - pending.get(bot, 0)
             if len(needed[bot]) > left:
                 short[bot] = (needed[bot], max(left, 0))
         return short
 
     def refusal(self, s: Session, member_ids, now: datetime) -> QuotaRefusal | None:
-        ids = list(dict.fromkeys(member_ids))
-        if self.default is not None:
-            routes = self._routes(s, ids)
-            refusal = self.default.refusal(s, [mid for mid in ids if mid in routes and routes[mid] is None], now)
-            if refusal is not None:
-                return refusal
-        for bot_pk, (members, left) in self.shortfalls(s, ids, now).items():
-            self._tell_short(s, s.get(ZaloBot, bot_pk), members, left, now)
+        """Never refuses: each bot that is short is named to those who can act (see the class)."""
+        for bot_pk, (members, left) in self.shortfalls(s, list(member_ids), now).items():
+            self._tell_short(s, s.get(ZaloBot, bot_pk) if bot_pk is not None else None, members, left, now)
         return None
 
-    def _tell_short(self, s: Session, bot: ZaloBot, members: list[int], left: int, now: datetime) -> None:
+    def _tell_short(self, s: Session, bot: ZaloBot | None, members: list[int], left: int, now: datetime) -> None:
+        """``bot`` None: the default bot, whose members are anywhere in the province."""
         month = now.astimezone(self.tz).strftime("%Y-%m")
+        name = bot.name if bot is not None else self.default_name
+        monthly = self.monthly if bot is not None else self.default.monthly
         log.error("Zalo bot %s: a broadcast needs %d message(s), %d left in %s: its members beyond that get it "
-                  "through another messenger or are on the call list", bot.name, len(members), left, month)
+                  "through another messenger or are on the call list", name, len(members), left, month)
         units = set(s.scalars(select(Member.unit_id).where(Member.id.in_(members[:1000]))))
+        secretaries = (_secretaries(s, bot, units) if bot is not None else s.scalars(
+            select(Member).where(Member.unit_id.in_(units), Member.role == "secretary", Member.active)).all())
         admins = s.scalars(select(Member).where(Member.role == "admin", Member.active)).all()
         day = now.astimezone(self.tz).date().isoformat()
-        reply = out_of_quota(bot.name, len(members), left, self.monthly, month)
-        for person in {m.id: m for m in [*_secretaries(s, bot, units), *admins]}.values():
-            queue.enqueue(s, dedupe_key=f"zalo-quota:{bot.id}:{day}:{person.id}", purpose="bot_quota",
-                          member_id=person.id, reply=reply, now=now)
+        reply = out_of_quota(name, len(members), left, monthly, month)
+        for person in {m.id: m for m in [*secretaries, *admins]}.values():
+            queue.enqueue(s, dedupe_key=f"zalo-quota:{bot.id if bot is not None else 'default'}:{day}:{person.id}",
+                          purpose="bot_quota", member_id=person.id, reply=reply, now=now)
