@@ -105,6 +105,7 @@ class OutboxSender:
         tokens, last = 1.0, time.monotonic()
         worked = last  # when a claim last brought rows
         batch: deque[OutboxSender._Job] = deque()  # claimed, not yet started
+        claiming: asyncio.Future | None = None  # the next claim, taken while the rows in hand are sent
         try:
             while not self._stop.is_set():
                 now_mono = time.monotonic()
@@ -116,41 +117,53 @@ class OutboxSender:
                 if now_mono < self._paused_until:
                     await asyncio.sleep(self._paused_until - now_mono)
                     continue
+                size = max(1, min(MAX_CLAIM, math.ceil(rate * CLAIM_SECONDS)))
+                if claiming is not None and claiming.done():
+                    claimed, claiming = claiming.result(), None
+                    if claimed:
+                        batch.extend(claimed)
+                        worked = now_mono
+                    elif not batch:
+                        now = self.clock()
+                        if (until_idle and not self._in_flight and not self._marks and not self._flushing
+                                and not (now_mono - worked < self.per_chat_interval + 2
+                                         and await asyncio.to_thread(self._any_due, now, self._purposes(now)))):
+                            break  # nothing due, or only what pacing keeps another sender's for now
+                        await self._idle()
+                        continue
+                if claiming is None and len(batch) <= size // 2:
+                    # the next second's rows are claimed while these are sent: the sends never wait for a claim
+                    now = self.clock()
+                    claiming = asyncio.ensure_future(asyncio.to_thread(self._claim, now, size, self._purposes(now)))
+                if not batch:
+                    await asyncio.wait({claiming})
+                    continue
                 room = self.max_in_flight - len(self._in_flight) - self._starting
                 if tokens < 1 or room < 1:
                     await asyncio.sleep(max((1 - tokens) / rate, tick))
                     continue
-                if not batch:
-                    now = self.clock()
-                    quiet = self.quiet is not None and self.quiet.next_allowed(now) != now
-                    # in quiet hours only replies to members' own actions go out (held back by flood control)
-                    size = max(1, min(MAX_CLAIM, math.ceil(rate * CLAIM_SECONDS)))
-                    purposes = (queue.REPLY,) if quiet else None
-                    batch.extend(await asyncio.to_thread(self._claim, now, size, purposes))
-                    if batch:
-                        worked = now_mono
-                    else:
-                        if (until_idle and not self._in_flight and not self._marks and not self._flushing
-                                and not (now_mono - worked < self.per_chat_interval + 2
-                                         and await asyncio.to_thread(self._any_due, now, purposes))):
-                            break  # nothing due, or only what pacing keeps another sender's for now
-                        await self._idle()
-                        continue
                 jobs = [batch.popleft() for _ in range(min(int(tokens), room, len(batch)))]
                 tokens -= len(jobs)
                 self._starting += len(jobs)
                 self._track(self._start_group(jobs))  # the next group need not wait for this one's write
-            if batch:  # stopped with rows in hand: back to the queue at once
-                await asyncio.to_thread(self._release, [job.id for job in batch])
             while self._in_flight:  # a group's task starts its sends: wait for those too
                 await asyncio.gather(*list(self._in_flight), return_exceptions=True)
         finally:
+            if claiming is not None:  # also when cancelled: the claim's thread runs to its end
+                claimed = (await asyncio.gather(claiming, return_exceptions=True))[0]
+                batch.extend(claimed if isinstance(claimed, list) else ())
+            if batch:  # stopped with rows in hand: back to the queue at once
+                await asyncio.to_thread(self._release, [job.id for job in batch])
             beating.cancel()
             flusher.cancel()
             await asyncio.gather(beating, flusher, return_exceptions=True)
             await self._apply_marks()
             await asyncio.to_thread(self._leave)
         return self.stats
+
+    def _purposes(self, now: datetime) -> tuple[str, ...] | None:
+        """In quiet hours only replies to members' own actions go out (held back by flood control)."""
+        return (queue.REPLY,) if self.quiet is not None and self.quiet.next_allowed(now) != now else None
 
     def _sendable(self, job: _Job) -> bool:
         return bool(job.accounts) and (job.expires_at is None or self.clock() < job.expires_at)
