@@ -112,7 +112,8 @@ class OutboxSender:
                 rate = self._share
                 # sends start in groups, about GROUP at a time (one status write per group), within 20-250 ms
                 self._tick = tick = min(0.25, max(TICK, GROUP / rate))
-                tokens = min(max(1.0, rate * tick), tokens + (now_mono - last) * rate)
+                # a group may make up for the previous sleep's overshoot (else every late wake-up loses sends)
+                tokens = min(max(1.0, 2 * rate * tick), tokens + (now_mono - last) * rate)
                 last = now_mono
                 if now_mono < self._paused_until:
                     await asyncio.sleep(self._paused_until - now_mono)
