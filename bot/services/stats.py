@@ -125,7 +125,7 @@ def _slot_statement(materialize: bool):
     """One statement: totals of ``unit_id``'s own members (slot = the unit) and of each direct
     child's whole subtree (slot = the child), over the round's audience.
 
-    1. per member (active members of the subtree, exempt ones marked and counted apart, driven by the members' (unit_id, active) index,
+    1. per member (active members of the subtree, exempt ones marked and counted apart, read from the members' (unit_id, active, exempt) index alone,
        attempts reached through (member_id, round_id)): attempts, submitted attempts, best
        submitted score, best passed submitted score;
     2. per unit: members, finished, in progress, passed, sum of counted scores (materialised);
@@ -160,7 +160,7 @@ def _slot_statement(materialize: bool):
         .select_from(Member)
         .outerjoin(Attempt, and_(Attempt.member_id == Member.id, Attempt.round_id == round_id))
         .where(Member.active, Member.unit_id.in_(subtree))
-        .group_by(Member.unit_id, Member.id, Member.exempt)
+        .group_by(Member.unit_id, Member.exempt, Member.id)  # the order of ix_members_unit_active
         .subquery("per_member")
     )
     pm = per_member.c

@@ -100,7 +100,7 @@ class Member(Base):
 
     unit: Mapped[Unit] = relationship()
 
-    __table_args__ = (Index("ix_members_unit_active", "unit_id", "active"),)
+    __table_args__ = (Index("ix_members_unit_active", "unit_id", "active", "exempt"),)
 
 
 class ChatAccount(Base):
