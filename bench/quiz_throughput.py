@@ -27,6 +27,7 @@ from telegram.ext import ApplicationBuilder, ContextTypes, MessageHandler, filte
 
 from bench.clock import QUIET_HOURS_OFF, QUIET_OFF, add_wall_clock_option, wall_clock
 from bot.channels.telegram import TRAITS, BackgroundBot, PerChatUpdateProcessor, TelegramChannel
+from bot.channels.telegram_request import AiohttpRequest
 from bot.content.load import load_document
 from bot.content.validate import check_paths
 from bot.emulators.telegram import TelegramEmulator
@@ -89,8 +90,8 @@ def quiz_member(user) -> None:
 def serve(kind: str, token: str, base_url: str, url: str | None, ready, stop, cpu) -> None:
     """One bot in a process of its own (``echo`` or ``quiz``), long-polling the emulator until ``stop``.
 
-    Both get the product's update processor (``PerChatUpdateProcessor``) and PTB's default request
-    class, and send the way the product does where it can (the raw ``do_api_request``, no ``Message``
+    Both get the product's update processor (``PerChatUpdateProcessor``) and its request class
+    (``AiohttpRequest``), and send the way the product does where it can (the raw ``do_api_request``, no ``Message``
     built per answer): the echo bot differs only in doing no work, so the ratio is what the
     product's work costs."""
     if kind == "echo":
@@ -101,6 +102,7 @@ def serve(kind: str, token: str, base_url: str, url: str | None, ready, stop, cp
                                                                         "text": message.text})
 
         app = (ApplicationBuilder().token(token).base_url(base_url)
+               .request(AiohttpRequest()).get_updates_request(AiohttpRequest(connections=1))
                .concurrent_updates(PerChatUpdateProcessor()).build())
         app.add_handler(MessageHandler(filters.TEXT, echo))
     else:

@@ -216,7 +216,7 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = N
         if web is not None:
             await web.start()  # first: Telegram and Zalo check the webhook when it is set
         if settings.telegram.token:
-            from bot.channels.telegram import TelegramChannel, TelegramTransport
+            from bot.channels.telegram import TelegramChannel, TelegramTransport, initialize
 
             webhook = settings.telegram.mode == "webhook"
             app = TelegramChannel(chat_service(settings, db, "telegram", budget)).build(
@@ -230,7 +230,7 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = N
                 await start_webhook(app, web_settings.public_url, settings.telegram.webhook_secret)
                 closers.append(app.stop)
             else:
-                await app.initialize()
+                await initialize(app)
                 closers.append(app.shutdown)
                 if app.post_init:
                     await app.post_init(app)

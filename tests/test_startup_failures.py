@@ -44,7 +44,9 @@ def closed_port() -> int:
 
 
 def start(tmp_path, command: str, config: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    (tmp_path / "config.yaml").write_text(f"database_url: sqlite:///{tmp_path / 'hoctap.db'}\n{config}", encoding="utf-8")
+    (tmp_path / "config.yaml").write_text(f"database_url: sqlite:///{tmp_path / 'hoctap.db'}\n"
+                                          f"web:\n  listen: 127.0.0.1:{closed_port()}\n{config}",  # not 8080 in two at once
+                                          encoding="utf-8")
     clean = {k: v for k, v in os.environ.items()
              if k not in ("TELEGRAM_BOT_TOKEN", "ZALO_BOT_TOKEN", "ZALO_WEBHOOK_SECRET", "HOCTAP_DATABASE_URL")}
     return subprocess.run([sys.executable, "-m", "bot.cli", "--config", "config.yaml", command], cwd=tmp_path,

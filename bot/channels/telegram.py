@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import warnings
+import weakref
 from datetime import datetime
 from typing import Awaitable, Callable
 
@@ -30,6 +31,7 @@ from telegram.ext import (
 )
 from telegram.warnings import PTBUserWarning
 
+from bot.channels.telegram_request import AiohttpRequest
 from bot.domain import messages as msg
 from bot.domain.replies import Outcome, Reply, split_text
 from bot.metrics import handling
@@ -169,7 +171,9 @@ class TelegramChannel:
             if on_start is not None:
                 await on_start(app)
 
+        requests = (AiohttpRequest(), AiohttpRequest(connections=1))
         builder = (ApplicationBuilder().token(token).base_url(base_url).post_init(post_init)
+                   .request(requests[0]).get_updates_request(requests[1])
                    .concurrent_updates(PerChatUpdateProcessor()))
         if on_stop is not None:
             builder = builder.post_shutdown(on_stop)
@@ -185,6 +189,7 @@ class TelegramChannel:
         app.add_handler(MessageHandler(filters.ChatType.GROUPS & filters.COMMAND, self.on_group_command))
         app.add_handler(CallbackQueryHandler(self.on_button))
         app.add_error_handler(self.on_error)
+        _REQUESTS[app] = requests
         return app
 
     async def _post_init(self, app: Application) -> None:
@@ -338,7 +343,7 @@ class BackgroundBot:
         return self
 
     async def _start(self) -> None:
-        await self.app.initialize()
+        await initialize(self.app)
         if self.app.post_init:
             await self.app.post_init(self.app)
         await self.app.updater.start_polling(poll_interval=0.0, timeout=self.poll_timeout)
@@ -363,18 +368,25 @@ class BackgroundBot:
         self.stop()
 
 
-SEND_CONNECTIONS = 8  # enough for ~30 msg/s at 250 ms per request; more makes httpx pool upkeep costly
+SEND_CONNECTIONS = 8  # enough for ~30 msg/s at 250 ms per request
+_REQUESTS: weakref.WeakKeyDictionary[Application, tuple[AiohttpRequest, ...]] = weakref.WeakKeyDictionary()
+
+
+async def initialize(app: Application) -> None:
+    """``app.initialize()``; when it fails (the token refused, Telegram out of reach) the HTTP sessions it
+    opened are closed too: PTB leaves them open, and aiohttp would print a warning as the process ends."""
+    try:
+        await app.initialize()
+    except BaseException:
+        for request in _REQUESTS.get(app, ()):
+            await request.shutdown()
+        raise
 
 
 def sending_bot(token: str, base_url: str) -> Bot:
-    """A Bot for the outbox: a pool of connections to match the sends it keeps in flight.
-
-    PTB's default for a bare Bot is one connection; hundreds of sends queued on it make httpx's
-    pool bookkeeping quadratic.
-    """
-    from telegram.request import HTTPXRequest
-
-    return Bot(token, base_url=base_url, request=HTTPXRequest(connection_pool_size=SEND_CONNECTIONS))
+    """A Bot for the outbox (its files; text goes over the transport's own session): a pool of
+    connections to match the sends it keeps in flight (PTB's default for a bare Bot is one)."""
+    return Bot(token, base_url=base_url, request=AiohttpRequest(connections=SEND_CONNECTIONS))
 
 
 def api_error(status: int, answer: dict | None):

@@ -19,7 +19,7 @@ from starlette.routing import Route
 from telegram import Update
 from telegram.ext import Application
 
-from bot.channels.telegram import StillFlooded, with_retries
+from bot.channels.telegram import StillFlooded, initialize, with_retries
 from bot.web import BadBody, parse_json, read_body
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def webhook_route(app: Application, secret: str) -> Route:
 
 async def start_webhook(app: Application, public_url: str, secret: str) -> None:
     """Start ``app`` without an updater and tell Telegram where to post (every process says the same)."""
-    await app.initialize()
+    await initialize(app)
     if app.post_init:
         await app.post_init(app)
     await app.start()

@@ -106,6 +106,7 @@ class OutboxSender:
         worked = last  # when a claim last brought rows
         batch: deque[OutboxSender._Job] = deque()  # claimed, not yet started
         claiming: asyncio.Future | None = None  # the next claim, taken while the rows in hand are sent
+        drained = False  # the last claim found nothing: the next waits until the rows in hand are started
         try:
             while not self._stop.is_set():
                 now_mono = time.monotonic()
@@ -121,6 +122,7 @@ class OutboxSender:
                 size = max(1, min(MAX_CLAIM, math.ceil(rate * CLAIM_SECONDS)))
                 if claiming is not None and claiming.done():
                     claimed, claiming = claiming.result(), None
+                    drained = not claimed
                     if claimed:
                         batch.extend(claimed)
                         worked = now_mono
@@ -132,7 +134,7 @@ class OutboxSender:
                             break  # nothing due, or only what pacing keeps another sender's for now
                         await self._idle()
                         continue
-                if claiming is None and len(batch) <= size // 2:
+                if claiming is None and (not batch or (not drained and len(batch) <= size // 2)):
                     # the next second's rows are claimed while these are sent: the sends never wait for a claim
                     now = self.clock()
                     claiming = asyncio.ensure_future(asyncio.to_thread(self._claim, now, size, self._purposes(now)))
