@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 
 from bench.broadcast import BASE_ID, seed
+from bench.webhook_fleet import wait_healthy
 from bot.emulators.common import free_port
 from bot.emulators.telegram import TelegramEmulator
 from bot.storage.db import Database
@@ -90,15 +91,8 @@ def run(args: argparse.Namespace) -> None:
     process = subprocess.Popen([sys.executable, "-m", "bot.cli", "--config", str(config), "run"], cwd=workdir,
                                env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None:
-                raise SystemExit(f"hoctap run stopped: {(workdir / 'run.log').read_text()[-2000:]}")
-            time.sleep(0.2)
+        wait_healthy(port, process, time.monotonic() + 120,
+                     lambda: f"hoctap run did not start: {(workdir / 'run.log').read_text()[-2000:]}")
         up = rss(process.pid)[0]
         print(f"hoctap run is up: {up:.0f} MB", flush=True)
         first = last = None

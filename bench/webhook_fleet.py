@@ -21,6 +21,20 @@ SECRET = "fleet-webhook-secret"
 PUBLIC_URL = "https://bot.example.vn"
 
 
+def wait_healthy(port: int, process: subprocess.Popen, deadline: float, failure) -> None:
+    """Until the ``hoctap run`` on ``port`` answers /healthz; ``failure()`` says why it did not (it stopped,
+    or ``deadline``, a ``time.monotonic()``, passed)."""
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(failure())
+        time.sleep(0.1)
+
+
 class Fleet:
     """``ports`` are chosen up front so the emulator can be told its targets before the processes start."""
 
@@ -49,15 +63,7 @@ class Fleet:
                                                  cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         for i, port in enumerate(self.ports):
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if self.processes[i].poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"process {i} did not start: {self.log(i)[-2000:]}")
-                time.sleep(0.1)
+            wait_healthy(port, self.processes[i], deadline, lambda i=i: f"process {i} did not start: {self.log(i)[-2000:]}")
         deadline = time.monotonic() + timeout  # every process has set the webhook before traffic
         while len(emulator.calls("setWebhook")) < len(self.ports) and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -28,16 +28,19 @@ def test_a_call_telegram_does_not_answer_in_time_is_timed_out_and_arrives_late(e
     user.wait_for(lambda u: any(m.get("text") == "Xin chào" for m in u.messages))  # it did leave: sent once
 
 
-def test_a_telegram_that_cannot_be_reached_is_a_network_error_without_the_token():
+@pytest.mark.parametrize("base_url", ["http://127.0.0.1:{port}/bot", "htp://127.0.0.1:{port}/bot", "http://[bad/bot"],
+                         ids=["nobody-listens", "a-bad-scheme", "a-bad-address"])
+def test_a_telegram_that_cannot_be_reached_is_a_network_error_without_the_token(base_url):
     token = "123456:SECRET-TOKEN"
 
     async def send():
-        async with Bot(token, base_url=f"http://127.0.0.1:{free_port()}/bot", request=AiohttpRequest()) as bot:
+        async with Bot(token, base_url=base_url.format(port=free_port()), request=AiohttpRequest()) as bot:
             await bot.send_message(1, "x")
 
     with pytest.raises(NetworkError) as failed:
         asyncio.run(send())
     assert not isinstance(failed.value, TimedOut) and "SECRET-TOKEN" not in str(failed.value)
+    assert failed.value.__cause__ is None or "SECRET-TOKEN" not in str(failed.value.__cause__)
 
 
 def test_a_file_and_its_caption_reach_telegram_as_one_upload(emulator):

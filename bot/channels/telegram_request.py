@@ -10,6 +10,7 @@ moves bytes, and maps aiohttp's failures to PTB's ``TimedOut`` and ``NetworkErro
 from __future__ import annotations
 
 import asyncio
+import re
 
 import aiohttp
 from telegram._utils.defaultvalue import DefaultValue
@@ -17,6 +18,7 @@ from telegram._utils.types import ODVInput
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
+_TOKEN_IN_URL = re.compile(r"/bot[^/\s]+")  # the Bot API's URLs: <base>/bot<token>/<method>
 DEFAULT_TIMEOUT = 5.0  # HTTPXRequest's read, write and connect defaults
 MEDIA_WRITE_TIMEOUT = 20.0  # HTTPXRequest's for uploads
 
@@ -73,5 +75,6 @@ class AiohttpRequest(BaseRequest):
                 return response.status, await response.read()
         except asyncio.TimeoutError as exc:
             raise TimedOut from exc
-        except aiohttp.ClientError as exc:
-            raise NetworkError(f"aiohttp.{exc.__class__.__name__}: {exc}") from exc
+        except aiohttp.ClientError as exc:  # some (a bad scheme, a bad address) quote the URL, token and all
+            raise NetworkError(f"aiohttp.{exc.__class__.__name__}: {_TOKEN_IN_URL.sub('/bot<token>', str(exc))}") \
+                from None

@@ -145,17 +145,9 @@ def latest_fire(trigger: CronTrigger, at: datetime) -> datetime | None:
 def _audience_counts(s: Session, rnd: Round, *, unfinished_only: bool) -> tuple[int, int]:
     """(members who can be written to, members with no linked chat) of the broadcast's audience,
     counted in the database: a province's ids are never listed in Python unless a budget asks for them."""
-    reachable = _reachable_query(rnd, unfinished_only=unfinished_only)
-    everyone = select(Member.id).where(Member.id.in_(audience_members(rnd.id).with_only_columns(Member.id)))
-    if unfinished_only:
-        everyone = everyone.where(Member.id.not_in(_finished(rnd)))
     count = lambda query: s.scalar(select(func.count()).select_from(query.subquery()))  # noqa: E731
-    linked = count(reachable)
-    return linked, count(everyone) - linked
-
-
-def _finished(rnd: Round):
-    return select(Attempt.member_id).where(Attempt.round_id == rnd.id, Attempt.submitted_at.is_not(None))
+    linked = count(_reachable_query(rnd, unfinished_only=unfinished_only))
+    return linked, count(_audience_query(rnd, unfinished_only=unfinished_only)) - linked
 
 
 def _announce(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: DueReport) -> int:
@@ -201,11 +193,17 @@ def _broadcast(s: Session, rnd: Round, at: datetime, schedule: Schedule, report:
 
 
 def _reachable_query(rnd: Round, *, unfinished_only: bool):
-    """The members ``_reachable_audience`` lists, as a select (for ``INSERT ... SELECT``)."""
-    query = select(Member.id).where(Member.id.in_(audience_members(rnd.id).with_only_columns(Member.id)),
-                                    exists().where(ChatAccount.member_id == Member.id))
+    """The broadcast's audience with a linked chat, as a select of ids (for ``INSERT ... SELECT``)."""
+    return _audience_query(rnd, unfinished_only=unfinished_only).where(
+        exists().where(ChatAccount.member_id == Member.id))
+
+
+def _audience_query(rnd: Round, *, unfinished_only: bool):
+    """The round's audience (or those of it who have not finished), linked or not, as a select of ids."""
+    query = select(Member.id).where(Member.id.in_(audience_members(rnd.id).with_only_columns(Member.id)))
     if unfinished_only:
-        query = query.where(Member.id.not_in(_finished(rnd)))
+        finished = select(Attempt.member_id).where(Attempt.round_id == rnd.id, Attempt.submitted_at.is_not(None))
+        query = query.where(Member.id.not_in(finished))
     return query
 
 
