@@ -277,18 +277,25 @@ def mark_sending(session: Session, oid: int, channel: str, worker: str) -> bool:
     return result.rowcount == 1
 
 
+_OUTBOX = OutboxMessage.__table__
+# the two statements of every group of sends, built once (building them cost more than running them)
+_MARK_SENDING = (update(_OUTBOX)
+                 .where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)), _OUTBOX.c.claimed_by == bindparam("worker"),
+                        _OUTBOX.c.status.in_(("claimed", "sending")))
+                 .values(status="sending", channel=bindparam("channel")).returning(_OUTBOX.c.id))
+_MARK_SENT = (update(_OUTBOX).where(_OUTBOX.c.id == bindparam("oid"))
+              .values(status="sent", sent_at=bindparam("at"), channel=bindparam("ch"), error=None, attachment=None))
+
+
 def mark_sending_many(session: Session, items: list[tuple[int, str]], worker: str) -> set[int]:
     """``mark_sending`` for many rows, one statement per channel: the ids still this worker's."""
     by_channel: dict[str, list[int]] = {}
     for oid, channel in items:
         by_channel.setdefault(channel, []).append(oid)
-    table = OutboxMessage.__table__
     mine: set[int] = set()
     for channel, ids in by_channel.items():
         mine.update(session.connection().execute(
-            update(table).where(table.c.id.in_(ids), table.c.claimed_by == worker,
-                                table.c.status.in_(("claimed", "sending")))
-            .values(status="sending", channel=channel).returning(table.c.id)).scalars())
+            _MARK_SENDING, {"ids": ids, "worker": worker, "channel": channel}).scalars())
     return mine
 
 
@@ -296,11 +303,7 @@ def mark_sent_many(session: Session, items: list[tuple[int, str, datetime]]) -> 
     """``mark_sent`` for many rows: one executemany."""
     if not items:
         return
-    table = OutboxMessage.__table__
-    session.connection().execute(
-        update(table).where(table.c.id == bindparam("oid"))
-        .values(status="sent", sent_at=bindparam("at"), channel=bindparam("ch"), error=None, attachment=None),
-        [{"oid": oid, "ch": channel, "at": at} for oid, channel, at in items])
+    session.connection().execute(_MARK_SENT, [{"oid": oid, "ch": channel, "at": at} for oid, channel, at in items])
 
 
 def mark_sent(session: Session, oid: int, channel: str, now: datetime) -> None:

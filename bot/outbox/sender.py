@@ -42,7 +42,7 @@ MAX_CLAIM = 1000
 BEAT_SECONDS = 2.0  # each sender renews its lease this often...
 LEASE_SECONDS = 10.0  # ...for this long: a sender silent this long is taken for dead
 TICK = 0.02  # sends start in groups at least this far apart, marked ``sending`` in one statement per group
-GROUP = 5  # ... and at most 250 ms apart, so that a group has about this many sends at low rates
+GROUP = 10  # ... and at most 250 ms apart, so that a group has about this many sends at low rates
 # The outbox row being delivered, for transports that record per-message facts (the Zalo OA's rung and cost).
 CURRENT_MESSAGE: contextvars.ContextVar[int | None] = contextvars.ContextVar("outbox_message", default=None)
 
