@@ -84,7 +84,7 @@ def quiz_member(user) -> None:
     for position in range(1, 11):
         user.press("A", message_id=q["message_id"])
         marker = f"Câu {position + 1}/10" if position < 10 else "Kết quả bài kiểm tra"
-        user.wait_for(lambda u: any(marker in m.get("text", "") for m in u.messages[-2:]), timeout=30)
+        user.wait_for(lambda u: any(marker in m.get("text", "") for m in u.recent(2)), timeout=30)
 
 
 def serve(kind: str, token: str, base_url: str, url: str | None, ready, stop, cpu) -> None:
@@ -116,9 +116,11 @@ def serve(kind: str, token: str, base_url: str, url: str | None, ready, stop, cp
 
 
 def in_own_process(kind: str, emu: TelegramEmulator, url: str | None, members: list[int], concurrency: int,
-                   one_member) -> tuple[float, float]:
+                   one_member) -> tuple[float, float, float]:
     """Seconds for ``members`` to do their part against a bot of ``kind`` running in a child
-    process, and the CPU seconds that process spent meanwhile (less sensitive to a busy machine)."""
+    process, the CPU seconds that process spent meanwhile (less sensitive to a busy machine), and
+    the CPU seconds of this process (the emulator and the simulated members: on two cores what they
+    take is not the bot's)."""
     ctx = multiprocessing.get_context("spawn")
     ready, stop, cpu = ctx.Event(), ctx.Event(), ctx.Value("d", 0.0)
     child = ctx.Process(target=serve, args=(kind, emu.token, emu.base_url, url, ready, stop, cpu), daemon=True)
@@ -126,11 +128,13 @@ def in_own_process(kind: str, emu: TelegramEmulator, url: str | None, members: l
     try:
         if not ready.wait(120):
             raise RuntimeError(f"the {kind} bot did not start")
+        harness = time.process_time()
         elapsed = drive(emu, members, concurrency, one_member)
+        harness = time.process_time() - harness
     finally:
         stop.set()
         child.join(30)
-    return elapsed, cpu.value
+    return elapsed, cpu.value, harness
 
 
 def statements_per_answer(url: str, telegram_id: int) -> list[int]:
@@ -157,7 +161,7 @@ def run_quiz(emu: TelegramEmulator, members: int, concurrency: int, url: str):
     counted = ids.pop()  # a member kept aside for counting statements
     db.dispose()
     emu.reset_log()
-    elapsed, cpu = in_own_process("quiz", emu, url, ids, concurrency, quiz_member)
+    elapsed, cpu, harness = in_own_process("quiz", emu, url, ids, concurrency, quiz_member)
     sends = sum(1 for m, _ in emu.requests if m in ("sendMessage", "editMessageText"))
     db = Database(url)
     with db.session() as s:
@@ -165,7 +169,8 @@ def run_quiz(emu: TelegramEmulator, members: int, concurrency: int, url: str):
     db.dispose()
     assert done == members, f"only {done} of {members} quizzes were submitted"
     updates = members * UPDATES_PER_QUIZ
-    return updates / elapsed, members / elapsed, sends / members, statements_per_answer(url, counted), cpu / updates
+    return (updates / elapsed, members / elapsed, sends / members, statements_per_answer(url, counted), cpu / updates,
+            harness / updates)
 
 
 def main() -> None:
@@ -184,9 +189,12 @@ def run(args: argparse.Namespace) -> None:
     url = args.database_url or f"sqlite:///{tmp}/bench.db"
     with TelegramEmulator() as emu:
         echo_members = [20_000 + i for i in range(args.members)]
-        elapsed, echo_cpu = in_own_process("echo", emu, None, echo_members, args.concurrency, echo_member)
-        echo_rate, echo_cpu = args.members * UPDATES_PER_QUIZ / elapsed, echo_cpu / (args.members * UPDATES_PER_QUIZ)
-        update_rate, quiz_rate, per_quiz, statements, quiz_cpu = run_quiz(emu, args.members, args.concurrency, url)
+        elapsed, echo_cpu, echo_harness = in_own_process("echo", emu, None, echo_members, args.concurrency,
+                                                         echo_member)
+        echo_updates = args.members * UPDATES_PER_QUIZ
+        echo_rate, echo_cpu, echo_harness = echo_updates / elapsed, echo_cpu / echo_updates, echo_harness / echo_updates
+        update_rate, quiz_rate, per_quiz, statements, quiz_cpu, quiz_harness = run_quiz(
+            emu, args.members, args.concurrency, url)
     print(f"members {args.members}, concurrency {args.concurrency}, database {url.split(':')[0]}; "
           "each bot in its own process, both with PerChatUpdateProcessor, same emulator")
     print(QUIET_OFF)
@@ -195,6 +203,8 @@ def run(args: argparse.Namespace) -> None:
           f"({quiz_rate:.2f} quizzes/s)")
     print(f"{'ratio quiz / echo':<28}{update_rate / echo_rate:>10.2f}   (CPU per update: echo / quiz "
           f"{echo_cpu / quiz_cpu:.2f})")
+    print(f"{'emulator + members':<28}{1000 * echo_harness:>10.2f} ms CPU per echo update, "
+          f"{1000 * quiz_harness:.2f} per quiz update (the driving process, beside the bots)")
     print(f"{'messages sent or edited':<28}{per_quiz:>10.1f} per 10-question quiz")
     print(f"{'statements per answer':<28}{statistics.median(statements):>10.0f} median "
           f"(answers 1-10: {' '.join(map(str, statements))}; BEGIN counted, COMMIT not)")

@@ -147,9 +147,14 @@ class ChatDriver(Generic[StateT]):
         with self._state.cond:
             self._mark = self._chat.seq
 
+    def recent(self, n: int) -> list[dict[str, Any]]:
+        """The newest ``n`` bot messages, oldest first: what a wait_for predicate should look at,
+        as it runs on every change in any chat."""
+        return self.messages[-n:]
+
     def last(self) -> dict[str, Any] | None:
         """The newest bot message, or None."""
-        messages = self.messages
+        messages = self.recent(1)
         return messages[-1] if messages else None
 
     def wait_for(self, predicate: Callable[[Self], bool] | None = None,

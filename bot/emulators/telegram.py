@@ -988,6 +988,17 @@ class EmulatedUser(ChatDriver[EmulatorState]):
             return [self._view(m) for m in self._chat.messages.values()
                     if m.from_bot and not m.deleted]
 
+    def recent(self, n: int) -> list[dict[str, Any]]:
+        """The newest ``n`` bot messages as ``messages`` shows them, copying only those."""
+        with self._state.cond:
+            newest = []
+            for m in reversed(self._chat.messages.values()):
+                if len(newest) == n:
+                    break
+                if m.from_bot and not m.deleted:
+                    newest.append(self._view(m))
+            return newest[::-1]
+
     @property
     def reply_keyboard(self) -> dict[str, Any] | None:
         """The ReplyKeyboardMarkup currently shown under the input field, if any."""
