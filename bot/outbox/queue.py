@@ -210,11 +210,18 @@ def claim(session: Session, worker: str, now: datetime, limit: int,
         first_of_member.setdefault(member_id, oid)  # a member's later rows wait for the next claim
     if not first_of_member:
         return []
-    stmt = (update(table).where(table.c.id.in_(list(first_of_member.values())), table.c.status == "pending")
+    stmt = (update(table).where(table.c.id.in_(list(first_of_member.values())), by_key_only(table.c.status) == "pending")
             .values(status="claimed", claimed_by=worker, claimed_at=now)
             .returning(*(table.c[name] for name in CLAIMED_COLUMNS)))
     rows = session.connection().execute(stmt).all()
     return sorted(rows, key=lambda r: (r.not_before, r.id))
+
+
+def by_key_only(status):
+    """``status`` in a test beside a list of ids, written so that no index on it can serve the test
+    (``status || ''``): SQLite, without statistics, otherwise prefers the status index to ten or more
+    primary keys and walks every row of that status (a claim of 250 rows walked all 100,000 pending)."""
+    return status.concat("")
 
 
 def any_due(session: Session, now: datetime, purposes: tuple[str, ...] | None = None) -> bool:
@@ -255,7 +262,7 @@ def release(session: Session, worker: str, ids: list[int]) -> int:
     if not ids:
         return 0
     return _run(session, update(OutboxMessage).where(
-        OutboxMessage.id.in_(ids), OutboxMessage.claimed_by == worker, OutboxMessage.status == "claimed")
+        OutboxMessage.id.in_(ids), OutboxMessage.claimed_by == worker, by_key_only(OutboxMessage.status) == "claimed")
         .values(status="pending", claimed_by=None, claimed_at=None)).rowcount
 
 
@@ -281,7 +288,7 @@ _OUTBOX = OutboxMessage.__table__
 # the two statements of every group of sends, built once (building them cost more than running them)
 _MARK_SENDING = (update(_OUTBOX)
                  .where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)), _OUTBOX.c.claimed_by == bindparam("worker"),
-                        _OUTBOX.c.status.in_(("claimed", "sending")))
+                        by_key_only(_OUTBOX.c.status).in_(("claimed", "sending")))
                  .values(status="sending", channel=bindparam("channel")).returning(_OUTBOX.c.id))
 _MARK_SENT = (update(_OUTBOX).where(_OUTBOX.c.id == bindparam("oid"))
               .values(status="sent", sent_at=bindparam("at"), channel=bindparam("ch"), error=None, attachment=None))
