@@ -273,7 +273,7 @@ def answered_elsewhere(db, member_code: str, positions, shown: int = 0) -> None:
     with db.session() as s:
         m = s.scalar(select(Member).where(Member.code == member_code))
         for position in positions:
-            assert quiz.answer(s, m, attempt_id, position, shown, utcnow()).status == "recorded"
+            assert quiz.answer(s, m.id, attempt_id, position, shown, utcnow()).status == "recorded"
 
 
 def test_an_answer_to_a_question_no_longer_current_is_recorded_once(messenger, province):
@@ -338,7 +338,7 @@ def test_attempts_run_out_after_the_documents_maximum(messenger, province):
         for _ in range(2):
             position = quiz.start_or_resume(s, rnd, m, utcnow())
             for p in range(1, 11):
-                quiz.answer(s, m, position.attempt.id, p, 0, utcnow())
+                quiz.answer(s, m.id, position.attempt.id, p, 0, utcnow())
     assert "Lần làm bài: 3/3" in take_quiz(member, province, "DV014", letter="A")
     member.say("/lambai")
     assert "đã dùng hết 3 lượt làm bài" in member.expect("lượt")

@@ -59,7 +59,7 @@ def finish_quiz(db, member_code: str, round_id: int) -> None:
         while position.position is not None:
             current = position.current
             shown = list(current.option_order).index(current.question.answer_index)
-            position = quiz.answer(s, member, position.attempt.id, position.position, shown, utcnow()).quiz
+            position = quiz.answer(s, member.id, position.attempt.id, position.position, shown, utcnow()).quiz
 
 
 def test_cadre_logs_in_by_chat_link_uploads_opens_a_round_sees_a_result_and_downloads_the_report(

@@ -351,7 +351,7 @@ def test_a_tap_on_the_last_question_after_the_quiz_was_submitted_shows_the_resul
     with province.session() as s:  # answered to the end, the last reply lost
         member = s.scalar(select(Member).where(Member.code == "DV020"))
         for position in range(1, 11):
-            assert quiz.answer(s, member, attempt_id, position, 0, utcnow()).status == "recorded"
+            assert quiz.answer(s, member.id, attempt_id, position, 0, utcnow()).status == "recorded"
     user.press("A", message_id=q["message_id"])
     user.wait_for(lambda u: any("Kết quả bài kiểm tra" in m["text"] for m in u.messages))
     shown = next(m for m in user.messages if "Kết quả bài kiểm tra" in m["text"])

@@ -66,9 +66,22 @@ def parse_command(text: str) -> tuple[str | None, str]:
 
 
 RESULT_MESSAGES = 2
+
+
+def _parse_action(action: str) -> tuple[str, list[int], str]:
+    """A button's data ``kind:n:n…`` as (kind, numbers, the text after the kind); forged numbers give
+    no numbers (the action is then refused as stale, never an error)."""
+    kind, _, rest = action.partition(":")
+    numbers = [parse_id(p) for p in rest.split(":")]
+    return kind, ([] if None in numbers else numbers), rest
+
 # The statements of every update, built once (building one costs about what running it does)
 _CHAT_MEMBER = (select(Member, ChatAccount.last_seen_at).join(ChatAccount, ChatAccount.member_id == Member.id)
                 .where(ChatAccount.channel == bindparam("channel"), ChatAccount.external_id == bindparam("external_id")))
+_CHAT_MEMBER_ID = (select(Member.id, Member.active, ChatAccount.last_seen_at)
+                   .join(ChatAccount, ChatAccount.member_id == Member.id)
+                   .where(ChatAccount.channel == bindparam("channel"),
+                          ChatAccount.external_id == bindparam("external_id")))
 SEEN_RESOLUTION = timedelta(hours=1)  # how stale a chat's last_seen_at may get before it is written
 REPLY_EXPIRY = timedelta(hours=12)  # a reply held back by flood control is not worth more than this
 
@@ -179,7 +192,7 @@ class ChatService:
                 early = self._not_seen_yet(s, external_id, attempt_id, position, msg.LETTERS[shown], sent_at)
                 if early is not None:
                     return early
-            return self._action(s, external_id, member, typed, now)
+            return self._action(s, external_id, member.id, typed, now, member=member)
         if command == "start":
             if arg:
                 return Outcome([self._link_code(s, external_id, arg, now)])
@@ -231,10 +244,10 @@ class ChatService:
             lock_chat(s, self.traits.name, external_id)  # one update of a chat at a time, in any process
             if not self._first_time(s, update_key, now):
                 return Outcome(redelivered=True)
-            member = self._member(s, external_id, now)
-            if member is None:
+            member_id = self._member_id(s, external_id, now)
+            if member_id is None:
                 return Outcome([msg.not_linked()], notice="Đồng chí chưa liên kết tài khoản.")
-            outcome = self._action(s, external_id, member, action, now)
+            outcome = self._action(s, external_id, member_id, action, now)
             self._remember_choices(s, external_id, outcome, now)
             return outcome
 
@@ -269,17 +282,29 @@ class ChatService:
         return s.connection().execute(stmt, params).first() is not None
 
     def _member(self, s: Session, external_id: str, now: datetime) -> Member | None:
-        """The active member behind this chat; ``last_seen_at`` is written only when older than
-        SEEN_RESOLUTION (the sender's "messenger used last" is to the hour), not on every update."""
+        """The active member behind this chat (``_seen`` writes when the chat was used)."""
         found = s.execute(_CHAT_MEMBER, {"channel": self.traits.name, "external_id": external_id}).first()
         if found is None or not found[0].active:
             return None
-        member, seen = found
+        self._seen(s, external_id, found[1], now)
+        return found[0]
+
+    def _member_id(self, s: Session, external_id: str, now: datetime) -> int | None:
+        """``_member``'s id alone, read without building the ORM object (what a button press needs first)."""
+        found = s.connection().execute(_CHAT_MEMBER_ID,
+                                       {"channel": self.traits.name, "external_id": external_id}).first()
+        if found is None or not found[1]:
+            return None
+        self._seen(s, external_id, found[2], now)
+        return found[0]
+
+    def _seen(self, s: Session, external_id: str, seen: datetime | None, now: datetime) -> None:
+        """``last_seen_at`` is written only when older than SEEN_RESOLUTION (the sender's "messenger
+        used last" is to the hour), not on every update."""
         if seen is None or now - seen >= SEEN_RESOLUTION or now < seen:
             s.execute(update(ChatAccount).where(ChatAccount.channel == self.traits.name,
                                                 ChatAccount.external_id == external_id)
                       .values(last_seen_at=now).execution_options(synchronize_session=False))
-        return member
 
     def _state(self, s: Session, external_id: str, now: datetime) -> ChatState:
         state = s.get(ChatState, (self.traits.name, external_id))
@@ -293,18 +318,19 @@ class ChatService:
         state.updated_at = now
         return state
 
-    def _action(self, s: Session, external_id: str, member: Member, action: str, now: datetime) -> Outcome:
-        kind, _, rest = action.partition(":")
-        numbers = [parse_id(p) for p in rest.split(":")]  # forged data is refused, never an error
-        if None in numbers:
-            numbers = []
+    def _action(self, s: Session, external_id: str, member_id: int, action: str, now: datetime, *,
+                member: Member | None = None) -> Outcome:
+        """A button's (or typed choice's) ``kind:n:n…``. An answer, the busiest path, needs only the
+        member's id; the others load the member (``member``: already loaded)."""
+        kind, numbers, rest = _parse_action(action)
+        if kind == "a" and len(numbers) == 3:
+            return self._answer(s, member_id, *numbers, now=now)
+        member = member or s.get(Member, member_id)
         if kind == "r" and len(numbers) == 2:
             return Outcome(self._read(s, external_id, member, numbers[0], numbers[1], now))
         if kind == "q" and len(numbers) == 1:
             rnd = quiz.round_for_member(s, member, numbers[0], now)
             return Outcome(self._start_quiz(s, member, rnd, now) if rnd else [msg.round_closed()])
-        if kind == "a" and len(numbers) == 3:
-            return self._answer(s, member, *numbers, now=now)
         if kind == "s" and len(numbers) == 2:
             return Outcome(self._oversee(s, lambda: [oversight.unit_view(s, member, *numbers, now, self.tz)]))
         if kind == "l" and rest:
@@ -429,7 +455,7 @@ class ChatService:
         shortens the questions; the right answers always stay. ``reserve``: room kept in each part
         for the receipt of the last answer."""
         rnd = s.get(Round, attempt.round_id)
-        used = len(quiz.attempts_of(s, rnd.id, attempt.member_id))
+        used = quiz.attempts_used(s, rnd.id, attempt.member_id)
         reviews = quiz.review(s, attempt)
         limit = self.traits.text_limit - reserve
         replies = msg.result(attempt, rnd.document, reviews, used, limit)
@@ -440,8 +466,9 @@ class ChatService:
             replies = msg.result(attempt, rnd.document, compact, used, limit)
         return replies
 
-    def _answer(self, s: Session, member: Member, attempt_id: int, position: int, shown: int, *, now: datetime) -> Outcome:
-        result = quiz.answer(s, member, attempt_id, position, shown, now)
+    def _answer(self, s: Session, member_id: int, attempt_id: int, position: int, shown: int, *,
+                now: datetime) -> Outcome:
+        result = quiz.answer(s, member_id, attempt_id, position, shown, now)
         if result.status in ("stale", "duplicate") and result.quiz:
             # An answered or stale question (a double tap, another device, a reply lost in a crash):
             # bring the member to where they are. With buttons the pressed message becomes the
@@ -485,7 +512,7 @@ class ChatService:
                 return early
             if shown >= len(position.current.option_order):
                 return Outcome([msg.option_out_of_range(len(position.current.option_order))])
-            outcome = self._answer(s, member, current.id, position.position, shown, now=now)
+            outcome = self._answer(s, member.id, current.id, position.position, shown, now=now)
             if not outcome.replies and outcome.notice:
                 return Outcome([Reply(outcome.notice)])
             return Outcome(outcome.replies)

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, exists, insert, select, update
+from sqlalchemy import bindparam, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -71,6 +71,11 @@ def attempts_of(session: Session, round_id: int, member_id: int) -> list[Attempt
     return list(session.scalars(
         select(Attempt).where(Attempt.round_id == round_id, Attempt.member_id == member_id).order_by(Attempt.number)
     ))
+
+
+def attempts_used(session: Session, round_id: int, member_id: int) -> int:
+    return session.scalar(select(func.count()).select_from(Attempt).where(
+        Attempt.round_id == round_id, Attempt.member_id == member_id))
 
 
 def in_progress_attempt(session: Session, member_id: int, now: datetime) -> Attempt | None:
@@ -225,7 +230,7 @@ def answer_state(session: Session, attempt_id: int, member_id: int) -> AttemptSt
                                  row.chosen_index, row.correct) for row in rows])
 
 
-def answer(session: Session, member: Member, attempt_id: int, position: int, shown_index: int,
+def answer(session: Session, member_id: int, attempt_id: int, position: int, shown_index: int,
            now: datetime) -> AnswerResult:
     """Record the option shown at ``shown_index`` for ``position``; submit after the last question.
 
@@ -233,7 +238,7 @@ def answer(session: Session, member: Member, attempt_id: int, position: int, sho
     answers so far, and one ``INSERT ... ON CONFLICT DO NOTHING`` (no SAVEPOINT); the new position
     is worked out from what was read, not read again. The result's ``quiz.attempt`` is an
     ``AttemptState``, not an ORM ``Attempt``."""
-    attempt = answer_state(session, attempt_id, member.id)
+    attempt = answer_state(session, attempt_id, member_id)
     if attempt is None or not 1 <= position <= len(attempt.questions):
         return AnswerResult("missing")
     answered = {q.position for q in attempt.questions if q.chosen_index is not None}
@@ -288,7 +293,12 @@ class Review:
     correct: bool
 
 
-def review(session: Session, attempt: Attempt) -> list[Review]:
+def review(session: Session, attempt: Attempt | AttemptState) -> list[Review]:
+    """The attempt's answered questions in order; an ``AttemptState`` (the answer path's, read with
+    its questions and answers) needs no statement."""
+    if isinstance(attempt, AttemptState):
+        return [Review(q.position, q.question, q.option_order, q.chosen_index, q.correct)
+                for q in attempt.questions if q.chosen_index is not None]
     rows = session.execute(
         select(AttemptQuestion, Answer)
         .join(Answer, (Answer.attempt_id == AttemptQuestion.attempt_id) & (Answer.position == AttemptQuestion.position))

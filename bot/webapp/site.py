@@ -233,7 +233,7 @@ def create_pages(cfg: PagesConfig) -> Starlette:
             position, shown = int(form.get("position", "")), int(form.get("chon", ""))
         except ValueError:
             return go(request, f"/bai/{attempt.id}?tb=stale")
-        result = quiz.answer(s, checked.member, attempt.id, position, shown, cfg.clock())
+        result = quiz.answer(s, checked.member.id, attempt.id, position, shown, cfg.clock())
         if result.status == "missing":
             raise Refused("not_found")
         if result.status == "recorded" and result.quiz.position is None:
