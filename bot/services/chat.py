@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import and_, bindparam, case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -82,6 +82,20 @@ _CHAT_MEMBER_ID = (select(Member.id, Member.active, ChatAccount.last_seen_at)
                    .join(ChatAccount, ChatAccount.member_id == Member.id)
                    .where(ChatAccount.channel == bindparam("channel"),
                           ChatAccount.external_id == bindparam("external_id")))
+_STATE = ChatState.__table__
+_THIS_CHAT = and_(_STATE.c.channel == bindparam("chat_channel"), _STATE.c.external_id == bindparam("chat_id"))
+# where there are no buttons: the offer a typed word maps to, and the quiz question last sent (every update reads
+# and writes them, so as plain statements, not through an ORM ChatState)
+_TYPED_STATE = select(_STATE.c.choices, _STATE.c.question_attempt_id, _STATE.c.question_position,
+                      _STATE.c.question_delivered_at).where(_THIS_CHAT)
+_SAME_QUESTION = and_(_STATE.c.question_attempt_id == bindparam("attempt"),
+                      _STATE.c.question_position == bindparam("at_position"))
+_REMEMBER_CHOICES = update(_STATE).where(_THIS_CHAT).values(choices=bindparam("offer"), updated_at=bindparam("now"))
+_REMEMBER_QUESTION = _REMEMBER_CHOICES.values(  # its delivery time is kept while the same question is shown again
+    question_attempt_id=bindparam("attempt"), question_position=bindparam("at_position"),
+    question_delivered_at=case((_SAME_QUESTION, _STATE.c.question_delivered_at), else_=None))
+_QUESTION_DELIVERED = (update(_STATE).where(_THIS_CHAT, _SAME_QUESTION, _STATE.c.question_delivered_at.is_(None))
+                       .values(question_delivered_at=bindparam("at")))
 SEEN_RESOLUTION = timedelta(hours=1)  # how stale a chat's last_seen_at may get before it is written
 REPLY_EXPIRY = timedelta(hours=12)  # a reply held back by flood control is not worth more than this
 
@@ -149,10 +163,8 @@ class ChatService:
     def question_delivered(self, external_id: str, question: tuple[int, int], at: datetime) -> None:
         """The channel delivered the message showing ``question`` at ``at`` (the platform's clock)."""
         with self.db.session() as s:
-            s.execute(update(ChatState).where(
-                ChatState.channel == self.traits.name, ChatState.external_id == external_id,
-                ChatState.question_attempt_id == question[0], ChatState.question_position == question[1],
-                ChatState.question_delivered_at.is_(None)).values(question_delivered_at=at))
+            s.connection().execute(_QUESTION_DELIVERED, {"chat_channel": self.traits.name, "chat_id": external_id,
+                                                         "attempt": question[0], "at_position": question[1], "at": at})
 
     def reply_later(self, external_id: str, replies: list[Reply], key: str, now: datetime, wait: float) -> int:
         """Queue in the outbox replies the channel could not send now (flood control), for the member
@@ -352,11 +364,21 @@ class ChatService:
         for reply in with_choices[:-1]:  # "1" can mean one thing only: the last message's offer
             reply.choices = []
         offered = [c for r in with_choices[-1:] for c in r.all_choices() if c.typed]
-        state = self._state(s, external_id, now)
-        state.choices = {fold(c.typed): c.action for c in offered} or None
-        if outcome.question and outcome.question != (state.question_attempt_id, state.question_position):
-            state.question_attempt_id, state.question_position = outcome.question
-            state.question_delivered_at = None
+        params = {"chat_channel": self.traits.name, "chat_id": external_id, "now": now,
+                  "offer": {fold(c.typed): c.action for c in offered} or None}
+        stmt = _REMEMBER_CHOICES
+        if outcome.question:
+            stmt = _REMEMBER_QUESTION
+            params["attempt"], params["at_position"] = outcome.question
+        s.flush()  # what this update changed through the ORM goes first
+        if s.connection().execute(stmt, params).rowcount == 0:  # the chat's first state
+            self._state(s, external_id, now)
+            s.flush()
+            s.connection().execute(stmt, params)
+
+    def _typed_state(self, s: Session, external_id: str):
+        """The chat's offer and last question (``_TYPED_STATE``'s row), or None."""
+        return s.connection().execute(_TYPED_STATE, {"chat_channel": self.traits.name, "chat_id": external_id}).first()
 
     def _not_seen_yet(self, s: Session, external_id: str, attempt_id: int, position: int, letter: str,
                       sent_at: datetime | None) -> Outcome | None:
@@ -365,7 +387,7 @@ class ChatService:
         note saying which question is current (and that question, if it never reached this chat)."""
         if sent_at is None or self.traits.has_buttons:
             return None
-        state = s.get(ChatState, (self.traits.name, external_id))
+        state = self._typed_state(s, external_id)
         shown = state is not None and (state.question_attempt_id, state.question_position) == (attempt_id, position)
         if shown and state.question_delivered_at is not None and sent_at >= state.question_delivered_at:
             return None
@@ -381,7 +403,7 @@ class ChatService:
     def _typed_choice(self, s: Session, external_id: str, text: str) -> str | None:
         if self.traits.has_buttons:
             return None
-        state = s.get(ChatState, (self.traits.name, external_id))
+        state = self._typed_state(s, external_id)
         if state is None or not state.choices:
             return None
         return state.choices.get(fold(text.strip().rstrip(".")))
