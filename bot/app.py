@@ -315,12 +315,11 @@ def run_scheduler(settings: Settings) -> int:
                 transports["telegram"] = TelegramTransport(bot)
                 stack.push_async_callback(transports["telegram"].aclose)
             if settings.zalo.token or has_zalo_bots(db):
-                import httpx
-
+                from bot.channels.zalo.client import http_pool
                 from bot.channels.zalo.fleet import FleetTransport, ZaloFleet
 
-                http = httpx.AsyncClient(timeout=15.0, follow_redirects=False)  # one pool for every bot
-                stack.push_async_callback(http.aclose)
+                http = http_pool()  # one pool for every bot
+                stack.push_async_callback(http.close)
                 default = None
                 if settings.zalo.token:
                     client = ZaloClient(settings.zalo.token, settings.zalo.api_base_url, http=http)

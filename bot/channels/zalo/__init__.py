@@ -1,4 +1,4 @@
-"""Zalo channel: a small Bot API client on httpx, long polling or a webhook, and text-only rendering.
+"""Zalo channel: a small Bot API client on aiohttp, long polling or a webhook, and text-only rendering.
 
 Zalo has no buttons, no edits, no files and 2,000-character messages, so the neutral replies are
 rendered as text: choices become a "gõ …" line (ChatService remembers what each typed word means),

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
-import httpx
+import aiohttp
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -219,7 +219,7 @@ class Bot:
 class ZaloFleet:
     """Every registered bot of the database, looked up when used (``bot``, ``bot_by_pk``)."""
 
-    def __init__(self, db: Database, service: ChatService, http: httpx.AsyncClient, *, api_base_url: str,
+    def __init__(self, db: Database, service: ChatService, http: aiohttp.ClientSession, *, api_base_url: str,
                  tz: ZoneInfo, monthly_quota: int | None = None, rate: float = 2.0, shelf=None,
                  default_name: str = "HocTap", default_link: str | None = None,
                  clock: Callable[[], datetime] = utcnow, cache_size: int = CACHE_SIZE):

@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-import httpx
+import aiohttp
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
@@ -94,7 +94,7 @@ class Registry:
     """Add, rotate, remove and list branch bots against one database and one Zalo API address."""
 
     def __init__(self, db: Database, *, api_base_url: str, public_url: str | None, default_token: str | None = None,
-                 http: httpx.AsyncClient | None = None):
+                 http: aiohttp.ClientSession | None = None):
         self.db, self.base, self.public_url = db, api_base_url, public_url
         self.default_token, self.http = default_token, http
 

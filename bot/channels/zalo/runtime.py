@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Awaitable, Callable
 
-import httpx
+import aiohttp
 
 from bot.channels.zalo.channel import ZaloChannel
-from bot.channels.zalo.client import DEFAULT_ZALO_API, ZaloClient
+from bot.channels.zalo.client import DEFAULT_ZALO_API, ZaloClient, http_pool
 from bot.channels.zalo.fleet import BotChannel, FleetTransport, ZaloFleet
 from bot.channels.zalo.mentions import bot_names
 from bot.channels.zalo.poller import ZaloPoller
@@ -66,7 +66,7 @@ class ZaloRuntime:
         (``hoctap run``); without it the runtime serves them on ``options.listen`` itself."""
         self.options, self.service, self.quota, self.clock = options, service, quota, clock
         self.bot_quota, self.web_app = bot_quota, web_app
-        self.http: httpx.AsyncClient | None = None
+        self.http: aiohttp.ClientSession | None = None
         self.fleet: ZaloFleet | None = None
         self._bot_polls: list = []
         self._name = "HocTap"
@@ -84,12 +84,12 @@ class ZaloRuntime:
         o = self.options
         if o.token and o.mode == "webhook" and not (o.public_url and o.webhook_secret):
             raise ValueError("zalo webhook mode needs zalo.public_url and ZALO_WEBHOOK_SECRET")
-        self.http = httpx.AsyncClient(timeout=15.0, follow_redirects=False)  # one pool for every bot
+        self.http = http_pool()  # one pool for every bot
         shelf = FileShelf(o.public_url) if o.public_url else None
         try:
             default = await self._start_default(shelf) if o.token else None
         except BaseException:
-            await self.http.aclose()
+            await self.http.close()
             raise
         self.fleet = ZaloFleet(self.service.db, self.service, self.http, api_base_url=o.api_base_url,
                                tz=self.service.tz, monthly_quota=self.bot_quota, rate=o.rate, shelf=shelf,
@@ -159,7 +159,7 @@ class ZaloRuntime:
             await self.web.stop()
             self.web = None
         if self.http is not None:
-            await self.http.aclose()
+            await self.http.close()
             self.http = None
         self.client = None
 

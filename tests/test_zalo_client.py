@@ -1,0 +1,106 @@
+"""The Zalo Bot API client (``ZaloClient``, on aiohttp): what its callers rely on when Zalo does not answer,
+cannot be reached or answers with a redirect. Every failure is a ``ZaloError`` that never quotes the token."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from bot.channels.zalo import ZaloClient, ZaloError
+from bot.emulators.common import free_port
+
+TOKEN = "1234567890:SECRET-zalo-TOKEN"
+
+
+def call(base_url: str, timeout: float = 5.0) -> ZaloError:
+    async def send():
+        client = ZaloClient(TOKEN, base_url, timeout=timeout)
+        try:
+            await client.send_message("u1", "Xin chào")
+        finally:
+            await client.aclose()
+
+    with pytest.raises(ZaloError) as failed:
+        asyncio.run(send())
+    return failed.value
+
+
+@pytest.mark.parametrize("base_url", ["http://127.0.0.1:{port}", "htp://127.0.0.1:{port}", "http://[bad"],
+                         ids=["nobody-listens", "a-bad-scheme", "a-bad-address"])
+def test_a_zalo_that_cannot_be_reached_is_a_network_error_that_is_retried_and_never_quotes_the_token(base_url):
+    error = call(base_url.format(port=free_port()))
+    assert error.status is None and error.transient  # the outbox tries again later
+    assert "SECRET" not in str(error) and "sendMessage" in str(error)
+
+
+def test_a_zalo_that_does_not_answer_in_time_is_a_timeout_that_is_retried():
+    with socket.socket() as listening:  # accepts connections (the backlog) and never answers
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        error = call(f"http://127.0.0.1:{listening.getsockname()[1]}", timeout=0.5)
+    assert error.status is None and error.transient and "no answer in time" in str(error)
+
+
+class _Server:
+    """A local HTTP server whose handler answers every POST with ``answer(handler)``; ``hits`` counts them."""
+
+    def __init__(self, answer):
+        self.hits = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                outer.hits += 1
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                answer(self)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_redirect_is_not_followed_so_the_token_never_reaches_another_host():
+    elsewhere = _Server(lambda h: (h.send_response(200), h.end_headers(), h.wfile.write(b'{"ok":true,"result":{}}')))
+
+    def redirect(h):
+        h.send_response(307)
+        h.send_header("Location", f"{elsewhere.url}/bot{TOKEN}/sendMessage")
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    zalo = _Server(redirect)
+    try:
+        error = call(zalo.url)
+    finally:
+        zalo.close()
+        elsewhere.close()
+    assert zalo.hits == 1 and elsewhere.hits == 0
+    assert error.status == 307 and "SECRET" not in str(error)
+
+
+def test_a_refusal_carries_zalos_error_code_and_description():
+    def refuse(h):
+        body = b'{"ok":false,"error_code":429,"description":"Quota exceeded"}'
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    zalo = _Server(refuse)
+    try:
+        error = call(zalo.url)
+    finally:
+        zalo.close()
+    assert error.status == 429 and error.description == "Quota exceeded" and error.transient
