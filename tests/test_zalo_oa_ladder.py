@@ -11,6 +11,7 @@ from datetime import datetime, time, timedelta
 import pytest
 from sqlalchemy import select
 
+from bot.channels.zalo import ZaloClient, ZaloTransport
 from bot.domain.replies import Reply
 from bot.outbox import queue
 from bot.outbox.sender import OutboxSender
@@ -182,7 +183,10 @@ def test_a_member_on_two_messengers_gets_the_last_used_first_and_the_other_when_
     try:
         on_zalo = zalo_link(zalo_emulator, zalo_invite, "DV006", "z-6")
         on_oa = oa_link(oa_emulator, oa_invite, "DV006", "oa-6")  # used last
-        transports = {"zalo_oa": day.process.runtime.transport, "zalo": bot.running.runtime.transport}
+        # the Zalo bot's own transport sends in its own event loop (its HTTP pool is bound to it, as in
+        # ``hoctap run``, where one loop serves every channel); this sender runs in the OA's loop
+        zalo = ZaloClient(zalo_emulator.token, zalo_emulator.base_url)
+        transports = {"zalo_oa": day.process.runtime.transport, "zalo": ZaloTransport(zalo, rate=50)}
         day.enqueue("remind", ["DV006"], "🔔 Lần một")
         day.send(transports)
         assert "Lần một" in on_oa.messages[-1]["text"] and "Lần một" not in on_zalo.messages[-1]["text"]
@@ -193,6 +197,7 @@ def test_a_member_on_two_messengers_gets_the_last_used_first_and_the_other_when_
         with province.session() as s:
             assert list(s.scalars(select(ZaloOaSend.rung).order_by(ZaloOaSend.id))) == ["free", "call_list"]
             assert list(s.scalars(select(OutboxMessage.channel).order_by(OutboxMessage.id))) == ["zalo_oa", "zalo"]
+        day.process.running.run(zalo.aclose())
     finally:
         bot.stop()
 

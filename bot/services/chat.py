@@ -75,6 +75,7 @@ def _parse_action(action: str) -> tuple[str, list[int], str]:
     numbers = [parse_id(p) for p in rest.split(":")]
     return kind, ([] if None in numbers else numbers), rest
 
+
 # The statements of every update, built once (building one costs about what running it does)
 _CHAT_MEMBER = (select(Member, ChatAccount.last_seen_at).join(ChatAccount, ChatAccount.member_id == Member.id)
                 .where(ChatAccount.channel == bindparam("channel"), ChatAccount.external_id == bindparam("external_id")))
