@@ -127,13 +127,16 @@ def claim_slot(s: Session, bot_pk: int, external_id: str, now: datetime) -> Repl
     return bot_full(bot.name)
 
 
-def _secretaries(s: Session, bot: ZaloBot, unit_ids) -> list[Member]:
+def _secretaries(s: Session, bot: ZaloBot | None, unit_ids) -> list[Member]:
     """The secretaries of these units and of every unit above them up to the bot's (the bot's
-    unit included): those whose members the bot serves."""
-    below_bot = select(UnitAncestor.descendant_id).where(UnitAncestor.ancestor_id == bot.unit_id)
-    path = select(UnitAncestor.ancestor_id).where(UnitAncestor.descendant_id.in_(list(unit_ids)),
-                                                  UnitAncestor.ancestor_id.in_(below_bot))
-    return list(s.scalars(select(Member).where(Member.unit_id.in_(path), Member.role == "secretary", Member.active)
+    unit included): those whose members the bot serves. The default bot (None) serves members
+    anywhere: the secretaries of these units."""
+    units = list(unit_ids)
+    if bot is not None:
+        below_bot = select(UnitAncestor.descendant_id).where(UnitAncestor.ancestor_id == bot.unit_id)
+        units = select(UnitAncestor.ancestor_id).where(UnitAncestor.descendant_id.in_(units),
+                                                       UnitAncestor.ancestor_id.in_(below_bot))
+    return list(s.scalars(select(Member).where(Member.unit_id.in_(units), Member.role == "secretary", Member.active)
                           .order_by(Member.id)))
 
 
@@ -411,8 +414,7 @@ class FleetBudget:
         log.error("Zalo bot %s: a broadcast needs %d message(s), %d left in %s: its members beyond that get it "
                   "through another messenger or are on the call list", name, len(members), left, month)
         units = set(s.scalars(select(Member.unit_id).where(Member.id.in_(members[:1000]))))
-        secretaries = (_secretaries(s, bot, units) if bot is not None else s.scalars(
-            select(Member).where(Member.unit_id.in_(units), Member.role == "secretary", Member.active)).all())
+        secretaries = _secretaries(s, bot, units)
         admins = s.scalars(select(Member).where(Member.role == "admin", Member.active)).all()
         day = now.astimezone(self.tz).date().isoformat()
         reply = out_of_quota(name, len(members), left, monthly, month)
