@@ -36,9 +36,11 @@ def test_a_branch_bots_token_is_redacted_among_two_thousand_and_its_neighbours_a
         log.warning("retry %s for chat 4001234:99 at 12:30", tokens[7].replace(":", "%3A"))
         log.warning("config had plain-secret-not-shaped-like-a-bot in it")
         err = capsys.readouterr().err
+        quiet_httpx = logging_.getLogger("httpx").getEffectiveLevel() >= logging_.WARNING  # its INFO lines quote URLs
     finally:  # no handler left on this test's captured stderr, which closes with the test
         root.handlers[:] = handlers
         root.setLevel(level)
         _LEARNED.clear()
     assert "secret-1234" not in err and "secret-0007" not in err and "plain-secret" not in err
     assert "/bot<secret>/sendMessage" in err and "retry <secret> for chat 4001234:99 at 12:30" in err
+    assert quiet_httpx

@@ -441,9 +441,9 @@ def test_the_token_never_reaches_the_logs(zalo_emulator, province, caplog):
         process.settle(1, timeout=10)
     finally:
         process.stop()
+    # every logger at DEBUG (aiohttp's included) was captured, and none quoted the token
     assert "sendMessage" in caplog.text
     assert "ZALO-SECRET-PART" not in caplog.text
-    assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING
 
 
 def test_rendering_lists_choices_in_text_and_splits_at_2000():
