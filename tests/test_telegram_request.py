@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from telegram import Bot
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import NetworkError, TimedOut
 
 from bot.channels.telegram_request import AiohttpRequest
@@ -56,3 +56,23 @@ def test_a_file_and_its_caption_reach_telegram_as_one_upload(emulator):
     sent = [m for m in user.messages if m.get("document")]
     assert sent and sent[0]["document"]["file_name"] == "bao-cao.csv" and sent[0]["caption"] == "Báo cáo đợt 1"
     assert emulator.file(sent[0]["document"]["file_id"]).data == b"STT,Ho ten\n1,Nguyen Van A\n"
+
+
+def test_text_with_form_reserved_characters_and_a_keyboard_arrives_exactly_as_written(emulator):
+    """The request class url-encodes the parameters itself: Vietnamese, ``& = + % #`` and newlines in a
+    message, and the JSON of its buttons, must reach Telegram unchanged."""
+    user = emulator.user(503)
+    user.send_text("/start")
+    text = "Điểm: 8/10 & đạt = 80% + thưởng #1?\nCâu tiếp theo — “Nghị quyết 57”"
+
+    async def send():
+        async with Bot(emulator.token, base_url=emulator.base_url, request=AiohttpRequest()) as bot:
+            keyboard = InlineKeyboardMarkup([[InlineKeyboardButton("A. Đúng & đủ", callback_data="a:1=2&b")]])
+            await bot.do_api_request("sendMessage", api_kwargs={"chat_id": 503, "text": text,
+                                                                "reply_markup": keyboard})
+
+    asyncio.run(send())
+    sent = user.last()
+    assert sent["text"] == text
+    button = sent["reply_markup"]["inline_keyboard"][0][0]
+    assert (button["text"], button["callback_data"]) == ("A. Đúng & đủ", "a:1=2&b")
