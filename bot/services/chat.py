@@ -83,6 +83,10 @@ _CHAT_MEMBER_ID = (select(Member.id, Member.active, ChatAccount.last_seen_at)
                    .join(ChatAccount, ChatAccount.member_id == Member.id)
                    .where(ChatAccount.channel == bindparam("channel"),
                           ChatAccount.external_id == bindparam("external_id")))
+_ACCOUNTS = ChatAccount.__table__
+_SEEN = (update(_ACCOUNTS).where(_ACCOUNTS.c.channel == bindparam("chat_channel"),
+                                 _ACCOUNTS.c.external_id == bindparam("chat_id"))
+         .values(last_seen_at=bindparam("now")))
 _STATE = ChatState.__table__
 _THIS_CHAT = and_(_STATE.c.channel == bindparam("chat_channel"), _STATE.c.external_id == bindparam("chat_id"))
 # where there are no buttons: the offer a typed word maps to, and the quiz question last sent (every update reads
@@ -315,9 +319,7 @@ class ChatService:
         """``last_seen_at`` is written only when older than SEEN_RESOLUTION (the sender's "messenger
         used last" is to the hour), not on every update."""
         if seen is None or now - seen >= SEEN_RESOLUTION or now < seen:
-            s.execute(update(ChatAccount).where(ChatAccount.channel == self.traits.name,
-                                                ChatAccount.external_id == external_id)
-                      .values(last_seen_at=now).execution_options(synchronize_session=False))
+            s.connection().execute(_SEEN, {"chat_channel": self.traits.name, "chat_id": external_id, "now": now})
 
     def _state(self, s: Session, external_id: str, now: datetime) -> ChatState:
         state = s.get(ChatState, (self.traits.name, external_id))

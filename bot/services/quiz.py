@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from bot.storage.db import insert_if_new
 from bot.storage.models import (
@@ -23,18 +23,33 @@ from bot.storage.models import (
 _rng = random.SystemRandom()
 
 
-def open_rounds_for(session: Session, member: Member, now: datetime) -> list[Round]:
-    """Rounds open now whose audience includes the member's unit, soonest deadline first."""
+def _open_rounds_statement():
+    """Rounds open at ``now`` whose audience includes unit ``unit_id``, with their documents (one statement)."""
     in_audience = exists().where(
         RoundUnit.round_id == Round.id,
         UnitAncestor.ancestor_id == RoundUnit.unit_id,
-        UnitAncestor.descendant_id == member.unit_id,
+        UnitAncestor.descendant_id == bindparam("unit_id"),
     )
-    return list(session.scalars(
-        select(Round).options(selectinload(Round.document))
-        .where(Round.opens_at <= now, Round.closes_at > now, Round.closed_at.is_(None), in_audience)
-        .order_by(Round.closes_at, Round.id)
-    ))
+    now = bindparam("now")
+    return (select(Round).options(joinedload(Round.document, innerjoin=True))
+            .where(Round.opens_at <= now, Round.closes_at > now, Round.closed_at.is_(None), in_audience)
+            .order_by(Round.closes_at, Round.id))
+
+
+# Built once: /lambai and the study page read these on every visit, and building an ORM statement (and its
+# cache key) cost more than running it.
+_OPEN_ROUNDS = _open_rounds_statement()
+_ATTEMPTS_OF = (select(Attempt).where(Attempt.round_id == bindparam("round_id"),
+                                      Attempt.member_id == bindparam("member_id")).order_by(Attempt.number))
+_IN_PROGRESS = (select(Attempt).join(Round, Round.id == Attempt.round_id)
+                .where(Attempt.member_id == bindparam("member_id"), Attempt.submitted_at.is_(None),
+                       Round.closed_at.is_(None), Round.closes_at > bindparam("now"))
+                .order_by(Attempt.started_at.desc()))
+
+
+def open_rounds_for(session: Session, member: Member, now: datetime) -> list[Round]:
+    """Rounds open now whose audience includes the member's unit, soonest deadline first."""
+    return list(session.scalars(_OPEN_ROUNDS, {"unit_id": member.unit_id, "now": now}).unique())
 
 
 def round_for_member(session: Session, member: Member, round_id: int, now: datetime) -> Round | None:
@@ -68,9 +83,7 @@ class QuizPosition:
 
 
 def attempts_of(session: Session, round_id: int, member_id: int) -> list[Attempt]:
-    return list(session.scalars(
-        select(Attempt).where(Attempt.round_id == round_id, Attempt.member_id == member_id).order_by(Attempt.number)
-    ))
+    return list(session.scalars(_ATTEMPTS_OF, {"round_id": round_id, "member_id": member_id}))
 
 
 def attempts_used(session: Session, round_id: int, member_id: int) -> int:
@@ -80,12 +93,7 @@ def attempts_used(session: Session, round_id: int, member_id: int) -> int:
 
 def in_progress_attempt(session: Session, member_id: int, now: datetime) -> Attempt | None:
     """The member's unsubmitted attempt in a still-open round (at most one is started at a time)."""
-    return session.scalar(
-        select(Attempt).join(Round, Round.id == Attempt.round_id)
-        .where(Attempt.member_id == member_id, Attempt.submitted_at.is_(None),
-               Round.closed_at.is_(None), Round.closes_at > now)
-        .order_by(Attempt.started_at.desc())
-    )
+    return session.scalars(_IN_PROGRESS, {"member_id": member_id, "now": now}).first()
 
 
 def position_of(session: Session, attempt: Attempt) -> QuizPosition:
