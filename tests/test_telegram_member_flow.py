@@ -350,8 +350,10 @@ def test_a_tap_on_the_last_question_after_the_quiz_was_submitted_shows_the_resul
     attempt_id, _, _ = quiz_state(province, "DV020")
     with province.session() as s:  # answered to the end, the last reply lost
         member = s.scalar(select(Member).where(Member.code == "DV020"))
+        held = s.get(Attempt, attempt_id)  # as the study page holds it while answering
         for position in range(1, 11):
             assert quiz.answer(s, member.id, attempt_id, position, 0, utcnow()).status == "recorded"
+        assert held.submitted_at is not None and held.score is not None  # the same session sees the submission
     user.press("A", message_id=q["message_id"])
     user.wait_for(lambda u: any("Kết quả bài kiểm tra" in m["text"] for m in u.messages))
     shown = next(m for m in user.messages if "Kết quả bài kiểm tra" in m["text"])

@@ -479,7 +479,7 @@ class ChatService:
         every question is a message of its own): a long review leaves out the explanations, then
         shortens the questions; the right answers always stay. ``reserve``: room kept in each part
         for the receipt of the last answer."""
-        rnd = s.get(Round, attempt.round_id)
+        rnd = quiz.round_with_document(s, attempt.round_id)
         used = quiz.attempts_used(s, rnd.id, attempt.member_id)
         reviews = quiz.review(s, attempt)
         limit = self.traits.text_limit - reserve

@@ -14,6 +14,8 @@ from datetime import datetime
 from sqlalchemy import bindparam, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from bot.storage.db import insert_if_new
 from bot.storage.models import (
@@ -41,6 +43,11 @@ def _open_rounds_statement():
 _OPEN_ROUNDS = _open_rounds_statement()
 _ATTEMPTS_OF = (select(Attempt).where(Attempt.round_id == bindparam("round_id"),
                                       Attempt.member_id == bindparam("member_id")).order_by(Attempt.number))
+_ATTEMPTS_USED = (select(func.count()).select_from(Attempt.__table__)
+                  .where(Attempt.__table__.c.round_id == bindparam("round_id"),
+                         Attempt.__table__.c.member_id == bindparam("member_id")))
+_ROUND_WITH_DOCUMENT = (select(Round).options(joinedload(Round.document, innerjoin=True))
+                        .where(Round.id == bindparam("round_id")))
 _IN_PROGRESS = (select(Attempt).join(Round, Round.id == Attempt.round_id)
                 .where(Attempt.member_id == bindparam("member_id"), Attempt.submitted_at.is_(None),
                        Round.closed_at.is_(None), Round.closes_at > bindparam("now"))
@@ -87,8 +94,12 @@ def attempts_of(session: Session, round_id: int, member_id: int) -> list[Attempt
 
 
 def attempts_used(session: Session, round_id: int, member_id: int) -> int:
-    return session.scalar(select(func.count()).select_from(Attempt).where(
-        Attempt.round_id == round_id, Attempt.member_id == member_id))
+    return session.connection().execute(_ATTEMPTS_USED, {"round_id": round_id, "member_id": member_id}).scalar()
+
+
+def round_with_document(session: Session, round_id: int) -> Round | None:
+    """A round and its document in one statement (a result screen needs both)."""
+    return session.scalars(_ROUND_WITH_DOCUMENT, {"round_id": round_id}).first()
 
 
 def in_progress_attempt(session: Session, member_id: int, now: datetime) -> Attempt | None:
@@ -221,6 +232,8 @@ _ANSWER_STATE = _answer_state_statement()
 _POOL = (select(Question.__table__.c["id", "text", "options", "answer_index", "explanation"])
          .where(Question.__table__.c.document_id == bindparam("document_id"), Question.__table__.c.current)
          .order_by(Question.__table__.c.position))
+_SUBMIT = (update(Attempt.__table__).where(Attempt.__table__.c.id == bindparam("attempt_id"))
+           .values({c: bindparam(f"new_{c}") for c in ("correct_count", "score", "passed", "submitted_at")}))
 _ATTEMPT_COLUMNS = ("round_id", "member_id", "number", "started_at", "question_count")
 _ANSWER_COLUMNS = ("attempt_id", "position", "question_id", "chosen_index", "correct", "answered_at")
 
@@ -285,9 +298,12 @@ def _submit(session: Session, attempt: AttemptState, now: datetime) -> None:
     attempt.score = round(100.0 * correct / attempt.question_count, 1) if attempt.question_count else 0.0
     attempt.passed = attempt.score >= attempt.pass_score
     attempt.submitted_at = now
-    # ORM-enabled: an Attempt already loaded in this session (the web pages) sees the new values
-    session.execute(update(Attempt).where(Attempt.id == attempt.id).values(
-        correct_count=attempt.correct_count, score=attempt.score, passed=attempt.passed, submitted_at=now))
+    values = {"correct_count": correct, "score": attempt.score, "passed": attempt.passed, "submitted_at": now}
+    session.connection().execute(_SUBMIT, {"attempt_id": attempt.id} | {f"new_{k}": v for k, v in values.items()})
+    loaded = session.identity_map.get(identity_key(Attempt, attempt.id))
+    if loaded is not None:  # an Attempt this session already holds (the web pages) sees the new values
+        for name, value in values.items():
+            set_committed_value(loaded, name, value)
 
 
 @dataclass
