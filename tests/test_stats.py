@@ -12,7 +12,7 @@ from datetime import timedelta
 from fractions import Fraction
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, func, inspect, select, text
 
 from bot.services.rounds import open_round
 from bot.services.stats import (
@@ -20,7 +20,7 @@ from bot.services.stats import (
     vietnamese_name_key,
 )
 from bot.storage.models import (
-    Answer, Attempt, AttemptQuestion, Document, Member, Question, Round, RoundUnit, Unit, UnitAncestor,
+    Answer, Attempt, AttemptQuestion, Document, Member, Question, Round, RoundResult, RoundUnit, Unit, UnitAncestor,
 )
 from bot.timeutil import utcnow
 
@@ -530,3 +530,94 @@ def test_not_finished_members_past_the_end_and_without_limit(province):
         assert not_finished_members(s, sc.round_id, bp, total + 50, 10) == (total, [])
         _, tail = not_finished_members(s, sc.round_id, bp, total - 3, 10)
         assert [r.member.id for r in tail] == [r.member.id for r in everyone[-3:]]
+
+
+def _all_units_match(db, sc) -> None:
+    with db.read_session() as s:
+        raw = Raw(s, sc.round_id)
+        for unit in raw.units.values():
+            _check(unit_figures(s, sc.round_id, unit.id, sc.now), raw.expected(unit.id))
+
+
+def test_figures_follow_attempts_changed_or_removed_by_hand_in_the_database(province):
+    """The figures read a summary the database keeps from the attempts (``round_results``): an
+    operator's SQL fix, a deleted attempt or a submission undone shows in them at once."""
+    sc = build_scenario(province)
+    with province.session() as s:
+        finished = s.execute(select(Attempt.member_id, Attempt.id).where(
+            Attempt.round_id == sc.round_id, Attempt.submitted_at.is_not(None)).order_by(Attempt.id)).all()
+        first, second, third = finished[0], finished[5], finished[9]
+        s.execute(text("UPDATE attempts SET score = 10.0, passed = :no WHERE id = :id"),
+                  {"no": False, "id": first.id})
+        s.execute(text("DELETE FROM answers WHERE attempt_id IN (SELECT id FROM attempts WHERE member_id = :m)"),
+                  {"m": second.member_id})
+        s.execute(text("DELETE FROM attempt_questions WHERE attempt_id IN "
+                       "(SELECT id FROM attempts WHERE member_id = :m)"), {"m": second.member_id})
+        s.execute(text("DELETE FROM attempts WHERE member_id = :m"), {"m": second.member_id})
+        s.execute(text("UPDATE attempts SET submitted_at = NULL, score = NULL, passed = NULL WHERE id = :id"),
+                  {"id": third.id})
+    with province.read_session() as s:
+        gone = s.scalar(select(Member).where(Member.id == second.member_id))
+        mine = s.execute(select(RoundResult).where(RoundResult.member_id == gone.id)).all()
+    assert mine == []  # no attempts left, no summary left
+    _all_units_match(province, sc)
+
+
+def test_a_database_upgraded_with_attempts_in_it_gets_their_figures(province):
+    """Migration 0013 fills ``round_results`` from the attempts already there (downgraded and upgraded
+    again here, as an existing province's database is upgraded)."""
+    from alembic import command
+
+    from bot.storage.db import alembic_config
+
+    sc = build_scenario(province)
+    with province.engine.begin() as conn:
+        cfg = alembic_config(province.url)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0012_members_covering_index")
+        assert "round_results" not in inspect(conn).get_table_names()
+    province.upgrade()
+    _all_units_match(province, sc)
+
+
+@pytest.mark.postgres
+def test_one_members_attempts_written_by_two_transactions_at_once_are_all_counted(province):
+    """A member starts an attempt on one device while another device submits the previous one: the
+    second transaction's summary waits for the first and counts its attempt too (PostgreSQL)."""
+    import threading
+
+    from sqlalchemy import update as update_
+
+    sc = build_scenario(province)
+    with province.session() as s:
+        member_id, attempt_id, number = s.execute(
+            select(Attempt.member_id, Attempt.id, Attempt.number).where(
+                Attempt.round_id == sc.round_id, Attempt.submitted_at.is_(None),
+                Attempt.member_id.in_(select(Member.id).where(Member.active))).order_by(Attempt.id)).first()
+    started = threading.Event()
+
+    def start_another() -> None:
+        with province.session() as s:
+            s.add(Attempt(round_id=sc.round_id, member_id=member_id, number=number + 1,
+                          started_at=sc.now, question_count=10))
+            s.flush()  # the summary row is now locked by this transaction
+            started.set()
+            threading.Event().wait(0.5)  # the other transaction writes meanwhile
+
+    other = threading.Thread(target=start_another)
+    other.start()
+    started.wait(10)
+    with province.session() as s:  # waits for the row, then counts what the first committed
+        s.execute(update_(Attempt).where(Attempt.id == attempt_id).values(
+            submitted_at=sc.now, score=90.0, passed=True, correct_count=9))
+    other.join()
+    with province.read_session() as s:
+        result = s.get(RoundResult, (sc.round_id, member_id))
+        counted = (result.attempts, result.submitted, result.best_score, result.best_passed)
+        mine = s.execute(select(Attempt.id, Attempt.submitted_at, Attempt.score, Attempt.passed).where(
+            Attempt.round_id == sc.round_id, Attempt.member_id == member_id)).all()
+    done = [a for a in mine if a.submitted_at is not None]
+    best = max(done, key=lambda a: (a.score, a.passed))
+    assert len(mine) == number + 1 and attempt_id in {a.id for a in done}  # both writes landed
+    assert counted == (len(mine), len(done), best.score, best.passed)
+    _all_units_match(province, sc)

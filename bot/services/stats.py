@@ -48,7 +48,7 @@ from bot.domain.permissions import round_touches_unit
 from bot.domain.statistics import Figures, NotFinished
 from bot.services.rounds import counted_member, round_status
 from bot.storage.models import (
-    Answer, Attempt, AttemptQuestion, Member, Question, Round, RoundUnit, Unit, UnitAncestor,
+    Answer, Attempt, AttemptQuestion, Member, Question, Round, RoundResult, RoundUnit, Unit, UnitAncestor,
 )
 
 LETTERS = "ABCDEF"
@@ -125,9 +125,10 @@ def _slot_statement(materialize: bool):
     """One statement: totals of ``unit_id``'s own members (slot = the unit) and of each direct
     child's whole subtree (slot = the child), over the round's audience.
 
-    1. per member (active members of the subtree, exempt ones marked and counted apart, read from the members' (unit_id, active, exempt) index alone,
-       attempts reached through (member_id, round_id)): attempts, submitted attempts, best
-       submitted score, best passed submitted score;
+    1. per member (active members of the subtree, read from the members' (unit_id, active, exempt)
+       index alone, exempt ones marked and counted apart): their ``round_results`` row for the round
+       if any (attempts, submitted attempts, best submitted score, whether it passed), which the
+       database keeps from the attempts (migration 0013), one look-up per member;
     2. per unit: members, finished, in progress, passed, sum of counted scores (materialised);
     3. ``unit_ancestors`` maps every unit of the subtree that is in the round's audience to its
        slot: rows (child → unit) where the child is at depth 1 below ``unit_id``, plus
@@ -147,20 +148,18 @@ def _slot_statement(materialize: bool):
         return cte.prefix_with("MATERIALIZED") if materialize else cte
 
     subtree = select(UnitAncestor.descendant_id).where(UnitAncestor.ancestor_id == unit_id)
-    submitted = Attempt.submitted_at.is_not(None)
     per_member = (
         select(
             Member.unit_id.label("unit_id"),
-            func.count(Attempt.id).label("n_all"),
-            func.count(Attempt.submitted_at).label("n_sub"),
-            func.max(case((submitted, Attempt.score))).label("best"),
-            func.max(case((and_(submitted, Attempt.passed.is_(True)), Attempt.score))).label("best_passed"),
+            RoundResult.attempts.label("n_all"),
+            RoundResult.submitted.label("n_sub"),
+            RoundResult.best_score.label("best"),
+            RoundResult.best_passed.label("best_passed"),
             Member.exempt.label("exempt"),
         )
         .select_from(Member)
-        .outerjoin(Attempt, and_(Attempt.member_id == Member.id, Attempt.round_id == round_id))
+        .outerjoin(RoundResult, and_(RoundResult.member_id == Member.id, RoundResult.round_id == round_id))
         .where(Member.active, Member.unit_id.in_(subtree))
-        .group_by(Member.unit_id, Member.exempt, Member.id)  # the order of ix_members_unit_active
         .subquery("per_member")
     )
     pm = per_member.c
@@ -171,7 +170,7 @@ def _slot_statement(materialize: bool):
             pm.unit_id.label("unit_id"),
             func.sum(case((counted, 1), else_=0)).label("audience"),
             func.sum(case((finished, 1), else_=0)).label("finished"),
-            func.sum(case((and_(finished, pm.best_passed == pm.best), 1), else_=0)).label("passed"),
+            func.sum(case((and_(finished, pm.best_passed.is_(True)), 1), else_=0)).label("passed"),
             func.sum(case((and_(counted, pm.n_sub == 0, pm.n_all > 0), 1), else_=0)).label("in_progress"),
             func.sum(case((finished, pm.best))).label("score_sum"),
             func.sum(case((counted, 0), else_=1)).label("exempt"),

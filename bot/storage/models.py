@@ -265,6 +265,25 @@ class Attempt(Base):
     )
 
 
+class RoundResult(Base):
+    """One member's standing in one round: their attempts summed up, one row per member and round.
+
+    Written only by database triggers on ``attempts`` (migration 0013), never by the application, so
+    no path that writes an attempt can leave it behind. The figures read one row per member here
+    instead of grouping every member's attempts (half the time of a province's roll-up on SQLite)."""
+
+    __tablename__ = "round_results"
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer)  # started, submitted or not
+    submitted: Mapped[int] = mapped_column(Integer)
+    best_score: Mapped[float | None] = mapped_column(Float)  # best submitted score
+    best_passed: Mapped[bool | None] = mapped_column(Boolean)  # an attempt with the best score passed
+
+    # SQLite: the rows live in the primary key's b-tree, so a look-up by (round, member) reads them at once
+    __table_args__ = {"sqlite_with_rowid": False}
+
+
 class AttemptQuestion(Base):
     """The question shown at a position of an attempt, with the option order the member saw."""
 
