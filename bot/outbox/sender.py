@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from bot.domain.replies import Reply
 from bot.outbox import queue
@@ -42,6 +42,10 @@ MAX_CLAIM = 1000
 BEAT_SECONDS = 2.0  # each sender renews its lease this often...
 LEASE_SECONDS = 10.0  # ...for this long: a sender silent this long is taken for dead
 TICK = 0.02  # sends start in groups at least this far apart, marked ``sending`` in one statement per group
+# the members' messenger accounts, the one used last first (their first choice)
+_ACCOUNTS = (select(ChatAccount.member_id, ChatAccount.channel, ChatAccount.external_id, ChatAccount.bot_id)
+             .where(ChatAccount.member_id.in_(bindparam("members", expanding=True)))
+             .order_by(ChatAccount.last_seen_at.desc().nullslast(), ChatAccount.id))
 GROUP = 10  # ... and at most 250 ms apart, so that a group has about this many sends at low rates
 MARK_DELAY = 0.05  # a status change waits at most this long for the next group's write
 # The outbox row being delivered, for transports that record per-message facts (the Zalo OA's rung and cost).
@@ -267,10 +271,8 @@ class OutboxSender:
             member_ids = {r.member_id for r in rows}
             accounts: dict[int, list[tuple[str, str, int | None]]] = {}
             if member_ids:
-                for member_id, channel, external_id, bot_id in s.execute(
-                        select(ChatAccount.member_id, ChatAccount.channel, ChatAccount.external_id, ChatAccount.bot_id)
-                        .where(ChatAccount.member_id.in_(member_ids))
-                        .order_by(ChatAccount.last_seen_at.desc().nullslast(), ChatAccount.id)):
+                for member_id, channel, external_id, bot_id in s.connection().execute(
+                        _ACCOUNTS, {"members": list(member_ids)}):
                     if channel in self.transports:
                         accounts.setdefault(member_id, []).append((channel, external_id, bot_id))
             replies = self._replies(s, rows)
