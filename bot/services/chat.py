@@ -77,8 +77,6 @@ def _parse_action(action: str) -> tuple[str, list[int], str]:
 
 
 # The statements of every update, built once (building one costs about what running it does)
-_CHAT_MEMBER = (select(Member, ChatAccount.last_seen_at).join(ChatAccount, ChatAccount.member_id == Member.id)
-                .where(ChatAccount.channel == bindparam("channel"), ChatAccount.external_id == bindparam("external_id")))
 _CHAT_MEMBER_ID = (select(Member.id, Member.active, ChatAccount.last_seen_at)
                    .join(ChatAccount, ChatAccount.member_id == Member.id)
                    .where(ChatAccount.channel == bindparam("channel"),
@@ -194,22 +192,23 @@ class ChatService:
 
     def _text(self, s: Session, external_id: str, text: str, now: datetime, sent_at: datetime | None) -> Outcome:
         command, arg = parse_command(text)
-        member = self._member(s, external_id, now)
-        if member is None:
+        member_id = self._member_id(s, external_id, now)
+        if member_id is None:
             if command == "start" and arg:
                 return Outcome([self._link_code(s, external_id, arg, now)])
             if command is None and linking.looks_like_code(text):  # typed without /start
                 return Outcome([self._link_code(s, external_id, text, now)])
             return Outcome([msg.not_linked() if self.traits.has_buttons else msg.typed_not_linked()])
-        typed = self._typed_choice(s, external_id, text)
-        if typed is not None:
+        typed, state = self._typed_choice(s, external_id, text)
+        if typed is not None:  # a typed answer (the busiest path without buttons) needs the member's id only
             answer = msg.answer_action(typed)
             if answer is not None:
                 attempt_id, position, shown = answer
-                early = self._not_seen_yet(s, external_id, attempt_id, position, msg.LETTERS[shown], sent_at)
+                early = self._not_seen_yet(s, state, attempt_id, position, msg.LETTERS[shown], sent_at)
                 if early is not None:
                     return early
-            return self._action(s, external_id, member.id, typed, now, member=member)
+            return self._action(s, external_id, member_id, typed, now)
+        member = s.get(Member, member_id)
         if command == "start":
             if arg:
                 return Outcome([self._link_code(s, external_id, arg, now)])
@@ -230,7 +229,7 @@ class ChatService:
             return Outcome([self._console_link(s, member, now)])
         if command in OVERSIGHT:
             return Outcome(self._oversee(s, lambda: OVERSIGHT[command](self, s, member, now)))
-        return self._free_text(s, external_id, member, arg, now, sent_at)
+        return self._free_text(s, external_id, member, arg, now, sent_at, state)
 
     def _console_link(self, s: Session, member: Member, now: datetime) -> Reply:
         """``/quantri``: a one-time link to the web console for secretaries, cadres and admins."""
@@ -298,16 +297,9 @@ class ChatService:
         params = {"channel": self.traits.name, "update_key": update_key, "processed_at": now}
         return s.connection().execute(stmt, params).first() is not None
 
-    def _member(self, s: Session, external_id: str, now: datetime) -> Member | None:
-        """The active member behind this chat (``_seen`` writes when the chat was used)."""
-        found = s.execute(_CHAT_MEMBER, {"channel": self.traits.name, "external_id": external_id}).first()
-        if found is None or not found[0].active:
-            return None
-        self._seen(s, external_id, found[1], now)
-        return found[0]
-
     def _member_id(self, s: Session, external_id: str, now: datetime) -> int | None:
-        """``_member``'s id alone, read without building the ORM object (what a button press needs first)."""
+        """The id of the active member behind this chat, read without building the ORM object (an answer needs
+        nothing else; ``_seen`` writes when the chat was used)."""
         found = s.connection().execute(_CHAT_MEMBER_ID,
                                        {"channel": self.traits.name, "external_id": external_id}).first()
         if found is None or not found[1]:
@@ -383,14 +375,14 @@ class ChatService:
         """The chat's offer and last question (``_TYPED_STATE``'s row), or None."""
         return s.connection().execute(_TYPED_STATE, {"chat_channel": self.traits.name, "chat_id": external_id}).first()
 
-    def _not_seen_yet(self, s: Session, external_id: str, attempt_id: int, position: int, letter: str,
+    def _not_seen_yet(self, s: Session, state, attempt_id: int, position: int, letter: str,
                       sent_at: datetime | None) -> Outcome | None:
         """None when a typed answer for ``position`` may count: that question was the last one
-        delivered to this chat before the member typed. Otherwise the answer is ignored with a
-        note saying which question is current (and that question, if it never reached this chat)."""
+        delivered to this chat (``state``: its ``_TYPED_STATE`` row) before the member typed. Otherwise
+        the answer is ignored with a note saying which question is current (and that question, if it
+        never reached this chat)."""
         if sent_at is None or self.traits.has_buttons:
             return None
-        state = self._typed_state(s, external_id)
         shown = state is not None and (state.question_attempt_id, state.question_position) == (attempt_id, position)
         if shown and state.question_delivered_at is not None and sent_at >= state.question_delivered_at:
             return None
@@ -403,13 +395,15 @@ class ChatService:
             return Outcome(notice=note)  # it reached the member just after they typed
         return Outcome(self._show_position(s, where), notice=note)
 
-    def _typed_choice(self, s: Session, external_id: str, text: str) -> str | None:
+    def _typed_choice(self, s: Session, external_id: str, text: str) -> tuple[str | None, Any]:
+        """The action a typed word or number stands for in the chat's last offer (None: it is not one),
+        and the chat's ``_TYPED_STATE`` row it was read from."""
         if self.traits.has_buttons:
-            return None
+            return None, None
         state = self._typed_state(s, external_id)
         if state is None or not state.choices:
-            return None
-        return state.choices.get(fold(text.strip().rstrip(".")))
+            return None, state
+        return state.choices.get(fold(text.strip().rstrip("."))), state
 
     def _oversee(self, s: Session, work) -> list[Reply]:
         """Run a secretary/cadre request; a refusal is a polite reply, and nothing else happens."""
@@ -525,14 +519,16 @@ class ChatService:
         return replies
 
     def _free_text(self, s: Session, external_id: str, member: Member, text: str, now: datetime,
-                   sent_at: datetime | None = None) -> Outcome:
+                   sent_at: datetime | None = None, state: Any = None) -> Outcome:
+        """Text that is no command or offered choice: "B" or "2" for the current question, else a hint.
+        ``state``: the chat's ``_TYPED_STATE`` row, as ``_text`` read it."""
         current = quiz.in_progress_attempt(s, member.id, now)
         match = _ANSWER.match(text)
         if current is not None and match:
             token = match.group(1).upper()
             shown = int(token) - 1 if token.isdigit() else "ABCDEF".index(token)
             position = quiz.position_of(s, current)
-            early = self._not_seen_yet(s, external_id, current.id, position.position, token, sent_at)
+            early = self._not_seen_yet(s, state, current.id, position.position, token, sent_at)
             if early is not None:
                 return early
             if shown >= len(position.current.option_order):
