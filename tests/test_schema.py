@@ -1,5 +1,6 @@
 """The schema Alembic builds is the schema the models describe."""
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -16,3 +17,68 @@ def test_migrations_build_exactly_the_models(db):
 def test_upgrade_twice_is_harmless(db):
     db.upgrade()
     db.upgrade()
+
+
+def _round_results_migration():
+    import importlib.util
+
+    from bot.storage.db import MIGRATIONS
+
+    spec = importlib.util.spec_from_file_location("m0013", MIGRATIONS / "versions" / "0013_round_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_triggers_that_keep_round_results_are_in_place_after_an_upgrade(db):
+    """The figures read ``round_results``, which only triggers on ``attempts`` write: a migration that
+    recreated ``attempts`` without them would leave every figure behind, silently."""
+    db.upgrade()
+    dialect = db.engine.dialect.name
+    query = ("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'attempts'" if dialect == "sqlite"
+             else "SELECT tgname FROM pg_trigger WHERE tgrelid = 'attempts'::regclass AND NOT tgisinternal")
+    with db.engine.connect() as conn:
+        found = {row[0] for row in conn.exec_driver_sql(query)}
+    assert found == _round_results_migration().TRIGGERS[dialect]
+
+
+@pytest.mark.postgres
+def test_attempts_written_while_the_upgrade_runs_wait_for_their_summary_to_exist(db, monkeypatch):
+    """Processes on the old version keep serving while ``hoctap db upgrade`` runs: a submission written
+    between the backfill of ``round_results`` and its triggers would be missing from the figures, so
+    writes wait for the upgrade (held here just as it is about to backfill)."""
+    import threading
+
+    import alembic.op
+    from alembic import command
+    from sqlalchemy.exc import OperationalError
+
+    from bot.storage.db import alembic_config
+
+    with db.engine.begin() as conn:
+        cfg = alembic_config(db.url)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0012_members_covering_index")
+    at_backfill, go_on = threading.Event(), threading.Event()
+    execute = alembic.op.execute
+
+    def pausing_execute(statement, *args, **kwargs):
+        if str(statement).startswith("INSERT INTO round_results"):
+            at_backfill.set()
+            go_on.wait(10)
+        return execute(statement, *args, **kwargs)
+
+    monkeypatch.setattr(alembic.op, "execute", pausing_execute)
+    upgrade = threading.Thread(target=db.upgrade)
+    upgrade.start()
+    try:
+        assert at_backfill.wait(10)
+        with db.engine.connect() as other, other.begin():
+            other.exec_driver_sql("SET lock_timeout = '300ms'")
+            with pytest.raises(OperationalError, match="lock timeout"):
+                other.exec_driver_sql("UPDATE attempts SET score = score")
+    finally:
+        go_on.set()
+        upgrade.join(30)
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT to_regclass('round_results')").scalar() == "round_results"

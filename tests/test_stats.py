@@ -621,3 +621,13 @@ def test_one_members_attempts_written_by_two_transactions_at_once_are_all_counte
     assert len(mine) == number + 1 and attempt_id in {a.id for a in done}  # both writes landed
     assert counted == (len(mine), len(done), best.score, best.passed)
     _all_units_match(province, sc)
+
+
+@pytest.mark.postgres
+def test_attempts_emptied_with_truncate_leave_no_figures_behind(province):
+    sc = build_scenario(province)
+    with province.session() as s:
+        s.execute(text("TRUNCATE attempts CASCADE"))
+    with province.read_session() as s:
+        assert s.scalar(select(func.count()).select_from(RoundResult)) == 0
+    _all_units_match(province, sc)

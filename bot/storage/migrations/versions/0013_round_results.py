@@ -5,7 +5,16 @@ roll-up's time); they now read one row per member. The rows are written by the d
 every insert, update and delete of an attempt, so no code path can leave them behind. Each trigger
 counts the member's attempts of that round again (a handful of index entries): the row is always what
 the attempts say, whatever order writes come in. On PostgreSQL the row is locked first, so a second
-transaction writing the same member's attempts waits, then counts what the first committed.
+transaction writing the same member's attempts waits, then counts what the first committed; and the
+upgrade locks ``attempts`` against writes until it commits, so that nothing written by processes still
+running the old version falls between the backfill and the trigger.
+
+For hand-written fixes on PostgreSQL: a transaction that changes several members' attempts in more than
+one statement locks their summary rows as it goes, and can deadlock with a member submitting meanwhile
+(PostgreSQL then aborts one of the two). Change one member per transaction, or stop the bots.
+
+A later migration that recreates ``attempts`` (Alembic's batch mode on SQLite does) drops its triggers:
+it must create them again (``tests/test_schema.py`` checks they are there).
 
 Revision ID: 0013_round_results
 Revises: 0012_members_covering_index
@@ -48,8 +57,10 @@ _SQLITE_TRIGGERS = [
 ]
 
 _POSTGRESQL = [
+    # ``SET search_path FROM CURRENT``: the tables are found in the schema they were created in, also when
+    # pg_restore (which empties the search path) loads rows into an upgraded database
     f"""CREATE OR REPLACE FUNCTION hoctap_recount_round_result(r integer, m integer) RETURNS void
-    LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
     BEGIN
         -- the row lock first: a concurrent writer of this member's attempts holds it until it commits,
         -- and the next statement (a fresh snapshot, READ COMMITTED) then counts what it wrote
@@ -63,7 +74,8 @@ _POSTGRESQL = [
          WHERE rr.round_id = r AND rr.member_id = m;
         DELETE FROM round_results WHERE round_id = r AND member_id = m AND attempts = 0;
     END $$""",
-    """CREATE OR REPLACE FUNCTION hoctap_attempts_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    """CREATE OR REPLACE FUNCTION hoctap_attempts_changed() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
     BEGIN
         IF TG_OP IN ('UPDATE', 'DELETE') THEN
             PERFORM hoctap_recount_round_result(OLD.round_id, OLD.member_id);
@@ -76,10 +88,26 @@ _POSTGRESQL = [
     """CREATE TRIGGER tr_attempts_round_results
     AFTER INSERT OR DELETE OR UPDATE OF round_id, member_id, submitted_at, score, passed ON attempts
     FOR EACH ROW EXECUTE FUNCTION hoctap_attempts_changed()""",
+    """CREATE OR REPLACE FUNCTION hoctap_attempts_truncated() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
+    BEGIN
+        DELETE FROM round_results;
+        RETURN NULL;
+    END $$""",
+    """CREATE TRIGGER tr_attempts_truncated_round_results AFTER TRUNCATE ON attempts
+    FOR EACH STATEMENT EXECUTE FUNCTION hoctap_attempts_truncated()""",
 ]
+TRIGGERS = {  # what tests/test_schema.py expects to find after an upgrade
+    "sqlite": {"tr_attempts_inserted_round_results", "tr_attempts_updated_round_results",
+               "tr_attempts_deleted_round_results"},
+    "postgresql": {"tr_attempts_round_results", "tr_attempts_truncated_round_results"},
+}
 
 
 def upgrade() -> None:
+    postgres = op.get_bind().dialect.name == "postgresql"
+    if postgres:  # writes of processes still on the old version wait until the triggers are in place
+        op.execute("LOCK TABLE attempts IN SHARE ROW EXCLUSIVE MODE")
     op.create_table(
         "round_results",
         sa.Column("round_id", sa.Integer(), nullable=False),
@@ -95,14 +123,16 @@ def upgrade() -> None:
     )
     op.execute(f"INSERT INTO round_results ({_COLUMNS}) SELECT round_id, member_id, {_SUMMARY} "
                "FROM attempts GROUP BY round_id, member_id")
-    for statement in _POSTGRESQL if op.get_bind().dialect.name == "postgresql" else _SQLITE_TRIGGERS:
+    for statement in _POSTGRESQL if postgres else _SQLITE_TRIGGERS:
         op.execute(statement)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER IF EXISTS tr_attempts_round_results ON attempts")
+        op.execute("DROP TRIGGER IF EXISTS tr_attempts_truncated_round_results ON attempts")
         op.execute("DROP FUNCTION IF EXISTS hoctap_attempts_changed()")
+        op.execute("DROP FUNCTION IF EXISTS hoctap_attempts_truncated()")
         op.execute("DROP FUNCTION IF EXISTS hoctap_recount_round_result(integer, integer)")
     else:
         for name in ("inserted", "updated", "deleted"):
