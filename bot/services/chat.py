@@ -325,14 +325,13 @@ class ChatService:
         state.updated_at = now
         return state
 
-    def _action(self, s: Session, external_id: str, member_id: int, action: str, now: datetime, *,
-                member: Member | None = None) -> Outcome:
+    def _action(self, s: Session, external_id: str, member_id: int, action: str, now: datetime) -> Outcome:
         """A button's (or typed choice's) ``kind:n:n…``. An answer, the busiest path, needs only the
-        member's id; the others load the member (``member``: already loaded)."""
+        member's id; the others load the member."""
         kind, numbers, rest = _parse_action(action)
         if kind == "a" and len(numbers) == 3:
             return self._answer(s, member_id, *numbers, now=now)
-        member = member or s.get(Member, member_id)
+        member = s.get(Member, member_id)
         if kind == "r" and len(numbers) == 2:
             return Outcome(self._read(s, external_id, member, numbers[0], numbers[1], now))
         if kind == "q" and len(numbers) == 1:

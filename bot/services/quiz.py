@@ -56,7 +56,7 @@ _IN_PROGRESS = (select(Attempt).join(Round, Round.id == Attempt.round_id)
 
 def open_rounds_for(session: Session, member: Member, now: datetime) -> list[Round]:
     """Rounds open now whose audience includes the member's unit, soonest deadline first."""
-    return list(session.scalars(_OPEN_ROUNDS, {"unit_id": member.unit_id, "now": now}).unique())
+    return list(session.scalars(_OPEN_ROUNDS, {"unit_id": member.unit_id, "now": now}))
 
 
 def round_for_member(session: Session, member: Member, round_id: int, now: datetime) -> Round | None:
