@@ -307,27 +307,34 @@ _MARK_SENDING = (update(_OUTBOX)
                  .where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)), _OUTBOX.c.claimed_by == bindparam("worker"),
                         by_key_only(_OUTBOX.c.status).in_(("claimed", "sending")))
                  .values(status="sending", channel=bindparam("channel")).returning(_OUTBOX.c.id))
-_MARK_SENT = (update(_OUTBOX).where(_OUTBOX.c.id == bindparam("oid"))
-              .values(status="sent", sent_at=bindparam("at"), channel=bindparam("ch"), error=None, attachment=None))
+_MARK_SENT = (update(_OUTBOX).where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)))
+              .values(status="sent", sent_at=bindparam("at"), channel=bindparam("channel"), error=None,
+                      attachment=None))
 
 
 def mark_sending_many(session: Session, items: list[tuple[int, str]], worker: str) -> set[int]:
     """``mark_sending`` for many rows, one statement per channel: the ids still this worker's."""
-    by_channel: dict[str, list[int]] = {}
-    for oid, channel in items:
-        by_channel.setdefault(channel, []).append(oid)
     mine: set[int] = set()
-    for channel, ids in by_channel.items():
+    for channel, ids in _by_channel(items).items():
         mine.update(session.connection().execute(
             _MARK_SENDING, {"ids": ids, "worker": worker, "channel": channel}).scalars())
     return mine
 
 
 def mark_sent_many(session: Session, items: list[tuple[int, str, datetime]]) -> None:
-    """``mark_sent`` for many rows: one executemany."""
-    if not items:
-        return
-    session.connection().execute(_MARK_SENT, [{"oid": oid, "ch": channel, "at": at} for oid, channel, at in items])
+    """``mark_sent`` for many rows, one statement per channel; ``sent_at`` is the latest send's time
+    of the batch (sends of one batch are at most ``MARK_DELAY`` apart; per-chat pacing across
+    senders reads it, and a later time only makes it wait a little longer)."""
+    for channel, ids in _by_channel(items).items():
+        at = max(at for oid, ch, at in items if ch == channel)
+        session.connection().execute(_MARK_SENT, {"ids": ids, "channel": channel, "at": at})
+
+
+def _by_channel(items) -> dict[str, list[int]]:
+    by_channel: dict[str, list[int]] = {}
+    for oid, channel, *_ in items:
+        by_channel.setdefault(channel, []).append(oid)
+    return by_channel
 
 
 def mark_sent(session: Session, oid: int, channel: str, now: datetime) -> None:

@@ -46,8 +46,8 @@ TICK = 0.02  # sends start in groups at least this far apart, marked ``sending``
 _ACCOUNTS = (select(ChatAccount.member_id, ChatAccount.channel, ChatAccount.external_id, ChatAccount.bot_id)
              .where(ChatAccount.member_id.in_(bindparam("members", expanding=True)))
              .order_by(ChatAccount.last_seen_at.desc().nullslast(), ChatAccount.id))
-GROUP = 10  # ... and at most 250 ms apart, so that a group has about this many sends at low rates
-MARK_DELAY = 0.05  # a status change waits at most this long for the next group's write
+GROUP = 20  # ... and at most 250 ms apart, so that a group has about this many sends at low rates
+MARK_DELAY = 0.1  # a status change waits at most this long for the next group's write
 # The outbox row being delivered, for transports that record per-message facts (the Zalo OA's rung and cost).
 CURRENT_MESSAGE: contextvars.ContextVar[int | None] = contextvars.ContextVar("outbox_message", default=None)
 
@@ -386,7 +386,7 @@ class OutboxSender:
         while True:
             await self._marks_waiting.wait()
             # written with the next group's ``sending`` when that starts within MARK_DELAY of the
-            # oldest waiting mark (groups are at most 40 ms apart from 250 messages/s on), else on
+            # oldest waiting mark (groups are at most 80 ms apart from 250 messages/s on), else on
             # their own: a kill leaves at most MARK_DELAY of sends unrecorded (uncertain)
             while self._marks and (wait := self._marks_since + MARK_DELAY - time.monotonic()) > 0:
                 await asyncio.sleep(wait)
