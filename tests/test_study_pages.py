@@ -249,3 +249,17 @@ def test_an_operator_revokes_a_members_links_from_the_command_line(study_pages, 
     assert result.code == 0 and "1 study link(s) of DV002 revoked" in result.out
     assert client.get("/hoc/").status_code == 403
     assert cli("members", "revoke-links", "NOPE").code == 1
+
+
+def test_the_result_page_counts_the_attempts_left_after_each_quiz_taken_on_the_page(study_pages):
+    client = signed_in(study_pages, "DV002")
+    for left in (2, 1):
+        aid, token = start_quiz(client)
+        for position in range(1, 11):
+            page = client.post(f"/hoc/bai/{aid}", data={"csrf": token, "position": position, "chon": 0})
+        assert str(page.url).endswith(f"/hoc/bai/{aid}/ketqua")
+        assert f"Đồng chí còn {left} lượt làm bài (tính điểm cao nhất)." in page.text
+    aid, token = start_quiz(client)
+    for position in range(1, 11):
+        page = client.post(f"/hoc/bai/{aid}", data={"csrf": token, "position": position, "chon": 0})
+    assert "lượt làm bài" not in page.text  # the third of three: none left

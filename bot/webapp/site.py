@@ -245,11 +245,11 @@ def create_pages(cfg: PagesConfig) -> Starlette:
         attempt = _attempt(s, checked, request.path_params["aid"])
         if attempt.submitted_at is None:
             return go(request, f"/bai/{attempt.id}")
-        rnd = s.get(Round, attempt.round_id)
+        rnd = quiz.round_with_document(s, attempt.round_id)
         reviews = quiz.review(s, attempt)
         missed = [{"r": r, "chosen": r.option_order.index(r.chosen_index),
                    "right": r.option_order.index(r.question.answer_index)} for r in reviews if not r.correct]
-        used = len(quiz.attempts_of(s, rnd.id, checked.member.id))
+        used = quiz.attempts_used(s, rnd.id, checked.member.id)
         still_open = quiz.round_for_member(s, checked.member, rnd.id, cfg.clock()) is not None
         return page(request, "result.html", attempt=attempt, doc=rnd.document, round=rnd, missed=missed,
                     left=max(rnd.document.max_attempts - used, 0) if still_open else 0, csrf=_csrf(checked))
