@@ -140,6 +140,7 @@ def test_webhook_refuses_forged_stale_oversized_and_malformed_requests(oa_bot, o
     tampered = raw.replace(b"/hoc", b"/ketqua")
     assert oa_emulator.deliver_raw(tampered, headers).status == 403
     assert oa_emulator.deliver_raw(b"{not json", headers).status == 400
+    assert oa_emulator.deliver_raw(b"[" * 60_000, headers).status == 400  # nested deeper than any event
     big = json.dumps({**event, "pad": "x" * 70_000}).encode()
     assert oa_emulator.deliver_raw(big, headers).status == 413
     time.sleep(0.2)

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import time
 from typing import Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from bot.web import BadBody, parse_json
 
 log = logging.getLogger(__package__)
 PATH = "/zalo-oa/webhook"
@@ -68,8 +69,8 @@ def webhook_endpoint(dispatch: Callable[[dict], object], app_id: str, oa_secret:
         if raw is None:
             return _refuse(413, "body too large")
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+            body = parse_json(raw)  # bounded nesting: a deep body is a 400, never a RecursionError
+        except BadBody:
             return _refuse(400, "not JSON")
         if not isinstance(body, dict):
             return _refuse(400, "a JSON object is expected")
