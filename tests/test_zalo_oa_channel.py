@@ -103,6 +103,24 @@ def test_the_quiz_is_tapped_with_buttons_and_typed_answers_work_too(oa_bot, oa_e
         assert s.scalar(select(func.count()).select_from(Answer)) == 2
 
 
+def test_a_language_button_from_ngonngu_switches_the_members_reading_language(oa_bot, oa_emulator, oa_invite,
+                                                                               province):
+    from tests.test_languages import translate
+
+    translate(province)
+    user = oa_link(oa_emulator, oa_invite, "DV004", "oa-4")
+    say(user, "/ngonngu", "Tiếng Khmer")
+    offer = user.messages[-1]
+    khmer = next(b for b in offer["buttons"] if b["title"].startswith("Tiếng Khmer"))
+    assert khmer["payload"] == "l:km"
+    before = len(user.messages)
+    user.tap(khmer)
+    reply = user.wait_for(lambda u: len(u.messages) > before)["text"]
+    assert "Đã chọn ngôn ngữ đọc tài liệu: Tiếng Khmer (km)." in reply
+    with province.session() as s:
+        assert s.scalar(select(Member.language).where(Member.code == "DV004")) == "km"
+
+
 def test_an_unknown_follower_sees_nothing_that_is_not_theirs(oa_bot, oa_emulator):
     user = oa_emulator.user("oa-stranger")
     for text in ("/hoc", "a:1:1:0", "s:1:1"):

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from bot.channels.zalo.rendering import files_note
+from bot.domain.languages import LANGUAGE_TAG
 from bot.domain.replies import Outcome, Reply, split_text
 from bot.services.chat import ChannelTraits
 
@@ -21,7 +22,8 @@ MAX_BUTTONS = 5
 TITLE_LIMIT = 100
 MORE_CHOICES = "Chọn tiếp:"
 TRAITS = ChannelTraits(name="zalo_oa", text_limit=TEXT_LIMIT, has_buttons=False)
-ACTION = re.compile(r"^[a-z]:\d+(:\d+)*$")  # what our buttons carry: never what a member types
+# what our buttons carry (``kind:n:n…``, and ``l:<language tag>`` from /ngonngu): never what a member types
+ACTION = re.compile(rf"^(?:[a-z]:\d+(?::\d+)*|l:{LANGUAGE_TAG.pattern.strip('^$')})$")
 
 
 @dataclass
