@@ -125,3 +125,20 @@ def test_a_lost_authorisation_alerts_the_admins_and_is_not_retried(province, oa_
         assert "64-KH/TU" in say(user, "/hoc", "64-KH/TU")
     finally:
         process.stop()
+
+
+def test_a_throttled_token_refresh_keeps_the_authorisation_and_the_token_still_valid(db, oa_emulator):
+    settings = oa_settings(oa_emulator, 1)
+    authorize(db, oa_emulator, settings)
+    access, refresh = tokens_in_db(db)
+    nearly_expired = lambda: utcnow() + timedelta(hours=24, minutes=40)  # noqa: E731 - inside the refresh margin
+    store = TokenStore(db, settings.app_id, settings.app_secret, settings.oauth_url, clock=nearly_expired)
+    oa_emulator.inject_error("oauth_token", -32, "Too many requests")
+    assert store.current() == access  # the refresh waits; the current token still works until it expires
+    with db.session() as s:
+        row = s.get(ZaloOaAuth, "oa")
+        assert row.lost_at is None and (row.access_token, row.refresh_token) == (access, refresh)
+    oa_emulator.inject_error("oauth_token", 429, "Too many requests")  # an HTTP 429 as well
+    assert store.current() == access
+    fresh = store.current()  # the endpoint answers again: the unspent refresh token gives a new pair
+    assert fresh != access and tokens_in_db(db)[0] == fresh and oa_emulator.refreshes == 1

@@ -40,6 +40,9 @@ LOST_ALERT = ("⚠️ Zalo OA đã mất quyền truy cập ({reason}). Tin nh�
               "cấp quyền lại: chạy «hoctap zalo-oa authorize» và mở đường dẫn in ra.")
 
 
+RATE_LIMITED = (-32,)  # Zalo's "too many requests" error: a busy endpoint, not a refusal
+
+
 class OAError(Exception):
     """A refused or failed OA call: ``code`` is Zalo's ``error`` (negative), an HTTP status, or None
     when the request itself failed."""
@@ -135,7 +138,14 @@ class TokenStore:
                 raise AuthorisationLost(row.lost_reason if row is not None and row.lost_reason else "not authorised")
             if row.access_token and row.access_token != stale and row.expires_at - self.margin > now:
                 return row.access_token  # another process refreshed while we waited for the lock
-            answer = self._token_call({"grant_type": "refresh_token", "refresh_token": row.refresh_token})
+            try:
+                answer = self._token_call({"grant_type": "refresh_token", "refresh_token": row.refresh_token})
+            except OAError as exc:  # busy or unreachable: the pair is unspent, try again later
+                if row.access_token and row.expires_at > now:
+                    log.warning("Zalo OA: token refresh failed for now (%s); the current token is still valid "
+                                "until %s", exc, row.expires_at.isoformat())
+                    return row.access_token
+                raise
             if "access_token" in answer:
                 self._store(row, answer, now)
                 log.info("Zalo OA: access token refreshed; valid until %s", row.expires_at.isoformat())
@@ -182,9 +192,14 @@ class TokenStore:
             body = r.json()
         except (httpx.HTTPError, ValueError) as exc:  # transient: nothing was spent, try again later
             raise OAError(None, f"token endpoint unreachable: {type(exc).__name__}") from None
-        if r.status_code >= 500:
-            raise OAError(r.status_code, "token endpoint failed")
-        return body if isinstance(body, dict) else {}
+        if not isinstance(body, dict):
+            body = {}
+        busy = r.status_code in (408, 429) or body.get("error") in RATE_LIMITED
+        if r.status_code >= 500 or busy or ("access_token" not in body and not body.get("error")):
+            # throttled, failed or an answer that is neither a token nor a refusal: not a refused token
+            code = 429 if busy else r.status_code if r.status_code >= 500 else None
+            raise OAError(code, f"token endpoint failed ({_why(body)})")
+        return body
 
     @staticmethod
     def _store(row: ZaloOaAuth, answer: dict, now: datetime) -> None:
