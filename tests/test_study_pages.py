@@ -263,3 +263,13 @@ def test_the_result_page_counts_the_attempts_left_after_each_quiz_taken_on_the_p
     for position in range(1, 11):
         page = client.post(f"/hoc/bai/{aid}", data={"csrf": token, "position": position, "chon": 0})
     assert "lượt làm bài" not in page.text  # the third of three: none left
+
+
+def test_ids_beyond_any_row_and_wrong_methods_get_the_vietnamese_refusal_page_not_an_error(study_pages):
+    client = signed_in(study_pages, "DV002")
+    for path in ("/hoc/bai/99999999999999999999", "/hoc/bai/9223372036854775808/ketqua", "/hoc/dot/0",
+                 "/hoc/dot/99999999999999999999"):
+        page = client.get(path)
+        assert page.status_code == 404 and "Không tìm thấy trang" in page.text, path
+    wrong = client.delete("/hoc/ketqua")
+    assert wrong.status_code == 405 and "Không tìm thấy trang" in wrong.text and "GET" in wrong.headers["allow"]

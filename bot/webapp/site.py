@@ -65,6 +65,7 @@ REFUSALS = {
                 "Trang này mở bằng nút «Mở trang học tập» trong ứng dụng Telegram."),
     "csrf": (403, "Trang đã cũ", "Trang đồng chí vừa gửi đã cũ. Đồng chí quay lại trang học tập và thử lại."),
     "not_found": (404, "Không tìm thấy trang", "Trang này không có hoặc không dành cho đồng chí."),
+    "wrong_method": (405, "Không tìm thấy trang", "Trang này không mở được theo cách này; hãy mở từ tin nhắn của bot."),
 }
 
 
@@ -272,6 +273,8 @@ def create_pages(cfg: PagesConfig) -> Starlette:
             form = await request.form() if post else None
 
             def work() -> Response:
+                if any(isinstance(v, int) and not 0 < v < 2 ** 63 for v in request.path_params.values()):
+                    return refusal(request, "not_found")  # no row has such an id (and SQL could not take it)
                 try:
                     with cfg.db.session() as s:
                         checked = session_of(request, s)
@@ -296,6 +299,11 @@ def create_pages(cfg: PagesConfig) -> Starlette:
     async def not_found(request: Request, exc) -> Response:
         return refusal(request, "not_found")
 
+    async def wrong_method(request: Request, exc) -> Response:
+        response = refusal(request, "wrong_method")
+        response.headers.update(getattr(exc, "headers", None) or {})  # Allow: the methods that work
+        return response
+
     return Starlette(routes=[
         Route("/l/{token}", open_endpoint, methods=["GET"]),
         Route("/tg", mini_app_endpoint, methods=["POST"]),
@@ -307,7 +315,7 @@ def create_pages(cfg: PagesConfig) -> Starlette:
         Route("/bai/{aid:int}", member_page(answer, post=True), methods=["POST"]),
         Route("/bai/{aid:int}/ketqua", member_page(result), methods=["GET"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
-    ], exception_handlers={404: not_found})
+    ], exception_handlers={404: not_found, 405: wrong_method})
 
 
 def _state(s, attempts: list[Attempt], max_attempts: int) -> dict:
