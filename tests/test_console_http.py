@@ -70,11 +70,16 @@ def test_cadre_closes_and_extends_only_with_a_valid_form(chat, console_server, p
     assert refused.status_code == 403
 
 
-def test_ids_in_urls_are_parsed_strictly(chat, console_server):
+def test_ids_in_urls_are_parsed_strictly_and_unknown_pages_are_refused_in_vietnamese(chat, console_server):
     cadre = logged_in(chat, console_server, "CB002")
     for path in ("/quantri/dot/1/donvi/+2", "/quantri/dot/1/donvi/٣", "/quantri/dot/1/donvi/99999999999",
                  "/quantri/dot/x/donvi/2"):
         assert cadre.get(path).status_code == 404, path
+    unknown = cadre.get("/quantri/khong-co-trang-nay")
+    assert unknown.status_code == 404 and "Không tìm thấy trang này." in unknown.text
+    wrong = cadre.get("/quantri/nhacnho")  # a form's address opened as a page
+    assert wrong.status_code == 405 and "không mở được theo cách này" in wrong.text and "POST" in wrong.headers["allow"]
+    assert "script-src 'none'" in wrong.headers["content-security-policy"]
 
 
 def test_login_attempts_are_rate_limited(console_server):

@@ -136,6 +136,14 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
         except Refused as exc:
             return console.render("refused.html", status=exc.status, message=exc.message)
 
+    async def not_found(request: Request, exc) -> Response:
+        return console.render("refused.html", status=404, message="Không tìm thấy trang này.")
+
+    async def wrong_method(request: Request, exc) -> Response:
+        response = console.render("refused.html", status=405, message="Trang này không mở được theo cách này.")
+        response.headers.update(getattr(exc, "headers", None) or {})  # Allow: the methods that work
+        return response
+
     return Starlette(routes=[
         Route("/vao/{token}", login_form, methods=["GET"]),
         Route("/vao/{token}", off_the_loop(login), methods=["POST"]),
@@ -155,4 +163,4 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
         Route("/doanvien/{member_id}/ngung", page(pages.deactivate), methods=["POST"]),
         Route("/nhatky", page(pages.audit, admin_only=True), methods=["GET"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
-    ])
+    ], exception_handlers={404: not_found, 405: wrong_method})
