@@ -107,7 +107,7 @@ def test_an_upload_beyond_the_size_limit_is_refused_unread(chat, console_server,
 
 
 def test_document_problems_are_shown_by_line_and_nothing_is_loaded(chat, console_server, province):
-    from bot.storage.models import Document
+    from bot.storage.models import Document, Member
 
     cadre = logged_in(chat, console_server, "CB002")
     response = cadre.post("/quantri/vanban", data={"csrf": csrf_of(cadre), "action": "load"},
@@ -187,7 +187,7 @@ def test_an_excel_question_sheet_is_imported_and_loaded_as_the_cli_does(chat, co
     from bot.content.authoring import draft_from_document
     from bot.content.validate import check_paths
     from bot.content.workbook import workbook_bytes
-    from bot.storage.models import Document
+    from bot.storage.models import Document, Member
     from tests.conftest import QUIZZES
 
     doc = next(d for d in check_paths([QUIZZES]).documents if d.id == "kh-83-hu-tuy-phuoc")
@@ -317,3 +317,24 @@ def test_zalo_invitation_sheet_names_each_members_own_branch_bot_and_its_share_l
     assert "mở https://zalo.me/s/ap1 (hoặc tìm bot «Chi bo Ap 1» trên Zalo)" in by_code["DV002"]["message"]
     assert not by_code["DV011"]["zalo_bot"]  # ấp 2 has no bot of its own: the default bot
     assert "bot học tập" in by_code["DV011"]["message"]
+
+
+def test_a_report_of_a_document_whose_code_has_diacritics_downloads_under_its_own_name(chat, console_server,
+                                                                                       province):
+    import io
+    from urllib.parse import unquote
+
+    from openpyxl import load_workbook
+
+    from bot.storage.models import Document, Member
+
+    with province.session() as s:
+        s.get(Document, "kh-64-tu-binh-phuoc").code = "05-NQ/ĐU"  # Đảng ủy: a common code
+        unit = s.scalar(select(Member).where(Member.code == "CB002")).unit_id
+    cadre = logged_in(chat, console_server, "CB002")
+    report = cadre.get(f"/quantri/dot/1/donvi/{unit}/baocao.xlsx")
+    assert report.status_code == 200
+    disposition = report.headers["content-disposition"]
+    assert 'filename="baocao-05-NQ-DU-' in disposition  # what an old client saves it as
+    assert "baocao-05-NQ-ĐU-" in unquote(disposition.split("filename*=UTF-8''")[1])
+    assert load_workbook(io.BytesIO(report.content)).sheetnames

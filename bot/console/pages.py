@@ -7,8 +7,10 @@ the session's CSRF token and the moment. Refusals raise ``PermissionDenied`` or 
 from __future__ import annotations
 
 import tempfile
+import unicodedata
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import quote
 
 from sqlalchemy import select
 from starlette.requests import Request
@@ -74,8 +76,13 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 def _download(data: bytes, name: str, media_type: str = XLSX) -> Response:
-    return secured(Response(data, media_type=media_type,
-                            headers={"Content-Disposition": f'attachment; filename="{name}"'}))
+    """An attachment named ``name``: HTTP headers are Latin-1, so the name goes as UTF-8 in ``filename*``
+    (RFC 6266) with an ASCII fallback (diacritics dropped: ``05-NQ-ĐU`` → ``05-NQ-DU``) for old clients."""
+    plain = unicodedata.normalize("NFD", name.replace("đ", "d").replace("Đ", "D"))
+    plain = "".join("_" if ch in '"\\' or not " " <= ch <= "~" else ch
+                    for ch in plain if not unicodedata.combining(ch))
+    disposition = f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
+    return secured(Response(data, media_type=media_type, headers={"Content-Disposition": disposition}))
 
 
 async def unit_page(console, request: Request, visit) -> Response:
