@@ -181,3 +181,18 @@ def test_a_field_too_long_for_csv_is_refused_with_its_line(cli, workdir, db):
     assert result.code == 1
     assert result.lines == ["u.csv:3: cannot be read as CSV (field larger than field limit (131072))"]
     assert counts(db) == (0, 0)
+
+
+def test_a_name_with_a_control_character_pasted_from_word_is_refused_by_row_and_nothing_is_imported(cli, workdir,
+                                                                                                   db):
+    cli("units", "import", write(workdir, "u.csv", UNITS))
+    cli("members", "import", write(workdir, "m.csv", MEMBERS))
+    pasted = ("Mã đảng viên,Họ và tên,Mã đơn vị,Số điện thoại,Vai trò\n"
+              "M7,Lê Văn Tám,B1,,Đảng viên\n"
+              "M8,Lê\x0bVăn\x01Tám,B1,,Đảng viên\n")  # a vertical tab and a start-of-heading: Excel and XML cannot hold them
+    result = cli("members", "import", write(workdir, "pasted.csv", pasted))
+    assert result.code == 1
+    assert result.lines == ["pasted.csv:3: full_name: has an invisible control character (often pasted from Word); "
+                            "retype the cell"]
+    with db.session() as s:
+        assert s.scalar(select(func.count(Member.id))) == 3

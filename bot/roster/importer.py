@@ -260,12 +260,18 @@ def import_members(session: Session, path: Path, *, full: bool = False, default_
     return result
 
 
+CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # tab and line breaks are allowed
+
+
 class _problems_in:
     """Collects ``FILE:ROW: column: problem`` lines for one row."""
 
     def __init__(self, where: str, row: Row):
         self.prefix = f"{where}:{row.number}"
         self.lines: list[str] = []
+        for column, value in row.values.items():  # no sheet, report or XML can hold them
+            if isinstance(value, str) and CONTROL_CHARACTER.search(value):
+                self(column, "has an invisible control character (often pasted from Word); retype the cell")
 
     def __call__(self, column: str, message: str) -> None:
         self.lines.append(f"{self.prefix}: {column}: {message}")
