@@ -338,3 +338,18 @@ def test_a_report_of_a_document_whose_code_has_diacritics_downloads_under_its_ow
     assert 'filename="baocao-05-NQ-DU-' in disposition  # what an old client saves it as
     assert "baocao-05-NQ-ĐU-" in unquote(disposition.split("filename*=UTF-8''")[1])
     assert load_workbook(io.BytesIO(report.content)).sheetnames
+
+
+def test_a_cadre_cannot_stop_the_admin_or_a_fellow_cadre_but_can_stop_a_secretary(chat, console_server, province):
+    from bot.storage.models import Member
+
+    with province.session() as s:
+        ids = {code: s.scalar(select(Member.id).where(Member.code == code)) for code in ("AD001", "CB002", "DV001")}
+    cadre = logged_in(chat, console_server, "CB001")  # the province's cadre: every unit is within reach
+    token = csrf_of(cadre, "/quantri/doanvien")
+    for code in ("AD001", "CB002"):
+        refused = cadre.post(f"/quantri/doanvien/{ids[code]}/ngung", data={"csrf": token})
+        assert refused.status_code == 403 and "vai trò cao hơn" in refused.text, code
+    assert cadre.post(f"/quantri/doanvien/{ids['DV001']}/ngung", data={"csrf": token}).status_code == 303
+    with province.session() as s:
+        assert [s.get(Member, ids[c]).active for c in ("AD001", "CB002", "DV001")] == [True, True, False]

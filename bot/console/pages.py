@@ -19,7 +19,7 @@ from starlette.responses import RedirectResponse, Response
 from bot.console.http import MAX_UPLOAD, Refused, path_id, read_form, secured
 from bot.domain.ids import parse_id
 from bot.domain.permissions import (
-    PermissionDenied, can_report, can_see_phone, can_view_unit, require_report, require_round_for_unit,
+    PermissionDenied, can_report, can_see_phone, can_view_unit, outranks, require_report, require_round_for_unit,
     require_view_unit, visible_root_units,
 )
 from bot.services import console_access, oversight, stats
@@ -369,6 +369,8 @@ async def deactivate(console, request: Request, visit) -> Response:
     await read_form(request, visit.csrf)
     if target.id == member.id:
         raise Refused(400, "Đồng chí không thể tự ngừng sinh hoạt của mình.")
+    if not outranks(member, target):
+        raise Refused(403, "Chỉ quản trị viên hoặc người có vai trò cao hơn mới ngừng sinh hoạt được đồng chí này.")
     target.active = False
     console_access.record(s, member, "deactivate", f"{target.code} {target.full_name}", visit.now)
     return _redirect(f"/quantri/doanvien?q={target.code}")

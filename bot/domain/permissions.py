@@ -168,3 +168,12 @@ def can_see_phone(viewer: Member | None, member_unit_id: int) -> bool:
     if viewer.role == "admin":
         return True
     return viewer.role == "secretary" and viewer.unit_id == member_unit_id
+
+
+ROLE_RANK = {"member": 0, "secretary": 1, "cadre": 2, "admin": 3}
+
+
+def outranks(actor: Member, target: Member) -> bool:
+    """Whether ``actor`` may stop ``target``'s participation (in a unit they can view): a role above the
+    target's, or an admin. A cadre cannot shut out a fellow cadre or the admin who manages the console."""
+    return actor.role == "admin" or ROLE_RANK.get(actor.role, 0) > ROLE_RANK.get(target.role, 0)
