@@ -165,3 +165,13 @@ def test_the_documents_note_is_shown_under_its_title_when_listing_and_reading(se
     title, note = page.splitlines()[:2]
     assert title.startswith("📖 64-KH/TU: Kế hoạch nâng cao hiệu quả")
     assert note.startswith("ℹ️ Kế hoạch giai đoạn 2022 - 2025")
+
+
+def test_a_link_code_with_a_nul_or_other_stray_characters_is_an_unknown_code_on_every_database(service, province):
+    with province.session() as s:
+        member = s.scalar(select(Member).where(Member.code == "DV012"))
+        code = create_invites(s, [member], utcnow())[member.id]
+    for text in ("/start abc\x00def", f"/start {code}\x00", "ABCD\x00EFGH", f"/start {code[:-1]}é"):
+        reply = service.on_text("7", text, utcnow()).replies[0].text
+        assert "Mã liên kết hoặc số điện thoại không đúng" in reply, text
+    assert "Liên kết thành công" in service.on_text("7", f"/start {code}", utcnow()).replies[0].text

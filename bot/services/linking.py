@@ -138,8 +138,11 @@ def looks_like_code(text: str) -> bool:
     text = text.strip()
     if _LONG_CODE.match(text):
         return True
-    short = _short_form(text)
-    return len(short) == SHORT_LENGTH and short.isascii() and short.isalnum()
+    return _is_short(_short_form(text))
+
+
+def _is_short(code: str) -> bool:
+    return len(code) == SHORT_LENGTH and code.isascii() and code.isalnum()
 
 
 def find_code(session: Session, code: str) -> LinkCode | None:
@@ -147,10 +150,11 @@ def find_code(session: Session, code: str) -> LinkCode | None:
     code = code.strip()
     if not code:
         return None
-    link = session.get(LinkCode, code) if len(code) <= 64 else None
+    # only what a code can be is looked up (a NUL, for one, is refused by PostgreSQL's text type)
+    link = session.get(LinkCode, code) if _LONG_CODE.match(code) or _is_short(code) else None
     if link is None:
         short = _short_form(code)
-        if len(short) == SHORT_LENGTH and short != code:
+        if _is_short(short) and short != code:
             link = session.get(LinkCode, short)
     return link
 
