@@ -134,6 +134,11 @@ def test_translations_in_a_document_file_are_checked(cli, workdir):
     assert result.code == 1
     assert result.lines == ["nq-test.yaml:25: translations.vi: 'vi' is not a language tag other than vi; write e.g. "
                             "km (Khmer), sti (S'tiêng), en"]
+    long_tag = "km" + "-binhphuo" * 7  # 65 characters: its button data would pass Telegram's 64 bytes
+    (workdir / "nq-test.yaml").write_text(good.replace("  km:", f"  {long_tag}:"), encoding="utf-8")
+    assert cli("content", "check", "nq-test.yaml").lines == [
+        f"nq-test.yaml:25: translations.{long_tag}: '{long_tag}' is not a language tag other than vi; write e.g. "
+        "km (Khmer), sti (S'tiêng), en"]
     no_summary = good.replace("    summary: \"Khmer.\"\n", "")
     (workdir / "nq-test.yaml").write_text(no_summary, encoding="utf-8")
     assert cli("content", "check", "nq-test.yaml").lines == [

@@ -19,8 +19,11 @@ NAMES = {
 UNREVIEWED = "bản dịch chưa được duyệt"
 
 
+MAX_TAG = 35  # BCP 47's longest useful tag; a Telegram button's data (``l:<tag>``) holds 64 bytes
+
+
 def is_language_tag(text: str) -> bool:
-    return bool(LANGUAGE_TAG.match(text))
+    return len(text) <= MAX_TAG and bool(LANGUAGE_TAG.match(text))
 
 
 def language_name(tag: str) -> str:
