@@ -273,3 +273,21 @@ def test_ids_beyond_any_row_and_wrong_methods_get_the_vietnamese_refusal_page_no
         assert page.status_code == 404 and "Không tìm thấy trang" in page.text, path
     wrong = client.delete("/hoc/ketqua")
     assert wrong.status_code == 405 and "Không tìm thấy trang" in wrong.text and "GET" in wrong.headers["allow"]
+
+
+def test_a_rounds_links_from_announcements_keep_working_when_the_round_is_extended(province):
+    from bot.services.rounds import extend_round
+    from bot.storage.models import Round
+
+    with province.session() as s:
+        rnd = s.get(Round, 1)
+        old_deadline = rnd.closes_at
+        member = s.scalar(select(Member.id).where(Member.code == "DV002"))
+        token = web_links.mint_many(s, WEB_SECRET, [member], utcnow(), round_id=1, expires_at=old_deadline)[member]
+        other = web_links.mint(s, WEB_SECRET, member, utcnow(), expires_at=old_deadline)  # not a round's link
+        extend_round(s, 1, old_deadline + timedelta(days=10), utcnow())
+    later = old_deadline + timedelta(days=2)
+    with province.session() as s:
+        assert web_links.check(s, WEB_SECRET, token, later).status == "ok"
+        assert web_links.check(s, WEB_SECRET, token, old_deadline + timedelta(days=10)).status == "expired"
+        assert web_links.check(s, WEB_SECRET, other, later).status == "expired"  # its own lifetime, unchanged

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from bot.storage.models import Document, Member, Round, RoundUnit, Unit, UnitAncestor
+from bot.storage.models import Document, Member, Round, RoundUnit, Unit, UnitAncestor, WebLink
 
 
 class RoundError(Exception):
@@ -111,5 +111,8 @@ def extend_round(session: Session, round_id: int, closes_at: datetime, now: date
         raise RoundError(f"round {round_id} is already closed")
     if closes_at <= rnd.closes_at:
         raise RoundError("the new deadline must be later than the current one")
+    # the members' links to this round (announcements, reminders) were valid until it closed: still so
+    session.execute(update(WebLink).where(WebLink.round_id == rnd.id, WebLink.expires_at == rnd.closes_at)
+                    .values(expires_at=closes_at))
     rnd.closes_at = closes_at
     return rnd

@@ -89,7 +89,9 @@ def check(session: Session, secret: bytes, token: str, now: datetime) -> LinkChe
     link = session.get(WebLink, link_id)
     if link is None:
         return LinkCheck("forged")
-    if now >= min(expires, link.expires_at):
+    # a round's link lives as long as the round (its row moves with an extended deadline; the token's
+    # copy of the first deadline does not), any other link until both copies say so
+    if now >= (link.expires_at if link.round_id is not None else min(expires, link.expires_at)):
         return LinkCheck("expired", link)
     if link.revoked_at is not None:
         return LinkCheck("revoked", link)
