@@ -272,3 +272,32 @@ def test_an_update_arriving_while_the_process_is_still_starting_is_left_for_tele
                                        headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
     assert response.status_code == 503
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+def test_an_update_whose_handling_failed_is_answered_500_and_handled_when_telegram_delivers_it_again(
+        province, invite, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from bot.emulators.telegram import TelegramEmulator
+    from bot.services.chat import ChatService
+
+    port = free_port()
+    with TelegramEmulator(webhook_targets=[f"http://127.0.0.1:{port}"], webhook_retry_delay=0.05) as emulator:
+        with serving(webhook_settings(province, emulator, port), province):
+            member = link(emulator, invite, "DV010", 7303)
+            real, blips = ChatService.on_text, []
+
+            def database_down_once(self, *args, **kwargs):
+                if not blips:
+                    blips.append(1)
+                    raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+                return real(self, *args, **kwargs)
+
+            monkeypatch.setattr(ChatService, "on_text", database_down_once)
+            member.mark()
+            member.send_text("/hoc")
+            assert "64-KH/TU" in member.wait_for(lambda u: "Hạn" in u.last()["text"], timeout=15)["text"]
+            time.sleep(0.5)  # the 200 follows the reply
+            info = emulator.webhook_info()
+        assert blips == [1] and any("500" in why for _, _, why in emulator.webhook.failures)
+        assert info["pending_update_count"] == 0

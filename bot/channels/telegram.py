@@ -8,6 +8,7 @@ No conversation state lives here; PTB's persistence and ConversationHandler are 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import os
@@ -39,6 +40,9 @@ from bot.services.chat import ChannelTraits, ChatService
 from bot.timeutil import utcnow
 
 log = logging.getLogger(__name__)
+# Set by whoever awaits an update's handling (the webhook endpoint) to learn that it failed: PTB hands
+# a handler's exception to the error handler, not to the caller of ``process_update``.
+HANDLING_FAILURES: contextvars.ContextVar[list | None] = contextvars.ContextVar("handling_failures", default=None)
 # The edits and the toasts use the raw do_api_request on purpose: PTB would build a Message (or parse a
 # bool) per call, a large part of the CPU of a button press. Only these are quiet.
 warnings.filterwarnings("ignore", message=r"Please use 'Bot\.(sendMessage|editMessageText|answerCallbackQuery)'",
@@ -255,6 +259,11 @@ class TelegramChannel:
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         update_id = getattr(update, "update_id", None)
         log.error("update %s failed: %r", update_id, context.error, exc_info=context.error)
+        failures = HANDLING_FAILURES.get()
+        if failures is not None and not isinstance(context.error, TelegramError):
+            # a webhook delivery waits to learn it, and Telegram delivers it again; a refused reply
+            # (a TelegramError) comes after the work was committed, so a redelivery would do nothing
+            failures.append(context.error)
 
     # -- rendering ----------------------------------------------------------------------------
     async def render(self, context, chat_id: int, outcome: Outcome, *, pressed: Message | None = None,

@@ -4,7 +4,9 @@ Any number of processes behind one reverse proxy can serve it (polling allows on
 ``X-Telegram-Bot-Api-Secret-Token`` header is compared in constant time before the body is read; the body
 is size-limited and parsed like every webhook's (``bot/web.py``). The update is handled (its id recorded
 with the work, the reply sent) *before* the 200: a process that dies on the way never answered, so Telegram
-delivers the update again, to another process, and the recorded id keeps a redelivery from acting twice.
+delivers the update again, to another process, and the recorded id keeps a redelivery from acting twice. A
+handling that failed (the database down, say) answers 500 for the same reason: its transaction, the recorded
+id with it, rolled back, so the redelivery is handled afresh.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from starlette.routing import Route
 from telegram import Update
 from telegram.ext import Application
 
-from bot.channels.telegram import StillFlooded, initialize, with_retries
+from bot.channels.telegram import HANDLING_FAILURES, StillFlooded, initialize, with_retries
 from bot.web import BadBody, parse_json, read_body
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,14 @@ def webhook_route(app: Application, secret: str) -> Route:
             return _refuse(400, "Bad request: not a Telegram update")
         if not app.running:  # this process is still starting (or stopping): Telegram delivers it again
             return _refuse(503, "Service unavailable: starting")
-        await app.update_processor.process_update(update, app.process_update(update))
+        failures: list = []
+        reset = HANDLING_FAILURES.set(failures)
+        try:
+            await app.update_processor.process_update(update, app.process_update(update))
+        finally:
+            HANDLING_FAILURES.reset(reset)
+        if failures:  # e.g. the database was down: its transaction (with the update's id) rolled back
+            return _refuse(500, "Internal error: the update was not handled; deliver it again")
         return JSONResponse({"ok": True})
 
     return Route(PATH, endpoint, methods=["POST"])
