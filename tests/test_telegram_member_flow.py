@@ -498,3 +498,25 @@ def test_a_press_too_old_to_answer_still_moves_on_without_a_traceback(province, 
             bot.stop()
         assert emulator.calls("answerCallbackQuery")
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+def test_a_member_sending_two_dozen_messages_at_once_does_not_hold_up_another_member(province):
+    """Telegram lets about one message a second into a chat: the burst's replies wait their turn in
+    their own chat only, holding none of the slots other chats' updates need."""
+    from bot.emulators.telegram import TelegramEmulator
+    from tests.conftest import BotProcess
+
+    with TelegramEmulator(flood_limit_per_chat=1.0) as emulator:
+        bot = BotProcess(province, emulator).start()
+        try:
+            flooder, other = emulator.user(9501), emulator.user(9502)
+            for i in range(24):  # more than the 16 updates handled at once
+                flooder.send_text(f"tin nhắn {i}")
+            time.sleep(0.5)  # the burst is taken in and its first replies are waiting out 429s
+            started = time.monotonic()
+            other.send_text("/start")
+            other.wait_for(timeout=20)
+            waited = time.monotonic() - started
+        finally:
+            bot.stop()
+    assert waited < 4, f"the other member waited {waited:.1f}s behind someone else's burst"

@@ -134,21 +134,28 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
         super().__init__(max_concurrent_updates)
         self._locks: dict[int, tuple[asyncio.Lock, int]] = {}  # chat -> (lock, updates holding or waiting)
 
-    async def do_process_update(self, update: object, coroutine: Awaitable) -> None:
+    async def process_update(self, update: object, coroutine: Awaitable) -> None:
+        """The chat's turn first, then one of the ``max_concurrent_updates`` slots (PTB takes the slot
+        first): updates queued behind their own chat hold no slot, so a member sending thirty messages
+        at once does not stall everyone else."""
         chat = getattr(update, "effective_chat", None)
         key = chat.id if chat else 0
         lock, users = self._locks.get(key, (asyncio.Lock(), 0))
         self._locks[key] = (lock, users + 1)
         try:
             async with lock:
-                with handling("telegram"):
-                    await coroutine
+                async with self._semaphore:  # PTB's own slots, so that its counts stay right
+                    await self.do_process_update(update, coroutine)
         finally:
             lock, users = self._locks[key]
             if users == 1:
                 del self._locks[key]
             else:
                 self._locks[key] = (lock, users - 1)
+
+    async def do_process_update(self, update: object, coroutine: Awaitable) -> None:
+        with handling("telegram"):
+            await coroutine
 
     async def initialize(self) -> None:
         pass
