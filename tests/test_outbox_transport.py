@@ -57,6 +57,20 @@ def test_a_sent_message_has_its_text_and_buttons_as_the_member_sees_them(emulato
     assert message["reply_markup"] == {"inline_keyboard": [[{"text": "📖 Học ngay", "callback_data": "doc:1"}]]}
 
 
+def test_a_message_longer_than_telegram_takes_arrives_in_parts_with_the_buttons_on_the_last(emulator):
+    """A weekly digest of many open rounds can pass 4,096 characters: Telegram refuses such a text."""
+    user = emulator.user(504)
+    user.send_text("/start")
+    lines = [f"• Đợt {i}: Nghị quyết số {i}-NQ/TU — 40/50 đảng viên đã học (80,0%)" for i in range(120)]
+    reply = Reply("\n".join(lines), [[Choice("📊 Xem chi tiết", "s:1:1")]])
+    assert len(reply.text) > 6000
+    assert attempt(emulator, 504, reply) is None
+    parts = user.messages
+    assert len(parts) == 2 and all(len(p["text"]) <= 4096 for p in parts)
+    assert "\n".join(p["text"] for p in parts).split("\n") == lines  # cut between lines, nothing lost
+    assert "reply_markup" not in parts[0] and parts[1]["reply_markup"]["inline_keyboard"][0][0]["text"] == "📊 Xem chi tiết"
+
+
 @pytest.mark.filterwarnings("error")
 def test_sending_through_the_transport_raises_no_library_warning(emulator):
     emulator.user(503).send_text("/start")

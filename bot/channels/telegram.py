@@ -445,7 +445,7 @@ class TelegramTransport:
         self._url = f"{bot.base_url}/sendMessage"
         self._token = bot.token
         self._http: aiohttp.ClientSession | None = None
-        self._bodies: dict[int, tuple[Reply, bytes]] = {}  # id(reply) -> (reply, its JSON without chat_id)
+        self._bodies: dict[int, tuple[Reply, list[bytes]]] = {}  # id(reply) -> (reply, its messages' JSON)
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:  # made in the event loop that sends
@@ -466,15 +466,19 @@ class TelegramTransport:
     async def __aexit__(self, *exc) -> None:
         await self.aclose()
 
-    def _encoded(self, reply: Reply) -> bytes:
-        """``{"text": ..., "reply_markup": ...}`` as bytes, once per Reply (a broadcast shares one)."""
+    def _encoded(self, reply: Reply) -> list[bytes]:
+        """``{"text": ..., "reply_markup": ...}`` as bytes for each message of the reply (more than one
+        when longer than Telegram's 4,096 characters, the buttons on the last), once per Reply (a
+        broadcast shares one)."""
         cached = self._bodies.get(id(reply))
         if cached is not None and cached[0] is reply:
             return cached[1]
-        fields: dict = {"text": reply.text}
-        if (rm := markup(reply, clear_keyboard=False)) is not None:
-            fields["reply_markup"] = rm.to_dict()
-        encoded = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+        encoded = []
+        for part in fit([reply]):
+            fields: dict = {"text": part.text}
+            if (rm := markup(part, clear_keyboard=False)) is not None:
+                fields["reply_markup"] = rm.to_dict()
+            encoded.append(json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode())
         if len(self._bodies) >= 256:
             self._bodies.clear()
         self._bodies[id(reply)] = (reply, encoded)
@@ -483,21 +487,22 @@ class TelegramTransport:
     async def deliver(self, external_id: str, reply: Reply, attachment: tuple[str, bytes] | None) -> None:
         from bot.outbox.sender import SendError
 
-        body = b'{"chat_id":%d,%s' % (int(external_id), self._encoded(reply)[1:])
-        try:
-            async with self._session().post(self._url, data=body) as response:
-                answer = await response.read()  # read to the end: the connection is then reused
-                status = response.status
-        except asyncio.TimeoutError:
-            raise SendError("transient", "Timed out") from None
-        except aiohttp.ClientError as exc:
-            raise SendError("transient", f"{type(exc).__name__}: {exc}".replace(self._token, "<token>")) from None
-        if status != 200:
+        for encoded in self._encoded(reply):
+            body = b'{"chat_id":%d,%s' % (int(external_id), encoded[1:])
             try:
-                parsed = json.loads(answer)
-            except ValueError:
-                parsed = None
-            raise api_error(status, parsed)
+                async with self._session().post(self._url, data=body) as response:
+                    answer = await response.read()  # read to the end: the connection is then reused
+                    status = response.status
+            except asyncio.TimeoutError:
+                raise SendError("transient", "Timed out") from None
+            except aiohttp.ClientError as exc:
+                raise SendError("transient", f"{type(exc).__name__}: {exc}".replace(self._token, "<token>")) from None
+            if status != 200:
+                try:
+                    parsed = json.loads(answer)
+                except ValueError:
+                    parsed = None
+                raise api_error(status, parsed)
         if attachment is not None:
             await self._send_document(int(external_id), attachment)
 
