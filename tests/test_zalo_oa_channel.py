@@ -273,3 +273,25 @@ def test_hoctap_run_serves_the_oa_webhook_beside_the_other_messengers(province, 
         loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=15)
     assert not thread.is_alive()
+
+
+def test_a_retried_or_replayed_event_does_not_renew_the_members_free_window(province, oa_emulator, oa_invite):
+    """The 48 hours run from the member's action: an event delivered again later carries its first time."""
+    from datetime import timedelta
+
+    from bot.timeutil import utcnow
+
+    later = [timedelta(0)]
+    process = OAProcess(province, oa_emulator, clock=lambda: utcnow() + later[0]).start()
+    try:
+        user = oa_link(oa_emulator, oa_invite, "DV006", "oa-6")
+        with province.session() as s:
+            first = s.get(ZaloOaContact, "oa-6").last_interaction_at
+        text = next(k for k, e in oa_emulator.state.delivered.items() if e.get("event_name") == "user_send_text")
+        later[0] = timedelta(minutes=90)  # Zalo delivers the same event again (or someone replays it)
+        assert oa_emulator.replay(text).status == 200
+        time.sleep(0.5)
+        with province.session() as s:
+            assert s.get(ZaloOaContact, "oa-6").last_interaction_at - first < timedelta(seconds=5)
+    finally:
+        process.stop()

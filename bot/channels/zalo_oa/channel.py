@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from bot.channels.ordering import InOrderPerKey
 from bot.metrics import handling
+from bot.channels.zalo.channel import platform_time
 from bot.channels.zalo_oa.client import OAClient
 from bot.channels.zalo_oa.ladder import record_interaction
 from bot.channels.zalo_oa.rendering import ACTION, OAMessage, render
@@ -73,7 +74,10 @@ class OAChannel:
                 await asyncio.to_thread(record_interaction, self.service.db, user, now, False)
                 log.info("Zalo OA: %s unfollowed; the OA sends them nothing more", user)
             return
-        await asyncio.to_thread(record_interaction, self.service.db, user, now, True if name == "follow" else None)
+        # the window runs from the member's action, not from when it reached us: a retried (or replayed,
+        # signed) event carries its first time, and renews nothing
+        at = min(platform_time(_number(event.get("timestamp"))) or now, now)
+        await asyncio.to_thread(record_interaction, self.service.db, user, at, True if name == "follow" else None)
         if name == "follow":
             outcome = await asyncio.to_thread(self.service.on_text, user, "/start", now, key)
         elif name == "user_send_text":
@@ -112,3 +116,10 @@ class OAChannel:
 
                 await asyncio.sleep(backoff(attempt, base=0.2, cap=5.0))
         return False
+
+
+def _number(value: Any) -> int | None:
+    """Zalo's times are epoch milliseconds, as a number or a string of digits."""
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Iterable
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -46,17 +46,20 @@ class Prices:
 
 
 def record_interaction(db: Database, user_id: str, now: datetime, following: bool | None = None) -> None:
-    """A text, a tap or a follow renews the windows; ``following`` False records an unfollow (no renewal)."""
+    """A text, a tap or a follow at ``now`` (the event's own time) renews the windows; ``following``
+    False records an unfollow (no renewal)."""
     table = ZaloOaContact.__table__
     values: dict = {"updated_at": now}
-    if following is not False:
-        values["last_interaction_at"] = now
+    if following is not False:  # never earlier than an interaction already recorded (events come out of order)
+        values["last_interaction_at"] = case(
+            (table.c.last_interaction_at > now, table.c.last_interaction_at), else_=now)
     if following is not None:
         values["following"] = following
         values["unfollowed_at"] = None if following else now
     with db.session() as s:
         insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
-        s.execute(insert(table).values({"user_id": user_id, "following": bool(following), **values})
+        first = {**values, "last_interaction_at": now} if following is not False else values
+        s.execute(insert(table).values({"user_id": user_id, "following": bool(following), **first})
                   .on_conflict_do_update(index_elements=["user_id"], set_=values))
 
 
