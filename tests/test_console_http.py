@@ -353,3 +353,22 @@ def test_a_cadre_cannot_stop_the_admin_or_a_fellow_cadre_but_can_stop_a_secretar
     assert cadre.post(f"/quantri/doanvien/{ids['DV001']}/ngung", data={"csrf": token}).status_code == 303
     with province.session() as s:
         assert [s.get(Member, ids[c]).active for c in ("AD001", "CB002", "DV001")] == [True, True, False]
+
+
+def test_the_open_round_form_posted_twice_opens_one_round(chat, console_server, province):
+    from bot.storage.models import Round, Unit
+
+    with province.session() as s:
+        unit = s.scalar(select(Unit.id).where(Unit.code == "DP"))
+        before = s.scalar(select(func.count()).select_from(Round))
+    cadre = logged_in(chat, console_server, "CB002")
+    form = {"csrf": csrf_of(cadre, "/quantri/dot/moi"), "document": "kh-83-hu-tuy-phuoc", "unit": str(unit),
+            "opens": "01/12/2099", "closes": "15/12/2099", "target": "98"}
+    first = cadre.post("/quantri/dot/moi", data=form)
+    again = cadre.post("/quantri/dot/moi", data=form)  # a double click, or the back button and send again
+    assert first.status_code == again.status_code == 303
+    assert again.headers["location"] == first.headers["location"]
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Round)) == before + 1
+    other = cadre.post("/quantri/dot/moi", data={**form, "closes": "20/12/2099"})  # another deadline: another round
+    assert other.status_code == 303 and other.headers["location"] != first.headers["location"]

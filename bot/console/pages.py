@@ -153,7 +153,7 @@ def _local(console, text: str, label: str, *, end_of_day: bool = False):
 
 
 async def new_round(console, request: Request, visit) -> Response:
-    from bot.services.rounds import open_round
+    from bot.services.rounds import open_round, same_round
 
     s, member, now = visit.s, visit.member, visit.now
     _require_manage(s, member)
@@ -184,6 +184,10 @@ async def new_round(console, request: Request, visit) -> Response:
                 raise Refused(400, "Hạn cuối phải sau ngày mở và chưa qua.")
             if not 0 < target <= 100:
                 raise Refused(400, "Mục tiêu phải từ 1 đến 100%.")
+            twice = same_round(s, values["document"], [u.id for u in picked], opens, closes)
+            if twice is not None:  # the same form again: show the round it opened, open no second one
+                work.rollback()
+                return _redirect(f"/quantri/dot/{twice.id}/donvi/{picked[0].id}")
             try:
                 rnd = open_round(s, values["document"], [u.code for u in picked], opens, closes, target, now)
             except RoundError as exc:

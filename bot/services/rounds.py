@@ -44,6 +44,16 @@ def audience_members(round_id: int):
     return select(Member).where(counted_member(), Member.unit_id.in_(audience_unit_ids(round_id)))
 
 
+def same_round(session: Session, document_id: str, unit_ids: list[int], opens_at: datetime,
+               closes_at: datetime) -> Round | None:
+    """A round not closed early with this document, these dates and exactly these units: the one a form
+    posted twice (a double click, the back button) already opened."""
+    candidates = session.scalars(select(Round).where(
+        Round.document_id == document_id, Round.opens_at == opens_at, Round.closes_at == closes_at,
+        Round.closed_at.is_(None)).options(selectinload(Round.units)))
+    return next((r for r in candidates if {ru.unit_id for ru in r.units} == set(unit_ids)), None)
+
+
 def open_round(
     session: Session, document_id: str, unit_codes: list[str], opens_at: datetime, closes_at: datetime,
     target: float, now: datetime,
