@@ -221,3 +221,17 @@ def test_when_zalo_says_the_window_is_closed_the_message_climbs_to_the_next_rung
     day.send()
     assert len(oa_emulator.calls("cs")) - before == 2  # free, then paid: both refused with -230
     assert day.rungs() == {"DV004": ("zns", 300)} and member.messages[-1]["kind"] == "zns"
+
+
+def test_a_paid_message_long_enough_for_three_zalo_messages_costs_three(day, oa_emulator, oa_invite):
+    lapsed = oa_link(oa_emulator, oa_invite, "DV003", "oa-3")
+    day.age(lapsed, 72)  # out of the free window: each consultation message is paid
+    day.process.settle(2)
+    long_text = "\n".join(f"• Nội dung {i}: Kế hoạch số 64-KH/TU, phần đồng chí cần đọc lại." for i in range(80))
+    assert len(long_text) > 4000  # Zalo takes 2,000 characters per message
+    day.enqueue("remind", ["DV003"], text=long_text)
+    day.send()
+    parts = [m for m in lapsed.messages if m["text"].startswith("• Nội dung")]
+    assert len(parts) == 3
+    assert day.rungs() == {"DV003": ("paid", 3 * 55)}
+    assert oa_emulator.spent == 3 * 55  # what Zalo billed is what we recorded

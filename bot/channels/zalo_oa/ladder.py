@@ -149,8 +149,10 @@ class OABudget(ZaloQuota):
     def allows(self, s: Session, cost: int, now: datetime) -> bool:
         return not self.monthly or self.spent(s, now) + cost <= self.monthly
 
-    def record(self, s: Session, outbox_id: int | None, user_id: str, rung: str, now: datetime) -> int:
-        cost = cost_of(rung, self.prices)
+    def record(self, s: Session, outbox_id: int | None, user_id: str, rung: str, now: datetime,
+               messages: int = 1) -> int:
+        """What sending ``messages`` Zalo messages of ``rung`` for one outbox row cost, recorded."""
+        cost = cost_of(rung, self.prices) * messages
         before = self.spent(s, now)
         s.add(ZaloOaSend(outbox_id=outbox_id, user_id=user_id, rung=rung, cost=cost, month=self.month(now),
                          sent_at=now))

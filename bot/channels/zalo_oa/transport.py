@@ -70,19 +70,20 @@ class OATransport:
             return _Target(contact, member.phone if member else None, member.full_name if member else "",
                            row[0] if row else None, row[1] if row else None)
 
-    def _afford(self, rung: str, now: datetime) -> bool:
+    def _afford(self, rung: str, now: datetime, messages: int) -> bool:
         with self.budget.db.session() as s:
-            return self.budget.allows(s, cost_of(rung, self.prices), now)
+            return self.budget.allows(s, cost_of(rung, self.prices) * messages, now)
 
-    def _record(self, outbox_id: int | None, external_id: str, rung: str, now: datetime) -> None:
+    def _record(self, outbox_id: int | None, external_id: str, rung: str, now: datetime, messages: int = 1) -> None:
         with self.budget.db.session() as s:
-            self.budget.record(s, outbox_id, external_id, rung, now)
+            self.budget.record(s, outbox_id, external_id, rung, now, messages)
 
     async def deliver(self, external_id: str, reply: Reply, attachment: tuple[str, bytes] | None) -> None:
         from bot.outbox.sender import CURRENT_MESSAGE, SendError
 
         outbox_id, now = CURRENT_MESSAGE.get(), self.clock()
         target = await asyncio.to_thread(self._target, external_id, outbox_id)
+        messages = self._messages(reply, attachment)  # a long reply is several cs messages, each charged
         rung = rung_for(target.contact, target.phone, target.purpose, self.prices, now, target.closes_at)
         try:
             if rung != "free" and target.contact is not None and target.contact.following is not False:
@@ -95,12 +96,13 @@ class OATransport:
                 if candidate == "zns" and not zns_allowed(target.phone, target.purpose, target.closes_at,
                                                           self.prices, now):
                     continue
-                if not await asyncio.to_thread(self._afford, candidate, now):
+                count = 1 if candidate == "zns" else len(messages)  # ZNS: one template message
+                if not await asyncio.to_thread(self._afford, candidate, now, count):
                     log.warning("Zalo OA: the monthly budget cannot pay a %s message to %s; next rung",
                                 candidate, external_id)
                     continue
-                if await self._send(candidate, external_id, reply, attachment, target, outbox_id):
-                    await asyncio.to_thread(self._record, outbox_id, external_id, candidate, now)
+                if await self._send(candidate, external_id, reply, messages, target, outbox_id):
+                    await asyncio.to_thread(self._record, outbox_id, external_id, candidate, now, count)
                     return
         except AuthorisationLost as exc:
             raise SendError("permanent", f"zalo_oa: {exc.description}") from None
@@ -133,7 +135,16 @@ class OATransport:
         contact.last_interaction_at = seen
         return rung_for(contact, target.phone, target.purpose, self.prices, now, target.closes_at)
 
-    async def _send(self, rung: str, external_id: str, reply: Reply, attachment, target: _Target,
+    @staticmethod
+    def _messages(reply: Reply, attachment) -> list:
+        text = reply.text
+        if attachment is not None:
+            from bot.channels.zalo.rendering import files_note
+
+            text = f"{text}\n\n{files_note([attachment])}"
+        return reply_messages(reply, text)
+
+    async def _send(self, rung: str, external_id: str, reply: Reply, messages: list, target: _Target,
                     outbox_id: int | None) -> bool:
         """True when sent; False when Zalo says this rung cannot reach the member (next rung)."""
         from bot.outbox.sender import SendError
@@ -148,12 +159,7 @@ class OATransport:
             data = {"ho_ten": target.name[:30], "noi_dung": reply.text.split("\n", 1)[0][:100]}
             await self.client.send_zns(phone, self.prices.zns_template or "", data, f"outbox-{outbox_id}")
             return True
-        text = reply.text
-        if attachment is not None:
-            from bot.channels.zalo.rendering import files_note
-
-            text = f"{text}\n\n{files_note([attachment])}"
-        for message in reply_messages(reply, text):
+        for message in messages:
             await self._pace()
             try:
                 await self.client.send_cs(external_id, message.text, message.buttons)
