@@ -372,3 +372,35 @@ def test_the_open_round_form_posted_twice_opens_one_round(chat, console_server, 
         assert s.scalar(select(func.count()).select_from(Round)) == before + 1
     other = cadre.post("/quantri/dot/moi", data={**form, "closes": "20/12/2099"})  # another deadline: another round
     assert other.status_code == 303 and other.headers["location"] != first.headers["location"]
+
+
+def aiken(count: int) -> bytes:
+    return "\n".join(f"Câu hỏi mới số {i}: chi bộ sinh hoạt mấy lần mỗi tháng?\nA. Một lần\nB. Hai lần\n"
+                     f"C. Ba lần\nANSWER: A\n" for i in range(1, count + 1)).encode()
+
+
+def test_aiken_questions_replace_a_loaded_documents_questions_and_keep_the_rest(chat, console_server, province):
+    from bot.storage.models import Document, Question
+    from tests.test_languages import KM, translate
+
+    translate(province, reviewed_by="Ban Tuyên giáo")
+    with province.session() as s:
+        before = s.get(Document, "kh-64-tu-binh-phuoc")
+        title, summary = before.title, before.summary
+    cadre = logged_in(chat, console_server, "CB002")
+    page = cadre.post("/quantri/vanban", data={"csrf": csrf_of(cadre), "action": "load",
+                                               "doc_id": "kh-64-tu-binh-phuoc"},
+                      files={"file": ("cau-hoi.txt", aiken(12))})
+    assert page.status_code == 200 and "Đã nạp kh-64-tu-binh-phuoc" in page.text, page.text[-2000:]
+    with province.session() as s:
+        doc = s.get(Document, "kh-64-tu-binh-phuoc")
+        current = s.scalars(select(Question.text).where(Question.document_id == doc.id,
+                                                        Question.current.is_(True))).all()
+        assert (doc.title, doc.summary) == (title, summary)
+        assert doc.translations["km"]["summary"] == KM["summary"]  # the translation stays too
+    assert len(current) == 12 and all(t.startswith("Câu hỏi mới số") for t in current)
+    new = cadre.post("/quantri/vanban", data={"csrf": csrf_of(cadre), "action": "load", "doc_id": "nq-moi"},
+                     files={"file": ("cau-hoi.txt", aiken(12))})
+    assert new.status_code == 400 and "Tệp chỉ có câu hỏi" in new.text and "code: is empty" not in new.text
+    with province.session() as s:
+        assert s.get(Document, "nq-moi") is None

@@ -250,10 +250,11 @@ DOCUMENT_SUFFIXES = (".yaml", ".yml")
 QUESTION_BANK_SUFFIXES = (".xlsx", ".txt", ".gift")  # hoctap content import: Excel sheet, Aiken, GIFT
 
 
-def _document_from_upload(path: Path, doc_id: str):
+def _document_from_upload(path: Path, doc_id: str, loaded: Document | None = None):
     """(DocumentSpec or None, problems) of an uploaded file: a document file is checked as it is; an
-    Excel question sheet, Aiken or GIFT text goes through ``hoctap content import``'s readers first."""
-    from bot.content.authoring import SourceProblems, write_document
+    Excel question sheet, Aiken or GIFT text goes through ``hoctap content import``'s readers first,
+    taking what it lacks (title, summary...) from ``loaded``, the document of that id already loaded."""
+    from bot.content.authoring import SourceProblems, fill_from_loaded, write_document
     from bot.content.moodle import looks_like_gift, read_aiken, read_gift, read_text_file
     from bot.content.validate import check_file
     from bot.content.workbook import read_workbook
@@ -264,10 +265,17 @@ def _document_from_upload(path: Path, doc_id: str):
             reader = read_workbook
         else:
             reader = read_gift if suffix == ".gift" or looks_like_gift(read_text_file(path)[0]) else read_aiken
+        draft = reader(path)
+        if loaded is not None:
+            fill_from_loaded(draft, loaded)
         try:
-            path = write_document(path.parent / "doc", doc_id, reader(path))
+            path = write_document(path.parent / "doc", doc_id, draft)
         except SourceProblems as exc:
             return None, list(exc.problems)
+        if loaded is None and not draft.meta.get("title"):
+            return None, ["Tệp chỉ có câu hỏi. Để thay câu hỏi của một văn bản đã nạp, ghi mã văn bản "
+                          "đó; để nạp văn bản mới, tải tệp .yaml hoặc mẫu Excel có trang «Văn bản» (tiêu đề, "
+                          "số hiệu, loại, tóm tắt)."]
     doc, problems = check_file(path)
     return doc, [str(p).replace(str(path), path.name) for p in problems]
 
@@ -291,7 +299,7 @@ async def documents(console, request: Request, visit) -> Response:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
             path.write_bytes(data)
-            doc, problems = _document_from_upload(path, doc_id)
+            doc, problems = _document_from_upload(path, doc_id, s.get(Document, doc_id))
             problems = [p.replace(str(path), name) for p in problems]
         if doc is not None and not problems:
             problems = [str(p) for p in code_clashes(s, [doc])]

@@ -142,6 +142,8 @@ def document_text(doc_id: str, draft: Draft) -> str:
     quiz = {k: _number(meta[k]) for k in QUIZ_KEYS if meta.get(k) not in (None, "")}
     if quiz:
         out["quiz"] = quiz
+    if meta.get("translations"):
+        out["translations"] = meta["translations"]
     out["questions"] = []
     for q in draft.questions:
         item = {"text": q.text, "options": list(q.options), "answer": q.answer.strip().upper()}
@@ -178,6 +180,18 @@ def write_document(content_dir: Path, doc_id: str, draft: Draft, *, force: bool 
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(target)
     return target
+
+
+def fill_from_loaded(draft: Draft, doc) -> None:
+    """Questions only (Aiken, GIFT, a sheet without its "Văn bản" page) for a document already loaded
+    (``doc``, the database row): the rest as it is now, so that loading replaces the questions alone."""
+    loaded = {"code": doc.code, "title": doc.title, "kind": doc.kind, "issued_by": doc.issued_by,
+              "issued_on": doc.issued_on, "note": doc.note, "summary": doc.summary, "key_points": list(doc.key_points),
+              "questions_per_attempt": doc.questions_per_attempt or "all", "pass_score": doc.pass_score,
+              "max_attempts": doc.max_attempts, "translations": doc.translations}
+    for key, value in loaded.items():
+        if draft.meta.get(key) in (None, "", []):
+            draft.meta[key] = value
 
 
 def draft_from_document(doc: DocumentSpec) -> Draft:
