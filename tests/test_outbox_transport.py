@@ -71,6 +71,29 @@ def test_a_message_longer_than_telegram_takes_arrives_in_parts_with_the_buttons_
     assert "reply_markup" not in parts[0] and parts[1]["reply_markup"]["inline_keyboard"][0][0]["text"] == "📊 Xem chi tiết"
 
 
+def test_after_a_failure_between_parts_the_next_try_sends_only_the_parts_left(emulator):
+    from bot.outbox.sender import SKIP_PARTS
+
+    user = emulator.user(505)
+    user.send_text("/start")
+    lines = [f"• Đợt {i}: Nghị quyết số {i}-NQ/TU — 40/50 đảng viên đã học (80,0%)" for i in range(120)]
+    reply = Reply("\n".join(lines))
+    emulator.inject_error("sendMessage", 502, description="Bad Gateway", after=1)
+
+    async def deliver(skip: int):
+        SKIP_PARTS.set(skip)
+        async with TelegramTransport(Bot(emulator.token, base_url=emulator.base_url)) as transport:
+            try:
+                await transport.deliver("505", reply, None)
+            except SendError as exc:
+                return exc.kind, exc.parts_done
+        return None
+
+    assert asyncio.run(deliver(0)) == ("transient", 1)  # the first part arrived, the second did not
+    assert asyncio.run(deliver(1)) is None
+    assert "\n".join(m["text"] for m in user.messages).split("\n") == lines and len(user.messages) == 2
+
+
 @pytest.mark.filterwarnings("error")
 def test_sending_through_the_transport_raises_no_library_warning(emulator):
     emulator.user(503).send_text("/start")

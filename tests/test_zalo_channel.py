@@ -693,3 +693,40 @@ def test_after_a_reply_that_never_arrived_a_typed_answer_brings_the_question_ins
                             "Câu hỏi hiện tại là câu 2.")
     assert "📝 Câu 2/10" in reply and count(province, Answer) == 1
     assert say(user, "d", "Câu 3/10").startswith("✔️ Đã ghi nhận câu 2: D.")
+
+
+def test_a_long_message_whose_second_part_failed_is_finished_without_sending_the_first_again(
+        province, zalo_emulator):
+    import asyncio
+
+    from bot.channels.zalo import ZaloClient, ZaloTransport
+    from bot.outbox import queue
+    from bot.outbox.sender import OutboxSender
+
+    now = utcnow()
+    lines = [f"{i}. Đồng chí Nguyễn Văn {i} — chi bộ ấp {i % 7}: chưa làm bài kiểm tra." for i in range(60)]
+    with province.session() as s:
+        member = s.scalar(select(Member).where(Member.code == "DV014"))
+        s.add(ChatAccount(channel="zalo", external_id="zp1", member_id=member.id, linked_at=now, last_seen_at=now))
+        queue.enqueue(s, dedupe_key="long:1", purpose="digest", member_id=member.id, reply=Reply("\n".join(lines)),
+                      now=now)
+    user = zalo_emulator.user("zp1")
+    user.send_text("chào")
+    zalo_emulator.inject_error("sendMessage", 502, after=1)  # the first part goes through, the second fails
+
+    async def send():
+        client = ZaloClient(zalo_emulator.token, zalo_emulator.base_url)
+        try:
+            return await OutboxSender(province, {"zalo": ZaloTransport(client, rate=50)},
+                                      per_chat_interval=0).run(until_idle=True)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(send()).retried == 1
+    time.sleep(1.6)  # the retry's back-off
+    assert asyncio.run(send()).sent == 1
+    received = [m["text"] for m in user.messages]
+    assert len(received) == 2 and "\n".join(received).split("\n") == lines  # each part once, in order
+    with province.session() as s:
+        row = s.scalar(select(OutboxMessage).where(OutboxMessage.dedupe_key == "long:1"))
+        assert row.status == "sent"

@@ -485,26 +485,31 @@ class TelegramTransport:
         return encoded
 
     async def deliver(self, external_id: str, reply: Reply, attachment: tuple[str, bytes] | None) -> None:
-        from bot.outbox.sender import SendError
+        from bot.outbox.sender import SKIP_PARTS, SendError, after_parts
 
-        for encoded in self._encoded(reply):
+        parts, skip = self._encoded(reply), SKIP_PARTS.get()  # skip: parts an earlier try delivered
+        for done, encoded in enumerate(parts[skip:], start=skip):
             body = b'{"chat_id":%d,%s' % (int(external_id), encoded[1:])
             try:
                 async with self._session().post(self._url, data=body) as response:
                     answer = await response.read()  # read to the end: the connection is then reused
                     status = response.status
             except asyncio.TimeoutError:
-                raise SendError("transient", "Timed out") from None
+                raise after_parts(SendError("transient", "Timed out"), done) from None
             except aiohttp.ClientError as exc:
-                raise SendError("transient", f"{type(exc).__name__}: {exc}".replace(self._token, "<token>")) from None
+                reason = f"{type(exc).__name__}: {exc}".replace(self._token, "<token>")
+                raise after_parts(SendError("transient", reason), done) from None
             if status != 200:
                 try:
                     parsed = json.loads(answer)
                 except ValueError:
                     parsed = None
-                raise api_error(status, parsed)
+                raise after_parts(api_error(status, parsed), done)
         if attachment is not None:
-            await self._send_document(int(external_id), attachment)
+            try:
+                await self._send_document(int(external_id), attachment)
+            except SendError as exc:
+                raise after_parts(exc, len(parts)) from None  # the text went: only the file again
 
     async def _send_document(self, chat_id: int, attachment: tuple[str, bytes]) -> None:
         from bot.outbox.sender import SendError

@@ -86,13 +86,15 @@ class BackgroundServer:
 @dataclass
 class Fault:
     """An injected error: the next `times` calls of method ("*" = any), in chat_id only
-    unless it is None, fail with status and description."""
+    unless it is None, fail with status and description, once `after` such calls went through
+    (the second part of a long message, say)."""
 
     method: str
     status: int
     description: str
     times: int
     chat_id: Any
+    after: int = 0
 
 
 FaultT = TypeVar("FaultT", bound=Fault)
@@ -103,6 +105,9 @@ def take_fault(faults: list[FaultT], method: str, chat_id: Any) -> FaultT | None
     The caller holds the state lock and raises its own API's error."""
     for fault in faults:
         if fault.method in (method, "*") and fault.chat_id in (None, chat_id):
+            if fault.after > 0:
+                fault.after -= 1
+                return None
             fault.times -= 1
             if fault.times <= 0:
                 faults.remove(fault)

@@ -1127,9 +1127,9 @@ class TelegramEmulator:
 
     def inject_error(self, method: str, status: int, *, retry_after: int | None = None,
                      description: str | None = None, times: int = 1,
-                     chat_id: int | str | None = None) -> None:
+                     chat_id: int | str | None = None, after: int = 0) -> None:
         """Make the next `times` calls of method ("*" = any) fail, optionally only for one
-        chat; a 429 carries parameters.retry_after (default 1)."""
+        chat, once `after` of them went through; a 429 carries parameters.retry_after (default 1)."""
         if status == 429:
             retry_after = retry_after or 1
             description = description or f"Too Many Requests: retry after {retry_after}"
@@ -1139,7 +1139,7 @@ class TelegramEmulator:
         method = self._state.canonical.get(method.lower(), method)
         with self._state.cond:
             self._state.faults.append(
-                _Fault(method, status, description, times, chat_id, retry_after))
+                _Fault(method, status, description, times, chat_id, after, retry_after=retry_after))
 
     def hold(self, user_id: int) -> None:
         """Requests into this chat hang, as on a stalled network, until ``release``: logged

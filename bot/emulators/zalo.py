@@ -886,13 +886,14 @@ class ZaloEmulator:
 
     # --- faults --------------------------------------------------------------------------
     def inject_error(self, method: str, status: int, description: str | None = None,
-                     times: int = 1, chat_id: str | None = None) -> None:
+                     times: int = 1, chat_id: str | None = None, after: int = 0) -> None:
         """Make the next `times` calls of method ("*" = any) fail with this status, optionally
-        only for one chat. 429 says "Quota exceeded" and, as on Zalo, has no retry_after."""
+        only for one chat, once `after` of them went through. 429 says "Quota exceeded" and, as on
+        Zalo, has no retry_after."""
         if description is None:
             description = _DEFAULT_DESCRIPTIONS.get(status) or HTTPStatus(status).phrase
         with self._state.cond:
-            self._state.faults.append(Fault(method, status, description, times, chat_id))
+            self._state.faults.append(Fault(method, status, description, times, chat_id, after))
 
     def inject_empty(self, method: str, times: int = 1) -> None:
         """Make the next `times` calls of method answer at once with 200 {ok: true} and no

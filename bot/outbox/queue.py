@@ -170,7 +170,7 @@ def reachable(session: Session, member_ids: list[int]) -> set[int]:
 
 
 CLAIMED_COLUMNS = ("id", "purpose", "member_id", "round_id", "payload", "body_id", "attachment_name", "attachment",
-                   "expires_at", "attempts", "not_before")
+                   "expires_at", "attempts", "not_before", "channel", "parts_sent")
 CLAIM_LOCK = "outbox-claim"
 
 
@@ -353,10 +353,12 @@ def mark_dropped(session: Session, oid: int, reason: str) -> None:
     _run(session, update(OutboxMessage).where(OutboxMessage.id == oid).values(status="dropped", error=reason))
 
 
-def retry_later(session: Session, oid: int, at: datetime, reason: str) -> None:
+def retry_later(session: Session, oid: int, at: datetime, reason: str, parts_sent: int | None = None) -> None:
+    """Back to the queue for ``at``; ``parts_sent``: the parts of a long message delivered on the row's
+    ``channel`` before the failure (the retry sends the rest)."""
     _run(session, update(OutboxMessage).where(OutboxMessage.id == oid).values(
         status="pending", not_before=at, attempts=OutboxMessage.attempts + 1, error=reason[:500],
-        claimed_by=None, claimed_at=None))
+        claimed_by=None, claimed_at=None, parts_sent=parts_sent or None))
 
 
 def reconcile(session: Session, now: datetime, alive: set[str]) -> tuple[int, int]:

@@ -50,14 +50,24 @@ GROUP = 20  # ... and at most 250 ms apart, so that a group has about this many 
 MARK_DELAY = 0.1  # a status change waits at most this long for the next group's write
 # The outbox row being delivered, for transports that record per-message facts (the Zalo OA's rung and cost).
 CURRENT_MESSAGE: contextvars.ContextVar[int | None] = contextvars.ContextVar("outbox_message", default=None)
+# Parts of a long message (sent as several platform messages) that an earlier try already delivered on
+# this channel: the transport starts after them, and reports how far it got in ``SendError.parts_done``.
+SKIP_PARTS: contextvars.ContextVar[int] = contextvars.ContextVar("outbox_skip_parts", default=0)
 
 
 class SendError(Exception):
     """Why a send failed: ``retry_after`` (429), ``transient`` (network, 5xx) or ``permanent``."""
 
-    def __init__(self, kind: str, reason: str, retry_after: float | None = None):
+    def __init__(self, kind: str, reason: str, retry_after: float | None = None, parts_done: int = 0):
         super().__init__(reason)
         self.kind, self.reason, self.retry_after = kind, reason, retry_after
+        self.parts_done = parts_done  # parts of the message delivered, this try's and earlier ones
+
+
+def after_parts(exc: SendError, parts_done: int) -> SendError:
+    """``exc`` saying that ``parts_done`` parts of the message were delivered before it."""
+    exc.parts_done = parts_done
+    return exc
 
 
 class Transport(Protocol):
@@ -252,6 +262,8 @@ class OutboxSender:
         accounts: list[tuple[str, str, int | None]]  # (channel, external id, bot), preferred first
         expires_at: datetime | None
         attempts: int
+        channel: str | None = None  # the channel of the last try, and the parts it delivered
+        parts_sent: int = 0
 
     def _any_due(self, now: datetime, purposes: tuple[str, ...] | None) -> bool:
         with self.db.read_session() as s:
@@ -277,7 +289,8 @@ class OutboxSender:
                         accounts.setdefault(member_id, []).append((channel, external_id, bot_id))
             replies = self._replies(s, rows)
             jobs = [self._Job(r.id, replies[r.id], (r.attachment_name, r.attachment) if r.attachment_name else None,
-                              accounts.get(r.member_id, []), r.expires_at, r.attempts) for r in rows]
+                              accounts.get(r.member_id, []), r.expires_at, r.attempts, r.channel, r.parts_sent or 0)
+                    for r in rows]
         self.stats.cpu_seconds += time.thread_time() - started
         return jobs
 
@@ -324,6 +337,7 @@ class OutboxSender:
             try:
                 # ``via``: the Zalo bot the member linked with (a branch's own bot); None: the channel's bot
                 extra = {"via": via} if via is not None else {}
+                SKIP_PARTS.set(job.parts_sent if channel == job.channel else 0)
                 await self.transports[channel].deliver(external_id, job.reply, job.attachment, **extra)
             except SendError as exc:
                 if exc.kind == "permanent":
@@ -366,7 +380,7 @@ class OutboxSender:
             return
         else:
             wait = min(2 ** job.attempts, 300) * (0.5 + random.random())
-        await self._mark(queue.retry_later, job.id, self.clock() + timedelta(seconds=wait), exc.reason)
+        await self._mark(queue.retry_later, job.id, self.clock() + timedelta(seconds=wait), exc.reason, exc.parts_done)
         self.stats.retried += 1
 
     async def _mark(self, fn, *args):

@@ -43,12 +43,13 @@ class ZaloTransport:
             self._next = time.monotonic() + 1.0 / self.rate
 
     async def deliver(self, external_id: str, reply: Reply, attachment: tuple[str, bytes] | None) -> None:
-        from bot.outbox.sender import SendError
+        from bot.outbox.sender import SKIP_PARTS, SendError, after_parts
 
         text = reply_text(reply)
         if attachment is not None:
             text = f"{text}\n\n{files_note([attachment])}"
-        for part in split_text(text, TEXT_LIMIT):
+        parts, skip = split_text(text, TEXT_LIMIT), SKIP_PARTS.get()  # skip: parts an earlier try delivered
+        for done, part in enumerate(parts[skip:], start=skip):
             await self._pace()
             try:
                 await self.client.send_message(external_id, part)
@@ -58,10 +59,10 @@ class ZaloTransport:
                     self._strikes += 1
                     self._paused_until = max(self._paused_until, time.monotonic() + wait)
                     log.warning("Zalo: quota exceeded (429); pausing Zalo sends for %.1fs", wait)
-                    raise SendError("transient", "Zalo: quota exceeded (429)") from None
+                    raise after_parts(SendError("transient", "Zalo: quota exceeded (429)"), done) from None
                 if exc.transient or exc.status == 401:
-                    raise SendError("transient", f"Zalo: {exc}") from None
-                raise SendError("permanent", f"Zalo: {exc.description}") from None
+                    raise after_parts(SendError("transient", f"Zalo: {exc}"), done) from None
+                raise after_parts(SendError("permanent", f"Zalo: {exc.description}"), done) from None
             self._strikes = 0
             if self.quota is not None:
                 await asyncio.to_thread(self.quota.add, 1, self.clock())

@@ -79,11 +79,12 @@ class OATransport:
             self.budget.record(s, outbox_id, external_id, rung, now, messages)
 
     async def deliver(self, external_id: str, reply: Reply, attachment: tuple[str, bytes] | None) -> None:
-        from bot.outbox.sender import CURRENT_MESSAGE, SendError
+        from bot.outbox.sender import CURRENT_MESSAGE, SKIP_PARTS, SendError, after_parts
 
         outbox_id, now = CURRENT_MESSAGE.get(), self.clock()
         target = await asyncio.to_thread(self._target, external_id, outbox_id)
-        messages = self._messages(reply, attachment)  # a long reply is several cs messages, each charged
+        skip = SKIP_PARTS.get()  # parts an earlier try delivered: not sent (nor paid for) twice
+        messages = self._messages(reply, attachment)[skip:]  # a long reply is several cs messages, each charged
         rung = rung_for(target.contact, target.phone, target.purpose, self.prices, now, target.closes_at)
         try:
             if rung != "free" and target.contact is not None and target.contact.following is not False:
@@ -107,9 +108,10 @@ class OATransport:
         except AuthorisationLost as exc:
             raise SendError("permanent", f"zalo_oa: {exc.description}") from None
         except OAError as exc:
+            done = skip + getattr(exc, "parts_done", 0)
             if exc.transient:
-                raise SendError("transient", f"zalo_oa: {exc}") from None
-            raise SendError("permanent", f"zalo_oa: {exc.description}") from None
+                raise after_parts(SendError("transient", f"zalo_oa: {exc}"), done) from None
+            raise after_parts(SendError("permanent", f"zalo_oa: {exc.description}"), done) from None
         await asyncio.to_thread(self._record, outbox_id, external_id, "call_list", now)
         unfollowed = target.contact is not None and target.contact.unfollowed_at and not target.contact.following
         raise SendError("permanent", f"zalo_oa: {CALL_LIST}" + (" (đã bỏ theo dõi OA)" if unfollowed else ""))
@@ -159,7 +161,7 @@ class OATransport:
             data = {"ho_ten": target.name[:30], "noi_dung": reply.text.split("\n", 1)[0][:100]}
             await self.client.send_zns(phone, self.prices.zns_template or "", data, f"outbox-{outbox_id}")
             return True
-        for message in messages:
+        for done, message in enumerate(messages):
             await self._pace()
             try:
                 await self.client.send_cs(external_id, message.text, message.buttons)
@@ -167,6 +169,7 @@ class OATransport:
                 if exc.code in OUT_OF_WINDOW:
                     log.info("Zalo OA: %s is out of the window for a %s message (%s)", external_id, rung, exc.code)
                     return False
+                exc.parts_done = done  # the ones before it reached the member (and are paid for)
                 raise
         return True
 
