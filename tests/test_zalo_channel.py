@@ -730,3 +730,31 @@ def test_a_long_message_whose_second_part_failed_is_finished_without_sending_the
     with province.session() as s:
         row = s.scalar(select(OutboxMessage).where(OutboxMessage.dedupe_key == "long:1"))
         assert row.status == "sent"
+
+
+def test_a_stranger_typing_on_is_answered_a_few_times_then_paused_longer_each_time(zalo_bot, zalo_emulator,
+                                                                                   zalo_invite, province):
+    """Every reply costs one of the bot's 3,000 monthly messages: an unlinked chat cannot spend them."""
+    stranger = zalo_emulator.user("zl-stranger")
+    for i in range(40):
+        stranger.send_text(f"xin chào {i}")
+    zalo_bot.settle(40, timeout=20)
+    texts = [m["text"] for m in stranger.messages]
+    assert len(texts) == 6  # four "type your code", the pause, and once more when it is still paused
+    assert all("gõ mã liên kết" in t for t in texts[:4])
+    assert all("thử lại sau" in t for t in texts[4:])
+    with province.session() as s:
+        state = s.get(ChatState, ("zalo", "zl-stranger"))
+        first_pause = state.codes_paused_until - utcnow()
+        assert timedelta(minutes=14) < first_pause <= timedelta(minutes=15)
+        state.codes_paused_until = utcnow() - timedelta(seconds=1)  # the pause is over
+    for i in range(5):
+        stranger.send_text(f"lại là tôi {i}")
+    zalo_bot.settle(45, timeout=20)
+    with province.session() as s:
+        assert s.get(ChatState, ("zalo", "zl-stranger")).codes_paused_until - utcnow() > timedelta(minutes=29)
+        s.get(ChatState, ("zalo", "zl-stranger")).codes_paused_until = utcnow() - timedelta(seconds=1)
+    assert "Liên kết thành công" in say(stranger, zalo_invite("DV003"))  # a member after all: the code works
+    with province.session() as s:
+        state = s.get(ChatState, ("zalo", "zl-stranger"))
+        assert state.pauses is None and state.codes_paused_until is None

@@ -195,10 +195,12 @@ class ChatService:
         member_id = self._member_id(s, external_id, now)
         if member_id is None:
             if command == "start" and arg:
-                return Outcome([self._link_code(s, external_id, arg, now)])
-            if command is None and linking.looks_like_code(text):  # typed without /start
-                return Outcome([self._link_code(s, external_id, text, now)])
-            return Outcome([msg.not_linked() if self.traits.has_buttons else msg.typed_not_linked()])
+                reply = self._link_code(s, external_id, arg, now)
+            elif command is None and linking.looks_like_code(text):  # typed without /start
+                reply = self._link_code(s, external_id, text, now)
+            else:
+                reply = self._stranger(s, external_id, now)
+            return Outcome([reply] if reply is not None else [])
         typed, state = self._typed_choice(s, external_id, text)
         if typed is not None:  # a typed answer (the busiest path without buttons) needs the member's id only
             answer = msg.answer_action(typed)
@@ -211,7 +213,8 @@ class ChatService:
         member = s.get(Member, member_id)
         if command == "start":
             if arg:
-                return Outcome([self._link_code(s, external_id, arg, now)])
+                reply = self._link_code(s, external_id, arg, now)
+                return Outcome([reply] if reply is not None else [])
             return Outcome([msg.link_outcome("already", member)])
         if command == "help":
             return Outcome([msg.help_text(member, self.traits.has_buttons)])
@@ -268,24 +271,52 @@ class ChatService:
             return outcome
 
     # -- helpers ----------------------------------------------------------------------------
-    def _link_code(self, s: Session, external_id: str, code: str, now: datetime) -> Reply:
-        """Try a link code; after WRONG_CODES_LIMIT wrong ones in a row this chat pauses (no guessing)."""
+    def _link_code(self, s: Session, external_id: str, code: str, now: datetime) -> Reply | None:
+        """Try a link code; after WRONG_CODES_LIMIT wrong ones in a row this chat pauses (no guessing).
+        None: the chat is paused and was told so (nothing more is sent)."""
         state = s.get(ChatState, (self.traits.name, external_id))
-        if state is not None and state.codes_paused_until is not None and now < state.codes_paused_until:
-            return msg.codes_paused(state.codes_paused_until, self.tz)
+        if _paused(state, now):
+            return self._pause_notice(state)
         result = linking.link_by_code(s, self.traits.name, external_id, code, now)
         if result.status != "unknown":
             if state is not None:
-                state.wrong_codes, state.codes_paused_until = None, None
+                state.wrong_codes = state.codes_paused_until = state.pauses = None
             return msg.link_outcome(result.status, result.member)
-        state = self._state(s, external_id, now)
-        state.wrong_codes = (state.wrong_codes or 0) + 1
-        if state.wrong_codes >= linking.WRONG_CODES_LIMIT:
-            state.wrong_codes, state.codes_paused_until = None, now + linking.CODE_PAUSE
+        state = self._count_try(s, external_id, now)
+        if _paused(state, now):
             return msg.codes_paused(state.codes_paused_until, self.tz)
         if self.traits.has_buttons:
             return msg.link_outcome("unknown", None)
         return msg.wrong_code(linking.WRONG_CODES_LIMIT - state.wrong_codes)
+
+    def _stranger(self, s: Session, external_id: str, now: datetime) -> Reply | None:
+        """What an unlinked chat's other messages get. Where every message costs (no buttons: Zalo),
+        they count as tries too, so a stranger typing on cannot spend the bot's monthly messages."""
+        if self.traits.has_buttons:
+            return msg.not_linked()
+        state = s.get(ChatState, (self.traits.name, external_id))
+        if _paused(state, now):
+            return self._pause_notice(state)
+        state = self._count_try(s, external_id, now)
+        return msg.codes_paused(state.codes_paused_until, self.tz) if _paused(state, now) else msg.typed_not_linked()
+
+    def _count_try(self, s: Session, external_id: str, now: datetime) -> ChatState:
+        """One more wrong try; the last allowed one pauses the chat, each pause in a row twice as long
+        (15 minutes, 30, an hour... up to 16 hours), until the chat links."""
+        state = self._state(s, external_id, now)
+        state.wrong_codes = (state.wrong_codes or 0) + 1
+        if state.wrong_codes >= linking.WRONG_CODES_LIMIT:
+            state.pauses = (state.pauses or 0) + 1
+            state.wrong_codes = None  # not yet told during the pause (the reply that pauses tells it)
+            state.codes_paused_until = now + linking.CODE_PAUSE * 2 ** min(state.pauses - 1, 6)
+        return state
+
+    def _pause_notice(self, state: ChatState) -> Reply | None:
+        """While paused, the chat is told once more when it may try again, then nothing."""
+        if state.wrong_codes is not None:
+            return None
+        state.wrong_codes = 0  # told
+        return msg.codes_paused(state.codes_paused_until, self.tz)
 
     def _first_time(self, s: Session, update_key: str | None, now: datetime) -> bool:
         """Record the update id in the caller's transaction: one INSERT, no SAVEPOINT; a key
@@ -547,3 +578,7 @@ OVERSIGHT = {
     "baocao": lambda svc, s, member, now: (svc.reports(s, member, now, svc.tz) if svc.reports is not None
                                            else oversight.no_report_files(s, member)),
 }
+
+
+def _paused(state: ChatState | None, now: datetime) -> bool:
+    return state is not None and state.codes_paused_until is not None and now < state.codes_paused_until

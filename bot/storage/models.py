@@ -335,6 +335,7 @@ class ChatState(Base):
     choices: Mapped[dict | None] = mapped_column(JSON)  # typed word -> action, where there are no buttons
     wrong_codes: Mapped[int | None] = mapped_column(Integer)  # wrong link codes typed in a row
     codes_paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime())  # no code tries before
+    pauses: Mapped[int | None] = mapped_column(Integer)  # pauses in a row: each twice as long as the last
     # The quiz question last sent to this chat, and when the platform says it was delivered (None
     # until then): a typed answer counts only for a question the member had on screen when typing.
     question_attempt_id: Mapped[int | None] = mapped_column(Integer)
