@@ -235,3 +235,24 @@ def test_a_paid_message_long_enough_for_three_zalo_messages_costs_three(day, oa_
     assert len(parts) == 3
     assert day.rungs() == {"DV003": ("paid", 3 * 55)}
     assert oa_emulator.spent == 3 * 55  # what Zalo billed is what we recorded
+
+
+def test_a_long_paid_message_cut_by_a_failure_is_finished_later_each_part_sent_and_paid_once(day, oa_emulator,
+                                                                                            oa_invite, province):
+    import time as clock
+
+    lapsed = oa_link(oa_emulator, oa_invite, "DV003", "oa-3")
+    day.age(lapsed, 72)
+    day.process.settle(2)
+    long_text = "\n".join(f"• Nội dung {i}: Kế hoạch số 64-KH/TU, phần đồng chí cần đọc lại." for i in range(80))
+    day.enqueue("remind", ["DV003"], text=long_text)
+    oa_emulator.inject_error("cs", 502, after=1)  # the first part goes, the second meets a failing server
+    day.send()
+    clock.sleep(1.6)  # the retry's back-off
+    day.send()
+    parts = [m["text"] for m in lapsed.messages if m["text"].startswith("• Nội dung")]
+    assert "\n".join(parts).split("\n") == long_text.split("\n") and len(parts) == 3
+    with province.session() as s:
+        recorded = sum(s.scalars(select(ZaloOaSend.cost)))
+        status = s.scalar(select(OutboxMessage.status).where(OutboxMessage.purpose == "remind"))
+    assert status == "sent" and recorded == oa_emulator.spent == 3 * 55

@@ -573,11 +573,12 @@ class ZaloOAEmulator:
             return list(self._state.deliveries)
 
     # -- faults and accounting -------------------------------------------------------------------
-    def inject_error(self, method: str, code: int, description: str = "injected", times: int = 1) -> None:
-        """The next ``times`` calls of ``method`` (cs, quota, zns, oauth_token, *) fail: a negative
-        code is Zalo's ``error``, a positive one an HTTP status."""
+    def inject_error(self, method: str, code: int, description: str = "injected", times: int = 1,
+                     after: int = 0) -> None:
+        """The next ``times`` calls of ``method`` (cs, quota, zns, oauth_token, *) fail, once ``after`` of
+        them went through: a negative code is Zalo's ``error``, a positive one an HTTP status."""
         with self._state.cond:
-            self._state.faults.append(Fault(method, code, description, times, None))
+            self._state.faults.append(Fault(method, code, description, times, None, after))
 
     def clear_errors(self) -> None:
         with self._state.cond:

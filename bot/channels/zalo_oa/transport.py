@@ -108,7 +108,10 @@ class OATransport:
         except AuthorisationLost as exc:
             raise SendError("permanent", f"zalo_oa: {exc.description}") from None
         except OAError as exc:
-            done = skip + getattr(exc, "parts_done", 0)
+            sent = getattr(exc, "parts_done", 0)
+            if sent:  # the parts that reached the member are paid for, whatever happens to the rest
+                await asyncio.to_thread(self._record, outbox_id, external_id, candidate, now, sent)
+            done = skip + sent
             if exc.transient:
                 raise after_parts(SendError("transient", f"zalo_oa: {exc}"), done) from None
             raise after_parts(SendError("permanent", f"zalo_oa: {exc.description}"), done) from None
