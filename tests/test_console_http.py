@@ -80,6 +80,8 @@ def test_ids_in_urls_are_parsed_strictly_and_unknown_pages_are_refused_in_vietna
     wrong = cadre.get("/quantri/nhacnho")  # a form's address opened as a page
     assert wrong.status_code == 405 and "không mở được theo cách này" in wrong.text and "POST" in wrong.headers["allow"]
     assert "script-src 'none'" in wrong.headers["content-security-policy"]
+    login = cadre.delete("/quantri/vao/abc")  # a path of two routes: the login page and its form
+    assert login.status_code == 405 and {"GET", "POST"} <= set(login.headers["allow"].split(", "))
 
 
 def test_login_attempts_are_rate_limited(console_server):

@@ -268,11 +268,13 @@ def test_the_result_page_counts_the_attempts_left_after_each_quiz_taken_on_the_p
 def test_ids_beyond_any_row_and_wrong_methods_get_the_vietnamese_refusal_page_not_an_error(study_pages):
     client = signed_in(study_pages, "DV002")
     for path in ("/hoc/bai/99999999999999999999", "/hoc/bai/9223372036854775808/ketqua", "/hoc/dot/0",
-                 "/hoc/dot/99999999999999999999"):
+                 "/hoc/dot/99999999999999999999", "/hoc/bai/3000000000", "/hoc/dot/2147483648"):  # past INTEGER
         page = client.get(path)
         assert page.status_code == 404 and "Không tìm thấy trang" in page.text, path
     wrong = client.delete("/hoc/ketqua")
     assert wrong.status_code == 405 and "Không tìm thấy trang" in wrong.text and "GET" in wrong.headers["allow"]
+    both = client.put("/hoc/bai/1")  # a question page and its answer form: two routes of one path
+    assert both.status_code == 405 and {"GET", "POST"} <= set(both.headers["allow"].split(", "))
 
 
 def test_a_rounds_links_from_announcements_keep_working_when_the_round_is_extended(province):

@@ -142,3 +142,31 @@ def test_a_throttled_token_refresh_keeps_the_authorisation_and_the_token_still_v
     assert store.current() == access
     fresh = store.current()  # the endpoint answers again: the unspent refresh token gives a new pair
     assert fresh != access and tokens_in_db(db)[0] == fresh and oa_emulator.refreshes == 1
+
+
+def test_a_refused_token_is_not_reused_when_its_refresh_meets_a_busy_endpoint_and_the_message_waits(
+        province, oa_emulator, oa_invite):
+    from bot.outbox.sender import OutboxSender
+    from bot.domain.replies import Reply
+    from bot.storage.models import Member
+
+    process = OAProcess(province, oa_emulator).start()
+    try:
+        user = oa_link(oa_emulator, oa_invite, "DV003", "oa-3")
+        oa_emulator.expire_access_tokens()  # Zalo refuses the stored token (-216) before its time
+        oa_emulator.inject_error("oauth_token", 503)  # and its token endpoint is busy for one call
+        with province.session() as s:
+            member = s.scalar(select(Member.id).where(Member.code == "DV003"))
+            queue.enqueue(s, dedupe_key="busy:1", purpose="remind", member_id=member, reply=Reply("🔔 Nhắc nhở"),
+                          now=utcnow())
+        sender = OutboxSender(province, {"zalo_oa": process.runtime.transport}, per_chat_interval=0)
+        first = process.running.run(sender.run(until_idle=True))
+        with province.session() as s:
+            row = s.scalar(select(OutboxMessage).where(OutboxMessage.dedupe_key == "busy:1"))
+            assert (row.status, first.retried) == ("pending", 1)  # tried again later, not failed
+            row.not_before = utcnow()
+        again = OutboxSender(province, {"zalo_oa": process.runtime.transport}, per_chat_interval=0)
+        assert process.running.run(again.run(until_idle=True)).sent == 1
+        assert "🔔 Nhắc nhở" in user.messages[-1]["text"] and oa_emulator.refreshes == 1
+    finally:
+        process.stop()

@@ -6,7 +6,7 @@ the last-used one first and the other when the OA cannot reach them."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime, time, timedelta
+from datetime import datetime, time, timedelta, timezone
 
 import pytest
 from sqlalchemy import select
@@ -256,3 +256,20 @@ def test_a_long_paid_message_cut_by_a_failure_is_finished_later_each_part_sent_a
         recorded = sum(s.scalars(select(ZaloOaSend.cost)))
         status = s.scalar(select(OutboxMessage.status).where(OutboxMessage.purpose == "remind"))
     assert status == "sent" and recorded == oa_emulator.spent == 3 * 55
+
+
+def test_an_interaction_is_stored_at_its_own_time_and_never_moves_back_whatever_the_servers_time_zone(db):
+    from sqlalchemy import event
+
+    from bot.channels.zalo_oa.ladder import record_interaction
+
+    if db.engine.dialect.name == "postgresql":  # a server set to local time must change nothing
+        db.engine.dispose()
+        event.listen(db.engine, "connect",
+                     lambda conn, _record: conn.cursor().execute("SET TIME ZONE 'Asia/Ho_Chi_Minh'"))
+    first = datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc)
+    record_interaction(db, "oa-tz", first, True)
+    record_interaction(db, "oa-tz", first + timedelta(minutes=5))
+    record_interaction(db, "oa-tz", first - timedelta(hours=1))  # an older event arriving late
+    with db.session() as s:
+        assert s.get(ZaloOaContact, "oa-tz").last_interaction_at == first + timedelta(minutes=5)

@@ -25,6 +25,7 @@ from bot.console import pages
 from bot.console.http import Refused, client, off_the_loop, read_form, secured
 from bot.domain.permissions import PermissionDenied
 from bot.outbox.queue import QuietHours
+from bot.routing import allowed_methods
 from bot.services import console_access
 from bot.storage.db import Database
 from bot.storage.models import Member
@@ -141,7 +142,7 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
 
     async def wrong_method(request: Request, exc) -> Response:
         response = console.render("refused.html", status=405, message="Trang này không mở được theo cách này.")
-        response.headers.update(getattr(exc, "headers", None) or {})  # Allow: the methods that work
+        response.headers["Allow"] = allowed_methods(request)
         return response
 
     return Starlette(routes=[

@@ -26,9 +26,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from bot.domain.ids import MAX_ID
 from bot.domain.languages import UNREVIEWED, language_name
 from bot.domain.messages import LETTERS, percent, reading_of
 from bot.services import quiz, web_links
+from bot.routing import allowed_methods
 from bot.storage.db import Database
 from bot.storage.models import Attempt, AttemptQuestion, ChatAccount, Round
 from bot.timeutil import utcnow
@@ -273,7 +275,7 @@ def create_pages(cfg: PagesConfig) -> Starlette:
             form = await request.form() if post else None
 
             def work() -> Response:
-                if any(isinstance(v, int) and not 0 < v < 2 ** 63 for v in request.path_params.values()):
+                if any(isinstance(v, int) and not 0 < v <= MAX_ID for v in request.path_params.values()):
                     return refusal(request, "not_found")  # no row has such an id (and SQL could not take it)
                 try:
                     with cfg.db.session() as s:
@@ -301,7 +303,7 @@ def create_pages(cfg: PagesConfig) -> Starlette:
 
     async def wrong_method(request: Request, exc) -> Response:
         response = refusal(request, "wrong_method")
-        response.headers.update(getattr(exc, "headers", None) or {})  # Allow: the methods that work
+        response.headers["Allow"] = allowed_methods(request)
         return response
 
     return Starlette(routes=[

@@ -55,7 +55,7 @@ class OAClient:
             if code == 0:
                 return answer.get("data") or {}
             if code == TOKEN_INVALID and attempt == 0:
-                await asyncio.to_thread(self.tokens.refresh, self.clock(), token)
+                await asyncio.to_thread(self.tokens.refresh, self.clock(), token, True)
                 continue
             raise OAError(code, f"{name}: {answer.get('message') or 'refused'}")
         raise OAError(TOKEN_INVALID, f"{name}: the refreshed token was refused too")

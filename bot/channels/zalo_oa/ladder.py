@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Iterable
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -51,8 +51,9 @@ def record_interaction(db: Database, user_id: str, now: datetime, following: boo
     table = ZaloOaContact.__table__
     values: dict = {"updated_at": now}
     if following is not False:  # never earlier than an interaction already recorded (events come out of order)
-        values["last_interaction_at"] = case(
-            (table.c.last_interaction_at > now, table.c.last_interaction_at), else_=now)
+        values["last_interaction_at"] = case(  # ``now`` typed as the column, stored as naive UTC on PostgreSQL
+            (table.c.last_interaction_at > now, table.c.last_interaction_at),
+            else_=literal(now, table.c.last_interaction_at.type))
     if following is not None:
         values["following"] = following
         values["unfollowed_at"] = None if following else now

@@ -127,9 +127,10 @@ class TokenStore:
             stale = row.access_token if usable else None
         return self.refresh(now, stale)
 
-    def refresh(self, now: datetime | None = None, stale: str | None = None) -> str:
+    def refresh(self, now: datetime | None = None, stale: str | None = None, refused: bool = False) -> str:
         """Refresh under the row lock, unless another process already replaced ``stale`` with a token
-        that is still good. Raises AuthorisationLost when Zalo refuses the refresh token."""
+        that is still good. Raises AuthorisationLost when Zalo refuses the refresh token. ``refused``:
+        Zalo refused ``stale`` (-216), so it is no fallback while the token endpoint is busy."""
         now = now or self.clock()
         lost = None
         with self.db.session() as s:
@@ -141,7 +142,7 @@ class TokenStore:
             try:
                 answer = self._token_call({"grant_type": "refresh_token", "refresh_token": row.refresh_token})
             except OAError as exc:  # busy or unreachable: the pair is unspent, try again later
-                if row.access_token and row.expires_at > now:
+                if not refused and row.access_token and row.expires_at > now:
                     log.warning("Zalo OA: token refresh failed for now (%s); the current token is still valid "
                                 "until %s", exc, row.expires_at.isoformat())
                     return row.access_token
