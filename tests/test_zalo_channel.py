@@ -546,7 +546,8 @@ def test_a_bot_near_its_monthly_limit_sees_what_other_processes_sent_at_once(pro
         assert s.get(ChannelUsage, ("zalo", month)).sent == 3000
 
 
-def test_outbox_goes_to_zalo_when_used_last_and_falls_back_to_telegram(province, zalo_emulator, emulator):
+def test_outbox_goes_to_zalo_when_used_last_and_falls_back_to_telegram_when_zalo_keeps_refusing(
+        province, zalo_emulator, emulator):
     import asyncio
 
     from telegram import Bot
@@ -581,7 +582,11 @@ def test_outbox_goes_to_zalo_when_used_last_and_falls_back_to_telegram(province,
         await client.aclose()
         return stats
 
-    assert asyncio.run(go()).sent == 2
+    sent = asyncio.run(go()).sent
+    for _ in range(2):  # Zalo's 403 ("internal error", or a block) is tried three times before the fallback
+        time.sleep(3.1)
+        sent += asyncio.run(go()).sent
+    assert sent == 2
     tg, zl = users["DV014"]
     assert [m["text"] for m in zl.messages] == ["📢 Thông báo thử"] and not tg.messages
     tg, zl = users["DV015"]
@@ -758,3 +763,42 @@ def test_a_stranger_typing_on_is_answered_a_few_times_then_paused_longer_each_ti
     with province.session() as s:
         state = s.get(ChatState, ("zalo", "zl-stranger"))
         assert state.pauses is None and state.codes_paused_until is None
+
+
+def test_a_single_403_documented_as_internal_error_is_tried_again_not_taken_as_a_refusal(province, zalo_emulator):
+    import asyncio
+
+    from bot.channels.zalo import ZaloClient, ZaloTransport
+    from bot.outbox import queue
+    from bot.outbox.sender import OutboxSender
+
+    now = utcnow()
+    with province.session() as s:
+        member = s.scalar(select(Member).where(Member.code == "DV016"))
+        s.add(ChatAccount(channel="zalo", external_id="z403", member_id=member.id, linked_at=now, last_seen_at=now))
+        queue.enqueue(s, dedupe_key="z403:1", purpose="announce", member_id=member.id, reply=Reply("📢 Thông báo"),
+                      now=now)
+    user = zalo_emulator.user("z403")
+    user.send_text("chào")
+    zalo_emulator.inject_error("sendMessage", 403)  # the spec: "403 (documented as internal error)"
+
+    async def send():
+        client = ZaloClient(zalo_emulator.token, zalo_emulator.base_url)
+        try:
+            return await OutboxSender(province, {"zalo": ZaloTransport(client, rate=50)},
+                                      per_chat_interval=0).run(until_idle=True)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(send()).retried == 1
+    time.sleep(1.6)
+    assert asyncio.run(send()).sent == 1
+    assert [m["text"] for m in user.messages] == ["📢 Thông báo"]
+    with province.session() as s:
+        assert s.scalar(select(OutboxMessage.status).where(OutboxMessage.dedupe_key == "z403:1")) == "sent"
+
+
+def test_a_reply_meeting_one_403_is_sent_again_and_arrives(zalo_bot, zalo_emulator, zalo_invite):
+    user = zalo_link(zalo_emulator, zalo_invite, "DV017", "zl-403")
+    zalo_emulator.inject_error("sendMessage", 403)
+    assert "64-KH/TU" in say(user, "học", "64-KH/TU", timeout=10)

@@ -53,6 +53,8 @@ CURRENT_MESSAGE: contextvars.ContextVar[int | None] = contextvars.ContextVar("ou
 # Parts of a long message (sent as several platform messages) that an earlier try already delivered on
 # this channel: the transport starts after them, and reports how far it got in ``SendError.parts_done``.
 SKIP_PARTS: contextvars.ContextVar[int] = contextvars.ContextVar("outbox_skip_parts", default=0)
+# How many earlier tries this message had (a transport may read an ambiguous refusal differently on a retry).
+EARLIER_TRIES: contextvars.ContextVar[int] = contextvars.ContextVar("outbox_earlier_tries", default=0)
 
 
 class SendError(Exception):
@@ -338,6 +340,7 @@ class OutboxSender:
                 # ``via``: the Zalo bot the member linked with (a branch's own bot); None: the channel's bot
                 extra = {"via": via} if via is not None else {}
                 SKIP_PARTS.set(job.parts_sent if channel == job.channel else 0)
+                EARLIER_TRIES.set(job.attempts)
                 await self.transports[channel].deliver(external_id, job.reply, job.attachment, **extra)
             except SendError as exc:
                 if exc.kind == "permanent":

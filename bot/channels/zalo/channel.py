@@ -151,7 +151,9 @@ class ZaloChannel:
             except ZaloError as exc:
                 used_up = exc.status == 429 and self.quota is not None and \
                     self.quota.exhausted == self.quota.month(self.clock())
-                if not exc.transient or used_up or attempt == SEND_TRIES - 1:
+                # 403 is documented as "internal error": once more (the member just wrote, so no block)
+                again = exc.transient or (exc.status == 403 and attempt == 0)
+                if not again or used_up or attempt == SEND_TRIES - 1:
                     log.warning("Zalo: %s to %s failed: %s%s", method, chat_id, exc,
                                 " (the monthly quota is used up)" if used_up else "")
                     return None

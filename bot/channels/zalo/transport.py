@@ -19,6 +19,7 @@ from bot.domain.replies import Reply, split_text
 from bot.timeutil import utcnow
 
 log = logging.getLogger(__package__)  # "bot.channels.zalo", the one logger name the channel had before the split
+FORBIDDEN, FORBIDDEN_TRIES = 403, 3  # a 403 counts as a refusal from the third try of a message
 
 
 class ZaloTransport:
@@ -43,7 +44,7 @@ class ZaloTransport:
             self._next = time.monotonic() + 1.0 / self.rate
 
     async def deliver(self, external_id: str, reply: Reply, attachment: tuple[str, bytes] | None) -> None:
-        from bot.outbox.sender import SKIP_PARTS, SendError, after_parts
+        from bot.outbox.sender import EARLIER_TRIES, SKIP_PARTS, SendError, after_parts
 
         text = reply_text(reply)
         if attachment is not None:
@@ -60,7 +61,10 @@ class ZaloTransport:
                     self._paused_until = max(self._paused_until, time.monotonic() + wait)
                     log.warning("Zalo: quota exceeded (429); pausing Zalo sends for %.1fs", wait)
                     raise after_parts(SendError("transient", "Zalo: quota exceeded (429)"), done) from None
-                if exc.transient or exc.status == 401:
+                # 403 is documented as "internal error" (and may be a block: Zalo does not say): tried
+                # again, then taken as a refusal so that the member's other messenger is tried
+                internal = exc.status == FORBIDDEN and EARLIER_TRIES.get() < FORBIDDEN_TRIES - 1
+                if exc.transient or exc.status == 401 or internal:
                     raise after_parts(SendError("transient", f"Zalo: {exc}"), done) from None
                 raise after_parts(SendError("permanent", f"Zalo: {exc.description}"), done) from None
             self._strikes = 0
