@@ -700,24 +700,26 @@ def test_after_a_reply_that_never_arrived_a_typed_answer_brings_the_question_ins
     assert say(user, "d", "Câu 3/10").startswith("✔️ Đã ghi nhận câu 2: D.")
 
 
-def test_a_long_message_whose_second_part_failed_is_finished_without_sending_the_first_again(
-        province, zalo_emulator):
+def queued_for_zalo(province, zalo_emulator, member_code: str, chat_id: str, key: str, text: str):
+    """One outbox message to a member who wrote to the Zalo bot (``chat_id``); returns the chat's user."""
+    from bot.outbox import queue
+
+    now = utcnow()
+    with province.session() as s:
+        member = s.scalar(select(Member).where(Member.code == member_code))
+        s.add(ChatAccount(channel="zalo", external_id=chat_id, member_id=member.id, linked_at=now, last_seen_at=now))
+        queue.enqueue(s, dedupe_key=key, purpose="announce", member_id=member.id, reply=Reply(text), now=now)
+    user = zalo_emulator.user(chat_id)
+    user.send_text("chào")
+    return user
+
+
+def send_outbox_by_zalo(province, zalo_emulator):
+    """One outbox sender over the Zalo bot until nothing is due; its stats."""
     import asyncio
 
     from bot.channels.zalo import ZaloClient, ZaloTransport
-    from bot.outbox import queue
     from bot.outbox.sender import OutboxSender
-
-    now = utcnow()
-    lines = [f"{i}. Đồng chí Nguyễn Văn {i} — chi bộ ấp {i % 7}: chưa làm bài kiểm tra." for i in range(60)]
-    with province.session() as s:
-        member = s.scalar(select(Member).where(Member.code == "DV014"))
-        s.add(ChatAccount(channel="zalo", external_id="zp1", member_id=member.id, linked_at=now, last_seen_at=now))
-        queue.enqueue(s, dedupe_key="long:1", purpose="digest", member_id=member.id, reply=Reply("\n".join(lines)),
-                      now=now)
-    user = zalo_emulator.user("zp1")
-    user.send_text("chào")
-    zalo_emulator.inject_error("sendMessage", 502, after=1)  # the first part goes through, the second fails
 
     async def send():
         client = ZaloClient(zalo_emulator.token, zalo_emulator.base_url)
@@ -727,9 +729,17 @@ def test_a_long_message_whose_second_part_failed_is_finished_without_sending_the
         finally:
             await client.aclose()
 
-    assert asyncio.run(send()).retried == 1
+    return asyncio.run(send())
+
+
+def test_a_long_message_whose_second_part_failed_is_finished_without_sending_the_first_again(
+        province, zalo_emulator):
+    lines = [f"{i}. Đồng chí Nguyễn Văn {i} — chi bộ ấp {i % 7}: chưa làm bài kiểm tra." for i in range(60)]
+    user = queued_for_zalo(province, zalo_emulator, "DV014", "zp1", "long:1", "\n".join(lines))
+    zalo_emulator.inject_error("sendMessage", 502, after=1)  # the first part goes through, the second fails
+    assert send_outbox_by_zalo(province, zalo_emulator).retried == 1
     time.sleep(1.6)  # the retry's back-off
-    assert asyncio.run(send()).sent == 1
+    assert send_outbox_by_zalo(province, zalo_emulator).sent == 1
     received = [m["text"] for m in user.messages]
     assert len(received) == 2 and "\n".join(received).split("\n") == lines  # each part once, in order
     with province.session() as s:
@@ -766,33 +776,11 @@ def test_a_stranger_typing_on_is_answered_a_few_times_then_paused_longer_each_ti
 
 
 def test_a_single_403_documented_as_internal_error_is_tried_again_not_taken_as_a_refusal(province, zalo_emulator):
-    import asyncio
-
-    from bot.channels.zalo import ZaloClient, ZaloTransport
-    from bot.outbox import queue
-    from bot.outbox.sender import OutboxSender
-
-    now = utcnow()
-    with province.session() as s:
-        member = s.scalar(select(Member).where(Member.code == "DV016"))
-        s.add(ChatAccount(channel="zalo", external_id="z403", member_id=member.id, linked_at=now, last_seen_at=now))
-        queue.enqueue(s, dedupe_key="z403:1", purpose="announce", member_id=member.id, reply=Reply("📢 Thông báo"),
-                      now=now)
-    user = zalo_emulator.user("z403")
-    user.send_text("chào")
+    user = queued_for_zalo(province, zalo_emulator, "DV016", "z403", "z403:1", "📢 Thông báo")
     zalo_emulator.inject_error("sendMessage", 403)  # the spec: "403 (documented as internal error)"
-
-    async def send():
-        client = ZaloClient(zalo_emulator.token, zalo_emulator.base_url)
-        try:
-            return await OutboxSender(province, {"zalo": ZaloTransport(client, rate=50)},
-                                      per_chat_interval=0).run(until_idle=True)
-        finally:
-            await client.aclose()
-
-    assert asyncio.run(send()).retried == 1
+    assert send_outbox_by_zalo(province, zalo_emulator).retried == 1
     time.sleep(1.6)
-    assert asyncio.run(send()).sent == 1
+    assert send_outbox_by_zalo(province, zalo_emulator).sent == 1
     assert [m["text"] for m in user.messages] == ["📢 Thông báo"]
     with province.session() as s:
         assert s.scalar(select(OutboxMessage.status).where(OutboxMessage.dedupe_key == "z403:1")) == "sent"
