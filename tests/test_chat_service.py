@@ -175,3 +175,19 @@ def test_a_link_code_with_a_nul_or_other_stray_characters_is_an_unknown_code_on_
         reply = service.on_text("7", text, utcnow()).replies[0].text
         assert "Mã liên kết hoặc số điện thoại không đúng" in reply, text
     assert "Liên kết thành công" in service.on_text("7", f"/start {code}", utcnow()).replies[0].text
+
+
+def test_a_question_rewritten_in_the_database_is_shown_rewritten_at_the_next_tap_of_a_quiz_under_way(service, province):
+    """Question texts are kept in memory once read (a row is never edited: an edit is a new row), but only
+    while the row's content hash is the one read with them: a row rewritten with its hash is read again."""
+    from sqlalchemy import update
+
+    from bot.storage.models import Question
+
+    linked(service, province, "DV006", "1")
+    first = service.on_text("1", "/lambai", utcnow()).replies[0]
+    assert "Câu 1/10" in first.text and "(đã sửa)" not in first.text
+    with province.session() as s:
+        s.execute(update(Question).values(text=Question.text + " (đã sửa)", content_hash=func.upper(Question.content_hash)))
+    second = service.on_action("1", first.all_choices()[0].action, utcnow()).replies[-1]
+    assert "Câu 2/10" in second.text and "(đã sửa)" in second.text

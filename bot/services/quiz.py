@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
+from bot.services.question_texts import QuestionContent, question_texts
 from bot.storage.db import insert_if_new
 from bot.storage.models import (
     Answer, Attempt, AttemptQuestion, Document, Member, Question, Round, RoundUnit, StudyView, UnitAncestor,
@@ -134,6 +135,7 @@ def start_or_resume(session: Session, rnd: Round, member: Member, now: datetime)
     if len(attempts) >= doc.max_attempts:
         return None
     pool = session.connection().execute(_POOL, {"document_id": doc.id}).all()
+    texts = question_texts(session.connection(), pool)
     count = min(doc.questions_per_attempt or len(pool), len(pool))
     drawn = _rng.sample(pool, count) if count < len(pool) else pool
     bind = session.get_bind().dialect.name
@@ -146,11 +148,10 @@ def start_or_resume(session: Session, rnd: Round, member: Member, now: datetime)
         return start_or_resume(session, rnd, member, now)
     questions = []
     for pos, q in enumerate(drawn, start=1):
-        order = list(range(len(q.options)))
+        order = list(range(len(texts[q.id].options)))
         if doc.shuffle_options:
             _rng.shuffle(order)
-        questions.append(DrawnQuestion(pos, q.id, order, QuestionContent(q.text, q.options, q.answer_index,
-                                                                         q.explanation), None, None))
+        questions.append(DrawnQuestion(pos, q.id, order, texts[q.id], None, None))
     if questions:
         session.connection().execute(insert(AttemptQuestion.__table__), [
             {"attempt_id": attempt_id, "position": d.position, "question_id": d.question_id,
@@ -165,16 +166,6 @@ class AnswerResult:
     status: str  # recorded | duplicate | stale | closed | missing
     quiz: QuizPosition | None = None
     shown_letter: str | None = None  # the letter recorded (also for a duplicate, when known)
-
-
-@dataclass(frozen=True)
-class QuestionContent:
-    """A question's text as the member sees it (what ``AttemptQuestion.question`` gives the messages)."""
-
-    text: str
-    options: list
-    answer_index: int
-    explanation: str | None
 
 
 @dataclass
@@ -218,8 +209,7 @@ def _answer_state_statement():
     return (
         select(a.c.id, a.c.round_id, a.c.member_id, a.c.number, a.c.question_count, a.c.submitted_at,
                a.c.correct_count, a.c.score, a.c.passed, r.c.closes_at, r.c.closed_at, d.c.pass_score,
-               aq.c.position, aq.c.question_id, aq.c.option_order, q.c.text, q.c.options, q.c.answer_index,
-               q.c.explanation, ans.c.chosen_index, ans.c.correct)
+               aq.c.position, aq.c.question_id, aq.c.option_order, q.c.content_hash, ans.c.chosen_index, ans.c.correct)
         .join(r, r.c.id == a.c.round_id).join(d, d.c.id == r.c.document_id)
         .join(aq, aq.c.attempt_id == a.c.id).join(q, q.c.id == aq.c.question_id)
         .outerjoin(ans, (ans.c.attempt_id == a.c.id) & (ans.c.position == aq.c.position))
@@ -229,7 +219,7 @@ def _answer_state_statement():
 
 
 _ANSWER_STATE = _answer_state_statement()
-_POOL = (select(Question.__table__.c["id", "text", "options", "answer_index", "explanation"])
+_POOL = (select(Question.__table__.c["id", "content_hash"])
          .where(Question.__table__.c.document_id == bindparam("document_id"), Question.__table__.c.current)
          .order_by(Question.__table__.c.position))
 _SUBMIT = (update(Attempt.__table__).where(Attempt.__table__.c.id == bindparam("attempt_id"))
@@ -244,10 +234,10 @@ def answer_state(session: Session, attempt_id: int, member_id: int) -> AttemptSt
     if not rows:
         return None
     first = rows[0]
+    texts = question_texts(session.connection(), ((row.question_id, row.content_hash) for row in rows))
     return AttemptState(
         *first[:12],
-        questions=[DrawnQuestion(row.position, row.question_id, row.option_order,
-                                 QuestionContent(row.text, row.options, row.answer_index, row.explanation),
+        questions=[DrawnQuestion(row.position, row.question_id, row.option_order, texts[row.question_id],
                                  row.chosen_index, row.correct) for row in rows])
 
 
