@@ -35,6 +35,9 @@ def test_sample_roster_imports_and_lists(cli):
     listed = cli("members", "list", "--unit", "DP-TT")
     assert listed.code == 0 and len(listed.lines) == 30
     assert cli("members", "list").lines.__len__() == 63
+    unknown = cli("members", "list", "--unit", "XX")
+    assert (unknown.code, unknown.err.strip()) == (1, "error: không có đơn vị mã 'XX'; xem các đơn vị bằng "
+                                                      "'hoctap units list'")
 
 
 def test_phones_in_any_written_form_are_stored_alike(cli, workdir, db):
@@ -50,10 +53,10 @@ def test_bad_unit_rows_are_all_listed_and_nothing_is_imported(cli, workdir, db):
     result = cli("units", "import", write(workdir, "u.csv", bad))
     assert result.code == 1
     assert result.lines == [
-        "u.csv:3: name: empty; give the unit's name",
-        "u.csv:4: parent_code: unknown unit 'X'; add it to the file or import it first",
-        "u.csv:5: code: 'P' is already on row 2; each unit once",
-        "u.csv:6: code: 'B 2' has characters other than letters, digits, '.', '-', '_' or '/'",
+        "u.csv:3: name: trống; hãy ghi tên đơn vị",
+        "u.csv:4: parent_code: không có đơn vị mã 'X'; hãy thêm đơn vị vào tệp hoặc nhập danh sách đơn vị trước",
+        "u.csv:5: code: 'P' đã có ở dòng 2; mỗi đơn vị chỉ ghi một lần",
+        "u.csv:6: code: 'B 2' có ký tự không dùng được; hãy chỉ dùng chữ cái không dấu, chữ số và '.', '-', '_', '/'",
     ]
     assert counts(db) == (0, 0)
 
@@ -61,7 +64,8 @@ def test_bad_unit_rows_are_all_listed_and_nothing_is_imported(cli, workdir, db):
 def test_unknown_parent_is_refused(cli, workdir, db):
     result = cli("units", "import", write(workdir, "u.csv", "code,name,parent_code\nP,Tỉnh,\nB1,Chi bộ 1,X\n"))
     assert result.code == 1
-    assert result.lines == ["u.csv:3: parent_code: unknown unit 'X'; add it to the file or import it first"]
+    assert result.lines == ["u.csv:3: parent_code: không có đơn vị mã 'X'; hãy thêm đơn vị vào tệp hoặc nhập danh "
+                            "sách đơn vị trước"]
     assert counts(db) == (0, 0)
 
 
@@ -69,7 +73,8 @@ def test_a_cycle_is_refused(cli, workdir, db):
     cli("units", "import", write(workdir, "u.csv", UNITS))
     result = cli("units", "import", write(workdir, "u2.csv", "code,name,parent_code\nD,Huyện,B1\n"))
     assert result.code == 1
-    assert result.lines == ["u2.csv:2: parent_code: makes a cycle (D → B1 → D); fix the parents"]
+    assert result.lines == ["u2.csv:2: parent_code: các đơn vị làm cấp trên của nhau (D → B1 → D); "
+                            "hãy sửa lại mã đơn vị cấp trên"]
     with db.session() as s:
         assert s.scalar(select(Unit).where(Unit.code == "D")).parent.code == "P"
 
@@ -87,11 +92,12 @@ def test_bad_member_rows_are_all_listed_and_the_database_is_untouched(cli, workd
     result = cli("members", "import", write(workdir, "bad.csv", bad))
     assert result.code == 1
     assert result.lines == [
-        "bad.csv:3: unit_code: unknown unit 'B9'; import the units first",
-        "bad.csv:4: full_name: empty; give the member's full name",
-        "bad.csv:4: phone: '12345' is not a Vietnamese phone number (e.g. 0912 345 678)",
-        "bad.csv:4: role: unknown role 'Chủ tịch'; use member, secretary, cadre or admin (Đảng viên, Bí thư, Cán bộ, Quản trị)",
-        "bad.csv:5: phone: 0912345679 belongs to member M2; each member has their own number",
+        "bad.csv:3: unit_code: không có đơn vị mã 'B9'; hãy kiểm tra lại mã hoặc nhập danh sách đơn vị trước",
+        "bad.csv:4: full_name: trống; hãy ghi họ và tên đảng viên",
+        "bad.csv:4: phone: '12345' không phải số điện thoại Việt Nam; hãy ghi số như 0912 345 678",
+        "bad.csv:4: role: không có vai trò 'Chủ tịch'; hãy ghi Đảng viên, Bí thư, Cán bộ hoặc Quản trị "
+        "(hay member, secretary, cadre, admin)",
+        "bad.csv:5: phone: số 0912345679 đang là số của đảng viên M2; mỗi đảng viên cần một số riêng, hãy kiểm tra lại",
     ]
     with db.session() as s:
         m1 = s.scalar(select(Member).where(Member.code == "M1"))
@@ -119,7 +125,8 @@ def test_reimport_updates_by_code_and_full_deactivates_the_missing(cli, workdir,
 def test_member_whose_unit_is_missing_is_refused(cli, workdir, db):
     result = cli("members", "import", write(workdir, "m.csv", MEMBERS))
     assert result.code == 1
-    assert result.lines[0] == "m.csv:2: unit_code: unknown unit 'B1'; import the units first"
+    assert result.lines[0] == ("m.csv:2: unit_code: không có đơn vị mã 'B1'; hãy kiểm tra lại mã hoặc nhập danh "
+                               "sách đơn vị trước")
     assert counts(db) == (0, 0)
 
 
@@ -140,7 +147,30 @@ def test_xlsx_with_vietnamese_headers_imports(cli, workdir, db):
 def test_unknown_header_names_the_column(cli, workdir):
     result = cli("units", "import", write(workdir, "u.csv", "code,name,cha\nP,Tỉnh,\n"))
     assert result.code == 1
-    assert result.lines == ["u.csv:1: cha: unknown column; expected code, name, parent_code"]
+    assert result.lines == ["u.csv:1: cha: không nhận ra tên cột này; hãy dùng các cột code, name, parent_code"]
+
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("u.doc", b"code,name\n", "u.doc: không đọc được tệp loại '.doc'; hãy dùng tệp .csv hoặc .xlsx"),
+    ("u.csv", b"", "u.csv:1: tệp trống; dòng đầu tiên phải là dòng tiêu đề (tên các cột)"),
+    ("u.csv", b"code,parent_code\nP,\n", "u.csv:1: name: thiếu cột; dòng tiêu đề cần có các cột code, name, parent_code"),
+    ("u.csv", b"code,name,parent_code\nP,T\xe2n,\n",  # "Tân" saved as Windows-1258
+     "u.csv: tệp không ở bảng mã UTF-8 (byte 25); hãy lưu lại dưới dạng 'CSV UTF-8'"),
+    ("u.xlsx", b"not a workbook", "u.xlsx: không mở được dưới dạng bảng tính Excel (BadZipFile); "
+                                  "hãy mở tệp bằng Excel và lưu lại dưới dạng .xlsx"),
+], ids=["unsupported", "empty", "missing-column", "not-utf8", "broken-xlsx"])
+def test_a_file_that_cannot_be_read_as_a_table_says_what_to_do(cli, workdir, db, name, data, message):
+    (workdir / name).write_bytes(data)
+    result = cli("units", "import", name)
+    assert (result.code, result.lines) == (1, [message])
+    assert counts(db) == (0, 0)
+
+
+def test_a_missing_file_is_named(cli, workdir):
+    result = cli("units", "import", "khong-co.csv")
+    assert (result.code, result.lines) == (1, ["khong-co.csv: không tìm thấy tệp; hãy kiểm tra lại tên và đường dẫn "
+                                               "của tệp"])
 
 
 QUOTED_NAMES = ['Tên "có" ngoặc', 'Nguyễn, Văn; An', 'Lê\tThị "Ba"', '"Trích dẫn"']
@@ -171,7 +201,8 @@ def test_a_csv_with_a_nul_byte_is_refused_with_its_line(cli, workdir, db):
     (workdir / "u.csv").write_bytes(b"code,name,parent_code\nP,T\x00nh,\n")
     result = cli("units", "import", "u.csv")
     assert result.code == 1
-    assert result.lines == ["u.csv:2: contains a NUL character; is it a CSV text file?"]
+    assert result.lines == ["u.csv:2: có ký tự NUL, có lẽ đây không phải tệp văn bản CSV; "
+                            "hãy lưu lại dưới dạng 'CSV UTF-8'"]
     assert counts(db) == (0, 0)
 
 
@@ -179,7 +210,8 @@ def test_a_field_too_long_for_csv_is_refused_with_its_line(cli, workdir, db):
     write(workdir, "u.csv", "code,name,parent_code\nP,Tỉnh,\nD," + "x" * 200_000 + ",P\n")
     result = cli("units", "import", "u.csv")
     assert result.code == 1
-    assert result.lines == ["u.csv:3: cannot be read as CSV (field larger than field limit (131072))"]
+    assert result.lines == ["u.csv:3: không đọc được theo dạng CSV (field larger than field limit (131072)); "
+                            "hãy kiểm tra dấu ngoặc kép chưa đóng hoặc ô quá dài"]
     assert counts(db) == (0, 0)
 
 
@@ -192,7 +224,7 @@ def test_a_name_with_a_control_character_pasted_from_word_is_refused_by_row_and_
               "M8,Lê\x0bVăn\x01Tám,B1,,Đảng viên\n")  # a vertical tab and a start-of-heading: Excel and XML cannot hold them
     result = cli("members", "import", write(workdir, "pasted.csv", pasted))
     assert result.code == 1
-    assert result.lines == ["pasted.csv:3: full_name: has an invisible control character (often pasted from Word); "
-                            "retype the cell"]
+    assert result.lines == ["pasted.csv:3: full_name: có ký tự điều khiển ẩn (thường do dán từ Word); "
+                            "hãy gõ lại ô này"]
     with db.session() as s:
         assert s.scalar(select(func.count(Member.id))) == 3

@@ -38,17 +38,23 @@ def test_round_can_be_closed_once(cli, sample_roster):
     assert cli("rounds", "close", "1").out.strip() == "round 1 closed"
     assert "\tclosed\t" in cli("rounds", "list").out
     again = cli("rounds", "close", "1")
-    assert (again.code, again.err.strip()) == (1, "error: round 1 is already closed")
+    assert (again.code, again.err.strip()) == (1, "error: đợt học tập số 1 đã kết thúc")
+    missing = cli("rounds", "close", "2")
+    assert (missing.code, missing.err.strip()) == (
+        1, "error: không có đợt học tập số 2; xem các đợt bằng 'hoctap rounds list'")
 
 
 def test_bad_round_requests_say_what_to_fix(cli, sample_roster):
     cases = [
-        (open_round(cli, units="DP,XX"), "error: unknown unit(s): XX; see 'hoctap units list'"),
-        (open_round(cli, closes="2030-11-01 07:00"), "error: the round must close after it opens; check --opens and --closes"),
+        (open_round(cli, units="DP,XX"), "error: không có đơn vị mã XX; xem các đơn vị bằng 'hoctap units list'"),
+        (open_round(cli, closes="2030-11-01 07:00"), "error: hạn cuối phải sau thời điểm mở đợt; hãy kiểm tra --opens và --closes"),
         (open_round(cli, opens="mai"), "error: --opens: 'mai' is not a date and time like '2026-12-01 07:00' or '01/12/2026 07:00'"),
-        (open_round(cli, "--target", "120"), "error: target 120 is outside 1-100; give a percentage such as 98"),
+        (open_round(cli, opens="2020-01-01 07:00", closes="2020-01-02 07:00"),
+         "error: hạn cuối đã qua; hãy ghi một hạn cuối (--closes) chưa tới"),
+        (open_round(cli, "--target", "120"), "error: mục tiêu 120 nằm ngoài khoảng 1-100; hãy ghi một tỷ lệ phần trăm, ví dụ 98"),
         (cli("rounds", "open", "nq-khong-co", "--units", "DP", "--opens", "2030-12-01 07:00", "--closes", "2030-12-02 07:00"),
-         "error: document 'nq-khong-co' is not loaded (loaded: kh-64-tu-binh-phuoc, kh-83-hu-tuy-phuoc); run 'hoctap content load' first"),
+         "error: chưa nạp văn bản 'nq-khong-co' (đã nạp: kh-64-tu-binh-phuoc, kh-83-hu-tuy-phuoc); "
+         "hãy chạy 'hoctap content load' trước"),
     ]
     for result, message in cases:
         assert (result.code, result.err.strip()) == (1, message)

@@ -31,26 +31,28 @@ def read_table(path: Path, aliases: dict[str, str], required: tuple[str, ...]) -
     """Rows of ``path`` with headers mapped through ``aliases`` (lower-cased header → column)."""
     shown = display_path(path)
     if not path.exists():
-        raise TableError(f"{shown}: file not found")
+        raise TableError(f"{shown}: không tìm thấy tệp; hãy kiểm tra lại tên và đường dẫn của tệp")
     suffix = path.suffix.lower()
     if suffix in (".xlsx", ".xlsm"):
         raw_rows = _xlsx_rows(path)
     elif suffix in (".csv", ".txt", ""):
         raw_rows = _csv_rows(path)
     else:
-        raise TableError(f"{shown}: unsupported file type '{suffix}'; use .csv or .xlsx")
+        raise TableError(f"{shown}: không đọc được tệp loại '{suffix}'; hãy dùng tệp .csv hoặc .xlsx")
     if not raw_rows:
-        raise TableError(f"{shown}:1: the file is empty; the first row must be the header")
+        raise TableError(f"{shown}:1: tệp trống; dòng đầu tiên phải là dòng tiêu đề (tên các cột)")
     header = raw_rows[0]
     columns: list[str | None] = []
     for cell in header:
         key = _key(cell)
         columns.append(aliases.get(key) if key else None)
         if key and key not in aliases:
-            raise TableError(f"{shown}:1: {cell}: unknown column; expected {', '.join(required)}")
+            raise TableError(f"{shown}:1: {cell}: không nhận ra tên cột này; hãy dùng các cột "
+                             f"{', '.join(required)}")
     missing = [c for c in required if c not in columns]
     if missing:
-        raise TableError(f"{shown}:1: {', '.join(missing)}: missing column; the header needs {', '.join(required)}")
+        raise TableError(f"{shown}:1: {', '.join(missing)}: thiếu cột; dòng tiêu đề cần có các cột "
+                         f"{', '.join(required)}")
     rows: list[Row] = []
     for number, cells in enumerate(raw_rows[1:], start=2):
         if not any(str(c or "").strip() for c in cells):
@@ -83,10 +85,12 @@ def _csv_rows(path: Path) -> list[list[str]]:
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise TableError(f"{shown}: not UTF-8 (byte {exc.start}); save it as 'CSV UTF-8'") from None
+        raise TableError(f"{shown}: tệp không ở bảng mã UTF-8 (byte {exc.start}); "
+                         "hãy lưu lại dưới dạng 'CSV UTF-8'") from None
     if "\x00" in text:  # a binary file renamed .csv; PostgreSQL cannot store the character either
         line = text.count("\n", 0, text.index("\x00")) + 1
-        raise TableError(f"{shown}:{line}: contains a NUL character; is it a CSV text file?")
+        raise TableError(f"{shown}:{line}: có ký tự NUL, có lẽ đây không phải tệp văn bản CSV; "
+                         "hãy lưu lại dưới dạng 'CSV UTF-8'")
     lines = text.splitlines()
     header = lines[0] if lines else ""
     delimiter = max(DELIMITERS, key=lambda d: len(next(csv.reader([header], delimiter=d), [])))
@@ -94,7 +98,8 @@ def _csv_rows(path: Path) -> list[list[str]]:
     try:
         return list(reader)
     except csv.Error as exc:
-        raise TableError(f"{shown}:{reader.line_num}: cannot be read as CSV ({exc})") from None
+        raise TableError(f"{shown}:{reader.line_num}: không đọc được theo dạng CSV ({exc}); "
+                         "hãy kiểm tra dấu ngoặc kép chưa đóng hoặc ô quá dài") from None
 
 
 def _xlsx_rows(path: Path) -> list[list]:
@@ -104,7 +109,8 @@ def _xlsx_rows(path: Path) -> list[list]:
     try:
         wb = load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises many types for a damaged file
-        raise TableError(f"{shown}: cannot be opened as an Excel workbook ({type(exc).__name__})") from None
+        raise TableError(f"{shown}: không mở được dưới dạng bảng tính Excel ({type(exc).__name__}); "
+                         "hãy mở tệp bằng Excel và lưu lại dưới dạng .xlsx") from None
     try:
         sheet = wb.worksheets[0]
         return [list(r) for r in sheet.iter_rows(values_only=True)]

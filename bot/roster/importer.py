@@ -49,6 +49,7 @@ ROLE_NAMES = {
     "cadre": "cadre", "cán bộ": "cadre", "can bo": "cadre",
     "admin": "admin", "quản trị": "admin", "quan tri": "admin",
 }
+NOT_A_CODE = "có ký tự không dùng được; hãy chỉ dùng chữ cái không dấu, chữ số và '.', '-', '_', '/'"
 
 
 @dataclass
@@ -86,15 +87,15 @@ def import_units(session: Session, path: Path) -> ImportResult:
         v = row.values
         bad = _problems_in(where, row)
         if not v["code"]:
-            bad("code", "empty; give the unit's code")
+            bad("code", "trống; hãy ghi mã đơn vị")
         elif not CODE.match(v["code"]):
-            bad("code", f"'{v['code']}' has characters other than letters, digits, '.', '-', '_' or '/'")
+            bad("code", f"'{v['code']}' {NOT_A_CODE}")
         elif v["code"] in first_row:
-            bad("code", f"'{v['code']}' is already on row {first_row[v['code']]}; each unit once")
+            bad("code", f"'{v['code']}' đã có ở dòng {first_row[v['code']]}; mỗi đơn vị chỉ ghi một lần")
         if not v["name"]:
-            bad("name", "empty; give the unit's name")
+            bad("name", "trống; hãy ghi tên đơn vị")
         if v["parent_code"] and v["parent_code"] == v["code"]:
-            bad("parent_code", "a unit cannot be its own parent")
+            bad("parent_code", "đơn vị không thể là cấp trên của chính nó; hãy sửa mã đơn vị cấp trên")
         if bad.count:
             result.found.extend((row.number, line) for line in bad.lines)
             continue
@@ -105,12 +106,14 @@ def import_units(session: Session, path: Path) -> ImportResult:
     for row in good:
         parent = row.values["parent_code"]
         if parent and parent not in parents:
-            result.found.append((row.number, f"{where}:{row.number}: parent_code: unknown unit '{parent}'; add it to the file or import it first"))
+            result.found.append((row.number, f"{where}:{row.number}: parent_code: không có đơn vị mã '{parent}'; "
+                                              "hãy thêm đơn vị vào tệp hoặc nhập danh sách đơn vị trước"))
     if not result.found:
         for row in good:
             cycle = _cycle_from(row.values["code"], parents)
             if cycle:
-                result.found.append((row.number, f"{where}:{row.number}: parent_code: makes a cycle ({' → '.join(cycle)}); fix the parents"))
+                result.found.append((row.number, f"{where}:{row.number}: parent_code: các đơn vị làm cấp trên của "
+                                                  f"nhau ({' → '.join(cycle)}); hãy sửa lại mã đơn vị cấp trên"))
     if result.found:
         return result
 
@@ -180,32 +183,35 @@ def import_members(session: Session, path: Path, *, full: bool = False, default_
         bad = _problems_in(where, row)
         code = v["member_code"]
         if not code:
-            bad("member_code", "empty; give the member's code")
+            bad("member_code", "trống; hãy ghi mã đảng viên")
         elif not CODE.match(code):
-            bad("member_code", f"'{code}' has characters other than letters, digits, '.', '-', '_' or '/'")
+            bad("member_code", f"'{code}' {NOT_A_CODE}")
         elif code in seen_code:
-            bad("member_code", f"'{code}' is already on row {seen_code[code]}; each member once")
+            bad("member_code", f"'{code}' đã có ở dòng {seen_code[code]}; mỗi đảng viên chỉ ghi một lần")
         if not v["full_name"]:
-            bad("full_name", "empty; give the member's full name")
+            bad("full_name", "trống; hãy ghi họ và tên đảng viên")
         if not v["unit_code"]:
-            bad("unit_code", "empty; give the code of the member's unit")
+            bad("unit_code", "trống; hãy ghi mã đơn vị của đảng viên")
         elif v["unit_code"] not in units:
-            bad("unit_code", f"unknown unit '{v['unit_code']}'; import the units first")
+            bad("unit_code", f"không có đơn vị mã '{v['unit_code']}'; hãy kiểm tra lại mã hoặc nhập danh sách "
+                             "đơn vị trước")
         phone = None
         if v["phone"]:
             phone = normalize_phone(v["phone"])
             if phone is None:
-                bad("phone", f"'{v['phone']}' is not a Vietnamese phone number (e.g. 0912 345 678)")
+                bad("phone", f"'{v['phone']}' không phải số điện thoại Việt Nam; hãy ghi số như 0912 345 678")
             elif phone in seen_phone:
-                bad("phone", f"{v['phone']} is already on row {seen_phone[phone]}; each member has their own number")
+                bad("phone", f"số {v['phone']} đã có ở dòng {seen_phone[phone]}; mỗi đảng viên cần một số riêng, "
+                             "hãy kiểm tra lại")
         role = ROLE_NAMES.get(" ".join(v["role"].casefold().split()))
         if role is None:
-            bad("role", f"unknown role '{v['role']}'; use member, secretary, cadre or admin (Đảng viên, Bí thư, Cán bộ, Quản trị)")
+            bad("role", f"không có vai trò '{v['role']}'; hãy ghi Đảng viên, Bí thư, Cán bộ hoặc Quản trị "
+                        "(hay member, secretary, cadre, admin)")
         if "exempt" in v and v["exempt"].casefold().strip() not in EXEMPT_WORDS:
-            bad("exempt", f"'{v['exempt']}' is not yes or no; write x (or có) for a member exempt from Party work, "
-                          "leave it empty otherwise")
+            bad("exempt", f"'{v['exempt']}' không phải là có hoặc không; hãy ghi x (hoặc có) nếu đảng viên được "
+                          "miễn sinh hoạt, nếu không thì để trống")
         if "language" in v and v["language"] and not is_language_tag(v["language"].casefold()):
-            bad("language", f"'{v['language']}' is not a language tag; write e.g. vi, km (Khmer), en")
+            bad("language", f"'{v['language']}' không phải mã ngôn ngữ; hãy ghi mã như vi, km (tiếng Khmer), en")
         if bad.count:
             result.found.extend((row.number, line) for line in bad.lines)
             continue
@@ -220,8 +226,8 @@ def import_members(session: Session, path: Path, *, full: bool = False, default_
     for row, phone, _role in parsed:
         if phone in staying:
             result.found.append((row.number,
-                f"{where}:{row.number}: phone: {row.values['phone']} belongs to member {staying[phone]}; "
-                "each member has their own number"
+                f"{where}:{row.number}: phone: số {row.values['phone']} đang là số của đảng viên {staying[phone]}; "
+                "mỗi đảng viên cần một số riêng, hãy kiểm tra lại"
             ))
     if result.found:
         return result
@@ -271,7 +277,7 @@ class _problems_in:
         self.lines: list[str] = []
         for column, value in row.values.items():  # no sheet, report or XML can hold them
             if isinstance(value, str) and CONTROL_CHARACTER.search(value):
-                self(column, "has an invisible control character (often pasted from Word); retype the cell")
+                self(column, "có ký tự điều khiển ẩn (thường do dán từ Word); hãy gõ lại ô này")
 
     def __call__(self, column: str, message: str) -> None:
         self.lines.append(f"{self.prefix}: {column}: {message}")

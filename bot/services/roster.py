@@ -20,7 +20,7 @@ def subtree_unit_ids(unit_id: int):
 def unit_by_code(session: Session, code: str) -> Unit:
     unit = session.scalar(select(Unit).where(Unit.code == code))
     if unit is None:
-        raise RosterError(f"unknown unit '{code}'; see 'hoctap units list'")
+        raise RosterError(f"không có đơn vị mã '{code}'; xem các đơn vị bằng 'hoctap units list'")
     return unit
 
 

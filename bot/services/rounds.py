@@ -60,21 +60,22 @@ def open_round(
 ) -> Round:
     doc = session.get(Document, document_id)
     if doc is None:
-        known = ", ".join(session.scalars(select(Document.id).order_by(Document.id))) or "none yet"
-        raise RoundError(f"document '{document_id}' is not loaded (loaded: {known}); run 'hoctap content load' first")
+        known = ", ".join(session.scalars(select(Document.id).order_by(Document.id))) or "chưa có"
+        raise RoundError(f"chưa nạp văn bản '{document_id}' (đã nạp: {known}); "
+                         "hãy chạy 'hoctap content load' trước")
     codes = [c.strip() for c in unit_codes if c.strip()]
     if not codes:
-        raise RoundError("no unit given; list unit codes with --units CODE[,CODE...]")
+        raise RoundError("chưa chọn đơn vị nào; hãy ghi mã các đơn vị sau --units CODE[,CODE...]")
     units = {u.code: u for u in session.scalars(select(Unit).where(Unit.code.in_(codes)))}
     missing = [c for c in codes if c not in units]
     if missing:
-        raise RoundError(f"unknown unit(s): {', '.join(missing)}; see 'hoctap units list'")
+        raise RoundError(f"không có đơn vị mã {', '.join(missing)}; xem các đơn vị bằng 'hoctap units list'")
     if closes_at <= opens_at:
-        raise RoundError("the round must close after it opens; check --opens and --closes")
+        raise RoundError("hạn cuối phải sau thời điểm mở đợt; hãy kiểm tra --opens và --closes")
     if closes_at <= now:
-        raise RoundError("the closing time is already past; give a future --closes")
+        raise RoundError("hạn cuối đã qua; hãy ghi một hạn cuối (--closes) chưa tới")
     if not 0 < target <= 100:
-        raise RoundError(f"target {target:g} is outside 1-100; give a percentage such as 98")
+        raise RoundError(f"mục tiêu {target:g} nằm ngoài khoảng 1-100; hãy ghi một tỷ lệ phần trăm, ví dụ 98")
     rnd = Round(document_id=doc.id, opens_at=opens_at, closes_at=closes_at, target_rate=float(target), created_at=now)
     rnd.units = [RoundUnit(unit_id=units[c].id) for c in dict.fromkeys(codes)]
     session.add(rnd)
@@ -105,9 +106,9 @@ def list_rounds(session: Session, now: datetime) -> list[RoundRow]:
 def close_round(session: Session, round_id: int, now: datetime) -> Round:
     rnd = session.get(Round, round_id)
     if rnd is None:
-        raise RoundError(f"no round {round_id}; see 'hoctap rounds list'")
+        raise RoundError(f"không có đợt học tập số {round_id}; xem các đợt bằng 'hoctap rounds list'")
     if round_status(rnd, now) == "closed":
-        raise RoundError(f"round {round_id} is already closed")
+        raise RoundError(f"đợt học tập số {round_id} đã kết thúc")
     rnd.closed_at = now
     return rnd
 
@@ -116,11 +117,11 @@ def extend_round(session: Session, round_id: int, closes_at: datetime, now: date
     """Move a running or scheduled round's deadline later (never earlier: close it instead)."""
     rnd = session.get(Round, round_id)
     if rnd is None:
-        raise RoundError(f"no round {round_id}; see 'hoctap rounds list'")
+        raise RoundError(f"không có đợt học tập số {round_id}; xem các đợt bằng 'hoctap rounds list'")
     if round_status(rnd, now) == "closed":
-        raise RoundError(f"round {round_id} is already closed")
+        raise RoundError(f"đợt học tập số {round_id} đã kết thúc")
     if closes_at <= rnd.closes_at:
-        raise RoundError("the new deadline must be later than the current one")
+        raise RoundError("hạn mới phải sau hạn hiện tại; hãy chọn một ngày muộn hơn")
     # the members' links to this round (announcements, reminders) were valid until it closed: still so
     session.execute(update(WebLink).where(WebLink.round_id == rnd.id, WebLink.expires_at == rnd.closes_at)
                     .values(expires_at=closes_at))
