@@ -66,37 +66,37 @@ def test_good_file_is_reported_with_its_question_count(cli, workdir):
     "old, new, expected",
     [
         ("kind: nghi-quyet", "kind: nghi-quyết",
-         "nq-test.yaml:4: kind: unknown kind 'nghi-quyết'; use one of nghi-quyet, chi-thi, ket-luan, quy-dinh, ke-hoach, huong-dan, khac"),
+         "nq-test.yaml:4: kind: không có loại văn bản 'nghi-quyết'; hãy dùng một trong: nghi-quyet, chi-thi, ket-luan, quy-dinh, ke-hoach, huong-dan, khac"),
         ("id: nq-test", "id: NQ_Test",
-         "nq-test.yaml:1: id: 'NQ_Test' is not a slug; use lowercase letters, digits and '-' (e.g. kh-64-tu-binh-phuoc)"),
+         "nq-test.yaml:1: id: 'NQ_Test' không đúng dạng id; hãy chỉ dùng chữ thường không dấu, chữ số và dấu '-' (ví dụ kh-64-tu-binh-phuoc)"),
         ("issued_on: 2024-03-01", "issued_on: 2024-02-30",
-         "nq-test.yaml:6: issued_on: '2024-02-30' is not a date; write it as 2022-02-15"),
+         "nq-test.yaml:6: issued_on: '2024-02-30' không phải là ngày hợp lệ; hãy viết theo dạng 2022-02-15"),
         ("    answer: B", "    answer: C",
-         "nq-test.yaml:23: questions[2].answer: C is outside the 2 options; write one of A, B"),
+         "nq-test.yaml:23: questions[2].answer: C nằm ngoài 2 phương án đã cho; hãy ghi một trong: A, B"),
         ('    options: ["Bốn", "Năm"]', '    options: ["Bốn"]',
-         "nq-test.yaml:22: questions[2].options: has 1 options; give 2 to 6"),
+         "nq-test.yaml:22: questions[2].options: có 1 phương án; cần từ 2 đến 6 phương án"),
         ('    options: ["Bốn", "Năm"]', '    options: ["1", "2", "3", "4", "5", "6", "7"]',
-         "nq-test.yaml:22: questions[2].options: has 7 options; give 2 to 6"),
+         "nq-test.yaml:22: questions[2].options: có 7 phương án; cần từ 2 đến 6 phương án"),
         ('["Một", "Hai", "Ba"]', '["Một", "Hai", "một "]',
-         "nq-test.yaml:18: questions[1].options: option C repeats option A; make every option different"),
+         "nq-test.yaml:18: questions[1].options: phương án C trùng với phương án A; hãy viết các phương án khác nhau"),
         ('  - text: "Câu hỏi hai?"', '  - text: ""',
-         "nq-test.yaml:21: questions[2].text: is empty; write the text"),
+         "nq-test.yaml:21: questions[2].text: đang để trống; hãy viết nội dung"),
         ("  pass_score: 80", "  pass_score: 120",
-         "nq-test.yaml:13: quiz.pass_score: 120 is outside 0-100; give a percentage"),
+         "nq-test.yaml:13: quiz.pass_score: 120 nằm ngoài khoảng 0-100; hãy ghi tỷ lệ phần trăm"),
         ("  pass_score: 80", "  pass_score: cao",
-         "nq-test.yaml:13: quiz.pass_score: expected a whole number, found 'cao'"),
+         "nq-test.yaml:13: quiz.pass_score: cần một số nguyên, nhưng đang là 'cao'"),
         ("  questions_per_attempt: 2", "  questions_per_attempt: 5",
-         "nq-test.yaml:12: quiz.questions_per_attempt: 5 is more than the 2 questions in the pool; lower it or add questions"),
+         "nq-test.yaml:12: quiz.questions_per_attempt: 5 nhiều hơn số câu hỏi hiện có (2 câu); hãy giảm số này hoặc thêm câu hỏi"),
         ('code: "01-NQ/TW"', 'code: "01-NQ/TW"\nauthor: "x"',
-         "nq-test.yaml:3: author: unknown field; expected one of id, code, title, note, kind, issued_by, issued_on, summary, key_points, quiz, questions, translations"),
+         "nq-test.yaml:3: author: không có trường này; hãy dùng một trong các trường: id, code, title, note, kind, issued_by, issued_on, summary, key_points, quiz, questions, translations"),
         ('title: "Nghị quyết thử"\n', "",
-         "nq-test.yaml:1: title: missing; add this field"),
+         "nq-test.yaml:1: title: thiếu; hãy thêm trường này"),
         ('key_points:\n  - "Điểm chính"', "key_points: \"Điểm chính\"",
-         "nq-test.yaml:9: key_points: expected a list of short texts, found 'Điểm chính'"),
+         "nq-test.yaml:9: key_points: cần một danh sách các ý ngắn, nhưng đang là 'Điểm chính'"),
         ("  shuffle_options: true", "  shuffle_options: maybe",
-         "nq-test.yaml:15: quiz.shuffle_options: expected true or false, found 'maybe'"),
+         "nq-test.yaml:15: quiz.shuffle_options: cần true hoặc false, nhưng đang là 'maybe'"),
         ('    answer: A\n', "",
-         "nq-test.yaml:17: questions[1].answer: missing; add this field"),
+         "nq-test.yaml:17: questions[1].answer: thiếu; hãy thêm trường này"),
     ],
 )
 def test_each_mistake_is_named_by_line_and_field(cli, workdir, old, new, expected):
@@ -117,7 +117,8 @@ def test_yaml_syntax_error_names_the_line(cli, workdir):
     assert result.code == 1
     assert len(result.lines) == 1
     assert result.lines[0].startswith("nq-test.yaml:")
-    assert ": yaml: " in result.lines[0] and "fix the YAML syntax" in result.lines[0]
+    assert ": yaml: lỗi cú pháp YAML (" in result.lines[0]
+    assert result.lines[0].endswith("); hãy kiểm tra thụt lề, dấu nháy và dấu ':'")
     assert "Traceback" not in result.out + result.err
 
 
@@ -143,7 +144,7 @@ def test_duplicate_document_id_across_files_is_refused(cli, workdir):
     result = cli("content", "check", "docs")
     assert result.code == 1
     assert result.lines == [
-        "docs/nq-test.yml:1: id: 'nq-test' is already used by docs/nq-test.yaml:1; give each document its own id"
+        "docs/nq-test.yml:1: id: 'nq-test' đã được dùng ở docs/nq-test.yaml:1; hãy đặt cho mỗi văn bản một id riêng"
     ]
 
 
@@ -206,23 +207,23 @@ def with_questions(n: int) -> str:
 
 @pytest.mark.parametrize("old, new, expected", [
     ("Tóm tắt ngắn gọn.", "x" * 2000 + "\n\n  " + ("Đoạn. " * 400 + "\n\n  ") * 6,
-     "nq-test.yaml:7: summary: is 16,411 characters; at most 12,000 fit a phone; shorten it"),
+     "nq-test.yaml:7: summary: dài 16,411 ký tự; tối đa 12,000 ký tự để vừa màn hình điện thoại; hãy rút gọn"),
     ("Tóm tắt ngắn gọn.", "Mở đầu.\n\n  " + "y" * 3001,
-     "nq-test.yaml:10: summary (section 2): is 3,001 characters; at most 3,000 per section; split it with a blank line"),
+     "nq-test.yaml:10: summary (đoạn 2): dài 3,001 ký tự; mỗi đoạn tối đa 3,000 ký tự; hãy tách ra bằng một dòng trống"),
     ("Tóm tắt ngắn gọn.", "\n\n  ".join(f"Đoạn {i}." for i in range(21)),
-     "nq-test.yaml:7: summary: has 21 sections (parts between blank lines); at most 20; merge or shorten them"),
+     "nq-test.yaml:7: summary: có 21 đoạn (các phần cách nhau bằng dòng trống); tối đa 20 đoạn; hãy gộp hoặc rút gọn"),
     ('"Câu hỏi hai?"', '"' + "Hỏi " * 126 + '?"',
-     "nq-test.yaml:21: questions[2].text: is 505 characters; at most 500 fit a phone; shorten it"),
+     "nq-test.yaml:21: questions[2].text: dài 505 ký tự; tối đa 500 ký tự để vừa màn hình điện thoại; hãy rút gọn"),
     ('["Bốn", "Năm"]', '["Bốn", "' + "n" * 201 + '"]',
-     "nq-test.yaml:22: questions[2].options[B]: is 201 characters; at most 200 fit a phone; shorten it"),
+     "nq-test.yaml:22: questions[2].options[B]: dài 201 ký tự; tối đa 200 ký tự để vừa màn hình điện thoại; hãy rút gọn"),
     ('"Mục I."', '"' + "m" * 501 + '"',
-     "nq-test.yaml:20: questions[1].explanation: is 501 characters; at most 500 fit a phone; shorten it"),
+     "nq-test.yaml:20: questions[1].explanation: dài 501 ký tự; tối đa 500 ký tự để vừa màn hình điện thoại; hãy rút gọn"),
     ('  - "Điểm chính"', "".join(f'  - "Điểm {i}"\n' for i in range(11)).rstrip("\n"),
-     "nq-test.yaml:10: key_points: has 11 points; at most 10"),
+     "nq-test.yaml:10: key_points: có 11 ý; tối đa 10 ý; hãy gộp hoặc bỏ bớt"),
     ('code: "01-NQ/TW"', 'code: "' + "9" * 65 + '"',
-     "nq-test.yaml:2: code: is 65 characters; at most 64 fit a phone; shorten it"),
+     "nq-test.yaml:2: code: dài 65 ký tự; tối đa 64 ký tự để vừa màn hình điện thoại; hãy rút gọn"),
     ('"Câu hỏi hai?"', '"  câu hỏi MỘT "',
-     "nq-test.yaml:21: questions[2].text: repeats questions[1] (line 17); ask each question once"),
+     "nq-test.yaml:21: questions[2].text: trùng với questions[1] (dòng 17); mỗi câu chỉ hỏi một lần, hãy bỏ hoặc sửa câu này"),
 ], ids=["summary", "section", "sections", "question", "option", "explanation", "key-points", "code", "repeat"])
 def test_text_too_long_for_a_phone_and_repeated_questions_are_refused_with_their_line(cli, workdir, old, new, expected):
     assert_refused(cli, workdir, old, new, expected)
@@ -232,7 +233,7 @@ def test_a_document_of_more_than_100_questions_is_refused(cli, workdir):
     assert check_one(cli, workdir, with_questions(100)).code == 0
     result = check_one(cli, workdir, with_questions(101))
     assert result.code == 1
-    assert result.lines == ["nq-test.yaml:17: questions: has 101 questions; at most 100 per document"]
+    assert result.lines == ["nq-test.yaml:17: questions: có 101 câu hỏi; mỗi văn bản tối đa 100 câu; hãy bớt câu hỏi"]
 
 
 def test_a_10_mb_summary_is_refused_before_it_is_read_and_nothing_is_loaded(cli, workdir, db):
@@ -240,8 +241,8 @@ def test_a_10_mb_summary_is_refused_before_it_is_read_and_nothing_is_loaded(cli,
     path = write(workdir, "nq-test.yaml", big)
     result = cli("content", "load", "nq-test.yaml")
     assert result.code == 1
-    assert result.lines == [f"nq-test.yaml:1: file: is {path.stat().st_size:,} bytes; a document file may have at "
-                            "most 200,000 bytes; shorten the summary"]
+    assert result.lines == [f"nq-test.yaml:1: file: dài {path.stat().st_size:,} byte; một tệp văn bản chỉ được "
+                            "tối đa 200,000 byte; hãy rút gọn phần tóm tắt"]
     with db.session() as s:
         assert s.scalars(select(Question)).all() == []
 
@@ -254,8 +255,8 @@ def test_two_documents_with_the_same_code_are_refused_with_both_places(cli, work
     for command in ("check", "load"):
         result = cli("content", command, "docs")
         assert result.code == 1
-        assert result.lines == ["docs/other.yaml:2: code: '01-nq/tw' is already the code of docs/nq-test.yaml:2; "
-                                "give each document its own code"]
+        assert result.lines == ["docs/other.yaml:2: code: '01-nq/tw' đã là số hiệu (code) của docs/nq-test.yaml:2; "
+                                "hãy đặt cho mỗi văn bản một số hiệu riêng"]
     with db.session() as s:
         assert s.scalars(select(Question)).all() == []
 
@@ -266,8 +267,8 @@ def test_a_document_whose_code_is_already_loaded_from_another_file_is_refused(cl
     write(workdir, "other.yaml", GOOD.replace("id: nq-test", "id: other"))
     result = cli("content", "load", "other.yaml")
     assert result.code == 1
-    assert result.lines == ["other.yaml:2: code: '01-NQ/TW' is already the code of document 'nq-test' "
-                            "(loaded from nq-test.yaml); give each document its own code"]
+    assert result.lines == ["other.yaml:2: code: '01-NQ/TW' đã là số hiệu (code) của văn bản 'nq-test' "
+                            "(đã nạp từ nq-test.yaml); hãy đặt cho mỗi văn bản một số hiệu riêng"]
     assert cli("content", "load", "nq-test.yaml").code == 0  # reloading the same document is no clash
     with db.session() as s:
         assert {q.document_id for q in s.scalars(select(Question))} == {"nq-test"}

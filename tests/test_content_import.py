@@ -72,8 +72,9 @@ def test_missing_metadata_is_written_as_fields_that_check_then_names(cli, workdi
     sheet(workdir / "cau-hoi.xlsx", GOOD_ROWS)
     result = cli("content", "import", "cau-hoi.xlsx", "--id", "nq-thu", "--title", "Nghị quyết thử")
     assert result.code == 0
-    assert any(line.startswith("to fill in: ") and ": code: is empty; write the text" in line for line in result.lines)
-    assert any(": summary: is empty" in line for line in result.lines)
+    assert any(line.startswith("to fill in: ") and ": code: đang để trống; hãy viết nội dung" in line
+               for line in result.lines)
+    assert any(": summary: đang để trống" in line for line in result.lines)
     assert "kind: ''" in (content / "nq-thu.yaml").read_text(encoding="utf-8")
     assert cli("content", "check", str(content / "nq-thu.yaml")).code == 1
 
@@ -91,12 +92,14 @@ def test_every_problem_of_a_sheet_is_located_and_nothing_is_written(cli, workdir
     result = cli("content", "import", "cau-hoi.xlsx", "--id", "nq-thu")
     assert result.code == 1
     assert result.lines == [
-        "cau-hoi.xlsx: sheet 'Câu hỏi', row 2, column H (Đáp án): answer 'C' is not one of the options' letters (A, B)",
-        "cau-hoi.xlsx: sheet 'Câu hỏi', row 3, column D (C): option B is empty; fill the options from A without gaps",
-        "cau-hoi.xlsx: sheet 'Câu hỏi', row 4, column A (Câu hỏi): the question is empty; write it",
-        "cau-hoi.xlsx: sheet 'Câu hỏi', row 5, column B (A): option B repeats option A; make every option different",
-        "cau-hoi.xlsx: sheet 'Câu hỏi', row 6, column B (A): is a formula; type the text itself",
-        "cau-hoi.xlsx: sheet 'Câu hỏi', row 7, column H (Đáp án): no answer; write the letter of the right option",
+        "cau-hoi.xlsx: trang tính 'Câu hỏi', dòng 2, cột H (Đáp án): đáp án 'C' không phải chữ cái của một phương án; "
+        "hãy ghi một trong: A, B",
+        "cau-hoi.xlsx: trang tính 'Câu hỏi', dòng 3, cột D (C): phương án B đang trống; hãy điền các phương án liền nhau từ A",
+        "cau-hoi.xlsx: trang tính 'Câu hỏi', dòng 4, cột A (Câu hỏi): câu hỏi đang trống; hãy viết câu hỏi",
+        "cau-hoi.xlsx: trang tính 'Câu hỏi', dòng 5, cột B (A): phương án B trùng với phương án A; "
+        "hãy viết các phương án khác nhau",
+        "cau-hoi.xlsx: trang tính 'Câu hỏi', dòng 6, cột B (A): đang là công thức; hãy gõ trực tiếp nội dung",
+        "cau-hoi.xlsx: trang tính 'Câu hỏi', dòng 7, cột H (Đáp án): chưa có đáp án; hãy ghi chữ cái của phương án đúng",
     ]
     assert "nothing was written" in result.err
     assert not (content / "nq-thu.yaml").exists()
@@ -108,7 +111,7 @@ def test_a_sheet_without_the_header_says_what_the_header_is(cli, workdir, conten
     wb.save(workdir / "khac.xlsx")
     result = cli("content", "import", "khac.xlsx", "--id", "nq-thu")
     assert result.code == 1
-    assert result.lines == ["khac.xlsx: sheet 'Sheet', row 1: missing column(s) Câu hỏi, A, B, Đáp án; the header is "
+    assert result.lines == ["khac.xlsx: trang tính 'Sheet', dòng 1: thiếu cột Câu hỏi, A, B, Đáp án; dòng tiêu đề cần là "
                             "Câu hỏi | A | B | C | D | E | F | Đáp án | Giải thích | Mục"]
 
 
@@ -116,7 +119,8 @@ def test_an_existing_document_is_replaced_only_with_force(cli, workdir, content)
     sheet(workdir / "cau-hoi.xlsx", GOOD_ROWS, META)
     before = (content / "kh-64-tu-binh-phuoc.yaml").read_text(encoding="utf-8")
     result = cli("content", "import", "cau-hoi.xlsx", "--id", "kh-64-tu-binh-phuoc")
-    assert result.code == 1 and "exists; pass --force to replace it" in result.out
+    assert result.code == 1
+    assert f"{content / 'kh-64-tu-binh-phuoc.yaml'} đã có; hãy thêm --force để ghi đè" in result.lines
     assert (content / "kh-64-tu-binh-phuoc.yaml").read_text(encoding="utf-8") == before
 
 
@@ -197,8 +201,8 @@ def test_aiken_mistakes_are_named_by_line(cli, workdir, content):
     result = cli("content", "import", "cau-hoi.txt", "--id", "nq-thu")
     assert result.code == 1
     assert result.lines == [
-        "cau-hoi.txt:5: answer 'D' is not one of the options' letters (A, B, C)",
-        "cau-hoi.txt:9: option C is out of order; expected B",
+        "cau-hoi.txt:5: đáp án 'D' không phải chữ cái của một phương án; hãy ghi một trong: A, B, C",
+        "cau-hoi.txt:9: phương án C không đúng thứ tự; phương án này phải là B",
     ]
     assert not (content / "nq-thu.yaml").exists()
 
@@ -236,8 +240,8 @@ def test_gift_questions_of_other_types_are_refused_by_line(cli, workdir, content
     (workdir / "cau-hoi.gift").write_text(GIFT, encoding="utf-8")
     result = cli("content", "import", "cau-hoi.gift", "--id", "nq-thu")
     assert result.code == 1
-    assert result.lines == ["cau-hoi.gift:15: not a multiple-choice question (true/false, numeric or essay); only "
-                            "questions with one =right answer and ~wrong answers are imported"]
+    assert result.lines == ["cau-hoi.gift:15: không phải câu hỏi trắc nghiệm nhiều lựa chọn (đúng/sai, điền số hay "
+                            "tự luận); chỉ nhập được câu hỏi có một phương án đúng (=) và các phương án sai (~)"]
     assert not (content / "nq-thu.yaml").exists()
 
 

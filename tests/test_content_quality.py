@@ -45,12 +45,13 @@ def test_answer_longest_in_most_questions_is_counted_and_refused_under_strict(cl
     body = doc(*long_answer, EVEN, ("Câu năm?", ["Chi bộ", "Đảng bộ", "Tổ đảng"], "B"))
     result = check(cli, workdir, body)
     assert result.code == 0, "warnings alone do not fail the check"
-    assert ("nq-test.yaml:1: questions: warning: the answer is the longest option in 3 of 5 questions "
-            "(60%, more than 40%)") in result.out
+    assert ("nq-test.yaml:1: questions: warning: đáp án là phương án dài nhất ở 3 trên 5 câu hỏi "
+            "(60%, quá 40%); luôn chọn phương án dài nhất là đạt chừng ấy điểm mà không cần đọc; "
+            "hãy viết các phương án dài xấp xỉ nhau") in result.lines
     assert "nq-test.yaml: nq-test: 5 questions, 3 guessable by length alone" in result.lines
     strict = check(cli, workdir, body, "--strict")
     assert strict.code == 1
-    assert "nq-test.yaml:1: questions: the answer is the longest option in 3 of 5" in strict.out
+    assert "nq-test.yaml:1: questions: đáp án là phương án dài nhất ở 3 trên 5 câu hỏi" in strict.out
     assert "(--strict)" in strict.err
 
 
@@ -59,18 +60,22 @@ def test_answer_longest_in_most_questions_is_counted_and_refused_under_strict(cl
     [
         (("Ai chủ trì xây dựng App?", ["Ban Tuyên giáo Tỉnh ủy, phối hợp với Sở Thông tin và Truyền thông",
                                        "Sở Nội vụ", "Trường Chính trị tỉnh"], "A"),
-         "nq-test.yaml:7: questions[1].options: warning: the answer (65 characters) is at least 1.5 times as long "
-         "as every other option (longest 21)"),
+         "nq-test.yaml:7: questions[1].options: warning: đáp án (65 ký tự) dài ít nhất 1.5 lần mọi phương án khác "
+         "(dài nhất 21 ký tự); người làm bài chọn được mà không cần đọc; hãy viết dài thêm các phương án khác "
+         "hoặc rút gọn đáp án"),
         (("Giải báo chí nào được tuyên truyền trong năm 2023?",
           ["Giải Búa liềm vàng năm 2023", "Giải Báo chí quốc gia", "Giải Diên Hồng lần I"], "A"),
-         "nq-test.yaml:7: questions[1].options: warning: '2023' of the question appears in the answer and in no "
-         "other option"),
+         "nq-test.yaml:7: questions[1].options: warning: '2023' của câu hỏi có trong đáp án mà không có trong "
+         "phương án nào khác, nên làm lộ đáp án; hãy dùng cả trong các phương án khác, hoặc bỏ khỏi câu hỏi"),
         (("Ý nào đúng?", ["Học tập nghị quyết", "Sinh hoạt chi bộ", "Tất cả các đáp án trên"], "C"),
-         "nq-test.yaml:7: questions[1].options[C]: warning: 'Tất cả các đáp án trên' speaks of other options"),
+         "nq-test.yaml:7: questions[1].options[C]: warning: 'Tất cả các đáp án trên' nói đến các phương án khác; "
+         "thứ tự phương án được xáo trộn và phương án kiểu này bị đoán chứ không được đọc; "
+         "hãy viết một phương án có nội dung riêng"),
         (("Ý nào đúng?", ["Học tập nghị quyết", "Sinh hoạt chi bộ", "Cả A và B"], "C"),
-         "nq-test.yaml:7: questions[1].options[C]: warning: 'Cả A và B' speaks of other options"),
+         "nq-test.yaml:7: questions[1].options[C]: warning: 'Cả A và B' nói đến các phương án khác; "),
         (("Ý nào đúng?", ["Học tập, quán triệt", "Quán triệt học tập", "Sinh hoạt chi bộ"], "C"),
-         "nq-test.yaml:7: questions[1].options: warning: options A and B say almost the same"),
+         "nq-test.yaml:7: questions[1].options: warning: phương án A và B gần như giống nhau; "
+         "hãy để mỗi phương án là một câu trả lời khác"),
     ],
 )
 def test_each_item_writing_flaw_is_located_by_line_and_field(cli, workdir, question, expected):
@@ -84,8 +89,8 @@ def test_a_question_asked_twice_in_other_words_is_named_with_the_first(cli, work
     first = ("Theo Kế hoạch, đảng viên dự họp chi bộ nơi cư trú bao lâu một lần?", ["Một quý", "Một năm", "Một tháng"], "A")
     again = ("Theo kế hoạch, đảng viên dự họp chi bộ ở nơi cư trú bao lâu một lần?", ["Một quý", "Một năm", "Một tuần"], "A")
     result = check(cli, workdir, doc(first, EVEN, again))
-    assert any(line.startswith("nq-test.yaml:13: questions[3].text: warning: nearly the same as questions[1] (line 7)")
-               for line in result.lines), result.out
+    assert ("nq-test.yaml:13: questions[3].text: warning: gần giống questions[1] (dòng 7); "
+            "mỗi ý chỉ nên hỏi một lần") in result.lines, result.out
 
 
 def test_numbers_differing_options_are_not_taken_for_repeats(cli, workdir):

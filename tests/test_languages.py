@@ -132,17 +132,17 @@ def test_translations_in_a_document_file_are_checked(cli, workdir):
     (workdir / "nq-test.yaml").write_text(bad, encoding="utf-8")
     result = cli("content", "check", "nq-test.yaml")
     assert result.code == 1
-    assert result.lines == ["nq-test.yaml:25: translations.vi: 'vi' is not a language tag other than vi; write e.g. "
-                            "km (Khmer), sti (S'tiêng), en"]
+    assert result.lines == ["nq-test.yaml:25: translations.vi: 'vi' không phải mã của một ngôn ngữ khác tiếng Việt "
+                            "(vi); hãy viết, ví dụ: km (tiếng Khmer), sti (tiếng S'tiêng), en (tiếng Anh)"]
     long_tag = "km" + "-binhphuo" * 7  # 65 characters: its button data would pass Telegram's 64 bytes
     (workdir / "nq-test.yaml").write_text(good.replace("  km:", f"  {long_tag}:"), encoding="utf-8")
     assert cli("content", "check", "nq-test.yaml").lines == [
-        f"nq-test.yaml:25: translations.{long_tag}: '{long_tag}' is not a language tag other than vi; write e.g. "
-        "km (Khmer), sti (S'tiêng), en"]
+        f"nq-test.yaml:25: translations.{long_tag}: '{long_tag}' không phải mã của một ngôn ngữ khác tiếng Việt "
+        "(vi); hãy viết, ví dụ: km (tiếng Khmer), sti (tiếng S'tiêng), en (tiếng Anh)"]
     no_summary = good.replace("    summary: \"Khmer.\"\n", "")
     (workdir / "nq-test.yaml").write_text(no_summary, encoding="utf-8")
     assert cli("content", "check", "nq-test.yaml").lines == [
-        "nq-test.yaml:26: translations.km.summary: missing; add the translated summary"]
+        "nq-test.yaml:26: translations.km.summary: thiếu; hãy thêm bản tóm tắt đã dịch"]
 
 
 def test_the_roster_gives_each_member_a_language_and_the_setting_a_default(cli, province, workdir):
@@ -161,7 +161,8 @@ def test_the_roster_gives_each_member_a_language_and_the_setting_a_default(cli, 
     (workdir / "m.csv").write_text("member_code,full_name,unit_code,phone,role,language\n"
                                    "DV002,Đinh Văn Sơn,DP-TT-01,,member,Khmer!\n", encoding="utf-8")
     result = cli("members", "import", "m.csv")
-    assert result.lines == ["m.csv:2: language: 'Khmer!' is not a language tag; write e.g. vi, km (Khmer), en"]
+    assert result.lines == ["m.csv:2: language: 'Khmer!' không phải mã ngôn ngữ; hãy ghi mã như vi, km (tiếng Khmer), "
+                            "en"]
 
 
 @pytest.mark.parametrize("value, ok", [("km", True), ("sti", True), ("vi", True), ("Tiếng Việt", False)])

@@ -18,7 +18,7 @@ from xml.etree import ElementTree
 
 import yaml
 
-from bot.content.validate import KINDS, LETTERS, SLUG, DocumentSpec
+from bot.content.validate import KINDS, LETTERS, SLUG, SLUG_HINT, DocumentSpec
 
 # the sheet's header, in order; A-F are the options
 QUESTION_HEADER = ["Câu hỏi", "A", "B", "C", "D", "E", "F", "Đáp án", "Giải thích", "Mục"]
@@ -33,6 +33,8 @@ KIND_NAMES = {
     "nghị quyết": "nghi-quyet", "chỉ thị": "chi-thi", "kết luận": "ket-luan", "quy định": "quy-dinh",
     "kế hoạch": "ke-hoach", "hướng dẫn": "huong-dan", "khác": "khac",
 }
+# words of check_question's messages that tell which column (sheet) or line (Aiken) a problem is in
+ANSWER_WORD, OPTION_WORD = "đáp án", "phương án"
 _SECTION = re.compile(r"^((?:Mục|Phần|Điều|Khoản)\b[^:\n]{0,80}):\s*(.*)$", re.S)
 
 
@@ -92,7 +94,8 @@ def read_summary(path: Path) -> str:
             with zipfile.ZipFile(path) as z:
                 xml = z.read("word/document.xml")
         except (zipfile.BadZipFile, KeyError, OSError) as exc:
-            raise SourceProblems([f"{path}: not a Word .docx file ({exc}); save it as .docx or .txt"]) from None
+            raise SourceProblems([f"{path}: không phải tệp Word .docx ({exc}); "
+                                  "hãy lưu lại dưới dạng .docx hoặc .txt"]) from None
         ns = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
         paragraphs = []
         for p in ElementTree.fromstring(xml).iter(f"{ns}p"):
@@ -103,28 +106,31 @@ def read_summary(path: Path) -> str:
     try:
         return nfc(path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError as exc:
-        raise SourceProblems([f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8"]) from None
+        raise SourceProblems([f"{path}: không phải văn bản UTF-8 (lỗi ở byte {exc.start}); "
+                              "hãy lưu lại tệp với bảng mã UTF-8"]) from None
     except OSError as exc:
-        raise SourceProblems([f"{path}: cannot read ({exc.strerror})"]) from None
+        raise SourceProblems([f"{path}: không đọc được tệp ({exc.strerror})"]) from None
 
 
 def check_question(q: DraftQuestion, where: str) -> list[str]:
-    """The problems of one draft question; ``where`` locates it (row or line)."""
+    """The problems of one draft question; ``where`` locates it (row or line). A problem of the answer
+    names ANSWER_WORD, one of the options OPTION_WORD (and not ANSWER_WORD): readers locate them so."""
     out = []
     if not q.text:
-        out.append(f"{where}: the question is empty; write it")
+        out.append(f"{where}: câu hỏi đang trống; hãy viết câu hỏi")
     if not 2 <= len(q.options) <= 6:
-        out.append(f"{where}: {len(q.options)} option(s); give 2 to 6")
+        out.append(f"{where}: có {len(q.options)} phương án; cần từ 2 đến 6 phương án")
     folded = [" ".join(o.casefold().split()) for o in q.options]
     for j, o in enumerate(folded):
         if o in folded[:j]:
-            out.append(f"{where}: option {LETTERS[j]} repeats option {LETTERS[folded.index(o)]}; make every option different")
+            out.append(f"{where}: phương án {LETTERS[j]} trùng với phương án {LETTERS[folded.index(o)]}; "
+                       "hãy viết các phương án khác nhau")
     letter = (q.answer or "").strip().upper()
     if not letter:
-        out.append(f"{where}: no answer; write the letter of the right option")
+        out.append(f"{where}: chưa có đáp án; hãy ghi chữ cái của phương án đúng")
     elif len(letter) != 1 or letter not in LETTERS[: len(q.options)]:
         valid = ", ".join(LETTERS[: len(q.options)]) or "A, B, ..."
-        out.append(f"{where}: answer '{q.answer}' is not one of the options' letters ({valid})")
+        out.append(f"{where}: đáp án '{q.answer}' không phải chữ cái của một phương án; hãy ghi một trong: {valid}")
     return out
 
 
@@ -163,15 +169,16 @@ def write_document(content_dir: Path, doc_id: str, draft: Draft, *, force: bool 
     """Write ``content_dir/ID.yaml`` if the draft has no problem; otherwise raise with every problem."""
     problems = list(draft.problems)
     if not SLUG.match(doc_id):
-        problems.append(f"--id: '{doc_id}' is not a slug; use lowercase letters, digits and '-' (e.g. kh-64-tu-binh-phuoc)")
+        problems.append(f"--id: '{doc_id}' {SLUG_HINT}")
     if not draft.questions and not problems:
-        problems.append("no question found; see the template (hoctap content template)")
+        problems.append("không tìm thấy câu hỏi nào; hãy xem tệp mẫu (lệnh hoctap content template)")
     target = content_dir / f"{doc_id}.yaml"
     if target.exists() and not force:
-        problems.append(f"{target} exists; pass --force to replace it")
+        problems.append(f"{target} đã có; hãy thêm --force để ghi đè")
     kind = draft.meta.get("kind")
     if kind and kind not in KINDS:
-        problems.append(f"kind '{kind}' is unknown; use one of {', '.join(KINDS)} (or Nghị quyết, Kế hoạch, ...)")
+        problems.append(f"không có loại văn bản '{kind}'; hãy dùng một trong: {', '.join(KINDS)} "
+                        "(hoặc Nghị quyết, Kế hoạch, ...)")
     if problems:
         raise SourceProblems(problems)
     content_dir.mkdir(parents=True, exist_ok=True)

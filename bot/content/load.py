@@ -81,6 +81,6 @@ def code_clashes(session: Session, specs: list[DocumentSpec]) -> list[Problem]:
     taken = {code_key(code): (doc_id, source) for doc_id, code, source
              in session.execute(select(Document.id, Document.code, Document.source_file)) if doc_id not in ids}
     return [Problem(spec.source_file, spec.code_line, "code",
-                    f"'{spec.code}' is already the code of document '{taken[code_key(spec.code)][0]}' "
-                    f"(loaded from {taken[code_key(spec.code)][1]}); give each document its own code")
+                    f"'{spec.code}' đã là số hiệu (code) của văn bản '{taken[code_key(spec.code)][0]}' "
+                    f"(đã nạp từ {taken[code_key(spec.code)][1]}); hãy đặt cho mỗi văn bản một số hiệu riêng")
             for spec in specs if code_key(spec.code) in taken]

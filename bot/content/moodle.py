@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bot.content.authoring import Draft, DraftQuestion, check_question, nfc
+from bot.content.authoring import ANSWER_WORD, Draft, DraftQuestion, check_question, nfc
 
 _AIKEN_OPTION = re.compile(r"^([A-Fa-f])\s*[.)]\s*(.+)$")
 _AIKEN_ANSWER = re.compile(r"^ANSWER\s*:\s*(.*)$", re.I)
@@ -22,9 +22,10 @@ def read_text_file(path: Path) -> tuple[list[str], list[str]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        return [], [f"{path.name}: not UTF-8 text (byte {exc.start}); save it as UTF-8"]
+        return [], [f"{path.name}: không phải văn bản UTF-8 (lỗi ở byte {exc.start}); "
+                    "hãy lưu lại tệp với bảng mã UTF-8"]
     except OSError as exc:
-        return [], [f"{path.name}: cannot read ({exc.strerror})"]
+        return [], [f"{path.name}: không đọc được tệp ({exc.strerror})"]
     return nfc(text).splitlines(), []
 
 
@@ -66,21 +67,24 @@ def _aiken_question(block: list[tuple[int, str]], name: str, draft: Draft) -> No
         elif (m := _AIKEN_OPTION.match(line)) and (options or text_lines):
             expected = "ABCDEF"[len(options)] if len(options) < 6 else None
             if m.group(1).upper() != expected:
-                draft.problems.append(f"{name}:{n}: option {m.group(1).upper()} is out of order; expected "
-                                      f"{expected or 'at most 6 options'}")
+                draft.problems.append(f"{name}:{n}: phương án {m.group(1).upper()} không đúng thứ tự; "
+                                      + (f"phương án này phải là {expected}" if expected else
+                                         "chỉ được tối đa 6 phương án"))
                 return
             options.append(m.group(2).strip())
         elif options:
-            draft.problems.append(f"{name}:{n}: '{line[:40]}' is neither an option (A. ...) nor ANSWER: X")
+            draft.problems.append(f"{name}:{n}: '{line[:40]}' không phải phương án (A. ...) cũng không phải "
+                                  "dòng ANSWER: X; hãy sửa dòng này")
             return
         else:
             text_lines.append(line)
     if answer is None:
-        draft.problems.append(f"{name}:{block[-1][0]}: the question of line {first} has no 'ANSWER: X' line")
+        draft.problems.append(f"{name}:{block[-1][0]}: câu hỏi ở dòng {first} thiếu dòng 'ANSWER: X'; "
+                              "hãy thêm dòng đáp án")
         return
     q = DraftQuestion(" ".join(text_lines), options, answer)
     problems = check_question(q, "")
-    draft.problems.extend(f"{name}:{answer_line if 'answer' in p else first}{p}" for p in problems)
+    draft.problems.extend(f"{name}:{answer_line if ANSWER_WORD in p else first}{p}" for p in problems)
     if not problems:
         draft.questions.append(q)
 
@@ -136,8 +140,8 @@ def _gift_items(text: str, where: list[int], name: str, draft: Draft):
                 break
             j += 1
         if depth != 0 or j >= n or text[j] != "}":
-            draft.problems.append(f"{name}:{where[start]}: the question has no answers in {{ }} or no closing '}}'; "
-                                  "write its answers as {{ =right ~wrong ~wrong }}")
+            draft.problems.append(f"{name}:{where[start]}: câu hỏi không có phương án trong {{ }} hoặc thiếu "
+                                  "dấu '}' đóng; hãy viết các phương án dạng { =đúng ~sai ~sai }")
             if depth != 0:
                 return  # an unclosed brace swallows the rest of the file
             i = j + 1
@@ -206,12 +210,13 @@ def _gift_question(item: str, line: int, name: str, draft: Draft) -> None:
         answers, general = answers[:g], _unescape(answers[g + 4:])
     stripped = answers.strip()
     if not stripped or stripped.upper() in ("T", "F", "TRUE", "FALSE") or stripped.startswith("#"):
-        draft.problems.append(f"{where}: not a multiple-choice question (true/false, numeric or essay); only "
-                              "questions with one =right answer and ~wrong answers are imported")
+        draft.problems.append(f"{where}: không phải câu hỏi trắc nghiệm nhiều lựa chọn (đúng/sai, điền số hay "
+                              "tự luận); chỉ nhập được câu hỏi có một phương án đúng (=) và các phương án sai (~)")
         return
     parts = [p for p in _split_unescaped(answers, "=~") if p[0] or p[1].strip()]
     if any(not mark for mark, _ in parts):
-        draft.problems.append(f"{where}: text before the first answer inside {{ }}; start each answer with = or ~")
+        draft.problems.append(f"{where}: có chữ trước phương án đầu tiên trong {{ }}; "
+                              "hãy bắt đầu mỗi phương án bằng = hoặc ~")
         return
     options, answer, feedback = [], None, None
     for mark, raw in parts:
@@ -222,24 +227,27 @@ def _gift_question(item: str, line: int, name: str, draft: Draft) -> None:
             text, fb = text[:h], _unescape(text[h + 1:]) or None
         text = text.strip()
         if re.match(r"^%-?\d+(\.\d+)?%", text):
-            draft.problems.append(f"{where}: weighted answers (~%50%...) are not imported; mark one answer with "
-                                  "= and the others with ~")
+            draft.problems.append(f"{where}: không nhập được phương án tính điểm theo tỷ lệ (~%50%...); hãy "
+                                  "đánh dấu một phương án đúng bằng = và các phương án khác bằng ~")
             return
         if mark == "=" and "->" in text:
-            draft.problems.append(f"{where}: a matching question; only multiple-choice questions are imported")
+            draft.problems.append(f"{where}: đây là câu hỏi ghép đôi; "
+                                  "chỉ nhập được câu hỏi trắc nghiệm nhiều lựa chọn")
             return
         if mark == "=":
             if answer is not None:
-                draft.problems.append(f"{where}: more than one right answer (=); keep one = and mark the others ~")
+                draft.problems.append(f"{where}: có nhiều hơn một phương án đúng (=); "
+                                      "hãy giữ một dấu = và đổi các dấu còn lại thành ~")
                 return
             answer, feedback = "ABCDEF"[len(options)] if len(options) < 6 else "?", fb
         options.append(_unescape(text))
     if answer is None:
-        draft.problems.append(f"{where}: no right answer; mark it with = (the wrong ones with ~)")
+        draft.problems.append(f"{where}: chưa có phương án đúng; "
+                              "hãy đánh dấu phương án đúng bằng = (các phương án sai bằng ~)")
         return
     if len(options) == 1:
-        draft.problems.append(f"{where}: a short-answer question (one =answer, no ~wrong); only multiple-choice "
-                              "questions are imported")
+        draft.problems.append(f"{where}: đây là câu hỏi trả lời ngắn (một =đáp án, không có ~phương án sai); "
+                              "chỉ nhập được câu hỏi trắc nghiệm nhiều lựa chọn")
         return
     q = DraftQuestion(_unescape(stem), options, answer, general or feedback)
     problems = check_question(q, where)

@@ -67,30 +67,31 @@ def check_quality(doc: DocumentSpec) -> QualityReport:
             report.longest_correct += 1
             if answer >= LENGTH_RATIO * max(others):
                 add(q.line, f"{fld}.options",
-                    f"the answer ({answer} characters) is at least {LENGTH_RATIO:g} times as long as every other "
-                    f"option (longest {max(others)}); members pick it without reading: lengthen the others or "
-                    "shorten the answer")
+                    f"đáp án ({answer} ký tự) dài ít nhất {LENGTH_RATIO:g} lần mọi phương án khác "
+                    f"(dài nhất {max(others)} ký tự); người làm bài chọn được mà không cần đọc; hãy viết dài "
+                    "thêm các phương án khác hoặc rút gọn đáp án")
         for word in _giveaway_words(q):
             add(q.line, f"{fld}.options",
-                f"'{word}' of the question appears in the answer and in no other option; it points to the "
-                "answer: use it in other options too, or take it out of the question")
+                f"'{word}' của câu hỏi có trong đáp án mà không có trong phương án nào khác, nên làm lộ "
+                "đáp án; hãy dùng cả trong các phương án khác, hoặc bỏ khỏi câu hỏi")
         for j, option in enumerate(q.options):
             if _ABOUT_OTHER_OPTIONS.search(_plain(option)):
                 add(q.line, f"{fld}.options[{_letter(j)}]",
-                    f"'{option}' speaks of other options; options are shuffled and such options are guessed, "
-                    "not read: write an answer of its own")
+                    f"'{option}' nói đến các phương án khác; thứ tự phương án được xáo trộn và phương án "
+                    "kiểu này bị đoán chứ không được đọc; hãy viết một phương án có nội dung riêng")
         for j, k in _near_same_options(q):
             add(q.line, f"{fld}.options",
-                f"options {_letter(j)} and {_letter(k)} say almost the same; make each option a different answer")
+                f"phương án {_letter(j)} và {_letter(k)} gần như giống nhau; "
+                "hãy để mỗi phương án là một câu trả lời khác")
     for earlier, later, i_earlier, i_later in _near_duplicate_questions(doc.questions):
         add(later.line, f"questions[{i_later}].text",
-            f"nearly the same as questions[{i_earlier}] (line {earlier.line}); ask each thing once")
+            f"gần giống questions[{i_earlier}] (dòng {earlier.line}); mỗi ý chỉ nên hỏi một lần")
     n = len(doc.questions)
     if n and report.longest_correct > LONGEST_SHARE * n:
         add(doc.id_line, "questions",
-            f"the answer is the longest option in {report.longest_correct} of {n} questions "
-            f"({round(100 * report.longest_correct / n)}%, more than {LONGEST_SHARE:.0%}): always choosing the "
-            "longest option scores that much without reading; even out option lengths")
+            f"đáp án là phương án dài nhất ở {report.longest_correct} trên {n} câu hỏi "
+            f"({round(100 * report.longest_correct / n)}%, quá {LONGEST_SHARE:.0%}); luôn chọn phương án dài nhất "
+            "là đạt chừng ấy điểm mà không cần đọc; hãy viết các phương án dài xấp xỉ nhau")
     warn.sort(key=lambda p: p.line)
     return report
 

@@ -37,6 +37,10 @@ MAX_QUESTIONS = 100               # in one document's pool
 MAX_QUESTION_TEXT_CHARS = 500    # with 6 options of 200: one Zalo message (2,000)
 MAX_OPTION_CHARS = 200
 MAX_EXPLANATION_CHARS = 500
+# what problem messages say after a wrong id, and after a YAML syntax error
+SLUG_HINT = ("không đúng dạng id; hãy chỉ dùng chữ thường không dấu, chữ số và dấu '-' "
+             "(ví dụ kh-64-tu-binh-phuoc)")
+_FIX_YAML = "hãy kiểm tra thụt lề, dấu nháy và dấu ':'"
 _PARAGRAPH = re.compile(r"[^\n]*\S[^\n]*(?:\n[^\n]*\S[^\n]*)*")  # lines of text between blank lines
 
 TOP_FIELDS = {
@@ -110,7 +114,8 @@ def check_paths(paths: list[Path]) -> CheckResult:
         elif p.exists():
             files.append(p)
         else:
-            result.problems.append(Problem(str(p), 0, "file", "not found; give a .yaml file or a folder"))
+            result.problems.append(Problem(str(p), 0, "file",
+                                           "không tìm thấy; hãy chỉ ra một tệp .yaml hoặc một thư mục"))
     seen: dict[str, DocumentSpec] = {}
     codes: dict[str, DocumentSpec] = {}
     for f in files:
@@ -122,7 +127,7 @@ def check_paths(paths: list[Path]) -> CheckResult:
             first = seen[doc.id]
             result.problems.append(Problem(
                 str(f), doc.id_line, "id",
-                f"'{doc.id}' is already used by {first.source_file}:{first.id_line}; give each document its own id",
+                f"'{doc.id}' đã được dùng ở {first.source_file}:{first.id_line}; hãy đặt cho mỗi văn bản một id riêng",
             ))
             continue
         code = code_key(doc.code)
@@ -130,8 +135,8 @@ def check_paths(paths: list[Path]) -> CheckResult:
             first = codes[code]
             result.problems.append(Problem(
                 str(f), doc.code_line, "code",
-                f"'{doc.code}' is already the code of {first.source_file}:{first.code_line}; "
-                "give each document its own code",
+                f"'{doc.code}' đã là số hiệu (code) của {first.source_file}:{first.code_line}; "
+                "hãy đặt cho mỗi văn bản một số hiệu riêng",
             ))
             continue
         seen[doc.id] = codes[code] = doc
@@ -144,12 +149,13 @@ def check_file(path: Path) -> tuple[DocumentSpec | None, list[Problem]]:
     checker = _Checker(display_path(path))
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
-        return None, [Problem(checker.file, 1, "file", f"is {size:,} bytes; a document file may have at most "
-                                                      f"{MAX_FILE_BYTES:,} bytes; shorten the summary")]
+        return None, [Problem(checker.file, 1, "file", f"dài {size:,} byte; một tệp văn bản chỉ được tối đa "
+                                                      f"{MAX_FILE_BYTES:,} byte; hãy rút gọn phần tóm tắt")]
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        return None, [Problem(str(path), 1, "file", f"not UTF-8 text (byte {exc.start}); save the file as UTF-8")]
+        return None, [Problem(str(path), 1, "file", f"không phải văn bản UTF-8 (lỗi ở byte {exc.start}); "
+                                                    "hãy lưu lại tệp với bảng mã UTF-8")]
     doc = checker.run(text, path.stem)
     return (doc if not checker.problems else None), checker.problems
 
@@ -169,43 +175,45 @@ class _Checker:
             if isinstance(node, ScalarNode):
                 if allow_empty:
                     return ""
-                self.add(node, fld, "is empty; write the text")
+                self.add(node, fld, "đang để trống; hãy viết nội dung")
                 return None
-            self.add(node, fld, f"expected text, found a {_kind(node)}")
+            self.add(node, fld, f"cần nội dung dạng chữ, nhưng đang là {_show(node)}")
             return None
         value = nfc(node.value).strip()
         if not value and not allow_empty:
-            self.add(node, fld, "is empty; write the text")
+            self.add(node, fld, "đang để trống; hãy viết nội dung")
             return None
         if limit is not None and len(value) > limit:
-            self.add(node, fld, f"is {len(value):,} characters; at most {limit:,} fit a phone; shorten it")
+            self.add(node, fld, f"dài {len(value):,} ký tự; tối đa {limit:,} ký tự để vừa màn hình điện thoại; "
+                                "hãy rút gọn")
             return None
         return value
 
     def integer(self, node: Node, fld: str) -> int | None:
         if isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:int":
             return int(node.value)
-        self.add(node, fld, f"expected a whole number, found {_show(node)}")
+        self.add(node, fld, f"cần một số nguyên, nhưng đang là {_show(node)}")
         return None
 
     def boolean(self, node: Node, fld: str) -> bool | None:
         if isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:bool":
             return node.value.lower() in ("true", "yes", "on")
-        self.add(node, fld, f"expected true or false, found {_show(node)}")
+        self.add(node, fld, f"cần true hoặc false, nhưng đang là {_show(node)}")
         return None
 
     def mapping(self, node: Node, fld: str, allowed: dict | tuple) -> dict[str, tuple[Node, Node]] | None:
         if not isinstance(node, MappingNode):
-            self.add(node, fld, f"expected a mapping of fields, found {_show(node)}")
+            self.add(node, fld, f"cần các trường dạng 'tên: giá trị', nhưng đang là {_show(node)}")
             return None
         out: dict[str, tuple[Node, Node]] = {}
         prefix = f"{fld}." if fld else ""
         for key_node, value_node in node.value:
             key = str(key_node.value)
             if key in out:
-                self.add(key_node, prefix + key, "appears twice; keep one")
+                self.add(key_node, prefix + key, "xuất hiện hai lần; hãy giữ lại một")
             elif key not in allowed:
-                self.add(key_node, prefix + key, f"unknown field; expected one of {', '.join(allowed)}")
+                self.add(key_node, prefix + key,
+                         f"không có trường này; hãy dùng một trong các trường: {', '.join(allowed)}")
             else:
                 out[key] = (key_node, value_node)
         return out
@@ -217,21 +225,22 @@ class _Checker:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark else 1
-            what = exc.problem or "syntax error"
-            self.problems.append(Problem(self.file, line, "yaml", f"{what}; fix the YAML syntax (indentation, quotes, ':')"))
+            what = f" ({exc.problem})" if exc.problem else ""  # PyYAML's own words, in English
+            self.problems.append(Problem(self.file, line, "yaml", f"lỗi cú pháp YAML{what}; {_FIX_YAML}"))
             return None
         except yaml.YAMLError as exc:
-            self.problems.append(Problem(self.file, 1, "yaml", f"{exc}; fix the YAML syntax"))
+            self.problems.append(Problem(self.file, 1, "yaml", f"lỗi cú pháp YAML ({exc}); {_FIX_YAML}"))
             return None
         if root is None:
-            self.problems.append(Problem(self.file, 1, "file", "is empty; write a document (see PRODUCT.md)"))
+            self.problems.append(Problem(self.file, 1, "file", "đang trống; hãy viết nội dung văn bản "
+                                                               "(xem mẫu quizzes/kh-64-tu-binh-phuoc.yaml)"))
             return None
         fields = self.mapping(root, "", TOP_FIELDS)
         if fields is None:
             return None
         for name, required in TOP_FIELDS.items():
             if required and name not in fields:
-                self.add(root, name, "missing; add this field")
+                self.add(root, name, "thiếu; hãy thêm trường này")
 
         def get(name):
             return fields[name][1] if name in fields else None
@@ -239,9 +248,9 @@ class _Checker:
         doc_id = self.text(get("id"), "id", limit=MAX_ID_CHARS) if get("id") is not None else None
         if doc_id is not None:
             if not SLUG.match(doc_id):
-                self.add(get("id"), "id", f"'{doc_id}' is not a slug; use lowercase letters, digits and '-' (e.g. kh-64-tu-binh-phuoc)")
+                self.add(get("id"), "id", f"'{doc_id}' {SLUG_HINT}")
             elif doc_id != stem:
-                self.add(get("id"), "id", f"'{doc_id}' differs from the file name '{stem}'; make them the same")
+                self.add(get("id"), "id", f"'{doc_id}' khác tên tệp '{stem}'; hãy đặt id và tên tệp giống nhau")
         limits = {"code": MAX_CODE_CHARS, "title": MAX_TITLE_CHARS, "summary": MAX_SUMMARY_CHARS}
         values = {n: self.text(get(n), n, limit=limit) for n, limit in limits.items() if get(n) is not None}
         if values.get("summary"):
@@ -251,7 +260,7 @@ class _Checker:
         note = self.text(get("note"), "note", limit=MAX_NOTE_CHARS) if get("note") is not None else None
         kind = self.text(get("kind"), "kind") if get("kind") is not None else None
         if kind is not None and kind not in KINDS:
-            self.add(get("kind"), "kind", f"unknown kind '{kind}'; use one of {', '.join(KINDS)}")
+            self.add(get("kind"), "kind", f"không có loại văn bản '{kind}'; hãy dùng một trong: {', '.join(KINDS)}")
         issued_on = self._date(get("issued_on")) if get("issued_on") is not None else None
         key_points = self._key_points(get("key_points")) if get("key_points") is not None else []
         quiz = self._quiz(get("quiz")) if get("quiz") is not None else {}
@@ -263,7 +272,7 @@ class _Checker:
         if per is not None and pool and per > pool:
             node = fields["quiz"][1]
             self.add(_child(node, "questions_per_attempt"), "quiz.questions_per_attempt",
-                     f"{per} is more than the {pool} questions in the pool; lower it or add questions")
+                     f"{per} nhiều hơn số câu hỏi hiện có ({pool} câu); hãy giảm số này hoặc thêm câu hỏi")
         if self.problems:
             return None
         return DocumentSpec(
@@ -280,15 +289,15 @@ class _Checker:
         first = node.start_mark.line + 1 + (1 if node.style in ("|", ">") else 0)  # block text starts below
         sections = list(_PARAGRAPH.finditer(node.value))
         if len(sections) > MAX_SECTIONS:
-            self.add(node, "summary", f"has {len(sections)} sections (parts between blank lines); "
-                                      f"at most {MAX_SECTIONS}; merge or shorten them")
+            self.add(node, "summary", f"có {len(sections)} đoạn (các phần cách nhau bằng dòng trống); "
+                                      f"tối đa {MAX_SECTIONS} đoạn; hãy gộp hoặc rút gọn")
         for i, m in enumerate(sections, start=1):
             length = len(nfc(m.group()).strip())
             if length > MAX_SECTION_CHARS:
                 line = first + node.value.count("\n", 0, m.start())
                 self.problems.append(Problem(
-                    self.file, line, f"summary (section {i})",
-                    f"is {length:,} characters; at most {MAX_SECTION_CHARS:,} per section; split it with a blank line"))
+                    self.file, line, f"summary (đoạn {i})",
+                    f"dài {length:,} ký tự; mỗi đoạn tối đa {MAX_SECTION_CHARS:,} ký tự; hãy tách ra bằng một dòng trống"))
 
     def _date(self, node: Node) -> date | None:
         if isinstance(node, ScalarNode) and node.tag != "tag:yaml.org,2002:null":
@@ -302,39 +311,40 @@ class _Checker:
                 return date(int(y), int(m), int(d))
             except ValueError:
                 pass
-        self.add(node, "issued_on", f"{_show(node)} is not a date; write it as 2022-02-15")
+        self.add(node, "issued_on", f"{_show(node)} không phải là ngày hợp lệ; hãy viết theo dạng 2022-02-15")
         return None
 
     def _key_points(self, node: Node, fld: str = "key_points") -> list[str]:
         if not isinstance(node, SequenceNode):
-            self.add(node, fld, f"expected a list of short texts, found {_show(node)}")
+            self.add(node, fld, f"cần một danh sách các ý ngắn, nhưng đang là {_show(node)}")
             return []
         if len(node.value) > MAX_KEY_POINTS:
-            self.add(node, fld, f"has {len(node.value)} points; at most {MAX_KEY_POINTS}")
+            self.add(node, fld, f"có {len(node.value)} ý; tối đa {MAX_KEY_POINTS} ý; hãy gộp hoặc bỏ bớt")
         return [t for i, item in enumerate(node.value)
                 if (t := self.text(item, f"{fld}[{i + 1}]", limit=MAX_KEY_POINT_CHARS))]
 
     def _translations(self, node: Node) -> dict[str, dict]:
         """``translations: {km: {summary: ..., key_points: [...], title: ..., reviewed_by: ...}}``."""
         if not isinstance(node, MappingNode):
-            self.add(node, "translations", f"expected languages (e.g. km:) each with a summary, found {_show(node)}")
+            self.add(node, "translations", f"cần các ngôn ngữ (ví dụ km:), mỗi ngôn ngữ có một summary, "
+                                           f"nhưng đang là {_show(node)}")
             return {}
         out: dict[str, dict] = {}
         for key_node, value_node in node.value:
             tag = str(key_node.value).strip()
             fld = f"translations.{tag}"
             if not is_language_tag(tag) or tag == VI:
-                self.add(key_node, fld, f"'{tag}' is not a language tag other than vi; write e.g. km (Khmer), "
-                                        "sti (S'tiêng), en")
+                self.add(key_node, fld, f"'{tag}' không phải mã của một ngôn ngữ khác tiếng Việt (vi); "
+                                        "hãy viết, ví dụ: km (tiếng Khmer), sti (tiếng S'tiêng), en (tiếng Anh)")
                 continue
             if tag in out:
-                self.add(key_node, fld, "appears twice; keep one")
+                self.add(key_node, fld, "xuất hiện hai lần; hãy giữ lại một")
                 continue
             fields = self.mapping(value_node, fld, TRANSLATION_FIELDS)
             if fields is None:
                 continue
             if "summary" not in fields:
-                self.add(value_node, f"{fld}.summary", "missing; add the translated summary")
+                self.add(value_node, f"{fld}.summary", "thiếu; hãy thêm bản tóm tắt đã dịch")
                 continue
             item = {"summary": self.text(fields["summary"][1], f"{fld}.summary", limit=MAX_SUMMARY_CHARS)}
             if "title" in fields:
@@ -358,21 +368,21 @@ class _Checker:
             else:
                 v = self.integer(n, "quiz.questions_per_attempt")
                 if v is not None and v < 1:
-                    self.add(n, "quiz.questions_per_attempt", f"{v} is too small; use 'all' or a number from 1")
+                    self.add(n, "quiz.questions_per_attempt", f"{v} quá nhỏ; hãy ghi 'all' hoặc một số từ 1 trở lên")
                 elif v is not None:
                     out["questions_per_attempt"] = v
         if "pass_score" in fields:
             n = fields["pass_score"][1]
             v = self.integer(n, "quiz.pass_score")
             if v is not None and not 0 <= v <= 100:
-                self.add(n, "quiz.pass_score", f"{v} is outside 0-100; give a percentage")
+                self.add(n, "quiz.pass_score", f"{v} nằm ngoài khoảng 0-100; hãy ghi tỷ lệ phần trăm")
             elif v is not None:
                 out["pass_score"] = v
         if "max_attempts" in fields:
             n = fields["max_attempts"][1]
             v = self.integer(n, "quiz.max_attempts")
             if v is not None and v < 1:
-                self.add(n, "quiz.max_attempts", f"{v} is too small; allow at least 1 attempt")
+                self.add(n, "quiz.max_attempts", f"{v} quá nhỏ; hãy cho làm ít nhất 1 lần")
             elif v is not None:
                 out["max_attempts"] = v
         if "shuffle_options" in fields:
@@ -383,12 +393,13 @@ class _Checker:
 
     def _questions(self, node: Node) -> list[QuestionSpec]:
         if not isinstance(node, SequenceNode):
-            self.add(node, "questions", f"expected a list of questions, found {_show(node)}")
+            self.add(node, "questions", f"cần một danh sách câu hỏi, nhưng đang là {_show(node)}")
             return []
         if not node.value:
-            self.add(node, "questions", "is empty; add at least one question")
+            self.add(node, "questions", "đang trống; hãy thêm ít nhất một câu hỏi")
         if len(node.value) > MAX_QUESTIONS:
-            self.add(node, "questions", f"has {len(node.value)} questions; at most {MAX_QUESTIONS} per document")
+            self.add(node, "questions", f"có {len(node.value)} câu hỏi; mỗi văn bản tối đa {MAX_QUESTIONS} câu; "
+                                        "hãy bớt câu hỏi")
         out = []
         asked: dict[str, tuple[int, int]] = {}  # normalised text -> (question number, line)
         for i, qnode in enumerate(node.value, start=1):
@@ -398,7 +409,8 @@ class _Checker:
             number, line = asked.setdefault(_normalised(q.text), (i, q.line))
             if number != i:
                 self.add(_child(qnode, "text"), f"questions[{i}].text",
-                         f"repeats questions[{number}] (line {line}); ask each question once")
+                         f"trùng với questions[{number}] (dòng {line}); mỗi câu chỉ hỏi một lần, "
+                         "hãy bỏ hoặc sửa câu này")
                 continue
             out.append(q)
         return out
@@ -410,7 +422,7 @@ class _Checker:
         before = len(self.problems)
         for name, required in QUESTION_FIELDS.items():
             if required and name not in fields:
-                self.add(node, f"{fld}.{name}", "missing; add this field")
+                self.add(node, f"{fld}.{name}", "thiếu; hãy thêm trường này")
         text = self.text(fields["text"][1], f"{fld}.text", limit=MAX_QUESTION_TEXT_CHARS) if "text" in fields else None
         explanation = None
         if "explanation" in fields:
@@ -420,7 +432,7 @@ class _Checker:
         if "options" in fields:
             onode = fields["options"][1]
             if not isinstance(onode, SequenceNode):
-                self.add(onode, f"{fld}.options", f"expected a list of 2 to 6 options, found {_show(onode)}")
+                self.add(onode, f"{fld}.options", f"cần một danh sách từ 2 đến 6 phương án, nhưng đang là {_show(onode)}")
             else:
                 seen: dict[str, int] = {}
                 for j, item in enumerate(onode.value):
@@ -429,11 +441,11 @@ class _Checker:
                         continue
                     norm = " ".join(opt.casefold().split())
                     if norm in seen:
-                        self.add(item, f"{fld}.options", f"option {_letter(j)} repeats option {_letter(seen[norm])}; make every option different")
+                        self.add(item, f"{fld}.options", f"phương án {_letter(j)} trùng với phương án {_letter(seen[norm])}; hãy viết các phương án khác nhau")
                     seen.setdefault(norm, j)
                     options.append(opt)
                 if not 2 <= len(onode.value) <= 6:
-                    self.add(onode, f"{fld}.options", f"has {len(onode.value)} options; give 2 to 6")
+                    self.add(onode, f"{fld}.options", f"có {len(onode.value)} phương án; cần từ 2 đến 6 phương án")
         answer_index = None
         if "answer" in fields:
             anode = fields["answer"][1]
@@ -441,9 +453,9 @@ class _Checker:
             count = len(fields["options"][1].value) if "options" in fields and isinstance(fields["options"][1], SequenceNode) else 0
             valid = LETTERS[: max(count, 0)]
             if not raw or len(raw) != 1 or raw not in LETTERS:
-                self.add(anode, f"{fld}.answer", f"{_show(anode)} is not an option letter; write one of {', '.join(valid) or 'A, B, ...'}")
+                self.add(anode, f"{fld}.answer", f"{_show(anode)} không phải chữ cái của một phương án; hãy ghi một trong: {', '.join(valid) or 'A, B, ...'}")
             elif count and raw not in valid:
-                self.add(anode, f"{fld}.answer", f"{raw} is outside the {count} options; write one of {', '.join(valid)}")
+                self.add(anode, f"{fld}.answer", f"{raw} nằm ngoài {count} phương án đã cho; hãy ghi một trong: {', '.join(valid)}")
             else:
                 answer_index = LETTERS.index(raw)
         if len(self.problems) > before or text is None or answer_index is None:
@@ -474,10 +486,11 @@ def _child(mapping: Node, key: str) -> Node:
 
 
 def _kind(node: Node) -> str:
-    return "list" if isinstance(node, SequenceNode) else "mapping" if isinstance(node, MappingNode) else "value"
+    """What a node is, in the words problem messages show (Vietnamese)."""
+    return "danh sách" if isinstance(node, SequenceNode) else "nhóm trường" if isinstance(node, MappingNode) else "giá trị"
 
 
 def _show(node: Node) -> str:
     if isinstance(node, ScalarNode):
-        return f"'{node.value}'" if node.value != "" else "nothing"
-    return f"a {_kind(node)}"
+        return f"'{node.value}'" if node.value != "" else "giá trị trống"
+    return f"một {_kind(node)}"

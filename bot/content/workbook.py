@@ -16,7 +16,7 @@ from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 
 from bot.content.authoring import (
-    META_LABELS, QUESTION_HEADER, Draft, DraftQuestion, check_question, kind_slug, nfc,
+    ANSWER_WORD, META_LABELS, OPTION_WORD, QUESTION_HEADER, Draft, DraftQuestion, check_question, kind_slug, nfc,
 )
 from bot.sheets import save_workbook
 
@@ -109,11 +109,11 @@ def read_workbook(path: Path) -> Draft:
     try:
         wb = load_workbook(path)  # not data_only: formulas are refused rather than read as cached values
     except Exception as exc:  # noqa: BLE001 - openpyxl raises many kinds for a bad file
-        draft.problems.append(f"{name}: cannot open as an Excel .xlsx workbook ({type(exc).__name__}); "
-                              "save it from Excel as .xlsx")
+        draft.problems.append(f"{name}: không mở được như một tệp Excel .xlsx ({type(exc).__name__}); "
+                              "hãy mở tệp bằng Excel và lưu lại dưới dạng .xlsx")
         return draft
     ws = wb[QUESTION_SHEET] if QUESTION_SHEET in wb.sheetnames else wb.worksheets[0]
-    where = f"{name}: sheet '{ws.title}'"
+    where = f"{name}: trang tính '{ws.title}'"
     header = [_cell_text(c) for c in next(ws.iter_rows(min_row=1, max_row=1), [])]
     columns = {}
     for col, title in enumerate(header, start=1):
@@ -123,7 +123,7 @@ def read_workbook(path: Path) -> Draft:
                 columns.setdefault(wanted, col)
     missing = [h for h in ("Câu hỏi", "A", "B", "Đáp án") if h not in columns]
     if missing:
-        draft.problems.append(f"{where}, row 1: missing column(s) {', '.join(missing)}; the header is "
+        draft.problems.append(f"{where}, dòng 1: thiếu cột {', '.join(missing)}; dòng tiêu đề cần là "
                               f"{' | '.join(QUESTION_HEADER)}")
         return draft
     for row in ws.iter_rows(min_row=2):
@@ -133,8 +133,8 @@ def read_workbook(path: Path) -> Draft:
         bad = False
         for h, cell in cells.items():
             if cell is not None and cell.data_type == "f":
-                draft.problems.append(f"{where}, row {r}, column {cell.column_letter} ({h}): is a formula; "
-                                      "type the text itself")
+                draft.problems.append(f"{where}, dòng {r}, cột {cell.column_letter} ({h}): đang là công thức; "
+                                      "hãy gõ trực tiếp nội dung")
                 bad = True
             values[h] = _cell_text(cell) if cell is not None else ""
         if not any(values.values()):
@@ -145,8 +145,8 @@ def read_workbook(path: Path) -> Draft:
         for letter in "ABCDEF":
             v = values.get(letter, "")
             if v and gap is not None:
-                draft.problems.append(f"{where}, row {r}, column {get_column_letter(columns[letter])} ({letter}): "
-                                      f"option {gap} is empty; fill the options from A without gaps")
+                draft.problems.append(f"{where}, dòng {r}, cột {get_column_letter(columns[letter])} ({letter}): "
+                                      f"phương án {gap} đang trống; hãy điền các phương án liền nhau từ A")
                 bad = True
                 break
             if v:
@@ -156,9 +156,9 @@ def read_workbook(path: Path) -> Draft:
         q = DraftQuestion(values["Câu hỏi"], options, values["Đáp án"],
                           values.get("Giải thích") or None, values.get("Mục") or None)
         for problem in ([] if bad else check_question(q, "")):
-            head = "Đáp án" if "answer" in problem else "A" if "option" in problem else "Câu hỏi"
+            head = "Đáp án" if ANSWER_WORD in problem else "A" if OPTION_WORD in problem else "Câu hỏi"
             col = get_column_letter(columns[head])
-            draft.problems.append(f"{where}, row {r}, column {col} ({head}){problem}")
+            draft.problems.append(f"{where}, dòng {r}, cột {col} ({head}){problem}")
         if not bad:
             draft.questions.append(q)
     if META_SHEET in wb.sheetnames:
@@ -176,12 +176,12 @@ def _read_meta(ws, name: str, draft: Draft) -> None:
             continue
         key = labels.get(_fold(label))
         if key is None:
-            draft.problems.append(f"{name}: sheet '{ws.title}', row {row[0].row}, column A: unknown field "
-                                  f"'{label}'; use one of {', '.join(META_LABELS)}")
+            draft.problems.append(f"{name}: trang tính '{ws.title}', dòng {row[0].row}, cột A: không có trường "
+                                  f"'{label}'; hãy dùng một trong: {', '.join(META_LABELS)}")
             continue
         if len(row) > 1 and row[1].data_type == "f":
-            draft.problems.append(f"{name}: sheet '{ws.title}', row {row[0].row}, column B ({label}): is a formula; "
-                                  "type the text itself")
+            draft.problems.append(f"{name}: trang tính '{ws.title}', dòng {row[0].row}, cột B ({label}): "
+                                  "đang là công thức; hãy gõ trực tiếp nội dung")
             continue
         if key == "key_points":
             if value:
