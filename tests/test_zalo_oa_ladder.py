@@ -273,3 +273,29 @@ def test_an_interaction_is_stored_at_its_own_time_and_never_moves_back_whatever_
     record_interaction(db, "oa-tz", first - timedelta(hours=1))  # an older event arriving late
     with db.session() as s:
         assert s.get(ZaloOaContact, "oa-tz").last_interaction_at == first + timedelta(minutes=5)
+
+
+@pytest.mark.parametrize("language", ["vi", "km"])
+def test_the_longest_announcement_and_reminder_a_document_allows_are_one_zalo_message_each_as_budgets_count_them(
+        language):
+    """The OA budget and the Zalo bot's monthly quota estimate a broadcast at one message per member. That holds
+    for every document the checker accepts: code, title, note and translated title at their longest, a member
+    reading the translation, and their own study link on a long public address."""
+    from dataclasses import replace
+
+    from bot.channels.zalo.rendering import TEXT_LIMIT, reply_text
+    from bot.channels.zalo_oa.rendering import reply_messages
+    from bot.content.validate import MAX_CODE_CHARS, MAX_NOTE_CHARS, MAX_TITLE_CHARS
+    from bot.domain import messages as msg
+    from bot.domain.replies import split_text
+    from bot.services.web_links import StudyLinks
+    from bot.storage.models import Document, Round
+
+    doc = Document(id="d" * 64, code="Đ" * MAX_CODE_CHARS, title="Ữ" * MAX_TITLE_CHARS, note="ệ" * MAX_NOTE_CHARS,
+                   translations={"km": {"title": "ត" * MAX_TITLE_CHARS, "summary": "…"}})
+    rnd = Round(id=2**31 - 1, document=doc, closes_at=datetime(2026, 12, 31, 16, 59, tzinfo=timezone.utc))
+    link = StudyLinks("https://hoctap.tinhuy.example.gov.vn/mot-duong-dan-rat-dai-cua-tinh-uy", b"k").link("t" * 43)
+    for reply in (msg.announcement(rnd, TZ, language), msg.reminder(rnd, TZ, language)):
+        reply = replace(reply, link=link)
+        assert len(split_text(reply_text(reply), TEXT_LIMIT)) == 1, reply.text[:80]
+        assert len(reply_messages(reply)) == 1, reply.text[:80]

@@ -136,7 +136,8 @@ class OABudget(ZaloQuota):
 
     def estimate(self, s: Session, member_ids: Iterable[int], now: datetime, purpose: str | None = None) -> int:
         """What one message to each of these members would cost on the OA now (members whose
-        messenger is another one cost nothing here)."""
+        messenger is another one cost nothing here). One each: a broadcast (an announcement, a reminder)
+        always fits one Zalo message within the document checker's limits on code, title and note."""
         ids = sorted(self.prefer_zalo(s, member_ids))
         total = 0
         for i in range(0, len(ids), 1000):
