@@ -170,7 +170,7 @@ def run_quiz(emu: TelegramEmulator, members: int, concurrency: int, url: str):
     assert done == members, f"only {done} of {members} quizzes were submitted"
     updates = members * UPDATES_PER_QUIZ
     return (updates / elapsed, members / elapsed, sends / members, statements_per_answer(url, counted), cpu / updates,
-            harness / updates)
+            harness / updates, harness / elapsed, cpu / elapsed)
 
 
 def main() -> None:
@@ -192,8 +192,9 @@ def run(args: argparse.Namespace) -> None:
         elapsed, echo_cpu, echo_harness = in_own_process("echo", emu, None, echo_members, args.concurrency,
                                                          echo_member)
         echo_updates = args.members * UPDATES_PER_QUIZ
+        echo_cores, echo_harness_cores = echo_cpu / elapsed, echo_harness / elapsed
         echo_rate, echo_cpu, echo_harness = echo_updates / elapsed, echo_cpu / echo_updates, echo_harness / echo_updates
-        update_rate, quiz_rate, per_quiz, statements, quiz_cpu, quiz_harness = run_quiz(
+        update_rate, quiz_rate, per_quiz, statements, quiz_cpu, quiz_harness, quiz_harness_cores, quiz_cores = run_quiz(
             emu, args.members, args.concurrency, url)
     print(f"members {args.members}, concurrency {args.concurrency}, database {url.split(':')[0]}; "
           "each bot in its own process, both with PerChatUpdateProcessor, same emulator")
@@ -205,6 +206,9 @@ def run(args: argparse.Namespace) -> None:
           f"{echo_cpu / quiz_cpu:.2f})")
     print(f"{'emulator + members':<28}{1000 * echo_harness:>10.2f} ms CPU per echo update, "
           f"{1000 * quiz_harness:.2f} per quiz update (the driving process, beside the bots)")
+    print(f"{'cores busy, echo phase':<28}{echo_cores:>10.2f} bot, {echo_harness_cores:.2f} emulator + members")
+    print(f"{'cores busy, quiz phase':<28}{quiz_cores:>10.2f} bot, {quiz_harness_cores:.2f} emulator + members "
+          "(a bot well under one core is waiting for the driving process, not working)")
     print(f"{'messages sent or edited':<28}{per_quiz:>10.1f} per 10-question quiz")
     print(f"{'statements per answer':<28}{statistics.median(statements):>10.0f} median "
           f"(answers 1-10: {' '.join(map(str, statements))}; BEGIN counted, COMMIT not)")
