@@ -26,7 +26,10 @@ def parse_local(text: str, tz: ZoneInfo, *, end_of_day: bool = False) -> datetim
             continue
         if end_of_day and "%H" not in fmt:
             naive = naive.replace(hour=23, minute=59)
-        return naive.replace(tzinfo=tz).astimezone(timezone.utc)
+        try:
+            return naive.replace(tzinfo=tz).astimezone(timezone.utc)
+        except OverflowError:  # 01/01/0001 in a zone east of UTC has no UTC time
+            break
     raise ValueError(f"{text!r} is not a date and time like '2026-12-01 07:00' or '01/12/2026 07:00'")
 
 

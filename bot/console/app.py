@@ -23,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 
 from bot.console import pages
 from bot.console.http import Refused, client, off_the_loop, read_form, secured
+from bot.domain.messages import percent
 from bot.domain.permissions import PermissionDenied
 from bot.outbox.queue import QuietHours
 from bot.routing import allowed_methods
@@ -51,7 +52,7 @@ class Console:
     def __post_init__(self):
         self.env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
         self.env.filters["when"] = lambda dt: fmt_datetime(dt, self.tz) if dt else "-"
-        self.env.filters["pct"] = lambda v: "-" if v is None else f"{v:.1f}".rstrip("0").rstrip(".") + "%"
+        self.env.filters["pct"] = lambda v: "-" if v is None else percent(v)
 
     def render(self, name: str, status: int = 200, **context) -> HTMLResponse:
         return secured(HTMLResponse(self.env.get_template(name).render(**context), status_code=status))

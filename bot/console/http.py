@@ -6,6 +6,8 @@ import asyncio
 import hmac
 
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -53,7 +55,11 @@ async def read_form(request: Request, csrf: str, limit: int = MAX_FORM):
         raise Refused(411, "Yêu cầu thiếu độ dài nội dung.")
     if int(length) > limit:
         raise Refused(413, f"Tệp quá lớn: tối đa {limit // 1024} KB.")
-    form = await request.form(max_files=2, max_fields=200)
+    try:
+        form = await request.form(max_files=2, max_fields=200)
+    except (HTTPException, MultiPartException):  # Starlette's own refusal: too many fields or files, a broken body
+        raise Refused(400, "Biểu mẫu không hợp lệ (quá nhiều trường hoặc tệp); đồng chí tải lại trang rồi làm lại.") \
+            from None
     given = form.get("csrf")
     if not isinstance(given, str) or not hmac.compare_digest(given.encode(), csrf.encode()):
         raise Refused(403, "Biểu mẫu đã cũ hoặc không hợp lệ; đồng chí tải lại trang rồi làm lại.")

@@ -6,6 +6,8 @@ the session's CSRF token and the moment. Refusals raise ``PermissionDenied`` or 
 
 from __future__ import annotations
 
+import re
+
 import tempfile
 import unicodedata
 from pathlib import Path
@@ -18,6 +20,7 @@ from starlette.responses import RedirectResponse, Response
 
 from bot.console.http import MAX_UPLOAD, Refused, path_id, read_form, secured
 from bot.domain.ids import parse_id
+from bot.domain.messages import percent
 from bot.domain.permissions import (
     PermissionDenied, can_report, can_see_phone, can_view_unit, outranks, require_report, require_round_for_unit,
     require_view_unit, visible_root_units,
@@ -29,6 +32,9 @@ from bot.timeutil import parse_local
 
 MANAGERS = ("cadre", "admin")
 DENIED_MANAGE = "Chỉ cán bộ phụ trách và quản trị viên mới mở, đóng hay gia hạn đợt học tập của đơn vị mình."
+DENIED_DOCUMENTS = "Chỉ cán bộ phụ trách và quản trị viên mới nạp văn bản và câu hỏi."
+DENIED_REPLACE = ("Văn bản này đang dùng cho đợt học tập số {round} của đơn vị ngoài phạm vi của đồng chí; chỉ người "
+                  "phụ trách tất cả các đợt chưa kết thúc của văn bản mới thay được nội dung và câu hỏi.")
 
 
 def _context(visit, **more) -> dict:
@@ -49,6 +55,15 @@ def _require_manage(s, member: Member, rnd: Round | None = None) -> None:
         raise PermissionDenied(DENIED_MANAGE)
 
 
+def _require_replace(s, member: Member, document_id: str, now) -> None:
+    """Loading over a document changes the summary and quiz of every round that uses it: only someone who
+    manages each of its rounds not yet ended (open, or opening later) may do it."""
+    for rnd in s.scalars(select(Round).where(Round.document_id == document_id, Round.closed_at.is_(None),
+                                             Round.closes_at > now)):
+        if not all(can_view_unit(s, member, ru.unit_id) for ru in rnd.units):
+            raise PermissionDenied(DENIED_REPLACE.format(round=rnd.id))
+
+
 def _redirect(url: str) -> Response:
     return secured(RedirectResponse(url, status_code=303))
 
@@ -61,7 +76,17 @@ async def overview(console, request: Request, visit) -> Response:
         for rnd in stats.rounds_for_unit(s, unit.id, now):
             total, children = _figures(s, member, rnd.id, unit.id, now)
             blocks.append({"round": rnd, "unit": unit, "total": total, "children": children})
-    return console.render("overview.html", **_context(visit, blocks=blocks))
+    return console.render("overview.html", **_context(visit, blocks=blocks, upcoming=_upcoming(s, member, now)))
+
+
+def _upcoming(s, member: Member, now) -> list[tuple[Round, Unit]]:
+    """Rounds opened for a later day, for units within reach: each with the first such unit (its page)."""
+    found = []
+    for rnd in s.scalars(select(Round).where(Round.opens_at > now, Round.closed_at.is_(None)).order_by(Round.opens_at)):
+        mine = [ru.unit for ru in rnd.units if can_view_unit(s, member, ru.unit_id)]
+        if mine:
+            found.append((rnd, mine[0]))
+    return found
 
 
 def _round_unit(request: Request, visit, require=require_view_unit) -> tuple[Round, Unit]:
@@ -144,12 +169,20 @@ def _reachable_units(s, member: Member, query: str = "") -> list[tuple[int, Unit
             if can_view_unit(s, member, u.id) and (not wanted or wanted in fold(f"{u.code} {u.name}"))]
 
 
+TARGET = re.compile(r"\d{1,3}(?:[.,]\d{1,2})?")  # 98, 97,5 or 97.5 (a "%" after it is dropped)
+YEARS = range(2000, 2101)  # a date typed outside these is a slip of the keyboard (0001, 9999)
+
+
 def _local(console, text: str, label: str, *, end_of_day: bool = False):
     text = (text or "").strip()
     try:
-        return parse_local(text, console.tz, end_of_day=end_of_day)
+        when = parse_local(text, console.tz, end_of_day=end_of_day)
     except ValueError:
-        raise Refused(400, f"{label}: cần một ngày dạng dd/mm/yyyy (ví dụ 15/12/2026), đồng chí đã nhập “{text[:40]}”.")
+        when = None
+    if when is None or when.astimezone(console.tz).year not in YEARS:
+        raise Refused(400, f"{label}: cần một ngày dạng dd/mm/yyyy từ năm {YEARS[0]} đến {YEARS[-1]} "
+                           f"(ví dụ 15/12/2026), đồng chí đã nhập “{text[:40]}”.")
+    return when
 
 
 async def new_round(console, request: Request, visit) -> Response:
@@ -160,7 +193,7 @@ async def new_round(console, request: Request, visit) -> Response:
     query = request.query_params.get("q", "")[:100]
     documents = list(s.scalars(select(Document).order_by(Document.id)))
     units = _reachable_units(s, member, query)
-    error, values = None, {}
+    error, values, chosen = None, {}, []
     if request.method == "POST":
         form = await read_form(request, visit.csrf)
         values = {k: str(form.get(k, "")) for k in ("document", "opens", "closes", "target")}
@@ -176,15 +209,18 @@ async def new_round(console, request: Request, visit) -> Response:
                 require_view_unit(s, member, unit.id)
             opens = _local(console, values["opens"], "Ngày mở")
             closes = _local(console, values["closes"], "Hạn cuối", end_of_day=True)
-            try:
-                target = float(values["target"].replace(",", ".") or "98")
-            except ValueError:
-                raise Refused(400, "Mục tiêu: cần một số phần trăm, ví dụ 98.") from None
+            typed = values["target"].strip().rstrip("%").strip() or "98"
+            if not TARGET.fullmatch(typed):
+                raise Refused(400, "Mục tiêu: cần một số phần trăm, ví dụ 98.")
+            target = float(typed.replace(",", "."))
             if closes <= opens or closes <= now:
                 raise Refused(400, "Hạn cuối phải sau ngày mở và chưa qua.")
-            if not 0 < target <= 100:
+            if not 1 <= target <= 100:
                 raise Refused(400, "Mục tiêu phải từ 1 đến 100%.")
             twice = same_round(s, values["document"], [u.id for u in picked], opens, closes)
+            if twice is not None and twice.target_rate != target:  # not the same form: say so, open none
+                raise Refused(400, f"Đã có đợt học tập số {twice.id} cho văn bản và các đơn vị này, cùng ngày mở và "
+                                   f"hạn cuối, với mục tiêu {percent(twice.target_rate)}. Không mở đợt trùng lặp.")
             if twice is not None:  # the same form again: show the round it opened, open no second one
                 work.rollback()
                 return _redirect(f"/quantri/dot/{twice.id}/donvi/{picked[0].id}")
@@ -193,14 +229,14 @@ async def new_round(console, request: Request, visit) -> Response:
             except RoundError as exc:
                 raise Refused(400, f"Không mở được đợt học tập: {exc}") from None
             console_access.record(s, member, "open_round", f"đợt {rnd.id}: {rnd.document_id} cho "
-                                  f"{', '.join(u.code for u in picked)}, mục tiêu {target:g}%", now)
+                                  f"{', '.join(u.code for u in picked)}, mục tiêu {percent(target)}", now)
             work.commit()
             return _redirect(f"/quantri/dot/{rnd.id}/donvi/{picked[0].id}")
         except Refused as exc:
             work.rollback()
             error = exc.message
     return console.render("new_round.html", status=400 if error else 200, **_context(
-        visit, documents=documents, units=units, query=query, error=error, values=values))
+        visit, documents=documents, units=units, query=query, error=error, values=values, ticked=set(chosen)))
 
 
 def _managed_round(request: Request, visit) -> Round:
@@ -241,8 +277,19 @@ async def extend_round(console, request: Request, visit) -> Response:
     except RoundError:
         raise Refused(400, "Hạn mới phải sau hạn hiện tại, và đợt học tập phải còn đang mở.") from None
     console_access.record(visit.s, visit.member, "extend_round",
-                          f"đợt {rnd.id}: {before:%d/%m/%Y} → {closes.astimezone(console.tz):%d/%m/%Y}", visit.now)
+                          f"đợt {rnd.id}: {before.astimezone(console.tz):%d/%m/%Y} → "
+                          f"{closes.astimezone(console.tz):%d/%m/%Y}", visit.now)
     return _redirect(_back_to(visit, rnd))
+
+
+def _upload_path(tmp: str, name: str) -> Path:
+    """Where an upload is read: a short name of our own with the upload's suffix (a browser may send a name of
+    any length, or one a file system refuses); problems show the organiser's own name (``_shown``)."""
+    return Path(tmp) / f"upload{Path(name).suffix.lower()}"
+
+
+def _shown(name: str) -> str:
+    return name if len(name) <= 80 else f"{name[:77]}…"
 
 
 # -- documents ------------------------------------------------------------------------------------
@@ -271,13 +318,16 @@ def _document_from_upload(path: Path, doc_id: str, loaded: Document | None = Non
         try:
             path = write_document(path.parent / "doc", doc_id, draft)
         except SourceProblems as exc:
-            return None, list(exc.problems)
+            return None, [p.replace(f"--id: '{doc_id}'", f"Mã văn bản: '{doc_id}'") for p in exc.problems]
         if loaded is None and not draft.meta.get("title"):
             return None, ["Tệp chỉ có câu hỏi. Để thay câu hỏi của một văn bản đã nạp, ghi mã văn bản "
                           "đó; để nạp văn bản mới, tải tệp .yaml hoặc mẫu Excel có trang «Văn bản» (tiêu đề, "
                           "số hiệu, loại, tóm tắt)."]
-    doc, problems = check_file(path)
-    return doc, [str(p).replace(str(path), path.name) for p in problems]
+        doc, problems = check_file(path, named_by_id=False)
+        # the file checked was written from the upload: its lines are not the organiser's
+        return doc, [f"Văn bản «{doc_id}»: {p.field}: {p.message}" for p in problems]
+    doc, problems = check_file(path, named_by_id=False)  # in the browser a file's name does not matter
+    return doc, [str(p) for p in problems]
 
 
 async def documents(console, request: Request, visit) -> Response:
@@ -286,7 +336,8 @@ async def documents(console, request: Request, visit) -> Response:
     from bot.content.load import code_clashes, load_document
 
     s, member, now = visit.s, visit.member, visit.now
-    _require_manage(s, member)
+    if member.role not in MANAGERS:
+        raise PermissionDenied(DENIED_DOCUMENTS)
     result = {}
     if request.method == "POST":
         form = await read_form(request, visit.csrf, limit=MAX_UPLOAD)
@@ -297,15 +348,18 @@ async def documents(console, request: Request, visit) -> Response:
         doc_id = str(form.get("doc_id") or "").strip() or Path(name).stem.lower()
         data = await upload.read()
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / name
+            path = _upload_path(tmp, name)
             path.write_bytes(data)
             doc, problems = _document_from_upload(path, doc_id, s.get(Document, doc_id))
-            problems = [p.replace(str(path), name) for p in problems]
+            problems = [p.replace(str(path), _shown(name)).replace(path.name, _shown(name)) for p in problems]
+        if doc is not None:
+            doc.source_file = _shown(name)
         if doc is not None and not problems:
             problems = [str(p) for p in code_clashes(s, [doc])]
         result = {"name": name, "problems": problems, "doc": doc,
                   "preview": preview(doc) if doc is not None and not problems else None}
         if not problems and doc is not None and form.get("action") == "load":
+            _require_replace(s, member, doc.id, now)
             report = load_document(s, doc, now)
             result["loaded"] = report
             console_access.record(s, member, "upload", f"{name}: {doc.id}, {report.questions_current} câu hỏi "
@@ -355,21 +409,31 @@ async def _import(console, request: Request, visit):
     data = await upload.read()
     work = visit.s.begin_nested()  # all or nothing, as 'hoctap units/members import'
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / name
+        path = _upload_path(tmp, name)
         path.write_bytes(data)
         if kind == "units":
             result = import_units(visit.s, path)
         else:
             result = import_members(visit.s, path, full=form.get("full") == "1")
-    shown = SimpleNamespace(ok=result.ok, problems=[p.replace(str(path), name) for p in result.problems],
-                            created=result.created, updated=result.updated, unchanged=result.unchanged,
-                            deactivated=result.deactivated)
-    if not result.ok:
+    problems = [p.replace(str(path), _shown(name)) for p in result.problems]
+    me = visit.member
+    if result.ok and not me.active:  # a full list without the uploader would lock them out of the console
+        problems = [f"{_shown(name)}: danh sách đầy đủ này không có chính đồng chí ({me.code}), nên sẽ ngừng sinh "
+                    "hoạt cả tài khoản đang nạp; hãy thêm dòng của đồng chí vào tệp. Chưa nạp gì."]
+    confirm = result.deactivated if result.ok and not problems else 0
+    if confirm and form.get("confirm") == str(confirm):
+        confirm = 0  # seen and confirmed with this very count
+    shown = SimpleNamespace(ok=not problems and not confirm, problems=problems, created=result.created,
+                            updated=result.updated, unchanged=result.unchanged, deactivated=result.deactivated,
+                            reactivated=result.reactivated, confirm=confirm,
+                            stopped=[f"{m.code} {m.full_name}" for m in result.stopped[:20]])
+    if not shown.ok:  # problems, or deactivations not yet confirmed: nothing is kept
         work.rollback()
         return shown
     work.commit()
     console_access.record(visit.s, visit.member, "import_" + kind, f"{name}: {result.created} mới, "
-                          f"{result.updated} sửa, {result.deactivated} ngừng", visit.now)
+                          f"{result.updated} sửa, {result.reactivated} hoạt động lại, {result.deactivated} ngừng",
+                          visit.now)
     return shown
 
 
@@ -408,7 +472,7 @@ async def invitations(console, request: Request, visit) -> Response:
     codes = create_invites(s, members, visit.now, channel=channel)
     bots = units_bots(s, {m.unit_id for m in members}) if channel == "zalo" else None  # each member's own bot
     header, rows = invitation_rows(members, codes, channel, bot_name=console.bot_name, zalo_link=console.zalo_link,
-                                   unit_bots=bots)
+                                   unit_bots=bots, phone_shown=lambda m: can_see_phone(member, m.unit_id))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "thumoi.xlsx"
         write_table(path, header, rows)
