@@ -93,8 +93,8 @@ def read_summary(path: Path) -> str:
         try:
             with zipfile.ZipFile(path) as z:
                 xml = z.read("word/document.xml")
-        except (zipfile.BadZipFile, KeyError, OSError) as exc:
-            raise SourceProblems([f"{path}: không phải tệp Word .docx ({exc}); "
+        except (zipfile.BadZipFile, KeyError, OSError):
+            raise SourceProblems([f"{path}: không phải tệp Word .docx; "
                                   "hãy lưu lại dưới dạng .docx hoặc .txt"]) from None
         ns = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
         paragraphs = []

@@ -41,6 +41,17 @@ MAX_EXPLANATION_CHARS = 500
 SLUG_HINT = ("không đúng dạng id; hãy chỉ dùng chữ thường không dấu, chữ số và dấu '-' "
              "(ví dụ kh-64-tu-binh-phuoc)")
 _FIX_YAML = "hãy kiểm tra thụt lề, dấu nháy và dấu ':'"
+# PyYAML's commonest complaints, in words an organiser reads (the others: the line and _FIX_YAML say enough)
+_YAML_PROBLEMS = (
+    ("mapping values are not allowed", "dấu ':' không đúng chỗ; một đoạn chữ có dấu ':' cần đặt trong dấu nháy"),
+    ("could not find expected ':'", "thiếu dấu ':' sau tên trường"),
+    ("cannot start any token", "có ký tự không dùng được ở đầu dòng (thường là phím Tab); hãy thụt lề bằng dấu cách"),
+    ("expected <block end>", "thụt lề không đều"),
+    ("found unexpected end of stream", "tệp hết giữa chừng; có thể thiếu dấu nháy đóng"),
+    ("while scanning a quoted scalar", "thiếu dấu nháy đóng"),
+    ("expected ',' or ']'", "danh sách trong [ ] thiếu dấu ']' đóng"),
+    ("expected ',' or '}'", "nhóm trong { } thiếu dấu '}' đóng"),
+)
 _PARAGRAPH = re.compile(r"[^\n]*\S[^\n]*(?:\n[^\n]*\S[^\n]*)*")  # lines of text between blank lines
 
 TOP_FIELDS = {
@@ -100,6 +111,12 @@ class CheckResult:
     problems: list[Problem] = field(default_factory=list)
 
 
+def _yaml_problem(problem: str) -> str:
+    """`` (<what PyYAML found, in Vietnamese>)``, or nothing for a complaint not listed."""
+    said = next((vi for en, vi in _YAML_PROBLEMS if en in problem), None)
+    return f" ({said})" if said else ""
+
+
 def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
@@ -144,8 +161,9 @@ def check_paths(paths: list[Path]) -> CheckResult:
     return result
 
 
-def check_file(path: Path) -> tuple[DocumentSpec | None, list[Problem]]:
-    """Parse one file; the document is returned only when it has no problem."""
+def check_file(path: Path, *, named_by_id: bool = True) -> tuple[DocumentSpec | None, list[Problem]]:
+    """Parse one file; the document is returned only when it has no problem. ``named_by_id``: the file's
+    name must be its id (as in ``quizzes/``; not for a file uploaded in the browser)."""
     checker = _Checker(display_path(path))
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
@@ -156,7 +174,7 @@ def check_file(path: Path) -> tuple[DocumentSpec | None, list[Problem]]:
     except UnicodeDecodeError as exc:
         return None, [Problem(str(path), 1, "file", f"không phải văn bản UTF-8 (lỗi ở byte {exc.start}); "
                                                     "hãy lưu lại tệp với bảng mã UTF-8")]
-    doc = checker.run(text, path.stem)
+    doc = checker.run(text, path.stem if named_by_id else None)
     return (doc if not checker.problems else None), checker.problems
 
 
@@ -219,17 +237,17 @@ class _Checker:
         return out
 
     # -- the document -------------------------------------------------------------------------
-    def run(self, text: str, stem: str) -> DocumentSpec | None:
+    def run(self, text: str, stem: str | None) -> DocumentSpec | None:
         try:
             root = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark else 1
-            what = f" ({exc.problem})" if exc.problem else ""  # PyYAML's own words, in English
+            what = _yaml_problem(exc.problem or "")
             self.problems.append(Problem(self.file, line, "yaml", f"lỗi cú pháp YAML{what}; {_FIX_YAML}"))
             return None
-        except yaml.YAMLError as exc:
-            self.problems.append(Problem(self.file, 1, "yaml", f"lỗi cú pháp YAML ({exc}); {_FIX_YAML}"))
+        except yaml.YAMLError:
+            self.problems.append(Problem(self.file, 1, "yaml", f"lỗi cú pháp YAML; {_FIX_YAML}"))
             return None
         if root is None:
             self.problems.append(Problem(self.file, 1, "file", "đang trống; hãy viết nội dung văn bản "
@@ -249,7 +267,7 @@ class _Checker:
         if doc_id is not None:
             if not SLUG.match(doc_id):
                 self.add(get("id"), "id", f"'{doc_id}' {SLUG_HINT}")
-            elif doc_id != stem:
+            elif stem is not None and doc_id != stem:
                 self.add(get("id"), "id", f"'{doc_id}' khác tên tệp '{stem}'; hãy đặt id và tên tệp giống nhau")
         limits = {"code": MAX_CODE_CHARS, "title": MAX_TITLE_CHARS, "summary": MAX_SUMMARY_CHARS}
         values = {n: self.text(get(n), n, limit=limit) for n, limit in limits.items() if get(n) is not None}

@@ -108,8 +108,8 @@ def read_workbook(path: Path) -> Draft:
     name = path.name
     try:
         wb = load_workbook(path)  # not data_only: formulas are refused rather than read as cached values
-    except Exception as exc:  # noqa: BLE001 - openpyxl raises many kinds for a bad file
-        draft.problems.append(f"{name}: không mở được như một tệp Excel .xlsx ({type(exc).__name__}); "
+    except Exception:  # noqa: BLE001 - openpyxl raises many kinds for a bad file
+        draft.problems.append(f"{name}: không mở được như một tệp Excel .xlsx; "
                               "hãy mở tệp bằng Excel và lưu lại dưới dạng .xlsx")
         return draft
     ws = wb[QUESTION_SHEET] if QUESTION_SHEET in wb.sheetnames else wb.worksheets[0]
