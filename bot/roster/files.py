@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.paths import display_path
@@ -20,6 +20,15 @@ class TableError(Exception):
 class Row:
     number: int  # as a spreadsheet shows it: the header is row 1
     values: dict[str, str]
+    headers: dict[str, str] = field(default_factory=dict)  # column -> its header as written in the file
+
+    def column(self, name: str) -> str:
+        """How problems name a column: as the file's header says it (``Họ và tên``), else ``name``."""
+        return self.headers.get(name, name)
+
+
+# columns a sheet often has beside the roster's own (a row number, a remark): read past, not refused
+IGNORED_HEADERS = {"stt", "tt", "số thứ tự", "so thu tu", "ghi chú", "ghi chu"}
 
 
 def _key(header: str) -> str:
@@ -43,16 +52,18 @@ def read_table(path: Path, aliases: dict[str, str], required: tuple[str, ...]) -
         raise TableError(f"{shown}:1: tệp trống; dòng đầu tiên phải là dòng tiêu đề (tên các cột)")
     header = raw_rows[0]
     columns: list[str | None] = []
+    written: dict[str, str] = {}
+    names = ", ".join(_name(c, aliases) for c in required)
     for cell in header:
         key = _key(cell)
         columns.append(aliases.get(key) if key else None)
-        if key and key not in aliases:
-            raise TableError(f"{shown}:1: {cell}: không nhận ra tên cột này; hãy dùng các cột "
-                             f"{', '.join(required)}")
-    missing = [c for c in required if c not in columns]
+        if key and key not in aliases and key not in IGNORED_HEADERS:
+            raise TableError(f"{shown}:1: {cell}: không nhận ra tên cột này; hãy dùng các cột {names}")
+        if key in aliases:
+            written.setdefault(aliases[key], " ".join(str(cell).split()))
+    missing = [_name(c, aliases) for c in required if c not in columns]
     if missing:
-        raise TableError(f"{shown}:1: {', '.join(missing)}: thiếu cột; dòng tiêu đề cần có các cột "
-                         f"{', '.join(required)}")
+        raise TableError(f"{shown}:1: {', '.join(missing)}: thiếu cột; dòng tiêu đề cần có các cột {names}")
     rows: list[Row] = []
     for number, cells in enumerate(raw_rows[1:], start=2):
         if not any(str(c or "").strip() for c in cells):
@@ -61,8 +72,14 @@ def read_table(path: Path, aliases: dict[str, str], required: tuple[str, ...]) -
         for col, cell in zip(columns, cells):
             if col:
                 values[col] = unicodedata.normalize("NFC", _cell_text(cell)).strip()
-        rows.append(Row(number, values))
+        rows.append(Row(number, values, written))
     return rows
+
+
+def _name(column: str, aliases: dict[str, str]) -> str:
+    """A column's Vietnamese header (``Họ và tên``), the first one with diacritics among its aliases."""
+    vietnamese = [key for key, col in aliases.items() if col == column and not key.isascii()]
+    return vietnamese[0].capitalize() if vietnamese else column
 
 
 def _cell_text(cell) -> str:
@@ -98,7 +115,7 @@ def _csv_rows(path: Path) -> list[list[str]]:
     try:
         return list(reader)
     except csv.Error as exc:
-        raise TableError(f"{shown}:{reader.line_num}: không đọc được theo dạng CSV ({exc}); "
+        raise TableError(f"{shown}:{reader.line_num}: không đọc được theo dạng CSV; "
                          "hãy kiểm tra dấu ngoặc kép chưa đóng hoặc ô quá dài") from None
 
 
@@ -108,8 +125,8 @@ def _xlsx_rows(path: Path) -> list[list]:
     shown = display_path(path)
     try:
         wb = load_workbook(path, read_only=True, data_only=True)
-    except Exception as exc:  # openpyxl raises many types for a damaged file
-        raise TableError(f"{shown}: không mở được dưới dạng bảng tính Excel ({type(exc).__name__}); "
+    except Exception:  # openpyxl raises many types for a damaged file
+        raise TableError(f"{shown}: không mở được dưới dạng bảng tính Excel; "
                          "hãy mở tệp bằng Excel và lưu lại dưới dạng .xlsx") from None
     try:
         sheet = wb.worksheets[0]

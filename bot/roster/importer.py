@@ -60,6 +60,7 @@ class ImportResult:
     unchanged: int = 0
     deactivated: int = 0
     reactivated: int = 0
+    stopped: list[Member] = field(default_factory=list)  # who a full list deactivated
 
     @property
     def problems(self) -> list[str]:
@@ -106,14 +107,15 @@ def import_units(session: Session, path: Path) -> ImportResult:
     for row in good:
         parent = row.values["parent_code"]
         if parent and parent not in parents:
-            result.found.append((row.number, f"{where}:{row.number}: parent_code: không có đơn vị mã '{parent}'; "
-                                              "hãy thêm đơn vị vào tệp hoặc nhập danh sách đơn vị trước"))
+            result.found.append((row.number, f"{where}:{row.number}: {row.column('parent_code')}: không có đơn vị "
+                                              f"mã '{parent}'; hãy thêm đơn vị vào tệp hoặc nhập danh sách đơn vị trước"))
     if not result.found:
         for row in good:
             cycle = _cycle_from(row.values["code"], parents)
             if cycle:
-                result.found.append((row.number, f"{where}:{row.number}: parent_code: các đơn vị làm cấp trên của "
-                                                  f"nhau ({' → '.join(cycle)}); hãy sửa lại mã đơn vị cấp trên"))
+                result.found.append((row.number, f"{where}:{row.number}: {row.column('parent_code')}: các đơn vị làm "
+                                                  f"cấp trên của nhau ({' → '.join(cycle)}); hãy sửa lại mã đơn vị "
+                                                  "cấp trên"))
     if result.found:
         return result
 
@@ -173,6 +175,10 @@ def import_members(session: Session, path: Path, *, full: bool = False, default_
     except TableError as exc:
         result.found.append((0, str(exc)))
         return result
+    if full and not rows:  # a full list of nobody would stop everyone: surely the wrong file
+        result.found.append((0, f"{where}: danh sách đầy đủ nhưng tệp không có đảng viên nào; không ai bị ngừng "
+                                "sinh hoạt. Hãy kiểm tra lại tệp"))
+        return result
     units = {code: uid for code, uid in session.execute(select(Unit.code, Unit.id))}
     members = {m.code: m for m in session.scalars(select(Member))}
     seen_code: dict[str, int] = {}
@@ -226,8 +232,8 @@ def import_members(session: Session, path: Path, *, full: bool = False, default_
     for row, phone, _role in parsed:
         if phone in staying:
             result.found.append((row.number,
-                f"{where}:{row.number}: phone: số {row.values['phone']} đang là số của đảng viên {staying[phone]}; "
-                "mỗi đảng viên cần một số riêng, hãy kiểm tra lại"
+                f"{where}:{row.number}: {row.column('phone')}: số {row.values['phone']} đang là số của đảng viên "
+                f"{staying[phone]}; mỗi đảng viên cần một số riêng, hãy kiểm tra lại"
             ))
     if result.found:
         return result
@@ -262,6 +268,7 @@ def import_members(session: Session, path: Path, *, full: bool = False, default_
             if member.active and code not in listed:
                 member.active = False
                 result.deactivated += 1
+                result.stopped.append(member)
     session.flush()
     return result
 
@@ -274,13 +281,14 @@ class _problems_in:
 
     def __init__(self, where: str, row: Row):
         self.prefix = f"{where}:{row.number}"
+        self.row = row
         self.lines: list[str] = []
         for column, value in row.values.items():  # no sheet, report or XML can hold them
             if isinstance(value, str) and CONTROL_CHARACTER.search(value):
                 self(column, "có ký tự điều khiển ẩn (thường do dán từ Word); hãy gõ lại ô này")
 
     def __call__(self, column: str, message: str) -> None:
-        self.lines.append(f"{self.prefix}: {column}: {message}")
+        self.lines.append(f"{self.prefix}: {self.row.column(column)}: {message}")
 
     @property
     def count(self) -> int:

@@ -89,13 +89,16 @@ def units_bots(s: Session, unit_ids: set[int]) -> dict[int, ZaloBot | None]:
 
 
 def invitation_rows(members: list[Member], codes: dict[int, str], channel: str, *, bot_name: str = "",
-                    zalo_link: str = "", unit_bots: dict | None = None) -> tuple[list[str], list[list[str]]]:
+                    zalo_link: str = "", unit_bots: dict | None = None,
+                    phone_shown=lambda member: True) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the invitation sheet a secretary hands out: Telegram deep links, or Zalo
     codes to type beside the bot's share link (``hoctap members invite`` and the console).
-    ``unit_bots``: each unit's own Zalo bot (``name``, ``share_link``), else the default bot."""
+    ``unit_bots``: each unit's own Zalo bot (``name``, ``share_link``), else the default bot.
+    ``phone_shown(member)``: False leaves that member's phone out (whoever downloads may not see it)."""
+    phone = lambda m: (m.phone or "") if phone_shown(m) else ""  # noqa: E731
     if channel != "zalo":
         return TELEGRAM_INVITE_HEADER, [
-            [m.code, m.full_name, m.unit.code, m.phone or "", f"https://t.me/{bot_name}?start={codes[m.id]}"]
+            [m.code, m.full_name, m.unit.code, phone(m), f"https://t.me/{bot_name}?start={codes[m.id]}"]
             for m in members]
     rows = []
     for m in members:
@@ -104,7 +107,7 @@ def invitation_rows(members: list[Member], codes: dict[int, str], channel: str, 
         name = f"bot «{bot.name}»" if bot is not None else "bot học tập"
         where = f"mở {link} (hoặc tìm {name} trên Zalo)" if link else f"mở {name} trên Zalo"
         code = format_code(codes[m.id])
-        rows.append([m.code, m.full_name, m.unit.code, m.phone or "", code, link,
+        rows.append([m.code, m.full_name, m.unit.code, phone(m), code, link,
                      f"Đồng chí {m.full_name}: {where} và gõ mã {code}", bot.name if bot is not None else ""])
     return ZALO_INVITE_HEADER, rows
 
