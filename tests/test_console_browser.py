@@ -156,3 +156,23 @@ def test_used_or_expired_login_link_is_refused(browser, chat, console_server):
         assert "đã được dùng hoặc đã hết hạn" in browser.find_element(By.ID, "refusal").text
     finally:
         console_server.clock = real_clock
+
+
+def test_on_a_phone_no_column_is_hidden_words_stay_whole_and_the_unit_tree_is_indented(browser, chat, console_server,
+                                                                                       province):
+    """Every column of a table can be reached (a wide table scrolls inside the page), header words are not cut
+    mid-word, and units below another are indented in the "Mở đợt" form."""
+    browser.get(chat.login_link("AD001"))
+    press(browser, "enter")
+    browser.get(f"{console_server.url}/quantri/doanvien?q=DV01")
+    shot(browser, "members-search")
+    stop = [b for b in browser.find_elements(By.CSS_SELECTOR, "#members button.danger")]
+    assert stop and all(b.is_displayed() for b in stop)
+    heights = {th.text: th.size["height"] for th in browser.find_elements(By.CSS_SELECTOR, "#members th")}
+    assert heights["Họ và tên"] < 2 * heights["Mã"] + 1  # one line, not "Họ và t/ên"
+    browser.get(f"{console_server.url}/quantri/")
+    passed = [td for td in browser.find_elements(By.CSS_SELECTOR, "table td:nth-child(5)")]
+    assert passed and all(td.is_displayed() for td in passed)
+    browser.get(f"{console_server.url}/quantri/dot/moi")
+    x = {code: browser.find_element(By.ID, f"unit-{code}").location["x"] for code in ("DP", "DP-TT", "DP-TT-01")}
+    assert x["DP"] < x["DP-TT"] < x["DP-TT-01"], x

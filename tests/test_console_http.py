@@ -6,6 +6,7 @@ import html
 from datetime import timedelta
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import a_long_write
@@ -392,7 +393,7 @@ def test_aiken_questions_replace_a_loaded_documents_questions_and_keep_the_rest(
     with province.session() as s:
         before = s.get(Document, "kh-64-tu-binh-phuoc")
         title, summary = before.title, before.summary
-    cadre = logged_in(chat, console_server, "CB002")
+    cadre = logged_in(chat, console_server, "CB001")  # the province's cadre: round 1 covers DP and HQ
     page = cadre.post("/quantri/vanban", data={"csrf": csrf_of(cadre), "action": "load",
                                                "doc_id": "kh-64-tu-binh-phuoc"},
                       files={"file": ("cau-hoi.txt", aiken(12))})
@@ -409,3 +410,163 @@ def test_aiken_questions_replace_a_loaded_documents_questions_and_keep_the_rest(
     assert new.status_code == 400 and "Tệp chỉ có câu hỏi" in new.text and "code: đang để trống" not in new.text
     with province.session() as s:
         assert s.get(Document, "nq-moi") is None
+
+
+def test_a_cadre_cannot_replace_the_quiz_of_a_round_that_reaches_beyond_their_units(chat, console_server, province):
+    """Round 1 (document kh-64) covers DP and HQ; CB002 answers for DP only: loading over kh-64 would change
+    HQ's quiz too. Refused in Vietnamese, naming the round; nothing is loaded. A new document is fine."""
+    from bot.storage.models import Question
+
+    with province.session() as s:
+        before = sorted(s.scalars(select(Question.id).where(Question.document_id == "kh-64-tu-binh-phuoc",
+                                                            Question.current)))
+    cadre = logged_in(chat, console_server, "CB002")
+    page = cadre.post("/quantri/vanban", data={"csrf": csrf_of(cadre), "action": "load",
+                                               "doc_id": "kh-64-tu-binh-phuoc"},
+                      files={"file": ("cau-hoi.txt", aiken(12))})
+    assert page.status_code == 403 and "đợt học tập số 1" in page.text and "ngoài phạm vi" in page.text
+    with province.session() as s:
+        assert sorted(s.scalars(select(Question.id).where(Question.document_id == "kh-64-tu-binh-phuoc",
+                                                          Question.current))) == before
+    checked = cadre.post("/quantri/vanban", data={"csrf": csrf_of(cadre), "doc_id": "kh-64-tu-binh-phuoc"},
+                         files={"file": ("cau-hoi.txt", aiken(12))})
+    assert checked.status_code == 200  # checking and previewing changes nothing: allowed
+
+
+def test_a_round_form_with_the_same_dates_and_units_but_another_target_opens_nothing_and_says_which_round(
+        chat, console_server, province):
+    from bot.storage.models import Round, Unit
+
+    with province.session() as s:
+        unit = s.scalar(select(Unit.id).where(Unit.code == "DP"))
+    cadre = logged_in(chat, console_server, "CB002")
+    form = {"csrf": csrf_of(cadre, "/quantri/dot/moi"), "document": "kh-83-hu-tuy-phuoc", "unit": str(unit),
+            "opens": "01/12/2099", "closes": "15/12/2099", "target": "97,5%"}
+    first = cadre.post("/quantri/dot/moi", data=form)
+    assert first.status_code == 303
+    with province.session() as s:
+        rounds = s.scalar(select(func.count()).select_from(Round))
+        opened = s.scalars(select(Round).order_by(Round.id.desc())).first()
+    assert opened.target_rate == 97.5
+    other = cadre.post("/quantri/dot/moi", data={**form, "target": "90"})
+    text = html.unescape(other.text)
+    assert other.status_code == 400 and f"Đã có đợt học tập số {opened.id}" in text and "mục tiêu 97,5%" in text
+    assert f'id="unit-DP" checked' in other.text  # the units ticked stay ticked
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Round)) == rounds
+    overview = html.unescape(cadre.get("/quantri/").text)  # a round opening later is listed, with its page
+    assert "Đợt sắp mở" in overview and f"/quantri/dot/{opened.id}/donvi/{unit}" in overview
+    assert "01/12/2099" in overview and "mục tiêu 97,5%" in overview
+
+
+@pytest.mark.parametrize("opens, closes, target", [("01/01/0001", "15/12/2099", "98"), ("01/12/2099", "31/12/9999", "98"),
+                                                   ("01/12/2099", "15/12/2099", "0,5"), ("01/12/2099", "15/12/2099", "1_0")])
+def test_dates_and_targets_out_of_range_are_refused_in_vietnamese_and_open_nothing(chat, console_server, province,
+                                                                                     opens, closes, target):
+    from bot.storage.models import Round, Unit
+
+    with province.session() as s:
+        unit = s.scalar(select(Unit.id).where(Unit.code == "DP"))
+        rounds = s.scalar(select(func.count()).select_from(Round))
+    cadre = logged_in(chat, console_server, "CB002")
+    page = cadre.post("/quantri/dot/moi", data={"csrf": csrf_of(cadre, "/quantri/dot/moi"), "document":
+                                                "kh-83-hu-tuy-phuoc", "unit": str(unit), "opens": opens,
+                                                "closes": closes, "target": target})
+    assert page.status_code == 400 and ("từ năm 2000 đến 2100" in page.text or "Mục tiêu" in page.text)
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Round)) == rounds
+
+
+def test_a_form_with_too_many_fields_is_refused_in_vietnamese(chat, console_server):
+    cadre = logged_in(chat, console_server, "CB002")
+    page = cadre.post("/quantri/dot/moi", data={"csrf": csrf_of(cadre, "/quantri/dot/moi"),
+                                                **{f"f{i}": "x" for i in range(300)}})
+    assert page.status_code == 400 and "Biểu mẫu không hợp lệ" in page.text and "Too many" not in page.text
+
+
+def test_a_full_member_list_asks_before_stopping_anyone_and_never_stops_everyone_or_the_uploader(
+        chat, console_server, province):
+    from bot.storage.models import Member
+
+    with province.session() as s:
+        everyone = s.scalars(select(Member).where(Member.active)).all()
+        rows = [f"{m.code},{m.full_name},{m.unit.code},{m.phone or ''},{m.role}" for m in everyone]
+        active = len(everyone)
+    header = "code,full_name,unit_code,phone,role\n"
+    admin = logged_in(chat, console_server, "AD001")
+
+    def upload(body: str, **more):
+        return admin.post("/quantri/doanvien", data={"csrf": csrf_of(admin, "/quantri/doanvien"), "kind": "members",
+                                                     "full": "1", **more}, files={"file": ("ds.csv", body.encode())})
+
+    def still_active():
+        with province.session() as s:
+            return s.scalar(select(func.count()).select_from(Member).where(Member.active))
+
+    empty = upload(header)
+    assert empty.status_code == 400 and "không có đảng viên nào" in empty.text and still_active() == active
+    without_me = upload(header + "\n".join(r for r in rows if not r.startswith("AD001,")) + "\n")
+    assert without_me.status_code == 400 and "không có chính đồng chí (AD001)" in without_me.text
+    assert still_active() == active
+    two_fewer = [r for r in rows if not r.startswith(("DV011,", "DV012,"))]
+    asked = upload(header + "\n".join(two_fewer) + "\n")
+    text = html.unescape(asked.text)
+    assert asked.status_code == 200 and "sẽ ngừng sinh hoạt 2 đồng chí" in text and "DV011" in text
+    assert 'name="confirm" value="2"' in asked.text and still_active() == active  # nothing yet
+    done = upload(header + "\n".join(two_fewer) + "\n", confirm="2")
+    assert done.status_code == 200 and "2 ngừng" in done.text and still_active() == active - 2
+    back = admin.post("/quantri/doanvien", data={"csrf": csrf_of(admin, "/quantri/doanvien"), "kind": "members"},
+                      files={"file": ("ds.csv", (header + "\n".join(rows) + "\n").encode())})
+    assert back.status_code == 200 and "2 hoạt động lại" in back.text and still_active() == active
+
+
+def test_uploads_of_any_name_are_checked_and_a_document_file_need_not_be_named_after_its_id(
+        chat, console_server, province):
+    from tests.conftest import QUIZZES
+
+    admin = logged_in(chat, console_server, "AD001")
+    long_name = "Danh sách đảng viên chi bộ " + "ấp Tân Tiến " * 30 + ".csv"
+    page = admin.post("/quantri/doanvien", data={"csrf": csrf_of(admin, "/quantri/doanvien"), "kind": "members"},
+                      files={"file": (long_name, b"code,full_name,unit_code,phone,role\nX1,,DP-TT-01,,member\n")})
+    assert page.status_code == 400 and "Danh sách đảng viên chi bộ ấp Tân Tiến" in html.unescape(page.text)
+    yaml_text = (QUIZZES / "kh-83-hu-tuy-phuoc.yaml").read_bytes()
+    for name in ("kh-83-hu-tuy-phuoc (1).yaml", "Kế hoạch 83 " + "rất dài " * 40 + ".yaml"):
+        checked = admin.post("/quantri/vanban", data={"csrf": csrf_of(admin, "/quantri/vanban")},
+                             files={"file": (name, yaml_text)})
+        assert checked.status_code == 200 and "khác tên tệp" not in html.unescape(checked.text), name
+
+
+def test_the_invitation_sheet_shows_phones_only_to_whoever_may_see_them(chat, console_server, province):
+    import io
+
+    from openpyxl import load_workbook
+
+    from bot.storage.models import Unit
+
+    with province.session() as s:
+        unit = s.scalar(select(Unit).where(Unit.code == "DP-TT-01")).id
+
+    def phones(code: str) -> list:
+        who = logged_in(chat, console_server, code)
+        sheet = who.post("/quantri/doanvien/thumoi.xlsx", data={"csrf": csrf_of(who, "/quantri/doanvien"),
+                                                               "unit": str(unit), "channel": "zalo"})
+        return [row[3] for row in list(load_workbook(io.BytesIO(sheet.content)).active.values)[1:]]
+
+    assert any(phones("DV001"))  # the branch's secretary calls them
+    assert not any(phones("CB001"))  # a cadre above sees names and codes, not phones
+
+
+def test_an_extension_is_logged_with_both_deadlines_in_local_time(chat, console_server, province):
+    from bot.storage.models import Round, Unit
+
+    with province.session() as s:
+        unit = s.scalar(select(Unit.id).where(Unit.code == "DP"))
+    cadre = logged_in(chat, console_server, "CB002")
+    opened = cadre.post("/quantri/dot/moi", data={"csrf": csrf_of(cadre, "/quantri/dot/moi"), "document":
+                                                  "kh-83-hu-tuy-phuoc", "unit": str(unit), "opens": "01/12/2099",
+                                                  "closes": "21/12/2099 06:00", "target": "98"})
+    round_id = int(opened.headers["location"].split("/")[3])
+    extended = cadre.post(f"/quantri/dot/{round_id}/giahan", data={"csrf": csrf_of(cadre), "closes": "25/12/2099"})
+    assert extended.status_code == 303
+    admin = logged_in(chat, console_server, "AD001")
+    assert f"đợt {round_id}: 21/12/2099 → 25/12/2099" in html.unescape(admin.get("/quantri/nhatky").text)

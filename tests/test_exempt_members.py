@@ -51,7 +51,7 @@ def test_an_unclear_exemption_is_named_by_row_and_nothing_is_imported(cli, provi
                                    "DV006,Trần Văn Sáu,DP-TT-01,,Đảng viên,ốm\n", encoding="utf-8")
     result = cli("members", "import", "m.csv")
     assert result.code == 1
-    assert result.lines == ["m.csv:3: exempt: 'ốm' không phải là có hoặc không; hãy ghi x (hoặc có) nếu đảng viên "
+    assert result.lines == ["m.csv:3: Miễn sinh hoạt: 'ốm' không phải là có hoặc không; hãy ghi x (hoặc có) nếu đảng viên "
                             "được miễn sinh hoạt, nếu không thì để trống"]
     with province.session() as s:
         assert s.scalar(select(Member.exempt).where(Member.code == "DV005")) is False

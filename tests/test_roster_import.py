@@ -92,12 +92,12 @@ def test_bad_member_rows_are_all_listed_and_the_database_is_untouched(cli, workd
     result = cli("members", "import", write(workdir, "bad.csv", bad))
     assert result.code == 1
     assert result.lines == [
-        "bad.csv:3: unit_code: không có đơn vị mã 'B9'; hãy kiểm tra lại mã hoặc nhập danh sách đơn vị trước",
-        "bad.csv:4: full_name: trống; hãy ghi họ và tên đảng viên",
-        "bad.csv:4: phone: '12345' không phải số điện thoại Việt Nam; hãy ghi số như 0912 345 678",
-        "bad.csv:4: role: không có vai trò 'Chủ tịch'; hãy ghi Đảng viên, Bí thư, Cán bộ hoặc Quản trị "
+        "bad.csv:3: Mã đơn vị: không có đơn vị mã 'B9'; hãy kiểm tra lại mã hoặc nhập danh sách đơn vị trước",
+        "bad.csv:4: Họ và tên: trống; hãy ghi họ và tên đảng viên",
+        "bad.csv:4: Số điện thoại: '12345' không phải số điện thoại Việt Nam; hãy ghi số như 0912 345 678",
+        "bad.csv:4: Vai trò: không có vai trò 'Chủ tịch'; hãy ghi Đảng viên, Bí thư, Cán bộ hoặc Quản trị "
         "(hay member, secretary, cadre, admin)",
-        "bad.csv:5: phone: số 0912345679 đang là số của đảng viên M2; mỗi đảng viên cần một số riêng, hãy kiểm tra lại",
+        "bad.csv:5: Số điện thoại: số 0912345679 đang là số của đảng viên M2; mỗi đảng viên cần một số riêng, hãy kiểm tra lại",
     ]
     with db.session() as s:
         m1 = s.scalar(select(Member).where(Member.code == "M1"))
@@ -147,17 +147,19 @@ def test_xlsx_with_vietnamese_headers_imports(cli, workdir, db):
 def test_unknown_header_names_the_column(cli, workdir):
     result = cli("units", "import", write(workdir, "u.csv", "code,name,cha\nP,Tỉnh,\n"))
     assert result.code == 1
-    assert result.lines == ["u.csv:1: cha: không nhận ra tên cột này; hãy dùng các cột code, name, parent_code"]
+    assert result.lines == ["u.csv:1: cha: không nhận ra tên cột này; hãy dùng các cột Mã đơn vị, Tên đơn vị, "
+                            "Mã đơn vị cấp trên"]
 
 
 
 @pytest.mark.parametrize("name, data, message", [
     ("u.doc", b"code,name\n", "u.doc: không đọc được tệp loại '.doc'; hãy dùng tệp .csv hoặc .xlsx"),
     ("u.csv", b"", "u.csv:1: tệp trống; dòng đầu tiên phải là dòng tiêu đề (tên các cột)"),
-    ("u.csv", b"code,parent_code\nP,\n", "u.csv:1: name: thiếu cột; dòng tiêu đề cần có các cột code, name, parent_code"),
+    ("u.csv", b"code,parent_code\nP,\n", "u.csv:1: Tên đơn vị: thiếu cột; dòng tiêu đề cần có các cột Mã đơn vị, Tên đơn vị, "
+     "Mã đơn vị cấp trên"),
     ("u.csv", b"code,name,parent_code\nP,T\xe2n,\n",  # "Tân" saved as Windows-1258
      "u.csv: tệp không ở bảng mã UTF-8 (byte 25); hãy lưu lại dưới dạng 'CSV UTF-8'"),
-    ("u.xlsx", b"not a workbook", "u.xlsx: không mở được dưới dạng bảng tính Excel (BadZipFile); "
+    ("u.xlsx", b"not a workbook", "u.xlsx: không mở được dưới dạng bảng tính Excel; "
                                   "hãy mở tệp bằng Excel và lưu lại dưới dạng .xlsx"),
 ], ids=["unsupported", "empty", "missing-column", "not-utf8", "broken-xlsx"])
 def test_a_file_that_cannot_be_read_as_a_table_says_what_to_do(cli, workdir, db, name, data, message):
@@ -210,7 +212,7 @@ def test_a_field_too_long_for_csv_is_refused_with_its_line(cli, workdir, db):
     write(workdir, "u.csv", "code,name,parent_code\nP,Tỉnh,\nD," + "x" * 200_000 + ",P\n")
     result = cli("units", "import", "u.csv")
     assert result.code == 1
-    assert result.lines == ["u.csv:3: không đọc được theo dạng CSV (field larger than field limit (131072)); "
+    assert result.lines == ["u.csv:3: không đọc được theo dạng CSV; "
                             "hãy kiểm tra dấu ngoặc kép chưa đóng hoặc ô quá dài"]
     assert counts(db) == (0, 0)
 
@@ -224,7 +226,7 @@ def test_a_name_with_a_control_character_pasted_from_word_is_refused_by_row_and_
               "M8,Lê\x0bVăn\x01Tám,B1,,Đảng viên\n")  # a vertical tab and a start-of-heading: Excel and XML cannot hold them
     result = cli("members", "import", write(workdir, "pasted.csv", pasted))
     assert result.code == 1
-    assert result.lines == ["pasted.csv:3: full_name: có ký tự điều khiển ẩn (thường do dán từ Word); "
+    assert result.lines == ["pasted.csv:3: Họ và tên: có ký tự điều khiển ẩn (thường do dán từ Word); "
                             "hãy gõ lại ô này"]
     with db.session() as s:
         assert s.scalar(select(func.count(Member.id))) == 3
