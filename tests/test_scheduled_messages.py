@@ -90,6 +90,31 @@ def test_nothing_is_sent_in_quiet_hours_it_waits_for_the_morning(province, emula
     assert deliver(province, emulator, local("2026-12-02 07:00")).sent == 9
 
 
+def test_messages_in_hand_when_quiet_hours_begin_wait_for_the_morning_and_go_out_once(province, emulator, branch):
+    """A sender holds a second or two of claimed rows; at 21:00 (or after a flood-control wait that ends after it)
+    those not yet started go back to the queue: nothing announced at night, each member reached once."""
+    round_id, users = branch
+    with province.session() as s:
+        s.get(Round, round_id).opens_at = local("2026-12-01 20:58")
+    run_due(province, local("2026-12-01 20:58"), Schedule())
+
+    def clock():  # 20:59:59 until the first announcement leaves, then past nine in the evening
+        sent = len(emulator.calls("sendMessage"))
+        return local("2026-12-01 20:59") + timedelta(seconds=59 if not sent else 90)
+
+    async def go(at):
+        async with Bot(emulator.token, base_url=emulator.base_url) as bot, TelegramTransport(bot) as transport:
+            return await OutboxSender(province, {"telegram": transport}, clock=at, rate=2, per_chat_interval=0.0,
+                                      quiet=QuietHours(tz=TZ)).run(until_idle=True)
+
+    emulator.reset_log()
+    evening = asyncio.run(go(clock))
+    assert evening.sent == 1 and statuses(province).get("pending") == 8  # only the one started before 21:00
+    morning = asyncio.run(go(lambda: local("2026-12-02 07:00")))
+    assert evening.sent + morning.sent == 9
+    assert all(len(received(u)) == 1 for u in users.values())
+
+
 def test_reminders_skip_members_who_finished_and_are_caught_up_once(province, emulator, branch):
     round_id, users = branch
     schedule = Schedule()

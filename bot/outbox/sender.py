@@ -159,6 +159,15 @@ class OutboxSender:
                 if not batch:
                     await asyncio.wait({claiming})
                     continue
+                allowed = self._purposes(self.clock())
+                if allowed is not None and any(job.purpose not in allowed for job in batch):
+                    # quiet hours began while these were in hand (or during a flood-control wait): back to the
+                    # queue, where the claim leaves them until morning
+                    held = [job.id for job in batch if job.purpose not in allowed]
+                    batch = deque(job for job in batch if job.purpose in allowed)
+                    await asyncio.to_thread(self._release, held)
+                    log.info("outbox: quiet hours: %d message(s) in hand go back to the queue", len(held))
+                    continue
                 room = self.max_in_flight - len(self._in_flight) - self._starting
                 if tokens < 1 or room < 1:
                     await asyncio.sleep(max((1 - tokens) / rate, tick))
@@ -266,6 +275,7 @@ class OutboxSender:
         attempts: int
         channel: str | None = None  # the channel of the last try, and the parts it delivered
         parts_sent: int = 0
+        purpose: str = ""  # queue.REPLY (may go out in quiet hours), announce, remind, ...
 
     def _any_due(self, now: datetime, purposes: tuple[str, ...] | None) -> bool:
         with self.db.read_session() as s:
@@ -291,7 +301,8 @@ class OutboxSender:
                         accounts.setdefault(member_id, []).append((channel, external_id, bot_id))
             replies = self._replies(s, rows)
             jobs = [self._Job(r.id, replies[r.id], (r.attachment_name, r.attachment) if r.attachment_name else None,
-                              accounts.get(r.member_id, []), r.expires_at, r.attempts, r.channel, r.parts_sent or 0)
+                              accounts.get(r.member_id, []), r.expires_at, r.attempts, r.channel, r.parts_sent or 0,
+                              r.purpose)
                     for r in rows]
         self.stats.cpu_seconds += time.thread_time() - started
         return jobs
