@@ -115,6 +115,27 @@ def test_messages_in_hand_when_quiet_hours_begin_wait_for_the_morning_and_go_out
     assert all(len(received(u)) == 1 for u in users.values())
 
 
+def test_a_reminder_waiting_for_the_morning_is_dropped_if_the_deadline_moved_overnight(province, emulator, branch):
+    """Queued at 22:00 for 07:00, naming 15/12; the round is extended to 20/12 at 23:00: nobody is told the old
+    deadline. The next reminder slot before the new deadline reminds them with it."""
+    from bot.services.rounds import extend_round
+
+    round_id, users = branch
+    run_due(province, local("2026-12-01 07:00"), Schedule())
+    deliver(province, emulator, local("2026-12-01 07:01"))
+    queued = run_due(province, local("2026-12-12 22:00"), Schedule())  # the 12/12 08:00 slot, caught up late
+    assert [j for j in queued.jobs if j.startswith("remind")] == [f"remind:{round_id}:2026-12-12: 9 message(s)"]
+    with province.session() as s:
+        extend_round(s, round_id, local("2026-12-20 21:00"), local("2026-12-12 23:00"))
+    morning = deliver(province, emulator, local("2026-12-13 07:00"))
+    assert morning.sent == 0 and morning.dropped == 9
+    assert all(not any(t.startswith("⏰") for t in received(u)) for u in users.values())
+    run_due(province, local("2026-12-17 08:00"), Schedule())  # three days before the new deadline
+    deliver(province, emulator, local("2026-12-17 08:01"))
+    reminders = [t for t in received(users["DV002"]) if t.startswith("⏰")]
+    assert len(reminders) == 1 and "20/12/2026" in reminders[0] and "15/12/2026" not in reminders[0]
+
+
 def test_reminders_skip_members_who_finished_and_are_caught_up_once(province, emulator, branch):
     round_id, users = branch
     schedule = Schedule()

@@ -387,25 +387,28 @@ def _no_longer_true_statements():
     m, r, a = Member.__table__.c, Round.__table__.c, Attempt.__table__.c
     members, rounds = bindparam("members", expanding=True), bindparam("rounds", expanding=True)
     return (select(m.id).where(m.id.in_(members), ~m.active),
-            select(r.id).where(r.id.in_(rounds), r.closed_at.is_not(None)),
+            select(r.id, r.closed_at.is_not(None), r.closes_at).where(r.id.in_(rounds)),
             select(a.round_id, a.member_id).where(a.round_id.in_(rounds), a.member_id.in_(members),
                                                   a.submitted_at.is_not(None)))
 
 
-_INACTIVE, _CLOSED, _FINISHED = _no_longer_true_statements()
+_INACTIVE, _ROUNDS, _FINISHED = _no_longer_true_statements()
+DEADLINE_PURPOSES = ("remind", "nudge")  # their text says the deadline, and their time depends on it
 
 
 def no_longer_true(session: Session, rows: list[OutboxMessage], now: datetime) -> dict[int, str]:
     """Rows whose message has become wrong while it waited (e.g. for the morning): a reminder to a
-    member who has finished since, anything about a round closed early, anything to a member who
-    was deactivated. Three statements for the whole batch (and two for held-back quiz replies)."""
+    member who has finished since or naming a deadline that has moved, anything about a round closed
+    early, anything to a member who was deactivated. Three statements for the whole batch (and two for held-back quiz replies)."""
     if not rows:
         return {}
     member_ids = list({r.member_id for r in rows})
     round_ids = list({r.round_id for r in rows if r.round_id is not None})
     conn = session.connection()
     inactive = set(conn.execute(_INACTIVE, {"members": member_ids}).scalars())
-    closed = set(conn.execute(_CLOSED, {"rounds": round_ids}).scalars()) if round_ids else set()
+    rounds = {rid: (closed, closes) for rid, closed, closes in conn.execute(_ROUNDS, {"rounds": round_ids})} \
+        if round_ids else {}
+    closed = {rid for rid, (is_closed, _closes) in rounds.items() if is_closed}
     finished = set(map(tuple, conn.execute(_FINISHED, {"rounds": round_ids, "members": member_ids}))) \
         if round_ids else set()
     stale = _questions_moved_on(session, rows)
@@ -418,6 +421,9 @@ def no_longer_true(session: Session, rows: list[OutboxMessage], now: datetime) -
             stale[r.id] = "the round was closed"
         elif r.purpose in ("remind", "nudge") and (r.round_id, r.member_id) in finished:
             stale[r.id] = "the member has finished since"
+        elif r.purpose in DEADLINE_PURPOSES and r.expires_at is not None and r.round_id in rounds \
+                and r.expires_at != rounds[r.round_id][1]:
+            stale[r.id] = "the round's deadline moved since (the next reminder says the new one)"
     return stale
 
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from bot.storage.models import Document, Member, Round, RoundUnit, Unit, UnitAncestor, WebLink
+from bot.storage.models import Document, Member, OutboxMessage, Round, RoundUnit, Unit, UnitAncestor, WebLink
 
 
 class RoundError(Exception):
@@ -125,5 +125,11 @@ def extend_round(session: Session, round_id: int, closes_at: datetime, now: date
     # the members' links to this round (announcements, reminders) were valid until it closed: still so
     session.execute(update(WebLink).where(WebLink.round_id == rnd.id, WebLink.expires_at == rnd.closes_at)
                     .values(expires_at=closes_at))
+    # an announcement still waiting stays useful until the new deadline (a waiting reminder naming the old
+    # one is dropped when claimed: ``queue.no_longer_true``)
+    session.execute(update(OutboxMessage).where(
+        OutboxMessage.round_id == rnd.id, OutboxMessage.purpose == "announce",
+        OutboxMessage.status.in_(("pending", "claimed")), OutboxMessage.expires_at == rnd.closes_at)
+        .values(expires_at=closes_at))
     rnd.closes_at = closes_at
     return rnd
