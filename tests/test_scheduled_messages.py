@@ -136,6 +136,30 @@ def test_a_reminder_waiting_for_the_morning_is_dropped_if_the_deadline_moved_ove
     assert len(reminders) == 1 and "20/12/2026" in reminders[0] and "15/12/2026" not in reminders[0]
 
 
+def test_a_send_answered_too_late_is_uncertain_and_never_sent_twice(province, emulator, branch):
+    """Telegram took the request but answered after the read timeout (it delivered the message): as after a kill
+    during the request, the row is ``uncertain``, shown to the secretary, never sent again."""
+    import threading
+
+    round_id, users = branch
+    run_due(province, local("2026-12-01 07:00"), Schedule())
+    slow = users["DV003"]
+    emulator.hold(slow.id)
+    threading.Timer(1.5, emulator.release, args=(slow.id,)).start()
+
+    async def go():
+        async with Bot(emulator.token, base_url=emulator.base_url) as bot, \
+                TelegramTransport(bot, timeout=0.5) as transport:
+            return await OutboxSender(province, {"telegram": transport}, clock=lambda: local("2026-12-01 07:01"),
+                                      rate=200, per_chat_interval=0.0).run(until_idle=True)
+
+    stats = asyncio.run(go())
+    assert stats.sent == 8 and stats.uncertain == 1 and statuses(province).get("uncertain") == 1
+    assert deliver(province, emulator, local("2026-12-01 09:00")).sent == 0
+    slow.wait_for(lambda u: received(u), timeout=10)  # Telegram answers once the network lets it
+    assert len(received(slow)) == 1  # delivered once, by the request that timed out
+
+
 def test_reminders_skip_members_who_finished_and_are_caught_up_once(province, emulator, branch):
     round_id, users = branch
     schedule = Schedule()

@@ -440,8 +440,8 @@ class TelegramTransport:
 
     channel = "telegram"
 
-    def __init__(self, bot: Bot):
-        self.bot = bot
+    def __init__(self, bot: Bot, timeout: float = 5.0):
+        self.bot, self.timeout = bot, timeout  # PTB's connect and read timeouts
         self._url = f"{bot.base_url}/sendMessage"
         self._token = bot.token
         self._http: aiohttp.ClientSession | None = None
@@ -451,7 +451,7 @@ class TelegramTransport:
         if self._http is None:  # made in the event loop that sends
             self._http = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=SEND_CONNECTIONS),
-                timeout=aiohttp.ClientTimeout(sock_connect=5, sock_read=5),  # PTB's timeouts
+                timeout=aiohttp.ClientTimeout(sock_connect=self.timeout, sock_read=self.timeout),
                 cookie_jar=aiohttp.DummyCookieJar(), headers=JSON_HEADERS)
         return self._http
 
@@ -494,8 +494,10 @@ class TelegramTransport:
                 async with self._session().post(self._url, data=body) as response:
                     answer = await response.read()  # read to the end: the connection is then reused
                     status = response.status
-            except asyncio.TimeoutError:
-                raise after_parts(SendError("transient", "Timed out"), done) from None
+            except aiohttp.ConnectionTimeoutError:  # nothing left: safe to try again
+                raise after_parts(SendError("transient", "Could not connect in time"), done) from None
+            except asyncio.TimeoutError:  # sent, no answer: Telegram may have delivered it; never twice
+                raise after_parts(SendError("uncertain", "no answer in time; perhaps delivered"), done) from None
             except aiohttp.ClientError as exc:
                 reason = f"{type(exc).__name__}: {exc}".replace(self._token, "<token>")
                 raise after_parts(SendError("transient", reason), done) from None

@@ -349,6 +349,12 @@ def mark_failed(session: Session, oid: int, channel: str | None, reason: str) ->
                     .values(status="failed", channel=channel, error=reason[:500]))
 
 
+def mark_uncertain(session: Session, oid: int, channel: str, reason: str) -> None:
+    """The request left and no answer came: perhaps delivered. Never sent again; shown to secretaries."""
+    _run(session, update(OutboxMessage).where(OutboxMessage.id == oid)
+                    .values(status="uncertain", channel=channel, error=reason[:500]))
+
+
 def mark_dropped(session: Session, oid: int, reason: str) -> None:
     _run(session, update(OutboxMessage).where(OutboxMessage.id == oid).values(status="dropped", error=reason))
 

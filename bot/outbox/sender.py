@@ -58,7 +58,8 @@ EARLIER_TRIES: contextvars.ContextVar[int] = contextvars.ContextVar("outbox_earl
 
 
 class SendError(Exception):
-    """Why a send failed: ``retry_after`` (429), ``transient`` (network, 5xx) or ``permanent``."""
+    """Why a send failed: ``retry_after`` (429), ``transient`` (network, 5xx), ``permanent``, or ``uncertain``
+    (the request left but no answer came: it may have been delivered, so it is never sent again)."""
 
     def __init__(self, kind: str, reason: str, retry_after: float | None = None, parts_done: int = 0):
         super().__init__(reason)
@@ -85,6 +86,7 @@ class SenderStats:
     failed: int = 0
     retried: int = 0
     dropped: int = 0
+    uncertain: int = 0
     cpu_seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
 
@@ -357,6 +359,10 @@ class OutboxSender:
                 if exc.kind == "permanent":
                     reason = f"{channel}: {exc.reason}"
                     continue  # try the member's other messenger
+                if exc.kind == "uncertain":  # as after a kill during the request: shown, never sent twice
+                    await self._mark(queue.mark_uncertain, job.id, channel, f"{channel}: {exc.reason}")
+                    self.stats.uncertain += 1
+                    return
                 await self._retry(job, exc)
                 return
             except Exception as exc:  # noqa: BLE001 - an unexpected refusal must not strand the row
