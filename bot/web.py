@@ -299,7 +299,11 @@ class WebServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            raise self._cannot_listen(exc.strerror or str(exc)) from None
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=2)
@@ -308,9 +312,14 @@ class WebServer:
         deadline = time.monotonic() + 10
         while not self._server.started:
             if self._task.done() or time.monotonic() > deadline:
-                raise RuntimeError(f"the web server could not start on {self.host}:{self.port}")
+                raise self._cannot_listen("it did not start")
             await asyncio.sleep(0.01)
         log.info("web server listening on %s:%d", self.host, self.port)
+
+    def _cannot_listen(self, why: str) -> OSError:
+        """The one line ``hoctap run`` prints (``bot/startup.py``): what failed and the setting to change."""
+        return OSError(f"the web server cannot listen on {self.host}:{self.port} ({why}) — check web.listen "
+                       "(HOCTAP_WEB_LISTEN); several processes on one machine each need a port of their own")
 
     async def stop(self) -> None:
         if self._server is not None and self._task is not None:

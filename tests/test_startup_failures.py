@@ -184,3 +184,22 @@ def test_registered_branch_bot_tokens_never_reach_a_log_line_or_a_start_up_failu
     assert done.stderr.count("POST http://zalo/bot<secret>/sendMessage (<secret>)") == 2, done.stderr
     assert_refused_without_secrets(done, "error: the bot stopped: RuntimeError: failed at http://zalo/bot<secret>/getMe "
                                          "and bot<secret>", BRANCH_TOKEN, LATER_TOKEN)
+
+
+def test_a_web_port_already_taken_is_one_line_naming_the_setting_to_change(tmp_path, telegram_api):
+    """A second ``hoctap run`` on one machine with the same ``web.listen``: no traceback, the setting named."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = (f"telegram:\n  token: ${{TELEGRAM_BOT_TOKEN}}\n  api_base_url: "
+                  f"{telegram_api.base_url.removesuffix('/bot')}\n")
+        (tmp_path / "config.yaml").write_text(f"database_url: sqlite:///{tmp_path / 'hoctap.db'}\n"
+                                              f"web:\n  listen: 127.0.0.1:{port}\n{config}", encoding="utf-8")
+        done = subprocess.run([sys.executable, "-m", "bot.cli", "--config", "config.yaml", "run"], cwd=tmp_path,
+                              env={**os.environ, "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN}, capture_output=True,
+                              text=True, timeout=60)
+    assert_refused_without_secrets(
+        done, f"error: the web server cannot listen on 127.0.0.1:{port} (Address already in use) — check web.listen "
+              "(HOCTAP_WEB_LISTEN); several processes on one machine each need a port of their own", TELEGRAM_TOKEN)
+    assert "Traceback" not in done.stderr
