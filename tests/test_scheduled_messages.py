@@ -145,11 +145,11 @@ def test_a_send_answered_too_late_is_uncertain_and_never_sent_twice(province, em
     run_due(province, local("2026-12-01 07:00"), Schedule())
     slow = users["DV003"]
     emulator.hold(slow.id)
-    threading.Timer(1.5, emulator.release, args=(slow.id,)).start()
+    threading.Timer(4, emulator.release, args=(slow.id,)).start()
 
     async def go():
         async with Bot(emulator.token, base_url=emulator.base_url) as bot, \
-                TelegramTransport(bot, timeout=0.5) as transport:
+                TelegramTransport(bot, timeout=2) as transport:
             return await OutboxSender(province, {"telegram": transport}, clock=lambda: local("2026-12-01 07:01"),
                                       rate=200, per_chat_interval=0.0).run(until_idle=True)
 

@@ -16,6 +16,7 @@ from bot.domain.replies import Outcome, Reply
 from bot.reports.replies import report_replies
 from bot.services.chat import ChatService
 from bot.services.linking import create_invites, format_code
+from bot.outbox import queue
 from bot.storage.models import Answer, ChannelUsage, ChatAccount, ChatState, Member, OutboxMessage, ProcessedUpdate
 from bot.timeutil import utcnow
 from tests.conftest import ZALO_TOKEN
@@ -480,17 +481,26 @@ def zalo_branch(province):
 def test_a_broadcast_that_does_not_fit_the_monthly_quota_is_refused_whole(province, zalo_branch, caplog):
     from bot.scheduling.due import Schedule, run_due
 
+    with province.session() as s:  # the district's cadre, on Telegram, is told why (once a day)
+        cadre = s.scalar(select(Member).where(Member.code == "CB002"))
+        s.add(ChatAccount(channel="telegram", external_id="8802", member_id=cadre.id, linked_at=utcnow()))
     quota = ZaloQuota(province, 10, TZ, channels=("zalo",))
     quota.add(7)
     report = run_due(province, utcnow(), Schedule(budget=quota))
     refused = [d for d in report.dropped if d.startswith(f"announce:{zalo_branch}:")]
     assert refused and "needs 5 message(s) but only 3 of 10 are left" in refused[0]
-    assert count(province, OutboxMessage) == 0  # nothing half-sent
+    with province.session() as s:
+        rows = s.scalars(select(OutboxMessage)).all()
+        assert [(r.purpose, r.member_id) for r in rows] == [("notice", cadre.id)]  # no announcement half-queued
+        told = queue.payloads(s, [rows[0].id])[rows[0].id]["text"]
+    assert "Thông báo đợt học tập 83-KH/HU" in told and "chưa gửi: cần 5 tin nhắn Zalo" in told
+    run_due(province, utcnow(), Schedule(budget=quota))  # tried again at the next tick: not told twice
+    assert count(province, OutboxMessage) == 1
     assert "needs 5 message(s)" in caplog.text
     bigger = ZaloQuota(province, 100, TZ, channels=("zalo",))  # the plan was raised
     again = run_due(province, utcnow(), Schedule(budget=bigger))
     assert f"announce:{zalo_branch}: 5 message(s)" in again.jobs
-    assert count(province, OutboxMessage) == 5
+    assert count(province, OutboxMessage) == 6
 
 
 def test_secretary_is_told_how_many_messages_a_reminder_needs_and_how_many_are_left(province, zalo_branch):

@@ -20,11 +20,12 @@ from sqlalchemy.orm import Session, selectinload
 
 from bot.domain import messages as msg
 from bot.domain.languages import VI
+from bot.domain.replies import Reply
 from bot.outbox import queue
 from bot.outbox.queue import QuietHours
 from bot.services.rounds import audience_members
 from bot.storage.db import Database
-from bot.storage.models import Attempt, ChatAccount, JobRun, Member, Round
+from bot.storage.models import Attempt, ChatAccount, JobRun, Member, Round, UnitAncestor
 
 log = logging.getLogger(__name__)
 DIGEST_FRESHNESS = timedelta(hours=24)
@@ -96,6 +97,10 @@ def run_due(db: Database, at: datetime, schedule: Schedule, report_builder=None)
 class BroadcastRefused(Exception):
     """The budget refused a broadcast: nothing of it is enqueued and the job is not recorded."""
 
+    def __init__(self, refusal):
+        super().__init__(str(refusal))
+        self.refusal = refusal  # its ``text`` says why in Vietnamese
+
 
 def _once(db: Database, key: str, at: datetime, report: DueReport, work) -> None:
     """Run ``work`` and record ``key`` in one transaction; a concurrent runner's record wins."""
@@ -111,14 +116,35 @@ def _once(db: Database, key: str, at: datetime, report: DueReport, work) -> None
         return
     except BroadcastRefused as exc:
         report.dropped.append(f"{key}: not sent: {exc}")
+        _tell_staff(db, key, at, exc.refusal.text)
         return
     report.add(key, count)
+
+
+def _tell_staff(db: Database, key: str, at: datetime, why: str) -> None:
+    """A broadcast the budget holds back is tried again at every tick; the admins and the cadres above the
+    round's units are told why, once a day (``refused:<job>:<day>``), through the outbox like any message."""
+    kind, round_id = key.split(":")[:2]
+    with db.session() as s:
+        rnd = s.get(Round, int(round_id))
+        if rnd is None:
+            return
+        units = [ru.unit_id for ru in rnd.units]
+        above = select(UnitAncestor.ancestor_id).where(UnitAncestor.descendant_id.in_(units))
+        staff = s.scalars(select(Member.id).where(
+            Member.active, or_(Member.role == "admin", (Member.role == "cadre") & Member.unit_id.in_(above)),
+            exists().where(ChatAccount.member_id == Member.id))).all()
+        what = {"announce": "Thông báo", "remind": "Nhắc nhở"}.get(kind, "Tin nhắn")
+        text = f"⚠️ {what} đợt học tập {rnd.document.code} (đợt số {rnd.id}) {why}"
+        day = at.date().isoformat()
+        queue.enqueue_many(s, purpose="notice", keyed_members=[(f"refused:{key}:{day}:{m}", m) for m in staff],
+                           reply=Reply(text), now=at)
 
 
 def _check_budget(s: Session, schedule: Schedule, members: list[int], at: datetime) -> None:
     refusal = schedule.budget.refusal(s, members, at) if schedule.budget is not None else None
     if refusal is not None:
-        raise BroadcastRefused(str(refusal))
+        raise BroadcastRefused(refusal)
 
 
 def latest_reminder_slot(rnd: Round, at: datetime, schedule: Schedule) -> datetime | None:
