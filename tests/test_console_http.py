@@ -268,7 +268,7 @@ def test_invitation_sheet_per_branch_as_xlsx(chat, console_server, province):
     sheet = secretary.post("/quantri/doanvien/thumoi.xlsx", data={"csrf": token, "unit": str(own), "channel": "zalo"})
     assert sheet.status_code == 200 and "thumoi-zalo-DP-TT-01.xlsx" in sheet.headers["content-disposition"]
     rows = list(load_workbook(io.BytesIO(sheet.content)).active.values)
-    assert rows[0][:5] == ("member_code", "full_name", "unit_code", "phone", "zalo_code")
+    assert rows[0][:5] == ("Mã đảng viên", "Họ và tên", "Mã đơn vị", "Số điện thoại", "Mã liên kết")
     assert {r[2] for r in rows[1:]} == {"DP-TT-01"} and len(rows) > 2
     link = secretary.post("/quantri/doanvien/thumoi.xlsx", data={"csrf": token, "unit": str(own)})
     assert "https://t.me/hoctap_test_bot?start=" in str(list(load_workbook(io.BytesIO(link.content)).active.values)[1])
@@ -318,11 +318,11 @@ def test_zalo_invitation_sheet_names_each_members_own_branch_bot_and_its_share_l
     assert sheet.status_code == 200
     rows = list(load_workbook(io.BytesIO(sheet.content)).active.values)
     header, by_code = rows[0], {r[0]: dict(zip(rows[0], r)) for r in rows[1:]}
-    assert header[-1] == "zalo_bot"
-    assert (by_code["DV002"]["zalo_bot"], by_code["DV002"]["zalo_link"]) == ("Chi bo Ap 1", "https://zalo.me/s/ap1")
-    assert "mở https://zalo.me/s/ap1 (hoặc tìm bot «Chi bo Ap 1» trên Zalo)" in by_code["DV002"]["message"]
-    assert not by_code["DV011"]["zalo_bot"]  # ấp 2 has no bot of its own: the default bot
-    assert "bot học tập" in by_code["DV011"]["message"]
+    assert header[-1] == "Bot Zalo"
+    assert (by_code["DV002"]["Bot Zalo"], by_code["DV002"]["Đường dẫn bot Zalo"]) == ("Chi bo Ap 1", "https://zalo.me/s/ap1")
+    assert "mở https://zalo.me/s/ap1 (hoặc tìm bot «Chi bo Ap 1» trên Zalo)" in by_code["DV002"]["Lời nhắn"]
+    assert not by_code["DV011"]["Bot Zalo"]  # ấp 2 has no bot of its own: the default bot
+    assert "bot học tập" in by_code["DV011"]["Lời nhắn"]
 
 
 def test_a_report_of_a_document_whose_code_has_diacritics_downloads_under_its_own_name(chat, console_server,

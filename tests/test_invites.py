@@ -19,7 +19,7 @@ def test_invite_file_has_one_working_link_per_member(cli, sample_roster, db_url,
     result = cli("members", "invite", "--unit", "DP-TT-01", "--out", "links.xlsx", "--bot", "hoctap_bot")
     assert result.code == 0, result.err
     rows = list(load_workbook(workdir / "links.xlsx").active.iter_rows(values_only=True))
-    assert rows[0] == ("member_code", "full_name", "unit_code", "phone", "link")
+    assert rows[0] == ("Mã đảng viên", "Họ và tên", "Mã đơn vị", "Số điện thoại", "Đường dẫn liên kết")
     assert [r[0] for r in rows[1:]] == [f"DV{i:03d}" for i in range(1, 11)]
     codes = [LINK.match(r[4]).group(1) for r in rows[1:]]
     assert len(set(codes)) == 10
@@ -32,7 +32,7 @@ def test_invite_file_has_one_working_link_per_member(cli, sample_roster, db_url,
 def test_a_new_invite_run_retires_the_old_unused_links(cli, sample_roster, db_url, workdir):
     cli("members", "invite", "--unit", "DP-TT-02", "--out", "old.csv", "--bot", "hoctap_bot")
     cli("members", "invite", "--unit", "DP-TT-02", "--out", "new.csv", "--bot", "hoctap_bot")
-    read = lambda name: [LINK.match(r["link"]).group(1) for r in csv.DictReader((workdir / name).open(encoding="utf-8-sig"))]
+    read = lambda name: [LINK.match(r["Đường dẫn liên kết"]).group(1) for r in csv.DictReader((workdir / name).open(encoding="utf-8-sig"))]
     old, new = read("old.csv"), read("new.csv")
     service = ChatService(Database(db_url), ChannelTraits("telegram", 4096), ZoneInfo("Asia/Ho_Chi_Minh"))
     assert "Không tìm thấy đảng viên" in service.on_text("1", f"/start {old[0]}", utcnow()).replies[0].text
@@ -70,6 +70,6 @@ def test_names_that_look_like_formulas_are_text_in_the_invitation_workbook(cli, 
 def test_names_that_look_like_formulas_start_with_an_apostrophe_in_the_invitation_csv(cli, sample_roster, workdir):
     import_formula_named_members(cli, workdir)
     assert cli("members", "invite", "--channel", "zalo", "--unit", "DP-TT-01", "--out", "zalo.csv").code == 0
-    rows = {r["member_code"]: r for r in csv.DictReader((workdir / "zalo.csv").open(encoding="utf-8-sig", newline=""))}
-    assert [rows[f"DVX{i}"]["full_name"] for i in range(len(FORMULA_NAMES))] == [f"'{n}" for n in FORMULA_NAMES]
-    assert rows["DV001"]["full_name"] == "Vũ Thị Hằng"
+    rows = {r["Mã đảng viên"]: r for r in csv.DictReader((workdir / "zalo.csv").open(encoding="utf-8-sig", newline=""))}
+    assert [rows[f"DVX{i}"]["Họ và tên"] for i in range(len(FORMULA_NAMES))] == [f"'{n}" for n in FORMULA_NAMES]
+    assert rows["DV001"]["Họ và tên"] == "Vũ Thị Hằng"

@@ -319,10 +319,10 @@ def test_invitation_sheets_carry_each_members_bot_and_share_link(bots_cli, fake_
     result = cli("members", "invite", "--channel", "zalo", "--unit", "DP-TT", "--link", "https://zalo.me/s/hoctap",
                  "--out", "zalo.csv")
     assert result.code == 0, result.err
-    rows = {r["member_code"]: r for r in csv.DictReader((workdir / "zalo.csv").open(encoding="utf-8-sig"))}
-    assert (rows["DV002"]["zalo_bot"], rows["DV002"]["zalo_link"]) == ("Chi bo Tan Tien", "https://zalo.me/s/ap1")
-    assert "mở https://zalo.me/s/ap1 (hoặc tìm bot «Chi bo Tan Tien» trên Zalo)" in rows["DV002"]["message"]
-    assert (rows["DV011"]["zalo_bot"], rows["DV011"]["zalo_link"]) == ("", "https://zalo.me/s/hoctap")  # ấp 2
+    rows = {r["Mã đảng viên"]: r for r in csv.DictReader((workdir / "zalo.csv").open(encoding="utf-8-sig"))}
+    assert (rows["DV002"]["Bot Zalo"], rows["DV002"]["Đường dẫn bot Zalo"]) == ("Chi bo Tan Tien", "https://zalo.me/s/ap1")
+    assert "mở https://zalo.me/s/ap1 (hoặc tìm bot «Chi bo Tan Tien» trên Zalo)" in rows["DV002"]["Lời nhắn"]
+    assert (rows["DV011"]["Bot Zalo"], rows["DV011"]["Đường dẫn bot Zalo"]) == ("", "https://zalo.me/s/hoctap")  # ấp 2
 
 
 @pytest.mark.parametrize("token, error", [

@@ -133,13 +133,13 @@ def test_invite_command_writes_short_codes_beside_the_share_link(cli, sample_ros
     assert "10 Zalo code(s) written to zalo.csv" in result.out
     assert "members open https://zalo.me/s/hoctap and type their code" in result.out
     rows = list(csv.DictReader((workdir / "zalo.csv").open(encoding="utf-8-sig")))
-    assert [r["member_code"] for r in rows] == [f"DV{i:03d}" for i in range(1, 11)]
-    assert all(re.fullmatch(r"[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}", r["zalo_code"]) for r in rows)
-    assert rows[1]["message"].endswith(f"gõ mã {rows[1]['zalo_code']}")
+    assert [r["Mã đảng viên"] for r in rows] == [f"DV{i:03d}" for i in range(1, 11)]
+    assert all(re.fullmatch(r"[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}", r["Mã liên kết"]) for r in rows)
+    assert rows[1]["Lời nhắn"].endswith(f"gõ mã {rows[1]['Mã liên kết']}")
     from bot.storage.db import Database
 
     service = ChatService(Database(db_url), TRAITS, TZ)
-    welcome = service.on_text("z9", rows[1]["zalo_code"].lower(), utcnow()).replies[0].text
+    welcome = service.on_text("z9", rows[1]["Mã liên kết"].lower(), utcnow()).replies[0].text
     assert "Xin chào đồng chí Đinh Văn Sơn" in welcome
 
 

@@ -71,9 +71,10 @@ def create_invites(session: Session, members: list[Member], now: datetime, chann
     return codes
 
 
-TELEGRAM_INVITE_HEADER = ["member_code", "full_name", "unit_code", "phone", "link"]
-ZALO_INVITE_HEADER = ["member_code", "full_name", "unit_code", "phone", "zalo_code", "zalo_link", "message",
-                      "zalo_bot"]
+# the sheet a secretary prints or mail-merges: Vietnamese headers, like the roster files'
+TELEGRAM_INVITE_HEADER = ["Mã đảng viên", "Họ và tên", "Mã đơn vị", "Số điện thoại", "Đường dẫn liên kết"]
+ZALO_INVITE_HEADER = ["Mã đảng viên", "Họ và tên", "Mã đơn vị", "Số điện thoại", "Mã liên kết", "Đường dẫn bot Zalo",
+                      "Lời nhắn", "Bot Zalo"]
 
 
 def unit_bot(s: Session, unit_id: int) -> ZaloBot | None:
