@@ -117,6 +117,11 @@ def _yaml_problem(problem: str) -> str:
     return f" ({said})" if said else ""
 
 
+def _n(number: int) -> str:
+    """12000 → ``12.000``: Vietnamese groups thousands with a dot."""
+    return f"{number:,}".replace(",", ".")
+
+
 def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
@@ -167,8 +172,8 @@ def check_file(path: Path, *, named_by_id: bool = True) -> tuple[DocumentSpec | 
     checker = _Checker(display_path(path))
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
-        return None, [Problem(checker.file, 1, "file", f"dài {size:,} byte; một tệp văn bản chỉ được tối đa "
-                                                      f"{MAX_FILE_BYTES:,} byte; hãy rút gọn phần tóm tắt")]
+        return None, [Problem(checker.file, 1, "file", f"dài {_n(size)} byte; một tệp văn bản chỉ được tối đa "
+                                                      f"{_n(MAX_FILE_BYTES)} byte; hãy rút gọn phần tóm tắt")]
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -202,7 +207,7 @@ class _Checker:
             self.add(node, fld, "đang để trống; hãy viết nội dung")
             return None
         if limit is not None and len(value) > limit:
-            self.add(node, fld, f"dài {len(value):,} ký tự; tối đa {limit:,} ký tự để vừa màn hình điện thoại; "
+            self.add(node, fld, f"dài {_n(len(value))} ký tự; tối đa {_n(limit)} ký tự để vừa màn hình điện thoại; "
                                 "hãy rút gọn")
             return None
         return value
@@ -315,7 +320,7 @@ class _Checker:
                 line = first + node.value.count("\n", 0, m.start())
                 self.problems.append(Problem(
                     self.file, line, f"summary (đoạn {i})",
-                    f"dài {length:,} ký tự; mỗi đoạn tối đa {MAX_SECTION_CHARS:,} ký tự; hãy tách ra bằng một dòng trống"))
+                    f"dài {_n(length)} ký tự; mỗi đoạn tối đa {_n(MAX_SECTION_CHARS)} ký tự; hãy tách ra bằng một dòng trống"))
 
     def _date(self, node: Node) -> date | None:
         if isinstance(node, ScalarNode) and node.tag != "tag:yaml.org,2002:null":
