@@ -158,7 +158,7 @@ def test_unknown_header_names_the_column(cli, workdir):
     ("u.csv", b"code,parent_code\nP,\n", "u.csv:1: Tên đơn vị: thiếu cột; dòng tiêu đề cần có các cột Mã đơn vị, Tên đơn vị, "
      "Mã đơn vị cấp trên"),
     ("u.csv", b"code,name,parent_code\nP,T\xe2n,\n",  # "Tân" saved as Windows-1258
-     "u.csv: tệp không ở bảng mã UTF-8 (byte 25); hãy lưu lại dưới dạng 'CSV UTF-8'"),
+     "u.csv:2: tệp không ở bảng mã UTF-8 (byte 25); trong Excel hãy chọn Lưu thành (Save As) dạng 'CSV UTF-8'"),
     ("u.xlsx", b"not a workbook", "u.xlsx: không mở được dưới dạng bảng tính Excel; "
                                   "hãy mở tệp bằng Excel và lưu lại dưới dạng .xlsx"),
 ], ids=["unsupported", "empty", "missing-column", "not-utf8", "broken-xlsx"])
@@ -230,3 +230,17 @@ def test_a_name_with_a_control_character_pasted_from_word_is_refused_by_row_and_
                             "hãy gõ lại ô này"]
     with db.session() as s:
         assert s.scalar(select(func.count(Member.id))) == 3
+
+
+def test_excel_s_sep_line_and_a_row_number_column_are_read_past(cli, workdir, db):
+    """Excel writes ``sep=;`` as the first line of a semicolon CSV (and does not show it); sheets often have an
+    STT column. Both import; row numbers stay as Excel shows them."""
+    (workdir / "u.csv").write_text("sep=;\nSTT;Mã đơn vị;Tên đơn vị;Mã đơn vị cấp trên\n1;P;Tỉnh;\n2;C;Xã;Q\n",
+                                   encoding="utf-8")
+    result = cli("units", "import", "u.csv")
+    assert (result.code, result.lines) == (1, ["u.csv:3: Mã đơn vị cấp trên: không có đơn vị mã 'Q'; hãy thêm đơn "
+                                               "vị vào tệp hoặc nhập danh sách đơn vị trước"])
+    (workdir / "u.csv").write_text("sep=;\nSTT;Mã đơn vị;Tên đơn vị;Mã đơn vị cấp trên\n1;P;Tỉnh;\n2;C;Xã;P\n",
+                                   encoding="utf-8")
+    assert cli("units", "import", "u.csv").code == 0
+    assert counts(db)[0] == 2

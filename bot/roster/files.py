@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,16 +102,22 @@ def _csv_rows(path: Path) -> list[list[str]]:
     encoding = "utf-16" if data.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-8-sig"  # both drop the BOM
     try:
         text = data.decode(encoding)
-    except UnicodeDecodeError as exc:
-        raise TableError(f"{shown}: tệp không ở bảng mã UTF-8 (byte {exc.start}); "
-                         "hãy lưu lại dưới dạng 'CSV UTF-8'") from None
+    except UnicodeDecodeError as exc:  # often Excel's plain "CSV", in the Windows code page
+        line = data[:exc.start].count(b"\n") + 1
+        raise TableError(f"{shown}:{line}: tệp không ở bảng mã UTF-8 (byte {exc.start}); trong Excel hãy chọn "
+                         "Lưu thành (Save As) dạng 'CSV UTF-8'") from None
     if "\x00" in text:  # a binary file renamed .csv; PostgreSQL cannot store the character either
         line = text.count("\n", 0, text.index("\x00")) + 1
         raise TableError(f"{shown}:{line}: có ký tự NUL, có lẽ đây không phải tệp văn bản CSV; "
                          "hãy lưu lại dưới dạng 'CSV UTF-8'")
     lines = text.splitlines()
+    hint = re.fullmatch(r"sep=(.)", lines[0].strip()) if lines else None
+    if hint:  # Excel's own first line naming the delimiter; Excel does not show it as a row
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        lines = lines[1:]
     header = lines[0] if lines else ""
-    delimiter = max(DELIMITERS, key=lambda d: len(next(csv.reader([header], delimiter=d), [])))
+    delimiter = hint.group(1) if hint else max(
+        DELIMITERS, key=lambda d: len(next(csv.reader([header], delimiter=d), [])))
     reader = csv.reader(io.StringIO(text, newline=""), csv.excel, delimiter=delimiter)
     try:
         return list(reader)
