@@ -512,8 +512,12 @@ def test_a_full_member_list_asks_before_stopping_anyone_and_never_stops_everyone
     asked = upload(header + "\n".join(two_fewer) + "\n")
     text = html.unescape(asked.text)
     assert asked.status_code == 200 and "sẽ ngừng sinh hoạt 2 đồng chí" in text and "DV011" in text
-    assert 'name="confirm" value="2"' in asked.text and still_active() == active  # nothing yet
-    done = upload(header + "\n".join(two_fewer) + "\n", confirm="2")
+    token = asked.text.split('name="confirm" value="')[1].split('"')[0]
+    assert token.startswith("2:") and still_active() == active  # nothing yet
+    other = [r for r in rows if not r.startswith(("DV011,", "DV013,"))]  # another file stopping as many
+    assert "Chưa nạp gì" in upload(header + "\n".join(other) + "\n", confirm=token).text
+    assert still_active() == active
+    done = upload(header + "\n".join(two_fewer) + "\n", confirm=token)
     assert done.status_code == 200 and "2 ngừng" in done.text and still_active() == active - 2
     back = admin.post("/quantri/doanvien", data={"csrf": csrf_of(admin, "/quantri/doanvien"), "kind": "members"},
                       files={"file": ("ds.csv", (header + "\n".join(rows) + "\n").encode())})

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from telegram import Bot
 
 from bot.channels.telegram import TelegramTransport
+from bot.domain.replies import Reply
 from bot.outbox.queue import QuietHours
 from bot.outbox.sender import OutboxSender
 from bot.scheduling.due import Schedule, run_due
@@ -127,8 +128,10 @@ def test_a_reminder_waiting_for_the_morning_is_dropped_if_the_deadline_moved_ove
     assert [j for j in queued.jobs if j.startswith("remind")] == [f"remind:{round_id}:2026-12-12: 9 message(s)"]
     with province.session() as s:
         extend_round(s, round_id, local("2026-12-20 21:00"), local("2026-12-12 23:00"))
+    assert statuses(province).get("dropped") == 9
+    run_due(province, local("2026-12-13 07:00"), Schedule())  # no reminder slot of the new deadline yet
     morning = deliver(province, emulator, local("2026-12-13 07:00"))
-    assert morning.sent == 0 and morning.dropped == 9
+    assert morning.sent == 0
     assert all(not any(t.startswith("⏰") for t in received(u)) for u in users.values())
     run_due(province, local("2026-12-17 08:00"), Schedule())  # three days before the new deadline
     deliver(province, emulator, local("2026-12-17 08:01"))
@@ -158,6 +161,56 @@ def test_a_send_answered_too_late_is_uncertain_and_never_sent_twice(province, em
     assert deliver(province, emulator, local("2026-12-01 09:00")).sent == 0
     slow.wait_for(lambda u: received(u), timeout=10)  # Telegram answers once the network lets it
     assert len(received(slow)) == 1  # delivered once, by the request that timed out
+
+
+def test_a_deadline_moved_later_the_same_day_reminds_the_waiting_members_with_the_new_time(province, emulator,
+                                                                                          branch):
+    """The slot's job had run (reminders queued for 07:00); the deadline moves from 21:00 to 23:30 the same day:
+    the reminders go out at 07:00 naming 23:30, once, and a member reminded before is not reminded again."""
+    from bot.services.rounds import extend_round
+
+    round_id, users = branch
+    run_due(province, local("2026-12-01 07:00"), Schedule())
+    deliver(province, emulator, local("2026-12-01 07:01"))
+    run_due(province, local("2026-12-14 22:00"), Schedule())  # the 14/12 08:00 slot, caught up late
+    with province.session() as s:
+        extend_round(s, round_id, local("2026-12-15 23:30"), local("2026-12-14 23:00"))
+    run_due(province, local("2026-12-15 07:00"), Schedule())
+    deliver(province, emulator, local("2026-12-15 07:01"))
+    for user in users.values():
+        reminders = [t for t in received(user) if t.startswith("⏰")]
+        assert len(reminders) == 1 and "23:30 ngày 15/12/2026" in reminders[0], reminders
+    run_due(province, local("2026-12-15 08:00"), Schedule())
+    assert deliver(province, emulator, local("2026-12-15 08:01")).sent == 0
+
+
+def test_a_long_message_whose_first_part_got_no_answer_sends_only_the_rest_later(province, emulator, branch):
+    """Part 1 of 2 left and got no answer in time (Telegram delivered it): the retry sends part 2 only."""
+    import threading
+
+    from bot.outbox import queue
+
+    _round_id, users = branch
+    slow = users["DV004"]
+    with province.session() as s:
+        member = s.scalar(select(Member).where(Member.code == "DV004"))
+        queue.enqueue(s, dedupe_key="long:1", purpose="digest", member_id=member.id, now=local("2026-12-01 07:00"),
+                      reply=Reply(("Đoạn một. " * 350).strip() + "\n\n" + ("Đoạn hai. " * 300).strip()))
+    emulator.hold(slow.id)
+    threading.Timer(4, emulator.release, args=(slow.id,)).start()
+
+    async def go(at):
+        async with Bot(emulator.token, base_url=emulator.base_url) as bot, \
+                TelegramTransport(bot, timeout=2) as transport:
+            return await OutboxSender(province, {"telegram": transport}, clock=lambda: at, rate=200,
+                                      per_chat_interval=0.0).run(until_idle=True)
+
+    first = asyncio.run(go(local("2026-12-01 07:01")))
+    assert first.sent == 0 and first.retried == 1
+    slow.wait_for(lambda u: any(m["text"].startswith("Đoạn một") for m in u.messages), timeout=10)
+    assert asyncio.run(go(local("2026-12-01 07:10"))).sent == 1
+    texts = [m["text"] for m in slow.messages]
+    assert sum(t.startswith("Đoạn một") for t in texts) == 1 and sum(t.startswith("Đoạn hai") for t in texts) == 1
 
 
 def test_reminders_skip_members_who_finished_and_are_caught_up_once(province, emulator, branch):

@@ -497,6 +497,9 @@ class TelegramTransport:
             except aiohttp.ConnectionTimeoutError:  # nothing left: safe to try again
                 raise after_parts(SendError("transient", "Could not connect in time"), done) from None
             except asyncio.TimeoutError:  # sent, no answer: Telegram may have delivered it; never twice
+                if done + 1 < len(parts):  # a part of a long message: counted as sent, the rest follows later
+                    raise after_parts(SendError("transient", f"no answer in time for part {done + 1}; perhaps "
+                                                             "delivered, not sent again"), done + 1) from None
                 raise after_parts(SendError("uncertain", "no answer in time; perhaps delivered"), done) from None
             except aiohttp.ClientError as exc:
                 reason = f"{type(exc).__name__}: {exc}".replace(self._token, "<token>")

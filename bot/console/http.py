@@ -58,8 +58,8 @@ async def read_form(request: Request, csrf: str, limit: int = MAX_FORM):
     try:
         form = await request.form(max_files=2, max_fields=200)
     except (HTTPException, MultiPartException):  # Starlette's own refusal: too many fields or files, a broken body
-        raise Refused(400, "Biểu mẫu không hợp lệ (quá nhiều trường hoặc tệp); đồng chí tải lại trang rồi làm lại.") \
-            from None
+        raise Refused(400, "Biểu mẫu không hợp lệ (quá nhiều trường, quá nhiều tệp hoặc bị hỏng); đồng chí tải lại "
+                           "trang rồi làm lại.") from None
     given = form.get("csrf")
     if not isinstance(given, str) or not hmac.compare_digest(given.encode(), csrf.encode()):
         raise Refused(403, "Biểu mẫu đã cũ hoặc không hợp lệ; đồng chí tải lại trang rồi làm lại.")

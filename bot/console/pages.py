@@ -6,6 +6,7 @@ the session's CSRF token and the moment. Refusals raise ``PermissionDenied`` or 
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import tempfile
@@ -14,7 +15,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import quote
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -79,14 +81,21 @@ async def overview(console, request: Request, visit) -> Response:
     return console.render("overview.html", **_context(visit, blocks=blocks, upcoming=_upcoming(s, member, now)))
 
 
-def _upcoming(s, member: Member, now) -> list[tuple[Round, Unit]]:
-    """Rounds opened for a later day, for units within reach: each with the first such unit (its page)."""
-    found = []
-    for rnd in s.scalars(select(Round).where(Round.opens_at > now, Round.closed_at.is_(None)).order_by(Round.opens_at)):
-        mine = [ru.unit for ru in rnd.units if can_view_unit(s, member, ru.unit_id)]
-        if mine:
-            found.append((rnd, mine[0]))
-    return found
+def _upcoming(s, member: Member, now, limit: int = 20) -> list[tuple[Round, Unit]]:
+    """Rounds opened for a later day, for units within reach (one statement): each with one such unit (its
+    page), soonest first."""
+    from bot.storage.models import RoundUnit, UnitAncestor
+
+    mine = select(RoundUnit.round_id, func.min(RoundUnit.unit_id).label("unit_id")).group_by(RoundUnit.round_id)
+    if member.role != "admin":
+        mine = mine.join(UnitAncestor, (UnitAncestor.descendant_id == RoundUnit.unit_id)
+                         & (UnitAncestor.ancestor_id == member.unit_id))
+    mine = mine.subquery()
+    rows = s.execute(select(Round, Unit).join(mine, mine.c.round_id == Round.id).join(Unit, Unit.id == mine.c.unit_id)
+                     .where(Round.opens_at > now, Round.closed_at.is_(None))
+                     .options(selectinload(Round.document), selectinload(Round.units))
+                     .order_by(Round.opens_at, Round.id).limit(limit)).all()
+    return [(rnd, unit) for rnd, unit in rows]
 
 
 def _round_unit(request: Request, visit, require=require_view_unit) -> tuple[Round, Unit]:
@@ -169,7 +178,7 @@ def _reachable_units(s, member: Member, query: str = "") -> list[tuple[int, Unit
             if can_view_unit(s, member, u.id) and (not wanted or wanted in fold(f"{u.code} {u.name}"))]
 
 
-TARGET = re.compile(r"\d{1,3}(?:[.,]\d{1,2})?")  # 98, 97,5 or 97.5 (a "%" after it is dropped)
+TARGET = re.compile(r"\d{1,3}(?:[.,]\d)?")  # 98, 97,5 or 97.5 (a "%" after it is dropped)
 YEARS = range(2000, 2101)  # a date typed outside these is a slip of the keyboard (0001, 9999)
 
 
@@ -421,11 +430,12 @@ async def _import(console, request: Request, visit):
         problems = [f"{_shown(name)}: danh sách đầy đủ này không có chính đồng chí ({me.code}), nên sẽ ngừng sinh "
                     "hoạt cả tài khoản đang nạp; hãy thêm dòng của đồng chí vào tệp. Chưa nạp gì."]
     confirm = result.deactivated if result.ok and not problems else 0
-    if confirm and form.get("confirm") == str(confirm):
-        confirm = 0  # seen and confirmed with this very count
+    token = f"{confirm}:{hashlib.sha256(data).hexdigest()[:16]}"  # this count, from this very file
+    if confirm and form.get("confirm") == token:
+        confirm = 0  # seen and confirmed
     shown = SimpleNamespace(ok=not problems and not confirm, problems=problems, created=result.created,
                             updated=result.updated, unchanged=result.unchanged, deactivated=result.deactivated,
-                            reactivated=result.reactivated, confirm=confirm,
+                            reactivated=result.reactivated, confirm=confirm, confirm_token=token,
                             stopped=[f"{m.code} {m.full_name}" for m in result.stopped[:20]])
     if not shown.ok:  # problems, or deactivations not yet confirmed: nothing is kept
         work.rollback()

@@ -25,7 +25,7 @@ from bot.outbox import queue
 from bot.outbox.queue import QuietHours
 from bot.services.rounds import audience_members
 from bot.storage.db import Database
-from bot.storage.models import Attempt, ChatAccount, JobRun, Member, Round, UnitAncestor
+from bot.storage.models import Attempt, ChatAccount, JobRun, Member, OutboxMessage, Round, UnitAncestor
 
 log = logging.getLogger(__name__)
 DIGEST_FRESHNESS = timedelta(hours=24)
@@ -76,12 +76,14 @@ def run_due(db: Database, at: datetime, schedule: Schedule, report_builder=None)
                                 .where(Round.closes_at > at - FINISHED_LONG_AGO).order_by(Round.id)))
     for rnd in rounds:
         if rnd.opens_at <= at:
-            _once(db, f"announce:{rnd.id}", at, report, lambda s, r=rnd: _announce(s, r, at, schedule, report))
+            _once(db, f"announce:{rnd.id}", at, report, lambda s, r=rnd: _announce(s, r, at, schedule, report),
+                  schedule.tz)
         if rnd.opens_at <= at < rnd.closes_at and rnd.closed_at is None:
             slot = latest_reminder_slot(rnd, at, schedule)
             if slot is not None:
                 key = f"remind:{rnd.id}:{slot.astimezone(schedule.tz).date().isoformat()}"
-                _once(db, key, at, report, lambda s, r=rnd, k=key: _remind(s, r, k, at, schedule, report))
+                _once(db, key, at, report, lambda s, r=rnd, k=key: _remind(s, r, k, at, schedule, report),
+                      schedule.tz)
         if at >= rnd.closes_at or rnd.closed_at is not None:
             _once(db, f"close:{rnd.id}", at, report,
                   lambda s, r=rnd: _close(s, r, at, schedule, report, report_builder))
@@ -102,8 +104,9 @@ class BroadcastRefused(Exception):
         self.refusal = refusal  # its ``text`` says why in Vietnamese
 
 
-def _once(db: Database, key: str, at: datetime, report: DueReport, work) -> None:
-    """Run ``work`` and record ``key`` in one transaction; a concurrent runner's record wins."""
+def _once(db: Database, key: str, at: datetime, report: DueReport, work, tz: ZoneInfo | None = None) -> None:
+    """Run ``work`` and record ``key`` in one transaction; a concurrent runner's record wins. ``tz``: whose
+    day a refusal is told once in."""
     try:
         with db.session() as s:
             if s.get(JobRun, key) is not None:
@@ -116,18 +119,25 @@ def _once(db: Database, key: str, at: datetime, report: DueReport, work) -> None
         return
     except BroadcastRefused as exc:
         report.dropped.append(f"{key}: not sent: {exc}")
-        _tell_staff(db, key, at, exc.refusal.text)
+        try:
+            _tell_staff(db, key, at, exc.refusal.text, (at.astimezone(tz) if tz else at).date().isoformat())
+        except Exception:  # noqa: BLE001 - telling is a courtesy: the other jobs of this tick still run
+            log.exception("job %s: could not tell the staff why it is held back", key)
         return
     report.add(key, count)
 
 
-def _tell_staff(db: Database, key: str, at: datetime, why: str) -> None:
+def _tell_staff(db: Database, key: str, at: datetime, why: str, day: str) -> None:
     """A broadcast the budget holds back is tried again at every tick; the admins and the cadres above the
-    round's units are told why, once a day (``refused:<job>:<day>``), through the outbox like any message."""
+    round's units are told why, once a (local) day (``refused:<job>:<day>``), through the outbox like any
+    message."""
     kind, round_id = key.split(":")[:2]
+    told = f"refused:{key}:{day}:"
     with db.session() as s:
         rnd = s.get(Round, int(round_id))
-        if rnd is None:
+        if rnd is None or s.scalar(select(OutboxMessage.id).where(OutboxMessage.dedupe_key.startswith(told,
+                                                                                                       autoescape=True))
+                                   .limit(1)) is not None:
             return
         units = [ru.unit_id for ru in rnd.units]
         above = select(UnitAncestor.ancestor_id).where(UnitAncestor.descendant_id.in_(units))
@@ -136,8 +146,7 @@ def _tell_staff(db: Database, key: str, at: datetime, why: str) -> None:
             exists().where(ChatAccount.member_id == Member.id))).all()
         what = {"announce": "Thông báo", "remind": "Nhắc nhở"}.get(kind, "Tin nhắn")
         text = f"⚠️ {what} đợt học tập {rnd.document.code} (đợt số {rnd.id}) {why}"
-        day = at.date().isoformat()
-        queue.enqueue_many(s, purpose="notice", keyed_members=[(f"refused:{key}:{day}:{m}", m) for m in staff],
+        queue.enqueue_many(s, purpose="notice", keyed_members=[(f"{told}{m}", m) for m in staff],
                            reply=Reply(text), now=at)
 
 
