@@ -574,3 +574,24 @@ def test_an_extension_is_logged_with_both_deadlines_in_local_time(chat, console_
     assert extended.status_code == 303
     admin = logged_in(chat, console_server, "AD001")
     assert f"đợt {round_id}: 21/12/2099 → 25/12/2099" in html.unescape(admin.get("/quantri/nhatky").text)
+
+
+def test_the_excel_template_is_offered_in_the_console_and_problems_point_at_it_not_at_a_command(
+        chat, console_server, province):
+    import io
+
+    from openpyxl import load_workbook
+
+    cadre = logged_in(chat, console_server, "CB002")
+    page = cadre.get("/quantri/vanban")
+    assert 'href="/quantri/vanban/mau.xlsx"' in page.text
+    sheet = cadre.get("/quantri/vanban/mau.xlsx")
+    assert sheet.status_code == 200 and "mau-cau-hoi.xlsx" in sheet.headers["content-disposition"]
+    assert "Câu hỏi" in load_workbook(io.BytesIO(sheet.content)).sheetnames
+    empty = cadre.post("/quantri/vanban", data={"csrf": csrf_of(cadre, "/quantri/vanban"), "doc_id": "nq-moi"},
+                       files={"file": ("cau-hoi.txt", b"\n")})
+    text = html.unescape(empty.text)
+    assert empty.status_code == 400 and "không tìm thấy câu hỏi nào" in text and "Tải mẫu Excel" in text
+    assert "hoctap content" not in text
+    secretary = logged_in(chat, console_server, "DV001")
+    assert secretary.get("/quantri/vanban/mau.xlsx").status_code == 403

@@ -160,6 +160,7 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
         Route("/dot/{round_id}/dong", page(pages.close_round), methods=["POST"]),
         Route("/dot/{round_id}/giahan", page(pages.extend_round), methods=["POST"]),
         Route("/vanban", page(pages.documents), methods=["GET", "POST"]),
+        Route("/vanban/mau.xlsx", page(pages.document_template), methods=["GET"]),
         Route("/doanvien", page(pages.roster), methods=["GET", "POST"]),
         Route("/doanvien/thumoi.xlsx", page(pages.invitations), methods=["POST"]),
         Route("/doanvien/{member_id}/ngung", page(pages.deactivate), methods=["POST"]),

@@ -339,6 +339,26 @@ def _document_from_upload(path: Path, doc_id: str, loaded: Document | None = Non
     return doc, [str(p) for p in problems]
 
 
+# what the checkers (shared with the command line) point at, as the console offers it
+CONSOLE_HINTS = {"(lệnh hoctap content template)": "(nút «Tải mẫu Excel» trên trang này)",
+                 "(xem mẫu quizzes/kh-64-tu-binh-phuoc.yaml)": "(hoặc dùng mẫu Excel: nút «Tải mẫu Excel» trên trang này)"}
+
+
+def _for_the_console(problem: str) -> str:
+    for cli, console in CONSOLE_HINTS.items():
+        problem = problem.replace(cli, console)
+    return problem
+
+
+async def document_template(console, request: Request, visit) -> Response:
+    """The Excel template for questions (and the document's details), as ``hoctap content template`` writes it."""
+    from bot.content.workbook import template_bytes
+
+    if visit.member.role not in MANAGERS:
+        raise PermissionDenied(DENIED_DOCUMENTS)
+    return _download(template_bytes(), "mau-cau-hoi.xlsx")
+
+
 async def documents(console, request: Request, visit) -> Response:
     """Upload a document file: its problems by line, a preview, and loading as ``hoctap content load``."""
     from bot.console.preview import preview
@@ -360,7 +380,8 @@ async def documents(console, request: Request, visit) -> Response:
             path = _upload_path(tmp, name)
             path.write_bytes(data)
             doc, problems = _document_from_upload(path, doc_id, s.get(Document, doc_id))
-            problems = [p.replace(str(path), _shown(name)).replace(path.name, _shown(name)) for p in problems]
+            problems = [_for_the_console(p.replace(str(path), _shown(name)).replace(path.name, _shown(name)))
+                        for p in problems]
         if doc is not None:
             doc.source_file = _shown(name)
         if doc is not None and not problems:
