@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from bot.channels.zalo import ZaloClient, ZaloError
+from bot.domain.replies import Reply
 from bot.emulators.common import free_port
 
 TOKEN = "1234567890:SECRET-zalo-TOKEN"
@@ -37,12 +38,29 @@ def test_a_zalo_that_cannot_be_reached_is_a_network_error_that_is_retried_and_ne
     assert "SECRET" not in str(error) and "sendMessage" in str(error)
 
 
-def test_a_zalo_that_does_not_answer_in_time_is_a_timeout_that_is_retried():
+def test_a_message_zalo_took_but_did_not_answer_in_time_is_uncertain_never_sent_again():
+    """The request left (the connection was taken) and no answer came: Zalo may have delivered it. The outbox
+    records it ``uncertain`` rather than sending it a second time; a refused connection is retried (above)."""
+    from bot.channels.zalo import ZaloTransport
+    from bot.outbox.sender import SendError
+
     with socket.socket() as listening:  # accepts connections (the backlog) and never answers
         listening.bind(("127.0.0.1", 0))
         listening.listen(8)
-        error = call(f"http://127.0.0.1:{listening.getsockname()[1]}", timeout=0.5)
-    assert error.status is None and error.transient and "no answer in time" in str(error)
+        url = f"http://127.0.0.1:{listening.getsockname()[1]}"
+        error = call(url, timeout=0.5)
+        assert error.status is None and error.maybe_delivered and "no answer in time" in str(error)
+
+        async def deliver():
+            client = ZaloClient(TOKEN, url, timeout=0.5)
+            try:
+                await ZaloTransport(client, rate=100).deliver("u1", Reply("Xin chào"), None)
+            finally:
+                await client.aclose()
+
+        with pytest.raises(SendError) as failed:
+            asyncio.run(deliver())
+    assert failed.value.kind == "uncertain" and "SECRET" not in failed.value.reason
 
 
 class _Server:

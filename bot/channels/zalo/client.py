@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 DEFAULT_ZALO_API = "https://bot-api.zaloplatforms.com"
+CONNECT = 5.0  # seconds to connect: a call that could not connect was surely not made
 
 
 def http_pool(timeout: float = 15.0) -> aiohttp.ClientSession:
@@ -27,9 +28,10 @@ class ZaloError(Exception):
     """A refused or failed call: ``status`` is Zalo's error code (or the HTTP status); None when
     the request itself failed (network, timeout)."""
 
-    def __init__(self, status: int | None, description: str):
+    def __init__(self, status: int | None, description: str, *, maybe_delivered: bool = False):
         super().__init__(f"{status or 'network'}: {description}")
         self.status, self.description = status, description
+        self.maybe_delivered = maybe_delivered  # the request left and no answer came in time
 
     @property
     def transient(self) -> bool:
@@ -63,11 +65,15 @@ class ZaloClient:
     async def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
         url = f"{self._base}/bot{self._token}/{method}"
         try:
+            total = timeout or self._timeout
             async with self._session().post(url, json=params or {}, allow_redirects=False,
-                                            timeout=aiohttp.ClientTimeout(total=timeout or self._timeout)) as r:
+                                            timeout=aiohttp.ClientTimeout(total=total,
+                                                                          sock_connect=min(total, CONNECT))) as r:
                 status, raw = r.status, await r.read()
-        except asyncio.TimeoutError:
-            raise ZaloError(None, f"{method}: no answer in time") from None
+        except aiohttp.ConnectionTimeoutError:  # nothing left: safe to try again
+            raise ZaloError(None, f"{method}: could not connect in time") from None
+        except asyncio.TimeoutError:  # it left: Zalo may have done it (a message delivered)
+            raise ZaloError(None, f"{method}: no answer in time", maybe_delivered=True) from None
         except aiohttp.ClientError as exc:  # some (a bad address) quote the URL, token and all
             raise ZaloError(None, f"{method}: {self._redact(str(exc)) or type(exc).__name__}") from None
         try:

@@ -55,6 +55,13 @@ class ZaloTransport:
             try:
                 await self.client.send_message(external_id, part)
             except ZaloError as exc:
+                if exc.maybe_delivered:  # as on Telegram: never sent twice
+                    if self.quota is not None:
+                        await asyncio.to_thread(self.quota.add, 1, self.clock())  # most likely it went
+                    if done + 1 < len(parts):  # a part of a long message: counted as sent, the rest follows
+                        raise after_parts(SendError("transient", f"Zalo: {exc}; perhaps delivered, not sent "
+                                                                 "again"), done + 1) from None
+                    raise after_parts(SendError("uncertain", f"Zalo: {exc}; perhaps delivered"), done) from None
                 if exc.status == 429:
                     wait = backoff(self._strikes, base=1.0, cap=120.0)
                     self._strikes += 1
