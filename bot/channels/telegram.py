@@ -485,7 +485,7 @@ class TelegramTransport:
         return encoded
 
     async def deliver(self, external_id: str, reply: Reply, attachment: tuple[str, bytes] | None) -> None:
-        from bot.outbox.sender import SKIP_PARTS, SendError, after_parts
+        from bot.outbox.sender import SKIP_PARTS, SendError, after_parts, unanswered
 
         parts, skip = self._encoded(reply), SKIP_PARTS.get()  # skip: parts an earlier try delivered
         for done, encoded in enumerate(parts[skip:], start=skip):
@@ -497,10 +497,7 @@ class TelegramTransport:
             except aiohttp.ConnectionTimeoutError:  # nothing left: safe to try again
                 raise after_parts(SendError("transient", "Could not connect in time"), done) from None
             except asyncio.TimeoutError:  # sent, no answer: Telegram may have delivered it; never twice
-                if done + 1 < len(parts):  # a part of a long message: counted as sent, the rest follows later
-                    raise after_parts(SendError("transient", f"no answer in time for part {done + 1}; perhaps "
-                                                             "delivered, not sent again"), done + 1) from None
-                raise after_parts(SendError("uncertain", "no answer in time; perhaps delivered"), done) from None
+                raise unanswered("no answer in time", done, len(parts)) from None
             except aiohttp.ClientError as exc:
                 reason = f"{type(exc).__name__}: {exc}".replace(self._token, "<token>")
                 raise after_parts(SendError("transient", reason), done) from None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-
 import tempfile
 import unicodedata
 from pathlib import Path
@@ -29,7 +28,7 @@ from bot.domain.permissions import (
 )
 from bot.services import console_access, oversight, stats
 from bot.services.rounds import RoundError, round_status
-from bot.storage.models import Document, Member, Round, Unit
+from bot.storage.models import Document, Member, Round, RoundUnit, Unit, UnitAncestor
 from bot.timeutil import parse_local
 
 MANAGERS = ("cadre", "admin")
@@ -50,11 +49,11 @@ def _figures(s, member, round_id, unit_id, now):
     return stats.unit_figures(s, round_id, unit_id, now), []
 
 
-def _require_manage(s, member: Member, rnd: Round | None = None) -> None:
-    if member.role not in MANAGERS:
-        raise PermissionDenied(DENIED_MANAGE)
-    if rnd is not None and not all(can_view_unit(s, member, ru.unit_id) for ru in rnd.units):
-        raise PermissionDenied(DENIED_MANAGE)
+def _require_manage(s, member: Member, rnd: Round | None = None, denied: str = DENIED_MANAGE) -> None:
+    """A cadre or an admin; with ``rnd``, one whose reach covers every unit of the round."""
+    if member.role not in MANAGERS or (rnd is not None and not all(can_view_unit(s, member, ru.unit_id)
+                                                                    for ru in rnd.units)):
+        raise PermissionDenied(denied)
 
 
 def _require_replace(s, member: Member, document_id: str, now) -> None:
@@ -62,8 +61,7 @@ def _require_replace(s, member: Member, document_id: str, now) -> None:
     manages each of its rounds not yet ended (open, or opening later) may do it."""
     for rnd in s.scalars(select(Round).where(Round.document_id == document_id, Round.closed_at.is_(None),
                                              Round.closes_at > now)):
-        if not all(can_view_unit(s, member, ru.unit_id) for ru in rnd.units):
-            raise PermissionDenied(DENIED_REPLACE.format(round=rnd.id))
+        _require_manage(s, member, rnd, DENIED_REPLACE.format(round=rnd.id))
 
 
 def _redirect(url: str) -> Response:
@@ -84,8 +82,6 @@ async def overview(console, request: Request, visit) -> Response:
 def _upcoming(s, member: Member, now, limit: int = 20) -> list[tuple[Round, Unit]]:
     """Rounds opened for a later day, for units within reach (one statement): each with one such unit (its
     page), soonest first."""
-    from bot.storage.models import RoundUnit, UnitAncestor
-
     mine = select(RoundUnit.round_id, func.min(RoundUnit.unit_id).label("unit_id")).group_by(RoundUnit.round_id)
     if member.role != "admin":
         mine = mine.join(UnitAncestor, (UnitAncestor.descendant_id == RoundUnit.unit_id)
@@ -327,7 +323,7 @@ def _document_from_upload(path: Path, doc_id: str, loaded: Document | None = Non
         try:
             path = write_document(path.parent / "doc", doc_id, draft)
         except SourceProblems as exc:
-            return None, [p.replace(f"--id: '{doc_id}'", f"Mã văn bản: '{doc_id}'") for p in exc.problems]
+            return None, list(exc.problems)
         if loaded is None and not draft.meta.get("title"):
             return None, ["Tệp chỉ có câu hỏi. Để thay câu hỏi của một văn bản đã nạp, ghi mã văn bản "
                           "đó; để nạp văn bản mới, tải tệp .yaml hoặc mẫu Excel có trang «Văn bản» (tiêu đề, "
@@ -340,8 +336,11 @@ def _document_from_upload(path: Path, doc_id: str, loaded: Document | None = Non
 
 
 # what the checkers (shared with the command line) point at, as the console offers it
-CONSOLE_HINTS = {"(lệnh hoctap content template)": "(nút «Tải mẫu Excel» trên trang này)",
-                 "(xem mẫu quizzes/kh-64-tu-binh-phuoc.yaml)": "(hoặc dùng mẫu Excel: nút «Tải mẫu Excel» trên trang này)"}
+CONSOLE_HINTS = {
+    "--id: ": "Mã văn bản: ",
+    "(lệnh hoctap content template)": "(nút «Tải mẫu Excel» trên trang này)",
+    "(xem mẫu quizzes/kh-64-tu-binh-phuoc.yaml)": "(hoặc dùng mẫu Excel: nút «Tải mẫu Excel» trên trang này)",
+}
 
 
 def _for_the_console(problem: str) -> str:
@@ -354,8 +353,7 @@ async def document_template(console, request: Request, visit) -> Response:
     """The Excel template for questions (and the document's details), as ``hoctap content template`` writes it."""
     from bot.content.workbook import template_bytes
 
-    if visit.member.role not in MANAGERS:
-        raise PermissionDenied(DENIED_DOCUMENTS)
+    _require_manage(visit.s, visit.member, denied=DENIED_DOCUMENTS)
     return _download(template_bytes(), "mau-cau-hoi.xlsx")
 
 
@@ -365,8 +363,7 @@ async def documents(console, request: Request, visit) -> Response:
     from bot.content.load import code_clashes, load_document
 
     s, member, now = visit.s, visit.member, visit.now
-    if member.role not in MANAGERS:
-        raise PermissionDenied(DENIED_DOCUMENTS)
+    _require_manage(s, member, denied=DENIED_DOCUMENTS)
     result = {}
     if request.method == "POST":
         form = await read_form(request, visit.csrf, limit=MAX_UPLOAD)

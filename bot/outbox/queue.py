@@ -349,6 +349,19 @@ def mark_failed(session: Session, oid: int, channel: str | None, reason: str) ->
                     .values(status="failed", channel=channel, error=reason[:500]))
 
 
+def deadline_moved(session: Session, round_id: int, before: datetime, after: datetime, now: datetime) -> None:
+    """A round's deadline moved from ``before`` to ``after``: waiting reminders and nudges name the old one,
+    so they are dropped, under keys of their own so that the same reminders can be queued again with the new
+    deadline (sent rows keep theirs: nobody is reminded twice); a waiting announcement stays useful until the
+    new deadline (its text still says "before" the old one, which is only earlier)."""
+    waiting = (OutboxMessage.round_id == round_id) & OutboxMessage.status.in_(("pending", "claimed"))
+    _run(session, update(OutboxMessage).where(waiting, OutboxMessage.purpose.in_(DEADLINE_PURPOSES)).values(
+        status="dropped", error=f"the round's deadline moved ({now:%Y-%m-%d %H:%M} UTC); reminded again with it",
+        dedupe_key=OutboxMessage.dedupe_key + f":moved{int(now.timestamp())}"))
+    _run(session, update(OutboxMessage).where(waiting, OutboxMessage.purpose == "announce",
+                                              OutboxMessage.expires_at == before).values(expires_at=after))
+
+
 def mark_uncertain(session: Session, oid: int, channel: str, reason: str) -> None:
     """The request left and no answer came: perhaps delivered. Never sent again; shown to secretaries."""
     _run(session, update(OutboxMessage).where(OutboxMessage.id == oid)

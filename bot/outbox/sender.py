@@ -73,6 +73,16 @@ def after_parts(exc: SendError, parts_done: int) -> SendError:
     return exc
 
 
+def unanswered(reason: str, part: int, parts: int) -> SendError:
+    """Part ``part`` (from 0) of ``parts`` left and got no answer in time: the messenger may have delivered it,
+    so it is never sent again. The last part: ``uncertain``. An earlier one counts as delivered and the rest
+    follows on a retry."""
+    if part + 1 < parts:
+        return after_parts(SendError("transient", f"{reason} (part {part + 1}); perhaps delivered, not sent again"),
+                           part + 1)
+    return after_parts(SendError("uncertain", f"{reason}; perhaps delivered"), part)
+
+
 class Transport(Protocol):
     channel: str
 

@@ -8,7 +8,8 @@ from datetime import datetime
 from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from bot.storage.models import Document, JobRun, Member, OutboxMessage, Round, RoundUnit, Unit, UnitAncestor, WebLink
+from bot.outbox import queue
+from bot.storage.models import Document, JobRun, Member, Round, RoundUnit, Unit, UnitAncestor, WebLink
 
 
 class RoundError(Exception):
@@ -113,21 +114,6 @@ def close_round(session: Session, round_id: int, now: datetime) -> Round:
     return rnd
 
 
-def _requeue_reminders(session: Session, rnd: Round, closes_at: datetime, now: datetime) -> None:
-    """Waiting reminders and nudges name the old deadline: they are dropped, under keys of their own so that
-    they no longer stand in the way, and the round's reminder jobs are forgotten, so that the scheduler's
-    next tick queues the latest reminder due again with the new deadline (members already reminded keep
-    their sent rows' keys and are not reminded twice). A waiting announcement stays useful until the new
-    deadline (its text still says "before" the old one, which is only earlier)."""
-    waiting = (OutboxMessage.round_id == rnd.id) & OutboxMessage.status.in_(("pending", "claimed"))
-    session.execute(update(OutboxMessage).where(waiting, OutboxMessage.purpose.in_(("remind", "nudge"))).values(
-        status="dropped", error=f"the round's deadline moved ({now:%Y-%m-%d %H:%M} UTC); reminded again with it",
-        dedupe_key=OutboxMessage.dedupe_key + f":moved{int(now.timestamp())}"))
-    session.execute(delete(JobRun).where(JobRun.key.like(f"remind:{rnd.id}:%")))
-    session.execute(update(OutboxMessage).where(waiting, OutboxMessage.purpose == "announce",
-                                                OutboxMessage.expires_at == rnd.closes_at).values(expires_at=closes_at))
-
-
 def extend_round(session: Session, round_id: int, closes_at: datetime, now: datetime) -> Round:
     """Move a running or scheduled round's deadline later (never earlier: close it instead)."""
     rnd = session.get(Round, round_id)
@@ -140,6 +126,9 @@ def extend_round(session: Session, round_id: int, closes_at: datetime, now: date
     # the members' links to this round (announcements, reminders) were valid until it closed: still so
     session.execute(update(WebLink).where(WebLink.round_id == rnd.id, WebLink.expires_at == rnd.closes_at)
                     .values(expires_at=closes_at))
-    _requeue_reminders(session, rnd, closes_at, now)
+    # waiting reminders name the old deadline: dropped, and the round's reminder jobs forgotten, so that the
+    # scheduler's next tick queues the latest one due again with the new deadline
+    queue.deadline_moved(session, rnd.id, rnd.closes_at, closes_at, now)
+    session.execute(delete(JobRun).where(JobRun.key.like(f"remind:{rnd.id}:%")))
     rnd.closes_at = closes_at
     return rnd

@@ -44,7 +44,7 @@ class ZaloTransport:
             self._next = time.monotonic() + 1.0 / self.rate
 
     async def deliver(self, external_id: str, reply: Reply, attachment: tuple[str, bytes] | None) -> None:
-        from bot.outbox.sender import EARLIER_TRIES, SKIP_PARTS, SendError, after_parts
+        from bot.outbox.sender import EARLIER_TRIES, SKIP_PARTS, SendError, after_parts, unanswered
 
         text = reply_text(reply)
         if attachment is not None:
@@ -58,10 +58,7 @@ class ZaloTransport:
                 if exc.maybe_delivered:  # as on Telegram: never sent twice
                     if self.quota is not None:
                         await asyncio.to_thread(self.quota.add, 1, self.clock())  # most likely it went
-                    if done + 1 < len(parts):  # a part of a long message: counted as sent, the rest follows
-                        raise after_parts(SendError("transient", f"Zalo: {exc}; perhaps delivered, not sent "
-                                                                 "again"), done + 1) from None
-                    raise after_parts(SendError("uncertain", f"Zalo: {exc}; perhaps delivered"), done) from None
+                    raise unanswered(f"Zalo: {exc}", done, len(parts)) from None
                 if exc.status == 429:
                     wait = backoff(self._strikes, base=1.0, cap=120.0)
                     self._strikes += 1
