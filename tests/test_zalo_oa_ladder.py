@@ -258,6 +258,39 @@ def test_a_long_paid_message_cut_by_a_failure_is_finished_later_each_part_sent_a
     assert status == "sent" and recorded == oa_emulator.spent == 3 * 55
 
 
+def test_a_paid_message_zalo_took_but_did_not_answer_in_time_is_uncertain_never_sent_nor_paid_twice(day, oa_emulator,
+                                                                                                    oa_invite, province):
+    """Zalo took the request and answered after our read timeout (it delivered, and billed, the message): the
+    row is ``uncertain``, its cost is recorded once, and a later sending round does not send it again."""
+    import threading
+
+    from bot.channels.zalo_oa import OAClient
+    from bot.channels.zalo_oa.transport import OATransport
+
+    lapsed = oa_link(oa_emulator, oa_invite, "DV003", "oa-3")
+    day.age(lapsed, 72)  # outside the free window: a paid consultation message
+    day.process.settle(2)
+    day.enqueue("remind", ["DV003"])
+    runtime = day.process.runtime
+    impatient = OAClient(runtime.tokens, runtime.settings.api_base_url, timeout=1.0, clock=day.now)
+    transport = OATransport(impatient, runtime.budget, rate=100, clock=day.now)
+    oa_emulator.hold(lapsed.id)
+    threading.Timer(2.5, oa_emulator.release, args=(lapsed.id,)).start()
+    try:
+        day.send({"zalo_oa": transport})
+        lapsed.wait_for(lambda u: any(m["text"].startswith("🔔") for m in u.messages), timeout=10)
+        day.send({"zalo_oa": transport})  # a later round of the sender
+    finally:
+        day.process.running.run(impatient.aclose())
+    with province.session() as s:
+        status = s.scalar(select(OutboxMessage.status).where(OutboxMessage.purpose == "remind"))
+    assert status == "uncertain"
+    assert [m["text"] for m in lapsed.messages].count("🔔 Nhắc nhở: hạn hoàn thành 64-KH/TU sắp đến.") == 1
+    reminders = [call for call in oa_emulator.calls("cs") if call["message"]["text"].startswith("🔔")]
+    assert len(reminders) == 1  # never asked twice
+    assert day.rungs() == {"DV003": ("paid", 55)} and oa_emulator.spent == 55  # billed once, recorded once
+
+
 def test_an_interaction_is_stored_at_its_own_time_and_never_moves_back_whatever_the_servers_time_zone(db):
     from sqlalchemy import event
 

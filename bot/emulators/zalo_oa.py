@@ -135,6 +135,7 @@ class OAState:
         self.refresh: dict[str, tuple[float, bool]] = {}  # token -> (expiry, used)
         self.codes: dict[str, tuple[str, str, float]] = {}  # code -> (challenge, redirect_uri, expiry)
         self.faults: list[Fault] = []
+        self.held: set[str] = set()  # users whose messages hang (a slow network) until released
         self.log: list[tuple[str, dict[str, Any]]] = []
         self.webhook_url: str | None = None
         self.events: list[dict[str, Any]] = []
@@ -153,6 +154,8 @@ class OAState:
     def call(self, name: str, token: str | None, body: dict[str, Any]) -> dict[str, Any]:
         with self.cond:
             self.log.append((name, copy.deepcopy(body)))
+            user = str((body.get("recipient") or {}).get("user_id") or "") if name == "cs" else None
+            self.cond.wait_for(lambda: user not in self.held or self.closed)
             try:
                 fault = take_fault(self.faults, name, None)
                 if fault:
@@ -583,6 +586,17 @@ class ZaloOAEmulator:
     def clear_errors(self) -> None:
         with self._state.cond:
             self._state.faults.clear()
+
+    def hold(self, user_id: str) -> None:
+        """Consultation messages to this user hang, as on a stalled network, until ``release``: logged
+        (``requests``) when they arrive, answered (and delivered, and paid for) only after."""
+        with self._state.cond:
+            self._state.held.add(user_id)
+
+    def release(self, user_id: str) -> None:
+        with self._state.cond:
+            self._state.held.discard(user_id)
+            self._state.cond.notify_all()
 
     @property
     def requests(self) -> list[tuple[str, dict[str, Any]]]:

@@ -23,6 +23,7 @@ TOKEN_INVALID = -216
 # Errors that mean "this user cannot get a consultation message now" (spec: -224 out of window or quota,
 # -230 no interaction for 7 days, -213/-201 not a follower / invalid user): the ladder's next rung.
 OUT_OF_WINDOW = (-224, -230, -213, -201)
+CONNECT = 5.0  # seconds to connect: a call that could not connect sent nothing and may be tried again
 
 
 class OAClient:
@@ -31,7 +32,8 @@ class OAClient:
                  clock: Callable[[], datetime] = utcnow):
         self.tokens, self.clock = tokens, clock
         self._api, self._business = api_base_url.rstrip("/"), business_api_url.rstrip("/")
-        self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT)),
+                                       follow_redirects=False)
 
     def __repr__(self) -> str:
         return f"OAClient({self._api!r})"
@@ -41,8 +43,10 @@ class OAClient:
             token = await asyncio.to_thread(self.tokens.current, self.clock())
             try:
                 r = await self._http.post(url, json=body, headers={"access_token": token})
-            except httpx.TimeoutException:
-                raise OAError(None, f"{name}: no answer in time") from None
+            except (httpx.ConnectTimeout, httpx.PoolTimeout):  # nothing left: safe to try again
+                raise OAError(None, f"{name}: could not connect in time") from None
+            except httpx.TimeoutException:  # it left: Zalo may have done it (a message delivered, and paid)
+                raise OAError(None, f"{name}: no answer in time", maybe_delivered=True) from None
             except httpx.HTTPError as exc:
                 raise OAError(None, f"{name}: {type(exc).__name__}") from None
             if r.status_code != 200:

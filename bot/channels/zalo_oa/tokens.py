@@ -45,11 +45,11 @@ RATE_LIMITED = (-32,)  # Zalo's "too many requests" error: a busy endpoint, not 
 
 class OAError(Exception):
     """A refused or failed OA call: ``code`` is Zalo's ``error`` (negative), an HTTP status, or None
-    when the request itself failed."""
+    when the request itself failed; ``maybe_delivered``: it left and no answer came in time."""
 
-    def __init__(self, code: int | None, description: str):
+    def __init__(self, code: int | None, description: str, *, maybe_delivered: bool = False):
         super().__init__(f"{code if code is not None else 'network'}: {description}")
-        self.code, self.description = code, description
+        self.code, self.description, self.maybe_delivered = code, description, maybe_delivered
 
     @property
     def transient(self) -> bool:

@@ -79,7 +79,7 @@ class OATransport:
             self.budget.record(s, outbox_id, external_id, rung, now, messages)
 
     async def deliver(self, external_id: str, reply: Reply, attachment: tuple[str, bytes] | None) -> None:
-        from bot.outbox.sender import CURRENT_MESSAGE, SKIP_PARTS, SendError, after_parts
+        from bot.outbox.sender import CURRENT_MESSAGE, SKIP_PARTS, SendError, after_parts, unanswered
 
         outbox_id, now = CURRENT_MESSAGE.get(), self.clock()
         target = await asyncio.to_thread(self._target, external_id, outbox_id)
@@ -108,10 +108,13 @@ class OATransport:
         except AuthorisationLost as exc:
             raise SendError("permanent", f"zalo_oa: {exc.description}") from None
         except OAError as exc:
-            sent = getattr(exc, "parts_done", 0)
+            sent = getattr(exc, "parts_done", 0) + exc.maybe_delivered  # no answer: most likely it went
             if sent:  # the parts that reached the member are paid for, whatever happens to the rest
                 await asyncio.to_thread(self._record, outbox_id, external_id, candidate, now, sent)
             done = skip + sent
+            if exc.maybe_delivered:  # as on Telegram and the Zalo bot: never sent, nor paid for, twice
+                raise unanswered(f"zalo_oa: {exc}", done - 1, done if candidate == "zns" else skip + len(messages)) \
+                    from None
             if exc.transient:
                 raise after_parts(SendError("transient", f"zalo_oa: {exc}"), done) from None
             raise after_parts(SendError("permanent", f"zalo_oa: {exc.description}"), done) from None
