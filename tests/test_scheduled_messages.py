@@ -91,6 +91,25 @@ def test_nothing_is_sent_in_quiet_hours_it_waits_for_the_morning(province, emula
     assert deliver(province, emulator, local("2026-12-02 07:00")).sent == 9
 
 
+def test_an_announcement_waiting_for_the_morning_names_the_deadline_moved_overnight(province, emulator, branch):
+    """Opened at 22:30, announced at 07:00; extended from 15/12 to 20/12 at 23:00: the members read the new
+    deadline, once each, and the link in the announcement still opens the round."""
+    from bot.services.rounds import extend_round
+
+    round_id, users = branch
+    with province.session() as s:
+        s.get(Round, round_id).opens_at = local("2026-12-01 22:30")
+    run_due(province, local("2026-12-01 22:30"), Schedule())
+    with province.session() as s:
+        extend_round(s, round_id, local("2026-12-20 21:00"), local("2026-12-01 23:00"), TZ)
+    run_due(province, local("2026-12-02 07:00"), Schedule())
+    assert deliver(province, emulator, local("2026-12-02 07:00")).sent == 9
+    for user in users.values():
+        texts = received(user)
+        assert len(texts) == 1 and "trước 21:00 ngày 20/12/2026" in texts[0], texts
+        assert "15/12/2026" not in texts[0]
+
+
 def test_messages_in_hand_when_quiet_hours_begin_wait_for_the_morning_and_go_out_once(province, emulator, branch):
     """A sender holds a second or two of claimed rows; at 21:00 (or after a flood-control wait that ends after it)
     those not yet started go back to the queue: nothing announced at night, each member reached once."""
@@ -127,7 +146,7 @@ def test_a_reminder_waiting_for_the_morning_is_dropped_if_the_deadline_moved_ove
     queued = run_due(province, local("2026-12-12 22:00"), Schedule())  # the 12/12 08:00 slot, caught up late
     assert [j for j in queued.jobs if j.startswith("remind")] == [f"remind:{round_id}:2026-12-12: 9 message(s)"]
     with province.session() as s:
-        extend_round(s, round_id, local("2026-12-20 21:00"), local("2026-12-12 23:00"))
+        extend_round(s, round_id, local("2026-12-20 21:00"), local("2026-12-12 23:00"), TZ)
     assert statuses(province).get("dropped") == 9
     run_due(province, local("2026-12-13 07:00"), Schedule())  # no reminder slot of the new deadline yet
     morning = deliver(province, emulator, local("2026-12-13 07:00"))
@@ -174,7 +193,7 @@ def test_a_deadline_moved_later_the_same_day_reminds_the_waiting_members_with_th
     deliver(province, emulator, local("2026-12-01 07:01"))
     run_due(province, local("2026-12-14 22:00"), Schedule())  # the 14/12 08:00 slot, caught up late
     with province.session() as s:
-        extend_round(s, round_id, local("2026-12-15 23:30"), local("2026-12-14 23:00"))
+        extend_round(s, round_id, local("2026-12-15 23:30"), local("2026-12-14 23:00"), TZ)
     run_due(province, local("2026-12-15 07:00"), Schedule())
     deliver(province, emulator, local("2026-12-15 07:01"))
     for user in users.values():

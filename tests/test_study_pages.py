@@ -10,6 +10,7 @@ import json
 import re
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qsl, urlencode, urlsplit
+from zoneinfo import ZoneInfo
 
 import httpx
 from markupsafe import escape
@@ -287,7 +288,7 @@ def test_a_rounds_links_from_announcements_keep_working_when_the_round_is_extend
         member = s.scalar(select(Member.id).where(Member.code == "DV002"))
         token = web_links.mint_many(s, WEB_SECRET, [member], utcnow(), round_id=1, expires_at=old_deadline)[member]
         other = web_links.mint(s, WEB_SECRET, member, utcnow(), expires_at=old_deadline)  # not a round's link
-        extend_round(s, 1, old_deadline + timedelta(days=10), utcnow())
+        extend_round(s, 1, old_deadline + timedelta(days=10), utcnow(), ZoneInfo("Asia/Ho_Chi_Minh"))
     later = old_deadline + timedelta(days=2)
     with province.session() as s:
         assert web_links.check(s, WEB_SECRET, token, later).status == "ok"

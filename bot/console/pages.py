@@ -278,7 +278,7 @@ async def extend_round(console, request: Request, visit) -> Response:
     closes = _local(console, str(form.get("closes", "")), "Hạn mới", end_of_day=True)
     before = rnd.closes_at
     try:
-        extend(visit.s, rnd.id, closes, visit.now)
+        extend(visit.s, rnd.id, closes, visit.now, console.tz)
     except RoundError:
         raise Refused(400, "Hạn mới phải sau hạn hiện tại, và đợt học tập phải còn đang mở.") from None
     console_access.record(visit.s, visit.member, "extend_round",

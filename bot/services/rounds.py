@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from bot.domain.messages import local
 from bot.outbox import queue
 from bot.storage.models import Document, JobRun, Member, Round, RoundUnit, Unit, UnitAncestor, WebLink
 
@@ -114,8 +116,9 @@ def close_round(session: Session, round_id: int, now: datetime) -> Round:
     return rnd
 
 
-def extend_round(session: Session, round_id: int, closes_at: datetime, now: datetime) -> Round:
-    """Move a running or scheduled round's deadline later (never earlier: close it instead)."""
+def extend_round(session: Session, round_id: int, closes_at: datetime, now: datetime, tz: ZoneInfo) -> Round:
+    """Move a running or scheduled round's deadline later (never earlier: close it instead); ``tz``: the
+    members' clock, in which waiting announcements name the deadline."""
     rnd = session.get(Round, round_id)
     if rnd is None:
         raise RoundError(f"không có đợt học tập số {round_id}; xem các đợt bằng 'hoctap rounds list'")
@@ -129,6 +132,7 @@ def extend_round(session: Session, round_id: int, closes_at: datetime, now: date
     # waiting reminders name the old deadline: dropped, and the round's reminder jobs forgotten, so that the
     # scheduler's next tick queues the latest one due again with the new deadline
     queue.deadline_moved(session, rnd.id, rnd.closes_at, closes_at, now)
+    queue.reword_waiting(session, rnd.id, "announce", local(rnd.closes_at, tz), local(closes_at, tz), now)
     session.execute(delete(JobRun).where(JobRun.key.like(f"remind:{rnd.id}:%")))
     rnd.closes_at = closes_at
     return rnd
