@@ -380,6 +380,26 @@ def test_the_open_round_form_posted_twice_opens_one_round(chat, console_server, 
     assert other.status_code == 303 and other.headers["location"] != first.headers["location"]
 
 
+def test_a_round_form_naming_a_document_not_loaded_says_where_to_load_it_in_the_browser(chat, console_server,
+                                                                                         province):
+    """A stale form (the document was replaced meanwhile) or a forged one: the page points to the console's own
+    documents page, not to a command organisers cannot run."""
+    from bot.storage.models import Round, Unit
+
+    with province.session() as s:
+        unit = s.scalar(select(Unit.id).where(Unit.code == "DP"))
+        rounds = s.scalar(select(func.count()).select_from(Round))
+    cadre = logged_in(chat, console_server, "CB002")
+    form = {"csrf": csrf_of(cadre, "/quantri/dot/moi"), "document": "nq-khong-co", "unit": str(unit),
+            "opens": "01/12/2099", "closes": "15/12/2099", "target": "98"}
+    answer = cadre.post("/quantri/dot/moi", data=form)
+    text = html.unescape(answer.text)
+    assert answer.status_code == 400 and "chưa nạp văn bản 'nq-khong-co'" in text
+    assert "hãy nạp văn bản ở trang «Văn bản» trước" in text and "hoctap" not in text.split("<body")[-1]
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Round)) == rounds
+
+
 def aiken(count: int) -> bytes:
     return "\n".join(f"Câu hỏi mới số {i}: chi bộ sinh hoạt mấy lần mỗi tháng?\nA. Một lần\nB. Hai lần\n"
                      f"C. Ba lần\nANSWER: A\n" for i in range(1, count + 1)).encode()

@@ -232,7 +232,7 @@ async def new_round(console, request: Request, visit) -> Response:
             try:
                 rnd = open_round(s, values["document"], [u.code for u in picked], opens, closes, target, now)
             except RoundError as exc:
-                raise Refused(400, f"Không mở được đợt học tập: {exc}") from None
+                raise Refused(400, f"Không mở được đợt học tập: {_for_the_console(str(exc))}") from None
             console_access.record(s, member, "open_round", f"đợt {rnd.id}: {rnd.document_id} cho "
                                   f"{', '.join(u.code for u in picked)}, mục tiêu {percent(target)}", now)
             work.commit()
@@ -340,6 +340,7 @@ CONSOLE_HINTS = {
     "--id: ": "Mã văn bản: ",
     "(lệnh hoctap content template)": "(nút «Tải mẫu Excel» trên trang này)",
     "(xem mẫu quizzes/kh-64-tu-binh-phuoc.yaml)": "(hoặc dùng mẫu Excel: nút «Tải mẫu Excel» trên trang này)",
+    "hãy chạy 'hoctap content load' trước": "hãy nạp văn bản ở trang «Văn bản» trước",
 }
 
 
