@@ -65,7 +65,7 @@ def test_help_lists_every_command(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     for cmd in ("content check", "content load", "units import", "members import", "members list",
-                "rounds open", "rounds list", "rounds close", "run"):
+                "rounds open", "rounds list", "rounds extend", "rounds close", "run"):
         assert f"hoctap {cmd} " in out
 
 

@@ -44,6 +44,17 @@ def test_round_can_be_closed_once(cli, sample_roster):
         1, "error: không có đợt học tập số 2; xem các đợt bằng 'hoctap rounds list'")
 
 
+def test_a_round_extended_from_the_command_line_closes_later_and_never_earlier(cli, sample_roster):
+    open_round(cli, opens="2020-01-01 07:00")
+    assert cli("rounds", "extend", "1", "--closes", "20/12/2030").out.strip() == "round 1 now closes 20/12/2030 23:59"
+    assert "01/01/2020 07:00 – 20/12/2030 23:59" in cli("rounds", "list").out
+    earlier = cli("rounds", "extend", "1", "--closes", "2030-12-19 07:00")
+    assert (earlier.code, earlier.err.strip()) == (1, "error: hạn mới phải sau hạn hiện tại; hãy chọn một ngày muộn hơn")
+    cli("rounds", "close", "1")
+    closed = cli("rounds", "extend", "1", "--closes", "2031-01-01")
+    assert (closed.code, closed.err.strip()) == (1, "error: đợt học tập số 1 đã kết thúc")
+
+
 def test_bad_round_requests_say_what_to_fix(cli, sample_roster):
     cases = [
         (open_round(cli, units="DP,XX"), "error: không có đơn vị mã XX; xem các đơn vị bằng 'hoctap units list'"),

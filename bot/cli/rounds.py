@@ -1,4 +1,4 @@
-"""Study rounds: open, list and close them, and report on one."""
+"""Study rounds: open, list, extend and close them, and report on one."""
 
 from __future__ import annotations
 
@@ -58,6 +58,21 @@ def cmd_rounds_close(args, settings: Settings) -> int:
     except RoundError as exc:
         raise UsageError(str(exc)) from None
     print(f"round {args.round_id} closed")
+    return 0
+
+
+@command("rounds extend")
+def cmd_rounds_extend(args, settings: Settings) -> int:
+    from bot.services.rounds import RoundError, extend_round
+
+    closes = local_time(args.closes, settings, "--closes", end_of_day=True)
+    db = open_db(settings)
+    try:
+        with db.session() as s:
+            extend_round(s, args.round_id, closes, utcnow(), settings.tz)
+    except RoundError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"round {args.round_id} now closes {fmt_datetime(closes, settings.tz)}")
     return 0
 
 
@@ -126,6 +141,10 @@ def register(tree: CommandTree) -> None:
     p.add_argument("--closes", required=True, metavar='"YYYY-MM-DD HH:MM"', help="local closing time")
     p.add_argument("--target", type=float, default=98.0, help="target participation rate in percent (default 98)")
     tree.leaf(rounds, "list", "list study rounds with status and audience size", "rounds list")
+    p = tree.leaf(rounds, "extend", "move a study round's deadline later (waiting messages name the new one)",
+                  "rounds extend")
+    p.add_argument("round_id", type=id_arg, metavar="ROUND_ID")
+    p.add_argument("--closes", required=True, metavar='"YYYY-MM-DD HH:MM"', help="the new local closing time")
     p = tree.leaf(rounds, "close", "close a study round now", "rounds close")
     p.add_argument("round_id", type=id_arg, metavar="ROUND_ID")
 
