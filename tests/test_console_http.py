@@ -380,6 +380,31 @@ def test_the_open_round_form_posted_twice_opens_one_round(chat, console_server, 
     assert other.status_code == 303 and other.headers["location"] != first.headers["location"]
 
 
+def test_the_open_round_form_sent_again_after_the_round_was_extended_opens_nothing_new(chat, console_server,
+                                                                                      province):
+    """Opened, then given a later deadline ("Gia hạn"), then the back button and the first form sent again:
+    still the one round (its members are not announced a second round of the same document)."""
+    from bot.storage.models import Round, Unit
+
+    with province.session() as s:
+        unit = s.scalar(select(Unit.id).where(Unit.code == "DP"))
+        before = s.scalar(select(func.count()).select_from(Round))
+    cadre = logged_in(chat, console_server, "CB002")
+    form = {"csrf": csrf_of(cadre, "/quantri/dot/moi"), "document": "kh-83-hu-tuy-phuoc", "unit": str(unit),
+            "opens": "01/12/2099", "closes": "15/12/2099", "target": "98"}
+    first = cadre.post("/quantri/dot/moi", data=form)
+    round_page = first.headers["location"]
+    round_id = int(round_page.split("/dot/")[1].split("/")[0])
+    extended = cadre.post(f"/quantri/dot/{round_id}/giahan", data={"csrf": csrf_of(cadre, round_page),
+                                                                   "closes": "20/12/2099"})
+    assert extended.status_code == 303
+    again = cadre.post("/quantri/dot/moi", data=form)
+    assert again.status_code == 303 and again.headers["location"] == round_page
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Round)) == before + 1
+        assert s.get(Round, round_id).closes_at.astimezone(TZ).strftime("%d/%m/%Y") == "20/12/2099"
+
+
 def test_a_round_form_naming_a_document_not_loaded_says_where_to_load_it_in_the_browser(chat, console_server,
                                                                                          province):
     """A stale form (the document was replaced meanwhile) or a forged one: the page points to the console's own

@@ -135,9 +135,13 @@ def test_messages_in_hand_when_quiet_hours_begin_wait_for_the_morning_and_go_out
     assert all(len(received(u)) == 1 for u in users.values())
 
 
-def test_a_reminder_waiting_for_the_morning_is_dropped_if_the_deadline_moved_overnight(province, emulator, branch):
-    """Queued at 22:00 for 07:00, naming 15/12; the round is extended to 20/12 at 23:00: nobody is told the old
-    deadline. The next reminder slot before the new deadline reminds them with it."""
+def reminders_of(user) -> list[str]:
+    return [t for t in received(user) if t.startswith("⏰")]
+
+
+def test_a_reminder_waiting_for_the_morning_names_the_deadline_moved_overnight(province, emulator, branch):
+    """Queued at 22:00 for 07:00, naming 15/12; the round is extended to 20/12 at 23:00: the reminder goes out
+    at 07:00 naming 20/12 (nobody is told the old deadline), then the new deadline's slots remind once each."""
     from bot.services.rounds import extend_round
 
     round_id, users = branch
@@ -147,15 +151,64 @@ def test_a_reminder_waiting_for_the_morning_is_dropped_if_the_deadline_moved_ove
     assert [j for j in queued.jobs if j.startswith("remind")] == [f"remind:{round_id}:2026-12-12: 9 message(s)"]
     with province.session() as s:
         extend_round(s, round_id, local("2026-12-20 21:00"), local("2026-12-12 23:00"), TZ)
-    assert statuses(province).get("dropped") == 9
     run_due(province, local("2026-12-13 07:00"), Schedule())  # no reminder slot of the new deadline yet
-    morning = deliver(province, emulator, local("2026-12-13 07:00"))
-    assert morning.sent == 0
-    assert all(not any(t.startswith("⏰") for t in received(u)) for u in users.values())
-    run_due(province, local("2026-12-17 08:00"), Schedule())  # three days before the new deadline
-    deliver(province, emulator, local("2026-12-17 08:01"))
-    reminders = [t for t in received(users["DV002"]) if t.startswith("⏰")]
-    assert len(reminders) == 1 and "20/12/2026" in reminders[0] and "15/12/2026" not in reminders[0]
+    assert deliver(province, emulator, local("2026-12-13 07:00")).sent == 9
+    for at in ("2026-12-17 08:00", "2026-12-19 08:00", "2026-12-20 08:00"):  # 3 and 1 days before 20/12
+        run_due(province, local(at), Schedule())
+        deliver(province, emulator, local(at))
+    for user in users.values():
+        reminders = reminders_of(user)
+        assert len(reminders) == 3 and all("21:00 ngày 20/12/2026" in t for t in reminders), reminders
+        assert not any("15/12/2026" in t for t in reminders)
+
+
+@pytest.mark.parametrize("moved_at, new_deadline", [("2026-12-14 21:30", "2026-12-16 23:59"),
+                                                    ("2026-12-14 10:00", "2026-12-16 21:00")],
+                         ids=["in-the-evening", "in-the-day"])
+def test_a_deadline_moved_after_the_last_reminder_reminds_only_at_the_new_deadlines_slots_still_ahead(
+        province, emulator, branch, moved_at, new_deadline):
+    """Reminded on 12/12 and 14/12 for 15/12; moved to 16/12 on 14/12: the new deadline's slot three days
+    before (13/12) had passed when it moved, so it is not caught up; its slot one day before (15/12 08:00)
+    reminds once. No reminder at once, none an hour apart."""
+    from bot.services.rounds import extend_round
+
+    round_id, users = branch
+    run_due(province, local("2026-12-01 07:00"), Schedule())
+    deliver(province, emulator, local("2026-12-01 07:01"))
+    for at in ("2026-12-12 08:00", "2026-12-14 08:00"):
+        run_due(province, local(at), Schedule())
+        deliver(province, emulator, local(at))
+    with province.session() as s:
+        extend_round(s, round_id, local(new_deadline), local(moved_at), TZ)
+    sent = {}
+    for at in (moved_at, "2026-12-14 23:00", "2026-12-15 07:00", "2026-12-15 08:00", "2026-12-16 08:00"):
+        run_due(province, local(at), Schedule())
+        sent[at] = deliver(province, emulator, local(at), quiet=QuietHours(tz=TZ)).sent
+    assert sent == {moved_at: 0, "2026-12-14 23:00": 0, "2026-12-15 07:00": 0, "2026-12-15 08:00": 9,
+                    "2026-12-16 08:00": 0}
+    reminders = reminders_of(users["DV002"])
+    assert len(reminders) == 3 and new_deadline[8:10] + "/12/2026" in reminders[-1]
+
+
+def test_a_secretarys_evening_nudge_goes_out_in_the_morning_with_the_deadline_moved_overnight(province, emulator,
+                                                                                            branch):
+    """/nhacnho at 21:30 is held for 07:00; a cadre extends the round at 22:00: the nudge the secretary was told
+    about still goes out, naming the new deadline."""
+    from bot.services.chat import ChannelTraits, ChatService
+    from bot.services.rounds import extend_round
+
+    round_id, users = branch
+    run_due(province, local("2026-12-01 07:00"), Schedule())
+    deliver(province, emulator, local("2026-12-01 07:01"))
+    told = ChatService(province, ChannelTraits("telegram", 4096), TZ).on_text(
+        str(users["DV001"].id), "/nhacnho", local("2026-12-05 21:30")).replies[0].text
+    assert "07:00" in told
+    with province.session() as s:
+        extend_round(s, round_id, local("2026-12-20 23:59"), local("2026-12-05 22:00"), TZ)
+    run_due(province, local("2026-12-06 07:00"), Schedule())
+    assert deliver(province, emulator, local("2026-12-06 07:00"), quiet=QuietHours(tz=TZ)).sent >= 8
+    reminders = reminders_of(users["DV002"])
+    assert len(reminders) == 1 and "23:59 ngày 20/12/2026" in reminders[0], reminders
 
 
 def test_a_send_answered_too_late_is_uncertain_and_never_sent_twice(province, emulator, branch):

@@ -197,6 +197,28 @@ def test_another_members_attempt_is_neither_shown_nor_answered(study_pages, prov
         assert s.scalar(select(func.count()).select_from(Answer).where(Answer.attempt_id == aid)) == 0
 
 
+def test_a_round_page_opened_after_the_round_ended_says_so_to_its_members_only(study_pages, province):
+    """The back button, or an old tab, after "Kết thúc đợt ngay": its members read that the round is over; a
+    member outside its audience still learns nothing of it."""
+    from bot.services.rounds import close_round, open_round
+
+    with province.session() as s:
+        now = utcnow()
+        hq_only = open_round(s, "kh-83-hu-tuy-phuoc", ["HQ"], now - timedelta(hours=1), now + timedelta(days=3), 98,
+                             now).id
+    member, outsider = signed_in(study_pages, "DV032"), signed_in(study_pages, "DV002")
+    token = csrf(member.get(f"/hoc/dot/{hq_only}").text)
+    assert outsider.get(f"/hoc/dot/{hq_only}").status_code == 404
+    with province.session() as s:
+        close_round(s, hq_only, utcnow())
+    for page in (member.get(f"/hoc/dot/{hq_only}"), member.post(f"/hoc/dot/{hq_only}/lambai", data={"csrf": token})):
+        assert page.status_code == 410 and "Đợt học tập đã kết thúc" in page.text, page.text
+    gone = outsider.get(f"/hoc/dot/{hq_only}")
+    assert gone.status_code == 404 and "kết thúc" not in gone.text
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Attempt).where(Attempt.round_id == hq_only)) == 0
+
+
 def test_a_revoked_link_ends_the_session_it_opened(study_pages, province):
     client = signed_in(study_pages, "DV002")
     with province.session() as s:
@@ -278,7 +300,9 @@ def test_ids_beyond_any_row_and_wrong_methods_get_the_vietnamese_refusal_page_no
     assert both.status_code == 405 and {"GET", "POST"} <= set(both.headers["allow"].split(", "))
 
 
-def test_a_rounds_links_from_announcements_keep_working_when_the_round_is_extended(province):
+def test_a_rounds_links_from_announcements_and_hoc_keep_working_when_the_round_is_extended(province):
+    """An announcement's link to the round, and /hoc's link to the list of rounds when this one closes last,
+    live until the new deadline; a link with a lifetime of its own keeps it."""
     from bot.services.rounds import extend_round
     from bot.storage.models import Round
 
@@ -287,10 +311,13 @@ def test_a_rounds_links_from_announcements_keep_working_when_the_round_is_extend
         old_deadline = rnd.closes_at
         member = s.scalar(select(Member.id).where(Member.code == "DV002"))
         token = web_links.mint_many(s, WEB_SECRET, [member], utcnow(), round_id=1, expires_at=old_deadline)[member]
-        other = web_links.mint(s, WEB_SECRET, member, utcnow(), expires_at=old_deadline)  # not a round's link
+        listing = web_links.mint(s, WEB_SECRET, member, utcnow(), expires_at=old_deadline)  # /hoc, two rounds open
+        other = web_links.mint(s, WEB_SECRET, member, utcnow(), expires_at=old_deadline - timedelta(hours=1))
         extend_round(s, 1, old_deadline + timedelta(days=10), utcnow(), ZoneInfo("Asia/Ho_Chi_Minh"))
     later = old_deadline + timedelta(days=2)
     with province.session() as s:
         assert web_links.check(s, WEB_SECRET, token, later).status == "ok"
-        assert web_links.check(s, WEB_SECRET, token, old_deadline + timedelta(days=10)).status == "expired"
+        assert web_links.check(s, WEB_SECRET, listing, later).status == "ok"
+        for link in (token, listing):
+            assert web_links.check(s, WEB_SECRET, link, old_deadline + timedelta(days=10)).status == "expired"
         assert web_links.check(s, WEB_SECRET, other, later).status == "expired"  # its own lifetime, unchanged

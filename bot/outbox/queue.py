@@ -349,25 +349,15 @@ def mark_failed(session: Session, oid: int, channel: str | None, reason: str) ->
                     .values(status="failed", channel=channel, error=reason[:500]))
 
 
-def deadline_moved(session: Session, round_id: int, before: datetime, after: datetime, now: datetime) -> None:
-    """A round's deadline moved from ``before`` to ``after``: waiting reminders and nudges name the old one,
-    so they are dropped, under keys of their own so that the same reminders can be queued again with the new
-    deadline (sent rows keep theirs: nobody is reminded twice); a waiting announcement stays useful until the
-    new deadline (``reword_waiting`` makes it say so)."""
-    waiting = (OutboxMessage.round_id == round_id) & OutboxMessage.status.in_(("pending", "claimed"))
-    _run(session, update(OutboxMessage).where(waiting, OutboxMessage.purpose.in_(DEADLINE_PURPOSES)).values(
-        status="dropped", error=f"the round's deadline moved ({now:%Y-%m-%d %H:%M} UTC); reminded again with it",
-        dedupe_key=OutboxMessage.dedupe_key + f":moved{int(now.timestamp())}"))
-    _run(session, update(OutboxMessage).where(waiting, OutboxMessage.purpose == "announce",
-                                              OutboxMessage.expires_at == before).values(expires_at=after))
-
-
-def reword_waiting(session: Session, round_id: int, purpose: str, old: str, new: str, now: datetime) -> None:
-    """Waiting messages of a round whose text says ``old`` say ``new`` instead (an announcement naming a
-    deadline that moved): each shared body is stored again with the new words and only the waiting rows
-    point at it; rows already sent keep what they said."""
-    waiting = ((OutboxMessage.round_id == round_id) & (OutboxMessage.purpose == purpose)
+def deadline_moved(session: Session, round_id: int, before: datetime, after: datetime, old: str, new: str,
+                   now: datetime) -> None:
+    """A round's deadline moved from ``before`` to ``after``: the announcements, reminders and nudges still
+    waiting stay true (the member has not finished; the round runs on) and go out as queued, naming the new
+    deadline: ``old``, its old wording in their text, becomes ``new``. Each shared body is stored again with
+    the new words and only the waiting rows point at it; rows already sent keep what they said."""
+    waiting = ((OutboxMessage.round_id == round_id) & OutboxMessage.purpose.in_(MEMBER_PURPOSES)
                & OutboxMessage.status.in_(("pending", "claimed")))
+    _run(session, update(OutboxMessage).where(waiting, OutboxMessage.expires_at == before).values(expires_at=after))
     bodies = session.execute(select(OutboxBody.id, OutboxBody.payload).where(
         OutboxBody.id.in_(select(OutboxMessage.body_id).where(waiting).distinct().scalar_subquery()))).all()
     for body_id, payload in bodies:

@@ -157,13 +157,15 @@ def _check_budget(s: Session, schedule: Schedule, members: list[int], at: dateti
 
 
 def latest_reminder_slot(rnd: Round, at: datetime, schedule: Schedule) -> datetime | None:
-    """The newest reminder time that has passed, after the round opened and before it closes."""
+    """The newest reminder time that has passed, after the round opened and before it closes; a slot of a
+    moved deadline that had passed when it moved is none (its members were reminded for the old one)."""
     close_day = rnd.closes_at.astimezone(schedule.tz).date()
     slots = sorted(
         datetime.combine(close_day - timedelta(days=d), schedule.reminder_time, tzinfo=schedule.tz)
         for d in schedule.reminder_days_before
     )
-    passed = [slot for slot in slots if rnd.opens_at <= slot <= at and slot < rnd.closes_at]
+    since = max(rnd.opens_at, rnd.deadline_moved_at or rnd.opens_at)
+    passed = [slot for slot in slots if since <= slot <= at and slot < rnd.closes_at]
     return passed[-1] if passed else None
 
 

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from bot.domain.messages import local
 from bot.outbox import queue
-from bot.storage.models import Document, JobRun, Member, Round, RoundUnit, Unit, UnitAncestor, WebLink
+from bot.storage.models import Document, Member, Round, RoundUnit, Unit, UnitAncestor, WebLink
 
 
 class RoundError(Exception):
@@ -50,9 +50,10 @@ def audience_members(round_id: int):
 def same_round(session: Session, document_id: str, unit_ids: list[int], opens_at: datetime,
                closes_at: datetime) -> Round | None:
     """A round not closed early with this document, these dates and exactly these units: the one a form
-    posted twice (a double click, the back button) already opened."""
+    posted twice (a double click, the back button, also after the round was extended) already opened."""
     candidates = session.scalars(select(Round).where(
-        Round.document_id == document_id, Round.opens_at == opens_at, Round.closes_at == closes_at,
+        Round.document_id == document_id, Round.opens_at == opens_at,
+        or_(Round.closes_at == closes_at, Round.first_closes_at == closes_at),
         Round.closed_at.is_(None)).options(selectinload(Round.units)))
     return next((r for r in candidates if {ru.unit_id for ru in r.units} == set(unit_ids)), None)
 
@@ -126,13 +127,17 @@ def extend_round(session: Session, round_id: int, closes_at: datetime, now: date
         raise RoundError(f"đợt học tập số {round_id} đã kết thúc")
     if closes_at <= rnd.closes_at:
         raise RoundError("hạn mới phải sau hạn hiện tại; hãy chọn một ngày muộn hơn")
-    # the members' links to this round (announcements, reminders) were valid until it closed: still so
-    session.execute(update(WebLink).where(WebLink.round_id == rnd.id, WebLink.expires_at == rnd.closes_at)
-                    .values(expires_at=closes_at))
-    # waiting reminders name the old deadline: dropped, and the round's reminder jobs forgotten, so that the
-    # scheduler's next tick queues the latest one due again with the new deadline
-    queue.deadline_moved(session, rnd.id, rnd.closes_at, closes_at, now)
-    queue.reword_waiting(session, rnd.id, "announce", local(rnd.closes_at, tz), local(closes_at, tz), now)
-    session.execute(delete(JobRun).where(JobRun.key.like(f"remind:{rnd.id}:%")))
-    rnd.closes_at = closes_at
+    # the members' links to this round (announcements, reminders), and their links to the list of their
+    # rounds (``/hoc``) that this round was the last to close, were valid until it closed: still so
+    audience = audience_members(rnd.id).with_only_columns(Member.id)
+    session.execute(update(WebLink).where(
+        WebLink.expires_at == rnd.closes_at,
+        or_(WebLink.round_id == rnd.id, WebLink.round_id.is_(None) & WebLink.member_id.in_(audience)))
+        .values(expires_at=closes_at))
+    # waiting announcements, reminders and nudges go out as queued, naming the new deadline; the scheduler
+    # skips the new deadline's reminder slots that had passed by now (``deadline_moved_at``)
+    queue.deadline_moved(session, rnd.id, rnd.closes_at, closes_at, local(rnd.closes_at, tz), local(closes_at, tz),
+                         now)
+    rnd.first_closes_at = rnd.first_closes_at or rnd.closes_at
+    rnd.closes_at, rnd.deadline_moved_at = closes_at, now
     return rnd

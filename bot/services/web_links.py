@@ -85,13 +85,12 @@ def check(session: Session, secret: bytes, token: str, now: datetime) -> LinkChe
     parsed = unsign(secret, token)
     if parsed is None:
         return LinkCheck("forged")
-    link_id, expires = parsed
-    link = session.get(WebLink, link_id)
+    link = session.get(WebLink, parsed[0])
     if link is None:
         return LinkCheck("forged")
-    # a round's link lives as long as the round (its row moves with an extended deadline; the token's
-    # copy of the first deadline does not), any other link until both copies say so
-    if now >= (link.expires_at if link.round_id is not None else min(expires, link.expires_at)):
+    # the row says how long a link lives: it moves with an extended deadline (``extend_round``), the token's
+    # copy of the first one does not
+    if now >= link.expires_at:
         return LinkCheck("expired", link)
     if link.revoked_at is not None:
         return LinkCheck("revoked", link)

@@ -214,6 +214,9 @@ class Round(Base):
     target_rate: Mapped[float] = mapped_column(Float, default=98.0)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # set when the deadline is moved (``extend_round``): the one it was opened with, and when
+    first_closes_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    deadline_moved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     document: Mapped[Document] = relationship()
     units: Mapped[list[RoundUnit]] = relationship(cascade="all, delete-orphan")
