@@ -65,6 +65,16 @@ def round_for_member(session: Session, member: Member, round_id: int, now: datet
     return next((r for r in open_rounds_for(session, member, now) if r.id == round_id), None)
 
 
+def round_over_for(session: Session, member: Member, round_id: int, now: datetime) -> bool:
+    """The round has ended (closed or past its deadline) and the member was in its audience: a page of it
+    opened late says so rather than "not found"; anyone else learns nothing of it."""
+    in_audience = exists().where(RoundUnit.round_id == Round.id, UnitAncestor.ancestor_id == RoundUnit.unit_id,
+                                 UnitAncestor.descendant_id == member.unit_id)
+    return session.scalar(select(Round.id).where(
+        Round.id == round_id, Round.opens_at <= now, (Round.closed_at.is_not(None)) | (Round.closes_at <= now),
+        in_audience)) is not None
+
+
 def record_view(session: Session, round_id: int, member_id: int, now: datetime) -> None:
     view = session.get(StudyView, (round_id, member_id))
     if view is not None:

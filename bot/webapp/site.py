@@ -67,6 +67,9 @@ REFUSALS = {
                 "Trang này mở bằng nút «Mở trang học tập» trong ứng dụng Telegram."),
     "csrf": (403, "Trang đã cũ", "Trang đồng chí vừa gửi đã cũ. Đồng chí quay lại trang học tập và thử lại."),
     "not_found": (404, "Không tìm thấy trang", "Trang này không có hoặc không dành cho đồng chí."),
+    "round_over": (410, "Đợt học tập đã kết thúc",
+                   "Đợt học tập này đã kết thúc, nên không đọc tài liệu hay làm bài kiểm tra của đợt được nữa. "
+                   "Kết quả của đồng chí vẫn được lưu."),
     "wrong_method": (405, "Không tìm thấy trang", "Trang này không mở được theo cách này; hãy mở từ tin nhắn của bot."),
 }
 
@@ -196,9 +199,7 @@ def create_pages(cfg: PagesConfig) -> Starlette:
         return page(request, "home.html", member=checked.member, rows=rows)
 
     def read(request: Request, s, checked) -> Response:
-        rnd = quiz.round_for_member(s, checked.member, request.path_params["rid"], cfg.clock())
-        if rnd is None:
-            raise Refused("not_found")
+        rnd = _open_round(s, checked, request.path_params["rid"], cfg.clock())
         quiz.record_view(s, rnd.id, checked.member.id, cfg.clock())
         attempts = quiz.attempts_of(s, rnd.id, checked.member.id)
         reading = reading_of(rnd.document, checked.member.language)  # as in the chat: /ngonngu, the roster
@@ -207,9 +208,7 @@ def create_pages(cfg: PagesConfig) -> Starlette:
 
     def start(request: Request, s, checked, form) -> Response:
         now = cfg.clock()
-        rnd = quiz.round_for_member(s, checked.member, request.path_params["rid"], now)
-        if rnd is None:
-            raise Refused("not_found")
+        rnd = _open_round(s, checked, request.path_params["rid"], now)
         position = quiz.start_or_resume(s, rnd, checked.member, now)
         if position is None:
             return go(request, f"/dot/{rnd.id}")
@@ -262,6 +261,12 @@ def create_pages(cfg: PagesConfig) -> Starlette:
 
     def _csrf(checked) -> str:
         return web_links.form_token(cfg.secret, checked.link.id)
+
+    def _open_round(s, checked, rid: int, now) -> Round:
+        rnd = quiz.round_for_member(s, checked.member, rid, now)
+        if rnd is None:
+            raise Refused("round_over" if quiz.round_over_for(s, checked.member, rid, now) else "not_found")
+        return rnd
 
     def _attempt(s, checked, aid: int) -> Attempt:
         attempt = s.scalar(select(Attempt).where(Attempt.id == aid, Attempt.member_id == checked.member.id))
