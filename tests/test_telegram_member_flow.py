@@ -164,6 +164,23 @@ def test_stale_button_from_an_old_message_is_harmless(telegram_bot, emulator, in
         assert s.scalar(select(func.count()).select_from(Answer)) == 1
 
 
+def test_a_deactivated_member_pressing_a_quiz_button_is_told_they_are_off_the_roster(telegram_bot, emulator, invite,
+                                                                                        province):
+    user = link(emulator, invite, "DV008", 8351)
+    user.send_text("/lambai")
+    question = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+    with province.session() as s:
+        s.scalar(select(Member).where(Member.code == "DV008")).active = False
+    user.press("A", message_id=question["message_id"])
+    user.wait_for(lambda u: len(u.callback_answers) == 1)
+    assert "không còn trong danh sách sinh hoạt" in user.callback_answers[-1]["text"]
+    user.send_text("/lambai")
+    reply = user.wait_for(lambda u: "không còn trong danh sách sinh hoạt" in (u.last() or {}).get("text", ""))
+    assert "liên kết" not in reply["text"]
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer)) == 0
+
+
 def test_member_continues_after_a_restart(telegram_bot, emulator, invite, province):
     user = link(emulator, invite, "DV007", 8401)
     user.send_text("/lambai")

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 
 from bot.channels.zalo import TRAITS, BackgroundZalo, ZaloOptions, ZaloQuota, ZaloRuntime, render
 from bot.domain.replies import Outcome, Reply
@@ -107,6 +108,18 @@ def test_unlinked_user_is_told_to_type_the_code_and_that_this_is_a_bot(zalo_bot,
     assert "Chia sẻ số điện thoại" not in reply  # Zalo cannot share contacts
 
 
+def test_a_deactivated_members_chat_is_told_they_are_off_the_roster_not_asked_for_a_code(zalo_bot, zalo_emulator,
+                                                                                          zalo_invite, province):
+    user = zalo_link(zalo_emulator, zalo_invite, "DV005", "zl-gone")
+    with province.session() as s:
+        s.scalar(select(Member).where(Member.code == "DV005")).active = False
+    for typed in ("A", "/lambai", "xin chào"):
+        reply = say(user, typed)
+        assert "không còn trong danh sách sinh hoạt" in reply and "mã liên kết" not in reply, reply
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer)) == 0
+
+
 def test_wrong_codes_pause_the_chat_for_a_while(zalo_bot, zalo_emulator, zalo_invite, province):
     user = zalo_emulator.user("zl-4")
     good = zalo_invite("DV003")
@@ -114,6 +127,7 @@ def test_wrong_codes_pause_the_chat_for_a_while(zalo_bot, zalo_emulator, zalo_in
     assert "Mã liên kết không đúng" in replies[0] and "còn 4 lần thử" in replies[0]
     assert "còn 1 lần thử" in replies[3]
     assert "nhập sai mã liên kết nhiều lần" in replies[4] and "thử lại sau" in replies[4]
+    assert re.search(r"thử lại sau \d\d:\d\d ngày \d\d/\d\d/\d{4}", replies[4])  # a pause may end tomorrow
     assert "thử lại sau" in say(user, good)  # even the right code waits out the pause
     assert count(province, ChatAccount) == 0
     with province.session() as s:

@@ -41,6 +41,16 @@ def not_linked() -> Reply:
     return Reply(HOW_TO_LINK, ask_contact=True)
 
 
+NO_LONGER_LISTED = ("Đồng chí không còn trong danh sách sinh hoạt của hệ thống học tập nghị quyết, nên không "
+                    "còn đợt học tập hay bài kiểm tra nào cho đồng chí. Nếu có nhầm lẫn, vui lòng liên hệ bí thư "
+                    "chi bộ.")
+
+
+def no_longer_listed() -> Reply:
+    """To a chat whose member was deactivated (moved away, exempted from the roster): not asked for a code."""
+    return Reply(NO_LONGER_LISTED)
+
+
 def link_outcome(status: str, member: Member | None) -> Reply:
     if status in ("linked", "already"):
         first = "Liên kết thành công!" if status == "linked" else "Tài khoản đã được liên kết từ trước."
@@ -80,7 +90,7 @@ def wrong_code(tries_left: int) -> Reply:
 def codes_paused(until: datetime, tz: ZoneInfo) -> Reply:
     return Reply(
         "Đồng chí đã nhập sai mã liên kết nhiều lần. Để bảo vệ tài khoản, vui lòng thử lại sau "
-        f"{until.astimezone(tz).strftime('%H:%M')}, hoặc liên hệ bí thư chi bộ để nhận mã mới.")
+        f"{local(until, tz)}, hoặc liên hệ bí thư chi bộ để nhận mã mới.")
 
 
 def group_redirect(display_name: str = "", share_link: str | None = None, *, posted_code: bool = False) -> Reply:

@@ -264,6 +264,8 @@ class ChatService:
             if not self._first_time(s, update_key, now):
                 return Outcome(redelivered=True)
             member_id = self._member_id(s, external_id, now)
+            if member_id is None and self._deactivated(s, external_id):
+                return Outcome([msg.no_longer_listed()], notice="Đồng chí không còn trong danh sách sinh hoạt.")
             if member_id is None:
                 return Outcome([msg.not_linked()], notice="Đồng chí chưa liên kết tài khoản.")
             outcome = self._action(s, external_id, member_id, action, now)
@@ -290,15 +292,25 @@ class ChatService:
         return msg.wrong_code(linking.WRONG_CODES_LIMIT - state.wrong_codes)
 
     def _stranger(self, s: Session, external_id: str, now: datetime) -> Reply | None:
-        """What an unlinked chat's other messages get. Where every message costs (no buttons: Zalo),
-        they count as tries too, so a stranger typing on cannot spend the bot's monthly messages."""
+        """What an unlinked chat's other messages get, or one whose member was deactivated (told so, not
+        asked for a code). Where every message costs (no buttons: Zalo), they count as tries too, so a
+        stranger typing on cannot spend the bot's monthly messages."""
+        deactivated = self._deactivated(s, external_id)
         if self.traits.has_buttons:
-            return msg.not_linked()
+            return msg.no_longer_listed() if deactivated else msg.not_linked()
         state = s.get(ChatState, (self.traits.name, external_id))
         if _paused(state, now):
-            return self._pause_notice(state)
+            return None if deactivated else self._pause_notice(state)
         state = self._count_try(s, external_id, now)
+        if deactivated:  # told each time until the tries run out, then nothing until the pause ends
+            return msg.no_longer_listed()
         return msg.codes_paused(state.codes_paused_until, self.tz) if _paused(state, now) else msg.typed_not_linked()
+
+    def _deactivated(self, s: Session, external_id: str) -> bool:
+        """This chat is linked to a member who is no longer active (only asked of chats without an active member)."""
+        found = s.connection().execute(_CHAT_MEMBER_ID,
+                                       {"channel": self.traits.name, "external_id": external_id}).first()
+        return found is not None and not found[1]
 
     def _count_try(self, s: Session, external_id: str, now: datetime) -> ChatState:
         """One more wrong try; the last allowed one pauses the chat, each pause in a row twice as long
