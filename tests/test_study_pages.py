@@ -159,6 +159,25 @@ def test_session_cookie_is_httponly_lax_and_never_carries_the_link_in_the_addres
     assert "secure" in again.headers["set-cookie"].lower()
 
 
+def test_a_page_opened_before_a_round_was_extended_keeps_its_session_until_the_new_deadline(study_pages, province):
+    """The session cookie lived until the link expired when it was opened; the round is extended: the next page
+    the member opens carries a cookie that lives until the new deadline (they are not sent back to the chat)."""
+    from bot.services.rounds import extend_round
+    from bot.storage.models import Round
+
+    with province.session() as s:
+        deadline = s.get(Round, 1).closes_at
+    client = httpx.Client(base_url=study_pages.base, timeout=10)
+    opened = client.get(path_of(study_pages.link_for("DV002", expires_at=deadline)))
+    max_age = lambda response: int(re.search(r"max-age=(\d+)", response.headers["set-cookie"], re.I).group(1))  # noqa: E731
+    assert abs(max_age(opened) - (deadline - utcnow()).total_seconds()) < 60
+    with province.session() as s:
+        extend_round(s, 1, deadline + timedelta(days=10), utcnow(), ZoneInfo("Asia/Ho_Chi_Minh"))
+    page = client.get("/hoc/dot/1")
+    assert page.status_code == 200 and "set-cookie" in page.headers
+    assert abs(max_age(page) - (deadline + timedelta(days=10) - utcnow()).total_seconds()) < 60
+
+
 def test_without_a_link_the_pages_say_in_vietnamese_how_to_get_one(study_pages):
     page = httpx.get(f"{study_pages.base}/hoc/", timeout=10)
     assert page.status_code == 401

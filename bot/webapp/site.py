@@ -285,11 +285,11 @@ def create_pages(cfg: PagesConfig) -> Starlette:
                 try:
                     with cfg.db.session() as s:
                         checked = session_of(request, s)
-                        if post:
-                            if not csrf_ok(checked, form):
-                                raise Refused("csrf")
-                            return view(request, s, checked, form)
-                        return view(request, s, checked)
+                        if post and not csrf_ok(checked, form):
+                            raise Refused("csrf")
+                        response = view(request, s, checked, form) if post else view(request, s, checked)
+                        # the cookie lives as long as its link does now (an extended round moves it on)
+                        return signed_in(request, response, request.cookies[COOKIE], checked.link)
                 except Refused as exc:
                     return refusal(request, exc.reason)
 
