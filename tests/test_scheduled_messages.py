@@ -110,6 +110,43 @@ def test_an_announcement_waiting_for_the_morning_names_the_deadline_moved_overni
         assert "15/12/2026" not in texts[0]
 
 
+def test_announcements_a_sender_holds_when_the_deadline_moves_go_back_to_the_queue_and_out_reworded(
+        province, emulator, branch):
+    """A sender has claimed the announcements (their text read) when the round is extended: it may not send them
+    (its claim is gone); the next sending round sends each once, naming the new deadline."""
+    from bot.outbox import queue
+    from bot.services.rounds import extend_round
+
+    round_id, users = branch
+    run_due(province, local("2026-12-01 07:00"), Schedule())
+    with province.session() as s:
+        held = queue.claim(s, "sender-a", local("2026-12-01 07:00"), limit=20)
+    assert len(held) == 9
+    with province.session() as s:
+        extend_round(s, round_id, local("2026-12-20 21:00"), local("2026-12-01 07:00"), TZ)
+    with province.session() as s:
+        assert queue.mark_sending_many(s, [(r.id, "telegram") for r in held], "sender-a") == set()
+    assert deliver(province, emulator, local("2026-12-01 07:01")).sent == 9
+    for user in users.values():
+        texts = received(user)
+        assert len(texts) == 1 and "trước 21:00 ngày 20/12/2026" in texts[0], texts
+
+
+def test_a_waiting_reminder_that_does_not_name_the_old_deadline_is_dropped_not_sent_wrong(province, emulator, branch):
+    from bot.outbox import queue
+    from bot.services.rounds import extend_round
+
+    round_id, users = branch
+    with province.session() as s:
+        dv002 = s.scalar(select(Member.id).where(Member.code == "DV002"))
+        queue.enqueue_many(s, purpose="remind", keyed_members=[(f"remind:{round_id}:x:{dv002}", dv002)],
+                           reply=Reply("⏰ Nhắc nhở: hạn cuối là ngày 15 tháng 12."), now=local("2026-12-12 22:00"),
+                           not_before=local("2026-12-13 07:00"), expires_at=CLOSES, round_id=round_id)
+        extend_round(s, round_id, local("2026-12-20 21:00"), local("2026-12-12 23:00"), TZ)
+    assert statuses(province) == {"dropped": 1}
+    assert deliver(province, emulator, local("2026-12-13 07:00")).sent == 0
+
+
 def test_messages_in_hand_when_quiet_hours_begin_wait_for_the_morning_and_go_out_once(province, emulator, branch):
     """A sender holds a second or two of claimed rows; at 21:00 (or after a flood-control wait that ends after it)
     those not yet started go back to the queue: nothing announced at night, each member reached once."""

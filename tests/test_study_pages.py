@@ -220,6 +220,7 @@ def test_a_round_page_opened_after_the_round_ended_says_so_to_its_members_only(s
     """The back button, or an old tab, after "Kết thúc đợt ngay": its members read that the round is over; a
     member outside its audience still learns nothing of it."""
     from bot.services.rounds import close_round, open_round
+    from bot.storage.models import Round
 
     with province.session() as s:
         now = utcnow()
@@ -234,6 +235,10 @@ def test_a_round_page_opened_after_the_round_ended_says_so_to_its_members_only(s
         assert page.status_code == 410 and "Đợt học tập đã kết thúc" in page.text, page.text
     gone = outsider.get(f"/hoc/dot/{hq_only}")
     assert gone.status_code == 404 and "kết thúc" not in gone.text
+    with province.session() as s:  # round 1 ran out at its deadline (the member's list link lives on)
+        s.get(Round, 1).closes_at = utcnow() - timedelta(minutes=1)
+    late = member.get("/hoc/dot/1")
+    assert late.status_code == 410 and "Đợt học tập đã kết thúc" in late.text
     with province.session() as s:
         assert s.scalar(select(func.count()).select_from(Attempt).where(Attempt.round_id == hq_only)) == 0
 
@@ -332,6 +337,8 @@ def test_a_rounds_links_from_announcements_and_hoc_keep_working_when_the_round_i
         token = web_links.mint_many(s, WEB_SECRET, [member], utcnow(), round_id=1, expires_at=old_deadline)[member]
         listing = web_links.mint(s, WEB_SECRET, member, utcnow(), expires_at=old_deadline)  # /hoc, two rounds open
         other = web_links.mint(s, WEB_SECRET, member, utcnow(), expires_at=old_deadline - timedelta(hours=1))
+        admin = s.scalar(select(Member.id).where(Member.code == "AD001"))  # the province: not in DP's or HQ's round
+        outsider = web_links.mint(s, WEB_SECRET, admin, utcnow(), expires_at=old_deadline)
         extend_round(s, 1, old_deadline + timedelta(days=10), utcnow(), ZoneInfo("Asia/Ho_Chi_Minh"))
     later = old_deadline + timedelta(days=2)
     with province.session() as s:
@@ -340,3 +347,4 @@ def test_a_rounds_links_from_announcements_and_hoc_keep_working_when_the_round_i
         for link in (token, listing):
             assert web_links.check(s, WEB_SECRET, link, old_deadline + timedelta(days=10)).status == "expired"
         assert web_links.check(s, WEB_SECRET, other, later).status == "expired"  # its own lifetime, unchanged
+        assert web_links.check(s, WEB_SECRET, outsider, later).status == "expired"  # not this round's member

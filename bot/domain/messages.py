@@ -47,7 +47,7 @@ NO_LONGER_LISTED = ("Đồng chí không còn trong danh sách sinh hoạt của
 
 
 def no_longer_listed() -> Reply:
-    """To a chat whose member was deactivated (moved away, exempted from the roster): not asked for a code."""
+    """To a chat whose member was deactivated (moved away, taken off the roster): not asked for a code."""
     return Reply(NO_LONGER_LISTED)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -21,6 +22,8 @@ from sqlalchemy.orm import Session
 from bot.domain.oversight_messages import CALL_LIST
 from bot.domain.replies import Reply
 from bot.storage.models import Attempt, ChatAccount, Lease, Member, OutboxBody, OutboxMessage, Round
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -352,11 +355,15 @@ def mark_failed(session: Session, oid: int, channel: str | None, reason: str) ->
 def deadline_moved(session: Session, round_id: int, before: datetime, after: datetime, old: str, new: str,
                    now: datetime) -> None:
     """A round's deadline moved from ``before`` to ``after``: the announcements, reminders and nudges still
-    waiting stay true (the member has not finished; the round runs on) and go out as queued, naming the new
-    deadline: ``old``, its old wording in their text, becomes ``new``. Each shared body is stored again with
-    the new words and only the waiting rows point at it; rows already sent keep what they said."""
+    waiting stay true (the member has not finished; the round runs on) and go out naming the new deadline:
+    ``old``, its old wording in their text, becomes ``new``. Each shared body is stored again with the new
+    words and only the waiting rows point at it; rows already sent keep what they said. Rows a sender holds
+    (``claimed``, their text already read) go back to the queue, so that they too go out reworded; a reminder
+    whose text does not have the old wording (a message changed since) is dropped rather than sent wrong."""
     waiting = ((OutboxMessage.round_id == round_id) & OutboxMessage.purpose.in_(MEMBER_PURPOSES)
                & OutboxMessage.status.in_(("pending", "claimed")))
+    _run(session, update(OutboxMessage).where(waiting, OutboxMessage.status == "claimed")
+         .values(status="pending", claimed_by=None, claimed_at=None))  # the holder's mark_sending now fails
     _run(session, update(OutboxMessage).where(waiting, OutboxMessage.expires_at == before).values(expires_at=after))
     bodies = session.execute(select(OutboxBody.id, OutboxBody.payload).where(
         OutboxBody.id.in_(select(OutboxMessage.body_id).where(waiting).distinct().scalar_subquery()))).all()
@@ -365,6 +372,14 @@ def deadline_moved(session: Session, round_id: int, before: datetime, after: dat
             reworded = store_body(session, {**payload, "text": payload["text"].replace(old, new)}, now)
             _run(session, update(OutboxMessage).where(waiting, OutboxMessage.body_id == body_id)
                  .values(body_id=reworded))
+            continue
+        dropped = _run(session, update(OutboxMessage).where(
+            waiting, OutboxMessage.body_id == body_id, OutboxMessage.purpose.in_(DEADLINE_PURPOSES)).values(
+            status="dropped", error=f"the round's deadline moved ({now:%Y-%m-%d %H:%M} UTC) and the text does "
+                                    "not say the old one where expected"))
+        if dropped.rowcount:
+            log.warning("outbox: %d reminder(s) of round %d do not name its old deadline %r; dropped, not sent "
+                        "wrong", dropped.rowcount, round_id, old)
 
 
 def mark_uncertain(session: Session, oid: int, channel: str, reason: str) -> None:

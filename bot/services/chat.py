@@ -77,6 +77,7 @@ def _parse_action(action: str) -> tuple[str, list[int], str]:
 
 
 # The statements of every update, built once (building one costs about what running it does)
+DEACTIVATED = 0  # ``_member_id`` of a chat whose member is no longer active (no member has id 0)
 _CHAT_MEMBER_ID = (select(Member.id, Member.active, ChatAccount.last_seen_at)
                    .join(ChatAccount, ChatAccount.member_id == Member.id)
                    .where(ChatAccount.channel == bindparam("channel"),
@@ -193,13 +194,13 @@ class ChatService:
     def _text(self, s: Session, external_id: str, text: str, now: datetime, sent_at: datetime | None) -> Outcome:
         command, arg = parse_command(text)
         member_id = self._member_id(s, external_id, now)
-        if member_id is None:
+        if member_id in (None, DEACTIVATED):
             if command == "start" and arg:
                 reply = self._link_code(s, external_id, arg, now)
             elif command is None and linking.looks_like_code(text):  # typed without /start
                 reply = self._link_code(s, external_id, text, now)
             else:
-                reply = self._stranger(s, external_id, now)
+                reply = self._stranger(s, external_id, now, deactivated=member_id == DEACTIVATED)
             return Outcome([reply] if reply is not None else [])
         typed, state = self._typed_choice(s, external_id, text)
         if typed is not None:  # a typed answer (the busiest path without buttons) needs the member's id only
@@ -264,7 +265,7 @@ class ChatService:
             if not self._first_time(s, update_key, now):
                 return Outcome(redelivered=True)
             member_id = self._member_id(s, external_id, now)
-            if member_id is None and self._deactivated(s, external_id):
+            if member_id == DEACTIVATED:
                 return Outcome([msg.no_longer_listed()], notice="Đồng chí không còn trong danh sách sinh hoạt.")
             if member_id is None:
                 return Outcome([msg.not_linked()], notice="Đồng chí chưa liên kết tài khoản.")
@@ -291,11 +292,10 @@ class ChatService:
             return msg.link_outcome("unknown", None)
         return msg.wrong_code(linking.WRONG_CODES_LIMIT - state.wrong_codes)
 
-    def _stranger(self, s: Session, external_id: str, now: datetime) -> Reply | None:
+    def _stranger(self, s: Session, external_id: str, now: datetime, *, deactivated: bool) -> Reply | None:
         """What an unlinked chat's other messages get, or one whose member was deactivated (told so, not
         asked for a code). Where every message costs (no buttons: Zalo), they count as tries too, so a
         stranger typing on cannot spend the bot's monthly messages."""
-        deactivated = self._deactivated(s, external_id)
         if self.traits.has_buttons:
             return msg.no_longer_listed() if deactivated else msg.not_linked()
         state = s.get(ChatState, (self.traits.name, external_id))
@@ -305,12 +305,6 @@ class ChatService:
         if deactivated:  # told each time until the tries run out, then nothing until the pause ends
             return msg.no_longer_listed()
         return msg.codes_paused(state.codes_paused_until, self.tz) if _paused(state, now) else msg.typed_not_linked()
-
-    def _deactivated(self, s: Session, external_id: str) -> bool:
-        """This chat is linked to a member who is no longer active (only asked of chats without an active member)."""
-        found = s.connection().execute(_CHAT_MEMBER_ID,
-                                       {"channel": self.traits.name, "external_id": external_id}).first()
-        return found is not None and not found[1]
 
     def _count_try(self, s: Session, external_id: str, now: datetime) -> ChatState:
         """One more wrong try; the last allowed one pauses the chat, each pause in a row twice as long
@@ -342,11 +336,14 @@ class ChatService:
 
     def _member_id(self, s: Session, external_id: str, now: datetime) -> int | None:
         """The id of the active member behind this chat, read without building the ORM object (an answer needs
-        nothing else; ``_seen`` writes when the chat was used)."""
+        nothing else; ``_seen`` writes when the chat was used); None for a stranger, and ``DEACTIVATED`` for a
+        chat whose member is no longer active."""
         found = s.connection().execute(_CHAT_MEMBER_ID,
                                        {"channel": self.traits.name, "external_id": external_id}).first()
-        if found is None or not found[1]:
+        if found is None:
             return None
+        if not found[1]:
+            return DEACTIVATED
         self._seen(s, external_id, found[2], now)
         return found[0]
 

@@ -26,16 +26,18 @@ from bot.storage.models import (
 _rng = random.SystemRandom()
 
 
+def _unit_in_audience(unit_id):
+    """The round's audience (its units and everything below them) includes unit ``unit_id``."""
+    return exists().where(RoundUnit.round_id == Round.id, UnitAncestor.ancestor_id == RoundUnit.unit_id,
+                          UnitAncestor.descendant_id == unit_id)
+
+
 def _open_rounds_statement():
     """Rounds open at ``now`` whose audience includes unit ``unit_id``, with their documents (one statement)."""
-    in_audience = exists().where(
-        RoundUnit.round_id == Round.id,
-        UnitAncestor.ancestor_id == RoundUnit.unit_id,
-        UnitAncestor.descendant_id == bindparam("unit_id"),
-    )
     now = bindparam("now")
     return (select(Round).options(joinedload(Round.document, innerjoin=True))
-            .where(Round.opens_at <= now, Round.closes_at > now, Round.closed_at.is_(None), in_audience)
+            .where(Round.opens_at <= now, Round.closes_at > now, Round.closed_at.is_(None),
+                   _unit_in_audience(bindparam("unit_id")))
             .order_by(Round.closes_at, Round.id))
 
 
@@ -68,11 +70,9 @@ def round_for_member(session: Session, member: Member, round_id: int, now: datet
 def round_over_for(session: Session, member: Member, round_id: int, now: datetime) -> bool:
     """The round has ended (closed or past its deadline) and the member was in its audience: a page of it
     opened late says so rather than "not found"; anyone else learns nothing of it."""
-    in_audience = exists().where(RoundUnit.round_id == Round.id, UnitAncestor.ancestor_id == RoundUnit.unit_id,
-                                 UnitAncestor.descendant_id == member.unit_id)
     return session.scalar(select(Round.id).where(
         Round.id == round_id, Round.opens_at <= now, (Round.closed_at.is_not(None)) | (Round.closes_at <= now),
-        in_audience)) is not None
+        _unit_in_audience(member.unit_id))) is not None
 
 
 def record_view(session: Session, round_id: int, member_id: int, now: datetime) -> None:

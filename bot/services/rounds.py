@@ -127,13 +127,14 @@ def extend_round(session: Session, round_id: int, closes_at: datetime, now: date
         raise RoundError(f"đợt học tập số {round_id} đã kết thúc")
     if closes_at <= rnd.closes_at:
         raise RoundError("hạn mới phải sau hạn hiện tại; hãy chọn một ngày muộn hơn")
-    # the members' links to this round (announcements, reminders), and their links to the list of their
-    # rounds (``/hoc``) that this round was the last to close, were valid until it closed: still so
-    audience = audience_members(rnd.id).with_only_columns(Member.id)
+    # the members' links to this round (announcements, reminders) were valid until it closed: still so; and
+    # their links to the list of their rounds (``/hoc``) live at least as long as this one now runs
+    in_audience = select(Member.id).where(Member.unit_id.in_(audience_unit_ids(rnd.id)))
+    session.execute(update(WebLink).where(WebLink.round_id == rnd.id, WebLink.expires_at == rnd.closes_at)
+                    .values(expires_at=closes_at))
     session.execute(update(WebLink).where(
-        WebLink.expires_at == rnd.closes_at,
-        or_(WebLink.round_id == rnd.id, WebLink.round_id.is_(None) & WebLink.member_id.in_(audience)))
-        .values(expires_at=closes_at))
+        WebLink.round_id.is_(None), WebLink.member_id.in_(in_audience), WebLink.revoked_at.is_(None),
+        WebLink.expires_at >= rnd.closes_at, WebLink.expires_at < closes_at).values(expires_at=closes_at))
     # waiting announcements, reminders and nudges go out as queued, naming the new deadline; the scheduler
     # skips the new deadline's reminder slots that had passed by now (``deadline_moved_at``)
     queue.deadline_moved(session, rnd.id, rnd.closes_at, closes_at, local(rnd.closes_at, tz), local(closes_at, tz),

@@ -1,9 +1,10 @@
 """Signed, expiring, revocable links into the study pages: the way in without a password.
 
 A token is ``<link id>.<expiry>.<signature>``: the link id names a ``web_links`` row (never a member
-id), the expiry is a Unix time, and the signature is HMAC-SHA256 over both with the server's secret
-(``HOCTAP_WEB_SECRET``). A token is good while its signature checks, it has not expired, its row
-is not revoked and its member is active. The chat mints one per member when it offers the page.
+id), the expiry is a Unix time (the link's lifetime when it was minted), and the signature is
+HMAC-SHA256 over both with the server's secret (``HOCTAP_WEB_SECRET``). A token is good while its
+signature checks, its row has not expired (the row decides: an extended round moves it on), is not
+revoked, and its member is active. The chat mints one per member when it offers the page.
 """
 
 from __future__ import annotations
