@@ -171,8 +171,36 @@ def test_the_budget_warns_at_80_percent_and_refuses_a_reminder_round_that_cannot
         day.age(another, 240)
         refused = say(secretary, "/nhacnho", "chưa gửi")
         assert "cần khoảng 600 đ tin Zalo OA nhưng ngân sách tháng" in refused and "chỉ còn 50 đ" in refused
+        assert "nâng ngân sách, hoặc đồng chí nhắc trực tiếp" in refused
         with province.session() as s:
             assert s.scalar(select(OutboxMessage).where(OutboxMessage.member_id == day.member_id("DV003"))) is None
+    finally:
+        day.stop()
+
+
+def test_an_announcement_that_costs_nothing_on_the_oa_is_not_held_back_by_a_budget_only_reminders_would_exceed(
+        province, oa_emulator, oa_invite):
+    """ZNS is kept for reminders (the default), so members outside the window get the announcement on the call
+    list, free: the budget guard prices it so and lets it out, to every messenger; a reminder round to the same
+    members by ZNS (900 đ) is what it refuses."""
+    from bot.scheduling.due import Schedule, run_due
+    from bot.storage.models import Round
+
+    day = Day(province, oa_emulator, monthly_budget=350)
+    try:
+        for code, uid, phone in (("DV002", "oa-2", "0333378379"), ("DV003", "oa-3", "0387382584"),
+                                 ("DV004", "oa-4", "84370089645")):
+            day.age(oa_link(oa_emulator, oa_invite, code, uid, phone=phone), 240)
+        with province.session() as s:
+            s.get(Round, 1).opens_at = day.now() - timedelta(days=1)
+        schedule = Schedule(budget=day.process.budget())
+        announced = run_due(province, day.now(), schedule)
+        assert "announce:1: 3 message(s)" in announced.jobs, announced
+        with province.session() as s:
+            s.get(Round, 1).closes_at = day.now() + timedelta(hours=20)  # the reminder slot one day before
+        reminded = run_due(province, day.now(), schedule)
+        assert any(j.startswith("remind:1:") and "needs about 900 đ" in j and "(0 đ spent or committed)" in j
+                   for j in reminded.dropped), reminded  # the waiting announcements commit nothing
     finally:
         day.stop()
 

@@ -150,8 +150,10 @@ def _tell_staff(db: Database, key: str, at: datetime, why: str, day: str) -> Non
                            reply=Reply(text), now=at)
 
 
-def _check_budget(s: Session, schedule: Schedule, members: list[int], at: datetime) -> None:
-    refusal = schedule.budget.refusal(s, members, at) if schedule.budget is not None else None
+def _check_budget(s: Session, schedule: Schedule, members: list[int], at: datetime, purpose: str,
+                  rnd: Round) -> None:
+    refusal = schedule.budget.refusal(s, members, at, purpose=purpose, closes_at=rnd.closes_at) \
+        if schedule.budget is not None else None
     if refusal is not None:
         raise BroadcastRefused(refusal)
 
@@ -208,7 +210,8 @@ def _broadcast(s: Session, rnd: Round, at: datetime, schedule: Schedule, report:
     gets their own study link."""
     reachable, unlinked = _audience_counts(s, rnd, unfinished_only=unfinished_only)
     if schedule.budget is not None:
-        _check_budget(s, schedule, list(s.scalars(_reachable_query(rnd, unfinished_only=unfinished_only))), at)
+        _check_budget(s, schedule, list(s.scalars(_reachable_query(rnd, unfinished_only=unfinished_only))), at,
+                      purpose, rnd)
     report.skipped_unlinked += unlinked
     if not reachable:
         return 0

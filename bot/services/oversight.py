@@ -101,7 +101,8 @@ def remind(s: Session, member: Member, now: datetime, tz: ZoneInfo, quiet: Quiet
             _total, rows = stats.not_finished_members(s, rnd.id, unit.id, 0, None)
             ids = [r.member.id for r in rows]
             linked = queue.reachable(s, ids)
-            refusal = budget.refusal(s, [mid for mid in ids if mid in linked], now) if budget is not None else None
+            refusal = budget.refusal(s, [mid for mid in ids if mid in linked], now, purpose="nudge",
+                                     closes_at=rnd.closes_at) if budget is not None else None
             if refusal is not None:
                 replies.append(Reply(f"🔔 {rnd.document.code} — {unit.name}: {refusal.text}"))
                 continue

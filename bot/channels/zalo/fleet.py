@@ -400,7 +400,7 @@ class FleetBudget:
                 short[bot] = (needed[bot], max(left, 0))
         return short
 
-    def refusal(self, s: Session, member_ids, now: datetime) -> QuotaRefusal | None:
+    def refusal(self, s: Session, member_ids, now: datetime, **_kind) -> QuotaRefusal | None:
         """Never refuses: each bot that is short is named to those who can act (see the class)."""
         for bot_pk, (members, left) in self.shortfalls(s, list(member_ids), now).items():
             self._tell_short(s, s.get(ZaloBot, bot_pk) if bot_pk is not None else None, members, left, now)

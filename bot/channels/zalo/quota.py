@@ -141,8 +141,10 @@ class ZaloQuota:
                 first.setdefault(mid, channel)
         return {mid for mid, channel in first.items() if channel == self.channel}
 
-    def refusal(self, s: Session, member_ids: Iterable[int], now: datetime) -> QuotaRefusal | None:
-        """None when one message to each of these members fits in what is left this month."""
+    def refusal(self, s: Session, member_ids: Iterable[int], now: datetime, *, purpose: str | None = None,
+                closes_at: datetime | None = None) -> QuotaRefusal | None:
+        """None when one message to each of these members fits in what is left this month (every message
+        costs the same here, whatever its ``purpose`` and its round's deadline ``closes_at``)."""
         if not self.monthly:
             return None
         needed = len(self.prefer_zalo(s, member_ids))

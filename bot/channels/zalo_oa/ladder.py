@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from bot.channels.zalo.quota import ZaloQuota
 from bot.domain.oversight_messages import CALL_LIST  # the wording /chualam shows
 from bot.storage.db import Database
-from bot.storage.models import ChatAccount, Member, OutboxMessage, ZaloOaContact, ZaloOaSend
+from bot.storage.models import ChatAccount, Member, OutboxMessage, Round, ZaloOaContact, ZaloOaSend
 from bot.timeutil import utcnow
 
 log = logging.getLogger(__package__)
@@ -92,6 +92,11 @@ def cost_of(rung: str, prices: Prices) -> int:
     return {"paid": prices.paid, "zns": prices.zns}.get(rung, 0)
 
 
+def _dong(amount: int) -> str:
+    """An amount as Vietnamese write it: 1.200.000."""
+    return f"{amount:,}".replace(",", ".")
+
+
 @dataclass(frozen=True)
 class BudgetRefusal:
     """A broadcast whose estimated cost does not fit in what is left of the month's OA budget."""
@@ -110,9 +115,9 @@ class BudgetRefusal:
     @property
     def text(self) -> str:
         year, month = self.month.split("-")
-        return (f"chưa gửi: cần khoảng {self.needed:,} đ tin Zalo OA nhưng ngân sách tháng {month}/{year} chỉ còn "
-                f"{self.left:,} đ (đã dùng {self.spent:,}/{self.budget:,} đ). Chưa tin nào được gửi; đề nghị "
-                "quản trị viên nâng ngân sách, hoặc đồng chí nhắc trực tiếp.").replace(",", ".")
+        return (f"chưa gửi: cần khoảng {_dong(self.needed)} đ tin Zalo OA nhưng ngân sách tháng {month}/{year} chỉ "
+                f"còn {_dong(self.left)} đ (đã dùng {_dong(self.spent)}/{_dong(self.budget)} đ). Chưa tin nào được gửi; đề nghị "
+                "quản trị viên nâng ngân sách, hoặc đồng chí nhắc trực tiếp.")
 
 
 class OABudget(ZaloQuota):
@@ -134,10 +139,12 @@ class OABudget(ZaloQuota):
         with self.db.session() as s:
             return self.spent(s, now or utcnow())
 
-    def estimate(self, s: Session, member_ids: Iterable[int], now: datetime, purpose: str | None = None) -> int:
-        """What one message to each of these members would cost on the OA now (members whose
-        messenger is another one cost nothing here). One each: a broadcast (an announcement, a reminder)
-        always fits one Zalo message within the document checker's limits on code, title and note."""
+    def estimate(self, s: Session, member_ids: Iterable[int], now: datetime, purpose: str | None = None,
+                 closes_at: datetime | None = None) -> int:
+        """What one message of ``purpose`` (about a round closing at ``closes_at``) to each of these members
+        would cost on the OA now, on the rung the sender would take (members whose messenger is another one
+        cost nothing here). One each: a broadcast (an announcement, a reminder) always fits one Zalo message
+        within the document checker's limits on code, title and note."""
         ids = sorted(self.prefer_zalo(s, member_ids))
         total = 0
         for i in range(0, len(ids), 1000):
@@ -145,7 +152,7 @@ class OABudget(ZaloQuota):
                              .join(ChatAccount, (ChatAccount.member_id == Member.id) & (ChatAccount.channel == CHANNEL))
                              .outerjoin(ZaloOaContact, ZaloOaContact.user_id == ChatAccount.external_id)
                              .where(Member.id.in_(ids[i:i + 1000])))
-            total += sum(cost_of(rung_for(c, p, purpose, self.prices, now), self.prices) for p, c in rows)
+            total += sum(cost_of(rung_for(c, p, purpose, self.prices, now, closes_at), self.prices) for p, c in rows)
         return total
 
     def allows(self, s: Session, cost: int, now: datetime) -> bool:
@@ -165,17 +172,24 @@ class OABudget(ZaloQuota):
                             f"{self.monthly:,}", self.month(now), 100 * total // self.monthly)
         return cost
 
-    def refusal(self, s: Session, member_ids: Iterable[int], now: datetime) -> BudgetRefusal | None:
+    def refusal(self, s: Session, member_ids: Iterable[int], now: datetime, *, purpose: str | None = None,
+                closes_at: datetime | None = None) -> BudgetRefusal | None:
         """None when the broadcast's estimated cost fits in what is left this month (the messages
-        waiting in the outbox count as committed)."""
+        waiting in the outbox count as committed). ``purpose`` and ``closes_at`` (its round's deadline)
+        choose the rung as the sender will: an announcement never goes by ZNS unless configured so."""
         if not self.monthly:
             return None
-        needed = self.estimate(s, member_ids, now)
+        needed = self.estimate(s, member_ids, now, purpose, closes_at)
         if not needed:
             return None
-        waiting = list(s.scalars(select(OutboxMessage.member_id)
-                                 .where(OutboxMessage.status.in_(("pending", "claimed", "sending")))))
-        committed = self.spent(s, now) + (self.estimate(s, waiting, now) if waiting else 0)
+        waiting: dict[tuple[str, datetime | None], list[int]] = {}
+        for mid, kind, deadline in s.execute(
+                select(OutboxMessage.member_id, OutboxMessage.purpose, Round.closes_at)
+                .outerjoin(Round, Round.id == OutboxMessage.round_id)
+                .where(OutboxMessage.status.in_(("pending", "claimed", "sending")))):
+            waiting.setdefault((kind, deadline), []).append(mid)
+        committed = self.spent(s, now) + sum(self.estimate(s, ids, now, kind, deadline)
+                                             for (kind, deadline), ids in waiting.items())
         left = self.monthly - committed
         if needed <= left:
             return None
@@ -200,10 +214,10 @@ class Budgets:
     def __init__(self, *budgets):
         self.budgets = [b for b in budgets if b is not None]
 
-    def refusal(self, s: Session, member_ids, now: datetime):
+    def refusal(self, s: Session, member_ids, now: datetime, **kind):
         ids = list(member_ids)
         for budget in self.budgets:
-            refusal = budget.refusal(s, ids, now)
+            refusal = budget.refusal(s, ids, now, **kind)
             if refusal is not None:
                 return refusal
         return None
