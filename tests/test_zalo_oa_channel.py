@@ -61,6 +61,21 @@ def oa_bot(province, oa_emulator):
     process.stop()
 
 
+def delivered(db, user_id: str, position: int, timeout: float = 5.0) -> None:
+    """Wait until the bot has recorded question ``position`` as delivered to this chat (Zalo's answer to the
+    send came back): a human reads the question for longer than that takes."""
+    from bot.storage.models import ChatState
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with db.session() as s:
+            state = s.get(ChatState, ("zalo_oa", user_id))
+            if state is not None and state.question_position == position and state.question_delivered_at:
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"question {position} never recorded as delivered to {user_id}")
+
+
 def oa_link(emulator, invite, member_code: str, user_id: str, phone: str | None = None):
     user = emulator.user(user_id, phone)
     user.follow()
@@ -96,11 +111,35 @@ def test_the_quiz_is_tapped_with_buttons_and_typed_answers_work_too(oa_bot, oa_e
     user.wait_for(lambda u: any("Câu 2/10" in m["text"] for m in u.messages[before:]))
     second = user.messages[-1]["text"]
     assert "Đã ghi nhận câu 1: B." in second.split("Câu 2/10")[0]  # the receipt of answer 1 travels with question 2
+    delivered(province, "oa-4", 2)  # the member reads question 2 (a typed answer counts only after it arrived)
     assert "Câu 3/10" in say(user, "c", "Câu 3/10")  # typed
     with province.session() as s:
         from bot.storage.models import Answer
 
         assert s.scalar(select(func.count()).select_from(Answer)) == 2
+
+
+def test_an_answer_typed_twice_quickly_on_the_oa_counts_once_and_says_which_question_is_current(
+        oa_bot, oa_emulator, oa_invite, province):
+    """As on the Zalo bot: the second "a" left before question 2 arrived, by Zalo's clock, so it is not taken
+    for question 2, which the member never saw."""
+    from bot.storage.models import Answer
+
+    user = oa_link(oa_emulator, oa_invite, "DV005", "oa-5")
+    say(user, "làm bài", "Câu 1/10")
+    delivered(province, "oa-5", 1)
+    before = len(user.messages)
+    user.send_text("a")
+    user.send_text("a")
+    user.wait_for(lambda u: any("chưa được tính" in m["text"] for m in u.messages[before:]))
+    texts = [m["text"] for m in user.messages[before:]]
+    assert texts[0].startswith("✔️ Đã ghi nhận câu 1: A.") and "Câu 2/10" in texts[0]
+    assert texts[1] == ("Đáp án «A» chưa được tính vì gửi trước khi đồng chí nhận được câu 2. "
+                        "Câu hỏi hiện tại là câu 2.")
+    delivered(province, "oa-5", 2)
+    assert say(user, "b", "Câu 3/10").startswith("✔️ Đã ghi nhận câu 2: B.")
+    with province.session() as s:
+        assert sorted(s.scalars(select(Answer.position))) == [1, 2]
 
 
 def test_a_language_button_from_ngonngu_switches_the_members_reading_language(oa_bot, oa_emulator, oa_invite,

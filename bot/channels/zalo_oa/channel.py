@@ -84,8 +84,8 @@ class OAChannel:
             text = str(message.get("text") or "")
             if ACTION.match(text.strip()):
                 outcome = await asyncio.to_thread(self.service.on_action, user, text.strip(), now, key)
-            else:
-                outcome = await asyncio.to_thread(self.service.on_text, user, text, now, key)
+            else:  # a typed answer counts only for the question delivered before it was typed (Zalo's time)
+                outcome = await asyncio.to_thread(self.service.on_text, user, text, now, key, at)
         elif name.startswith("user_send_"):
             outcome = await asyncio.to_thread(self.service.on_text, user, "", now, key)
             if outcome.replies:
@@ -97,10 +97,14 @@ class OAChannel:
         await self.send_outcome(user, outcome)
 
     async def send_outcome(self, user: str, outcome: Outcome) -> int:
-        sent = 0
+        """Send the replies; when they show a quiz question, tell the conversation when it was delivered
+        (Zalo's answer carries no time: ours, as soon as it answered)."""
+        sent, last = 0, False
         for message in render(outcome):
-            if await self._send(user, message):
-                sent += 1
+            last = await self._send(user, message)
+            sent += last
+        if outcome.question and last:
+            await asyncio.to_thread(self.service.question_delivered, user, outcome.question, self.clock())
         return sent
 
     async def _send(self, user: str, message: OAMessage, tries: int = 4) -> bool:
