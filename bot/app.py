@@ -214,6 +214,7 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = N
     closers: list = []
     try:
         if web is not None:
+            web_app.state.starting = True  # /healthz and unmounted paths answer 503 until every channel is up
             await web.start()  # first: Telegram and Zalo check the webhook when it is set
         if settings.telegram.token:
             from bot.channels.telegram import TelegramChannel, TelegramTransport, initialize
@@ -259,6 +260,7 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = N
         runner = scheduled_work(settings, db, transports, budget)
         runner.start()
         closers.append(runner.shutdown)
+        web_app.state.starting = False
         await stop.wait()
     finally:
         if web is not None:

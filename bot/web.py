@@ -11,7 +11,10 @@
   traceback; ``BadBody.response()`` is the answer to send.
 - ``GET /files/<token>/<name>``: short-lived files (report charts) that Zalo fetches by URL; the
   token is random (192 bits) and expires after ``ttl`` seconds.
-- ``GET /healthz``: 200 while the database answers, 503 when it does not.
+- ``GET /healthz``: 200 while the database answers, 503 when it does not, and 503 while the process is
+  still starting (``app.state.starting``: its channels' webhooks are not all mounted yet); meanwhile an
+  unknown path gets 503 with ``Retry-After`` rather than 404, so that a webhook event arriving early is
+  delivered again, not refused.
 - ``/hoc/...``: the members' study pages (``bot/webapp``), when given.
 - Other surfaces add their routes: ``create_app(routes=...)`` or ``mount`` (Telegram's webhook, metrics).
 """
@@ -166,6 +169,8 @@ def zalo_webhook_route(zalo, webhook_secret: str | None) -> Route:
     """``POST /zalo/webhook`` for a ZaloChannel (its ``dispatch`` takes one update); 403 without one."""
 
     async def zalo_webhook(request: Request) -> Response:
+        if zalo is None and _starting(request):
+            return _try_again()
         if zalo is None or not _secret_ok(request, webhook_secret):
             return JSONResponse({"ok": False, "description": "Forbidden"}, status_code=403)
         return await _zalo_update(request, zalo.dispatch)
@@ -178,6 +183,8 @@ def fleet_webhook_route(fleet) -> Route:
 
     async def bot_webhook(request: Request) -> Response:
         bot = await fleet.bot(request.path_params["bot_id"]) if fleet is not None else None
+        if bot is None and _starting(request):
+            return _try_again()
         if bot is None or bot.mode != "webhook":
             return JSONResponse({"ok": False, "description": "Not found"}, status_code=404)
         if not _secret_ok(request, bot.secret):
@@ -215,6 +222,8 @@ def health_route(db=None) -> Route:
             return False
 
     async def healthz(request: Request) -> Response:
+        if _starting(request):
+            return _try_again()
         if db is not None and not await asyncio.to_thread(database_answers):
             return PlainTextResponse("database unavailable", status_code=503)
         return PlainTextResponse("ok")
@@ -231,7 +240,7 @@ def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf
     ``db`` for the health check, and ``routes``:
     what other surfaces mount (the Telegram webhook, metrics). Runtimes started later add theirs
     with ``mount``."""
-    return Starlette(routes=[
+    return Starlette(exception_handlers={404: _not_found}, routes=[
         zalo_webhook_route(zalo, webhook_secret),
         fleet_webhook_route(fleet),
         files_route(shelf),
@@ -241,6 +250,20 @@ def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf
         *routes,
         *([Mount("/quantri", console)] if console is not None else []),  # bot/console
     ])
+
+
+def _starting(request: Request) -> bool:
+    return getattr(request.app.state, "starting", False)
+
+
+def _try_again() -> Response:
+    """While the process starts: not ready yet, ask again shortly (webhook senders deliver again on a 5xx)."""
+    return PlainTextResponse("starting", status_code=503, headers={"Retry-After": "1"})
+
+
+async def _not_found(request: Request, exc) -> Response:
+    """404, except while the process starts: a route not mounted yet (a webhook) is "try again"."""
+    return _try_again() if _starting(request) else PlainTextResponse("Not Found", status_code=404)
 
 
 def mount(app: Starlette, routes: list[BaseRoute]) -> None:

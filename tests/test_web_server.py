@@ -252,6 +252,30 @@ def test_health_and_metrics_answer_at_once_while_a_long_write_holds_the_database
     assert took < 5, f"health and metrics waited {took:.1f}s for the writer"
 
 
+def test_a_process_still_starting_is_not_healthy_and_asks_early_webhook_events_to_come_again(province):
+    """The port opens before the channels are up (Telegram's setWebhook is slow here): the proxy's health check
+    keeps traffic away (503) and an event for a webhook not mounted yet gets 503 (delivered again), not 404."""
+    from bot.emulators.telegram import TelegramEmulator
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with TelegramEmulator(webhook_targets=[base]) as emulator:
+        emulator.hold(None)  # Bot API calls outside any chat (getMe, setWebhook) hang until released
+        with serving(webhook_settings(province, emulator, port), province):
+            health = httpx.get(f"{base}/healthz")
+            early = httpx.post(f"{base}/zalo-oa/webhook", json={"event_name": "follow"})
+            emulator.release(None)
+            deadline = time.monotonic() + 15
+            while httpx.get(f"{base}/healthz").status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            ready = httpx.get(f"{base}/healthz")
+            unknown = httpx.post(f"{base}/zalo-oa/webhook", json={"event_name": "follow"})
+    assert (health.status_code, health.text, health.headers.get("retry-after")) == (503, "starting", "1")
+    assert early.status_code == 503
+    assert (ready.status_code, ready.text) == (200, "ok")
+    assert unknown.status_code == 404  # no OA here: once started, an unknown path is not found
+
+
 def test_an_update_arriving_while_the_process_is_still_starting_is_left_for_telegram_to_deliver_again(caplog):
     """Behind a proxy a restarted process takes requests before its bot is ready: the update gets a 503,
     which Telegram retries (to this or another process), never a 500 with a traceback."""
