@@ -286,6 +286,24 @@ def test_a_long_paid_message_cut_by_a_failure_is_finished_later_each_part_sent_a
     assert status == "sent" and recorded == oa_emulator.spent == 3 * 55
 
 
+def test_a_long_message_refused_partway_by_its_rung_sends_only_the_rest_on_the_next_each_part_paid_once(
+        day, oa_emulator, oa_invite, province):
+    """Part 1 goes free; Zalo then says the member is out of the free window (-224): parts 2 and 3 go as paid
+    consultation messages. Part 1 is not sent again, nor paid for."""
+    member = oa_link(oa_emulator, oa_invite, "DV003", "oa-3")
+    day.process.settle(2)
+    long_text = "\n".join(f"• Nội dung {i}: Kế hoạch số 64-KH/TU, phần đồng chí cần đọc lại." for i in range(80))
+    day.enqueue("remind", ["DV003"], text=long_text)
+    oa_emulator.inject_error("cs", -224, "out of window", after=1)
+    day.send()
+    parts = [m["text"] for m in member.messages if m["text"].startswith("• Nội dung")]
+    assert "\n".join(parts).split("\n") == long_text.split("\n") and len(parts) == 3
+    with province.session() as s:
+        paid = sorted(s.execute(select(ZaloOaSend.rung, ZaloOaSend.cost)).all())
+        status = s.scalar(select(OutboxMessage.status).where(OutboxMessage.purpose == "remind"))
+    assert status == "sent" and paid == [("free", 0), ("paid", 2 * 55)]
+
+
 def test_a_paid_message_zalo_took_but_did_not_answer_in_time_is_uncertain_never_sent_nor_paid_twice(day, oa_emulator,
                                                                                                     oa_invite, province):
     """Zalo took the request and answered after our read timeout (it delivered, and billed, the message): the

@@ -86,6 +86,7 @@ class OATransport:
         skip = SKIP_PARTS.get()  # parts an earlier try delivered: not sent (nor paid for) twice
         messages = self._messages(reply, attachment)[skip:]  # a long reply is several cs messages, each charged
         rung = rung_for(target.contact, target.phone, target.purpose, self.prices, now, target.closes_at)
+        ahead = 0  # parts of ``messages`` an earlier rung of this try delivered before Zalo refused the rest
         try:
             if rung != "free" and target.contact is not None and target.contact.following is not False:
                 rung = await self._preflight(external_id, target, now) or rung
@@ -97,21 +98,25 @@ class OATransport:
                 if candidate == "zns" and not zns_allowed(target.phone, target.purpose, target.closes_at,
                                                           self.prices, now):
                     continue
-                count = 1 if candidate == "zns" else len(messages)  # ZNS: one template message
+                rest = messages[ahead:]
+                count = 1 if candidate == "zns" else len(rest)  # ZNS: one template message
                 if not await asyncio.to_thread(self._afford, candidate, now, count):
                     log.warning("Zalo OA: the monthly budget cannot pay a %s message to %s; next rung",
                                 candidate, external_id)
                     continue
-                if await self._send(candidate, external_id, reply, messages, target, outbox_id):
-                    await asyncio.to_thread(self._record, outbox_id, external_id, candidate, now, count)
+                sent = await self._send(candidate, external_id, reply, rest, target, outbox_id)
+                if sent:  # each part on the rung it went by, paid once
+                    await asyncio.to_thread(self._record, outbox_id, external_id, candidate, now, sent)
+                if candidate == "zns" or sent == len(rest):
                     return
+                ahead += sent  # the rest climbs on
         except AuthorisationLost as exc:
             raise SendError("permanent", f"zalo_oa: {exc.description}") from None
         except OAError as exc:
             sent = getattr(exc, "parts_done", 0) + exc.maybe_delivered  # no answer: most likely it went
             if sent:  # the parts that reached the member are paid for, whatever happens to the rest
                 await asyncio.to_thread(self._record, outbox_id, external_id, candidate, now, sent)
-            done = skip + sent
+            done = skip + ahead + sent
             if exc.maybe_delivered:  # as on Telegram and the Zalo bot: never sent, nor paid for, twice
                 raise unanswered(f"zalo_oa: {exc}", done - 1, done if candidate == "zns" else skip + len(messages)) \
                     from None
@@ -153,8 +158,9 @@ class OATransport:
         return reply_messages(reply, text)
 
     async def _send(self, rung: str, external_id: str, reply: Reply, messages: list, target: _Target,
-                    outbox_id: int | None) -> bool:
-        """True when sent; False when Zalo says this rung cannot reach the member (next rung)."""
+                    outbox_id: int | None) -> int:
+        """How many of ``messages`` went (ZNS: one template for all of them): all of them, or fewer when Zalo
+        says this rung cannot reach the member (the rest takes the next rung)."""
         from bot.outbox.sender import SendError
 
         if rung == "zns":
@@ -166,7 +172,7 @@ class OATransport:
             # Template parameters as the approved template names them (UNCONFIRMED: set when approving it).
             data = {"ho_ten": target.name[:30], "noi_dung": reply.text.split("\n", 1)[0][:100]}
             await self.client.send_zns(phone, self.prices.zns_template or "", data, f"outbox-{outbox_id}")
-            return True
+            return 1
         for done, message in enumerate(messages):
             await self._pace()
             try:
@@ -174,10 +180,10 @@ class OATransport:
             except OAError as exc:
                 if exc.code in OUT_OF_WINDOW:
                     log.info("Zalo OA: %s is out of the window for a %s message (%s)", external_id, rung, exc.code)
-                    return False
+                    return done
                 exc.parts_done = done  # the ones before it reached the member (and are paid for)
                 raise
-        return True
+        return len(messages)
 
 
 def now_local_hour(now: datetime, tz) -> int:
