@@ -25,6 +25,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("rounds", schema=None) as batch_op:
-        batch_op.drop_column("deadline_moved_at")
-        batch_op.drop_column("first_closes_at")
+    # a plain ALTER TABLE ... DROP COLUMN (SQLite 3.35 and later): a batch copy of ``rounds`` could not drop
+    # the table that attempts, outbox rows and links point at
+    op.drop_column("rounds", "deadline_moved_at")
+    op.drop_column("rounds", "first_closes_at")
