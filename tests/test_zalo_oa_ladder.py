@@ -304,6 +304,27 @@ def test_a_long_message_refused_partway_by_its_rung_sends_only_the_rest_on_the_n
     assert status == "sent" and paid == [("free", 0), ("paid", 2 * 55)]
 
 
+def test_parts_delivered_before_the_rest_must_wait_for_zns_hours_are_remembered_not_sent_again(
+        province, oa_emulator, oa_invite):
+    """At 23:00 part 1 goes free, Zalo then refuses the free and the paid rung (-224) and ZNS waits for 06:00:
+    the row waits remembering that part 1 was delivered, so the morning's try does not send it again."""
+    night = Day(province, oa_emulator, hour=23)
+    try:
+        oa_link(oa_emulator, oa_invite, "DV003", "oa-3", phone="0387382584")
+        night.process.settle(2)
+        long_text = "\n".join(f"• Nội dung {i}: Kế hoạch số 64-KH/TU, phần đồng chí cần đọc lại." for i in range(80))
+        night.enqueue("remind", ["DV003"], text=long_text)
+        oa_emulator.inject_error("cs", -224, "out of window", times=2, after=1)
+        night.send()
+        with province.session() as s:
+            row = s.scalar(select(OutboxMessage).where(OutboxMessage.purpose == "remind"))
+            recorded = s.execute(select(ZaloOaSend.rung, ZaloOaSend.cost)).all()
+        assert (row.status, row.parts_sent) == ("pending", 1) and "06:00" in row.error
+        assert recorded == [("free", 0)]
+    finally:
+        night.stop()
+
+
 def test_a_paid_message_zalo_took_but_did_not_answer_in_time_is_uncertain_never_sent_nor_paid_twice(day, oa_emulator,
                                                                                                     oa_invite, province):
     """Zalo took the request and answered after our read timeout (it delivered, and billed, the message): the

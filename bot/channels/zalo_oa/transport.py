@@ -112,6 +112,8 @@ class OATransport:
                 ahead += sent  # the rest climbs on
         except AuthorisationLost as exc:
             raise SendError("permanent", f"zalo_oa: {exc.description}") from None
+        except SendError as exc:  # e.g. ZNS outside its hours: the parts already delivered stay delivered
+            raise after_parts(exc, skip + ahead) from None
         except OAError as exc:
             sent = getattr(exc, "parts_done", 0) + exc.maybe_delivered  # no answer: most likely it went
             if sent:  # the parts that reached the member are paid for, whatever happens to the rest
