@@ -165,7 +165,8 @@ class ChatService:
             return outcome
 
     def question_delivered(self, external_id: str, question: tuple[int, int], at: datetime) -> None:
-        """The channel delivered the message showing ``question`` at ``at`` (the platform's clock)."""
+        """The channel delivered the message showing ``question`` at ``at``, on the platform's clock (or the channel's
+        reckoning of it), the clock its messages' ``sent_at`` are on."""
         with self.db.session() as s:
             s.connection().execute(_QUESTION_DELIVERED, {"chat_channel": self.traits.name, "chat_id": external_id,
                                                          "attempt": question[0], "at_position": question[1], "at": at})

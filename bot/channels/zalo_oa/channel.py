@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from bot.channels.ordering import InOrderPerKey
@@ -76,7 +76,12 @@ class OAChannel:
             return
         # the window runs from the member's action, not from when it reached us: a retried (or replayed,
         # signed) event carries its first time, and renews nothing
-        at = min(platform_time(_number(event.get("timestamp"))) or now, now)
+        sent_at = platform_time(_number(event.get("timestamp")))
+        at = min(sent_at or now, now)
+        # Zalo's answer to a send carries no time: a question's delivery is stamped on Zalo's clock as this
+        # event's time plus what our clock counted since, so that a typed answer's time (Zalo's) compares
+        # with it whatever the skew between the two clocks
+        lag = now - sent_at if sent_at is not None else timedelta(0)
         await asyncio.to_thread(record_interaction, self.service.db, user, at, True if name == "follow" else None)
         if name == "follow":
             outcome = await asyncio.to_thread(self.service.on_text, user, "/start", now, key)
@@ -85,7 +90,7 @@ class OAChannel:
             if ACTION.match(text.strip()):
                 outcome = await asyncio.to_thread(self.service.on_action, user, text.strip(), now, key)
             else:  # a typed answer counts only for the question delivered before it was typed (Zalo's time)
-                outcome = await asyncio.to_thread(self.service.on_text, user, text, now, key, at)
+                outcome = await asyncio.to_thread(self.service.on_text, user, text, now, key, sent_at)
         elif name.startswith("user_send_"):
             outcome = await asyncio.to_thread(self.service.on_text, user, "", now, key)
             if outcome.replies:
@@ -94,17 +99,17 @@ class OAChannel:
         else:
             log.info("Zalo OA: event %r ignored", name)
             return
-        await self.send_outcome(user, outcome)
+        await self.send_outcome(user, outcome, lag)
 
-    async def send_outcome(self, user: str, outcome: Outcome) -> int:
-        """Send the replies; when they show a quiz question, tell the conversation when it was delivered
-        (Zalo's answer carries no time: ours, as soon as it answered)."""
+    async def send_outcome(self, user: str, outcome: Outcome, lag: timedelta = timedelta(0)) -> int:
+        """Send the replies; when they show a quiz question, tell the conversation when it was delivered:
+        as soon as Zalo took it, on our clock less ``lag`` (ours ahead of Zalo's, as the event measured it)."""
         sent, last = 0, False
         for message in render(outcome):
             last = await self._send(user, message)
             sent += last
         if outcome.question and last:
-            await asyncio.to_thread(self.service.question_delivered, user, outcome.question, self.clock())
+            await asyncio.to_thread(self.service.question_delivered, user, outcome.question, self.clock() - lag)
         return sent
 
     async def _send(self, user: str, message: OAMessage, tries: int = 4) -> bool:
