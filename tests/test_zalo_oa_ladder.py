@@ -205,6 +205,27 @@ def test_an_announcement_that_costs_nothing_on_the_oa_is_not_held_back_by_a_budg
         day.stop()
 
 
+def test_every_message_waiting_for_a_member_counts_against_the_budget_not_one_per_member(province, oa_emulator,
+                                                                                         oa_invite):
+    """Three reminders wait for one member (three documents closing the same week), each a ZNS of 300 đ: the
+    900 đ budget is committed, and a fourth is refused."""
+    from bot.storage.models import Round
+
+    day = Day(province, oa_emulator, monthly_budget=900)
+    try:
+        day.age(oa_link(oa_emulator, oa_invite, "DV002", "oa-2", phone="0333378379"), 240)
+        member = day.member_id("DV002")
+        with province.session() as s:
+            for n in range(3):
+                queue.enqueue_many(s, purpose="remind", keyed_members=[(f"remind:t{n}:{member}", member)],
+                                   reply=Reply(f"⏰ Nhắc nhở {n}"), now=day.now(), round_id=1)
+            closes = s.get(Round, 1).closes_at
+            refusal = day.process.budget().refusal(s, [member], day.now(), purpose="remind", closes_at=closes)
+        assert refusal is not None and (refusal.needed, refusal.left, refusal.spent) == (300, 0, 900)
+    finally:
+        day.stop()
+
+
 def test_a_member_on_two_messengers_gets_the_last_used_first_and_the_other_when_the_oa_cannot_reach(
         day, oa_emulator, oa_invite, zalo_emulator, zalo_invite, province):
     bot = ZaloProcess(province, zalo_emulator).start()

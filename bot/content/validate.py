@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from bot.domain.languages import VI, is_language_tag
+from bot.domain.messages import thousands
 from bot.paths import display_path
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -117,11 +118,6 @@ def _yaml_problem(problem: str) -> str:
     return f" ({said})" if said else ""
 
 
-def _n(number: int) -> str:
-    """12000 → ``12.000``: Vietnamese groups thousands with a dot."""
-    return f"{number:,}".replace(",", ".")
-
-
 def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
@@ -172,8 +168,8 @@ def check_file(path: Path, *, named_by_id: bool = True) -> tuple[DocumentSpec | 
     checker = _Checker(display_path(path))
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
-        return None, [Problem(checker.file, 1, "file", f"dài {_n(size)} byte; một tệp văn bản chỉ được tối đa "
-                                                      f"{_n(MAX_FILE_BYTES)} byte; hãy rút gọn phần tóm tắt")]
+        return None, [Problem(checker.file, 1, "file", f"dài {thousands(size)} byte; một tệp văn bản chỉ được tối đa "
+                                                      f"{thousands(MAX_FILE_BYTES)} byte; hãy rút gọn phần tóm tắt")]
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -207,7 +203,7 @@ class _Checker:
             self.add(node, fld, "đang để trống; hãy viết nội dung")
             return None
         if limit is not None and len(value) > limit:
-            self.add(node, fld, f"dài {_n(len(value))} ký tự; tối đa {_n(limit)} ký tự để vừa màn hình điện thoại; "
+            self.add(node, fld, f"dài {thousands(len(value))} ký tự; tối đa {thousands(limit)} ký tự để vừa màn hình điện thoại; "
                                 "hãy rút gọn")
             return None
         return value
@@ -320,7 +316,7 @@ class _Checker:
                 line = first + node.value.count("\n", 0, m.start())
                 self.problems.append(Problem(
                     self.file, line, f"summary (đoạn {i})",
-                    f"dài {_n(length)} ký tự; mỗi đoạn tối đa {_n(MAX_SECTION_CHARS)} ký tự; hãy tách ra bằng một dòng trống"))
+                    f"dài {thousands(length)} ký tự; mỗi đoạn tối đa {thousands(MAX_SECTION_CHARS)} ký tự; hãy tách ra bằng một dòng trống"))
 
     def _date(self, node: Node) -> date | None:
         if isinstance(node, ScalarNode) and node.tag != "tag:yaml.org,2002:null":

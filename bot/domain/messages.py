@@ -18,6 +18,11 @@ LETTERS = "ABCDEF"
 ROLE_NAMES = {"member": "Đảng viên", "secretary": "Bí thư chi bộ", "cadre": "Cán bộ", "admin": "Quản trị"}
 
 
+def thousands(number: int) -> str:
+    """12000 → ``12.000``: Vietnamese groups thousands with a dot."""
+    return f"{number:,}".replace(",", ".")
+
+
 def percent(value: float) -> str:
     """86.7 → ``86,7%``; 80.0 → ``80%`` (Vietnamese decimal comma)."""
     text = f"{value:.1f}".rstrip("0").rstrip(".")

@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from bot.channels.zalo.quota import ZaloQuota
+from bot.domain.messages import thousands
 from bot.domain.oversight_messages import CALL_LIST  # the wording /chualam shows
 from bot.storage.db import Database
 from bot.storage.models import ChatAccount, Member, OutboxMessage, Round, ZaloOaContact, ZaloOaSend
@@ -92,11 +93,6 @@ def cost_of(rung: str, prices: Prices) -> int:
     return {"paid": prices.paid, "zns": prices.zns}.get(rung, 0)
 
 
-def _dong(amount: int) -> str:
-    """An amount as Vietnamese write it: 1.200.000."""
-    return f"{amount:,}".replace(",", ".")
-
-
 @dataclass(frozen=True)
 class BudgetRefusal:
     """A broadcast whose estimated cost does not fit in what is left of the month's OA budget."""
@@ -115,8 +111,8 @@ class BudgetRefusal:
     @property
     def text(self) -> str:
         year, month = self.month.split("-")
-        return (f"chưa gửi: cần khoảng {_dong(self.needed)} đ tin Zalo OA nhưng ngân sách tháng {month}/{year} chỉ "
-                f"còn {_dong(self.left)} đ (đã dùng {_dong(self.spent)}/{_dong(self.budget)} đ). Chưa tin nào được gửi; đề nghị "
+        return (f"chưa gửi: cần khoảng {thousands(self.needed)} đ tin Zalo OA nhưng ngân sách tháng {month}/{year} chỉ "
+                f"còn {thousands(self.left)} đ (đã dùng {thousands(self.spent)}/{thousands(self.budget)} đ). Chưa tin nào được gửi; đề nghị "
                 "quản trị viên nâng ngân sách, hoặc đồng chí nhắc trực tiếp.")
 
 
@@ -145,15 +141,22 @@ class OABudget(ZaloQuota):
         would cost on the OA now, on the rung the sender would take (members whose messenger is another one
         cost nothing here). One each: a broadcast (an announcement, a reminder) always fits one Zalo message
         within the document checker's limits on code, title and note."""
-        ids = sorted(self.prefer_zalo(s, member_ids))
-        total = 0
+        return sum(self._cost(phone, contact, purpose, closes_at, now)
+                   for phone, contact in self._reach(s, member_ids).values())
+
+    def _reach(self, s: Session, member_ids: Iterable[int]) -> dict[int, tuple[str | None, ZaloOaContact | None]]:
+        """The phone and OA contact of each of these members whose messages go by the OA."""
+        ids, reach = sorted(self.prefer_zalo(s, member_ids)), {}
         for i in range(0, len(ids), 1000):
-            rows = s.execute(select(Member.phone, ZaloOaContact)
-                             .join(ChatAccount, (ChatAccount.member_id == Member.id) & (ChatAccount.channel == CHANNEL))
-                             .outerjoin(ZaloOaContact, ZaloOaContact.user_id == ChatAccount.external_id)
-                             .where(Member.id.in_(ids[i:i + 1000])))
-            total += sum(cost_of(rung_for(c, p, purpose, self.prices, now, closes_at), self.prices) for p, c in rows)
-        return total
+            reach.update((mid, (phone, contact)) for mid, phone, contact in s.execute(
+                select(Member.id, Member.phone, ZaloOaContact)
+                .join(ChatAccount, (ChatAccount.member_id == Member.id) & (ChatAccount.channel == CHANNEL))
+                .outerjoin(ZaloOaContact, ZaloOaContact.user_id == ChatAccount.external_id)
+                .where(Member.id.in_(ids[i:i + 1000]))))
+        return reach
+
+    def _cost(self, phone, contact, purpose: str | None, closes_at: datetime | None, now: datetime) -> int:
+        return cost_of(rung_for(contact, phone, purpose, self.prices, now, closes_at), self.prices)
 
     def allows(self, s: Session, cost: int, now: datetime) -> bool:
         return not self.monthly or self.spent(s, now) + cost <= self.monthly
@@ -182,14 +185,12 @@ class OABudget(ZaloQuota):
         needed = self.estimate(s, member_ids, now, purpose, closes_at)
         if not needed:
             return None
-        waiting: dict[tuple[str, datetime | None], list[int]] = {}
-        for mid, kind, deadline in s.execute(
-                select(OutboxMessage.member_id, OutboxMessage.purpose, Round.closes_at)
-                .outerjoin(Round, Round.id == OutboxMessage.round_id)
-                .where(OutboxMessage.status.in_(("pending", "claimed", "sending")))):
-            waiting.setdefault((kind, deadline), []).append(mid)
-        committed = self.spent(s, now) + sum(self.estimate(s, ids, now, kind, deadline)
-                                             for (kind, deadline), ids in waiting.items())
+        waiting = s.execute(select(OutboxMessage.member_id, OutboxMessage.purpose, Round.closes_at)
+                            .outerjoin(Round, Round.id == OutboxMessage.round_id)
+                            .where(OutboxMessage.status.in_(("pending", "claimed", "sending")))).all()
+        reach = self._reach(s, {mid for mid, _kind, _deadline in waiting})
+        committed = self.spent(s, now) + sum(self._cost(*reach[mid], kind, deadline, now)  # each row, as it will go
+                                             for mid, kind, deadline in waiting if mid in reach)
         left = self.monthly - committed
         if needed <= left:
             return None
