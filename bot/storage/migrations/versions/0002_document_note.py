@@ -19,5 +19,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("documents") as batch:
-        batch.drop_column("note")
+    op.drop_column("documents", "note")  # plain DROP COLUMN: a batch copy cannot drop a table others point at

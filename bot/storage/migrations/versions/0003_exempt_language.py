@@ -20,6 +20,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("members") as batch:
-        batch.drop_column("language")
-        batch.drop_column("exempt")
+    op.drop_column("members", "language")  # plain DROP COLUMN: a batch copy cannot drop a table others point at
+    op.drop_column("members", "exempt")
