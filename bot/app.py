@@ -51,8 +51,9 @@ def study_pages_route(settings: Settings, db: Database):
     return Mount("/hoc", app=pages)
 
 
-def console_route(settings: Settings, db: Database):
-    """The web console (``bot.console``) mounted at ``/quantri`` on the one web server."""
+def console_route(settings: Settings, db: Database, budget=None):
+    """The web console (``bot.console``) mounted at ``/quantri`` on the one web server; ``budget``: what a
+    reminder sent from it must fit in, as in the chat."""
     from starlette.routing import Mount
 
     from bot.console.app import create_console
@@ -61,7 +62,8 @@ def console_route(settings: Settings, db: Database):
     public_url = settings.web_server.public_url or ""
     console = create_console(db, settings.tz, quiet=schedule_from(settings).quiet,
                              secure_cookie=public_url.startswith("https://"),
-                             bot_name=settings.telegram.bot_username or "", zalo_link=settings.zalo.share_link or "")
+                             bot_name=settings.telegram.bot_username or "", zalo_link=settings.zalo.share_link or "",
+                             budget=budget, links=study_links(settings))
     return Mount("/quantri", app=console)
 
 
@@ -207,7 +209,7 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = N
     elif web_settings.public_url:
         logging.getLogger(__name__).info("the study pages are off: set HOCTAP_WEB_SECRET to serve them")
     if web_settings.public_url:
-        routes.append(console_route(settings, db))
+        routes.append(console_route(settings, db, budget))
     web_app = create_app(db=db, routes=routes)
     web = WebServer(web_app, web_settings.listen) if needs_web_server(settings) else None
     transports: dict = {}

@@ -16,13 +16,14 @@ LINK = re.compile(r"https?://\S+/quantri/vao/\S+")
 class Server:
     """``bot.web.create_app`` with the console on a free port; ``clock`` may be moved by a test."""
 
-    def __init__(self, db, clock=None):
+    def __init__(self, db, clock=None, budget=None):
         from bot.console.app import create_console
         from bot.timeutil import utcnow
         from bot.web import ThreadedWebServer, create_app
 
         self.clock = clock or utcnow
-        app = create_app(console=create_console(db, TZ, clock=lambda: self.clock(), bot_name="hoctap_test_bot"))
+        app = create_app(console=create_console(db, TZ, clock=lambda: self.clock(), bot_name="hoctap_test_bot",
+                                                budget=budget))
         self.server = ThreadedWebServer(app, "127.0.0.1:0")
 
     def start(self) -> "Server":

@@ -361,6 +361,29 @@ def test_a_cadre_cannot_stop_the_admin_or_a_fellow_cadre_but_can_stop_a_secretar
         assert [s.get(Member, ids[c]).active for c in ("AD001", "CB002", "DV001")] == [True, True, False]
 
 
+def test_a_reminder_from_the_console_keeps_to_the_zalo_quota_as_the_chats_does(chat, province):
+    """The branch's members are on Zalo and three messages are left this month: the console's "Nhắc nhở", like
+    /nhacnho, sends none of the nine and says why."""
+    from bot.channels.zalo import ZaloQuota
+    from bot.storage.models import ChatAccount, Member, OutboxMessage, Unit
+    from bot.timeutil import utcnow
+    from tests.console_browser import Server
+
+    with province.session() as s:
+        branch = s.scalar(select(Unit.id).where(Unit.code == "DP-TT-01"))
+        for member in s.scalars(select(Member).where(Member.unit_id == branch, Member.code != "DV001")):
+            s.add(ChatAccount(channel="zalo", external_id=f"z{member.id}", member_id=member.id, linked_at=utcnow()))
+    server = Server(province, budget=ZaloQuota(province, 3, TZ)).start()
+    try:
+        secretary = logged_in(chat, server, "DV001")
+        done = secretary.post("/quantri/nhacnho", data={"csrf": csrf_of(secretary)})
+    finally:
+        server.stop()
+    assert done.status_code == 200 and "chưa gửi: cần 9 tin nhắn Zalo" in html.unescape(done.text)
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(OutboxMessage)) == 0
+
+
 def test_the_open_round_form_posted_twice_opens_one_round(chat, console_server, province):
     from bot.storage.models import Round, Unit
 

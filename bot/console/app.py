@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -47,6 +47,8 @@ class Console:
     secure_cookie: bool = False
     bot_name: str = ""  # the Telegram bot's username, for invitation links
     zalo_link: str = ""  # the Zalo bot's share link, beside invitation codes
+    budget: Any = None  # the Zalo quota and OA budget a reminder must fit in, as in the chat's /nhacnho
+    links: Any = None  # members' study links in reminders (``web_links.StudyLinks``), as in the chat
     env: Environment = field(init=False)
 
     def __post_init__(self):
@@ -70,10 +72,11 @@ class Visit:
 
 def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = None,
                    clock: Callable[[], datetime] = utcnow, secure_cookie: bool = False, bot_name: str = "",
-                   zalo_link: str = "") -> Starlette:
-    """The console as an ASGI app; ``secure_cookie`` when served behind https."""
+                   zalo_link: str = "", budget: Any = None, links: Any = None) -> Starlette:
+    """The console as an ASGI app; ``secure_cookie`` when served behind https; ``budget`` and ``links`` as
+    the chat's (``ChatService``)."""
     console = Console(db, tz, quiet or QuietHours(tz=tz), clock, secure_cookie, (bot_name or "").lstrip("@"),
-                      zalo_link or "")
+                      zalo_link or "", budget, links)
 
     def page(handler, *, admin_only: bool = False):
         @off_the_loop

@@ -157,7 +157,8 @@ async def chart_png(console, request: Request, visit) -> Response:
 async def remind(console, request: Request, visit) -> Response:
     """The ``/nhacnho`` of the chat: once a day per member, through the outbox."""
     await read_form(request, visit.csrf)
-    replies = oversight.remind(visit.s, visit.member, visit.now, console.tz, console.quiet)
+    replies = oversight.remind(visit.s, visit.member, visit.now, console.tz, console.quiet, budget=console.budget,
+                               links=console.links)
     texts = [r.text for r in replies]
     console_access.record(visit.s, visit.member, "remind", "\n".join(texts), visit.now)
     return console.render("done.html", **_context(visit, title="Nhắc nhở", lines=texts))
