@@ -2,7 +2,8 @@
 
 Each job is recorded in ``job_runs`` once done, and each message has a unique outbox key, so running
 ``run_due`` twice, in two processes, or late after downtime enqueues everything exactly once.
-Missed reminder slots are caught up once (only the latest one), never after the deadline.
+Missed reminder slots are caught up once (only the latest one), never after the deadline, nor a slot of a
+moved deadline that had passed when it moved.
 """
 
 from __future__ import annotations
