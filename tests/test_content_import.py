@@ -256,3 +256,83 @@ def test_summary_comes_from_a_word_file(cli, workdir, content):
     assert result.code == 0, result.out
     doc, problems = check_file(content / "nq-thu.yaml")
     assert problems == [] and doc.summary == "Đoạn một của tóm tắt.\n\nĐoạn hai."
+
+
+def test_percentages_typed_in_excel_read_as_typed_and_a_pass_score_of_80_percent_is_80(cli, workdir, content):
+    """Excel stores "95%" as 0.95 with a percent format: members read "95%", and "Điểm đạt (%)" typed "80%" is 80."""
+    path = sheet(workdir / "cau-hoi.xlsx", GOOD_ROWS + [
+        ["Tỷ lệ đảng viên tham gia học tập tối thiểu?", 0.9, 0.95, 0.98, 1, None, None, "C", None, None]],
+        META + [["Điểm đạt (%)", 0.8]])
+    wb = load_workbook(path)
+    for cell in (*wb["Câu hỏi"]["B4":"E4"][0], wb["Văn bản"]["B9"]):
+        cell.number_format = "0%"
+    wb["Câu hỏi"]["B4"].number_format = "0.0%"
+    wb.save(path)
+    result = cli("content", "import", "cau-hoi.xlsx", "--id", "nq-thu", "--issued-by", "Ban Chấp hành Trung ương")
+    assert result.code == 0, result.out + result.err
+    doc, problems = check_file(content / "nq-thu.yaml")
+    assert problems == [] and doc.pass_score == 80
+    assert doc.questions[2].options == ["90%", "95%", "98%", "100%"]
+
+
+def test_the_visible_sheet_is_read_not_a_hidden_old_copy_and_a_merged_section_belongs_to_every_row(
+        cli, workdir, content):
+    path = sheet(workdir / "cau-hoi.xlsx", GOOD_ROWS + [
+        ["Câu thứ ba?", "Một", "Hai", None, None, None, None, "B", "giải thích ba", None]], META)
+    wb = load_workbook(path)
+    questions = wb["Câu hỏi"]
+    questions.title = "Sheet1"
+    questions["J3"] = None
+    questions.merge_cells("J2:J4")  # "Mục II.4" for the three questions
+    old = wb.create_sheet("Bản cũ", 0)
+    old.append(HEADER)
+    old.append(["Câu hỏi cũ đã bỏ?", "Có", "Không", None, None, None, None, "A", None, None])
+    old.sheet_state = "hidden"
+    wb.save(path)
+    result = cli("content", "import", "cau-hoi.xlsx", "--id", "nq-thu", "--issued-by", "Ban Chấp hành Trung ương")
+    assert result.code == 0, result.out + result.err
+    doc, _ = check_file(content / "nq-thu.yaml")
+    assert [q.text for q in doc.questions] == ["Đảng viên học tập nghị quyết ở đâu?", "Mỗi năm đối thoại mấy lần?",
+                                               "Câu thứ ba?"]
+    assert doc.questions[2].explanation == "Mục II.4: giải thích ba"
+
+
+def test_a_sheet_reaching_far_beyond_its_questions_is_refused_at_once_not_read(cli, workdir, content):
+    """One formatted empty cell at the bottom of the sheet (row 1,048,576) would make every row up to it read."""
+    import time
+
+    path = sheet(workdir / "cau-hoi.xlsx", GOOD_ROWS, META)
+    wb = load_workbook(path)
+    wb["Câu hỏi"]["J1048576"].number_format = "0%"
+    wb.save(path)
+    started = time.monotonic()
+    result = cli("content", "import", "cau-hoi.xlsx", "--id", "nq-thu")
+    assert result.code == 1 and "dùng tới dòng 1048576" in result.out and "quá lớn cho một bộ câu hỏi" in result.out
+    assert time.monotonic() - started < 20 and not (content / "nq-thu.yaml").exists()
+
+
+@pytest.mark.parametrize("field, value, shown", [("pass_score", "0x50", "0x50"), ("max_attempts", "1:30", "1:30")])
+def test_yaml_integers_in_hex_or_base_60_are_refused_by_line_not_taken_nor_a_crash(workdir, field, value, shown):
+    text = (QUIZZES / "kh-64-tu-binh-phuoc.yaml").read_text(encoding="utf-8")
+    path = workdir / "kh-64-tu-binh-phuoc.yaml"
+    path.write_text(text.replace("quiz:\n", f"quiz:\n  {field}: {value}\n", 1) if "quiz:\n" in text
+                    else text + f"\nquiz:\n  {field}: {value}\n", encoding="utf-8")
+    _doc, problems = check_file(path)
+    assert any(p.field == f"quiz.{field}" and "cần một số nguyên" in p.message and shown in p.message
+               for p in problems), problems
+
+
+def test_yaml_nested_thousands_deep_is_refused_not_a_crash(workdir):
+    path = workdir / "nq-sau.yaml"
+    path.write_text("code: 1-NQ/TW\nnote: " + "[" * 20_000 + "]" * 20_000 + "\n", encoding="utf-8")
+    _doc, problems = check_file(path)
+    assert [(p.line, p.field) for p in problems] == [(1, "yaml")] and "lồng nhau quá sâu" in problems[0].message
+
+
+def test_a_small_workbook_that_unpacks_to_a_huge_one_is_refused_before_it_is_read(cli, workdir, content):
+    path = sheet(workdir / "cau-hoi.xlsx", GOOD_ROWS, META)
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as packed:
+        packed.writestr("xl/media/padding.bin", b"\0" * (60 * 1024 * 1024))
+    assert path.stat().st_size < 1024 * 1024
+    result = cli("content", "import", "cau-hoi.xlsx", "--id", "nq-thu")
+    assert result.code == 1 and "tệp Excel chứa quá nhiều dữ liệu (60 MB khi giải nén)" in result.out

@@ -160,8 +160,10 @@ def document_text(doc_id: str, draft: Draft) -> str:
 
 
 def _number(value):
-    """Whole numbers as numbers; anything else as written, for content check to name."""
+    """Whole numbers as numbers ("80%", as Excel shows a pass score typed so, is 80); anything else as
+    written, for content check to name."""
     text = str(value).strip()
+    text = text[:-1].strip() if text.endswith("%") and text[:-1].strip().isdigit() else text
     return int(text) if text.isdigit() else text
 
 

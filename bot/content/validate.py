@@ -118,6 +118,9 @@ def _yaml_problem(problem: str) -> str:
     return f" ({said})" if said else ""
 
 
+_DECIMAL = re.compile(r"[-+]?\d+(?:_\d+)*")
+
+
 def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
@@ -209,8 +212,8 @@ class _Checker:
         return value
 
     def integer(self, node: Node, fld: str) -> int | None:
-        if isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:int":
-            return int(node.value)
+        if isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:int" and _DECIMAL.fullmatch(node.value):
+            return int(node.value)  # YAML 1.1's 0x50, 0o17 or 1:30 are ints too: not what anyone means here
         self.add(node, fld, f"cần một số nguyên, nhưng đang là {_show(node)}")
         return None
 
@@ -249,6 +252,10 @@ class _Checker:
             return None
         except yaml.YAMLError:
             self.problems.append(Problem(self.file, 1, "yaml", f"lỗi cú pháp YAML; {_FIX_YAML}"))
+            return None
+        except RecursionError:  # thousands of nested brackets: no document nests so
+            self.problems.append(Problem(self.file, 1, "yaml", "các dấu ngoặc [ ] hoặc { } lồng nhau quá sâu; "
+                                                               f"{_FIX_YAML}"))
             return None
         if root is None:
             self.problems.append(Problem(self.file, 1, "file", "đang trống; hãy viết nội dung văn bản "

@@ -8,6 +8,7 @@ may repeat, one key point a row. Cells written from user text are stored as text
 from __future__ import annotations
 
 import io
+import zipfile
 from datetime import date, datetime
 from pathlib import Path
 
@@ -18,10 +19,13 @@ from openpyxl.utils import get_column_letter
 from bot.content.authoring import (
     ANSWER_WORD, META_LABELS, OPTION_WORD, QUESTION_HEADER, Draft, DraftQuestion, check_question, kind_slug, nfc,
 )
+from bot.domain.messages import percent
 from bot.sheets import save_workbook
 
 QUESTION_SHEET = "Câu hỏi"
 META_SHEET = "Văn bản"
+MAX_ROWS, MAX_COLUMNS = 2_000, 40  # far more than a question pool needs; a sheet beyond is refused, not read
+MAX_UNPACKED = 50 * 1024 * 1024  # bytes of the .xlsx's parts unpacked: a small file that unpacks to more is refused
 META_HEADER = ["Trường", "Giá trị"]
 EXAMPLE = DraftQuestion(
     "Theo Kế hoạch, mỗi đợt học tập nghị quyết phấn đấu có ít nhất bao nhiêu phần trăm đảng viên tham gia?",
@@ -107,13 +111,32 @@ def read_workbook(path: Path) -> Draft:
     draft = Draft()
     name = path.name
     try:
+        with zipfile.ZipFile(path) as packed:
+            unpacked = sum(part.file_size for part in packed.infolist())
+    except (zipfile.BadZipFile, OSError):
+        unpacked = 0  # not a zip: openpyxl says so below
+    if unpacked > MAX_UNPACKED:
+        draft.problems.append(f"{name}: tệp Excel chứa quá nhiều dữ liệu ({unpacked // 1024 // 1024} MB khi giải nén); "
+                              "một bộ câu hỏi chỉ cần vài trăm dòng: hãy chép các câu hỏi sang mẫu Excel mới")
+        return draft
+    try:
         wb = load_workbook(path)  # not data_only: formulas are refused rather than read as cached values
     except Exception:  # noqa: BLE001 - openpyxl raises many kinds for a bad file
         draft.problems.append(f"{name}: không mở được như một tệp Excel .xlsx; "
                               "hãy mở tệp bằng Excel và lưu lại dưới dạng .xlsx")
         return draft
-    ws = wb[QUESTION_SHEET] if QUESTION_SHEET in wb.sheetnames else wb.worksheets[0]
+    visible = [sheet for sheet in wb.worksheets if sheet.sheet_state == "visible"] or wb.worksheets
+    ws = wb[QUESTION_SHEET] if QUESTION_SHEET in wb.sheetnames else visible[0]
     where = f"{name}: trang tính '{ws.title}'"
+    for sheet in (ws, *([wb[META_SHEET]] if META_SHEET in wb.sheetnames else [])):
+        if sheet.max_row > MAX_ROWS or sheet.max_column > MAX_COLUMNS:
+            draft.problems.append(
+                f"{name}: trang tính '{sheet.title}' dùng tới dòng {sheet.max_row}, cột "
+                f"{get_column_letter(min(sheet.max_column, 16384))}: quá lớn cho một bộ câu hỏi (tối đa "
+                f"{MAX_ROWS} dòng, {MAX_COLUMNS} cột); hãy xoá các dòng, cột thừa ở cuối trang (kể cả ô chỉ có định "
+                "dạng) hoặc chép các câu hỏi sang mẫu Excel mới")
+            return draft
+        _fill_merged(sheet)
     header = [_cell_text(c) for c in next(ws.iter_rows(min_row=1, max_row=1), [])]
     columns = {}
     for col, title in enumerate(header, start=1):
@@ -194,10 +217,26 @@ def _read_meta(ws, name: str, draft: Draft) -> None:
             draft.meta[key] = value
 
 
+def _fill_merged(ws) -> None:
+    """Merged cells read as the value they show in every cell of the merge (a "Mục" merged down the rows of
+    its questions belongs to each of them)."""
+    for merged in list(ws.merged_cells.ranges):
+        top_left = ws.cell(merged.min_row, merged.min_col)
+        value, number_format = top_left.value, top_left.number_format
+        ws.unmerge_cells(str(merged))
+        for row in ws.iter_rows(min_row=merged.min_row, max_row=merged.max_row, min_col=merged.min_col,
+                                max_col=merged.max_col):
+            for cell in row:
+                cell.value, cell.number_format = value, number_format
+
+
 def _cell_text(cell) -> str:
+    """What the cell shows: a number Excel formats as a percentage (typed "95%", stored 0.95) reads "95%"."""
     if cell is None or cell.value is None:
         return ""
     value = cell.value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and "%" in (cell.number_format or ""):
+        return percent(value * 100)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, datetime):
