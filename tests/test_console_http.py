@@ -228,6 +228,23 @@ def test_roster_upload_is_all_or_nothing_with_row_errors(chat, console_server, p
     assert refused.status_code == 403
 
 
+def test_a_provinces_roster_larger_than_a_document_is_taken_and_a_larger_one_says_to_save_it_as_xlsx(
+        chat, console_server, province):
+    """A roster of tens of thousands of members is several MB as CSV: it is read (here its rows are refused by
+    row, as any bad roster), not refused for its size; one beyond the roster limit says how to make it smaller."""
+    admin = logged_in(chat, console_server, "AD001")
+    rows = "".join(f"NEW{i:05d},Nguyễn Văn Mới {i},KHONG-CO,,member\n" for i in range(70_000))
+    roster = ("code,full_name,unit_code,phone,role\n" + rows).encode()
+    assert 3 * 1024 * 1024 < len(roster) < 16 * 1024 * 1024
+    page = admin.post("/quantri/doanvien", data={"csrf": csrf_of(admin, "/quantri/doanvien"), "kind": "members"},
+                      files={"file": ("dang-vien.csv", roster)})
+    assert page.status_code == 400 and "dang-vien.csv:2: unit_code: không có đơn vị mã 'KHONG-CO'" in html.unescape(page.text)
+    huge = roster + rows.encode() * 4  # over 16 MB
+    page = admin.post("/quantri/doanvien", data={"csrf": csrf_of(admin, "/quantri/doanvien"), "kind": "members"},
+                      files={"file": ("dang-vien.csv", huge)}, timeout=60)
+    assert page.status_code == 413 and "tối đa 16 MB" in page.text and "dạng .xlsx" in html.unescape(page.text)
+
+
 def test_member_search_shows_phones_only_as_the_chat_would(chat, console_server):
     secretary = logged_in(chat, console_server, "DV001")
     own = secretary.get("/quantri/doanvien", params={"q": "DV002"}).text

@@ -14,7 +14,8 @@ from starlette.responses import Response
 from bot.domain.ids import parse_id
 
 MAX_FORM = 64 * 1024
-MAX_UPLOAD = 2 * 1024 * 1024  # a document or roster file; a whole province's roster is well below
+MAX_UPLOAD = 2 * 1024 * 1024  # a document file: a few hundred questions are well below
+MAX_ROSTER_UPLOAD = 16 * 1024 * 1024  # a roster: 500,000 members as .xlsx, about 250,000 as .csv
 CSP = ("default-src 'none'; script-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
 
@@ -47,14 +48,15 @@ def path_id(request: Request, name: str) -> int:
     return value
 
 
-async def read_form(request: Request, csrf: str, limit: int = MAX_FORM):
-    """The posted form, refused before parsing when larger than ``limit`` or without the session's
-    CSRF token (nothing is changed then)."""
+async def read_form(request: Request, csrf: str, limit: int = MAX_FORM, too_big: str = ""):
+    """The posted form, refused before parsing when larger than ``limit`` (``too_big``: what to do then) or
+    without the session's CSRF token (nothing is changed then)."""
     length = request.headers.get("content-length", "")
     if not (length.isascii() and length.isdigit()):
         raise Refused(411, "Yêu cầu thiếu độ dài nội dung.")
     if int(length) > limit:
-        raise Refused(413, f"Tệp quá lớn: tối đa {limit // 1024} KB.")
+        size = f"{limit // 1024 // 1024} MB" if limit >= 1024 * 1024 else f"{limit // 1024} KB"
+        raise Refused(413, f"Tệp quá lớn: tối đa {size}.{' ' + too_big if too_big else ''}")
     try:
         form = await request.form(max_files=2, max_fields=200)
     except (HTTPException, MultiPartException):  # Starlette's own refusal: too many fields or files, a broken body
@@ -71,13 +73,13 @@ def off_the_loop(endpoint):
 
     Console pages do their database work synchronously (roll-ups of a province, imports): run in the
     process's one event loop they would hold up every chat update and webhook it serves. The request's
-    body is read here first (at most MAX_UPLOAD; larger or unknown lengths are left for ``read_form`` to
-    refuse without reading), so the page can parse it in the other loop.
+    body is read here first (at most MAX_ROSTER_UPLOAD; larger or unknown lengths are left for ``read_form``
+    to refuse without reading), so the page can parse it in the other loop.
     """
 
     async def threaded(request: Request):
         length = request.headers.get("content-length", "")
-        if request.method == "POST" and length.isascii() and length.isdigit() and int(length) <= MAX_UPLOAD:
+        if request.method == "POST" and length.isascii() and length.isdigit() and int(length) <= MAX_ROSTER_UPLOAD:
             await request.body()
         return await run_in_threadpool(asyncio.run, endpoint(request))
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import selectinload
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from bot.console.http import MAX_UPLOAD, Refused, path_id, read_form, secured
+from bot.console.http import MAX_ROSTER_UPLOAD, MAX_UPLOAD, Refused, path_id, read_form, secured
 from bot.domain.ids import parse_id
 from bot.domain.messages import percent
 from bot.domain.permissions import (
@@ -430,7 +430,10 @@ async def _import(console, request: Request, visit):
 
     if visit.member.role != "admin":
         raise PermissionDenied("Chỉ quản trị viên mới nạp danh sách đơn vị và đảng viên.")
-    form = await read_form(request, visit.csrf, limit=MAX_UPLOAD)
+    form = await read_form(request, visit.csrf, limit=MAX_ROSTER_UPLOAD,
+                           too_big="Tệp .xlsx nhỏ hơn nhiều so với .csv: hãy lưu danh sách từ Excel dạng .xlsx rồi "
+                                   "tải lên lại; một danh sách lớn hơn nữa được nạp bằng lệnh 'hoctap members import' "
+                                   "trên máy chủ.")
     upload, kind = form.get("file"), form.get("kind")
     name = Path(getattr(upload, "filename", "") or "").name
     if kind not in ("units", "members") or Path(name).suffix.lower() not in (".csv", ".xlsx"):
