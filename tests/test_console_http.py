@@ -490,6 +490,11 @@ def test_aiken_questions_replace_a_loaded_documents_questions_and_keep_the_rest(
         assert (doc.title, doc.summary) == (title, summary)
         assert doc.translations["km"]["summary"] == KM["summary"]  # the translation stays too
     assert len(current) == 12 and all(t.startswith("Câu hỏi mới số") for t in current)
+    few = cadre.post("/quantri/vanban", data={"csrf": csrf_of(cadre), "action": "load",
+                                              "doc_id": "kh-64-tu-binh-phuoc"}, files={"file": ("it.txt", aiken(2))})
+    text = html.unescape(few.text)  # ten questions an attempt, two in the file: said in the template's words
+    assert few.status_code == 400 and "Số câu mỗi lần làm: 10 nhiều hơn số câu hỏi hiện có (2 câu)" in text
+    assert "dòng «Số câu mỗi lần làm»" in text and "quiz.questions_per_attempt" not in text
     new = cadre.post("/quantri/vanban", data={"csrf": csrf_of(cadre), "action": "load", "doc_id": "nq-moi"},
                      files={"file": ("cau-hoi.txt", aiken(12))})
     assert new.status_code == 400 and "Tệp chỉ có câu hỏi" in new.text and "code: đang để trống" not in new.text

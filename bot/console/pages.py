@@ -342,6 +342,11 @@ CONSOLE_HINTS = {
     "(lệnh hoctap content template)": "(nút «Tải mẫu Excel» trên trang này)",
     "(xem mẫu quizzes/kh-64-tu-binh-phuoc.yaml)": "(hoặc dùng mẫu Excel: nút «Tải mẫu Excel» trên trang này)",
     "hãy chạy 'hoctap content load' trước": "hãy nạp văn bản ở trang «Văn bản» trước",
+    # the quiz's settings by the names the Excel template gives them (Aiken and GIFT files have none)
+    "quiz.questions_per_attempt: ": "Số câu mỗi lần làm: ", "quiz.pass_score: ": "Điểm đạt (%): ",
+    "quiz.max_attempts: ": "Số lần làm tối đa: ",
+    "; hãy giảm số này hoặc thêm câu hỏi": "; hãy tải lên ít nhất chừng ấy câu hỏi, hoặc dùng mẫu Excel (trang "
+                                            "«Văn bản», dòng «Số câu mỗi lần làm») để đặt số nhỏ hơn",
 }
 
 
