@@ -205,6 +205,31 @@ def test_an_excel_question_sheet_is_imported_and_loaded_as_the_cli_does(chat, co
         assert s.get(Document, "kh-98-excel").code == "98-KH/TU"
 
 
+def test_a_question_asked_twice_in_an_excel_sheet_is_named_by_its_rows_not_by_a_file_the_organiser_never_saw(
+        chat, console_server, province):
+    from bot.content.authoring import DraftQuestion, draft_from_document
+    from bot.content.validate import check_paths
+    from bot.content.workbook import workbook_bytes
+    from bot.storage.models import Document
+    from tests.conftest import QUIZZES
+
+    doc = next(d for d in check_paths([QUIZZES]).documents if d.id == "kh-83-hu-tuy-phuoc")
+    draft = draft_from_document(doc)
+    draft.meta["code"] = "98-KH/TU"
+    first = draft.questions[0]
+    draft.questions.insert(2, DraftQuestion(first.text, list(first.options), first.answer))  # sheet row 4
+    cadre = logged_in(chat, console_server, "CB002")
+    page = cadre.post("/quantri/vanban", data={"csrf": csrf_of(cadre), "action": "load", "doc_id": "kh-98-excel"},
+                      files={"file": ("cau-hoi.xlsx", workbook_bytes(draft))})
+    text = html.unescape(page.text)
+    assert page.status_code == 400
+    assert ("cau-hoi.xlsx: trang tính 'Câu hỏi', dòng 4 (Câu hỏi): trùng với cau-hoi.xlsx: trang tính 'Câu hỏi', "
+            "dòng 2;") in text, text[-3000:]
+    assert "questions[" not in text
+    with province.session() as s:
+        assert s.get(Document, "kh-98-excel") is None
+
+
 def test_roster_upload_is_all_or_nothing_with_row_errors(chat, console_server, province):
     from bot.storage.models import Member
 

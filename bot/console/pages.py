@@ -330,10 +330,30 @@ def _document_from_upload(path: Path, doc_id: str, loaded: Document | None = Non
                           "đó; để nạp văn bản mới, tải tệp .yaml hoặc mẫu Excel có trang «Văn bản» (tiêu đề, "
                           "số hiệu, loại, tóm tắt)."]
         doc, problems = check_file(path, named_by_id=False)
-        # the file checked was written from the upload: its lines are not the organiser's
-        return doc, [f"Văn bản «{doc_id}»: {p.field}: {p.message}" for p in problems]
+        # the file checked was written from the upload: its lines are not the organiser's, its questions are
+        return doc, [_in_the_upload(p, draft, doc_id) for p in problems]
     doc, problems = check_file(path, named_by_id=False)  # in the browser a file's name does not matter
     return doc, [str(p) for p in problems]
+
+
+_QUESTION_FIELD = re.compile(r"^questions\[(\d+)\](?:\.(\w+))?")
+_QUESTION_CITED = re.compile(r"questions\[(\d+)\] \(dòng \d+\)")
+_QUESTION_PARTS = {"text": "Câu hỏi", "options": "phương án", "answer": "Đáp án", "explanation": "Giải thích"}
+
+
+def _in_the_upload(problem, draft, doc_id: str) -> str:
+    """A problem of the document written from an uploaded question file, located where the organiser wrote the
+    question (sheet row or line) rather than in the document file they never saw."""
+    def where(number: str) -> str | None:
+        index = int(number) - 1
+        return draft.questions[index].where if 0 <= index < len(draft.questions) else None
+
+    message = _QUESTION_CITED.sub(lambda m: where(m.group(1)) or m.group(0), problem.message)
+    asked = _QUESTION_FIELD.match(problem.field)
+    if asked and where(asked.group(1)):
+        part = _QUESTION_PARTS.get(asked.group(2) or "", asked.group(2) or "")
+        return f"{where(asked.group(1))}{f' ({part})' if part else ''}: {message}"
+    return f"Văn bản «{doc_id}»: {problem.field}: {message}"
 
 
 # what the checkers (shared with the command line) point at, as the console offers it

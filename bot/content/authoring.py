@@ -53,6 +53,7 @@ class DraftQuestion:
     answer: str  # letter
     explanation: str | None = None
     section: str | None = None  # "Mục II.4": the part of the document the explanation cites
+    where: str | None = None  # where the organiser wrote it ("cau-hoi.xlsx: trang tính 'Câu hỏi', dòng 4")
 
     def full_explanation(self) -> str | None:
         if self.section and self.explanation:

@@ -82,7 +82,7 @@ def _aiken_question(block: list[tuple[int, str]], name: str, draft: Draft) -> No
         draft.problems.append(f"{name}:{block[-1][0]}: câu hỏi ở dòng {first} thiếu dòng 'ANSWER: X'; "
                               "hãy thêm dòng đáp án")
         return
-    q = DraftQuestion(" ".join(text_lines), options, answer)
+    q = DraftQuestion(" ".join(text_lines), options, answer, where=f"{name}:{first}")
     problems = check_question(q, "")
     draft.problems.extend(f"{name}:{answer_line if ANSWER_WORD in p else first}{p}" for p in problems)
     if not problems:
@@ -249,7 +249,7 @@ def _gift_question(item: str, line: int, name: str, draft: Draft) -> None:
         draft.problems.append(f"{where}: đây là câu hỏi trả lời ngắn (một =đáp án, không có ~phương án sai); "
                               "chỉ nhập được câu hỏi trắc nghiệm nhiều lựa chọn")
         return
-    q = DraftQuestion(_unescape(stem), options, answer, general or feedback)
+    q = DraftQuestion(_unescape(stem), options, answer, general or feedback, where=where)
     problems = check_question(q, where)
     draft.problems.extend(problems)
     if not problems:

@@ -177,7 +177,7 @@ def read_workbook(path: Path) -> Draft:
             elif gap is None:
                 gap = letter
         q = DraftQuestion(values["Câu hỏi"], options, values["Đáp án"],
-                          values.get("Giải thích") or None, values.get("Mục") or None)
+                          values.get("Giải thích") or None, values.get("Mục") or None, where=f"{where}, dòng {r}")
         for problem in ([] if bad else check_question(q, "")):
             head = "Đáp án" if ANSWER_WORD in problem else "A" if OPTION_WORD in problem else "Câu hỏi"
             col = get_column_letter(columns[head])
