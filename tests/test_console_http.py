@@ -27,6 +27,25 @@ def csrf_of(client: httpx.Client, path: str = "/quantri/") -> str:
     return page.split('name="csrf" value="')[1].split('"')[0]
 
 
+def round_form(chat, server, province, **fields) -> tuple[httpx.Client, dict]:
+    """CB002 (DP's cadre) logged in, and the "Mở đợt" form for DP as they would fill it: kh-83, open
+    01/12/2099, close 15/12/2099, target 98; ``fields`` change any of it."""
+    from bot.storage.models import Unit
+
+    with province.session() as s:
+        unit = s.scalar(select(Unit.id).where(Unit.code == "DP"))
+    cadre = logged_in(chat, server, "CB002")
+    return cadre, {"csrf": csrf_of(cadre, "/quantri/dot/moi"), "document": "kh-83-hu-tuy-phuoc", "unit": str(unit),
+                   "opens": "01/12/2099", "closes": "15/12/2099", "target": "98", **fields}
+
+
+def rounds_opened(province) -> int:
+    from bot.storage.models import Round
+
+    with province.session() as s:
+        return s.scalar(select(func.count()).select_from(Round))
+
+
 def test_a_form_posted_without_its_csrf_token_changes_nothing(chat, console_server, province):
     from bot.storage.models import ConsoleAudit, OutboxMessage, Round
 
@@ -427,20 +446,13 @@ def test_a_reminder_from_the_console_keeps_to_the_zalo_quota_as_the_chats_does(c
 
 
 def test_the_open_round_form_posted_twice_opens_one_round(chat, console_server, province):
-    from bot.storage.models import Round, Unit
-
-    with province.session() as s:
-        unit = s.scalar(select(Unit.id).where(Unit.code == "DP"))
-        before = s.scalar(select(func.count()).select_from(Round))
-    cadre = logged_in(chat, console_server, "CB002")
-    form = {"csrf": csrf_of(cadre, "/quantri/dot/moi"), "document": "kh-83-hu-tuy-phuoc", "unit": str(unit),
-            "opens": "01/12/2099", "closes": "15/12/2099", "target": "98"}
+    before = rounds_opened(province)
+    cadre, form = round_form(chat, console_server, province)
     first = cadre.post("/quantri/dot/moi", data=form)
     again = cadre.post("/quantri/dot/moi", data=form)  # a double click, or the back button and send again
     assert first.status_code == again.status_code == 303
     assert again.headers["location"] == first.headers["location"]
-    with province.session() as s:
-        assert s.scalar(select(func.count()).select_from(Round)) == before + 1
+    assert rounds_opened(province) == before + 1
     other = cadre.post("/quantri/dot/moi", data={**form, "closes": "20/12/2099"})  # another deadline: another round
     assert other.status_code == 303 and other.headers["location"] != first.headers["location"]
 
@@ -449,14 +461,10 @@ def test_the_open_round_form_sent_again_after_the_round_was_extended_opens_nothi
                                                                                       province):
     """Opened, then given a later deadline ("Gia hạn"), then the back button and the first form sent again:
     still the one round (its members are not announced a second round of the same document)."""
-    from bot.storage.models import Round, Unit
+    from bot.storage.models import Round
 
-    with province.session() as s:
-        unit = s.scalar(select(Unit.id).where(Unit.code == "DP"))
-        before = s.scalar(select(func.count()).select_from(Round))
-    cadre = logged_in(chat, console_server, "CB002")
-    form = {"csrf": csrf_of(cadre, "/quantri/dot/moi"), "document": "kh-83-hu-tuy-phuoc", "unit": str(unit),
-            "opens": "01/12/2099", "closes": "15/12/2099", "target": "98"}
+    before = rounds_opened(province)
+    cadre, form = round_form(chat, console_server, province)
     first = cadre.post("/quantri/dot/moi", data=form)
     round_page = first.headers["location"]
     round_id = int(round_page.split("/dot/")[1].split("/")[0])
@@ -474,20 +482,13 @@ def test_a_round_form_naming_a_document_not_loaded_says_where_to_load_it_in_the_
                                                                                          province):
     """A stale form (the document was replaced meanwhile) or a forged one: the page points to the console's own
     documents page, not to a command organisers cannot run."""
-    from bot.storage.models import Round, Unit
-
-    with province.session() as s:
-        unit = s.scalar(select(Unit.id).where(Unit.code == "DP"))
-        rounds = s.scalar(select(func.count()).select_from(Round))
-    cadre = logged_in(chat, console_server, "CB002")
-    form = {"csrf": csrf_of(cadre, "/quantri/dot/moi"), "document": "nq-khong-co", "unit": str(unit),
-            "opens": "01/12/2099", "closes": "15/12/2099", "target": "98"}
+    rounds = rounds_opened(province)
+    cadre, form = round_form(chat, console_server, province, document="nq-khong-co")
     answer = cadre.post("/quantri/dot/moi", data=form)
     text = html.unescape(answer.text)
     assert answer.status_code == 400 and "chưa nạp văn bản 'nq-khong-co'" in text
     assert "hãy nạp văn bản ở trang «Văn bản» trước" in text and "hoctap" not in text.split("<body")[-1]
-    with province.session() as s:
-        assert s.scalar(select(func.count()).select_from(Round)) == rounds
+    assert rounds_opened(province) == rounds
 
 
 def aiken(count: int) -> bytes:
@@ -554,9 +555,7 @@ def test_a_round_form_with_the_same_dates_and_units_but_another_target_opens_not
 
     with province.session() as s:
         unit = s.scalar(select(Unit.id).where(Unit.code == "DP"))
-    cadre = logged_in(chat, console_server, "CB002")
-    form = {"csrf": csrf_of(cadre, "/quantri/dot/moi"), "document": "kh-83-hu-tuy-phuoc", "unit": str(unit),
-            "opens": "01/12/2099", "closes": "15/12/2099", "target": "97,5%"}
+    cadre, form = round_form(chat, console_server, province, target="97,5%")
     first = cadre.post("/quantri/dot/moi", data=form)
     assert first.status_code == 303
     with province.session() as s:
