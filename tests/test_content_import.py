@@ -10,7 +10,7 @@ import pytest
 from openpyxl import Workbook, load_workbook
 
 from bot.content.validate import check_file
-from tests.conftest import QUIZZES
+from tests.conftest import QUIZZES, windows_1258
 
 HEADER = ["Câu hỏi", "A", "B", "C", "D", "E", "F", "Đáp án", "Giải thích", "Mục"]
 
@@ -193,6 +193,20 @@ def test_aiken_text_is_imported(cli, workdir, content):
     assert result.lines[0].endswith("2 questions from cau-hoi.txt (aiken)")
     doc_text = (content / "nq-thu.yaml").read_text(encoding="utf-8")
     assert "options: [Tại chi bộ, Tại tổ dân phố, Tại nhà văn hóa]" in doc_text
+
+
+def test_aiken_questions_and_a_summary_saved_by_notepad_in_the_windows_code_page_keep_their_diacritics(
+        cli, workdir, content):
+    (workdir / "cau-hoi.txt").write_bytes(windows_1258(AIKEN))
+    (workdir / "tom-tat.txt").write_bytes(windows_1258("Đảng viên học tập nghị quyết tại chi bộ."))
+    result = cli("content", "import", "cau-hoi.txt", "--id", "nq-thu", "--code", "01-NQ/TW", "--title", "Thử",
+                 "--kind", "nghi-quyet", "--summary", "tom-tat.txt")
+    assert result.code == 0, result.out
+    doc, problems = check_file(content / "nq-thu.yaml")
+    assert problems == []
+    assert doc.summary == "Đảng viên học tập nghị quyết tại chi bộ."
+    assert [q.text for q in doc.questions] == ["Đảng viên học tập nghị quyết ở đâu?", "Mỗi năm đối thoại mấy lần?"]
+    assert doc.questions[0].options == ["Tại chi bộ", "Tại tổ dân phố", "Tại nhà văn hóa"]
 
 
 def test_aiken_mistakes_are_named_by_line(cli, workdir, content):

@@ -7,7 +7,7 @@ from openpyxl import Workbook
 from sqlalchemy import func, select
 
 from bot.storage.models import Member, Unit
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, windows_1258
 
 UNITS = "code,name,parent_code\nP,Tỉnh,\nD,Huyện,P\nB1,Chi bộ 1,D\nB2,Chi bộ 2,D\n"
 MEMBERS = (
@@ -157,11 +157,11 @@ def test_unknown_header_names_the_column(cli, workdir):
     ("u.csv", b"", "u.csv:1: tệp trống; dòng đầu tiên phải là dòng tiêu đề (tên các cột)"),
     ("u.csv", b"code,parent_code\nP,\n", "u.csv:1: Tên đơn vị: thiếu cột; dòng tiêu đề cần có các cột Mã đơn vị, Tên đơn vị, "
      "Mã đơn vị cấp trên"),
-    ("u.csv", b"code,name,parent_code\nP,T\xe2n,\n",  # "Tân" saved as Windows-1258
-     "u.csv:2: tệp không ở bảng mã UTF-8 (byte 25); trong Excel hãy chọn Lưu thành (Save As) dạng 'CSV UTF-8'"),
+    ("u.csv", b"code,name,parent_code\nP,T\xe1\xbb\x89nh,\nD,Hu\xffy\xe1\xbb\x87n,P\n",  # UTF-8 with a damaged byte
+     "u.csv:3: tệp không ở bảng mã UTF-8 (byte 36); trong Excel hãy chọn Lưu thành (Save As) dạng 'CSV UTF-8'"),
     ("u.xlsx", b"not a workbook", "u.xlsx: không mở được dưới dạng bảng tính Excel; "
                                   "hãy mở tệp bằng Excel và lưu lại dưới dạng .xlsx"),
-], ids=["unsupported", "empty", "missing-column", "not-utf8", "broken-xlsx"])
+], ids=["unsupported", "empty", "missing-column", "damaged-utf8", "broken-xlsx"])
 def test_a_file_that_cannot_be_read_as_a_table_says_what_to_do(cli, workdir, db, name, data, message):
     (workdir / name).write_bytes(data)
     result = cli("units", "import", name)
@@ -197,6 +197,19 @@ def test_quoted_fields_are_read_as_rfc_4180_says_whatever_the_delimiter(cli, wor
     assert result.code == 0, result.out
     with db.session() as s:
         assert s.scalars(select(Member.full_name).order_by(Member.code)).all() == QUOTED_NAMES
+
+
+def test_a_csv_saved_by_excel_in_the_windows_code_page_imports_with_every_diacritic(cli, workdir, db):
+    (workdir / "u.csv").write_bytes(windows_1258(UNITS.replace(",", ";")))
+    (workdir / "m.csv").write_bytes(windows_1258(MEMBERS.replace(",", ";")))
+    assert b"Nguy\xea\xden" in (workdir / "m.csv").read_bytes()  # ê, then the tilde as a mark of its own
+    assert cli("units", "import", "u.csv").code == 0
+    result = cli("members", "import", "m.csv")
+    assert result.code == 0, result.out
+    with db.session() as s:
+        assert s.scalars(select(Unit.name).order_by(Unit.code)).all() == ["Chi bộ 1", "Chi bộ 2", "Huyện", "Tỉnh"]
+        assert s.scalars(select(Member.full_name).order_by(Member.code)).all() == [
+            "Nguyễn Văn An", "Trần Thị Bình", "Lê Văn Cường"]
 
 
 def test_a_csv_with_a_nul_byte_is_refused_with_its_line(cli, workdir, db):

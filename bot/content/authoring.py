@@ -19,6 +19,7 @@ from xml.etree import ElementTree
 import yaml
 
 from bot.content.validate import KINDS, LETTERS, SLUG, SLUG_HINT, DocumentSpec
+from bot.text_files import decode_text
 
 # the sheet's header, in order; A-F are the options
 QUESTION_HEADER = ["Câu hỏi", "A", "B", "C", "D", "E", "F", "Đáp án", "Giải thích", "Mục"]
@@ -105,7 +106,7 @@ def read_summary(path: Path) -> str:
                 paragraphs.append(nfc(text))
         return "\n\n".join(paragraphs)
     try:
-        return nfc(path.read_text(encoding="utf-8-sig"))
+        return nfc(decode_text(path.read_bytes()))  # Notepad's "ANSI" is Windows-1258 on a Vietnamese Windows
     except UnicodeDecodeError as exc:
         raise SourceProblems([f"{path}: không phải văn bản UTF-8 (lỗi ở byte {exc.start}); "
                               "hãy lưu lại tệp với bảng mã UTF-8"]) from None

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from bot.content.authoring import ANSWER_WORD, Draft, DraftQuestion, check_question, nfc
+from bot.text_files import decode_text
 
 _AIKEN_OPTION = re.compile(r"^([A-Fa-f])\s*[.)]\s*(.+)$")
 _AIKEN_ANSWER = re.compile(r"^ANSWER\s*:\s*(.*)$", re.I)
@@ -20,7 +21,7 @@ _AIKEN_ANSWER = re.compile(r"^ANSWER\s*:\s*(.*)$", re.I)
 def read_text_file(path: Path) -> tuple[list[str], list[str]]:
     """(lines, problems): the file's lines, NFC, or why it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = decode_text(path.read_bytes())  # Notepad's "ANSI" is Windows-1258 on a Vietnamese Windows
     except UnicodeDecodeError as exc:
         return [], [f"{path.name}: không phải văn bản UTF-8 (lỗi ở byte {exc.start}); "
                     "hãy lưu lại tệp với bảng mã UTF-8"]

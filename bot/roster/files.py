@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bot.paths import display_path
 from bot.sheets import csv_row, save_workbook
+from bot.text_files import decode_text
 
 
 class TableError(Exception):
@@ -99,10 +100,9 @@ def _csv_rows(path: Path) -> list[list[str]]:
     the delimiter; only the delimiter is chosen, as the one that splits the header into the most columns."""
     shown = display_path(path)
     data = path.read_bytes()
-    encoding = "utf-16" if data.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-8-sig"  # both drop the BOM
     try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError as exc:  # often Excel's plain "CSV", in the Windows code page
+        text = decode_text(data)
+    except UnicodeDecodeError as exc:  # neither UTF-8 nor the Windows code page, or UTF-8 with a damaged byte
         line = data[:exc.start].count(b"\n") + 1
         raise TableError(f"{shown}:{line}: tệp không ở bảng mã UTF-8 (byte {exc.start}); trong Excel hãy chọn "
                          "Lưu thành (Save As) dạng 'CSV UTF-8'") from None
