@@ -122,6 +122,33 @@ def test_reimport_updates_by_code_and_full_deactivates_the_missing(cli, workdir,
     assert "1 reactivated" in result.out
 
 
+def test_a_reimport_that_writes_codes_in_another_case_updates_the_same_units_and_members(cli, workdir, db):
+    """Excel users retype codes: ``m1`` and ``b2`` are the member M1 and the branch B2, not new ones, and a
+    full list written in lower case stops nobody it names."""
+    cli("units", "import", write(workdir, "u.csv", UNITS))
+    cli("members", "import", write(workdir, "m.csv", MEMBERS))
+    units_again = "code,name,parent_code\nb1,Chi bộ Một,d\np,Tỉnh,\n"
+    assert cli("units", "import", write(workdir, "u2.csv", units_again)).out.strip() == "units: 0 created, 1 updated, 1 unchanged"
+    again = ("member_code,full_name,unit_code,phone,role\nm1,Nguyễn Văn An,b2,0912 345 678,secretary\n"
+             "m2,Trần Thị Bình,b1,+84912345679,member\nm3,Lê Văn Cường,B2,84912345680,member\n")
+    result = cli("members", "import", "--full", write(workdir, "m2.csv", again))
+    assert result.out.strip() == "members: 0 created, 1 updated, 2 unchanged"
+    with db.session() as s:
+        assert s.scalars(select(Unit.code).order_by(Unit.code)).all() == ["B1", "B2", "D", "P"]
+        assert s.scalar(select(Unit.name).where(Unit.code == "B1")) == "Chi bộ Một"
+        by_code = {m.code: (m.unit.code, m.active) for m in s.scalars(select(Member))}
+    assert by_code == {"M1": ("B2", True), "M2": ("B1", True), "M3": ("B2", True)}
+
+
+def test_one_code_written_twice_in_different_cases_is_refused_by_row(cli, workdir, db):
+    cli("units", "import", write(workdir, "u.csv", UNITS))
+    twice = "member_code,full_name,unit_code,phone,role\nM9,Nguyễn Văn An,B1,,member\nm9,Nguyễn Văn Án,B1,,member\n"
+    result = cli("members", "import", write(workdir, "m.csv", twice))
+    assert (result.code, result.lines) == (1, ["m.csv:3: member_code: 'M9' đã có ở dòng 2; mỗi đảng viên chỉ ghi "
+                                               "một lần"])
+    assert counts(db) == (4, 0)
+
+
 def test_member_whose_unit_is_missing_is_refused(cli, workdir, db):
     result = cli("members", "import", write(workdir, "m.csv", MEMBERS))
     assert result.code == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Iterable
 from pathlib import Path
 
 from sqlalchemy import delete, select
@@ -82,6 +83,11 @@ def import_units(session: Session, path: Path) -> ImportResult:
         return result
     existing = {u.code: u for u in session.scalars(select(Unit))}
     parents: dict[str, str | None] = {code: (u.parent.code if u.parent else None) for code, u in existing.items()}
+    spelling = _spellings(existing)
+    for row in rows:  # codes, and then parents, as first spelled
+        _respell(row.values, "code", spelling, learn=True)
+    for row in rows:
+        _respell(row.values, "parent_code", spelling)
     first_row: dict[str, int] = {}
     good: list[Row] = []
     for row in rows:
@@ -181,13 +187,15 @@ def import_members(session: Session, path: Path, *, full: bool = False, default_
         return result
     units = {code: uid for code, uid in session.execute(select(Unit.code, Unit.id))}
     members = {m.code: m for m in session.scalars(select(Member))}
+    member_spelling, unit_spelling = _spellings(members), _spellings(units)
     seen_code: dict[str, int] = {}
     seen_phone: dict[str, int] = {}
     parsed: list[tuple[Row, str | None, str]] = []
     for row in rows:
         v = row.values
         bad = _problems_in(where, row)
-        code = v["member_code"]
+        code = _respell(v, "member_code", member_spelling, learn=True)
+        _respell(v, "unit_code", unit_spelling)
         if not code:
             bad("member_code", "trống; hãy ghi mã đảng viên")
         elif not CODE.match(code):
@@ -271,6 +279,20 @@ def import_members(session: Session, path: Path, *, full: bool = False, default_
                 result.stopped.append(member)
     session.flush()
     return result
+
+
+def _spellings(codes: Iterable[str]) -> dict[str, str]:
+    """Codes by their case-folded form: ``dv001`` in a file is the member stored as ``DV001``."""
+    return {code.casefold(): code for code in codes}
+
+
+def _respell(values: dict[str, str], column: str, spelling: dict[str, str], *, learn: bool = False) -> str:
+    """The code in ``column`` as it is already spelled (in the database, or earlier in the file when
+    ``learn``), so that one typed in another case is the same unit or member, never a second one."""
+    code = values[column]
+    if code:
+        values[column] = spelling.setdefault(code.casefold(), code) if learn else spelling.get(code.casefold(), code)
+    return values[column]
 
 
 CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # tab and line breaks are allowed
