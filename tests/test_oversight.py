@@ -62,6 +62,21 @@ def test_secretary_sees_the_branch_rate_against_the_target(service, province):
     assert "Cần thêm 6 đồng chí hoàn thành để đạt mục tiêu." in text
 
 
+def test_a_round_closed_early_shows_when_it_ended_and_asks_nobody_to_finish_it(service, province):
+    from bot.services.rounds import close_round
+
+    link(service, province, "DV001")
+    for code in ("DV002", "DV003", "DV004"):
+        finish(province, code, 90.0)
+    with province.session() as s:
+        closed_at = close_round(s, 1, utcnow()).closed_at
+    text = say(service, "DV001", "/thongke")[0].text
+    assert "Đã hoàn thành: 3/10 — 30% (mục tiêu 98%)" in text
+    assert "Không đạt mục tiêu: thiếu 7 đồng chí hoàn thành." in text
+    assert "Cần thêm" not in text
+    assert f"Thời hạn: đã kết thúc sớm lúc {closed_at.astimezone(TZ):%H:%M ngày %d/%m/%Y} (hạn " in text
+
+
 def test_cadre_drills_down_and_back_up_within_their_subtree(service, province):
     link(service, province, "CB002")  # cadre of xã Đồng Phú
     finish(province, "DV011", 85.0)

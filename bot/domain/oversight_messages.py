@@ -51,9 +51,14 @@ def figures_text(rnd: Round, f: Figures, tz: ZoneInfo) -> str:
     ]
     if f.target_met:
         lines.append("✅ Đã đạt mục tiêu.")
+    elif f.time_left is None:  # over: nobody can finish any more, so nobody is asked for
+        lines.append(f"Không đạt mục tiêu: thiếu {f.needed} đồng chí hoàn thành.")
     else:
         lines.append(f"Cần thêm {f.needed} đồng chí hoàn thành để đạt mục tiêu.")
-    lines.append(f"Thời hạn: {duration(f.time_left)} (hạn {local(rnd.closes_at, tz)})")
+    if rnd.closed_at is not None and rnd.closed_at < rnd.closes_at:  # closed by hand before its deadline
+        lines.append(f"Thời hạn: đã kết thúc sớm lúc {local(rnd.closed_at, tz)} (hạn {local(rnd.closes_at, tz)})")
+    else:
+        lines.append(f"Thời hạn: {duration(f.time_left)} (hạn {local(rnd.closes_at, tz)})")
     return "\n".join(lines)
 
 
