@@ -73,3 +73,72 @@ def test_names_that_look_like_formulas_start_with_an_apostrophe_in_the_invitatio
     rows = {r["Mã đảng viên"]: r for r in csv.DictReader((workdir / "zalo.csv").open(encoding="utf-8-sig", newline=""))}
     assert [rows[f"DVX{i}"]["Họ và tên"] for i in range(len(FORMULA_NAMES))] == [f"'{n}" for n in FORMULA_NAMES]
     assert rows["DV001"]["Họ và tên"] == "Vũ Thị Hằng"
+
+
+def telegram_links(cli, workdir, unit: str, name: str) -> dict[str, str]:
+    """A fresh invitation run for ``unit``: member code -> deep-link code."""
+    assert cli("members", "invite", "--unit", unit, "--out", name, "--bot", "hoctap_bot").code == 0
+    return {r["Mã đảng viên"]: LINK.match(r["Đường dẫn liên kết"]).group(1)
+            for r in csv.DictReader((workdir / name).open(encoding="utf-8-sig"))}
+
+
+def chat(db_url: str, channel: str = "telegram") -> ChatService:
+    return ChatService(Database(db_url), ChannelTraits(channel, 4096, has_buttons=channel == "telegram"),
+                       ZoneInfo("Asia/Ho_Chi_Minh"))
+
+
+def test_a_member_on_a_new_account_links_it_with_an_invitation_made_after_the_old_link(cli, sample_roster, db_url,
+                                                                                         workdir):
+    service = chat(db_url)
+    first = telegram_links(cli, workdir, "DP-TT-01", "first.csv")
+    assert "Liên kết thành công" in service.on_text("1001", f"/start {first['DV002']}", utcnow()).replies[0].text
+    # the phone is lost: the used link is refused, and the secretary makes a new one
+    assert "đã được sử dụng" in service.on_text("3001", f"/start {first['DV002']}", utcnow()).replies[0].text
+    again = telegram_links(cli, workdir, "DP-TT-01", "again.csv")
+    welcome = service.on_text("3001", f"/start {again['DV002']}", utcnow()).replies[0].text
+    assert "Liên kết thành công" in welcome and "Đinh Văn Sơn" in welcome
+    assert "chưa liên kết" not in service.on_text("3001", "/hoc", utcnow()).replies[0].text
+    # the old account is a stranger now: it sees nothing of the member's
+    assert "chưa liên kết" in service.on_text("1001", "/hoc", utcnow()).replies[0].text
+
+
+def test_an_invitation_made_before_the_member_linked_cannot_take_the_member_over(cli, sample_roster, db_url, workdir):
+    from bot.storage.models import Member
+
+    service = chat(db_url)
+    links = telegram_links(cli, workdir, "DP-TT-01", "links.csv")
+    with Database(db_url).session() as s:
+        phone = s.query(Member).filter_by(code="DV002").one().phone
+    assert "Liên kết thành công" in service.on_contact("1001", phone, True, utcnow()).replies[0].text
+    taken = service.on_text("3001", f"/start {links['DV002']}", utcnow()).replies[0].text
+    assert taken.startswith("Đảng viên này đã liên kết với một tài khoản khác.")
+    assert "mã liên kết mới" in taken
+    assert "Tài khoản đã được liên kết từ trước" in service.on_text("1001", "/start", utcnow()).replies[0].text
+
+
+def test_a_chat_whose_member_left_the_roster_can_link_to_a_member_on_it(cli, sample_roster, db_url, workdir):
+    from bot.storage.models import Member
+
+    service = chat(db_url)
+    links = telegram_links(cli, workdir, "DP-TT-01", "links.csv")
+    assert "Liên kết thành công" in service.on_text("1007", f"/start {links['DV003']}", utcnow()).replies[0].text
+    with Database(db_url).session() as s:
+        s.query(Member).filter_by(code="DV003").one().active = False
+    assert "không còn trong danh sách" in service.on_text("1007", "/hoc", utcnow()).replies[0].text
+    welcome = service.on_text("1007", f"/start {links['DV004']}", utcnow()).replies[0].text
+    assert "Liên kết thành công" in welcome
+
+
+def test_a_zalo_code_is_not_spent_on_telegram_nor_a_telegram_link_on_zalo(cli, sample_roster, db_url, workdir):
+    assert cli("members", "invite", "--channel", "zalo", "--unit", "DP-TT-02", "--out", "zalo.csv").code == 0
+    zalo_codes = {r["Mã đảng viên"]: r["Mã liên kết"]
+                  for r in csv.DictReader((workdir / "zalo.csv").open(encoding="utf-8-sig"))}
+    member, code = next(iter(zalo_codes.items()))
+    telegram, zalo = chat(db_url), chat(db_url, "zalo")
+    refused = telegram.on_text("2003", f"/start {code}", utcnow()).replies[0].text
+    assert refused.startswith("Mã liên kết này dành cho Zalo")
+    assert "Liên kết thành công" in zalo.on_text("z-2003", code, utcnow()).replies[0].text
+    link = telegram_links(cli, workdir, "DP-TT-02", "links.csv")[member]
+    assert zalo.on_text("z-9", f"/start {link}", utcnow()).replies[0].text.startswith(
+        "Mã liên kết này dành cho Telegram")
+    assert "Liên kết thành công" in telegram.on_text("2003", f"/start {link}", utcnow()).replies[0].text

@@ -68,9 +68,13 @@ def link_outcome(status: str, member: Member | None) -> Reply:
                    "đồng chí vui lòng kiểm tra lại hoặc liên hệ bí thư chi bộ.",
         "used": "Mã liên kết này đã được sử dụng. Đồng chí vui lòng xin bí thư chi bộ một mã mới.",
         "member_taken": "Đảng viên này đã liên kết với một tài khoản khác. "
-                        "Nếu đồng chí đổi tài khoản, vui lòng liên hệ bí thư chi bộ.",
+                        "Nếu đồng chí đổi tài khoản, vui lòng xin bí thư chi bộ một mã liên kết mới.",
         "account_taken": "Tài khoản này đã liên kết với một đảng viên khác.",
         "inactive": "Đảng viên này không còn trong danh sách sinh hoạt. Vui lòng liên hệ bí thư chi bộ.",
+        "for_zalo": "Mã liên kết này dành cho Zalo: đồng chí vui lòng gõ mã trong Zalo, "
+                    "hoặc xin bí thư chi bộ đường dẫn liên kết Telegram.",
+        "for_telegram": "Mã liên kết này dành cho Telegram: đồng chí vui lòng mở đường dẫn trên Telegram, "
+                        "hoặc xin bí thư chi bộ mã liên kết Zalo (gồm 8 chữ và số).",
         "not_own": "Vì lý do bảo mật, đồng chí chỉ có thể chia sẻ số điện thoại của chính mình "
                    "(bấm nút «Chia sẻ số điện thoại» bên dưới).",
     }

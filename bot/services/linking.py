@@ -8,6 +8,7 @@ ignored (``K7PM–X3QD``, with the en dash a phone keyboard makes, is the same c
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import unicodedata
@@ -20,6 +21,8 @@ from sqlalchemy.orm import Session
 from bot.domain.phones import normalize_phone
 from bot.storage.models import ChatAccount, LinkCode, Member, UnitAncestor, ZaloBot
 
+log = logging.getLogger(__name__)
+
 # Deep-link payloads allow A-Z a-z 0-9 _ - up to 64 characters; 128 random bits is unguessable.
 CODE_BYTES = 16
 # Typed codes: 31 symbols ** 8 ≈ 40 bits; with WRONG_CODES_LIMIT tries per CODE_PAUSE per chat,
@@ -29,13 +32,15 @@ SHORT_LENGTH = 8
 WRONG_CODES_LIMIT = 5
 CODE_PAUSE = timedelta(minutes=15)
 TYPED_CODE_CHANNELS = ("zalo", "zalo_oa")
+# where the code of an invitation made for a messenger works: a Zalo code on the Zalo bot and the OA
+CODE_WORKS_ON = {"telegram": ("telegram",), "zalo": TYPED_CODE_CHANNELS, "zalo_oa": TYPED_CODE_CHANNELS}
 _OTHER_SEPARATORS = frozenset("_.\u2212\u2043")  # and every dash, space and format character
 _LONG_CODE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
 @dataclass
 class LinkResult:
-    status: str  # linked | already | unknown | used | member_taken | account_taken | inactive
+    status: str  # linked | already | unknown | used | member_taken | account_taken | inactive | for_zalo | for_telegram
     member: Member | None = None
 
 
@@ -168,10 +173,12 @@ def link_by_code(session: Session, channel: str, external_id: str, code: str, no
     if link is None:
         return LinkResult("unknown")
     member = session.get(Member, link.member_id)
+    if channel not in CODE_WORKS_ON.get(link.channel, (link.channel,)):  # not spent on the wrong messenger
+        return LinkResult("for_zalo" if link.channel in TYPED_CODE_CHANNELS else "for_telegram", member)
     if link.used_at is not None:
         current = account_member(session, channel, external_id)
         return LinkResult("already" if current is not None and current.id == member.id else "used", member)
-    result = _link(session, channel, external_id, member, now)
+    result = _link(session, channel, external_id, member, now, invited_at=link.created_at)
     if result.status == "linked":
         link.used_at = now
     return result
@@ -185,7 +192,12 @@ def link_by_phone(session: Session, channel: str, external_id: str, phone: str, 
     return _link(session, channel, external_id, member, now)
 
 
-def _link(session: Session, channel: str, external_id: str, member: Member, now: datetime) -> LinkResult:
+def _link(session: Session, channel: str, external_id: str, member: Member, now: datetime, *,
+          invited_at: datetime | None = None) -> LinkResult:
+    """Link this chat to ``member``. A chat whose member is no longer active is free to link again (the
+    person may be back under a new code). A member already linked elsewhere moves to this chat only with
+    an invitation made after that link (``invited_at``): the secretary's answer to a lost phone or a
+    new account; an older invitation, or a phone number, cannot take the member over."""
     if not member.active:
         return LinkResult("inactive", member)
     account = session.scalar(
@@ -194,10 +206,19 @@ def _link(session: Session, channel: str, external_id: str, member: Member, now:
     if account is not None:
         if account.member_id == member.id:
             return LinkResult("already", member)
-        return LinkResult("account_taken", session.get(Member, account.member_id))
+        if account.member.active:
+            return LinkResult("account_taken", account.member)
+        log.info("%s chat %s: released by member %s (no longer active) to link member %s",
+                 channel, external_id, account.member.code, member.code)
+        session.delete(account)
     other = session.scalar(select(ChatAccount).where(ChatAccount.channel == channel, ChatAccount.member_id == member.id))
     if other is not None:
-        return LinkResult("member_taken", member)
+        if invited_at is None or invited_at <= other.linked_at:
+            return LinkResult("member_taken", member)
+        log.info("member %s: moved from %s chat %s to %s by an invitation made after the link",
+                 member.code, channel, other.external_id, external_id)
+        session.delete(other)
+    session.flush()
     session.add(ChatAccount(channel=channel, external_id=external_id, member_id=member.id, linked_at=now, last_seen_at=now))
     session.flush()
     return LinkResult("linked", member)
