@@ -70,3 +70,18 @@ def test_a_backup_restores_into_an_empty_database_with_everything_in_it(province
         restored.dispose()
     # restoring again over the data (--clean) replaces it rather than failing on what is there
     subprocess.run([DEPLOY / "restore.sh", libpq(db_url, target), dump], env=env, check=True, capture_output=True)
+
+
+def test_an_installed_package_carries_every_template_and_static_file():
+    """The Docker image installs the package (not the source tree): a page template or stylesheet left out of
+    pyproject's package-data would be missing there and nowhere else."""
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    patterns = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"][
+        "package-data"]["bot"]
+    packaged = {Path(p) for pattern in patterns for p in glob.glob(str(root / "bot" / pattern), recursive=True)}
+    data_files = {p for p in (root / "bot").rglob("*")
+                  if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts}
+    assert {p.relative_to(root).as_posix() for p in data_files - packaged} == set()
+    assert any(p.match("webapp/templates/*.html") for p in packaged)
