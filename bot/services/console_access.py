@@ -48,16 +48,19 @@ class OpenedSession:
     member: Member
 
 
-def redeem_login(s: Session, token: str, now: datetime, source: str = "") -> OpenedSession | None:
+def redeem_login(s: Session, token: str, now: datetime, source: str = "", *,
+                 record_refusal: bool = True) -> OpenedSession | None:
     """Use a login token once: a new session, or None (unknown, used, expired, or no longer allowed).
-    The token is spent by one conditional UPDATE, so two simultaneous uses cannot both succeed."""
+    The token is spent by one conditional UPDATE, so two simultaneous uses cannot both succeed.
+    A refusal goes to the audit log unless ``record_refusal`` is False (an address already on hold)."""
     login = s.scalar(select(ConsoleLogin).where(ConsoleLogin.token_hash == _hash(token)))
     spent = login is not None and s.execute(
         update(ConsoleLogin).where(ConsoleLogin.id == login.id, ConsoleLogin.used_at.is_(None),
                                    ConsoleLogin.expires_at > now).values(used_at=now)).rowcount == 1
     member = s.get(Member, login.member_id) if spent else None
     if not spent or not sees_units(member):
-        record(s, None, "login_refused", "", now, source)
+        if record_refusal:
+            record(s, None, "login_refused", "", now, source)
         return None
     cookie = secrets.token_urlsafe(32)
     s.add(ConsoleSession(token_hash=_hash(cookie), member_id=member.id, csrf=secrets.token_urlsafe(24),
