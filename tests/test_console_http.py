@@ -308,6 +308,17 @@ def test_member_search_shows_phones_only_as_the_chat_would(chat, console_server)
     assert "Vũ Thị Hằng" in page and "+84" not in page  # a cadre sees no phones, as in /chualam
 
 
+def test_members_are_found_by_phone_as_people_write_it_but_never_by_a_phone_the_viewer_may_not_see(chat,
+                                                                                                 console_server):
+    secretary = logged_in(chat, console_server, "DV001")
+    for written in ("0333378379", "0333 378 379", "+84 333 378 379", "378379"):
+        assert "Đinh Văn Sơn" in secretary.get("/quantri/doanvien", params={"q": written}).text, written
+    cadre = logged_in(chat, console_server, "CB002")  # sees DV001 by name, never by the phone it cannot see
+    assert "Vũ Thị Hằng" in cadre.get("/quantri/doanvien", params={"q": "Vũ Thị Hằng"}).text
+    for guess in ("+8476677734", "0766777340", "0766"):
+        assert "Vũ Thị Hằng" not in cadre.get("/quantri/doanvien", params={"q": guess}).text, guess
+
+
 def test_deactivate_only_within_reach(chat, console_server, province):
     from bot.storage.models import Member
 

@@ -439,15 +439,27 @@ async def roster(console, request: Request, visit) -> Response:
 
 
 def _members_in_reach(s, member: Member, query: str) -> list[Member]:
+    """Members of the viewer's units whose code or name holds ``query``, or whose phone holds it as people
+    write numbers (``0333 378 379``, ``+84 333…``), where the viewer may see that phone: a search must not
+    let a cadre guess, digit by digit, a number the page hides from them."""
     from bot.services.chat import fold
     from bot.services.roster import list_members
 
     wanted = fold(query)
+    digits = re.sub(r"[\s.\-()]", "", query)
+    digits = digits if re.fullmatch(r"\+?\d{3,}", digits) else None
     found = []
     for root in visible_root_units(s, member):
         found += [m for m in list_members(s, root.code, include_inactive=True)
-                  if wanted in fold(f"{m.code} {m.full_name} {m.phone or ''}")]
+                  if wanted in fold(f"{m.code} {m.full_name}")
+                  or (digits and m.phone and can_see_phone(member, m.unit_id) and _phone_holds(m.phone, digits))]
     return found[:200]
+
+
+def _phone_holds(phone: str, digits: str) -> bool:
+    """``+84333378379`` holds ``0333378379``, ``333378``, ``+84333`` and ``84333378379``."""
+    local = "0" + phone[3:] if phone.startswith("+84") else phone
+    return any(digits in form for form in (phone, phone.lstrip("+"), local))
 
 
 async def _import(console, request: Request, visit):
