@@ -23,7 +23,7 @@ def service(province):
 def linked(service, db, member_code: str, external_id: str):
     with db.session() as s:
         member = s.scalar(select(Member).where(Member.code == member_code))
-        code = create_invites(s, [member], utcnow())[member.id]
+        code = create_invites(s, [member], utcnow(), channel=service.traits.name)[member.id]
     out = service.on_text(external_id, f"/start {code}", utcnow())
     assert "Liên kết thành công" in out.replies[0].text
 

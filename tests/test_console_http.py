@@ -472,8 +472,26 @@ def test_the_open_round_form_posted_twice_opens_one_round(chat, console_server, 
     assert first.status_code == again.status_code == 303
     assert again.headers["location"] == first.headers["location"]
     assert rounds_opened(province) == before + 1
-    other = cadre.post("/quantri/dot/moi", data={**form, "closes": "20/12/2099"})  # another deadline: another round
-    assert other.status_code == 303 and other.headers["location"] != first.headers["location"]
+    later = cadre.post("/quantri/dot/moi", data={**form, "opens": "16/12/2099", "closes": "30/12/2099"})
+    assert later.status_code == 303 and later.headers["location"] != first.headers["location"]  # a round after it
+
+
+def test_a_second_round_of_a_document_running_for_the_same_members_is_refused(chat, console_server, province):
+    """Members would see the document twice, be reminded twice, and stay "not done" in one round after finishing
+    the other: a cadre is sent to extend the running round instead."""
+    from bot.storage.models import Unit
+
+    cadre, form = round_form(chat, console_server, province)
+    assert cadre.post("/quantri/dot/moi", data=form).status_code == 303
+    before = rounds_opened(province)
+    with province.session() as s:
+        branch = s.scalar(select(Unit.id).where(Unit.code == "DP-TT-01"))  # a branch inside DP
+    for overlapping in ({"closes": "20/12/2099"}, {"unit": str(branch), "opens": "10/12/2099", "closes": "31/12/2099"}):
+        page = cadre.post("/quantri/dot/moi", data={**form, **overlapping})
+        text = html.unescape(page.text)
+        assert page.status_code == 400 and "trùng thời gian với đợt này cho cùng đảng viên" in text, overlapping
+        assert "hãy gia hạn đợt đó" in text
+    assert rounds_opened(province) == before
 
 
 def test_the_open_round_form_sent_again_after_the_round_was_extended_opens_nothing_new(chat, console_server,

@@ -58,6 +58,23 @@ def same_round(session: Session, document_id: str, unit_ids: list[int], opens_at
     return next((r for r in candidates if {ru.unit_id for ru in r.units} == set(unit_ids)), None)
 
 
+def overlapping_round(session: Session, document_id: str, unit_ids: list[int], opens_at: datetime,
+                      closes_at: datetime, now: datetime) -> Round | None:
+    """A round of this document, not over, whose time overlaps these dates and whose audience shares
+    members with these units (one is the other, or above or below it). Members would see the document
+    twice, be reminded twice, and count as not done in one round after finishing the other."""
+    shares_members = or_(
+        select(UnitAncestor.ancestor_id).where(UnitAncestor.ancestor_id == RoundUnit.unit_id,
+                                               UnitAncestor.descendant_id.in_(unit_ids)).exists(),
+        select(UnitAncestor.ancestor_id).where(UnitAncestor.descendant_id == RoundUnit.unit_id,
+                                               UnitAncestor.ancestor_id.in_(unit_ids)).exists())
+    return session.scalar(
+        select(Round).join(RoundUnit, RoundUnit.round_id == Round.id)
+        .where(Round.document_id == document_id, Round.closed_at.is_(None), Round.closes_at > now,
+               Round.opens_at < closes_at, Round.closes_at > opens_at, shares_members)
+        .order_by(Round.id).limit(1))
+
+
 def open_round(
     session: Session, document_id: str, unit_codes: list[str], opens_at: datetime, closes_at: datetime,
     target: float, now: datetime,
@@ -80,6 +97,11 @@ def open_round(
         raise RoundError("hạn cuối đã qua; hãy ghi một hạn cuối (--closes) chưa tới")
     if not 0 < target <= 100:
         raise RoundError(f"mục tiêu {target:g} nằm ngoài khoảng 1-100; hãy ghi một tỷ lệ phần trăm, ví dụ 98")
+    running = overlapping_round(session, doc.id, [units[c].id for c in codes], opens_at, closes_at, now)
+    if running is not None:
+        where = ", ".join(sorted(ru.unit.name for ru in running.units))
+        raise RoundError(f"văn bản {doc.code} đã có đợt học tập số {running.id} ({where}) trùng thời gian với "
+                         "đợt này cho cùng đảng viên; hãy gia hạn đợt đó, hoặc chọn đơn vị hay thời gian khác")
     rnd = Round(document_id=doc.id, opens_at=opens_at, closes_at=closes_at, target_rate=float(target), created_at=now)
     rnd.units = [RoundUnit(unit_id=units[c].id) for c in dict.fromkeys(codes)]
     session.add(rnd)
