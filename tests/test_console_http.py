@@ -610,6 +610,25 @@ def test_a_round_form_with_the_same_dates_and_units_but_another_target_opens_not
     assert "01/12/2099" in overview and "mục tiêu 97,5%" in overview
 
 
+def test_a_province_wide_round_opening_later_is_listed_for_the_cadres_and_secretaries_below(chat, console_server,
+                                                                                             province):
+    from bot.storage.models import Round, Unit
+
+    with province.session() as s:
+        ids = dict(s.execute(select(Unit.code, Unit.id).where(Unit.code.in_(("BP", "DP", "DP-TT-01")))).all())
+    _, form = round_form(chat, console_server, province, unit=str(ids["BP"]))  # the form, sent by the admin
+    admin = logged_in(chat, console_server, "AD001")
+    assert admin.post("/quantri/dot/moi", data={**form, "csrf": csrf_of(admin, "/quantri/dot/moi")}).status_code == 303
+    with province.session() as s:
+        opened = s.scalars(select(Round).order_by(Round.id.desc())).first().id
+    for code, unit in (("CB002", "DP"), ("DV001", "DP-TT-01")):
+        viewer = logged_in(chat, console_server, code)
+        overview = html.unescape(viewer.get("/quantri/").text)
+        page = f"/quantri/dot/{opened}/donvi/{ids[unit]}"
+        assert "Đợt sắp mở" in overview and page in overview, code
+        assert viewer.get(page).status_code == 200, code
+
+
 @pytest.mark.parametrize("opens, closes, target", [("01/01/0001", "15/12/2099", "98"), ("01/12/2099", "31/12/9999", "98"),
                                                    ("01/12/2099", "15/12/2099", "0,5"), ("01/12/2099", "15/12/2099", "1_0")])
 def test_dates_and_targets_out_of_range_are_refused_in_vietnamese_and_open_nothing(chat, console_server, province,

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import quote
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select, union_all
 from sqlalchemy.orm import selectinload
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -82,11 +82,17 @@ async def overview(console, request: Request, visit) -> Response:
 def _upcoming(s, member: Member, now, limit: int = 20) -> list[tuple[Round, Unit]]:
     """Rounds opened for a later day, for units within reach (one statement): each with one such unit (its
     page), soonest first."""
-    mine = select(RoundUnit.round_id, func.min(RoundUnit.unit_id).label("unit_id")).group_by(RoundUnit.round_id)
+    covered = select(RoundUnit.round_id.label("round_id"), RoundUnit.unit_id.label("unit_id"))
     if member.role != "admin":
-        mine = mine.join(UnitAncestor, (UnitAncestor.descendant_id == RoundUnit.unit_id)
-                         & (UnitAncestor.ancestor_id == member.unit_id))
-    mine = mine.subquery()
+        below = covered.join(UnitAncestor, (UnitAncestor.descendant_id == RoundUnit.unit_id)
+                             & (UnitAncestor.ancestor_id == member.unit_id))
+        # a round for a unit above the viewer's (the province's) covers theirs: shown on their own unit's page
+        above = (select(RoundUnit.round_id, literal(member.unit_id))
+                 .join(UnitAncestor, (UnitAncestor.ancestor_id == RoundUnit.unit_id)
+                       & (UnitAncestor.descendant_id == member.unit_id) & (UnitAncestor.depth > 0)))
+        covered = union_all(below, above)
+    covered = covered.subquery()
+    mine = select(covered.c.round_id, func.min(covered.c.unit_id).label("unit_id")).group_by(covered.c.round_id).subquery()
     rows = s.execute(select(Round, Unit).join(mine, mine.c.round_id == Round.id).join(Unit, Unit.id == mine.c.unit_id)
                      .where(Round.opens_at > now, Round.closed_at.is_(None))
                      .options(selectinload(Round.document), selectinload(Round.units))
