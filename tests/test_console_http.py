@@ -80,14 +80,18 @@ def test_cadre_closes_and_extends_only_with_a_valid_form(chat, console_server, p
     assert cadre.post("/quantri/dot/1/giahan", data={"csrf": token, "closes": "31/12/2099"}).status_code == 303
     with province.session() as s:
         assert s.get(Round, 1).closes_at.astimezone(TZ).strftime("%d/%m/%Y %H:%M") == "31/12/2099 23:59"
-    assert cadre.post("/quantri/dot/1/dong", data={"csrf": token}).status_code == 303
+    asked = cadre.post("/quantri/dot/1/dong", data={"csrf": token})  # one tap asks first: it cannot be undone
+    assert asked.status_code == 200 and "Kết thúc đợt học tập?" in asked.text and 'name="confirm"' in asked.text
+    with province.session() as s:
+        assert s.get(Round, 1).closed_at is None
+    assert cadre.post("/quantri/dot/1/dong", data={"csrf": token, "confirm": "1"}).status_code == 303
     with province.session() as s:
         assert s.get(Round, 1).closed_at is not None
         actions = list(s.scalars(select(ConsoleAudit.action).order_by(ConsoleAudit.id)))
     assert actions[-2:] == ["extend_round", "close_round"]
     # a cadre of one district cannot close the other's round (CB002 answers for DP; round 1 covers HQ too)
     other = logged_in(chat, console_server, "CB002")
-    refused = other.post("/quantri/dot/1/dong", data={"csrf": csrf_of(other)})
+    refused = other.post("/quantri/dot/1/dong", data={"csrf": csrf_of(other), "confirm": "1"})
     assert refused.status_code == 403
 
 
@@ -327,10 +331,21 @@ def test_deactivate_only_within_reach(chat, console_server, province):
         other = s.scalar(select(Member).where(Member.code == "DV012")).id
     secretary = logged_in(chat, console_server, "DV001")
     token = csrf_of(secretary, "/quantri/doanvien")
-    assert secretary.post(f"/quantri/doanvien/{other}/ngung", data={"csrf": token}).status_code == 403
-    assert secretary.post(f"/quantri/doanvien/{own}/ngung", data={"csrf": token}).status_code == 303
+    assert secretary.post(f"/quantri/doanvien/{other}/ngung", data={"csrf": token, "confirm": "1"}).status_code == 403
+    asked = secretary.post(f"/quantri/doanvien/{own}/ngung", data={"csrf": token})
+    assert asked.status_code == 200 and "Ngừng sinh hoạt?" in asked.text and "Đinh Văn Sơn" in asked.text
+    with province.session() as s:
+        assert s.get(Member, own).active is True  # asked, not done
+    assert secretary.post(f"/quantri/doanvien/{own}/ngung", data={"csrf": token, "confirm": "1"}).status_code == 303
     with province.session() as s:
         assert s.get(Member, own).active is False and s.get(Member, other).active is True
+    # a mistake is undone from the same page, within the same reach
+    page = secretary.get("/quantri/doanvien", params={"q": "DV002"}).text
+    assert f"/quantri/doanvien/{own}/sinhhoatlai" in page
+    assert secretary.post(f"/quantri/doanvien/{other}/sinhhoatlai", data={"csrf": token}).status_code == 403
+    assert secretary.post(f"/quantri/doanvien/{own}/sinhhoatlai", data={"csrf": token}).status_code == 303
+    with province.session() as s:
+        assert s.get(Member, own).active is True
 
 
 def test_invitation_sheet_per_branch_as_xlsx(chat, console_server, province):
@@ -434,9 +449,9 @@ def test_a_cadre_cannot_stop_the_admin_or_a_fellow_cadre_but_can_stop_a_secretar
     cadre = logged_in(chat, console_server, "CB001")  # the province's cadre: every unit is within reach
     token = csrf_of(cadre, "/quantri/doanvien")
     for code in ("AD001", "CB002"):
-        refused = cadre.post(f"/quantri/doanvien/{ids[code]}/ngung", data={"csrf": token})
+        refused = cadre.post(f"/quantri/doanvien/{ids[code]}/ngung", data={"csrf": token, "confirm": "1"})
         assert refused.status_code == 403 and "vai trò cao hơn" in refused.text, code
-    assert cadre.post(f"/quantri/doanvien/{ids['DV001']}/ngung", data={"csrf": token}).status_code == 303
+    assert cadre.post(f"/quantri/doanvien/{ids['DV001']}/ngung", data={"csrf": token, "confirm": "1"}).status_code == 303
     with province.session() as s:
         assert [s.get(Member, ids[c]).active for c in ("AD001", "CB002", "DV001")] == [True, True, False]
 

@@ -268,7 +268,13 @@ async def close_round(console, request: Request, visit) -> Response:
     from bot.services.rounds import close_round as close
 
     rnd = _managed_round(request, visit)
-    await read_form(request, visit.csrf)
+    form = await read_form(request, visit.csrf)
+    if form.get("confirm") != "1":  # one tap next to "Gia hạn" must not end a round for good
+        return console.render("confirm.html", **_context(
+            visit, title="Kết thúc đợt học tập?", action=f"/quantri/dot/{rnd.id}/dong", back=_back_to(visit, rnd),
+            button="Kết thúc đợt ngay",
+            question=f"Đợt học tập số {rnd.id} ({rnd.document.code}) sẽ kết thúc ngay bây giờ: đảng viên chưa làm "
+                     "sẽ không làm bài được nữa, và đợt đã kết thúc không mở lại hay gia hạn được."))
     try:
         close(visit.s, rnd.id, visit.now)
     except RoundError:
@@ -518,14 +524,39 @@ async def deactivate(console, request: Request, visit) -> Response:
     target = s.get(Member, path_id(request, "member_id"))
     if target is None or not can_view_unit(s, member, target.unit_id):
         raise PermissionDenied("Đồng chí không có quyền sửa đảng viên này.")
-    await read_form(request, visit.csrf)
+    form = await read_form(request, visit.csrf)
     if target.id == member.id:
         raise Refused(400, "Đồng chí không thể tự ngừng sinh hoạt của mình.")
     if not outranks(member, target):
         raise Refused(403, "Chỉ quản trị viên hoặc người có vai trò cao hơn mới ngừng sinh hoạt được đồng chí này.")
+    if form.get("confirm") != "1":
+        return console.render("confirm.html", **_context(
+            visit, title="Ngừng sinh hoạt?", action=f"/quantri/doanvien/{target.id}/ngung",
+            back=f"/quantri/doanvien?q={quote(target.code)}", button="Ngừng sinh hoạt",
+            question=f"Đồng chí {target.full_name} ({target.code}, {target.unit.name}) sẽ không còn trong danh sách "
+                     "sinh hoạt: không được nhắc, không tính vào tỷ lệ, và không vào được trang học tập. Có thể cho "
+                     "sinh hoạt lại sau."))
     target.active = False
     console_access.record(s, member, "deactivate", f"{target.code} {target.full_name}", visit.now)
-    return _redirect(f"/quantri/doanvien?q={target.code}")
+    return _redirect(f"/quantri/doanvien?q={quote(target.code)}")
+
+
+async def reactivate(console, request: Request, visit) -> Response:
+    """Undo "Ngừng sinh hoạt" for a member within reach, by whoever could have stopped them."""
+    s, member = visit.s, visit.member
+    target = s.get(Member, path_id(request, "member_id"))
+    if target is None or not can_view_unit(s, member, target.unit_id):
+        raise PermissionDenied("Đồng chí không có quyền sửa đảng viên này.")
+    await read_form(request, visit.csrf)
+    if not outranks(member, target):
+        raise Refused(403, "Chỉ quản trị viên hoặc người có vai trò cao hơn mới cho đồng chí này sinh hoạt lại được.")
+    if target.phone and s.scalar(select(Member.code).where(Member.phone == target.phone, Member.active,
+                                                           Member.id != target.id)):
+        raise Refused(400, f"Số điện thoại {target.phone} đang là số của một đảng viên khác; hãy sửa danh sách "
+                           "đảng viên trước.")
+    target.active = True
+    console_access.record(s, member, "reactivate", f"{target.code} {target.full_name}", visit.now)
+    return _redirect(f"/quantri/doanvien?q={quote(target.code)}")
 
 
 async def invitations(console, request: Request, visit) -> Response:
