@@ -344,6 +344,61 @@ def test_reminders_skip_members_who_finished_and_are_caught_up_once(province, em
     assert not [j for j in late.jobs if j.startswith("remind")]
 
 
+def test_a_reminder_caught_up_after_downtime_is_not_followed_by_the_days_own_an_hour_later(province, emulator, branch):
+    round_id, users = branch
+    run_due(province, OPENS, Schedule())
+    deliver(province, emulator, OPENS)
+    # down from 11/12 until 14/12 07:30: the 12/12 slot is caught up, and the 14/12 one comes half an hour later
+    caught_up = run_due(province, local("2026-12-14 07:30"), Schedule())
+    assert [j for j in caught_up.jobs if j.startswith("remind")] == [f"remind:{round_id}:2026-12-12: 9 message(s)"]
+    deliver(province, emulator, local("2026-12-14 07:31"))
+    own = run_due(province, local("2026-12-14 08:00"), Schedule())
+    assert [j for j in own.jobs if j.startswith("remind")] == [f"remind:{round_id}:2026-12-14: 0 message(s)"]
+    deliver(province, emulator, local("2026-12-14 08:01"))
+    assert [t[:1] for t in received(users["DV002"])] == ["📢", "⏰"]
+
+
+def test_a_round_opened_after_the_days_reminder_time_is_announced_without_a_reminder(province, emulator, branch):
+    """A cadre opens at 10:00 a round "from today" (00:00) closing in three days: the 08:00 slot of its first
+    day passed before it existed; its members get the announcement alone, and the next slot's reminder."""
+    _round_id, users = branch
+    with province.session() as s:
+        s.delete(s.get(Round, _round_id))
+        s.flush()
+        rnd = open_round(s, "kh-83-hu-tuy-phuoc", ["DP-TT-01"], local("2026-12-10 00:00"), local("2026-12-13 21:00"),
+                         98, local("2026-12-10 10:00"))
+        round_id = rnd.id
+    run_due(province, local("2026-12-10 10:00"), Schedule())  # the first tick after it was opened
+    deliver(province, emulator, local("2026-12-10 10:01"))
+    assert [t[:1] for t in received(users["DV002"])] == ["📢"]
+    later = run_due(province, local("2026-12-12 08:00"), Schedule())
+    assert [j for j in later.jobs if j.startswith("remind")] == [f"remind:{round_id}:2026-12-12: 9 message(s)"]
+    deliver(province, emulator, local("2026-12-12 08:01"))
+    assert [t[:1] for t in received(users["DV002"])] == ["📢", "⏰"]
+
+
+def test_a_secretarys_nudge_and_the_scheduled_reminder_reach_a_member_once_a_day_whichever_comes_first(
+        province, emulator, branch):
+    from bot.services.chat import ChannelTraits, ChatService
+
+    round_id, users = branch
+    run_due(province, OPENS, Schedule())
+    deliver(province, emulator, OPENS)
+    secretary = ChatService(province, ChannelTraits("telegram", 4096), TZ)
+    nudged = secretary.on_text(str(users["DV001"].id), "/nhacnho", local("2026-12-12 06:30")).replies[0].text
+    assert "đã gửi nhắc nhở tới 9 đồng chí" in nudged  # held for 07:00; DV010 has no chat
+    scheduled = run_due(province, local("2026-12-12 08:00"), Schedule())
+    assert [j for j in scheduled.jobs if j.startswith("remind")] == [f"remind:{round_id}:2026-12-12: 0 message(s)"]
+    deliver(province, emulator, local("2026-12-12 08:01"))
+    assert [t[:1] for t in received(users["DV002"])] == ["📢", "⏰"]
+    # the other way round: the scheduler's reminder at 08:00 on 14/12, then the secretary's /nhacnho
+    run_due(province, local("2026-12-14 08:00"), Schedule())
+    again = secretary.on_text(str(users["DV001"].id), "/nhacnho", local("2026-12-14 09:00")).replies[0].text
+    assert "đã gửi nhắc nhở tới 0 đồng chí" in again and "9 đồng chí đã được nhắc hoặc thông báo" in again
+    deliver(province, emulator, local("2026-12-14 09:01"))
+    assert [t[:1] for t in received(users["DV002"])] == ["📢", "⏰", "⏰"]
+
+
 def test_a_blocked_member_is_marked_and_not_retried(province, emulator, branch):
     round_id, users = branch
     emulator.block(users["DV003"].id)
@@ -477,7 +532,9 @@ def test_an_unexpected_transport_error_keeps_the_message_for_later(province, emu
 
 def test_a_reminder_waiting_for_the_morning_is_dropped_if_the_member_finished_overnight(province, emulator, branch):
     round_id, users = branch
-    run_due(province, local("2026-12-12 22:00"), Schedule())  # announcement and reminder wait for 07:00
+    run_due(province, OPENS, Schedule())
+    deliver(province, emulator, OPENS)  # the announcement
+    run_due(province, local("2026-12-12 22:00"), Schedule())  # the reminder waits for 07:00
     with province.session() as s:
         dv002 = s.scalar(select(Member).where(Member.code == "DV002"))
         s.add(Attempt(round_id=round_id, member_id=dv002.id, number=1, started_at=local("2026-12-12 23:00"),

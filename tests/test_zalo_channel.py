@@ -158,10 +158,12 @@ def test_invite_command_writes_short_codes_beside_the_share_link(cli, sample_ros
 
 
 def test_telegram_links_survive_a_zalo_invitation_run(province, invite, zalo_invite):
+    from bot.channels.telegram import TRAITS as TELEGRAM
+
     telegram_code = invite("DV005")
     zalo_invite("DV005")  # retires earlier Zalo codes only
-    service = ChatService(province, TRAITS, TZ)
-    assert "Liên kết thành công" in service.on_text("z1", f"/start {telegram_code}", utcnow()).replies[0].text
+    service = ChatService(province, TELEGRAM, TZ)
+    assert "Liên kết thành công" in service.on_text("t1", f"/start {telegram_code}", utcnow()).replies[0].text
 
 
 # -- de-duplication and webhook ----------------------------------------------------------------

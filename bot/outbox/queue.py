@@ -165,6 +165,21 @@ def enqueue_select(session: Session, *, purpose: str, key: str, member_ids: Sele
     return sum(1 for _ in session.connection().execute(stmt))
 
 
+# A member told about a round (announced, reminded, nudged by their secretary) within this long is not reminded
+# again: a reminder caught up after downtime and the day's own, a secretary's /nhacnho and the scheduler's, or an
+# announcement and a reminder slot that passed before the round was opened never reach a member together.
+REMINDED_RECENTLY = timedelta(hours=20)
+ROUND_NEWS = ("announce", "remind", "nudge")
+
+
+def told_recently(round_id: int, now: datetime):
+    """Select of the members with an announcement, reminder or nudge of this round queued within
+    ``REMINDED_RECENTLY`` before ``now`` (sent or still waiting, e.g. for the morning)."""
+    return select(OutboxMessage.member_id).where(
+        OutboxMessage.round_id == round_id, OutboxMessage.purpose.in_(ROUND_NEWS),
+        OutboxMessage.created_at > now - REMINDED_RECENTLY)
+
+
 def reachable(session: Session, member_ids: list[int]) -> set[int]:
     """Members with at least one linked chat account (the others cannot be written to)."""
     if not member_ids:

@@ -3,7 +3,8 @@
 Each job is recorded in ``job_runs`` once done, and each message has a unique outbox key, so running
 ``run_due`` twice, in two processes, or late after downtime enqueues everything exactly once.
 Missed reminder slots are caught up once (only the latest one), never after the deadline, nor a slot of a
-moved deadline that had passed when it moved.
+moved deadline that had passed when it moved; a reminder skips members told of the round lately
+(``queue.REMINDED_RECENTLY``), whatever told them.
 """
 
 from __future__ import annotations
@@ -182,12 +183,12 @@ def latest_fire(trigger: CronTrigger, at: datetime) -> datetime | None:
     return last
 
 
-def _audience_counts(s: Session, rnd: Round, *, unfinished_only: bool) -> tuple[int, int]:
+def _audience_counts(s: Session, rnd: Round, *, reminder_at: datetime | None) -> tuple[int, int]:
     """(members who can be written to, members with no linked chat) of the broadcast's audience,
     counted in the database: a province's ids are never listed in Python unless a budget asks for them."""
     count = lambda query: s.scalar(select(func.count()).select_from(query.subquery()))  # noqa: E731
-    linked = count(_reachable_query(rnd, unfinished_only=unfinished_only))
-    return linked, count(_audience_query(rnd, unfinished_only=unfinished_only)) - linked
+    linked = count(_reachable_query(rnd, reminder_at=reminder_at))
+    return linked, count(_audience_query(rnd, reminder_at=reminder_at)) - linked
 
 
 def _announce(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: DueReport) -> int:
@@ -195,28 +196,28 @@ def _announce(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: 
         report.dropped.append(f"announce:{rnd.id}: the round closed before it could be announced")
         return 0
     return _broadcast(s, rnd, at, schedule, report, "announce", f"announce:{rnd.id}",
-                      lambda language: msg.announcement(rnd, schedule.tz, language), unfinished_only=False)
+                      lambda language: msg.announcement(rnd, schedule.tz, language), reminder_at=None)
 
 
 def _remind(s: Session, rnd: Round, key: str, at: datetime, schedule: Schedule, report: DueReport) -> int:
     return _broadcast(s, rnd, at, schedule, report, "remind", key,
-                      lambda language: msg.reminder(rnd, schedule.tz, language), unfinished_only=True)
+                      lambda language: msg.reminder(rnd, schedule.tz, language), reminder_at=at)
 
 
 def _broadcast(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: DueReport, purpose: str,
-               key: str, reply_in, *, unfinished_only: bool) -> int:
-    """One message to the reachable audience (or its unfinished part), keyed ``<key>:<member>``;
+               key: str, reply_in, *, reminder_at: datetime | None) -> int:
+    """One message to the reachable audience (a reminder: its part ``_audience_query`` says), keyed ``<key>:<member>``;
     ``reply_in(language)`` words it for members reading a translation of the document. The rows
     are written by one ``INSERT ... SELECT`` per language, not built in Python, unless each member
     gets their own study link."""
-    reachable, unlinked = _audience_counts(s, rnd, unfinished_only=unfinished_only)
+    reachable, unlinked = _audience_counts(s, rnd, reminder_at=reminder_at)
     if schedule.budget is not None:
-        _check_budget(s, schedule, list(s.scalars(_reachable_query(rnd, unfinished_only=unfinished_only))), at,
+        _check_budget(s, schedule, list(s.scalars(_reachable_query(rnd, reminder_at=reminder_at))), at,
                       purpose, rnd)
     report.skipped_unlinked += unlinked
     if not reachable:
         return 0
-    groups = _by_language(rnd, _reachable_query(rnd, unfinished_only=unfinished_only))
+    groups = _by_language(rnd, _reachable_query(rnd, reminder_at=reminder_at))
     if schedule.links is None:
         return sum(
             queue.enqueue_select(s, purpose=purpose, key=key, member_ids=ids, reply=reply_in(language), now=at,
@@ -233,18 +234,20 @@ def _broadcast(s: Session, rnd: Round, at: datetime, schedule: Schedule, report:
     return added
 
 
-def _reachable_query(rnd: Round, *, unfinished_only: bool):
+def _reachable_query(rnd: Round, *, reminder_at: datetime | None):
     """The broadcast's audience with a linked chat, as a select of ids (for ``INSERT ... SELECT``)."""
-    return _audience_query(rnd, unfinished_only=unfinished_only).where(
+    return _audience_query(rnd, reminder_at=reminder_at).where(
         exists().where(ChatAccount.member_id == Member.id))
 
 
-def _audience_query(rnd: Round, *, unfinished_only: bool):
-    """The round's audience (or those of it who have not finished), linked or not, as a select of ids."""
+def _audience_query(rnd: Round, *, reminder_at: datetime | None):
+    """The round's audience, linked or not, as a select of ids: all of it for an announcement
+    (``reminder_at`` None); for a reminder at ``reminder_at``, those who have not finished and were not
+    told of the round lately (``queue.REMINDED_RECENTLY``)."""
     query = select(Member.id).where(Member.id.in_(audience_members(rnd.id).with_only_columns(Member.id)))
-    if unfinished_only:
+    if reminder_at is not None:
         finished = select(Attempt.member_id).where(Attempt.round_id == rnd.id, Attempt.submitted_at.is_not(None))
-        query = query.where(Member.id.not_in(finished))
+        query = query.where(Member.id.not_in(finished), Member.id.not_in(queue.told_recently(rnd.id, reminder_at)))
     return query
 
 

@@ -101,16 +101,18 @@ def remind(s: Session, member: Member, now: datetime, tz: ZoneInfo, quiet: Quiet
             _total, rows = stats.not_finished_members(s, rnd.id, unit.id, 0, None)
             ids = [r.member.id for r in rows]
             linked = queue.reachable(s, ids)
-            refusal = budget.refusal(s, [mid for mid in ids if mid in linked], now, purpose="nudge",
+            told = linked & set(s.scalars(queue.told_recently(rnd.id, now)))  # e.g. the scheduler's reminder today
+            wanted = [mid for mid in ids if mid in linked and mid not in told]
+            refusal = budget.refusal(s, wanted, now, purpose="nudge",
                                      closes_at=rnd.closes_at) if budget is not None else None
             if refusal is not None:
                 replies.append(Reply(f"🔔 {rnd.document.code} — {unit.name}: {refusal.text}"))
                 continue
-            targets = [(f"nudge:{rnd.id}:{mid}:{day}", mid) for mid in ids if mid in linked]
+            targets = [(f"nudge:{rnd.id}:{mid}:{day}", mid) for mid in wanted]
             own = links.for_round(s, [mid for _key, mid in targets], rnd, now) if links is not None else None
             sent = queue.enqueue_many(s, purpose="nudge", keyed_members=targets, reply=reminder(rnd, tz), now=now,
                                       not_before=not_before, expires_at=rnd.closes_at, round_id=rnd.id, links=own)
-            already = len(targets) - sent
+            already = len(targets) - sent + len(told)
             later = local(not_before, tz) if not_before != now else None
             replies.append(om.reminded_reply(rnd, unit, sent, already, len(ids) - len(linked), later))
     return replies
