@@ -44,6 +44,16 @@ def test_round_can_be_closed_once(cli, sample_roster):
         1, "error: không có đợt học tập số 2; xem các đợt bằng 'hoctap rounds list'")
 
 
+def test_run_due_for_a_moment_still_ahead_is_refused_and_leaves_the_round_running(cli, sample_roster):
+    """Catching up "next month" by mistake would close a live round for good, unannounced."""
+    open_round(cli, opens="2020-01-01 07:00", closes="2030-12-20 21:00")
+    ahead = cli("scheduler", "run-due", "--at", "2031-01-05 08:00")
+    assert ahead.code == 1
+    assert ahead.err.strip().startswith("error: --at 05/01/2031 08:00 has not come yet")
+    assert "\topen\t" in cli("rounds", "list").out
+    assert cli("scheduler", "run-due").code == 0  # now: the announcement, as ever
+
+
 def test_a_round_extended_from_the_command_line_closes_later_and_never_earlier(cli, sample_roster):
     open_round(cli, opens="2020-01-01 07:00")
     assert cli("rounds", "extend", "1", "--closes", "20/12/2030").out.strip() == "round 1 now closes 20/12/2030 23:59"

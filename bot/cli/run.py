@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 
-from bot.cli.base import CommandTree, command, local_time, open_db
+from bot.cli.base import CommandTree, UsageError, command, local_time, open_db
 from bot.config import Settings
 from bot.timeutil import fmt_datetime, utcnow
 
@@ -23,12 +24,19 @@ def cmd_scheduler(args, settings: Settings) -> int:
     return run_scheduler(settings)
 
 
+FUTURE_SLACK = timedelta(minutes=5)  # clocks of two machines disagree a little
+
+
 @command("scheduler run-due")
 def cmd_scheduler_run_due(args, settings: Settings) -> int:
     from bot.scheduling.due import run_due, schedule_from
     from bot.scheduling.reports import ReportBuilder
 
-    at = local_time(args.at, settings, "--at") if args.at else utcnow()
+    now = utcnow()
+    at = local_time(args.at, settings, "--at") if args.at else now
+    if at > now + FUTURE_SLACK:  # doing a later day's work now would close rounds still running, for good
+        raise UsageError(f"--at {fmt_datetime(at, settings.tz)} has not come yet; run-due does the work of a moment "
+                         "that has passed (see what a later day brings with 'hoctap playground --at')")
     db = open_db(settings)
     report = run_due(db, at, schedule_from(settings), ReportBuilder(settings))
     for job in report.jobs:
