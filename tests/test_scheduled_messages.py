@@ -500,6 +500,22 @@ def test_a_whole_round_from_announcement_to_closing_report(province, emulator, b
         assert s.get(Round, round_id).closed_at == CLOSES
 
 
+def test_a_round_called_off_before_it_opened_sends_no_closing_report(province, emulator, branch):
+    """Nobody had a chance to take part: a closing report would blame the branch for 0% (and announce nothing)."""
+    from bot.config import load_settings
+    from bot.scheduling.reports import ReportBuilder
+    from bot.services.rounds import close_round
+
+    round_id, users = branch
+    with province.session() as s:
+        close_round(s, round_id, OPENS - timedelta(days=2))
+    report = run_due(province, OPENS, Schedule(), ReportBuilder(load_settings(environ={})))
+    assert f"close:{round_id}: 0 message(s)" in report.jobs
+    assert f"close:{round_id}: closed before it opened; no closing report" in report.dropped
+    deliver(province, emulator, OPENS)
+    assert not [m for user in users.values() for m in user.messages if m.get("text", "")[:1] in ("📢", "🏁")]
+
+
 def test_update_ids_are_forgotten_after_a_week(province):
     from bot.scheduling.due import prune_processed_updates
     from bot.storage.models import ProcessedUpdate

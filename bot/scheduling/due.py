@@ -266,6 +266,9 @@ def _close(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: Due
     live = s.get(Round, rnd.id)
     if live.closed_at is None:
         live.closed_at = live.closes_at
+    if live.closed_at <= live.opens_at:  # called off before it opened: nobody had a chance, nothing to report
+        report.dropped.append(f"close:{rnd.id}: closed before it opened; no closing report")
+        return 0
     if report_builder is None:
         return 0
     return report_builder.closing(s, live, at, schedule, report)
