@@ -500,6 +500,27 @@ def test_a_whole_round_from_announcement_to_closing_report(province, emulator, b
         assert s.get(Round, round_id).closed_at == CLOSES
 
 
+def test_a_daily_digest_counts_who_finished_since_yesterdays(province, emulator, branch):
+    from bot.config import load_settings
+    from bot.scheduling.reports import ReportBuilder
+
+    round_id, users = branch
+    builder, schedule = ReportBuilder(load_settings(environ={})), Schedule(digest_cron="0 16 * * *")
+    with province.session() as s:
+        for code in ("DV002", "DV003"):
+            m = s.scalar(select(Member).where(Member.code == code))
+            s.add(Attempt(round_id=round_id, member_id=m.id, number=1, started_at=local("2026-12-03 09:00"),
+                          submitted_at=local("2026-12-03 09:10"), question_count=10, correct_count=9, score=90.0,
+                          passed=True))
+    for day in ("2026-12-03 16:00", "2026-12-04 16:00"):
+        run_due(province, local(day), schedule, builder)
+        deliver(province, emulator, local(day))
+    digests = [m["text"] for m in users["DV001"].messages if m.get("text", "").startswith("🗓")]
+    assert [d.splitlines()[0] for d in digests] == ["🗓 Tổng hợp ngày — Chi bộ ấp 1 (Tân Tiến)"] * 2
+    assert "Tăng thêm 2 đồng chí hoàn thành" in digests[0]
+    assert "Tăng thêm 0 đồng chí hoàn thành" in digests[1]  # nobody since yesterday's, not "2 this week"
+
+
 def test_a_round_called_off_before_it_opened_sends_no_closing_report(province, emulator, branch):
     """Nobody had a chance to take part: a closing report would blame the branch for 0% (and announce nothing)."""
     from bot.config import load_settings

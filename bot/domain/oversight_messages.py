@@ -133,9 +133,10 @@ def no_report_files() -> Reply:
     return Reply("Máy chủ này chưa bật gửi tệp báo cáo; xem số liệu bằng /thongke.")
 
 
-def digest_text(rounds: list[tuple[Round, Figures, int]], unit: Unit, tz: ZoneInfo) -> Reply:
-    """Weekly digest: each round's figures and how many finished since the previous digest."""
-    parts = [f"🗓 Tổng hợp tuần — {unit.name}"]
+def digest_text(rounds: list[tuple[Round, Figures, int]], unit: Unit, tz: ZoneInfo, period: str | None = "tuần") -> Reply:
+    """The digest (``period``: "tuần" for a weekly one, "ngày" daily, None otherwise): each round's figures
+    and how many finished since the previous digest."""
+    parts = [f"🗓 Tổng hợp {period} — {unit.name}" if period else f"🗓 Tổng hợp — {unit.name}"]
     for rnd, f, new in rounds:
         parts += ["", figures_text(rnd, f, tz), f"Tăng thêm {new} đồng chí hoàn thành so với lần tổng hợp trước."]
     return Reply("\n".join(parts))

@@ -173,14 +173,20 @@ def latest_reminder_slot(rnd: Round, at: datetime, schedule: Schedule) -> dateti
     return passed[-1] if passed else None
 
 
-def latest_fire(trigger: CronTrigger, at: datetime) -> datetime | None:
-    """The last time ``trigger`` fired at or before ``at`` (within the past eight days)."""
-    fire = trigger.get_next_fire_time(None, at - timedelta(days=8))
+def latest_fire(trigger: CronTrigger, at: datetime, lookback: timedelta = timedelta(days=8)) -> datetime | None:
+    """The last time ``trigger`` fired at or before ``at`` (within ``lookback``)."""
+    fire = trigger.get_next_fire_time(None, at - lookback)
     last = None
     while fire is not None and fire <= at:
         last = fire
         fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
     return last
+
+
+def previous_fire(trigger: CronTrigger, fire: datetime) -> datetime:
+    """The time ``trigger`` fired before ``fire`` (a digest's "since the last one"), looked for over the past
+    month; a week before when there is none (a first digest of a monthly schedule)."""
+    return latest_fire(trigger, fire - timedelta(seconds=1), lookback=timedelta(days=32)) or fire - timedelta(days=7)
 
 
 def _audience_counts(s: Session, rnd: Round, *, reminder_at: datetime | None) -> tuple[int, int]:

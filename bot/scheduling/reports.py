@@ -35,8 +35,11 @@ class ReportBuilder:
                     yield member, unit, stats.rounds_for_unit(s, unit.id, at)
 
     def digest(self, s: Session, fire: datetime, at: datetime, schedule, report) -> int:
-        """Each secretary, cadre and admin: open rounds of their units and the week's progress."""
-        previous = fire - timedelta(days=7)
+        """Each secretary, cadre and admin: open rounds of their units and the progress since the last digest."""
+        from bot.scheduling.due import previous_fire
+
+        previous = previous_fire(schedule.digest_trigger(), fire)
+        period = {1: "ngày", 7: "tuần"}.get(round((fire - previous) / timedelta(days=1)))
         count = 0
         for member, unit, rounds in self._answerable(s, at):
             rounds = [r for r in rounds if round_status(r, at) == "open"]
@@ -46,7 +49,7 @@ class ReportBuilder:
                      for r in rounds]
             count += queue.enqueue(
                 s, dedupe_key=f"digest:{fire.isoformat()}:{member.id}:{unit.id}", purpose="digest",
-                member_id=member.id, reply=om.digest_text(parts, unit, self.tz), now=at,
+                member_id=member.id, reply=om.digest_text(parts, unit, self.tz, period), now=at,
                 not_before=schedule.quiet.next_allowed(at))
         return count
 
