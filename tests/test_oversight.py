@@ -110,6 +110,14 @@ def test_not_finished_list_shows_phones_only_to_the_branch_secretary(service, pr
     assert "(trang 2/2)" in page2.text and page2.text.count("\n2") + page2.text.count("\n3") >= 10
 
 
+def test_a_page_number_beyond_the_list_shows_its_last_page(service, province):
+    """An old "Sau ›" button (members finished since) or a forged one: the last page, never "trang 99999999/1"."""
+    link(service, province, "DV001")
+    page = service.on_action("DV001", f"c:1:{unit_id(province, 'DP-TT-01')}:99999999", utcnow()).replies[0]
+    assert "10 đồng chí chưa hoàn thành (trang 1/1)" in page.text
+    assert not any(c.label.startswith("‹") for c in page.all_choices())
+
+
 def test_reminders_go_once_a_day_and_say_who_was_skipped(service, province):
     link(service, province, "DV001")
     for code in ("DV002", "DV003", "DV004"):

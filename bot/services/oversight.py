@@ -77,6 +77,10 @@ def _not_finished_page(s: Session, member: Member, round_id: int, unit_id: int, 
     rnd, unit = require_round_for_unit(s, round_id, unit_id), s.get(Unit, unit_id)
     page = max(page, 1)
     total, rows = stats.not_finished_members(s, round_id, unit_id, (page - 1) * om.PAGE, om.PAGE)
+    last = max(1, -(-total // om.PAGE))
+    if page > last:  # a button from before members finished, or a forged one: the last page there is
+        page = last
+        total, rows = stats.not_finished_members(s, round_id, unit_id, (page - 1) * om.PAGE, om.PAGE)
     phones = {r.member.id: r.member.phone for r in rows if can_see_phone(member, r.member.unit_id)}
     delivery = queue.delivery_flags(s, round_id, [r.member.id for r in rows])
     return om.not_finished_reply(rnd, unit, total, rows, page, phones, delivery)
