@@ -85,7 +85,10 @@ def test_a_letter_beyond_the_options_is_explained(service, province):
     "text, expected",
     [("/hoc", ("hoc", "")), ("/lambai@hoctap_bot", ("lambai", "")), ("làm bài", ("lambai", "")),
      ("Lam Bai", ("lambai", "")), ("học", ("hoc", "")), ("/start abc", ("start", "abc")),
-     ("KẾT QUẢ", ("ketqua", "")), ("xin chào", (None, "xin chào"))],
+     ("KẾT QUẢ", ("ketqua", "")), ("xin chào", (None, "xin chào")),
+     ("/thống kê", ("thongke", "")), ("/làm bài", ("lambai", "")), ("/Chưa làm 2", ("chualam", "2")),
+     ("\u200b/thongke", ("thongke", "")), ("/thongke\u200b", ("thongke", "")), ("／ＴＨＯＮＧＫＥ", ("thongke", "")),
+     ("/hoc tài liệu", ("hoc", "tài liệu"))],
 )
 def test_commands_are_understood_with_or_without_slash_and_diacritics(text, expected):
     assert parse_command(text) == expected

@@ -87,6 +87,9 @@ def test_ngonngu_offers_the_translated_languages_and_switches(service, province)
     assert [c.action for c in offer.all_choices()] == ["l:vi", "l:km"]
     unknown = service.on_text("1", "/ngonngu xx", utcnow()).replies[0].text
     assert unknown.startswith("Chưa có tài liệu nào được dịch sang 'xx'.")
+    pasted = service.on_text("1", "/ngonngu " + "x" * 4090, utcnow()).replies  # not echoed back in full
+    assert len(pasted) == 1 and pasted[0].text.startswith("Chưa có tài liệu nào được dịch sang '" + "x" * 20 + "…'.")
+    assert len(pasted[0].text) < 500
     done = service.on_action("1", "l:km", utcnow()).replies[0].text
     assert done.startswith("Đã chọn ngôn ngữ đọc tài liệu: Tiếng Khmer (km).")
     with province.session() as s:

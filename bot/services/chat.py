@@ -42,19 +42,31 @@ _ANSWER = re.compile(r"^\s*([A-Fa-f]|[1-6])\s*\.?\s*$")
 
 
 def fold(text: str) -> str:
-    """Lower-case, no diacritics, no spaces: ``Làm bài`` → ``lambai``."""
-    text = unicodedata.normalize("NFD", text.casefold()).replace("đ", "d")
-    return "".join(ch for ch in text if not unicodedata.combining(ch) and not ch.isspace())
+    """Lower-case, no diacritics, no spaces, full-width letters as plain ones: ``Làm bài`` → ``lambai``."""
+    text = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text).casefold()).replace("đ", "d")
+    return "".join(ch for ch in text if not unicodedata.combining(ch) and not ch.isspace()
+                   and unicodedata.category(ch) != "Cf")
+
+
+def _visible(text: str) -> str:
+    """``text`` without the invisible format characters (zero-width space, joiners) a phone keyboard or a
+    copy-paste leaves around a command, and with full-width forms (``／ｔｈｏｎｇｋｅ``) as plain ones."""
+    return unicodedata.normalize("NFKC", "".join(ch for ch in text if unicodedata.category(ch) != "Cf")).strip()
 
 
 def parse_command(text: str) -> tuple[str | None, str]:
-    """``/start@bot abc`` → (``start``, ``abc``); typed words without a slash work too."""
-    stripped = text.strip()
+    """``/start@bot abc`` → (``start``, ``abc``); typed words without a slash work too, and a slash command
+    of two words typed with its space (``/thống kê``)."""
+    stripped = _visible(text)
     if not stripped:
         return None, ""
     if stripped.startswith("/"):
         head, _, rest = stripped[1:].partition(" ")
         head = head.split("@", 1)[0]
+        if fold(head) not in COMMANDS:
+            second, _, after = rest.strip().partition(" ")
+            if second and fold(head + second) in COMMANDS:
+                return COMMANDS[fold(head + second)], after.strip()
         return COMMANDS.get(fold(head)), rest.strip()
     folded = fold(stripped)
     if folded in COMMANDS:

@@ -27,7 +27,8 @@ def choose(session: Session, member: Member, typed: str) -> Reply:
         return Reply(f"Đã chọn ngôn ngữ đọc tài liệu: {language_name(tag)} ({tag}).{note} Gõ /hoc để đọc tài liệu.")
     lines = []
     if tag:
-        lines += [f"Chưa có tài liệu nào được dịch sang '{typed.strip()}'.", ""]
+        shown = typed.strip() if len(typed.strip()) <= 20 else typed.strip()[:20] + "…"  # a tag is short: not an echo
+        lines += [f"Chưa có tài liệu nào được dịch sang '{shown}'.", ""]
     lines.append(f"Ngôn ngữ đọc tài liệu của đồng chí: {language_name(member.language)} ({member.language}).")
     if len(tags) == 1:
         lines.append("Hiện các tài liệu chỉ có bản tiếng Việt.")
