@@ -257,6 +257,7 @@ def test_a_question_asked_twice_in_an_excel_sheet_is_named_by_its_rows_not_by_a_
     assert ("cau-hoi.xlsx: trang tính 'Câu hỏi', dòng 4 (Câu hỏi): trùng với cau-hoi.xlsx: trang tính 'Câu hỏi', "
             "dòng 2;") in text, text[-3000:]
     assert "questions[" not in text
+    assert 'value="kh-98-excel"' in page.text  # the code typed is still there, to send the file again with
     with province.session() as s:
         assert s.get(Document, "kh-98-excel") is None
 

@@ -403,9 +403,10 @@ async def documents(console, request: Request, visit) -> Response:
 
     s, member, now = visit.s, visit.member, visit.now
     _require_manage(s, member, denied=DENIED_DOCUMENTS)
-    result = {}
+    result, typed_id = {}, ""
     if request.method == "POST":
         form = await read_form(request, visit.csrf, limit=MAX_UPLOAD)
+        typed_id = str(form.get("doc_id") or "").strip()[:64]  # shown again with the file's problems
         upload = form.get("file")
         name = Path(getattr(upload, "filename", "") or "").name
         if not name or Path(name).suffix.lower() not in DOCUMENT_SUFFIXES + QUESTION_BANK_SUFFIXES:
@@ -432,7 +433,7 @@ async def documents(console, request: Request, visit) -> Response:
                                   f"({report.questions_added} mới, {report.questions_retired} bỏ)", now)
     loaded = list(s.scalars(select(Document).order_by(Document.id)))
     return console.render("documents.html", status=400 if result.get("problems") else 200,
-                          **_context(visit, result=result, loaded=loaded))
+                          **_context(visit, result=result, loaded=loaded, typed_id=typed_id))
 
 
 # -- roster ---------------------------------------------------------------------------------------
