@@ -9,6 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from bot.timeutil import utcnow
 from tests.conftest import a_long_write
 from tests.console_browser import TZ, LINK, chat, console_server  # noqa: F401 - fixtures
 
@@ -77,9 +78,10 @@ def test_cadre_closes_and_extends_only_with_a_valid_form(chat, console_server, p
     cadre = logged_in(chat, console_server, "CB001")
     token = csrf_of(cadre)
     assert cadre.post("/quantri/dot/1/giahan", data={"csrf": token, "closes": "hôm nay"}).status_code == 400
-    assert cadre.post("/quantri/dot/1/giahan", data={"csrf": token, "closes": "31/12/2099"}).status_code == 303
+    later = (utcnow() + timedelta(days=60)).astimezone(TZ).strftime("%d/%m/%Y")
+    assert cadre.post("/quantri/dot/1/giahan", data={"csrf": token, "closes": later}).status_code == 303
     with province.session() as s:
-        assert s.get(Round, 1).closes_at.astimezone(TZ).strftime("%d/%m/%Y %H:%M") == "31/12/2099 23:59"
+        assert s.get(Round, 1).closes_at.astimezone(TZ).strftime("%d/%m/%Y %H:%M") == f"{later} 23:59"
     asked = cadre.post("/quantri/dot/1/dong", data={"csrf": token})  # one tap asks first: it cannot be undone
     assert asked.status_code == 200 and "Kết thúc đợt học tập?" in asked.text and 'name="confirm"' in asked.text
     with province.session() as s:
@@ -643,6 +645,29 @@ def test_a_province_wide_round_opening_later_is_listed_for_the_cadres_and_secret
         page = f"/quantri/dot/{opened}/donvi/{ids[unit]}"
         assert "Đợt sắp mở" in overview and page in overview, code
         assert viewer.get(page).status_code == 200, code
+
+
+@pytest.mark.parametrize("opens, closes, message", [
+    ("01/01/2020", "15/01/2027", "Ngày mở 01/01/2020 đã qua hơn 7 ngày; hãy kiểm tra lại ngày và năm"),
+    ("01/12/2099", "15/12/2100", "Hạn cuối 15/12/2100 cách ngày mở 01/12/2099 hơn một năm"),
+], ids=["opens-years-back", "closes-a-year-on"])
+def test_a_year_typed_wrong_is_refused_with_the_dates_as_read(chat, console_server, province, opens, closes, message):
+    before = rounds_opened(province)
+    cadre, form = round_form(chat, console_server, province, opens=opens, closes=closes)
+    page = cadre.post("/quantri/dot/moi", data=form)
+    assert page.status_code == 400 and message in html.unescape(page.text)
+    assert rounds_opened(province) == before
+
+
+def test_a_deadline_extended_by_a_year_typed_wrong_is_refused(chat, console_server, province):
+    from bot.storage.models import Round
+
+    cadre = logged_in(chat, console_server, "CB001")
+    with province.session() as s:
+        opens = s.get(Round, 1).opens_at
+    far = (opens + timedelta(days=400)).astimezone(TZ).strftime("%d/%m/%Y")
+    page = cadre.post("/quantri/dot/1/giahan", data={"csrf": csrf_of(cadre), "closes": far})
+    assert page.status_code == 400 and "hơn một năm" in html.unescape(page.text)
 
 
 @pytest.mark.parametrize("opens, closes, target", [("01/01/0001", "15/12/2099", "98"), ("01/12/2099", "31/12/9999", "98"),

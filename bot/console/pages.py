@@ -10,6 +10,7 @@ import hashlib
 import re
 import tempfile
 import unicodedata
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import quote
@@ -197,6 +198,21 @@ def _local(console, text: str, label: str, *, end_of_day: bool = False):
     return when
 
 
+LONGEST_ROUND = timedelta(days=366)
+OPENED_BACK = timedelta(days=7)
+
+
+def _check_span(console, opens, closes, now) -> None:
+    """A typo in a year (2062 for 2026, 2020 for 2026) opens a round at once or for decades: refused, with the
+    dates as read, rather than announced to a province."""
+    if opens < now - OPENED_BACK:
+        raise Refused(400, f"Ngày mở {opens.astimezone(console.tz):%d/%m/%Y} đã qua hơn 7 ngày; hãy kiểm tra lại "
+                           "ngày và năm (một đợt đã bắt đầu thì ghi ngày hôm nay).")
+    if closes - opens > LONGEST_ROUND:
+        raise Refused(400, f"Hạn cuối {closes.astimezone(console.tz):%d/%m/%Y} cách ngày mở "
+                           f"{opens.astimezone(console.tz):%d/%m/%Y} hơn một năm; hãy kiểm tra lại ngày và năm.")
+
+
 async def new_round(console, request: Request, visit) -> Response:
     from bot.services.rounds import open_round, same_round
 
@@ -227,6 +243,7 @@ async def new_round(console, request: Request, visit) -> Response:
             target = float(typed.replace(",", "."))
             if closes <= opens or closes <= now:
                 raise Refused(400, "Hạn cuối phải sau ngày mở và chưa qua.")
+            _check_span(console, opens, closes, now)
             if not 1 <= target <= 100:
                 raise Refused(400, "Mục tiêu phải từ 1 đến 100%.")
             twice = same_round(s, values["document"], [u.id for u in picked], opens, closes)
@@ -289,6 +306,9 @@ async def extend_round(console, request: Request, visit) -> Response:
     rnd = _managed_round(request, visit)
     form = await read_form(request, visit.csrf)
     closes = _local(console, str(form.get("closes", "")), "Hạn mới", end_of_day=True)
+    if closes - rnd.opens_at > LONGEST_ROUND:
+        raise Refused(400, f"Hạn mới {closes.astimezone(console.tz):%d/%m/%Y} cách ngày mở đợt "
+                           f"{rnd.opens_at.astimezone(console.tz):%d/%m/%Y} hơn một năm; hãy kiểm tra lại ngày và năm.")
     before = rnd.closes_at
     try:
         extend(visit.s, rnd.id, closes, visit.now, console.tz)
