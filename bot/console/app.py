@@ -97,7 +97,8 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
                 except (PermissionDenied, Refused) as exc:
                     work.rollback()
                     status = exc.status if isinstance(exc, Refused) else 403
-                    return console.render("refused.html", status=status, me=member, message=exc.message)
+                    return console.render("refused.html", status=status, me=member, message=exc.message,
+                                          back=getattr(exc, "back", None))
                 if work.is_active:
                     work.commit()
                 return response

@@ -23,9 +23,9 @@ CSP = ("default-src 'none'; script-src 'none'; style-src 'self'; img-src 'self';
 class Refused(Exception):
     """A request answered with a page saying why (status 400, 403, 404, 413 or 429)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, back: str | None = None):
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.back = status, message, back  # back: the page to try again from
 
 
 def secured(response: Response) -> Response:

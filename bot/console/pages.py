@@ -305,15 +305,20 @@ async def extend_round(console, request: Request, visit) -> Response:
 
     rnd = _managed_round(request, visit)
     form = await read_form(request, visit.csrf)
-    closes = _local(console, str(form.get("closes", "")), "Hạn mới", end_of_day=True)
+    back = _back_to(visit, rnd)
+    try:
+        closes = _local(console, str(form.get("closes", "")), "Hạn mới", end_of_day=True)
+    except Refused as exc:
+        raise Refused(exc.status, exc.message, back) from None
     if closes - rnd.opens_at > LONGEST_ROUND:
         raise Refused(400, f"Hạn mới {closes.astimezone(console.tz):%d/%m/%Y} cách ngày mở đợt "
-                           f"{rnd.opens_at.astimezone(console.tz):%d/%m/%Y} hơn một năm; hãy kiểm tra lại ngày và năm.")
+                           f"{rnd.opens_at.astimezone(console.tz):%d/%m/%Y} hơn một năm; hãy kiểm tra lại ngày và năm.",
+                      back)
     before = rnd.closes_at
     try:
         extend(visit.s, rnd.id, closes, visit.now, console.tz)
     except RoundError:
-        raise Refused(400, "Hạn mới phải sau hạn hiện tại, và đợt học tập phải còn đang mở.") from None
+        raise Refused(400, "Hạn mới phải sau hạn hiện tại, và đợt học tập phải còn đang mở.", back) from None
     console_access.record(visit.s, visit.member, "extend_round",
                           f"đợt {rnd.id}: {before.astimezone(console.tz):%d/%m/%Y} → "
                           f"{closes.astimezone(console.tz):%d/%m/%Y}", visit.now)
