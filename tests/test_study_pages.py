@@ -195,6 +195,19 @@ def test_a_resubmitted_answer_form_records_nothing_twice(study_pages, province):
         assert s.scalar(select(func.count()).select_from(Answer).where(Answer.attempt_id == aid)) == 1
 
 
+def test_an_answer_sent_after_the_round_closed_is_refused_once_on_the_page(study_pages, province):
+    from bot.services.rounds import close_round
+
+    client = signed_in(study_pages, "DV002")
+    aid, token = start_quiz(client)
+    with province.session() as s:
+        close_round(s, 1, utcnow())
+    late = client.post(f"/hoc/bai/{aid}", data={"csrf": token, "position": 1, "chon": 0})
+    assert late.text.count("không thể ghi nhận thêm") == 1, late.text  # said once, not by a notice and the card
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer).where(Answer.attempt_id == aid)) == 0
+
+
 def test_a_form_without_the_sessions_token_records_nothing(study_pages, province):
     client = signed_in(study_pages, "DV002")
     aid, _ = start_quiz(client)
@@ -233,6 +246,7 @@ def test_a_round_page_opened_after_the_round_ended_says_so_to_its_members_only(s
         close_round(s, hq_only, utcnow())
     for page in (member.get(f"/hoc/dot/{hq_only}"), member.post(f"/hoc/dot/{hq_only}/lambai", data={"csrf": token})):
         assert page.status_code == 410 and "Đợt học tập đã kết thúc" in page.text, page.text
+        assert "nhắn /hoc" not in page.text  # a new link would not open an ended round
     gone = outsider.get(f"/hoc/dot/{hq_only}")
     assert gone.status_code == 404 and "kết thúc" not in gone.text
     with province.session() as s:  # round 1 ran out at its deadline (the member's list link lives on)

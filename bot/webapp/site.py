@@ -72,6 +72,8 @@ REFUSALS = {
                    "Kết quả của đồng chí vẫn được lưu."),
     "wrong_method": (405, "Không tìm thấy trang", "Trang này không mở được theo cách này; hãy mở từ tin nhắn của bot."),
 }
+# where a fresh link from the bot is the way back in (not for a round that is over, nor a member no longer listed)
+NEW_LINK_HELPS = {"forged", "expired", "revoked", "no_session", "csrf", "not_found", "wrong_method"}
 
 
 class Refused(Exception):
@@ -137,7 +139,8 @@ def create_pages(cfg: PagesConfig) -> Starlette:
 
     def refusal(request: Request, reason: str) -> Response:
         status, title, text = REFUSALS[reason]
-        return page(request, "refused.html", status, title=title, text=text, new_link=NEW_LINK)
+        return page(request, "refused.html", status, title=title, text=text,
+                    new_link=NEW_LINK if reason in NEW_LINK_HELPS else None)
 
     def signed_in(request: Request, response: Response, token: str, link) -> Response:
         max_age = max(int((link.expires_at - cfg.clock()).total_seconds()), 0)
@@ -227,7 +230,7 @@ def create_pages(cfg: PagesConfig) -> Starlette:
                   "closed": "Đợt học tập đã kết thúc, không thể ghi nhận thêm."}.get(request.query_params.get("tb", ""))
         closed = rnd.closed_at is not None or cfg.clock() >= rnd.closes_at
         return page(request, "question.html", attempt=attempt, aq=aq, options=options, doc=rnd.document,
-                    notice=notice, closed=closed, csrf=_csrf(checked))
+                    notice=None if closed else notice, closed=closed, csrf=_csrf(checked))  # the card says it
 
     def answer(request: Request, s, checked, form) -> Response:
         attempt = _attempt(s, checked, request.path_params["aid"])
