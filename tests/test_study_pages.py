@@ -326,6 +326,21 @@ def test_the_result_page_counts_the_attempts_left_after_each_quiz_taken_on_the_p
     assert "lượt làm bài" not in page.text  # the third of three: none left
 
 
+def test_a_post_far_larger_than_an_answer_is_refused_unread_and_records_nothing(study_pages, province):
+    client = signed_in(study_pages, "DV002")
+    aid, token = start_quiz(client)
+    filler = {"csrf": token, "position": "1", "chon": "0", "x": "a" * 200_000}
+    for path in (f"/hoc/bai/{aid}", "/hoc/tg"):
+        page = client.post(path, data=filler)
+        assert page.status_code == 413 and "quá lớn" in page.text, path
+    streamed = client.post(f"/hoc/bai/{aid}", content=(b"x" * 8192 for _ in range(64)),  # no Content-Length
+                           headers={"content-type": "application/x-www-form-urlencoded"})
+    assert streamed.status_code == 413
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer).where(Answer.attempt_id == aid)) == 0
+    assert "Câu 2/10" in client.post(f"/hoc/bai/{aid}", data={"csrf": token, "position": 1, "chon": 0}).text
+
+
 def test_ids_beyond_any_row_and_wrong_methods_get_the_vietnamese_refusal_page_not_an_error(study_pages):
     client = signed_in(study_pages, "DV002")
     for path in ("/hoc/bai/99999999999999999999", "/hoc/bai/9223372036854775808/ketqua", "/hoc/dot/0",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,7 @@ from markupsafe import Markup, escape
 from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -34,6 +36,7 @@ from bot.routing import allowed_methods
 from bot.storage.db import Database
 from bot.storage.models import Attempt, AttemptQuestion, ChatAccount, Round
 from bot.timeutil import utcnow
+from bot.web import BadBody, read_body
 from bot.webapp.miniapp import check_init_data
 
 HERE = Path(__file__).parent
@@ -71,9 +74,22 @@ REFUSALS = {
                    "Đợt học tập này đã kết thúc, nên không đọc tài liệu hay làm bài kiểm tra của đợt được nữa. "
                    "Kết quả của đồng chí vẫn được lưu."),
     "wrong_method": (405, "Không tìm thấy trang", "Trang này không mở được theo cách này; hãy mở từ tin nhắn của bot."),
+    "too_large": (413, "Không gửi được", "Nội dung gửi lên quá lớn so với một câu trả lời. Đồng chí quay lại trang "
+                                         "học tập và chạm vào một đáp án."),
 }
+MAX_FORM = 16 * 1024  # an answer or a Mini App login is well under 2 KB; read before anything else is done
 # where a fresh link from the bot is the way back in (not for a round that is over, nor a member no longer listed)
 NEW_LINK_HELPS = {"forged", "expired", "revoked", "no_session", "csrf", "not_found", "wrong_method"}
+
+
+async def small_form(request: Request) -> FormData | None:
+    """The posted (URL-encoded) form, read whole only up to ``MAX_FORM`` bytes; None beyond (or a body
+    that lies about its length). Nothing is spooled to disk for a stranger's upload."""
+    try:
+        raw = await read_body(request, MAX_FORM)
+    except BadBody:
+        return None
+    return FormData(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
 
 
 class Refused(Exception):
@@ -280,7 +296,9 @@ def create_pages(cfg: PagesConfig) -> Starlette:
     # -- plumbing: one transaction per request, in a worker thread ------------------------------
     def member_page(view, *, post: bool = False):
         async def endpoint(request: Request) -> Response:
-            form = await request.form() if post else None
+            form = await small_form(request) if post else None
+            if post and form is None:
+                return refusal(request, "too_large")
 
             def work() -> Response:
                 if any(isinstance(v, int) and not 0 < v <= MAX_ID for v in request.path_params.values()):
@@ -303,7 +321,9 @@ def create_pages(cfg: PagesConfig) -> Starlette:
         return await run_in_threadpool(open_link, request)
 
     async def mini_app_endpoint(request: Request) -> Response:
-        form = await request.form()
+        form = await small_form(request)
+        if form is None:
+            return refusal(request, "too_large")
         return await run_in_threadpool(mini_app_login, request, form)
 
     async def not_found(request: Request, exc) -> Response:
