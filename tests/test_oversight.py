@@ -77,6 +77,28 @@ def test_a_round_closed_early_shows_when_it_ended_and_asks_nobody_to_finish_it(s
     assert f"Thời hạn: đã kết thúc sớm lúc {closed_at.astimezone(TZ):%H:%M ngày %d/%m/%Y} (hạn " in text
 
 
+def test_a_branch_with_nobody_counted_is_asked_for_its_roster_not_for_zero_more_members(service, province):
+    from sqlalchemy import update
+
+    from bot.domain.oversight_messages import closing_text
+    from bot.domain.statistics import Figures
+
+    from bot.services import stats
+    from bot.storage.models import Round
+
+    link(service, province, "DV001")
+    branch = unit_id(province, "DP-TT-01")
+    with province.session() as s:
+        s.execute(update(Member).where(Member.unit_id == branch).values(exempt=True))
+    text = say(service, "DV001", "/thongke")[0].text
+    assert "Đã hoàn thành: 0/0" in text and "Cần thêm" not in text
+    assert "Đơn vị chưa có đảng viên nào trong danh sách; hãy nạp danh sách đảng viên." in text
+    with province.session() as s:
+        figures: Figures = stats.unit_figures(s, 1, branch, utcnow())
+        final = closing_text(s.get(Round, 1), s.get(Unit, branch), figures, TZ).text
+    assert "không có đảng viên nào trong danh sách" in final and "CHƯA ĐẠT" not in final
+
+
 def test_cadre_drills_down_and_back_up_within_their_subtree(service, province):
     link(service, province, "CB002")  # cadre of xã Đồng Phú
     finish(province, "DV011", 85.0)

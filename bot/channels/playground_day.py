@@ -21,7 +21,7 @@ from bot.scheduling.reports import ReportBuilder
 from bot.storage.models import ChatAccount, Member
 from bot.timeutil import fmt_datetime, utcnow
 
-PEOPLE = (("DV002", "đảng viên"), ("DV001", "bí thư chi bộ"), ("CB002", "cán bộ huyện"))
+PEOPLE = (("DV002", "đảng viên"), ("DV001", "bí thư chi bộ"), ("CB002", "cán bộ xã"))
 BASE_ID = 800_000
 
 

@@ -49,7 +49,9 @@ def figures_text(rnd: Round, f: Figures, tz: ZoneInfo) -> str:
         f"Đạt yêu cầu: {f.passed} · Điểm trung bình: {percent(f.average_score) if f.average_score is not None else '—'}",
         f"Chưa làm: {f.not_started} · Đang làm dở: {f.in_progress}",
     ]
-    if f.target_met:
+    if f.audience == 0:  # a unit whose members are not imported yet: nobody to ask for, nothing missed
+        lines.append("Đơn vị chưa có đảng viên nào trong danh sách; hãy nạp danh sách đảng viên.")
+    elif f.target_met:
         lines.append("✅ Đã đạt mục tiêu.")
     elif f.time_left is None:  # over: nobody can finish any more, so nobody is asked for
         lines.append(f"Không đạt mục tiêu: thiếu {f.needed} đồng chí hoàn thành.")
@@ -143,7 +145,8 @@ def digest_text(rounds: list[tuple[Round, Figures, int]], unit: Unit, tz: ZoneIn
 
 
 def closing_text(rnd: Round, unit: Unit, f: Figures, tz: ZoneInfo) -> Reply:
-    verdict = "✅ ĐẠT mục tiêu" if f.target_met else "❌ CHƯA ĐẠT mục tiêu"
+    verdict = ("không có đảng viên nào trong danh sách" if f.audience == 0
+               else "✅ ĐẠT mục tiêu" if f.target_met else "❌ CHƯA ĐẠT mục tiêu")
     return Reply(f"🏁 Kết thúc đợt học tập {rnd.document.code} — {unit.name}\n"
                  f"Kết quả cuối cùng: {rate_line(f)} — {verdict}.\n"
                  f"Đạt yêu cầu: {f.passed} · Điểm trung bình: "
