@@ -101,3 +101,23 @@ def test_no_announcement_or_reminder_goes_to_an_exempt_member(province):
         to_dv004 = s.scalars(select(OutboxMessage.purpose).where(OutboxMessage.member_id == dv004)).all()
         reminders = s.scalars(select(OutboxMessage.purpose).where(OutboxMessage.purpose == "remind")).all()
     assert to_dv004 == [] and len(reminders) == 9
+
+
+def test_an_announcement_waiting_for_the_morning_is_dropped_for_a_member_exempted_overnight(province, emulator):
+    from tests.test_scheduled_messages import deliver, received
+
+    with province.session() as s:
+        s.delete(s.get(Round, 1))
+        s.flush()
+        rid = open_round(s, "kh-83-hu-tuy-phuoc", ["DP-TT-01"], OPENS, CLOSES, 98, OPENS - timedelta(days=1)).id
+        members = list(s.scalars(select(Member).where(Member.code.in_(("DV003", "DV004")))))
+        for m in members:
+            s.add(ChatAccount(channel="telegram", external_id=str(60_000 + m.id), member_id=m.id, linked_at=OPENS))
+        users = {m.code: emulator.user(60_000 + m.id, first_name=m.code) for m in members}
+    for user in users.values():
+        user.send_text("/start")
+    assert f"announce:{rid}: 2 message(s)" in run_due(province, local("2026-12-01 22:00"), Schedule()).jobs
+    _exempt(province, "DV004")  # the secretary marks DV004 miễn sinh hoạt overnight
+    stats = deliver(province, emulator, local("2026-12-02 07:00"))
+    assert (stats.sent, stats.dropped) == (1, 1)
+    assert [t[:1] for t in received(users["DV003"])] == ["📢"] and received(users["DV004"]) == []

@@ -440,7 +440,7 @@ def _no_longer_true_statements():
     third of its time building them)."""
     m, r, a = Member.__table__.c, Round.__table__.c, Attempt.__table__.c
     members, rounds = bindparam("members", expanding=True), bindparam("rounds", expanding=True)
-    return (select(m.id).where(m.id.in_(members), ~m.active),
+    return (select(m.id, m.active).where(m.id.in_(members), ~m.active | m.exempt),
             select(r.id, r.closed_at.is_not(None), r.closes_at).where(r.id.in_(rounds)),
             select(a.round_id, a.member_id).where(a.round_id.in_(rounds), a.member_id.in_(members),
                                                   a.submitted_at.is_not(None)))
@@ -453,13 +453,14 @@ DEADLINE_PURPOSES = ("remind", "nudge")  # their text says the deadline, and the
 def no_longer_true(session: Session, rows: list[OutboxMessage], now: datetime) -> dict[int, str]:
     """Rows whose message has become wrong while it waited (e.g. for the morning): a reminder to a
     member who has finished since or naming a deadline that has moved, anything about a round closed
-    early, anything to a member who was deactivated. Three statements for the whole batch (and two for held-back quiz replies)."""
+    early, anything to a member who was deactivated, a round's news to one exempted since. Three statements for the whole batch (and two for held-back quiz replies)."""
     if not rows:
         return {}
     member_ids = list({r.member_id for r in rows})
     round_ids = list({r.round_id for r in rows if r.round_id is not None})
     conn = session.connection()
-    inactive = set(conn.execute(_INACTIVE, {"members": member_ids}).scalars())
+    left = dict(conn.execute(_INACTIVE, {"members": member_ids}).all())  # member -> still active (then exempt)
+    inactive = {mid for mid, active in left.items() if not active}
     rounds = {rid: (closed, closes) for rid, closed, closes in conn.execute(_ROUNDS, {"rounds": round_ids})} \
         if round_ids else {}
     closed = {rid for rid, (is_closed, _closes) in rounds.items() if is_closed}
@@ -471,6 +472,8 @@ def no_longer_true(session: Session, rows: list[OutboxMessage], now: datetime) -
             continue
         if r.member_id in inactive:
             stale[r.id] = "the member was deactivated"
+        elif r.member_id in left and r.purpose in ROUND_NEWS:
+            stale[r.id] = "the member was exempted (miễn sinh hoạt) since"
         elif r.round_id in closed and r.purpose != "closing":
             stale[r.id] = "the round was closed"
         elif r.purpose in ("remind", "nudge") and (r.round_id, r.member_id) in finished:
