@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
@@ -490,12 +491,39 @@ def test_a_redelivered_button_press_calls_nothing_twice_and_logs_no_error(
     time.sleep(0.5)  # the handler runs after the update is taken
     after = [m for m, _ in emulator.requests[calls:]]
     assert emulator.updates_pending() == 0
-    assert "answerCallbackQuery" not in after and "editMessageText" not in after and "sendMessage" not in after
+    assert "answerCallbackQuery" not in after and "sendMessage" not in after  # at most the same edit again
+    assert "Câu 2/10" in user.messages[-1]["text"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     with province.session() as s:
         assert s.scalar(select(func.count()).select_from(Answer)) == 1
     user.press("B", message_id=q["message_id"])
     user.wait_for(lambda u: "Câu 3/10" in u.messages[-1]["text"])
+
+
+def test_a_press_recorded_by_a_process_that_died_before_replying_shows_the_next_question_when_redelivered(
+        telegram_bot, emulator, invite, province):
+    """kill -9 between the commit and the edit: Telegram hands the press out again, and the member sees the next
+    question in place of the one they answered, with the answer recorded once."""
+    from bot.channels.telegram import TRAITS
+    from bot.services.chat import ChatService
+    from bot.timeutil import utcnow
+
+    user = link(emulator, invite, "DV024", 9802)
+    user.send_text("/lambai")
+    q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+    telegram_bot.stop()
+    query_id = user.press("A", message_id=q["message_id"])
+    data = next(b["callback_data"] for row in q["reply_markup"]["inline_keyboard"] for b in row
+                if b["text"].startswith("A"))
+    update_id = int(query_id) - 4_000_000_000_000_000
+    service = ChatService(province, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"))  # the process that died: it recorded
+    assert "Câu 2/10" in service.on_action(str(user.id), data, utcnow(), str(update_id)).replies[-1].text
+    assert "Câu 1/10" in user.messages[-1]["text"]  # ... and never replied
+    telegram_bot.start()
+    user.wait_for(lambda u: "Câu 2/10" in u.messages[-1]["text"], timeout=10)
+    assert len([m for m in user.messages if "Câu " in m.get("text", "")]) == 1  # edited in place, nothing new
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer)) == 1
 
 
 def test_a_press_too_old_to_answer_still_moves_on_without_a_traceback(province, invite, caplog):

@@ -237,8 +237,14 @@ class TelegramChannel:
         query = update.callback_query
         outcome = await asyncio.to_thread(
             self.service.on_action, str(query.from_user.id), query.data or "", self.clock(), str(update.update_id))
-        if outcome.redelivered:  # answered (and rendered) when it first came: nothing is done twice
+        if outcome.redelivered:  # recorded when it first came: nothing is done twice, nothing sent anew
             log.info("update %s: a redelivered button press; already handled", update.update_id)
+            if outcome.replies and query.message is not None:  # its reply may have been lost: shown again in
+                reply = outcome.replies[-1]                      # place (an edit to the same text changes nothing)
+                try:
+                    await self._edit(context.bot, query.message, reply, markup(reply, clear_keyboard=False))
+                except StillFlooded:
+                    pass  # logged; the member's next tap shows where they are
             return
         await self._answer_query(context.bot, query, outcome.notice)
         chat_id = query.message.chat.id if query.message else query.from_user.id

@@ -276,7 +276,7 @@ class ChatService:
         with self.db.session() as s:
             lock_chat(s, self.traits.name, external_id)  # one update of a chat at a time, in any process
             if not self._first_time(s, update_key, now):
-                return Outcome(redelivered=True)
+                return self._replay(s, external_id, action, now)
             member_id = self._member_id(s, external_id, now)
             if member_id == DEACTIVATED:
                 return Outcome([msg.no_longer_listed()], notice="Đồng chí không còn trong danh sách sinh hoạt.")
@@ -287,6 +287,20 @@ class ChatService:
             return outcome
 
     # -- helpers ----------------------------------------------------------------------------
+    def _replay(self, s: Session, external_id: str, action: str, now: datetime) -> Outcome:
+        """A press handled before (``redelivered``). The process may have died after recording it and before
+        its reply went out: what the press shows now, worked out in a savepoint that is rolled back, so
+        nothing is recorded twice. Channels only edit the pressed message with it, never send anew."""
+        member_id = self._member_id(s, external_id, now)
+        if member_id in (None, DEACTIVATED):
+            return Outcome(redelivered=True)
+        replay = s.begin_nested()
+        try:
+            shown = self._action(s, external_id, member_id, action, now)
+        finally:
+            replay.rollback()
+        return Outcome([r for r in shown.replies if r.edit][-1:], redelivered=True)
+
     def _link_code(self, s: Session, external_id: str, code: str, now: datetime) -> Reply | None:
         """Try a link code; after WRONG_CODES_LIMIT wrong ones in a row this chat pauses (no guessing).
         None: the chat is paused and was told so (nothing more is sent)."""
