@@ -84,12 +84,16 @@ class Browser:
     def text(self) -> str:
         if self.javascript:  # innerText in one call: no stale element while a page loads
             return self.driver.execute_script("return document.body ? document.body.innerText : ''")
-        from selenium.common.exceptions import StaleElementReferenceException
+        from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 
         try:
             return self.driver.find_element("tag name", "body").text
         except StaleElementReferenceException:
             return ""
+        except WebDriverException as exc:  # Chromium's way of saying the same while the next page replaces it
+            if "does not belong to the document" in str(exc):
+                return ""
+            raise
 
     def tap(self, css: str, index: int = 0) -> None:
         self.driver.find_elements("css selector", css)[index].click()

@@ -1,7 +1,8 @@
 """`hoctap playground --at TIME`: what members, secretaries and cadres receive at a moment.
 
-Runs the real due work and the real outbox sender at that (local) time against the Telegram
-emulator, for three sample people, and prints each one's messages. Nothing is mocked but the clock.
+Runs the real due work (at each open round's opening first, as a scheduler running all along would have)
+and the real outbox sender at that (local) time against the Telegram emulator, for three sample people,
+and prints each one's messages. Nothing is mocked but the clock.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from bot.emulators.telegram import TelegramEmulator
 from bot.outbox.sender import OutboxSender
 from bot.scheduling.due import run_due, schedule_from
 from bot.scheduling.reports import ReportBuilder
-from bot.storage.models import ChatAccount, Member
+from bot.storage.models import ChatAccount, Member, Round
 from bot.timeutil import fmt_datetime, utcnow
 
 PEOPLE = (("DV002", "đảng viên"), ("DV001", "bí thư chi bộ"), ("CB002", "cán bộ xã"))
@@ -44,7 +45,13 @@ def show_day(playground: Playground, at: datetime) -> int:
                 users[code] = (f"{member.full_name} ({code}, {role})", emu.user(int(external)))
         for _, user in users.values():
             user.send_text("/start")  # the bot may only write to people who started it
-        report = run_due(db, at, schedule, ReportBuilder(settings))
+        builder = ReportBuilder(settings)
+        with db.read_session() as s:  # what a scheduler running all along did when each round opened
+            openings = sorted(set(s.scalars(select(Round.opens_at).where(Round.closed_at.is_(None),
+                                                                          Round.opens_at < at))))
+        for opened in openings:
+            run_due(db, opened, schedule, builder)
+        report = run_due(db, at, schedule, builder)
         deliver_at = schedule.quiet.next_allowed(at)
         print(f"=== {fmt_datetime(at, settings.tz)}: {report.enqueued} message(s) due", file=out)
         for job in report.jobs:
