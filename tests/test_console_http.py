@@ -446,6 +446,33 @@ def test_a_report_of_a_document_whose_code_has_diacritics_downloads_under_its_ow
     assert load_workbook(io.BytesIO(report.content)).sheetnames
 
 
+def test_a_secretary_gives_a_member_who_lost_their_phone_a_code_that_moves_the_link(chat, console_server, province):
+    import re
+
+    from bot.storage.models import ConsoleAudit, Member
+
+    from bot.services.linking import create_invites
+
+    with province.session() as s:
+        ids = {c: s.scalar(select(Member.id).where(Member.code == c)) for c in ("DV002", "DV012", "CB002")}
+        first = create_invites(s, [s.get(Member, ids["DV002"])], utcnow())[ids["DV002"]]
+    assert "Liên kết thành công" in chat.say("old-phone", f"/start {first}")
+    secretary = logged_in(chat, console_server, "DV001")
+    token = csrf_of(secretary, "/quantri/doanvien")
+    assert "/malienket" in secretary.get("/quantri/doanvien", params={"q": "DV002"}).text
+    page = secretary.post(f"/quantri/doanvien/{ids['DV002']}/malienket", data={"csrf": token, "channel": "telegram"})
+    assert page.status_code == 200 and "Mã liên kết mới" in page.text and "Đinh Văn Sơn" in page.text
+    code = re.search(r"https://t\.me/hoctap_test_bot\?start=([A-Za-z0-9_-]+)", page.text).group(1)
+    assert "Liên kết thành công" in chat.say("new-phone", f"/start {code}")
+    assert "chưa liên kết" in chat.say("old-phone", "/hoc")  # the old phone sees nothing of theirs now
+    with province.session() as s:
+        assert s.scalar(select(ConsoleAudit.action).order_by(ConsoleAudit.id.desc())) == "relink"
+    # another branch's member, and a cadre above the secretary: refused, nothing made
+    for target in ("DV012", "CB002"):
+        refused = secretary.post(f"/quantri/doanvien/{ids[target]}/malienket", data={"csrf": token, "channel": "zalo"})
+        assert refused.status_code == 403, target
+
+
 def test_a_cadre_cannot_stop_the_admin_or_a_fellow_cadre_but_can_stop_a_secretary(chat, console_server, province):
     from bot.storage.models import Member
 

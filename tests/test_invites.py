@@ -87,33 +87,62 @@ def chat(db_url: str, channel: str = "telegram") -> ChatService:
                        ZoneInfo("Asia/Ho_Chi_Minh"))
 
 
-def test_a_member_on_a_new_account_links_it_with_an_invitation_made_after_the_old_link(cli, sample_roster, db_url,
-                                                                                         workdir):
+def test_a_member_on_a_new_account_links_it_with_a_code_made_to_replace_the_link(cli, sample_roster, db_url, workdir):
     service = chat(db_url)
     first = telegram_links(cli, workdir, "DP-TT-01", "first.csv")
     assert "Liên kết thành công" in service.on_text("1001", f"/start {first['DV002']}", utcnow()).replies[0].text
-    # the phone is lost: the used link is refused, and the secretary makes a new one
+    # the phone is lost: the used link is refused, and the secretary makes a code for DV002 alone
     assert "đã được sử dụng" in service.on_text("3001", f"/start {first['DV002']}", utcnow()).replies[0].text
-    again = telegram_links(cli, workdir, "DP-TT-01", "again.csv")
-    welcome = service.on_text("3001", f"/start {again['DV002']}", utcnow()).replies[0].text
+    made = cli("members", "relink", "DV002", "--bot", "hoctap_bot")
+    assert made.code == 0, made.err
+    code = LINK.match(made.lines[0]).group(1)
+    welcome = service.on_text("3001", f"/start {code}", utcnow()).replies[0].text
     assert "Liên kết thành công" in welcome and "Đinh Văn Sơn" in welcome
     assert "chưa liên kết" not in service.on_text("3001", "/hoc", utcnow()).replies[0].text
     # the old account is a stranger now: it sees nothing of the member's
     assert "chưa liên kết" in service.on_text("1001", "/hoc", utcnow()).replies[0].text
 
 
-def test_an_invitation_made_before_the_member_linked_cannot_take_the_member_over(cli, sample_roster, db_url, workdir):
+def test_an_invitation_sheets_code_cannot_take_a_linked_member_over_made_before_or_after_the_link(
+        cli, sample_roster, db_url, workdir):
+    """A sheet printed again for two newcomers gives every member of the branch a fresh code: whoever holds it must
+    not be able to take over the secretary, or anyone already linked."""
     from bot.storage.models import Member
 
     service = chat(db_url)
-    links = telegram_links(cli, workdir, "DP-TT-01", "links.csv")
+    before = telegram_links(cli, workdir, "DP-TT-01", "before.csv")
     with Database(db_url).session() as s:
         phone = s.query(Member).filter_by(code="DV002").one().phone
     assert "Liên kết thành công" in service.on_contact("1001", phone, True, utcnow()).replies[0].text
-    taken = service.on_text("3001", f"/start {links['DV002']}", utcnow()).replies[0].text
-    assert taken.startswith("Đảng viên này đã liên kết với một tài khoản khác.")
-    assert "mã liên kết mới" in taken
+    assert "Liên kết thành công" in service.on_text("1002", f"/start {before['DV001']}", utcnow()).replies[0].text
+    taken = service.on_text("6001", f"/start {before['DV002']}", utcnow()).replies[0].text  # DV002 linked by phone
+    assert taken.startswith("Đảng viên này đã liên kết với một tài khoản khác.") and "mã liên kết mới" in taken
+    after = telegram_links(cli, workdir, "DP-TT-01", "after.csv")
+    for stranger, code in (("6002", after["DV002"]), ("6003", after["DV001"])):
+        taken = service.on_text(stranger, f"/start {code}", utcnow()).replies[0].text
+        assert taken.startswith("Đảng viên này đã liên kết với một tài khoản khác."), stranger
     assert "Tài khoản đã được liên kết từ trước" in service.on_text("1001", "/start", utcnow()).replies[0].text
+    assert "Tài khoản đã được liên kết từ trước" in service.on_text("1002", "/start", utcnow()).replies[0].text
+
+
+def test_a_refused_link_leaves_the_chat_of_a_member_who_left_as_it_was(cli, sample_roster, db_url, workdir):
+    """The chat of a member taken off the roster tries a code of someone linked elsewhere: refused, and the chat
+    keeps its link (the member may be put back on the roster)."""
+    from bot.storage.models import ChatAccount, Member
+
+    service = chat(db_url)
+    links = telegram_links(cli, workdir, "DP-TT-01", "links.csv")
+    assert "Liên kết thành công" in service.on_text("1007", f"/start {links['DV003']}", utcnow()).replies[0].text
+    assert "Liên kết thành công" in service.on_text("1008", f"/start {links['DV004']}", utcnow()).replies[0].text
+    with Database(db_url).session() as s:
+        s.query(Member).filter_by(code="DV003").one().active = False
+    refused = service.on_text("1007", f"/start {links['DV004']}", utcnow()).replies[0].text
+    assert "đã được sử dụng" in refused
+    again = telegram_links(cli, workdir, "DP-TT-01", "again.csv")
+    taken = service.on_text("1007", f"/start {again['DV004']}", utcnow()).replies[0].text
+    assert taken.startswith("Đảng viên này đã liên kết với một tài khoản khác.")
+    with Database(db_url).session() as s:
+        assert s.query(ChatAccount).filter_by(external_id="1007").count() == 1
 
 
 def test_a_chat_whose_member_left_the_roster_can_link_to_a_member_on_it(cli, sample_roster, db_url, workdir):

@@ -156,6 +156,30 @@ def cmd_members_revoke_links(args, settings: Settings) -> int:
     return 0
 
 
+@command("members relink")
+def cmd_members_relink(args, settings: Settings) -> int:
+    """A lost phone or a new account: one code that moves the member's link to the chat that uses it."""
+    from sqlalchemy import select
+
+    from bot.services.linking import format_code, relink_code
+    from bot.storage.models import Member
+
+    bot_name = (args.bot or settings.telegram.bot_username or "").lstrip("@")
+    if args.channel == "telegram" and not bot_name:
+        raise UsageError("the bot's username is needed for the link; pass --bot NAME or set telegram.bot_username")
+    db = open_db(settings)
+    with db.session() as s:
+        member = s.scalar(select(Member).where(Member.code == args.member_code, Member.active))
+        if member is None:
+            raise UsageError(f"no active member {args.member_code}; see 'hoctap members list'")
+        code = relink_code(s, member, utcnow(), args.channel)
+    shown = f"https://t.me/{bot_name}?start={code}" if args.channel == "telegram" else format_code(code)
+    print(shown)
+    print(f"{args.member_code} opens this on the new {args.channel.capitalize()} account; the old one stops receiving "
+          "their messages. Earlier unused codes of the member no longer work", file=sys.stderr)
+    return 0
+
+
 def register(tree: CommandTree) -> None:
     units = tree.group("units", "the organisation tree")
     p = tree.leaf(units, "import", "import units from CSV or XLSX (all-or-nothing)", "units import")
@@ -178,5 +202,9 @@ def register(tree: CommandTree) -> None:
                    help="telegram: deep links; zalo: short codes to type, beside the bot's share link")
     p.add_argument("--link", metavar="URL", help="the Zalo bot's share link (default: zalo.share_link)")
     p.add_argument("--show", type=int, default=20, metavar="N", help="Zalo: print the first N codes (default 20)")
+    p = tree.leaf(members, "relink", "one code that moves a linked member to a new phone or account", "members relink")
+    p.add_argument("member_code", metavar="MEMBER_CODE")
+    p.add_argument("--channel", choices=("telegram", "zalo"), default="telegram")
+    p.add_argument("--bot", metavar="USERNAME", help="the bot's username (default: telegram.bot_username)")
     p = tree.leaf(members, "revoke-links", "make every study page link of a member stop working", "members revoke-links")
     p.add_argument("member_code", metavar="MEMBER_CODE")

@@ -173,6 +173,7 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
         Route("/doanvien/thumoi.xlsx", page(pages.invitations), methods=["POST"]),
         Route("/doanvien/{member_id}/ngung", page(pages.deactivate), methods=["POST"]),
         Route("/doanvien/{member_id}/sinhhoatlai", page(pages.reactivate), methods=["POST"]),
+        Route("/doanvien/{member_id}/malienket", page(pages.relink), methods=["POST"]),
         Route("/nhatky", page(pages.audit, admin_only=True), methods=["GET"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ], exception_handlers={404: not_found, 405: wrong_method})

@@ -567,6 +567,29 @@ async def deactivate(console, request: Request, visit) -> Response:
     return _redirect(f"/quantri/doanvien?q={quote(target.code)}")
 
 
+async def relink(console, request: Request, visit) -> Response:
+    """A code for one member that moves their link to a new phone or account (``linking.relink_code``): made by
+    whoever could stop that member, shown once on the page, recorded in the audit log."""
+    from bot.services.linking import format_code, relink_code
+
+    s, member = visit.s, visit.member
+    target = s.get(Member, path_id(request, "member_id"))
+    if target is None or not can_view_unit(s, member, target.unit_id):
+        raise PermissionDenied("Đồng chí không có quyền sửa đảng viên này.")
+    form = await read_form(request, visit.csrf)
+    if not target.active or target.id == member.id or not outranks(member, target):
+        raise Refused(403, "Chỉ bí thư, cán bộ phụ trách hoặc quản trị viên cấp trên mới cấp mã liên kết mới cho "
+                           "đồng chí này, và chỉ khi đồng chí còn sinh hoạt.")
+    channel = "zalo" if form.get("channel") == "zalo" else "telegram"
+    if channel == "telegram" and not console.bot_name:
+        raise Refused(400, "Máy chủ chưa khai báo tên bot Telegram (telegram.bot_username); liên hệ quản trị viên.")
+    code = relink_code(s, target, visit.now, channel)
+    console_access.record(s, member, "relink", f"{target.code} {target.full_name} ({channel})", visit.now)
+    return console.render("relink.html", **_context(
+        visit, target=target, channel=channel, code=format_code(code),
+        link=f"https://t.me/{console.bot_name}?start={code}"))
+
+
 async def reactivate(console, request: Request, visit) -> Response:
     """Undo "Ngừng sinh hoạt" for a member within reach, by whoever could have stopped them."""
     s, member = visit.s, visit.member

@@ -68,7 +68,8 @@ def link_outcome(status: str, member: Member | None) -> Reply:
                    "đồng chí vui lòng kiểm tra lại hoặc liên hệ bí thư chi bộ.",
         "used": "Mã liên kết này đã được sử dụng. Đồng chí vui lòng xin bí thư chi bộ một mã mới.",
         "member_taken": "Đảng viên này đã liên kết với một tài khoản khác. "
-                        "Nếu đồng chí đổi tài khoản, vui lòng xin bí thư chi bộ một mã liên kết mới.",
+                        "Nếu đồng chí đổi điện thoại hay tài khoản, vui lòng đề nghị bí thư chi bộ cấp một mã "
+                        "liên kết mới dành riêng cho đồng chí.",
         "account_taken": "Tài khoản này đã liên kết với một đảng viên khác.",
         "inactive": "Đảng viên này không còn trong danh sách sinh hoạt. Vui lòng liên hệ bí thư chi bộ.",
         "for_zalo": "Mã liên kết này dành cho Zalo: đồng chí vui lòng gõ mã trong Zalo, "

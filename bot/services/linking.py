@@ -53,9 +53,11 @@ def account_member(session: Session, channel: str, external_id: str) -> Member |
     return member if member is not None and member.active else None
 
 
-def create_invites(session: Session, members: list[Member], now: datetime, channel: str = "telegram") -> dict[int, str]:
+def create_invites(session: Session, members: list[Member], now: datetime, channel: str = "telegram", *,
+                   replacing: bool = False) -> dict[int, str]:
     """A fresh code per member for ``channel``; that channel's codes handed out earlier and not used
-    stop working. Channels where members type the code get short codes (see ``format_code``)."""
+    stop working. Channels where members type the code get short codes (see ``format_code``).
+    ``replacing``: codes that move a member already linked to the chat that uses them (``relink``)."""
     ids = [m.id for m in members]
     if ids:
         session.execute(delete(LinkCode).where(LinkCode.member_id.in_(ids), LinkCode.used_at.is_(None),
@@ -71,7 +73,8 @@ def create_invites(session: Session, members: list[Member], now: datetime, chann
             codes[m.id] = code
     else:
         codes = {m.id: secrets.token_urlsafe(CODE_BYTES) for m in members}
-    session.add_all(LinkCode(code=c, member_id=mid, created_at=now, channel=channel) for mid, c in codes.items())
+    session.add_all(LinkCode(code=c, member_id=mid, created_at=now, channel=channel, replaces_link=replacing)
+                    for mid, c in codes.items())
     session.flush()
     return codes
 
@@ -178,7 +181,7 @@ def link_by_code(session: Session, channel: str, external_id: str, code: str, no
     if link.used_at is not None:
         current = account_member(session, channel, external_id)
         return LinkResult("already" if current is not None and current.id == member.id else "used", member)
-    result = _link(session, channel, external_id, member, now, invited_at=link.created_at)
+    result = _link(session, channel, external_id, member, now, replacing=link.replaces_link)
     if result.status == "linked":
         link.used_at = now
     return result
@@ -192,12 +195,18 @@ def link_by_phone(session: Session, channel: str, external_id: str, phone: str, 
     return _link(session, channel, external_id, member, now)
 
 
+def relink_code(session: Session, member: Member, now: datetime, channel: str = "telegram") -> str:
+    """A code for this one member that moves their link to the chat that uses it: the secretary's answer to a
+    lost phone or a new account. Their other unused codes of ``channel`` stop working."""
+    return create_invites(session, [member], now, channel, replacing=True)[member.id]
+
+
 def _link(session: Session, channel: str, external_id: str, member: Member, now: datetime, *,
-          invited_at: datetime | None = None) -> LinkResult:
+          replacing: bool = False) -> LinkResult:
     """Link this chat to ``member``. A chat whose member is no longer active is free to link again (the
-    person may be back under a new code). A member already linked elsewhere moves to this chat only with
-    an invitation made after that link (``invited_at``): the secretary's answer to a lost phone or a
-    new account; an older invitation, or a phone number, cannot take the member over."""
+    person may be back under a new code). A member already linked elsewhere moves to this chat only with a
+    code made for that purpose (``replacing``, see ``relink_code``); an invitation sheet's code, or a phone
+    number, cannot take a member over. Every refusal is decided before anything changes."""
     if not member.active:
         return LinkResult("inactive", member)
     account = session.scalar(
@@ -208,14 +217,15 @@ def _link(session: Session, channel: str, external_id: str, member: Member, now:
             return LinkResult("already", member)
         if account.member.active:
             return LinkResult("account_taken", account.member)
+    other = session.scalar(select(ChatAccount).where(ChatAccount.channel == channel, ChatAccount.member_id == member.id))
+    if other is not None and not replacing:
+        return LinkResult("member_taken", member)
+    if account is not None:
         log.info("%s chat %s: released by member %s (no longer active) to link member %s",
                  channel, external_id, account.member.code, member.code)
         session.delete(account)
-    other = session.scalar(select(ChatAccount).where(ChatAccount.channel == channel, ChatAccount.member_id == member.id))
     if other is not None:
-        if invited_at is None or invited_at <= other.linked_at:
-            return LinkResult("member_taken", member)
-        log.info("member %s: moved from %s chat %s to %s by an invitation made after the link",
+        log.info("member %s: moved from %s chat %s to %s by a code made to replace the link",
                  member.code, channel, other.external_id, external_id)
         session.delete(other)
     session.flush()

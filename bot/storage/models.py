@@ -160,6 +160,9 @@ class LinkCode(Base):
     # the messenger the invitation was made for: a new invitation retires only that kind (a
     # Telegram deep link and a short typed Zalo code may both be out at once)
     channel: Mapped[str] = mapped_column(String(16), default="telegram")
+    # made for this one member on purpose (``members relink``, the console's "Mã liên kết mới"): the only kind
+    # that moves a member already linked to the chat using it; an invitation sheet's codes never take one over
+    replaces_link: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class Document(Base):
