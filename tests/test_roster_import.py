@@ -140,6 +140,20 @@ def test_a_reimport_that_writes_codes_in_another_case_updates_the_same_units_and
     assert by_code == {"M1": ("B2", True), "M2": ("B1", True), "M3": ("B2", True)}
 
 
+def test_a_code_stored_exactly_as_written_is_itself_even_beside_a_twin_in_another_case(cli, workdir, db):
+    """Twins ``M1`` and ``m1`` from before codes matched whatever their case: a row ``M1`` is M1, never m1."""
+    cli("units", "import", write(workdir, "u.csv", UNITS))
+    cli("members", "import", write(workdir, "m.csv", MEMBERS))
+    with db.session() as s:
+        unit = s.scalar(select(Unit.id).where(Unit.code == "B1"))
+        s.add(Member(code="m1", full_name="Người trùng mã", unit_id=unit, role="member", active=True))
+    again = "member_code,full_name,unit_code,phone,role\nM1,Nguyễn Văn Anh,B1,0912 345 678,secretary\n"
+    assert cli("members", "import", "--full", write(workdir, "m2.csv", again)).code == 0
+    with db.session() as s:
+        by_code = {m.code: (m.full_name, m.active) for m in s.scalars(select(Member))}
+    assert by_code["M1"] == ("Nguyễn Văn Anh", True) and by_code["m1"] == ("Người trùng mã", False)
+
+
 def test_one_code_written_twice_in_different_cases_is_refused_by_row(cli, workdir, db):
     cli("units", "import", write(workdir, "u.csv", UNITS))
     twice = "member_code,full_name,unit_code,phone,role\nM9,Nguyễn Văn An,B1,,member\nm9,Nguyễn Văn Án,B1,,member\n"

@@ -281,17 +281,41 @@ def import_members(session: Session, path: Path, *, full: bool = False, default_
     return result
 
 
-def _spellings(codes: Iterable[str]) -> dict[str, str]:
-    """Codes by their case-folded form: ``dv001`` in a file is the member stored as ``DV001``."""
-    return {code.casefold(): code for code in codes}
+AMBIGUOUS = ""  # a case-folded form that two stored codes share (``M1`` and ``m1`` from before): no respelling
 
 
-def _respell(values: dict[str, str], column: str, spelling: dict[str, str], *, learn: bool = False) -> str:
+@dataclass
+class _Spellings:
+    """Codes as stored: each by itself, and by its case-folded form where only one code has it."""
+
+    exact: set[str] = field(default_factory=set)
+    folded: dict[str, str] = field(default_factory=dict)
+
+    def add(self, code: str) -> None:
+        key = code.casefold()
+        self.folded[key] = code if self.folded.get(key, code) == code else AMBIGUOUS
+        self.exact.add(code)
+
+
+def _spellings(codes: Iterable[str]) -> _Spellings:
+    spelling = _Spellings()
+    for code in codes:
+        spelling.add(code)
+    return spelling
+
+
+def _respell(values: dict[str, str], column: str, spelling: _Spellings, *, learn: bool = False) -> str:
     """The code in ``column`` as it is already spelled (in the database, or earlier in the file when
-    ``learn``), so that one typed in another case is the same unit or member, never a second one."""
+    ``learn``): ``dv001`` is the member stored as ``DV001``, never a second one. A code stored exactly as
+    written is itself; one whose case-folded form two stored codes share is left as written."""
     code = values[column]
-    if code:
-        values[column] = spelling.setdefault(code.casefold(), code) if learn else spelling.get(code.casefold(), code)
+    if not code or code in spelling.exact:
+        return code
+    known = spelling.folded.get(code.casefold())
+    if known:
+        values[column] = known
+    elif known is None and learn:
+        spelling.add(code)
     return values[column]
 
 
