@@ -11,8 +11,12 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# a well-formed multi-byte UTF-8 sequence: Windows-1258 text practically never contains one
-_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+# UTF-8 of what Vietnamese text is made of: letters with a tone (Ấ, ờ, đ...), combining tone marks, and
+# typographic quotes, dashes and ellipses. Windows-1258 text practically never holds these byte sequences
+# (any well-formed UTF-8 pair would be too broad: a tone mark, 0xCC or 0xEC there, before ” or … is one).
+_VIETNAMESE_UTF8 = re.compile(
+    rb"\xc3[\x80-\xbd]|\xc4[\x82\x83\x90\x91\xa8\xa9]|\xc5[\xa8\xa9]|\xc6[\xa0\xa1\xaf\xb0]"
+    rb"|\xe1[\xba\xbb][\x80-\xbf]|\xcc[\x80-\x83\x86\x89\x9b\xa3]|\xe2\x80[\x93-\xa6]")
 
 
 def decode_text(data: bytes) -> str:
@@ -23,7 +27,7 @@ def decode_text(data: bytes) -> str:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        if _UTF8_SEQUENCE.search(data):
+        if _VIETNAMESE_UTF8.search(data):  # UTF-8 with a damaged byte: its own error names the byte
             raise
         try:
             text = data.decode("cp1258")

@@ -253,6 +253,18 @@ def test_a_csv_saved_by_excel_in_the_windows_code_page_imports_with_every_diacri
             "Nguyễn Văn An", "Trần Thị Bình", "Lê Văn Cường"]
 
 
+def test_a_windows_1258_csv_with_typographic_quotes_and_dashes_after_a_tone_imports(cli, workdir, db):
+    """In Windows-1258 a tone mark (0xCC, 0xD2, 0xDE, 0xEC) before ” … – makes a well-formed UTF-8 pair: the file is
+    still read as written, not refused as damaged UTF-8."""
+    names = ["Khẩu hiệu “Tất cả vì nhà”", "Xóm Hoà…", "Ấp Ở–Tổ 3"]
+    rows = "".join(f"U{i},{name},\n" for i, name in enumerate(names))
+    (workdir / "u.csv").write_bytes(windows_1258("Mã đơn vị;Tên đơn vị;Mã đơn vị cấp trên\n".replace(";", ",") + rows))
+    result = cli("units", "import", "u.csv")
+    assert result.code == 0, result.out
+    with db.session() as s:
+        assert s.scalars(select(Unit.name).order_by(Unit.code)).all() == names
+
+
 def test_a_csv_with_a_nul_byte_is_refused_with_its_line(cli, workdir, db):
     (workdir / "u.csv").write_bytes(b"code,name,parent_code\nP,T\x00nh,\n")
     result = cli("units", "import", "u.csv")
