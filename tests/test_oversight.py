@@ -149,7 +149,7 @@ def test_reminders_go_once_a_day_and_say_who_was_skipped(service, province):
     assert "đã gửi nhắc nhở tới 3 đồng chí chưa hoàn thành" in first  # DV001, DV002, DV003
     assert "6 đồng chí chưa liên kết tài khoản" in first
     again = say(service, "DV001", "/nhacnho")[0].text
-    assert "đã gửi nhắc nhở tới 0 đồng chí" in again and "3 đồng chí đã được nhắc hoặc thông báo về đợt này trong ngày" in again
+    assert "đã gửi nhắc nhở tới 0 đồng chí" in again and "3 đồng chí đã được nhắc hoặc thông báo về đợt này trong 20 giờ qua" in again
     with province.session() as s:
         assert s.scalar(select(func.count()).select_from(OutboxMessage)) == 3
 
@@ -221,4 +221,4 @@ def test_a_reminder_asked_at_night_counts_for_the_morning_it_is_sent(service, pr
     sent_on = morning.astimezone(TZ).strftime("%d/%m/%Y")
     assert "đã gửi nhắc nhở tới 2 đồng chí" in first and f"sẽ được gửi lúc 07:00 ngày {sent_on}" in first
     again = service.on_text("DV001", "/nhacnho", morning).replies[0].text
-    assert "đã gửi nhắc nhở tới 0 đồng chí" in again and "2 đồng chí đã được nhắc hoặc thông báo về đợt này trong ngày" in again
+    assert "đã gửi nhắc nhở tới 0 đồng chí" in again and "2 đồng chí đã được nhắc hoặc thông báo về đợt này trong 20 giờ qua" in again

@@ -116,7 +116,7 @@ def reminded_reply(rnd: Round, unit: Unit, sent: int, already: int, unlinked: in
     lines = [f"🔔 {doc.code} — {unit.name}: đã gửi nhắc nhở tới {sent} đồng chí chưa hoàn thành."]
     skipped = []
     if already:
-        skipped.append(f"{already} đồng chí đã được nhắc hoặc thông báo về đợt này trong ngày "
+        skipped.append(f"{already} đồng chí đã được nhắc hoặc thông báo về đợt này trong 20 giờ qua "
                        "(mỗi ngày nhắc tối đa một lần)")
     if unlinked:
         skipped.append(f"{unlinked} đồng chí chưa liên kết tài khoản với bot (cần nhắc trực tiếp)")

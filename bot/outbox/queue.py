@@ -172,11 +172,16 @@ REMINDED_RECENTLY = timedelta(hours=20)
 ROUND_NEWS = ("announce", "remind", "nudge")
 
 
-def told_recently(round_id: int, now: datetime):
-    """Select of the members with an announcement, reminder or nudge of this round queued within
-    ``REMINDED_RECENTLY`` before ``now`` (sent or still waiting, e.g. for the morning)."""
-    return select(OutboxMessage.member_id).where(
-        OutboxMessage.round_id == round_id, OutboxMessage.purpose.in_(ROUND_NEWS),
+TOLD = ("pending", "claimed", "sending", "sent", "uncertain")  # not failed, dropped or expired: those told nobody
+
+
+def told_recently(round_id: int, now: datetime, member_id):
+    """Whether the member ``member_id`` (a column, or a value) had an announcement, reminder or nudge of this
+    round queued within ``REMINDED_RECENTLY`` before ``now``, sent or still waiting (e.g. for the morning): an
+    EXISTS per member, which the outbox's (member, round) index answers without reading the whole outbox."""
+    return exists().where(
+        OutboxMessage.member_id == member_id, OutboxMessage.round_id == round_id,
+        OutboxMessage.purpose.in_(ROUND_NEWS), OutboxMessage.status.in_(TOLD),
         OutboxMessage.created_at > now - REMINDED_RECENTLY)
 
 

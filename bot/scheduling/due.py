@@ -253,7 +253,7 @@ def _audience_query(rnd: Round, *, reminder_at: datetime | None):
     query = select(Member.id).where(Member.id.in_(audience_members(rnd.id).with_only_columns(Member.id)))
     if reminder_at is not None:
         finished = select(Attempt.member_id).where(Attempt.round_id == rnd.id, Attempt.submitted_at.is_not(None))
-        query = query.where(Member.id.not_in(finished), Member.id.not_in(queue.told_recently(rnd.id, reminder_at)))
+        query = query.where(Member.id.not_in(finished), ~queue.told_recently(rnd.id, reminder_at, Member.id))
     return query
 
 

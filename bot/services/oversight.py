@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.domain import oversight_messages as om
@@ -105,7 +106,8 @@ def remind(s: Session, member: Member, now: datetime, tz: ZoneInfo, quiet: Quiet
             _total, rows = stats.not_finished_members(s, rnd.id, unit.id, 0, None)
             ids = [r.member.id for r in rows]
             linked = queue.reachable(s, ids)
-            told = linked & set(s.scalars(queue.told_recently(rnd.id, now)))  # e.g. the scheduler's reminder today
+            told = set(s.scalars(select(Member.id).where(  # e.g. the scheduler's reminder this morning
+                Member.id.in_(linked), queue.told_recently(rnd.id, now, Member.id)))) if linked else set()
             wanted = [mid for mid in ids if mid in linked and mid not in told]
             refusal = budget.refusal(s, wanted, now, purpose="nudge",
                                      closes_at=rnd.closes_at) if budget is not None else None
