@@ -446,6 +446,22 @@ def test_a_report_of_a_document_whose_code_has_diacritics_downloads_under_its_ow
     assert load_workbook(io.BytesIO(report.content)).sheetnames
 
 
+def test_reactivating_a_member_whose_phone_is_now_anothers_names_the_number_only_to_who_may_see_it(
+        chat, console_server, province):
+    from bot.storage.models import Member
+
+    with province.session() as s:
+        dv002 = s.scalar(select(Member).where(Member.code == "DV002"))
+        dv002.active, phone, target = False, dv002.phone, dv002.id
+        s.scalar(select(Member).where(Member.code == "DV003")).phone = phone  # the number went to DV003 since
+    for code, shown in (("CB002", False), ("DV001", True)):
+        viewer = logged_in(chat, console_server, code)
+        page = viewer.post(f"/quantri/doanvien/{target}/sinhhoatlai", data={"csrf": csrf_of(viewer, "/quantri/doanvien")})
+        text = html.unescape(page.text)
+        assert page.status_code == 400 and "đang là số của một đảng viên khác" in text, code
+        assert (phone in text) is shown, code
+
+
 def test_a_secretary_gives_a_member_who_lost_their_phone_a_code_that_moves_the_link(chat, console_server, province):
     import re
 

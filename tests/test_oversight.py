@@ -77,7 +77,7 @@ def test_a_round_closed_early_shows_when_it_ended_and_asks_nobody_to_finish_it(s
     assert f"Thời hạn: đã kết thúc sớm lúc {closed_at.astimezone(TZ):%H:%M ngày %d/%m/%Y} (hạn " in text
 
 
-def test_a_branch_with_nobody_counted_is_asked_for_its_roster_not_for_zero_more_members(service, province):
+def test_a_branch_whose_members_are_all_exempt_is_told_so_not_asked_for_zero_more_members(service, province):
     from sqlalchemy import update
 
     from bot.domain.oversight_messages import closing_text
@@ -92,11 +92,19 @@ def test_a_branch_with_nobody_counted_is_asked_for_its_roster_not_for_zero_more_
         s.execute(update(Member).where(Member.unit_id == branch).values(exempt=True))
     text = say(service, "DV001", "/thongke")[0].text
     assert "Đã hoàn thành: 0/0" in text and "Cần thêm" not in text
-    assert "Đơn vị chưa có đảng viên nào trong danh sách; hãy nạp danh sách đảng viên." in text
+    assert "Tất cả đảng viên của đơn vị được miễn sinh hoạt; không ai cần học trong đợt này." in text
+    assert "hãy nạp danh sách" not in text  # the roster is loaded: not the advice to give
     with province.session() as s:
         figures: Figures = stats.unit_figures(s, 1, branch, utcnow())
         final = closing_text(s.get(Round, 1), s.get(Unit, branch), figures, TZ).text
     assert "không có đảng viên nào trong danh sách" in final and "CHƯA ĐẠT" not in final
+    from dataclasses import replace
+
+    from bot.domain.oversight_messages import figures_text
+
+    with province.session() as s:  # a unit whose members were never imported: that is the advice then
+        empty = figures_text(s.get(Round, 1), replace(figures, exempt=0), TZ)
+    assert "Đơn vị chưa có đảng viên nào trong danh sách; hãy nạp danh sách đảng viên." in empty
 
 
 def test_cadre_drills_down_and_back_up_within_their_subtree(service, province):

@@ -473,7 +473,7 @@ def _count_rows(db, model) -> int:
         return s.scalar(select(func.count()).select_from(model))
 
 
-def test_a_redelivered_button_press_calls_nothing_twice_and_logs_no_error(
+def test_a_redelivered_button_press_records_nothing_twice_sends_nothing_new_and_logs_no_error(
         telegram_bot, emulator, invite, province, caplog):
     user = link(emulator, invite, "DV023", 9801)
     user.send_text("/lambai")

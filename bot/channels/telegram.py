@@ -239,10 +239,11 @@ class TelegramChannel:
             self.service.on_action, str(query.from_user.id), query.data or "", self.clock(), str(update.update_id))
         if outcome.redelivered:  # recorded when it first came: nothing is done twice, nothing sent anew
             log.info("update %s: a redelivered button press; already handled", update.update_id)
-            if outcome.replies and query.message is not None:  # its reply may have been lost: shown again in
-                reply = outcome.replies[-1]                      # place (an edit to the same text changes nothing)
-                try:
-                    await self._edit(context.bot, query.message, reply, markup(reply, clear_keyboard=False))
+            fits = fit(outcome.replies[-1:])
+            rm = markup(fits[0], clear_keyboard=False) if len(fits) == 1 else None
+            if len(fits) == 1 and query.message is not None and isinstance(rm, (InlineKeyboardMarkup, type(None))):
+                try:  # its reply may have been lost: shown again in place (the same text again changes nothing)
+                    await self._edit(context.bot, query.message, fits[0], rm)
                 except StillFlooded:
                     pass  # logged; the member's next tap shows where they are
             return

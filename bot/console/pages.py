@@ -601,8 +601,9 @@ async def reactivate(console, request: Request, visit) -> Response:
         raise Refused(403, "Chỉ quản trị viên hoặc người có vai trò cao hơn mới cho đồng chí này sinh hoạt lại được.")
     if target.phone and s.scalar(select(Member.code).where(Member.phone == target.phone, Member.active,
                                                            Member.id != target.id)):
-        raise Refused(400, f"Số điện thoại {target.phone} đang là số của một đảng viên khác; hãy sửa danh sách "
-                           "đảng viên trước.")
+        number = f" {target.phone}" if can_see_phone(member, target.unit_id) else ""  # never a phone it hides
+        raise Refused(400, f"Số điện thoại{number} của đồng chí này đang là số của một đảng viên khác đang sinh hoạt; "
+                           "hãy sửa danh sách đảng viên trước.")
     target.active = True
     console_access.record(s, member, "reactivate", f"{target.code} {target.full_name}", visit.now)
     return _redirect(f"/quantri/doanvien?q={quote(target.code)}")

@@ -49,7 +49,9 @@ def figures_text(rnd: Round, f: Figures, tz: ZoneInfo) -> str:
         f"Đạt yêu cầu: {f.passed} · Điểm trung bình: {percent(f.average_score) if f.average_score is not None else '—'}",
         f"Chưa làm: {f.not_started} · Đang làm dở: {f.in_progress}",
     ]
-    if f.audience == 0:  # a unit whose members are not imported yet: nobody to ask for, nothing missed
+    if f.audience == 0 and f.exempt:  # nobody to ask for, nothing missed
+        lines.append("Tất cả đảng viên của đơn vị được miễn sinh hoạt; không ai cần học trong đợt này.")
+    elif f.audience == 0:  # a unit whose members are not imported yet
         lines.append("Đơn vị chưa có đảng viên nào trong danh sách; hãy nạp danh sách đảng viên.")
     elif f.target_met:
         lines.append("✅ Đã đạt mục tiêu.")

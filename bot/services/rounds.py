@@ -99,7 +99,8 @@ def open_round(
         raise RoundError(f"mục tiêu {target:g} nằm ngoài khoảng 1-100; hãy ghi một tỷ lệ phần trăm, ví dụ 98")
     running = overlapping_round(session, doc.id, [units[c].id for c in codes], opens_at, closes_at, now)
     if running is not None:
-        where = ", ".join(sorted(ru.unit.name for ru in running.units))
+        names = sorted(ru.unit.name for ru in running.units)
+        where = ", ".join(names[:3]) + (f" và {len(names) - 3} đơn vị khác" if len(names) > 3 else "")
         raise RoundError(f"văn bản {doc.code} đã có đợt học tập số {running.id} ({where}) trùng thời gian với "
                          "đợt này cho cùng đảng viên; hãy gia hạn đợt đó, hoặc chọn đơn vị hay thời gian khác")
     rnd = Round(document_id=doc.id, opens_at=opens_at, closes_at=closes_at, target_rate=float(target), created_at=now)
