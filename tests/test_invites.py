@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from openpyxl import load_workbook
@@ -171,3 +172,26 @@ def test_a_zalo_code_is_not_spent_on_telegram_nor_a_telegram_link_on_zalo(cli, s
     assert zalo.on_text("z-9", f"/start {link}", utcnow()).replies[0].text.startswith(
         "Mã liên kết này dành cho Telegram")
     assert "Liên kết thành công" in telegram.on_text("2003", f"/start {link}", utcnow()).replies[0].text
+
+
+def test_a_relink_code_survives_a_sheet_printed_again_and_a_zalo_one_used_on_the_oa_unlinks_the_lost_phone(
+        cli, sample_roster, db_url, workdir):
+    from bot.services.linking import create_invites, relink_code
+    from bot.storage.models import ChatAccount, Member, WebLink
+
+    zalo, oa = chat(db_url, "zalo"), chat(db_url, "zalo_oa")
+    with Database(db_url).session() as s:
+        dv002 = s.query(Member).filter_by(code="DV002").one()
+        first = create_invites(s, [dv002], utcnow(), "zalo")[dv002.id]
+    assert "Liên kết thành công" in zalo.on_text("lost-phone", first, utcnow()).replies[0].text
+    with Database(db_url).session() as s:
+        dv002 = s.query(Member).filter_by(code="DV002").one()
+        s.add(WebLink(id="lost-phone-link", member_id=dv002.id, created_at=utcnow(),
+                      expires_at=utcnow() + timedelta(days=3)))
+        code = relink_code(s, dv002, utcnow(), "zalo")
+    assert cli("members", "invite", "--channel", "zalo", "--unit", "DP-TT-01", "--out", "again.csv").code == 0
+    assert "Liên kết thành công" in oa.on_text("oa-new", code, utcnow()).replies[0].text  # the new phone, on the OA
+    with Database(db_url).session() as s:
+        accounts = {(a.channel, a.external_id) for a in s.query(ChatAccount).filter_by(member_id=dv002.id)}
+        revoked = s.get(WebLink, "lost-phone-link").revoked_at
+    assert accounts == {("zalo_oa", "oa-new")} and revoked is not None  # the lost phone holds nothing of theirs

@@ -162,6 +162,22 @@ def test_reminders_go_once_a_day_and_say_who_was_skipped(service, province):
         assert s.scalar(select(func.count()).select_from(OutboxMessage)) == 3
 
 
+def test_a_nudge_dropped_before_it_went_out_can_be_sent_again_the_same_day(service, province):
+    """A waiting nudge dropped (the deadline moved overnight, say) told nobody: the secretary's next /nhacnho
+    that day sends it, and says so."""
+    from sqlalchemy import update
+
+    link(service, province, "DV001")
+    link(service, province, "DV002")
+    assert "đã gửi nhắc nhở tới 2 đồng chí" in say(service, "DV001", "/nhacnho")[0].text
+    with province.session() as s:
+        s.execute(update(OutboxMessage).values(status="dropped"))
+    again = say(service, "DV001", "/nhacnho")[0].text
+    assert "đã gửi nhắc nhở tới 2 đồng chí" in again and "đã được nhắc" not in again
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status == "pending")) == 2
+
+
 def test_cadre_gets_the_workbook_and_chart(service, province):
     link(service, province, "CB002")
     finish(province, "DV011", 70.0)

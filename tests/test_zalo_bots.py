@@ -155,6 +155,26 @@ def test_the_51st_member_is_told_to_ask_the_secretary_and_the_secretary_is_told(
     assert "Điểu Ngọc Mai (DV003)" in told[0][1]["text"] and "đủ 50" in told[0][1]["text"]
 
 
+def test_a_member_on_a_full_branch_bot_moves_to_a_new_phone_with_a_relink_code(two_branches, province):
+    """The lost phone's account held one of the bot's 50 places: the new phone takes that place, not a 51st."""
+    from bot.services.linking import relink_code
+
+    _process, _default, bot_a, _bot_b = two_branches
+    now = utcnow()
+    with province.session() as s:
+        bot = s.scalar(select(ZaloBot).where(ZaloBot.name == "Chi bo Tan Tien"))
+        dv003 = s.scalar(select(Member).where(Member.code == "DV003"))
+        others = s.scalars(select(Member.id).where(Member.code.not_in(["DV003", "DV001"])).order_by(Member.id)
+                           .limit(MEMBER_CAP - 1)).all()
+        s.add_all(ChatAccount(channel="zalo", external_id=f"fill-{mid}", member_id=mid, linked_at=now,
+                              bot_id=bot.id) for mid in [*others, dv003.id])
+        code = format_code(relink_code(s, dv003, now, "zalo"))
+    assert "Liên kết thành công" in say(bot_a.user("a-new"), code, "Liên kết thành công")
+    assert accounts(province)["DV003"] == ("a-new", "Chi bo Tan Tien")
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(ChatAccount).where(ChatAccount.bot_id == bot.id)) == 50
+
+
 def test_members_linking_at_the_same_moment_never_take_a_bot_past_50(province):
     """Six members of ấp 1-3 type their codes at once to a bot serving 47 (six webhook deliveries in
     flight together): three are linked, three are told to ask the secretary and keep their codes, and

@@ -175,8 +175,9 @@ def cmd_members_relink(args, settings: Settings) -> int:
         code = relink_code(s, member, utcnow(), args.channel)
     shown = f"https://t.me/{bot_name}?start={code}" if args.channel == "telegram" else format_code(code)
     print(shown)
-    print(f"{args.member_code} opens this on the new {args.channel.capitalize()} account; the old one stops receiving "
-          "their messages. Earlier unused codes of the member no longer work", file=sys.stderr)
+    print(f"{args.member_code} opens this on the new {args.channel.capitalize()} account; once used, the old one "
+          "stops receiving their messages and their study links stop working. Earlier unused "
+          f"{args.channel.capitalize()} codes of the member no longer work", file=sys.stderr)
     return 0
 
 

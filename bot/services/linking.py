@@ -15,7 +15,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from bot.domain.phones import normalize_phone
@@ -59,9 +59,10 @@ def create_invites(session: Session, members: list[Member], now: datetime, chann
     stop working. Channels where members type the code get short codes (see ``format_code``).
     ``replacing``: codes that move a member already linked to the chat that uses them (``relink``)."""
     ids = [m.id for m in members]
-    if ids:
-        session.execute(delete(LinkCode).where(LinkCode.member_id.in_(ids), LinkCode.used_at.is_(None),
-                                               LinkCode.channel == channel))
+    if ids:  # a sheet printed again leaves a member's relink code alone; a new relink code retires everything
+        retired = delete(LinkCode).where(LinkCode.member_id.in_(ids), LinkCode.used_at.is_(None),
+                                         LinkCode.channel == channel)
+        session.execute(retired if replacing else retired.where(LinkCode.replaces_link.is_(False)))
     if channel in TYPED_CODE_CHANNELS:
         codes: dict[int, str] = {}
         taken: set[str] = set()
@@ -181,7 +182,8 @@ def link_by_code(session: Session, channel: str, external_id: str, code: str, no
     if link.used_at is not None:
         current = account_member(session, channel, external_id)
         return LinkResult("already" if current is not None and current.id == member.id else "used", member)
-    result = _link(session, channel, external_id, member, now, replacing=link.replaces_link)
+    moves = CODE_WORKS_ON.get(link.channel, (link.channel,)) if link.replaces_link else ()
+    result = _link(session, channel, external_id, member, now, replacing=moves)
     if result.status == "linked":
         link.used_at = now
     return result
@@ -202,11 +204,12 @@ def relink_code(session: Session, member: Member, now: datetime, channel: str = 
 
 
 def _link(session: Session, channel: str, external_id: str, member: Member, now: datetime, *,
-          replacing: bool = False) -> LinkResult:
+          replacing: tuple[str, ...] = ()) -> LinkResult:
     """Link this chat to ``member``. A chat whose member is no longer active is free to link again (the
     person may be back under a new code). A member already linked elsewhere moves to this chat only with a
-    code made for that purpose (``replacing``, see ``relink_code``); an invitation sheet's code, or a phone
-    number, cannot take a member over. Every refusal is decided before anything changes."""
+    code made for that purpose (``replacing``: the messengers whose accounts of the member it replaces, see
+    ``relink_code``); an invitation sheet's code, or a phone number, cannot take a member over. Every
+    refusal is decided before anything changes."""
     if not member.active:
         return LinkResult("inactive", member)
     account = session.scalar(
@@ -218,17 +221,34 @@ def _link(session: Session, channel: str, external_id: str, member: Member, now:
         if account.member.active:
             return LinkResult("account_taken", account.member)
     other = session.scalar(select(ChatAccount).where(ChatAccount.channel == channel, ChatAccount.member_id == member.id))
-    if other is not None and not replacing:
+    if other is not None and channel not in replacing:
         return LinkResult("member_taken", member)
     if account is not None:
         log.info("%s chat %s: released by member %s (no longer active) to link member %s",
                  channel, external_id, account.member.code, member.code)
         session.delete(account)
-    if other is not None:
-        log.info("member %s: moved from %s chat %s to %s by a code made to replace the link",
-                 member.code, channel, other.external_id, external_id)
-        session.delete(other)
+    if replacing:
+        _forget_old_accounts(session, member, replacing, now, external_id)
     session.flush()
     session.add(ChatAccount(channel=channel, external_id=external_id, member_id=member.id, linked_at=now, last_seen_at=now))
     session.flush()
     return LinkResult("linked", member)
+
+
+def _forget_old_accounts(session: Session, member: Member, channels: tuple[str, ...], now: datetime,
+                         new_external_id: str) -> None:
+    """A relink: the member's accounts on these messengers (the lost phone's) are unlinked, and the study
+    links and console sessions they may still hold stop working."""
+    from bot.services.web_links import revoke
+    from bot.storage.models import ConsoleSession
+
+    old = list(session.scalars(select(ChatAccount).where(ChatAccount.member_id == member.id,
+                                                         ChatAccount.channel.in_(channels))))
+    for account in old:
+        log.info("member %s: %s chat %s unlinked by a code made to replace it (now %s)",
+                 member.code, account.channel, account.external_id, new_external_id)
+        session.delete(account)
+    if old:
+        revoke(session, member.id, now)
+        session.execute(update(ConsoleSession).where(ConsoleSession.member_id == member.id,
+                                                     ConsoleSession.ended_at.is_(None)).values(ended_at=now))

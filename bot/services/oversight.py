@@ -24,7 +24,7 @@ from bot.outbox import queue
 from bot.outbox.queue import QuietHours
 from bot.services import stats
 from bot.services.rounds import round_status
-from bot.storage.models import Member, Unit
+from bot.storage.models import Member, OutboxMessage, Unit
 
 
 def answerable_units(s: Session, member: Member) -> list[Unit]:
@@ -114,7 +114,11 @@ def remind(s: Session, member: Member, now: datetime, tz: ZoneInfo, quiet: Quiet
             if refusal is not None:
                 replies.append(Reply(f"🔔 {rnd.document.code} — {unit.name}: {refusal.text}"))
                 continue
-            targets = [(f"nudge:{rnd.id}:{mid}:{day}", mid) for mid in wanted]
+            keys = {mid: f"nudge:{rnd.id}:{mid}:{day}" for mid in wanted}
+            spent = set(s.scalars(select(OutboxMessage.dedupe_key).where(  # today's, dropped or failed: told nobody
+                OutboxMessage.dedupe_key.in_(list(keys.values())), OutboxMessage.status.not_in(queue.TOLD)))) \
+                if keys else set()
+            targets = [(f"{key}:{now:%H%M%S}" if key in spent else key, mid) for mid, key in keys.items()]
             own = links.for_round(s, [mid for _key, mid in targets], rnd, now) if links is not None else None
             sent = queue.enqueue_many(s, purpose="nudge", keyed_members=targets, reply=reminder(rnd, tz), now=now,
                                       not_before=not_before, expires_at=rnd.closes_at, round_id=rnd.id, links=own)

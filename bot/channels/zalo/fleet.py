@@ -98,7 +98,9 @@ def admit(s: Session, bot_pk: int | None, external_id: str, text: str, now: date
         return Admission(wrong_bot(right.name, right.share_link) if right else wrong_bot(default_name, default_link))
     if bot_pk is None:
         return Admission()
-    if linked_count(s, bot_pk) >= MEMBER_CAP:
+    moving_within = link.replaces_link and s.scalar(select(ChatAccount.id).where(  # a relink takes no new place
+        ChatAccount.channel == "zalo", ChatAccount.member_id == member.id, ChatAccount.bot_id == bot_pk)) is not None
+    if linked_count(s, bot_pk) >= MEMBER_CAP and not moving_within:
         _tell_secretaries(s, right, member, now)
         return Admission(bot_full(right.name))
     return Admission(stamp=True)
