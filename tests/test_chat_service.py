@@ -65,7 +65,8 @@ def test_a_redelivered_update_is_processed_once(service, province):
         assert s.scalar(select(func.count()).select_from(Answer)) == 1
 
 
-@pytest.mark.parametrize("typed", ["A", "b", " c. ", "4", "d."])
+@pytest.mark.parametrize("typed", ["A", "b", " c. ", "4", "d.", "đáp án a", "Đáp án: B", "câu C", "Chọn 4", "(b)", "A)",
+                                   "a,"])
 def test_answers_can_be_typed_as_letters_or_numbers(service, province, typed):
     linked(service, province, "DV003", "1")
     service.on_text("1", "/lambai", utcnow())
@@ -90,7 +91,8 @@ def test_a_letter_beyond_the_options_is_explained(service, province):
      ("KẾT QUẢ", ("ketqua", "")), ("xin chào", (None, "xin chào")),
      ("/thống kê", ("thongke", "")), ("/làm bài", ("lambai", "")), ("/Chưa làm 2", ("chualam", "2")),
      ("\u200b/thongke", ("thongke", "")), ("/thongke\u200b", ("thongke", "")), ("／ＴＨＯＮＧＫＥ", ("thongke", "")),
-     ("/hoc tài liệu", ("hoc", "tài liệu"))],
+     ("/hoc tài liệu", ("hoc", "tài liệu")), ("làm bài kiểm tra", ("lambai", "")), ("xem tiếp", ("tiep", "")),
+     ("Tiếp theo", ("tiep", ""))],
 )
 def test_commands_are_understood_with_or_without_slash_and_diacritics(text, expected):
     assert parse_command(text) == expected
@@ -141,6 +143,64 @@ def test_an_update_that_fails_is_not_remembered_as_processed(service, province, 
         assert s.get(ProcessedUpdate, ("telegram", "77")) is None
     monkeypatch.undo()
     assert "Câu 1/10" in service.on_text("1", "/lambai", utcnow(), update_key="77").replies[0].text
+
+
+@pytest.fixture
+def zalo(province):
+    return ChatService(province, ChannelTraits("zalo", 2000, has_buttons=False), TZ)
+
+
+@pytest.mark.parametrize("typed", ["đáp án b", "(B)", "câu b", "b,"])
+def test_on_zalo_an_answer_written_as_people_write_it_picks_the_offered_letter(zalo, province, typed):
+    linked(zalo, province, "DV003", "z3")
+    assert "Câu 1/10" in zalo.on_text("z3", "làm bài", utcnow()).replies[-1].text
+    assert zalo.on_text("z3", typed, utcnow()).replies[0].text.startswith("✔️ Đã ghi nhận câu 1")
+
+
+def test_on_zalo_a_stray_message_between_steps_keeps_the_offered_numbers_working(zalo, province):
+    linked(zalo, province, "DV004", "z4")
+    listing = zalo.on_text("z4", "học", utcnow()).replies[-1]
+    assert [c.typed for c in listing.all_choices()][:1] == ["1"]  # "Gõ 1: Đọc 64-KH/TU"
+    assert "chưa hiểu" in zalo.on_text("z4", "ok cảm ơn", utcnow()).replies[0].text
+    assert "64-KH/TU" in zalo.on_text("z4", "1", utcnow()).replies[0].text  # the list is still the one on screen
+
+
+def test_on_zalo_the_last_answer_typed_twice_brings_the_result_not_a_puzzled_reply(zalo, province):
+    """The second "D" for question 10 (or one typed after a crash lost the result) shows where the member is: the
+    result, with a note that the answer was recorded already."""
+    linked(zalo, province, "DV005", "z5")
+    zalo.on_text("z5", "làm bài", utcnow())
+    for _ in range(10):
+        last = zalo.on_text("z5", "A", utcnow())
+    assert any("Kết quả bài kiểm tra" in r.text for r in last.replies)
+    again = zalo.on_text("z5", "A", utcnow())
+    assert "chưa hiểu" not in again.replies[0].text and "Kết quả bài kiểm tra" in again.replies[0].text
+    assert again.notice == "Câu này đã được ghi nhận rồi."
+
+
+def test_a_used_or_foreign_code_does_not_start_the_wrong_code_count_afresh(zalo, province):
+    """Four wrong codes, then a real but used one, then another wrong one: the chat pauses (five wrong tries), as it
+    would without the used code in between."""
+    from bot.services.linking import format_code
+
+    with province.session() as s:
+        member = s.scalar(select(Member).where(Member.code == "DV006"))
+        used = format_code(create_invites(s, [member], utcnow(), channel="zalo")[member.id])
+    assert "Liên kết thành công" in zalo.on_text("owner", used, utcnow()).replies[0].text
+    for wrong in ("AAAA-AAAA", "BBBB-BBBB", "CCCC-CCCC", "DDDD-DDDD"):
+        zalo.on_text("guesser", wrong, utcnow())
+    assert "đã được sử dụng" in zalo.on_text("guesser", used, utcnow()).replies[0].text
+    assert "thử lại sau" in zalo.on_text("guesser", "EEEE-EEEE", utcnow()).replies[0].text
+
+
+@pytest.mark.parametrize("said", ["Mã của tôi là {code}", "Đồng chí Lê Văn A: mở bot học tập trên Zalo và gõ mã {code}"])
+def test_on_zalo_a_code_quoted_in_a_sentence_or_the_invitations_own_message_links(zalo, province, said):
+    from bot.services.linking import format_code
+
+    with province.session() as s:
+        member = s.scalar(select(Member).where(Member.code == "DV007"))
+        code = format_code(create_invites(s, [member], utcnow(), channel="zalo")[member.id])
+    assert "Liên kết thành công" in zalo.on_text("z7", said.format(code=code), utcnow()).replies[0].text
 
 
 def test_typed_numbers_mean_the_last_messages_choices_only(province):

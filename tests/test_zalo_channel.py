@@ -363,13 +363,16 @@ def test_group_answers_only_a_mention_and_never_with_results(zalo_bot, zalo_emul
     reply = group.last()["text"]
     assert "nhắn riêng cho bot" in reply and "https://zalo.me/s/hoctap" in reply
     assert "Lần 1" not in reply and "Câu" not in reply
-    group.mention(member, format_code(zalo_invite("DV011")))
+    posted = format_code(zalo_invite("DV011"))
+    group.mention(member, posted)
     group.wait_for(lambda g: len(g.messages) == 2)
-    assert "đừng gửi trong nhóm" in group.last()["text"]
+    assert "mã vừa gửi trong nhóm đã bị hủy" in group.last()["text"]
     done = zalo_bot.channel.done
     zalo_emulator.replay_last(member)
     zalo_bot.settle(done + 1)
     assert len(group.messages) == 2  # a redelivered mention is answered once
+    reader = zalo_emulator.user("zl-reader", "Người trong nhóm")  # someone who read it there
+    assert "Mã liên kết không đúng" in say(reader, posted, "Mã liên kết")
 
 
 def test_group_mention_by_the_name_the_app_shows_is_answered_in_any_case_and_without_diacritics(
@@ -388,7 +391,7 @@ def test_group_mention_by_the_name_the_app_shows_is_answered_in_any_case_and_wit
                 assert "nhắn riêng cho bot" in group.last()["text"], text
             group.mention(member, format_code(zalo_invite("DV011")).replace("-", "–"))
             group.wait_for(lambda g: len(g.messages) == 4)
-            assert "đừng gửi trong nhóm" in group.last()["text"]  # the mention is not taken for part of it
+            assert "đã bị hủy" in group.last()["text"]  # the mention is not taken for part of it
         finally:
             process.stop()
 

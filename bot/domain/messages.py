@@ -103,9 +103,15 @@ def codes_paused(until: datetime, tz: ZoneInfo) -> Reply:
         f"{local(until, tz)}, hoặc liên hệ bí thư chi bộ để nhận mã mới.")
 
 
-def group_redirect(display_name: str = "", share_link: str | None = None, *, posted_code: bool = False) -> Reply:
-    """In a group the bot shows nobody's results: it asks people to write to it privately."""
+def group_redirect(display_name: str = "", share_link: str | None = None, *, posted_code: bool = False,
+                   voided: bool = False) -> Reply:
+    """In a group the bot shows nobody's results: it asks people to write to it privately. ``voided``: the
+    code posted there was cancelled, since everyone in the group read it."""
     where = f" tại {share_link}" if share_link else ""
+    if voided:
+        return Reply("⚠️ Mã liên kết là của riêng đồng chí: mã vừa gửi trong nhóm đã bị hủy để không ai khác dùng "
+                     f"được. Đồng chí vui lòng xin bí thư chi bộ một mã mới, rồi nhắn riêng cho bot{where} và gõ "
+                     "mã ở đó.")
     if posted_code:
         return Reply("⚠️ Mã liên kết là của riêng đồng chí, đừng gửi trong nhóm. "
                      f"Đồng chí vui lòng nhắn riêng cho bot{where} và gõ mã ở đó.")

@@ -33,12 +33,16 @@ COMMANDS = {
     "lambai": "lambai", "kiemtra": "lambai",
     "ketqua": "ketqua",
     "trogiup": "help", "help": "help", "huongdan": "help",
-    "tiep": "tiep",
+    "tiep": "tiep", "xemtiep": "tiep", "tieptheo": "tiep", "doctiep": "tiep",
+    "lambaikiemtra": "lambai",
     "thongke": "thongke", "chualam": "chualam", "nhacnho": "nhacnho", "baocao": "baocao",
     "ngonngu": "ngonngu", "language": "ngonngu",
     "quantri": "quantri",
 }
-_ANSWER = re.compile(r"^\s*([A-Fa-f]|[1-6])\s*\.?\s*$")
+# An answer as members type it: "B", "b.", "2", "(c)", "đáp án: D", "câu A", "chọn 3" (on text without diacritics)
+# ("câu" only before a letter: "câu 3" may mean the third question)
+_ANSWER = re.compile(r"^\s*(?:(?:dap an|phuong an|cau tra loi|tra loi|chon)\s*:?\s*|cau\s*:?\s*(?=[(\[]?\s*[a-f]))?"
+                     r"[(\[]?\s*([a-f1-6])\s*[)\]]?\s*[.,!)]*\s*$")
 
 
 def fold(text: str) -> str:
@@ -46,6 +50,18 @@ def fold(text: str) -> str:
     text = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text).casefold()).replace("đ", "d")
     return "".join(ch for ch in text if not unicodedata.combining(ch) and not ch.isspace()
                    and unicodedata.category(ch) != "Cf")
+
+
+def plain(text: str) -> str:
+    """Lower case without diacritics, spaces kept: ``Đáp án: B`` → ``dap an: b``."""
+    text = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text).casefold()).replace("đ", "d")
+    return "".join(ch for ch in text if not unicodedata.combining(ch) and unicodedata.category(ch) != "Cf")
+
+
+def answer_token(text: str) -> str | None:
+    """The letter or number an answer-like text gives (``đáp án a`` → ``A``), or None."""
+    match = _ANSWER.match(plain(text))
+    return match.group(1).upper() if match else None
 
 
 def _visible(text: str) -> str:
@@ -198,6 +214,11 @@ class ChatService:
                 attachment=(reply.files[0].filename, reply.files[0].data) if reply.files else None)
                 for i, reply in enumerate(replies))
 
+    def void_posted_code(self, text: str) -> bool:
+        """A link code posted in a group: void it (see ``linking.void_posted_code``)."""
+        with self.db.session() as s:
+            return linking.void_posted_code(s, text)
+
     def first_time(self, update_key: str, now: datetime) -> bool:
         """Claim an update the channel handles without a conversation (e.g. a group mention):
         True the first time, False for a redelivery."""
@@ -208,10 +229,13 @@ class ChatService:
         command, arg = parse_command(text)
         member_id = self._member_id(s, external_id, now)
         if member_id in (None, DEACTIVATED):
+            quoted = linking.code_in(text) if command is None else None  # "Mã của tôi là K7PM-X3QD", a t.me link
             if command == "start" and arg:
                 reply = self._link_code(s, external_id, arg, now)
             elif command is None and linking.looks_like_code(text):  # typed without /start
                 reply = self._link_code(s, external_id, text, now)
+            elif quoted:
+                reply = self._link_code(s, external_id, quoted, now)
             else:
                 reply = self._stranger(s, external_id, now, deactivated=member_id == DEACTIVATED)
             return Outcome([reply] if reply is not None else [])
@@ -308,8 +332,8 @@ class ChatService:
         if _paused(state, now):
             return self._pause_notice(state)
         result = linking.link_by_code(s, self.traits.name, external_id, code, now)
-        if result.status != "unknown":
-            if state is not None:
+        if result.status != "unknown":  # a real code: not a guess, though only a link starts the count afresh
+            if state is not None and result.status in ("linked", "already"):
                 state.wrong_codes = state.codes_paused_until = state.pauses = None
             return msg.link_outcome(result.status, result.member)
         state = self._count_try(s, external_id, now)
@@ -422,6 +446,8 @@ class ChatService:
         if self.traits.has_buttons:
             return
         with_choices = [r for r in outcome.replies if r.choices]
+        if not with_choices and not outcome.question:  # "ok", a sticker, a hint: the offer on screen still holds
+            return
         for reply in with_choices[:-1]:  # "1" can mean one thing only: the last message's offer
             reply.choices = []
         offered = [c for r in with_choices[-1:] for c in r.all_choices() if c.typed]
@@ -469,7 +495,9 @@ class ChatService:
         state = self._typed_state(s, external_id)
         if state is None or not state.choices:
             return None, state
-        return state.choices.get(fold(text.strip().rstrip("."))), state
+        typed = state.choices.get(fold(text.strip().rstrip(".")))
+        token = answer_token(text) if typed is None else None  # "đáp án a", "(B)" for the offered "A", "B"
+        return (state.choices.get(fold(token)) if token else typed), state
 
     def _oversee(self, s: Session, work) -> list[Reply]:
         """Run a secretary/cadre request; a refusal is a polite reply, and nothing else happens."""
@@ -589,9 +617,8 @@ class ChatService:
         """Text that is no command or offered choice: "B" or "2" for the current question, else a hint.
         ``state``: the chat's ``_TYPED_STATE`` row, as ``_text`` read it."""
         current = quiz.in_progress_attempt(s, member.id, now)
-        match = _ANSWER.match(text)
-        if current is not None and match:
-            token = match.group(1).upper()
+        token = answer_token(text)
+        if current is not None and token:
             shown = int(token) - 1 if token.isdigit() else "ABCDEF".index(token)
             position = quiz.position_of(s, current)
             early = self._not_seen_yet(s, state, current.id, position.position, token, sent_at)

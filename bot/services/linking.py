@@ -154,6 +154,27 @@ def looks_like_code(text: str) -> bool:
     return _is_short(_short_form(text))
 
 
+_QUOTED_LINK = re.compile(r"t\.me/[A-Za-z0-9_]+\?start=([A-Za-z0-9_-]{16,64})")
+_QUOTED_SHORT = re.compile(r"(?<![A-Za-z0-9])([A-Za-z2-9]{4}[\s\-\u2010-\u2015\u2212]?[A-Za-z2-9]{4})(?![A-Za-z0-9])")
+
+
+def code_in(text: str) -> str | None:
+    """A code quoted inside a longer message: a pasted ``t.me/...?start=`` link, or a short code after the word
+    "mã" (the invitation sheet's own "... gõ mã K7PM-X3QD", "Mã của tôi là K7PM-X3QD"). Only then: a word of
+    eight letters elsewhere is not taken for a guess."""
+    link = _QUOTED_LINK.search(text)
+    if link:
+        return link.group(1)
+    words = unicodedata.normalize("NFC", text).casefold()
+    at = words.find("mã")
+    if at < 0:
+        return None
+    for found in _QUOTED_SHORT.finditer(words[at:]):
+        if _is_short(_short_form(found.group(1))) and all(ch in SHORT_ALPHABET for ch in _short_form(found.group(1))):
+            return found.group(1)
+    return None
+
+
 def _is_short(code: str) -> bool:
     return len(code) == SHORT_LENGTH and code.isascii() and code.isalnum()
 
@@ -170,6 +191,16 @@ def find_code(session: Session, code: str) -> LinkCode | None:
         if _is_short(short) and short != code:
             link = session.get(LinkCode, short)
     return link
+
+
+def void_posted_code(session: Session, text: str) -> bool:
+    """A code posted where others read it (a group): an unused one is deleted so that nobody else can link
+    with it. True when one was."""
+    link = find_code(session, text)
+    if link is None or link.used_at is not None:
+        return False
+    session.delete(link)
+    return True
 
 
 def link_by_code(session: Session, channel: str, external_id: str, code: str, now: datetime) -> LinkResult:

@@ -112,7 +112,9 @@ class ZaloChannel:
             return
         name = str(sender.get("display_name") or sender.get("name") or "")
         said = strip_mention(text, self.bot_names)
-        reply = msg.group_redirect(name, self.share_link, posted_code=looks_like_code(said)).text
+        posted = looks_like_code(said)
+        voided = posted and await asyncio.to_thread(self.service.void_posted_code, said)
+        reply = msg.group_redirect(name, self.share_link, posted_code=posted, voided=voided).text
         await self._send_all(chat_id, [Outgoing(text=reply)])
 
     async def send_outcome(self, chat_id: str, outcome: Outcome, user_id: str | None = None) -> int:
