@@ -145,6 +145,20 @@ def test_an_update_that_fails_is_not_remembered_as_processed(service, province, 
     assert "Câu 1/10" in service.on_text("1", "/lambai", utcnow(), update_key="77").replies[0].text
 
 
+@pytest.mark.parametrize("said", ["ạ", "À!", "Ê"])
+def test_an_interjection_with_a_diacritic_is_never_taken_for_an_answer(service, province, said):
+    """"ạ" after a question is politeness, not answer A: nothing is recorded, on Telegram or Zalo."""
+    zalo = ChatService(province, ChannelTraits("zalo", 2000, has_buttons=False), TZ)
+    linked(service, province, "DV003", "t3")
+    linked(zalo, province, "DV004", "z4")
+    for chat, who in ((service, "t3"), (zalo, "z4")):
+        chat.on_text(who, "/lambai", utcnow())
+        reply = chat.on_text(who, said, utcnow()).replies[0].text
+        assert not reply.startswith("✔️"), (who, reply)
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer)) == 0
+
+
 @pytest.fixture
 def zalo(province):
     return ChatService(province, ChannelTraits("zalo", 2000, has_buttons=False), TZ)
@@ -165,32 +179,49 @@ def test_on_zalo_a_stray_message_between_steps_keeps_the_offered_numbers_working
     assert "64-KH/TU" in zalo.on_text("z4", "1", utcnow()).replies[0].text  # the list is still the one on screen
 
 
-def test_on_zalo_the_last_answer_typed_twice_brings_the_result_not_a_puzzled_reply(zalo, province):
-    """The second "D" for question 10 (or one typed after a crash lost the result) shows where the member is: the
-    result, with a note that the answer was recorded already."""
+def test_on_zalo_the_last_answer_typed_twice_is_told_the_quiz_is_handed_in_not_puzzled(zalo, province):
     linked(zalo, province, "DV005", "z5")
     zalo.on_text("z5", "làm bài", utcnow())
     for _ in range(10):
         last = zalo.on_text("z5", "A", utcnow())
     assert any("Kết quả bài kiểm tra" in r.text for r in last.replies)
-    again = zalo.on_text("z5", "A", utcnow())
-    assert "chưa hiểu" not in again.replies[0].text and "Kết quả bài kiểm tra" in again.replies[0].text
-    assert again.notice == "Câu này đã được ghi nhận rồi."
+    again = zalo.on_text("z5", "A", utcnow()).replies
+    assert len(again) == 1 and again[0].text.startswith("Đồng chí không có bài kiểm tra nào đang làm dở")
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer)) == 10
 
 
-def test_a_used_or_foreign_code_does_not_start_the_wrong_code_count_afresh(zalo, province):
-    """Four wrong codes, then a real but used one, then another wrong one: the chat pauses (five wrong tries), as it
-    would without the used code in between."""
+def test_on_zalo_an_old_quizs_letters_do_not_answer_after_its_result_was_shown(zalo, province):
+    """The result clears the offer: a later "B" is not taken for the handed-in quiz's question 10."""
+    linked(zalo, province, "DV008", "z8")
+    zalo.on_text("z8", "làm bài", utcnow())
+    for _ in range(10):
+        zalo.on_text("z8", "A", utcnow())
+    zalo.on_text("z8", "kết quả", utcnow())
+    from bot.services import quiz
+    from bot.storage.models import Round
+
+    with province.session() as s:  # a second attempt started on the study page, not in this chat
+        member = s.scalar(select(Member).where(Member.code == "DV008"))
+        quiz.start_or_resume(s, s.get(Round, 1), member, utcnow())
+    assert zalo.on_text("z8", "B", utcnow()).replies[0].text.startswith("✔️ Đã ghi nhận câu 1")
+
+
+def test_a_used_or_foreign_code_counts_as_a_try_and_does_not_start_the_count_afresh(zalo, province):
+    """Three wrong codes, then a real but used one (told so), then another wrong one: five tries, the chat pauses;
+    typing a used code over and over cannot spend the bot's monthly messages either."""
     from bot.services.linking import format_code
 
     with province.session() as s:
         member = s.scalar(select(Member).where(Member.code == "DV006"))
         used = format_code(create_invites(s, [member], utcnow(), channel="zalo")[member.id])
     assert "Liên kết thành công" in zalo.on_text("owner", used, utcnow()).replies[0].text
-    for wrong in ("AAAA-AAAA", "BBBB-BBBB", "CCCC-CCCC", "DDDD-DDDD"):
+    for wrong in ("AAAA-AAAA", "BBBB-BBBB", "CCCC-CCCC"):
         zalo.on_text("guesser", wrong, utcnow())
     assert "đã được sử dụng" in zalo.on_text("guesser", used, utcnow()).replies[0].text
     assert "thử lại sau" in zalo.on_text("guesser", "EEEE-EEEE", utcnow()).replies[0].text
+    assert "thử lại sau" in zalo.on_text("guesser", used, utcnow()).replies[0].text  # told once more while paused,
+    assert zalo.on_text("guesser", used, utcnow()).replies == []  # then nothing: no reply spends a message
 
 
 @pytest.mark.parametrize("said", ["Mã của tôi là {code}", "Đồng chí Lê Văn A: mở bot học tập trên Zalo và gõ mã {code}"])

@@ -134,6 +134,15 @@ def test_a_code_typed_to_another_branchs_bot_names_the_right_bot_and_still_works
     assert "«HocTap»" in ward and "https://zalo.me/s/hoctap" in ward
 
 
+def test_a_code_quoted_in_a_sentence_to_another_branchs_bot_names_the_right_bot(two_branches, province):
+    _process, _default, bot_a, bot_b = two_branches
+    code = code_of(province, "DV033")  # Tân Hưng: bot B
+    reply = say(bot_a.user("a-9"), f"Mã của tôi là {code}", "Mã này")
+    assert "«Chi bo Tan Hung»" in reply
+    assert "Liên kết thành công" in say(bot_b.user("b-9"), f"Mã của tôi là {code}", "Liên kết thành công")
+    assert accounts(province) == {"DV033": ("b-9", "Chi bo Tan Hung")}  # on its own bot, counted there
+
+
 def test_the_51st_member_is_told_to_ask_the_secretary_and_the_secretary_is_told(two_branches, province):
     _process, _default, bot_a, _bot_b = two_branches
     now = utcnow()

@@ -373,6 +373,10 @@ def test_group_answers_only_a_mention_and_never_with_results(zalo_bot, zalo_emul
     assert len(group.messages) == 2  # a redelivered mention is answered once
     reader = zalo_emulator.user("zl-reader", "Người trong nhóm")  # someone who read it there
     assert "Mã liên kết không đúng" in say(reader, posted, "Mã liên kết")
+    quoted = format_code(zalo_invite("DV012"))
+    group.mention(member, f"mã của tôi là {quoted}")  # quoted in a sentence: cancelled just the same
+    group.wait_for(lambda g: len(g.messages) == 3)
+    assert "đã bị hủy" in group.last()["text"]
 
 
 def test_group_mention_by_the_name_the_app_shows_is_answered_in_any_case_and_without_diacritics(

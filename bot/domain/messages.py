@@ -316,6 +316,10 @@ def answer_notice(status: str) -> str:
     }[status]
 
 
+NO_QUIZ_UNDER_WAY = ("Đồng chí không có bài kiểm tra nào đang làm dở: bài đã nộp được ghi nhận. Gõ KẾT QUẢ để xem "
+                     "kết quả, LÀM BÀI để làm bài.")
+
+
 def current_question_is(position: int) -> str:
     return f"Câu hỏi hiện tại là câu {position}."
 

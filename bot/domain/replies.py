@@ -58,6 +58,7 @@ class Outcome:
     notice: str | None = None
     question: tuple[int, int] | None = None  # (attempt id, position) of the quiz question shown, if any
     redelivered: bool = False  # the update was handled before: the channel must not act on it again
+    keeps_offer: bool = False  # a hint to stray text ("ok"): what the member was offered before still holds
 
 
 def utf16_len(text: str) -> int:

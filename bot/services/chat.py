@@ -59,9 +59,14 @@ def plain(text: str) -> str:
 
 
 def answer_token(text: str) -> str | None:
-    """The letter or number an answer-like text gives (``đáp án a`` → ``A``), or None."""
-    match = _ANSWER.match(plain(text))
-    return match.group(1).upper() if match else None
+    """The letter or number an answer-like text gives (``đáp án a`` → ``A``), or None. The words around it
+    may carry diacritics; the letter itself must not: "ạ" or "À!" is an interjection, not answer A."""
+    written = unicodedata.normalize("NFKC", "".join(ch for ch in text if unicodedata.category(ch) != "Cf"))
+    folded = plain(written)
+    match = _ANSWER.match(folded)
+    if not match or len(folded) != len(written) or not written[match.start(1)].isascii():
+        return None
+    return match.group(1).upper()
 
 
 def _visible(text: str) -> str:
@@ -229,13 +234,11 @@ class ChatService:
         command, arg = parse_command(text)
         member_id = self._member_id(s, external_id, now)
         if member_id in (None, DEACTIVATED):
-            quoted = linking.code_in(text) if command is None else None  # "Mã của tôi là K7PM-X3QD", a t.me link
+            said = linking.code_said(text) if command is None else None  # typed bare, or "Mã của tôi là K7PM-X3QD"
             if command == "start" and arg:
                 reply = self._link_code(s, external_id, arg, now)
-            elif command is None and linking.looks_like_code(text):  # typed without /start
-                reply = self._link_code(s, external_id, text, now)
-            elif quoted:
-                reply = self._link_code(s, external_id, quoted, now)
+            elif said:
+                reply = self._link_code(s, external_id, said, now)
             else:
                 reply = self._stranger(s, external_id, now, deactivated=member_id == DEACTIVATED)
             return Outcome([reply] if reply is not None else [])
@@ -332,9 +335,14 @@ class ChatService:
         if _paused(state, now):
             return self._pause_notice(state)
         result = linking.link_by_code(s, self.traits.name, external_id, code, now)
-        if result.status != "unknown":  # a real code: not a guess, though only a link starts the count afresh
-            if state is not None and result.status in ("linked", "already"):
+        if result.status in ("linked", "already"):
+            if state is not None:
                 state.wrong_codes = state.codes_paused_until = state.pauses = None
+            return msg.link_outcome(result.status, result.member)
+        if result.status != "unknown":  # a real code that cannot link this chat: its own reply, and a try all the same
+            state = self._count_try(s, external_id, now)
+            if _paused(state, now):
+                return msg.codes_paused(state.codes_paused_until, self.tz)
             return msg.link_outcome(result.status, result.member)
         state = self._count_try(s, external_id, now)
         if _paused(state, now):
@@ -446,7 +454,7 @@ class ChatService:
         if self.traits.has_buttons:
             return
         with_choices = [r for r in outcome.replies if r.choices]
-        if not with_choices and not outcome.question:  # "ok", a sticker, a hint: the offer on screen still holds
+        if outcome.keeps_offer:  # "ok" or "cảm ơn" between steps: the offer on screen still holds
             return
         for reply in with_choices[:-1]:  # "1" can mean one thing only: the last message's offer
             reply.choices = []
@@ -495,7 +503,8 @@ class ChatService:
         state = self._typed_state(s, external_id)
         if state is None or not state.choices:
             return None, state
-        typed = state.choices.get(fold(text.strip().rstrip(".")))
+        said = unicodedata.normalize("NFKC", text.strip().rstrip("."))
+        typed = state.choices.get(fold(said)) if len(said) != 1 or said.isascii() else None  # "ạ" is not "A"
         token = answer_token(text) if typed is None else None  # "đáp án a", "(B)" for the offered "A", "B"
         return (state.choices.get(fold(token)) if token else typed), state
 
@@ -630,7 +639,9 @@ class ChatService:
             if not outcome.replies and outcome.notice:
                 return Outcome([Reply(outcome.notice)])
             return Outcome(outcome.replies)
-        return Outcome([msg.unknown_input(current is not None)])
+        if token:  # an answer with no quiz under way: a second "D" after the result, say
+            return Outcome([Reply(msg.NO_QUIZ_UNDER_WAY)])
+        return Outcome([msg.unknown_input(current is not None)], keeps_offer=True)
 
 
 OVERSIGHT = {

@@ -169,10 +169,17 @@ def code_in(text: str) -> str | None:
     at = words.find("mã")
     if at < 0:
         return None
-    for found in _QUOTED_SHORT.finditer(words[at:]):
-        if _is_short(_short_form(found.group(1))) and all(ch in SHORT_ALPHABET for ch in _short_form(found.group(1))):
-            return found.group(1)
+    for found in _QUOTED_SHORT.finditer(text[at:] if len(words) == len(text) else ""):
+        code = found.group(1)  # as printed: capitals or digits, so "Mã của anh Tuan Hung" quotes no code
+        if (code.isupper() or any(ch.isdigit() for ch in code)) and _is_short(_short_form(code)) \
+                and all(ch in SHORT_ALPHABET for ch in _short_form(code)):
+            return code
     return None
+
+
+def code_said(text: str) -> str | None:
+    """The code a message to the bot gives: the whole message, or one quoted in it (``code_in``)."""
+    return text if looks_like_code(text) else code_in(text)
 
 
 def _is_short(code: str) -> bool:
@@ -271,7 +278,7 @@ def _forget_old_accounts(session: Session, member: Member, channels: tuple[str, 
     """A relink: the member's accounts on these messengers (the lost phone's) are unlinked, and the study
     links and console sessions they may still hold stop working."""
     from bot.services.web_links import revoke
-    from bot.storage.models import ConsoleSession
+    from bot.storage.models import ConsoleLogin, ConsoleSession
 
     old = list(session.scalars(select(ChatAccount).where(ChatAccount.member_id == member.id,
                                                          ChatAccount.channel.in_(channels))))
@@ -283,3 +290,5 @@ def _forget_old_accounts(session: Session, member: Member, channels: tuple[str, 
         revoke(session, member.id, now)
         session.execute(update(ConsoleSession).where(ConsoleSession.member_id == member.id,
                                                      ConsoleSession.ended_at.is_(None)).values(ended_at=now))
+        session.execute(update(ConsoleLogin).where(ConsoleLogin.member_id == member.id, ConsoleLogin.used_at.is_(None),
+                                                   ConsoleLogin.expires_at > now).values(expires_at=now))

@@ -16,7 +16,7 @@ from bot.channels.zalo.quota import ZaloQuota
 from bot.channels.zalo.mentions import mentions, strip_mention
 from bot.channels.zalo.rendering import Outgoing, render
 from bot.domain import messages as msg
-from bot.services.linking import looks_like_code
+from bot.services.linking import code_said
 from bot.domain.replies import Outcome, Reply
 from bot.channels.ordering import InOrderPerKey
 from bot.metrics import handling
@@ -112,9 +112,9 @@ class ZaloChannel:
             return
         name = str(sender.get("display_name") or sender.get("name") or "")
         said = strip_mention(text, self.bot_names)
-        posted = looks_like_code(said)
-        voided = posted and await asyncio.to_thread(self.service.void_posted_code, said)
-        reply = msg.group_redirect(name, self.share_link, posted_code=posted, voided=voided).text
+        posted = code_said(said)  # bare, or quoted in a sentence
+        voided = posted is not None and await asyncio.to_thread(self.service.void_posted_code, posted)
+        reply = msg.group_redirect(name, self.share_link, posted_code=posted is not None, voided=voided).text
         await self._send_all(chat_id, [Outgoing(text=reply)])
 
     async def send_outcome(self, chat_id: str, outcome: Outcome, user_id: str | None = None) -> int:

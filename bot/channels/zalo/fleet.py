@@ -35,7 +35,7 @@ from bot.logs import learn_secrets
 from bot.domain.replies import Outcome, Reply
 from bot.outbox import queue
 from bot.services.chat import ChatService
-from bot.services.linking import account_member, find_code, looks_like_code, unit_bot
+from bot.services.linking import account_member, code_said, find_code, unit_bot
 from bot.storage.db import Database
 from bot.storage.models import ChannelUsage, ChatAccount, LinkCode, Member, OutboxMessage, UnitAncestor, ZaloBot
 from bot.timeutil import utcnow
@@ -87,9 +87,10 @@ def admit(s: Session, bot_pk: int | None, external_id: str, text: str, now: date
     said = text.strip()
     if said[:6].lower() == "/start":
         said = said[6:].strip()
-    if not looks_like_code(said) or account_member(s, "zalo", external_id) is not None:
+    code = code_said(said)  # as the conversation will read it: bare, or quoted in a sentence
+    if code is None or account_member(s, "zalo", external_id) is not None:
         return Admission()
-    link = find_code(s, said)
+    link = find_code(s, code)
     if link is None or link.used_at is not None:
         return Admission(stamp=bot_pk is not None)
     member = s.get(Member, link.member_id)
