@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -145,7 +146,7 @@ def test_an_update_that_fails_is_not_remembered_as_processed(service, province, 
     assert "Câu 1/10" in service.on_text("1", "/lambai", utcnow(), update_key="77").replies[0].text
 
 
-@pytest.mark.parametrize("said", ["ạ", "À!", "Ê"])
+@pytest.mark.parametrize("said", ["ạ", "À!", "Ê", "ạ\u200b", "\u2060ạ", "À ."])
 def test_an_interjection_with_a_diacritic_is_never_taken_for_an_answer(service, province, said):
     """"ạ" after a question is politeness, not answer A: nothing is recorded, on Telegram or Zalo."""
     zalo = ChatService(province, ChannelTraits("zalo", 2000, has_buttons=False), TZ)
@@ -176,6 +177,7 @@ def test_on_zalo_a_stray_message_between_steps_keeps_the_offered_numbers_working
     listing = zalo.on_text("z4", "học", utcnow()).replies[-1]
     assert [c.typed for c in listing.all_choices()][:1] == ["1"]  # "Gõ 1: Đọc 64-KH/TU"
     assert "chưa hiểu" in zalo.on_text("z4", "ok cảm ơn", utcnow()).replies[0].text
+    assert "chưa hiểu" in zalo.on_text("z4", "5", utcnow()).replies[0].text  # a number not on the list: a hint
     assert "64-KH/TU" in zalo.on_text("z4", "1", utcnow()).replies[0].text  # the list is still the one on screen
 
 
@@ -189,6 +191,27 @@ def test_on_zalo_the_last_answer_typed_twice_is_told_the_quiz_is_handed_in_not_p
     assert len(again) == 1 and again[0].text.startswith("Đồng chí không có bài kiểm tra nào đang làm dở")
     with province.session() as s:
         assert s.scalar(select(func.count()).select_from(Answer)) == 10
+
+
+def test_on_zalo_a_letter_for_a_quiz_handed_in_elsewhere_answers_the_attempt_started_since(zalo, province):
+    """"ok" at question 10 keeps its letters on screen; question 10 is then answered and a new attempt started on
+    the study page: a typed "B" is for the new attempt's question, not lost on the old one."""
+    from bot.services import quiz
+    from bot.storage.models import Round
+
+    linked(zalo, province, "DV009", "z9")
+    zalo.on_text("z9", "làm bài", utcnow())
+    for _ in range(9):
+        zalo.on_text("z9", "A", utcnow())
+    zalo.on_text("z9", "ok", utcnow())
+    with province.session() as s:
+        member = s.scalar(select(Member).where(Member.code == "DV009"))
+        first = quiz.in_progress_attempt(s, member.id, utcnow())
+        quiz.answer(s, member.id, first.id, 10, 0, utcnow())  # answered on the study page, and handed in
+        quiz.start_or_resume(s, s.get(Round, 1), member, utcnow())  # a second attempt, there too
+    assert zalo.on_text("z9", "B", utcnow()).replies[0].text.startswith("✔️ Đã ghi nhận câu 1")
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer)) == 11
 
 
 def test_on_zalo_an_old_quizs_letters_do_not_answer_after_its_result_was_shown(zalo, province):
@@ -224,7 +247,8 @@ def test_a_used_or_foreign_code_counts_as_a_try_and_does_not_start_the_count_afr
     assert zalo.on_text("guesser", used, utcnow()).replies == []  # then nothing: no reply spends a message
 
 
-@pytest.mark.parametrize("said", ["Mã của tôi là {code}", "Đồng chí Lê Văn A: mở bot học tập trên Zalo và gõ mã {code}"])
+@pytest.mark.parametrize("said", ["Mã của tôi là {code}", "Đồng chí Lê Văn A: mở bot học tập trên Zalo và gõ mã {code}",
+                                  unicodedata.normalize("NFD", "Mã của tôi là {code}")])  # as "Unicode tổ hợp" types it
 def test_on_zalo_a_code_quoted_in_a_sentence_or_the_invitations_own_message_links(zalo, province, said):
     from bot.services.linking import format_code
 

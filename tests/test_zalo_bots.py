@@ -137,8 +137,8 @@ def test_a_code_typed_to_another_branchs_bot_names_the_right_bot_and_still_works
 def test_a_code_quoted_in_a_sentence_to_another_branchs_bot_names_the_right_bot(two_branches, province):
     _process, _default, bot_a, bot_b = two_branches
     code = code_of(province, "DV033")  # Tân Hưng: bot B
-    reply = say(bot_a.user("a-9"), f"Mã của tôi là {code}", "Mã này")
-    assert "«Chi bo Tan Hung»" in reply
+    for i, said in enumerate((f"Mã của tôi là {code}", f"start {code}", f"/batdau {code}")):
+        assert "«Chi bo Tan Hung»" in say(bot_a.user(f"a-9{i}"), said, "Mã này"), said
     assert "Liên kết thành công" in say(bot_b.user("b-9"), f"Mã của tôi là {code}", "Liên kết thành công")
     assert accounts(province) == {"DV033": ("b-9", "Chi bo Tan Hung")}  # on its own bot, counted there
 

@@ -316,8 +316,8 @@ def answer_notice(status: str) -> str:
     }[status]
 
 
-NO_QUIZ_UNDER_WAY = ("Đồng chí không có bài kiểm tra nào đang làm dở: bài đã nộp được ghi nhận. Gõ KẾT QUẢ để xem "
-                     "kết quả, LÀM BÀI để làm bài.")
+NO_QUIZ_UNDER_WAY = ("Đồng chí không có bài kiểm tra nào đang làm dở. Gõ KẾT QUẢ để xem kết quả các bài đã làm, "
+                     "LÀM BÀI để làm bài.")
 
 
 def current_question_is(position: int) -> str:

@@ -236,7 +236,7 @@ class ChatService:
         if member_id in (None, DEACTIVATED):
             said = linking.code_said(text) if command is None else None  # typed bare, or "Mã của tôi là K7PM-X3QD"
             if command == "start" and arg:
-                reply = self._link_code(s, external_id, arg, now)
+                reply = self._link_code(s, external_id, linking.code_said(arg) or arg, now)
             elif said:
                 reply = self._link_code(s, external_id, said, now)
             else:
@@ -503,7 +503,7 @@ class ChatService:
         state = self._typed_state(s, external_id)
         if state is None or not state.choices:
             return None, state
-        said = unicodedata.normalize("NFKC", text.strip().rstrip("."))
+        said = _visible(text).rstrip(".").strip()
         typed = state.choices.get(fold(said)) if len(said) != 1 or said.isascii() else None  # "ạ" is not "A"
         token = answer_token(text) if typed is None else None  # "đáp án a", "(B)" for the offered "A", "B"
         return (state.choices.get(fold(token)) if token else typed), state
@@ -591,6 +591,11 @@ class ChatService:
     def _answer(self, s: Session, member_id: int, attempt_id: int, position: int, shown: int, *,
                 now: datetime) -> Outcome:
         result = quiz.answer(s, member_id, attempt_id, position, shown, now)
+        if result.status in ("stale", "duplicate") and result.quiz and result.quiz.position is None \
+                and not self.traits.has_buttons:  # a letter for a handed-in quiz: meant for one started since?
+            current = quiz.in_progress_attempt(s, member_id, now)
+            if current is not None and current.id != attempt_id:
+                return self._answer(s, member_id, current.id, quiz.position_of(s, current).position, shown, now=now)
         if result.status in ("stale", "duplicate") and result.quiz:
             # An answered or stale question (a double tap, another device, a reply lost in a crash):
             # bring the member to where they are. With buttons the pressed message becomes the
@@ -639,8 +644,8 @@ class ChatService:
             if not outcome.replies and outcome.notice:
                 return Outcome([Reply(outcome.notice)])
             return Outcome(outcome.replies)
-        if token:  # an answer with no quiz under way: a second "D" after the result, say
-            return Outcome([Reply(msg.NO_QUIZ_UNDER_WAY)])
+        if token and current is None and not (state is not None and state.choices):  # a second "D" after the result
+            return Outcome([Reply(msg.NO_QUIZ_UNDER_WAY)], keeps_offer=True)
         return Outcome([msg.unknown_input(current is not None)], keeps_offer=True)
 
 

@@ -165,11 +165,11 @@ def code_in(text: str) -> str | None:
     link = _QUOTED_LINK.search(text)
     if link:
         return link.group(1)
-    words = unicodedata.normalize("NFC", text).casefold()
-    at = words.find("mã")
+    composed = unicodedata.normalize("NFC", text)  # "Unicode tổ hợp" keyboards type it decomposed
+    at = composed.casefold().find("mã") if len(composed.casefold()) == len(composed) else composed.find("Mã")
     if at < 0:
         return None
-    for found in _QUOTED_SHORT.finditer(text[at:] if len(words) == len(text) else ""):
+    for found in _QUOTED_SHORT.finditer(composed[at:]):
         code = found.group(1)  # as printed: capitals or digits, so "Mã của anh Tuan Hung" quotes no code
         if (code.isupper() or any(ch.isdigit() for ch in code)) and _is_short(_short_form(code)) \
                 and all(ch in SHORT_ALPHABET for ch in _short_form(code)):

@@ -34,7 +34,7 @@ from bot.domain.oversight_messages import CALL_LIST
 from bot.logs import learn_secrets
 from bot.domain.replies import Outcome, Reply
 from bot.outbox import queue
-from bot.services.chat import ChatService
+from bot.services.chat import ChatService, parse_command
 from bot.services.linking import account_member, code_said, find_code, unit_bot
 from bot.storage.db import Database
 from bot.storage.models import ChannelUsage, ChatAccount, LinkCode, Member, OutboxMessage, UnitAncestor, ZaloBot
@@ -84,10 +84,8 @@ class Admission:
 def admit(s: Session, bot_pk: int | None, external_id: str, text: str, now: datetime, *,
           default_name: str, default_link: str | None) -> Admission:
     """Checks before a code links an account through this bot (``bot_pk``; None for the default)."""
-    said = text.strip()
-    if said[:6].lower() == "/start":
-        said = said[6:].strip()
-    code = code_said(said)  # as the conversation will read it: bare, or quoted in a sentence
+    command, arg = parse_command(text)  # as the conversation will read it: /start CODE, start CODE, bare, quoted
+    code = (code_said(arg) or arg) if command == "start" and arg else code_said(text.strip()) if command is None else None
     if code is None or account_member(s, "zalo", external_id) is not None:
         return Admission()
     link = find_code(s, code)
