@@ -176,3 +176,31 @@ def test_on_a_phone_no_column_is_hidden_words_stay_whole_and_the_unit_tree_is_in
     browser.get(f"{console_server.url}/quantri/dot/moi")
     x = {code: browser.find_element(By.ID, f"unit-{code}").location["x"] for code in ("DP", "DP-TT", "DP-TT-01")}
     assert x["DP"] < x["DP-TT"] < x["DP-TT-01"], x
+
+
+def test_a_secretary_on_a_phone_stops_a_member_after_confirming_undoes_it_and_makes_a_relink_code(
+        browser, chat, console_server, province):
+    """No JavaScript anywhere: each step is a page of its own that fits the screen."""
+    from sqlalchemy import select
+
+    from bot.storage.models import Member
+
+    with province.session() as s:
+        dv002 = s.scalar(select(Member.id).where(Member.code == "DV002"))
+    browser.get(chat.login_link("DV001"))
+    press(browser, "enter")
+    browser.get(f"{console_server.url}/quantri/doanvien?q=DV002")
+    shot(browser, "members-actions")
+    press(browser, f"stop-{dv002}")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Ngừng sinh hoạt?"
+    assert "Đinh Văn Sơn" in browser.find_element(By.ID, "confirm-question").text
+    shot(browser, "confirm-stop")
+    press(browser, "confirm")
+    assert "đã ngừng" in browser.find_element(By.ID, "members").text
+    press(browser, f"restart-{dv002}")
+    assert f"stop-{dv002}" in browser.page_source  # active again
+    browser.find_element(By.CSS_SELECTOR, f"#relink-channel-{dv002} option[value='zalo']").click()
+    press(browser, f"relink-{dv002}")
+    code = browser.find_element(By.ID, "relink-code").text
+    assert len(code.replace("-", "")) == 8 and "Đinh Văn Sơn" in browser.page_source
+    shot(browser, "relink")
