@@ -83,6 +83,21 @@ def test_report_prints_and_the_workbook_shows_exempt_members_apart(cli, province
     assert total["Số đảng viên"] == 9 and total["Miễn sinh hoạt (không tính)"] == 1
 
 
+def test_a_branch_whose_members_are_all_exempt_is_a_row_so_the_exempt_column_adds_up(cli, province, workdir):
+    with province.session() as s:
+        branch = s.scalar(select(Unit).where(Unit.code == "DP-TT-03")).id
+        codes = list(s.scalars(select(Member.code).where(Member.unit_id == branch)))
+    _exempt(province, "DV005", *codes)
+    assert cli("report", "1", "--unit", "DP-TT", "--xlsx", "r.xlsx").code == 0
+    ws = load_workbook(workdir / "r.xlsx")["Đợt 1 - Đơn vị"]
+    rows = [dict(zip(UNIT_HEADERS, r)) for r in ws.iter_rows(min_row=HEADER_ROW + 1, values_only=True) if r[0]]
+    total, units = rows[0], rows[1:]
+    assert total["Miễn sinh hoạt (không tính)"] == len(codes) + 1
+    assert sum(r["Miễn sinh hoạt (không tính)"] for r in units) == total["Miễn sinh hoạt (không tính)"]
+    assert [(r["Số đảng viên"], r["Miễn sinh hoạt (không tính)"]) for r in units if r["Mã đơn vị"] == "DP-TT-03"] == [
+        (0, len(codes))]
+
+
 def test_no_announcement_or_reminder_goes_to_an_exempt_member(province):
     with province.session() as s:
         s.delete(s.get(Round, 1))

@@ -72,6 +72,9 @@ def test_workbook_has_unit_member_and_question_sheets_with_vietnamese_headers_an
         total.in_progress, total.not_started, total.needed)
     assert top["Đạt mục tiêu"] == ("Đạt" if total.target_met else "Chưa đạt")
     assert ws.cell(row=HEADER_ROW + 1, column=5).number_format == "0.0%"
+    for column in ("Số đảng viên", "Đã hoàn thành", "Đang làm dở", "Chưa làm"):  # the rows add up to the total
+        assert sum(r[column] for r in rows[1:]) == top[column], column
+    assert ws["E4"].value == "Trạng thái" and ws["F4"].value == "đang mở"
 
     ws = wb[NOT_FINISHED_SHEET]
     assert [c.value for c in ws[HEADER_ROW]] == MEMBER_HEADERS
@@ -159,3 +162,17 @@ def test_a_member_name_that_looks_like_a_formula_is_text_in_the_not_finished_she
     assert cells["DV032"].data_type == "s" and cells["DV032"].quotePrefix
     assert cells["DV032"].value.strip() == name.strip()  # XML turns a lone CR into LF
     assert cells["DV033"].value == "Mai Thị Loan" and not cells["DV033"].quotePrefix
+
+
+def test_the_workbook_of_a_round_closed_early_says_so_and_when_it_ended(province):
+    from bot.services.rounds import close_round
+    from bot.storage.models import Round
+
+    now = utcnow()
+    with province.session() as s:
+        ended = close_round(s, 1, now).closed_at
+        planned = s.get(Round, 1).closes_at
+        data = report_data(s, 1, _unit(s, "DP").id, now)
+    ws = load_workbook(io.BytesIO(build_workbook(data))).worksheets[0]
+    assert ws["D4"].value.date() == ended.astimezone(data.tz).date() != planned.astimezone(data.tz).date()
+    assert ws["F4"].value == "đã kết thúc"

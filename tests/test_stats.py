@@ -247,6 +247,9 @@ def test_child_figures_roll_up_subtrees_and_put_furthest_from_target_first(provi
         for code in ("BP", "DP", "HQ", "DP-TT", "HQ-TH"):
             parent = _unit(s, code)
             rows = child_figures(s, sc.round_id, parent.id, sc.now)
+            own = [f for f in rows if f.unit_id == parent.id]  # the unit's own members: a row of their own, last
+            assert own == rows[-1:] or own == []
+            rows = [f for f in rows if f.unit_id != parent.id]
             children = [u for u in raw.units.values() if u.parent_id == parent.id]
             expected = []
             for child in children:
@@ -257,7 +260,9 @@ def test_child_figures_roll_up_subtrees_and_put_furthest_from_target_first(provi
             assert [f.unit_code for f in rows] == [code for _, code, _ in expected]
             for fig, (_, _, exp) in zip(rows, expected):
                 _check(fig, exp)
-            assert sum(f.audience for f in rows) <= unit_figures(s, sc.round_id, parent.id, sc.now).audience
+            total = unit_figures(s, sc.round_id, parent.id, sc.now)
+            for key in ("audience", "finished", "passed", "in_progress", "not_started"):  # the rows add up
+                assert sum(getattr(f, key) for f in rows + own) == getattr(total, key), (code, key)
         # a branch has no children
         assert child_figures(s, sc.round_id, _unit(s, "DP-TT-01").id, sc.now) == []
 

@@ -76,7 +76,7 @@ def unit_figures_reply(rnd: Round, total: Figures, children: list[Figures], pare
             mark = "✅" if c.target_met else "•"
             lines.append(f"{mark} {i}. {c.unit_name}: {rate_line(c)}")
         choices = [[Choice(f"{i}. {c.unit_name}"[:60], f"s:{rnd.id}:{c.unit_id}", typed=str(i))]
-                   for i, c in enumerate(children[:20], start=1)]
+                   for i, c in enumerate(children[:20], start=1) if c.unit_id != total.unit_id]  # not itself again
     if parent is not None and can_go_up:
         choices.append([Choice(f"↑ {parent.name}"[:60], f"s:{rnd.id}:{parent.id}", typed="0")])
     return Reply("\n".join(lines), choices)

@@ -57,7 +57,7 @@ class RoundReport:
     document_code: str
     document_title: str
     opens_at: datetime
-    closes_at: datetime
+    closes_at: datetime  # when it ended, if closed before its deadline; else its deadline
     target: float
     status: str
     total: Figures  # the report's unit, rolled up over its subtree
@@ -101,7 +101,8 @@ def report_data(
         count, rows = not_finished_members(session, rid, unit_id, 0, max_members)
         data.rounds.append(RoundReport(
             round_id=rid, document_code=rnd.document.code, document_title=rnd.document.title,
-            opens_at=rnd.opens_at, closes_at=rnd.closes_at, target=float(rnd.target_rate),
+            opens_at=rnd.opens_at, target=float(rnd.target_rate),
+            closes_at=min(rnd.closes_at, rnd.closed_at) if rnd.closed_at else rnd.closes_at,  # closed early: then
             status=total.status, total=total, units=children,
             questions=question_stats(session, rid, unit_id), not_finished=rows, not_finished_total=count,
         ))
@@ -145,6 +146,9 @@ def _header(ws, row: int, headers: list[str], widths: list[int]) -> None:
     ws.freeze_panes = ws.cell(row=row + 1, column=1)
 
 
+STATUS_WORDS = {"scheduled": "chưa mở", "open": "đang mở", "closed": "đã kết thúc"}
+
+
 def _title_block(ws, title: str, data: ReportData, rr: RoundReport) -> None:
     ws["A1"] = title
     ws["A1"].font = _TITLE
@@ -154,6 +158,8 @@ def _title_block(ws, title: str, data: ReportData, rr: RoundReport) -> None:
         _local_date(rr.closes_at, data.tz)
     ws["A5"], ws["B5"], ws["C5"], ws["D5"] = "Mục tiêu", rr.target / 100, "Ngày lập", \
         _local_date(data.generated_at, data.tz)
+    ws["E4"], ws["F4"] = "Trạng thái", STATUS_WORDS.get(rr.status, rr.status)
+    ws["E4"].font = _BOLD
     for ref in ("B4", "D4", "D5"):
         ws[ref].number_format = DATE
     ws["B5"].number_format = "0%" if float(rr.target).is_integer() else PERCENT

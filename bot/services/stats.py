@@ -242,10 +242,19 @@ def unit_rollup(session: Session, round_id: int, unit_id: int, now: datetime) ->
         raise StatsError(f"no unit {unit_id}")
     slots = _slot_totals(session, round_id, unit_id)
     total = _figures(rnd, unit.id, unit.code, unit.name, slots, now)
-    children = [_figures(rnd, s.unit_id, s.code, s.name, [s], now)
-                for s in slots if s.unit_id != unit_id and s.audience]
-    children.sort(key=lambda f: (f.exact_rate, f.unit_code))
+    # The rows add up to the total: the unit's own members (a cadre of the commune itself) are a row of their
+    # own, and a unit whose members are all exempt is a row too (0/0, its exempt counted)
+    children = [_figures(rnd, s.unit_id, s.code, own_members(s.name) if s.unit_id == unit_id else s.name, [s], now)
+                for s in slots if s.audience or s.exempt]
+    if all(f.unit_id == unit_id for f in children):
+        return total, []  # a branch: its members are the total, not a row beside nothing
+    children.sort(key=lambda f: (f.unit_id == unit_id, f.exact_rate, f.unit_code))
     return total, children
+
+
+def own_members(unit_name: str) -> str:
+    """The row of a unit's own members, beside its child units'."""
+    return f"Đảng viên trực thuộc {unit_name}"
 
 
 def unit_figures(session: Session, round_id: int, unit_id: int, now: datetime) -> Figures:
@@ -257,7 +266,8 @@ def child_figures(session: Session, round_id: int, unit_id: int, now: datetime) 
     """One row per direct child of ``unit_id``, each rolled up over the child's whole subtree.
 
     Sorted furthest from the target first: lowest rate first (compared exactly as fractions),
-    ties by unit code. Children whose audience is 0 are left out. A fixed number of statements
+    ties by unit code; the unit's own members last, as a row of their own. Children with no member counted or
+    exempt are left out. A fixed number of statements
     whatever the number of units (see ``_slot_totals``: GROUP BY over the closure table).
     Use ``unit_rollup`` to get the unit's own figures from the same statement.
     """
