@@ -140,6 +140,17 @@ def test_rate_chart_caps_the_number_of_bars_and_draws_an_empty_chart():
     assert width == 1080 and 300 <= height <= 800
 
 
+def test_chart_bars_of_units_whose_long_names_shorten_alike_carry_their_codes_and_dollars_stay_text():
+    from bot.reports.chart import bar_labels
+
+    long = "Chi bộ Trường Trung học phổ thông chuyên Quang Trung số {}"
+    figures = [_fig(f"TH{i}", long.format(i), i, 30) for i in range(1, 4)] + [_fig("X", "Chi bộ $A$ và x_1^2 $\\frac{a$", 1, 9)]
+    labels = bar_labels(figures)
+    assert len(set(labels)) == 4 and all(f"(TH{i})" in labels[i - 1] for i in range(1, 4))
+    assert "\\$A\\$" in labels[3]  # drawn as written, not as a formula
+    assert _png_size(rate_chart_png(figures, 98, title="Báo cáo $x$", subtitle="$\\frac{a$"))[0] == 1080
+
+
 def test_report_chart_from_database_children(province):
     with province.session() as s:
         rows = child_figures(s, 1, _unit(s, "BP").id, utcnow())

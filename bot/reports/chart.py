@@ -33,6 +33,19 @@ def _label(name: str) -> str:
     return "\n".join(lines[:2]) + ("…" if len(lines) > 2 else "")
 
 
+def bar_labels(figures: Sequence[Figures]) -> list[str]:
+    """Each bar's unit name, shortened to two lines; names that shorten alike ("Chi bộ Trường Trung học phổ
+    thông chuyên … số 3") get their unit code on a line of their own, so every bar can be told apart."""
+    short = [_label(f.unit_name) for f in figures]
+    alike = {label for label in short if short.count(label) > 1}
+    return [_plain(f"{label}\n({f.unit_code})" if label in alike else label) for label, f in zip(short, figures)]
+
+
+def _plain(text: str) -> str:
+    """Text as written: matplotlib would read ``$...$`` in a unit's name as a formula (and fail on a broken one)."""
+    return text.replace("$", r"\$")
+
+
 def _colour(f: Figures, target: float) -> str:
     if f.target_met:
         return GREEN
@@ -54,9 +67,9 @@ def rate_chart_png(
     with rc_context({"font.family": "DejaVu Sans", "font.size": 17}):
         fig = Figure(figsize=(WIDTH_PX / DPI, height_in), dpi=DPI, layout="constrained")
         ax = fig.add_subplot()
-        fig.suptitle("\n".join(textwrap.wrap(title, 44)), x=0.02, ha="left", fontsize=22, fontweight="bold")
+        fig.suptitle(_plain("\n".join(textwrap.wrap(title, 44))), x=0.02, ha="left", fontsize=22, fontweight="bold")
         if subtitle:
-            ax.set_title("\n".join(textwrap.wrap(subtitle, 52)), loc="left", fontsize=16, pad=14, color="#424242")
+            ax.set_title(_plain("\n".join(textwrap.wrap(subtitle, 52))), loc="left", fontsize=16, pad=14, color="#424242")
         if not shown:
             ax.text(0.5, 0.5, "Chưa có số liệu", ha="center", va="center", fontsize=20, transform=ax.transAxes)
             ax.set_axis_off()
@@ -64,7 +77,7 @@ def rate_chart_png(
             ys = list(range(len(shown)))
             rates = [f.rate for f in shown]
             ax.barh(ys, rates, height=0.68, color=[_colour(f, target) for f in shown])
-            ax.set_yticks(ys, [_label(f.unit_name) for f in shown], fontsize=16)
+            ax.set_yticks(ys, bar_labels(shown), fontsize=16)
             ax.invert_yaxis()  # first unit (furthest from target) at the top
             ax.set_xlim(0, 104)
             ax.set_xticks([0, 25, 50, 75, 100], ["0%", "25%", "50%", "75%", "100%"], fontsize=15)
