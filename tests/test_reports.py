@@ -75,6 +75,7 @@ def test_workbook_has_unit_member_and_question_sheets_with_vietnamese_headers_an
     for column in ("Số đảng viên", "Đã hoàn thành", "Đang làm dở", "Chưa làm"):  # the rows add up to the total
         assert sum(r[column] for r in rows[1:]) == top[column], column
     assert ws["E4"].value == "Trạng thái" and ws["F4"].value == "đang mở"
+    assert ws.cell(row=HEADER_ROW + 2, column=2).alignment.wrap_text  # a long unit name wraps in its column
 
     ws = wb[NOT_FINISHED_SHEET]
     assert [c.value for c in ws[HEADER_ROW]] == MEMBER_HEADERS
@@ -84,6 +85,8 @@ def test_workbook_has_unit_member_and_question_sheets_with_vietnamese_headers_an
     first = data.rounds[0].not_finished[0]
     assert listed[0]["Họ và tên"] == first.member.full_name and listed[0]["Số điện thoại"] == first.member.phone
     assert {r["Tình trạng"] for r in listed} <= {"Chưa làm", "Đang làm dở"}
+    unit_column = MEMBER_HEADERS.index("Đơn vị") + 1
+    assert ws.cell(row=HEADER_ROW + 1, column=unit_column).alignment.wrap_text
 
     ws = wb["Đợt 1 - Câu hỏi"]
     assert [c.value for c in ws[HEADER_ROW]] == QUESTION_HEADERS

@@ -118,3 +118,19 @@ def test_report_on_a_unit_the_round_does_not_cover_is_refused(cli, sample_roster
         1, "", "error: round 1 does not cover unit DP-TT-01 (it covers HQ and the units below them)")
     assert cli("report", "1", "--unit", "HQ-TH-01").out.startswith("64-KH/TU — HQ-TH-01 ")
     assert cli("report", "1", "--unit", "BP").out.startswith("64-KH/TU — BP ")  # the province holds HQ
+
+
+def test_output_piped_into_head_ends_quietly_without_a_traceback(cli, sample_roster, db_url, workdir):
+    """`hoctap members list | head -1`: the reader closing the pipe early is not an error."""
+    import os
+    import subprocess
+    import sys
+
+    rows = "".join(f"X{i:05d},Đảng viên số {i},DP-TT-01,,member\n" for i in range(3000))  # far past a pipe's buffer
+    (workdir / "many.csv").write_text("member_code,full_name,unit_code,phone,role\n" + rows, encoding="utf-8")
+    assert cli("members", "import", "many.csv").code == 0
+    env = {**os.environ, "HOCTAP_DATABASE_URL": db_url}
+    done = subprocess.run(f"'{sys.executable}' -m bot.cli members list --all | head -1", shell=True, cwd=workdir,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.count("\n") == 1 and done.stdout.count("\t") == 4
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

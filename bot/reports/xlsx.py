@@ -175,6 +175,7 @@ def _unit_row(ws, row: int, f: Figures, label: str | None = None) -> None:
     ]
     for col, value in enumerate(values, start=1):
         ws.cell(row=row, column=col, value=value)
+    ws.cell(row=row, column=2).alignment = _WRAP  # a long unit name wraps, not hidden under the next column
     ws.cell(row=row, column=5).number_format = PERCENT
     ws.cell(row=row, column=7).number_format = PERCENT
 
@@ -223,6 +224,8 @@ def _members_sheet(wb: Workbook, used: set[str], data: ReportData) -> None:
                 cell = ws.cell(row=row, column=col, value=values[h])
                 if h == "Số điện thoại":
                     cell.number_format = "@"  # text: keep leading zeros
+                elif h in ("Đơn vị", "Họ và tên"):
+                    cell.alignment = _WRAP
     ws.auto_filter.ref = f"A{HEADER_ROW}:{get_column_letter(len(headers))}{max(row, HEADER_ROW)}"
 
 
