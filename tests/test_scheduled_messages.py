@@ -58,6 +58,16 @@ def received(user) -> list[str]:
     return [m["text"] for m in user.messages if m["text"].startswith(("📢", "⏰"))]
 
 
+def finished(db, round_id: int, codes, started: str) -> None:
+    """These members handed in the quiz (9/10) ten minutes after ``started`` (local time)."""
+    with db.session() as s:
+        for code in codes:
+            m = s.scalar(select(Member).where(Member.code == code))
+            s.add(Attempt(round_id=round_id, member_id=m.id, number=1, started_at=local(started),
+                          submitted_at=local(started) + timedelta(minutes=10), question_count=10, correct_count=9,
+                          score=90.0, passed=True))
+
+
 def statuses(db) -> dict[str, int]:
     with db.session() as s:
         return dict(s.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)).all())
@@ -326,11 +336,7 @@ def test_reminders_skip_members_who_finished_and_are_caught_up_once(province, em
     round_id, users = branch
     schedule = Schedule()
     run_due(province, local("2026-12-01 07:00"), schedule)
-    with province.session() as s:
-        dv001 = s.scalar(select(Member).where(Member.code == "DV001"))
-        s.add(Attempt(round_id=round_id, member_id=dv001.id, number=1, started_at=local("2026-12-02 09:00"),
-                      submitted_at=local("2026-12-02 09:10"), question_count=10, correct_count=9, score=90.0,
-                      passed=True))
+    finished(province, round_id, ["DV001"], "2026-12-02 09:00")
     # the bot was down from 11/12 until 14/12 10:00: both reminder slots (12/12 and 14/12 at 08:00)
     # were missed; only the latest is caught up, and only once
     first = run_due(province, local("2026-12-14 10:00"), schedule)
@@ -471,12 +477,7 @@ def test_a_whole_round_from_announcement_to_closing_report(province, emulator, b
         return report
 
     tick("2026-12-01 07:00")  # announcement
-    with province.session() as s:
-        for code in ("DV002", "DV003"):
-            m = s.scalar(select(Member).where(Member.code == code))
-            s.add(Attempt(round_id=round_id, member_id=m.id, number=1, started_at=local("2026-12-03 09:00"),
-                          submitted_at=local("2026-12-03 09:10"), question_count=10, correct_count=9, score=90.0,
-                          passed=True))
+    finished(province, round_id, ["DV002", "DV003"], "2026-12-03 09:00")
     digest = tick("2026-12-04 16:00")  # Friday
     assert [j for j in digest.jobs if j.startswith("digest:")] == ["digest:2026-12-04T09:00: 2 message(s)"]
     tick("2026-12-12 08:00")  # 3 days before
@@ -506,12 +507,7 @@ def test_a_daily_digest_counts_who_finished_since_yesterdays(province, emulator,
 
     round_id, users = branch
     builder, schedule = ReportBuilder(load_settings(environ={})), Schedule(digest_cron="0 16 * * *")
-    with province.session() as s:
-        for code in ("DV002", "DV003"):
-            m = s.scalar(select(Member).where(Member.code == code))
-            s.add(Attempt(round_id=round_id, member_id=m.id, number=1, started_at=local("2026-12-03 09:00"),
-                          submitted_at=local("2026-12-03 09:10"), question_count=10, correct_count=9, score=90.0,
-                          passed=True))
+    finished(province, round_id, ["DV002", "DV003"], "2026-12-03 09:00")
     for day in ("2026-12-03 16:00", "2026-12-04 16:00"):
         run_due(province, local(day), schedule, builder)
         deliver(province, emulator, local(day))
@@ -572,11 +568,7 @@ def test_a_reminder_waiting_for_the_morning_is_dropped_if_the_member_finished_ov
     run_due(province, OPENS, Schedule())
     deliver(province, emulator, OPENS)  # the announcement
     run_due(province, local("2026-12-12 22:00"), Schedule())  # the reminder waits for 07:00
-    with province.session() as s:
-        dv002 = s.scalar(select(Member).where(Member.code == "DV002"))
-        s.add(Attempt(round_id=round_id, member_id=dv002.id, number=1, started_at=local("2026-12-12 23:00"),
-                      submitted_at=local("2026-12-12 23:10"), question_count=10, correct_count=9, score=90.0,
-                      passed=True))
+    finished(province, round_id, ["DV002"], "2026-12-12 23:00")
     stats = deliver(province, emulator, local("2026-12-13 07:00"))
     assert stats.dropped == 1
     assert [t[:1] for t in received(users["DV002"])] == ["📢"]
