@@ -5,6 +5,11 @@ process of its own, long-polling the same emulator over HTTP (in this process), 
 simulated members in the same run. The figure that counts is the ratio of the
 two update rates: what the product's work (database, quiz logic) costs over bare transport.
 
+A third bot, the *button floor*, takes the same quiz with no work at all: it answers each press with
+the two Bot API calls the product makes (the toast, the edit to the next question) and keeps nothing.
+It is what any bot with inline buttons pays on this machine, so it splits the gap between echo and quiz
+into what Telegram's button protocol costs and what the product's own work costs.
+
     python -m bench.quiz_throughput [--members 40] [--concurrency 8] [--database-url URL] [--wall-clock ...]
 """
 
@@ -23,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import event, select
 from telegram import Update
-from telegram.ext import ApplicationBuilder, ContextTypes, MessageHandler, filters
+from telegram.ext import ApplicationBuilder, CallbackQueryHandler, ContextTypes, MessageHandler, filters
 
 from bench.clock import QUIET_HOURS_OFF, QUIET_OFF, add_wall_clock_option, wall_clock
 from bot.channels.telegram import TRAITS, BackgroundBot, PerChatUpdateProcessor, TelegramChannel
@@ -87,8 +92,39 @@ def quiz_member(user) -> None:
         user.wait_for(lambda u: any(marker in m.get("text", "") for m in u.recent(2)), timeout=30)
 
 
+FLOOR_QUESTION = ("Câu {n}/10\n\nTheo Kết luận, nhiệm vụ trọng tâm của tỉnh trong nhiệm kỳ tới là gì?\n\n"
+                  "A. Phát triển kinh tế nhanh và bền vững gắn với bảo vệ môi trường\n"
+                  "B. Xây dựng Đảng bộ và hệ thống chính trị trong sạch, vững mạnh toàn diện\n"
+                  "C. Đẩy mạnh chuyển đổi số, cải cách hành chính\nD. Cả ba ý trên")
+
+
+def floor_markup(n: int) -> dict:
+    return {"inline_keyboard": [[{"text": c, "callback_data": f"floor:{n}:{c}"} for c in pair]
+                                for pair in (("A", "B"), ("C", "D"))]}
+
+
+async def floor_start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The button floor's first question (any text starts it)."""
+    await context.bot.do_api_request("sendMessage", api_kwargs={
+        "chat_id": update.effective_message.chat_id, "text": FLOOR_QUESTION.format(n=1),
+        "reply_markup": floor_markup(1)})
+
+
+async def floor_press(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The two calls the product makes for an answer, and nothing else: the toast, the edit."""
+    query = update.callback_query
+    n = int(query.data.split(":")[1]) + 1
+    await context.bot.do_api_request("answerCallbackQuery", api_kwargs={"callback_query_id": query.id})
+    edit = {"chat_id": query.message.chat.id, "message_id": query.message.message_id}
+    if n <= 10:
+        edit |= {"text": FLOOR_QUESTION.format(n=n), "reply_markup": floor_markup(n)}
+    else:
+        edit |= {"text": "Kết quả bài kiểm tra: 10/10 câu đúng."}
+    await context.bot.do_api_request("editMessageText", api_kwargs=edit)
+
+
 def serve(kind: str, token: str, base_url: str, url: str | None, ready, stop, cpu) -> None:
-    """One bot in a process of its own (``echo`` or ``quiz``), long-polling the emulator until ``stop``.
+    """One bot in a process of its own (``echo``, ``buttons`` or ``quiz``), long-polling the emulator until ``stop``.
 
     Both get the product's update processor (``PerChatUpdateProcessor``) and its request class
     (``AiohttpRequest``), and send the way the product does where it can (the raw ``do_api_request``, no ``Message``
@@ -105,6 +141,12 @@ def serve(kind: str, token: str, base_url: str, url: str | None, ready, stop, cp
                .request(AiohttpRequest()).get_updates_request(AiohttpRequest(connections=1))
                .concurrent_updates(PerChatUpdateProcessor()).build())
         app.add_handler(MessageHandler(filters.TEXT, echo))
+    elif kind == "buttons":
+        app = (ApplicationBuilder().token(token).base_url(base_url)
+               .request(AiohttpRequest()).get_updates_request(AiohttpRequest(connections=1))
+               .concurrent_updates(PerChatUpdateProcessor()).build())
+        app.add_handler(MessageHandler(filters.TEXT, floor_start))
+        app.add_handler(CallbackQueryHandler(floor_press))
     else:
         service = ChatService(Database(url), TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"), quiet=QUIET_HOURS_OFF)
         app = TelegramChannel(service).build(token, base_url)
@@ -194,18 +236,28 @@ def run(args: argparse.Namespace) -> None:
         echo_updates = args.members * UPDATES_PER_QUIZ
         echo_cores, echo_harness_cores = echo_cpu / elapsed, echo_harness / elapsed
         echo_rate, echo_cpu, echo_harness = echo_updates / elapsed, echo_cpu / echo_updates, echo_harness / echo_updates
+        floor_members = [30_000 + i for i in range(args.members)]
+        elapsed, floor_cpu, floor_harness = in_own_process("buttons", emu, None, floor_members, args.concurrency,
+                                                           quiz_member)
+        floor_rate, floor_cpu, floor_harness = (echo_updates / elapsed, floor_cpu / echo_updates,
+                                                floor_harness / echo_updates)
         update_rate, quiz_rate, per_quiz, statements, quiz_cpu, quiz_harness, quiz_harness_cores, quiz_cores = run_quiz(
             emu, args.members, args.concurrency, url)
     print(f"members {args.members}, concurrency {args.concurrency}, database {url.split(':')[0]}; "
           "each bot in its own process, both with PerChatUpdateProcessor, same emulator")
     print(QUIET_OFF)
     print(f"{'bare echo bot':<28}{echo_rate:>10.1f} updates/s   {1000 * echo_cpu:6.2f} ms CPU per update")
+    print(f"{'button floor (no work)':<28}{floor_rate:>10.1f} updates/s   {1000 * floor_cpu:6.2f} ms CPU per update "
+          f"(ratio to echo {floor_rate / echo_rate:.2f})")
     print(f"{'hoctap quiz path':<28}{update_rate:>10.1f} updates/s   {1000 * quiz_cpu:6.2f} ms CPU per update "
           f"({quiz_rate:.2f} quizzes/s)")
     print(f"{'ratio quiz / echo':<28}{update_rate / echo_rate:>10.2f}   (CPU per update: echo / quiz "
           f"{echo_cpu / quiz_cpu:.2f})")
+    print(f"{'ratio quiz / button floor':<28}{update_rate / floor_rate:>10.2f}   (CPU per update: floor / quiz "
+          f"{floor_cpu / quiz_cpu:.2f}: what the product's own work costs)")
     print(f"{'emulator + members':<28}{1000 * echo_harness:>10.2f} ms CPU per echo update, "
-          f"{1000 * quiz_harness:.2f} per quiz update (the driving process, beside the bots)")
+          f"{1000 * floor_harness:.2f} per floor update, {1000 * quiz_harness:.2f} per quiz update "
+          "(the driving process, beside the bots)")
     print(f"{'cores busy, echo phase':<28}{echo_cores:>10.2f} bot, {echo_harness_cores:.2f} emulator + members")
     print(f"{'cores busy, quiz phase':<28}{quiz_cores:>10.2f} bot, {quiz_harness_cores:.2f} emulator + members "
           "(a bot well under one core is waiting for the driving process, not working)")
