@@ -65,6 +65,20 @@ def test_a_round_extended_from_the_command_line_closes_later_and_never_earlier(c
     assert (closed.code, closed.err.strip()) == (1, "error: đợt học tập số 1 đã kết thúc")
 
 
+def test_a_deadline_moved_into_the_next_round_of_the_same_document_for_the_same_members_is_refused(cli, sample_roster):
+    """Extending must not do what opening refuses: the members of HQ-TH-01 would have two rounds of one
+    document at once, be reminded twice, and count as not done in one after finishing the other."""
+    assert open_round(cli, units="DP,HQ-TH-01", opens="2020-01-01 07:00", closes="2030-12-15 21:00").code == 0
+    assert open_round(cli, units="HQ-TH-01", opens="2031-01-01 07:00", closes="2031-01-15 21:00").code == 0
+    into_next = cli("rounds", "extend", "1", "--closes", "2031-01-05 21:00")
+    assert into_next.code == 1
+    assert into_next.err.strip().startswith("error: văn bản 64-KH/TU đã có đợt học tập số 2 (")
+    assert "trùng thời gian với đợt này cho cùng đảng viên; hãy chọn hạn mới trước khi đợt đó mở" in into_next.err
+    assert "01/01/2020 07:00 – 15/12/2030 21:00" in cli("rounds", "list").out  # unchanged
+    before_next = cli("rounds", "extend", "1", "--closes", "2030-12-31 21:00")
+    assert before_next.out.strip() == "round 1 now closes 31/12/2030 21:00"
+
+
 def test_bad_round_requests_say_what_to_fix(cli, sample_roster):
     cases = [
         (open_round(cli, units="DP,XX"), "error: không có đơn vị mã XX; xem các đơn vị bằng 'hoctap units list'"),

@@ -59,10 +59,11 @@ def same_round(session: Session, document_id: str, unit_ids: list[int], opens_at
 
 
 def overlapping_round(session: Session, document_id: str, unit_ids: list[int], opens_at: datetime,
-                      closes_at: datetime, now: datetime) -> Round | None:
-    """A round of this document, not over, whose time overlaps these dates and whose audience shares
-    members with these units (one is the other, or above or below it). Members would see the document
-    twice, be reminded twice, and count as not done in one round after finishing the other."""
+                      closes_at: datetime, now: datetime, *, other_than: int | None = None) -> Round | None:
+    """A round of this document (``other_than`` aside), not over, whose time overlaps these dates and
+    whose audience shares members with these units (one is the other, or above or below it). Members
+    would see the document twice, be reminded twice, and count as not done in one round after finishing
+    the other."""
     shares_members = or_(
         select(UnitAncestor.ancestor_id).where(UnitAncestor.ancestor_id == RoundUnit.unit_id,
                                                UnitAncestor.descendant_id.in_(unit_ids)).exists(),
@@ -71,8 +72,16 @@ def overlapping_round(session: Session, document_id: str, unit_ids: list[int], o
     return session.scalar(
         select(Round).join(RoundUnit, RoundUnit.round_id == Round.id)
         .where(Round.document_id == document_id, Round.closed_at.is_(None), Round.closes_at > now,
-               Round.opens_at < closes_at, Round.closes_at > opens_at, shares_members)
+               Round.opens_at < closes_at, Round.closes_at > opens_at, shares_members,
+               Round.id != (other_than or 0))
         .order_by(Round.id).limit(1))
+
+
+def _overlap_error(doc: Document, running: Round, advice: str) -> RoundError:
+    names = sorted(ru.unit.name for ru in running.units)
+    where = ", ".join(names[:3]) + (f" và {len(names) - 3} đơn vị khác" if len(names) > 3 else "")
+    return RoundError(f"văn bản {doc.code} đã có đợt học tập số {running.id} ({where}) trùng thời gian với "
+                      f"đợt này cho cùng đảng viên; {advice}")
 
 
 def open_round(
@@ -99,10 +108,7 @@ def open_round(
         raise RoundError(f"mục tiêu {target:g} nằm ngoài khoảng 1-100; hãy ghi một tỷ lệ phần trăm, ví dụ 98")
     running = overlapping_round(session, doc.id, [units[c].id for c in codes], opens_at, closes_at, now)
     if running is not None:
-        names = sorted(ru.unit.name for ru in running.units)
-        where = ", ".join(names[:3]) + (f" và {len(names) - 3} đơn vị khác" if len(names) > 3 else "")
-        raise RoundError(f"văn bản {doc.code} đã có đợt học tập số {running.id} ({where}) trùng thời gian với "
-                         "đợt này cho cùng đảng viên; hãy gia hạn đợt đó, hoặc chọn đơn vị hay thời gian khác")
+        raise _overlap_error(doc, running, "hãy gia hạn đợt đó, hoặc chọn đơn vị hay thời gian khác")
     rnd = Round(document_id=doc.id, opens_at=opens_at, closes_at=closes_at, target_rate=float(target), created_at=now)
     rnd.units = [RoundUnit(unit_id=units[c].id) for c in dict.fromkeys(codes)]
     session.add(rnd)
@@ -150,6 +156,10 @@ def extend_round(session: Session, round_id: int, closes_at: datetime, now: date
         raise RoundError(f"đợt học tập số {round_id} đã kết thúc")
     if closes_at <= rnd.closes_at:
         raise RoundError("hạn mới phải sau hạn hiện tại; hãy chọn một ngày muộn hơn")
+    later = overlapping_round(session, rnd.document_id, [ru.unit_id for ru in rnd.units], rnd.opens_at, closes_at,
+                              now, other_than=rnd.id)
+    if later is not None:  # the same members would be asked twice at once
+        raise _overlap_error(rnd.document, later, "hãy chọn hạn mới trước khi đợt đó mở")
     # the members' links to this round (announcements, reminders) were valid until it closed: still so; and
     # their links to the list of their rounds (``/hoc``) live at least as long as this one now runs
     in_audience = select(Member.id).where(Member.unit_id.in_(audience_unit_ids(rnd.id)))
