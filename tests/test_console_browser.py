@@ -125,7 +125,7 @@ def test_secretary_cannot_reach_another_branch_by_url(browser, chat, console_ser
     browser.get(chat.login_link("DV001"))
     press(browser, "enter")
     browser.get(f"{console_server.url}/quantri/dot/1/donvi/{own}")
-    assert "+84" in browser.find_element(By.ID, "not-finished").text  # her own branch's phones, as in /chualam
+    assert "0333 378 379" in browser.find_element(By.ID, "not-finished").text  # her own branch's phones, as in /chualam
     browser.get(f"{console_server.url}/quantri/dot/1/donvi/{other}")
     assert "không có quyền" in browser.find_element(By.ID, "refusal").text
     assert "Phan Ngọc Linh" not in browser.page_source

@@ -77,6 +77,36 @@ def test_a_round_closed_early_shows_when_it_ended_and_asks_nobody_to_finish_it(s
     assert f"Thời hạn: đã kết thúc sớm lúc {closed_at.astimezone(TZ):%H:%M ngày %d/%m/%Y} (hạn " in text
 
 
+def test_a_quiz_begun_but_not_handed_in_by_the_end_of_the_round_is_called_left_unfinished_not_under_way(
+        service, province):
+    """After the round, "đang làm dở" (still at it) would tell the secretary to wait for a member who can no
+    longer finish: the chat, the list and the workbook say "bỏ dở" instead; while it runs they say "đang làm dở"."""
+    from bot.reports.xlsx import HEADER_ROW, NOT_FINISHED_SHEET, build_workbook, report_data
+    from bot.services.rounds import close_round
+
+    link(service, province, "DV001")
+    link(service, province, "DV005")
+    assert "Câu 1/" in say(service, "DV005", "/lambai")[-1].text
+    running = say(service, "DV001", "/thongke")[0].text
+    assert "Chưa làm: 9 · Đang làm dở: 1" in running
+    assert "(đang làm dở" in say(service, "DV001", "/chualam")[0].text
+    with province.session() as s:
+        close_round(s, 1, utcnow())
+    assert "Chưa làm: 9 · Bỏ dở: 1" in say(service, "DV001", "/thongke")[0].text
+    listed = say(service, "DV001", "/chualam")[0].text  # none open: the round that just ended
+    assert listed.startswith("📋 64-KH/TU — Chi bộ ấp 1 (Tân Tiến): 10 đồng chí không hoàn thành (đợt đã kết thúc; trang 1/1)")
+    assert "(bỏ dở, chưa nộp bài" in listed and "đang làm dở" not in listed
+    with province.session() as s:
+        member = s.scalar(select(Member).where(Member.code == "DV005"))
+        data = report_data(s, 1, member.unit_id, utcnow())
+    book = load_workbook(io.BytesIO(build_workbook(data)))
+    units = book.worksheets[0]
+    assert "Bỏ dở (chưa nộp bài)" in [c.value for c in units[HEADER_ROW]]
+    rows = list(book[NOT_FINISHED_SHEET].iter_rows(min_row=HEADER_ROW, values_only=True))
+    status = rows[0].index("Tình trạng")
+    assert [r[status] for r in rows[1:] if member.full_name in r] == ["Bỏ dở (chưa nộp bài)"]
+
+
 def test_a_branch_whose_members_are_all_exempt_is_told_so_not_asked_for_zero_more_members(service, province):
     from sqlalchemy import update
 
@@ -133,9 +163,9 @@ def test_not_finished_list_shows_phones_only_to_the_branch_secretary(service, pr
     finish(province, "DV002")
     secretary = say(service, "DV001", "/chualam")[0].text
     assert "9 đồng chí chưa hoàn thành (trang 1/1)" in secretary
-    assert "+84" in secretary
+    assert "Hồ Ngọc Nhung — Chi bộ ấp 1 (Tân Tiến) (0386 020 001)" in secretary  # written as it is dialled
     cadre = say(service, "CB002", "/chualam")[0]
-    assert "30 đồng chí chưa hoàn thành (trang 1/2)" in cadre.text and "+84" not in cadre.text
+    assert "30 đồng chí chưa hoàn thành (trang 1/2)" in cadre.text and "0386 020 001" not in cadre.text
     page2 = service.on_action("CB002", cadre.all_choices()[-1].action, utcnow()).replies[0]
     assert "(trang 2/2)" in page2.text and page2.text.count("\n2") + page2.text.count("\n3") >= 10
 

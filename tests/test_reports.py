@@ -10,6 +10,7 @@ import pytest
 from openpyxl import load_workbook
 from sqlalchemy import select
 
+from bot.domain.phones import display_phone
 from bot.reports.chart import rate_chart_png
 from bot.reports.xlsx import (
     HEADER_ROW, MEMBER_HEADERS, NOT_FINISHED_SHEET, QUESTION_HEADERS, UNIT_HEADERS, build_workbook,
@@ -83,7 +84,7 @@ def test_workbook_has_unit_member_and_question_sheets_with_vietnamese_headers_an
     assert len(listed) == sum(r.not_finished_total for r in data.rounds)
     assert [r["Đợt"] for r in listed] == sorted(r["Đợt"] for r in listed)
     first = data.rounds[0].not_finished[0]
-    assert listed[0]["Họ và tên"] == first.member.full_name and listed[0]["Số điện thoại"] == first.member.phone
+    assert listed[0]["Họ và tên"] == first.member.full_name and listed[0]["Số điện thoại"] == display_phone(first.member.phone)
     assert {r["Tình trạng"] for r in listed} <= {"Chưa làm", "Đang làm dở"}
     unit_column = MEMBER_HEADERS.index("Đơn vị") + 1
     assert ws.cell(row=HEADER_ROW + 1, column=unit_column).alignment.wrap_text

@@ -40,6 +40,14 @@ def test_sample_roster_imports_and_lists(cli):
                                                       "'hoctap units list'")
 
 
+def test_phones_are_shown_to_secretaries_as_they_are_dialled_not_in_the_stored_form():
+    from bot.domain.phones import display_phone
+
+    assert display_phone("+84912345678") == "0912 345 678"  # a mobile: 4-3-3
+    assert display_phone("+842438251234") == "024 3825 1234"  # a Hà Nội landline: 3-4-4
+    assert display_phone(None) == "" and display_phone("+84 abc") == "+84 abc"  # nothing to mend: as stored
+
+
 def test_phones_in_any_written_form_are_stored_alike(cli, workdir, db):
     cli("units", "import", write(workdir, "u.csv", UNITS))
     assert cli("members", "import", write(workdir, "m.csv", MEMBERS)).code == 0

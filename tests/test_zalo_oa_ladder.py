@@ -118,7 +118,7 @@ def test_zns_is_kept_for_the_purposes_set_and_an_announcement_goes_to_the_call_l
     with province.session() as s:
         secretary = s.scalar(select(Member).where(Member.code == "DV001"))
         listing = "\n".join(r.text for r in not_finished(s, secretary, day.now()))
-    assert "Đặng Văn Tuấn — Chi bộ ấp 1 (Tân Tiến) (+84370089645; chưa liên lạc được qua Zalo)" in listing
+    assert "Đặng Văn Tuấn — Chi bộ ấp 1 (Tân Tiến) (0370 089 645; chưa liên lạc được qua Zalo)" in listing
 
 
 def test_zns_is_kept_for_the_last_48_hours_before_the_deadline(province, oa_emulator, oa_invite):

@@ -25,8 +25,9 @@ from bot.domain.ids import parse_id
 from bot.domain.messages import percent
 from bot.domain.permissions import (
     PermissionDenied, can_report, can_see_phone, can_view_unit, outranks, require_report, require_round_for_unit,
-    require_view_unit, visible_root_units,
+    require_view_unit, shown_phones, visible_root_units,
 )
+from bot.domain.phones import display_phone
 from bot.services import console_access, oversight, stats
 from bot.services.rounds import RoundError, round_status
 from bot.storage.models import Document, Member, Round, RoundUnit, Unit, UnitAncestor
@@ -128,7 +129,7 @@ async def unit_page(console, request: Request, visit) -> Response:
     round_id, unit_id = rnd.id, unit.id
     total, children = _figures(s, member, round_id, unit_id, now)
     _count, rows = stats.not_finished_members(s, round_id, unit_id, 0, None)
-    phones = {r.member.id: r.member.phone for r in rows if can_see_phone(member, r.member.unit_id)}
+    phones = shown_phones(member, (r.member for r in rows))
     parent = s.get(Unit, unit.parent_id) if unit.parent_id else None
     if parent is not None and not (can_view_unit(s, member, parent.id) and
                                    stats.rounds_for_unit(s, parent.id, now)):
@@ -470,7 +471,7 @@ async def roster(console, request: Request, visit) -> Response:
         result = await _import(console, request, visit)
     query = request.query_params.get("q", "")[:100].strip()
     members = _members_in_reach(s, member, query) if query else []
-    phones = {m.id: m.phone for m in members if can_see_phone(member, m.unit_id)}
+    phones = shown_phones(member, members)
     units = [u for _d, u in _reachable_units(s, member)]
     return console.render("roster.html", status=400 if result and result.problems else 200, **_context(
         visit, query=query, members=members, phones=phones, result=result, units=units))
@@ -601,7 +602,7 @@ async def reactivate(console, request: Request, visit) -> Response:
         raise Refused(403, "Chỉ quản trị viên hoặc người có vai trò cao hơn mới cho đồng chí này sinh hoạt lại được.")
     if target.phone and s.scalar(select(Member.code).where(Member.phone == target.phone, Member.active,
                                                            Member.id != target.id)):
-        number = f" {target.phone}" if can_see_phone(member, target.unit_id) else ""  # never a phone it hides
+        number = f" {display_phone(target.phone)}" if can_see_phone(member, target.unit_id) else ""  # never a phone it hides
         raise Refused(400, f"Số điện thoại{number} của đồng chí này đang là số của một đảng viên khác đang sinh hoạt; "
                            "hãy sửa danh sách đảng viên trước.")
     target.active = True

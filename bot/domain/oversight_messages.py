@@ -47,7 +47,7 @@ def figures_text(rnd: Round, f: Figures, tz: ZoneInfo) -> str:
         f"📊 {doc.code} — {f.unit_name}",
         f"Đã hoàn thành: {rate_line(f)}",
         f"Đạt yêu cầu: {f.passed} · Điểm trung bình: {percent(f.average_score) if f.average_score is not None else '—'}",
-        f"Chưa làm: {f.not_started} · Đang làm dở: {f.in_progress}",
+        f"Chưa làm: {f.not_started} · {'Bỏ dở' if f.time_left is None else 'Đang làm dở'}: {f.in_progress}",
     ]
     if f.audience == 0 and f.exempt:  # nobody to ask for, nothing missed
         lines.append("Tất cả đảng viên của đơn vị được miễn sinh hoạt; không ai cần học trong đợt này.")
@@ -88,18 +88,20 @@ def no_rounds(unit: Unit) -> Reply:
 
 
 def not_finished_reply(rnd: Round, unit: Unit, total: int, rows: list[NotFinished], page: int,
-                       phones: dict[int, str | None], delivery: Mapping[int, Sequence[str]]) -> Reply:
-    """A page of who has not finished; ``delivery``: each member's delivery flags (``DELIVERY_NOTES``)."""
+                       phones: dict[int, str | None], delivery: Mapping[int, Sequence[str]], *, over: bool) -> Reply:
+    """A page of who has not finished; ``delivery``: each member's delivery flags (``DELIVERY_NOTES``);
+    ``over``: the round has ended, so a quiz begun is one left unfinished, no longer one under way."""
     doc = rnd.document
     if total == 0:
         return Reply(f"✅ {doc.code} — {unit.name}: tất cả đảng viên đã hoàn thành.")
     pages = (total + PAGE - 1) // PAGE
-    lines = [f"📋 {doc.code} — {unit.name}: {total} đồng chí chưa hoàn thành (trang {page}/{pages})", ""]
+    verdict, when = ("không hoàn thành", "đợt đã kết thúc; ") if over else ("chưa hoàn thành", "")
+    lines = [f"📋 {doc.code} — {unit.name}: {total} đồng chí {verdict} ({when}trang {page}/{pages})", ""]
     for n, row in enumerate(rows, start=(page - 1) * PAGE + 1):
         m = row.member
         extra = []
         if row.in_progress:
-            extra.append("đang làm dở")
+            extra.append("bỏ dở, chưa nộp bài" if over else "đang làm dở")
         if phones.get(m.id):
             extra.append(phones[m.id])
         extra += [DELIVERY_NOTES[flag] for flag in delivery.get(m.id, ())]

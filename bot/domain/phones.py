@@ -27,3 +27,16 @@ def normalize_phone(raw: str) -> str | None:
     if national.startswith("0"):
         return None
     return "+84" + national
+
+
+def display_phone(phone: str | None) -> str:
+    """A stored number as Vietnamese people write and dial it: ``+84903878832`` → ``0903 878 832``
+    (a landline's 11 digits ``024 3825 1234``); anything else as stored."""
+    if not phone or not phone.startswith("+84") or not phone[1:].isdigit():
+        return phone or ""
+    national = "0" + phone[3:]
+    if len(national) == 10:
+        return f"{national[:4]} {national[4:7]} {national[7:]}"
+    if len(national) == 11:
+        return f"{national[:3]} {national[3:7]} {national[7:]}"
+    return national

@@ -24,6 +24,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from sqlalchemy.orm import Session
 
+from bot.domain.phones import display_phone
 from bot.reports.question_review import flag_question
 from bot.services.stats import (
     Figures, NotFinished, QuestionStat, StatsError, not_finished_members, question_stats, unit_rollup,
@@ -149,6 +150,11 @@ def _header(ws, row: int, headers: list[str], widths: list[int]) -> None:
 STATUS_WORDS = {"scheduled": "chưa mở", "open": "đang mở", "closed": "đã kết thúc"}
 
 
+def in_progress_word(status: str) -> str:
+    """A quiz begun and not handed in: under way while the round runs, left unfinished once it is over."""
+    return "Bỏ dở (chưa nộp bài)" if status == "closed" else "Đang làm dở"
+
+
 def _title_block(ws, title: str, data: ReportData, rr: RoundReport) -> None:
     ws["A1"] = title
     ws["A1"].font = _TITLE
@@ -183,7 +189,8 @@ def _unit_row(ws, row: int, f: Figures, label: str | None = None) -> None:
 def _units_sheet(wb: Workbook, used: set[str], data: ReportData, rr: RoundReport) -> None:
     ws = wb.create_sheet(sheet_title(f"Đợt {rr.round_id} - Đơn vị", used))
     _title_block(ws, "KẾT QUẢ HỌC TẬP THEO ĐƠN VỊ", data, rr)
-    _header(ws, HEADER_ROW, UNIT_HEADERS, [12, 40, 12, 12, 12, 12, 12, 12, 12, 14, 12, 14])
+    headers = [in_progress_word(rr.status) if h == "Đang làm dở" else h for h in UNIT_HEADERS]
+    _header(ws, HEADER_ROW, headers, [12, 40, 12, 12, 12, 12, 12, 12, 12, 14, 12, 14])
     row = HEADER_ROW + 1
     _unit_row(ws, row, rr.total, f"Tổng cộng: {rr.total.unit_name}")
     for col in range(1, len(UNIT_HEADERS) + 1):
@@ -218,8 +225,8 @@ def _members_sheet(wb: Workbook, used: set[str], data: ReportData) -> None:
             row += 1
             values = {"Đợt": rr.round_id, "Tài liệu": rr.document_code, "Họ và tên": nf.member.full_name,
                       "Mã đảng viên": nf.member.code, "Đơn vị": nf.unit_name,
-                      "Số điện thoại": nf.member.phone or "",
-                      "Tình trạng": "Đang làm dở" if nf.in_progress else "Chưa làm"}
+                      "Số điện thoại": display_phone(nf.member.phone),
+                      "Tình trạng": in_progress_word(rr.status) if nf.in_progress else "Chưa làm"}
             for col, h in enumerate(headers, start=1):
                 cell = ws.cell(row=row, column=col, value=values[h])
                 if h == "Số điện thoại":

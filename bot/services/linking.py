@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from bot.domain.phones import normalize_phone
+from bot.domain.phones import display_phone, normalize_phone
 from bot.storage.models import ChatAccount, LinkCode, Member, UnitAncestor, ZaloBot
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def invitation_rows(members: list[Member], codes: dict[int, str], channel: str, 
     codes to type beside the bot's share link (``hoctap members invite`` and the console).
     ``unit_bots``: each unit's own Zalo bot (``name``, ``share_link``), else the default bot.
     ``phone_shown(member)``: False leaves that member's phone out (whoever downloads may not see it)."""
-    phone = lambda m: (m.phone or "") if phone_shown(m) else ""  # noqa: E731
+    phone = lambda m: display_phone(m.phone) if phone_shown(m) else ""  # noqa: E731
     if channel != "zalo":
         return TELEGRAM_INVITE_HEADER, [
             [m.code, m.full_name, m.unit.code, phone(m), f"https://t.me/{bot_name}?start={codes[m.id]}"]

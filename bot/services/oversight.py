@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from bot.domain import oversight_messages as om
 from bot.domain.messages import local, reminder
 from bot.domain.permissions import (
-    DENIED_MEMBER_ONLY, PermissionDenied, can_see_phone, can_view_unit, require_remind, require_report,
-    require_round_for_unit, require_view_unit, sees_units, visible_root_units,
+    DENIED_MEMBER_ONLY, PermissionDenied, can_view_unit, require_remind, require_report,
+    require_round_for_unit, require_view_unit, sees_units, shown_phones, visible_root_units,
 )
 from bot.domain.replies import Reply
 from bot.outbox import queue
@@ -61,19 +61,22 @@ def unit_view(s: Session, member: Member, round_id: int, unit_id: int, now: date
 
 def not_finished(s: Session, member: Member, now: datetime, round_id: int | None = None,
                  unit_id: int | None = None, page: int = 1) -> list[Reply]:
-    """``/chualam``: who has not finished, a page at a time; phones only for the unit's secretary."""
+    """``/chualam``: who has not finished, a page at a time; phones only for the unit's secretary. The open
+    rounds; with none open, the one that ended last (within ``stats.RECENT_CLOSED``), whose list the
+    secretary follows up."""
     if round_id is None or unit_id is None:
         replies = []
         for unit in answerable_units(s, member):
-            rounds = [r for r in stats.rounds_for_unit(s, unit.id, now) if round_status(r, now) == "open"]
+            recent = stats.rounds_for_unit(s, unit.id, now)  # the open ones first, then the latest to end
+            rounds = [r for r in recent if round_status(r, now) == "open"] or recent[:1]
             if not rounds:
                 replies.append(om.no_rounds(unit))
-            replies += [_not_finished_page(s, member, rnd.id, unit.id, 1) for rnd in rounds]
+            replies += [_not_finished_page(s, member, rnd.id, unit.id, 1, now) for rnd in rounds]
         return replies
-    return [_not_finished_page(s, member, round_id, unit_id, page)]
+    return [_not_finished_page(s, member, round_id, unit_id, page, now)]
 
 
-def _not_finished_page(s: Session, member: Member, round_id: int, unit_id: int, page: int) -> Reply:
+def _not_finished_page(s: Session, member: Member, round_id: int, unit_id: int, page: int, now: datetime) -> Reply:
     require_view_unit(s, member, unit_id)
     rnd, unit = require_round_for_unit(s, round_id, unit_id), s.get(Unit, unit_id)
     page = max(page, 1)
@@ -82,9 +85,10 @@ def _not_finished_page(s: Session, member: Member, round_id: int, unit_id: int, 
     if page > last:  # a button from before members finished, or a forged one: the last page there is
         page = last
         total, rows = stats.not_finished_members(s, round_id, unit_id, (page - 1) * om.PAGE, om.PAGE)
-    phones = {r.member.id: r.member.phone for r in rows if can_see_phone(member, r.member.unit_id)}
+    phones = shown_phones(member, (r.member for r in rows))
     delivery = queue.delivery_flags(s, round_id, [r.member.id for r in rows])
-    return om.not_finished_reply(rnd, unit, total, rows, page, phones, delivery)
+    return om.not_finished_reply(rnd, unit, total, rows, page, phones, delivery,
+                                 over=round_status(rnd, now) == "closed")
 
 
 def remind(s: Session, member: Member, now: datetime, tz: ZoneInfo, quiet: QuietHours, budget=None,
