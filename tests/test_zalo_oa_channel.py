@@ -337,3 +337,57 @@ def test_a_retried_or_replayed_event_does_not_renew_the_members_free_window(prov
             assert s.get(ZaloOaContact, "oa-6").last_interaction_at - first < timedelta(seconds=5)
     finally:
         process.stop()
+
+
+# -- Zalo refusing or slow: replies are neither lost nor doubled (outside probe, 30/11/2026) --------------
+def test_a_reply_refused_with_zalos_rate_limit_is_sent_again_and_arrives(oa_bot, oa_emulator, oa_invite):
+    """-32 is Zalo's "too many requests": a busy endpoint, not a refusal of this member."""
+    user = oa_link(oa_emulator, oa_invite, "DV002", "oa-2")
+    oa_emulator.inject_error("cs", -32, "Exceed rate limit")
+    assert "Câu 1/" in say(user, "lambai", "Câu 1/")
+
+
+def test_a_reply_zalo_took_but_did_not_answer_in_time_is_not_sent_again(oa_bot, oa_emulator, oa_invite):
+    """Sent again, the member would read the question twice and the OA could pay twice."""
+    import httpx
+
+    user = oa_link(oa_emulator, oa_invite, "DV003", "oa-3")
+    oa_bot.runtime.client._http.timeout = httpx.Timeout(0.5)
+    oa_emulator.reset_log()
+    oa_emulator.hold("oa-3")
+    user.send_text("lambai")
+    time.sleep(2.5)  # the client gave up after 0.5 s; a resend would have arrived by now
+    oa_emulator.release("oa-3")
+    user.wait_for(lambda u: any("Câu 1/" in m["text"] for m in u.messages))
+    oa_bot.settle(3)  # the follow, the code, "lambai"
+    assert len([c for c in oa_emulator.calls("cs") if c["recipient"]["user_id"] == "oa-3"]) == 1
+    assert sum("Câu 1/" in m["text"] for m in user.messages) == 1
+
+
+def test_a_follow_delivered_late_after_the_members_unfollow_leaves_them_unfollowed_and_unanswered(
+        oa_bot, oa_emulator, oa_invite, province):
+    user = oa_link(oa_emulator, oa_invite, "DV006", "oa-6")
+    unfollow = user.unfollow()
+    oa_bot.settle(3)
+    before = len(user.messages)
+    late = {**unfollow, "event_name": "follow", "timestamp": str(int(unfollow["timestamp"]) - 60_000)}
+    assert oa_emulator.deliver_raw(*oa_emulator.signed(late)).status == 200  # a follow from a minute before
+    oa_bot.settle(4)
+    with province.session() as s:
+        contact = s.get(ZaloOaContact, "oa-6")
+        assert contact.following is False and contact.unfollowed_at is not None
+    assert len(user.messages) == before  # no greeting to someone who left
+
+
+def test_a_tap_from_a_chat_no_longer_linked_is_told_to_type_a_code_once(oa_bot, oa_emulator, oa_invite):
+    """The OA has no phone button and no personal link: a member links by typing a code."""
+    user = oa_emulator.user("oa-stranger")
+    user.follow()
+    user.wait_for(lambda u: bool(u.messages))
+    before = len(user.messages)
+    user.send_text("a:1:1:0")  # an old button's payload
+    user.wait_for(lambda u: len(u.messages) > before)
+    oa_bot.settle(2)
+    reply = "\n".join(m["text"] for m in user.messages[before:])
+    assert "mã liên kết" in reply and "Chia sẻ số điện thoại" not in reply
+    assert reply.count("chưa liên kết tài khoản") <= 1

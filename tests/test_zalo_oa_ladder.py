@@ -421,3 +421,50 @@ def test_the_longest_announcement_and_reminder_a_document_allows_are_one_zalo_me
         reply = replace(reply, link=link)
         assert len(split_text(reply_text(reply), TEXT_LIMIT)) == 1, reply.text[:80]
         assert len(reply_messages(reply)) == 1, reply.text[:80]
+
+
+def test_a_zns_token_zalo_calls_expired_is_refreshed_once_and_the_reminder_still_goes(day, oa_emulator, oa_invite):
+    """-124 is the spec's "ZNS token expired": refreshed and tried again, as -216 is."""
+    silent = oa_link(oa_emulator, oa_invite, "DV004", "oa-4", phone="84370089645")
+    day.age(silent, 240)
+    refreshes = oa_emulator.refreshes
+    oa_emulator.inject_error("zns", -124, "ZNS token expired")
+    day.enqueue("remind", ["DV004"])
+    day.send()
+    assert [z["phone"] for z in oa_emulator.zns] == ["84370089645"] and oa_emulator.refreshes == refreshes + 1
+
+
+def test_a_message_zalo_rate_limits_waits_and_is_sent_not_given_up(day, oa_emulator, oa_invite, province):
+    """-32 ("too many requests") says nothing about the member: the announcement is tried again later,
+    and the member is never put on the secretary's call list for it."""
+    oa_link(oa_emulator, oa_invite, "DV002", "oa-2")
+    oa_emulator.inject_error("cs", -32, "Exceed rate limit")
+    day.enqueue("announce", ["DV002"], "📢 Đợt học tập mới: 64-KH/TU")
+    day.send()
+    with province.session() as s:
+        row = s.scalar(select(OutboxMessage))
+        assert row.status == "pending" and "Exceed rate limit" in row.error
+        row.not_before = day.now()  # the retry's time has come
+    day.send()
+    with province.session() as s:
+        assert s.scalar(select(OutboxMessage.status)) == "sent"
+
+
+def test_a_member_reached_after_a_refusal_leaves_the_secretarys_call_list(day, oa_emulator, oa_invite, province):
+    from bot.outbox.queue import delivery_flags
+
+    user = oa_link(oa_emulator, oa_invite, "DV006", "oa-6")
+    user.unfollow()
+    day.process.settle(3)
+    day.enqueue("announce", ["DV006"], "📢 Đợt học tập mới: 64-KH/TU")
+    day.send()
+    member = day.member_id("DV006")
+    with province.session() as s:
+        assert delivery_flags(s, 1, [member]) == {member: ["unreachable"]}
+    user.follow()  # back: the next reminder reaches them
+    day.process.settle(4)
+    day.enqueue("remind", ["DV006"])
+    day.send()
+    with province.session() as s:
+        assert [r.status for r in s.scalars(select(OutboxMessage).order_by(OutboxMessage.id))] == ["failed", "sent"]
+        assert delivery_flags(s, 1, [member]) == {}

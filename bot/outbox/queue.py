@@ -514,6 +514,7 @@ def delivery_flags(session: Session, round_id: int, member_ids: list[int]) -> di
 
     - ``refused``: a message was refused for good (blocked, chat gone, not linked);
     - ``unreachable``: no rung of the Zalo OA's ladder could reach the member (the call list);
+      either is cleared by a later reminder or announcement that reached them (they unblocked, followed again);
     - ``uncertain``: the latest reminder or announcement that settled was in flight when its
       sender stopped, so the member may not have it (a later one that surely arrived clears it).
     Members with nothing wrong are absent. One statement.
@@ -533,6 +534,8 @@ def delivery_flags(session: Session, round_id: int, member_ids: list[int]) -> di
             refused[mid] = "unreachable" if CALL_LIST in (error or "") else "refused"
         elif purpose in MEMBER_PURPOSES:
             latest[mid] = status
+            if status == "sent":
+                refused.pop(mid, None)
     flags: dict[int, list[str]] = {}
     for mid in member_ids:
         found = ([refused[mid]] if mid in refused else []) + (["uncertain"] if latest.get(mid) == "uncertain" else [])

@@ -306,14 +306,20 @@ class ChatService:
                 return self._replay(s, external_id, action, now)
             member_id = self._member_id(s, external_id, now)
             if member_id == DEACTIVATED:
-                return Outcome([msg.no_longer_listed()], notice="Đồng chí không còn trong danh sách sinh hoạt.")
-            if member_id is None:
-                return Outcome([msg.not_linked()], notice="Đồng chí chưa liên kết tài khoản.")
+                return Outcome([msg.no_longer_listed()], notice=self._toast("Đồng chí không còn trong danh sách "
+                                                                            "sinh hoạt."))
+            if member_id is None:  # where members type, they link by typing a code: say so
+                reply = msg.not_linked() if self.traits.has_buttons else msg.typed_not_linked()
+                return Outcome([reply], notice=self._toast("Đồng chí chưa liên kết tài khoản."))
             outcome = self._action(s, external_id, member_id, action, now)
             self._remember_choices(s, external_id, outcome, now)
             return outcome
 
     # -- helpers ----------------------------------------------------------------------------
+    def _toast(self, text: str) -> str | None:
+        """A button's toast, on a messenger that shows one; elsewhere it would lead the reply, saying it twice."""
+        return text if self.traits.has_buttons else None
+
     def _replay(self, s: Session, external_id: str, action: str, now: datetime) -> Outcome:
         """A press handled before (``redelivered``). The process may have died after recording it and before
         its reply went out: what the press shows now, worked out in a savepoint that is rolled back, so

@@ -69,21 +69,25 @@ class OAChannel:
         key = str(message.get("msg_id") or f"{name}:{user}:{event.get('timestamp')}")[:64]
         now = self.clock()
         self.handled += 1
-        if name == "unfollow":
-            if await asyncio.to_thread(self.service.first_time, key, now):
-                await asyncio.to_thread(record_interaction, self.service.db, user, now, False)
-                log.info("Zalo OA: %s unfollowed; the OA sends them nothing more", user)
-            return
         # the window runs from the member's action, not from when it reached us: a retried (or replayed,
         # signed) event carries its first time, and renews nothing
         sent_at = platform_time(_number(event.get("timestamp")))
         at = min(sent_at or now, now)
+        if name == "unfollow":
+            if await asyncio.to_thread(self.service.first_time, key, now):
+                await asyncio.to_thread(record_interaction, self.service.db, user, at, False)
+                log.info("Zalo OA: %s unfollowed; the OA sends them nothing more", user)
+            return
         # Zalo's answer to a send carries no time: a question's delivery is stamped on Zalo's clock as this
         # event's time plus what our clock counted since, so that a typed answer's time (Zalo's) compares
         # with it whatever the skew between the two clocks
         lag = now - sent_at if sent_at is not None else timedelta(0)
-        await asyncio.to_thread(record_interaction, self.service.db, user, at, True if name == "follow" else None)
+        follows = await asyncio.to_thread(record_interaction, self.service.db, user, at,
+                                          True if name == "follow" else None)
         if name == "follow":
+            if not follows:  # a late retry of a follow the member has since undone
+                log.info("Zalo OA: a follow by %s older than their unfollow; ignored", user)
+                return
             outcome = await asyncio.to_thread(self.service.on_text, user, "/start", now, key)
         elif name == "user_send_text":
             text = str(message.get("text") or "")
@@ -118,6 +122,9 @@ class OAChannel:
                 await self.client.send_cs(user, message.text, message.buttons)
                 return True
             except OAError as exc:
+                if exc.maybe_delivered:  # it left: sent again, the member would read it twice (and we pay twice)
+                    log.warning("Zalo OA: a reply to %s got no answer in time; not sent again (%s)", user, exc)
+                    return True
                 if not exc.transient or attempt == tries - 1:
                     log.warning("Zalo OA: a reply to %s failed: %s", user, exc)
                     return False

@@ -20,6 +20,7 @@ from bot.timeutil import utcnow
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 TOKEN_INVALID = -216
+ZNS_TOKEN_EXPIRED = -124  # the spec's "ZNS token expired": the same access token, refreshed the same way
 # Errors that mean "this user cannot get a consultation message now" (spec: -224 out of window or quota,
 # -230 no interaction for 7 days, -213/-201 not a follower / invalid user): the ladder's next rung.
 OUT_OF_WINDOW = (-224, -230, -213, -201)
@@ -58,11 +59,11 @@ class OAClient:
             code = int(answer.get("error") or 0) if isinstance(answer, dict) else 502
             if code == 0:
                 return answer.get("data") or {}
-            if code == TOKEN_INVALID and attempt == 0:
+            if code in (TOKEN_INVALID, ZNS_TOKEN_EXPIRED) and attempt == 0:
                 await asyncio.to_thread(self.tokens.refresh, self.clock(), token, True)
                 continue
             raise OAError(code, f"{name}: {answer.get('message') or 'refused'}")
-        raise OAError(TOKEN_INVALID, f"{name}: the refreshed token was refused too")
+        raise OAError(code, f"{name}: the refreshed token was refused too")
 
     async def send_cs(self, user_id: str, text: str, buttons: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """A consultation message; ``buttons`` (≤ 5) ride in a template attachment."""

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Iterable
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import case, func, literal, select
+from sqlalchemy import and_, case, func, literal, null, select, true
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -46,23 +46,35 @@ class Prices:
     zns_last_hours: int = 48  # 0: any time before the deadline
 
 
-def record_interaction(db: Database, user_id: str, now: datetime, following: bool | None = None) -> None:
+def record_interaction(db: Database, user_id: str, now: datetime, following: bool | None = None) -> bool:
     """A text, a tap or a follow at ``now`` (the event's own time) renews the windows; ``following``
-    False records an unfollow (no renewal)."""
+    False records an unfollow (no renewal). Events come out of order: nothing moves back in time, and a
+    follow older than the last unfollow (a late retry) leaves the member unfollowed. Returns whether
+    the member follows the OA now, as far as we know (True for someone never seen to unfollow)."""
     table = ZaloOaContact.__table__
-    values: dict = {"updated_at": now}
-    if following is not False:  # never earlier than an interaction already recorded (events come out of order)
-        values["last_interaction_at"] = case(  # ``now`` typed as the column, stored as naive UTC on PostgreSQL
-            (table.c.last_interaction_at > now, table.c.last_interaction_at),
-            else_=literal(now, table.c.last_interaction_at.type))
-    if following is not None:
-        values["following"] = following
-        values["unfollowed_at"] = None if following else now
+
+    def latest(column):  # ``now`` typed as the column, stored as naive UTC on PostgreSQL
+        return case((column > now, column), else_=literal(now, column.type))
+
+    values: dict = {"updated_at": latest(table.c.updated_at)}
+    if following is not False:
+        values["last_interaction_at"] = latest(table.c.last_interaction_at)
+    if following is True:
+        stale = and_(table.c.unfollowed_at.is_not(None), table.c.unfollowed_at > now)
+        values["following"] = case((stale, table.c.following), else_=true())
+        values["unfollowed_at"] = case((stale, table.c.unfollowed_at), else_=null())
+    elif following is False:
+        values["following"], values["unfollowed_at"] = False, now
     with db.session() as s:
         insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
-        first = {**values, "last_interaction_at": now} if following is not False else values
-        s.execute(insert(table).values({"user_id": user_id, "following": bool(following), **first})
-                  .on_conflict_do_update(index_elements=["user_id"], set_=values))
+        first = {"updated_at": now, "following": bool(following),
+                 "unfollowed_at": now if following is False else None}
+        if following is not False:
+            first["last_interaction_at"] = now
+        row = s.execute(insert(table).values({"user_id": user_id, **first})
+                        .on_conflict_do_update(index_elements=["user_id"], set_=values)
+                        .returning(table.c.following, table.c.unfollowed_at)).first()
+        return bool(row.following) or row.unfollowed_at is None
 
 
 def zns_allowed(phone: str | None, purpose: str | None, closes_at: datetime | None, prices: Prices,

@@ -53,7 +53,7 @@ class OAError(Exception):
 
     @property
     def transient(self) -> bool:
-        return self.code is None or self.code == 429 or 500 <= self.code < 600
+        return self.code is None or self.code == 429 or 500 <= self.code < 600 or self.code in RATE_LIMITED
 
 
 class AuthorisationLost(OAError):
