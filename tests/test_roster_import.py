@@ -286,9 +286,24 @@ def test_a_field_too_long_for_csv_is_refused_with_its_line(cli, workdir, db):
     write(workdir, "u.csv", "code,name,parent_code\nP,Tỉnh,\nD," + "x" * 200_000 + ",P\n")
     result = cli("units", "import", "u.csv")
     assert result.code == 1
-    assert result.lines == ["u.csv:3: không đọc được theo dạng CSV; "
+    assert result.lines == ["u.csv:3: không đọc được theo dạng CSV từ dòng này; "
                             "hãy kiểm tra dấu ngoặc kép chưa đóng hoặc ô quá dài"]
     assert counts(db) == (0, 0)
+
+
+def test_a_quote_left_open_is_refused_at_its_row_instead_of_swallowing_the_rows_after_it(cli, workdir, db):
+    write(workdir, "u.csv", 'code,name,parent_code\nT,"Tỉnh Đồng Nai,\nX1,Xã 1,T\nX2,Xã 2,T\n')
+    result = cli("units", "import", "u.csv")
+    assert result.code == 1
+    assert result.lines == ["u.csv:2: không đọc được theo dạng CSV từ dòng này; "
+                            "hãy kiểm tra dấu ngoặc kép chưa đóng hoặc ô quá dài"]
+    assert counts(db) == (0, 0)
+
+
+def test_a_folder_named_like_a_roster_file_is_refused_without_a_traceback(cli, workdir, db):
+    (workdir / "u.csv").mkdir()
+    result = cli("units", "import", "u.csv")
+    assert (result.code, result.lines) == (1, ["u.csv: đây là một thư mục, không phải tệp; hãy ghi tên tệp .csv hoặc .xlsx"])
 
 
 def test_a_name_with_a_control_character_pasted_from_word_is_refused_by_row_and_nothing_is_imported(cli, workdir,

@@ -43,6 +43,8 @@ def read_table(path: Path, aliases: dict[str, str], required: tuple[str, ...]) -
     shown = display_path(path)
     if not path.exists():
         raise TableError(f"{shown}: không tìm thấy tệp; hãy kiểm tra lại tên và đường dẫn của tệp")
+    if not path.is_file():
+        raise TableError(f"{shown}: đây là một thư mục, không phải tệp; hãy ghi tên tệp .csv hoặc .xlsx")
     suffix = path.suffix.lower()
     if suffix in (".xlsx", ".xlsm"):
         raw_rows = _xlsx_rows(path)
@@ -118,12 +120,17 @@ def _csv_rows(path: Path) -> list[list[str]]:
     header = lines[0] if lines else ""
     delimiter = hint.group(1) if hint else max(
         DELIMITERS, key=lambda d: len(next(csv.reader([header], delimiter=d), [])))
-    reader = csv.reader(io.StringIO(text, newline=""), csv.excel, delimiter=delimiter)
+    # strict: a quote left open is an error at the end of the file, not one cell swallowing every row after it
+    reader = csv.reader(io.StringIO(text, newline=""), csv.excel, delimiter=delimiter, strict=True)
+    rows, start = [], 1  # the line the row being read starts on
     try:
-        return list(reader)
-    except csv.Error as exc:
-        raise TableError(f"{shown}:{reader.line_num}: không đọc được theo dạng CSV; "
-                         "hãy kiểm tra dấu ngoặc kép chưa đóng hoặc ô quá dài") from None
+        for row in reader:
+            rows.append(row)
+            start = reader.line_num + 1
+    except csv.Error:
+        raise TableError(f"{shown}:{start}: không đọc được theo dạng CSV từ dòng này; hãy kiểm tra dấu ngoặc kép "
+                         "chưa đóng hoặc ô quá dài") from None
+    return rows
 
 
 def _xlsx_rows(path: Path) -> list[list]:
