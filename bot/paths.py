@@ -1,10 +1,12 @@
 """Paths as the user typed them: messages name files relative to the working folder."""
 
+import os
 from pathlib import Path
 
 
 def display_path(path: Path) -> str:
     try:
-        return str(Path(path).resolve().relative_to(Path.cwd()))
+        # abspath, not resolve: a link is named as the user named it (a dead one has no target to show)
+        return str(Path(os.path.abspath(path)).relative_to(Path.cwd()))
     except ValueError:
         return str(path)

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from bot.domain.phones import display_phone
 from bot.timeutil import utcnow
-from tests.conftest import a_long_write
+from tests.conftest import QUIZZES, a_long_write
 from tests.console_browser import TZ, LINK, chat, console_server  # noqa: F401 - fixtures
 
 
@@ -155,6 +155,20 @@ def test_document_problems_are_shown_by_line_and_nothing_is_loaded(chat, console
     assert response.status_code == 400 and "sai.yaml:" in response.text and "chưa nạp gì" in response.text
     with province.session() as s:
         assert s.get(Document, "sai") is None
+
+
+def test_a_document_that_would_not_store_is_refused_on_the_page_not_with_a_server_error(chat, console_server,
+                                                                                         province):
+    """A number too large for the database, a lone surrogate from an escape: both gave HTTP 500 once."""
+    sample = (QUIZZES / "kh-64-tu-binh-phuoc.yaml").read_text(encoding="utf-8")
+    cadre = logged_in(chat, console_server, "CB002")
+    for broken, said in ((sample.replace("title: ", 'title: "\\ud800" #', 1), "U+D800"),
+                         (sample.replace("  max_attempts: 3\n", "  max_attempts: 99999999999999999999999\n", 1),
+                          "quá lớn")):
+        for action in ("check", "load"):
+            page = cadre.post("/quantri/vanban", data={"csrf": csrf_of(cadre), "action": action},
+                              files={"file": ("kh-64-tu-binh-phuoc.yaml", broken.encode())})
+            assert page.status_code == 400 and said in page.text, (action, page.status_code)
 
 
 def test_members_are_told_the_console_is_not_for_them_and_get_no_link(chat):

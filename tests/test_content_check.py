@@ -97,6 +97,13 @@ def test_good_file_is_reported_with_its_question_count(cli, workdir):
          "nq-test.yaml:15: quiz.shuffle_options: cần true hoặc false, nhưng đang là 'maybe'"),
         ('    answer: A\n', "",
          "nq-test.yaml:17: questions[1].answer: thiếu; hãy thêm trường này"),
+        # passed the check and then failed to load (a traceback, and a 500 in the console): outside probe
+        ("  max_attempts: 3", "  max_attempts: 99999999999999999999999",
+         "nq-test.yaml:14: quiz.max_attempts: 99999999999999999999999 quá lớn; tối đa 100 lần"),
+        ('title: "Nghị quyết thử"', 'title: "Nghị \\ud800 quyết"',
+         "nq-test.yaml:3: title: có ký tự không hiển thị được (U+D800); hãy xoá ký tự đó"),
+        ('    explanation: "Mục I."', '    explanation: "Mục\\x07 I."',
+         "nq-test.yaml:20: questions[1].explanation: có ký tự không hiển thị được (U+0007); hãy xoá ký tự đó"),
     ],
 )
 def test_each_mistake_is_named_by_line_and_field(cli, workdir, old, new, expected):
@@ -120,6 +127,34 @@ def test_yaml_syntax_error_names_the_line(cli, workdir):
     assert ": yaml: lỗi cú pháp YAML (" in result.lines[0]
     assert result.lines[0].endswith("); hãy kiểm tra thụt lề, dấu nháy và dấu ':'")
     assert "Traceback" not in result.out + result.err
+
+
+def test_a_control_character_typed_into_the_file_is_named_by_its_own_line(cli, workdir):
+    lines = GOOD.splitlines()
+    lines[7] += "\x07"  # inside the summary
+    result = check_one(cli, workdir, "\n".join(lines) + "\n")
+    assert result.lines[0] == ("nq-test.yaml:8: yaml: có ký tự không hiển thị được (mã 0x07) trên dòng này; "
+                               "hãy xoá ký tự đó")
+
+
+def test_a_damaged_byte_is_named_by_its_line(cli, workdir):
+    (workdir / "nq-test.yaml").write_bytes(GOOD.encode().replace("Tóm tắt".encode(), b"T\xff\xfem", 1))
+    result = cli("content", "check", "nq-test.yaml")
+    assert result.code == 1
+    assert result.lines[0].startswith("nq-test.yaml:8: file: không phải văn bản UTF-8 (lỗi ở byte ")
+
+
+def test_a_folder_or_a_dead_link_named_like_a_document_is_a_problem_not_a_traceback(cli, workdir):
+    folder = workdir / "docs"
+    folder.mkdir()
+    (folder / "x.yaml").mkdir()
+    (folder / "y.yaml").symlink_to(workdir / "gone.yaml")
+    result = cli("content", "check", "docs")
+    assert result.code == 1 and "Traceback" not in result.out + result.err
+    assert "docs/x.yaml:0: file: là một thư mục, không phải tệp văn bản; hãy đổi tên thư mục hoặc chuyển nó ra chỗ khác" \
+        in result.lines
+    assert ("docs/y.yaml:0: file: không tìm thấy (có lẽ là lối tắt tới một tệp đã bị xoá hoặc chuyển đi); "
+            "hãy kiểm tra lại tệp") in result.lines
 
 
 def test_every_problem_in_every_file_is_listed(cli, workdir):

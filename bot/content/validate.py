@@ -25,6 +25,7 @@ SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 # Limits that fit a phone (README, "Document files"): a summary read in a few messages, a question
 # and its options on one screen, a quiz that ends. Also what the database columns hold.
 MAX_FILE_BYTES = 200_000
+MAX_ATTEMPTS = 100  # quiz.max_attempts: more is a typo (and past what the database's integer holds)
 MAX_ID_CHARS = 64
 MAX_CODE_CHARS = 64
 MAX_TITLE_CHARS = 200
@@ -119,6 +120,8 @@ def _yaml_problem(problem: str) -> str:
 
 
 _DECIMAL = re.compile(r"[-+]?\d+(?:_\d+)*")
+# control characters (line breaks and tabs aside), C1 controls and lone surrogates: only escapes make them
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def nfc(text: str) -> str:
@@ -132,7 +135,7 @@ def check_paths(paths: list[Path]) -> CheckResult:
     for p in paths:
         if p.is_dir():
             files.extend(sorted([*p.glob("*.yaml"), *p.glob("*.yml")]))
-        elif p.exists():
+        elif p.exists() or p.is_symlink():
             files.append(p)
         else:
             result.problems.append(Problem(str(p), 0, "file",
@@ -169,15 +172,26 @@ def check_file(path: Path, *, named_by_id: bool = True) -> tuple[DocumentSpec | 
     """Parse one file; the document is returned only when it has no problem. ``named_by_id``: the file's
     name must be its id (as in ``quizzes/``; not for a file uploaded in the browser)."""
     checker = _Checker(display_path(path))
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        return None, [Problem(checker.file, 1, "file", f"dài {thousands(size)} byte; một tệp văn bản chỉ được tối đa "
-                                                      f"{thousands(MAX_FILE_BYTES)} byte; hãy rút gọn phần tóm tắt")]
+    if path.is_dir():  # a folder named like a document
+        return None, [Problem(checker.file, 0, "file", "là một thư mục, không phải tệp văn bản; hãy đổi tên thư mục "
+                                                       "hoặc chuyển nó ra chỗ khác")]
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return None, [Problem(checker.file, 1, "file", f"dài {thousands(size)} byte; một tệp văn bản chỉ được "
+                                                          f"tối đa {thousands(MAX_FILE_BYTES)} byte; hãy rút gọn phần tóm tắt")]
+        data = path.read_bytes()
+    except OSError as exc:  # a link to nowhere, no permission
+        why = ("không tìm thấy (có lẽ là lối tắt tới một tệp đã bị xoá hoặc chuyển đi)"
+               if isinstance(exc, FileNotFoundError) else "không có quyền đọc" if isinstance(exc, PermissionError)
+               else "không đọc được")
+        return None, [Problem(checker.file, 0, "file", f"{why}; hãy kiểm tra lại tệp")]
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return None, [Problem(str(path), 1, "file", f"không phải văn bản UTF-8 (lỗi ở byte {exc.start}); "
-                                                    "hãy lưu lại tệp với bảng mã UTF-8")]
+        line = data[:exc.start].count(b"\n") + 1
+        return None, [Problem(checker.file, line, "file", f"không phải văn bản UTF-8 (lỗi ở byte {exc.start}); "
+                                                          "hãy lưu lại tệp với bảng mã UTF-8")]
     doc = checker.run(text, path.stem if named_by_id else None)
     return (doc if not checker.problems else None), checker.problems
 
@@ -202,6 +216,10 @@ class _Checker:
             self.add(node, fld, f"cần nội dung dạng chữ, nhưng đang là {_show(node)}")
             return None
         value = nfc(node.value).strip()
+        bad = _UNPRINTABLE.search(value)
+        if bad:  # written as an escape ("\\x07", "\\ud800"): no screen shows it, and no database stores some
+            self.add(node, fld, f"có ký tự không hiển thị được (U+{ord(bad.group()):04X}); hãy xoá ký tự đó")
+            return None
         if not value and not allow_empty:
             self.add(node, fld, "đang để trống; hãy viết nội dung")
             return None
@@ -249,6 +267,11 @@ class _Checker:
             line = mark.line + 1 if mark else 1
             what = _yaml_problem(exc.problem or "")
             self.problems.append(Problem(self.file, line, "yaml", f"lỗi cú pháp YAML{what}; {_FIX_YAML}"))
+            return None
+        except yaml.reader.ReaderError as exc:  # a control character typed into the file
+            line = text.count("\n", 0, exc.position) + 1
+            self.problems.append(Problem(self.file, line, "yaml", f"có ký tự không hiển thị được (mã {exc.character:#04x}) "
+                                                                  "trên dòng này; hãy xoá ký tự đó"))
             return None
         except yaml.YAMLError:
             self.problems.append(Problem(self.file, 1, "yaml", f"lỗi cú pháp YAML; {_FIX_YAML}"))
@@ -409,6 +432,8 @@ class _Checker:
             v = self.integer(n, "quiz.max_attempts")
             if v is not None and v < 1:
                 self.add(n, "quiz.max_attempts", f"{v} quá nhỏ; hãy cho làm ít nhất 1 lần")
+            elif v is not None and v > MAX_ATTEMPTS:
+                self.add(n, "quiz.max_attempts", f"{v} quá lớn; tối đa {MAX_ATTEMPTS} lần")
             elif v is not None:
                 out["max_attempts"] = v
         if "shuffle_options" in fields:
