@@ -272,6 +272,25 @@ def test_summary_comes_from_a_word_file(cli, workdir, content):
     assert problems == [] and doc.summary == "Đoạn một của tóm tắt.\n\nĐoạn hai."
 
 
+def test_a_damaged_or_bloated_word_summary_is_refused_in_words_and_nothing_is_written(cli, workdir, content):
+    """A broken document.xml, or a small file unpacking to gigabytes: a traceback, or all the memory, before."""
+    sheet(workdir / "cau-hoi.xlsx", GOOD_ROWS, META)
+    with zipfile.ZipFile(workdir / "hong.docx", "w") as z:
+        z.writestr("word/document.xml", "<w:document><w:body><w:p>unclosed")
+    with zipfile.ZipFile(workdir / "phong.docx", "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("word/document.xml", "w", force_zip64=True) as f:
+            for _ in range(21):  # 21 MB of spaces: a few KB packed
+                f.write(b" " * (1 << 20))
+    damaged = cli("content", "import", "cau-hoi.xlsx", "--id", "nq-thu", "--summary", "hong.docx")
+    assert (damaged.code, damaged.lines) == (1, ["hong.docx: không phải tệp Word .docx; "
+                                                 "hãy lưu lại dưới dạng .docx hoặc .txt"])
+    bloated = cli("content", "import", "cau-hoi.xlsx", "--id", "nq-thu", "--summary", "phong.docx")
+    assert bloated.code == 1 and "Traceback" not in bloated.out + bloated.err
+    assert bloated.lines == ["phong.docx: phần văn bản của tệp Word quá lớn (21 MB khi giải nén); phần tóm tắt chỉ "
+                             "cần vài trang: hãy chép nó sang tệp mới"]
+    assert not (content / "nq-thu.yaml").exists()
+
+
 def test_percentages_typed_in_excel_read_as_typed_and_a_pass_score_of_80_percent_is_80(cli, workdir, content):
     """Excel stores "95%" as 0.95 with a percent format: members read "95%", and "Điểm đạt (%)" typed "80%" is 80."""
     path = sheet(workdir / "cau-hoi.xlsx", GOOD_ROWS + [

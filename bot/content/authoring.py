@@ -89,18 +89,26 @@ def kind_slug(value: str) -> str:
     return KIND_NAMES.get(v.casefold(), v)
 
 
+MAX_DOCX_TEXT = 20 * 1024 * 1024  # bytes of a .docx's text part unpacked; a summary is a few pages
+
+
 def read_summary(path: Path) -> str:
     """A summary from a .txt (UTF-8) or .docx file: paragraphs separated by blank lines."""
     if path.suffix.lower() == ".docx":
+        not_word = SourceProblems([f"{path}: không phải tệp Word .docx; hãy lưu lại dưới dạng .docx hoặc .txt"])
         try:
             with zipfile.ZipFile(path) as z:
+                size = z.getinfo("word/document.xml").file_size
+                if size > MAX_DOCX_TEXT:  # a few MB of file that unpacks to gigabytes
+                    raise SourceProblems([f"{path}: phần văn bản của tệp Word quá lớn ({size // 1024 // 1024} MB khi "
+                                          "giải nén); phần tóm tắt chỉ cần vài trang: hãy chép nó sang tệp mới"])
                 xml = z.read("word/document.xml")
-        except (zipfile.BadZipFile, KeyError, OSError):
-            raise SourceProblems([f"{path}: không phải tệp Word .docx; "
-                                  "hãy lưu lại dưới dạng .docx hoặc .txt"]) from None
+            root = ElementTree.fromstring(xml)
+        except (zipfile.BadZipFile, KeyError, OSError, ElementTree.ParseError):
+            raise not_word from None
         ns = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
         paragraphs = []
-        for p in ElementTree.fromstring(xml).iter(f"{ns}p"):
+        for p in root.iter(f"{ns}p"):
             text = "".join(t.text or "" for t in p.iter(f"{ns}t"))
             if text.strip():
                 paragraphs.append(nfc(text))
