@@ -8,11 +8,35 @@ goes through ``csv_row``. The product writes no formulas of its own.
 
 from __future__ import annotations
 
+import zipfile
 from typing import IO, Any
 
 from openpyxl import Workbook
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def fill_merged(ws) -> None:
+    """Merged cells read as the value they show in every cell of the merge (Excel shows it across them all)."""
+    for merged in list(ws.merged_cells.ranges):
+        top_left = ws.cell(merged.min_row, merged.min_col)
+        value, number_format = top_left.value, top_left.number_format
+        ws.unmerge_cells(str(merged))
+        for row in ws.iter_rows(min_row=merged.min_row, max_row=merged.max_row, min_col=merged.min_col,
+                                max_col=merged.max_col):
+            for cell in row:
+                cell.value, cell.number_format = value, number_format
+
+
+def unpacked_size(path) -> int:
+    """Bytes an .xlsx's parts take unpacked (``zipfile.BadZipFile`` if it is not a zip)."""
+    with zipfile.ZipFile(path) as packed:
+        return sum(part.file_size for part in packed.infolist())
+
+
+def first_visible_sheet(wb):
+    """The sheet Excel opens on for someone who never saw the hidden ones."""
+    return next((ws for ws in wb.worksheets if ws.sheet_state == "visible"), wb.worksheets[0])
 
 
 def reads_as_formula(value: Any) -> bool:

@@ -193,6 +193,26 @@ def test_xlsx_with_vietnamese_headers_imports(cli, workdir, db):
     assert [tuple(r) for r in rows] == [("M1", "+84912345678", "secretary"), ("M2", "+84912345679", "cadre")]
 
 
+def test_a_unit_merged_down_its_members_rows_belongs_to_each_and_a_hidden_first_sheet_is_passed_over(cli, workdir,
+                                                                                                       db):
+    """As Excel shows the file: a merged "Mã đơn vị" is every row's unit; the sheet read is the first one shown."""
+    cli("units", "import", write(workdir, "u.csv", UNITS))
+    wb = Workbook()
+    wb.active.title, wb.active.sheet_state = "Nháp", "hidden"
+    ws = wb.create_sheet("Danh sách")
+    ws.append(["Mã đảng viên", "Họ và tên", "Mã đơn vị", "Số điện thoại", "Vai trò"])
+    ws.append(["M1", "Nguyễn Văn An", "B1", "0912345678", "Bí thư"])
+    ws.append(["M2", "Trần Thị Bình", None, "0912345679", "Đảng viên"])
+    ws.append(["M3", "Lê Văn Cường", "B2", "0912345680", "Đảng viên"])
+    ws.merge_cells("C2:C3")
+    wb.save(workdir / "m.xlsx")
+    result = cli("members", "import", "m.xlsx")
+    assert result.code == 0, result.out + result.err
+    with db.session() as s:
+        rows = s.execute(select(Member.code, Unit.code).join(Unit).order_by(Member.code)).all()
+    assert [tuple(r) for r in rows] == [("M1", "B1"), ("M2", "B1"), ("M3", "B2")]
+
+
 def test_unknown_header_names_the_column(cli, workdir):
     result = cli("units", "import", write(workdir, "u.csv", "code,name,cha\nP,Tỉnh,\n"))
     assert result.code == 1

@@ -20,7 +20,7 @@ from bot.content.authoring import (
     ANSWER_WORD, META_LABELS, OPTION_WORD, QUESTION_HEADER, Draft, DraftQuestion, check_question, kind_slug, nfc,
 )
 from bot.domain.messages import percent
-from bot.sheets import save_workbook
+from bot.sheets import fill_merged, first_visible_sheet, save_workbook, unpacked_size
 
 QUESTION_SHEET = "Câu hỏi"
 META_SHEET = "Văn bản"
@@ -111,8 +111,7 @@ def read_workbook(path: Path) -> Draft:
     draft = Draft()
     name = path.name
     try:
-        with zipfile.ZipFile(path) as packed:
-            unpacked = sum(part.file_size for part in packed.infolist())
+        unpacked = unpacked_size(path)
     except (zipfile.BadZipFile, OSError):
         unpacked = 0  # not a zip: openpyxl says so below
     if unpacked > MAX_UNPACKED:
@@ -125,8 +124,7 @@ def read_workbook(path: Path) -> Draft:
         draft.problems.append(f"{name}: không mở được như một tệp Excel .xlsx; "
                               "hãy mở tệp bằng Excel và lưu lại dưới dạng .xlsx")
         return draft
-    visible = [sheet for sheet in wb.worksheets if sheet.sheet_state == "visible"] or wb.worksheets
-    ws = wb[QUESTION_SHEET] if QUESTION_SHEET in wb.sheetnames else visible[0]
+    ws = wb[QUESTION_SHEET] if QUESTION_SHEET in wb.sheetnames else first_visible_sheet(wb)
     where = f"{name}: trang tính '{ws.title}'"
     for sheet in (ws, *([wb[META_SHEET]] if META_SHEET in wb.sheetnames else [])):
         if sheet.max_row > MAX_ROWS or sheet.max_column > MAX_COLUMNS:
@@ -136,7 +134,7 @@ def read_workbook(path: Path) -> Draft:
                 f"{MAX_ROWS} dòng, {MAX_COLUMNS} cột); hãy xoá các dòng, cột thừa ở cuối trang (kể cả ô chỉ có định "
                 "dạng) hoặc chép các câu hỏi sang mẫu Excel mới")
             return draft
-        _fill_merged(sheet)
+        fill_merged(sheet)  # a "Mục" merged down the rows of its questions belongs to each of them
     header = [_cell_text(c) for c in next(ws.iter_rows(min_row=1, max_row=1), [])]
     columns = {}
     for col, title in enumerate(header, start=1):
@@ -215,19 +213,6 @@ def _read_meta(ws, name: str, draft: Draft) -> None:
             draft.meta[key] = kind_slug(value)
         elif value:
             draft.meta[key] = value
-
-
-def _fill_merged(ws) -> None:
-    """Merged cells read as the value they show in every cell of the merge (a "Mục" merged down the rows of
-    its questions belongs to each of them)."""
-    for merged in list(ws.merged_cells.ranges):
-        top_left = ws.cell(merged.min_row, merged.min_col)
-        value, number_format = top_left.value, top_left.number_format
-        ws.unmerge_cells(str(merged))
-        for row in ws.iter_rows(min_row=merged.min_row, max_row=merged.max_row, min_col=merged.min_col,
-                                max_col=merged.max_col):
-            for cell in row:
-                cell.value, cell.number_format = value, number_format
 
 
 def _cell_text(cell) -> str:

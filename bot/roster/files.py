@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.paths import display_path
-from bot.sheets import csv_row, save_workbook
+from bot.sheets import csv_row, fill_merged, first_visible_sheet, save_workbook, unpacked_size
 from bot.text_files import decode_text
 
 
@@ -94,6 +94,7 @@ def _cell_text(cell) -> str:
     return str(cell)
 
 
+FULL_READ_UNPACKED = 5 * 1024 * 1024  # bytes unpacked: some thousands of members; above, the workbook is streamed
 DELIMITERS = (",", ";", "\t")  # Excel writes ';' where the decimal mark is ','; "Unicode text" is tab-separated
 
 
@@ -134,16 +135,22 @@ def _csv_rows(path: Path) -> list[list[str]]:
 
 
 def _xlsx_rows(path: Path) -> list[list]:
+    """The first visible sheet's rows. A workbook of up to FULL_READ_UNPACKED bytes unpacked (a commune's
+    roster, typed by hand) is read whole, so that a unit merged down its members' rows belongs to each of
+    them, as Excel shows it; a larger one (a province's export) is streamed, merges not filled."""
     from openpyxl import load_workbook
 
     shown = display_path(path)
     try:
-        wb = load_workbook(path, read_only=True, data_only=True)
+        whole = unpacked_size(path) <= FULL_READ_UNPACKED
+        wb = load_workbook(path, read_only=not whole, data_only=True)
     except Exception:  # openpyxl raises many types for a damaged file
         raise TableError(f"{shown}: không mở được dưới dạng bảng tính Excel; "
                          "hãy mở tệp bằng Excel và lưu lại dưới dạng .xlsx") from None
     try:
-        sheet = wb.worksheets[0]
+        sheet = first_visible_sheet(wb)
+        if whole:
+            fill_merged(sheet)
         return [list(r) for r in sheet.iter_rows(values_only=True)]
     finally:
         wb.close()
