@@ -58,6 +58,8 @@ def test_a_round_extended_from_the_command_line_closes_later_and_never_earlier(c
     open_round(cli, opens="2020-01-01 07:00")
     assert cli("rounds", "extend", "1", "--closes", "20/12/2030").out.strip() == "round 1 now closes 20/12/2030 23:59"
     assert "01/01/2020 07:00 – 20/12/2030 23:59" in cli("rounds", "list").out
+    absurd = cli("rounds", "extend", "1", "--closes", "31/12/9999")
+    assert (absurd.code, absurd.err.strip()) == (1, "error: --closes: '31/12/9999': the year must be from 2000 to 2100")
     earlier = cli("rounds", "extend", "1", "--closes", "2030-12-19 07:00")
     assert (earlier.code, earlier.err.strip()) == (1, "error: hạn mới phải sau hạn hiện tại; hãy chọn một ngày muộn hơn")
     cli("rounds", "close", "1")
@@ -84,6 +86,7 @@ def test_bad_round_requests_say_what_to_fix(cli, sample_roster):
         (open_round(cli, units="DP,XX"), "error: không có đơn vị mã XX; xem các đơn vị bằng 'hoctap units list'"),
         (open_round(cli, closes="2030-11-01 07:00"), "error: hạn cuối phải sau thời điểm mở đợt; hãy kiểm tra --opens và --closes"),
         (open_round(cli, opens="mai"), "error: --opens: 'mai' is not a date and time like '2026-12-01 07:00' or '01/12/2026 07:00'"),
+        (open_round(cli, closes="9999-12-31 23:59"), "error: --closes: '9999-12-31 23:59': the year must be from 2000 to 2100"),
         (open_round(cli, opens="2020-01-01 07:00", closes="2020-01-02 07:00"),
          "error: hạn cuối đã qua; hãy ghi một hạn cuối (--closes) chưa tới"),
         (open_round(cli, "--target", "120"), "error: mục tiêu 120 nằm ngoài khoảng 1-100; hãy ghi một tỷ lệ phần trăm, ví dụ 98"),

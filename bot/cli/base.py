@@ -29,12 +29,19 @@ def open_db(settings: Settings) -> Database:
     return db
 
 
+PLAUSIBLE_YEARS = range(2000, 2101)
+
+
 def local_time(text: str, settings: Settings, option: str, *, end_of_day: bool = False):
     """A local date and time typed for ``option``; a bad one is a one-line usage error."""
     try:
-        return parse_local(text, settings.tz, end_of_day=end_of_day)
+        when = parse_local(text, settings.tz, end_of_day=end_of_day)
     except ValueError as exc:
         raise UsageError(f"{option}: {exc}") from None
+    if when.astimezone(settings.tz).year not in PLAUSIBLE_YEARS:  # as the console refuses: 9999 is a slip
+        raise UsageError(f"{option}: {text.strip()!r}: the year must be from {PLAUSIBLE_YEARS[0]} "
+                         f"to {PLAUSIBLE_YEARS[-1]}")
+    return when
 
 
 def id_arg(text: str) -> int:
