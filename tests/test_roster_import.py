@@ -48,6 +48,14 @@ def test_phones_are_shown_to_secretaries_as_they_are_dialled_not_in_the_stored_f
     assert display_phone(None) == "" and display_phone("+84 abc") == "+84 abc"  # nothing to mend: as stored
 
 
+def test_a_mobile_number_with_a_digit_too_many_is_refused_not_stored():
+    from bot.domain.phones import normalize_phone
+
+    assert normalize_phone("09123450099") is None  # 11 digits: only landlines (02x) are that long
+    assert normalize_phone("+84 9123450099") is None
+    assert normalize_phone("024 3825 1234") == "+842438251234" and normalize_phone("0912 345 678") == "+84912345678"
+
+
 def test_phones_in_any_written_form_are_stored_alike(cli, workdir, db):
     cli("units", "import", write(workdir, "u.csv", UNITS))
     assert cli("members", "import", write(workdir, "m.csv", MEMBERS)).code == 0

@@ -26,6 +26,8 @@ def normalize_phone(raw: str) -> str | None:
         return None
     if national.startswith("0"):
         return None
+    if len(national) == 10 and not national.startswith("2"):  # ten digits after the 0: landlines (02x) only
+        return None
     return "+84" + national
 
 
