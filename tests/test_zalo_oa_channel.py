@@ -391,3 +391,15 @@ def test_a_tap_from_a_chat_no_longer_linked_is_told_to_type_a_code_once(oa_bot, 
     reply = "\n".join(m["text"] for m in user.messages[before:])
     assert "mã liên kết" in reply and "Chia sẻ số điện thoại" not in reply
     assert reply.count("chưa liên kết tài khoản") <= 1
+
+
+def test_a_reaction_opens_no_free_window_that_the_spec_does_not_grant(oa_bot, oa_emulator):
+    """Only messages, taps and follows renew the 48 hours: counting a reaction would send a message as free
+    that Zalo bills (or refuses)."""
+    event = {"app_id": oa_emulator.app_id, "event_name": "user_reacted_message", "user_id_by_app": "oa-react",
+             "timestamp": str(int(time.time() * 1000)), "sender": {"id": "oa-react"},
+             "recipient": {"id": oa_emulator.oa_id}, "message": {"msg_id": "react-1", "react_icon": "/-heart"}}
+    assert oa_emulator.deliver_raw(*oa_emulator.signed(event)).status == 200
+    oa_bot.settle(1)
+    with oa_bot.db.session() as s:
+        assert s.get(ZaloOaContact, "oa-react") is None

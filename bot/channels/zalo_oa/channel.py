@@ -82,6 +82,9 @@ class OAChannel:
         # event's time plus what our clock counted since, so that a typed answer's time (Zalo's) compares
         # with it whatever the skew between the two clocks
         lag = now - sent_at if sent_at is not None else timedelta(0)
+        if name != "follow" and not name.startswith("user_send_"):  # a reaction, a form: no window of the spec's
+            log.info("Zalo OA: event %r ignored", name)
+            return
         follows = await asyncio.to_thread(record_interaction, self.service.db, user, at,
                                           True if name == "follow" else None)
         if name == "follow":
@@ -100,9 +103,6 @@ class OAChannel:
             if outcome.replies:
                 first = outcome.replies[0]
                 outcome.replies[0] = Reply(f"{NOT_TEXT_HINT} {first.text}", first.choices, files=first.files)
-        else:
-            log.info("Zalo OA: event %r ignored", name)
-            return
         await self.send_outcome(user, outcome, lag)
 
     async def send_outcome(self, user: str, outcome: Outcome, lag: timedelta = timedelta(0)) -> int:
