@@ -272,6 +272,17 @@ def test_summary_comes_from_a_word_file(cli, workdir, content):
     assert problems == [] and doc.summary == "Đoạn một của tóm tắt.\n\nĐoạn hai."
 
 
+def test_a_kind_of_document_not_on_the_list_is_named_by_its_sheet_row_and_cell(cli, workdir, content):
+    meta = [row if row[0] != "Loại văn bản" else ["Loại văn bản", "Công văn"] for row in META]
+    sheet(workdir / "cau-hoi.xlsx", GOOD_ROWS, meta)
+    result = cli("content", "import", "cau-hoi.xlsx", "--id", "nq-thu")
+    assert result.code == 1
+    assert result.lines == ["cau-hoi.xlsx: trang tính 'Văn bản', dòng 4, cột B (Loại văn bản): không có loại văn bản "
+                            "'Công văn'; hãy dùng một trong: Nghị quyết, Chỉ thị, Kết luận, Quy định, Kế hoạch, "
+                            "Hướng dẫn, Khác"]
+    assert not (content / "nq-thu.yaml").exists()
+
+
 def test_a_damaged_or_bloated_word_summary_is_refused_in_words_and_nothing_is_written(cli, workdir, content):
     """A broken document.xml, or a small file unpacking to gigabytes: a traceback, or all the memory, before."""
     sheet(workdir / "cau-hoi.xlsx", GOOD_ROWS, META)

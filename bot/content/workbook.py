@@ -19,6 +19,7 @@ from openpyxl.utils import get_column_letter
 from bot.content.authoring import (
     ANSWER_WORD, META_LABELS, OPTION_WORD, QUESTION_HEADER, Draft, DraftQuestion, check_question, kind_slug, nfc,
 )
+from bot.content.validate import KINDS
 from bot.domain.messages import percent
 from bot.sheets import fill_merged, first_visible_sheet, save_workbook, unpacked_size
 
@@ -210,6 +211,11 @@ def _read_meta(ws, name: str, draft: Draft) -> None:
         elif key == "issued_on" and row[1].is_date:
             draft.meta[key] = row[1].value.date() if isinstance(row[1].value, datetime) else row[1].value
         elif key == "kind" and value:
+            if kind_slug(value) not in KINDS:  # said here, where the cell is known
+                draft.problems.append(f"{name}: trang tính '{ws.title}', dòng {row[0].row}, cột B ({label}): không có "
+                                      f"loại văn bản '{value}'; hãy dùng một trong: Nghị quyết, Chỉ thị, Kết luận, "
+                                      "Quy định, Kế hoạch, Hướng dẫn, Khác")
+                continue
             draft.meta[key] = kind_slug(value)
         elif value:
             draft.meta[key] = value
