@@ -68,3 +68,24 @@ def render(outcome: Outcome, limit: int = TEXT_LIMIT) -> list[OAMessage]:
             text = f"{text}\n\n{files_note(reply.files)}"
         out += reply_messages(reply, text, limit)
     return out
+
+
+ZNS_CONTENT_LIMIT = 100  # characters of the template's one free-text parameter (UNCONFIRMED: set when approved)
+
+
+def zns_content(text: str, limit: int = ZNS_CONTENT_LIMIT) -> str:
+    """What a ZNS template's text parameter can carry of a message: its first line, shortened at a word
+    boundary, and the deadline line (``Hạn …``) when there is one: the one fact a reminder must not lose."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    deadline = next((line for line in lines[1:] if line.startswith("Hạn")), "")
+    if deadline and len(deadline) + 21 <= limit:  # room for the deadline and a readable start
+        return f"{_shorten(first, limit - len(deadline) - 1)} {deadline}"
+    return _shorten(first, limit)
+
+
+def _shorten(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" ,;:—–-") + "…"

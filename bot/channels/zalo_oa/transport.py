@@ -20,7 +20,7 @@ from sqlalchemy import select
 from bot.channels.zalo_oa.client import OUT_OF_WINDOW, OAClient
 from bot.channels.zalo_oa.ladder import (CALL_LIST, RUNGS, ZNS_HOURS, OABudget, cost_of, record_interaction,
                                          rung_for, zns_allowed)
-from bot.channels.zalo_oa.rendering import reply_messages
+from bot.channels.zalo_oa.rendering import reply_messages, zns_content
 from bot.channels.zalo_oa.tokens import AuthorisationLost, OAError
 from bot.domain.phones import normalize_phone
 from bot.domain.replies import Reply
@@ -172,7 +172,7 @@ class OATransport:
             await self._pace()
             phone = (normalize_phone(target.phone or "") or "").lstrip("+")  # 84…
             # Template parameters as the approved template names them (UNCONFIRMED: set when approving it).
-            data = {"ho_ten": target.name[:30], "noi_dung": reply.text.split("\n", 1)[0][:100]}
+            data = {"ho_ten": target.name[:30], "noi_dung": zns_content(reply.text)}
             await self.client.send_zns(phone, self.prices.zns_template or "", data, f"outbox-{outbox_id}")
             return 1
         for done, message in enumerate(messages):
