@@ -59,12 +59,13 @@ class MeasuredTransport:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    async def deliver(self, external_id, reply, attachment) -> None:
+    async def deliver(self, external_id, reply, attachment, **extra) -> None:
+        """``extra``: what the sender passes on to the transport as it is (``via``: a branch's own Zalo bot)."""
         from bot.outbox.sender import SendError
 
         started = time.perf_counter()
         try:
-            await self.inner.deliver(external_id, reply, attachment)
+            await self.inner.deliver(external_id, reply, attachment, **extra)
         except SendError as exc:
             if exc.kind == "retry_after":
                 RATE_LIMITED.labels(self.channel).inc()

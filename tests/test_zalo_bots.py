@@ -248,7 +248,12 @@ def test_outbox_messages_go_out_through_each_members_bot_and_count_against_its_q
             queue.enqueue(s, dedupe_key=f"t:{code}", purpose="announce", member_id=mid,
                           reply=Reply(f"Thông báo cho {code}"), now=now)
     before = {emu: len(emu.calls("sendMessage")) for emu in (default, bot_a, bot_b)}
-    sender = OutboxSender(province, {"zalo": process.runtime.transport}, per_chat_interval=0, idle_poll=0.05)
+    from bot.metrics import measured
+
+    # wrapped as ``hoctap run`` wraps every transport (bot/app.py scheduled_work): the wrapper once dropped
+    # the member's bot, and every message to a branch bot's member failed with a TypeError
+    sender = OutboxSender(province, measured({"zalo": process.runtime.transport}), per_chat_interval=0,
+                          idle_poll=0.05)
     stats = process.running.run(sender.run(until_idle=True))
     assert stats.sent == 3
     got = {emu: [(c["chat_id"], c["text"]) for c in emu.calls("sendMessage")[before[emu]:]]
