@@ -121,6 +121,19 @@ def test_members_of_two_branches_study_and_quiz_on_their_own_bots_at_once(two_br
     assert {c["chat_id"] for c in bot_b.calls("sendMessage")} == {"b-1"}
 
 
+def test_a_member_writing_to_another_branchs_bot_is_sent_to_their_own_and_sees_nothing_there(two_branches,
+                                                                                               province):
+    """Each bot's 50 places and 3,000 messages are its branch's: another branch's member (or the default bot's
+    user) is told where to go, once, and served nothing of theirs there."""
+    _process, default, bot_a, bot_b = two_branches
+    assert "Liên kết thành công" in say(bot_a.user("a-1"), code_of(province, "DV001"), "Liên kết thành công")
+    for other in (bot_b, default):
+        reply = say(other.user("a-1"), "thong ke", "Đồng chí đã liên kết")
+        assert "«Chi bo Tan Tien»" in reply and "https://zalo.me/s/tantien" in reply
+        assert "64-KH/TU" not in reply and "Đã hoàn thành" not in reply
+    assert "Đã hoàn thành" in say(bot_a.user("a-1"), "thong ke", "Đã hoàn thành")  # its own bot serves it
+
+
 def test_a_code_typed_to_another_branchs_bot_names_the_right_bot_and_still_works_there(two_branches, province):
     _process, default, bot_a, bot_b = two_branches
     code = code_of(province, "DV033")  # Tân Hưng: bot B

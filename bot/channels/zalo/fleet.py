@@ -53,6 +53,12 @@ def wrong_bot(name: str, link: str | None) -> Reply:
                  f"bot «{name}»{where} rồi gõ lại mã ở đó. Mã vẫn dùng được.")
 
 
+def not_your_bot(name: str, link: str | None) -> Reply:
+    where = f" tại {link}" if link else " trên Zalo"
+    return Reply(f"⚠️ Đồng chí đã liên kết tài khoản qua bot Zalo «{name}», không phải bot này. Đồng chí mở bot "
+                 f"«{name}»{where} để học tập và làm bài kiểm tra.")
+
+
 def out_of_quota(name: str, needed: int, left: int, monthly: int, month: str) -> Reply:
     year, mm = month.split("-")
     return Reply(f"⚠️ Bot Zalo «{name}» chỉ còn {left}/{monthly} tin của tháng {mm}/{year} (giới hạn của gói Zalo "
@@ -83,7 +89,14 @@ class Admission:
 
 def admit(s: Session, bot_pk: int | None, external_id: str, text: str, now: datetime, *,
           default_name: str, default_link: str | None) -> Admission:
-    """Checks before a code links an account through this bot (``bot_pk``; None for the default)."""
+    """Checks before this bot (``bot_pk``; None for the default) serves a message: a member linked through
+    another bot is sent there (each bot's 50 places and 3,000 messages are its branch's), and a code
+    is checked before it links an account through this bot."""
+    linked = s.execute(select(ChatAccount.member_id, ChatAccount.bot_id).where(
+        ChatAccount.channel == "zalo", ChatAccount.external_id == external_id)).first()
+    if linked is not None and linked.bot_id != bot_pk:
+        own = s.get(ZaloBot, linked.bot_id) if linked.bot_id is not None else None
+        return Admission(not_your_bot(own.name, own.share_link) if own else not_your_bot(default_name, default_link))
     command, arg = parse_command(text)  # as the conversation will read it: /start CODE, start CODE, bare, quoted
     code = (code_said(arg) or arg) if command == "start" and arg else code_said(text.strip()) if command is None else None
     if code is None or account_member(s, "zalo", external_id) is not None:
