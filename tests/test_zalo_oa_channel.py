@@ -379,6 +379,21 @@ def test_a_follow_delivered_late_after_the_members_unfollow_leaves_them_unfollow
     assert len(user.messages) == before  # no greeting to someone who left
 
 
+def test_an_unfollow_delivered_late_after_the_member_followed_again_leaves_them_following(
+        oa_bot, oa_emulator, oa_invite, province):
+    user = oa_link(oa_emulator, oa_invite, "DV006", "oa-6")
+    unfollow = user.unfollow()
+    oa_bot.settle(3)
+    follow = user.follow()  # back again
+    oa_bot.settle(4)
+    late = {**unfollow, "timestamp": str(int(follow["timestamp"]) - 30_000)}  # an unfollow from before it
+    assert oa_emulator.deliver_raw(*oa_emulator.signed(late)).status == 200
+    oa_bot.settle(5)
+    with province.session() as s:
+        contact = s.get(ZaloOaContact, "oa-6")
+        assert contact.following is True and contact.unfollowed_at is None
+
+
 def test_a_tap_from_a_chat_no_longer_linked_is_told_to_type_a_code_once(oa_bot, oa_emulator, oa_invite):
     """The OA has no phone button and no personal link: a member links by typing a code."""
     user = oa_emulator.user("oa-stranger")

@@ -462,6 +462,7 @@ class ZaloOaContact(Base):
     following: Mapped[bool] = mapped_column(Boolean, default=False)
     last_interaction_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     unfollowed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    followed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # the follow or unfollow last in time wins
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Iterable
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, func, literal, null, select, true
+from sqlalchemy import and_, case, false, func, literal, null, select, true
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -48,9 +48,10 @@ class Prices:
 
 def record_interaction(db: Database, user_id: str, now: datetime, following: bool | None = None) -> bool:
     """A text, a tap or a follow at ``now`` (the event's own time) renews the windows; ``following``
-    False records an unfollow (no renewal). Events come out of order: nothing moves back in time, and a
-    follow older than the last unfollow (a late retry) leaves the member unfollowed. Returns whether
-    the member follows the OA now, as far as we know (True for someone never seen to unfollow)."""
+    False records an unfollow (no renewal). Events come out of order: nothing moves back in time, and of a
+    follow and an unfollow the later in time holds, whichever is delivered last (a late retry changes
+    nothing). Returns whether the member follows the OA now, as far as we know (True for someone never seen
+    to unfollow)."""
     table = ZaloOaContact.__table__
 
     def latest(column):  # ``now`` typed as the column, stored as naive UTC on PostgreSQL
@@ -63,12 +64,16 @@ def record_interaction(db: Database, user_id: str, now: datetime, following: boo
         stale = and_(table.c.unfollowed_at.is_not(None), table.c.unfollowed_at > now)
         values["following"] = case((stale, table.c.following), else_=true())
         values["unfollowed_at"] = case((stale, table.c.unfollowed_at), else_=null())
+        values["followed_at"] = latest(table.c.followed_at)
     elif following is False:
-        values["following"], values["unfollowed_at"] = False, now
+        stale = and_(table.c.followed_at.is_not(None), table.c.followed_at > now)
+        values["following"] = case((stale, table.c.following), else_=false())
+        values["unfollowed_at"] = case((stale, table.c.unfollowed_at), else_=latest(table.c.unfollowed_at))
     with db.session() as s:
         insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
         first = {"updated_at": now, "following": bool(following),
-                 "unfollowed_at": now if following is False else None}
+                 "unfollowed_at": now if following is False else None,
+                 "followed_at": now if following is True else None}
         if following is not False:
             first["last_interaction_at"] = now
         row = s.execute(insert(table).values({"user_id": user_id, **first})
