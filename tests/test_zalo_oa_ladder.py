@@ -470,15 +470,21 @@ def test_a_member_reached_after_a_refusal_leaves_the_secretarys_call_list(day, o
         assert delivery_flags(s, 1, [member]) == {}
 
 
-def test_a_zns_reminder_keeps_its_deadline_and_is_shortened_at_a_word(day, oa_emulator, oa_invite):
-    """The template's text parameter holds 100 characters: a long title is cut at a word, the deadline kept."""
+def test_a_zns_reminder_keeps_its_deadline_and_is_shortened_at_a_word(day, oa_emulator, oa_invite, province):
+    """The template's text parameter holds 100 characters: the reminder's long title is cut at a word, and the
+    round's deadline is kept whatever the reminder's wording."""
+    from bot.domain.messages import local, reminder
+    from bot.storage.models import Round
+
     silent = oa_link(oa_emulator, oa_invite, "DV004", "oa-4", phone="84370089645")
     day.age(silent, 240)
-    title = "Kế hoạch nâng cao hiệu quả công tác tuyên truyền, giáo dục chính trị, tư tưởng trên địa bàn tỉnh"
-    day.enqueue("remind", ["DV004"], f"⏰ Nhắc nhở: đồng chí chưa hoàn thành bài kiểm tra 64-KH/TU — {title}.\n"
-                                     "Hạn cuối: 21:00 ngày 15/12/2026.")
+    with province.session() as s:
+        rnd = s.get(Round, 1)
+        text, deadline = reminder(rnd, TZ).text, f"Hạn cuối: {local(rnd.closes_at, TZ)}."
+        title = rnd.document.title
+    day.enqueue("remind", ["DV004"], text)
     day.send()
     content = oa_emulator.zns[0]["template_data"]["noi_dung"]
-    assert len(content) <= 100 and content.endswith("… Hạn cuối: 21:00 ngày 15/12/2026.")
+    assert len(content) <= 100 and content.endswith(f"… {deadline}"), content
     assert content.startswith("⏰ Nhắc nhở: đồng chí chưa hoàn thành bài kiểm tra 64-KH/TU")
     assert content.split("…")[0].split()[-1] in title.split() + ["64-KH/TU", "—"]  # a whole word before the cut

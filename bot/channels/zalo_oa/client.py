@@ -61,9 +61,9 @@ class OAClient:
                 return answer.get("data") or {}
             if code in (TOKEN_INVALID, ZNS_TOKEN_EXPIRED) and attempt == 0:
                 await asyncio.to_thread(self.tokens.refresh, self.clock(), token, True)
-                continue
+                continue  # once: a refreshed token refused too is the error below
             raise OAError(code, f"{name}: {answer.get('message') or 'refused'}")
-        raise OAError(code, f"{name}: the refreshed token was refused too")
+        raise AssertionError("unreachable: the second try returns or raises")
 
     async def send_cs(self, user_id: str, text: str, buttons: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """A consultation message; ``buttons`` (≤ 5) ride in a template attachment."""

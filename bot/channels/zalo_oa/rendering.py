@@ -73,12 +73,13 @@ def render(outcome: Outcome, limit: int = TEXT_LIMIT) -> list[OAMessage]:
 ZNS_CONTENT_LIMIT = 100  # characters of the template's one free-text parameter (UNCONFIRMED: set when approved)
 
 
-def zns_content(text: str, limit: int = ZNS_CONTENT_LIMIT) -> str:
+def zns_content(text: str, deadline: str | None = None, limit: int = ZNS_CONTENT_LIMIT) -> str:
     """What a ZNS template's text parameter can carry of a message: its first line, shortened at a word
-    boundary, and the deadline line (``Hạn …``) when there is one: the one fact a reminder must not lose."""
+    boundary, and ``deadline`` (the round's, written out): the one fact a reminder must not lose."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     first = lines[0] if lines else ""
-    deadline = next((line for line in lines[1:] if line.startswith("Hạn")), "")
+    if deadline and deadline in first:
+        deadline = None  # already said where it will be kept
     if deadline and len(deadline) + 21 <= limit:  # room for the deadline and a readable start
         return f"{_shorten(first, limit - len(deadline) - 1)} {deadline}"
     return _shorten(first, limit)
@@ -87,5 +88,5 @@ def zns_content(text: str, limit: int = ZNS_CONTENT_LIMIT) -> str:
 def _shorten(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
-    cut = text[:limit - 1]
-    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" ,;:—–-") + "…"
+    cut = text[:limit]  # a space just past the room is a word boundary too
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut[:limit - 1]).rstrip(" ,;:—–-") + "…"

@@ -22,6 +22,7 @@ from bot.channels.zalo_oa.ladder import (CALL_LIST, RUNGS, ZNS_HOURS, OABudget, 
                                          rung_for, zns_allowed)
 from bot.channels.zalo_oa.rendering import reply_messages, zns_content
 from bot.channels.zalo_oa.tokens import AuthorisationLost, OAError
+from bot.domain.messages import local
 from bot.domain.phones import normalize_phone
 from bot.domain.replies import Reply
 from bot.storage.models import ChatAccount, Member, OutboxMessage, Round, ZaloOaContact
@@ -111,7 +112,7 @@ class OATransport:
                     return
                 ahead += sent  # the rest climbs on
         except AuthorisationLost as exc:
-            raise SendError("permanent", f"zalo_oa: {exc.description}") from None
+            raise SendError("permanent", exc.description) from None
         except SendError as exc:  # e.g. ZNS outside its hours: the parts already delivered stay delivered
             raise after_parts(exc, skip + ahead) from None
         except OAError as exc:
@@ -120,14 +121,14 @@ class OATransport:
                 await asyncio.to_thread(self._record, outbox_id, external_id, candidate, now, sent)
             done = skip + ahead + sent
             if exc.maybe_delivered:  # as on Telegram and the Zalo bot: never sent, nor paid for, twice
-                raise unanswered(f"zalo_oa: {exc}", done - 1, done if candidate == "zns" else skip + len(messages)) \
+                raise unanswered(str(exc), done - 1, done if candidate == "zns" else skip + len(messages)) \
                     from None
             if exc.transient:
                 raise after_parts(SendError("transient", f"zalo_oa: {exc}"), done) from None
-            raise after_parts(SendError("permanent", f"zalo_oa: {exc.description}"), done) from None
+            raise after_parts(SendError("permanent", exc.description), done) from None
         await asyncio.to_thread(self._record, outbox_id, external_id, "call_list", now)
         unfollowed = target.contact is not None and target.contact.unfollowed_at and not target.contact.following
-        raise SendError("permanent", f"zalo_oa: {CALL_LIST}" + (" (đã bỏ theo dõi OA)" if unfollowed else ""))
+        raise SendError("permanent", CALL_LIST + (" (đã bỏ theo dõi OA)" if unfollowed else ""))
 
     async def _preflight(self, external_id: str, target: _Target, now: datetime) -> str | None:
         """Ask Zalo when the member last interacted (a call or a menu tap we got no event for may have
@@ -172,7 +173,8 @@ class OATransport:
             await self._pace()
             phone = (normalize_phone(target.phone or "") or "").lstrip("+")  # 84…
             # Template parameters as the approved template names them (UNCONFIRMED: set when approving it).
-            data = {"ho_ten": target.name[:30], "noi_dung": zns_content(reply.text)}
+            deadline = f"Hạn cuối: {local(target.closes_at, self.budget.tz)}." if target.closes_at else None
+            data = {"ho_ten": target.name[:30], "noi_dung": zns_content(reply.text, deadline)}
             await self.client.send_zns(phone, self.prices.zns_template or "", data, f"outbox-{outbox_id}")
             return 1
         for done, message in enumerate(messages):
