@@ -16,9 +16,12 @@ from openpyxl import Workbook
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def fill_merged(ws) -> None:
-    """Merged cells read as the value they show in every cell of the merge (Excel shows it across them all)."""
+def fill_merged(ws, from_row: int = 1) -> None:
+    """Merged cells read as the value they show in every cell of the merge (Excel shows it across them all);
+    merges starting above ``from_row`` (a header's) are left as they are."""
     for merged in list(ws.merged_cells.ranges):
+        if merged.min_row < from_row:
+            continue
         top_left = ws.cell(merged.min_row, merged.min_col)
         value, number_format = top_left.value, top_left.number_format
         ws.unmerge_cells(str(merged))

@@ -45,6 +45,7 @@ def test_phones_are_shown_to_secretaries_as_they_are_dialled_not_in_the_stored_f
 
     assert display_phone("+84912345678") == "0912 345 678"  # a mobile: 4-3-3
     assert display_phone("+842438251234") == "024 3825 1234"  # a Hà Nội landline: 3-4-4
+    assert display_phone("+842713888999") == "0271 388 8999"  # Bình Phước's: a four-digit area code
     assert display_phone(None) == "" and display_phone("+84 abc") == "+84 abc"  # nothing to mend: as stored
 
 
@@ -221,6 +222,27 @@ def test_a_unit_merged_down_its_members_rows_belongs_to_each_and_a_hidden_first_
     assert [tuple(r) for r in rows] == [("M1", "B1"), ("M2", "B1"), ("M3", "B2")]
 
 
+def test_a_header_merged_over_two_rows_is_one_header_and_a_field_given_twice_is_refused(cli, workdir, db):
+    cli("units", "import", write(workdir, "u.csv", UNITS))
+    wb = Workbook()
+    ws = wb.active
+    ws.append(["Mã đảng viên", "Họ và tên", "Mã đơn vị", "Số điện thoại", "Vai trò"])
+    ws.append([None] * 5)
+    for column in "ABCDE":
+        ws.merge_cells(f"{column}1:{column}2")  # as government sheets lay out their headers
+    ws.append(["M1", "Nguyễn Văn An", "B1", "0912345678", "Bí thư"])
+    wb.save(workdir / "m.xlsx")
+    assert cli("members", "import", "m.xlsx").code == 0
+    with db.session() as s:
+        assert s.execute(select(Member.code, Member.full_name)).all() == [("M1", "Nguyễn Văn An")]
+    twice = Workbook()
+    twice.active.append(["Mã đảng viên", "Họ và tên", "Họ tên", "Mã đơn vị"])
+    twice.active.append(["M2", "Trần Thị", "Trần Thị Bình", "B1"])
+    twice.save(workdir / "twice.xlsx")
+    result = cli("members", "import", "twice.xlsx")
+    assert result.code == 1 and result.lines[0].startswith("twice.xlsx:1: Họ tên: cột Họ và tên có hai lần; ")
+
+
 def test_unknown_header_names_the_column(cli, workdir):
     result = cli("units", "import", write(workdir, "u.csv", "code,name,cha\nP,Tỉnh,\n"))
     assert result.code == 1
@@ -326,6 +348,14 @@ def test_a_quote_left_open_is_refused_at_its_row_instead_of_swallowing_the_rows_
     assert result.lines == ["u.csv:2: không đọc được theo dạng CSV từ dòng này; "
                             "hãy kiểm tra dấu ngoặc kép chưa đóng hoặc ô quá dài"]
     assert counts(db) == (0, 0)
+
+
+def test_a_space_typed_after_a_closing_quote_is_read_as_excel_reads_it(cli, workdir, db):
+    write(workdir, "u.csv", 'code,name,parent_code\nP,"Tỉnh" ,\nB1,"Chi bộ 1" ,P\n')
+    result = cli("units", "import", "u.csv")
+    assert result.code == 0, result.out + result.err
+    with db.session() as s:
+        assert s.scalars(select(Unit.name).order_by(Unit.code)).all() == ["Chi bộ 1", "Tỉnh"]
 
 
 def test_a_folder_named_like_a_roster_file_is_refused_without_a_traceback(cli, workdir, db):

@@ -32,13 +32,15 @@ def normalize_phone(raw: str) -> str | None:
 
 
 def display_phone(phone: str | None) -> str:
-    """A stored number as Vietnamese people write and dial it: ``+84903878832`` → ``0903 878 832``
-    (a landline's 11 digits ``024 3825 1234``); anything else as stored."""
+    """A stored number as Vietnamese people write and dial it: ``+84903878832`` → ``0903 878 832``; a
+    landline after its area code, ``024 3825 1234`` (Hà Nội, TP.HCM) or ``0271 388 8999``; else as stored."""
     if not phone or not phone.startswith("+84") or not phone[1:].isdigit():
         return phone or ""
     national = "0" + phone[3:]
     if len(national) == 10:
         return f"{national[:4]} {national[4:7]} {national[7:]}"
-    if len(national) == 11:
+    if len(national) == 11 and national[:3] in ("024", "028"):
         return f"{national[:3]} {national[3:7]} {national[7:]}"
+    if len(national) == 11:
+        return f"{national[:4]} {national[4:7]} {national[7:]}"
     return national

@@ -44,7 +44,8 @@ def read_table(path: Path, aliases: dict[str, str], required: tuple[str, ...]) -
     if not path.exists():
         raise TableError(f"{shown}: không tìm thấy tệp; hãy kiểm tra lại tên và đường dẫn của tệp")
     if not path.is_file():
-        raise TableError(f"{shown}: đây là một thư mục, không phải tệp; hãy ghi tên tệp .csv hoặc .xlsx")
+        what = "đây là một thư mục, không phải tệp" if path.is_dir() else "không phải một tệp thường"
+        raise TableError(f"{shown}: {what}; hãy ghi tên tệp .csv hoặc .xlsx")
     suffix = path.suffix.lower()
     if suffix in (".xlsx", ".xlsm"):
         raw_rows = _xlsx_rows(path)
@@ -64,6 +65,9 @@ def read_table(path: Path, aliases: dict[str, str], required: tuple[str, ...]) -
         if key and key not in aliases and key not in IGNORED_HEADERS:
             raise TableError(f"{shown}:1: {cell}: không nhận ra tên cột này; hãy dùng các cột {names}")
         if key in aliases:
+            if aliases[key] in columns[:-1]:  # two columns for one field: which one holds it?
+                raise TableError(f"{shown}:1: {cell}: cột {_name(aliases[key], aliases)} có hai lần; hãy giữ lại "
+                                 "một cột (nếu họ và tên nằm ở hai cột, hãy gộp thành một)")
             written.setdefault(aliases[key], " ".join(str(cell).split()))
     missing = [_name(c, aliases) for c in required if c not in columns]
     if missing:
@@ -121,17 +125,22 @@ def _csv_rows(path: Path) -> list[list[str]]:
     header = lines[0] if lines else ""
     delimiter = hint.group(1) if hint else max(
         DELIMITERS, key=lambda d: len(next(csv.reader([header], delimiter=d), [])))
-    # strict: a quote left open is an error at the end of the file, not one cell swallowing every row after it
-    reader = csv.reader(io.StringIO(text, newline=""), csv.excel, delimiter=delimiter, strict=True)
-    rows, start = [], 1  # the line the row being read starts on
-    try:
-        for row in reader:
-            rows.append(row)
-            start = reader.line_num + 1
-    except csv.Error:
-        raise TableError(f"{shown}:{start}: không đọc được theo dạng CSV từ dòng này; hãy kiểm tra dấu ngoặc kép "
-                         "chưa đóng hoặc ô quá dài") from None
-    return rows
+    # strict, to learn of a quote left open (else one cell swallows every row after it); anything else strict
+    # refuses that Excel reads (a space after a closing quote) is read as before
+    for strict in (True, False):
+        reader = csv.reader(io.StringIO(text, newline=""), csv.excel, delimiter=delimiter, strict=strict)
+        rows, start = [], 1  # the line the row being read starts on
+        try:
+            for row in reader:
+                rows.append(row)
+                start = reader.line_num + 1
+            return rows
+        except csv.Error as exc:
+            if strict and "unexpected end of data" not in str(exc) and "field larger" not in str(exc):
+                continue
+            raise TableError(f"{shown}:{start}: không đọc được theo dạng CSV từ dòng này; hãy kiểm tra dấu ngoặc kép "
+                             "chưa đóng hoặc ô quá dài") from None
+    return []
 
 
 def _xlsx_rows(path: Path) -> list[list]:
@@ -150,7 +159,7 @@ def _xlsx_rows(path: Path) -> list[list]:
     try:
         sheet = first_visible_sheet(wb)
         if whole:
-            fill_merged(sheet)
+            fill_merged(sheet, from_row=2)  # the data's merges; a header merged over two rows stays one header
         return [list(r) for r in sheet.iter_rows(values_only=True)]
     finally:
         wb.close()
