@@ -129,6 +129,16 @@ def test_yaml_syntax_error_names_the_line(cli, workdir):
     assert "Traceback" not in result.out + result.err
 
 
+def test_an_emoji_written_as_two_json_escapes_is_one_character_not_an_unprintable_one(cli, workdir, db):
+    result = check_one(cli, workdir, GOOD.replace('title: "Nghị quyết thử"', 'title: "\\ud83d\\udcda Nghị quyết thử"'))
+    assert result.code == 0, result.out
+    assert cli("content", "load", "nq-test.yaml").code == 0
+    from bot.storage.models import Document
+
+    with db.session() as s:
+        assert s.get(Document, "nq-test").title == "📚 Nghị quyết thử"
+
+
 def test_a_control_character_typed_into_the_file_is_named_by_its_own_line(cli, workdir):
     lines = GOOD.splitlines()
     lines[7] += "\x07"  # inside the summary

@@ -100,8 +100,8 @@ def read_summary(path: Path) -> str:
             with zipfile.ZipFile(path) as z:
                 size = z.getinfo("word/document.xml").file_size
                 if size > MAX_DOCX_TEXT:  # a few MB of file that unpacks to gigabytes
-                    raise SourceProblems([f"{path}: phần văn bản của tệp Word quá lớn ({size // 1024 // 1024} MB khi "
-                                          "giải nén); phần tóm tắt chỉ cần vài trang: hãy chép nó sang tệp mới"])
+                    raise SourceProblems([f"{path}: phần văn bản của tệp Word quá lớn (hơn {MAX_DOCX_TEXT >> 20} MB "
+                                          "khi giải nén); phần tóm tắt chỉ cần vài trang: hãy chép nó sang tệp mới"])
                 xml = z.read("word/document.xml")
             root = ElementTree.fromstring(xml)
         except (zipfile.BadZipFile, KeyError, OSError, ElementTree.ParseError):

@@ -121,11 +121,23 @@ def _yaml_problem(problem: str) -> str:
 
 _DECIMAL = re.compile(r"[-+]?\d+(?:_\d+)*")
 # control characters (line breaks and tabs aside), C1 controls and lone surrogates: only escapes make them
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
+
+
+def _pairs_joined(text: str) -> str:
+    """An emoji written as two escapes (``"\\ud83d\\udcda"``, as JSON tools write one) made one character;
+    a lone half stays, to be refused."""
+    if not _SURROGATE.search(text):
+        return text
+    try:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16")
+    except UnicodeDecodeError:
+        return text
 
 
 def check_paths(paths: list[Path]) -> CheckResult:
@@ -215,7 +227,7 @@ class _Checker:
                 return None
             self.add(node, fld, f"cần nội dung dạng chữ, nhưng đang là {_show(node)}")
             return None
-        value = nfc(node.value).strip()
+        value = nfc(_pairs_joined(node.value)).strip()
         bad = _UNPRINTABLE.search(value)
         if bad:  # written as an escape ("\\x07", "\\ud800"): no screen shows it, and no database stores some
             self.add(node, fld, f"có ký tự không hiển thị được (U+{ord(bad.group()):04X}); hãy xoá ký tự đó")
