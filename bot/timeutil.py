@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
+PLAUSIBLE_YEARS = range(2000, 2101)  # a date typed outside these is a slip of the keyboard (0001, 9999)
 _INPUT_FORMATS = ("%Y-%m-%d %H:%M", "%d/%m/%Y %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d", "%d/%m/%Y")
 
 

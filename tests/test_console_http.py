@@ -867,3 +867,23 @@ def test_the_excel_template_is_offered_in_the_console_and_problems_point_at_it_n
     assert "hoctap content" not in text
     secretary = logged_in(chat, console_server, "DV001")
     assert secretary.get("/quantri/vanban/mau.xlsx").status_code == 403
+
+
+def test_after_the_round_a_quiz_left_half_done_is_shown_as_left_not_under_way(chat, console_server, province):
+    """The same words as the chat and the workbook: nobody should wait for it any more."""
+    from bot.services.rounds import close_round
+    from bot.storage.models import Attempt, Member, Unit
+    from bot.timeutil import utcnow
+
+    now = utcnow()
+    with province.session() as s:
+        member = s.scalar(select(Member).where(Member.code == "DV005"))
+        s.add(Attempt(round_id=1, member_id=member.id, number=1, started_at=now, question_count=10))
+        branch = s.scalar(select(Unit.id).where(Unit.code == "DP-TT-01"))
+    secretary = logged_in(chat, console_server, "DV001")
+    running = secretary.get(f"/quantri/dot/1/donvi/{branch}").text
+    assert "<h2>Chưa hoàn thành (" in running and "<td>đang làm dở</td>" in running
+    with province.session() as s:
+        close_round(s, 1, utcnow())
+    over = secretary.get(f"/quantri/dot/1/donvi/{branch}").text
+    assert "<h2>Không hoàn thành (" in over and "<td>bỏ dở, chưa nộp bài</td>" in over and "đang làm dở" not in over

@@ -7,7 +7,7 @@ from typing import Callable
 
 from bot.config import Settings
 from bot.storage.db import Database
-from bot.timeutil import parse_local
+from bot.timeutil import PLAUSIBLE_YEARS, parse_local
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {}
 
@@ -27,9 +27,6 @@ def open_db(settings: Settings) -> Database:
     db = Database(settings.database_url)
     db.upgrade()
     return db
-
-
-PLAUSIBLE_YEARS = range(2000, 2101)
 
 
 def local_time(text: str, settings: Settings, option: str, *, end_of_day: bool = False):

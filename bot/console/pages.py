@@ -22,6 +22,7 @@ from starlette.responses import RedirectResponse, Response
 
 from bot.console.http import MAX_ROSTER_UPLOAD, MAX_UPLOAD, Refused, path_id, read_form, secured
 from bot.domain.ids import parse_id
+from bot.domain import oversight_messages as om
 from bot.domain.messages import percent
 from bot.domain.permissions import (
     PermissionDenied, can_report, can_see_phone, can_view_unit, outranks, require_report, require_round_for_unit,
@@ -31,7 +32,7 @@ from bot.domain.phones import display_phone
 from bot.services import console_access, oversight, stats
 from bot.services.rounds import RoundError, round_status
 from bot.storage.models import Document, Member, Round, RoundUnit, Unit, UnitAncestor
-from bot.timeutil import parse_local
+from bot.timeutil import PLAUSIBLE_YEARS, parse_local
 
 MANAGERS = ("cadre", "admin")
 DENIED_MANAGE = "Chỉ cán bộ phụ trách và quản trị viên mới mở, đóng hay gia hạn đợt học tập của đơn vị mình."
@@ -137,7 +138,8 @@ async def unit_page(console, request: Request, visit) -> Response:
     may_manage = member.role in MANAGERS and all(can_view_unit(s, member, ru.unit_id) for ru in rnd.units)
     return console.render("unit.html", **_context(
         visit, round=rnd, unit=unit, total=total, children=children, rows=rows, phones=phones, parent=parent,
-        state=round_status(rnd, now), may_report=can_report(member), may_manage=may_manage))
+        state=round_status(rnd, now), may_report=can_report(member), may_manage=may_manage,
+        in_progress=om.IN_PROGRESS, left_unfinished=om.LEFT_UNFINISHED))
 
 
 async def report_xlsx(console, request: Request, visit) -> Response:
@@ -184,7 +186,6 @@ def _reachable_units(s, member: Member, query: str = "") -> list[tuple[int, Unit
 
 
 TARGET = re.compile(r"\d{1,3}(?:[.,]\d)?")  # 98, 97,5 or 97.5 (a "%" after it is dropped)
-YEARS = range(2000, 2101)  # a date typed outside these is a slip of the keyboard (0001, 9999)
 
 
 def _local(console, text: str, label: str, *, end_of_day: bool = False):
@@ -193,8 +194,9 @@ def _local(console, text: str, label: str, *, end_of_day: bool = False):
         when = parse_local(text, console.tz, end_of_day=end_of_day)
     except ValueError:
         when = None
-    if when is None or when.astimezone(console.tz).year not in YEARS:
-        raise Refused(400, f"{label}: cần một ngày dạng dd/mm/yyyy từ năm {YEARS[0]} đến {YEARS[-1]} "
+    if when is None or when.astimezone(console.tz).year not in PLAUSIBLE_YEARS:
+        years = PLAUSIBLE_YEARS
+        raise Refused(400, f"{label}: cần một ngày dạng dd/mm/yyyy từ năm {years[0]} đến {years[-1]} "
                            f"(ví dụ 15/12/2026), đồng chí đã nhập “{text[:40]}”.")
     return when
 

@@ -87,6 +87,10 @@ def no_rounds(unit: Unit) -> Reply:
 
 
 
+IN_PROGRESS = "đang làm dở"  # a quiz begun, while the round runs
+LEFT_UNFINISHED = "bỏ dở, chưa nộp bài"  # the same once the round is over: nobody should wait for it
+
+
 def not_finished_reply(rnd: Round, unit: Unit, total: int, rows: list[NotFinished], page: int,
                        phones: dict[int, str | None], delivery: Mapping[int, Sequence[str]], *, over: bool) -> Reply:
     """A page of who has not finished; ``delivery``: each member's delivery flags (``DELIVERY_NOTES``);
@@ -101,7 +105,7 @@ def not_finished_reply(rnd: Round, unit: Unit, total: int, rows: list[NotFinishe
         m = row.member
         extra = []
         if row.in_progress:
-            extra.append("bỏ dở, chưa nộp bài" if over else "đang làm dở")
+            extra.append(LEFT_UNFINISHED if over else IN_PROGRESS)
         if phones.get(m.id):
             extra.append(phones[m.id])
         extra += [DELIVERY_NOTES[flag] for flag in delivery.get(m.id, ())]

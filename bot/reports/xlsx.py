@@ -24,6 +24,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from sqlalchemy.orm import Session
 
+from bot.domain.oversight_messages import IN_PROGRESS, LEFT_UNFINISHED
 from bot.domain.phones import display_phone
 from bot.reports.question_review import flag_question
 from bot.services.stats import (
@@ -152,7 +153,7 @@ STATUS_WORDS = {"scheduled": "chưa mở", "open": "đang mở", "closed": "đã
 
 def in_progress_word(status: str) -> str:
     """A quiz begun and not handed in: under way while the round runs, left unfinished once it is over."""
-    return "Bỏ dở (chưa nộp bài)" if status == "closed" else "Đang làm dở"
+    return (LEFT_UNFINISHED if status == "closed" else IN_PROGRESS).capitalize()
 
 
 def _title_block(ws, title: str, data: ReportData, rr: RoundReport) -> None:
