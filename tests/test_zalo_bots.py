@@ -280,6 +280,41 @@ def test_outbox_messages_go_out_through_each_members_bot_and_count_against_its_q
     assert used == {"Chi bo Tan Tien": 2, "Chi bo Tan Hung": 2}  # the welcome and the announcement
 
 
+def test_a_branch_bot_whose_token_zalo_refuses_is_named_to_the_admins_once_a_day(two_branches, province):
+    """A token reset in Bot Creator (or revoked) silences a whole branch: whoever can rotate it is told."""
+    from bot.metrics import measured
+
+    process, _default, bot_a, _bot_b = two_branches
+    say(bot_a.user("a-4"), code_of(province, "DV004"), "Liên kết thành công")
+    say(bot_a.user("a-5"), code_of(province, "DV005"), "Liên kết thành công")
+    now = utcnow()
+    with province.session() as s:
+        for code in ("DV004", "DV005"):
+            mid = s.scalar(select(Member.id).where(Member.code == code))
+            queue.enqueue(s, dedupe_key=f"t:{code}", purpose="announce", member_id=mid,
+                          reply=Reply(f"Thông báo cho {code}"), now=now)
+    bot_a.inject_error("sendMessage", 401, times=10)
+    sender = OutboxSender(province, measured({"zalo": process.runtime.transport}), per_chat_interval=0,
+                          idle_poll=0.05)
+    process.running.run(sender.run(until_idle=True))
+    with province.session() as s:
+        alerts = s.execute(select(Member.code, OutboxMessage.payload).join(Member)
+                           .where(OutboxMessage.purpose == "alert")).all()
+    # the admin, and the secretaries of the three branches the bot serves
+    assert sorted(code for code, _ in alerts) == ["AD001", "DV001", "DV011", "DV021"]
+    text = alerts[0][1]["text"]
+    assert "Zalo từ chối mã truy cập (token) của bot «Chi bo Tan Tien» (DP-TT)" in text
+    assert "'hoctap zalo bots rotate --unit DP-TT'" in text
+    with province.session() as s:  # refused again the same day: nobody is told twice
+        queue.enqueue(s, dedupe_key="t:again", purpose="announce", now=utcnow(), reply=Reply("Lần nữa"),
+                      member_id=s.scalar(select(Member.id).where(Member.code == "DV004")))
+    tried = len(bot_a.calls("sendMessage"))
+    process.running.run(sender.run(until_idle=True))
+    assert len(bot_a.calls("sendMessage")) > tried  # refused once more
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.purpose == "alert")) == 4
+
+
 def test_a_branch_webhook_refuses_a_wrong_secret_and_an_unknown_bot(two_branches, province):
     process, _default, bot_a, _bot_b = two_branches
     assert bot_a.webhook["url"] == f"{process.public_url}/zalo/2000000001/webhook"

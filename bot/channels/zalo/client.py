@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import aiohttp
 
+log = logging.getLogger(__name__)
 DEFAULT_ZALO_API = "https://bot-api.zaloplatforms.com"
 CONNECT = 5.0  # seconds to connect: a call that could not connect was surely not made
+UNAUTHORIZED = 401  # the spec: a bad token (revoked, or reset in Bot Creator)
 
 
 def http_pool(timeout: float = 15.0) -> aiohttp.ClientSession:
@@ -50,6 +53,8 @@ class ZaloClient:
         self._timeout = timeout
         self._owns_http = http is None
         self._http = http
+        # awaited when Zalo refuses the token (401), before the error is raised: who must act is told
+        self.on_unauthorized: Callable[[], Awaitable[None]] | None = None
 
     def __repr__(self) -> str:
         return f"ZaloClient({self._base!r})"
@@ -88,6 +93,11 @@ class ZaloClient:
             code = int(code)
         except (TypeError, ValueError):
             code = status
+        if UNAUTHORIZED in (code, status) and self.on_unauthorized is not None:
+            try:
+                await self.on_unauthorized()
+            except Exception:  # noqa: BLE001 - telling is a courtesy: the caller still learns of the 401
+                log.exception("Zalo: telling of a refused token failed")
         raise ZaloError(code, self._redact(str(body.get("description") or body.get("message") or "refused")))
 
     async def get_me(self) -> dict[str, Any]:

@@ -37,7 +37,9 @@ from bot.outbox import queue
 from bot.services.chat import ChatService, parse_command
 from bot.services.linking import account_member, code_said, find_code, unit_bot
 from bot.storage.db import Database
-from bot.storage.models import ChannelUsage, ChatAccount, LinkCode, Member, OutboxMessage, UnitAncestor, ZaloBot
+from bot.storage.models import (
+    ChannelUsage, ChatAccount, LinkCode, Member, OutboxMessage, Unit, UnitAncestor, ZaloBot,
+)
 from bot.timeutil import utcnow
 
 log = logging.getLogger(__package__)
@@ -154,6 +156,31 @@ def _secretaries(s: Session, bot: ZaloBot | None, unit_ids) -> list[Member]:
                           .order_by(Member.id)))
 
 
+def token_refused(name: str, unit: str) -> Reply:
+    return Reply(f"⚠️ Zalo từ chối mã truy cập (token) của bot «{name}» ({unit}): đảng viên của bot này không nhận "
+                 "được tin nào. Đồng chí quản trị lấy mã mới của bot trong Zalo Bot Creator rồi chạy "
+                 f"'hoctap zalo bots rotate --unit {unit}' để thay.")
+
+
+def tell_token_refused(db: Database, bot_pk: int, name: str, now: datetime, day: str) -> None:
+    """The admins, and the secretaries the bot serves (its unit and those below without a bot of their own),
+    once a day per bot."""
+    with db.session() as s:
+        bot = s.get(ZaloBot, bot_pk)
+        if bot is None:
+            return
+        unit = s.get(Unit, bot.unit_id)
+        admins = s.scalars(select(Member).where(Member.role == "admin", Member.active)).all()
+        below = select(UnitAncestor.descendant_id).where(UnitAncestor.ancestor_id == bot.unit_id)
+        secretaries = [m for m in s.scalars(select(Member).where(Member.unit_id.in_(below),
+                                                                  Member.role == "secretary", Member.active))
+                       if (own := unit_bot(s, m.unit_id)) is not None and own.id == bot.id]
+        people = {m.id: m for m in [*admins, *secretaries]}
+        for person in people.values():
+            queue.enqueue(s, dedupe_key=f"zalo-token:{bot_pk}:{day}:{person.id}", purpose="alert",
+                          member_id=person.id, reply=token_refused(name, unit.code), now=now)
+
+
 def _tell_secretaries(s: Session, bot: ZaloBot, member: Member, now: datetime) -> None:
     secretaries = _secretaries(s, bot, [member.unit_id])
     for sec in secretaries:
@@ -247,6 +274,7 @@ class ZaloFleet:
         self._by_pk: dict[int, str] = {}
         self._loading: dict[str, asyncio.Future] = {}
         self.loads = 0  # database look-ups of bots (cache misses)
+        self._refused: dict[int, str] = {}  # bot -> the local day its refused token was last told
 
     def quota(self, bot_pk: int) -> ZaloQuota:
         quota = ZaloQuota(self.db, self.monthly, self.tz, channels=("telegram", "zalo"))
@@ -261,6 +289,7 @@ class ZaloFleet:
                              default_link=self.default_link, bot_names=bot_names(row.name),
                              share_link=row.share_link, shelf=self.shelf, quota=quota, clock=self.clock)
         transport = ZaloTransport(client, rate=self.rate, quota=quota, clock=self.clock)
+        client.on_unauthorized = lambda pk=row.id, name=row.name: self._token_refused(pk, name)
         return Bot(row.id, row.zalo_id, row.name, row.webhook_secret, row.mode, client, channel, transport,
                    time.monotonic())
 
@@ -329,6 +358,16 @@ class ZaloFleet:
     async def drain(self) -> None:
         for bot in list(self._bots.values()):
             await bot.channel.drain()
+
+    async def _token_refused(self, bot_pk: int, name: str) -> None:
+        """Zalo refused a branch bot's token: its members get nothing until an admin rotates it."""
+        now = self.clock()
+        day = now.astimezone(self.tz).date().isoformat()
+        if self._refused.get(bot_pk) == day:
+            return  # told today
+        self._refused[bot_pk] = day
+        log.error("Zalo bot %s: Zalo refuses its token (401); nothing reaches its members until it is rotated", name)
+        await asyncio.to_thread(tell_token_refused, self.db, bot_pk, name, now, day)
 
 
 class FleetTransport:
