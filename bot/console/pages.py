@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from bot.console.http import MAX_ROSTER_UPLOAD, MAX_UPLOAD, Refused, path_id, read_form, secured
-from bot.domain.ids import parse_id
 from bot.domain import oversight_messages as om
+from bot.domain.ids import parse_id
 from bot.domain.messages import percent
 from bot.domain.permissions import (
     PermissionDenied, can_report, can_see_phone, can_view_unit, outranks, require_report, require_round_for_unit,
@@ -195,8 +195,8 @@ def _local(console, text: str, label: str, *, end_of_day: bool = False):
     except ValueError:
         when = None
     if when is None or when.astimezone(console.tz).year not in PLAUSIBLE_YEARS:
-        years = PLAUSIBLE_YEARS
-        raise Refused(400, f"{label}: cần một ngày dạng dd/mm/yyyy từ năm {years[0]} đến {years[-1]} "
+        raise Refused(400, f"{label}: cần một ngày dạng dd/mm/yyyy từ năm {PLAUSIBLE_YEARS[0]} đến "
+                           f"{PLAUSIBLE_YEARS[-1]} "
                            f"(ví dụ 15/12/2026), đồng chí đã nhập “{text[:40]}”.")
     return when
 
@@ -604,7 +604,8 @@ async def reactivate(console, request: Request, visit) -> Response:
         raise Refused(403, "Chỉ quản trị viên hoặc người có vai trò cao hơn mới cho đồng chí này sinh hoạt lại được.")
     if target.phone and s.scalar(select(Member.code).where(Member.phone == target.phone, Member.active,
                                                            Member.id != target.id)):
-        number = f" {display_phone(target.phone)}" if can_see_phone(member, target.unit_id) else ""  # never a phone it hides
+        # never a phone it hides
+        number = f" {display_phone(target.phone)}" if can_see_phone(member, target.unit_id) else ""
         raise Refused(400, f"Số điện thoại{number} của đồng chí này đang là số của một đảng viên khác đang sinh hoạt; "
                            "hãy sửa danh sách đảng viên trước.")
     target.active = True

@@ -17,7 +17,8 @@ from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 
 from bot.content.authoring import (
-    ANSWER_WORD, META_LABELS, OPTION_WORD, QUESTION_HEADER, Draft, DraftQuestion, check_question, kind_slug, nfc,
+    ANSWER_WORD, KIND_NAMES, META_LABELS, OPTION_WORD, QUESTION_HEADER, Draft, DraftQuestion, check_question,
+    kind_slug, nfc,
 )
 from bot.content.validate import KINDS
 from bot.domain.messages import percent
@@ -213,8 +214,8 @@ def _read_meta(ws, name: str, draft: Draft) -> None:
         elif key == "kind" and value:
             if kind_slug(value) not in KINDS:  # said here, where the cell is known
                 draft.problems.append(f"{name}: trang tính '{ws.title}', dòng {row[0].row}, cột B ({label}): không có "
-                                      f"loại văn bản '{value}'; hãy dùng một trong: Nghị quyết, Chỉ thị, Kết luận, "
-                                      "Quy định, Kế hoạch, Hướng dẫn, Khác")
+                                      f"loại văn bản '{value}'; hãy dùng một trong: "
+                                      f"{', '.join(k.capitalize() for k in KIND_NAMES)}")
                 continue
             draft.meta[key] = kind_slug(value)
         elif value:

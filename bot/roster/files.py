@@ -127,20 +127,26 @@ def _csv_rows(path: Path) -> list[list[str]]:
         DELIMITERS, key=lambda d: len(next(csv.reader([header], delimiter=d), [])))
     # strict, to learn of a quote left open (else one cell swallows every row after it); anything else strict
     # refuses that Excel reads (a space after a closing quote) is read as before
-    for strict in (True, False):
-        reader = csv.reader(io.StringIO(text, newline=""), csv.excel, delimiter=delimiter, strict=strict)
-        rows, start = [], 1  # the line the row being read starts on
-        try:
-            for row in reader:
-                rows.append(row)
-                start = reader.line_num + 1
-            return rows
-        except csv.Error as exc:
-            if strict and "unexpected end of data" not in str(exc) and "field larger" not in str(exc):
-                continue
-            raise TableError(f"{shown}:{start}: không đọc được theo dạng CSV từ dòng này; hãy kiểm tra dấu ngoặc kép "
-                             "chưa đóng hoặc ô quá dài") from None
-    return []
+    rows, start, error = _csv_read(text, delimiter, strict=True)
+    if rows is None and "unexpected end of data" not in error and "field larger" not in error:
+        rows, start, error = _csv_read(text, delimiter, strict=False)
+    if rows is None:
+        raise TableError(f"{shown}:{start}: không đọc được theo dạng CSV từ dòng này; hãy kiểm tra dấu ngoặc kép "
+                         "chưa đóng hoặc ô quá dài")
+    return rows
+
+
+def _csv_read(text: str, delimiter: str, *, strict: bool) -> tuple[list[list[str]] | None, int, str]:
+    """(rows, _, "") or (None, the line the failing row starts on, the csv module's error)."""
+    reader = csv.reader(io.StringIO(text, newline=""), csv.excel, delimiter=delimiter, strict=strict)
+    rows, start = [], 1
+    try:
+        for row in reader:
+            rows.append(row)
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        return None, start, str(exc)
+    return rows, start, ""
 
 
 def _xlsx_rows(path: Path) -> list[list]:

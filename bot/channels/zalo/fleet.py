@@ -35,7 +35,7 @@ from bot.logs import learn_secrets
 from bot.domain.replies import Outcome, Reply
 from bot.outbox import queue
 from bot.services.chat import ChatService, parse_command
-from bot.services.linking import account_member, code_said, find_code, unit_bot
+from bot.services.linking import code_said, find_code, unit_bot
 from bot.storage.db import Database
 from bot.storage.models import (
     ChannelUsage, ChatAccount, LinkCode, Member, OutboxMessage, Unit, UnitAncestor, ZaloBot,
@@ -94,14 +94,14 @@ def admit(s: Session, bot_pk: int | None, external_id: str, text: str, now: date
     """Checks before this bot (``bot_pk``; None for the default) serves a message: a member linked through
     another bot is sent there (each bot's 50 places and 3,000 messages are its branch's), and a code
     is checked before it links an account through this bot."""
-    linked = s.execute(select(ChatAccount.member_id, ChatAccount.bot_id).where(
-        ChatAccount.channel == "zalo", ChatAccount.external_id == external_id)).first()
+    linked = s.execute(select(ChatAccount.bot_id, Member.active).join(Member, Member.id == ChatAccount.member_id)
+                       .where(ChatAccount.channel == "zalo", ChatAccount.external_id == external_id)).first()
     if linked is not None and linked.bot_id != bot_pk:
         own = s.get(ZaloBot, linked.bot_id) if linked.bot_id is not None else None
         return Admission(not_your_bot(own.name, own.share_link) if own else not_your_bot(default_name, default_link))
     command, arg = parse_command(text)  # as the conversation will read it: /start CODE, start CODE, bare, quoted
     code = (code_said(arg) or arg) if command == "start" and arg else code_said(text.strip()) if command is None else None
-    if code is None or account_member(s, "zalo", external_id) is not None:
+    if code is None or (linked is not None and linked.active):  # an active member's chat links nothing anew
         return Admission()
     link = find_code(s, code)
     if link is None or link.used_at is not None:
