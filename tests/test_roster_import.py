@@ -332,20 +332,16 @@ def test_a_csv_with_a_nul_byte_is_refused_with_its_line(cli, workdir, db):
     assert counts(db) == (0, 0)
 
 
-def test_a_field_too_long_for_csv_is_refused_with_its_line(cli, workdir, db):
-    write(workdir, "u.csv", "code,name,parent_code\nP,Tỉnh,\nD," + "x" * 200_000 + ",P\n")
+@pytest.mark.parametrize("body, line", [
+    ("code,name,parent_code\nP,Tỉnh,\nD," + "x" * 200_000 + ",P\n", 3),  # a field too long for CSV
+    # a quote left open: refused where it opens, not one cell swallowing every row after it
+    ('code,name,parent_code\nT,"Tỉnh Đồng Nai,\nX1,Xã 1,T\nX2,Xã 2,T\n', 2),
+], ids=["field-too-long", "quote-left-open"])
+def test_a_csv_that_cannot_be_read_is_refused_at_the_row_where_it_breaks(cli, workdir, db, body, line):
+    write(workdir, "u.csv", body)
     result = cli("units", "import", "u.csv")
     assert result.code == 1
-    assert result.lines == ["u.csv:3: không đọc được theo dạng CSV từ dòng này; "
-                            "hãy kiểm tra dấu ngoặc kép chưa đóng hoặc ô quá dài"]
-    assert counts(db) == (0, 0)
-
-
-def test_a_quote_left_open_is_refused_at_its_row_instead_of_swallowing_the_rows_after_it(cli, workdir, db):
-    write(workdir, "u.csv", 'code,name,parent_code\nT,"Tỉnh Đồng Nai,\nX1,Xã 1,T\nX2,Xã 2,T\n')
-    result = cli("units", "import", "u.csv")
-    assert result.code == 1
-    assert result.lines == ["u.csv:2: không đọc được theo dạng CSV từ dòng này; "
+    assert result.lines == [f"u.csv:{line}: không đọc được theo dạng CSV từ dòng này; "
                             "hãy kiểm tra dấu ngoặc kép chưa đóng hoặc ô quá dài"]
     assert counts(db) == (0, 0)
 
