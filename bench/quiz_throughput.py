@@ -16,6 +16,7 @@ into what Telegram's button protocol costs and what the product's own work costs
 from __future__ import annotations
 
 import argparse
+import asyncio
 import multiprocessing
 import statistics
 import tempfile
@@ -114,13 +115,14 @@ async def floor_press(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     """The two calls the product makes for an answer, and nothing else: the toast, the edit."""
     query = update.callback_query
     n = int(query.data.split(":")[1]) + 1
-    await context.bot.do_api_request("answerCallbackQuery", api_kwargs={"callback_query_id": query.id})
     edit = {"chat_id": query.message.chat.id, "message_id": query.message.message_id}
     if n <= 10:
         edit |= {"text": FLOOR_QUESTION.format(n=n), "reply_markup": floor_markup(n)}
     else:
         edit |= {"text": "Kết quả bài kiểm tra: 10/10 câu đúng."}
-    await context.bot.do_api_request("editMessageText", api_kwargs=edit)
+    await asyncio.gather(  # at once, as the product sends them
+        context.bot.do_api_request("answerCallbackQuery", api_kwargs={"callback_query_id": query.id}),
+        context.bot.do_api_request("editMessageText", api_kwargs=edit))
 
 
 def serve(kind: str, token: str, base_url: str, url: str | None, ready, stop, cpu) -> None:

@@ -150,6 +150,21 @@ def test_double_tap_records_one_answer(telegram_bot, emulator, invite, province)
     assert "Câu 2/10" in user.last()["text"]
 
 
+def test_the_next_question_does_not_wait_for_the_buttons_toast(telegram_bot, emulator, invite, province):
+    """The toast and the next question go out at once: a slow answer to the toast holds nothing up."""
+    user = link(emulator, invite, "DV005", 8251)
+    user.send_text("/lambai")
+    question = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+    emulator.hold_method("answerCallbackQuery")
+    try:
+        user.press("B", message_id=question["message_id"])
+        user.wait_for(lambda u: "Câu 2/10" in u.last()["text"])
+        assert user.callback_answers == []  # the toast is still on its way
+    finally:
+        emulator.release_method("answerCallbackQuery")
+    user.wait_for(lambda u: len(u.callback_answers) == 1)  # and the spinner stops too
+
+
 def test_stale_button_from_an_old_message_is_harmless(telegram_bot, emulator, invite, province):
     user = link(emulator, invite, "DV006", 8301)
     user.send_text("/lambai")
@@ -352,6 +367,7 @@ def test_a_tap_after_a_crash_that_lost_the_reply_edits_the_message_to_where_the_
     assert edited["message_id"] == q["message_id"]
     assert edited["text"].startswith("✔️ Đã ghi nhận câu 1: B.")
     assert buttons(edited) == ["A", "B", "C", "D"]
+    user.wait_for(lambda u: len(u.callback_answers) == 2)  # the toast travels beside the edit
     assert user.callback_answers[-1]["text"] == "Câu này đã được ghi nhận rồi."
     with province.session() as s:
         assert s.scalar(select(func.count()).select_from(Answer)) == 1

@@ -247,9 +247,13 @@ class TelegramChannel:
                 except StillFlooded:
                     pass  # logged; the member's next tap shows where they are
             return
-        await self._answer_query(context.bot, query, outcome.notice)
-        chat_id = query.message.chat.id if query.message else query.from_user.id
-        await self.render(context, chat_id, outcome, pressed=query.message, update=update)
+        # the toast and the next question travel at once: neither waits for the other's round trip
+        toast = asyncio.create_task(self._answer_query(context.bot, query, outcome.notice))
+        try:
+            chat_id = query.message.chat.id if query.message else query.from_user.id
+            await self.render(context, chat_id, outcome, pressed=query.message, update=update)
+        finally:
+            await toast
 
     async def _answer_query(self, bot, query, notice: str | None) -> None:
         """Stop the button's spinner (with the toast). A query too old to answer (Telegram allows

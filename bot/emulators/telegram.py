@@ -408,6 +408,7 @@ class EmulatorState:
         self.files: dict[str, StoredFile] = {}
         self.faults: list[_Fault] = []
         self.held: set[int] = set()  # chats whose requests hang (a slow network) until released
+        self.held_methods: set[str] = set()  # methods whose calls hang (a slow answer) until released
         self.log: list[tuple[str, dict[str, Any]]] = []
         self.canonical = {m.lower(): m for m in spec.methods}
 
@@ -433,7 +434,7 @@ class EmulatorState:
             self.log.append((name, dict(params)))
         chat_id = params.get("chat_id") if "chat_id" in params.allowed else None
         with self.cond:
-            self.cond.wait_for(lambda: chat_id not in self.held or self.closed)
+            self.cond.wait_for(lambda: (chat_id not in self.held and name not in self.held_methods) or self.closed)
         try:
             self._take_fault(name, chat_id)
             result = getattr(self, f"_m_{name}")(params)
@@ -1150,6 +1151,16 @@ class TelegramEmulator:
     def release(self, user_id: int) -> None:
         with self._state.cond:
             self._state.held.discard(user_id)
+            self._state.cond.notify_all()
+
+    def hold_method(self, method: str) -> None:
+        """Calls of ``method`` hang until ``release_method``: logged when they arrive, answered after."""
+        with self._state.cond:
+            self._state.held_methods.add(self._state.canonical.get(method.lower(), method))
+
+    def release_method(self, method: str) -> None:
+        with self._state.cond:
+            self._state.held_methods.discard(self._state.canonical.get(method.lower(), method))
             self._state.cond.notify_all()
 
     def clear_errors(self) -> None:
