@@ -60,10 +60,15 @@ def console_route(settings: Settings, db: Database, budget=None):
     from bot.scheduling.due import schedule_from
 
     public_url = settings.web_server.public_url or ""
+    oa = None
+    if settings.zalo_oa.enabled:  # the admins' "Kết nối với Zalo" page
+        from bot.channels.zalo_oa.runtime import callback_url, token_store
+
+        oa = (token_store(settings.zalo_oa, db), callback_url(settings.zalo_oa, public_url))
     console = create_console(db, settings.tz, quiet=schedule_from(settings).quiet,
                              secure_cookie=public_url.startswith("https://"),
                              bot_name=settings.telegram.bot_username or "", zalo_link=settings.zalo.share_link or "",
-                             budget=budget, links=study_links(settings))
+                             budget=budget, links=study_links(settings), oa=oa)
     return Mount("/quantri", app=console)
 
 

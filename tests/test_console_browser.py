@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 
 from selenium.webdriver.common.by import By
+from sqlalchemy import select
 
 from tests.conftest import QUIZZES, REPO
 from tests.console_browser import TZ, browser, chat, console_server  # noqa: F401 - fixtures
@@ -204,3 +205,45 @@ def test_a_secretary_on_a_phone_stops_a_member_after_confirming_undoes_it_and_ma
     code = browser.find_element(By.ID, "relink-code").text
     assert len(code.replace("-", "")) == 8 and "Đinh Văn Sơn" in browser.page_source
     shot(browser, "relink")
+
+
+def test_an_admin_connects_the_zalo_official_account_from_the_console_without_a_shell(browser, province,
+                                                                                        oa_emulator):
+    """Console → "Kết nối với Zalo" → Zalo's permission page → "Cho phép" → back on our callback page, which
+    stores the tokens: the whole authorisation in a browser, through ``hoctap run``'s own wiring."""
+    from bot.config import SchedulerSettings, Settings, WebSettings
+    from bot.storage.models import ConsoleAudit, ZaloOaAuth
+    from tests.console_browser import Chat
+    from tests.test_web_server import serving
+    from tests.messengers import free_port
+    from tests.test_zalo_oa_channel import oa_settings
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    settings = Settings(database_url=province.url, zalo_oa=oa_settings(oa_emulator, port),
+                        web=WebSettings(public_url=base, listen=f"127.0.0.1:{port}"),
+                        scheduler=SchedulerSettings(tick_seconds=3600))
+    with serving(settings, province):
+        browser.get(Chat(province, base).login_link("AD001"))
+        press(browser, "enter")
+        browser.find_element(By.LINK_TEXT, "Zalo OA").click()
+        assert "Chưa kết nối" in browser.find_element(By.ID, "oa-state").text
+        assert browser.find_element(By.ID, "callback").text == f"{base}/zalo-oa/callback"
+        shot(browser, "8-zalo-oa")
+        press(browser, "connect")
+        assert browser.current_url.startswith(oa_emulator.base_url + "/v4/oa/permission?")
+        press(browser, "allow")
+        callback = browser.current_url
+        assert callback.startswith(f"{base}/zalo-oa/callback?code=")
+        outcome = browser.find_element(By.ID, "outcome").text
+        assert outcome.startswith("Đã kết nối.") and "code=" not in browser.page_source
+        press(browser, "back")
+        assert "Đã kết nối: tin nhắn qua Zalo OA đang được gửi" in browser.find_element(By.ID, "oa-state").text
+        browser.get(callback)  # the same address again (a reload, a shared link): the code is spent
+        assert "đã được dùng" in browser.find_element(By.ID, "outcome").text
+    with province.session() as s:
+        row = s.get(ZaloOaAuth, "oa")
+        assert row.access_token and row.refresh_token and row.code_verifier is None
+        assert row.access_token not in callback
+        assert s.scalar(select(ConsoleAudit.action).where(ConsoleAudit.action == "zalo_oa_authorize"))
+    assert len(oa_emulator.calls("oauth_token")) == 1

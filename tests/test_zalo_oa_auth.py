@@ -170,3 +170,32 @@ def test_a_refused_token_is_not_reused_when_its_refresh_meets_a_busy_endpoint_an
         assert "🔔 Nhắc nhở" in user.messages[-1]["text"] and oa_emulator.refreshes == 1
     finally:
         process.stop()
+
+
+def test_the_callback_page_refuses_what_it_did_not_ask_for_and_waits_out_a_busy_zalo(province, oa_emulator):
+    """Anyone can open ``/zalo-oa/callback``: without the state of the authorisation last started nothing
+    reaches Zalo's token endpoint and nothing is stored; a busy endpoint leaves the code to a reload."""
+    import httpx
+
+    bot = OAProcess(province, oa_emulator).start()
+    base = f"http://127.0.0.1:{bot.port}/zalo-oa/callback"
+    try:
+        before = tokens_in_db(province)
+        oa_emulator.reset_log()
+        bare = httpx.get(base, timeout=10)
+        assert bare.status_code == 400 and "chưa bấm «Cho phép»" in bare.text
+        store = TokenStore(province, oa_emulator.app_id, oa_emulator.app_secret, oa_emulator.base_url)
+        callback = oa_emulator.approve(store.permission_url(base))
+        state = parse_qs(urlsplit(callback).query)["state"][0]
+        forged = httpx.get(callback.replace(f"state={state}", "state=forged"), timeout=10)
+        assert forged.status_code == 400 and "không khớp" in forged.text
+        assert "<script>" not in httpx.get(base + "?code=<script>&state=x", timeout=10).text
+        assert oa_emulator.calls("oauth_token") == [] and tokens_in_db(province) == before
+        oa_emulator.inject_error("oauth_token", 500)
+        busy = httpx.get(callback, timeout=10)
+        assert busy.status_code == 503 and "tải lại trang này" in busy.text
+        done = httpx.get(callback, timeout=10)  # the reload
+        assert done.status_code == 200 and "Đã kết nối" in done.text
+        assert tokens_in_db(province) != before and all(t not in done.text for t in tokens_in_db(province))
+    finally:
+        bot.stop()

@@ -17,10 +17,12 @@ def _oa_tokens(settings: Settings):
 
 
 def _oa_redirect(settings: Settings) -> str:
-    public = settings.zalo_oa.public_url or settings.web_server.public_url
-    if not public:
+    from bot.channels.zalo_oa.runtime import callback_url
+
+    url = callback_url(settings.zalo_oa, settings.web_server.public_url)
+    if not url:
         raise UsageError("web.public_url is needed: the callback address registered for the app")
-    return public.rstrip("/") + "/zalo-oa/callback"
+    return url
 
 
 @command("zalo-oa authorize")
@@ -28,7 +30,8 @@ def cmd_zalo_oa_authorize(args, settings: Settings) -> int:
     url = _oa_tokens(settings).permission_url(_oa_redirect(settings))
     print("Open this address as an admin of the Official Account and allow the app (valid 10 minutes):")
     print(url)
-    print("Then run: hoctap zalo-oa callback 'THE-ADDRESS-THE-BROWSER-WAS-SENT-TO'")
+    print("While 'hoctap run' serves that address, the page it opens completes the authorisation. Otherwise run:")
+    print("hoctap zalo-oa callback 'THE-ADDRESS-THE-BROWSER-WAS-SENT-TO'")
     return 0
 
 

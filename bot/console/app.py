@@ -49,12 +49,14 @@ class Console:
     zalo_link: str = ""  # the Zalo bot's share link, beside invitation codes
     budget: Any = None  # the Zalo quota and OA budget a reminder must fit in, as in the chat's /nhacnho
     links: Any = None  # members' study links in reminders (``web_links.StudyLinks``), as in the chat
+    oa: Any = None  # (the Zalo OA's TokenStore, its callback address) where an OA is configured
     env: Environment = field(init=False)
 
     def __post_init__(self):
         self.env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
         self.env.filters["when"] = lambda dt: fmt_datetime(dt, self.tz) if dt else "-"
         self.env.filters["pct"] = lambda v: "-" if v is None else percent(v)
+        self.env.globals["oa_page"] = self.oa is not None  # the admins' "Zalo OA" link
 
     def render(self, name: str, status: int = 200, **context) -> HTMLResponse:
         return secured(HTMLResponse(self.env.get_template(name).render(**context), status_code=status))
@@ -72,11 +74,11 @@ class Visit:
 
 def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = None,
                    clock: Callable[[], datetime] = utcnow, secure_cookie: bool = False, bot_name: str = "",
-                   zalo_link: str = "", budget: Any = None, links: Any = None) -> Starlette:
+                   zalo_link: str = "", budget: Any = None, links: Any = None, oa: Any = None) -> Starlette:
     """The console as an ASGI app; ``secure_cookie`` when served behind https; ``budget`` and ``links`` as
-    the chat's (``ChatService``)."""
+    the chat's (``ChatService``); ``oa``: the Zalo OA's token store and callback address, for its page."""
     console = Console(db, tz, quiet or QuietHours(tz=tz), clock, secure_cookie, (bot_name or "").lstrip("@"),
-                      zalo_link or "", budget, links)
+                      zalo_link or "", budget, links, oa)
 
     def page(handler, *, admin_only: bool = False):
         @off_the_loop
@@ -175,5 +177,7 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
         Route("/doanvien/{member_id}/sinhhoatlai", page(pages.reactivate), methods=["POST"]),
         Route("/doanvien/{member_id}/malienket", page(pages.relink), methods=["POST"]),
         Route("/nhatky", page(pages.audit, admin_only=True), methods=["GET"]),
+        Route("/zalo-oa", page(pages.zalo_oa, admin_only=True), methods=["GET"]),
+        Route("/zalo-oa/ketnoi", page(pages.zalo_oa_connect, admin_only=True), methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ], exception_handlers={404: not_found, 405: wrong_method})

@@ -13,14 +13,14 @@ import unicodedata
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from sqlalchemy import func, literal, select, union_all
 from sqlalchemy.orm import selectinload
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from bot.console.http import MAX_ROSTER_UPLOAD, MAX_UPLOAD, Refused, path_id, read_form, secured
+from bot.console.http import CSP, MAX_ROSTER_UPLOAD, MAX_UPLOAD, Refused, path_id, read_form, secured
 from bot.domain import oversight_messages as om
 from bot.domain.ids import parse_id
 from bot.domain.messages import percent
@@ -644,3 +644,31 @@ async def invitations(console, request: Request, visit) -> Response:
 
 async def audit(console, request: Request, visit) -> Response:
     return console.render("audit.html", **_context(visit, rows=console_access.audit_log(visit.s)))
+
+
+# -- the Zalo Official Account's authorisation ------------------------------------------------------
+async def zalo_oa(console, request: Request, visit) -> Response:
+    """Whether the OA may send, until when, and the button that (re)connects it: admins only."""
+    if console.oa is None:
+        raise Refused(404, "Máy chủ này chưa cấu hình Zalo Official Account (mục zalo_oa trong config.yaml).")
+    tokens, callback = console.oa
+    response = console.render("zalo_oa.html", **_context(visit, state=tokens.state(visit.s), callback=callback))
+    # the button's form is answered with a redirect to Zalo's permission page: the one other place it may go
+    zalo = urlsplit(tokens.oauth_url)
+    response.headers["Content-Security-Policy"] = CSP.replace(
+        "form-action 'self'", f"form-action 'self' {zalo.scheme}://{zalo.netloc}")
+    return response
+
+
+async def zalo_oa_connect(console, request: Request, visit) -> Response:
+    """Start the authorisation (PKCE, its state kept) and send the admin's browser to Zalo's permission page;
+    Zalo sends it back to ``/zalo-oa/callback`` (``bot/channels/zalo_oa/callback.py``), which completes it."""
+    if console.oa is None:
+        raise Refused(404, "Máy chủ này chưa cấu hình Zalo Official Account (mục zalo_oa trong config.yaml).")
+    await read_form(request, visit.csrf)
+    tokens, callback = console.oa
+    if not callback:
+        raise Refused(400, "Máy chủ chưa khai báo địa chỉ công khai (web.public_url) để Zalo gửi lại mã cấp quyền.")
+    url = tokens.permission_url(callback, visit.now, visit.s)
+    console_access.record(visit.s, visit.member, "zalo_oa_authorize", "mở trang cấp quyền của Zalo", visit.now)
+    return _redirect(url)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import html
 import json
 import logging
 import secrets
@@ -46,7 +47,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from bot.emulators.common import BackgroundServer, ChatDriver, Fault, take_fault, u16len, wait_until
@@ -252,6 +253,17 @@ class OAState:
                                   "buttons": []}, "zns")
         return {"msg_id": record["msg_id"], "sent_time": str(int(self.now() * 1000))}
 
+    def approve(self, query: dict[str, str]) -> str:
+        """The admin allows on the permission page (``query``: its parameters): a code bound to the PKCE
+        challenge; returns where the browser is sent back to."""
+        if query.get("app_id") != self.app_id or not query.get("code_challenge") or not query.get("redirect_uri"):
+            raise ValueError("the permission URL lacks app_id, redirect_uri or code_challenge")
+        code = secrets.token_urlsafe(24)
+        with self.cond:
+            self.codes[code] = (query["code_challenge"], query["redirect_uri"], self.now() + CODE_TTL)
+        params = {"code": code, "oa_id": self.oa_id, **({"state": query["state"]} if "state" in query else {})}
+        return f"{query['redirect_uri']}?{urlencode(params)}"
+
     def _oauth_token(self, form: dict[str, Any]) -> dict[str, Any]:
         if form.get("app_id") != self.app_id or form.get("secret_key") != self.app_secret:
             raise OAError(ERR_OAUTH_SECRET, "Invalid app id or secret key")
@@ -379,7 +391,14 @@ class OAServer(BackgroundServer):
             return JSONResponse(answer)
 
         async def permission(request: Request) -> Response:
-            return PlainTextResponse("Cấp quyền cho ứng dụng quản lý Official Account (emulator)")
+            """Zalo's permission page, the admin already logged in: "Cho phép" goes back with a code."""
+            try:
+                back = state.approve(dict(request.query_params))
+            except ValueError as exc:
+                return PlainTextResponse(str(exc), status_code=400)
+            return HTMLResponse('<!doctype html><html lang="vi"><meta charset="utf-8"><title>Zalo</title>'
+                                '<p>Cấp quyền cho ứng dụng quản lý Official Account (emulator)</p>'
+                                f'<p><a id="allow" href="{html.escape(back)}">Cho phép</a></p></html>')
 
         return Starlette(routes=[
             Route("/v3.0/oa/message/cs", api("cs"), methods=["POST"]),
@@ -522,14 +541,7 @@ class ZaloOAEmulator:
 
     def approve(self, permission_url: str) -> str:
         """The admin opens the permission URL and allows: returns where Zalo redirects the browser."""
-        query = {k: v[0] for k, v in parse_qs(urlsplit(permission_url).query).items()}
-        if query.get("app_id") != self.app_id or not query.get("code_challenge") or not query.get("redirect_uri"):
-            raise ValueError("the permission URL lacks app_id, redirect_uri or code_challenge")
-        code = secrets.token_urlsafe(24)
-        with self._state.cond:
-            self._state.codes[code] = (query["code_challenge"], query["redirect_uri"], self._state.now() + CODE_TTL)
-        params = {"code": code, "oa_id": self.oa_id, **({"state": query["state"]} if "state" in query else {})}
-        return f"{query['redirect_uri']}?{urlencode(params)}"
+        return self._state.approve({k: v[0] for k, v in parse_qs(urlsplit(permission_url).query).items()})
 
     # -- time and windows ----------------------------------------------------------------------
     def travel(self, seconds: float) -> None:

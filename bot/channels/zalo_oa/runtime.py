@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import Callable
 
 from bot.channels.zalo.runtime import BackgroundZalo
+from bot.channels.zalo_oa.callback import PATH as CALLBACK_PATH
+from bot.channels.zalo_oa.callback import callback_endpoint
 from bot.channels.zalo_oa.channel import OAChannel
 from bot.channels.zalo_oa.client import OAClient
 from bot.channels.zalo_oa.ladder import OABudget, Prices
@@ -32,6 +34,12 @@ def prices_from(settings) -> Prices:
 
 def token_store(settings, db, clock: Callable[[], datetime] = utcnow) -> TokenStore:
     return TokenStore(db, settings.app_id, settings.app_secret, settings.oauth_url, clock=clock)
+
+
+def callback_url(settings, web_public_url: str | None) -> str | None:
+    """The address registered as the app's callback (``settings``: a ZaloOASettings), None without a public URL."""
+    public = settings.public_url or web_public_url
+    return public.rstrip("/") + CALLBACK_PATH if public else None
 
 
 class OARuntime:
@@ -62,10 +70,11 @@ class OARuntime:
         self.client = OAClient(self.tokens, s.api_base_url, s.business_api_url, clock=self.clock)
         self.channel = OAChannel(self.service, self.client, clock=self.clock)
         self.transport = OATransport(self.client, self.budget, rate=s.rate, clock=self.clock)
+        callback = Route(CALLBACK_PATH, callback_endpoint(self.tokens, self.service.tz, self.clock), methods=["GET"])
         if self.web_app is not None:
-            mount(self.web_app, [Route(WEBHOOK_PATH, self.endpoint(), methods=["POST"])])
+            mount(self.web_app, [Route(WEBHOOK_PATH, self.endpoint(), methods=["POST"]), callback])
         elif self.serve_web:
-            self.web = WebServer(create_app(zalo_oa=self.endpoint()), s.listen)
+            self.web = WebServer(create_app(zalo_oa=self.endpoint(), routes=[callback]), s.listen)
             await self.web.start()
             log.info("Zalo OA: events at %s/zalo-oa/webhook (port %d)", s.public_url or "", self.web.port)
         log.info("%s", await asyncio.to_thread(self.tokens.status, self.clock()))

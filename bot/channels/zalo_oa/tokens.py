@@ -17,8 +17,10 @@ import base64
 import hashlib
 import logging
 import secrets
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Callable, Iterator
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
@@ -37,7 +39,8 @@ REFRESH_MARGIN = timedelta(hours=1)  # refresh when less than this is left of th
 REFRESH_LIFETIME = timedelta(days=90)
 CODE_LIFETIME = timedelta(minutes=10)
 LOST_ALERT = ("⚠️ Zalo OA đã mất quyền truy cập ({reason}). Tin nhắn qua Zalo OA tạm dừng. Quản trị viên cần "
-              "cấp quyền lại: chạy «hoctap zalo-oa authorize» và mở đường dẫn in ra.")
+              "cấp quyền lại: vào trang quản trị, mục «Zalo OA», bấm «Kết nối với Zalo» (hoặc chạy "
+              "«hoctap zalo-oa authorize»).")
 
 
 RATE_LIMITED = (-32,)  # Zalo's "too many requests" error: a busy endpoint, not a refusal
@@ -54,6 +57,26 @@ class OAError(Exception):
     @property
     def transient(self) -> bool:
         return self.code is None or self.code == 429 or 500 <= self.code < 600 or self.code in RATE_LIMITED
+
+
+class CallbackRefused(ValueError):
+    """The admin's callback cannot be completed; ``kind`` says why (``no_code``, ``not_started``, ``state``,
+    ``expired``, ``refused``) for a page to say it in its own words, ``str()`` says it for the CLI."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class AuthState:
+    """What an admin needs to know of the authorisation (no token in it)."""
+
+    authorised: bool
+    expires_at: datetime | None = None
+    refresh_expires_at: datetime | None = None
+    lost_at: datetime | None = None
+    lost_reason: str | None = None
 
 
 class AuthorisationLost(OAError):
@@ -79,11 +102,12 @@ class TokenStore:
         return f"TokenStore(app_id={self.app_id!r})"
 
     # -- authorisation ----------------------------------------------------------------------------
-    def permission_url(self, redirect_uri: str, now: datetime | None = None) -> str:
-        """Where an admin allows the app to act for the OA; a fresh PKCE verifier and state are kept."""
+    def permission_url(self, redirect_uri: str, now: datetime | None = None, session: Session | None = None) -> str:
+        """Where an admin allows the app to act for the OA; a fresh PKCE verifier and state are kept
+        (in ``session`` when given: a console page's own transaction)."""
         now = now or self.clock()
         verifier, state = secrets.token_urlsafe(48), secrets.token_urlsafe(16)
-        with self.db.session() as s:
+        with self._within(session) as s:
             row = self._row(s, now)
             row.code_verifier, row.state, row.requested_at, row.updated_at = verifier, state, now, now
         query = urlencode({"app_id": self.app_id, "redirect_uri": redirect_uri,
@@ -97,19 +121,21 @@ class TokenStore:
         query = {k: v[0] for k, v in parse_qs(urlsplit(callback_url.strip()).query).items()}
         code = query.get("code")
         if not code:
-            raise ValueError("the URL has no 'code': paste the whole address the browser was sent to")
+            raise CallbackRefused("no_code", "the URL has no 'code': paste the whole address the browser was sent to")
         with self.db.session() as s:
             row = self._locked(s)
             if row is None or not row.code_verifier:
-                raise ValueError("no authorisation was started here: run 'hoctap zalo-oa authorize' first")
-            if query.get("state") != row.state:
-                raise ValueError("the URL's state does not match the last 'hoctap zalo-oa authorize'")
+                raise CallbackRefused("not_started",
+                                      "no authorisation was started here: run 'hoctap zalo-oa authorize' first")
+            if not secrets.compare_digest(query.get("state", ""), row.state or ""):
+                raise CallbackRefused("state", "the URL's state does not match the last 'hoctap zalo-oa authorize'")
             if row.requested_at and now - row.requested_at > CODE_LIFETIME:
-                raise ValueError("the code is older than 10 minutes: run 'hoctap zalo-oa authorize' again")
+                raise CallbackRefused("expired",
+                                      "the code is older than 10 minutes: run 'hoctap zalo-oa authorize' again")
             answer = self._token_call({"grant_type": "authorization_code", "code": code,
                                        "code_verifier": row.code_verifier})
             if "access_token" not in answer:
-                raise ValueError(f"Zalo refused the code: {_why(answer)}")
+                raise CallbackRefused("refused", f"Zalo refused the code: {_why(answer)}")
             self._store(row, answer, now)
             row.code_verifier = row.state = None
             row.lost_at = row.lost_reason = None
@@ -159,19 +185,34 @@ class TokenStore:
                   "'hoctap zalo-oa authorize' (%d admin(s) alerted on their other messengers)", lost, alerted)
         raise AuthorisationLost(lost)
 
+    def state(self, session: Session | None = None) -> AuthState:
+        with self._within(session) as s:
+            row = s.get(ZaloOaAuth, ROW)
+            if row is None:
+                return AuthState(False)
+            return AuthState(bool(row.access_token) and row.lost_at is None, row.expires_at,
+                             row.refresh_expires_at, row.lost_at, row.lost_reason)
+
     def status(self, now: datetime | None = None) -> str:
         now = now or self.clock()
-        with self.db.session() as s:
-            row = s.get(ZaloOaAuth, ROW)
-            if row is None or (not row.access_token and row.lost_at is None):
-                return "Zalo OA: not authorised (run 'hoctap zalo-oa authorize')"
-            if row.lost_at is not None:
-                return f"Zalo OA: authorisation LOST at {row.lost_at:%Y-%m-%d %H:%M} UTC: {row.lost_reason}"
-            left = row.expires_at - now
-            return (f"Zalo OA: authorised; access token valid for {max(left.total_seconds(), 0) / 3600:.1f} h, "
-                    f"refresh token until {row.refresh_expires_at:%Y-%m-%d}")
+        state = self.state()
+        if state.lost_at is not None:
+            return f"Zalo OA: authorisation LOST at {state.lost_at:%Y-%m-%d %H:%M} UTC: {state.lost_reason}"
+        if not state.authorised:
+            return "Zalo OA: not authorised (run 'hoctap zalo-oa authorize')"
+        left = state.expires_at - now
+        return (f"Zalo OA: authorised; access token valid for {max(left.total_seconds(), 0) / 3600:.1f} h, "
+                f"refresh token until {state.refresh_expires_at:%Y-%m-%d}")
 
     # -- internals --------------------------------------------------------------------------------
+    @contextmanager
+    def _within(self, session: Session | None) -> Iterator[Session]:
+        if session is not None:
+            yield session
+        else:
+            with self.db.session() as s:
+                yield s
+
     def _row(self, s: Session, now: datetime) -> ZaloOaAuth:
         row = self._locked(s)
         if row is None:
