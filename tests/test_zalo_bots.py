@@ -5,6 +5,8 @@ bot, the 50-member cap, outbound messages through the member's bot; against the 
 
 from __future__ import annotations
 
+import time
+
 import asyncio
 import io
 from contextlib import contextmanager
@@ -313,6 +315,31 @@ def test_a_branch_bot_whose_token_zalo_refuses_is_named_to_the_admins_once_a_day
     assert len(bot_a.calls("sendMessage")) > tried  # refused once more
     with province.session() as s:
         assert s.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.purpose == "alert")) == 4
+
+
+def test_the_default_bots_token_refused_while_running_is_named_to_the_admins_once_a_day(two_branches, province):
+    """ZALO_BOT_TOKEN reset in Bot Creator while hoctap runs: every branch without a bot of its own goes
+    silent, so the admins are told what to do, not only the log."""
+    process, default, _bot_a, _bot_b = two_branches
+    member = default.user("d-cb2")  # the cadre of Đồng Phú: no branch bot above them
+    say(member, code_of(province, "CB002"), "Liên kết thành công")
+    default.inject_error("sendMessage", 401, times=10)
+    for _ in range(2):  # two replies refused the same day
+        member.send_text("/hoc")
+
+    def alerts():
+        with province.session() as s:
+            return s.execute(select(Member.code, OutboxMessage.payload).join(Member)
+                             .where(OutboxMessage.purpose == "alert")).all()
+
+    deadline = time.monotonic() + 10  # both replies refused, and the alert written
+    while time.monotonic() < deadline and (len(default.calls("sendMessage")) < 3 or not alerts()):
+        time.sleep(0.05)
+    time.sleep(0.3)  # a second alert would be written by now
+    alerts = alerts()
+    assert [code for code, _ in alerts] == ["AD001"]
+    assert "Zalo từ chối mã truy cập (token) của bot chung" in alerts[0][1]["text"]
+    assert "ZALO_BOT_TOKEN" in alerts[0][1]["text"]
 
 
 def test_a_branch_webhook_refuses_a_wrong_secret_and_an_unknown_bot(two_branches, province):

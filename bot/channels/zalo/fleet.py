@@ -162,15 +162,26 @@ def token_refused(name: str, unit: str) -> Reply:
                  f"'hoctap zalo bots rotate --unit {unit}' để thay.")
 
 
-def tell_token_refused(db: Database, bot_pk: int, name: str, now: datetime, day: str) -> None:
+def default_token_refused(name: str) -> Reply:
+    return Reply(f"⚠️ Zalo từ chối mã truy cập (token) của bot chung «{name}»: đảng viên liên kết qua bot này không "
+                 "nhận được tin nào. Đồng chí quản trị lấy mã mới của bot trong Zalo Bot Creator, đặt vào "
+                 "ZALO_BOT_TOKEN rồi khởi động lại hoctap.")
+
+
+def tell_token_refused(db: Database, bot_pk: int | None, name: str, now: datetime, day: str) -> None:
     """The admins, and the secretaries the bot serves (its unit and those below without a bot of their own),
-    once a day per bot."""
+    once a day per bot; of the default bot (``bot_pk`` None, it serves every branch without a bot), the admins."""
     with db.session() as s:
+        admins = s.scalars(select(Member).where(Member.role == "admin", Member.active)).all()
+        if bot_pk is None:
+            for admin in admins:
+                queue.enqueue(s, dedupe_key=f"zalo-token:default:{day}:{admin.id}", purpose="alert",
+                              member_id=admin.id, reply=default_token_refused(name), now=now)
+            return
         bot = s.get(ZaloBot, bot_pk)
         if bot is None:
             return
         unit = s.get(Unit, bot.unit_id)
-        admins = s.scalars(select(Member).where(Member.role == "admin", Member.active)).all()
         below = select(UnitAncestor.descendant_id).where(UnitAncestor.ancestor_id == bot.unit_id)
         secretaries = [m for m in s.scalars(select(Member).where(Member.unit_id.in_(below),
                                                                   Member.role == "secretary", Member.active))
@@ -274,7 +285,7 @@ class ZaloFleet:
         self._by_pk: dict[int, str] = {}
         self._loading: dict[str, asyncio.Future] = {}
         self.loads = 0  # database look-ups of bots (cache misses)
-        self._refused: dict[int, str] = {}  # bot -> the local day its refused token was last told
+        self._refused: dict[int | None, str] = {}  # bot (None: the default) -> the local day its refusal was told
 
     def quota(self, bot_pk: int) -> ZaloQuota:
         quota = ZaloQuota(self.db, self.monthly, self.tz, channels=("telegram", "zalo"))
@@ -289,7 +300,7 @@ class ZaloFleet:
                              default_link=self.default_link, bot_names=bot_names(row.name),
                              share_link=row.share_link, shelf=self.shelf, quota=quota, clock=self.clock)
         transport = ZaloTransport(client, rate=self.rate, quota=quota, clock=self.clock)
-        client.on_unauthorized = lambda pk=row.id, name=row.name: self._token_refused(pk, name)
+        client.on_unauthorized = lambda pk=row.id, name=row.name: self.token_refused(pk, name)
         return Bot(row.id, row.zalo_id, row.name, row.webhook_secret, row.mode, client, channel, transport,
                    time.monotonic())
 
@@ -359,14 +370,16 @@ class ZaloFleet:
         for bot in list(self._bots.values()):
             await bot.channel.drain()
 
-    async def _token_refused(self, bot_pk: int, name: str) -> None:
-        """Zalo refused a branch bot's token: its members get nothing until an admin rotates it."""
+    async def token_refused(self, bot_pk: int | None, name: str) -> None:
+        """Zalo refused a bot's token (``bot_pk`` None: the default bot's): its members get nothing until an
+        admin replaces it."""
         now = self.clock()
         day = now.astimezone(self.tz).date().isoformat()
         if self._refused.get(bot_pk) == day:
             return  # told today
         self._refused[bot_pk] = day
-        log.error("Zalo bot %s: Zalo refuses its token (401); nothing reaches its members until it is rotated", name)
+        log.error("Zalo bot %s%s: Zalo refuses its token (401); nothing reaches its members until it is replaced",
+                  name, " (ZALO_BOT_TOKEN)" if bot_pk is None else "")
         await asyncio.to_thread(tell_token_refused, self.db, bot_pk, name, now, day)
 
 

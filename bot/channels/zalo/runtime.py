@@ -95,6 +95,8 @@ class ZaloRuntime:
                                tz=self.service.tz, monthly_quota=self.bot_quota, rate=o.rate, shelf=shelf,
                                default_name=self._name, default_link=o.share_link, clock=self.clock)
         self.transport = FleetTransport(self.fleet, default)
+        if self.client is not None:  # refused while running (reset in Bot Creator): the admins are told
+            self.client.on_unauthorized = lambda: self.fleet.token_refused(None, self._name)
         hook = self.channel if o.token and o.mode == "webhook" else None
         if self.web_app is not None:
             mount(self.web_app, [zalo_webhook_route(hook, o.webhook_secret), fleet_webhook_route(self.fleet),
