@@ -208,6 +208,28 @@ def test_a_nudge_dropped_before_it_went_out_can_be_sent_again_the_same_day(servi
         assert s.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status == "pending")) == 2
 
 
+def test_a_reminder_to_a_member_whose_last_message_was_refused_is_flagged_to_the_secretary(service, province):
+    """DV002 blocked the bot (the round's announcement was refused): /nhacnho still tries, and does not let the
+    secretary believe it reached everyone."""
+    from sqlalchemy import update
+
+    from bot.domain.replies import Reply
+    from bot.outbox import queue
+    from bot.storage.models import Round
+
+    for code in ("DV001", "DV002", "DV003"):
+        link(service, province, code)
+    with province.session() as s:
+        dv002 = s.scalar(select(Member.id).where(Member.code == "DV002"))
+        round_id = s.scalar(select(Round.id).order_by(Round.id))
+        queue.enqueue(s, dedupe_key="announce:x", purpose="announce", member_id=dv002, reply=Reply("Thông báo"),
+                      now=utcnow(), round_id=round_id)
+        s.execute(update(OutboxMessage).values(status="failed", error="Forbidden: bot was blocked by the user"))
+    text = say(service, "DV001", "/nhacnho")[0].text
+    assert "đã gửi nhắc nhở tới 3 đồng chí" in text
+    assert "Trong đó 1 đồng chí chưa nhận được tin nhắn trước của bot" in text and "/chualam" in text
+
+
 def test_cadre_gets_the_workbook_and_chart(service, province):
     link(service, province, "CB002")
     finish(province, "DV011", 70.0)

@@ -119,9 +119,15 @@ def not_finished_reply(rnd: Round, unit: Unit, total: int, rows: list[NotFinishe
     return Reply("\n".join(lines), [nav] if nav else [])
 
 
-def reminded_reply(rnd: Round, unit: Unit, sent: int, already: int, unlinked: int, later: str | None) -> Reply:
+def reminded_reply(rnd: Round, unit: Unit, sent: int, already: int, unlinked: int, later: str | None,
+                   missed: int = 0) -> Reply:
+    """``missed``: of those sent to, how many did not get the round's last message (blocked the bot, or the
+    call list): the secretary should not count on this one reaching them."""
     doc = rnd.document
     lines = [f"🔔 {doc.code} — {unit.name}: đã gửi nhắc nhở tới {sent} đồng chí chưa hoàn thành."]
+    if missed:
+        lines.append(f"Trong đó {missed} đồng chí chưa nhận được tin nhắn trước của bot; tin này có thể cũng không "
+                     "tới: xem /chualam và nhắc trực tiếp.")
     skipped = []
     if already:
         skipped.append(f"{already} đồng chí đã được nhắc hoặc thông báo về đợt này trong 20 giờ qua "

@@ -128,7 +128,10 @@ def remind(s: Session, member: Member, now: datetime, tz: ZoneInfo, quiet: Quiet
                                       not_before=not_before, expires_at=rnd.closes_at, round_id=rnd.id, links=own)
             already = len(targets) - sent + len(told)
             later = local(not_before, tz) if not_before != now else None
-            replies.append(om.reminded_reply(rnd, unit, sent, already, len(ids) - len(linked), later))
+            # sent again, but their last message of the round did not reach them: likely this one will not either
+            missed = sum(1 for flags in queue.delivery_flags(s, rnd.id, wanted).values()
+                         if {"refused", "unreachable"} & set(flags))
+            replies.append(om.reminded_reply(rnd, unit, sent, already, len(ids) - len(linked), later, missed))
     return replies
 
 
