@@ -323,6 +323,28 @@ def test_an_all_wrong_quiz_fails_and_explains_every_question(telegram_bot, emula
     assert text.count("Đáp án đúng:") == 10
 
 
+def test_a_double_tap_on_the_last_question_shows_the_long_result_once(telegram_bot, emulator, invite, province):
+    """The review of an all-wrong quiz takes two messages; an impatient second tap on question 10 leaves the
+    result in place and sends none of it again."""
+    user = link(emulator, invite, "DV018", 9251)
+    user.send_text("/lambai")
+    q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+    for position in range(1, 11):
+        _attempt, _pos, right = quiz_state(province, "DV018")
+        wrong = next(letter for letter in "ABCD" if letter != right)
+        user.press(wrong, message_id=q["message_id"])
+        if position < 10:
+            user.wait_for(lambda u: f"Câu {position + 1}/10" in u.messages[-1]["text"])
+    user.press(wrong, message_id=q["message_id"])  # the second tap, on the same question 10
+    user.wait_for(lambda u: len(u.callback_answers) == 11)
+    wait_text(user, "còn 2 lượt làm bài")
+    time.sleep(0.5)  # anything the second tap sent has arrived by now
+    sent = texts(user)
+    assert len(sent) == len(set(sent)), user.transcript()
+    assert sum("Đáp án đúng:" in t for t in sent if "Kết quả bài kiểm tra" not in t) == 1  # the review's second part
+    assert user.callback_answers[-1]["text"] == "Câu này đã được ghi nhận rồi."
+
+
 def test_answering_faster_than_telegram_allows_never_shows_an_error(province, invite):
     """Telegram accepts about one message per second into a chat; the bot waits instead of failing."""
     from bot.emulators.telegram import TelegramEmulator

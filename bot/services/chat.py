@@ -609,7 +609,10 @@ class ChatService:
             notice = msg.answer_notice(result.status)
             if self.traits.has_buttons:
                 prefix = msg.recorded_prefix(position, result.shown_letter) if result.shown_letter else ""
-                return Outcome(self._where_now(s, result.quiz, prefix), notice=notice)
+                replies = self._where_now(s, result.quiz, prefix)
+                # a handed-in quiz: the pressed message becomes the result, and the review's further parts,
+                # which the submitting press sent, are not sent again for every extra tap
+                return Outcome(replies[:1] if result.quiz.position is None else replies, notice=notice)
             if result.quiz.position is not None:
                 notice = f"{notice} {msg.current_question_is(result.quiz.position)}"
             return Outcome(self._show_position(s, result.quiz), notice=notice)
