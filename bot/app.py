@@ -148,6 +148,15 @@ def fleet_budget(settings: Settings, db: Database, quota):
 def run(settings: Settings) -> int:
     if (not settings.telegram.token and not settings.zalo.token and not settings.zalo_oa.enabled
             and not _registered_bots(settings)):
+        deployed = [why for why, yes in (("telegram.mode is webhook", settings.telegram.mode == "webhook"),
+                                         ("web.public_url is set", bool(settings.web_server.public_url)),
+                                         ("the database is PostgreSQL", settings.database_url.startswith("postgres")))
+                    if yes]
+        if deployed:  # a production configuration missing its token: say so, never serve a playground
+            print(f"error: neither TELEGRAM_BOT_TOKEN nor ZALO_BOT_TOKEN is set, and this configuration is a "
+                  f"deployment ({', '.join(deployed)}): set the token; the local playground runs only without "
+                  "these", file=sys.stderr)
+            return 2
         print("Neither TELEGRAM_BOT_TOKEN nor ZALO_BOT_TOKEN is set: starting the local playground instead.",
               file=sys.stderr)
         return run_playground(settings)

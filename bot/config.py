@@ -184,6 +184,10 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         if env.get(var):
             values[key] = env[var]
 
+    written = raw.get("database_url")
+    unset = isinstance(written, str) and _ENV_REF.match(written.strip())
+    if unset and not values.get("database_url"):  # never a fresh SQLite file beside a production database
+        raise ConfigError(f"{src}: database_url: {written.strip()} is not set in the environment")
     db_url = values.get("database_url") or f"sqlite:///{(base / 'hoctap.db')}"
     _require_str(src, "database_url", db_url)
     if "://" not in db_url:

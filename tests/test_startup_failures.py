@@ -203,3 +203,33 @@ def test_a_web_port_already_taken_is_one_line_naming_the_setting_to_change(tmp_p
         done, f"error: the web server cannot listen on 127.0.0.1:{port} (Address already in use) — check web.listen "
               "(HOCTAP_WEB_LISTEN); several processes on one machine each need a port of their own", TELEGRAM_TOKEN)
     assert "Traceback" not in done.stderr
+
+
+def run_deploy_config(tmp_path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``hoctap run`` with the repository's production configuration (deploy/config.yaml), as a unit file
+    whose environment lacks something starts it."""
+    from tests.conftest import REPO
+
+    (tmp_path / "config.yaml").write_text((REPO / "deploy" / "config.yaml").read_text(encoding="utf-8"),
+                                          encoding="utf-8")
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("TELEGRAM_BOT_TOKEN", "TELEGRAM_WEBHOOK_SECRET", "HOCTAP_DATABASE_URL")}
+    return subprocess.run([sys.executable, "-m", "bot.cli", "--config", "config.yaml", "run"], cwd=tmp_path,
+                          env={**clean, **env}, capture_output=True, text=True, timeout=60)
+
+
+def test_a_database_url_variable_missing_from_the_environment_is_refused_not_replaced_by_a_new_sqlite_file(
+        tmp_path):
+    done = run_deploy_config(tmp_path, {"TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN})
+    assert_refused_without_secrets(
+        done, "error: config.yaml: database_url: ${HOCTAP_DATABASE_URL} is not set in the environment", TELEGRAM_TOKEN)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]  # no hoctap.db to split members over
+
+
+def test_a_production_configuration_without_its_token_is_refused_not_served_as_the_playground(tmp_path):
+    done = run_deploy_config(tmp_path, {"HOCTAP_DATABASE_URL": f"sqlite:///{tmp_path / 'hoctap.db'}"})
+    assert_refused_without_secrets(
+        done, "error: neither TELEGRAM_BOT_TOKEN nor ZALO_BOT_TOKEN is set, and this configuration is a deployment "
+              "(telegram.mode is webhook, web.public_url is set): set the token; the local playground runs only "
+              "without these")
+    assert "playground" not in done.stdout and not (tmp_path / "playground.db").exists()
