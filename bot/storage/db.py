@@ -105,11 +105,18 @@ class Database:
         head = ScriptDirectory.from_config(alembic_config(self.url)).get_current_head()
         with self.engine.connect() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
-        if current != head:
-            with self.engine.begin() as conn:
-                cfg = alembic_config(self.url)
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
+        if current == head:
+            return
+        with self.engine.begin() as conn:
+            # processes started together after an upgrade: one migrates, the others wait here (SQLite: the
+            # transaction's write lock) and then find the schema at head
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('hoctap-migrations', 0))"))
+            if MigrationContext.configure(conn).get_current_revision() == head:
+                return
+            cfg = alembic_config(self.url)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
 
     @contextmanager
     def session(self) -> Iterator[Session]:
