@@ -8,8 +8,8 @@ tells the whole truth.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
+import logging
 import time
 import uuid
 from contextlib import contextmanager
@@ -20,6 +20,8 @@ from prometheus_client.core import GaugeMetricFamily
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from bot.db_probe import DatabaseProbe
 
 #: The update being handled (a short random id), for log lines (``bot/logs.py``'s JSON format).
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -33,6 +35,10 @@ RATE_LIMITED = Counter("hoctap_rate_limited", "Outbox sends refused with 429 (fl
                        ["channel"], registry=None)
 LEADER = Gauge("hoctap_scheduler_leader", "1 while this process holds the scheduler lease", registry=None)
 PROCESS_METRICS = (UPDATES, HANDLING, SENDS, RATE_LIMITED, LEADER)
+SCRAPE_TIMEOUT = 5.0  # seconds a scrape waits for the database's figures
+DATABASE_DOWN = (b"# HELP hoctap_database_up 1 when the database answered this scrape\n"
+                 b"# TYPE hoctap_database_up gauge\nhoctap_database_up 0.0\n")
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -94,6 +100,7 @@ class SharedState:
         for channel, status, count in rows:
             outbox.add_metric([channel or "", status], count)
         yield outbox
+        yield GaugeMetricFamily("hoctap_database_up", "1 when the database answered this scrape", value=1)
         used = GaugeMetricFamily("hoctap_month_used", "Used this month of a monthly limit (Zalo messages, "
                                  "Zalo OA đồng)", labels=["limit"])
         limit = GaugeMetricFamily("hoctap_month_limit", "A monthly limit (0: none)", labels=["limit"])
@@ -111,14 +118,20 @@ class SharedState:
 
 def metrics_route(db, limits: dict[str, object] | None = None) -> Route:
     """``GET /metrics`` in Prometheus' text format."""
-    registry = CollectorRegistry()
+    own, shared = CollectorRegistry(), CollectorRegistry()
     for metric in PROCESS_METRICS:
-        registry.register(metric)
-    registry.register(SharedState(db, limits))
+        own.register(metric)
+    shared.register(SharedState(db, limits))
+    probe = DatabaseProbe(lambda: generate_latest(shared), timeout=SCRAPE_TIMEOUT, name="metrics")
 
     async def metrics(request: Request) -> Response:
-        body = await asyncio.to_thread(generate_latest, registry)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+        """This process's own figures always; the shared ones when the database answers in time."""
+        try:
+            body = await probe()
+        except Exception as exc:  # noqa: BLE001 - refused, hung or broken: the process's figures still count
+            log.warning("/metrics: the database did not answer (%s)", type(exc).__name__)
+            body = DATABASE_DOWN
+        return Response(generate_latest(own) + body, media_type=CONTENT_TYPE_LATEST)
 
     return Route("/metrics", metrics, methods=["GET"])
 

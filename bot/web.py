@@ -40,6 +40,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from bot.channels.zalo.updates import unwrap_update
+from bot.db_probe import DatabaseProbe
 
 log = logging.getLogger(__name__)
 SECRET_HEADER = "X-Bot-Api-Secret-Token"
@@ -207,6 +208,9 @@ def files_route(shelf: FileShelf | None) -> Route:
     return Route("/files/{token}/{name}", shelved, methods=["GET", "HEAD"])
 
 
+HEALTH_TIMEOUT = 5.0  # seconds a health check waits for the database before it answers 503
+
+
 def health_route(db=None) -> Route:
     """``GET /healthz``: 200 "ok" when the database answers (or none is given), else 503."""
 
@@ -221,11 +225,19 @@ def health_route(db=None) -> Route:
             log.warning("health check: the database does not answer (%s)", type(exc).__name__)
             return False
 
+    probe = DatabaseProbe(database_answers, timeout=HEALTH_TIMEOUT, name="healthz")
+
     async def healthz(request: Request) -> Response:
         if _starting(request):
             return _try_again()
-        if db is not None and not await asyncio.to_thread(database_answers):
-            return PlainTextResponse("database unavailable", status_code=503)
+        if db is not None:
+            try:
+                answers = await probe()
+            except TimeoutError:
+                log.warning("health check: the database did not answer within %.0fs", HEALTH_TIMEOUT)
+                answers = False
+            if not answers:
+                return PlainTextResponse("database unavailable", status_code=503)
         return PlainTextResponse("ok")
 
     return Route("/healthz", healthz, methods=["GET"])

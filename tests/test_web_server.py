@@ -325,3 +325,33 @@ def test_an_update_whose_handling_failed_is_answered_500_and_handled_when_telegr
             info = emulator.webhook_info()
         assert blips == [1] and any("500" in why for _, _, why in emulator.webhook.failures)
         assert info["pending_update_count"] == 0
+
+
+def test_a_database_that_hangs_gets_a_503_in_seconds_and_metrics_still_show_the_process(tmp_path):
+    """A PostgreSQL server that takes the connection and never answers (a partition): health checks and
+    scrapes, however many, answer within their time limit; the process's own figures are still scraped."""
+    from bot.metrics import metrics_route
+    from bot.storage.db import Database
+    from bot.web import HEALTH_TIMEOUT, ThreadedWebServer, create_app
+
+    silent = socket.socket()  # accepts (the kernel's backlog) and never says a word
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    hung = Database(f"postgresql+psycopg://hoctap@127.0.0.1:{silent.getsockname()[1]}/hoctap")
+    server = ThreadedWebServer(create_app(db=hung, routes=[metrics_route(hung)]), "127.0.0.1:0").start()
+
+    async def many() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            return await asyncio.gather(*[client.get("/healthz") for _ in range(20)], client.get("/metrics"))
+
+    try:
+        started = time.monotonic()
+        *checks, scrape = asyncio.run(many())
+        took = time.monotonic() - started
+    finally:
+        server.stop()
+        hung.dispose()
+        silent.close()
+    assert [r.status_code for r in checks] == [503] * 20 and took < HEALTH_TIMEOUT + 3
+    assert scrape.status_code == 200 and "hoctap_database_up 0.0" in scrape.text
+    assert "hoctap_updates_total" in scrape.text or "hoctap_update_seconds" in scrape.text

@@ -49,7 +49,13 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # a server that stops answering (a partition, a hang) is noticed instead of waited on forever: connecting
+    # gives up after 10 s, and an open connection's silence is detected by TCP keepalives within about a minute
+    return create_engine(url, pool_pre_ping=True, connect_args=POSTGRES_CONNECT if url.startswith("postgres") else {})
+
+
+POSTGRES_CONNECT = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                    "keepalives_count": 3}
 
 
 def lock_chat(s: Session, channel: str, external_id: str) -> None:
