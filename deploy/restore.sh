@@ -5,4 +5,5 @@
 # newly created database (an upgraded one has tables the backup does not know, which --clean cannot drop).
 set -euo pipefail
 [ $# -eq 2 ] || { echo "usage: $0 POSTGRES_URL FILE.dump" >&2; exit 2; }
-exec pg_restore --clean --if-exists --no-owner --single-transaction --dbname="$1" "$2"
+url="${1/postgresql+psycopg:/postgresql:}"  # HOCTAP_DATABASE_URL as it is: libpq knows no "+psycopg"
+exec pg_restore --clean --if-exists --no-owner --single-transaction --dbname="$url" "$2"

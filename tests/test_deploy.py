@@ -50,7 +50,8 @@ def test_a_backup_restores_into_an_empty_database_with_everything_in_it(province
     with province.session() as s:
         before = (s.scalar(select(func.count()).select_from(Member)), s.scalar(select(Round.closes_at)))
     dump = tmp_path / "hoctap.dump"
-    subprocess.run([DEPLOY / "backup.sh", libpq(db_url), dump], env=env, check=True, capture_output=True)
+    # HOCTAP_DATABASE_URL as the operator copies it (postgresql+psycopg://...)
+    subprocess.run([DEPLOY / "backup.sh", db_url, dump], env=env, check=True, capture_output=True)
     assert dump.stat().st_size > 0
     target = make_url(db_url).database + "_restored"
     admin = create_engine(db_url, isolation_level="AUTOCOMMIT")
@@ -69,7 +70,8 @@ def test_a_backup_restores_into_an_empty_database_with_everything_in_it(province
     finally:
         restored.dispose()
     # restoring again over the data (--clean) replaces it rather than failing on what is there
-    subprocess.run([DEPLOY / "restore.sh", libpq(db_url, target), dump], env=env, check=True, capture_output=True)
+    again = make_url(db_url).set(database=target).render_as_string(hide_password=False)
+    subprocess.run([DEPLOY / "restore.sh", again, dump], env=env, check=True, capture_output=True)
 
 
 def test_an_installed_package_carries_every_template_and_static_file():
