@@ -216,7 +216,8 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
     if env.get("HOCTAP_WEB_LISTEN"):  # one port per process on one host (deploy/systemd/hoctap@.service)
         listen = env["HOCTAP_WEB_LISTEN"]
         if not _LISTEN.match(listen):
-            raise ConfigError(f"HOCTAP_WEB_LISTEN: expected HOST:PORT such as 127.0.0.1:8081, got {listen!r}")
+            raise ConfigError(f"HOCTAP_WEB_LISTEN: expected HOST:PORT (a port 0-65535) such as 127.0.0.1:8081, "
+                              f"got {listen!r}")
         web = WebSettings(listen=listen, public_url=web.public_url, secret=web.secret)
     telegram = _telegram(src, raw.get("telegram"), env)
     for name, mode in (("telegram", telegram.mode), ("zalo", zalo.mode)):
@@ -237,7 +238,7 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
     )
 
 
-_LISTEN = re.compile(r"^(\[[0-9a-fA-F:]+\]|[\w.-]*):\d{1,5}$")
+_LISTEN = re.compile(r"^(\[[0-9a-fA-F:]+\]|[\w.-]*):(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|\d{1,4})$")
 
 
 def _web(src: str, raw: dict, zalo: ZaloSettings, zalo_oa: ZaloOASettings, env: dict[str, str]) -> WebSettings:
@@ -262,7 +263,8 @@ def _web(src: str, raw: dict, zalo: ZaloSettings, zalo_oa: ZaloOASettings, env: 
             raise ConfigError(f"{src}: web.{key}: unknown setting (known: listen, public_url, secret)")
     listen = str(section.get("listen") or WebSettings.listen)
     if not _LISTEN.match(listen):
-        raise ConfigError(f"{src}: web.listen: expected HOST:PORT such as 127.0.0.1:8080, got {listen!r}")
+        raise ConfigError(f"{src}: web.listen: expected HOST:PORT (a port 0-65535) such as 127.0.0.1:8080, "
+                          f"got {listen!r}")
     for key, value in old_listens.items():
         if str(value) != listen:
             raise ConfigError(f"{src}: {key}: the web section's listen now serves every webhook; remove {key}")

@@ -39,6 +39,8 @@ def test_environment_overrides_the_file(workdir):
         ("database_url: hoctap.db\n", "config.yaml: database_url: expected a URL such as sqlite:///hoctap.db"),
         ("telegram:\n  tokn: x\n", "config.yaml: telegram.tokn: unknown setting (known: api_base_url, bot_username, mode, token, webhook_secret)"),
         ("timezone: [a\n", "config.yaml:2: not valid YAML (expected ',' or ']', but got '<stream end>')"),
+        ("web:\n  listen: 127.0.0.1:99999\n", "config.yaml: web.listen: expected HOST:PORT (a port 0-65535) such as "
+                                               "127.0.0.1:8080, got '127.0.0.1:99999'"),
     ],
 )
 def test_bad_setting_is_one_line_naming_the_key(workdir, text, message):
