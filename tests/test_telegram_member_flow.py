@@ -564,6 +564,27 @@ def test_a_press_recorded_by_a_process_that_died_before_replying_shows_the_next_
         assert s.scalar(select(func.count()).select_from(Answer)) == 1
 
 
+def test_a_lambai_recorded_by_a_process_that_died_before_replying_still_shows_question_1_when_redelivered(
+        telegram_bot, emulator, invite, province):
+    """kill -9 between the commit of /lambai and its reply: Telegram hands the text out again, and the member
+    gets the first question of the attempt already begun, not silence and not a second attempt."""
+    from bot.channels.telegram import TRAITS
+    from bot.services.chat import ChatService
+    from bot.timeutil import utcnow
+
+    user = link(emulator, invite, "DV025", 9803)
+    telegram_bot.stop()
+    user.send_text("/lambai")
+    [update_id] = emulator.pending_update_ids()
+    service = ChatService(province, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"))  # the process that died: it recorded
+    assert "Câu 1/10" in service.on_text(str(user.id), "/lambai", utcnow(), str(update_id)).replies[-1].text
+    telegram_bot.start()
+    question = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""), timeout=10)
+    assert buttons(question) == ["A", "B", "C", "D"]
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Attempt)) == 1
+
+
 def test_a_press_too_old_to_answer_still_moves_on_without_a_traceback(province, invite, caplog):
     from bot.emulators.telegram import TelegramEmulator
     from tests.conftest import BotProcess

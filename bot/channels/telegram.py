@@ -48,7 +48,7 @@ HANDLING_FAILURES: contextvars.ContextVar[list | None] = contextvars.ContextVar(
 warnings.filterwarnings("ignore", message=r"Please use 'Bot\.(sendMessage|editMessageText|answerCallbackQuery)'",
                         category=PTBUserWarning)
 
-TRAITS = ChannelTraits(name="telegram", text_limit=4096, has_buttons=True)
+TRAITS = ChannelTraits(name="telegram", text_limit=4096, has_buttons=True, replies_to_redelivered_text=True)
 MENU = [
     BotCommand("hoc", "Đọc tài liệu đợt học tập"),
     BotCommand("lambai", "Làm bài kiểm tra"),

@@ -1213,6 +1213,11 @@ class TelegramEmulator:
         with self._state.cond:
             return len(self._state.updates)
 
+    def pending_update_ids(self) -> list[int]:
+        """The ids of the updates not yet confirmed by the bot, oldest first."""
+        with self._state.cond:
+            return [u["update_id"] for u in self._state.updates]
+
     def my_commands(self, language_code: str = "") -> list[dict[str, str]]:
         """The default-scope commands the bot registered with setMyCommands."""
         key = (json.dumps({"type": "default"}), language_code)

@@ -163,6 +163,9 @@ class ChannelTraits:
     name: str
     text_limit: int
     has_buttons: bool = True
+    # the platform delivers an update again only when its handling did not finish (Telegram: no 2xx to the
+    # webhook), so the reply may never have gone: a redelivered text is answered again
+    replies_to_redelivered_text: bool = False
 
 
 class ChatService:
@@ -192,6 +195,8 @@ class ChatService:
         with self.db.session() as s:
             lock_chat(s, self.traits.name, external_id)  # one update of a chat at a time, in any process
             if not self._first_time(s, update_key, now):
+                if self.traits.replies_to_redelivered_text:
+                    return self._replay_text(s, external_id, text, now, sent_at)
                 return Outcome(redelivered=True)
             outcome = self._text(s, external_id, text, now, sent_at)
             self._remember_choices(s, external_id, outcome, now)
@@ -333,6 +338,19 @@ class ChatService:
         finally:
             replay.rollback()
         return Outcome([r for r in shown.replies if r.edit][-1:], redelivered=True)
+
+    def _replay_text(self, s: Session, external_id: str, text: str, now: datetime,
+                     sent_at: datetime | None) -> Outcome:
+        """Text handled before (``redelivered``): the process that handled it may have died after recording its
+        work and before replying (a webhook delivers it again), and a member left without the first question
+        of ``/lambai`` is stuck. What the text shows now is worked out in a savepoint that is rolled back, so
+        nothing is recorded twice, and sent: at worst a reply the member already has comes twice."""
+        replay = s.begin_nested()
+        try:
+            shown = self._text(s, external_id, text, now, sent_at)
+        finally:
+            replay.rollback()
+        return Outcome(shown.replies, redelivered=True)
 
     def _link_code(self, s: Session, external_id: str, code: str, now: datetime) -> Reply | None:
         """Try a link code; after WRONG_CODES_LIMIT wrong ones in a row this chat pauses (no guessing).
