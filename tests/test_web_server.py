@@ -355,3 +355,22 @@ def test_a_database_that_hangs_gets_a_503_in_seconds_and_metrics_still_show_the_
     assert [r.status_code for r in checks] == [503] * 20 and took < HEALTH_TIMEOUT + 3
     assert scrape.status_code == 200 and "hoctap_database_up 0.0" in scrape.text
     assert "hoctap_updates_total" in scrape.text or "hoctap_update_seconds" in scrape.text
+
+
+def test_an_update_that_fails_the_same_way_every_time_is_taken_not_delivered_again_and_again(province, invite,
+                                                                                               caplog):
+    """A failure that is no database blip (here an update no client sends, a private message without a
+    sender) would fail again on every redelivery: it is logged and answered as taken."""
+    from bot.emulators.telegram import TelegramEmulator
+
+    port = free_port()
+    poison = {"update_id": 99, "message": {"message_id": 1, "date": 0, "chat": {"id": 5, "type": "private"},
+                                           "text": "/hoc"}}
+    with TelegramEmulator(webhook_targets=[f"http://127.0.0.1:{port}"]) as emulator:
+        with serving(webhook_settings(province, emulator, port), province):
+            link(emulator, invite, "DV010", 7304)  # the bot is up
+            with caplog.at_level(logging.ERROR):
+                response = httpx.post(f"http://127.0.0.1:{port}/telegram/webhook", json=poison, timeout=10,
+                                      headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
+    assert response.status_code == 200
+    assert any("update 99 failed" in r.getMessage() for r in caplog.records)  # the operator still learns of it

@@ -37,6 +37,7 @@ from bot.domain import messages as msg
 from bot.domain.replies import Outcome, Reply, split_text
 from bot.metrics import handling
 from bot.services.chat import ChannelTraits, ChatService
+from bot.storage.db import TRANSIENT_ERRORS
 from bot.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -278,9 +279,10 @@ class TelegramChannel:
         update_id = getattr(update, "update_id", None)
         log.error("update %s failed: %r", update_id, context.error, exc_info=context.error)
         failures = HANDLING_FAILURES.get()
-        if failures is not None and not isinstance(context.error, TelegramError):
-            # a webhook delivery waits to learn it, and Telegram delivers it again; a refused reply
-            # (a TelegramError) comes after the work was committed, so a redelivery would do nothing
+        if failures is not None and isinstance(context.error, TRANSIENT_ERRORS):
+            # a webhook delivery waits to learn it, and Telegram delivers it again once the database is back;
+            # any other failure would fail again each time (a refused reply comes after the work was
+            # committed; a bug fails the same way), so the update is answered as taken, and the log has it
             failures.append(context.error)
 
     # -- rendering ----------------------------------------------------------------------------
