@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bot.db_probe import DatabaseProbe
+from bot.timeutil import utcnow
 
 #: The update being handled (a short random id), for log lines (``bot/logs.py``'s JSON format).
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -31,10 +32,15 @@ HANDLING = Histogram("hoctap_update_seconds", "Time to handle one update (reply 
                      buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=None)
 SENDS = Histogram("hoctap_send_seconds", "Time of one outbox delivery, by channel", ["channel"],
                   buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=None)
-RATE_LIMITED = Counter("hoctap_rate_limited", "Outbox sends refused with 429 (flood control), by channel",
-                       ["channel"], registry=None)
+RATE_LIMITED = Counter("hoctap_rate_limited", "Calls refused with 429 (flood control), by channel and what was "
+                       "sent (outbox, reply)", ["channel", "kind"], registry=None)
+FAILURES = Counter("hoctap_update_failures", "Updates whose handling raised (logged with a traceback), by channel",
+                   ["channel"], registry=None)
+WEBHOOK = Counter("hoctap_webhook_requests", "Requests to a webhook, by channel and HTTP status (403: a wrong secret "
+                  "or signature; 400/413: malformed)", ["channel", "status"], registry=None)
 LEADER = Gauge("hoctap_scheduler_leader", "1 while this process holds the scheduler lease", registry=None)
-PROCESS_METRICS = (UPDATES, HANDLING, SENDS, RATE_LIMITED, LEADER)
+PROCESS_METRICS = (UPDATES, HANDLING, SENDS, RATE_LIMITED, FAILURES, WEBHOOK, LEADER)
+OUTBOX_STATUSES = ("pending", "claimed", "sending", "sent", "uncertain", "failed", "dropped")
 SCRAPE_TIMEOUT = 5.0  # seconds a scrape waits for the database's figures
 DATABASE_DOWN = (b"# HELP hoctap_database_up 1 when the database answered this scrape\n"
                  b"# TYPE hoctap_database_up gauge\nhoctap_database_up 0.0\n")
@@ -53,6 +59,38 @@ def handling(channel: str) -> Iterator[str]:
         HANDLING.labels(channel).observe(time.perf_counter() - started)
         UPDATES.labels(channel).inc()
         REQUEST_ID.reset(token)
+
+
+def webhook_channel(path: str) -> str | None:
+    """Which channel's webhook a request path is (``/telegram/webhook``, ``/zalo[/<bot>]/webhook``,
+    ``/zalo-oa/webhook``), else None."""
+    if not path.endswith("/webhook"):
+        return None
+    if path == "/telegram/webhook":
+        return "telegram"
+    if path == "/zalo-oa/webhook":
+        return "zalo_oa"
+    return "zalo" if path.startswith("/zalo/") else None
+
+
+class WebhookCounter:
+    """ASGI middleware: counts each webhook request by channel and status (``hoctap_webhook_requests``), so that
+    refused secrets and malformed bodies show up beside the updates handled."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        channel = webhook_channel(scope.get("path", "")) if scope["type"] == "http" else None
+        if channel is None:
+            return await self.app(scope, receive, send)
+
+        async def counted(message):
+            if message["type"] == "http.response.start":
+                WEBHOOK.labels(channel, str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counted)
 
 
 class MeasuredTransport:
@@ -74,7 +112,7 @@ class MeasuredTransport:
             await self.inner.deliver(external_id, reply, attachment, **extra)
         except SendError as exc:
             if exc.kind == "retry_after":
-                RATE_LIMITED.labels(self.channel).inc()
+                RATE_LIMITED.labels(self.channel, "outbox").inc()
             raise
         finally:
             SENDS.labels(self.channel).observe(time.perf_counter() - started)
@@ -94,12 +132,20 @@ class SharedState:
 
         outbox = GaugeMetricFamily("hoctap_outbox_messages", "Outbox rows by channel and status",
                                    labels=["channel", "status"])
+        now = utcnow()
         with self.db.read_session() as s:  # a scrape never waits for SQLite's write lock
             rows = s.execute(select(OutboxMessage.channel, OutboxMessage.status, func.count())
                              .group_by(OutboxMessage.channel, OutboxMessage.status)).all()
-        for channel, status, count in rows:
-            outbox.add_metric([channel or "", status], count)
+            oldest = s.scalar(select(func.min(OutboxMessage.not_before))
+                              .where(OutboxMessage.status == "pending", OutboxMessage.not_before <= now))
+        counts = {(channel or "", status): count for channel, status, count in rows}
+        for channel in sorted({c for c, _ in counts}):
+            for status in OUTBOX_STATUSES:  # a status with no rows reads 0, not missing
+                outbox.add_metric([channel, status], counts.get((channel, status), 0))
         yield outbox
+        yield GaugeMetricFamily("hoctap_outbox_oldest_due_seconds", "How long the oldest message due has waited "
+                                "(0: none waiting): a sender stopped or throttled shows here first",
+                                value=(now - oldest).total_seconds() if oldest is not None else 0)
         yield GaugeMetricFamily("hoctap_database_up", "1 when the database answered this scrape", value=1)
         used = GaugeMetricFamily("hoctap_month_used", "Used this month of a monthly limit (Zalo messages, "
                                  "Zalo OA đồng)", labels=["limit"])

@@ -37,10 +37,12 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, Route
 
 from bot.channels.zalo.updates import unwrap_update
 from bot.db_probe import DatabaseProbe
+from bot.metrics import WebhookCounter
 
 log = logging.getLogger(__name__)
 SECRET_HEADER = "X-Bot-Api-Secret-Token"
@@ -252,7 +254,7 @@ def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf
     ``db`` for the health check, and ``routes``:
     what other surfaces mount (the Telegram webhook, metrics). Runtimes started later add theirs
     with ``mount``."""
-    return Starlette(exception_handlers={404: _not_found}, routes=[
+    return Starlette(exception_handlers={404: _not_found}, middleware=[Middleware(WebhookCounter)], routes=[
         zalo_webhook_route(zalo, webhook_secret),
         fleet_webhook_route(fleet),
         files_route(shelf),

@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -161,7 +162,7 @@ def test_metrics_count_the_outbox_by_channel_and_status_from_the_database(provin
         ids = [m.id for m in s.query(Member).limit(3)]
         for i, mid in enumerate(ids):
             queue.enqueue(s, dedupe_key=f"t:{i}", purpose=queue.REPLY, member_id=mid, reply=Reply("x"), now=now,
-                          not_before=now)
+                          not_before=now - timedelta(seconds=90))
         s.flush()
         row = s.query(OutboxMessage).first()
         row.status, row.channel = "uncertain", "zalo"
@@ -169,6 +170,9 @@ def test_metrics_count_the_outbox_by_channel_and_status_from_the_database(provin
         text = client.get("/metrics").text
     assert 'hoctap_outbox_messages{channel="zalo",status="uncertain"} 1.0' in text
     assert 'hoctap_outbox_messages{channel="",status="pending"} 2.0' in text
+    assert 'hoctap_outbox_messages{channel="zalo",status="failed"} 0.0' in text  # zero, not missing
+    oldest = next(line for line in text.splitlines() if line.startswith("hoctap_outbox_oldest_due_seconds "))
+    assert float(oldest.split()[1]) >= 90  # the two pending rows have waited since they were due
 
 
 def test_json_logs_carry_the_request_id_of_the_update_and_no_secret(capsys):
@@ -372,5 +376,11 @@ def test_an_update_that_fails_the_same_way_every_time_is_taken_not_delivered_aga
             with caplog.at_level(logging.ERROR):
                 response = httpx.post(f"http://127.0.0.1:{port}/telegram/webhook", json=poison, timeout=10,
                                       headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
-    assert response.status_code == 200
+            forged = httpx.post(f"http://127.0.0.1:{port}/telegram/webhook", json=poison, timeout=10,
+                                headers={"X-Telegram-Bot-Api-Secret-Token": "not-the-secret"})
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    assert response.status_code == 200 and forged.status_code == 403
     assert any("update 99 failed" in r.getMessage() for r in caplog.records)  # the operator still learns of it
+    figures = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines() if line[:1] != "#"}
+    assert figures['hoctap_update_failures_total{channel="telegram"}'] >= 1
+    assert figures['hoctap_webhook_requests_total{channel="telegram",status="403"}'] >= 1

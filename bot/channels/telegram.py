@@ -35,7 +35,7 @@ from telegram.warnings import PTBUserWarning
 from bot.channels.telegram_request import AiohttpRequest
 from bot.domain import messages as msg
 from bot.domain.replies import Outcome, Reply, split_text
-from bot.metrics import handling
+from bot.metrics import FAILURES, RATE_LIMITED, handling
 from bot.services.chat import ChannelTraits, ChatService
 from bot.storage.db import TRANSIENT_ERRORS
 from bot.timeutil import utcnow
@@ -87,6 +87,7 @@ async def with_retries(call: Callable[[], Awaitable], what: str):
                 log.warning("%s: still under flood control after %d tries; giving up for now "
                             "(Telegram asks to wait %.1fs more)", what, MAX_TRIES, wait)
                 raise StillFlooded(what, wait) from None
+            RATE_LIMITED.labels("telegram", "reply").inc()
             log.warning("%s: flood control, waiting %.1fs", what, wait)
             await asyncio.sleep(wait)
         except Forbidden as exc:
@@ -278,6 +279,7 @@ class TelegramChannel:
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         update_id = getattr(update, "update_id", None)
         log.error("update %s failed: %r", update_id, context.error, exc_info=context.error)
+        FAILURES.labels("telegram").inc()
         failures = HANDLING_FAILURES.get()
         if failures is not None and isinstance(context.error, TRANSIENT_ERRORS):
             # a webhook delivery waits to learn it, and Telegram delivers it again once the database is back;

@@ -19,7 +19,7 @@ from bot.domain import messages as msg
 from bot.services.linking import code_said
 from bot.domain.replies import Outcome, Reply
 from bot.channels.ordering import InOrderPerKey
-from bot.metrics import handling
+from bot.metrics import FAILURES, handling
 from bot.services.chat import ChatService
 from bot.timeutil import utcnow
 
@@ -71,6 +71,7 @@ class ZaloChannel:
         except Exception:  # noqa: BLE001 - one bad update must not stop the bot
             mid = ((update.get("message") or {}) if isinstance(update, dict) else {}).get("message_id")
             log.exception("Zalo: update %s failed", mid)
+            FAILURES.labels("zalo").inc()
         finally:
             self.done += 1
 

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from bot.channels.ordering import InOrderPerKey
-from bot.metrics import handling
+from bot.metrics import FAILURES, handling
 from bot.channels.zalo.channel import platform_time
 from bot.channels.zalo_oa.client import OAClient
 from bot.channels.zalo_oa.ladder import record_interaction
@@ -57,6 +57,7 @@ class OAChannel:
                 await self.handle(event)
         except Exception:  # noqa: BLE001 - one bad event must not stop the channel
             log.exception("Zalo OA: event %s failed", event.get("event_name"))
+            FAILURES.labels("zalo_oa").inc()
         finally:
             self.done += 1
 
