@@ -33,7 +33,7 @@ HANDLING = Histogram("hoctap_update_seconds", "Time to handle one update (reply 
 SENDS = Histogram("hoctap_send_seconds", "Time of one outbox delivery, by channel", ["channel"],
                   buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=None)
 RATE_LIMITED = Counter("hoctap_rate_limited", "Calls refused with 429 (flood control), by channel and what was "
-                       "sent (outbox, reply)", ["channel", "kind"], registry=None)
+                       "sent (outbox; api: replies and other Bot API calls)", ["channel", "kind"], registry=None)
 FAILURES = Counter("hoctap_update_failures", "Updates whose handling raised (logged with a traceback), by channel",
                    ["channel"], registry=None)
 WEBHOOK = Counter("hoctap_webhook_requests", "Requests to a webhook, by channel and HTTP status (403: a wrong secret "
@@ -85,12 +85,21 @@ class WebhookCounter:
         if channel is None:
             return await self.app(scope, receive, send)
 
+        started = False
+
         async def counted(message):
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 WEBHOOK.labels(channel, str(message["status"])).inc()
             await send(message)
 
-        await self.app(scope, receive, counted)
+        try:
+            await self.app(scope, receive, counted)
+        except Exception:
+            if not started:  # the server answers it 500
+                WEBHOOK.labels(channel, "500").inc()
+            raise
 
 
 class MeasuredTransport:

@@ -66,6 +66,60 @@ def test_a_redelivered_update_is_processed_once(service, province):
         assert s.scalar(select(func.count()).select_from(Answer)) == 1
 
 
+def test_a_redelivered_text_is_answered_again_only_where_the_answer_hands_out_nothing_stored(province):
+    """Telegram delivers a text again when its handling did not finish: /lambai is shown again (the member may
+    have nothing), but a link code's outcome or a console link, which a replay would get wrong or hand out dead,
+    are not."""
+    from bot.channels.telegram import TRAITS
+    from bot.services import console_access
+
+    service = ChatService(province, TRAITS, TZ, console_url="https://hoctap.example.vn")
+    with province.session() as s:
+        member = s.scalar(select(Member).where(Member.code == "CB002"))
+        code = create_invites(s, [member], utcnow(), channel="telegram")[member.id]
+    first = service.on_text("9", f"/start {code}", utcnow(), update_key="1")
+    assert "Liên kết thành công" in first.replies[0].text
+    assert service.on_text("9", f"/start {code}", utcnow(), update_key="1").replies == []
+    console = service.on_text("9", "/quantri", utcnow(), update_key="2")
+    assert "/quantri/vao/" in console.replies[0].text
+    assert service.on_text("9", "/quantri", utcnow(), update_key="2").replies == []
+    with province.session() as s:  # the link that went out still opens
+        token = console.replies[0].text.split("/quantri/vao/")[1].split()[0]
+        assert console_access.redeem_login(s, token, utcnow(), "127.0.0.1") is not None
+    linked(service, province, "DV002", "1")
+    shown = service.on_text("1", "/lambai", utcnow(), update_key="3")
+    again = service.on_text("1", "/lambai", utcnow(), update_key="3")
+    assert again.redelivered and [r.text for r in again.replies] == [r.text for r in shown.replies]
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Attempt)) == 1
+
+
+def test_a_tap_long_after_the_quiz_was_handed_in_shows_the_whole_result_a_quick_second_tap_only_its_top(
+        service, province):
+    """A second tap as the quiz is handed in would repeat the long review the first tap is sending; a tap a
+    minute later comes from a member whose result never arrived, and gets all of it."""
+    from datetime import timedelta
+
+    from bot.services import quiz
+    from bot.storage.models import AttemptQuestion
+
+    linked(service, province, "DV003", "3")
+    question = service.on_text("3", "/lambai", utcnow()).replies[0]
+    for _ in range(10):
+        with province.session() as s:  # a wrong answer each time: the review explains every question
+            attempt = s.scalar(select(Attempt).where(Attempt.submitted_at.is_(None)))
+            position = quiz.position_of(s, attempt)
+            aq = s.get(AttemptQuestion, (attempt.id, position.position))
+            wrong = next(i for i, o in enumerate(aq.option_order) if o != aq.question.answer_index)
+        last = f"a:{attempt.id}:{position.position}:{wrong}"
+        result = service.on_action("3", last, utcnow())
+    assert question and len(result.replies) >= 2  # the result took more than one message
+    quick = service.on_action("3", last, utcnow() + timedelta(seconds=2))
+    late = service.on_action("3", last, utcnow() + timedelta(minutes=1))
+    assert len(quick.replies) == 1 and quick.replies[0].edit
+    assert [r.text.split("\n")[-1] for r in late.replies[1:]] == [r.text.split("\n")[-1] for r in result.replies[1:]]
+
+
 @pytest.mark.parametrize("typed", ["A", "b", " c. ", "4", "d.", "đáp án a", "Đáp án: B", "câu C", "Chọn 4", "(b)", "A)",
                                    "a,"])
 def test_answers_can_be_typed_as_letters_or_numbers(service, province, typed):

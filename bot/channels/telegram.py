@@ -79,6 +79,7 @@ async def with_retries(call: Callable[[], Awaitable], what: str):
         try:
             return await call()
         except RetryAfter as exc:
+            RATE_LIMITED.labels("telegram", "api").inc()
             with warnings.catch_warnings():  # PTB 22 warns that the type will become timedelta
                 warnings.simplefilter("ignore")
                 raw = exc.retry_after
@@ -87,7 +88,6 @@ async def with_retries(call: Callable[[], Awaitable], what: str):
                 log.warning("%s: still under flood control after %d tries; giving up for now "
                             "(Telegram asks to wait %.1fs more)", what, MAX_TRIES, wait)
                 raise StillFlooded(what, wait) from None
-            RATE_LIMITED.labels("telegram", "reply").inc()
             log.warning("%s: flood control, waiting %.1fs", what, wait)
             await asyncio.sleep(wait)
         except Forbidden as exc:

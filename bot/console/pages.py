@@ -647,10 +647,13 @@ async def audit(console, request: Request, visit) -> Response:
 
 
 # -- the Zalo Official Account's authorisation ------------------------------------------------------
+NO_OA = "Máy chủ này chưa cấu hình Zalo Official Account (mục zalo_oa trong config.yaml)."
+
+
 async def zalo_oa(console, request: Request, visit) -> Response:
     """Whether the OA may send, until when, and the button that (re)connects it: admins only."""
     if console.oa is None:
-        raise Refused(404, "Máy chủ này chưa cấu hình Zalo Official Account (mục zalo_oa trong config.yaml).")
+        raise Refused(404, NO_OA)
     tokens, callback = console.oa
     response = console.render("zalo_oa.html", **_context(visit, state=tokens.state(visit.s), callback=callback))
     # the button's form is answered with a redirect to Zalo's permission page: the one other place it may go
@@ -664,7 +667,7 @@ async def zalo_oa_connect(console, request: Request, visit) -> Response:
     """Start the authorisation (PKCE, its state kept) and send the admin's browser to Zalo's permission page;
     Zalo sends it back to ``/zalo-oa/callback`` (``bot/channels/zalo_oa/callback.py``), which completes it."""
     if console.oa is None:
-        raise Refused(404, "Máy chủ này chưa cấu hình Zalo Official Account (mục zalo_oa trong config.yaml).")
+        raise Refused(404, NO_OA)
     await read_form(request, visit.csrf)
     tokens, callback = console.oa
     if not callback:

@@ -10,7 +10,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, bindparam, case, select, update
@@ -39,10 +39,23 @@ COMMANDS = {
     "ngonngu": "ngonngu", "language": "ngonngu",
     "quantri": "quantri",
 }
+# Commands whose reply can be worked out again and thrown away (``_replay_text``): they show where the member is
+# and hand out nothing that lives in the database (a login link, a study link, a link code's outcome, a page)
+DOUBLE_TAP = timedelta(seconds=15)  # a tap on a quiz handed in this recently is the same impatient member
+REPLAYABLE = frozenset({"lambai", "ketqua", "help"})
 # An answer as members type it: "B", "b.", "2", "(c)", "đáp án: D", "câu A", "chọn 3" (on text without diacritics)
 # ("câu" only before a letter: "câu 3" may mean the third question)
 _ANSWER = re.compile(r"^\s*(?:(?:dap an|phuong an|cau tra loi|tra loi|chon)\s*:?\s*|cau\s*:?\s*(?=[(\[]?\s*[a-f]))?"
                      r"[(\[]?\s*([a-f1-6])\s*[)\]]?\s*[.,!)]*\s*$")
+
+
+def _rolled_back(s: Session, work: Callable[[], Outcome]) -> Outcome:
+    """What ``work`` replies, with whatever it wrote undone (a savepoint rolled back)."""
+    savepoint = s.begin_nested()
+    try:
+        return work()
+    finally:
+        savepoint.rollback()
 
 
 def fold(text: str) -> str:
@@ -195,7 +208,7 @@ class ChatService:
         with self.db.session() as s:
             lock_chat(s, self.traits.name, external_id)  # one update of a chat at a time, in any process
             if not self._first_time(s, update_key, now):
-                if self.traits.replies_to_redelivered_text:
+                if self.traits.replies_to_redelivered_text and parse_command(text)[0] in REPLAYABLE:
                     return self._replay_text(s, external_id, text, now, sent_at)
                 return Outcome(redelivered=True)
             outcome = self._text(s, external_id, text, now, sent_at)
@@ -332,24 +345,16 @@ class ChatService:
         member_id = self._member_id(s, external_id, now)
         if member_id in (None, DEACTIVATED):
             return Outcome(redelivered=True)
-        replay = s.begin_nested()
-        try:
-            shown = self._action(s, external_id, member_id, action, now)
-        finally:
-            replay.rollback()
+        shown = _rolled_back(s, lambda: self._action(s, external_id, member_id, action, now))
         return Outcome([r for r in shown.replies if r.edit][-1:], redelivered=True)
 
     def _replay_text(self, s: Session, external_id: str, text: str, now: datetime,
                      sent_at: datetime | None) -> Outcome:
-        """Text handled before (``redelivered``): the process that handled it may have died after recording its
-        work and before replying (a webhook delivers it again), and a member left without the first question
-        of ``/lambai`` is stuck. What the text shows now is worked out in a savepoint that is rolled back, so
-        nothing is recorded twice, and sent: at worst a reply the member already has comes twice."""
-        replay = s.begin_nested()
-        try:
-            shown = self._text(s, external_id, text, now, sent_at)
-        finally:
-            replay.rollback()
+        """A command of ``REPLAYABLE`` handled before (``redelivered``): the process that handled it may have died
+        after recording its work and before replying (a webhook delivers it again), and a member left without
+        the first question of ``/lambai`` is stuck. What it shows now is worked out in a savepoint that is rolled
+        back, so nothing is recorded twice, and sent: at worst a reply the member already has comes twice."""
+        shown = _rolled_back(s, lambda: self._text(s, external_id, text, now, sent_at))
         return Outcome(shown.replies, redelivered=True)
 
     def _link_code(self, s: Session, external_id: str, code: str, now: datetime) -> Reply | None:
@@ -628,9 +633,12 @@ class ChatService:
             if self.traits.has_buttons:
                 prefix = msg.recorded_prefix(position, result.shown_letter) if result.shown_letter else ""
                 replies = self._where_now(s, result.quiz, prefix)
-                # a handed-in quiz: the pressed message becomes the result, and the review's further parts,
-                # which the submitting press sent, are not sent again for every extra tap
-                return Outcome(replies[:1] if result.quiz.position is None else replies, notice=notice)
+                submitted = result.quiz.attempt.submitted_at
+                if result.quiz.position is None and submitted is not None and now - submitted < DOUBLE_TAP:
+                    # a second tap as the quiz is handed in: the pressed message becomes the result, and the
+                    # review's further parts, which the submitting tap is sending, are not sent once more
+                    replies = replies[:1]
+                return Outcome(replies, notice=notice)
             if result.quiz.position is not None:
                 notice = f"{notice} {msg.current_question_is(result.quiz.position)}"
             return Outcome(self._show_position(s, result.quiz), notice=notice)

@@ -119,9 +119,10 @@ def remind(s: Session, member: Member, now: datetime, tz: ZoneInfo, quiet: Quiet
                 replies.append(Reply(f"🔔 {rnd.document.code} — {unit.name}: {refusal.text}"))
                 continue
             keys = {mid: f"nudge:{rnd.id}:{mid}:{day}" for mid in wanted}
-            spent = set(s.scalars(select(OutboxMessage.dedupe_key).where(  # today's, dropped or failed: told nobody
-                OutboxMessage.dedupe_key.in_(list(keys.values())), OutboxMessage.status.not_in(queue.TOLD)))) \
-                if keys else set()
+            today = dict(s.execute(select(OutboxMessage.dedupe_key, OutboxMessage.status).where(
+                OutboxMessage.dedupe_key.in_(list(keys.values())))).all()) if keys else {}
+            spent = {key for key, status in today.items() if status not in queue.TOLD}  # dropped or failed: told nobody
+            fresh = [mid for mid, key in keys.items() if today.get(key) not in queue.TOLD]  # what this one enqueues
             targets = [(f"{key}:{now:%H%M%S}" if key in spent else key, mid) for mid, key in keys.items()]
             own = links.for_round(s, [mid for _key, mid in targets], rnd, now) if links is not None else None
             sent = queue.enqueue_many(s, purpose="nudge", keyed_members=targets, reply=reminder(rnd, tz), now=now,
@@ -129,7 +130,7 @@ def remind(s: Session, member: Member, now: datetime, tz: ZoneInfo, quiet: Quiet
             already = len(targets) - sent + len(told)
             later = local(not_before, tz) if not_before != now else None
             # sent again, but their last message of the round did not reach them: likely this one will not either
-            missed = sum(1 for flags in queue.delivery_flags(s, rnd.id, wanted).values()
+            missed = sum(1 for flags in queue.delivery_flags(s, rnd.id, fresh).values()
                          if {"refused", "unreachable"} & set(flags))
             replies.append(om.reminded_reply(rnd, unit, sent, already, len(ids) - len(linked), later, missed))
     return replies

@@ -51,7 +51,9 @@ def make_engine(url: str) -> Engine:
 
         return engine
     # a server that stops answering (a partition, a hang) is noticed instead of waited on forever: connecting
-    # gives up after 10 s, and an open connection's silence is detected by TCP keepalives within about a minute
+    # gives up after 10 s, and an open connection's silence is detected within about a minute (TCP keepalives while
+    # idle, tcp_user_timeout while a statement waits); a server alive but stuck is not (no statement_timeout:
+    # reports may run long)
     return create_engine(url, pool_pre_ping=True, connect_args=POSTGRES_CONNECT if url.startswith("postgres") else {})
 
 
@@ -60,7 +62,7 @@ def make_engine(url: str) -> Engine:
 TRANSIENT_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,
                     TimeoutError, ConnectionError)
 POSTGRES_CONNECT = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
-                    "keepalives_count": 3}
+                    "keepalives_count": 3, "tcp_user_timeout": 60_000}
 
 
 def lock_chat(s: Session, channel: str, external_id: str) -> None:

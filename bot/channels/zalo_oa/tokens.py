@@ -127,7 +127,7 @@ class TokenStore:
             if row is None or not row.code_verifier:
                 raise CallbackRefused("not_started",
                                       "no authorisation was started here: run 'hoctap zalo-oa authorize' first")
-            if not secrets.compare_digest(query.get("state", ""), row.state or ""):
+            if not secrets.compare_digest(query.get("state", "").encode(), (row.state or "").encode()):
                 raise CallbackRefused("state", "the URL's state does not match the last 'hoctap zalo-oa authorize'")
             if row.requested_at and now - row.requested_at > CODE_LIFETIME:
                 raise CallbackRefused("expired",
