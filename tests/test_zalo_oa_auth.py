@@ -200,3 +200,30 @@ def test_the_callback_page_refuses_what_it_did_not_ask_for_and_waits_out_a_busy_
         assert tokens_in_db(province) != before and all(t not in done.text for t in tokens_in_db(province))
     finally:
         bot.stop()
+
+
+def test_the_oa_tokens_are_encrypted_at_rest_and_a_changed_key_asks_for_a_new_authorisation(db, oa_emulator):
+    """A copy of the database alone does not hand out the OA (its tokens send paid messages as the province):
+    they are sealed with the token key. Under another key they cannot be read: the authorisation is then
+    reported lost, not a traceback, and authorising again mends it."""
+    from sqlalchemy import text
+
+    from bot.storage.token_key import use_key
+
+    settings = oa_settings(oa_emulator, 1)
+    try:
+        use_key("the-first-key-kept-with-backups")
+        authorize(db, oa_emulator, settings)
+        with db.engine.connect() as conn:
+            raw = conn.execute(text("SELECT access_token, refresh_token FROM zalo_oa_auth")).one()
+        store = TokenStore(db, oa_emulator.app_id, oa_emulator.app_secret, oa_emulator.base_url)
+        assert all(value.startswith("fernet:") for value in raw)
+        assert store.current() not in raw[0] and store.state().authorised
+        use_key("another-key-than-the-first-one")
+        assert "authorisation LOST" in store.status() and "cannot be read with this process's key" in store.status()
+        with pytest.raises(AuthorisationLost):
+            store.current()
+        authorize(db, oa_emulator, settings)  # an admin connects again
+        assert store.state().authorised and store.current()
+    finally:
+        use_key(None)  # the key is process-wide: the next test starts without one

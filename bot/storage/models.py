@@ -441,8 +441,8 @@ class ZaloOaAuth(Base):
 
     __tablename__ = "zalo_oa_auth"
     key: Mapped[str] = mapped_column(String(16), primary_key=True)
-    access_token: Mapped[str | None] = mapped_column(Text)
-    refresh_token: Mapped[str | None] = mapped_column(Text)
+    access_token: Mapped[str | None] = mapped_column(EncryptedText)  # at rest under the token key, as bots' tokens
+    refresh_token: Mapped[str | None] = mapped_column(EncryptedText)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     refresh_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     code_verifier: Mapped[str | None] = mapped_column(Text)  # PKCE, until the admin's code comes back

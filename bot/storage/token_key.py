@@ -1,4 +1,4 @@
-"""The branch bots' tokens at rest: encrypted with Fernet (``cryptography``) under a key derived from
+"""The branch bots' tokens and the Zalo OA's at rest: encrypted with Fernet (``cryptography``) under a key derived from
 ``HOCTAP_TOKEN_KEY``, else from the web secret (``HOCTAP_WEB_SECRET``), so a copy of the database alone
 does not hand out the bots. ``EncryptedText`` is the column type: rows written without a key, or before
 tokens were encrypted, are plain and still read; ``rotate`` writes the new token encrypted.

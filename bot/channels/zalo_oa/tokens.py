@@ -24,13 +24,14 @@ from typing import Callable, Iterator
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bot.domain.replies import Reply
 from bot.outbox import queue
 from bot.storage.db import Database
 from bot.storage.models import Member, ZaloOaAuth
+from bot.storage.token_key import TokenKeyError
 from bot.timeutil import utcnow
 
 log = logging.getLogger(__package__)
@@ -146,7 +147,7 @@ class TokenStore:
         """A valid access token, refreshed first when it is about to expire."""
         now = now or self.clock()
         with self.db.session() as s:
-            row = s.get(ZaloOaAuth, ROW)
+            row = self._readable(s)
             usable = row is not None and row.access_token and row.lost_at is None
             if usable and row.expires_at - self.margin > now:
                 return row.access_token
@@ -187,7 +188,7 @@ class TokenStore:
 
     def state(self, session: Session | None = None) -> AuthState:
         with self._within(session) as s:
-            row = s.get(ZaloOaAuth, ROW)
+            row = self._readable(s)
             if row is None:
                 return AuthState(False)
             return AuthState(bool(row.access_token) and row.lost_at is None, row.expires_at,
@@ -220,11 +221,27 @@ class TokenStore:
             s.add(row)
         return row
 
-    @staticmethod
-    def _locked(s: Session) -> ZaloOaAuth | None:
+    @classmethod
+    def _locked(cls, s: Session) -> ZaloOaAuth | None:
         """The row, locked until commit (SQLite: the transaction already holds the write lock)."""
-        return s.scalar(select(ZaloOaAuth).where(ZaloOaAuth.key == ROW).with_for_update()
-                        .execution_options(populate_existing=True))
+        return cls._readable(s, lock=True)
+
+    @staticmethod
+    def _readable(s: Session, lock: bool = False) -> ZaloOaAuth | None:
+        """The row (locked with ``lock``). Tokens sealed with another key than this process's (the token key or
+        the web secret changed, or was lost) cannot be read: the authorisation is then lost, recorded so, and
+        an admin authorises again, as after a refused refresh token."""
+        query = select(ZaloOaAuth).where(ZaloOaAuth.key == ROW).execution_options(populate_existing=True)
+        query = query.with_for_update() if lock else query
+        try:
+            return s.scalar(query)
+        except TokenKeyError as exc:
+            now = utcnow()
+            s.execute(update(ZaloOaAuth).where(ZaloOaAuth.key == ROW).values(
+                access_token=None, refresh_token=None, lost_at=now, updated_at=now,
+                lost_reason="the stored tokens cannot be read with this process's key"))
+            log.error("Zalo OA: %s; nothing is sent through the OA until an admin authorises it again", exc)
+            return s.scalar(query)
 
     def _token_call(self, fields: dict[str, str]) -> dict:
         self.calls += 1
