@@ -23,6 +23,7 @@ from bot.outbox import queue
 from bot.outbox.sender import OutboxSender
 from bot.services.chat import ChatService
 from bot.services.linking import create_invites, format_code
+from bot.storage.db import Database
 from bot.storage.models import ChannelUsage, ChatAccount, LinkCode, Member, OutboxMessage, Unit, ZaloBot
 from bot.timeutil import utcnow
 from tests.test_zalo_channel import TZ, free_port, say
@@ -485,14 +486,14 @@ def test_rotate_takes_the_reset_token_and_refuses_the_old_one_or_another_bots(bo
     assert bot_a.webhook["secret_token"] != old_secret
 
 
-def raw_tokens(db_url) -> dict[str, str]:
-    """The token column as stored, without decrypting."""
+def raw_tokens(db_url, column: str = "token") -> dict[str, str]:
+    """The token column (or another) as stored, without decrypting."""
     from sqlalchemy import text
 
     from bot.storage.db import Database
 
     with Database(db_url).session() as s:
-        return dict(s.execute(text("SELECT zalo_id, token FROM zalo_bots")).all())
+        return dict(s.execute(text(f"SELECT zalo_id, {column} FROM zalo_bots")).all())
 
 
 @pytest.fixture
@@ -505,7 +506,7 @@ def token_key_reset():
 
 def test_tokens_are_encrypted_at_rest_plain_rows_still_work_and_rotate_encrypts_them(
         bots_cli, fake_zalo, db_url, monkeypatch, token_key_reset):
-    _default, bot_a, _bot_b = fake_zalo
+    _default, bot_a, bot_b = fake_zalo
     monkeypatch.delenv("HOCTAP_WEB_SECRET", raising=False)
     monkeypatch.delenv("HOCTAP_TOKEN_KEY", raising=False)
     plain = bots_cli("add", "--unit", "DP-TT-01", token=TOKEN_A)  # before a key was set
@@ -517,6 +518,12 @@ def test_tokens_are_encrypted_at_rest_plain_rows_still_work_and_rotate_encrypts_
     raw = raw_tokens(db_url)
     assert raw["2000000001"] == TOKEN_A and raw["2000000002"].startswith("fernet:")
     assert "BOT-B-SECRET" not in raw["2000000002"] and "2000000002" not in raw["2000000002"]
+    secrets = raw_tokens(db_url, "webhook_secret")  # the webhook's secret too: it lets one post as the members
+    assert secrets["2000000002"].startswith("fernet:") and not secrets["2000000001"].startswith("fernet:")
+    assert bot_b.webhook["secret_token"] not in secrets["2000000002"]
+    with Database(db_url).session() as s:  # and read back as the webhook checks it
+        assert s.scalar(select(ZaloBot.webhook_secret).where(ZaloBot.zalo_id == "2000000002")) \
+            == bot_b.webhook["secret_token"]
     assert [t for _, _, t in stored(db_url)] == [TOKEN_A, TOKEN_B]  # both read, the old plain row too
     new_token = "2000000001:BOT-A-NEW-SECRET"
     bot_a.reset_token(new_token)

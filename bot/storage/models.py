@@ -140,7 +140,7 @@ class ZaloBot(Base):
     unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"), unique=True)
     name: Mapped[str] = mapped_column(String(255))
     token: Mapped[str] = mapped_column(EncryptedText)
-    webhook_secret: Mapped[str] = mapped_column(String(64))
+    webhook_secret: Mapped[str] = mapped_column(EncryptedText)  # sealed as the token is
     mode: Mapped[str] = mapped_column(String(16), default="webhook")  # webhook | polling
     share_link: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
