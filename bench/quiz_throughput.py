@@ -78,19 +78,33 @@ def drive(emu: TelegramEmulator, user_ids: list[int], concurrency: int, one_memb
     return time.perf_counter() - start
 
 
+LATENCIES: list[float] = []  # seconds from a member's message or press to what it brings, this phase
+
+
 def echo_member(user) -> None:
     for i in range(UPDATES_PER_QUIZ):
+        sent = time.perf_counter()
         user.send_text(f"tin nhắn {i}")
         user.wait_for(lambda u, i=i: (u.last() or {}).get("text") == f"tin nhắn {i}", timeout=30)
+        LATENCIES.append(time.perf_counter() - sent)
 
 
 def quiz_member(user) -> None:
     user.send_text("/lambai")
     q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""), timeout=30)
     for position in range(1, 11):
+        pressed = time.perf_counter()
         user.press("A", message_id=q["message_id"])
         marker = f"Câu {position + 1}/10" if position < 10 else "Kết quả bài kiểm tra"
         user.wait_for(lambda u: any(marker in m.get("text", "") for m in u.recent(2)), timeout=30)
+        LATENCIES.append(time.perf_counter() - pressed)
+
+
+def latency() -> str:
+    """Median and 95th percentile of this phase's latencies, then a fresh list for the next phase."""
+    values = sorted(LATENCIES)
+    LATENCIES.clear()
+    return f"{1000 * statistics.median(values):.0f} / {1000 * values[int(0.95 * (len(values) - 1))]:.0f} ms"
 
 
 FLOOR_QUESTION = ("Câu {n}/10\n\nTheo Kết luận, nhiệm vụ trọng tâm của tỉnh trong nhiệm kỳ tới là gì?\n\n"
@@ -222,6 +236,8 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--database-url", help="default: a fresh SQLite file")
+    parser.add_argument("--round-trip-ms", type=float, default=0.0,
+                        help="each Bot API call waits this long at the emulator, as over the network (default 0)")
     add_wall_clock_option(parser)
     args = parser.parse_args()
     with wall_clock(args.wall_clock):
@@ -231,11 +247,12 @@ def main() -> None:
 def run(args: argparse.Namespace) -> None:
     tmp = tempfile.mkdtemp()
     url = args.database_url or f"sqlite:///{tmp}/bench.db"
-    with TelegramEmulator() as emu:
+    with TelegramEmulator(round_trip=args.round_trip_ms / 1000) as emu:
         echo_members = [20_000 + i for i in range(args.members)]
         elapsed, echo_cpu, echo_harness = in_own_process("echo", emu, None, echo_members, args.concurrency,
                                                          echo_member)
         echo_updates = args.members * UPDATES_PER_QUIZ
+        echo_latency = latency()
         echo_cores, echo_harness_cores = echo_cpu / elapsed, echo_harness / elapsed
         echo_rate, echo_cpu, echo_harness = echo_updates / elapsed, echo_cpu / echo_updates, echo_harness / echo_updates
         floor_members = [30_000 + i for i in range(args.members)]
@@ -243,10 +260,13 @@ def run(args: argparse.Namespace) -> None:
                                                            quiz_member)
         floor_rate, floor_cpu, floor_harness = (echo_updates / elapsed, floor_cpu / echo_updates,
                                                 floor_harness / echo_updates)
+        floor_latency = latency()
         update_rate, quiz_rate, per_quiz, statements, quiz_cpu, quiz_harness, quiz_harness_cores, quiz_cores = run_quiz(
             emu, args.members, args.concurrency, url)
+        quiz_latency = latency()
     print(f"members {args.members}, concurrency {args.concurrency}, database {url.split(':')[0]}; "
-          "each bot in its own process, both with PerChatUpdateProcessor, same emulator")
+          "each bot in its own process, both with PerChatUpdateProcessor, same emulator"
+          + (f"; each Bot API call {args.round_trip_ms:g} ms away" if args.round_trip_ms else ""))
     print(QUIET_OFF)
     print(f"{'bare echo bot':<28}{echo_rate:>10.1f} updates/s   {1000 * echo_cpu:6.2f} ms CPU per update")
     print(f"{'button floor (no work)':<28}{floor_rate:>10.1f} updates/s   {1000 * floor_cpu:6.2f} ms CPU per update "
@@ -263,6 +283,8 @@ def run(args: argparse.Namespace) -> None:
     print(f"{'cores busy, echo phase':<28}{echo_cores:>10.2f} bot, {echo_harness_cores:.2f} emulator + members")
     print(f"{'cores busy, quiz phase':<28}{quiz_cores:>10.2f} bot, {quiz_harness_cores:.2f} emulator + members "
           "(a bot well under one core is waiting for the driving process, not working)")
+    print(f"{'latency, median / p95':<28}{echo_latency:>10} echo (message to its echo), {floor_latency} floor, "
+          f"{quiz_latency} quiz (a press to the next question)")
     print(f"{'messages sent or edited':<28}{per_quiz:>10.1f} per 10-question quiz")
     print(f"{'statements per answer':<28}{statistics.median(statements):>10.0f} median "
           f"(answers 1-10: {' '.join(map(str, statements))}; BEGIN counted, COMMIT not)")

@@ -9,6 +9,7 @@ the emulator cannot silently drift from what Telegram accepts and returns.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import hmac
@@ -877,12 +878,14 @@ class EmulatorServer(BackgroundServer):
     thread_name = "telegram-emulator"
     description = "Telegram emulator"
 
-    def __init__(self, state: EmulatorState, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, state: EmulatorState, host: str = "127.0.0.1", port: int = 0, round_trip: float = 0.0) -> None:
         super().__init__(host, port)
-        self.state = state
+        self.state, self.round_trip = state, round_trip
 
     def _app(self) -> Starlette:
         async def api(request: Request) -> Response:
+            if self.round_trip:
+                await asyncio.sleep(self.round_trip)
             try:
                 raw = await _read_params(request)
             except (ValueError, UnicodeDecodeError) as exc:
@@ -1060,18 +1063,20 @@ class TelegramEmulator:
                  flood_limit_per_chat: float | None = None, callback_query_ttl: float = 15.0,
                  self_check: bool = True, host: str = "127.0.0.1", port: int = 0,
                  spec: TelegramApiSpec | None = None, webhook_targets: list[str] | None = None,
-                 webhook_retry_delay: float = 0.5) -> None:
+                 webhook_retry_delay: float = 0.5, round_trip: float = 0.0) -> None:
         """flood_limit_per_chat: messages per second one chat accepts before 429 (None = off).
         callback_query_ttl: seconds after which answerCallbackQuery says "query is too old".
         self_check: validate every result against the spec (a 500 exposes emulator drift).
         port: 0 picks a free port; a fixed one suits the interactive playground.
         webhook_targets: where a webhook's updates go, round-robin (the reverse proxy's backends,
-        e.g. ``http://127.0.0.1:8081``); without them, the webhook URL itself."""
+        e.g. ``http://127.0.0.1:8081``); without them, the webhook URL itself.
+        round_trip: seconds each Bot API call waits before it is served, as the network to Telegram's servers
+        makes it (benchmarks: what a member waits for, not only what the machine spends)."""
         self.token = token
         self.spec = spec or TelegramApiSpec.load()
         self._state = EmulatorState(token, bot_username, bot_first_name, self.spec,
                                     flood_limit_per_chat, callback_query_ttl, self_check)
-        self._server = EmulatorServer(self._state, host, port)
+        self._server = EmulatorServer(self._state, host, port, round_trip)
         self._users: dict[int, EmulatedUser] = {}
         self._started = False
         self.webhook = WebhookDelivery(self._state, targets=webhook_targets, retry_delay=webhook_retry_delay)
