@@ -222,6 +222,24 @@ def test_a_unit_merged_down_its_members_rows_belongs_to_each_and_a_hidden_first_
     assert [tuple(r) for r in rows] == [("M1", "B1"), ("M2", "B1"), ("M3", "B2")]
 
 
+def test_a_formula_never_computed_is_named_by_its_cell_not_reported_empty(cli, workdir, db):
+    """A workbook written by a program holds formulas without their values (Excel computes them when it opens
+    the file): the cell reads empty, while Excel shows a name there. The import says which cell and why."""
+    cli("units", "import", write(workdir, "u.csv", UNITS))
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "Danh sách"
+    ws.append(["Mã đảng viên", "Họ và tên", "Mã đơn vị", "Số điện thoại", "Vai trò"])
+    ws.append(["M1", '=UPPER("nguyễn văn an")', "B1", "0912345678", "Bí thư"])  # openpyxl stores no value
+    wb.save(workdir / "m.xlsx")
+    result = cli("members", "import", "m.xlsx")
+    assert result.code != 0
+    assert "ô B2 (trang «Danh sách») chứa công thức chưa được tính ra giá trị" in result.out
+    assert "trống" not in result.out
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Member)) == 0
+
+
 def test_a_header_merged_over_two_rows_is_one_header_and_a_field_given_twice_is_refused(cli, workdir, db):
     cli("units", "import", write(workdir, "u.csv", UNITS))
     wb = Workbook()

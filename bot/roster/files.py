@@ -165,10 +165,32 @@ def _xlsx_rows(path: Path) -> list[list]:
     try:
         sheet = first_visible_sheet(wb)
         if whole:
+            _refuse_uncomputed(path, shown, sheet)
             fill_merged(sheet, from_row=2)  # the data's merges; a header merged over two rows stays one header
         return [list(r) for r in sheet.iter_rows(values_only=True)]
     finally:
         wb.close()
+
+
+def _refuse_uncomputed(path: Path, shown: str, sheet) -> None:
+    """A formula whose value was never computed (a file written by a program, not saved by Excel) reads as an
+    empty cell: name the first such cell, rather than report it empty when Excel shows a value there."""
+    from openpyxl import load_workbook
+
+    if not any(cell is None for row in sheet.iter_rows(values_only=True) for cell in row):
+        return  # every cell has a value: nothing can be an uncomputed formula
+    formulas = load_workbook(path, data_only=False)
+    try:
+        raw = formulas[sheet.title]
+        for row in raw.iter_rows():
+            for cell in row:
+                if isinstance(cell.value, str) and cell.value.startswith("=") \
+                        and sheet[cell.coordinate].value is None:
+                    raise TableError(f"{shown}: ô {cell.coordinate} (trang «{sheet.title}») chứa công thức chưa được "
+                                     "tính ra giá trị (tệp do một phần mềm khác tạo); hãy mở tệp bằng Excel rồi lưu "
+                                     "lại, hoặc ghi giá trị thay cho công thức")
+    finally:
+        formulas.close()
 
 
 def write_table(path: Path, header: list[str], rows: list[list]) -> None:
