@@ -39,9 +39,9 @@ COMMANDS = {
     "ngonngu": "ngonngu", "language": "ngonngu",
     "quantri": "quantri",
 }
+DOUBLE_TAP = timedelta(seconds=15)  # a tap on a quiz handed in this recently is the same impatient member
 # Commands whose reply can be worked out again and thrown away (``_replay_text``): they show where the member is
 # and hand out nothing that lives in the database (a login link, a study link, a link code's outcome, a page)
-DOUBLE_TAP = timedelta(seconds=15)  # a tap on a quiz handed in this recently is the same impatient member
 REPLAYABLE = frozenset({"lambai", "ketqua", "help"})
 # An answer as members type it: "B", "b.", "2", "(c)", "đáp án: D", "câu A", "chọn 3" (on text without diacritics)
 # ("câu" only before a letter: "câu 3" may mean the third question)
