@@ -208,7 +208,7 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = N
     from dataclasses import replace
 
     from bot.metrics import metrics_route
-    from bot.web import WebServer, create_app
+    from bot.web import WebServer, create_app, health_route
 
     stop = stop or asyncio.Event()
     if threading.current_thread() is threading.main_thread():
@@ -217,7 +217,8 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = N
     quota, oa = zalo_quota(settings, db), oa_budget(settings, db)
     budget = budgets(await asyncio.to_thread(fleet_budget, settings, db, quota), oa)
     web_settings = settings.web_server
-    routes = [metrics_route(db, {"zalo_messages": quota, "zalo_oa_dong": oa})]
+    metrics = metrics_route(db, {"zalo_messages": quota, "zalo_oa_dong": oa})
+    routes = [] if web_settings.metrics_listen else [metrics]  # else on a listener of its own, below
     if study_links(settings) is not None:
         routes.append(study_pages_route(settings, db))
     elif web_settings.public_url:
@@ -229,6 +230,12 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = N
     transports: dict = {}
     closers: list = []
     try:
+        if web_settings.metrics_listen:  # what the proxy forwards never includes it
+            from starlette.applications import Starlette
+
+            scrape = WebServer(Starlette(routes=[metrics, health_route(db)]), web_settings.metrics_listen)
+            await scrape.start()
+            closers.append(scrape.stop)
         if web is not None:
             web_app.state.starting = True  # /healthz and unmounted paths answer 503 until every channel is up
             await web.start()  # first: Telegram and Zalo check the webhook when it is set

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -50,11 +50,14 @@ class TelegramSettings:
 class WebSettings:
     """The process's one web server (every webhook, files, /healthz, /metrics, the study pages): it
     listens on ``listen`` behind an HTTPS reverse proxy that the world reaches at ``public_url``.
-    ``secret`` (``${HOCTAP_WEB_SECRET}``) signs members' study links: without it no pages are served."""
+    ``secret`` (``${HOCTAP_WEB_SECRET}``) signs members' study links: without it no pages are served.
+    ``metrics_listen``: where ``/metrics`` is served instead, apart from what the proxy forwards (None: on
+    ``listen``, beside everything else)."""
 
     listen: str = "127.0.0.1:8080"
     public_url: str | None = None
     secret: str | None = field(default=None, repr=False)
+    metrics_listen: str | None = None
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,13 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         if not _LISTEN.match(listen):
             raise ConfigError(f"HOCTAP_WEB_LISTEN: expected HOST:PORT (a port 0-65535) such as 127.0.0.1:8081, "
                               f"got {listen!r}")
-        web = WebSettings(listen=listen, public_url=web.public_url, secret=web.secret)
+        web = replace(web, listen=listen)
+    if env.get("HOCTAP_METRICS_LISTEN"):  # beside HOCTAP_WEB_LISTEN: a metrics port per process
+        metrics = env["HOCTAP_METRICS_LISTEN"]
+        if not _LISTEN.match(metrics) or metrics == web.listen:
+            raise ConfigError(f"HOCTAP_METRICS_LISTEN: expected HOST:PORT (a port 0-65535) other than the web "
+                              f"server's, such as 127.0.0.1:9101, got {metrics!r}")
+        web = replace(web, metrics_listen=metrics)
     telegram = _telegram(src, raw.get("telegram"), env)
     for name, mode in (("telegram", telegram.mode), ("zalo", zalo.mode)):
         if mode == "webhook" and not web.public_url:
@@ -259,12 +268,16 @@ def _web(src: str, raw: dict, zalo: ZaloSettings, zalo_oa: ZaloOASettings, env: 
     if not isinstance(section, dict):
         raise ConfigError(f"{src}: web: expected a mapping of settings")
     for key in section:
-        if key not in ("listen", "public_url", "secret"):
-            raise ConfigError(f"{src}: web.{key}: unknown setting (known: listen, public_url, secret)")
+        if key not in ("listen", "public_url", "secret", "metrics_listen"):
+            raise ConfigError(f"{src}: web.{key}: unknown setting (known: listen, metrics_listen, public_url, secret)")
     listen = str(section.get("listen") or WebSettings.listen)
     if not _LISTEN.match(listen):
         raise ConfigError(f"{src}: web.listen: expected HOST:PORT (a port 0-65535) such as 127.0.0.1:8080, "
                           f"got {listen!r}")
+    metrics = str(section["metrics_listen"]) if section.get("metrics_listen") else None
+    if metrics is not None and (not _LISTEN.match(metrics) or metrics == listen):
+        raise ConfigError(f"{src}: web.metrics_listen: expected HOST:PORT (a port 0-65535) other than web.listen, "
+                          f"such as 127.0.0.1:9100, got {metrics!r}")
     for key, value in old_listens.items():
         if str(value) != listen:
             raise ConfigError(f"{src}: {key}: the web section's listen now serves every webhook; remove {key}")
@@ -276,7 +289,7 @@ def _web(src: str, raw: dict, zalo: ZaloSettings, zalo_oa: ZaloOASettings, env: 
             raise ConfigError(f"{src}: web.public_url and a zalo public_url differ; keep only web.public_url")
     public = public.rstrip("/") if public else None
     return WebSettings(listen=listen, public_url=public or (old_urls.pop() if old_urls else None),
-                       secret=_web_secret(src, section.get("secret"), env))
+                       secret=_web_secret(src, section.get("secret"), env), metrics_listen=metrics)
 
 
 def _web_secret(src: str, raw, env: dict[str, str]) -> str | None:

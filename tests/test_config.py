@@ -41,6 +41,9 @@ def test_environment_overrides_the_file(workdir):
         ("timezone: [a\n", "config.yaml:2: not valid YAML (expected ',' or ']', but got '<stream end>')"),
         ("web:\n  listen: 127.0.0.1:99999\n", "config.yaml: web.listen: expected HOST:PORT (a port 0-65535) such as "
                                                "127.0.0.1:8080, got '127.0.0.1:99999'"),
+        ("web:\n  listen: 127.0.0.1:8080\n  metrics_listen: 127.0.0.1:8080\n",
+         "config.yaml: web.metrics_listen: expected HOST:PORT (a port 0-65535) other than web.listen, such as "
+         "127.0.0.1:9100, got '127.0.0.1:8080'"),
     ],
 )
 def test_bad_setting_is_one_line_naming_the_key(workdir, text, message):

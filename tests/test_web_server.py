@@ -89,6 +89,27 @@ def test_telegram_by_webhook_serves_a_member_on_the_one_web_server_with_health_a
     assert "hoctap_db_connections_in_use" in metrics
 
 
+def test_metrics_on_a_listener_of_their_own_are_not_served_where_the_proxy_forwards(province, invite):
+    """``web.metrics_listen``: Prometheus scrapes a private port; the public listener knows no /metrics, whatever
+    the proxy in front lets through."""
+    from dataclasses import replace
+
+    from bot.emulators.telegram import TelegramEmulator
+
+    port, private = free_port(), free_port()
+    with TelegramEmulator(webhook_targets=[f"http://127.0.0.1:{port}"]) as emulator:
+        settings = webhook_settings(province, emulator, port)
+        settings = replace(settings, web=replace(settings.web, metrics_listen=f"127.0.0.1:{private}"))
+        with serving(settings, province):
+            link(emulator, invite, "DV010", 7305)
+            public = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+            scraped = httpx.get(f"http://127.0.0.1:{private}/metrics", timeout=10)
+            health = httpx.get(f"http://127.0.0.1:{private}/healthz", timeout=10)
+    assert public.status_code == 404
+    assert scraped.status_code == 200 and 'hoctap_updates_total{channel="telegram"}' in scraped.text
+    assert health.status_code == 200
+
+
 def test_a_webhook_delivery_that_fails_is_retried_and_handled_once(province, invite):
     """Every other attempt goes to a backend that is down (as behind a proxy with a dead process)."""
     from bot.emulators.telegram import TelegramEmulator
@@ -213,7 +234,7 @@ def test_the_web_section_serves_every_webhook_and_old_listen_keys_still_work(tmp
          "zalo_oa.listen: the web section's listen now serves every webhook; remove zalo_oa.listen"),
         ("telegram:\n  mode: webhook\n", "web.public_url: telegram.mode webhook needs the server's public https URL"),
         ("telegram:\n  mode: hook\n", "telegram.mode: expected polling or webhook, got 'hook'"),
-        ("web:\n  port: 1\n", "web.port: unknown setting (known: listen, public_url, secret)"),
+        ("web:\n  port: 1\n", "web.port: unknown setting (known: listen, metrics_listen, public_url, secret)"),
         ("log_format: xml\n", "log_format: expected text or json, got 'xml'"),
     ]:
         with pytest.raises(ConfigError) as info:
