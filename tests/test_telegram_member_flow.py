@@ -165,6 +165,30 @@ def test_the_next_question_does_not_wait_for_the_buttons_toast(telegram_bot, emu
     user.wait_for(lambda u: len(u.callback_answers) == 1)  # and the spinner stops too
 
 
+def test_a_toast_telegram_refuses_or_delays_holds_up_neither_the_next_question_nor_the_next_tap(
+        telegram_bot, emulator, invite, province, caplog):
+    """Flood control on the toast (30 s) or a failing toast: the toast is left out, once, and the member goes on
+    answering at full speed; nothing is logged as a failed update."""
+    user = link(emulator, invite, "DV007", 8261)
+    user.send_text("/lambai")
+    q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+    emulator.inject_error("answerCallbackQuery", 429, retry_after=30)
+    emulator.inject_error("answerCallbackQuery", 500, after=1)
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO):
+        for position in (1, 2):
+            user.press("B", message_id=q["message_id"])
+            user.wait_for(lambda u: f"Câu {position + 1}/10" in u.last()["text"], timeout=10)
+    assert time.monotonic() - started < 5  # not the 30 s Telegram asked to wait
+    while len(emulator.calls("answerCallbackQuery")) < 2 and time.monotonic() - started < 10:
+        time.sleep(0.05)  # the second toast travels beside its edit
+    time.sleep(0.5)  # a retry would have come by now
+    assert len(emulator.calls("answerCallbackQuery")) == 2  # each toast tried once, neither retried
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer)) == 2
+
+
 def test_stale_button_from_an_old_message_is_harmless(telegram_bot, emulator, invite, province):
     user = link(emulator, invite, "DV006", 8301)
     user.send_text("/lambai")
@@ -583,6 +607,36 @@ def test_a_lambai_recorded_by_a_process_that_died_before_replying_still_shows_qu
     assert buttons(question) == ["A", "B", "C", "D"]
     with province.session() as s:
         assert s.scalar(select(func.count()).select_from(Attempt)) == 1
+
+
+def test_a_hand_in_recorded_by_a_process_that_died_before_replying_brings_the_whole_result_when_redelivered(
+        telegram_bot, emulator, invite, province):
+    """kill -9 as the last answer is recorded: the redelivered press turns the question into the result and
+    sends the review's second part too, which the member could not get any other way."""
+    from bot.channels.telegram import TRAITS
+    from bot.services.chat import ChatService
+    from bot.timeutil import utcnow
+
+    user = link(emulator, invite, "DV026", 9804)
+    user.send_text("/lambai")
+    q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+    for position in range(1, 10):
+        _attempt, _pos, right = quiz_state(province, "DV026")
+        user.press(next(letter for letter in "ABCD" if letter != right), message_id=q["message_id"])
+        user.wait_for(lambda u: f"Câu {position + 1}/10" in u.messages[-1]["text"])
+    _attempt, _pos, right = quiz_state(province, "DV026")
+    wrong = next(letter for letter in "ABCD" if letter != right)
+    telegram_bot.stop()
+    query_id = user.press(wrong, message_id=q["message_id"])
+    data = next(b["callback_data"] for row in user.messages[-1]["reply_markup"]["inline_keyboard"] for b in row
+                if b["text"].startswith(wrong))
+    update_id = int(query_id) - 4_000_000_000_000_000
+    service = ChatService(province, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"))  # the process that died: it recorded
+    assert len(service.on_action(str(user.id), data, utcnow(), str(update_id)).replies) == 2
+    telegram_bot.start()
+    wait_text(user, "còn 2 lượt làm bài", timeout=10)  # the result's last part
+    assert "Kết quả bài kiểm tra" in next(m for m in user.messages if m["message_id"] == q["message_id"])["text"]
+    assert "\n".join(texts(user)).count("Đáp án đúng:") == 10
 
 
 def test_a_press_too_old_to_answer_still_moves_on_without_a_traceback(province, invite, caplog):

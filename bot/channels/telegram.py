@@ -49,6 +49,7 @@ HANDLING_FAILURES: contextvars.ContextVar[list | None] = contextvars.ContextVar(
 warnings.filterwarnings("ignore", message=r"Please use 'Bot\.(sendMessage|editMessageText|answerCallbackQuery)'",
                         category=PTBUserWarning)
 
+TOAST_WAIT = 1.0  # seconds a press's handling waits for its toast before the chat's next update may go
 TRAITS = ChannelTraits(name="telegram", text_limit=4096, has_buttons=True, replies_to_redelivered_text=True)
 MENU = [
     BotCommand("hoc", "Đọc tài liệu đợt học tập"),
@@ -172,6 +173,7 @@ class TelegramChannel:
     def __init__(self, service: ChatService, clock: Callable[[], datetime] = utcnow):
         self.service = service
         self.clock = clock
+        self._toasts: set[asyncio.Task] = set()  # toasts still on their way after their update was handled
 
     def build(self, token: str, base_url: str, base_file_url: str | None = None, *,
               on_start: Callable[[Application], Awaitable] | None = None,
@@ -239,35 +241,33 @@ class TelegramChannel:
         query = update.callback_query
         outcome = await asyncio.to_thread(
             self.service.on_action, str(query.from_user.id), query.data or "", self.clock(), str(update.update_id))
-        if outcome.redelivered:  # recorded when it first came: nothing is done twice, nothing sent anew
+        if outcome.redelivered:  # recorded when it first came: nothing is done twice
             log.info("update %s: a redelivered button press; already handled", update.update_id)
-            fits = fit(outcome.replies[-1:])
-            rm = markup(fits[0], clear_keyboard=False) if len(fits) == 1 else None
-            if len(fits) == 1 and query.message is not None and isinstance(rm, (InlineKeyboardMarkup, type(None))):
-                try:  # its reply may have been lost: shown again in place (the same text again changes nothing)
-                    await self._edit(context.bot, query.message, fits[0], rm)
-                except StillFlooded:
-                    pass  # logged; the member's next tap shows where they are
+            if outcome.replies and outcome.replies[0].edit and query.message is not None:
+                # its reply may have been lost: the pressed message shows again where the member is (the same
+                # text again changes nothing), and a result's further parts follow
+                await self.render(context, query.message.chat.id, outcome, pressed=query.message, update=update)
             return
         # the toast and the next question travel at once: neither waits for the other's round trip
         toast = asyncio.create_task(self._answer_query(context.bot, query, outcome.notice))
-        try:
-            chat_id = query.message.chat.id if query.message else query.from_user.id
-            await self.render(context, chat_id, outcome, pressed=query.message, update=update)
-        finally:
-            await toast
+        self._toasts.add(toast)
+        toast.add_done_callback(self._toasts.discard)
+        chat_id = query.message.chat.id if query.message else query.from_user.id
+        await self.render(context, chat_id, outcome, pressed=query.message, update=update)
+        # a slow toast does not hold the chat's next update (it goes on alone, kept in ``_toasts``)
+        await asyncio.wait({toast}, timeout=TOAST_WAIT)
 
     async def _answer_query(self, bot, query, notice: str | None) -> None:
-        """Stop the button's spinner (with the toast). A query too old to answer (Telegram allows
-        about 15 s) only loses the toast: the reply that follows still shows where the member is."""
+        """Stop the button's spinner (with the toast), in one try: Telegram takes an answer only for about 15 s,
+        and the reply shows where the member is without it. A toast lost is logged, never an update failed."""
         kwargs = {"callback_query_id": query.id} | ({"text": notice[:200]} if notice else {})
         try:
-            await with_retries(lambda: bot.do_api_request("answerCallbackQuery", api_kwargs=kwargs),
-                               "answerCallbackQuery")
-        except BadRequest as exc:
-            log.info("answerCallbackQuery: %s", exc.message)
-        except StillFlooded:
-            pass  # logged; the toast is lost, the reply still follows
+            await bot.do_api_request("answerCallbackQuery", api_kwargs=kwargs)
+        except RetryAfter:
+            RATE_LIMITED.labels("telegram", "api").inc()
+            log.info("answerCallbackQuery: flood control; the toast is left out")
+        except TelegramError as exc:
+            log.info("answerCallbackQuery: %s; the toast is left out", exc.message)
 
     async def on_group_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         name = update.effective_user.first_name if update.effective_user else ""

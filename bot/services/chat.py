@@ -330,6 +330,8 @@ class ChatService:
                 reply = msg.not_linked() if self.traits.has_buttons else msg.typed_not_linked()
                 return Outcome([reply], notice=self._toast("Đồng chí chưa liên kết tài khoản."))
             outcome = self._action(s, external_id, member_id, action, now)
+            if outcome.result_again:  # a second tap as the quiz is handed in: the first tap sends the rest
+                outcome = replace(outcome, replies=outcome.replies[:1])
             self._remember_choices(s, external_id, outcome, now)
             return outcome
 
@@ -346,7 +348,10 @@ class ChatService:
         if member_id in (None, DEACTIVATED):
             return Outcome(redelivered=True)
         shown = _rolled_back(s, lambda: self._action(s, external_id, member_id, action, now))
-        return Outcome([r for r in shown.replies if r.edit][-1:], redelivered=True)
+        edits = [i for i, r in enumerate(shown.replies) if r.edit]
+        # from the edit of the pressed message on: the next question, or a result with all its parts (a press
+        # that handed the quiz in and died before replying must not lose the review's explanations)
+        return Outcome(shown.replies[edits[-1]:] if edits else [], redelivered=True)
 
     def _replay_text(self, s: Session, external_id: str, text: str, now: datetime,
                      sent_at: datetime | None) -> Outcome:
@@ -632,13 +637,9 @@ class ChatService:
             notice = msg.answer_notice(result.status)
             if self.traits.has_buttons:
                 prefix = msg.recorded_prefix(position, result.shown_letter) if result.shown_letter else ""
-                replies = self._where_now(s, result.quiz, prefix)
                 submitted = result.quiz.attempt.submitted_at
-                if result.quiz.position is None and submitted is not None and now - submitted < DOUBLE_TAP:
-                    # a second tap as the quiz is handed in: the pressed message becomes the result, and the
-                    # review's further parts, which the submitting tap is sending, are not sent once more
-                    replies = replies[:1]
-                return Outcome(replies, notice=notice)
+                again = result.quiz.position is None and submitted is not None and now - submitted < DOUBLE_TAP
+                return Outcome(self._where_now(s, result.quiz, prefix), notice=notice, result_again=again)
             if result.quiz.position is not None:
                 notice = f"{notice} {msg.current_question_is(result.quiz.position)}"
             return Outcome(self._show_position(s, result.quiz), notice=notice)
