@@ -38,6 +38,23 @@ def quiz_state(db, member_code: str):
         return attempt.id, aq.position, LETTERS[aq.option_order.index(aq.question.answer_index)]
 
 
+def wrong_letter(db, member_code: str) -> str:
+    """A wrong answer to the member's current question, as the buttons show it."""
+    _attempt, _position, right = quiz_state(db, member_code)
+    return next(letter for letter in "ABCD" if letter != right)
+
+
+def answer_wrongly(user, db, member_code: str, message_id: int, questions: int) -> str:
+    """Tap a wrong answer to each of the first ``questions`` questions, each time waiting for the next one
+    (not after question 10: the result); returns the last letter tapped."""
+    for position in range(1, questions + 1):
+        letter = wrong_letter(db, member_code)
+        user.press(letter, message_id=message_id)
+        if position < 10:
+            user.wait_for(lambda u: f"Câu {position + 1}/10" in u.messages[-1]["text"])
+    return letter
+
+
 def wait_text(user, fragment: str, timeout: float = 5.0):
     return user.wait_for(lambda u: any(fragment in m.get("text", "") for m in u.messages), timeout=timeout)
 
@@ -334,11 +351,7 @@ def test_an_all_wrong_quiz_fails_and_explains_every_question(telegram_bot, emula
     user = link(emulator, invite, "DV017", 9201)
     user.send_text("/lambai")
     q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
-    for position in range(1, 11):
-        _attempt, _pos, right = quiz_state(province, "DV017")
-        user.press(next(letter for letter in "ABCD" if letter != right), message_id=q["message_id"])
-        if position < 10:
-            user.wait_for(lambda u: f"Câu {position + 1}/10" in u.messages[-1]["text"])
+    answer_wrongly(user, province, "DV017", q["message_id"], 10)
     wait_text(user, "còn 2 lượt làm bài")  # the last part of a result too long for one message
     parts = [t for t in texts(user) if "Kết quả bài kiểm tra" in t or "Đáp án đúng" in t]
     assert all(len(p) <= 4096 for p in parts), user.transcript()
@@ -353,12 +366,7 @@ def test_a_double_tap_on_the_last_question_shows_the_long_result_once(telegram_b
     user = link(emulator, invite, "DV018", 9251)
     user.send_text("/lambai")
     q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
-    for position in range(1, 11):
-        _attempt, _pos, right = quiz_state(province, "DV018")
-        wrong = next(letter for letter in "ABCD" if letter != right)
-        user.press(wrong, message_id=q["message_id"])
-        if position < 10:
-            user.wait_for(lambda u: f"Câu {position + 1}/10" in u.messages[-1]["text"])
+    wrong = answer_wrongly(user, province, "DV018", q["message_id"], 10)
     user.press(wrong, message_id=q["message_id"])  # the second tap, on the same question 10
     user.wait_for(lambda u: len(u.callback_answers) == 11)
     wait_text(user, "còn 2 lượt làm bài")
@@ -620,12 +628,8 @@ def test_a_hand_in_recorded_by_a_process_that_died_before_replying_brings_the_wh
     user = link(emulator, invite, "DV026", 9804)
     user.send_text("/lambai")
     q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
-    for position in range(1, 10):
-        _attempt, _pos, right = quiz_state(province, "DV026")
-        user.press(next(letter for letter in "ABCD" if letter != right), message_id=q["message_id"])
-        user.wait_for(lambda u: f"Câu {position + 1}/10" in u.messages[-1]["text"])
-    _attempt, _pos, right = quiz_state(province, "DV026")
-    wrong = next(letter for letter in "ABCD" if letter != right)
+    answer_wrongly(user, province, "DV026", q["message_id"], 9)
+    wrong = wrong_letter(province, "DV026")
     telegram_bot.stop()
     query_id = user.press(wrong, message_id=q["message_id"])
     data = next(b["callback_data"] for row in user.messages[-1]["reply_markup"]["inline_keyboard"] for b in row
