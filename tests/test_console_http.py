@@ -211,6 +211,17 @@ def test_audit_log_is_for_admins_only(chat, console_server):
     assert page.status_code == 200 and "Ngô Công Tâm" in page.text and "Mai Hồng Oanh" in page.text
 
 
+def test_the_zalo_oa_page_is_for_admins_and_only_where_an_oa_is_configured(chat, console_server):
+    """A cadre cannot see or start the OA's authorisation; on a server without an OA the page says so."""
+    cadre = logged_in(chat, console_server, "CB002")
+    assert cadre.get("/quantri/zalo-oa").status_code == 403
+    assert cadre.post("/quantri/zalo-oa/ketnoi", data={"csrf": "x"}, follow_redirects=False).status_code == 403
+    admin = logged_in(chat, console_server, "AD001")
+    page = admin.get("/quantri/zalo-oa")
+    assert page.status_code == 404 and "chưa cấu hình Zalo Official Account" in page.text
+    assert "Zalo OA" not in admin.get("/quantri/").text  # no link to a page that is not there
+
+
 def test_an_idle_session_ends_after_eight_hours(chat, console_server):
     cadre = logged_in(chat, console_server, "CB002")
     real = console_server.clock
