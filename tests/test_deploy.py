@@ -35,12 +35,18 @@ def libpq(url: str, database: str | None = None) -> str:
     return (parsed.set(database=database) if database else parsed).render_as_string(hide_password=False)
 
 
-def test_the_deploy_settings_load_with_one_port_per_process():
+def test_the_deploy_settings_load_with_one_port_per_process_and_metrics_apart_from_the_proxied_port():
+    unit = (DEPLOY / "systemd" / "hoctap@.service").read_text(encoding="utf-8").replace("%i", "8082")
+    from_unit = dict(line.removeprefix("Environment=").split("=", 1) for line in unit.splitlines()
+                     if line.startswith("Environment="))  # what systemd sets for hoctap@8082
     env = {"HOCTAP_DATABASE_URL": "postgresql+psycopg://hoctap:pw@db:5432/hoctap", "TELEGRAM_BOT_TOKEN": "1:abc",
-           "TELEGRAM_WEBHOOK_SECRET": "s3cret", "HOCTAP_WEB_LISTEN": "127.0.0.1:8082"}
+           "TELEGRAM_WEBHOOK_SECRET": "s3cret", **from_unit}
     settings = load_settings(DEPLOY / "config.yaml", env)
     assert settings.telegram.mode == "webhook" and settings.telegram.webhook_secret == "s3cret"
     assert settings.web_server.listen == "127.0.0.1:8082" and settings.web_server.public_url.startswith("https://")
+    assert settings.web_server.metrics_listen == "127.0.0.1:18082"  # a port per process, never the proxied one
+    compose = load_settings(DEPLOY / "config.yaml", {k: v for k, v in env.items() if "LISTEN" not in k})
+    assert compose.web_server.metrics_listen == "0.0.0.0:9090" and compose.web_server.listen == "0.0.0.0:8080"
     assert settings.log_format == "json" and settings.database_url == env["HOCTAP_DATABASE_URL"]
 
 
