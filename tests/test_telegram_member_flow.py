@@ -617,6 +617,52 @@ def test_a_lambai_recorded_by_a_process_that_died_before_replying_still_shows_qu
         assert s.scalar(select(func.count()).select_from(Attempt)) == 1
 
 
+def test_a_typed_answer_recorded_by_a_process_that_died_before_replying_shows_the_next_question_when_redelivered(
+        telegram_bot, emulator, invite, province):
+    """kill -9 between the commit of a typed "A" and its reply: Telegram hands the text out again, and the member
+    sees question 2, instead of silence (then typing "A" again, which would count for question 2 unseen)."""
+    from bot.channels.telegram import TRAITS
+    from bot.services.chat import ChatService
+    from bot.timeutil import utcnow
+
+    user = link(emulator, invite, "DV027", 9805)
+    user.send_text("/lambai")
+    user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+    telegram_bot.stop()
+    user.send_text("A")
+    [update_id] = emulator.pending_update_ids()
+    service = ChatService(province, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"))  # the process that died: it recorded
+    assert "Câu 2/10" in service.on_text(str(user.id), "A", utcnow(), str(update_id)).replies[-1].text
+    telegram_bot.start()
+    question = user.wait_for(lambda u: "Câu 2/10" in (u.last() or {}).get("text", ""), timeout=10)
+    assert buttons(question) == ["A", "B", "C", "D"]
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer)) == 1  # not answered twice
+
+
+def test_a_typed_hand_in_recorded_by_a_process_that_died_before_replying_brings_the_result_when_redelivered(
+        telegram_bot, emulator, invite, province):
+    from bot.channels.telegram import TRAITS
+    from bot.services.chat import ChatService
+    from bot.timeutil import utcnow
+
+    user = link(emulator, invite, "DV028", 9806)
+    user.send_text("/lambai")
+    q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+    answer_wrongly(user, province, "DV028", q["message_id"], 9)
+    wrong = wrong_letter(province, "DV028")
+    telegram_bot.stop()
+    user.send_text(wrong)
+    [update_id] = emulator.pending_update_ids()
+    service = ChatService(province, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"))  # the process that died: it recorded
+    assert "Kết quả bài kiểm tra" in service.on_text(str(user.id), wrong, utcnow(), str(update_id)).replies[0].text
+    telegram_bot.start()
+    wait_text(user, "còn 2 lượt làm bài", timeout=10)  # the result's last part
+    assert "\n".join(texts(user)).count("Đáp án đúng:") == 10
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer)) == 10
+
+
 def test_a_hand_in_recorded_by_a_process_that_died_before_replying_brings_the_whole_result_when_redelivered(
         telegram_bot, emulator, invite, province):
     """kill -9 as the last answer is recorded: the redelivered press turns the question into the result and

@@ -39,6 +39,7 @@ COMMANDS = {
     "ngonngu": "ngonngu", "language": "ngonngu",
     "quantri": "quantri",
 }
+REPLAY_WINDOW = timedelta(hours=1)  # a redelivered answer this soon after a hand-in is the one that handed it in
 DOUBLE_TAP = timedelta(seconds=15)  # a tap on a quiz handed in this recently is the same impatient member
 # Commands whose reply can be worked out again and thrown away (``_replay_text``): they show where the member is
 # and hand out nothing that lives in the database (a login link, a study link, a link code's outcome, a page)
@@ -210,6 +211,8 @@ class ChatService:
             if not self._first_time(s, update_key, now):
                 if self.traits.replies_to_redelivered_text and parse_command(text)[0] in REPLAYABLE:
                     return self._replay_text(s, external_id, text, now, sent_at)
+                if self.traits.replies_to_redelivered_text and answer_token(text):
+                    return self._replay_typed_answer(s, external_id, now)
                 return Outcome(redelivered=True)
             outcome = self._text(s, external_id, text, now, sent_at)
             self._remember_choices(s, external_id, outcome, now)
@@ -361,6 +364,22 @@ class ChatService:
         back, so nothing is recorded twice, and sent: at worst a reply the member already has comes twice."""
         shown = _rolled_back(s, lambda: self._text(s, external_id, text, now, sent_at))
         return Outcome(shown.replies, redelivered=True)
+
+    def _replay_typed_answer(self, s: Session, external_id: str, now: datetime) -> Outcome:
+        """A typed answer handled before (``redelivered``), whose reply may have died with the process: the
+        question the quiz is at now, or the result of a quiz it handed in (replaying the answer would answer
+        the next question with it). Without a reply the member types the letter again, and it counts for a
+        question they never saw."""
+        member_id = self._member_id(s, external_id, now)
+        if member_id in (None, DEACTIVATED):
+            return Outcome(redelivered=True)
+        current = quiz.in_progress_attempt(s, member_id, now)
+        if current is not None:
+            return Outcome(self._show_position(s, quiz.position_of(s, current)), redelivered=True)
+        handed_in = s.scalar(select(Attempt).where(Attempt.member_id == member_id,
+                                                   Attempt.submitted_at >= now - REPLAY_WINDOW)
+                             .order_by(Attempt.submitted_at.desc()).limit(1))
+        return Outcome(self._result(s, handed_in) if handed_in is not None else [], redelivered=True)
 
     def _link_code(self, s: Session, external_id: str, code: str, now: datetime) -> Reply | None:
         """Try a link code; after WRONG_CODES_LIMIT wrong ones in a row this chat pauses (no guessing).
