@@ -94,6 +94,27 @@ def test_a_redelivered_text_is_answered_again_only_where_the_answer_hands_out_no
         assert s.scalar(select(func.count()).select_from(Attempt)) == 1
 
 
+def test_a_redelivered_hoc_brings_a_study_link_that_opens(province):
+    """/hoc handled by a process that died before replying: Telegram delivers it again, and the member gets a
+    study link of their own that opens, not silence (a replay rolled back would hand out a dead link)."""
+    from bot.channels.telegram import TRAITS
+    from bot.services import web_links
+    from bot.services.web_links import StudyLinks
+    from tests.conftest import WEB_SECRET
+
+    service = ChatService(province, TRAITS, TZ, study_links=StudyLinks("https://hoc.example.vn", WEB_SECRET))
+    linked(service, province, "DV002", "1")
+    first = service.on_text("1", "/hoc", utcnow(), update_key="5")
+    again = service.on_text("1", "/hoc", utcnow(), update_key="5")
+    assert again.redelivered and again.replies[0].text == first.replies[0].text
+    assert again.replies[0].link.url != first.replies[0].link.url
+    with province.session() as s:
+        for reply in (first, again):
+            token = reply.replies[0].link.url.rsplit("/", 1)[1]
+            checked = web_links.check(s, WEB_SECRET, token, utcnow())
+            assert checked.ok and checked.member.code == "DV002"
+
+
 def test_a_tap_long_after_the_quiz_was_handed_in_shows_the_whole_result_a_quick_second_tap_only_its_top(
         service, province):
     """A second tap as the quiz is handed in would repeat the long review the first tap is sending; a tap a

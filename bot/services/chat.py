@@ -44,6 +44,7 @@ DOUBLE_TAP = timedelta(seconds=15)  # a tap on a quiz handed in this recently is
 # Commands whose reply can be worked out again and thrown away (``_replay_text``): they show where the member is
 # and hand out nothing that lives in the database (a login link, a study link, a link code's outcome, a page)
 REPLAYABLE = frozenset({"lambai", "ketqua", "help"})
+REDONE = frozenset({"hoc"})  # redelivered commands worked out again for real: their only work is a fresh study link
 # An answer as members type it: "B", "b.", "2", "(c)", "đáp án: D", "câu A", "chọn 3" (on text without diacritics)
 # ("câu" only before a letter: "câu 3" may mean the third question)
 _ANSWER = re.compile(r"^\s*(?:(?:dap an|phuong an|cau tra loi|tra loi|chon)\s*:?\s*|cau\s*:?\s*(?=[(\[]?\s*[a-f]))?"
@@ -209,11 +210,7 @@ class ChatService:
         with self.db.session() as s:
             lock_chat(s, self.traits.name, external_id)  # one update of a chat at a time, in any process
             if not self._first_time(s, update_key, now):
-                if self.traits.replies_to_redelivered_text and parse_command(text)[0] in REPLAYABLE:
-                    return self._replay_text(s, external_id, text, now, sent_at)
-                if self.traits.replies_to_redelivered_text and answer_token(text):
-                    return self._replay_typed_answer(s, external_id, now)
-                return Outcome(redelivered=True)
+                return self._redelivered_text(s, external_id, text, now, sent_at)
             outcome = self._text(s, external_id, text, now, sent_at)
             self._remember_choices(s, external_id, outcome, now)
             return outcome
@@ -355,6 +352,21 @@ class ChatService:
         # from the edit of the pressed message on: the next question, or a result with all its parts (a press
         # that handed the quiz in and died before replying must not lose the review's explanations)
         return Outcome(shown.replies[edits[-1]:] if edits else [], redelivered=True)
+
+    def _redelivered_text(self, s: Session, external_id: str, text: str, now: datetime,
+                          sent_at: datetime | None) -> Outcome:
+        """A text handled before. Where the channel may have lost its reply (``replies_to_redelivered_text``), what
+        the member needs to go on is sent again, recording nothing twice; anything else gets nothing."""
+        if not self.traits.replies_to_redelivered_text:
+            return Outcome(redelivered=True)
+        command = parse_command(text)[0]
+        if command in REPLAYABLE:
+            return self._replay_text(s, external_id, text, now, sent_at)
+        if command in REDONE:  # done again for real: the study link it hands out must live
+            return replace(self._text(s, external_id, text, now, sent_at), redelivered=True)
+        if command is None and answer_token(text):
+            return self._replay_typed_answer(s, external_id, now)
+        return Outcome(redelivered=True)
 
     def _replay_text(self, s: Session, external_id: str, text: str, now: datetime,
                      sent_at: datetime | None) -> Outcome:
