@@ -531,9 +531,11 @@ def test_tokens_are_encrypted_at_rest_plain_rows_still_work_and_rotate_encrypts_
     assert all(t.startswith("fernet:") and "SECRET" not in t for t in raw_tokens(db_url).values())
     monkeypatch.setenv("HOCTAP_TOKEN_KEY", "another-key-than-the-one-used")
     wrong = bots_cli("remove", "--unit", "DP-TT-01")
-    assert (wrong.code, wrong.err.strip()) == (1, "error: the Zalo bot tokens were encrypted with another key: set "
-                                                  "HOCTAP_TOKEN_KEY (or the web secret) as when they were stored, or "
-                                                  "reset each token in Bot Creator and run hoctap zalo bots rotate")
+    assert (wrong.code, wrong.err.strip()) == (1, "error: the stored Zalo secrets (bot tokens, webhook secrets, the "
+                                                  "OA's tokens) were encrypted with another key: set HOCTAP_TOKEN_KEY "
+                                                  "(or the web secret) as when they were stored, or reset each bot's "
+                                                  "token in Bot Creator and run hoctap zalo bots rotate, and connect "
+                                                  "the Zalo OA again from the console")
     monkeypatch.delenv("HOCTAP_TOKEN_KEY")
     none = bots_cli("remove", "--unit", "DP-TT-01")
     assert none.code == 1 and "encrypted but no key is set" in none.err

@@ -49,14 +49,15 @@ def unseal(value: str) -> str:
     if not value.startswith(PREFIX):
         return value  # written before tokens were encrypted, or without a key
     if _fernet is None:
-        raise TokenKeyError("the Zalo bot tokens are encrypted but no key is set: set HOCTAP_TOKEN_KEY (or the web "
-                            "secret) as when they were stored")
+        raise TokenKeyError("the stored Zalo secrets (bot tokens, webhook secrets, the OA's tokens) are encrypted "
+                            "but no key is set: set HOCTAP_TOKEN_KEY (or the web secret) as when they were stored")
     try:
         return _fernet.decrypt(value[len(PREFIX):].encode("ascii")).decode("utf-8")
     except InvalidToken:
-        raise TokenKeyError("the Zalo bot tokens were encrypted with another key: set HOCTAP_TOKEN_KEY (or the web "
-                            "secret) as when they were stored, or reset each token in Bot Creator and run hoctap "
-                            "zalo bots rotate") from None
+        raise TokenKeyError("the stored Zalo secrets (bot tokens, webhook secrets, the OA's tokens) were encrypted "
+                            "with another key: set HOCTAP_TOKEN_KEY (or the web secret) as when they were stored, or "
+                            "reset each bot's token in Bot Creator and run hoctap zalo bots rotate, and connect the "
+                            "Zalo OA again from the console") from None
 
 
 class EncryptedText(TypeDecorator):
