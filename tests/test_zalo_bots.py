@@ -200,6 +200,43 @@ def test_a_member_on_a_full_branch_bot_moves_to_a_new_phone_with_a_relink_code(t
         assert s.scalar(select(func.count()).select_from(ChatAccount).where(ChatAccount.bot_id == bot.id)) == 50
 
 
+def test_a_member_linked_through_the_default_bot_before_the_branch_had_one_moves_by_writing_to_it(two_branches,
+                                                                                                   province):
+    """The default bot's 50 places are the province's: a member who linked there before their branch got a bot
+    moves to the branch's bot by writing to it (the same Zalo account), and is served there from then on."""
+    _process, default, bot_a, _bot_b = two_branches
+    with province.session() as s:  # linked through the default bot before bot A was registered
+        dv002 = s.scalar(select(Member).where(Member.code == "DV002"))
+        s.add(ChatAccount(channel="zalo", external_id="d-2", member_id=dv002.id, linked_at=utcnow(), bot_id=None))
+    assert "Câu 1/10" in say(bot_a.user("d-2"), "lam bai", "Câu 1/10")
+    assert accounts(province)["DV002"] == ("d-2", "Chi bo Tan Tien")
+    reply = say(default.user("d-2"), "lam bai", "Đồng chí đã liên kết")  # the default bot now sends them on
+    assert "«Chi bo Tan Tien»" in reply and "Câu 1/10" not in reply
+    assert "Câu 2/10" in say(bot_a.user("d-2"), "a", "Câu 2/10")
+
+
+def test_a_member_on_the_default_bot_stays_there_while_the_branchs_bot_is_full_and_the_secretary_is_told(
+        two_branches, province):
+    _process, default, bot_a, _bot_b = two_branches
+    now = utcnow()
+    with province.session() as s:
+        bot = s.scalar(select(ZaloBot).where(ZaloBot.name == "Chi bo Tan Tien"))
+        dv003 = s.scalar(select(Member).where(Member.code == "DV003"))
+        others = s.scalars(select(Member.id).where(Member.code.not_in(["DV003", "DV001"])).order_by(Member.id)
+                           .limit(MEMBER_CAP)).all()
+        s.add_all(ChatAccount(channel="zalo", external_id=f"fill-{mid}", member_id=mid, linked_at=now,
+                              bot_id=bot.id) for mid in others)
+        s.add(ChatAccount(channel="zalo", external_id="d-3", member_id=dv003.id, linked_at=now, bot_id=None))
+    reply = say(bot_a.user("d-3"), "lam bai", "chưa chuyển đồng chí sang được")
+    assert "«Chi bo Tan Tien»" in reply and "«HocTap»" in reply and "Câu 1/10" not in reply
+    assert accounts(province)["DV003"] == ("d-3", None)
+    assert "Câu 1/10" in say(default.user("d-3"), "lam bai", "Câu 1/10")  # served where they were
+    with province.session() as s:
+        told = s.scalars(select(Member.code).join(OutboxMessage).where(OutboxMessage.purpose == "bot_full")).all()
+        assert s.scalar(select(func.count()).select_from(ChatAccount).where(ChatAccount.bot_id == bot.id)) == 50
+    assert told == ["DV001"]  # the secretary of ấp 1, once
+
+
 def test_members_linking_at_the_same_moment_never_take_a_bot_past_50(province):
     """Six members of ấp 1-3 type their codes at once to a bot serving 47 (six webhook deliveries in
     flight together): three are linked, three are told to ask the secretary and keep their codes, and

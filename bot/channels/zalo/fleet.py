@@ -4,7 +4,8 @@ Nothing is kept per bot beyond what its traffic needs: a bot is looked up in the
 update or an outbound message names it, and kept in a small cache (``BotCache``) of recently used
 bots: a client (sharing one connection pool), its conversation (``BotChannel``), its outbox pacing
 and its monthly count. Members link to their own unit's bot (the nearest unit above them that has
-one); a code typed to another bot is answered with the right bot's name; a bot that serves
+one); a code typed to another bot is answered with the right bot's name; a member linked through another bot
+(the default one, before their branch had its own) moves by writing to their own bot; a bot that serves
 ``MEMBER_CAP`` members takes no more (Zalo would not serve the 51st; ``claim_slot`` holds the cap
 when members link at the same moment), and the unit's secretary is told through the outbox.
 """
@@ -74,6 +75,12 @@ def bot_full(name: str) -> Reply:
                  "liên kết thêm được. Đồng chí báo bí thư chi bộ để được hướng dẫn; mã của đồng chí vẫn giữ nguyên.")
 
 
+def cannot_move(name: str, old_name: str) -> Reply:
+    return Reply(f"⚠️ Bot Zalo «{name}» của chi bộ đã phục vụ đủ {MEMBER_CAP} người (giới hạn của gói Zalo miễn phí) "
+                 f"nên chưa chuyển đồng chí sang được. Đồng chí tiếp tục học tập và làm bài qua bot «{old_name}» như "
+                 "trước; bí thư chi bộ đã được báo.")
+
+
 def secretary_told(name: str, member: Member) -> Reply:
     return Reply(f"📣 Bot Zalo «{name}» của chi bộ đã đủ {MEMBER_CAP} người dùng (giới hạn của gói Zalo miễn phí): "
                  f"đồng chí {member.full_name} ({member.code}) chưa liên kết được. Đề nghị đồng chí liên hệ quản trị "
@@ -94,11 +101,15 @@ def admit(s: Session, bot_pk: int | None, external_id: str, text: str, now: date
     """Checks before this bot (``bot_pk``; None for the default) serves a message: a member linked through
     another bot is sent there (each bot's 50 places and 3,000 messages are its branch's), and a code
     is checked before it links an account through this bot."""
-    linked = s.execute(select(ChatAccount.bot_id, Member.active).join(Member, Member.id == ChatAccount.member_id)
+    linked = s.execute(select(ChatAccount.bot_id, Member.active, Member.id.label("member_id"), Member.unit_id)
+                       .join(Member, Member.id == ChatAccount.member_id)
                        .where(ChatAccount.channel == "zalo", ChatAccount.external_id == external_id)).first()
     if linked is not None and linked.bot_id != bot_pk:
         own = s.get(ZaloBot, linked.bot_id) if linked.bot_id is not None else None
-        return Admission(not_your_bot(own.name, own.share_link) if own else not_your_bot(default_name, default_link))
+        own_name = own.name if own else default_name
+        if linked.active and bot_pk is not None and _own_bot_is(s, linked.unit_id, bot_pk):
+            return _move_here(s, bot_pk, external_id, linked.member_id, own_name, now)
+        return Admission(not_your_bot(own_name, own.share_link if own else default_link))
     command, arg = parse_command(text)  # as the conversation will read it: /start CODE, start CODE, bare, quoted
     code = (code_said(arg) or arg) if command == "start" and arg else code_said(text.strip()) if command is None else None
     if code is None or (linked is not None and linked.active):  # an active member's chat links nothing anew
@@ -141,6 +152,25 @@ def claim_slot(s: Session, bot_pk: int, external_id: str, now: datetime) -> Repl
     s.delete(account)
     _tell_secretaries(s, bot, member, now)
     return bot_full(bot.name)
+
+
+def _own_bot_is(s: Session, unit_id: int, bot_pk: int) -> bool:
+    right = unit_bot(s, unit_id)
+    return right is not None and right.id == bot_pk
+
+
+def _move_here(s: Session, bot_pk: int, external_id: str, member_id: int, old_name: str, now: datetime) -> Admission:
+    """A member linked through another bot writes to their own unit's bot: their branch got a bot after they
+    linked (through the default bot), or they moved to a branch with one. It is the same Zalo account, so its link
+    moves here, freeing the old bot's place, while this bot has room (counted holding its row, as ``claim_slot``)."""
+    bot = s.scalar(select(ZaloBot).where(ZaloBot.id == bot_pk).with_for_update())
+    if linked_count(s, bot_pk) >= MEMBER_CAP:
+        _tell_secretaries(s, bot, s.get(Member, member_id), now)
+        return Admission(cannot_move(bot.name, old_name))
+    s.execute(update(ChatAccount).where(ChatAccount.channel == "zalo", ChatAccount.external_id == external_id)
+              .values(bot_id=bot_pk))
+    log.info("Zalo: a member moved from bot %s to their branch's bot %s", old_name, bot.name)
+    return Admission()
 
 
 def _secretaries(s: Session, bot: ZaloBot | None, unit_ids) -> list[Member]:
