@@ -89,7 +89,11 @@ def test_cadre_closes_and_extends_only_with_a_valid_form(chat, console_server, p
     assert asked.status_code == 200 and "Kết thúc đợt học tập?" in asked.text and 'name="confirm"' in asked.text
     with province.session() as s:
         assert s.get(Round, 1).closed_at is None
-    assert cadre.post("/quantri/dot/1/dong", data={"csrf": token, "confirm": "1"}).status_code == 303
+    closed = cadre.post("/quantri/dot/1/dong", data={"csrf": token, "confirm": "1"})
+    assert closed.status_code == 303
+    page = cadre.get(closed.headers["location"]).text  # the day it ended, as the workbook says, not the deadline
+    today = utcnow().astimezone(TZ).strftime("%d/%m/%Y")
+    assert f"– {today}" in page and later not in page and "(đã kết thúc)" in page
     with province.session() as s:
         assert s.get(Round, 1).closed_at is not None
         actions = list(s.scalars(select(ConsoleAudit.action).order_by(ConsoleAudit.id)))

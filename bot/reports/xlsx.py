@@ -104,7 +104,7 @@ def report_data(
         data.rounds.append(RoundReport(
             round_id=rid, document_code=rnd.document.code, document_title=rnd.document.title,
             opens_at=rnd.opens_at, target=float(rnd.target_rate),
-            closes_at=min(rnd.closes_at, rnd.closed_at) if rnd.closed_at else rnd.closes_at,  # closed early: then
+            closes_at=rnd.ended_at,
             status=total.status, total=total, units=children,
             questions=question_stats(session, rid, unit_id), not_finished=rows, not_finished_total=count,
         ))

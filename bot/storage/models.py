@@ -224,6 +224,11 @@ class Round(Base):
     document: Mapped[Document] = relationship()
     units: Mapped[list[RoundUnit]] = relationship(cascade="all, delete-orphan")
 
+    @property
+    def ended_at(self) -> datetime:
+        """When it ends or ended: the moment it was closed, if before its deadline (every page and report says so)."""
+        return min(self.closes_at, self.closed_at) if self.closed_at else self.closes_at
+
 
 class RoundUnit(Base):
     """An audience root of a round; every unit below it is in the audience too."""
