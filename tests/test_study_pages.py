@@ -195,6 +195,18 @@ def test_a_resubmitted_answer_form_records_nothing_twice(study_pages, province):
         assert s.scalar(select(func.count()).select_from(Answer).where(Answer.attempt_id == aid)) == 1
 
 
+def test_an_option_the_question_does_not_have_is_refused_as_such_and_records_nothing(study_pages, province):
+    client = signed_in(study_pages, "DV002")
+    aid, token = start_quiz(client)
+    for chon in ("4", "9", "-1", "99999999999999999999999", "a", "٣", ""):
+        page = client.post(f"/hoc/bai/{aid}", data={"csrf": token, "position": 1, "chon": chon})
+        assert "Câu 1/10" in page.text and "Câu này không có đáp án đó" in page.text, chon
+        assert "không còn hiện hành" not in page.text
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer).where(Answer.attempt_id == aid)) == 0
+    assert "Câu 2/10" in client.post(f"/hoc/bai/{aid}", data={"csrf": token, "position": 1, "chon": 3}).text
+
+
 def test_an_answer_sent_after_the_round_closed_is_refused_once_on_the_page(study_pages, province):
     from bot.services.rounds import close_round
 
@@ -348,7 +360,8 @@ def test_ids_beyond_any_row_and_wrong_methods_get_the_vietnamese_refusal_page_no
         page = client.get(path)
         assert page.status_code == 404 and "Không tìm thấy trang" in page.text, path
     wrong = client.delete("/hoc/ketqua")
-    assert wrong.status_code == 405 and "Không tìm thấy trang" in wrong.text and "GET" in wrong.headers["allow"]
+    assert wrong.status_code == 405 and "GET" in wrong.headers["allow"]
+    assert "Không mở được trang này" in wrong.text and "Không tìm thấy" not in wrong.text
     both = client.put("/hoc/bai/1")  # a question page and its answer form: two routes of one path
     assert both.status_code == 405 and {"GET", "POST"} <= set(both.headers["allow"].split(", "))
 

@@ -28,7 +28,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from bot.domain.ids import MAX_ID
+from bot.domain.ids import MAX_ID, parse_id
 from bot.domain.languages import UNREVIEWED, language_name
 from bot.domain.messages import LETTERS, percent, reading_of
 from bot.services import quiz, web_links
@@ -73,7 +73,7 @@ REFUSALS = {
     "round_over": (410, "Đợt học tập đã kết thúc",
                    "Đợt học tập này đã kết thúc, nên không đọc tài liệu hay làm bài kiểm tra của đợt được nữa. "
                    "Kết quả của đồng chí vẫn được lưu."),
-    "wrong_method": (405, "Không tìm thấy trang", "Trang này không mở được theo cách này; hãy mở từ tin nhắn của bot."),
+    "wrong_method": (405, "Không mở được trang này", "Trang này không mở được theo cách này; hãy mở từ tin nhắn của bot."),
     "too_large": (413, "Không gửi được", "Nội dung gửi lên quá lớn so với một câu trả lời. Đồng chí quay lại trang "
                                          "học tập và chạm vào một đáp án."),
 }
@@ -243,6 +243,7 @@ def create_pages(cfg: PagesConfig) -> Starlette:
         options = [(i, aq.question.options[original]) for i, original in enumerate(aq.option_order)]
         notice = {"duplicate": "Câu trước đã được ghi nhận rồi; đây là câu tiếp theo.",
                   "stale": "Câu đó không còn hiện hành; đây là câu hiện tại.",
+                  "choice": "Câu này không có đáp án đó; đồng chí chạm vào một đáp án dưới đây.",
                   "closed": "Đợt học tập đã kết thúc, không thể ghi nhận thêm."}.get(request.query_params.get("tb", ""))
         closed = rnd.closed_at is not None or cfg.clock() >= rnd.closes_at
         return page(request, "question.html", attempt=attempt, aq=aq, options=options, doc=rnd.document,
@@ -250,16 +251,20 @@ def create_pages(cfg: PagesConfig) -> Starlette:
 
     def answer(request: Request, s, checked, form) -> Response:
         attempt = _attempt(s, checked, request.path_params["aid"])
-        try:
-            position, shown = int(form.get("position", "")), int(form.get("chon", ""))
-        except ValueError:
+        position, shown = parse_id(str(form.get("position", ""))), parse_id(str(form.get("chon", "")))
+        if position is None:
             return go(request, f"/bai/{attempt.id}?tb=stale")
+        if shown is None or shown >= len(LETTERS):
+            return go(request, f"/bai/{attempt.id}?tb=choice")
         result = quiz.answer(s, checked.member.id, attempt.id, position, shown, cfg.clock())
         if result.status == "missing":
             raise Refused("not_found")
         if result.status == "recorded" and result.quiz.position is None:
             return go(request, f"/bai/{attempt.id}/ketqua")
-        suffix = "" if result.status == "recorded" else f"?tb={result.status}"
+        status = result.status
+        if status == "stale" and result.quiz is not None and result.quiz.position == position:
+            status = "choice"  # the question is current: the option is not one of its own
+        suffix = "" if status == "recorded" else f"?tb={status}"
         return go(request, f"/bai/{attempt.id}{suffix}")
 
     def result(request: Request, s, checked) -> Response:
