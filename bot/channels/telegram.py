@@ -32,11 +32,12 @@ from telegram.ext import (
 )
 from telegram.warnings import PTBUserWarning
 
-from bot.channels.telegram_request import AiohttpRequest
+from bot.channels.telegram_request import AiohttpRequest, KeptUpdatesRequest
 from bot.domain import messages as msg
 from bot.domain.replies import Outcome, Reply, split_text
 from bot.metrics import FAILURES, RATE_LIMITED, handling
 from bot.services.chat import ChannelTraits, ChatService
+from bot.services.inbox import Inbox
 from bot.storage.db import TRANSIENT_ERRORS
 from bot.timeutil import utcnow
 
@@ -174,6 +175,7 @@ class TelegramChannel:
         self.service = service
         self.clock = clock
         self._toasts: set[asyncio.Task] = set()  # toasts still on their way after their update was handled
+        self.inbox = Inbox(service.db, "telegram", TRAITS.name)  # what polling fetched, until handled
 
     def build(self, token: str, base_url: str, base_file_url: str | None = None, *,
               on_start: Callable[[Application], Awaitable] | None = None,
@@ -186,7 +188,9 @@ class TelegramChannel:
             if on_start is not None:
                 await on_start(app)
 
-        requests = (AiohttpRequest(), AiohttpRequest(connections=1))
+        # polling: each batch is kept in the database before Telegram is told it arrived (``_take_up_kept``)
+        updates = AiohttpRequest(connections=1) if webhook else KeptUpdatesRequest(self._keep, connections=1)
+        requests = (AiohttpRequest(), updates)
         builder = (ApplicationBuilder().token(token).base_url(base_url).post_init(post_init)
                    .request(requests[0]).get_updates_request(requests[1])
                    .concurrent_updates(PerChatUpdateProcessor()))
@@ -212,6 +216,31 @@ class TelegramChannel:
             await with_retries(lambda: app.bot.set_my_commands(MENU), "setMyCommands")
         except StillFlooded:
             pass  # logged; the menu is only a convenience and is set again at the next start
+        if app.updater is not None:
+            await self._take_up_kept(app)
+
+    def _keep(self, batch: list[tuple[str, dict]]) -> None:
+        self.inbox.keep(batch, self.clock())
+
+    async def _take_up_kept(self, app: Application) -> None:
+        """Updates a process polling before this one kept and never handled (it was killed): Telegram counts them
+        delivered, so they are handled first, before polling; Telegram is first told that every kept update
+        arrived, lest one it still holds come twice."""
+        keys = await asyncio.to_thread(self.inbox.keys)
+        if not keys:
+            return
+        unhandled = await asyncio.to_thread(self.inbox.unhandled)
+        try:
+            await app.bot.get_updates(offset=max(int(k) for k in keys) + 1, limit=1, timeout=0)
+        except TelegramError as exc:
+            log.warning("getUpdates to confirm the kept updates: %s; an update may be handled twice", exc.message)
+        # group commands are not recorded as handled: only what a member sent the bot itself is taken up again
+        taken = [u for u in unhandled if u.get("callback_query") or
+                 ((u.get("message") or {}).get("chat") or {}).get("type") == "private"]
+        for raw in taken:
+            await app.update_queue.put(Update.de_json(raw, app.bot))
+        if taken:
+            log.warning("%d update(s) received before the last stop and never handled: handling them now", len(taken))
 
     # -- handlers -----------------------------------------------------------------------------
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

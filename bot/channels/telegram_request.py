@@ -10,7 +10,9 @@ moves bytes, and maps aiohttp's failures to PTB's ``TimedOut`` and ``NetworkErro
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+from typing import Any, Callable
 from urllib.parse import urlencode
 
 import aiohttp
@@ -83,3 +85,31 @@ class AiohttpRequest(BaseRequest):
         except aiohttp.ClientError as exc:  # some (a bad scheme, a bad address) quote the URL, token and all
             raise NetworkError(f"aiohttp.{exc.__class__.__name__}: {_TOKEN_IN_URL.sub('/bot<token>', str(exc))}") \
                 from None
+
+
+class KeptUpdatesRequest(AiohttpRequest):
+    """The ``getUpdates`` request of a polling bot: each batch is handed to ``keep`` (``bot/services/inbox.py``,
+    run in a thread) before python-telegram-bot sees it, so before its next ``getUpdates`` tells Telegram the
+    batch arrived. A batch that cannot be kept fails the call like a network error: python-telegram-bot asks
+    again, and Telegram, told nothing, hands the batch out again."""
+
+    def __init__(self, keep: Callable[[list[tuple[str, dict]]], Any], **kwargs):
+        super().__init__(**kwargs)
+        self._keep = keep
+
+    async def do_request(self, url: str, method: str, request_data: RequestData | None = None,
+                         *args, **kwargs) -> tuple[int, bytes]:
+        status, body = await super().do_request(url, method, request_data, *args, **kwargs)
+        if status != 200 or not url.endswith("/getUpdates"):
+            return status, body
+        try:
+            updates = json.loads(body).get("result") or []
+        except (ValueError, AttributeError):
+            return status, body  # PTB says what is wrong with it
+        batch = [(str(u["update_id"]), u) for u in updates if isinstance(u, dict) and "update_id" in u]
+        if batch:
+            try:
+                await asyncio.to_thread(self._keep, batch)
+            except Exception as exc:  # noqa: BLE001 - the database: the batch is asked for again
+                raise NetworkError(f"the updates could not be kept ({exc.__class__.__name__}); asking again") from None
+        return status, body

@@ -331,6 +331,23 @@ class ProcessedUpdate(Base):
     processed_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class InboxUpdate(Base):
+    """An update fetched by polling (or taken from a webhook answered at once), kept until it is handled: the
+    platform counts it delivered from then on, and a process killed while handling it would lose it.
+    ``source``: the poller (``telegram``, ``zalo``, ``zalo:<bot id>``); handled once ``processed_updates`` has
+    (``channel``, ``update_key``). Rows live minutes (``bot/services/inbox.py``)."""
+
+    __tablename__ = "inbox_updates"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # the order they came in
+    source: Mapped[str] = mapped_column(String(40))
+    channel: Mapped[str] = mapped_column(String(16))
+    update_key: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (UniqueConstraint("source", "update_key"), Index("ix_inbox_updates_received", "received_at"))
+
+
 class ChatState(Base):
     """Where a chat is in the conversation: the page being read, the choices a member may type,
     wrong link codes. (The quiz's place is the attempt's own rows: the next unanswered question.)

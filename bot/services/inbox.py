@@ -1,0 +1,63 @@
+"""Updates kept from the moment a platform counts them delivered until they are handled.
+
+Telegram's long polling takes every update it handed out as delivered at the next ``getUpdates``, which
+python-telegram-bot sends while the batch is still being handled; Zalo's ``getUpdates`` takes an update
+as delivered the moment it returns it, and its webhook is answered at once. A process killed in between
+(kill -9, a power cut) would lose a member's answer or command. So each update is written here first
+(one statement per batch), and a process starting hands on the ones it finds unhandled: handled means
+``processed_updates`` has its key, as the conversation records it. Rows live ``KEEP``; older ones are
+dropped as new ones come (an update that failed for minutes is not worth a late answer).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, delete, exists, select
+
+from bot.storage.db import Database, insert_if_new
+from bot.storage.models import InboxUpdate, ProcessedUpdate
+
+KEEP = timedelta(minutes=10)
+PRUNE_EVERY = timedelta(minutes=1)
+_COLUMNS = ("source", "channel", "update_key", "payload", "received_at")
+
+
+class Inbox:
+    """The kept updates of one poller (``source``), whose conversation records them under ``channel``."""
+
+    def __init__(self, db: Database, source: str, channel: str):
+        self.db, self.source, self.channel = db, source, channel
+        self._pruned: datetime | None = None
+
+    def keep(self, updates: list[tuple[str, dict]], now: datetime) -> set[str]:
+        """Write these (key, update) pairs in one transaction; returns the keys not kept before (a platform
+        may hand an update out twice)."""
+        if not updates:
+            return set()
+        with self.db.session() as s:
+            conn = s.connection()
+            stmt = insert_if_new(conn.dialect.name, InboxUpdate.__table__, _COLUMNS, returning="update_key")
+            fresh = {row[0] for key, update in updates for row in conn.execute(stmt, {
+                "source": self.source, "channel": self.channel, "update_key": key,
+                "payload": json.dumps(update, ensure_ascii=False, separators=(",", ":")), "received_at": now})}
+            if self._pruned is None or now - self._pruned >= PRUNE_EVERY:
+                s.execute(delete(InboxUpdate).where(InboxUpdate.source == self.source,
+                                                    InboxUpdate.received_at < now - KEEP))
+                self._pruned = now
+        return fresh
+
+    def unhandled(self) -> list[dict]:
+        """The kept updates no conversation has recorded, in the order they came."""
+        handled = exists().where(and_(ProcessedUpdate.channel == InboxUpdate.channel,
+                                      ProcessedUpdate.update_key == InboxUpdate.update_key))
+        with self.db.read_session() as s:
+            payloads = s.scalars(select(InboxUpdate.payload).where(InboxUpdate.source == self.source, ~handled)
+                                 .order_by(InboxUpdate.id)).all()
+        return [json.loads(p) for p in payloads]
+
+    def keys(self) -> list[str]:
+        """The keys of every update kept (Telegram confirms up to the newest of them before it polls again)."""
+        with self.db.read_session() as s:
+            return list(s.scalars(select(InboxUpdate.update_key).where(InboxUpdate.source == self.source)))
