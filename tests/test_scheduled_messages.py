@@ -605,9 +605,9 @@ def test_a_message_in_flight_when_its_sender_died_is_not_sent_again_and_the_secr
     assert received(users["DV005"]) == []  # never sent twice, and here it never arrived
     assert deliver(province, emulator, at + timedelta(minutes=10)).sent == 0
     lines = not_finished_lines(province, users["DV001"], at + timedelta(minutes=10))
-    assert lines["DV005"].endswith("; có thể chưa nhận được tin nhắc)")
+    assert lines["DV005"].endswith("; có thể chưa nhận được tin nhắn về đợt này)")
     assert lines["DV003"].endswith("; không nhận được tin nhắn của bot)")
-    assert [code for code, line in lines.items() if "chưa nhận được tin nhắc" in line] == ["DV005"]
+    assert [code for code, line in lines.items() if "chưa nhận được tin nhắn về đợt này" in line] == ["DV005"]
     # a reminder that surely arrived clears the doubt, and the refusal of one who unblocked the bot: the
     # secretary is not sent to call someone the bot reaches again
     emulator.unblock(users["DV003"].id)
@@ -615,7 +615,7 @@ def test_a_message_in_flight_when_its_sender_died_is_not_sent_again_and_the_secr
     deliver(province, emulator, local("2026-12-12 08:00"))
     assert [t[:1] for t in received(users["DV005"])] == ["⏰"]
     lines = not_finished_lines(province, users["DV001"], local("2026-12-12 08:05"))
-    assert "tin nhắc" not in lines["DV005"]
+    assert "chưa nhận được tin nhắn về đợt này" not in lines["DV005"]
     assert "không nhận được tin nhắn của bot" not in lines["DV003"]
 
 

@@ -22,7 +22,7 @@ CALL_LIST = "chưa liên lạc được qua Zalo"  # no OA message or ZNS could 
 DELIVERY_NOTES = {
     "refused": "không nhận được tin nhắn của bot",
     "unreachable": CALL_LIST,
-    "uncertain": "có thể chưa nhận được tin nhắc",
+    "uncertain": "có thể chưa nhận được tin nhắn về đợt này",
 }
 
 

@@ -24,7 +24,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable, Protocol
+from typing import Awaitable, Callable, Protocol
 
 from sqlalchemy import bindparam, select
 
@@ -55,11 +55,28 @@ CURRENT_MESSAGE: contextvars.ContextVar[int | None] = contextvars.ContextVar("ou
 SKIP_PARTS: contextvars.ContextVar[int] = contextvars.ContextVar("outbox_skip_parts", default=0)
 # How many earlier tries this message had (a transport may read an ambiguous refusal differently on a retry).
 EARLIER_TRIES: contextvars.ContextVar[int] = contextvars.ContextVar("outbox_earlier_tries", default=0)
+# For a transport that paces its own requests (``paced``): writes ``sending`` for the message, called by
+# ``request_may_leave`` once its turn has come (a message waiting its turn is not in flight: a kill then must
+# put it back in the queue, not leave it ``uncertain``). False: another sender took the message over.
+BEFORE_REQUEST: contextvars.ContextVar[Callable[[], Awaitable[bool]] | None] = contextvars.ContextVar(
+    "outbox_before_request", default=None)
+
+
+async def request_may_leave() -> None:
+    """Called by a paced transport right before each request leaves: the first call marks the message
+    ``sending``; raises SendError ``taken_over`` when another sender has it."""
+    mark = BEFORE_REQUEST.get()
+    if mark is None:
+        return
+    BEFORE_REQUEST.set(None)
+    if not await mark():
+        raise SendError("taken_over", "taken over by another sender")
 
 
 class SendError(Exception):
-    """Why a send failed: ``retry_after`` (429), ``transient`` (network, 5xx), ``permanent``, or ``uncertain``
-    (the request left but no answer came: it may have been delivered, so it is never sent again)."""
+    """Why a send failed: ``retry_after`` (429), ``transient`` (network, 5xx), ``permanent``, ``uncertain``
+    (the request left but no answer came: it may have been delivered, so it is never sent again), or
+    ``taken_over`` (another sender has the message: nothing was sent here)."""
 
     def __init__(self, kind: str, reason: str, retry_after: float | None = None, parts_done: int = 0):
         super().__init__(reason)
@@ -227,7 +244,7 @@ class OutboxSender:
         finally:
             self._starting -= len(jobs)
         for job in jobs:
-            if job.id in mine or not self._sendable(job):
+            if job.id in mine or not self._sendable(job) or self._paced(job.accounts[0][0]):
                 self._track(self._deliver(job, marked=job.id in mine))
             else:
                 log.info("outbox: message %d was taken over by another sender; not sent here", job.id)
@@ -236,7 +253,12 @@ class OutboxSender:
         """``sending`` for the jobs about to start, in one statement (with the status changes waiting
         to be written: one transaction per group of sends), before their requests leave: from then
         on a crash leaves the outcome unknown. The ids still this sender's."""
-        return await self._apply_marks([(job.id, job.accounts[0][0]) for job in jobs if self._sendable(job)])
+        return await self._apply_marks([(job.id, job.accounts[0][0]) for job in jobs
+                                        if self._sendable(job) and not self._paced(job.accounts[0][0])])
+
+    def _paced(self, channel: str) -> bool:
+        """The channel's transport waits its own turn before a request (``request_may_leave`` marks then)."""
+        return bool(getattr(self.transports[channel], "paced", False))
 
     def _beat(self) -> None:
         """Renew this sender's lease, take its share of the rate, settle what dead senders left."""
@@ -355,7 +377,10 @@ class OutboxSender:
         reason = ""
         for channel, external_id, via in job.accounts:
             await self._wait_for_chat(channel, external_id)
-            if not marked and not await self._mark(queue.mark_sending, job.id, channel, self.worker):
+            paced = not marked and self._paced(channel)  # marked when its turn comes (``request_may_leave``)
+            BEFORE_REQUEST.set((lambda c=channel: self._mark(queue.mark_sending, job.id, c, self.worker))
+                               if paced else None)
+            if not marked and not paced and not await self._mark(queue.mark_sending, job.id, channel, self.worker):
                 log.info("outbox: message %d was taken over by another sender; not sent here", job.id)
                 return
             marked = False  # a fallback channel is marked on its own
@@ -366,6 +391,9 @@ class OutboxSender:
                 EARLIER_TRIES.set(job.attempts)
                 await self.transports[channel].deliver(external_id, job.reply, job.attachment, **extra)
             except SendError as exc:
+                if exc.kind == "taken_over":
+                    log.info("outbox: message %d was taken over by another sender; not sent here", job.id)
+                    return
                 if exc.kind == "permanent":
                     reason = f"{channel}: {exc.reason}"
                     continue  # try the member's other messenger

@@ -418,6 +418,7 @@ class FleetTransport:
     (``via``, the account's ``bot_id``), paced and counted per bot; without one, the default bot."""
 
     channel = "zalo"
+    paced = True  # each bot's ZaloTransport: the outbox marks a message ``sending`` when its turn has come
 
     def __init__(self, fleet: ZaloFleet, default: ZaloTransport | None):
         self.fleet, self.default = fleet, default

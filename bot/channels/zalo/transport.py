@@ -27,6 +27,7 @@ class ZaloTransport:
     and counted against the monthly quota. A 429 pauses Zalo sends with jittered backoff."""
 
     channel = "zalo"
+    paced = True  # the outbox marks a message ``sending`` when its turn has come (``request_may_leave``)
 
     def __init__(self, client: ZaloClient, *, rate: float = 2.0, quota: ZaloQuota | None = None,
                  clock: Callable[[], datetime] = utcnow):
@@ -44,7 +45,7 @@ class ZaloTransport:
             self._next = time.monotonic() + 1.0 / self.rate
 
     async def deliver(self, external_id: str, reply: Reply, attachment: tuple[str, bytes] | None) -> None:
-        from bot.outbox.sender import EARLIER_TRIES, SKIP_PARTS, SendError, after_parts, unanswered
+        from bot.outbox.sender import EARLIER_TRIES, SKIP_PARTS, SendError, after_parts, request_may_leave, unanswered
 
         text = reply_text(reply)
         if attachment is not None:
@@ -52,6 +53,7 @@ class ZaloTransport:
         parts, skip = split_text(text, TEXT_LIMIT), SKIP_PARTS.get()  # skip: parts an earlier try delivered
         for done, part in enumerate(parts[skip:], start=skip):
             await self._pace()
+            await request_may_leave()
             try:
                 await self.client.send_message(external_id, part)
             except ZaloError as exc:

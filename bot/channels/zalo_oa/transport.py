@@ -42,6 +42,7 @@ class _Target:
 
 class OATransport:
     channel = "zalo_oa"
+    paced = True  # the outbox marks a message ``sending`` when its turn has come (``request_may_leave``)
 
     def __init__(self, client: OAClient, budget: OABudget, *, rate: float = 5.0,
                  clock: Callable[[], datetime] = utcnow):
@@ -51,12 +52,16 @@ class OATransport:
         self._next = 0.0
 
     async def _pace(self) -> None:
-        """Zalo publishes no per-second limit (UNCONFIRMED): a conservative steady rate."""
+        """Zalo publishes no per-second limit (UNCONFIRMED): a conservative steady rate. Then the message is in
+        flight (``request_may_leave``)."""
+        from bot.outbox.sender import request_may_leave
+
         async with self._lock:
             wait = self._next - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
             self._next = time.monotonic() + 1.0 / self.rate
+        await request_may_leave()
 
     def _target(self, external_id: str, outbox_id: int | None) -> _Target:
         with self.budget.db.session() as s:
