@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from bot.channels.zalo import ZaloClient, ZaloError
-from bot.domain.replies import Reply
+from bot.domain.replies import Outcome, Reply
 from bot.emulators.common import free_port
 
 TOKEN = "1234567890:SECRET-zalo-TOKEN"
@@ -86,6 +86,43 @@ class _Server:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def test_a_reply_zalo_took_but_did_not_answer_in_time_is_sent_once_and_counted():
+    """A chat reply whose answer came too late: Zalo most likely delivered it. Sent again it would reach the
+    member twice (or five times) and cost quota each time; so it is taken as delivered, once."""
+    import time
+
+    from bot.channels.zalo.channel import ZaloChannel
+
+    def late(h):
+        time.sleep(0.8)  # after the client gave up: the message went, the answer is lost
+        body = b'{"ok":true,"result":{"message_id":"m1","date":1764547200000}}'
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    class Quota:
+        added = 0
+
+        def add(self, n, now):
+            Quota.added += n
+
+    zalo = _Server(late)
+    try:
+        async def reply() -> int:
+            client = ZaloClient(TOKEN, zalo.url, timeout=0.3)
+            try:
+                return await ZaloChannel(None, client, quota=Quota()).send_outcome("u1", Outcome([Reply("Câu 1/10")]))
+            finally:
+                await client.aclose()
+
+        sent = asyncio.run(reply())
+        time.sleep(2.0)  # a second try would have reached the server by now
+    finally:
+        zalo.close()
+    assert zalo.hits == 1 and sent == 1 and Quota.added == 1
 
 
 def test_a_redirect_is_not_followed_so_the_token_never_reaches_another_host():

@@ -145,6 +145,7 @@ class ZaloChannel:
         """Send one message; when Zalo delivered it (its clock, else ours), or None on failure."""
         method = "sendPhoto" if out.photo else "sendMessage"
         for attempt in range(SEND_TRIES):
+            started = self.clock()
             try:
                 if out.photo:
                     result = await self.client.send_photo(chat_id, out.photo)
@@ -152,6 +153,9 @@ class ZaloChannel:
                     result = await self.client.send_message(chat_id, out.text or "")
                 return platform_time((result or {}).get("date") if isinstance(result, dict) else None) or self.clock()
             except ZaloError as exc:
+                if exc.maybe_delivered:  # the request left and no answer came: most likely it went; never twice
+                    log.warning("Zalo: %s to %s: %s; taken as delivered, not sent again", method, chat_id, exc)
+                    return started  # (counted against the quota; not delivered before the request left)
                 used_up = exc.status == 429 and self.quota is not None and \
                     self.quota.exhausted == self.quota.month(self.clock())
                 # 403 is documented as "internal error": once more (the member just wrote, so no block)
