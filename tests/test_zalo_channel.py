@@ -726,11 +726,35 @@ def test_after_a_reply_that_never_arrived_a_typed_answer_brings_the_question_ins
     assert count(province, Answer) == 1 and "Câu 1/10" in user.last()["text"]
     zalo_bot.stop()
     zalo_bot.start()
+    with province.session() as s:  # however long the member waits: its loss was recorded
+        s.execute(ChatState.__table__.update().where(ChatState.external_id == "zl-13")
+                  .values(updated_at=utcnow() - timedelta(minutes=5)))
     reply = say(user, "C", "Câu 2/10")
     assert reply.startswith("Đáp án «C» chưa được tính vì gửi trước khi đồng chí nhận được câu 2. "
                             "Câu hỏi hiện tại là câu 2.")
     assert "📝 Câu 2/10" in reply and count(province, Answer) == 1
     assert say(user, "d", "Câu 3/10").startswith("✔️ Đã ghi nhận câu 2: D.")
+
+
+def test_after_a_process_died_sending_question_2_an_answer_typed_later_counts_for_it(
+        zalo_bot, zalo_emulator, zalo_invite, province):
+    """kill -9 while question 2 was on its way (the outside probe: the member saw it): neither its delivery
+    nor its loss was recorded. An answer typed well after it was sent counts for it; it is not refused as if
+    typed before question 2 arrived (which cost the member a second answer and a message)."""
+    from sqlalchemy import update
+
+    user = zalo_link(zalo_emulator, zalo_invite, "DV014", "zl-14")
+    say(user, "làm bài", "Câu 1/10")
+    zalo_bot.stop()
+    service = ChatService(province, TRAITS, TZ)  # the process that died as question 2 went out
+    assert "Câu 2/10" in service.on_text("zl-14", "a", utcnow()).replies[-1].text
+    with province.session() as s:  # the member read it and answered half a minute later
+        s.execute(update(ChatState).where(ChatState.external_id == "zl-14")
+                  .values(updated_at=utcnow() - timedelta(seconds=30)))
+    zalo_bot.start()
+    reply = say(user, "b", "Câu 3/10")
+    assert reply.startswith("✔️ Đã ghi nhận câu 2: B.") and "chưa được tính" not in reply
+    assert count(province, Answer) == 2
 
 
 def queued_for_zalo(province, zalo_emulator, member_code: str, chat_id: str, key: str, text: str):

@@ -139,7 +139,7 @@ _THIS_CHAT = and_(_STATE.c.channel == bindparam("chat_channel"), _STATE.c.extern
 # where there are no buttons: the offer a typed word maps to, and the quiz question last sent (every update reads
 # and writes them, so as plain statements, not through an ORM ChatState)
 _TYPED_STATE = select(_STATE.c.choices, _STATE.c.question_attempt_id, _STATE.c.question_position,
-                      _STATE.c.question_delivered_at).where(_THIS_CHAT)
+                      _STATE.c.question_delivered_at, _STATE.c.updated_at).where(_THIS_CHAT)
 _SAME_QUESTION = and_(_STATE.c.question_attempt_id == bindparam("attempt"),
                       _STATE.c.question_position == bindparam("at_position"))
 _REMEMBER_CHOICES = update(_STATE).where(_THIS_CHAT).values(choices=bindparam("offer"), updated_at=bindparam("now"))
@@ -148,6 +148,11 @@ _REMEMBER_QUESTION = _REMEMBER_CHOICES.values(  # its delivery time is kept whil
     question_delivered_at=case((_SAME_QUESTION, _STATE.c.question_delivered_at), else_=None))
 _QUESTION_DELIVERED = (update(_STATE).where(_THIS_CHAT, _SAME_QUESTION, _STATE.c.question_delivered_at.is_(None))
                        .values(question_delivered_at=bindparam("at")))
+_QUESTION_LOST = (update(_STATE).where(_THIS_CHAT, _SAME_QUESTION, _STATE.c.question_delivered_at.is_(None))
+                  .values(question_attempt_id=None, question_position=None))
+# A question remembered as sent and neither delivered nor lost this long after: the process sending it died
+# (a live one records either within its send timeout). By then it reached the member or it never will.
+SEND_UNSETTLED = timedelta(seconds=20)
 SEEN_RESOLUTION = timedelta(hours=1)  # how stale a chat's last_seen_at may get before it is written
 REPLY_EXPIRY = timedelta(hours=12)  # a reply held back by flood control is not worth more than this
 
@@ -221,6 +226,13 @@ class ChatService:
         with self.db.session() as s:
             s.connection().execute(_QUESTION_DELIVERED, {"chat_channel": self.traits.name, "chat_id": external_id,
                                                          "attempt": question[0], "at_position": question[1], "at": at})
+
+    def question_lost(self, external_id: str, question: tuple[int, int]) -> None:
+        """The channel could not deliver the message showing ``question``: a typed answer is not counted for it
+        (the member has not seen it), and gets it shown again."""
+        with self.db.session() as s:
+            s.connection().execute(_QUESTION_LOST, {"chat_channel": self.traits.name, "chat_id": external_id,
+                                                    "attempt": question[0], "at_position": question[1]})
 
     def reply_later(self, external_id: str, replies: list[Reply], key: str, now: datetime, wait: float) -> int:
         """Queue in the outbox replies the channel could not send now (flood control), for the member
@@ -551,6 +563,8 @@ class ChatService:
         shown = state is not None and (state.question_attempt_id, state.question_position) == (attempt_id, position)
         if shown and state.question_delivered_at is not None and sent_at >= state.question_delivered_at:
             return None
+        if shown and state.question_delivered_at is None and sent_at >= state.updated_at + SEND_UNSETTLED:
+            return None  # sent by a process that died before it learnt the outcome: most likely it arrived
         attempt = s.get(Attempt, attempt_id)
         where = quiz.position_of(s, attempt) if attempt is not None else None
         if where is None or where.position is None:

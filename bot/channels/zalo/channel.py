@@ -126,6 +126,8 @@ class ZaloChannel:
         delivered = await self._send_all(chat_id, render(outcome, photo_url))
         if outcome.question and delivered and delivered[-1] is not None:
             await asyncio.to_thread(self.service.question_delivered, user_id or chat_id, outcome.question, delivered[-1])
+        elif outcome.question and delivered:
+            await asyncio.to_thread(self.service.question_lost, user_id or chat_id, outcome.question)
         return sum(1 for at in delivered if at is not None)
 
     async def _send_all(self, chat_id: str, messages: list[Outgoing]) -> list[datetime | None]:

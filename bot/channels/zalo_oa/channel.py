@@ -115,6 +115,8 @@ class OAChannel:
             sent += last
         if outcome.question and last:
             await asyncio.to_thread(self.service.question_delivered, user, outcome.question, self.clock() - lag)
+        elif outcome.question:
+            await asyncio.to_thread(self.service.question_lost, user, outcome.question)
         return sent
 
     async def _send(self, user: str, message: OAMessage, tries: int = 4) -> bool:
