@@ -757,6 +757,26 @@ def test_after_a_process_died_sending_question_2_an_answer_typed_later_counts_fo
     assert count(province, Answer) == 2
 
 
+def test_a_secretarys_figures_for_two_open_rounds_come_in_one_message_where_they_fit(
+        zalo_bot, zalo_emulator, zalo_invite, province):
+    """Every Zalo message counts against the bot's 3,000 a month: short replies of one command share a
+    message (blank line between); what has choices to type, or does not fit, stays a message of its own."""
+    from bot.services.rounds import open_round
+
+    now = utcnow()
+    with province.session() as s:
+        open_round(s, "kh-83-hu-tuy-phuoc", ["DP-TT-01"], now - timedelta(hours=1), now + timedelta(days=5), 98, now)
+    user = zalo_link(zalo_emulator, zalo_invite, "DV001", "zl-sec")
+    for command in ("chua lam", "thong ke", "nhac nho"):
+        before = len(user.messages)
+        user.send_text(command)
+        user.wait_for(lambda u: len(u.messages) > before)
+        time.sleep(0.5)  # a second message would have come by now
+        texts = new_texts(user, before)
+        assert len(texts) == 1 and len(texts[0]) <= 2000, texts
+        assert "64-KH/TU" in texts[0] and "83-KH/HU" in texts[0], texts[0]
+
+
 def queued_for_zalo(province, zalo_emulator, member_code: str, chat_id: str, key: str, text: str):
     """One outbox message to a member who wrote to the Zalo bot (``chat_id``); returns the chat's user."""
     from bot.outbox import queue

@@ -97,6 +97,7 @@ def render(outcome: Outcome, photo_url: Callable[[Attachment], str | None] | Non
     out: list[Outgoing] = []
     if notice and not outcome.replies:
         out += [Outgoing(text=p) for p in split_text(notice, limit)]
+    packable = -1  # the index in ``out`` of a text a short reply without choices may join (every message costs)
     for i, reply in enumerate(outcome.replies):
         text = reply_text(reply)
         if i == 0 and notice:
@@ -110,7 +111,14 @@ def render(outcome: Outcome, photo_url: Callable[[Attachment], str | None] | Non
                 missing.append(f)
         if missing:
             text = f"{text}\n\n{files_note(missing)}"
-        out += [Outgoing(text=p) for p in split_text(text, limit)]
+        parts = split_text(text, limit)
+        if out and packable == len(out) - 1 and len(parts) == 1 and len(out[-1].text) + 2 + len(text) <= limit:
+            out[-1] = Outgoing(text=f"{out[-1].text}\n\n{text}")  # one message, not two
+        else:
+            out += [Outgoing(text=p) for p in parts]
         out += [Outgoing(photo=u) for u in photos]
+        # the next reply may join this one's message unless this one offers choices (two menus in one message
+        # would both say "Gõ 1") or ends in a photo
+        packable = len(out) - 1 if not photos and not choice_lines(reply) and not reply.link else -1
     return out
 
