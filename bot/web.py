@@ -151,8 +151,9 @@ def _secret_ok(request: Request, expected: str | None) -> bool:
     return bool(expected) and hmac.compare_digest(given, expected.encode("utf-8"))
 
 
-async def _zalo_update(request: Request, dispatch) -> Response:
-    """Read one webhook delivery and hand a well-formed update to ``dispatch``."""
+async def _zalo_update(request: Request, take) -> Response:
+    """Read one webhook delivery and hand a well-formed update to ``take`` (which keeps it before it is
+    answered: Zalo will not deliver it again)."""
     try:
         body = await read_json(request)
     except BadBody as exc:
@@ -164,7 +165,7 @@ async def _zalo_update(request: Request, dispatch) -> Response:
     if update is None:
         log.info("Zalo webhook: a body that is not a well-formed update; refused")
         return JSONResponse({"ok": False, "description": "Bad request: not a Zalo update"}, status_code=400)
-    dispatch(update)
+    await take(update)
     return JSONResponse({"ok": True})
 
 
@@ -176,7 +177,7 @@ def zalo_webhook_route(zalo, webhook_secret: str | None) -> Route:
             return _try_again()
         if zalo is None or not _secret_ok(request, webhook_secret):
             return JSONResponse({"ok": False, "description": "Forbidden"}, status_code=403)
-        return await _zalo_update(request, zalo.dispatch)
+        return await _zalo_update(request, zalo.take)
 
     return Route("/zalo/webhook", zalo_webhook, methods=["POST"])
 
@@ -192,7 +193,7 @@ def fleet_webhook_route(fleet) -> Route:
             return JSONResponse({"ok": False, "description": "Not found"}, status_code=404)
         if not _secret_ok(request, bot.secret):
             return JSONResponse({"ok": False, "description": "Forbidden"}, status_code=403)
-        return await _zalo_update(request, bot.channel.dispatch)
+        return await _zalo_update(request, bot.channel.take)
 
     return Route("/zalo/{bot_id}/webhook", bot_webhook, methods=["POST"])
 

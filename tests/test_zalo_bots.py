@@ -237,6 +237,27 @@ def test_a_member_on_the_default_bot_stays_there_while_the_branchs_bot_is_full_a
     assert told == ["DV001"]  # the secretary of ấp 1, once
 
 
+def test_a_message_a_branch_bots_webhook_took_before_a_kill_is_answered_after_the_restart(two_branches, province):
+    """A branch bot's webhook delivery is answered at once, so Zalo will not deliver it again: the update kept
+    under that bot is handled by the next process, through that bot."""
+    from bot.services.inbox import Inbox
+
+    process, _default, bot_a, _bot_b = two_branches
+    user = bot_a.user("a-7")
+    assert "Liên kết thành công" in say(user, code_of(province, "DV002"), "Liên kết thành công")
+    process.stop()
+    with province.session() as s:
+        pk = s.scalar(select(ZaloBot.id).where(ZaloBot.name == "Chi bo Tan Tien"))
+    update = {"event_name": "message.text.received", "message": {
+        "message_id": "b" * 20, "date": int(time.time() * 1000), "chat": {"id": "a-7", "chat_type": "PRIVATE"},
+        "from": {"id": "a-7", "display_name": "Đảng viên"}, "text": "lam bai"}}
+    Inbox(province, f"zalo:{pk}", "zalo").keep([("b" * 20, update)], utcnow())  # answered 200, then killed
+    before = len(user.messages)
+    process.start()
+    user.wait_for(lambda u: any("Câu 1/10" in (m.get("text") or "") for m in u.messages[before:]), timeout=10)
+    assert {c["chat_id"] for c in bot_a.calls("sendMessage")} == {"a-7"}  # through the member's own bot
+
+
 def test_members_linking_at_the_same_moment_never_take_a_bot_past_50(province):
     """Six members of ấp 1-3 type their codes at once to a bot serving 47 (six webhook deliveries in
     flight together): three are linked, three are told to ask the secretary and keep their codes, and

@@ -777,6 +777,53 @@ def test_a_secretarys_figures_for_two_open_rounds_come_in_one_message_where_they
         assert "64-KH/TU" in texts[0] and "83-KH/HU" in texts[0], texts[0]
 
 
+def test_a_message_a_killed_poller_took_from_zalo_is_answered_after_the_restart(
+        zalo_bot, zalo_emulator, zalo_invite, province):
+    """Zalo forgets an update once getUpdates returned it (and a webhook delivery once answered): a process
+    killed while handling it would lose the member's message. It was kept first, and the next process answers
+    it, once."""
+    import httpx
+
+    from bot.services.inbox import Inbox
+
+    user = zalo_link(zalo_emulator, zalo_invite, "DV015", "zl-15")
+    zalo_bot.stop()
+    time.sleep(1.5)  # the stopped poller's last getUpdates (held 1 s) has ended
+    user.send_text("làm bài")
+    api = f"{zalo_emulator.base_url}/bot{zalo_emulator.token}/getUpdates"
+    update = httpx.post(api, json={"timeout": 0}, timeout=10).json()["result"]  # the killed process's poll
+    Inbox(province, "zalo", "zalo").keep([(update["message"]["message_id"], update)], utcnow())
+    before = len(user.messages)
+    zalo_bot.start()
+    user.wait_for(lambda u: any("Câu 1/10" in t for t in new_texts(u, before)), timeout=10)
+    time.sleep(0.5)
+    assert len([t for t in new_texts(user, before) if "Câu 1/10" in t]) == 1
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(ProcessedUpdate)
+                        .where(ProcessedUpdate.update_key == update["message"]["message_id"])) == 1
+
+
+def test_the_webhook_keeps_each_update_before_answering_zalo(zalo_emulator, province):
+    """Answered 200, an update is Zalo's no more: it is in the database by then (and a database that cannot
+    keep it gets a 500, for Zalo to deliver it again)."""
+    import httpx
+
+    from bot.storage.models import InboxUpdate
+
+    process = ZaloProcess(province, zalo_emulator, mode="webhook").start()
+    try:
+        body = {"ok": True, "result": {"event_name": "message.text.received", "message": {
+            "message_id": "a" * 20, "date": 1764547200000, "chat": {"id": "zl-wh", "chat_type": "PRIVATE"},
+            "from": {"id": "zl-wh", "display_name": "Khách"}, "text": "xin chào"}}}
+        answer = httpx.post(f"{process.public_url}/zalo/webhook", json=body, timeout=10,
+                            headers={"X-Bot-Api-Secret-Token": SECRET})
+        assert answer.status_code == 200
+        with province.session() as s:
+            assert s.scalar(select(InboxUpdate.update_key).where(InboxUpdate.source == "zalo")) == "a" * 20
+    finally:
+        process.stop()
+
+
 def queued_for_zalo(province, zalo_emulator, member_code: str, chat_id: str, key: str, text: str):
     """One outbox message to a member who wrote to the Zalo bot (``chat_id``); returns the chat's user."""
     from bot.outbox import queue

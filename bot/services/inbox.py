@@ -57,6 +57,16 @@ class Inbox:
                                  .order_by(InboxUpdate.id)).all()
         return [json.loads(p) for p in payloads]
 
+    @staticmethod
+    def sources_unhandled(db: Database, prefix: str) -> list[str]:
+        """The sources starting with ``prefix`` that hold updates no conversation has recorded (the branches'
+        Zalo bots served by webhook, whose bots are looked up only when traffic names them)."""
+        handled = exists().where(and_(ProcessedUpdate.channel == InboxUpdate.channel,
+                                      ProcessedUpdate.update_key == InboxUpdate.update_key))
+        with db.read_session() as s:
+            return list(s.scalars(select(InboxUpdate.source).where(InboxUpdate.source.startswith(prefix), ~handled)
+                                  .distinct()))
+
     def keys(self) -> list[str]:
         """The keys of every update kept (Telegram confirms up to the newest of them before it polls again)."""
         with self.db.read_session() as s:

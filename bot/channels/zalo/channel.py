@@ -21,6 +21,7 @@ from bot.domain.replies import Outcome, Reply
 from bot.channels.ordering import InOrderPerKey
 from bot.metrics import FAILURES, handling
 from bot.services.chat import ChatService
+from bot.services.inbox import Inbox
 from bot.timeutil import utcnow
 
 log = logging.getLogger(__package__)  # "bot.channels.zalo", the one logger name the channel had before the split
@@ -40,14 +41,44 @@ class ZaloChannel:
 
     def __init__(self, service: ChatService, client: ZaloClient, *, bot_names: Sequence[str] = (),
                  share_link: str | None = None, shelf=None, quota: ZaloQuota | None = None,
-                 clock: Callable[[], datetime] = utcnow):
-        """``bot_names``: every name a group mention of the bot may use (see ``mentions.bot_names``)."""
-        self.service, self.client = service, client
+                 clock: Callable[[], datetime] = utcnow, inbox: Inbox | None = None):
+        """``bot_names``: every name a group mention of the bot may use (see ``mentions.bot_names``);
+        ``inbox``: where each update is kept until handled (``take``)."""
+        self.service, self.client, self.inbox = service, client, inbox
         self.bot_names, self.share_link = list(bot_names), share_link
         self.shelf, self.quota, self.clock = shelf, quota, clock
         self.handled = 0  # updates taken up, redeliveries included
         self.done = 0  # updates finished (answered, skipped or failed)
         self._order = InOrderPerKey()
+
+    async def take(self, update: dict[str, Any], *, polled: bool = False) -> None:
+        """Keep the update, then handle it. Zalo counts it delivered once the webhook is answered or the
+        poll returned it, and never hands it out again: a process killed while handling it would lose it.
+        A database that cannot keep it raises (the webhook answers 500, for Zalo to try again); a polled
+        update is handled all the same (Zalo will not hand it out again)."""
+        key = (update.get("message") or {}).get("message_id") if isinstance(update, dict) else None
+        if self.inbox is not None and key:
+            try:
+                await asyncio.to_thread(self.inbox.keep, [(str(key), update)], self.clock())
+            except Exception:
+                if not polled:
+                    raise
+                log.exception("Zalo: update %s could not be kept; handled without a copy", key)
+        self.dispatch(update)
+
+    async def take_up_kept(self) -> int:
+        """Handle the updates a process killed before handling them kept (private chats: a group mention is not
+        worth a late answer); how many."""
+        if self.inbox is None:
+            return 0
+        kept = [u for u in await asyncio.to_thread(self.inbox.unhandled)
+                if str(((u.get("message") or {}).get("chat") or {}).get("chat_type", "PRIVATE")).upper() != "GROUP"]
+        for update in kept:
+            self.dispatch(update)
+        if kept:
+            log.warning("Zalo: %d update(s) received before the last stop and never handled: handling them now",
+                        len(kept))
+        return len(kept)
 
     def dispatch(self, update: dict[str, Any]) -> asyncio.Task:
         message = update.get("message") if isinstance(update, dict) else None

@@ -36,6 +36,7 @@ from bot.logs import learn_secrets
 from bot.domain.replies import Outcome, Reply
 from bot.outbox import queue
 from bot.services.chat import ChatService, parse_command
+from bot.services.inbox import Inbox
 from bot.services.linking import code_said, find_code, unit_bot
 from bot.storage.db import Database
 from bot.storage.models import (
@@ -328,7 +329,8 @@ class ZaloFleet:
         quota = self.quota(row.id)
         channel = BotChannel(self.service, client, bot_pk=row.id, default_name=self.default_name,
                              default_link=self.default_link, bot_names=bot_names(row.name),
-                             share_link=row.share_link, shelf=self.shelf, quota=quota, clock=self.clock)
+                             share_link=row.share_link, shelf=self.shelf, quota=quota, clock=self.clock,
+                             inbox=Inbox(self.db, f"zalo:{row.id}", self.service.traits.name))
         transport = ZaloTransport(client, rate=self.rate, quota=quota, clock=self.clock)
         client.on_unauthorized = lambda pk=row.id, name=row.name: self.token_refused(pk, name)
         return Bot(row.id, row.zalo_id, row.name, row.webhook_secret, row.mode, client, channel, transport,

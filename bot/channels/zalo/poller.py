@@ -1,5 +1,5 @@
 """Long polling: ``ZaloPoller`` deletes any webhook, then asks ``getUpdates`` for one update at a time and
-hands each to a dispatch callback, backing off on failures. It exists because polling is the default way a
+hands each to a ``take`` callback (keep it, then handle it), backing off on failures. It exists because polling is the default way a
 process receives Zalo updates (the webhook alternative is served by ``bot/web.py``), and its loop, pacing and
 error handling are independent of what is done with an update.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from typing import Awaitable, Callable
 
 from bot.channels.zalo.client import ZaloClient, ZaloError, backoff
 from bot.channels.zalo.updates import well_formed
@@ -22,9 +22,9 @@ class ZaloPoller:
     call per ``min_interval`` seconds (the platform asks for about 1 s) whatever the answer was: an
     update, nothing, a quick 408 from a proxy, or an error (then longer, with backoff)."""
 
-    def __init__(self, client: ZaloClient, dispatch: Callable[[dict], Any], *, timeout: int = 30,
+    def __init__(self, client: ZaloClient, take: Callable[[dict], Awaitable[None]], *, timeout: int = 30,
                  min_interval: float = 1.0):
-        self.client, self.dispatch = client, dispatch
+        self.client, self.take = client, take
         self.timeout, self.min_interval = timeout, min_interval
         self.calls = self.received = 0
 
@@ -58,7 +58,7 @@ class ZaloPoller:
             for item in update if isinstance(update, list) else [update]:
                 if well_formed(item):
                     self.received += 1
-                    self.dispatch(item)
+                    await self.take(item)
                 elif item:
                     log.info("Zalo: getUpdates gave something that is not a well-formed update; ignored")
 

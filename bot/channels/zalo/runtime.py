@@ -10,6 +10,7 @@ import asyncio
 import logging
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import datetime
 from typing import Any, Awaitable, Callable
 
@@ -23,6 +24,7 @@ from bot.channels.zalo.poller import ZaloPoller
 from bot.channels.zalo.quota import ZaloQuota
 from bot.channels.zalo.transport import ZaloTransport
 from bot.services.chat import ChatService
+from bot.services.inbox import Inbox
 from bot.timeutil import utcnow
 
 log = logging.getLogger(__package__)  # "bot.channels.zalo", the one logger name the channel had before the split
@@ -97,6 +99,13 @@ class ZaloRuntime:
         self.transport = FleetTransport(self.fleet, default)
         if self.client is not None:  # refused while running (reset in Bot Creator): the admins are told
             self.client.on_unauthorized = lambda: self.fleet.token_refused(None, self._name)
+        # what a process killed mid-handling kept, first: before anything new comes in
+        if self.channel is not None:
+            await self.channel.take_up_kept()
+        for source in await asyncio.to_thread(Inbox.sources_unhandled, self.service.db, "zalo:"):
+            bot = await self.fleet.bot_by_pk(int(source.split(":", 1)[1]))
+            if bot is not None:
+                await bot.channel.take_up_kept()
         hook = self.channel if o.token and o.mode == "webhook" else None
         if self.web_app is not None:
             mount(self.web_app, [zalo_webhook_route(hook, o.webhook_secret), fleet_webhook_route(self.fleet),
@@ -109,7 +118,8 @@ class ZaloRuntime:
             await self._receive_default()
         for row in await asyncio.to_thread(self.fleet.polled):
             bot = await self.fleet.bot(row.zalo_id)
-            poller = ZaloPoller(bot.client, bot.channel.dispatch, timeout=o.poll_timeout, min_interval=o.poll_interval)
+            poller = ZaloPoller(bot.client, partial(bot.channel.take, polled=True), timeout=o.poll_timeout,
+                                min_interval=o.poll_interval)
             self._bot_polls.append((bot, asyncio.create_task(poller.run())))
             log.info("Zalo: bot %s polls for updates", bot.name)
         if self.quota is not None:
@@ -128,7 +138,7 @@ class ZaloRuntime:
                      "mentions of it are recognised (now only @%s)", me.get("account_name"))
         self.channel = BotChannel(self.service, self.client, default_name=self._name, default_link=o.share_link,
                                   bot_names=names, share_link=o.share_link, shelf=shelf, quota=self.quota,
-                                  clock=self.clock)
+                                  clock=self.clock, inbox=Inbox(self.service.db, "zalo", self.service.traits.name))
         return ZaloTransport(self.client, rate=o.rate, quota=self.quota, clock=self.clock)
 
     async def _receive_default(self) -> None:
@@ -142,7 +152,7 @@ class ZaloRuntime:
                             verification.get("hint") or verification.get("outcome"))
             log.info("Zalo: bot %s receives updates at %s", name, url)
         else:
-            self.poller = ZaloPoller(self.client, self.channel.dispatch, timeout=o.poll_timeout,
+            self.poller = ZaloPoller(self.client, partial(self.channel.take, polled=True), timeout=o.poll_timeout,
                                      min_interval=o.poll_interval)
             self._poll_task = asyncio.create_task(self.poller.run())
             log.info("Zalo: bot %s polls for updates", name)
