@@ -693,6 +693,43 @@ def test_a_typed_answer_recorded_by_a_process_that_died_before_replying_shows_th
         assert s.scalar(select(func.count()).select_from(Answer)) == 1  # not answered twice
 
 
+def test_a_typed_answer_a_killed_poller_recorded_but_never_answered_shows_the_next_question_after_the_restart(
+        telegram_bot, emulator, invite, province):
+    """Polling: the batch was kept, the answer committed, and the process killed before its reply; Telegram is
+    told the kept update arrived, so it will not hand it out again: the next process works out what it shows
+    now (question 2) and records nothing twice."""
+    from bot.channels.telegram import TRAITS
+    from bot.services.chat import ChatService
+    from bot.timeutil import utcnow
+
+    user = link(emulator, invite, "DV031", 9809)
+    user.send_text("/lambai")
+    user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+    telegram_bot.stop()
+    user.send_text("A")
+    [update_id] = emulator.pending_update_ids()
+    fetch_as_a_killed_poller(emulator, province, confirm=False)
+    service = ChatService(province, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"))  # the process that died: it recorded
+    assert "Câu 2/10" in service.on_text(str(user.id), "A", utcnow(), str(update_id)).replies[-1].text
+    telegram_bot.start()
+    user.wait_for(lambda u: "Câu 2/10" in (u.last() or {}).get("text", ""), timeout=10)
+    time.sleep(0.5)
+    assert emulator.updates_pending() == 0
+    assert len([m for m in user.messages if "Câu 2/10" in m.get("text", "")]) == 1
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer)) == 1
+
+
+def test_what_was_answered_before_a_stop_is_not_taken_up_again(telegram_bot, emulator, invite, province):
+    user = link(emulator, invite, "DV032", 9810)
+    user.send_text("/lambai")
+    user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
+    telegram_bot.stop()
+    telegram_bot.start()
+    time.sleep(1.0)
+    assert len([m for m in user.messages if "Câu 1/10" in m.get("text", "")]) == 1
+
+
 def test_a_typed_hand_in_recorded_by_a_process_that_died_before_replying_brings_the_result_when_redelivered(
         telegram_bot, emulator, invite, province):
     from bot.channels.telegram import TRAITS

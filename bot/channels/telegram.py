@@ -134,9 +134,10 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
     slow database write should not hold up every other member.
     """
 
-    def __init__(self, max_concurrent_updates: int = 16):
+    def __init__(self, max_concurrent_updates: int = 16, on_shutdown: Callable[[], Awaitable] | None = None):
         super().__init__(max_concurrent_updates)
         self._locks: dict[int, tuple[asyncio.Lock, int]] = {}  # chat -> (lock, updates holding or waiting)
+        self._on_shutdown = on_shutdown  # run by Application.shutdown(), however the application is run
 
     async def process_update(self, update: object, coroutine: Awaitable) -> None:
         """The chat's turn first, then one of the ``max_concurrent_updates`` slots (PTB takes the slot
@@ -165,7 +166,8 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
         pass
 
     async def shutdown(self) -> None:
-        pass
+        if self._on_shutdown is not None:
+            await self._on_shutdown()
 
 
 class TelegramChannel:
@@ -175,7 +177,9 @@ class TelegramChannel:
         self.service = service
         self.clock = clock
         self._toasts: set[asyncio.Task] = set()  # toasts still on their way after their update was handled
-        self.inbox = Inbox(service.db, "telegram", TRAITS.name)  # what polling fetched, until handled
+        self.inbox = Inbox(service.db, "telegram", TRAITS.name)  # what polling fetched, until answered
+        self._polling = False
+        self._flusher: asyncio.Task | None = None
 
     def build(self, token: str, base_url: str, base_file_url: str | None = None, *,
               on_start: Callable[[Application], Awaitable] | None = None,
@@ -193,7 +197,7 @@ class TelegramChannel:
         requests = (AiohttpRequest(), updates)
         builder = (ApplicationBuilder().token(token).base_url(base_url).post_init(post_init)
                    .request(requests[0]).get_updates_request(requests[1])
-                   .concurrent_updates(PerChatUpdateProcessor()))
+                   .concurrent_updates(PerChatUpdateProcessor(on_shutdown=self._close_inbox)))
         if on_stop is not None:
             builder = builder.post_shutdown(on_stop)
         if webhook:
@@ -222,25 +226,57 @@ class TelegramChannel:
     def _keep(self, batch: list[tuple[str, dict]]) -> None:
         self.inbox.keep(batch, self.clock())
 
+    def _answered(self, update: Update) -> None:
+        """The update's reply went out: a restart need not take it up (polling only: nothing is kept otherwise)."""
+        if self._polling:
+            self.inbox.answered(str(update.update_id))
+
+    async def _flush_answered(self) -> None:
+        """Write the answered updates at least every second, also when no new batch comes to carry them."""
+        while True:
+            await asyncio.sleep(1.0)
+            if self.inbox.answers_waiting:
+                try:
+                    await asyncio.to_thread(self.inbox.flush)
+                except Exception as exc:  # noqa: BLE001 - the database: written with the next batch
+                    log.warning("kept updates: answered ones not written (%s); again soon", exc.__class__.__name__)
+
+    async def _close_inbox(self) -> None:
+        """At shutdown (``Application.shutdown``): what was answered is written, so a restart does not take it up."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
+            try:
+                await asyncio.to_thread(self.inbox.flush)
+            except Exception as exc:  # noqa: BLE001 - the database: those are worked out again after the restart
+                log.warning("kept updates: answered ones not written at shutdown (%s)", exc.__class__.__name__)
+
     async def _take_up_kept(self, app: Application) -> None:
-        """Updates a process polling before this one kept and never handled (it was killed): Telegram counts them
-        delivered, so they are handled first, before polling; Telegram is first told that every kept update
-        arrived, lest one it still holds come twice."""
+        """Updates a process polling before this one kept and never answered (it was killed): Telegram counts them
+        delivered, so they are handled first, before polling: those never recorded as new, the others by the
+        conversation's redelivery path (what they show now, nothing recorded twice). Telegram is first told that
+        every kept update arrived, lest one it still holds come twice: if it cannot be told, they are left to
+        it."""
+        self._polling = True
+        self._flusher = asyncio.create_task(self._flush_answered())
         keys = await asyncio.to_thread(self.inbox.keys)
         if not keys:
             return
-        unhandled = await asyncio.to_thread(self.inbox.unhandled)
+        kept = await asyncio.to_thread(self.inbox.unanswered, self.clock())
         try:
-            await app.bot.get_updates(offset=max(int(k) for k in keys) + 1, limit=1, timeout=0)
-        except TelegramError as exc:
-            log.warning("getUpdates to confirm the kept updates: %s; an update may be handled twice", exc.message)
+            await with_retries(lambda: app.bot.get_updates(offset=max(int(k) for k in keys) + 1, limit=1, timeout=0),
+                               "getUpdates")
+        except (TelegramError, StillFlooded) as exc:
+            log.warning("getUpdates to confirm the kept updates failed (%s): Telegram hands them out again", exc)
+            return
         # group commands are not recorded as handled: only what a member sent the bot itself is taken up again
-        taken = [u for u in unhandled if u.get("callback_query") or
+        taken = [u for u in kept if u.get("callback_query") or
                  ((u.get("message") or {}).get("chat") or {}).get("type") == "private"]
         for raw in taken:
             await app.update_queue.put(Update.de_json(raw, app.bot))
         if taken:
-            log.warning("%d update(s) received before the last stop and never handled: handling them now", len(taken))
+            log.warning("%d update(s) received before the last stop and never answered: handling them now", len(taken))
 
     # -- handlers -----------------------------------------------------------------------------
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -250,12 +286,14 @@ class TelegramChannel:
             str(update.update_id))
         await self.render(context, message.chat_id, outcome, clear_keyboard=(message.text or "").startswith("/start"),
                           update=update)
+        self._answered(update)
 
     async def on_other(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
         outcome = await asyncio.to_thread(
             self.service.on_text, str(update.effective_user.id), "", self.clock(), str(update.update_id))
         await self.render(context, message.chat_id, outcome, update=update)
+        self._answered(update)
 
     async def on_contact(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -265,6 +303,7 @@ class TelegramChannel:
             self.service.on_contact, str(update.effective_user.id), contact.phone_number, own, self.clock(),
             str(update.update_id))
         await self.render(context, message.chat_id, outcome, clear_keyboard=True, update=update)
+        self._answered(update)
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
@@ -276,6 +315,7 @@ class TelegramChannel:
                 # its reply may have been lost: the pressed message shows again where the member is (the same
                 # text again changes nothing), and a result's further parts follow
                 await self.render(context, query.message.chat.id, outcome, pressed=query.message, update=update)
+            self._answered(update)
             return
         # the toast and the next question travel at once: neither waits for the other's round trip
         toast = asyncio.create_task(self._answer_query(context.bot, query, outcome.notice))
@@ -283,6 +323,7 @@ class TelegramChannel:
         toast.add_done_callback(self._toasts.discard)
         chat_id = query.message.chat.id if query.message else query.from_user.id
         await self.render(context, chat_id, outcome, pressed=query.message, update=update)
+        self._answered(update)
         # a slow toast does not hold the chat's next update (it goes on alone, kept in ``_toasts``)
         await asyncio.wait({toast}, timeout=TOAST_WAIT)
 

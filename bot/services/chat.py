@@ -150,9 +150,10 @@ _QUESTION_DELIVERED = (update(_STATE).where(_THIS_CHAT, _SAME_QUESTION, _STATE.c
                        .values(question_delivered_at=bindparam("at")))
 _QUESTION_LOST = (update(_STATE).where(_THIS_CHAT, _SAME_QUESTION, _STATE.c.question_delivered_at.is_(None))
                   .values(question_attempt_id=None, question_position=None))
-# A question remembered as sent and neither delivered nor lost this long after: the process sending it died
-# (a live one records either within its send timeout). By then it reached the member or it never will.
-SEND_UNSETTLED = timedelta(seconds=20)
+# A question remembered as sent and neither delivered nor lost this long after: the process sending it died (a
+# live one records either within its tries: a Zalo reply is up to 5 tries of 15 s and their waits, a long result
+# two messages; another process may serve the chat meanwhile). By then it reached the member or it never will.
+SEND_UNSETTLED = timedelta(minutes=3)
 SEEN_RESOLUTION = timedelta(hours=1)  # how stale a chat's last_seen_at may get before it is written
 REPLY_EXPIRY = timedelta(hours=12)  # a reply held back by flood control is not worth more than this
 

@@ -4,14 +4,15 @@ Telegram's long polling takes every update it handed out as delivered at the nex
 python-telegram-bot sends while the batch is still being handled; Zalo's ``getUpdates`` takes an update
 as delivered the moment it returns it, and its webhook is answered at once. A process killed in between
 (kill -9, a power cut) would lose a member's answer or command. So each update is written here first
-(one statement per batch), and a process starting hands on the ones it finds unhandled: handled means
+(one transaction per batch), and a process starting hands on the ones it finds unhandled: handled means
 ``processed_updates`` has its key, as the conversation records it. Rows live ``KEEP``; older ones are
-dropped as new ones come (an update that failed for minutes is not worth a late answer).
+dropped (an update that failed for minutes is not worth a late answer).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, exists, select
@@ -25,15 +26,21 @@ _COLUMNS = ("source", "channel", "update_key", "payload", "received_at")
 
 
 class Inbox:
-    """The kept updates of one poller (``source``), whose conversation records them under ``channel``."""
+    """The kept updates of one poller (``source``), whose conversation records them under ``channel``.
+
+    Telegram also marks an update ``answered`` once its reply went out (kept in memory, deleted with the next
+    write, ``flush`` at least every second): one recorded but not answered is taken up again too, and its
+    reply is worked out again by the conversation's redelivery path."""
 
     def __init__(self, db: Database, source: str, channel: str):
         self.db, self.source, self.channel = db, source, channel
         self._pruned: datetime | None = None
+        self._answered: set[str] = set()
+        self._lock = threading.Lock()
 
     def keep(self, updates: list[tuple[str, dict]], now: datetime) -> set[str]:
-        """Write these (key, update) pairs in one transaction; returns the keys not kept before (a platform
-        may hand an update out twice)."""
+        """Write these (key, update) pairs in one transaction (with the answered ones' deletion); returns the keys
+        not kept before (a platform may hand an update out twice)."""
         if not updates:
             return set()
         with self.db.session() as s:
@@ -42,32 +49,60 @@ class Inbox:
             fresh = {row[0] for key, update in updates for row in conn.execute(stmt, {
                 "source": self.source, "channel": self.channel, "update_key": key,
                 "payload": json.dumps(update, ensure_ascii=False, separators=(",", ":")), "received_at": now})}
+            self._forget_answered(s)
             if self._pruned is None or now - self._pruned >= PRUNE_EVERY:
                 s.execute(delete(InboxUpdate).where(InboxUpdate.source == self.source,
                                                     InboxUpdate.received_at < now - KEEP))
                 self._pruned = now
         return fresh
 
-    def unhandled(self) -> list[dict]:
-        """The kept updates no conversation has recorded, in the order they came."""
-        handled = exists().where(and_(ProcessedUpdate.channel == InboxUpdate.channel,
-                                      ProcessedUpdate.update_key == InboxUpdate.update_key))
+    def answered(self, key: str) -> None:
+        """The update's reply went out (written with the next ``keep`` or ``flush``)."""
+        with self._lock:
+            self._answered.add(key)
+
+    @property
+    def answers_waiting(self) -> bool:
+        return bool(self._answered)
+
+    def flush(self) -> None:
+        """Delete the updates answered since the last write."""
+        if self._answered:
+            with self.db.session() as s:
+                self._forget_answered(s)
+
+    def _forget_answered(self, s) -> None:
+        with self._lock:
+            keys, self._answered = self._answered, set()
+        if keys:
+            s.execute(delete(InboxUpdate).where(InboxUpdate.source == self.source,
+                                                InboxUpdate.update_key.in_(sorted(keys))))
+
+    def unanswered(self, now: datetime, *, unhandled_only: bool = False) -> list[dict]:
+        """The updates kept in the last ``KEEP`` and never answered, in the order they came (``unhandled_only``:
+        only those no conversation has recorded either); older ones are deleted."""
+        with self.db.session() as s:
+            s.execute(delete(InboxUpdate).where(InboxUpdate.source == self.source, InboxUpdate.received_at < now - KEEP))
+        query = select(InboxUpdate.payload).where(InboxUpdate.source == self.source).order_by(InboxUpdate.id)
+        if unhandled_only:
+            query = query.where(~_HANDLED)
         with self.db.read_session() as s:
-            payloads = s.scalars(select(InboxUpdate.payload).where(InboxUpdate.source == self.source, ~handled)
-                                 .order_by(InboxUpdate.id)).all()
+            payloads = s.scalars(query).all()
         return [json.loads(p) for p in payloads]
 
     @staticmethod
-    def sources_unhandled(db: Database, prefix: str) -> list[str]:
-        """The sources starting with ``prefix`` that hold updates no conversation has recorded (the branches'
-        Zalo bots served by webhook, whose bots are looked up only when traffic names them)."""
-        handled = exists().where(and_(ProcessedUpdate.channel == InboxUpdate.channel,
-                                      ProcessedUpdate.update_key == InboxUpdate.update_key))
+    def sources_unhandled(db: Database, prefix: str, now: datetime) -> list[str]:
+        """The sources starting with ``prefix`` that hold updates of the last ``KEEP`` no conversation has
+        recorded (the branches' Zalo bots served by webhook, looked up only when traffic names them)."""
         with db.read_session() as s:
-            return list(s.scalars(select(InboxUpdate.source).where(InboxUpdate.source.startswith(prefix), ~handled)
-                                  .distinct()))
+            return list(s.scalars(select(InboxUpdate.source).where(
+                InboxUpdate.source.startswith(prefix), InboxUpdate.received_at >= now - KEEP, ~_HANDLED).distinct()))
 
     def keys(self) -> list[str]:
         """The keys of every update kept (Telegram confirms up to the newest of them before it polls again)."""
         with self.db.read_session() as s:
             return list(s.scalars(select(InboxUpdate.update_key).where(InboxUpdate.source == self.source)))
+
+
+_HANDLED = exists().where(and_(ProcessedUpdate.channel == InboxUpdate.channel,
+                               ProcessedUpdate.update_key == InboxUpdate.update_key))

@@ -71,7 +71,7 @@ class ZaloChannel:
         worth a late answer); how many."""
         if self.inbox is None:
             return 0
-        kept = [u for u in await asyncio.to_thread(self.inbox.unhandled)
+        kept = [u for u in await asyncio.to_thread(self.inbox.unanswered, self.clock(), unhandled_only=True)
                 if str(((u.get("message") or {}).get("chat") or {}).get("chat_type", "PRIVATE")).upper() != "GROUP"]
         for update in kept:
             self.dispatch(update)

@@ -165,11 +165,13 @@ def _move_here(s: Session, bot_pk: int, external_id: str, member_id: int, old_na
     linked (through the default bot), or they moved to a branch with one. It is the same Zalo account, so its link
     moves here, freeing the old bot's place, while this bot has room (counted holding its row, as ``claim_slot``)."""
     bot = s.scalar(select(ZaloBot).where(ZaloBot.id == bot_pk).with_for_update())
+    account = ChatAccount.channel == "zalo", ChatAccount.external_id == external_id
+    if s.scalar(select(ChatAccount.bot_id).where(*account)) == bot_pk:
+        return Admission()  # moved meanwhile by the member's message before this one (another process)
     if linked_count(s, bot_pk) >= MEMBER_CAP:
         _tell_secretaries(s, bot, s.get(Member, member_id), now)
         return Admission(cannot_move(bot.name, old_name))
-    s.execute(update(ChatAccount).where(ChatAccount.channel == "zalo", ChatAccount.external_id == external_id)
-              .values(bot_id=bot_pk))
+    s.execute(update(ChatAccount).where(*account).values(bot_id=bot_pk))
     log.info("Zalo: a member moved from bot %s to their branch's bot %s", old_name, bot.name)
     return Admission()
 
