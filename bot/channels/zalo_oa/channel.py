@@ -25,6 +25,7 @@ from bot.channels.zalo_oa.rendering import ACTION, OAMessage, render
 from bot.channels.zalo_oa.tokens import OAError
 from bot.domain.replies import Outcome, Reply
 from bot.services.chat import ChatService
+from bot.services.inbox import Inbox
 from bot.timeutil import utcnow
 
 log = logging.getLogger(__package__)
@@ -34,10 +35,38 @@ IGNORED = ("user_received_message", "user_seen_message", "oa_send_")
 
 class OAChannel:
     def __init__(self, service: ChatService, client: OAClient, *, oa_id: str | None = None,
-                 clock: Callable[[], datetime] = utcnow):
-        self.service, self.client, self.oa_id, self.clock = service, client, oa_id, clock
+                 clock: Callable[[], datetime] = utcnow, inbox: Inbox | None = None):
+        """``inbox``: where each event is kept until handled (``take``)."""
+        self.service, self.client, self.oa_id, self.clock, self.inbox = service, client, oa_id, clock, inbox
         self.handled = self.done = 0
         self._order = InOrderPerKey()
+
+    @staticmethod
+    def key_of(event: dict[str, Any]) -> str:
+        """What the event is recorded under: its ``msg_id``; a follow or an unfollow, its user and time."""
+        message = event.get("message") if isinstance(event.get("message"), dict) else {}
+        name, user = str(event.get("event_name") or ""), OAChannel.user_of(event)
+        return str(message.get("msg_id") or f"{name}:{user}:{event.get('timestamp')}")[:64]
+
+    async def take(self, event: dict[str, Any]) -> None:
+        """Keep the event, then handle it: the webhook is answered at once, and Zalo does not deliver an answered
+        event again, so a process killed while handling it would lose it. A database that cannot keep it
+        raises (the webhook answers 500, for Zalo to try again)."""
+        if self.inbox is not None and self.user_of(event):
+            await asyncio.to_thread(self.inbox.keep, [(self.key_of(event), event)], self.clock())
+        self.dispatch(event)
+
+    async def take_up_kept(self) -> int:
+        """Handle the events a process killed before handling them kept; how many."""
+        if self.inbox is None:
+            return 0
+        kept = await asyncio.to_thread(self.inbox.unanswered, self.clock(), unhandled_only=True)
+        for event in kept:
+            self.dispatch(event)
+        if kept:
+            log.warning("Zalo OA: %d event(s) received before the last stop and never handled: handling them now",
+                        len(kept))
+        return len(kept)
 
     @staticmethod
     def user_of(event: dict[str, Any]) -> str:
@@ -67,7 +96,7 @@ class OAChannel:
         message = event.get("message") if isinstance(event.get("message"), dict) else {}
         if not user or name.startswith(IGNORED) or (self.oa_id and user == self.oa_id):
             return
-        key = str(message.get("msg_id") or f"{name}:{user}:{event.get('timestamp')}")[:64]
+        key = self.key_of(event)
         now = self.clock()
         self.handled += 1
         # the window runs from the member's action, not from when it reached us: a retried (or replayed,

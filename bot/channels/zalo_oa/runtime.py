@@ -21,6 +21,7 @@ from bot.channels.zalo_oa.transport import OATransport
 from bot.channels.zalo_oa.webhook import PATH as WEBHOOK_PATH
 from bot.channels.zalo_oa.webhook import webhook_endpoint
 from bot.services.chat import ChatService
+from bot.services.inbox import Inbox
 from bot.timeutil import utcnow
 
 log = logging.getLogger(__package__)
@@ -58,7 +59,7 @@ class OARuntime:
         self.web = None
 
     def endpoint(self):
-        return webhook_endpoint(self.channel.dispatch, self.settings.app_id, self.settings.oa_secret_key,
+        return webhook_endpoint(self.channel.take, self.settings.app_id, self.settings.oa_secret_key,
                                 max_age=self.settings.signature_max_age, clock=lambda: self.clock().timestamp())
 
     async def start(self) -> None:
@@ -68,7 +69,9 @@ class OARuntime:
 
         s = self.settings
         self.client = OAClient(self.tokens, s.api_base_url, s.business_api_url, clock=self.clock)
-        self.channel = OAChannel(self.service, self.client, clock=self.clock)
+        self.channel = OAChannel(self.service, self.client, clock=self.clock,
+                                 inbox=Inbox(self.service.db, "zalo_oa", self.service.traits.name))
+        await self.channel.take_up_kept()  # what a process killed mid-handling kept, before anything new
         self.transport = OATransport(self.client, self.budget, rate=s.rate, clock=self.clock)
         callback = Route(CALLBACK_PATH, callback_endpoint(self.tokens, self.service.tz, self.clock), methods=["GET"])
         if self.web_app is not None:

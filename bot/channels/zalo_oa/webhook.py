@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import logging
 import time
-from typing import Callable
+from typing import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -62,7 +62,7 @@ def verified_timestamp(app_id: str, secret: str, raw: bytes, body: dict, headers
     return found
 
 
-def webhook_endpoint(dispatch: Callable[[dict], object], app_id: str, oa_secret: str, *, max_age: float = 7200,
+def webhook_endpoint(take: Callable[[dict], Awaitable[None]], app_id: str, oa_secret: str, *, max_age: float = 7200,
                      clock: Callable[[], float] = time.time, max_body: int = MAX_BODY):
     async def endpoint(request: Request) -> Response:
         raw = await _read_limited(request, max_body)
@@ -82,7 +82,7 @@ def webhook_endpoint(dispatch: Callable[[dict], object], app_id: str, oa_secret:
         if age > max_age or age < -FUTURE_SKEW:
             log.warning("Zalo OA webhook: a signed event %.0f s old refused", age)
             return _refuse(403, "stale timestamp")
-        dispatch(body)
+        await take(body)  # kept before the answer: Zalo does not deliver an answered event again
         return JSONResponse({"error": 0, "message": "ok"})
 
     return endpoint
