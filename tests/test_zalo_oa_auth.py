@@ -99,6 +99,13 @@ def test_an_expired_token_is_refreshed_once_and_the_reply_still_arrives(province
 def test_a_lost_authorisation_alerts_the_admins_and_is_not_retried(province, oa_emulator, oa_invite, caplog):
     from bot.emulators.zalo_oa import ERR_OAUTH_REFRESH
 
+    from bot.storage.models import ChatAccount, Member
+    from bot.timeutil import utcnow
+
+    with province.session() as s:  # one admin on Telegram; another, linked nowhere, cannot be told
+        admins = s.scalars(select(Member).where(Member.role == "admin").order_by(Member.id)).all()
+        s.add(ChatAccount(channel="telegram", external_id="77001", member_id=admins[0].id, linked_at=utcnow()))
+        s.scalar(select(Member).where(Member.code == "CB001")).role = "admin"
     process = OAProcess(province, oa_emulator).start()
     try:
         user = oa_link(oa_emulator, oa_invite, "DV003", "oa-3")
@@ -116,7 +123,8 @@ def test_a_lost_authorisation_alerts_the_admins_and_is_not_retried(province, oa_
         with province.session() as s:
             alerts = list(s.scalars(select(OutboxMessage).where(OutboxMessage.purpose == "alert")))
             texts = [p["text"] for p in queue.payloads(s, [a.id for a in alerts]).values()]
-        assert len(alerts) == 1 and "cấp quyền lại" in texts[0]
+        assert len(alerts) == 1 and "cấp quyền lại" in texts[0] and alerts[0].member_id == admins[0].id
+        assert "(1 admin(s) alerted on their other messengers)" in caplog.text
         with pytest.raises(AuthorisationLost):
             process.runtime.tokens.current()
         # the admin authorises again: the OA works again

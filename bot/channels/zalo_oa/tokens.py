@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from bot.domain.replies import Reply
 from bot.outbox import queue
 from bot.storage.db import Database
-from bot.storage.models import Member, ZaloOaAuth
+from bot.storage.models import ChatAccount, Member, ZaloOaAuth
 from bot.storage.token_key import TokenKeyError
 from bot.timeutil import utcnow
 
@@ -272,7 +272,10 @@ class TokenStore:
 
     @staticmethod
     def _alert_admins(s: Session, reason: str, now: datetime) -> int:
-        admins = list(s.scalars(select(Member.id).where(Member.role == "admin", Member.active)))
+        # on a messenger other than the OA (which has just been lost): an admin linked nowhere cannot be told here
+        admins = list(s.scalars(select(Member.id).where(Member.role == "admin", Member.active).where(
+            select(ChatAccount.id).where(ChatAccount.member_id == Member.id, ChatAccount.channel != "zalo_oa")
+            .exists())))
         reply = Reply(LOST_ALERT.format(reason=reason))
         stamp = now.strftime("%Y%m%d%H%M")
         return queue.enqueue_many(s, purpose="alert", keyed_members=[(f"oa-lost:{stamp}:{m}", m) for m in admins],
