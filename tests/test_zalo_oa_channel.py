@@ -145,6 +145,31 @@ def test_an_answer_typed_twice_quickly_on_the_oa_counts_once_and_says_which_ques
         assert sorted(s.scalars(select(Answer.position))) == [1, 2]
 
 
+def test_on_the_oa_a_question_whose_send_failed_is_shown_again_however_late_the_next_answer(
+        oa_bot, oa_emulator, oa_invite, province):
+    """Question 2 never reached the member (Zalo refused the send): the "b" they type later, meant for question
+    1 again or typed blind, is not taken for question 2, which they never saw; it is shown to them instead."""
+    from datetime import timedelta
+
+    from bot.storage.models import Answer, ChatState
+
+    user = oa_link(oa_emulator, oa_invite, "DV007", "oa-7")
+    say(user, "làm bài", "Câu 1/10")
+    delivered(province, "oa-7", 1)
+    oa_emulator.inject_error("cs", 400, "refused", times=10)
+    taken = oa_bot.channel.handled
+    user.send_text("a")
+    oa_bot.settle(taken + 1)
+    oa_emulator.clear_errors()
+    with province.session() as s:  # however long the member waits: its loss was recorded
+        s.execute(ChatState.__table__.update().where(ChatState.external_id == "oa-7")
+                  .values(updated_at=utcnow() - timedelta(minutes=5)))
+    reply = say(user, "b", "Câu 2/10")
+    assert reply.startswith("Đáp án «B» chưa được tính vì gửi trước khi đồng chí nhận được câu 2.")
+    with province.session() as s:
+        assert sorted(s.scalars(select(Answer.position))) == [1]
+
+
 def test_a_language_button_from_ngonngu_switches_the_members_reading_language(oa_bot, oa_emulator, oa_invite,
                                                                                province):
     from tests.test_languages import translate
