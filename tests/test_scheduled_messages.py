@@ -142,6 +142,30 @@ def test_announcements_a_sender_holds_when_the_deadline_moves_go_back_to_the_que
         assert len(texts) == 1 and "trước 21:00 ngày 20/12/2026" in texts[0], texts
 
 
+def test_an_announcement_waiting_its_turn_at_a_paced_messenger_is_not_sent_with_the_old_deadline_once_reclaimed(
+        province, emulator, branch):
+    """On Zalo a claimed announcement waits its turn for seconds before its request leaves. If the round is
+    extended meanwhile, its row goes back to the queue and the same sender may claim it again, reworded: the job
+    still waiting with the old words must then send nothing (its claim is over), or the member would get both."""
+    from bot.outbox import queue
+    from bot.services.rounds import extend_round
+
+    round_id, _users = branch
+    run_due(province, local("2026-12-01 07:00"), Schedule())
+    first_claim = local("2026-12-01 07:00")
+    with province.session() as s:
+        old = queue.claim(s, "sender-a", first_claim, limit=20)[0]
+    with province.session() as s:
+        extend_round(s, round_id, local("2026-12-20 21:00"), first_claim, TZ)
+    second_claim = first_claim + timedelta(seconds=2)
+    with province.session() as s:
+        again = {r.id: r for r in queue.claim(s, "sender-a", second_claim, limit=20)}
+    assert old.id in again  # the same sender holds it again, with the new words
+    with province.session() as s:
+        assert not queue.mark_sending_claimed(s, old.id, "zalo", "sender-a", first_claim)  # the old job: nothing
+        assert queue.mark_sending_claimed(s, old.id, "zalo", "sender-a", second_claim)
+
+
 def test_a_waiting_reminder_that_does_not_name_the_old_deadline_is_dropped_not_sent_wrong(province, emulator, branch):
     from bot.outbox import queue
     from bot.services.rounds import extend_round

@@ -324,6 +324,18 @@ def mark_sending(session: Session, oid: int, channel: str, worker: str) -> bool:
     return result.rowcount == 1
 
 
+def mark_sending_claimed(session: Session, oid: int, channel: str, worker: str, claimed_at: datetime) -> bool:
+    """``mark_sending`` for a message whose request leaves a while after its claim (a paced transport makes it
+    wait its turn): only while the row is still that claim. Meanwhile it may have gone back to the queue (a
+    round's deadline moved) and been claimed again, by this very sender, with new words: the old job then sends
+    nothing (False)."""
+    result = _run(session, update(OutboxMessage)
+        .where(OutboxMessage.id == oid, OutboxMessage.claimed_by == worker, OutboxMessage.claimed_at == claimed_at,
+               OutboxMessage.status.in_(("claimed", "sending")))
+        .values(status="sending", channel=channel))
+    return result.rowcount == 1
+
+
 _OUTBOX = OutboxMessage.__table__
 # the two statements of every group of sends, built once (building them cost more than running them)
 _MARK_SENDING = (update(_OUTBOX)

@@ -310,6 +310,7 @@ class OutboxSender:
         channel: str | None = None  # the channel of the last try, and the parts it delivered
         parts_sent: int = 0
         purpose: str = ""  # queue.REPLY (may go out in quiet hours), announce, remind, ...
+        claimed_at: datetime | None = None  # the claim it came with (a paced send is marked only while it holds)
 
     def _any_due(self, now: datetime, purposes: tuple[str, ...] | None) -> bool:
         with self.db.read_session() as s:
@@ -336,7 +337,7 @@ class OutboxSender:
             replies = self._replies(s, rows)
             jobs = [self._Job(r.id, replies[r.id], (r.attachment_name, r.attachment) if r.attachment_name else None,
                               accounts.get(r.member_id, []), r.expires_at, r.attempts, r.channel, r.parts_sent or 0,
-                              r.purpose)
+                              r.purpose, now)
                     for r in rows]
         self.stats.cpu_seconds += time.thread_time() - started
         return jobs
@@ -378,8 +379,8 @@ class OutboxSender:
         for channel, external_id, via in job.accounts:
             await self._wait_for_chat(channel, external_id)
             paced = not marked and self._paced(channel)  # marked when its turn comes (``request_may_leave``)
-            BEFORE_REQUEST.set((lambda c=channel: self._mark(queue.mark_sending, job.id, c, self.worker))
-                               if paced else None)
+            BEFORE_REQUEST.set((lambda c=channel: self._mark(queue.mark_sending_claimed, job.id, c, self.worker,
+                                                             job.claimed_at)) if paced else None)
             if not marked and not paced and not await self._mark(queue.mark_sending, job.id, channel, self.worker):
                 log.info("outbox: message %d was taken over by another sender; not sent here", job.id)
                 return
