@@ -43,17 +43,23 @@ def announcements(user) -> int:
     return sum(1 for m in user.messages if m.get("text", "").startswith("📢"))
 
 
-def start_scheduler(workdir, db_url, emulator) -> subprocess.Popen:
+def run_scheduler(workdir, db_url, messenger: str, token_var: str, token: str, outbox_rate: int) -> subprocess.Popen:
+    """``hoctap scheduler`` as an operator starts it: ``messenger``, its config section (the token from the
+    environment, ``token_var``)."""
     config = workdir / "config.yaml"
     config.write_text(
-        f"database_url: {db_url}\n"
-        f"telegram:\n  token: ${{TELEGRAM_BOT_TOKEN}}\n  api_base_url: {emulator.base_url}\n"
-        "scheduler:\n  quiet_hours: \"00:00-00:00\"\n  outbox_rate: 20\n  tick_seconds: 0.5\n",
+        f"database_url: {db_url}\n{messenger}"
+        f"scheduler:\n  quiet_hours: \"00:00-00:00\"\n  outbox_rate: {outbox_rate}\n  tick_seconds: 0.5\n",
         encoding="utf-8")
-    env = {**os.environ, "TELEGRAM_BOT_TOKEN": emulator.token}
+    env = {**os.environ, token_var: token}
     env.pop("HOCTAP_DATABASE_URL", None)
     return subprocess.Popen([sys.executable, "-m", "bot.cli", "--config", str(config), "scheduler"],
                             cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def start_scheduler(workdir, db_url, emulator) -> subprocess.Popen:
+    return run_scheduler(workdir, db_url, f"telegram:\n  token: ${{TELEGRAM_BOT_TOKEN}}\n  api_base_url: "
+                                          f"{emulator.base_url}\n", "TELEGRAM_BOT_TOKEN", emulator.token, 20)
 
 
 def wait_until(condition, timeout: float) -> bool:
@@ -185,16 +191,8 @@ def test_apscheduler_ticks_with_a_controllable_clock_and_one_leader(province, em
 
 def start_zalo_scheduler(workdir, db_url, zalo) -> subprocess.Popen:
     """``hoctap scheduler`` sending through a Zalo bot at its own pace (2 messages/s, the default)."""
-    config = workdir / "config.yaml"
-    config.write_text(
-        f"database_url: {db_url}\n"
-        f"zalo:\n  token: ${{ZALO_BOT_TOKEN}}\n  api_base_url: {zalo.base_url}\n  rate: 2\n"
-        "scheduler:\n  quiet_hours: \"00:00-00:00\"\n  outbox_rate: 25\n  tick_seconds: 0.5\n",
-        encoding="utf-8")
-    env = {**os.environ, "ZALO_BOT_TOKEN": zalo.token}
-    env.pop("HOCTAP_DATABASE_URL", None)
-    return subprocess.Popen([sys.executable, "-m", "bot.cli", "--config", str(config), "scheduler"],
-                            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return run_scheduler(workdir, db_url, f"zalo:\n  token: ${{ZALO_BOT_TOKEN}}\n  api_base_url: {zalo.base_url}\n"
+                                          "  rate: 2\n", "ZALO_BOT_TOKEN", zalo.token, 25)
 
 
 def test_kill_during_a_paced_zalo_broadcast_leaves_only_the_request_in_flight_unsent(

@@ -105,6 +105,17 @@ def accounts(db) -> dict[str, tuple[str, str | None]]:
     return {code: (uid, bot) for code, uid, bot in rows}
 
 
+def fill(s, bot_name: str, count: int, now, *, beside=("DV003", "DV001"), plus=()) -> ZaloBot:
+    """``count`` members other than ``beside`` (and the ids ``plus``) linked through the bot: a bot near or at
+    its cap without 50 chats to drive."""
+    bot = s.scalar(select(ZaloBot).where(ZaloBot.name == bot_name))
+    others = s.scalars(select(Member.id).where(Member.code.not_in(list(beside))).order_by(Member.id)
+                       .limit(count)).all()
+    s.add_all(ChatAccount(channel="zalo", external_id=f"fill-{mid}", member_id=mid, linked_at=now, bot_id=bot.id)
+              for mid in [*others, *plus])
+    return bot
+
+
 # -- routing -------------------------------------------------------------------------------------
 def test_members_of_two_branches_study_and_quiz_on_their_own_bots_at_once(two_branches, province):
     _process, _default, bot_a, bot_b = two_branches
@@ -163,12 +174,10 @@ def test_the_51st_member_is_told_to_ask_the_secretary_and_the_secretary_is_told(
     _process, _default, bot_a, _bot_b = two_branches
     now = utcnow()
     with province.session() as s:
-        bot = s.scalar(select(ZaloBot).where(ZaloBot.name == "Chi bo Tan Tien"))
-        others = s.scalars(select(Member.id).where(Member.code.not_in(["DV003", "DV001"])).order_by(Member.id)
-                           .limit(MEMBER_CAP)).all()
-        assert len(others) == MEMBER_CAP
-        s.add_all(ChatAccount(channel="zalo", external_id=f"fill-{mid}", member_id=mid, linked_at=now,
-                              bot_id=bot.id) for mid in others)
+        bot = fill(s, "Chi bo Tan Tien", MEMBER_CAP, now)
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(ChatAccount).where(ChatAccount.bot_id == bot.id)) \
+            == MEMBER_CAP
     code = code_of(province, "DV003")
     reply = say(bot_a.user("a-51"), code, "đủ 50")
     assert "báo bí thư chi bộ" in reply
@@ -187,12 +196,8 @@ def test_a_member_on_a_full_branch_bot_moves_to_a_new_phone_with_a_relink_code(t
     _process, _default, bot_a, _bot_b = two_branches
     now = utcnow()
     with province.session() as s:
-        bot = s.scalar(select(ZaloBot).where(ZaloBot.name == "Chi bo Tan Tien"))
         dv003 = s.scalar(select(Member).where(Member.code == "DV003"))
-        others = s.scalars(select(Member.id).where(Member.code.not_in(["DV003", "DV001"])).order_by(Member.id)
-                           .limit(MEMBER_CAP - 1)).all()
-        s.add_all(ChatAccount(channel="zalo", external_id=f"fill-{mid}", member_id=mid, linked_at=now,
-                              bot_id=bot.id) for mid in [*others, dv003.id])
+        bot = fill(s, "Chi bo Tan Tien", MEMBER_CAP - 1, now, plus=[dv003.id])
         code = format_code(relink_code(s, dv003, now, "zalo"))
     assert "Liên kết thành công" in say(bot_a.user("a-new"), code, "Liên kết thành công")
     assert accounts(province)["DV003"] == ("a-new", "Chi bo Tan Tien")
@@ -220,12 +225,8 @@ def test_a_member_on_the_default_bot_stays_there_while_the_branchs_bot_is_full_a
     _process, default, bot_a, _bot_b = two_branches
     now = utcnow()
     with province.session() as s:
-        bot = s.scalar(select(ZaloBot).where(ZaloBot.name == "Chi bo Tan Tien"))
+        bot = fill(s, "Chi bo Tan Tien", MEMBER_CAP, now)
         dv003 = s.scalar(select(Member).where(Member.code == "DV003"))
-        others = s.scalars(select(Member.id).where(Member.code.not_in(["DV003", "DV001"])).order_by(Member.id)
-                           .limit(MEMBER_CAP)).all()
-        s.add_all(ChatAccount(channel="zalo", external_id=f"fill-{mid}", member_id=mid, linked_at=now,
-                              bot_id=bot.id) for mid in others)
         s.add(ChatAccount(channel="zalo", external_id="d-3", member_id=dv003.id, linked_at=now, bot_id=None))
     reply = say(bot_a.user("d-3"), "lam bai", "chưa chuyển đồng chí sang được")
     assert "«Chi bo Tan Tien»" in reply and "«HocTap»" in reply and "Câu 1/10" not in reply

@@ -11,15 +11,19 @@ dropped (an update that failed for minutes is not worth a late answer).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import threading
 from datetime import datetime, timedelta
+from typing import Callable
 
 from sqlalchemy import and_, delete, exists, select
 
 from bot.storage.db import Database, insert_if_new
 from bot.storage.models import InboxUpdate, ProcessedUpdate
 
+log = logging.getLogger(__name__)
 KEEP = timedelta(minutes=10)
 PRUNE_EVERY = timedelta(minutes=1)
 _COLUMNS = ("source", "channel", "update_key", "payload", "received_at")
@@ -89,6 +93,18 @@ class Inbox:
         with self.db.read_session() as s:
             payloads = s.scalars(query).all()
         return [json.loads(p) for p in payloads]
+
+    async def hand_on_unhandled(self, now: datetime, dispatch: Callable[[dict], object],
+                                wanted: Callable[[dict], bool] = lambda update: True) -> int:
+        """Dispatch the ``wanted`` updates a process killed before handling them kept (a channel's start); how
+        many."""
+        kept = [u for u in await asyncio.to_thread(self.unanswered, now, unhandled_only=True) if wanted(u)]
+        for update in kept:
+            dispatch(update)
+        if kept:
+            log.warning("%s: %d update(s) received before the last stop and never handled: handling them now",
+                        self.source, len(kept))
+        return len(kept)
 
     @staticmethod
     def sources_unhandled(db: Database, prefix: str, now: datetime) -> list[str]:

@@ -71,14 +71,8 @@ class ZaloChannel:
         worth a late answer); how many."""
         if self.inbox is None:
             return 0
-        kept = [u for u in await asyncio.to_thread(self.inbox.unanswered, self.clock(), unhandled_only=True)
-                if str(((u.get("message") or {}).get("chat") or {}).get("chat_type", "PRIVATE")).upper() != "GROUP"]
-        for update in kept:
-            self.dispatch(update)
-        if kept:
-            log.warning("Zalo: %d update(s) received before the last stop and never handled: handling them now",
-                        len(kept))
-        return len(kept)
+        return await self.inbox.hand_on_unhandled(self.clock(), self.dispatch, lambda u: str(
+            ((u.get("message") or {}).get("chat") or {}).get("chat_type", "PRIVATE")).upper() != "GROUP")
 
     def dispatch(self, update: dict[str, Any]) -> asyncio.Task:
         message = update.get("message") if isinstance(update, dict) else None

@@ -60,13 +60,7 @@ class OAChannel:
         """Handle the events a process killed before handling them kept; how many."""
         if self.inbox is None:
             return 0
-        kept = await asyncio.to_thread(self.inbox.unanswered, self.clock(), unhandled_only=True)
-        for event in kept:
-            self.dispatch(event)
-        if kept:
-            log.warning("Zalo OA: %d event(s) received before the last stop and never handled: handling them now",
-                        len(kept))
-        return len(kept)
+        return await self.inbox.hand_on_unhandled(self.clock(), self.dispatch)
 
     @staticmethod
     def user_of(event: dict[str, Any]) -> str:
