@@ -135,7 +135,7 @@ def test_announcements_a_sender_holds_when_the_deadline_moves_go_back_to_the_que
     with province.session() as s:
         extend_round(s, round_id, local("2026-12-20 21:00"), local("2026-12-01 07:00"), TZ)
     with province.session() as s:
-        assert queue.mark_sending_many(s, [(r.id, "telegram") for r in held], "sender-a") == set()
+        assert queue.mark_sending_many(s, [(r.id, "telegram", local("2026-12-01 07:00")) for r in held], "sender-a") == set()
     assert deliver(province, emulator, local("2026-12-01 07:01")).sent == 9
     for user in users.values():
         texts = received(user)
@@ -162,8 +162,49 @@ def test_an_announcement_waiting_its_turn_at_a_paced_messenger_is_not_sent_with_
         again = {r.id: r for r in queue.claim(s, "sender-a", second_claim, limit=20)}
     assert old.id in again  # the same sender holds it again, with the new words
     with province.session() as s:
-        assert not queue.mark_sending_claimed(s, old.id, "zalo", "sender-a", first_claim)  # the old job: nothing
-        assert queue.mark_sending_claimed(s, old.id, "zalo", "sender-a", second_claim)
+        assert not queue.mark_sending(s, old.id, "zalo", "sender-a", first_claim)  # the old job: nothing
+        # nor may the old job settle it, should its turn end in a refusal before any request (a used-up quota)
+        queue.mark_failed(s, old.id, "zalo", "the bot's monthly quota is used up", first_claim)
+        queue.retry_later(s, old.id, second_claim + timedelta(minutes=5), "busy", None, first_claim)
+        queue.mark_dropped(s, old.id, "expired before it could be sent", first_claim)
+    with province.session() as s:
+        assert queue.mark_sending(s, old.id, "zalo", "sender-a", second_claim)
+        queue.mark_sent(s, old.id, "zalo", second_claim, second_claim)
+    assert statuses(province).get("sent") == 1
+
+
+def test_announcements_one_sender_claims_twice_around_an_extension_reach_each_member_once_with_the_new_deadline(
+        province, emulator, branch):
+    """A sender holds a second's worth of claimed rows before it starts them. If the round is extended meanwhile,
+    the rows go back to the queue and the same sender's next claim, at the same instant by its clock, takes them
+    again with the new words: the jobs still holding the old words must send nothing, whichever group starts
+    first, or each member reads both deadlines. (The sender's steps are driven one by one to force the order.)"""
+    from bot.services.rounds import extend_round
+
+    round_id, users = branch
+    at = local("2026-12-01 07:00")
+    run_due(province, at, Schedule())
+
+    async def go():
+        async with Bot(emulator.token, base_url=emulator.base_url) as bot, TelegramTransport(bot) as transport:
+            sender = OutboxSender(province, {"telegram": transport}, clock=lambda: at, rate=200, per_chat_interval=0.0)
+            stale = await asyncio.to_thread(sender._claim, at, 20)
+            with province.session() as s:
+                extend_round(s, round_id, local("2026-12-20 21:00"), at, TZ)
+            fresh = await asyncio.to_thread(sender._claim, at, 20)
+            assert {j.id for j in stale} == {j.id for j in fresh} and len(fresh) == 9
+            await sender._start_group(stale[:4])  # these start before their fresh copies...
+            await sender._start_group(fresh)
+            await sender._start_group(stale[4:])  # ...and these after
+            while sender._in_flight:
+                await asyncio.gather(*list(sender._in_flight))
+            await sender._apply_marks()
+
+    asyncio.run(go())
+    for user in users.values():
+        texts = received(user)
+        assert len(texts) == 1 and "trước 21:00 ngày 20/12/2026" in texts[0], texts
+    assert statuses(province) == {"sent": 9}
 
 
 def test_a_waiting_reminder_that_does_not_name_the_old_deadline_is_dropped_not_sent_wrong(province, emulator, branch):

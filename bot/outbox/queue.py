@@ -198,7 +198,8 @@ CLAIM_LOCK = "outbox-claim"
 
 
 def claim(session: Session, worker: str, now: datetime, limit: int,
-          purposes: tuple[str, ...] | None = None, per_chat_interval: float = 0.0) -> list:
+          purposes: tuple[str, ...] | None = None, per_chat_interval: float = 0.0,
+          stamp: datetime | None = None) -> list:
     """Take up to ``limit`` due rows for this worker (only of ``purposes``, when given), oldest first,
     at most one per member, and none of a member who has a message claimed or in flight anywhere, or
     who another sender wrote to less than ``per_chat_interval`` seconds ago (that sender's own
@@ -209,6 +210,11 @@ def claim(session: Session, worker: str, now: datetime, limit: int,
     on PostgreSQL) so that each sees the others' claims; the ``status`` test in the ``UPDATE`` keeps
     two senders from ever taking one row. Rows come back as plain rows (attribute access), not ORM
     objects: the sender only reads them.
+
+    ``stamp`` (default ``now``) is written as ``claimed_at``: with the worker it names this claim, and every
+    later status change of a row is made only while the row still holds it (``held``). A sender gives each
+    of its claims a stamp of its own, so that a row put back in the queue and claimed again by the same
+    sender is not also sent, or settled, by the job of the earlier claim.
     """
     postgres = session.get_bind().dialect.name == "postgresql"
     conn = session.connection()
@@ -225,7 +231,8 @@ def claim(session: Session, worker: str, now: datetime, limit: int,
         first_of_member.setdefault(member_id, oid)  # a member's later rows wait for the next claim
     if not first_of_member:
         return []
-    rows = conn.execute(_CLAIM, {"ids": list(first_of_member.values()), "claim_worker": worker, "claim_at": now}).all()
+    rows = conn.execute(_CLAIM, {"ids": list(first_of_member.values()), "claim_worker": worker,
+                                 "claim_at": stamp or now}).all()
     return sorted(rows, key=lambda r: (r.not_before, r.id))
 
 
@@ -311,26 +318,21 @@ def _run(session: Session, stmt):
     return session.execute(stmt.execution_options(synchronize_session=False))
 
 
-def mark_sending(session: Session, oid: int, channel: str, worker: str) -> bool:
+def held(oid: int, claimed_at: datetime | None):
+    """Row ``oid`` while it is still the claim stamped ``claimed_at`` (any claim when None)."""
+    row = OutboxMessage.id == oid
+    return row if claimed_at is None else row & (OutboxMessage.claimed_at == claimed_at)
+
+
+def mark_sending(session: Session, oid: int, channel: str, worker: str, claimed_at: datetime | None = None) -> bool:
     """Written just before the request leaves: from here on a crash leaves the outcome unknown.
 
-    False when the row is no longer this worker's claim (a sender that took over the lease put it
-    back in the queue): the caller must not send it.
+    False when the row is no longer this worker's claim ``claimed_at``: a sender that took over the lease,
+    or a round's deadline that moved, put it back in the queue, and it may since have been claimed again,
+    by this very sender, with new words. The caller must not send it.
     """
     result = _run(session, update(OutboxMessage)
-        .where(OutboxMessage.id == oid, OutboxMessage.claimed_by == worker,
-               OutboxMessage.status.in_(("claimed", "sending")))
-        .values(status="sending", channel=channel))
-    return result.rowcount == 1
-
-
-def mark_sending_claimed(session: Session, oid: int, channel: str, worker: str, claimed_at: datetime) -> bool:
-    """``mark_sending`` for a message whose request leaves a while after its claim (a paced transport makes it
-    wait its turn): only while the row is still that claim. Meanwhile it may have gone back to the queue (a
-    round's deadline moved) and been claimed again, by this very sender, with new words: the old job then sends
-    nothing (False)."""
-    result = _run(session, update(OutboxMessage)
-        .where(OutboxMessage.id == oid, OutboxMessage.claimed_by == worker, OutboxMessage.claimed_at == claimed_at,
+        .where(held(oid, claimed_at), OutboxMessage.claimed_by == worker,
                OutboxMessage.status.in_(("claimed", "sending")))
         .values(status="sending", channel=channel))
     return result.rowcount == 1
@@ -340,47 +342,52 @@ _OUTBOX = OutboxMessage.__table__
 # the two statements of every group of sends, built once (building them cost more than running them)
 _MARK_SENDING = (update(_OUTBOX)
                  .where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)), _OUTBOX.c.claimed_by == bindparam("worker"),
+                        _OUTBOX.c.claimed_at == bindparam("claim_stamp"),
                         by_key_only(_OUTBOX.c.status).in_(("claimed", "sending")))
                  .values(status="sending", channel=bindparam("channel")).returning(_OUTBOX.c.id))
-_MARK_SENT = (update(_OUTBOX).where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)))
+_MARK_SENT = (update(_OUTBOX).where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)),
+                                    _OUTBOX.c.claimed_at == bindparam("claim_stamp"))
               .values(status="sent", sent_at=bindparam("at"), channel=bindparam("channel"), error=None,
                       attachment=None))
 
 
-def mark_sending_many(session: Session, items: list[tuple[int, str]], worker: str) -> set[int]:
-    """``mark_sending`` for many rows, one statement per channel: the ids still this worker's."""
-    mine: set[int] = set()
-    for channel, ids in _by_channel(items).items():
-        mine.update(session.connection().execute(
-            _MARK_SENDING, {"ids": ids, "worker": worker, "channel": channel}).scalars())
+def mark_sending_many(session: Session, items: list[tuple[int, str, datetime]], worker: str
+                      ) -> set[tuple[int, datetime]]:
+    """``mark_sending`` for many (id, channel, claimed_at), one statement per channel and claim: the
+    (id, claimed_at) still this worker's."""
+    mine: set[tuple[int, datetime]] = set()
+    for (channel, claimed_at), ids in _by_claim(items).items():
+        mine.update((oid, claimed_at) for oid in session.connection().execute(
+            _MARK_SENDING, {"ids": ids, "worker": worker, "channel": channel, "claim_stamp": claimed_at}).scalars())
     return mine
 
 
-def mark_sent_many(session: Session, items: list[tuple[int, str, datetime]]) -> None:
-    """``mark_sent`` for many rows, one statement per channel; ``sent_at`` is the latest send's time
-    of the batch (sends of one batch are at most ``MARK_DELAY`` apart; per-chat pacing across
-    senders reads it, and a later time only makes it wait a little longer)."""
-    for channel, ids in _by_channel(items).items():
-        at = max(at for oid, ch, at in items if ch == channel)
-        session.connection().execute(_MARK_SENT, {"ids": ids, "channel": channel, "at": at})
+def mark_sent_many(session: Session, items: list[tuple[int, str, datetime, datetime]]) -> None:
+    """``mark_sent`` for many (id, channel, sent at, claimed_at), one statement per channel and claim;
+    ``sent_at`` is the latest send's time of the batch (sends of one batch are at most ``MARK_DELAY``
+    apart; per-chat pacing across senders reads it, and a later time only makes it wait a little longer)."""
+    for (channel, claimed_at), ids in _by_claim(items).items():
+        at = max(item[2] for item in items if item[1] == channel)
+        session.connection().execute(_MARK_SENT, {"ids": ids, "channel": channel, "at": at, "claim_stamp": claimed_at})
 
 
-def _by_channel(items) -> dict[str, list[int]]:
-    by_channel: dict[str, list[int]] = {}
-    for oid, channel, *_ in items:
-        by_channel.setdefault(channel, []).append(oid)
-    return by_channel
+def _by_claim(items) -> dict[tuple[str, datetime], list[int]]:
+    by_claim: dict[tuple[str, datetime], list[int]] = {}
+    for oid, channel, *_rest, claimed_at in items:
+        by_claim.setdefault((channel, claimed_at), []).append(oid)
+    return by_claim
 
 
-def mark_sent(session: Session, oid: int, channel: str, now: datetime) -> None:
-    _run(session, update(OutboxMessage).where(OutboxMessage.id == oid)
+def mark_sent(session: Session, oid: int, channel: str, now: datetime, claimed_at: datetime | None = None) -> None:
+    _run(session, update(OutboxMessage).where(held(oid, claimed_at))
                     .values(status="sent", sent_at=now, channel=channel, error=None,
                                 attachment=None))  # a delivered report is not kept twice
 
 
-def mark_failed(session: Session, oid: int, channel: str | None, reason: str) -> None:
+def mark_failed(session: Session, oid: int, channel: str | None, reason: str,
+                claimed_at: datetime | None = None) -> None:
     """A permanent refusal (blocked, chat gone, not linked): never retried, shown to secretaries."""
-    _run(session, update(OutboxMessage).where(OutboxMessage.id == oid)
+    _run(session, update(OutboxMessage).where(held(oid, claimed_at))
                     .values(status="failed", channel=channel, error=reason[:500]))
 
 
@@ -414,20 +421,22 @@ def deadline_moved(session: Session, round_id: int, before: datetime, after: dat
                         "wrong", dropped.rowcount, round_id, old)
 
 
-def mark_uncertain(session: Session, oid: int, channel: str, reason: str) -> None:
+def mark_uncertain(session: Session, oid: int, channel: str, reason: str,
+                   claimed_at: datetime | None = None) -> None:
     """The request left and no answer came: perhaps delivered. Never sent again; shown to secretaries."""
-    _run(session, update(OutboxMessage).where(OutboxMessage.id == oid)
+    _run(session, update(OutboxMessage).where(held(oid, claimed_at))
                     .values(status="uncertain", channel=channel, error=reason[:500]))
 
 
-def mark_dropped(session: Session, oid: int, reason: str) -> None:
-    _run(session, update(OutboxMessage).where(OutboxMessage.id == oid).values(status="dropped", error=reason))
+def mark_dropped(session: Session, oid: int, reason: str, claimed_at: datetime | None = None) -> None:
+    _run(session, update(OutboxMessage).where(held(oid, claimed_at)).values(status="dropped", error=reason))
 
 
-def retry_later(session: Session, oid: int, at: datetime, reason: str, parts_sent: int | None = None) -> None:
+def retry_later(session: Session, oid: int, at: datetime, reason: str, parts_sent: int | None = None,
+                claimed_at: datetime | None = None) -> None:
     """Back to the queue for ``at``; ``parts_sent``: the parts of a long message delivered on the row's
     ``channel`` before the failure (the retry sends the rest)."""
-    _run(session, update(OutboxMessage).where(OutboxMessage.id == oid).values(
+    _run(session, update(OutboxMessage).where(held(oid, claimed_at)).values(
         status="pending", not_before=at, attempts=OutboxMessage.attempts + 1, error=reason[:500],
         claimed_by=None, claimed_at=None, parts_sent=parts_sent or None))
 

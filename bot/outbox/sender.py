@@ -23,7 +23,7 @@ import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Awaitable, Callable, Protocol
 
 from sqlalchemy import bindparam, select
@@ -133,6 +133,7 @@ class OutboxSender:
         self._bodies: dict[int, dict] = {}  # shared bodies of broadcasts, by id (a few at a time)
         self._chat_ready: dict[tuple[str, str], float] = {}
         self._chat_pruned = time.monotonic()
+        self._last_stamp = datetime.min.replace(tzinfo=timezone.utc)  # of this sender's latest claim
         self._paused_until = 0.0
         self._in_flight: set[asyncio.Task] = set()
         self._stop = asyncio.Event()
@@ -244,16 +245,17 @@ class OutboxSender:
         finally:
             self._starting -= len(jobs)
         for job in jobs:
-            if job.id in mine or not self._sendable(job) or self._paced(job.accounts[0][0]):
-                self._track(self._deliver(job, marked=job.id in mine))
+            marked = (job.id, job.claimed_at) in mine
+            if marked or not self._sendable(job) or self._paced(job.accounts[0][0]):
+                self._track(self._deliver(job, marked=marked))
             else:
                 log.info("outbox: message %d was taken over by another sender; not sent here", job.id)
 
-    async def _mark_sending(self, jobs: list[_Job]) -> set[int]:
+    async def _mark_sending(self, jobs: list[_Job]) -> set[tuple[int, datetime]]:
         """``sending`` for the jobs about to start, in one statement (with the status changes waiting
         to be written: one transaction per group of sends), before their requests leave: from then
-        on a crash leaves the outcome unknown. The ids still this sender's."""
-        return await self._apply_marks([(job.id, job.accounts[0][0]) for job in jobs
+        on a crash leaves the outcome unknown. The (id, claim stamp) still this sender's."""
+        return await self._apply_marks([(job.id, job.accounts[0][0], job.claimed_at) for job in jobs
                                         if self._sendable(job) and not self._paced(job.accounts[0][0])])
 
     def _paced(self, channel: str) -> bool:
@@ -310,7 +312,7 @@ class OutboxSender:
         channel: str | None = None  # the channel of the last try, and the parts it delivered
         parts_sent: int = 0
         purpose: str = ""  # queue.REPLY (may go out in quiet hours), announce, remind, ...
-        claimed_at: datetime | None = None  # the claim it came with (a paced send is marked only while it holds)
+        claimed_at: datetime | None = None  # its claim's stamp: every status change is made only while it holds
 
     def _any_due(self, now: datetime, purposes: tuple[str, ...] | None) -> bool:
         with self.db.read_session() as s:
@@ -318,13 +320,15 @@ class OutboxSender:
 
     def _claim(self, now: datetime, limit: int, purposes: tuple[str, ...] | None = None) -> list[_Job]:
         started = time.thread_time()
+        # each claim its own stamp, even by a clock that stands still (``queue.claim``)
+        stamp = self._last_stamp = max(now, self._last_stamp + timedelta(microseconds=1))
         with self.db.session() as s:
-            rows = queue.claim(s, self.worker, now, limit, purposes, self.per_chat_interval)
+            rows = queue.claim(s, self.worker, now, limit, purposes, self.per_chat_interval, stamp)
             stale = queue.no_longer_true(s, rows, now)
             for r in rows:
                 if r.id in stale:
                     log.info("outbox: message %d dropped: %s", r.id, stale[r.id])
-                    queue.mark_dropped(s, r.id, stale[r.id])
+                    queue.mark_dropped(s, r.id, stale[r.id], stamp)
                     self.stats.dropped += 1
             rows = [r for r in rows if r.id not in stale]
             member_ids = {r.member_id for r in rows}
@@ -337,7 +341,7 @@ class OutboxSender:
             replies = self._replies(s, rows)
             jobs = [self._Job(r.id, replies[r.id], (r.attachment_name, r.attachment) if r.attachment_name else None,
                               accounts.get(r.member_id, []), r.expires_at, r.attempts, r.channel, r.parts_sent or 0,
-                              r.purpose, now)
+                              r.purpose, stamp)
                     for r in rows]
         self.stats.cpu_seconds += time.thread_time() - started
         return jobs
@@ -368,20 +372,21 @@ class OutboxSender:
         now = self.clock()
         if job.expires_at is not None and now >= job.expires_at:
             log.info("outbox: message %d is past its usefulness (%s); dropped", job.id, job.expires_at)
-            await self._mark(queue.mark_dropped, job.id, "expired before it could be sent")
+            await self._mark(queue.mark_dropped, job.id, "expired before it could be sent", job.claimed_at)
             self.stats.dropped += 1
             return
         if not job.accounts:
-            await self._mark(queue.mark_failed, job.id, None, "not linked to any messenger")
+            await self._mark(queue.mark_failed, job.id, None, "not linked to any messenger", job.claimed_at)
             self.stats.failed += 1
             return
         reason = ""
         for channel, external_id, via in job.accounts:
             await self._wait_for_chat(channel, external_id)
             paced = not marked and self._paced(channel)  # marked when its turn comes (``request_may_leave``)
-            BEFORE_REQUEST.set((lambda c=channel: self._mark(queue.mark_sending_claimed, job.id, c, self.worker,
+            BEFORE_REQUEST.set((lambda c=channel: self._mark(queue.mark_sending, job.id, c, self.worker,
                                                              job.claimed_at)) if paced else None)
-            if not marked and not paced and not await self._mark(queue.mark_sending, job.id, channel, self.worker):
+            if not marked and not paced and not await self._mark(queue.mark_sending, job.id, channel, self.worker,
+                                                                 job.claimed_at):
                 log.info("outbox: message %d was taken over by another sender; not sent here", job.id)
                 return
             marked = False  # a fallback channel is marked on its own
@@ -399,7 +404,7 @@ class OutboxSender:
                     reason = f"{channel}: {exc.reason}"
                     continue  # try the member's other messenger
                 if exc.kind == "uncertain":  # as after a kill during the request: shown, never sent twice
-                    await self._mark(queue.mark_uncertain, job.id, channel, f"{channel}: {exc.reason}")
+                    await self._mark(queue.mark_uncertain, job.id, channel, f"{channel}: {exc.reason}", job.claimed_at)
                     self.stats.uncertain += 1
                     return
                 await self._retry(job, exc)
@@ -409,10 +414,11 @@ class OutboxSender:
                 await self._retry(job, SendError("transient", f"{type(exc).__name__}: {exc}"))
                 return
             self._chat_ready[(channel, external_id)] = time.monotonic() + self.per_chat_interval  # from its arrival
-            self._mark_later(queue.mark_sent, job.id, channel, self.clock())  # the send is done: no need to wait
+            # the send is done: no need to wait
+            self._mark_later(queue.mark_sent, job.id, channel, self.clock(), job.claimed_at)
             self.stats.sent += 1
             return
-        await self._mark(queue.mark_failed, job.id, job.accounts[-1][0], reason)
+        await self._mark(queue.mark_failed, job.id, job.accounts[-1][0], reason, job.claimed_at)
         self.stats.failed += 1
 
     async def _wait_for_chat(self, channel: str, external_id: str) -> None:
@@ -434,12 +440,14 @@ class OutboxSender:
             self._paused_until = max(self._paused_until, time.monotonic() + wait)
             log.warning("outbox: flood control, pausing %.1fs", wait)
         elif job.attempts + 1 >= MAX_ATTEMPTS:
-            await self._mark(queue.mark_failed, job.id, None, f"gave up after {MAX_ATTEMPTS} attempts: {exc.reason}")
+            await self._mark(queue.mark_failed, job.id, None, f"gave up after {MAX_ATTEMPTS} attempts: {exc.reason}",
+                             job.claimed_at)
             self.stats.failed += 1
             return
         else:
             wait = min(2 ** job.attempts, 300) * (0.5 + random.random())
-        await self._mark(queue.retry_later, job.id, self.clock() + timedelta(seconds=wait), exc.reason, exc.parts_done)
+        await self._mark(queue.retry_later, job.id, self.clock() + timedelta(seconds=wait), exc.reason, exc.parts_done,
+                         job.claimed_at)
         self.stats.retried += 1
 
     async def _mark(self, fn, *args):
@@ -465,9 +473,9 @@ class OutboxSender:
                 await asyncio.sleep(wait)
             await self._apply_marks()
 
-    async def _apply_marks(self, sending: list[tuple[int, str]] | None = None) -> set[int]:
-        """Write the waiting status changes, and ``sending`` for ``sending`` (id, channel) pairs about
-        to be sent, in one transaction; returns the ids of those still this sender's."""
+    async def _apply_marks(self, sending: list[tuple[int, str, datetime]] | None = None) -> set[tuple[int, datetime]]:
+        """Write the waiting status changes, and ``sending`` for ``sending`` (id, channel, claim stamp) about
+        to be sent, in one transaction; returns the (id, claim stamp) of those still this sender's."""
         batch, self._marks = self._marks, []
         self._marks_waiting.clear()
         if not batch and not sending:
@@ -511,12 +519,15 @@ def _apply_in_batches(s, batch: list[tuple[Callable, tuple, asyncio.Future]], wo
     ``sent``) written one statement each for the whole batch (one row appears once in a batch:
     each send awaits its mark before the next)."""
     results: list = [None] * len(batch)
-    sending = [(i, args) for i, (fn, args, _) in enumerate(batch) if fn is queue.mark_sending and args[2] == worker]
-    mine = queue.mark_sending_many(s, [(oid, channel) for _, (oid, channel, _w) in sending], worker) if sending else set()
-    for i, (oid, *_rest) in sending:
-        results[i] = oid in mine
-    queue.mark_sent_many(s, [args for fn, args, _ in batch if fn is queue.mark_sent])
-    batched = {i for i, _ in sending} | {i for i, (fn, *_r) in enumerate(batch) if fn is queue.mark_sent}
+    sending = [(i, args) for i, (fn, args, _) in enumerate(batch)
+               if fn is queue.mark_sending and args[2] == worker and args[3] is not None]
+    mine = (queue.mark_sending_many(s, [(oid, channel, at) for _, (oid, channel, _w, at) in sending], worker)
+            if sending else set())
+    for i, (oid, _channel, _w, at) in sending:
+        results[i] = (oid, at) in mine
+    sent = {i for i, (fn, args, _) in enumerate(batch) if fn is queue.mark_sent and args[3] is not None}
+    queue.mark_sent_many(s, [batch[i][1] for i in sent])
+    batched = {i for i, _ in sending} | sent
     for i, (fn, args, _) in enumerate(batch):
         if i not in batched:
             results[i] = fn(s, *args)
