@@ -783,17 +783,9 @@ def test_a_message_a_killed_poller_took_from_zalo_is_answered_after_the_restart(
     """Zalo forgets an update once getUpdates returned it (and a webhook delivery once answered): a process
     killed while handling it would lose the member's message. It was kept first, and the next process answers
     it, once."""
-    import httpx
-
-    from bot.services.inbox import Inbox
-
     user = zalo_link(zalo_emulator, zalo_invite, "DV015", "zl-15")
     zalo_bot.stop()
-    time.sleep(1.5)  # the stopped poller's last getUpdates (held 1 s) has ended
-    user.send_text("làm bài")
-    api = f"{zalo_emulator.base_url}/bot{zalo_emulator.token}/getUpdates"
-    update = httpx.post(api, json={"timeout": 0}, timeout=10).json()["result"]  # the killed process's poll
-    Inbox(province, "zalo", "zalo").keep([(update["message"]["message_id"], update)], utcnow())
+    update = kept_by_a_killed_poller(province, zalo_emulator, user, "làm bài")
     before = len(user.messages)
     zalo_bot.start()
     user.wait_for(lambda u: any("Câu 1/10" in t for t in new_texts(u, before)), timeout=10)
@@ -804,6 +796,53 @@ def test_a_message_a_killed_poller_took_from_zalo_is_answered_after_the_restart(
                         .where(ProcessedUpdate.update_key == update["message"]["message_id"])) == 1
 
 
+def kept_by_a_killed_poller(province, zalo_emulator, user, text: str) -> dict:
+    """The Zalo bot is stopped; ``text`` from ``user`` is fetched and kept by a process that then died."""
+    import httpx
+
+    from bot.services.inbox import Inbox
+
+    time.sleep(1.5)  # the stopped poller's last getUpdates (held 1 s) has ended
+    user.send_text(text)
+    api = f"{zalo_emulator.base_url}/bot{zalo_emulator.token}/getUpdates"
+    update = httpx.post(api, json={"timeout": 0}, timeout=10).json()["result"]  # the killed process's poll
+    Inbox(province, "zalo", "zalo").keep([(update["message"]["message_id"], update)], utcnow())
+    return update
+
+
+def test_a_typed_answer_a_killed_poller_recorded_but_never_answered_brings_the_next_question_after_the_restart(
+        zalo_bot, zalo_emulator, zalo_invite, province):
+    """Zalo never hands an update out twice: the answer was kept and recorded, and the process killed before its
+    reply. A moment after the restart the member gets question 2 (nothing recorded twice), and their next
+    letter counts for it; without it they would type the letter again, for a question they never saw."""
+    user = zalo_link(zalo_emulator, zalo_invite, "DV016", "zl-16")
+    say(user, "làm bài", "Câu 1/10")
+    zalo_bot.stop()
+    update = kept_by_a_killed_poller(province, zalo_emulator, user, "a")
+    service = ChatService(province, TRAITS, TZ)  # the process that died: it recorded the answer
+    assert "Câu 2/10" in service.on_text(user.id, "a", utcnow(), update["message"]["message_id"]).replies[-1].text
+    before = len(user.messages)
+    zalo_bot.start()
+    user.wait_for(lambda u: any("Câu 2/10" in t for t in new_texts(u, before)), timeout=15)
+    assert count(province, Answer) == 1
+    reply = say(user, "b", "Câu 3/10")
+    assert reply.startswith("✔️ Đã ghi nhận câu 2: B.")
+    assert len([t for t in new_texts(user, before) if "Câu 2/10" in t]) == 1
+    assert count(province, Answer) == 2
+
+
+def test_what_the_zalo_bot_answered_before_a_stop_is_not_answered_again_after_the_restart(
+        zalo_bot, zalo_emulator, zalo_invite, province):
+    from bot.services.inbox import SETTLE
+
+    user = zalo_link(zalo_emulator, zalo_invite, "DV017", "zl-17")
+    say(user, "làm bài", "Câu 1/10")
+    zalo_bot.stop()
+    zalo_bot.start()
+    time.sleep(SETTLE + 1.5)
+    assert len([m for m in user.messages if "Câu 1/10" in m.get("text", "")]) == 1
+
+
 def test_the_webhook_keeps_each_update_before_answering_zalo(zalo_emulator, province):
     """Answered 200, an update is Zalo's no more: it is in the database by then (and a database that cannot
     keep it gets a 500, for Zalo to deliver it again)."""
@@ -812,6 +851,7 @@ def test_the_webhook_keeps_each_update_before_answering_zalo(zalo_emulator, prov
     from bot.storage.models import InboxUpdate
 
     process = ZaloProcess(province, zalo_emulator, mode="webhook").start()
+    zalo_emulator.inject_error("sendMessage", 500, times=5)  # the reply takes seconds of tries: still unanswered
     try:
         body = {"ok": True, "result": {"event_name": "message.text.received", "message": {
             "message_id": "a" * 20, "date": 1764547200000, "chat": {"id": "zl-wh", "chat_type": "PRIVATE"},

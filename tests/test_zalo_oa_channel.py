@@ -229,10 +229,48 @@ def test_an_event_the_webhook_answered_before_a_kill_is_handled_after_the_restar
         assert s.scalar(select(func.count()).select_from(ProcessedUpdate)
                         .where(ProcessedUpdate.update_key == event["message"]["msg_id"])) == 1
     later = event_for(oa_emulator, "oa-k", "/hoc")
-    assert oa_emulator.deliver_raw(*oa_emulator.signed(later)).status == 200
-    with province.session() as s:  # kept by the time Zalo had its answer
-        assert s.scalar(select(InboxUpdate.source).where(InboxUpdate.update_key == later["message"]["msg_id"])) \
-            == "zalo_oa"
+    oa_emulator.hold("oa-k")  # its reply hangs: the event is not answered yet
+    try:
+        assert oa_emulator.deliver_raw(*oa_emulator.signed(later)).status == 200
+        with province.session() as s:  # kept by the time Zalo had its answer
+            assert s.scalar(select(InboxUpdate.source).where(InboxUpdate.update_key == later["message"]["msg_id"])) \
+                == "zalo_oa"
+    finally:
+        oa_emulator.release("oa-k")
+    deadline = time.monotonic() + 10
+    while kept_rows(province) and time.monotonic() < deadline:  # its reply went: answered, no longer kept
+        time.sleep(0.05)
+    assert kept_rows(province) == 0
+
+
+def kept_rows(db) -> int:
+    with db.session() as s:
+        return s.scalar(select(func.count()).select_from(InboxUpdate))
+
+
+def test_an_answer_the_oa_recorded_but_a_kill_kept_from_the_member_is_sent_after_the_restart(
+        oa_bot, oa_emulator, oa_invite, province):
+    """The event was kept and recorded, and the process killed before its reply: Zalo will not deliver it again,
+    so a moment after the restart the member gets what it showed (question 2), nothing recorded twice, and
+    their next letter counts for it."""
+    from bot.services.inbox import Inbox
+    from bot.storage.models import Answer
+
+    user = oa_link(oa_emulator, oa_invite, "DV018", "oa-18")
+    say(user, "làm bài", "Câu 1/10")
+    delivered(province, "oa-18", 1)
+    oa_bot.stop()
+    event = event_for(oa_emulator, "oa-18", "a")
+    Inbox(province, "zalo_oa", "zalo_oa").keep([(event["message"]["msg_id"], event)], utcnow())
+    service = ChatService(province, TRAITS, TZ)  # the process that died: it recorded the answer
+    assert "Câu 2/10" in service.on_text("oa-18", "a", utcnow(), event["message"]["msg_id"]).replies[-1].text
+    before = len(user.messages)
+    oa_bot.start()
+    user.wait_for(lambda u: any("Câu 2/10" in m.get("text", "") for m in u.messages[before:]), timeout=15)
+    assert count(province, Answer) == 1
+    delivered(province, "oa-18", 2)
+    assert say(user, "b", "Câu 3/10").startswith("✔️ Đã ghi nhận câu 2: B.")
+    assert count(province, Answer) == 2
 
 
 def test_webhook_refuses_forged_stale_oversized_and_malformed_requests(oa_bot, oa_emulator, province):

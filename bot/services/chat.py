@@ -209,14 +209,18 @@ class ChatService:
 
     # -- entry points -----------------------------------------------------------------------
     def on_text(self, external_id: str, text: str, now: datetime, update_key: str | None = None,
-                sent_at: datetime | None = None) -> Outcome:
+                sent_at: datetime | None = None, taken_up: bool = False) -> Outcome:
         """``sent_at``: when the member sent the text, by the platform's clock; where the channel
         gives it (and reports deliveries, see ``question_delivered``), a typed answer counts only
-        for a question delivered to this chat before that moment."""
+        for a question delivered to this chat before that moment. ``taken_up``: the update comes from
+        the inbox a killed process left, recorded and never answered (``Inbox.replay_unanswered``): its
+        reply is worked out again even where the platform never delivers an update twice."""
         with self.db.session() as s:
             lock_chat(s, self.traits.name, external_id)  # one update of a chat at a time, in any process
             if not self._first_time(s, update_key, now):
-                return self._redelivered_text(s, external_id, text, now, sent_at)
+                outcome = self._redelivered_text(s, external_id, text, now, sent_at, taken_up)
+                self._remember_choices(s, external_id, outcome, now)  # what a reply sent again offers holds
+                return outcome
             outcome = self._text(s, external_id, text, now, sent_at)
             self._remember_choices(s, external_id, outcome, now)
             return outcome
@@ -367,10 +371,11 @@ class ChatService:
         return Outcome(shown.replies[edits[-1]:] if edits else [], redelivered=True)
 
     def _redelivered_text(self, s: Session, external_id: str, text: str, now: datetime,
-                          sent_at: datetime | None) -> Outcome:
-        """A text handled before. Where the channel may have lost its reply (``replies_to_redelivered_text``), what
-        the member needs to go on is sent again, recording nothing twice; anything else gets nothing."""
-        if not self.traits.replies_to_redelivered_text:
+                          sent_at: datetime | None, taken_up: bool = False) -> Outcome:
+        """A text handled before. Where the channel may have lost its reply (``replies_to_redelivered_text``, or
+        ``taken_up``), what the member needs to go on is sent again, recording nothing twice; anything else gets
+        nothing."""
+        if not (self.traits.replies_to_redelivered_text or taken_up):
             return Outcome(redelivered=True)
         command = parse_command(text)[0]
         if command in REPLAYABLE:

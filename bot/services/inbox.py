@@ -5,8 +5,11 @@ python-telegram-bot sends while the batch is still being handled; Zalo's ``getUp
 as delivered the moment it returns it, and its webhook is answered at once. A process killed in between
 (kill -9, a power cut) would lose a member's answer or command. So each update is written here first
 (one transaction per batch), and a process starting hands on the ones it finds unhandled: handled means
-``processed_updates`` has its key, as the conversation records it. Rows live ``KEEP``; older ones are
-dropped (an update that failed for minutes is not worth a late answer).
+``processed_updates`` has its key, as the conversation records it. Once its reply went out an update is
+marked answered (its row deleted); one recorded and never answered (a kill between the two) is taken up
+too, through the conversation's redelivery path, which shows what the member needs to go on and records
+nothing twice. Rows live ``KEEP``; older ones are dropped (an update that failed for minutes is not worth a
+late answer).
 """
 
 from __future__ import annotations
@@ -25,16 +28,19 @@ from bot.storage.models import InboxUpdate, ProcessedUpdate
 
 log = logging.getLogger(__name__)
 KEEP = timedelta(minutes=10)
+# how long a live process beside a starting one may take to answer an update it kept and write the mark: a
+# recorded update still unanswered after that is one a killed process left (``replay_unanswered``)
+SETTLE = 5.0
 PRUNE_EVERY = timedelta(minutes=1)
 _COLUMNS = ("source", "channel", "update_key", "payload", "received_at")
 
 
 class Inbox:
-    """The kept updates of one poller (``source``), whose conversation records them under ``channel``.
+    """The kept updates of one poller or webhook (``source``), whose conversation records them under ``channel``.
 
-    Telegram also marks an update ``answered`` once its reply went out (kept in memory, deleted with the next
-    write, ``flush`` at least every second): one recorded but not answered is taken up again too, and its
-    reply is worked out again by the conversation's redelivery path."""
+    A channel marks an update ``answered`` once its reply went out (kept in memory, deleted with the next
+    write or ``flush``): one recorded but not answered is taken up again too, and its reply is worked out
+    again by the conversation's redelivery path."""
 
     def __init__(self, db: Database, source: str, channel: str):
         self.db, self.source, self.channel = db, source, channel
@@ -65,6 +71,15 @@ class Inbox:
         with self._lock:
             self._answered.add(key)
 
+    async def mark_answered(self, key: str) -> None:
+        """``answered``, written now (with any others waiting): a channel without a flusher of its own. A
+        database that fails leaves the update to be answered again after a restart."""
+        self.answered(key)
+        try:
+            await asyncio.to_thread(self.flush)
+        except Exception as exc:  # noqa: BLE001 - the reply went out; at worst it is worked out again later
+            log.warning("%s: an answered update could not be marked so (%s)", self.source, exc.__class__.__name__)
+
     @property
     def answers_waiting(self) -> bool:
         return bool(self._answered)
@@ -82,14 +97,18 @@ class Inbox:
             s.execute(delete(InboxUpdate).where(InboxUpdate.source == self.source,
                                                 InboxUpdate.update_key.in_(sorted(keys))))
 
-    def unanswered(self, now: datetime, *, unhandled_only: bool = False) -> list[dict]:
+    def unanswered(self, now: datetime, *, unhandled_only: bool = False,
+                   recorded_before: datetime | None = None) -> list[dict]:
         """The updates kept in the last ``KEEP`` and never answered, in the order they came (``unhandled_only``:
-        only those no conversation has recorded either); older ones are deleted."""
+        only those no conversation has recorded either; ``recorded_before``: only those recorded, and kept
+        before then); older ones are deleted."""
         with self.db.session() as s:
             s.execute(delete(InboxUpdate).where(InboxUpdate.source == self.source, InboxUpdate.received_at < now - KEEP))
         query = select(InboxUpdate.payload).where(InboxUpdate.source == self.source).order_by(InboxUpdate.id)
         if unhandled_only:
             query = query.where(~_HANDLED)
+        if recorded_before is not None:
+            query = query.where(_HANDLED, InboxUpdate.received_at < recorded_before)
         with self.db.read_session() as s:
             payloads = s.scalars(query).all()
         return [json.loads(p) for p in payloads]
@@ -106,13 +125,28 @@ class Inbox:
                         self.source, len(kept))
         return len(kept)
 
+    async def replay_unanswered(self, started: datetime, replay: Callable[[dict], object],
+                                wanted: Callable[[dict], bool] = lambda update: True) -> int:
+        """``SETTLE`` seconds after a channel's start (``started``), hand to ``replay`` the ``wanted`` updates kept
+        before it that a conversation recorded but whose reply was never marked sent: a process killed between
+        the two left the member without it. Waiting lets a live process beside this one (webhooks served by
+        several) answer its own first. How many."""
+        await asyncio.sleep(SETTLE)
+        kept = [u for u in await asyncio.to_thread(self.unanswered, started, recorded_before=started) if wanted(u)]
+        for update in kept:
+            replay(update)
+        if kept:
+            log.warning("%s: %d update(s) recorded before the last stop and never answered: answering them now",
+                        self.source, len(kept))
+        return len(kept)
+
     @staticmethod
-    def sources_unhandled(db: Database, prefix: str, now: datetime) -> list[str]:
-        """The sources starting with ``prefix`` that hold updates of the last ``KEEP`` no conversation has
-        recorded (the branches' Zalo bots served by webhook, looked up only when traffic names them)."""
+    def sources_kept(db: Database, prefix: str, now: datetime) -> list[str]:
+        """The sources starting with ``prefix`` that hold updates of the last ``KEEP`` not answered (the branches'
+        Zalo bots served by webhook, looked up only when traffic names them)."""
         with db.read_session() as s:
             return list(s.scalars(select(InboxUpdate.source).where(
-                InboxUpdate.source.startswith(prefix), InboxUpdate.received_at >= now - KEEP, ~_HANDLED).distinct()))
+                InboxUpdate.source.startswith(prefix), InboxUpdate.received_at >= now - KEEP).distinct()))
 
     def keys(self) -> list[str]:
         """The keys of every update kept (Telegram confirms up to the newest of them before it polls again)."""

@@ -50,6 +50,7 @@ class ZaloChannel:
         self.handled = 0  # updates taken up, redeliveries included
         self.done = 0  # updates finished (answered, skipped or failed)
         self._order = InOrderPerKey()
+        self._replays: set[asyncio.Task] = set()
 
     async def take(self, update: dict[str, Any], *, polled: bool = False) -> None:
         """Keep the update, then handle it. Zalo counts it delivered once the webhook is answered or the
@@ -67,18 +68,24 @@ class ZaloChannel:
         self.dispatch(update)
 
     async def take_up_kept(self) -> int:
-        """Handle the updates a process killed before handling them kept (private chats: a group mention is not
-        worth a late answer); how many."""
+        """Handle the updates a process killed before handling them kept, and a moment later answer again those
+        it recorded and never answered (private chats: a group mention is not worth a late answer); how many
+        were handled now."""
         if self.inbox is None:
             return 0
-        return await self.inbox.hand_on_unhandled(self.clock(), self.dispatch, lambda u: str(
-            ((u.get("message") or {}).get("chat") or {}).get("chat_type", "PRIVATE")).upper() != "GROUP")
+        started = self.clock()
+        replay = asyncio.create_task(self.inbox.replay_unanswered(
+            started, lambda u: self.dispatch(u, taken_up=True), _private))
+        self._replays.add(replay)
+        replay.add_done_callback(self._replays.discard)
+        return await self.inbox.hand_on_unhandled(started, self.dispatch, _private)
 
-    def dispatch(self, update: dict[str, Any]) -> asyncio.Task:
+    def dispatch(self, update: dict[str, Any], *, taken_up: bool = False) -> asyncio.Task:
+        """``taken_up``: an update a killed process recorded and never answered (``Inbox.replay_unanswered``)."""
         message = update.get("message") if isinstance(update, dict) else None
         chat = message.get("chat") if isinstance(message, dict) else None
         key = str(chat.get("id", "")) if isinstance(chat, dict) else ""
-        return self._order.submit(key, lambda: self._handle_logged(update))
+        return self._order.submit(key, lambda: self._handle_logged(update, taken_up))
 
     @property
     def busy(self) -> bool:
@@ -86,21 +93,26 @@ class ZaloChannel:
         return bool(self._order.tasks)
 
     async def drain(self, timeout: float = 10.0) -> None:
-        """Wait for the updates being handled (at shutdown)."""
+        """Wait for the updates being handled (at shutdown); answers still to come again are the next process's."""
+        for replay in list(self._replays):
+            replay.cancel()
         await self._order.drain(timeout)
 
-    async def _handle_logged(self, update: dict[str, Any]) -> None:
+    async def _handle_logged(self, update: dict[str, Any], taken_up: bool = False) -> None:
+        mid = ((update.get("message") or {}) if isinstance(update, dict) else {}).get("message_id")
         try:
             with handling("zalo"):
-                await self.handle(update)
+                await self.handle(update, taken_up)
         except Exception:  # noqa: BLE001 - one bad update must not stop the bot
-            mid = ((update.get("message") or {}) if isinstance(update, dict) else {}).get("message_id")
             log.exception("Zalo: update %s failed", mid)
             FAILURES.labels("zalo").inc()
+        else:
+            if self.inbox is not None and mid:
+                await self.inbox.mark_answered(str(mid))
         finally:
             self.done += 1
 
-    async def handle(self, update: dict[str, Any]) -> None:
+    async def handle(self, update: dict[str, Any], taken_up: bool = False) -> None:
         event = str(update.get("event_name") or "")
         message = update.get("message") if isinstance(update.get("message"), dict) else {}
         chat = message.get("chat") or {}
@@ -118,7 +130,7 @@ class ZaloChannel:
         user_id = str(sender.get("id") or chat_id)
         if event == EVENT_TEXT:
             outcome = await asyncio.to_thread(self.service.on_text, user_id, str(message.get("text") or ""), now, key,
-                                              platform_time(message.get("date")) or now)
+                                              platform_time(message.get("date")) or now, taken_up)
         elif event.startswith("message."):  # image, sticker, voice, unsupported, or a new kind
             outcome = await asyncio.to_thread(self.service.on_text, user_id, "", now, key)
             if outcome.replies:
@@ -202,3 +214,7 @@ def platform_time(ms: Any) -> datetime | None:
     if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not 0 < ms < 10**14:
         return None
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def _private(update: dict) -> bool:
+    return str(((update.get("message") or {}).get("chat") or {}).get("chat_type", "PRIVATE")).upper() != "GROUP"

@@ -243,14 +243,14 @@ class BotChannel(ZaloChannel):
         self.bot_pk, self.default_name, self.default_link = bot_pk, default_name, default_link
         self._to_stamp: set[str] = set()  # chats linking through this bot in the update being handled
 
-    async def handle(self, update: dict[str, Any]) -> None:
+    async def handle(self, update: dict[str, Any], taken_up: bool = False) -> None:
         message = update.get("message") if isinstance(update.get("message"), dict) else {}
         chat, sender = message.get("chat") or {}, message.get("from") or {}
         private = str(chat.get("chat_type", "PRIVATE")).upper() != "GROUP"
         user_id = str(sender.get("id") or chat.get("id") or "")
         key = message.get("message_id")
         if not (private and update.get("event_name") == EVENT_TEXT and user_id and key):
-            return await super().handle(update)
+            return await super().handle(update, taken_up)
         now = self.clock()
         admission = await asyncio.to_thread(self._admit, user_id, str(message.get("text") or ""), now)
         if admission.reply is not None:
@@ -261,7 +261,7 @@ class BotChannel(ZaloChannel):
         if admission.stamp:
             self._to_stamp.add(user_id)
         try:
-            await super().handle(update)
+            await super().handle(update, taken_up)
         finally:
             if user_id in self._to_stamp:  # no reply was sent
                 self._to_stamp.discard(user_id)

@@ -102,7 +102,7 @@ class ZaloRuntime:
         # what a process killed mid-handling kept, first: before anything new comes in
         if self.channel is not None:
             await self.channel.take_up_kept()
-        for source in await asyncio.to_thread(Inbox.sources_unhandled, self.service.db, "zalo:", self.clock()):
+        for source in await asyncio.to_thread(Inbox.sources_kept, self.service.db, "zalo:", self.clock()):
             bot = await self.fleet.bot_by_pk(int(source.split(":", 1)[1]))
             if bot is not None:
                 await bot.channel.take_up_kept()

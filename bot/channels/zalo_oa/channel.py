@@ -40,6 +40,7 @@ class OAChannel:
         self.service, self.client, self.oa_id, self.clock, self.inbox = service, client, oa_id, clock, inbox
         self.handled = self.done = 0
         self._order = InOrderPerKey()
+        self._replays: set[asyncio.Task] = set()
 
     @staticmethod
     def key_of(event: dict[str, Any]) -> str:
@@ -57,34 +58,45 @@ class OAChannel:
         self.dispatch(event)
 
     async def take_up_kept(self) -> int:
-        """Handle the events a process killed before handling them kept; how many."""
+        """Handle the events a process killed before handling them kept, and a moment later answer again those it
+        recorded and never answered; how many were handled now."""
         if self.inbox is None:
             return 0
-        return await self.inbox.hand_on_unhandled(self.clock(), self.dispatch)
+        started = self.clock()
+        replay = asyncio.create_task(self.inbox.replay_unanswered(started, lambda e: self.dispatch(e, taken_up=True)))
+        self._replays.add(replay)
+        replay.add_done_callback(self._replays.discard)
+        return await self.inbox.hand_on_unhandled(started, self.dispatch)
 
     @staticmethod
     def user_of(event: dict[str, Any]) -> str:
         who = event.get("follower") if event.get("event_name") in ("follow", "unfollow") else event.get("sender")
         return str((who or {}).get("id") or "") if isinstance(who, dict) else ""
 
-    def dispatch(self, event: dict[str, Any]) -> asyncio.Task:
-        """Returns at once (the webhook has acknowledged); one user's events run in order."""
-        return self._order.submit(self.user_of(event), lambda: self._handle_logged(event))
+    def dispatch(self, event: dict[str, Any], *, taken_up: bool = False) -> asyncio.Task:
+        """Returns at once (the webhook has acknowledged); one user's events run in order. ``taken_up``: an event
+        a killed process recorded and never answered (``Inbox.replay_unanswered``)."""
+        return self._order.submit(self.user_of(event), lambda: self._handle_logged(event, taken_up))
 
     async def drain(self, timeout: float = 10.0) -> None:
+        for replay in list(self._replays):
+            replay.cancel()
         await self._order.drain(timeout)
 
-    async def _handle_logged(self, event: dict[str, Any]) -> None:
+    async def _handle_logged(self, event: dict[str, Any], taken_up: bool = False) -> None:
         try:
             with handling("zalo_oa"):
-                await self.handle(event)
+                await self.handle(event, taken_up)
         except Exception:  # noqa: BLE001 - one bad event must not stop the channel
             log.exception("Zalo OA: event %s failed", event.get("event_name"))
             FAILURES.labels("zalo_oa").inc()
+        else:
+            if self.inbox is not None and self.user_of(event):
+                await self.inbox.mark_answered(self.key_of(event))
         finally:
             self.done += 1
 
-    async def handle(self, event: dict[str, Any]) -> None:
+    async def handle(self, event: dict[str, Any], taken_up: bool = False) -> None:
         name = str(event.get("event_name") or "")
         user = self.user_of(event)
         message = event.get("message") if isinstance(event.get("message"), dict) else {}
@@ -121,7 +133,7 @@ class OAChannel:
             if ACTION.match(text.strip()):
                 outcome = await asyncio.to_thread(self.service.on_action, user, text.strip(), now, key)
             else:  # a typed answer counts only for the question delivered before it was typed (Zalo's time)
-                outcome = await asyncio.to_thread(self.service.on_text, user, text, now, key, sent_at)
+                outcome = await asyncio.to_thread(self.service.on_text, user, text, now, key, sent_at, taken_up)
         elif name.startswith("user_send_"):
             outcome = await asyncio.to_thread(self.service.on_text, user, "", now, key)
             if outcome.replies:
