@@ -117,13 +117,8 @@ class Inbox:
                                 wanted: Callable[[dict], bool] = lambda update: True) -> int:
         """Dispatch the ``wanted`` updates a process killed before handling them kept (a channel's start); how
         many."""
-        kept = [u for u in await asyncio.to_thread(self.unanswered, now, unhandled_only=True) if wanted(u)]
-        for update in kept:
-            dispatch(update)
-        if kept:
-            log.warning("%s: %d update(s) received before the last stop and never handled: handling them now",
-                        self.source, len(kept))
-        return len(kept)
+        return await self._hand_on(dispatch, wanted, "received before the last stop and never handled: handling",
+                                   now, unhandled_only=True)
 
     async def replay_unanswered(self, started: datetime, replay: Callable[[dict], object],
                                 wanted: Callable[[dict], bool] = lambda update: True) -> int:
@@ -132,12 +127,16 @@ class Inbox:
         the two left the member without it. Waiting lets a live process beside this one (webhooks served by
         several) answer its own first. How many."""
         await asyncio.sleep(SETTLE)
-        kept = [u for u in await asyncio.to_thread(self.unanswered, started, recorded_before=started) if wanted(u)]
+        return await self._hand_on(replay, wanted, "recorded before the last stop and never answered: answering",
+                                   started, recorded_before=started)
+
+    async def _hand_on(self, dispatch: Callable[[dict], object], wanted: Callable[[dict], bool], what: str,
+                       now: datetime, **which) -> int:
+        kept = [u for u in await asyncio.to_thread(self.unanswered, now, **which) if wanted(u)]
         for update in kept:
-            replay(update)
+            dispatch(update)
         if kept:
-            log.warning("%s: %d update(s) recorded before the last stop and never answered: answering them now",
-                        self.source, len(kept))
+            log.warning("%s: %d update(s) %s them now", self.source, len(kept), what)
         return len(kept)
 
     @staticmethod
