@@ -273,6 +273,33 @@ def test_an_answer_the_oa_recorded_but_a_kill_kept_from_the_member_is_sent_after
     assert count(province, Answer) == 2
 
 
+def test_a_tap_the_oa_recorded_but_a_kill_kept_from_the_member_brings_the_next_question_after_the_restart(
+        oa_bot, oa_emulator, oa_invite, province):
+    """As for a typed answer: a tap on an answer button was kept and recorded, and the process killed before its
+    reply; a moment after the restart the member gets question 2 with the receipt of answer 1, and nothing is
+    recorded twice."""
+    from bot.services.inbox import Inbox
+    from bot.storage.models import Answer
+
+    user = oa_link(oa_emulator, oa_invite, "DV019", "oa-19")
+    say(user, "làm bài", "Câu 1/10")
+    payload = next(b["payload"] for b in user.messages[-1]["buttons"] if b["title"] == "C")
+    oa_bot.stop()
+    event = event_for(oa_emulator, "oa-19", payload)
+    Inbox(province, "zalo_oa", "zalo_oa").keep([(event["message"]["msg_id"], event)], utcnow())
+    service = ChatService(province, TRAITS, TZ)  # the process that died: it recorded the answer
+    assert "Câu 2/10" in service.on_action("oa-19", payload, utcnow(), event["message"]["msg_id"]).replies[-1].text
+    before = len(user.messages)
+    oa_bot.start()
+    user.wait_for(lambda u: any("Câu 2/10" in m.get("text", "") for m in u.messages[before:]), timeout=15)
+    assert "Đã ghi nhận câu 1: C." in user.messages[-1]["text"]
+    assert count(province, Answer) == 1
+    before = len(user.messages)
+    user.press("D")
+    user.wait_for(lambda u: any("Câu 3/10" in m.get("text", "") for m in u.messages[before:]))
+    assert count(province, Answer) == 2
+
+
 def test_webhook_refuses_forged_stale_oversized_and_malformed_requests(oa_bot, oa_emulator, province):
     oa_emulator.user("oa-x")
     event = event_for(oa_emulator, "oa-x", "/hoc")

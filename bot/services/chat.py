@@ -334,10 +334,16 @@ class ChatService:
             result = linking.link_by_phone(s, self.traits.name, external_id, phone, now)
             return Outcome([msg.link_outcome(result.status, result.member)])
 
-    def on_action(self, external_id: str, action: str, now: datetime, update_key: str | None = None) -> Outcome:
+    def on_action(self, external_id: str, action: str, now: datetime, update_key: str | None = None,
+                  taken_up: bool = False) -> Outcome:
+        """A button's action. ``taken_up``: as for ``on_text``, a tap a killed process recorded and never answered."""
         with self.db.session() as s:
             lock_chat(s, self.traits.name, external_id)  # one update of a chat at a time, in any process
             if not self._first_time(s, update_key, now):
+                if taken_up and not self.traits.has_buttons:  # no message to edit: the reply is sent anew
+                    outcome = self._replay_unanswered_tap(s, external_id, action, now)
+                    self._remember_choices(s, external_id, outcome, now)
+                    return outcome
                 return self._replay(s, external_id, action, now)
             member_id = self._member_id(s, external_id, now)
             if member_id == DEACTIVATED:
@@ -369,6 +375,25 @@ class ChatService:
         # from the edit of the pressed message on: the next question, or a result with all its parts (a press
         # that handed the quiz in and died before replying must not lose the review's explanations)
         return Outcome(shown.replies[edits[-1]:] if edits else [], redelivered=True)
+
+    def _replay_unanswered_tap(self, s: Session, external_id: str, action: str, now: datetime) -> Outcome:
+        """A tap recorded by a process killed before its reply (``taken_up``), where replies are new messages: what
+        it would have shown, worked out in a savepoint rolled back. An answer's receipt and the next question (or
+        the result of the quiz it handed in), not a "already recorded" note for a reply the member never had."""
+        member_id = self._member_id(s, external_id, now)
+        if member_id in (None, DEACTIVATED):
+            return Outcome(redelivered=True)
+        kind, numbers, _ = _parse_action(action)
+
+        def shown() -> Outcome:
+            if kind == "a" and len(numbers) == 3:
+                result = quiz.answer(s, member_id, *numbers, now)
+                if result.status == "duplicate" and result.quiz and result.shown_letter:
+                    return Outcome(self._where_now(s, result.quiz, msg.recorded_prefix(numbers[1],
+                                                                                         result.shown_letter)))
+            return self._action(s, external_id, member_id, action, now)
+
+        return replace(_rolled_back(s, shown), redelivered=True)
 
     def _redelivered_text(self, s: Session, external_id: str, text: str, now: datetime,
                           sent_at: datetime | None, taken_up: bool = False) -> Outcome:

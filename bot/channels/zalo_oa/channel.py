@@ -131,7 +131,7 @@ class OAChannel:
         elif name == "user_send_text":
             text = str(message.get("text") or "")
             if ACTION.match(text.strip()):
-                outcome = await asyncio.to_thread(self.service.on_action, user, text.strip(), now, key)
+                outcome = await asyncio.to_thread(self.service.on_action, user, text.strip(), now, key, taken_up)
             else:  # a typed answer counts only for the question delivered before it was typed (Zalo's time)
                 outcome = await asyncio.to_thread(self.service.on_text, user, text, now, key, sent_at, taken_up)
         elif name.startswith("user_send_"):
