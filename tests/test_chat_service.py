@@ -305,6 +305,31 @@ def test_on_zalo_an_old_quizs_letters_do_not_answer_after_its_result_was_shown(z
     assert zalo.on_text("z8", "B", utcnow()).replies[0].text.startswith("✔️ Đã ghi nhận câu 1")
 
 
+def test_on_the_oa_a_replayed_tap_that_answered_the_quiz_under_way_shows_that_quiz_not_the_old_result(province):
+    """An old quiz's button answers the quiz under way (no buttons to edit on Zalo). Its reply lost in a kill and
+    the tap taken up again after the restart, the member is shown that quiz's next question, not the old result
+    with a receipt, and nothing is recorded twice."""
+    from bot.channels.zalo_oa import TRAITS as OA
+    from bot.services import quiz
+    from bot.storage.models import Round
+
+    oa = ChatService(province, OA, TZ)
+    linked(oa, province, "DV010", "o10")
+    reply = oa.on_text("o10", "/lambai", utcnow()).replies[-1]
+    for _ in range(10):
+        old_button = reply.all_choices()[0].action
+        reply = oa.on_action("o10", old_button, utcnow()).replies[-1]
+    with province.session() as s:  # a second attempt, started on the study page
+        member = s.scalar(select(Member).where(Member.code == "DV010"))
+        quiz.start_or_resume(s, s.get(Round, 1), member, utcnow())
+    first = oa.on_action("o10", old_button, utcnow(), update_key="k1")
+    assert first.replies[-1].text.startswith("✔️ Đã ghi nhận câu 1") and "Câu 2/10" in first.replies[-1].text
+    again = oa.on_action("o10", old_button, utcnow(), update_key="k1", taken_up=True)
+    assert "Câu 2/10" in again.replies[-1].text and "Đã ghi nhận câu 10" not in again.replies[-1].text
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer)) == 11
+
+
 def test_a_used_or_foreign_code_counts_as_a_try_and_does_not_start_the_count_afresh(zalo, province):
     """Three wrong codes, then a real but used one (told so), then another wrong one: five tries, the chat pauses;
     typing a used code over and over cannot spend the bot's monthly messages either."""

@@ -10,7 +10,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, bindparam, case, select, update
@@ -51,7 +51,10 @@ _ANSWER = re.compile(r"^\s*(?:(?:dap an|phuong an|cau tra loi|tra loi|chon)\s*:?
                      r"[(\[]?\s*([a-f1-6])\s*[)\]]?\s*[.,!)]*\s*$")
 
 
-def _rolled_back(s: Session, work: Callable[[], Outcome]) -> Outcome:
+T = TypeVar("T")
+
+
+def _rolled_back(s: Session, work: Callable[[], T]) -> T:
     """What ``work`` replies, with whatever it wrote undone (a savepoint rolled back)."""
     savepoint = s.begin_nested()
     try:
@@ -379,21 +382,26 @@ class ChatService:
     def _replay_unanswered_tap(self, s: Session, external_id: str, action: str, now: datetime) -> Outcome:
         """A tap recorded by a process killed before its reply (``taken_up``), where replies are new messages: what
         it would have shown, worked out in a savepoint rolled back. An answer's receipt and the next question (or
-        the result of the quiz it handed in), not a "already recorded" note for a reply the member never had."""
+        the result of the quiz it handed in), not a "already recorded" note for a reply the member never had; an
+        answer that went elsewhere (a handed-in quiz's button answers the quiz under way) shows where the quiz
+        is now, with no receipt, as a typed answer does: worked out again, it would answer the next question."""
         member_id = self._member_id(s, external_id, now)
         if member_id in (None, DEACTIVATED):
             return Outcome(redelivered=True)
         kind, numbers, _ = _parse_action(action)
+        if kind != "a" or len(numbers) != 3:
+            return replace(_rolled_back(s, lambda: self._action(s, external_id, member_id, action, now)),
+                           redelivered=True)
 
-        def shown() -> Outcome:
-            if kind == "a" and len(numbers) == 3:
-                result = quiz.answer(s, member_id, *numbers, now)
-                if result.status == "duplicate" and result.quiz and result.shown_letter:
-                    return Outcome(self._where_now(s, result.quiz, msg.recorded_prefix(numbers[1],
-                                                                                         result.shown_letter)))
-            return self._action(s, external_id, member_id, action, now)
+        def receipt() -> Outcome | None:
+            result = quiz.answer(s, member_id, *numbers, now)
+            where = result.quiz if result.status == "duplicate" and result.shown_letter else None
+            if where is None or (where.position is None and quiz.in_progress_attempt(s, member_id, now)):
+                return None
+            return Outcome(self._where_now(s, where, msg.recorded_prefix(numbers[1], result.shown_letter)))
 
-        return replace(_rolled_back(s, shown), redelivered=True)
+        shown = _rolled_back(s, receipt)
+        return replace(shown, redelivered=True) if shown is not None else self._replay_typed_answer(s, external_id, now)
 
     def _redelivered_text(self, s: Session, external_id: str, text: str, now: datetime,
                           sent_at: datetime | None, taken_up: bool = False) -> Outcome:
