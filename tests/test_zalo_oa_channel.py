@@ -300,6 +300,29 @@ def test_a_tap_the_oa_recorded_but_a_kill_kept_from_the_member_brings_the_next_q
     assert count(province, Answer) == 2
 
 
+def test_an_event_the_restart_took_up_and_is_still_answering_is_not_answered_twice(
+        oa_bot, oa_emulator, oa_invite, province):
+    """A killed process kept the member's "làm bài" and never handled it; the next one handles it as it starts,
+    and its reply is still on its way when the moment for events recorded and never answered comes: the member
+    gets question 1 once, not twice."""
+    from bot.services.inbox import SETTLE, Inbox
+
+    user = oa_link(oa_emulator, oa_invite, "DV020", "oa-20")
+    oa_bot.stop()
+    event = event_for(oa_emulator, "oa-20", "làm bài")
+    Inbox(province, "zalo_oa", "zalo_oa").keep([(event["message"]["msg_id"], event)], utcnow())
+    before = len(user.messages)
+    oa_emulator.hold("oa-20")
+    try:
+        oa_bot.start()
+        time.sleep(SETTLE + 1.5)  # recorded, and its reply hangs past the replay's moment
+    finally:
+        oa_emulator.release("oa-20")
+    user.wait_for(lambda u: any("Câu 1/10" in m.get("text", "") for m in u.messages[before:]), timeout=10)
+    time.sleep(1.0)
+    assert len([m for m in user.messages[before:] if "Câu 1/10" in m.get("text", "")]) == 1
+
+
 def test_webhook_refuses_forged_stale_oversized_and_malformed_requests(oa_bot, oa_emulator, province):
     oa_emulator.user("oa-x")
     event = event_for(oa_emulator, "oa-x", "/hoc")

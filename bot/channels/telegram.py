@@ -179,7 +179,6 @@ class TelegramChannel:
         self._toasts: set[asyncio.Task] = set()  # toasts still on their way after their update was handled
         self.inbox = Inbox(service.db, "telegram", TRAITS.name)  # what polling fetched, until answered
         self._polling = False
-        self._flusher: asyncio.Task | None = None
 
     def build(self, token: str, base_url: str, base_file_url: str | None = None, *,
               on_start: Callable[[Application], Awaitable] | None = None,
@@ -197,7 +196,7 @@ class TelegramChannel:
         requests = (AiohttpRequest(), updates)
         builder = (ApplicationBuilder().token(token).base_url(base_url).post_init(post_init)
                    .request(requests[0]).get_updates_request(requests[1])
-                   .concurrent_updates(PerChatUpdateProcessor(on_shutdown=self._close_inbox)))
+                   .concurrent_updates(PerChatUpdateProcessor(on_shutdown=self.inbox.close)))
         if on_stop is not None:
             builder = builder.post_shutdown(on_stop)
         if webhook:
@@ -231,27 +230,6 @@ class TelegramChannel:
         if self._polling:
             self.inbox.answered(str(update.update_id))
 
-    async def _flush_answered(self) -> None:
-        """Write the answered updates at least every second, also when no new batch comes to carry them."""
-        while True:
-            await asyncio.sleep(1.0)
-            if self.inbox.answers_waiting:
-                try:
-                    await asyncio.to_thread(self.inbox.flush)
-                except Exception as exc:  # noqa: BLE001 - the database: written with the next batch
-                    log.warning("kept updates: answered ones not written (%s); again soon", exc.__class__.__name__)
-
-    async def _close_inbox(self) -> None:
-        """At shutdown (``Application.shutdown``): what was answered is written, so a restart does not take it up."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
-            self._flusher = None
-            try:
-                await asyncio.to_thread(self.inbox.flush)
-            except Exception as exc:  # noqa: BLE001 - the database: those are worked out again after the restart
-                log.warning("kept updates: answered ones not written at shutdown (%s)", exc.__class__.__name__)
-
     async def _take_up_kept(self, app: Application) -> None:
         """Updates a process polling before this one kept and never answered (it was killed): Telegram counts them
         delivered, so they are handled first, before polling: those never recorded as new, the others by the
@@ -259,11 +237,10 @@ class TelegramChannel:
         every kept update arrived, lest one it still holds come twice: if it cannot be told, they are left to
         it."""
         self._polling = True
-        self._flusher = asyncio.create_task(self._flush_answered())
         keys = await asyncio.to_thread(self.inbox.keys)
         if not keys:
             return
-        kept = await asyncio.to_thread(self.inbox.unanswered, self.clock())
+        kept = [update for _, update in await asyncio.to_thread(self.inbox.unanswered, self.clock())]
         try:
             await with_retries(lambda: app.bot.get_updates(offset=max(int(k) for k in keys) + 1, limit=1, timeout=0),
                                "getUpdates")

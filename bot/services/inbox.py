@@ -32,6 +32,7 @@ KEEP = timedelta(minutes=10)
 # recorded update still unanswered after that is one a killed process left (``replay_unanswered``)
 SETTLE = 5.0
 PRUNE_EVERY = timedelta(minutes=1)
+FLUSH_WITHIN = 1.0  # seconds an answered update's row may wait for the next batch to delete it
 _COLUMNS = ("source", "channel", "update_key", "payload", "received_at")
 
 
@@ -39,7 +40,7 @@ class Inbox:
     """The kept updates of one poller or webhook (``source``), whose conversation records them under ``channel``.
 
     A channel marks an update ``answered`` once its reply went out (kept in memory, deleted with the next
-    write or ``flush``): one recorded but not answered is taken up again too, and its reply is worked out
+    write or within a second): one recorded but not answered is taken up again too, and its reply is worked out
     again by the conversation's redelivery path."""
 
     def __init__(self, db: Database, source: str, channel: str):
@@ -47,6 +48,8 @@ class Inbox:
         self._pruned: datetime | None = None
         self._answered: set[str] = set()
         self._lock = threading.Lock()
+        self._flusher: asyncio.Task | None = None
+        self._handed_on: set[str] = set()  # kept by a process before this one, handed on at the start
 
     def keep(self, updates: list[tuple[str, dict]], now: datetime) -> set[str]:
         """Write these (key, update) pairs in one transaction (with the answered ones' deletion); returns the keys
@@ -67,22 +70,33 @@ class Inbox:
         return fresh
 
     def answered(self, key: str) -> None:
-        """The update's reply went out (written with the next ``keep`` or ``flush``)."""
+        """The update's reply went out: its row is deleted with the next ``keep``, or within ``FLUSH_WITHIN`` seconds
+        when no batch comes to carry it (one write for many answers under load, not one per answer). A kill in
+        between leaves a reply that went out to be worked out again after the restart (shown twice, recorded
+        once). Call it in the event loop; ``close`` at a stop writes what waits."""
         with self._lock:
             self._answered.add(key)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_after(FLUSH_WITHIN))
 
-    async def mark_answered(self, key: str) -> None:
-        """``answered``, written now (with any others waiting): a channel without a flusher of its own. A
-        database that fails leaves the update to be answered again after a restart."""
-        self.answered(key)
+    async def close(self) -> None:
+        """At a stop: what was answered is written now, so the next start does not answer it again."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
+        await self._flush_logged()
+
+    async def _flush_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self._flush_logged()
+
+    async def _flush_logged(self) -> None:
+        """``flush``; a database that fails leaves those updates to be answered again after a restart."""
         try:
             await asyncio.to_thread(self.flush)
-        except Exception as exc:  # noqa: BLE001 - the reply went out; at worst it is worked out again later
-            log.warning("%s: an answered update could not be marked so (%s)", self.source, exc.__class__.__name__)
-
-    @property
-    def answers_waiting(self) -> bool:
-        return bool(self._answered)
+        except Exception as exc:  # noqa: BLE001 - the replies went out; at worst they are worked out again later
+            log.warning("%s: answered updates could not be marked so (%s)", self.source, exc.__class__.__name__)
 
     def flush(self) -> None:
         """Delete the updates answered since the last write."""
@@ -97,28 +111,41 @@ class Inbox:
             s.execute(delete(InboxUpdate).where(InboxUpdate.source == self.source,
                                                 InboxUpdate.update_key.in_(sorted(keys))))
 
-    def unanswered(self, now: datetime, *, unhandled_only: bool = False,
-                   recorded_before: datetime | None = None) -> list[dict]:
-        """The updates kept in the last ``KEEP`` and never answered, in the order they came (``unhandled_only``:
-        only those no conversation has recorded either; ``recorded_before``: only those recorded, and kept
-        before then); older ones are deleted."""
+    def unanswered(self, now: datetime, *, unhandled_only: bool = False) -> list[tuple[str, dict]]:
+        """The (key, update) pairs kept in the last ``KEEP`` and never answered, in the order they came
+        (``unhandled_only``: only those no conversation has recorded either); older ones are deleted."""
         with self.db.session() as s:
             s.execute(delete(InboxUpdate).where(InboxUpdate.source == self.source, InboxUpdate.received_at < now - KEEP))
-        query = select(InboxUpdate.payload).where(InboxUpdate.source == self.source).order_by(InboxUpdate.id)
+        query = select(InboxUpdate.update_key, InboxUpdate.payload).where(InboxUpdate.source == self.source)
         if unhandled_only:
             query = query.where(~_HANDLED)
-        if recorded_before is not None:
-            query = query.where(_HANDLED, InboxUpdate.received_at < recorded_before)
         with self.db.read_session() as s:
-            payloads = s.scalars(query).all()
-        return [json.loads(p) for p in payloads]
+            rows = s.execute(query.order_by(InboxUpdate.id)).all()
+        return [(key, json.loads(payload)) for key, payload in rows]
+
+    def claim_unanswered(self, before: datetime) -> list[tuple[str, dict]]:
+        """Take out (delete) and return the updates kept in the ``KEEP`` before ``before`` that a conversation
+        recorded and no reply was marked for, but those this process is still on: each goes to one process to be
+        answered again, however many start together."""
+        with self._lock:
+            mine = sorted(self._handed_on | self._answered)
+        stmt = (delete(InboxUpdate)
+                .where(InboxUpdate.source == self.source, _HANDLED, InboxUpdate.received_at < before,
+                       InboxUpdate.received_at >= before - KEEP, InboxUpdate.update_key.not_in(mine))
+                .returning(InboxUpdate.id, InboxUpdate.update_key, InboxUpdate.payload))
+        with self.db.session() as s:
+            rows = s.execute(stmt).all()
+        return [(key, json.loads(payload)) for _, key, payload in sorted(rows)]
 
     async def hand_on_unhandled(self, now: datetime, dispatch: Callable[[dict], object],
                                 wanted: Callable[[dict], bool] = lambda update: True) -> int:
         """Dispatch the ``wanted`` updates a process killed before handling them kept (a channel's start); how
         many."""
-        return await self._hand_on(dispatch, wanted, "received before the last stop and never handled: handling",
-                                   now, unhandled_only=True)
+        kept = await self._hand_on(lambda: self.unanswered(now, unhandled_only=True), dispatch, wanted,
+                                   "received before the last stop and never handled: handling")
+        with self._lock:
+            self._handed_on.update(kept)
+        return len(kept)
 
     async def replay_unanswered(self, started: datetime, replay: Callable[[dict], object],
                                 wanted: Callable[[dict], bool] = lambda update: True) -> int:
@@ -127,17 +154,27 @@ class Inbox:
         the two left the member without it. Waiting lets a live process beside this one (webhooks served by
         several) answer its own first. How many."""
         await asyncio.sleep(SETTLE)
-        return await self._hand_on(replay, wanted, "recorded before the last stop and never answered: answering",
-                                   started, recorded_before=started)
+        try:
+            kept = await self._hand_on(lambda: self.claim_unanswered(started), replay, wanted,
+                                       "recorded before the last stop and never answered: answering")
+        except Exception:  # noqa: BLE001 - the database: those members type again, as without this
+            log.exception("%s: the updates recorded before the last stop and never answered could not be read",
+                          self.source)
+            return 0
+        finally:
+            with self._lock:
+                self._handed_on.clear()  # handled by now, or answered again by the next start
+        return len(kept)
 
-    async def _hand_on(self, dispatch: Callable[[dict], object], wanted: Callable[[dict], bool], what: str,
-                       now: datetime, **which) -> int:
-        kept = [u for u in await asyncio.to_thread(self.unanswered, now, **which) if wanted(u)]
-        for update in kept:
+    async def _hand_on(self, fetch: Callable[[], list[tuple[str, dict]]], dispatch: Callable[[dict], object],
+                       wanted: Callable[[dict], bool], what: str) -> list[str]:
+        """Dispatch what ``fetch`` returns and is ``wanted``; the keys dispatched."""
+        kept = [(key, u) for key, u in await asyncio.to_thread(fetch) if wanted(u)]
+        for _, update in kept:
             dispatch(update)
         if kept:
             log.warning("%s: %d update(s) %s them now", self.source, len(kept), what)
-        return len(kept)
+        return [key for key, _ in kept]
 
     @staticmethod
     def sources_kept(db: Database, prefix: str, now: datetime) -> list[str]:

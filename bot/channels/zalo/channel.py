@@ -97,6 +97,8 @@ class ZaloChannel:
         for replay in list(self._replays):
             replay.cancel()
         await self._order.drain(timeout)
+        if self.inbox is not None:
+            await self.inbox.close()
 
     async def _handle_logged(self, update: dict[str, Any], taken_up: bool = False) -> None:
         mid = ((update.get("message") or {}) if isinstance(update, dict) else {}).get("message_id")
@@ -108,7 +110,7 @@ class ZaloChannel:
             FAILURES.labels("zalo").inc()
         else:
             if self.inbox is not None and mid:
-                await self.inbox.mark_answered(str(mid))
+                self.inbox.answered(str(mid))
         finally:
             self.done += 1
 

@@ -82,6 +82,8 @@ class OAChannel:
         for replay in list(self._replays):
             replay.cancel()
         await self._order.drain(timeout)
+        if self.inbox is not None:
+            await self.inbox.close()
 
     async def _handle_logged(self, event: dict[str, Any], taken_up: bool = False) -> None:
         try:
@@ -92,7 +94,7 @@ class OAChannel:
             FAILURES.labels("zalo_oa").inc()
         else:
             if self.inbox is not None and self.user_of(event):
-                await self.inbox.mark_answered(self.key_of(event))
+                self.inbox.answered(self.key_of(event))
         finally:
             self.done += 1
 
