@@ -70,12 +70,24 @@ def run_zalo(members: int, concurrency: int, url: str, mode: str, poll_interval:
             with ThreadPoolExecutor(concurrency) as pool:
                 list(pool.map(zalo_member, users))
             elapsed = time.perf_counter() - start
-            sends = sum(1 for m, _ in emu.requests if m in ("sendMessage", "sendPhoto"))
+            sends = settled_sends(emu)
     with db.session() as s:
         done = len(s.scalars(select(Attempt).where(Attempt.submitted_at.is_not(None))).all())
     db.dispose()
     assert done == members, f"only {done} of {members} quizzes were submitted"
     return members * UPDATES_PER_QUIZ / elapsed, sends / members
+
+
+def settled_sends(emu: ZaloEmulator) -> int:
+    """The messages sent, once the last ones are out: a member's wait ends at the result's first part, and the
+    review's parts of the last members are still on their way then."""
+    count, stable_since = -1, time.monotonic()
+    while time.monotonic() - stable_since < 0.5:
+        now = sum(1 for m, _ in emu.requests if m in ("sendMessage", "sendPhoto"))
+        if now != count:
+            count, stable_since = now, time.monotonic()
+        time.sleep(0.05)
+    return count
 
 
 def client_ms() -> float:
