@@ -302,6 +302,22 @@ def test_mini_app_opens_for_the_linked_telegram_user_and_refuses_anyone_else(stu
     assert own.status_code == 303 and "httponly" in own.headers["set-cookie"].lower()
 
 
+def test_links_cookies_and_mini_app_data_with_characters_no_token_has_get_the_forged_page_not_an_error(
+        study_pages, emulator):
+    """Probes an intruder makes without any link: accented or non-Latin digits in a link, a cookie or a Mini App
+    hash are forged, said so (403), never a server error."""
+    client = httpx.Client(base_url=study_pages.base, timeout=10)
+    for path in ("/hoc/l/%C3%A9.1.x", "/hoc/l/a.1.%C3%A9", "/hoc/l/a.%D9%A3.x"):
+        page = client.get(path)
+        assert page.status_code == 403 and "Đường link" in page.text, path
+    cookie = httpx.Client(base_url=study_pages.base, timeout=10, headers={"Cookie": "hoctap_hoc=a.1.é".encode()})
+    assert cookie.get("/hoc/").status_code == 403
+    assert client.post("/hoc/tg", data={"token": "é.1.x", "init_data": "hash=x"}).status_code == 403
+    token = study_pages.link_for("DV002").rsplit("/", 1)[1]
+    tampered = client.post("/hoc/tg", data={"token": token, "init_data": "hash=%C3%A9&auth_date=1"})
+    assert tampered.status_code == 403 and "Không xác minh được tài khoản Telegram" in tampered.text
+
+
 def test_pages_weigh_under_60_kb_and_reference_nothing_outside_the_server(study_pages):
     client = signed_in(study_pages, "DV002")
     aid, token = start_quiz(client)

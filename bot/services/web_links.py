@@ -37,7 +37,7 @@ def sign(secret: bytes, link_id: str, expires_at: datetime) -> str:
 
 def unsign(secret: bytes, token: str) -> tuple[str, datetime] | None:
     """(link id, expiry) when the signature is right; None for anything forged or malformed."""
-    parts = token.split(".") if isinstance(token, str) and len(token) < 200 else []
+    parts = token.split(".") if isinstance(token, str) and len(token) < 200 and token.isascii() else []
     if len(parts) != 3 or not parts[1].isdigit():
         return None
     body = f"{parts[0]}.{parts[1]}"

@@ -45,7 +45,7 @@ def check_init_data(init_data: str, bot_token: str, now: datetime, max_age: time
     except ValueError:
         return InitDataCheck("tampered")
     given = fields.get("hash", "")
-    if not hmac.compare_digest(sign_init_data(fields, bot_token), given):
+    if not hmac.compare_digest(sign_init_data(fields, bot_token).encode(), given.encode("utf-8", "replace")):
         return InitDataCheck("tampered")
     try:
         auth_date = int(fields.get("auth_date", ""))

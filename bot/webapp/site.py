@@ -9,6 +9,7 @@ position, so a resubmitted form records nothing twice.
 
 from __future__ import annotations
 
+import hmac
 import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
@@ -174,7 +175,8 @@ def create_pages(cfg: PagesConfig) -> Starlette:
         return checked
 
     def csrf_ok(checked, form) -> bool:
-        return str(form.get("csrf", "")) == web_links.form_token(cfg.secret, checked.link.id)
+        return hmac.compare_digest(str(form.get("csrf", "")).encode("utf-8", "replace"),
+                                   web_links.form_token(cfg.secret, checked.link.id).encode())
 
     def landing(s, checked) -> str:
         rid = checked.link.round_id
