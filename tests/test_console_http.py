@@ -150,6 +150,33 @@ def test_an_upload_beyond_the_size_limit_is_refused_unread(chat, console_server,
     assert response.status_code == 413 and "Tệp quá lớn" in response.text
 
 
+@pytest.mark.parametrize("path", ["/doanvien", "/vanban", "/nhacnho", "/vao/not-a-link"])
+def test_a_strangers_large_post_is_refused_without_its_body_being_read(province, path):
+    """Without a session, megabytes posted to the console (an upload page or any form) are not read into the
+    process's memory: the refusal comes first, and nothing of the body was taken."""
+    import asyncio
+
+    from bot.console.app import create_console
+
+    app = create_console(province, TZ)
+    size = 8 * 1024 * 1024
+    taken, sent = [0], []
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
+             "headers": [(b"content-length", str(size).encode()), (b"content-type", b"multipart/form-data; b=x")],
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80)}
+
+    async def receive():
+        taken[0] += 1024 * 1024
+        return {"type": "http.request", "body": b"x" * 1024 * 1024, "more_body": taken[0] < size}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] in (401, 403) and taken[0] == 0
+
+
 def test_document_problems_are_shown_by_line_and_nothing_is_loaded(chat, console_server, province):
     from bot.storage.models import Document, Member
 

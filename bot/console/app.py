@@ -22,7 +22,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from bot.console import pages
-from bot.console.http import Refused, client, off_the_loop, read_form, secured
+from bot.console.http import (MAX_FORM, MAX_ROSTER_UPLOAD, MAX_UPLOAD, Refused, client, off_the_loop, read_form,
+                              secured)
 from bot.domain.messages import percent
 from bot.domain.permissions import PermissionDenied
 from bot.outbox.queue import QuietHours
@@ -80,8 +81,13 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
     console = Console(db, tz, quiet or QuietHours(tz=tz), clock, secure_cookie, (bot_name or "").lstrip("@"),
                       zalo_link or "", budget, links, oa)
 
-    def page(handler, *, admin_only: bool = False):
-        @off_the_loop
+    def signed_in(request: Request) -> bool:
+        with db.session() as s:
+            return console_access.active_session(s, request.cookies.get(COOKIE), console.clock()) is not None
+
+    def page(handler, *, admin_only: bool = False, upload: int = MAX_FORM):
+        """``upload``: the largest body the page takes (a file); bodies beyond a form's are read only for a
+        signed-in session."""
         async def endpoint(request: Request) -> Response:
             with db.session() as s:
                 now = console.clock()
@@ -104,7 +110,7 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
                 if work.is_active:
                     work.commit()
                 return response
-        return endpoint
+        return off_the_loop(endpoint, upload, signed_in)
 
     async def login_form(request: Request) -> Response:
         return console.render("login.html", token=request.path_params["token"])
@@ -169,9 +175,9 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
         Route("/dot/moi", page(pages.new_round), methods=["GET", "POST"]),
         Route("/dot/{round_id}/dong", page(pages.close_round), methods=["POST"]),
         Route("/dot/{round_id}/giahan", page(pages.extend_round), methods=["POST"]),
-        Route("/vanban", page(pages.documents), methods=["GET", "POST"]),
+        Route("/vanban", page(pages.documents, upload=MAX_UPLOAD), methods=["GET", "POST"]),
         Route("/vanban/mau.xlsx", page(pages.document_template), methods=["GET"]),
-        Route("/doanvien", page(pages.roster), methods=["GET", "POST"]),
+        Route("/doanvien", page(pages.roster, upload=MAX_ROSTER_UPLOAD), methods=["GET", "POST"]),
         Route("/doanvien/thumoi.xlsx", page(pages.invitations), methods=["POST"]),
         Route("/doanvien/{member_id}/ngung", page(pages.deactivate), methods=["POST"]),
         Route("/doanvien/{member_id}/sinhhoatlai", page(pages.reactivate), methods=["POST"]),

@@ -68,20 +68,22 @@ async def read_form(request: Request, csrf: str, limit: int = MAX_FORM, too_big:
     return form
 
 
-def off_the_loop(endpoint):
+def off_the_loop(endpoint, body_limit: int = MAX_FORM, admits=None):
     """Run a console endpoint in a worker thread with an event loop of its own.
 
     Console pages do their database work synchronously (roll-ups of a province, imports): run in the
     process's one event loop they would hold up every chat update and webhook it serves. The request's
-    body is read here first (at most MAX_ROSTER_UPLOAD; larger or unknown lengths are left for ``read_form``
-    to refuse without reading), so the page can parse it in the other loop.
+    body is read here first, so the page can parse it in the other loop: at most ``body_limit`` (larger or
+    unknown lengths are left for ``read_form`` to refuse without reading), and beyond a form's size only when
+    ``admits(request)`` (run in a thread: a signed-in session), so strangers cannot make the process hold
+    megabytes per request.
     """
 
     async def threaded(request: Request):
         length = request.headers.get("content-length", "")
-        if request.method == "POST" and length.isascii() and length.isdigit() and int(length) <= MAX_ROSTER_UPLOAD:
-            await request.body()
+        if request.method == "POST" and length.isascii() and length.isdigit() and int(length) <= body_limit:
+            if int(length) <= MAX_FORM or admits is None or await run_in_threadpool(admits, request):
+                await request.body()
         return await run_in_threadpool(asyncio.run, endpoint(request))
 
     return threaded
-
