@@ -91,6 +91,28 @@ def test_deep_link_code_links_once(telegram_bot, emulator, invite, province):
     assert [tuple(a) for a in accounts] == [("6001", "DV002")]
 
 
+def test_a_link_code_posted_in_a_group_is_cancelled_and_commands_for_other_bots_are_left_alone(
+        telegram_bot, emulator, invite):
+    """Everyone in the group read the code: it no longer links anyone (the member asks for a new one); a command
+    meant for another bot in the group gets nothing from this one."""
+    code = invite("DV003")
+    emulator.user(6101, first_name="Lan")
+    emulator.group_says(-1001, 6101, f"/start@{emulator.bot_user['username']} {code}")
+    deadline = time.monotonic() + 5
+    while not emulator.group_messages(-1001) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "đã bị hủy" in emulator.group_messages(-1001)[-1]["text"]
+    reader = emulator.user(6102)
+    reader.send_text(f"/start {code}")
+    assert "Liên kết thành công" not in reader.wait_for()["text"]
+    emulator.group_says(-1001, 6101, "/help@SomeOtherBot")
+    emulator.group_says(-1001, 6101, "/trogiup")
+    while len(emulator.group_messages(-1001)) < 2 and time.monotonic() < deadline + 5:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert len(emulator.group_messages(-1001)) == 2  # the code's warning, and the answer to /trogiup only
+
+
 def test_sharing_own_phone_links_but_someone_elses_does_not(telegram_bot, emulator):
     user = emulator.user(7001)
     user.send_contact("+84333378379", user_id=7999)  # DV002's number, but not this user's contact

@@ -36,8 +36,9 @@ from bot.channels.telegram_request import AiohttpRequest, KeptUpdatesRequest
 from bot.domain import messages as msg
 from bot.domain.replies import Outcome, Reply, split_text
 from bot.metrics import FAILURES, RATE_LIMITED, handling
-from bot.services.chat import ChannelTraits, ChatService
+from bot.services.chat import ChannelTraits, ChatService, parse_command
 from bot.services.inbox import Inbox
+from bot.services.linking import code_said
 from bot.storage.db import TRANSIENT_ERRORS
 from bot.timeutil import utcnow
 
@@ -317,9 +318,19 @@ class TelegramChannel:
             log.info("answerCallbackQuery: %s; the toast is left out", exc.message)
 
     async def on_group_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A command in a group: nobody's results are shown there; a link code posted with it (``/start <code>``)
+        is cancelled, since everyone in the group read it. A command addressed to another bot is not ours."""
+        text = update.effective_message.text or ""
+        addressed = text.split(maxsplit=1)[0].partition("@")[2] if text.strip() else ""
+        if addressed and addressed.casefold() != (context.bot.username or "").casefold():
+            return
         name = update.effective_user.first_name if update.effective_user else ""
+        argument = parse_command(text)[1]
+        posted = code_said(argument) if argument else None
+        voided = posted is not None and await asyncio.to_thread(self.service.void_posted_code, posted)
+        reply = msg.group_redirect(name, posted_code=posted is not None, voided=voided).text
         try:
-            await with_retries(lambda: update.effective_message.reply_text(msg.group_redirect(name).text), "sendMessage")
+            await with_retries(lambda: update.effective_message.reply_text(reply), "sendMessage")
         except StillFlooded:
             pass  # logged; the group redirect is not worth a later message
 

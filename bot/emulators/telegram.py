@@ -370,8 +370,12 @@ class _Chat:
     answers: list[dict[str, Any]] = field(default_factory=list)
     last_send: float = -math.inf
 
+    title: str | None = None                # a group's: then ``user`` holds only the group's id
+
     @property
     def api(self) -> dict[str, Any]:
+        if self.title is not None:
+            return {"id": self.user["id"], "type": "group", "title": self.title}
         keys = ("first_name", "last_name", "username")
         return {"id": self.user["id"], "type": "private",
                 **{k: self.user[k] for k in keys if k in self.user}}
@@ -483,9 +487,9 @@ class EmulatorState:
 
     def _new_message(self, chat: _Chat, content: dict[str, Any], *, from_bot: bool,
                      markup: dict[str, Any] | None = None,
-                     file: StoredFile | None = None) -> dict[str, Any]:
+                     file: StoredFile | None = None, sender: dict[str, Any] | None = None) -> dict[str, Any]:
         sender = ({k: self.bot_user[k] for k in ("id", "is_bot", "first_name", "username")}
-                  if from_bot else chat.user)  # getMe's capability flags are not repeated
+                  if from_bot else sender or chat.user)  # getMe's capability flags are not repeated
         api = {"message_id": chat.next_id, "from": sender,
                "chat": chat.api, "date": int(time.time()), **content}
         if markup and "inline_keyboard" in markup:
@@ -762,6 +766,18 @@ class EmulatorState:
             if keyboard and keyboard.get("one_time_keyboard"):
                 chat.reply_keyboard = None
             api = self._new_message(chat, content, from_bot=False)
+            self._enqueue("message", copy.deepcopy(api))
+            return api
+
+    def group_message(self, group_id: int, title: str, user_id: int, text: str) -> dict[str, Any]:
+        """A user writes in a group the bot is in (privacy mode on: the bot gets commands only, which is what
+        tests send): store the message and queue an Update."""
+        with self.cond:
+            chat = self.chats.setdefault(group_id, _Chat({"id": group_id}, started=True, title=title))
+            entities = [{"type": "bot_command", "offset": u16len(text[:m.start()]), "length": u16len(m.group())}
+                        for m in _COMMAND_RE.finditer(text)]
+            api = self._new_message(chat, {"text": text, **({"entities": entities} if entities else {})},
+                                    from_bot=False, sender=self.chats[user_id].user)
             self._enqueue("message", copy.deepcopy(api))
             return api
 
@@ -1130,6 +1146,16 @@ class TelegramEmulator:
                 self._state.chats[user_id] = _Chat(user)
                 self._users[user_id] = EmulatedUser(self._state, user_id)
             return self._users[user_id]
+
+    def group_says(self, group_id: int, user_id: int, text: str, title: str = "Chi bộ ấp 1") -> dict[str, Any]:
+        """``user_id`` (a ``user`` of this emulator) writes ``text`` in the group ``group_id`` (negative)."""
+        return self._state.group_message(group_id, title, user_id, text)
+
+    def group_messages(self, group_id: int) -> list[dict[str, Any]]:
+        """What the bot sent in the group."""
+        with self._state.cond:
+            chat = self._state.chats.get(group_id)
+            return [copy.deepcopy(m.api) for m in chat.messages.values() if m.from_bot] if chat else []
 
     def inject_error(self, method: str, status: int, *, retry_after: int | None = None,
                      description: str | None = None, times: int = 1,
