@@ -324,6 +324,7 @@ def test_on_the_oa_a_replayed_tap_that_answered_the_quiz_under_way_shows_that_qu
         quiz.start_or_resume(s, s.get(Round, 1), member, utcnow())
     first = oa.on_action("o10", old_button, utcnow(), update_key="k1")
     assert first.replies[-1].text.startswith("✔️ Đã ghi nhận câu 1") and "Câu 2/10" in first.replies[-1].text
+    assert oa.on_action("o10", old_button, utcnow(), update_key="k1").replies == []  # Zalo's retry: sent already
     again = oa.on_action("o10", old_button, utcnow(), update_key="k1", taken_up=True)
     assert "Câu 2/10" in again.replies[-1].text and "Đã ghi nhận câu 10" not in again.replies[-1].text
     with province.session() as s:

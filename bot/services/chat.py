@@ -343,11 +343,13 @@ class ChatService:
         with self.db.session() as s:
             lock_chat(s, self.traits.name, external_id)  # one update of a chat at a time, in any process
             if not self._first_time(s, update_key, now):
-                if taken_up and not self.traits.has_buttons:  # no message to edit: the reply is sent anew
-                    outcome = self._replay_unanswered_tap(s, external_id, action, now)
-                    self._remember_choices(s, external_id, outcome, now)
-                    return outcome
-                return self._replay(s, external_id, action, now)
+                if self.traits.has_buttons:
+                    return self._replay(s, external_id, action, now)
+                if not taken_up:  # no message to edit: the first delivery's reply is (or was) sent anew already
+                    return Outcome(redelivered=True)
+                outcome = self._replay_unanswered_tap(s, external_id, action, now)
+                self._remember_choices(s, external_id, outcome, now)
+                return outcome
             member_id = self._member_id(s, external_id, now)
             if member_id == DEACTIVATED:
                 return Outcome([msg.no_longer_listed()], notice=self._toast("Đồng chí không còn trong danh sách "
