@@ -361,6 +361,35 @@ def test_webhook_accepts_the_timestamp_from_the_header_too(province):
             process.stop()
 
 
+def test_follows_and_unfollows_signed_by_the_headers_time_alone_each_count(province):
+    """Zalo may sign an event with the header's time and leave it out of the body: a follow, an unfollow and a
+    follow again are three events (not one follow and its repeat), so the member ends up following."""
+    from bot.emulators.zalo_oa import ZaloOAEmulator
+
+    with ZaloOAEmulator(signature_timestamp="header") as emu:
+        process = OAProcess(province, emu).start()
+        try:
+            emu.user("oa-f")
+            start = int(time.time() * 1000) - 3000
+            for i, name in enumerate(("follow", "unfollow", "follow")):
+                event = {"app_id": emu.app_id, "event_name": name, "oa_id": emu.oa_id, "follower": {"id": "oa-f"},
+                         "user_id_by_app": "oa-f", "source": "oa_profile"}
+                assert emu.deliver_raw(*emu.signed(event, timestamp=str(start + 1000 * i))).status == 200
+                time.sleep(0.5)  # Zalo's order
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                with province.session() as s:
+                    contact = s.get(ZaloOaContact, "oa-f")
+                    if contact is not None and contact.following:
+                        break
+                time.sleep(0.1)
+            with province.session() as s:
+                assert s.get(ZaloOaContact, "oa-f").following
+                assert s.scalar(select(func.count()).select_from(ProcessedUpdate)) == 3  # each one handled
+        finally:
+            process.stop()
+
+
 def test_webhook_answers_at_once_and_a_retried_event_is_handled_once_even_after_a_restart(
         province, oa_emulator, oa_invite):
     process = OAProcess(province, oa_emulator).start()
