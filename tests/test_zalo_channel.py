@@ -865,6 +865,28 @@ def test_the_webhook_keeps_each_update_before_answering_zalo(zalo_emulator, prov
         process.stop()
 
 
+def test_a_group_message_without_its_chat_type_is_still_a_groups_and_gets_no_ones_results(
+        zalo_emulator, zalo_invite, province):
+    """A chat that is not the sender's own is a group even where ``chat_type`` is missing: a member's "kết quả"
+    there is not answered with their results for everyone to read."""
+    import httpx
+
+    process = ZaloProcess(province, zalo_emulator, mode="webhook").start()
+    try:
+        zalo_link(zalo_emulator, zalo_invite, "DV013", "zl-g1")
+        zalo_emulator.group("grp-x", "Chi bộ ấp 3")
+        body = {"ok": True, "result": {"event_name": "message.text.received", "message": {
+            "message_id": "g" * 20, "date": 1764547200000, "chat": {"id": "grp-x"},
+            "from": {"id": "zl-g1", "display_name": "Đảng viên"}, "text": "kết quả"}}}
+        answer = httpx.post(f"{process.public_url}/zalo/webhook", json=body, timeout=10,
+                            headers={"X-Bot-Api-Secret-Token": SECRET})
+        assert answer.status_code == 200
+        time.sleep(1.0)
+        assert [c for c in zalo_emulator.calls("sendMessage") if c.get("chat_id") == "grp-x"] == []
+    finally:
+        process.stop()
+
+
 def queued_for_zalo(province, zalo_emulator, member_code: str, chat_id: str, key: str, text: str):
     """One outbox message to a member who wrote to the Zalo bot (``chat_id``); returns the chat's user."""
     from bot.outbox import queue

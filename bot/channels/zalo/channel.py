@@ -15,6 +15,7 @@ from bot.channels.zalo.client import ZaloClient, ZaloError, backoff
 from bot.channels.zalo.quota import ZaloQuota
 from bot.channels.zalo.mentions import mentions, strip_mention
 from bot.channels.zalo.rendering import Outgoing, render
+from bot.channels.zalo.updates import in_group
 from bot.domain import messages as msg
 from bot.services.linking import code_said
 from bot.domain.replies import Outcome, Reply
@@ -126,7 +127,7 @@ class ZaloChannel:
             return
         key, now = str(message_id), self.clock()
         self.handled += 1
-        if str(chat.get("chat_type", "PRIVATE")).upper() == "GROUP":
+        if in_group(update):
             await self._group(chat_id, sender, message, event, key, now)
             return
         user_id = str(sender.get("id") or chat_id)
@@ -219,4 +220,4 @@ def platform_time(ms: Any) -> datetime | None:
 
 
 def _private(update: dict) -> bool:
-    return str(((update.get("message") or {}).get("chat") or {}).get("chat_type", "PRIVATE")).upper() != "GROUP"
+    return not in_group(update)

@@ -31,6 +31,7 @@ from bot.channels.zalo.mentions import bot_names
 from bot.channels.zalo.quota import QuotaRefusal, ZaloQuota
 from bot.channels.zalo.registry import MEMBER_CAP, linked_count, usage_key
 from bot.channels.zalo.transport import ZaloTransport
+from bot.channels.zalo.updates import in_group
 from bot.domain.oversight_messages import CALL_LIST
 from bot.logs import learn_secrets
 from bot.domain.replies import Outcome, Reply
@@ -246,7 +247,7 @@ class BotChannel(ZaloChannel):
     async def handle(self, update: dict[str, Any], taken_up: bool = False) -> None:
         message = update.get("message") if isinstance(update.get("message"), dict) else {}
         chat, sender = message.get("chat") or {}, message.get("from") or {}
-        private = str(chat.get("chat_type", "PRIVATE")).upper() != "GROUP"
+        private = not in_group(update)
         user_id = str(sender.get("id") or chat.get("id") or "")
         key = message.get("message_id")
         if not (private and update.get("event_name") == EVENT_TEXT and user_id and key):

@@ -44,6 +44,17 @@ def well_formed(update: Any) -> bool:
     return _optional_text(message.get("text"))
 
 
+def in_group(update: dict) -> bool:
+    """A group's message: ``chat_type`` GROUP, or (where it is missing) a chat that is not its sender's own (in a
+    private chat ``chat.id == from.id``): replies there go to everyone in the group."""
+    message = update.get("message") if isinstance(update.get("message"), dict) else {}
+    chat = message.get("chat") if isinstance(message.get("chat"), dict) else {}
+    sender = message.get("from") if isinstance(message.get("from"), dict) else {}
+    if "chat_type" in chat:
+        return str(chat["chat_type"]).upper() == "GROUP"
+    return "id" in sender and str(sender["id"]) != str(chat.get("id"))
+
+
 def unwrap_update(body: Any) -> dict | None:
     """The update in ``{ok, result: update}`` or a bare update, if it is well formed; else None."""
     if isinstance(body, dict) and isinstance(body.get("result"), dict):
