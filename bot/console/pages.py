@@ -181,8 +181,16 @@ def _reachable_units(s, member: Member, query: str = "") -> list[tuple[int, Unit
     from bot.services.roster import unit_tree
 
     wanted = fold(query)
+    reach = set(s.scalars(_reach(s, member)))
     return [(depth, u) for depth, u, _n in unit_tree(s)
-            if can_view_unit(s, member, u.id) and (not wanted or wanted in fold(f"{u.code} {u.name}"))]
+            if u.id in reach and (not wanted or wanted in fold(f"{u.code} {u.name}"))]
+
+
+def _reach(s, member: Member):
+    """The ids of the units ``member`` may view (``can_view_unit``), as one statement: the closure below their
+    visible roots."""
+    roots = [u.id for u in visible_root_units(s, member)]
+    return select(UnitAncestor.descendant_id).where(UnitAncestor.ancestor_id.in_(roots))
 
 
 TARGET = re.compile(r"\d{1,3}(?:[.,]\d)?")  # 98, 97,5 or 97.5 (a "%" after it is dropped)
@@ -479,22 +487,34 @@ async def roster(console, request: Request, visit) -> Response:
         visit, query=query, members=members, phones=phones, result=result, units=units))
 
 
-def _members_in_reach(s, member: Member, query: str) -> list[Member]:
+def _members_in_reach(s, member: Member, query: str, limit: int = 200) -> list[Member]:
     """Members of the viewer's units whose code or name holds ``query``, or whose phone holds it as people
     write numbers (``0333 378 379``, ``+84 333…``), where the viewer may see that phone: a search must not
-    let a cadre guess, digit by digit, a number the page hides from them."""
+    let a cadre guess, digit by digit, a number the page hides from them. The first ``limit`` by code: the
+    roster is read as plain rows in batches and only the members shown are loaded (an admin's reach is the
+    whole province)."""
+    from sqlalchemy.orm import joinedload
+
     from bot.services.chat import fold
-    from bot.services.roster import list_members
 
     wanted = fold(query)
     digits = re.sub(r"[\s.\-()]", "", query)
     digits = digits if re.fullmatch(r"\+?\d{3,}", digits) else None
-    found = []
-    for root in visible_root_units(s, member):
-        found += [m for m in list_members(s, root.code, include_inactive=True)
-                  if wanted in fold(f"{m.code} {m.full_name}")
-                  or (digits and m.phone and can_see_phone(member, m.unit_id) and _phone_holds(m.phone, digits))]
-    return found[:200]
+    rows = s.execute(select(Member.id, Member.code, Member.full_name, Member.phone, Member.unit_id)
+                     .where(Member.unit_id.in_(_reach(s, member))).order_by(Member.code)
+                     .execution_options(yield_per=2000))
+    found: list[int] = []
+    try:
+        for row in rows:
+            if wanted in fold(f"{row.code} {row.full_name}") or (
+                    digits and row.phone and can_see_phone(member, row.unit_id) and _phone_holds(row.phone, digits)):
+                found.append(row.id)
+                if len(found) == limit:
+                    break
+    finally:
+        rows.close()
+    members = s.scalars(select(Member).options(joinedload(Member.unit)).where(Member.id.in_(found))).all()
+    return sorted(members, key=lambda m: m.code)
 
 
 def _phone_holds(phone: str, digits: str) -> bool:
