@@ -61,6 +61,10 @@ def test_hoc_on_telegram_offers_a_mini_app_button_and_a_link_of_the_members_own(
         init_data = parse_qs(urlsplit(opened).fragment)["tgWebAppData"][0]
         checked = check_init_data(init_data, emulator.token, utcnow())
         assert checked.ok and checked.user_id == 7002
+        import time as clock
+
+        clock.sleep(1.0)  # a send Telegram refused would have been tried again by now
+        assert len([m for m in user.messages if "trang học tập" in (m.get("text") or "")]) == 1
     finally:
         process.stop()
 

@@ -53,7 +53,7 @@ SPEC_TYPES = (
     "ReplyKeyboardRemove", "ForceReply", "LinkPreviewOptions", "ReplyParameters", "InputFile",
     "BotCommand", "BotCommandScope", "BotCommandScopeDefault", "BotCommandScopeAllPrivateChats",
     "BotCommandScopeAllGroupChats", "BotCommandScopeAllChatAdministrators", "BotCommandScopeChat",
-    "BotCommandScopeChatAdministrators", "BotCommandScopeChatMember",
+    "BotCommandScopeChatAdministrators", "BotCommandScopeChatMember", "WebAppInfo",
 )
 NOT_MODIFIED = ("Bad Request: message is not modified: specified new message content and reply "
                 "markup are exactly the same as a current content and reply markup of the message")
