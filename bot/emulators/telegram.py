@@ -1157,6 +1157,11 @@ class TelegramEmulator:
             chat = self._state.chats.get(group_id)
             return [copy.deepcopy(m.api) for m in chat.messages.values() if m.from_bot] if chat else []
 
+    def lift_flood_limit(self) -> None:
+        """Every chat accepts messages at any rate from now on (a test done measuring a burst)."""
+        with self._state.cond:
+            self._state.flood_limit = None
+
     def inject_error(self, method: str, status: int, *, retry_after: int | None = None,
                      description: str | None = None, times: int = 1,
                      chat_id: int | str | None = None, after: int = 0) -> None:
