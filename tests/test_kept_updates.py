@@ -63,3 +63,66 @@ def test_a_message_in_hand_when_the_poller_is_killed_is_answered_after_the_resta
         process.wait(10)
     with province.session() as s:
         assert s.scalar(select(func.count()).select_from(Attempt).where(Attempt.member_id == member.id)) == 1
+
+
+def test_an_update_answered_while_the_last_one_is_being_written_is_written_too_with_no_more_traffic(province):
+    """A reply that went out while the inbox was writing the previous answered mark (the database slow) is not
+    left to be sent again after a restart: it is written within seconds, though no other update comes."""
+    import asyncio
+    import threading
+
+    from bot.services.inbox import Inbox
+
+    inbox = Inbox(province, "zalo", "zalo")
+    inbox.keep([("a", {"n": 1}), ("b", {"n": 2})], utcnow())
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_row_a():  # a slow database: the write of a's mark waits on this transaction
+        with province.session() as s:
+            s.execute(text("UPDATE inbox_updates SET payload = payload WHERE update_key = 'a'"))
+            holding.set()
+            release.wait(10)
+
+    async def scenario() -> None:
+        holder = threading.Thread(target=hold_row_a)
+        holder.start()
+        assert holding.wait(5)
+        inbox.answered("a")
+        await asyncio.sleep(1.4)  # a's mark is being written, and waits
+        inbox.answered("b")
+        release.set()
+        await asyncio.to_thread(holder.join)
+        await asyncio.sleep(2.5)
+
+    asyncio.run(scenario())
+    assert kept(province) == 0
+
+
+def test_an_update_recorded_and_unanswered_goes_to_one_starting_process_and_again_to_a_later_one_if_that_died(
+        province):
+    """Two processes starting together: one of them answers it again; killed while doing so, the next start
+    answers it again (never lost), and once answered it is gone."""
+    import asyncio
+    from datetime import timedelta
+
+    from bot.services.chat import ChatService
+    from bot.services.inbox import Inbox
+    from bot.channels.zalo_oa import TRAITS
+    from tests.messengers import TZ
+
+    kept_at = utcnow()
+    Inbox(province, "zalo_oa", "zalo_oa").keep([("m1", {"n": 1})], kept_at)
+    ChatService(province, TRAITS, TZ).first_time("m1", kept_at)  # recorded, then killed before the reply
+    started = kept_at + timedelta(seconds=2)
+    first, rival = Inbox(province, "zalo_oa", "zalo_oa"), Inbox(province, "zalo_oa", "zalo_oa")
+    assert [k for k, _ in first.claim_unanswered(started)] == ["m1"]
+    assert rival.claim_unanswered(started) == []  # started together: not answered twice
+    later = Inbox(province, "zalo_oa", "zalo_oa")  # the first one was killed while answering it
+    assert [k for k, _ in later.claim_unanswered(started + timedelta(seconds=30))] == ["m1"]
+
+    async def answer_and_stop() -> None:
+        later.answered("m1")
+        await later.close()
+
+    asyncio.run(answer_and_stop())
+    assert kept(province) == 0

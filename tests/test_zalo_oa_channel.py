@@ -300,6 +300,25 @@ def test_a_tap_the_oa_recorded_but_a_kill_kept_from_the_member_brings_the_next_q
     assert count(province, Answer) == 2
 
 
+def test_zalos_retry_of_an_answer_a_kill_left_unanswered_does_not_cancel_its_answer_after_the_restart(
+        oa_bot, oa_emulator, oa_invite, province):
+    """The process recorded the answer and died before the webhook's 200, so Zalo delivers the event again to the
+    new process: that retry is answered with nothing (it was recorded), but the member still gets question 2."""
+    from bot.services.inbox import Inbox
+
+    user = oa_link(oa_emulator, oa_invite, "DV021", "oa-21")
+    say(user, "làm bài", "Câu 1/10")
+    delivered(province, "oa-21", 1)
+    oa_bot.stop()
+    event = event_for(oa_emulator, "oa-21", "a")
+    Inbox(province, "zalo_oa", "zalo_oa").keep([(event["message"]["msg_id"], event)], utcnow())
+    ChatService(province, TRAITS, TZ).on_text("oa-21", "a", utcnow(), event["message"]["msg_id"])  # then killed
+    before = len(user.messages)
+    oa_bot.start()
+    assert oa_emulator.deliver_raw(*oa_emulator.signed(event)).status == 200  # Zalo's retry
+    user.wait_for(lambda u: any("Câu 2/10" in m.get("text", "") for m in u.messages[before:]), timeout=15)
+
+
 def test_an_event_the_restart_took_up_and_is_still_answering_is_not_answered_twice(
         oa_bot, oa_emulator, oa_invite, province):
     """A killed process kept the member's "làm bài" and never handled it; the next one handles it as it starts,

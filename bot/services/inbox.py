@@ -21,7 +21,7 @@ import threading
 from datetime import datetime, timedelta
 from typing import Callable
 
-from sqlalchemy import and_, delete, exists, select
+from sqlalchemy import and_, delete, exists, select, update
 
 from bot.storage.db import Database, insert_if_new
 from bot.storage.models import InboxUpdate, ProcessedUpdate
@@ -88,8 +88,13 @@ class Inbox:
         await self._flush_logged()
 
     async def _flush_after(self, delay: float) -> None:
-        await asyncio.sleep(delay)
-        await self._flush_logged()
+        """Flush every ``delay`` seconds until nothing waits (keys marked while a flush runs are not left behind:
+        no new flusher starts while this one runs)."""
+        while True:
+            await asyncio.sleep(delay)
+            await self._flush_logged()
+            if not self._answered:
+                return
 
     async def _flush_logged(self) -> None:
         """``flush``; a database that fails leaves those updates to be answered again after a restart."""
@@ -124,15 +129,19 @@ class Inbox:
         return [(key, json.loads(payload)) for key, payload in rows]
 
     def claim_unanswered(self, before: datetime) -> list[tuple[str, dict]]:
-        """Take out (delete) and return the updates kept in the ``KEEP`` before ``before`` that a conversation
-        recorded and no reply was marked for, but those this process is still on: each goes to one process to be
-        answered again, however many start together."""
+        """Claim and return the updates kept in the ``KEEP`` before ``before`` that a conversation recorded and no
+        reply was marked for, but those this process is still on: each goes to one process to be answered again,
+        however many start together. A claim moves the row's time to ``before``: a process started no later no
+        longer finds it, and one started later (this one killed while replaying) takes it up again; the row goes
+        once the reply is marked answered."""
         with self._lock:
             mine = sorted(self._handed_on | self._answered)
-        stmt = (delete(InboxUpdate)
+        stmt = (update(InboxUpdate)
                 .where(InboxUpdate.source == self.source, _HANDLED, InboxUpdate.received_at < before,
                        InboxUpdate.received_at >= before - KEEP, InboxUpdate.update_key.not_in(mine))
-                .returning(InboxUpdate.id, InboxUpdate.update_key, InboxUpdate.payload))
+                .values(received_at=before)
+                .returning(InboxUpdate.id, InboxUpdate.update_key, InboxUpdate.payload)
+                .execution_options(synchronize_session=False))
         with self.db.session() as s:
             rows = s.execute(stmt).all()
         return [(key, json.loads(payload)) for _, key, payload in sorted(rows)]

@@ -105,17 +105,19 @@ class ZaloChannel:
         mid = ((update.get("message") or {}) if isinstance(update, dict) else {}).get("message_id")
         try:
             with handling("zalo"):
-                await self.handle(update, taken_up)
+                owed = await self.handle(update, taken_up) is False and not taken_up  # a take-up is the last try
         except Exception:  # noqa: BLE001 - one bad update must not stop the bot
             log.exception("Zalo: update %s failed", mid)
             FAILURES.labels("zalo").inc()
         else:
-            if self.inbox is not None and mid:
+            if self.inbox is not None and mid and not owed:
                 self.inbox.answered(str(mid))
         finally:
             self.done += 1
 
-    async def handle(self, update: dict[str, Any], taken_up: bool = False) -> None:
+    async def handle(self, update: dict[str, Any], taken_up: bool = False) -> bool | None:
+        """False: a delivery again of an update recorded before, answered with nothing (its reply is owed by
+        whoever recorded it, or by the take-up after a restart: the update is not marked answered)."""
         event = str(update.get("event_name") or "")
         message = update.get("message") if isinstance(update.get("message"), dict) else {}
         chat = message.get("chat") or {}
@@ -141,8 +143,11 @@ class ZaloChannel:
                 outcome.replies[0] = Reply(f"{NOT_TEXT_HINT} {first.text}", first.choices, files=first.files)
         else:
             log.info("Zalo: unknown event %r; ignored", event)
-            return
+            return None
+        if outcome.redelivered and not outcome.replies:
+            return False
         await self.send_outcome(chat_id, outcome, user_id)
+        return None
 
     async def _group(self, chat_id: str, sender: dict, message: dict, event: str, key: str, now: datetime) -> None:
         """In a group: answer only a mention, never with anyone's results; point to a private chat."""

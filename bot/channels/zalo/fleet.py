@@ -244,7 +244,7 @@ class BotChannel(ZaloChannel):
         self.bot_pk, self.default_name, self.default_link = bot_pk, default_name, default_link
         self._to_stamp: set[str] = set()  # chats linking through this bot in the update being handled
 
-    async def handle(self, update: dict[str, Any], taken_up: bool = False) -> None:
+    async def handle(self, update: dict[str, Any], taken_up: bool = False) -> bool | None:
         message = update.get("message") if isinstance(update.get("message"), dict) else {}
         chat, sender = message.get("chat") or {}, message.get("from") or {}
         private = not in_group(update)
@@ -255,14 +255,15 @@ class BotChannel(ZaloChannel):
         now = self.clock()
         admission = await asyncio.to_thread(self._admit, user_id, str(message.get("text") or ""), now)
         if admission.reply is not None:
-            if await asyncio.to_thread(self.service.first_time, str(key), now):
-                self.handled += 1
-                await self.send_outcome(str(chat.get("id") or user_id), Outcome([admission.reply]))
-            return
+            if not await asyncio.to_thread(self.service.first_time, str(key), now):
+                return False
+            self.handled += 1
+            await self.send_outcome(str(chat.get("id") or user_id), Outcome([admission.reply]))
+            return None
         if admission.stamp:
             self._to_stamp.add(user_id)
         try:
-            await super().handle(update, taken_up)
+            return await super().handle(update, taken_up)
         finally:
             if user_id in self._to_stamp:  # no reply was sent
                 self._to_stamp.discard(user_id)

@@ -88,17 +88,18 @@ class OAChannel:
     async def _handle_logged(self, event: dict[str, Any], taken_up: bool = False) -> None:
         try:
             with handling("zalo_oa"):
-                await self.handle(event, taken_up)
+                owed = await self.handle(event, taken_up) is False and not taken_up  # a take-up is the last try
         except Exception:  # noqa: BLE001 - one bad event must not stop the channel
             log.exception("Zalo OA: event %s failed", event.get("event_name"))
             FAILURES.labels("zalo_oa").inc()
         else:
-            if self.inbox is not None and self.user_of(event):
+            if self.inbox is not None and self.user_of(event) and not owed:
                 self.inbox.answered(self.key_of(event))
         finally:
             self.done += 1
 
-    async def handle(self, event: dict[str, Any], taken_up: bool = False) -> None:
+    async def handle(self, event: dict[str, Any], taken_up: bool = False) -> bool | None:
+        """False: a delivery again of an event recorded before, answered with nothing (see ``ZaloChannel.handle``)."""
         name = str(event.get("event_name") or "")
         user = self.user_of(event)
         message = event.get("message") if isinstance(event.get("message"), dict) else {}
@@ -141,7 +142,10 @@ class OAChannel:
             if outcome.replies:
                 first = outcome.replies[0]
                 outcome.replies[0] = Reply(f"{NOT_TEXT_HINT} {first.text}", first.choices, files=first.files)
+        if outcome.redelivered and not outcome.replies:
+            return False
         await self.send_outcome(user, outcome, lag)
+        return None
 
     async def send_outcome(self, user: str, outcome: Outcome, lag: timedelta = timedelta(0)) -> int:
         """Send the replies; when they show a quiz question, tell the conversation when it was delivered:
