@@ -82,7 +82,7 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
                       zalo_link or "", budget, links, oa)
 
     def signed_in(request: Request) -> bool:
-        with db.session() as s:
+        with db.read_session() as s:  # a look only: strangers' posts must not each take the write lock
             return console_access.active_session(s, request.cookies.get(COOKIE), console.clock()) is not None
 
     def page(handler, *, admin_only: bool = False, upload: int = MAX_FORM):
