@@ -158,21 +158,28 @@ def test_the_telegram_webhook_refuses_what_telegram_would_not_send(province):
             assert emulator.calls("sendMessage")  # the real update was answered before the 200
 
 
-def test_healthz_is_503_when_the_database_does_not_answer(tmp_path):
-    from starlette.testclient import TestClient
+def asgi_requests(app, *requests: tuple[str, str, dict]) -> list[httpx.Response]:
+    """The app's answers to (method, path, httpx keyword arguments) requests, in order, in process (no server):
+    what Starlette's TestClient did, without it."""
+    async def send_all() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            return [await client.request(method, path, **kwargs) for method, path, kwargs in requests]
 
+    return asyncio.run(send_all())
+
+
+def test_healthz_is_503_when_the_database_does_not_answer(tmp_path):
     from bot.storage.db import Database
     from bot.web import create_app
 
     gone = Database(f"sqlite:///{tmp_path / 'no-such-dir' / 'x.db'}")
-    with TestClient(create_app(db=gone)) as client:
-        response = client.get("/healthz")
+    [response] = asgi_requests(create_app(db=gone), ("GET", "/healthz", {}))
     assert response.status_code == 503 and response.text == "database unavailable"
 
 
 def test_metrics_count_the_outbox_by_channel_and_status_from_the_database(province):
     from starlette.applications import Starlette
-    from starlette.testclient import TestClient
 
     from bot.domain.replies import Reply
     from bot.metrics import metrics_route
@@ -189,8 +196,7 @@ def test_metrics_count_the_outbox_by_channel_and_status_from_the_database(provin
         s.flush()
         row = s.query(OutboxMessage).first()
         row.status, row.channel = "uncertain", "zalo"
-    with TestClient(Starlette(routes=[metrics_route(province)])) as client:
-        text = client.get("/metrics").text
+    text = asgi_requests(Starlette(routes=[metrics_route(province)]), ("GET", "/metrics", {}))[0].text
     assert 'hoctap_outbox_messages{channel="zalo",status="uncertain"} 1.0' in text
     assert 'hoctap_outbox_messages{channel="",status="pending"} 2.0' in text
     assert 'hoctap_outbox_messages{channel="zalo",status="failed"} 0.0' in text  # zero, not missing
@@ -263,17 +269,14 @@ def test_webhook_mode_without_a_secret_is_refused_at_start(workdir, capsys):
 def test_health_and_metrics_answer_at_once_while_a_long_write_holds_the_database(province):
     """A scrape or a health check during a long write (a roster import, a province's announcement) must
     not wait for it: Prometheus and the proxy give up after a few seconds and call the process dead."""
-    from starlette.testclient import TestClient
-
     from bot.metrics import metrics_route
     from bot.web import create_app
 
     with a_long_write(province):
-        with TestClient(create_app(routes=[metrics_route(province)], db=province)) as client:
-            started = time.perf_counter()
-            health = client.get("/healthz")
-            metrics = client.get("/metrics")
-            took = time.perf_counter() - started
+        started = time.perf_counter()
+        health, metrics = asgi_requests(create_app(routes=[metrics_route(province)], db=province),
+                                        ("GET", "/healthz", {}), ("GET", "/metrics", {}))
+        took = time.perf_counter() - started
     assert health.status_code == 200 and metrics.status_code == 200
     assert "hoctap_outbox_messages" in metrics.text
     assert took < 5, f"health and metrics waited {took:.1f}s for the writer"
@@ -307,7 +310,6 @@ def test_an_update_arriving_while_the_process_is_still_starting_is_left_for_tele
     """Behind a proxy a restarted process takes requests before its bot is ready: the update gets a 503,
     which Telegram retries (to this or another process), never a 500 with a traceback."""
     from starlette.applications import Starlette
-    from starlette.testclient import TestClient
 
     from bot.channels.telegram_webhook import webhook_route
     from bot.emulators.telegram import TelegramEmulator
@@ -317,10 +319,9 @@ def test_an_update_arriving_while_the_process_is_still_starting_is_left_for_tele
                                           "from": {"id": 5, "is_bot": False, "first_name": "X"}, "text": "/hoc"}}
     with TelegramEmulator() as emulator:
         app = ApplicationBuilder().token(emulator.token).base_url(emulator.base_url).updater(None).build()
-        with TestClient(Starlette(routes=[webhook_route(app, SECRET)]), raise_server_exceptions=False) as client:
-            with caplog.at_level(logging.WARNING):
-                response = client.post("/telegram/webhook", json=update,
-                                       headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
+        with caplog.at_level(logging.WARNING):
+            [response] = asgi_requests(Starlette(routes=[webhook_route(app, SECRET)]), (
+                "POST", "/telegram/webhook", {"json": update, "headers": {"X-Telegram-Bot-Api-Secret-Token": SECRET}}))
     assert response.status_code == 503
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
