@@ -38,6 +38,71 @@ def test_a_zalo_that_cannot_be_reached_is_a_network_error_that_is_retried_and_ne
     assert "SECRET" not in str(error) and "sendMessage" in str(error)
 
 
+class HangsUp:
+    """A server that reads each request whole and closes the connection without answering (a proxy restarted, a
+    connection reset once the request had arrived): the request may have been done."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.requests = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(body) < length:
+                    body += conn.recv(65536)
+                self.requests += 1
+
+    def close(self):
+        self.sock.close()
+
+
+def test_a_send_whose_connection_broke_after_it_left_is_uncertain_on_the_zalo_bot_and_the_oa_never_sent_twice():
+    """Sent again, the member would read it twice (and the OA could pay twice): like a send that got no answer in
+    time, it is ``maybe_delivered``; a connection refused outright is still tried again (above)."""
+    from bot.channels.zalo_oa import OAClient
+    from bot.channels.zalo_oa.tokens import OAError
+
+    server = HangsUp()
+    try:
+        error = call(server.url)
+        assert error.status is None and error.maybe_delivered and "SECRET" not in str(error)
+
+        class Tokens:  # the token store's one call the client makes (its own tests cover the real one)
+            def current(self, now):
+                return "oa-token"
+
+        async def send_cs():
+            client = OAClient(Tokens(), server.url, server.url)
+            try:
+                await client.send_cs("u1", "Xin chào")
+            finally:
+                await client.aclose()
+
+        with pytest.raises(OAError) as failed:
+            asyncio.run(send_cs())
+        assert failed.value.maybe_delivered and server.requests == 2  # each request arrived whole, once
+    finally:
+        server.close()
+
+
 def test_a_message_zalo_took_but_did_not_answer_in_time_is_uncertain_never_sent_again():
     """The request left (the connection was taken) and no answer came: Zalo may have delivered it. The outbox
     records it ``uncertain`` rather than sending it a second time; a refused connection is retried (above)."""

@@ -75,10 +75,13 @@ class ZaloClient:
                                             timeout=aiohttp.ClientTimeout(total=total,
                                                                           sock_connect=min(total, CONNECT))) as r:
                 status, raw = r.status, await r.read()
-        except aiohttp.ConnectionTimeoutError:  # nothing left: safe to try again
-            raise ZaloError(None, f"{method}: could not connect in time") from None
+        except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:  # nothing left: safe again
+            raise ZaloError(None, f"{method}: could not connect ({type(exc).__name__})") from None
         except asyncio.TimeoutError:  # it left: Zalo may have done it (a message delivered)
             raise ZaloError(None, f"{method}: no answer in time", maybe_delivered=True) from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
+            # the connection broke once the request was on its way: as a timeout, it may have been done
+            raise ZaloError(None, f"{method}: {type(exc).__name__}", maybe_delivered=True) from None
         except aiohttp.ClientError as exc:  # some (a bad address) quote the URL, token and all
             raise ZaloError(None, f"{method}: {self._redact(str(exc)) or type(exc).__name__}") from None
         try:

@@ -44,12 +44,12 @@ class OAClient:
             token = await asyncio.to_thread(self.tokens.current, self.clock())
             try:
                 r = await self._http.post(url, json=body, headers={"access_token": token})
-            except (httpx.ConnectTimeout, httpx.PoolTimeout):  # nothing left: safe to try again
-                raise OAError(None, f"{name}: could not connect in time") from None
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):  # nothing left: safe to try again
+                raise OAError(None, f"{name}: could not connect") from None
             except httpx.TimeoutException:  # it left: Zalo may have done it (a message delivered, and paid)
                 raise OAError(None, f"{name}: no answer in time", maybe_delivered=True) from None
-            except httpx.HTTPError as exc:
-                raise OAError(None, f"{name}: {type(exc).__name__}") from None
+            except httpx.HTTPError as exc:  # the connection broke once the request was on its way: the same
+                raise OAError(None, f"{name}: {type(exc).__name__}", maybe_delivered=True) from None
             if r.status_code != 200:
                 raise OAError(r.status_code, f"{name}: HTTP {r.status_code}")
             try:
