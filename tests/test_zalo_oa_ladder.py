@@ -287,6 +287,32 @@ def test_a_paid_message_long_enough_for_three_zalo_messages_costs_three(day, oa_
     assert oa_emulator.spent == 3 * 55  # what Zalo billed is what we recorded
 
 
+def test_a_paid_message_whose_cost_the_database_failed_to_record_is_not_sent_again(day, oa_emulator, oa_invite,
+                                                                                  monkeypatch):
+    """The message went (Zalo billed it) and the database failed as its cost was written: the member reads it
+    once, Zalo bills it once, and the outbox holds it as sent."""
+    from sqlalchemy.exc import OperationalError
+
+    from bot.channels.zalo_oa.transport import OATransport
+
+    lapsed = oa_link(oa_emulator, oa_invite, "DV003", "oa-3")
+    day.age(lapsed, 72)
+    day.process.settle(2)
+
+    def database_gone(self, *args, **kwargs):
+        raise OperationalError("INSERT INTO zalo_oa_sends", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(OATransport, "_record", database_gone)  # the database failing cannot happen here on cue
+    day.enqueue("remind", ["DV003"])
+    day.send()
+    day.shift += timedelta(minutes=30)  # past any retry's wait
+    day.send()  # a later round of the sender
+    assert [m["kind"] for m in lapsed.messages if m["text"].startswith("🔔")] == ["cs"]
+    assert oa_emulator.spent == 55
+    with day.db.session() as s:
+        assert s.scalar(select(OutboxMessage.status).where(OutboxMessage.purpose == "remind")) == "sent"
+
+
 def test_a_long_paid_message_cut_by_a_failure_is_finished_later_each_part_sent_and_paid_once(day, oa_emulator,
                                                                                             oa_invite, province):
     import time as clock

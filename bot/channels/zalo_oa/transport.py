@@ -84,6 +84,16 @@ class OATransport:
         with self.budget.db.session() as s:
             self.budget.record(s, outbox_id, external_id, rung, now, messages)
 
+    async def _record_sent(self, outbox_id: int | None, external_id: str, rung: str, now: datetime,
+                           messages: int) -> None:
+        """``_record`` of parts that went: a database failing now must not make the outbox send them (and pay for
+        them) again; logged, the month's spending is short of them."""
+        try:
+            await asyncio.to_thread(self._record, outbox_id, external_id, rung, now, messages)
+        except Exception as exc:  # noqa: BLE001 - the member has the message: nothing to retry
+            log.error("Zalo OA: %d %s message(s) to %s went out but their cost was not recorded (%s)",
+                      messages, rung, external_id, exc.__class__.__name__)
+
     async def deliver(self, external_id: str, reply: Reply, attachment: tuple[str, bytes] | None) -> None:
         from bot.outbox.sender import CURRENT_MESSAGE, SKIP_PARTS, SendError, after_parts, unanswered
 
@@ -112,7 +122,7 @@ class OATransport:
                     continue
                 sent = await self._send(candidate, external_id, reply, rest, target, outbox_id)
                 if sent:  # each part on the rung it went by, paid once
-                    await asyncio.to_thread(self._record, outbox_id, external_id, candidate, now, sent)
+                    await self._record_sent(outbox_id, external_id, candidate, now, sent)
                 if candidate == "zns" or sent == len(rest):
                     return
                 ahead += sent  # the rest climbs on
@@ -123,7 +133,7 @@ class OATransport:
         except OAError as exc:
             sent = getattr(exc, "parts_done", 0) + exc.maybe_delivered  # no answer: most likely it went
             if sent:  # the parts that reached the member are paid for, whatever happens to the rest
-                await asyncio.to_thread(self._record, outbox_id, external_id, candidate, now, sent)
+                await self._record_sent(outbox_id, external_id, candidate, now, sent)
             done = skip + ahead + sent
             if exc.maybe_delivered:  # as on Telegram and the Zalo bot: never sent, nor paid for, twice
                 raise unanswered(str(exc), done - 1, done if candidate == "zns" else skip + len(messages)) \
