@@ -297,17 +297,23 @@ async def serve(settings: Settings, db: Database, stop: asyncio.Event | None = N
 
 def scheduled_work(settings: Settings, db: Database, transports, budget=None):
     """The scheduler tick and outbox sender, with the digest and closing reports."""
-    from dataclasses import replace
-
-    from bot.scheduling.due import schedule_from
     from bot.scheduling.reports import ReportBuilder
     from bot.scheduling.runner import ScheduledWork
 
     from bot.metrics import measured
 
-    schedule = replace(schedule_from(settings), budget=budget, links=study_links(settings))
-    return ScheduledWork(db, schedule, measured(transports), rate=settings.scheduler.outbox_rate,
+    return ScheduledWork(db, due_schedule(settings, budget), measured(transports), rate=settings.scheduler.outbox_rate,
                          report_builder=ReportBuilder(settings), interval=settings.scheduler.tick_seconds)
+
+
+def due_schedule(settings: Settings, budget=None):
+    """The scheduler's rules with the channels' ``budget`` and the members' study links: the same for the running
+    scheduler and for ``hoctap scheduler run-due``."""
+    from dataclasses import replace
+
+    from bot.scheduling.due import schedule_from
+
+    return replace(schedule_from(settings), budget=budget, links=study_links(settings))
 
 
 def run_scheduler(settings: Settings) -> int:

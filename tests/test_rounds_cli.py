@@ -151,3 +151,25 @@ def test_output_piped_into_head_ends_quietly_without_a_traceback(cli, sample_ros
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.stdout.count("\n") == 1 and done.stdout.count("\t") == 4
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def test_run_due_from_the_command_line_gives_members_their_study_links_as_the_running_scheduler_does(
+        cli, sample_roster, workdir, db, monkeypatch):
+    """An operator catching up with ``run-due`` sends the same announcement the scheduler would: each member's
+    own link to the study page in it."""
+    from bot.outbox.queue import payload_reply
+    from bot.storage.models import ChatAccount, Member, OutboxMessage
+    from bot.timeutil import utcnow
+
+    (workdir / "config.yaml").write_text("web:\n  public_url: https://hoc.example.vn\n", encoding="utf-8")
+    monkeypatch.setenv("HOCTAP_WEB_SECRET", "a-secret-of-thirty-two-characters")
+    open_round(cli, opens="2020-01-01 07:00")
+    with db.session() as s:
+        member = s.scalar(select(Member).where(Member.code == "DV002"))
+        s.add(ChatAccount(channel="telegram", external_id="7002", member_id=member.id, linked_at=utcnow()))
+    assert cli("scheduler", "run-due").code == 0
+    from bot.outbox import queue
+
+    with db.session() as s:
+        payloads = list(queue.payloads(s, list(s.scalars(select(OutboxMessage.id)))).values())
+    assert payloads and all(payload_reply(p).link.url.startswith("https://hoc.example.vn/hoc/l/") for p in payloads)

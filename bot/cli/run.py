@@ -29,7 +29,8 @@ FUTURE_SLACK = timedelta(minutes=5)  # clocks of two machines disagree a little
 
 @command("scheduler run-due")
 def cmd_scheduler_run_due(args, settings: Settings) -> int:
-    from bot.scheduling.due import run_due, schedule_from
+    from bot.app import budgets, due_schedule, fleet_budget, oa_budget, zalo_quota
+    from bot.scheduling.due import run_due
     from bot.scheduling.reports import ReportBuilder
 
     now = utcnow()
@@ -38,7 +39,8 @@ def cmd_scheduler_run_due(args, settings: Settings) -> int:
         raise UsageError(f"--at {fmt_datetime(at, settings.tz)} has not come yet; run-due does the work of a moment "
                          "that has passed (see what a later day brings with 'hoctap playground --at')")
     db = open_db(settings)
-    report = run_due(db, at, schedule_from(settings), ReportBuilder(settings))
+    budget = budgets(fleet_budget(settings, db, zalo_quota(settings, db)), oa_budget(settings, db))
+    report = run_due(db, at, due_schedule(settings, budget), ReportBuilder(settings))  # as the running scheduler
     for job in report.jobs:
         print(job)
     for dropped in report.dropped:
