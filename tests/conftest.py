@@ -138,7 +138,10 @@ def cli(workdir, db_url, capsys, monkeypatch):
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)
 
-    return run
+    yield run
+    from bot.storage.token_key import use_key
+
+    use_key(None)  # the CLI sets the token key process-wide: the next test starts without one
 
 
 @pytest.fixture
