@@ -17,17 +17,23 @@ from bot.emulators.common import free_port
 TOKEN = "1234567890:SECRET-zalo-TOKEN"
 
 
-def call(base_url: str, timeout: float = 5.0) -> ZaloError:
-    async def send():
-        client = ZaloClient(TOKEN, base_url, timeout=timeout)
+def failure(make_client, send, error: type[Exception]) -> Exception:
+    """The ``error`` that ``send(client)`` raises, the client made and closed in its own event loop."""
+    async def go():
+        client = make_client()
         try:
-            await client.send_message("u1", "Xin chào")
+            await send(client)
         finally:
             await client.aclose()
 
-    with pytest.raises(ZaloError) as failed:
-        asyncio.run(send())
+    with pytest.raises(error) as failed:
+        asyncio.run(go())
     return failed.value
+
+
+def call(base_url: str, timeout: float = 5.0) -> ZaloError:
+    return failure(lambda: ZaloClient(TOKEN, base_url, timeout=timeout),
+                   lambda client: client.send_message("u1", "Xin chào"), ZaloError)
 
 
 @pytest.mark.parametrize("base_url", ["http://127.0.0.1:{port}", "htp://127.0.0.1:{port}", "http://[bad"],
@@ -89,16 +95,9 @@ def test_a_send_whose_connection_broke_after_it_left_is_uncertain_on_the_zalo_bo
             def current(self, now):
                 return "oa-token"
 
-        async def send_cs():
-            client = OAClient(Tokens(), server.url, server.url)
-            try:
-                await client.send_cs("u1", "Xin chào")
-            finally:
-                await client.aclose()
-
-        with pytest.raises(OAError) as failed:
-            asyncio.run(send_cs())
-        assert failed.value.maybe_delivered and server.requests == 2  # each request arrived whole, once
+        refused = failure(lambda: OAClient(Tokens(), server.url, server.url),
+                          lambda client: client.send_cs("u1", "Xin chào"), OAError)
+        assert refused.maybe_delivered and server.requests == 2  # each request arrived whole, once
     finally:
         server.close()
 

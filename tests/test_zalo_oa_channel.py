@@ -248,22 +248,33 @@ def kept_rows(db) -> int:
         return s.scalar(select(func.count()).select_from(InboxUpdate))
 
 
+def killed_after_recording(oa_bot, oa_emulator, province, user_id: str, text: str):
+    """The bot stopped as a kill leaves it: the member's ``text`` (a tap, when it is a button's payload) kept and
+    recorded, its reply never sent. Returns the event and what the dead process would have replied."""
+    from bot.channels.zalo_oa.rendering import ACTION
+    from bot.services.inbox import Inbox
+
+    oa_bot.stop()
+    event = event_for(oa_emulator, user_id, text)
+    key = event["message"]["msg_id"]
+    Inbox(province, "zalo_oa", "zalo_oa").keep([(key, event)], utcnow())
+    service = ChatService(province, TRAITS, TZ)
+    handle = service.on_action if ACTION.match(text) else service.on_text
+    return event, handle(user_id, text, utcnow(), key)
+
+
 def test_an_answer_the_oa_recorded_but_a_kill_kept_from_the_member_is_sent_after_the_restart(
         oa_bot, oa_emulator, oa_invite, province):
     """The event was kept and recorded, and the process killed before its reply: Zalo will not deliver it again,
     so a moment after the restart the member gets what it showed (question 2), nothing recorded twice, and
     their next letter counts for it."""
-    from bot.services.inbox import Inbox
     from bot.storage.models import Answer
 
     user = oa_link(oa_emulator, oa_invite, "DV018", "oa-18")
     say(user, "làm bài", "Câu 1/10")
     delivered(province, "oa-18", 1)
-    oa_bot.stop()
-    event = event_for(oa_emulator, "oa-18", "a")
-    Inbox(province, "zalo_oa", "zalo_oa").keep([(event["message"]["msg_id"], event)], utcnow())
-    service = ChatService(province, TRAITS, TZ)  # the process that died: it recorded the answer
-    assert "Câu 2/10" in service.on_text("oa-18", "a", utcnow(), event["message"]["msg_id"]).replies[-1].text
+    _, recorded = killed_after_recording(oa_bot, oa_emulator, province, "oa-18", "a")
+    assert "Câu 2/10" in recorded.replies[-1].text
     before = len(user.messages)
     oa_bot.start()
     user.wait_for(lambda u: any("Câu 2/10" in m.get("text", "") for m in u.messages[before:]), timeout=15)
@@ -278,17 +289,13 @@ def test_a_tap_the_oa_recorded_but_a_kill_kept_from_the_member_brings_the_next_q
     """As for a typed answer: a tap on an answer button was kept and recorded, and the process killed before its
     reply; a moment after the restart the member gets question 2 with the receipt of answer 1, and nothing is
     recorded twice."""
-    from bot.services.inbox import Inbox
     from bot.storage.models import Answer
 
     user = oa_link(oa_emulator, oa_invite, "DV019", "oa-19")
     say(user, "làm bài", "Câu 1/10")
     payload = next(b["payload"] for b in user.messages[-1]["buttons"] if b["title"] == "C")
-    oa_bot.stop()
-    event = event_for(oa_emulator, "oa-19", payload)
-    Inbox(province, "zalo_oa", "zalo_oa").keep([(event["message"]["msg_id"], event)], utcnow())
-    service = ChatService(province, TRAITS, TZ)  # the process that died: it recorded the answer
-    assert "Câu 2/10" in service.on_action("oa-19", payload, utcnow(), event["message"]["msg_id"]).replies[-1].text
+    _, recorded = killed_after_recording(oa_bot, oa_emulator, province, "oa-19", payload)
+    assert "Câu 2/10" in recorded.replies[-1].text
     before = len(user.messages)
     oa_bot.start()
     user.wait_for(lambda u: any("Câu 2/10" in m.get("text", "") for m in u.messages[before:]), timeout=15)
@@ -304,15 +311,10 @@ def test_zalos_retry_of_an_answer_a_kill_left_unanswered_does_not_cancel_its_ans
         oa_bot, oa_emulator, oa_invite, province):
     """The process recorded the answer and died before the webhook's 200, so Zalo delivers the event again to the
     new process: that retry is answered with nothing (it was recorded), but the member still gets question 2."""
-    from bot.services.inbox import Inbox
-
     user = oa_link(oa_emulator, oa_invite, "DV021", "oa-21")
     say(user, "làm bài", "Câu 1/10")
     delivered(province, "oa-21", 1)
-    oa_bot.stop()
-    event = event_for(oa_emulator, "oa-21", "a")
-    Inbox(province, "zalo_oa", "zalo_oa").keep([(event["message"]["msg_id"], event)], utcnow())
-    ChatService(province, TRAITS, TZ).on_text("oa-21", "a", utcnow(), event["message"]["msg_id"])  # then killed
+    event, _ = killed_after_recording(oa_bot, oa_emulator, province, "oa-21", "a")
     before = len(user.messages)
     oa_bot.start()
     assert oa_emulator.deliver_raw(*oa_emulator.signed(event)).status == 200  # Zalo's retry
