@@ -33,12 +33,10 @@ from telegram.ext import (
 from telegram.warnings import PTBUserWarning
 
 from bot.channels.telegram_request import AiohttpRequest, KeptUpdatesRequest
-from bot.domain import messages as msg
 from bot.domain.replies import Outcome, Reply, split_text
 from bot.metrics import FAILURES, RATE_LIMITED, handling
 from bot.services.chat import ChannelTraits, ChatService, parse_command
 from bot.services.inbox import Inbox
-from bot.services.linking import code_said
 from bot.storage.db import TRANSIENT_ERRORS
 from bot.timeutil import utcnow
 
@@ -325,12 +323,9 @@ class TelegramChannel:
         if addressed and addressed.casefold() != (context.bot.username or "").casefold():
             return
         name = update.effective_user.first_name if update.effective_user else ""
-        argument = parse_command(text)[1]
-        posted = code_said(argument) if argument else None
-        voided = posted is not None and await asyncio.to_thread(self.service.void_posted_code, posted)
-        reply = msg.group_redirect(name, posted_code=posted is not None, voided=voided).text
+        reply = await asyncio.to_thread(self.service.group_reply, name, parse_command(text)[1])
         try:
-            await with_retries(lambda: update.effective_message.reply_text(reply), "sendMessage")
+            await with_retries(lambda: update.effective_message.reply_text(reply.text), "sendMessage")
         except StillFlooded:
             pass  # logged; the group redirect is not worth a later message
 

@@ -347,6 +347,13 @@ def _image_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def text_content(text: str) -> dict[str, Any]:
+    """A typed message's content: /commands get bot_command entities, as real clients produce them."""
+    entities = [{"type": "bot_command", "offset": u16len(text[:m.start()]), "length": u16len(m.group())}
+                for m in _COMMAND_RE.finditer(text)]
+    return {"text": text, **({"entities": entities} if entities else {})}
+
+
 @dataclass
 class _Msg:
     api: dict[str, Any]                     # the Message as the Bot API returns it
@@ -774,10 +781,7 @@ class EmulatorState:
         tests send): store the message and queue an Update."""
         with self.cond:
             chat = self.chats.setdefault(group_id, _Chat({"id": group_id}, started=True, title=title))
-            entities = [{"type": "bot_command", "offset": u16len(text[:m.start()]), "length": u16len(m.group())}
-                        for m in _COMMAND_RE.finditer(text)]
-            api = self._new_message(chat, {"text": text, **({"entities": entities} if entities else {})},
-                                    from_bot=False, sender=self.chats[user_id].user)
+            api = self._new_message(chat, text_content(text), from_bot=False, sender=self.chats[user_id].user)
             self._enqueue("message", copy.deepcopy(api))
             return api
 
@@ -935,11 +939,8 @@ class EmulatedUser(ChatDriver[EmulatorState]):
 
     def send_text(self, text: str) -> dict[str, Any]:
         """Send a text message; /commands get bot_command entities like real clients produce."""
-        entities = [{"type": "bot_command", "offset": u16len(text[:m.start()]),
-                     "length": u16len(m.group())} for m in _COMMAND_RE.finditer(text)]
         self.mark()
-        return self._state.user_message(
-            self.id, {"text": text, **({"entities": entities} if entities else {})})
+        return self._state.user_message(self.id, text_content(text))
 
     def send_contact(self, phone_number: str, user_id: int | None = None,
                      first_name: str | None = None, last_name: str | None = None

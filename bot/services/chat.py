@@ -257,10 +257,13 @@ class ChatService:
                 attachment=(reply.files[0].filename, reply.files[0].data) if reply.files else None)
                 for i, reply in enumerate(replies))
 
-    def void_posted_code(self, text: str) -> bool:
-        """A link code posted in a group: void it (see ``linking.void_posted_code``)."""
+    def group_reply(self, display_name: str, said: str, share_link: str | None = None) -> Reply:
+        """What the bot answers in a group, on any messenger: nobody's results, a pointer to a private chat; a link
+        code ``said`` there (bare, or quoted in a sentence) is voided, since everyone in the group read it."""
+        posted = linking.code_said(said) if said else None
         with self.db.session() as s:
-            return linking.void_posted_code(s, text)
+            voided = posted is not None and linking.void_posted_code(s, posted)
+        return msg.group_redirect(display_name, share_link, posted_code=posted is not None, voided=voided)
 
     def first_time(self, update_key: str, now: datetime) -> bool:
         """Claim an update the channel handles without a conversation (e.g. a group mention):

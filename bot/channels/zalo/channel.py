@@ -16,8 +16,6 @@ from bot.channels.zalo.quota import ZaloQuota
 from bot.channels.zalo.mentions import mentions, strip_mention
 from bot.channels.zalo.rendering import Outgoing, render
 from bot.channels.zalo.updates import in_group
-from bot.domain import messages as msg
-from bot.services.linking import code_said
 from bot.domain.replies import Outcome, Reply
 from bot.channels.ordering import InOrderPerKey
 from bot.metrics import FAILURES, handling
@@ -158,10 +156,8 @@ class ZaloChannel:
             return
         name = str(sender.get("display_name") or sender.get("name") or "")
         said = strip_mention(text, self.bot_names)
-        posted = code_said(said)  # bare, or quoted in a sentence
-        voided = posted is not None and await asyncio.to_thread(self.service.void_posted_code, posted)
-        reply = msg.group_redirect(name, self.share_link, posted_code=posted is not None, voided=voided).text
-        await self._send_all(chat_id, [Outgoing(text=reply)])
+        reply = await asyncio.to_thread(self.service.group_reply, name, said, self.share_link)
+        await self._send_all(chat_id, [Outgoing(text=reply.text)])
 
     async def send_outcome(self, chat_id: str, outcome: Outcome, user_id: str | None = None) -> int:
         """Send the replies; when they show a quiz question, tell the conversation when it was delivered
