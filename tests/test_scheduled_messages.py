@@ -628,6 +628,54 @@ def test_an_unexpected_transport_error_keeps_the_message_for_later(province, emu
     assert statuses(province) == {"sent": 9}
 
 
+def refused_once(monkeypatch, module, name: str) -> list[int]:
+    """``module.name`` refused by the database on its first call (as by a lock or a lost connection);
+    returns the list its calls are counted in."""
+    from sqlalchemy.exc import OperationalError
+
+    real, calls = getattr(module, name), []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("UPDATE outbox_messages", {}, Exception("database is locked"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, flaky)
+    return calls
+
+
+def test_sends_the_database_refused_to_record_are_recorded_later_and_the_members_next_message_follows(
+        province, emulator, branch, monkeypatch):
+    from bot.outbox import queue
+
+    _round_id, users = branch
+    at = local("2026-12-01 07:00")
+    run_due(province, at, Schedule())
+    with province.session() as s:  # DV002 also has a second message waiting behind the announcement
+        dv002 = s.scalar(select(Member).where(Member.code == "DV002"))
+        queue.enqueue(s, dedupe_key="second", purpose="nudge", member_id=dv002.id, reply=Reply("⏰ Nhắc lại"), now=at)
+    calls = refused_once(monkeypatch, queue, "mark_sent_many")
+    stats = deliver(province, emulator, at)
+    assert len(calls) >= 2  # refused, then written
+    assert statuses(province) == {"sent": 10}
+    assert [t[:1] for t in received(users["DV002"])] == ["📢", "⏰"]
+    assert all(len(received(u)) == 1 for code, u in users.items() if code != "DV002")
+    assert stats.sent == 10 and stats.uncertain == 0
+
+
+def test_a_claim_the_database_refused_does_not_stop_the_sender(province, emulator, branch, monkeypatch):
+    from bot.outbox import queue
+
+    _round_id, users = branch
+    run_due(province, local("2026-12-01 07:00"), Schedule())
+    calls = refused_once(monkeypatch, queue, "claim")
+    stats = deliver(province, emulator, local("2026-12-01 07:00"))
+    assert len(calls) >= 2
+    assert stats.sent == 9 and statuses(province) == {"sent": 9}
+    assert all(len(received(u)) == 1 for u in users.values())
+
+
 def test_a_reminder_waiting_for_the_morning_is_dropped_if_the_member_finished_overnight(province, emulator, branch):
     round_id, users = branch
     run_due(province, OPENS, Schedule())

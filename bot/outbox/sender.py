@@ -48,6 +48,11 @@ _ACCOUNTS = (select(ChatAccount.member_id, ChatAccount.channel, ChatAccount.exte
              .order_by(ChatAccount.last_seen_at.desc().nullslast(), ChatAccount.id))
 GROUP = 20  # ... and at most 250 ms apart, so that a group has about this many sends at low rates
 MARK_DELAY = 0.1  # a status change waits at most this long for the next group's write
+# A status write the database refused is tried again, ever later (up to 30 s apart), this many times
+# (about 7 minutes): an outage loses no mark, and a mark that can never be written stops blocking the rest.
+MARK_TRIES = 20
+STOP_WAIT = 5.0  # at a stop, status writes the database refuses are tried again for this long
+IN_FLIGHT_WAIT = 60.0  # a sender stopped by an error waits this long for its sends under way
 # The outbox row being delivered, for transports that record per-message facts (the Zalo OA's rung and cost).
 CURRENT_MESSAGE: contextvars.ContextVar[int | None] = contextvars.ContextVar("outbox_message", default=None)
 # Parts of a long message (sent as several platform messages) that an earlier try already delivered on
@@ -137,7 +142,9 @@ class OutboxSender:
         self._paused_until = 0.0
         self._in_flight: set[asyncio.Task] = set()
         self._stop = asyncio.Event()
-        self._marks: list[tuple[Callable, tuple, asyncio.Future]] = []
+        self._marks: list[_Mark] = []
+        self._mark_failures = 0  # status writes refused in a row (the next waits the longer)
+        self._claim_failures = 0  # claims refused in a row
         self._marks_waiting = asyncio.Event()
         self._marks_since = 0.0  # when the oldest waiting mark came
         self._flushing = 0  # status writes under way
@@ -155,6 +162,7 @@ class OutboxSender:
         batch: deque[OutboxSender._Job] = deque()  # claimed, not yet started
         claiming: asyncio.Future | None = None  # the next claim, taken while the rows in hand are sent
         drained = False  # the last claim found nothing: the next waits until the rows in hand are started
+        claim_after = 0.0  # after a refused claim, the next waits until then
         try:
             while not self._stop.is_set():
                 now_mono = time.monotonic()
@@ -169,7 +177,10 @@ class OutboxSender:
                     continue
                 size = max(1, min(MAX_CLAIM, math.ceil(rate * CLAIM_SECONDS)))
                 if claiming is not None and claiming.done():
-                    claimed, claiming = claiming.result(), None
+                    claimed, claiming = self._claimed(claiming), None
+                    if claimed is None:  # the database refused: what is in hand goes on, claims wait
+                        claim_after = now_mono + _backoff(self._claim_failures)
+                        claimed = []
                     drained = not claimed
                     if claimed:
                         batch.extend(claimed)
@@ -182,7 +193,11 @@ class OutboxSender:
                             break  # nothing due, or only what pacing keeps another sender's for now
                         await self._idle()
                         continue
-                if claiming is None and (not batch or (not drained and len(batch) <= size // 2)):
+                if claiming is None and now_mono < claim_after:
+                    if not batch:
+                        await self._idle(claim_after - now_mono)
+                        continue
+                elif claiming is None and (not batch or (not drained and len(batch) <= size // 2)):
                     # the next second's rows are claimed while these are sent: the sends never wait for a claim
                     now = self.clock()
                     claiming = asyncio.ensure_future(asyncio.to_thread(self._claim, now, size, self._purposes(now)))
@@ -195,7 +210,7 @@ class OutboxSender:
                     # queue, where the claim leaves them until morning
                     held = [job.id for job in batch if job.purpose not in allowed]
                     batch = deque(job for job in batch if job.purpose in allowed)
-                    await asyncio.to_thread(self._release, held)
+                    self._mark_later(queue.release, self.worker, held)
                     log.info("outbox: quiet hours: %d message(s) in hand go back to the queue", len(held))
                     continue
                 room = self.max_in_flight - len(self._in_flight) - self._starting
@@ -213,11 +228,13 @@ class OutboxSender:
                 claimed = (await asyncio.gather(claiming, return_exceptions=True))[0]
                 batch.extend(claimed if isinstance(claimed, list) else ())
             if batch:  # stopped with rows in hand: back to the queue at once
-                await asyncio.to_thread(self._release, [job.id for job in batch])
+                self._mark_later(queue.release, self.worker, [job.id for job in batch])
+            if self._in_flight:  # left by an error: their outcome is written before the lease goes
+                await asyncio.wait(list(self._in_flight), timeout=IN_FLIGHT_WAIT)
             beating.cancel()
             flusher.cancel()
             await asyncio.gather(beating, flusher, return_exceptions=True)
-            await self._apply_marks()
+            await self._write_last_marks()
             await asyncio.to_thread(self._leave)
         return self.stats
 
@@ -240,7 +257,7 @@ class OutboxSender:
             mine = await self._mark_sending(jobs)
         except Exception:  # noqa: BLE001 - the database failed: nothing was sent, put the rows back
             log.exception("outbox: could not mark %d message(s) as sending; they go back to the queue", len(jobs))
-            await asyncio.to_thread(self._release, [job.id for job in jobs])
+            self._mark_later(queue.release, self.worker, [job.id for job in jobs])
             return
         finally:
             self._starting -= len(jobs)
@@ -287,18 +304,26 @@ class OutboxSender:
         with self.db.session() as s:
             queue.leave(s, self.worker)
 
-    def _release(self, ids: list[int]) -> None:
-        with self.db.session() as s:
-            queue.release(s, self.worker, ids)
-
     def stop(self) -> None:
         self._stop.set()
 
-    async def _idle(self) -> None:
+    async def _idle(self, seconds: float | None = None) -> None:
         try:
-            await asyncio.wait_for(self._stop.wait(), timeout=self.idle_poll)
+            await asyncio.wait_for(self._stop.wait(), timeout=self.idle_poll if seconds is None else seconds)
         except asyncio.TimeoutError:
             pass
+
+    def _claimed(self, claiming: asyncio.Future) -> list[_Job] | None:
+        """The claim's rows, or None when the database refused it (logged; the sender goes on)."""
+        try:
+            claimed = claiming.result()
+        except Exception:  # noqa: BLE001 - a busy or unreachable database must not stop the sends in hand
+            self._claim_failures += 1
+            log.exception("outbox: could not claim messages (%d time(s) in a row); trying again shortly",
+                          self._claim_failures)
+            return None
+        self._claim_failures = 0
+        return claimed
 
     # -- one message ------------------------------------------------------------------------------
     @dataclass
@@ -459,7 +484,7 @@ class OutboxSender:
         done.add_done_callback(_consume_exception)
         if not self._marks:
             self._marks_since = time.monotonic()
-        self._marks.append((fn, args, done))
+        self._marks.append(_Mark(fn, args, done))
         self._marks_waiting.set()
         return done
 
@@ -473,9 +498,25 @@ class OutboxSender:
                 await asyncio.sleep(wait)
             await self._apply_marks()
 
+    async def _write_last_marks(self) -> None:
+        """At a stop: the waiting status changes, tried again for STOP_WAIT while the database refuses.
+        What is still unwritten then is settled by the other senders once this one's lease runs out
+        (a claimed row back to the queue, one in flight ``uncertain``: never sent twice)."""
+        give_up = time.monotonic() + STOP_WAIT
+        await self._apply_marks()
+        while self._marks and time.monotonic() < give_up:
+            await asyncio.sleep(min(_backoff(self._mark_failures), max(0.0, give_up - time.monotonic())))
+            await self._apply_marks()
+        for mark in self._marks:
+            if not mark.done.done():
+                mark.done.set_exception(RuntimeError("the sender stopped before the database took this status"))
+        self._marks = []
+
     async def _apply_marks(self, sending: list[tuple[int, str, datetime]] | None = None) -> set[tuple[int, datetime]]:
         """Write the waiting status changes, and ``sending`` for ``sending`` (id, channel, claim stamp) about
-        to be sent, in one transaction; returns the (id, claim stamp) of those still this sender's."""
+        to be sent, in one transaction; returns the (id, claim stamp) of those still this sender's. When the
+        database refuses, the status changes wait for a later try (raised only for ``sending``: nothing of
+        those has left, the caller puts them back)."""
         batch, self._marks = self._marks, []
         self._marks_waiting.clear()
         if not batch and not sending:
@@ -492,43 +533,75 @@ class OutboxSender:
 
         try:
             results, mine = await asyncio.to_thread(work)
-        except Exception as exc:  # noqa: BLE001 - every waiting send must learn of it
-            for *_, done in batch:
-                if not done.done():
-                    done.set_exception(exc)
+        except Exception as exc:  # noqa: BLE001 - kept for a later try; a mark never written ends in the end
+            self._keep_for_later(batch, exc)
             if sending:
                 raise
             return set()
         finally:
             self._flushing -= 1
-        for (*_, done), result in zip(batch, results):
-            if not done.done():
-                done.set_result(result)
+        self._mark_failures = 0
+        for mark, result in zip(batch, results):
+            if not mark.done.done():
+                mark.done.set_result(result)
         return mine
+
+    def _keep_for_later(self, batch: list[_Mark], exc: Exception) -> None:
+        """Status changes the database refused go back before those that came since, tried again after a
+        growing pause; one refused MARK_TRIES times is given up (its send learns of it; the row is settled
+        as a stopped sender's at the next start), so that one bad change cannot hold up every other."""
+        self._mark_failures += 1
+        kept = []
+        for mark in batch:
+            mark.tries += 1
+            if mark.tries < MARK_TRIES:
+                kept.append(mark)
+            elif not mark.done.done():
+                mark.done.set_exception(exc)
+        log.error("outbox: the database refused %d status change(s) (%d time(s) in a row): %s; %d kept for "
+                  "another try", len(batch), self._mark_failures, exc, len(kept))
+        if kept:
+            self._marks = kept + self._marks
+            self._marks_since = time.monotonic() + _backoff(self._mark_failures) - MARK_DELAY
+            self._marks_waiting.set()
+
+
+@dataclass(slots=True)
+class _Mark:
+    """A status change waiting to be written (``fn(session, *args)``), and the send that awaits it."""
+    fn: Callable
+    args: tuple
+    done: asyncio.Future
+    tries: int = 0  # times the database refused it
+
+
+def _backoff(failures: int) -> float:
+    """Seconds before the next try after ``failures`` refusals in a row: 0.25 s doubling, at most 30 s."""
+    return min(30.0, 0.25 * 2 ** max(0, failures - 1))
 
 
 def _consume_exception(done: asyncio.Future) -> None:
-    """A mark nobody awaits (``sent``) that failed: logged; the row stays ``sending`` and becomes
-    ``uncertain`` if its sender stops, never sent twice."""
+    """A mark nobody awaits (``sent``) given up: logged; the row stays ``sending`` and becomes
+    ``uncertain`` when its sender stops, never sent twice."""
     if not done.cancelled() and done.exception() is not None:
         log.error("outbox: could not record a status", exc_info=done.exception())
 
 
-def _apply_in_batches(s, batch: list[tuple[Callable, tuple, asyncio.Future]], worker: str) -> list:
+def _apply_in_batches(s, batch: list[_Mark], worker: str) -> list:
     """The results of ``fn(s, *args)`` for each mark, with the two frequent kinds (``sending``,
     ``sent``) written one statement each for the whole batch (one row appears once in a batch:
     each send awaits its mark before the next)."""
     results: list = [None] * len(batch)
-    sending = [(i, args) for i, (fn, args, _) in enumerate(batch)
-               if fn is queue.mark_sending and args[2] == worker and args[3] is not None]
+    sending = [(i, m.args) for i, m in enumerate(batch)
+               if m.fn is queue.mark_sending and m.args[2] == worker and m.args[3] is not None]
     mine = (queue.mark_sending_many(s, [(oid, channel, at) for _, (oid, channel, _w, at) in sending], worker)
             if sending else set())
     for i, (oid, _channel, _w, at) in sending:
         results[i] = (oid, at) in mine
-    sent = {i for i, (fn, args, _) in enumerate(batch) if fn is queue.mark_sent and args[3] is not None}
-    queue.mark_sent_many(s, [batch[i][1] for i in sent])
+    sent = {i for i, m in enumerate(batch) if m.fn is queue.mark_sent and m.args[3] is not None}
+    queue.mark_sent_many(s, [batch[i].args for i in sent])
     batched = {i for i, _ in sending} | sent
-    for i, (fn, args, _) in enumerate(batch):
+    for i, m in enumerate(batch):
         if i not in batched:
-            results[i] = fn(s, *args)
+            results[i] = m.fn(s, *m.args)
     return results
