@@ -141,7 +141,10 @@ def test_zns_is_kept_for_the_last_48_hours_before_the_deadline(province, oa_emul
         day.stop()
 
 
-def test_zns_waits_for_the_morning_outside_its_hours(province, oa_emulator, oa_invite):
+def test_zns_waits_for_the_morning_outside_its_hours_and_goes_then_however_long_the_night(
+        province, oa_emulator, oa_invite):
+    """Waiting for 06:00 is not a failed try: the reminder is not given up after the sender's retries (the
+    quiet hours may allow sending at 23:00, ZNS does not) and goes at 06:00."""
     night = Day(province, oa_emulator, hour=23)
     try:
         silent = oa_link(oa_emulator, oa_invite, "DV004", "oa-4", phone="84370089645")
@@ -151,6 +154,15 @@ def test_zns_waits_for_the_morning_outside_its_hours(province, oa_emulator, oa_i
         with province.session() as s:
             row = s.scalar(select(OutboxMessage))
         assert row.status == "pending" and "06:00" in row.error and oa_emulator.zns == []
+        assert row.attempts == 0
+        morning = (night.now().astimezone(TZ) + timedelta(days=1)).replace(hour=6, minute=0, second=0, microsecond=0)
+        assert abs((row.not_before.replace(tzinfo=timezone.utc) - morning).total_seconds()) < 1
+        night.shift += timedelta(hours=7)  # 06:00 the next morning
+        oa_emulator.travel(7 * 3600)
+        night.send()
+        with province.session() as s:
+            assert s.scalar(select(OutboxMessage.status)) == "sent"
+        assert len(oa_emulator.zns) == 1
     finally:
         night.stop()
 
@@ -175,6 +187,24 @@ def test_the_budget_warns_at_80_percent_and_refuses_a_reminder_round_that_cannot
         assert "nâng ngân sách, hoặc đồng chí nhắc trực tiếp" in refused
         with province.session() as s:
             assert s.scalar(select(OutboxMessage).where(OutboxMessage.member_id == day.member_id("DV003"))) is None
+    finally:
+        day.stop()
+
+
+def test_reminders_sent_together_never_spend_past_the_monthly_budget(province, oa_emulator, oa_invite):
+    """Five ZNS reminders in flight together (enqueued before the budget was lowered) and 650 đ for the month:
+    two go by ZNS; the others, which the budget cannot pay, go to the secretary's call list instead of each
+    counting the same đồng left as theirs."""
+    day = Day(province, oa_emulator, monthly_budget=650)
+    codes = ["DV002", "DV003", "DV004", "DV005", "DV006"]
+    try:
+        for n, code in enumerate(codes):
+            day.age(oa_link(oa_emulator, oa_invite, code, f"oa-{n}", phone=f"09123456{n:02d}"), 240)
+        day.enqueue("remind", codes)
+        day.send()
+        assert len(oa_emulator.zns) == 2
+        assert sorted(rung for rung, _cost in day.rungs().values()) == ["call_list"] * 3 + ["zns"] * 2
+        assert day.process.budget().used(day.now()) == 600
     finally:
         day.stop()
 

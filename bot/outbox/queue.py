@@ -433,11 +433,12 @@ def mark_dropped(session: Session, oid: int, reason: str, claimed_at: datetime |
 
 
 def retry_later(session: Session, oid: int, at: datetime, reason: str, parts_sent: int | None = None,
-                claimed_at: datetime | None = None) -> None:
+                claimed_at: datetime | None = None, failed_try: bool = True) -> None:
     """Back to the queue for ``at``; ``parts_sent``: the parts of a long message delivered on the row's
-    ``channel`` before the failure (the retry sends the rest)."""
+    ``channel`` before the failure (the retry sends the rest); ``failed_try``: counts toward giving up
+    (not for a message that only has to wait for its channel's hours)."""
     _run(session, update(OutboxMessage).where(held(oid, claimed_at)).values(
-        status="pending", not_before=at, attempts=OutboxMessage.attempts + 1, error=reason[:500],
+        status="pending", not_before=at, attempts=OutboxMessage.attempts + int(failed_try), error=reason[:500],
         claimed_by=None, claimed_at=None, parts_sent=parts_sent or None))
 
 

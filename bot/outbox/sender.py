@@ -80,8 +80,9 @@ async def request_may_leave() -> None:
 
 class SendError(Exception):
     """Why a send failed: ``retry_after`` (429), ``transient`` (network, 5xx), ``permanent``, ``uncertain``
-    (the request left but no answer came: it may have been delivered, so it is never sent again), or
-    ``taken_over`` (another sender has the message: nothing was sent here)."""
+    (the request left but no answer came: it may have been delivered, so it is never sent again),
+    ``taken_over`` (another sender has the message: nothing was sent here), or ``not_yet`` (it may go
+    ``retry_after`` seconds from now, e.g. when a channel's sending hours begin: not a failed try)."""
 
     def __init__(self, kind: str, reason: str, retry_after: float | None = None, parts_done: int = 0):
         super().__init__(reason)
@@ -460,6 +461,11 @@ class OutboxSender:
             await asyncio.sleep(ready - now)
 
     async def _retry(self, job: _Job, exc: SendError) -> None:
+        if exc.kind == "not_yet":
+            await self._mark(queue.retry_later, job.id, self.clock() + timedelta(seconds=exc.retry_after or 60),
+                             exc.reason, exc.parts_done, job.claimed_at, False)
+            self.stats.retried += 1
+            return
         if exc.kind == "retry_after":
             wait = float(exc.retry_after or 1)
             self._paused_until = max(self._paused_until, time.monotonic() + wait)

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from sqlalchemy import select
@@ -50,6 +50,7 @@ class OATransport:
         self.prices = budget.prices
         self._lock = asyncio.Lock()
         self._next = 0.0
+        self._held = 0  # đồng this process's sends under way may cost, not recorded yet (``_reserve``)
 
     async def _pace(self) -> None:
         """Zalo publishes no per-second limit (UNCONFIRMED): a conservative steady rate. Then the message is in
@@ -76,9 +77,27 @@ class OATransport:
             return _Target(contact, member.phone if member else None, member.full_name if member else "",
                            row[0] if row else None, row[1] if row else None)
 
-    def _afford(self, rung: str, now: datetime, messages: int) -> bool:
+    def _spent(self, now: datetime) -> int:
         with self.budget.db.session() as s:
-            return self.budget.allows(s, cost_of(rung, self.prices) * messages, now)
+            return self.budget.spent(s, now)
+
+    async def _reserve(self, rung: str, now: datetime, messages: int) -> int | None:
+        """The cost of ``messages`` of ``rung``, held against the month's budget until ``_release``; None
+        when the budget cannot pay it. Sends under way in this process count as spent: the check and the
+        hold happen with no pause between them, so concurrent sends cannot each take the same last đồng
+        (several processes can still, each by at most one send's cost)."""
+        cost = cost_of(rung, self.prices) * messages
+        if not cost or not self.budget.monthly:
+            return cost
+        spent = await asyncio.to_thread(self._spent, now)
+        if spent + self._held + cost > self.budget.monthly:
+            return None
+        self._held += cost
+        return cost
+
+    def _release(self, held: int | None) -> None:
+        if held and self.budget.monthly:
+            self._held -= held
 
     def _record(self, outbox_id: int | None, external_id: str, rung: str, now: datetime, messages: int = 1) -> None:
         with self.budget.db.session() as s:
@@ -116,13 +135,23 @@ class OATransport:
                     continue
                 rest = messages[ahead:]
                 count = 1 if candidate == "zns" else len(rest)  # ZNS: one template message
-                if not await asyncio.to_thread(self._afford, candidate, now, count):
+                held = await self._reserve(candidate, now, count)
+                if held is None:
                     log.warning("Zalo OA: the monthly budget cannot pay a %s message to %s; next rung",
                                 candidate, external_id)
                     continue
-                sent = await self._send(candidate, external_id, reply, rest, target, outbox_id)
-                if sent:  # each part on the rung it went by, paid once
-                    await self._record_sent(outbox_id, external_id, candidate, now, sent)
+                try:
+                    sent = await self._send(candidate, external_id, reply, rest, target, outbox_id)
+                except OAError as exc:
+                    exc.sent = getattr(exc, "parts_done", 0) + exc.maybe_delivered  # no answer: most likely it went
+                    if exc.sent:  # the parts that reached the member are paid for, whatever happens to the rest
+                        await self._record_sent(outbox_id, external_id, candidate, now, exc.sent)
+                    raise
+                else:
+                    if sent:  # each part on the rung it went by, paid once
+                        await self._record_sent(outbox_id, external_id, candidate, now, sent)
+                finally:  # recorded (or failed): the month's spending counts it, or it cost nothing
+                    self._release(held)
                 if candidate == "zns" or sent == len(rest):
                     return
                 ahead += sent  # the rest climbs on
@@ -130,11 +159,8 @@ class OATransport:
             raise SendError("permanent", exc.description) from None
         except SendError as exc:  # e.g. ZNS outside its hours: the parts already delivered stay delivered
             raise after_parts(exc, skip + ahead) from None
-        except OAError as exc:
-            sent = getattr(exc, "parts_done", 0) + exc.maybe_delivered  # no answer: most likely it went
-            if sent:  # the parts that reached the member are paid for, whatever happens to the rest
-                await self._record_sent(outbox_id, external_id, candidate, now, sent)
-            done = skip + ahead + sent
+        except OAError as exc:  # from ``_send``, its delivered parts recorded there
+            done = skip + ahead + exc.sent
             if exc.maybe_delivered:  # as on Telegram and the Zalo bot: never sent, nor paid for, twice
                 raise unanswered(str(exc), done - 1, done if candidate == "zns" else skip + len(messages)) \
                     from None
@@ -182,9 +208,9 @@ class OATransport:
         from bot.outbox.sender import SendError
 
         if rung == "zns":
-            hour = now_local_hour(self.clock(), self.budget.tz)
-            if not ZNS_HOURS[0] <= hour < ZNS_HOURS[1]:
-                raise SendError("transient", "zalo_oa: ZNS is sent from 06:00 to 21:59 only")
+            wait = until_zns_hours(self.clock(), self.budget.tz)
+            if wait:
+                raise SendError("not_yet", "zalo_oa: ZNS is sent from 06:00 to 21:59 only", retry_after=wait)
             await self._pace()
             phone = (normalize_phone(target.phone or "") or "").lstrip("+")  # 84…
             # Template parameters as the approved template names them (UNCONFIRMED: set when approving it).
@@ -205,5 +231,12 @@ class OATransport:
         return len(messages)
 
 
-def now_local_hour(now: datetime, tz) -> int:
-    return now.astimezone(tz).hour
+def until_zns_hours(now: datetime, tz) -> float:
+    """Seconds from ``now`` until ZNS may be sent (06:00-21:59 local time): 0 within those hours."""
+    here = now.astimezone(tz)
+    if ZNS_HOURS[0] <= here.hour < ZNS_HOURS[1]:
+        return 0.0
+    opens = here.replace(hour=ZNS_HOURS[0], minute=0, second=0, microsecond=0)
+    if here.hour >= ZNS_HOURS[1]:
+        opens = (here + timedelta(days=1)).replace(hour=ZNS_HOURS[0], minute=0, second=0, microsecond=0)
+    return (opens - here).total_seconds()
