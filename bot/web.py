@@ -1,8 +1,9 @@
 """The product's own web server (starlette, served by uvicorn inside ``hoctap run``).
 
 - ``POST /zalo/webhook``: the default Zalo bot's webhook; ``POST /zalo/<bot id>/webhook``: a branch
-  bot's (``bot/channels/zalo/fleet.py``; an unknown bot gets 404, a wrong secret 403). The ``X-Bot-Api-Secret-Token`` header is compared in
-  constant time and a wrong one is refused (403) before the body is read. Both body shapes are
+  bot's (``bot/channels/zalo/fleet.py``; an unknown bot gets the same 403 as a wrong secret). The
+  ``X-Bot-Api-Secret-Token`` header is compared in constant time and a wrong one is refused (403) before
+  the body is read. Both body shapes are
   accepted (``{ok, result: {event_name, message}}`` and a bare ``{event_name, message}``); an empty
   probe gets 200, a body that is not a well-formed update 400. The answer is immediate: the update is
   handled in the background, idempotently (``message_id`` is recorded with the work).
@@ -183,15 +184,14 @@ def zalo_webhook_route(zalo, webhook_secret: str | None) -> Route:
 
 
 def fleet_webhook_route(fleet) -> Route:
-    """``POST /zalo/<bot id>/webhook`` for the branches' bots (``ZaloFleet``): 404 for an unknown bot."""
+    """``POST /zalo/<bot id>/webhook`` for the branches' bots (``ZaloFleet``): an unknown bot is refused as a
+    wrong secret is (one 403 for both, so that a stranger cannot learn which bot ids are registered)."""
 
     async def bot_webhook(request: Request) -> Response:
         bot = await fleet.bot(request.path_params["bot_id"]) if fleet is not None else None
         if bot is None and _starting(request):
             return _try_again()
-        if bot is None or bot.mode != "webhook":
-            return JSONResponse({"ok": False, "description": "Not found"}, status_code=404)
-        if not _secret_ok(request, bot.secret):
+        if bot is None or bot.mode != "webhook" or not _secret_ok(request, bot.secret):
             return JSONResponse({"ok": False, "description": "Forbidden"}, status_code=403)
         return await _zalo_update(request, bot.channel.take)
 
