@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 from bot.channels.zalo.client import ZaloClient, ZaloError, backoff
 from bot.channels.zalo.quota import ZaloQuota
-from bot.channels.zalo.mentions import mentions, strip_mention
+from bot.channels.zalo.mentions import strip_mention
 from bot.channels.zalo.rendering import Outgoing, render
 from bot.channels.zalo.updates import in_group
 from bot.domain.replies import Outcome, Reply
@@ -148,9 +148,11 @@ class ZaloChannel:
         return None
 
     async def _group(self, chat_id: str, sender: dict, message: dict, event: str, key: str, now: datetime) -> None:
-        """In a group: answer only a mention, never with anyone's results; point to a private chat."""
+        """In a group: never anyone's results; point to a private chat. Zalo gives the bot only the group
+        messages that mention it or reply to one of its own (a reply carries no mention, and the update does not
+        say what it replies to): each is answered, and a link code in it voided."""
         text = str(message.get("text") or "")
-        if event != EVENT_TEXT or (self.bot_names and not mentions(text, self.bot_names)):
+        if event != EVENT_TEXT:
             return
         if not await asyncio.to_thread(self.service.first_time, key, now):
             return

@@ -135,7 +135,7 @@ class ZaloRuntime:
         self._name = names[0] if names else "(no name)"
         if not (o.bot_name or me.get("display_name") or me.get("name")):
             log.info("Zalo: set zalo.bot_name to the name the Zalo app shows for the bot, so that group "
-                     "mentions of it are recognised (now only @%s)", me.get("account_name"))
+                     "mentions of it are read apart from what members say (now only @%s)", me.get("account_name"))
         self.channel = BotChannel(self.service, self.client, default_name=self._name, default_link=o.share_link,
                                   bot_names=names, share_link=o.share_link, shelf=shelf, quota=self.quota,
                                   clock=self.clock, inbox=Inbox(self.service.db, "zalo", self.service.traits.name))
