@@ -93,8 +93,10 @@ def test_three_processes_share_a_broadcast_at_the_global_rate_and_a_kill_loses_o
     assert set(status.values()) <= {"sent", "uncertain"}
     assert all(per_user[mid] == 1 for mid, st in status.items() if st == "sent")
     assert len(senders) == 3  # every process sent part of it
-    busiest = max(n1 - n0 for t0, n0 in samples for t1, n1 in samples if 0 <= t1 - t0 <= 2.0)
-    assert busiest <= 2 * RATE + 10, busiest  # the rate is the three processes' together, not each one's
+    # the rate is the three processes' together, not each one's (that would be 3 × RATE): over 4 s, so that
+    # answers the emulator held back while two cores ran everything and then gave at once do not count as a burst
+    busiest = max(n1 - n0 for t0, n0 in samples for t1, n1 in samples if 0 <= t1 - t0 <= 4.0)
+    assert busiest <= 4 * RATE + 20, busiest
     assert all("Traceback" not in log for log in survivors), survivors
 
 
