@@ -120,6 +120,34 @@ def test_an_announcement_waiting_for_the_morning_names_the_deadline_moved_overni
         assert "15/12/2026" not in texts[0]
 
 
+def test_a_deadline_moved_while_the_scheduler_tick_runs_is_the_one_the_announcement_names(
+        province, emulator, branch, monkeypatch):
+    """The tick has read the round (deadline 15/12) when a cadre extends it to 20/12, before the announcement's
+    job runs: the job does not queue the old deadline; the next tick announces the new one, once each."""
+    from bot.scheduling import due
+    from bot.services.rounds import extend_round
+
+    round_id, users = branch
+    real_once, extended = due._once, []
+
+    def extended_first(db, key, *args, **kwargs):  # the cadre's extension lands between the read and the job
+        if not extended:
+            extended.append(key)
+            with province.session() as s:
+                extend_round(s, round_id, local("2026-12-20 21:00"), local("2026-12-01 07:00"), TZ)
+        return real_once(db, key, *args, **kwargs)
+
+    monkeypatch.setattr(due, "_once", extended_first)
+    first = run_due(province, local("2026-12-01 07:00"), Schedule())
+    assert extended == [f"announce:{round_id}"]
+    second = run_due(province, local("2026-12-01 07:00") + timedelta(seconds=15), Schedule())
+    assert f"announce:{round_id}: 9 message(s)" in first.jobs + second.jobs
+    assert deliver(province, emulator, local("2026-12-01 07:01")).sent == 9
+    for user in users.values():
+        texts = received(user)
+        assert len(texts) == 1 and "trước 21:00 ngày 20/12/2026" in texts[0], texts
+
+
 def test_announcements_a_sender_holds_when_the_deadline_moves_go_back_to_the_queue_and_out_reworded(
         province, emulator, branch):
     """A sender has claimed the announcements (their text read) when the round is extended: it may not send them
@@ -673,6 +701,53 @@ def test_a_claim_the_database_refused_does_not_stop_the_sender(province, emulato
     stats = deliver(province, emulator, local("2026-12-01 07:00"))
     assert len(calls) >= 2
     assert stats.sent == 9 and statuses(province) == {"sent": 9}
+    assert all(len(received(u)) == 1 for u in users.values())
+
+
+def test_a_sender_stopped_while_the_database_refuses_its_records_stops_within_seconds_and_sends_nothing_twice(
+        province, emulator, branch, monkeypatch):
+    """The database starts refusing every "sent" record after the first sends, then the process is asked to
+    stop: the sender stops a few seconds later (it does not wait minutes for a database that does not come
+    back); the messages it could not record are never sent again (they count as perhaps delivered) and the
+    rest go out from the next sender."""
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    from bot.outbox import queue
+    from bot.outbox.sender import STOP_WAIT
+
+    _round_id, users = branch
+    at = local("2026-12-01 07:00")
+    run_due(province, at, Schedule())
+    refusals = []
+
+    def refused(*args, **kwargs):
+        refusals.append(1)
+        raise OperationalError("UPDATE outbox_messages", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(queue, "mark_sent_many", refused)
+
+    async def stop_once_refused():
+        async with Bot(emulator.token, base_url=emulator.base_url) as bot, TelegramTransport(bot) as transport:
+            sender = OutboxSender(province, {"telegram": transport}, clock=lambda: at, rate=200, per_chat_interval=0)
+            running = asyncio.create_task(sender.run())
+            while not refusals and not running.done():
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.5)
+            sender.stop()
+            asked = time.monotonic()
+            await running
+            return time.monotonic() - asked
+
+    took = asyncio.run(stop_once_refused())
+    assert took < STOP_WAIT + 3, took
+    first = sum(len(received(u)) for u in users.values())
+    monkeypatch.undo()
+    assert 1 <= first < 9
+    # a later sender (the stopped one's lease has run out): what went unrecorded is not sent again
+    assert deliver(province, emulator, at + timedelta(minutes=5)).sent == 9 - first
+    assert statuses(province) == {"uncertain": first, "sent": 9 - first}
     assert all(len(received(u)) == 1 for u in users.values())
 
 

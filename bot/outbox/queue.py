@@ -304,13 +304,16 @@ def leave(session: Session, worker: str) -> None:
     _run(session, delete(Lease).where(Lease.name == SENDER_LEASE + worker))
 
 
-def release(session: Session, worker: str, ids: list[int]) -> int:
-    """Put back rows this worker claimed but did not start (a sender stopping with a batch in hand)."""
-    if not ids:
-        return 0
-    return _run(session, update(OutboxMessage).where(
-        OutboxMessage.id.in_(ids), OutboxMessage.claimed_by == worker, by_key_only(OutboxMessage.status) == "claimed")
-        .values(status="pending", claimed_by=None, claimed_at=None)).rowcount
+def release(session: Session, worker: str, items: list[tuple[int, datetime]]) -> int:
+    """Put back rows this worker claimed but did not start (a sender stopping with a batch in hand), each
+    (id, claim stamp) only while it is still that claim (not one made since, of the row put back meanwhile)."""
+    by_stamp: dict[datetime, list[int]] = {}
+    for oid, claimed_at in items:
+        by_stamp.setdefault(claimed_at, []).append(oid)
+    return sum(_run(session, update(OutboxMessage).where(
+        OutboxMessage.id.in_(ids), OutboxMessage.claimed_by == worker, OutboxMessage.claimed_at == claimed_at,
+        by_key_only(OutboxMessage.status) == "claimed")
+        .values(status="pending", claimed_by=None, claimed_at=None)).rowcount for claimed_at, ids in by_stamp.items())
 
 
 def _run(session: Session, stmt):

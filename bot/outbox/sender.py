@@ -144,10 +144,10 @@ class OutboxSender:
         self._in_flight: set[asyncio.Task] = set()
         self._stop = asyncio.Event()
         self._marks: list[_Mark] = []
-        self._mark_failures = 0  # status writes refused in a row (the next waits the longer)
-        self._claim_failures = 0  # claims refused in a row
         self._marks_waiting = asyncio.Event()
-        self._marks_since = 0.0  # when the oldest waiting mark came
+        self._closing = False  # run() is ending: the flusher leaves the last writes to ``_write_last_marks``
+        self._stopping_at: float | None = None  # when run() began to stop (refused marks are given up soon after)
+        self._claim_failures = 0  # claims refused in a row
         self._flushing = 0  # status writes under way
         self._starting = 0  # sends of groups still being marked ``sending``
         self._tick = TICK
@@ -179,7 +179,8 @@ class OutboxSender:
                 size = max(1, min(MAX_CLAIM, math.ceil(rate * CLAIM_SECONDS)))
                 if claiming is not None and claiming.done():
                     claimed, claiming = self._claimed(claiming), None
-                    if claimed is None:  # the database refused: what is in hand goes on, claims wait
+                    refused = claimed is None
+                    if refused:  # the database refused: what is in hand goes on, claims wait
                         claim_after = now_mono + _backoff(self._claim_failures)
                         claimed = []
                     drained = not claimed
@@ -188,7 +189,8 @@ class OutboxSender:
                         worked = now_mono
                     elif not batch:
                         now = self.clock()
-                        if (until_idle and not self._in_flight and not self._marks and not self._flushing
+                        if (until_idle and not refused and not self._in_flight and not self._marks
+                                and not self._flushing
                                 and not (now_mono - worked < self.per_chat_interval + 2
                                          and await asyncio.to_thread(self._any_due, now, self._purposes(now)))):
                             break  # nothing due, or only what pacing keeps another sender's for now
@@ -209,7 +211,7 @@ class OutboxSender:
                 if allowed is not None and any(job.purpose not in allowed for job in batch):
                     # quiet hours began while these were in hand (or during a flood-control wait): back to the
                     # queue, where the claim leaves them until morning
-                    held = [job.id for job in batch if job.purpose not in allowed]
+                    held = [(job.id, job.claimed_at) for job in batch if job.purpose not in allowed]
                     batch = deque(job for job in batch if job.purpose in allowed)
                     self._mark_later(queue.release, self.worker, held)
                     log.info("outbox: quiet hours: %d message(s) in hand go back to the queue", len(held))
@@ -222,22 +224,36 @@ class OutboxSender:
                 tokens -= len(jobs)
                 self._starting += len(jobs)
                 self._track(self._start_group(jobs))  # the next group need not wait for this one's write
-            while self._in_flight:  # a group's task starts its sends: wait for those too
-                await asyncio.gather(*list(self._in_flight), return_exceptions=True)
         finally:
+            self._stopping_at = time.monotonic()
+            for mark in self._marks:  # a refused change waiting its pause is tried once more before STOP_WAIT
+                mark.due = min(mark.due, self._stopping_at + STOP_WAIT)
+            self._marks_waiting.set()
             if claiming is not None:  # also when cancelled: the claim's thread runs to its end
                 claimed = (await asyncio.gather(claiming, return_exceptions=True))[0]
                 batch.extend(claimed if isinstance(claimed, list) else ())
             if batch:  # stopped with rows in hand: back to the queue at once
-                self._mark_later(queue.release, self.worker, [job.id for job in batch])
-            if self._in_flight:  # left by an error: their outcome is written before the lease goes
-                await asyncio.wait(list(self._in_flight), timeout=IN_FLIGHT_WAIT)
+                self._mark_later(queue.release, self.worker, [(job.id, job.claimed_at) for job in batch])
+            await self._settle_in_flight()
             beating.cancel()
-            flusher.cancel()
+            self._closing = True  # the flusher ends after its write under way (never cancelled half-way)
+            self._marks_waiting.set()
             await asyncio.gather(beating, flusher, return_exceptions=True)
             await self._write_last_marks()
             await asyncio.to_thread(self._leave)
         return self.stats
+
+    async def _settle_in_flight(self) -> None:
+        """At a stop: the sends under way finish and have their outcome written (a group's task starts
+        further sends: waited for too). Any still running after IN_FLIGHT_WAIT are cancelled: their rows are
+        settled as a stopped sender's (claimed: back to the queue; sending: uncertain)."""
+        give_up = time.monotonic() + IN_FLIGHT_WAIT
+        while self._in_flight and (left := give_up - time.monotonic()) > 0:
+            await asyncio.wait(list(self._in_flight), timeout=left)
+        for task in list(self._in_flight):
+            task.cancel()
+        if self._in_flight:
+            await asyncio.gather(*list(self._in_flight), return_exceptions=True)
 
     def _purposes(self, now: datetime) -> tuple[str, ...] | None:
         """In quiet hours only replies to members' own actions go out (held back by flood control)."""
@@ -258,7 +274,7 @@ class OutboxSender:
             mine = await self._mark_sending(jobs)
         except Exception:  # noqa: BLE001 - the database failed: nothing was sent, put the rows back
             log.exception("outbox: could not mark %d message(s) as sending; they go back to the queue", len(jobs))
-            self._mark_later(queue.release, self.worker, [job.id for job in jobs])
+            self._mark_later(queue.release, self.worker, [(job.id, job.claimed_at) for job in jobs])
             return
         finally:
             self._starting -= len(jobs)
@@ -309,9 +325,10 @@ class OutboxSender:
         self._stop.set()
 
     async def _idle(self, seconds: float | None = None) -> None:
-        try:
-            await asyncio.wait_for(self._stop.wait(), timeout=self.idle_poll if seconds is None else seconds)
-        except asyncio.TimeoutError:
+        try:  # asyncio.timeout, not wait_for: a cancel arriving as the wait ends is never swallowed
+            async with asyncio.timeout(self.idle_poll if seconds is None else seconds):
+                await self._stop.wait()
+        except TimeoutError:
             pass
 
     def _claimed(self, claiming: asyncio.Future) -> list[_Job] | None:
@@ -488,45 +505,50 @@ class OutboxSender:
     def _mark_later(self, fn, *args) -> asyncio.Future:
         done = asyncio.get_running_loop().create_future()
         done.add_done_callback(_consume_exception)
-        if not self._marks:
-            self._marks_since = time.monotonic()
-        self._marks.append(_Mark(fn, args, done))
+        self._marks.append(_Mark(fn, args, done, due=time.monotonic() + MARK_DELAY))
         self._marks_waiting.set()
         return done
 
     async def _flush_marks(self) -> None:
-        while True:
+        """Each status change is written with the next group's ``sending`` when that starts within MARK_DELAY
+        (groups are at most 80 ms apart from 250 messages/s on), else here when it is due: a kill leaves at most
+        MARK_DELAY of sends unrecorded (uncertain). One the database refused is due after its pause."""
+        while not self._closing:
             await self._marks_waiting.wait()
-            # written with the next group's ``sending`` when that starts within MARK_DELAY of the
-            # oldest waiting mark (groups are at most 80 ms apart from 250 messages/s on), else on
-            # their own: a kill leaves at most MARK_DELAY of sends unrecorded (uncertain)
-            while self._marks and (wait := self._marks_since + MARK_DELAY - time.monotonic()) > 0:
+            self._marks_waiting.clear()
+            while self._marks and not self._closing:
+                wait = min(m.due for m in self._marks) - time.monotonic()
+                if wait > 0:  # or sooner, for a new change due earlier
+                    try:
+                        async with asyncio.timeout(wait):
+                            await self._marks_waiting.wait()
+                    except TimeoutError:
+                        pass
+                    self._marks_waiting.clear()
+                    continue
+                await self._apply_marks()
+
+    async def _write_last_marks(self) -> None:
+        """At a stop: the waiting status changes, tried again while the database refuses until STOP_WAIT after
+        the stop began (``_keep_for_later`` gives them up then). What is still unwritten is settled by the other
+        senders once this one's lease runs out (a claimed row back to the queue, one in flight ``uncertain``:
+        never sent twice)."""
+        while self._marks:
+            wait = min(m.due for m in self._marks) - time.monotonic()
+            if wait > 0:
                 await asyncio.sleep(wait)
             await self._apply_marks()
 
-    async def _write_last_marks(self) -> None:
-        """At a stop: the waiting status changes, tried again for STOP_WAIT while the database refuses.
-        What is still unwritten then is settled by the other senders once this one's lease runs out
-        (a claimed row back to the queue, one in flight ``uncertain``: never sent twice)."""
-        give_up = time.monotonic() + STOP_WAIT
-        await self._apply_marks()
-        while self._marks and time.monotonic() < give_up:
-            await asyncio.sleep(min(_backoff(self._mark_failures), max(0.0, give_up - time.monotonic())))
-            await self._apply_marks()
-        for mark in self._marks:
-            if not mark.done.done():
-                mark.done.set_exception(RuntimeError("the sender stopped before the database took this status"))
-        self._marks = []
-
     async def _apply_marks(self, sending: list[tuple[int, str, datetime]] | None = None) -> set[tuple[int, datetime]]:
-        """Write the waiting status changes, and ``sending`` for ``sending`` (id, channel, claim stamp) about
-        to be sent, in one transaction; returns the (id, claim stamp) of those still this sender's. When the
-        database refuses, the status changes wait for a later try (raised only for ``sending``: nothing of
-        those has left, the caller puts them back)."""
-        batch, self._marks = self._marks, []
-        self._marks_waiting.clear()
+        """Write the waiting status changes (those the database refused before only once their pause is over),
+        and ``sending`` for ``sending`` (id, channel, claim stamp) about to be sent, in one transaction; returns
+        the (id, claim stamp) of those still this sender's. When the database refuses, the status changes wait
+        for a later try (raised only for ``sending``: nothing of those has left, the caller puts them back)."""
+        now = time.monotonic()
+        batch = [m for m in self._marks if not m.tries or m.due <= now]
         if not batch and not sending:
             return set()
+        self._marks = [m for m in self._marks if m.tries and m.due > now]
         self._flushing += 1
 
         def work():
@@ -546,29 +568,29 @@ class OutboxSender:
             return set()
         finally:
             self._flushing -= 1
-        self._mark_failures = 0
         for mark, result in zip(batch, results):
             if not mark.done.done():
                 mark.done.set_result(result)
         return mine
 
     def _keep_for_later(self, batch: list[_Mark], exc: Exception) -> None:
-        """Status changes the database refused go back before those that came since, tried again after a
-        growing pause; one refused MARK_TRIES times is given up (its send learns of it; the row is settled
-        as a stopped sender's at the next start), so that one bad change cannot hold up every other."""
-        self._mark_failures += 1
-        kept = []
+        """Status changes the database refused go back to the queue, each tried again after its own growing
+        pause (``_backoff``). One refused MARK_TRIES times, or once STOP_WAIT has passed since a stop began, is
+        given up (its send learns of it; the row is settled as a stopped sender's at the next start), so that
+        one bad change cannot hold up every other, nor a stop wait for a database that does not come back."""
+        now, kept = time.monotonic(), []
+        stop_by = self._stopping_at + STOP_WAIT if self._stopping_at is not None else None
         for mark in batch:
             mark.tries += 1
-            if mark.tries < MARK_TRIES:
+            if mark.tries < MARK_TRIES and (stop_by is None or now < stop_by):
+                mark.due = now + _backoff(mark.tries) if stop_by is None else min(now + _backoff(mark.tries), stop_by)
                 kept.append(mark)
             elif not mark.done.done():
                 mark.done.set_exception(exc)
-        log.error("outbox: the database refused %d status change(s) (%d time(s) in a row): %s; %d kept for "
-                  "another try", len(batch), self._mark_failures, exc, len(kept))
+        log.error("outbox: the database refused %d status change(s): %s; %d kept for another try",
+                  len(batch), exc, len(kept))
         if kept:
             self._marks = kept + self._marks
-            self._marks_since = time.monotonic() + _backoff(self._mark_failures) - MARK_DELAY
             self._marks_waiting.set()
 
 
@@ -578,6 +600,7 @@ class _Mark:
     fn: Callable
     args: tuple
     done: asyncio.Future
+    due: float  # written by then (time.monotonic()); one refused before is not tried again earlier
     tries: int = 0  # times the database refused it
 
 
