@@ -167,6 +167,26 @@ def test_zns_waits_for_the_morning_outside_its_hours_and_goes_then_however_long_
         night.stop()
 
 
+def test_a_night_reminder_for_a_round_ending_before_06_00_goes_to_the_call_list_not_to_a_late_zns(
+        province, oa_emulator, oa_invite):
+    from bot.storage.models import Round
+
+    night = Day(province, oa_emulator, hour=23)
+    try:
+        silent = oa_link(oa_emulator, oa_invite, "DV004", "oa-4", phone="84370089645")
+        night.age(silent, 240)
+        with province.session() as s:
+            s.get(Round, 1).closes_at = night.now() + timedelta(hours=4)  # 03:00: ZNS could only go after it
+        night.enqueue("remind", ["DV004"])
+        night.send()
+        with province.session() as s:
+            row = s.scalar(select(OutboxMessage))
+        assert row.status == "failed" and oa_emulator.zns == []
+        assert night.rungs() == {"DV004": ("call_list", 0)}
+    finally:
+        night.stop()
+
+
 def test_the_budget_warns_at_80_percent_and_refuses_a_reminder_round_that_cannot_fit(province, oa_emulator,
                                                                                      oa_invite, caplog):
     day = Day(province, oa_emulator, monthly_budget=350)

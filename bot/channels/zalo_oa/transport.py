@@ -51,6 +51,7 @@ class OATransport:
         self._lock = asyncio.Lock()
         self._next = 0.0
         self._held = 0  # đồng this process's sends under way may cost, not recorded yet (``_reserve``)
+        self._released = 0  # đồng of holds ended so far (their cost recorded, or nothing spent)
 
     async def _pace(self) -> None:
         """Zalo publishes no per-second limit (UNCONFIRMED): a conservative steady rate. Then the message is in
@@ -89,7 +90,10 @@ class OATransport:
         cost = cost_of(rung, self.prices) * messages
         if not cost or not self.budget.monthly:
             return cost
+        released = self._released
         spent = await asyncio.to_thread(self._spent, now)
+        # a hold that ended while the month's spending was read may have been recorded after the read: counted
+        spent += self._released - released
         if spent + self._held + cost > self.budget.monthly:
             return None
         self._held += cost
@@ -98,6 +102,7 @@ class OATransport:
     def _release(self, held: int | None) -> None:
         if held and self.budget.monthly:
             self._held -= held
+            self._released += held
 
     def _record(self, outbox_id: int | None, external_id: str, rung: str, now: datetime, messages: int = 1) -> None:
         with self.budget.db.session() as s:
@@ -133,6 +138,10 @@ class OATransport:
                 if candidate == "zns" and not zns_allowed(target.phone, target.purpose, target.closes_at,
                                                           self.prices, now):
                     continue
+                if candidate == "zns" and (wait := until_zns_hours(now, self.budget.tz)):
+                    if target.closes_at is not None and now + timedelta(seconds=wait) >= target.closes_at:
+                        continue  # the round ends before 06:00: the secretary's call list, not a late ZNS
+                    raise SendError("not_yet", "zalo_oa: ZNS is sent from 06:00 to 21:59 only", retry_after=wait)
                 rest = messages[ahead:]
                 count = 1 if candidate == "zns" else len(rest)  # ZNS: one template message
                 held = await self._reserve(candidate, now, count)
@@ -205,12 +214,7 @@ class OATransport:
                     outbox_id: int | None) -> int:
         """How many of ``messages`` went (ZNS: one template for all of them): all of them, or fewer when Zalo
         says this rung cannot reach the member (the rest takes the next rung)."""
-        from bot.outbox.sender import SendError
-
         if rung == "zns":
-            wait = until_zns_hours(self.clock(), self.budget.tz)
-            if wait:
-                raise SendError("not_yet", "zalo_oa: ZNS is sent from 06:00 to 21:59 only", retry_after=wait)
             await self._pace()
             phone = (normalize_phone(target.phone or "") or "").lstrip("+")  # 84…
             # Template parameters as the approved template names them (UNCONFIRMED: set when approving it).
