@@ -98,6 +98,21 @@ def run_due(db: Database, at: datetime, schedule: Schedule, report_builder=None)
     return report
 
 
+class RoundChanged(Exception):
+    """The round's dates changed after the tick read it (a cadre moved the deadline or closed it meanwhile):
+    the job is not done nor recorded now; the next tick reads the round again and does what is due then."""
+
+
+def _as_read(s: Session, rnd: Round) -> Round:
+    """``rnd`` as the tick read it, locked for this job's transaction (a deadline moved now waits for the job,
+    and then rewords what it queued: ``queue.deadline_moved``); RoundChanged when it has changed since."""
+    live = s.get(Round, rnd.id, with_for_update=True)
+    if live is None or (live.opens_at, live.closes_at, live.closed_at) != (rnd.opens_at, rnd.closes_at,
+                                                                            rnd.closed_at):
+        raise RoundChanged(rnd.id)
+    return rnd
+
+
 class BroadcastRefused(Exception):
     """The budget refused a broadcast: nothing of it is enqueued and the job is not recorded."""
 
@@ -118,6 +133,9 @@ def _once(db: Database, key: str, at: datetime, report: DueReport, work, tz: Zon
             s.flush()
     except IntegrityError:
         log.info("job %s was done by another process", key)
+        return
+    except RoundChanged:
+        log.info("job %s: its round changed during this tick; the next tick does what is due", key)
         return
     except BroadcastRefused as exc:
         report.dropped.append(f"{key}: not sent: {exc}")
@@ -198,6 +216,7 @@ def _audience_counts(s: Session, rnd: Round, *, reminder_at: datetime | None) ->
 
 
 def _announce(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: DueReport) -> int:
+    rnd = _as_read(s, rnd)
     if at >= rnd.closes_at or rnd.closed_at is not None:
         report.dropped.append(f"announce:{rnd.id}: the round closed before it could be announced")
         return 0
@@ -206,6 +225,7 @@ def _announce(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: 
 
 
 def _remind(s: Session, rnd: Round, key: str, at: datetime, schedule: Schedule, report: DueReport) -> int:
+    rnd = _as_read(s, rnd)
     return _broadcast(s, rnd, at, schedule, report, "remind", key,
                       lambda language: msg.reminder(rnd, schedule.tz, language), reminder_at=at)
 

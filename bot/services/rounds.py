@@ -137,7 +137,7 @@ def list_rounds(session: Session, now: datetime) -> list[RoundRow]:
 
 
 def close_round(session: Session, round_id: int, now: datetime) -> Round:
-    rnd = session.get(Round, round_id)
+    rnd = session.get(Round, round_id, with_for_update=True)  # as ``extend_round``: after a job under way
     if rnd is None:
         raise RoundError(f"không có đợt học tập số {round_id}; xem các đợt bằng 'hoctap rounds list'")
     if round_status(rnd, now) == "closed":
@@ -148,8 +148,10 @@ def close_round(session: Session, round_id: int, now: datetime) -> Round:
 
 def extend_round(session: Session, round_id: int, closes_at: datetime, now: datetime, tz: ZoneInfo) -> Round:
     """Move a running or scheduled round's deadline later (never earlier: close it instead); ``tz``: the
-    members' clock, in which waiting announcements name the deadline."""
-    rnd = session.get(Round, round_id)
+    members' clock, in which waiting announcements name the deadline. The round is locked first, so that a
+    scheduler job queueing its announcement or reminder finishes before (its rows are reworded here) or starts
+    after (it reads the new deadline)."""
+    rnd = session.get(Round, round_id, with_for_update=True)
     if rnd is None:
         raise RoundError(f"không có đợt học tập số {round_id}; xem các đợt bằng 'hoctap rounds list'")
     if round_status(rnd, now) == "closed":
