@@ -178,11 +178,16 @@ def test_a_night_reminder_for_a_round_ending_before_06_00_goes_to_the_call_list_
         with province.session() as s:
             s.get(Round, 1).closes_at = night.now() + timedelta(hours=4)  # 03:00: ZNS could only go after it
         night.enqueue("remind", ["DV004"])
+        other = oa_link(oa_emulator, oa_invite, "DV005", "oa-5", phone="0912345605")
+        night.age(other, 240)
+        with province.session() as s:  # a message of no round, of no use after 02:00
+            queue.enqueue(s, dedupe_key="remind:t:solo", purpose="remind", member_id=night.member_id("DV005"),
+                          reply=Reply("🔔 Nhắc nhở"), now=night.now(), expires_at=night.now() + timedelta(hours=3))
         night.send()
         with province.session() as s:
-            row = s.scalar(select(OutboxMessage))
-        assert row.status == "failed" and oa_emulator.zns == []
-        assert night.rungs() == {"DV004": ("call_list", 0)}
+            assert set(s.scalars(select(OutboxMessage.status))) == {"failed"}
+        assert oa_emulator.zns == []
+        assert night.rungs() == {"DV004": ("call_list", 0), "DV005": ("call_list", 0)}
     finally:
         night.stop()
 

@@ -154,7 +154,9 @@ class OutboxSender:
 
     # -- loop -------------------------------------------------------------------------------------
     async def run(self, until_idle: bool = False) -> SenderStats:
-        """Send until stopped (or, with ``until_idle``, until nothing is due and nothing in flight)."""
+        """Send until stopped (or, with ``until_idle``, until nothing is due and nothing in flight). A sender
+        may run again after it ended."""
+        self._closing, self._stopping_at = False, None
         await asyncio.to_thread(self._beat)  # alive before the first claim, so no other sender settles it
         beating = asyncio.create_task(self._keep_beating())
         flusher = asyncio.create_task(self._flush_marks())
@@ -192,7 +194,7 @@ class OutboxSender:
                         if (until_idle and not refused and not self._in_flight and not self._marks
                                 and not self._flushing
                                 and not (now_mono - worked < self.per_chat_interval + 2
-                                         and await asyncio.to_thread(self._any_due, now, self._purposes(now)))):
+                                         and await self._maybe_due(now))):
                             break  # nothing due, or only what pacing keeps another sender's for now
                         await self._idle()
                         continue
@@ -266,6 +268,7 @@ class OutboxSender:
         task = asyncio.create_task(coroutine)
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
+        task.add_done_callback(_log_failure)
 
     async def _start_group(self, jobs: list[_Job]) -> None:
         """Mark the group ``sending`` (one write), then send each (the group's task counts for one in
@@ -330,6 +333,14 @@ class OutboxSender:
                 await self._stop.wait()
         except TimeoutError:
             pass
+
+    async def _maybe_due(self, now: datetime) -> bool:
+        """Is anything due now (True when the database cannot say: ``until_idle`` keeps going)?"""
+        try:
+            return await asyncio.to_thread(self._any_due, now, self._purposes(now))
+        except Exception:  # noqa: BLE001 - a refused read must not end the sends as if all were done
+            log.exception("outbox: could not tell whether messages are due; trying again shortly")
+            return True
 
     def _claimed(self, claiming: asyncio.Future) -> list[_Job] | None:
         """The claim's rows, or None when the database refused it (logged; the sender goes on)."""
@@ -545,6 +556,8 @@ class OutboxSender:
         the (id, claim stamp) of those still this sender's. When the database refuses, the status changes wait
         for a later try (raised only for ``sending``: nothing of those has left, the caller puts them back)."""
         now = time.monotonic()
+        # a send cancelled while it waited for its ``sending`` never left: that mark is not written
+        self._marks = [m for m in self._marks if not (m.fn is queue.mark_sending and m.done.cancelled())]
         batch = [m for m in self._marks if not m.tries or m.due <= now]
         if not batch and not sending:
             return set()
@@ -607,6 +620,12 @@ class _Mark:
 def _backoff(failures: int) -> float:
     """Seconds before the next try after ``failures`` refusals in a row: 0.25 s doubling, at most 30 s."""
     return min(30.0, 0.25 * 2 ** max(0, failures - 1))
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    """A send whose status could not be recorded in the end (its row is settled when this sender stops)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("outbox: a send ended without its outcome recorded", exc_info=task.exception())
 
 
 def _consume_exception(done: asyncio.Future) -> None:

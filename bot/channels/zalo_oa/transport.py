@@ -38,6 +38,7 @@ class _Target:
     name: str
     purpose: str | None
     closes_at: datetime | None = None
+    expires_at: datetime | None = None  # the outbox row's: the message is no use after it
 
 
 class OATransport:
@@ -72,14 +73,14 @@ class OATransport:
                 s.expunge(contact)
             member = s.scalar(select(Member).join(ChatAccount, ChatAccount.member_id == Member.id)
                               .where(ChatAccount.channel == self.channel, ChatAccount.external_id == external_id))
-            row = s.execute(select(OutboxMessage.purpose, Round.closes_at)
+            row = s.execute(select(OutboxMessage.purpose, Round.closes_at, OutboxMessage.expires_at)
                             .outerjoin(Round, Round.id == OutboxMessage.round_id)
                             .where(OutboxMessage.id == outbox_id)).first() if outbox_id else None
             return _Target(contact, member.phone if member else None, member.full_name if member else "",
-                           row[0] if row else None, row[1] if row else None)
+                           *(row if row else (None, None, None)))
 
     def _spent(self, now: datetime) -> int:
-        with self.budget.db.session() as s:
+        with self.budget.db.read_session() as s:
             return self.budget.spent(s, now)
 
     async def _reserve(self, rung: str, now: datetime, messages: int) -> int | None:
@@ -139,8 +140,9 @@ class OATransport:
                                                           self.prices, now):
                     continue
                 if candidate == "zns" and (wait := until_zns_hours(now, self.budget.tz)):
-                    if target.closes_at is not None and now + timedelta(seconds=wait) >= target.closes_at:
-                        continue  # the round ends before 06:00: the secretary's call list, not a late ZNS
+                    ends = [t for t in (target.closes_at, target.expires_at) if t is not None]
+                    if ends and now + timedelta(seconds=wait) >= min(ends):
+                        continue  # the round (or the message) ends before 06:00: the call list, not a late ZNS
                     raise SendError("not_yet", "zalo_oa: ZNS is sent from 06:00 to 21:59 only", retry_after=wait)
                 rest = messages[ahead:]
                 count = 1 if candidate == "zns" else len(rest)  # ZNS: one template message
