@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
+import pytest
 from sqlalchemy import func, select
 
 from bot.services.rounds import audience_members
@@ -173,3 +174,24 @@ def test_run_due_from_the_command_line_gives_members_their_study_links_as_the_ru
     with db.session() as s:
         payloads = list(queue.payloads(s, list(s.scalars(select(OutboxMessage.id)))).values())
     assert payloads and all(payload_reply(p).link.url.startswith("https://hoc.example.vn/hoc/l/") for p in payloads)
+
+
+@pytest.mark.postgres
+def test_a_deadline_another_cadre_moved_meanwhile_is_never_moved_back_earlier(province):
+    """Two cadres on the console: one has the round open (read before) when the other extends it to 20/12; the
+    first one's extension to 18/12 is then refused (it would move the deadline earlier), not written over it."""
+    from zoneinfo import ZoneInfo
+
+    from bot.services.rounds import RoundError, extend_round
+
+    tz = ZoneInfo("Asia/Ho_Chi_Minh")
+    now = datetime(2026, 12, 2, 1, 0, tzinfo=timezone.utc)
+    with province.session() as first:
+        seen = first.get(Round, 1)  # the first cadre's page read the round
+        before = seen.closes_at
+        with province.session() as second:
+            extend_round(second, 1, before + timedelta(days=5), now, tz)
+        with pytest.raises(RoundError, match="hạn mới phải sau hạn hiện tại"):
+            extend_round(first, 1, before + timedelta(days=3), now, tz)
+    with province.session() as s:
+        assert s.get(Round, 1).closes_at == before + timedelta(days=5)

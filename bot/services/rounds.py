@@ -137,7 +137,7 @@ def list_rounds(session: Session, now: datetime) -> list[RoundRow]:
 
 
 def close_round(session: Session, round_id: int, now: datetime) -> Round:
-    rnd = session.get(Round, round_id, with_for_update=True)  # as ``extend_round``: after a job under way
+    rnd = session.get(Round, round_id, with_for_update=True, populate_existing=True)  # as ``extend_round``
     if rnd is None:
         raise RoundError(f"không có đợt học tập số {round_id}; xem các đợt bằng 'hoctap rounds list'")
     if round_status(rnd, now) == "closed":
@@ -151,7 +151,7 @@ def extend_round(session: Session, round_id: int, closes_at: datetime, now: date
     members' clock, in which waiting announcements name the deadline. The round is locked first, so that a
     scheduler job queueing its announcement or reminder finishes before (its rows are reworded here) or starts
     after (it reads the new deadline)."""
-    rnd = session.get(Round, round_id, with_for_update=True)
+    rnd = session.get(Round, round_id, with_for_update=True, populate_existing=True)  # read after the lock
     if rnd is None:
         raise RoundError(f"không có đợt học tập số {round_id}; xem các đợt bằng 'hoctap rounds list'")
     if round_status(rnd, now) == "closed":
