@@ -6,6 +6,7 @@ SQLite gets WAL, a busy timeout and foreign keys so several processes can share 
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator
@@ -114,7 +115,19 @@ class Database:
         self._writer = threading.RLock() if url.startswith("sqlite") else nullcontext()
 
     def upgrade(self) -> None:
-        """Bring the schema to the newest migration (cheap when already there)."""
+        """Bring the schema to the newest migration (cheap when already there). On SQLite, processes starting
+        together on a new file can meet "database is locked" at once, without the busy timeout (switching the
+        new file to WAL takes it whole): tried again a few times."""
+        for attempt in range(5):
+            try:
+                return self._upgrade()
+            except sqlalchemy.exc.OperationalError as exc:
+                if self.engine.dialect.name != "sqlite" or "locked" not in str(exc) or attempt == 4:
+                    raise
+                self.engine.dispose()
+                time.sleep(0.2 * (attempt + 1))
+
+    def _upgrade(self) -> None:
         head = ScriptDirectory.from_config(alembic_config(self.url)).get_current_head()
         with self.engine.connect() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
