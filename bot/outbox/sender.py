@@ -52,7 +52,7 @@ MARK_DELAY = 0.1  # a status change waits at most this long for the next group's
 # (about 7 minutes): an outage loses no mark, and a mark that can never be written stops blocking the rest.
 MARK_TRIES = 20
 STOP_WAIT = 5.0  # at a stop, status writes the database refuses are tried again for this long
-IN_FLIGHT_WAIT = 60.0  # a sender stopped by an error waits this long for its sends under way
+IN_FLIGHT_WAIT = 60.0  # at a stop, the sends under way are waited for this long, then cancelled
 # The outbox row being delivered, for transports that record per-message facts (the Zalo OA's rung and cost).
 CURRENT_MESSAGE: contextvars.ContextVar[int | None] = contextvars.ContextVar("outbox_message", default=None)
 # Parts of a long message (sent as several platform messages) that an earlier try already delivered on
