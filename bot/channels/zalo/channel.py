@@ -7,13 +7,14 @@ sent against the quota) lives in one place, apart from how updates arrive and ho
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
 from bot.channels.zalo.client import ZaloClient, ZaloError, backoff
 from bot.channels.zalo.quota import ZaloQuota
-from bot.channels.zalo.mentions import strip_mention
+from bot.channels.zalo.mentions import mentions, strip_mention
 from bot.channels.zalo.rendering import Outgoing, render
 from bot.channels.zalo.updates import in_group
 from bot.domain.replies import Outcome, Reply
@@ -21,6 +22,7 @@ from bot.channels.ordering import InOrderPerKey
 from bot.metrics import FAILURES, handling
 from bot.services.chat import ChatService
 from bot.services.inbox import Inbox
+from bot.services.linking import code_said
 from bot.timeutil import utcnow
 
 log = logging.getLogger(__package__)  # "bot.channels.zalo", the one logger name the channel had before the split
@@ -150,7 +152,8 @@ class ZaloChannel:
     async def _group(self, chat_id: str, sender: dict, message: dict, event: str, key: str, now: datetime) -> None:
         """In a group: never anyone's results; point to a private chat. Zalo gives the bot only the group
         messages that mention it or reply to one of its own (a reply carries no mention, and the update does not
-        say what it replies to): each is answered, and a link code in it voided."""
+        say what it replies to): a mention is answered, and a link code in any of them voided; a plain reply
+        ("cảm ơn") gets the pointer once an hour per group, since each answer costs a message of the quota."""
         text = str(message.get("text") or "")
         if event != EVENT_TEXT:
             return
@@ -158,6 +161,10 @@ class ZaloChannel:
             return
         name = str(sender.get("display_name") or sender.get("name") or "")
         said = strip_mention(text, self.bot_names)
+        if not mentions(text, self.bot_names) and code_said(said) is None:
+            group = hashlib.sha256(chat_id.encode()).hexdigest()[:24]
+            if not await asyncio.to_thread(self.service.first_time, f"group-hint:{group}:{now:%Y%m%d%H}", now):
+                return
         reply = await asyncio.to_thread(self.service.group_reply, name, said, self.share_link)
         await self._send_all(chat_id, [Outgoing(text=reply.text)])
 
