@@ -155,7 +155,7 @@ class OutboxSender:
     # -- loop -------------------------------------------------------------------------------------
     async def run(self, until_idle: bool = False) -> SenderStats:
         """Send until stopped (or, with ``until_idle``, until nothing is due and nothing in flight). A sender
-        may run again after it ended."""
+        may run again after an ``until_idle`` run (one stopped stays stopped)."""
         self._closing, self._stopping_at = False, None
         await asyncio.to_thread(self._beat)  # alive before the first claim, so no other sender settles it
         beating = asyncio.create_task(self._keep_beating())
@@ -623,9 +623,10 @@ def _backoff(failures: int) -> float:
 
 
 def _log_failure(task: asyncio.Task) -> None:
-    """A send whose status could not be recorded in the end (its row is settled when this sender stops)."""
+    """A send whose status could not be recorded in the end (its row is settled when this sender stops; the
+    status's own failure is logged by ``_consume_exception``)."""
     if not task.cancelled() and task.exception() is not None:
-        log.error("outbox: a send ended without its outcome recorded", exc_info=task.exception())
+        log.warning("outbox: a send ended without its outcome recorded (%s)", type(task.exception()).__name__)
 
 
 def _consume_exception(done: asyncio.Future) -> None:

@@ -21,7 +21,7 @@ import logging
 
 from bot.channels.zalo.channel import CHART_FAILED, EVENT_TEXT, NOT_TEXT_HINT, SEND_TRIES, ZaloChannel
 from bot.channels.zalo.client import DEFAULT_ZALO_API, ZaloClient, ZaloError, backoff
-from bot.channels.zalo.mentions import bot_names, mentions, strip_mention
+from bot.channels.zalo.mentions import bot_names, strip_mention
 from bot.channels.zalo.poller import ZaloPoller
 from bot.channels.zalo.quota import QuotaRefusal, ZaloQuota
 from bot.channels.zalo.rendering import (
@@ -43,5 +43,5 @@ __all__ = [
     "TRAITS", "WEBHOOK_PATH",
     "BackgroundZalo", "Outgoing", "QuotaRefusal", "ZaloChannel", "ZaloClient", "ZaloError", "ZaloOptions",
     "ZaloPoller", "ZaloQuota", "ZaloRuntime", "ZaloTransport",
-    "backoff", "bot_names", "choice_lines", "mentions", "files_note", "render", "reply_text", "strip_mention",
+    "backoff", "bot_names", "choice_lines", "files_note", "render", "reply_text", "strip_mention",
 ]

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 from bot.channels.zalo.client import ZaloClient, ZaloError, backoff
 from bot.channels.zalo.quota import ZaloQuota
-from bot.channels.zalo.mentions import mentions, strip_mention
+from bot.channels.zalo.mentions import strip_mention
 from bot.channels.zalo.rendering import Outgoing, render
 from bot.channels.zalo.updates import in_group
 from bot.domain.replies import Outcome, Reply
@@ -161,8 +161,8 @@ class ZaloChannel:
             return
         name = str(sender.get("display_name") or sender.get("name") or "")
         said = strip_mention(text, self.bot_names)
-        if not mentions(text, self.bot_names) and code_said(said) is None:
-            group = hashlib.sha256(chat_id.encode()).hexdigest()[:24]
+        if "@" not in text and code_said(said) is None:  # any "@": a mention by a name we may not know
+            group = hashlib.sha256(f"{self.share_link}:{chat_id}".encode()).hexdigest()[:24]  # each bot's own
             if not await asyncio.to_thread(self.service.first_time, f"group-hint:{group}:{now:%Y%m%d%H}", now):
                 return
         reply = await asyncio.to_thread(self.service.group_reply, name, said, self.share_link)

@@ -1,7 +1,7 @@
 """Mentions of the bot in Zalo groups. Members pick the bot from the app's mention list, which writes
 the name the app shows (``@Bot Học Tập``), not the ``account_name`` that getMe returns (``hoctap_bot``);
 people also type either by hand, in any case, with or without diacritics. It exists so that the group
-handler tells a mention from a reply to the bot, and strips every one of them from the text, the same way.
+handler strips every one of them from the text, the same way, and reads what the member said.
 """
 
 from __future__ import annotations
@@ -42,11 +42,6 @@ def _spans(text: str, names: Iterable[str]) -> list[tuple[int, int]]:
             spans.append((i, end))
         i = text.find("@", end if end is not None else i + 1)
     return spans
-
-
-def mentions(text: str, names: Iterable[str]) -> bool:
-    """Does ``text`` mention one of ``names`` (case, diacritics and spacing aside)?"""
-    return bool(_spans(unicodedata.normalize("NFC", text), names))
 
 
 def strip_mention(text: str, names: Iterable[str] | str | None) -> str:
