@@ -3,10 +3,10 @@
 - ``POST /zalo/webhook``: the default Zalo bot's webhook; ``POST /zalo/<bot id>/webhook``: a branch
   bot's (``bot/channels/zalo/fleet.py``; an unknown bot gets the same 403 as a wrong secret). The
   ``X-Bot-Api-Secret-Token`` header is compared in constant time and a wrong one is refused (403) before
-  the body is read. Both body shapes are
-  accepted (``{ok, result: {event_name, message}}`` and a bare ``{event_name, message}``); an empty
-  probe gets 200, a body that is not a well-formed update 400. The answer is immediate: the update is
-  handled in the background, idempotently (``message_id`` is recorded with the work).
+  the body is read. Both body shapes are accepted (``{ok, result: {event_name, message}}`` and a bare
+  ``{event_name, message}``); an empty probe gets 200, a body that is not a well-formed update 400. The
+  answer is immediate: the update is handled in the background, idempotently (``message_id`` is recorded
+  with the work).
 - Every webhook reads its body with ``read_body``/``parse_json`` (or ``read_json``): at most
   ``MAX_BODY`` bytes (413 beyond), JSON nested at most ``MAX_JSON_DEPTH`` deep (400), never a
   traceback; ``BadBody.response()`` is the answer to send.

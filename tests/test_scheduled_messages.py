@@ -656,16 +656,16 @@ def test_an_unexpected_transport_error_keeps_the_message_for_later(province, emu
     assert statuses(province) == {"sent": 9}
 
 
-def refused_once(monkeypatch, module, name: str) -> list[int]:
-    """``module.name`` refused by the database on its first call (as by a lock or a lost connection);
-    returns the list its calls are counted in."""
+def refused_once(monkeypatch, module, name: str, times: int | None = 1) -> list[int]:
+    """``module.name`` refused by the database on its first ``times`` calls (None: every call), as by a lock
+    or a lost connection; returns the list its calls are counted in."""
     from sqlalchemy.exc import OperationalError
 
     real, calls = getattr(module, name), []
 
     def flaky(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 1:
+        if times is None or len(calls) <= times:
             raise OperationalError("UPDATE outbox_messages", {}, Exception("database is locked"))
         return real(*args, **kwargs)
 
@@ -712,21 +712,13 @@ def test_a_sender_stopped_while_the_database_refuses_its_records_stops_within_se
     rest go out from the next sender."""
     import time
 
-    from sqlalchemy.exc import OperationalError
-
     from bot.outbox import queue
     from bot.outbox.sender import STOP_WAIT
 
     _round_id, users = branch
     at = local("2026-12-01 07:00")
     run_due(province, at, Schedule())
-    refusals = []
-
-    def refused(*args, **kwargs):
-        refusals.append(1)
-        raise OperationalError("UPDATE outbox_messages", {}, Exception("server closed the connection"))
-
-    monkeypatch.setattr(queue, "mark_sent_many", refused)
+    refusals = refused_once(monkeypatch, queue, "mark_sent_many", times=None)
 
     async def stop_once_refused():
         async with Bot(emulator.token, base_url=emulator.base_url) as bot, TelegramTransport(bot) as transport:

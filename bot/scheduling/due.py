@@ -103,14 +103,13 @@ class RoundChanged(Exception):
     the job is not done nor recorded now; the next tick reads the round again and does what is due then."""
 
 
-def _as_read(s: Session, rnd: Round) -> Round:
-    """``rnd`` as the tick read it, locked for this job's transaction (a deadline moved now waits for the job,
-    and then rewords what it queued: ``queue.deadline_moved``); RoundChanged when it has changed since."""
+def _lock_unchanged(s: Session, rnd: Round) -> None:
+    """Lock the round for this job's transaction (a deadline moved now waits for the job, and then rewords what
+    it queued: ``queue.deadline_moved``); RoundChanged when its dates are no longer those the tick read."""
     live = s.get(Round, rnd.id, with_for_update=True)
     if live is None or (live.opens_at, live.closes_at, live.closed_at) != (rnd.opens_at, rnd.closes_at,
                                                                             rnd.closed_at):
         raise RoundChanged(rnd.id)
-    return rnd
 
 
 class BroadcastRefused(Exception):
@@ -216,7 +215,7 @@ def _audience_counts(s: Session, rnd: Round, *, reminder_at: datetime | None) ->
 
 
 def _announce(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: DueReport) -> int:
-    rnd = _as_read(s, rnd)
+    _lock_unchanged(s, rnd)
     if at >= rnd.closes_at or rnd.closed_at is not None:
         report.dropped.append(f"announce:{rnd.id}: the round closed before it could be announced")
         return 0
@@ -225,7 +224,7 @@ def _announce(s: Session, rnd: Round, at: datetime, schedule: Schedule, report: 
 
 
 def _remind(s: Session, rnd: Round, key: str, at: datetime, schedule: Schedule, report: DueReport) -> int:
-    rnd = _as_read(s, rnd)
+    _lock_unchanged(s, rnd)
     return _broadcast(s, rnd, at, schedule, report, "remind", key,
                       lambda language: msg.reminder(rnd, schedule.tz, language), reminder_at=at)
 

@@ -149,7 +149,7 @@ class OABudget(ZaloQuota):
                             .where(ZaloOaSend.month == self.month(now))) or 0)
 
     def used(self, now: datetime | None = None) -> int:
-        with self.db.session() as s:
+        with self.db.read_session() as s:
             return self.spent(s, now or utcnow())
 
     def estimate(self, s: Session, member_ids: Iterable[int], now: datetime, purpose: str | None = None,
@@ -174,9 +174,6 @@ class OABudget(ZaloQuota):
 
     def _cost(self, phone, contact, purpose: str | None, closes_at: datetime | None, now: datetime) -> int:
         return cost_of(rung_for(contact, phone, purpose, self.prices, now, closes_at), self.prices)
-
-    def allows(self, s: Session, cost: int, now: datetime) -> bool:
-        return not self.monthly or self.spent(s, now) + cost <= self.monthly
 
     def record(self, s: Session, outbox_id: int | None, user_id: str, rung: str, now: datetime,
                messages: int = 1) -> int:

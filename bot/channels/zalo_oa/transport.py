@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time as clock_time, timedelta, timezone
 from typing import Callable
 
 from sqlalchemy import select
@@ -25,6 +25,7 @@ from bot.channels.zalo_oa.tokens import AuthorisationLost, OAError
 from bot.domain.messages import local
 from bot.domain.phones import normalize_phone
 from bot.domain.replies import Reply
+from bot.outbox.queue import QuietHours
 from bot.storage.models import ChatAccount, Member, OutboxMessage, Round, ZaloOaContact
 from bot.timeutil import utcnow
 
@@ -52,6 +53,8 @@ class OATransport:
         self._lock = asyncio.Lock()
         self._next = 0.0
         self._held = 0  # đồng this process's sends under way may cost, not recorded yet (``_reserve``)
+        # ZNS may go 06:00-21:59 only: the rest of the day is its quiet time, as the outbox's quiet hours are
+        self._zns_quiet = QuietHours(clock_time(ZNS_HOURS[1]), clock_time(ZNS_HOURS[0]), budget.tz)
         self._released = 0  # đồng of holds ended so far (their cost recorded, or nothing spent)
 
     async def _pace(self) -> None:
@@ -79,10 +82,6 @@ class OATransport:
             return _Target(contact, member.phone if member else None, member.full_name if member else "",
                            *(row if row else (None, None, None)))
 
-    def _spent(self, now: datetime) -> int:
-        with self.budget.db.read_session() as s:
-            return self.budget.spent(s, now)
-
     async def _reserve(self, rung: str, now: datetime, messages: int) -> int | None:
         """The cost of ``messages`` of ``rung``, held against the month's budget until ``_release``; None
         when the budget cannot pay it. Sends under way in this process count as spent: the check and the
@@ -92,7 +91,7 @@ class OATransport:
         if not cost or not self.budget.monthly:
             return cost
         released = self._released
-        spent = await asyncio.to_thread(self._spent, now)
+        spent = await asyncio.to_thread(self.budget.used, now)
         # a hold that ended while the month's spending was read may have been recorded after the read: counted
         spent += self._released - released
         if spent + self._held + cost > self.budget.monthly:
@@ -139,7 +138,7 @@ class OATransport:
                 if candidate == "zns" and not zns_allowed(target.phone, target.purpose, target.closes_at,
                                                           self.prices, now):
                     continue
-                if candidate == "zns" and (wait := until_zns_hours(now, self.budget.tz)):
+                if candidate == "zns" and (wait := (self._zns_quiet.next_allowed(now) - now).total_seconds()):
                     ends = [t for t in (target.closes_at, target.expires_at) if t is not None]
                     if ends and now + timedelta(seconds=wait) >= min(ends):
                         continue  # the round (or the message) ends before 06:00: the call list, not a late ZNS
@@ -235,14 +234,3 @@ class OATransport:
                 exc.parts_done = done  # the ones before it reached the member (and are paid for)
                 raise
         return len(messages)
-
-
-def until_zns_hours(now: datetime, tz) -> float:
-    """Seconds from ``now`` until ZNS may be sent (06:00-21:59 local time): 0 within those hours."""
-    here = now.astimezone(tz)
-    if ZNS_HOURS[0] <= here.hour < ZNS_HOURS[1]:
-        return 0.0
-    opens = here.replace(hour=ZNS_HOURS[0], minute=0, second=0, microsecond=0)
-    if here.hour >= ZNS_HOURS[1]:
-        opens = (here + timedelta(days=1)).replace(hour=ZNS_HOURS[0], minute=0, second=0, microsecond=0)
-    return (opens - here).total_seconds()
