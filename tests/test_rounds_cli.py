@@ -179,7 +179,8 @@ def test_run_due_from_the_command_line_gives_members_their_study_links_as_the_ru
 @pytest.mark.postgres
 def test_a_deadline_another_cadre_moved_meanwhile_is_never_moved_back_earlier(province):
     """Two cadres on the console: one has the round open (read before) when the other extends it to 20/12; the
-    first one's extension to 18/12 is then refused (it would move the deadline earlier), not written over it."""
+    first one's extension to 18/12 is then refused (it would move the deadline earlier), not written over it,
+    and a later one of theirs names the other's deadline as the one it replaced (the console's journal)."""
     from zoneinfo import ZoneInfo
 
     from bot.services.rounds import RoundError, extend_round
@@ -193,5 +194,10 @@ def test_a_deadline_another_cadre_moved_meanwhile_is_never_moved_back_earlier(pr
             extend_round(second, 1, before + timedelta(days=5), now, tz)
         with pytest.raises(RoundError, match="hạn mới phải sau hạn hiện tại"):
             extend_round(first, 1, before + timedelta(days=3), now, tz)
+    with province.session() as first:
+        seen = first.get(Round, 1)
+        with province.session() as second:
+            extend_round(second, 1, before + timedelta(days=6), now, tz)
+        assert extend_round(first, 1, before + timedelta(days=7), now, tz) == before + timedelta(days=6)
     with province.session() as s:
-        assert s.get(Round, 1).closes_at == before + timedelta(days=5)
+        assert s.get(Round, 1).closes_at == before + timedelta(days=7)

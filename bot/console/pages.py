@@ -325,9 +325,8 @@ async def extend_round(console, request: Request, visit) -> Response:
         raise Refused(400, f"Hạn mới {closes.astimezone(console.tz):%d/%m/%Y} cách ngày mở đợt "
                            f"{rnd.opens_at.astimezone(console.tz):%d/%m/%Y} hơn một năm; hãy kiểm tra lại ngày và năm.",
                       back)
-    before = rnd.closes_at
     try:
-        extend(visit.s, rnd.id, closes, visit.now, console.tz)
+        before = extend(visit.s, rnd.id, closes, visit.now, console.tz)
     except RoundError:
         raise Refused(400, "Hạn mới phải sau hạn hiện tại, và đợt học tập phải còn đang mở.", back) from None
     console_access.record(visit.s, visit.member, "extend_round",

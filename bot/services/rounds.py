@@ -146,11 +146,12 @@ def close_round(session: Session, round_id: int, now: datetime) -> Round:
     return rnd
 
 
-def extend_round(session: Session, round_id: int, closes_at: datetime, now: datetime, tz: ZoneInfo) -> Round:
-    """Move a running or scheduled round's deadline later (never earlier: close it instead); ``tz``: the
-    members' clock, in which waiting announcements name the deadline. The round is locked first, so that a
-    scheduler job queueing its announcement or reminder finishes before (its rows are reworded here) or starts
-    after (it reads the new deadline)."""
+def extend_round(session: Session, round_id: int, closes_at: datetime, now: datetime, tz: ZoneInfo) -> datetime:
+    """Move a running or scheduled round's deadline later (never earlier: close it instead) and return the
+    deadline it replaced; ``tz``: the members' clock, in which waiting announcements name the deadline. The
+    round is locked first, so that a scheduler job queueing its announcement or reminder finishes before (its
+    rows are reworded here) or starts after (it reads the new deadline); the deadline returned is the one read
+    after the lock (another cadre's extension a moment ago, not what a page showed earlier)."""
     rnd = session.get(Round, round_id, with_for_update=True, populate_existing=True)  # read after the lock
     if rnd is None:
         raise RoundError(f"không có đợt học tập số {round_id}; xem các đợt bằng 'hoctap rounds list'")
@@ -174,6 +175,7 @@ def extend_round(session: Session, round_id: int, closes_at: datetime, now: date
     # skips the new deadline's reminder slots that had passed by now (``deadline_moved_at``)
     queue.deadline_moved(session, rnd.id, rnd.closes_at, closes_at, local(rnd.closes_at, tz), local(closes_at, tz),
                          now)
-    rnd.first_closes_at = rnd.first_closes_at or rnd.closes_at
+    replaced = rnd.closes_at
+    rnd.first_closes_at = rnd.first_closes_at or replaced
     rnd.closes_at, rnd.deadline_moved_at = closes_at, now
-    return rnd
+    return replaced
