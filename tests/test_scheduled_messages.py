@@ -707,9 +707,9 @@ def test_a_claim_the_database_refused_does_not_stop_the_sender(province, emulato
 def test_a_sender_stopped_while_the_database_refuses_its_records_stops_within_seconds_and_sends_nothing_twice(
         province, emulator, branch, monkeypatch):
     """The database starts refusing every "sent" record after the first sends, then the process is asked to
-    stop: the sender stops a few seconds later (it does not wait minutes for a database that does not come
-    back); the messages it could not record are never sent again (they count as perhaps delivered) and the
-    rest go out from the next sender."""
+    stop: the sender stops a few seconds later and cleanly, though the database refuses its leaving too (it
+    does not wait minutes for a database that does not come back); the messages it could not record are never
+    sent again (they count as perhaps delivered) and the rest go out from the next sender."""
     import time
 
     from bot.outbox import queue
@@ -719,6 +719,7 @@ def test_a_sender_stopped_while_the_database_refuses_its_records_stops_within_se
     at = local("2026-12-01 07:00")
     run_due(province, at, Schedule())
     refusals = refused_once(monkeypatch, queue, "mark_sent_many", times=None)
+    refused_once(monkeypatch, queue, "leave", times=None)
 
     async def stop_once_refused():
         async with Bot(emulator.token, base_url=emulator.base_url) as bot, TelegramTransport(bot) as transport:
