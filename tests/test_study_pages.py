@@ -104,9 +104,9 @@ def path_of(url: str) -> str:
     return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
-def signed_in(pages, member_code: str) -> httpx.Client:
+def signed_in(pages, member_code: str, round_id: int | None = 1) -> httpx.Client:
     client = httpx.Client(base_url=pages.base, follow_redirects=True, timeout=10)
-    page = client.get(path_of(pages.link_for(member_code)))
+    page = client.get(path_of(pages.link_for(member_code, round_id=round_id)))
     assert page.status_code == 200, page.text
     return client
 
@@ -210,7 +210,7 @@ def test_an_option_the_question_does_not_have_is_refused_as_such_and_records_not
 def test_an_answer_sent_after_the_round_closed_is_refused_once_on_the_page(study_pages, province):
     from bot.services.rounds import close_round
 
-    client = signed_in(study_pages, "DV002")
+    client = signed_in(study_pages, "DV002", round_id=None)  # a link to the list: a round's own expires with it
     aid, token = start_quiz(client)
     with province.session() as s:
         close_round(s, 1, utcnow())
@@ -275,6 +275,21 @@ def test_a_revoked_link_ends_the_session_it_opened(study_pages, province):
         web_links.revoke(s, s.scalar(select(Member.id).where(Member.code == "DV002")), utcnow())
     page = client.get("/hoc/")
     assert page.status_code == 403 and "Đường link đã bị thu hồi" in page.text
+
+
+def test_a_rounds_link_and_its_session_expire_when_the_round_is_closed_early(study_pages, province, cli):
+    """"Kết thúc đợt ngay" (``hoctap rounds close``): the round's links from the announcement, reminders and /hoc
+    say they have expired, and so does a page opened with one before; a link to the list of rounds still opens."""
+    round_link, listing = study_pages.link_for("DV002"), study_pages.link_for("DV002", round_id=None)
+    session = signed_in(study_pages, "DV003")
+    assert session.get("/hoc/dot/1").status_code == 200
+    assert cli("rounds", "close", "1").code == 0
+    for page in (httpx.get(f"{study_pages.base}{path_of(round_link)}", timeout=10),
+                 session.get("/hoc/dot/1"), session.get("/hoc/")):
+        assert page.status_code == 410 and "Đường link đã hết hạn" in page.text, page.text
+        assert "set-cookie" not in page.headers
+    opened = httpx.get(f"{study_pages.base}{path_of(listing)}", timeout=10)
+    assert opened.status_code == 303 and "set-cookie" in opened.headers
 
 
 def link_member_to_telegram(province, member_code: str, telegram_id: int) -> None:

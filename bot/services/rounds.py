@@ -143,6 +143,10 @@ def close_round(session: Session, round_id: int, now: datetime) -> Round:
     if round_status(rnd, now) == "closed":
         raise RoundError(f"đợt học tập số {round_id} đã kết thúc")
     rnd.closed_at = now
+    # the members' links to this round were valid until it closed: it closes now (``extend_round`` moves them
+    # later); links to the list of their rounds (round_id NULL) keep their lifetime
+    session.execute(update(WebLink).where(WebLink.round_id == rnd.id, WebLink.expires_at > now)
+                    .values(expires_at=now))
     return rnd
 
 

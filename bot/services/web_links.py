@@ -3,8 +3,9 @@
 A token is ``<link id>.<expiry>.<signature>``: the link id names a ``web_links`` row (never a member
 id), the expiry is a Unix time (the link's lifetime when it was minted), and the signature is
 HMAC-SHA256 over both with the server's secret (``HOCTAP_WEB_SECRET``). A token is good while its
-signature checks, its row has not expired (the row decides: an extended round moves it on), is not
-revoked, and its member is active. The chat mints one per member when it offers the page.
+signature checks, its row has not expired (the row decides: an extended round moves it on, a round
+closed early ends it), its round (if any) was not closed early, it is not revoked, and its member is
+active. The chat mints one per member when it offers the page.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bot.domain.replies import StudyLink
-from bot.storage.models import Member, WebLink
+from bot.storage.models import Member, Round, WebLink
 
 DEFAULT_LIFETIME = timedelta(days=14)  # a link without a round to close with
 
@@ -91,7 +92,7 @@ def check(session: Session, secret: bytes, token: str, now: datetime) -> LinkChe
         return LinkCheck("forged")
     # the row says how long a link lives: it moves with an extended deadline (``extend_round``), the token's
     # copy of the first one does not
-    if now >= link.expires_at:
+    if now >= link.expires_at or _round_closed_early(session, link, now):
         return LinkCheck("expired", link)
     if link.revoked_at is not None:
         return LinkCheck("revoked", link)
@@ -99,6 +100,15 @@ def check(session: Session, secret: bytes, token: str, now: datetime) -> LinkChe
     if member is None or not member.active:
         return LinkCheck("inactive", link)
     return LinkCheck("ok", link, member)
+
+
+def _round_closed_early(session: Session, link: WebLink, now: datetime) -> bool:
+    """Whether the link's round was closed early: ``close_round`` ends its links, but one minted meanwhile (a
+    reminder, /hoc) kept the deadline it had read."""
+    if link.round_id is None:
+        return False
+    closed_at = session.scalar(select(Round.closed_at).where(Round.id == link.round_id))
+    return closed_at is not None and closed_at <= now
 
 
 def revoke(session: Session, member_id: int, now: datetime) -> int:
