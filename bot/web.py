@@ -9,7 +9,7 @@
   with the work).
 - Every webhook reads its body with ``read_body``/``parse_json`` (or ``read_json``): at most
   ``MAX_BODY`` bytes (413 beyond), JSON nested at most ``MAX_JSON_DEPTH`` deep (400), never a
-  traceback; ``BadBody.response()`` is the answer to send.
+  traceback (a client gone mid-body is a 400 too); ``BadBody.response()`` is the answer to send.
 - ``GET /files/<token>/<name>``: short-lived files (report charts) that Zalo fetches by URL; the
   token is random (192 bits) and expires after ``ttl`` seconds.
 - ``GET /healthz``: 200 while the database answers, 503 when it does not, and 503 while the process is
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, Route
@@ -106,18 +106,22 @@ class BadBody(Exception):
 
 async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     """The raw body (for a signature check, say), refused with 413 beyond ``limit`` bytes: by its
-    Content-Length, or while it streams in when it has none."""
+    Content-Length, or while it streams in when it has none; with 400 when the client goes away before the
+    whole body arrived (no traceback: mobile networks drop connections all the time)."""
     length = request.headers.get("content-length", "")
     if length and not (length.isascii() and length.isdigit()):
         raise BadBody(400, "Bad request: invalid Content-Length")
     if length and int(length) > limit:
         raise BadBody(413, f"Payload too large: at most {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BadBody(413, f"Payload too large: at most {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BadBody(413, f"Payload too large: at most {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # a phone that lost its network: nothing failed here, and nobody reads the answer
+        raise BadBody(400, "Bad request: the client closed the connection before the whole body arrived") from None
     return b"".join(chunks)
 
 

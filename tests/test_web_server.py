@@ -11,6 +11,7 @@ import threading
 import time
 from contextlib import contextmanager
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -410,3 +411,46 @@ def test_an_update_that_fails_the_same_way_every_time_is_taken_not_delivered_aga
     figures = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines() if line[:1] != "#"}
     assert figures['hoctap_update_failures_total{channel="telegram"}'] >= 1
     assert figures['hoctap_webhook_requests_total{channel="telegram",status="403"}'] >= 1
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_phone_that_drops_its_connection_mid_post_leaves_no_error_in_the_log(province):
+    """A member on a mobile network sends an answer, the Mini App login or a console form and loses the
+    connection halfway through the body: nothing failed on our side, so no ERROR and no traceback is logged."""
+    from bot.channels.zalo_oa.webhook import webhook_endpoint
+    from bot.console.app import create_console
+    from bot.web import ThreadedWebServer, create_app
+    from bot.webapp.site import PagesConfig, create_pages
+    from tests.conftest import WEB_SECRET
+
+    async def take(event):  # never reached: no event arrives whole
+        raise AssertionError(event)
+
+    app = create_app(pages=create_pages(PagesConfig(province, WEB_SECRET, "http://127.0.0.1")),
+                     console=create_console(province, ZoneInfo("Asia/Ho_Chi_Minh")), zalo_oa=webhook_endpoint(take, "app", "oa-secret"))
+    server = ThreadedWebServer(app, "127.0.0.1:0").start()
+    seen = _Records()
+    loggers = [logging.getLogger(), logging.getLogger("uvicorn"), logging.getLogger("uvicorn.error")]
+    for logger in loggers:
+        logger.addHandler(seen)
+    try:
+        for path in ("/hoc/tg", "/hoc/dot/1/lambai", "/hoc/bai/1", "/quantri/vao/x", "/zalo-oa/webhook"):
+            with socket.create_connection(("127.0.0.1", server.web.port), timeout=5) as sock:
+                sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded"
+                             "\r\nContent-Length: 100\r\n\r\nabc".encode())
+            time.sleep(0.3)  # the server notices the closed connection
+        assert httpx.get(f"{server.url}/healthz").status_code == 200  # still serving
+    finally:
+        for logger in loggers:
+            logger.removeHandler(seen)
+        server.stop()
+    assert not [r for r in seen.records if r.levelno >= logging.ERROR or r.exc_info], \
+        [(r.name, r.getMessage()) for r in seen.records]

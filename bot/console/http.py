@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from bot.domain.ids import parse_id
+
+log = logging.getLogger(__name__)
 
 MAX_FORM = 64 * 1024
 MAX_UPLOAD = 2 * 1024 * 1024  # a document file: a few hundred questions are well below
@@ -83,7 +86,11 @@ def off_the_loop(endpoint, body_limit: int = MAX_FORM, admits=None):
         length = request.headers.get("content-length", "")
         if request.method == "POST" and length.isascii() and length.isdigit() and int(length) <= body_limit:
             if int(length) <= MAX_FORM or admits is None or await run_in_threadpool(admits, request):
-                await request.body()
+                try:
+                    await request.body()
+                except ClientDisconnect:  # a lost connection, no failure of ours: nobody reads the answer
+                    log.debug("console: the client went away before its form arrived whole (%s)", request.url.path)
+                    return Response(status_code=400)
         return await run_in_threadpool(asyncio.run, endpoint(request))
 
     return threaded

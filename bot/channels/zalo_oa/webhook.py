@@ -19,7 +19,7 @@ from typing import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bot.web import BadBody, parse_json
+from bot.web import BadBody, parse_json, read_body
 
 log = logging.getLogger(__package__)
 PATH = "/zalo-oa/webhook"
@@ -38,15 +38,11 @@ def _refuse(status: int, why: str) -> Response:
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+    """The body, or None beyond ``limit`` (or a client gone before it arrived whole: nobody reads the answer)."""
+    try:
+        return await read_body(request, limit)
+    except BadBody:
         return None
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            return None
-    return bytes(raw)
 
 
 def verified_timestamp(app_id: str, secret: str, raw: bytes, body: dict, headers) -> str | None:
