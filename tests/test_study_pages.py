@@ -347,6 +347,26 @@ def test_pages_weigh_under_60_kb_and_reference_nothing_outside_the_server(study_
         assert "no-store" in page.headers["cache-control"]
 
 
+def test_no_other_site_can_frame_the_answer_buttons_while_the_mini_app_opens_in_telegrams_web_client(
+        study_pages, emulator):
+    """Clickjacking: a study page refuses to be shown in another site's frame; the Mini App's own pages (its start
+    page, and what its login answers) may be framed by Telegram's web client only, which shows Mini Apps so."""
+    client = signed_in(study_pages, "DV002")
+    aid, _ = start_quiz(client)
+    refused = httpx.get(f"{study_pages.base}/hoc/", timeout=10)
+    for page in (client.get("/hoc/"), client.get("/hoc/dot/1"), client.get(f"/hoc/bai/{aid}"),
+                 client.get("/hoc/ketqua"), client.get("/hoc/khong-co"), refused):
+        assert page.headers["x-frame-options"] == "DENY", page.url
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"], page.url
+    token = study_pages.link_for("DV002").rsplit("/", 1)[1]
+    shell = httpx.get(f"{study_pages.base}/hoc/l/{token}?tg=1", timeout=10)
+    other = httpx.post(f"{study_pages.base}/hoc/tg", timeout=10,
+                       data={"token": token, "init_data": init_data(5002, utcnow(), emulator.token)})
+    for page in (shell, other):
+        assert page.status_code in (200, 403) and "x-frame-options" not in page.headers
+        assert "frame-ancestors https://web.telegram.org" in page.headers["content-security-policy"]
+
+
 def test_an_operator_revokes_a_members_links_from_the_command_line(study_pages, province, cli):
     client = signed_in(study_pages, "DV002")
     result = cli("members", "revoke-links", "DV002")

@@ -42,12 +42,19 @@ from bot.webapp.miniapp import check_init_data
 
 HERE = Path(__file__).parent
 COOKIE = "hoctap_hoc"
+CSP = "default-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors {}"
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",  # the back button shows the current question, never a stale form
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'",
+    "Content-Security-Policy": CSP.format("'none'"),  # no other site can frame the one-tap answer buttons
+    "X-Frame-Options": "DENY",
 }
+# The Mini App's own pages (its start page and the answers to its login): Telegram's web client shows a
+# Mini App in an iframe on web.telegram.org (the apps in a web view of their own). X-Frame-Options cannot
+# name a site, and a browser that knows frame-ancestors ignores it, so it is left out.
+MINI_APP_HEADERS = {**{k: v for k, v in SECURITY_HEADERS.items() if k != "X-Frame-Options"},
+                    "Content-Security-Policy": CSP.format("https://web.telegram.org")}
 NEW_LINK = "Để nhận đường link mới, đồng chí nhắn /hoc cho bot học tập (trên Zalo gõ HỌC)."
 REFUSALS = {
     "forged": (403, "Đường link không hợp lệ",
@@ -144,19 +151,19 @@ def create_pages(cfg: PagesConfig) -> Starlette:
     env.globals["LETTERS"] = LETTERS
     env.globals["UNREVIEWED"] = UNREVIEWED
 
-    def page(request: Request, name: str, status: int = 200, **context) -> Response:
+    def page(request: Request, name: str, status: int = 200, *, mini_app: bool = False, **context) -> Response:
         context.setdefault("base", request.scope.get("root_path", ""))
         response = templates.TemplateResponse(request, name, context, status_code=status)
-        response.headers.update(SECURITY_HEADERS)
+        response.headers.update(MINI_APP_HEADERS if mini_app else SECURITY_HEADERS)
         return response
 
     def go(request: Request, path: str) -> Response:
         return RedirectResponse(request.scope.get("root_path", "") + path, status_code=303,
                                 headers={"Cache-Control": "no-store"})
 
-    def refusal(request: Request, reason: str) -> Response:
+    def refusal(request: Request, reason: str, *, mini_app: bool = False) -> Response:
         status, title, text = REFUSALS[reason]
-        return page(request, "refused.html", status, title=title, text=text,
+        return page(request, "refused.html", status, mini_app=mini_app, title=title, text=text,
                     new_link=NEW_LINK if reason in NEW_LINK_HELPS else None)
 
     def signed_in(request: Request, response: Response, token: str, link) -> Response:
@@ -187,12 +194,13 @@ def create_pages(cfg: PagesConfig) -> Starlette:
     # -- getting in ------------------------------------------------------------------------------
     def open_link(request: Request) -> Response:
         token = request.path_params["token"]
+        mini_app = bool(request.query_params.get("tg"))
         with cfg.db.session() as s:
             checked = web_links.check(s, cfg.secret, token, cfg.clock())
             if not checked.ok:
-                return refusal(request, checked.status)
-            if request.query_params.get("tg"):  # a Mini App: who opened it is checked first
-                return page(request, "miniapp.html", token=token)
+                return refusal(request, checked.status, mini_app=mini_app)
+            if mini_app:  # who opened it is checked first
+                return page(request, "miniapp.html", mini_app=True, token=token)
             return signed_in(request, go(request, landing(s, checked)), token, checked.link)
 
     def mini_app_login(request: Request, form) -> Response:
@@ -200,14 +208,14 @@ def create_pages(cfg: PagesConfig) -> Starlette:
         with cfg.db.session() as s:
             checked = web_links.check(s, cfg.secret, token, cfg.clock())
             if not checked.ok:
-                return refusal(request, checked.status)
+                return refusal(request, checked.status, mini_app=True)
             init = check_init_data(str(form.get("init_data", "")), cfg.telegram_token or "", cfg.clock())
             if not init.ok:
-                return refusal(request, init.status)
+                return refusal(request, init.status, mini_app=True)
             linked = s.scalar(select(ChatAccount.external_id).where(
                 ChatAccount.channel == "telegram", ChatAccount.member_id == checked.member.id))
             if linked is None or linked != str(init.user_id):
-                return refusal(request, "other_user")
+                return refusal(request, "other_user", mini_app=True)
             return signed_in(request, go(request, landing(s, checked)), token, checked.link)
 
     # -- pages -----------------------------------------------------------------------------------
@@ -330,7 +338,7 @@ def create_pages(cfg: PagesConfig) -> Starlette:
     async def mini_app_endpoint(request: Request) -> Response:
         form = await small_form(request)
         if form is None:
-            return refusal(request, "too_large")
+            return refusal(request, "too_large", mini_app=True)
         return await run_in_threadpool(mini_app_login, request, form)
 
     async def not_found(request: Request, exc) -> Response:
