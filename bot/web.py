@@ -44,6 +44,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from bot.channels.zalo.updates import unwrap_update
 from bot.db_probe import DatabaseProbe
 from bot.metrics import WebhookCounter
+from bot.routing import slash_redirect, without_slash_redirects
 
 log = logging.getLogger(__name__)
 SECRET_HEADER = "X-Bot-Api-Secret-Token"
@@ -259,7 +260,7 @@ def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf
     ``db`` for the health check, and ``routes``:
     what other surfaces mount (the Telegram webhook, metrics). Runtimes started later add theirs
     with ``mount``."""
-    return Starlette(exception_handlers={404: _not_found}, middleware=[Middleware(WebhookCounter)], routes=[
+    app = Starlette(exception_handlers={404: _not_found}, middleware=[Middleware(WebhookCounter)], routes=[
         zalo_webhook_route(zalo, webhook_secret),
         fleet_webhook_route(fleet),
         files_route(shelf),
@@ -269,6 +270,8 @@ def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf
         *routes,
         *([Mount("/quantri", console)] if console is not None else []),  # bot/console
     ])
+    without_slash_redirects(app.router)
+    return app
 
 
 def _starting(request: Request) -> bool:
@@ -281,8 +284,11 @@ def _try_again() -> Response:
 
 
 async def _not_found(request: Request, exc) -> Response:
-    """404, except while the process starts: a route not mounted yet (a webhook) is "try again"."""
-    return _try_again() if _starting(request) else PlainTextResponse("Not Found", status_code=404)
+    """404, except while the process starts: a route not mounted yet (a webhook) is "try again"; a path that
+    lacks a page's trailing slash (``/quantri``) is sent to it."""
+    if _starting(request):
+        return _try_again()
+    return slash_redirect(request) or PlainTextResponse("Not Found", status_code=404)
 
 
 def mount(app: Starlette, routes: list[BaseRoute]) -> None:

@@ -422,21 +422,27 @@ class _Records(logging.Handler):
         self.records.append(record)
 
 
-def test_a_phone_that_drops_its_connection_mid_post_leaves_no_error_in_the_log(province):
-    """A member on a mobile network sends an answer, the Mini App login or a console form and loses the
-    connection halfway through the body: nothing failed on our side, so no ERROR and no traceback is logged."""
-    from bot.channels.zalo_oa.webhook import webhook_endpoint
+def members_server(db, **surfaces):
+    """The one web server with the study pages and the console (and ``surfaces``), on a free port."""
     from bot.console.app import create_console
     from bot.web import ThreadedWebServer, create_app
     from bot.webapp.site import PagesConfig, create_pages
     from tests.conftest import WEB_SECRET
 
+    app = create_app(pages=create_pages(PagesConfig(db, WEB_SECRET, "http://127.0.0.1")),
+                     console=create_console(db, ZoneInfo("Asia/Ho_Chi_Minh")), **surfaces)
+    return ThreadedWebServer(app, "127.0.0.1:0").start()
+
+
+def test_a_phone_that_drops_its_connection_mid_post_leaves_no_error_in_the_log(province):
+    """A member on a mobile network sends an answer, the Mini App login or a console form and loses the
+    connection halfway through the body: nothing failed on our side, so no ERROR and no traceback is logged."""
+    from bot.channels.zalo_oa.webhook import webhook_endpoint
+
     async def take(event):  # never reached: no event arrives whole
         raise AssertionError(event)
 
-    app = create_app(pages=create_pages(PagesConfig(province, WEB_SECRET, "http://127.0.0.1")),
-                     console=create_console(province, ZoneInfo("Asia/Ho_Chi_Minh")), zalo_oa=webhook_endpoint(take, "app", "oa-secret"))
-    server = ThreadedWebServer(app, "127.0.0.1:0").start()
+    server = members_server(province, zalo_oa=webhook_endpoint(take, "app", "oa-secret"))
     seen = _Records()
     loggers = [logging.getLogger(), logging.getLogger("uvicorn"), logging.getLogger("uvicorn.error")]
     for logger in loggers:
@@ -454,3 +460,21 @@ def test_a_phone_that_drops_its_connection_mid_post_leaves_no_error_in_the_log(p
         server.stop()
     assert not [r for r in seen.records if r.levelno >= logging.ERROR or r.exc_info], \
         [(r.name, r.getMessage()) for r in seen.records]
+
+
+def test_a_missing_or_extra_trailing_slash_redirects_on_the_same_site_whatever_host_the_request_names(province):
+    """``/quantri`` → ``/quantri/``, ``/hoc/ketqua/`` → ``/hoc/ketqua``: the Location is a path on the site the
+    browser asked, never a host taken from the request's Host header (a poisoned cache would send members away)."""
+    server = members_server(province)
+    try:
+        with httpx.Client(base_url=server.url, timeout=10, headers={"Host": "evil.example"}) as forged:
+            moved = {path: forged.get(path) for path in ("/quantri", "/hoc", "/hoc/ketqua/", "/quantri/nhatky/?a=1")}
+        followed = httpx.get(f"{server.url}/quantri", follow_redirects=True, timeout=10)
+        gone = httpx.get(f"{server.url}/khong-co/", timeout=10)
+    finally:
+        server.stop()
+    assert {path: (r.status_code, r.headers["location"]) for path, r in moved.items()} == {
+        "/quantri": (307, "/quantri/"), "/hoc": (307, "/hoc/"), "/hoc/ketqua/": (307, "/hoc/ketqua"),
+        "/quantri/nhatky/?a=1": (307, "/quantri/nhatky?a=1")}
+    assert followed.status_code == 401 and str(followed.url) == f"{server.url}/quantri/"
+    assert gone.status_code == 404

@@ -27,7 +27,7 @@ from bot.console.http import (MAX_FORM, MAX_ROSTER_UPLOAD, MAX_UPLOAD, Refused, 
 from bot.domain.messages import percent
 from bot.domain.permissions import PermissionDenied
 from bot.outbox.queue import QuietHours
-from bot.routing import allowed_methods
+from bot.routing import allowed_methods, slash_redirect, without_slash_redirects
 from bot.services import console_access
 from bot.storage.db import Database
 from bot.storage.models import Member
@@ -155,14 +155,15 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
             return console.render("refused.html", status=exc.status, message=exc.message)
 
     async def not_found(request: Request, exc) -> Response:
-        return console.render("refused.html", status=404, message="Không tìm thấy trang này.")
+        return slash_redirect(request) or console.render("refused.html", status=404,
+                                                         message="Không tìm thấy trang này.")
 
     async def wrong_method(request: Request, exc) -> Response:
         response = console.render("refused.html", status=405, message="Trang này không mở được theo cách này.")
         response.headers["Allow"] = allowed_methods(request)
         return response
 
-    return Starlette(routes=[
+    app = Starlette(routes=[
         Route("/vao/{token}", login_form, methods=["GET"]),
         Route("/vao/{token}", off_the_loop(login), methods=["POST"]),
         Route("/thoat", off_the_loop(refused_logout), methods=["POST"]),
@@ -187,3 +188,5 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
         Route("/zalo-oa/ketnoi", page(pages.zalo_oa_connect, admin_only=True), methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ], exception_handlers={404: not_found, 405: wrong_method})
+    without_slash_redirects(app.router)
+    return app

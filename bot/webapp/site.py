@@ -33,7 +33,7 @@ from bot.domain.ids import MAX_ID, parse_id
 from bot.domain.languages import UNREVIEWED, language_name
 from bot.domain.messages import LETTERS, percent, reading_of
 from bot.services import quiz, web_links
-from bot.routing import allowed_methods
+from bot.routing import allowed_methods, slash_redirect, without_slash_redirects
 from bot.storage.db import Database
 from bot.storage.models import Attempt, AttemptQuestion, ChatAccount, Round
 from bot.timeutil import utcnow
@@ -342,14 +342,14 @@ def create_pages(cfg: PagesConfig) -> Starlette:
         return await run_in_threadpool(mini_app_login, request, form)
 
     async def not_found(request: Request, exc) -> Response:
-        return refusal(request, "not_found")
+        return slash_redirect(request) or refusal(request, "not_found")
 
     async def wrong_method(request: Request, exc) -> Response:
         response = refusal(request, "wrong_method")
         response.headers["Allow"] = allowed_methods(request)
         return response
 
-    return Starlette(routes=[
+    pages = Starlette(routes=[
         Route("/l/{token}", open_endpoint, methods=["GET"]),
         Route("/tg", mini_app_endpoint, methods=["POST"]),
         Route("/", member_page(home), methods=["GET"]),
@@ -361,6 +361,8 @@ def create_pages(cfg: PagesConfig) -> Starlette:
         Route("/bai/{aid:int}/ketqua", member_page(result), methods=["GET"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ], exception_handlers={404: not_found, 405: wrong_method})
+    without_slash_redirects(pages.router)
+    return pages
 
 
 def _state(s, attempts: list[Attempt], max_attempts: int) -> dict:
