@@ -44,10 +44,13 @@ from starlette.routing import BaseRoute, Mount, Route
 from bot.channels.zalo.updates import unwrap_update
 from bot.db_probe import DatabaseProbe
 from bot.metrics import WebhookCounter
-from bot.routing import slash_redirect, without_slash_redirects
+from bot.routing import allowed_methods, slash_redirect, without_slash_redirects
 
 log = logging.getLogger(__name__)
 SECRET_HEADER = "X-Bot-Api-Secret-Token"
+# what a browser shows off the study pages and the console (members open the server's address too)
+NOT_FOUND = "Không tìm thấy trang này."
+WRONG_METHOD = "Địa chỉ này không mở được theo cách này."
 
 
 @dataclass
@@ -260,7 +263,7 @@ def create_app(*, zalo=None, webhook_secret: str | None = None, shelf: FileShelf
     ``db`` for the health check, and ``routes``:
     what other surfaces mount (the Telegram webhook, metrics). Runtimes started later add theirs
     with ``mount``."""
-    app = Starlette(exception_handlers={404: _not_found}, middleware=[Middleware(WebhookCounter)], routes=[
+    app = Starlette(exception_handlers={404: _not_found, 405: _wrong_method}, middleware=[Middleware(WebhookCounter)], routes=[
         zalo_webhook_route(zalo, webhook_secret),
         fleet_webhook_route(fleet),
         files_route(shelf),
@@ -288,7 +291,12 @@ async def _not_found(request: Request, exc) -> Response:
     lacks a page's trailing slash (``/quantri``) is sent to it."""
     if _starting(request):
         return _try_again()
-    return slash_redirect(request) or PlainTextResponse("Not Found", status_code=404)
+    return slash_redirect(request) or PlainTextResponse(NOT_FOUND, status_code=404)
+
+
+async def _wrong_method(request: Request, exc) -> Response:
+    """405 in Vietnamese (``GET /zalo/webhook`` from a curious browser), with the methods the path takes."""
+    return PlainTextResponse(WRONG_METHOD, status_code=405, headers={"Allow": allowed_methods(request)})
 
 
 def mount(app: Starlette, routes: list[BaseRoute]) -> None:

@@ -478,3 +478,15 @@ def test_a_missing_or_extra_trailing_slash_redirects_on_the_same_site_whatever_h
         "/quantri/nhatky/?a=1": (307, "/quantri/nhatky?a=1")}
     assert followed.status_code == 401 and str(followed.url) == f"{server.url}/quantri/"
     assert gone.status_code == 404
+
+
+def test_a_browser_off_the_members_pages_reads_vietnamese_not_found_and_wrong_method(province):
+    """Someone types the bare address, or opens a webhook's address, in a browser: a short Vietnamese line."""
+    server = members_server(province)
+    try:
+        home, webhook = httpx.get(f"{server.url}/", timeout=10), httpx.get(f"{server.url}/zalo/webhook", timeout=10)
+    finally:
+        server.stop()
+    assert (home.status_code, home.text) == (404, "Không tìm thấy trang này.")
+    assert (webhook.status_code, webhook.text) == (405, "Địa chỉ này không mở được theo cách này.")
+    assert webhook.headers["allow"] == "POST" and "charset=utf-8" in webhook.headers["content-type"]
