@@ -838,6 +838,27 @@ def test_a_full_member_list_asks_before_stopping_anyone_and_never_stops_everyone
     assert back.status_code == 200 and "2 hoạt động lại" in back.text and still_active() == active
 
 
+def test_an_admin_cannot_demote_themselves_by_a_roster_upload_and_stays_signed_in(chat, console_server, province):
+    """The uploader's own row with a lower role would end their session at the next page (and might leave
+    no admin at all): refused, nothing loaded, they ask another admin instead."""
+    from bot.storage.models import Member
+
+    with province.session() as s:
+        me = s.scalar(select(Member).where(Member.code == "AD001"))
+        row = f"{me.code},{me.full_name},{me.unit.code},{me.phone or ''}"
+    admin = logged_in(chat, console_server, "AD001")
+    for role in ("member", "cadre"):
+        page = admin.post("/quantri/doanvien", data={"csrf": csrf_of(admin, "/quantri/doanvien"), "kind": "members"},
+                          files={"file": ("ds.csv", f"code,full_name,unit_code,phone,role\n{row},{role}\n".encode())})
+        text = html.unescape(page.text)
+        assert page.status_code == 400 and "vai trò của chính đồng chí (AD001)" in text and "Chưa nạp gì" in text
+        assert "Đã nạp" not in text
+        with province.session() as s:
+            assert s.scalar(select(Member.role).where(Member.code == "AD001")) == "admin"
+            assert s.scalar(select(func.count()).select_from(Member).where(Member.role == "admin", Member.active))
+    assert admin.get("/quantri/doanvien").status_code == 200  # still signed in
+
+
 def test_uploads_of_any_name_are_checked_and_a_document_file_need_not_be_named_after_its_id(
         chat, console_server, province):
     from tests.conftest import QUIZZES

@@ -25,8 +25,8 @@ from bot.domain import oversight_messages as om
 from bot.domain.ids import parse_id
 from bot.domain.messages import percent
 from bot.domain.permissions import (
-    PermissionDenied, can_report, can_see_phone, can_view_unit, outranks, require_report, require_round_for_unit,
-    require_view_unit, shown_phones, visible_root_units,
+    ROLE_RANK, PermissionDenied, can_report, can_see_phone, can_view_unit, outranks, require_report,
+    require_round_for_unit, require_view_unit, shown_phones, visible_root_units,
 )
 from bot.domain.phones import display_phone
 from bot.services import console_access, oversight, stats
@@ -536,6 +536,8 @@ async def _import(console, request: Request, visit):
     if kind not in ("units", "members") or Path(name).suffix.lower() not in (".csv", ".xlsx"):
         raise Refused(400, "Chọn loại danh sách và một tệp .csv hoặc .xlsx.")
     data = await upload.read()
+    me = visit.member
+    role_before = me.role
     work = visit.s.begin_nested()  # all or nothing, as 'hoctap units/members import'
     with tempfile.TemporaryDirectory() as tmp:
         path = _upload_path(tmp, name)
@@ -545,10 +547,17 @@ async def _import(console, request: Request, visit):
         else:
             result = import_members(visit.s, path, full=form.get("full") == "1")
     problems = [p.replace(str(path), _shown(name)) for p in result.problems]
-    me = visit.member
     if result.ok and not me.active:  # a full list without the uploader would lock them out of the console
         problems = [f"{_shown(name)}: danh sách đầy đủ này không có chính đồng chí ({me.code}), nên sẽ ngừng sinh "
                     "hoạt cả tài khoản đang nạp; hãy thêm dòng của đồng chí vào tệp. Chưa nạp gì."]
+    elif result.ok and ROLE_RANK.get(me.role, 0) < ROLE_RANK.get(role_before, 0):
+        # demoting oneself ends one's own session at the next page: another admin must do it
+        problems = [f"{_shown(name)}: tệp ghi vai trò của chính đồng chí ({me.code}) thấp hơn vai trò hiện tại, nên "
+                    "đồng chí sẽ mất quyền vào trang quản trị ngay sau khi nạp; hãy giữ vai trò của mình trong tệp, "
+                    "hoặc nhờ một quản trị viên khác đổi. Chưa nạp gì."]
+    elif result.ok and not _active_admins(visit.s):
+        problems = [f"{_shown(name)}: sau khi nạp sẽ không còn quản trị viên nào đang sinh hoạt, và không ai vào "
+                    "được trang quản trị để sửa lại; hãy giữ ít nhất một quản trị viên trong tệp. Chưa nạp gì."]
     confirm = result.deactivated if result.ok and not problems else 0
     token = f"{confirm}:{hashlib.sha256(data).hexdigest()[:16]}"  # this count, from this very file
     if confirm and form.get("confirm") == token:
@@ -565,6 +574,10 @@ async def _import(console, request: Request, visit):
                           f"{result.updated} sửa, {result.reactivated} hoạt động lại, {result.deactivated} ngừng",
                           visit.now)
     return shown
+
+
+def _active_admins(s) -> int:
+    return s.scalar(select(func.count()).select_from(Member).where(Member.role == "admin", Member.active))
 
 
 async def deactivate(console, request: Request, visit) -> Response:
