@@ -455,6 +455,54 @@ def test_a_console_page_waiting_for_the_database_does_not_hold_up_the_rest_of_th
     assert page and page[0].status_code == 200 and "quantri" in page[0].text
 
 
+def test_a_members_answer_is_not_held_up_while_a_console_page_reads(chat, console_server, province):
+    """A console page reads (a province's report reads for seconds) without holding SQLite's one write lock,
+    so a member's answer written meanwhile goes through at once instead of waiting for the page."""
+    import threading
+    import time
+
+    from sqlalchemy import event, update
+
+    from bot.storage.models import Member
+
+    admin = logged_in(chat, console_server, "AD001")
+    reading, release = threading.Event(), threading.Event()
+
+    def slow_read(conn, cursor, statement, parameters, context, executemany):
+        # the audit page's read, held open until the write below is done (or 10 s)
+        if statement.lstrip().upper().startswith("SELECT") and "FROM console_audit" in statement \
+                and not reading.is_set():
+            reading.set()
+            release.wait(10)
+
+    event.listen(province.engine, "before_cursor_execute", slow_read)
+    try:
+        page: list[httpx.Response] = []
+        reader = threading.Thread(target=lambda: page.append(admin.get("/quantri/nhatky", timeout=60)))
+        reader.start()
+        assert reading.wait(10), "the audit page did not read"
+        took: list[float] = []
+
+        def answer():  # a write the size of a member's answer, from the same process as the console
+            started = time.perf_counter()
+            with province.session() as s:
+                s.execute(update(Member).where(Member.code == "DV001").values(full_name=Member.full_name))
+            took.append(time.perf_counter() - started)
+
+        writer = threading.Thread(target=answer)
+        writer.start()
+        writer.join(3)
+        done = bool(took)
+        release.set()
+        writer.join(60)
+        reader.join(60)
+    finally:
+        release.set()
+        event.remove(province.engine, "before_cursor_execute", slow_read)
+    assert done, f"the write waited {took[0] if took else 'over 3'} s for a console page that only reads"
+    assert page and page[0].status_code == 200 and "Nhật ký" in page[0].text
+
+
 def test_zalo_invitation_sheet_names_each_members_own_branch_bot_and_its_share_link(chat, console_server, province):
     """A cadre downloads the Zalo invitations of a commune where ấp 1 has its own bot: ấp 1's members
     get that bot's name and share link, the other ấp's members the default bot's."""

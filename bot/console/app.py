@@ -35,6 +35,7 @@ from bot.timeutil import fmt_datetime, utcnow
 
 HERE = Path(__file__).parent
 COOKIE = "hoctap_quantri"
+ADMINS_ONLY = "Chỉ quản trị viên xem được trang này."
 
 
 @dataclass
@@ -65,12 +66,21 @@ class Console:
 
 @dataclass
 class Visit:
-    """One request of a logged-in person, inside one transaction."""
+    """One request of a logged-in person: a page (GET) in a read-only session, an action (POST) in one
+    transaction."""
 
     s: Session
     member: Member
     csrf: str
     now: datetime
+    deferred: list[tuple[str, str]] | None = None  # a page's audit lines, written after its read
+
+    def record(self, action: str, detail: str) -> None:
+        """An audit line: in the action's transaction, or for a page once its read is over."""
+        if self.deferred is None:
+            console_access.record(self.s, self.member, action, detail, self.now)
+        else:
+            self.deferred.append((action, detail))
 
 
 def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = None,
@@ -89,6 +99,8 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
         """``upload``: the largest body the page takes (a file); bodies beyond a form's are read only for a
         signed-in session."""
         async def endpoint(request: Request) -> Response:
+            if request.method in ("GET", "HEAD"):
+                return await read(request)
             with db.session() as s:
                 now = console.clock()
                 found = console_access.active_session(s, request.cookies.get(COOKIE), now)
@@ -96,21 +108,53 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
                     return console.render("login_needed.html", status=401)
                 session_row, member = found
                 if admin_only and member.role != "admin":
-                    return console.render("refused.html", status=403, me=member,
-                                          message="Chỉ quản trị viên xem được trang này.")
+                    return refused(member, PermissionDenied(ADMINS_ONLY))
                 visit = Visit(s, member, session_row.csrf, now)
                 work = s.begin_nested()  # a refusal undoes the request's changes, not the session's touch
                 try:
                     response = await handler(console, request, visit)
                 except (PermissionDenied, Refused) as exc:
                     work.rollback()
-                    status = exc.status if isinstance(exc, Refused) else 403
-                    return console.render("refused.html", status=status, me=member, message=exc.message,
-                                          back=getattr(exc, "back", None))
+                    return refused(member, exc)
                 if work.is_active:
                     work.commit()
                 return response
+
+        async def read(request: Request) -> Response:
+            """A page or a download, read in a read-only session: on SQLite it never holds the one write lock,
+            so a province's report does not stall members' answers and the chat meanwhile. The session's touch
+            and the page's audit lines follow in a short write transaction of their own."""
+            audit: list[tuple[str, str]] = []
+            with db.read_session() as s:
+                now = console.clock()
+                found = console_access.active_session(s, request.cookies.get(COOKIE), now, touch=False)
+                if found is None:
+                    return console.render("login_needed.html", status=401)
+                session_row, member = found
+                session_id, member_id = session_row.id, member.id
+                if admin_only and member.role != "admin":
+                    response = refused(member, PermissionDenied(ADMINS_ONLY))
+                else:
+                    visit = Visit(s, member, session_row.csrf, now, deferred=audit)
+                    try:
+                        response = await handler(console, request, visit)
+                    except (PermissionDenied, Refused) as exc:
+                        audit.clear()
+                        response = refused(member, exc)
+                if s.new or s.dirty or s.deleted:  # it would be rolled back unseen: a page must not write
+                    raise RuntimeError(f"{request.url.path}: a page changed the database in its read-only session")
+            with db.session() as s:
+                console_access.touch_session(s, session_id, now)
+                for action, detail in audit:
+                    console_access.record_by_id(s, member_id, action, detail, now)
+            return response
+
         return off_the_loop(endpoint, upload, signed_in)
+
+    def refused(member: Member, exc: PermissionDenied | Refused) -> Response:
+        status = exc.status if isinstance(exc, Refused) else 403
+        return console.render("refused.html", status=status, me=member, message=exc.message,
+                              back=getattr(exc, "back", None))
 
     async def login_form(request: Request) -> Response:
         return console.render("login.html", token=request.path_params["token"])

@@ -1,7 +1,8 @@
 """One function per console page or action: check, call the same service as the chat or the CLI, render.
 
-Each takes ``(console, request, visit)``; ``visit`` holds the open transaction, the logged-in member,
-the session's CSRF token and the moment. Refusals raise ``PermissionDenied`` or ``Refused``.
+Each takes ``(console, request, visit)``; ``visit`` holds the session (read-only for a GET: audit lines go
+through ``visit.record``; one transaction for a POST), the logged-in member, the session's CSRF token and the
+moment. Refusals raise ``PermissionDenied`` or ``Refused``.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ async def report_xlsx(console, request: Request, visit) -> Response:
     rnd, unit = _round_unit(request, visit, require_report)
     data = report_data(s, rnd.id, unit.id, now, tz=console.tz, include_phones=member.role == "admin")
     name = f"baocao-{rnd.document.code.replace('/', '-')}-{unit.code}-{now.astimezone(console.tz):%Y%m%d}.xlsx"
-    console_access.record(s, member, "report", f"{rnd.document.code} — {unit.code}", now)
+    visit.record("report", f"{rnd.document.code} — {unit.code}")
     return _download(build_workbook(data), name)
 
 

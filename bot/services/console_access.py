@@ -69,9 +69,11 @@ def redeem_login(s: Session, token: str, now: datetime, source: str = "", *,
     return OpenedSession(cookie, member)
 
 
-def active_session(s: Session, cookie: str | None, now: datetime) -> tuple[ConsoleSession, Member] | None:
-    """The live session of a cookie, touched; None when unknown, ended, idle too long, or its member
-    may no longer see units (deactivated, demoted)."""
+def active_session(s: Session, cookie: str | None, now: datetime, *,
+                   touch: bool = True) -> tuple[ConsoleSession, Member] | None:
+    """The live session of a cookie, touched (unless ``touch`` is False: a read-only look, ``touch_session``
+    later); None when unknown, ended, idle too long, or its member may no longer see units (deactivated,
+    demoted)."""
     if not cookie:
         return None
     row = s.scalar(select(ConsoleSession).where(ConsoleSession.token_hash == _hash(cookie)))
@@ -80,8 +82,15 @@ def active_session(s: Session, cookie: str | None, now: datetime) -> tuple[Conso
     member = s.get(Member, row.member_id)
     if not sees_units(member):
         return None
-    row.last_seen_at = now
+    if touch:
+        row.last_seen_at = now
     return row, member
+
+
+def touch_session(s: Session, session_id: int, now: datetime) -> None:
+    """The session was used at ``now`` (never moved back by a slower request that started earlier)."""
+    s.execute(update(ConsoleSession).where(ConsoleSession.id == session_id, ConsoleSession.last_seen_at < now)
+              .values(last_seen_at=now))
 
 
 def end_session(s: Session, cookie: str | None, now: datetime) -> None:
@@ -99,8 +108,13 @@ def too_many_refusals(s: Session, source: str, now: datetime) -> bool:
 
 def record(s: Session, member: Member | None, action: str, detail: str, now: datetime, source: str = "") -> None:
     """One line of the audit log."""
-    s.add(ConsoleAudit(member_id=member.id if member else None, action=action, detail=detail[:2000],
-                       source=source[:64], at=now))
+    record_by_id(s, member.id if member else None, action, detail, now, source)
+
+
+def record_by_id(s: Session, member_id: int | None, action: str, detail: str, now: datetime,
+                 source: str = "") -> None:
+    """``record`` with the member's id: a line written after the read session that found the member."""
+    s.add(ConsoleAudit(member_id=member_id, action=action, detail=detail[:2000], source=source[:64], at=now))
 
 
 def audit_log(s: Session, limit: int = 200) -> list[tuple[ConsoleAudit, Member | None]]:
