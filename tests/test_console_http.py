@@ -998,3 +998,37 @@ def test_after_the_round_a_quiz_left_half_done_is_shown_as_left_not_under_way(ch
         close_round(s, 1, utcnow())
     over = secretary.get(f"/quantri/dot/1/donvi/{branch}").text
     assert "<h2>Không hoàn thành (" in over and "<td>bỏ dở, chưa nộp bài</td>" in over and "đang làm dở" not in over
+
+
+def test_the_not_finished_list_comes_in_pages_of_fifty_with_links_between_them(chat, console_server, province):
+    """A province's list is hundreds of thousands of rows: the page shows the total and 50 at a time, with plain
+    links; a page number typed wrong shows a page, not an error."""
+    from bot.storage.models import Member, Unit
+
+    with province.session() as s:
+        branch = s.scalar(select(Unit.id).where(Unit.code == "DP-TT-01"))
+        s.add_all(Member(code=f"MOI{i:03d}", full_name=f"Nguyễn Văn Mới {i:03d}", unit_id=branch) for i in range(120))
+    secretary = logged_in(chat, console_server, "DV001")
+    url = f"/quantri/dot/1/donvi/{branch}"
+
+    def names(page: str) -> list[str]:
+        body = page.split('id="not-finished"')[1].split("<tbody>")[1].split("</tbody>")[0]
+        return re.findall(r"<tr><td>([^<]*)</td>", body)
+
+    first = secretary.get(url).text
+    total = int(re.search(r"Chưa hoàn thành \((\d+)\)", first).group(1))
+    pages = -(-total // 50)
+    assert total >= 120 and pages >= 3
+    assert len(names(first)) == 50 and f"Trang 1/{pages}" in first and "Trang trước" not in first
+    assert f'href="{url}?trang=2"' in first and "Trang sau" in first
+    shown = []
+    for number in range(1, pages + 1):
+        shown += names(secretary.get(f"{url}?trang={number}").text)
+    assert len(shown) == total and len(set(shown)) == total  # every member once, on one page
+    last = secretary.get(f"{url}?trang={pages}").text
+    assert "Trang sau" not in last and f'href="{url}?trang={pages - 1}"' in last
+    for bad in ("0", "-1", "abc", "99999999999999999999", "٣"):
+        page = secretary.get(f"{url}?trang={bad}")
+        assert page.status_code == 200 and f"Trang 1/{pages}" in page.text and names(page.text) == names(first), bad
+    beyond = secretary.get(f"{url}?trang=999999")
+    assert beyond.status_code == 200 and f"Trang {pages}/{pages}" in beyond.text and names(beyond.text) == names(last)

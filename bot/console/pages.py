@@ -125,12 +125,24 @@ def _download(data: bytes, name: str, media_type: str = XLSX) -> Response:
     return secured(Response(data, media_type=media_type, headers={"Content-Disposition": disposition}))
 
 
+NOT_FINISHED_PAGE = 50  # members per page of the not-finished list: a province's list is hundreds of thousands
+
+
+def _not_finished_page(s, round_id: int, unit_id: int, number: int):
+    return stats.not_finished_members(s, round_id, unit_id, (number - 1) * NOT_FINISHED_PAGE, NOT_FINISHED_PAGE)
+
+
 async def unit_page(console, request: Request, visit) -> Response:
     s, member, now = visit.s, visit.member, visit.now
     rnd, unit = _round_unit(request, visit)
     round_id, unit_id = rnd.id, unit.id
     total, children = _figures(s, member, round_id, unit_id, now)
-    _count, rows = stats.not_finished_members(s, round_id, unit_id, 0, None)
+    number = parse_id(request.query_params.get("trang", "")) or 1  # 0, -1, abc, beyond any id: the first page
+    count, rows = _not_finished_page(s, round_id, unit_id, number)
+    pages_count = max(1, -(-count // NOT_FINISHED_PAGE))
+    if number > pages_count:  # past the end (an old link, a list grown shorter): the last page
+        number = pages_count
+        count, rows = _not_finished_page(s, round_id, unit_id, number)
     phones = shown_phones(member, (r.member for r in rows))
     parent = s.get(Unit, unit.parent_id) if unit.parent_id else None
     if parent is not None and not (can_view_unit(s, member, parent.id) and
@@ -139,6 +151,7 @@ async def unit_page(console, request: Request, visit) -> Response:
     may_manage = member.role in MANAGERS and all(can_view_unit(s, member, ru.unit_id) for ru in rnd.units)
     return console.render("unit.html", **_context(
         visit, round=rnd, unit=unit, total=total, children=children, rows=rows, phones=phones, parent=parent,
+        not_finished=count, page=number, pages=pages_count,
         state=round_status(rnd, now), may_report=can_report(member), may_manage=may_manage,
         in_progress=om.IN_PROGRESS, left_unfinished=om.LEFT_UNFINISHED))
 
