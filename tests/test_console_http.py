@@ -263,6 +263,32 @@ def test_an_idle_session_ends_after_eight_hours(chat, console_server):
         console_server.clock = real
 
 
+def test_a_session_in_use_is_not_ended_eight_hours_after_login(chat, console_server, province):
+    """The browser keeps the cookie 8 hours from the last use, not from the login: a page renews it (at most
+    every few minutes, so most pages write nothing), and the server counts from that use too."""
+    from bot.storage.models import ConsoleSession
+
+    cadre = logged_in(chat, console_server, "CB002")
+    real = console_server.clock
+    try:
+        console_server.clock = lambda: real() + timedelta(hours=7)
+        used = cadre.get("/quantri/")
+        assert used.status_code == 200 and "max-age=28800" in used.headers.get("set-cookie", "").lower()
+        with province.session() as s:
+            seen = s.scalar(select(ConsoleSession.last_seen_at))
+        console_server.clock = lambda: real() + timedelta(hours=7, minutes=1)
+        again = cadre.get("/quantri/")  # a minute later: nothing to renew, nothing written
+        assert again.status_code == 200 and "set-cookie" not in again.headers
+        with province.session() as s:
+            assert s.scalar(select(ConsoleSession.last_seen_at)) == seen
+        console_server.clock = lambda: real() + timedelta(hours=14)
+        assert cadre.get("/quantri/").status_code == 200  # 7 hours after the last use
+        console_server.clock = lambda: real() + timedelta(hours=22, minutes=1)
+        assert cadre.get("/quantri/").status_code == 401  # 8 hours without use
+    finally:
+        console_server.clock = real
+
+
 def test_playground_web_prints_a_console_link_for_the_sample_cadre(workdir, capsys, monkeypatch):
     from bot.cli import main
     from tests.conftest import QUIZZES

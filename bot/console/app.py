@@ -103,22 +103,24 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
                 return await read(request)
             with db.session() as s:
                 now = console.clock()
-                found = console_access.active_session(s, request.cookies.get(COOKIE), now)
+                found = console_access.active_session(s, request.cookies.get(COOKIE), now, touch=False)
                 if found is None:
                     return console.render("login_needed.html", status=401)
                 session_row, member = found
+                stale = console_access.due_for_touch(session_row, now)
+                session_row.last_seen_at = now  # in the action's own transaction: costs no write of its own
                 if admin_only and member.role != "admin":
-                    return refused(member, PermissionDenied(ADMINS_ONLY))
+                    return kept(refused(member, PermissionDenied(ADMINS_ONLY)), request, stale)
                 visit = Visit(s, member, session_row.csrf, now)
                 work = s.begin_nested()  # a refusal undoes the request's changes, not the session's touch
                 try:
                     response = await handler(console, request, visit)
                 except (PermissionDenied, Refused) as exc:
                     work.rollback()
-                    return refused(member, exc)
+                    return kept(refused(member, exc), request, stale)
                 if work.is_active:
                     work.commit()
-                return response
+                return kept(response, request, stale)
 
         async def read(request: Request) -> Response:
             """A page or a download, read in a read-only session: on SQLite it never holds the one write lock,
@@ -132,6 +134,7 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
                     return console.render("login_needed.html", status=401)
                 session_row, member = found
                 session_id, member_id = session_row.id, member.id
+                stale = console_access.due_for_touch(session_row, now)
                 if admin_only and member.role != "admin":
                     response = refused(member, PermissionDenied(ADMINS_ONLY))
                 else:
@@ -143,13 +146,26 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
                         response = refused(member, exc)
                 if s.new or s.dirty or s.deleted:  # it would be rolled back unseen: a page must not write
                     raise RuntimeError(f"{request.url.path}: a page changed the database in its read-only session")
-            with db.session() as s:
-                console_access.touch_session(s, session_id, now)
-                for action, detail in audit:
-                    console_access.record_by_id(s, member_id, action, detail, now)
-            return response
+            if stale or audit:
+                with db.session() as s:
+                    if stale:
+                        console_access.touch_session(s, session_id, now)
+                    for action, detail in audit:
+                        console_access.record_by_id(s, member_id, action, detail, now)
+            return kept(response, request, stale)
 
         return off_the_loop(endpoint, upload, signed_in)
+
+    def kept(response: Response, request: Request, touched: bool) -> Response:
+        """The session was just marked as used: its cookie lives ``SESSION_IDLE`` from now, as it does on
+        the server (not from the login: a session in use does not end mid-work)."""
+        if touched:
+            keep_cookie(response, request.cookies[COOKIE])
+        return response
+
+    def keep_cookie(response: Response, value: str) -> None:
+        response.set_cookie(COOKIE, value, max_age=int(console_access.SESSION_IDLE.total_seconds()),
+                            path="/quantri", httponly=True, samesite="lax", secure=console.secure_cookie)
 
     def refused(member: Member, exc: PermissionDenied | Refused) -> Response:
         status = exc.status if isinstance(exc, Refused) else 403
@@ -175,8 +191,7 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
             return console.render("refused.html", status=403, message=(
                 "Đường dẫn này đã được dùng hoặc đã hết hạn. Đồng chí gõ /quantri trong chat để nhận đường dẫn mới."))
         response = secured(RedirectResponse("/quantri/", status_code=303))
-        response.set_cookie(COOKIE, opened.token, max_age=int(console_access.SESSION_IDLE.total_seconds()),
-                            path="/quantri", httponly=True, samesite="lax", secure=console.secure_cookie)
+        keep_cookie(response, opened.token)
         return response
 
     async def logout(request: Request) -> Response:

@@ -19,6 +19,7 @@ from bot.storage.models import ConsoleAudit, ConsoleLogin, ConsoleSession, Membe
 
 LINK_TTL = timedelta(minutes=5)
 SESSION_IDLE = timedelta(hours=8)
+TOUCH_EVERY = timedelta(minutes=5)  # a page marks its session as used at most this often (a write of its own)
 REFUSALS_WINDOW = timedelta(minutes=10)
 MAX_REFUSALS = 10  # refused logins from one address within the window before it must wait
 LOGIN_PATH = "/quantri/vao/"
@@ -85,6 +86,12 @@ def active_session(s: Session, cookie: str | None, now: datetime, *,
     if touch:
         row.last_seen_at = now
     return row, member
+
+
+def due_for_touch(row: ConsoleSession, now: datetime) -> bool:
+    """Whether a page should mark the session as used (and renew its cookie): not on every page, which would
+    cost a write each, but often enough that 8 hours without use, give or take ``TOUCH_EVERY``, ends it."""
+    return now - row.last_seen_at >= TOUCH_EVERY
 
 
 def touch_session(s: Session, session_id: int, now: datetime) -> None:
