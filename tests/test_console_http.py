@@ -242,6 +242,34 @@ def test_audit_log_is_for_admins_only(chat, console_server):
     assert page.status_code == 200 and "Ngô Công Tâm" in page.text and "Mai Hồng Oanh" in page.text
 
 
+def test_the_audit_log_names_every_action_in_vietnamese_without_doubled_words(chat, console_server, province):
+    """Nhật ký shows what was done in words (never a code word like "reactivate"), and "mở" + "đợt 2: …"
+    rather than "mở đợt đợt 2"."""
+    from bot.storage.models import Member, Unit
+
+    with province.session() as s:
+        target = s.scalar(select(Member).where(Member.code == "DV002"))
+        target.active = False
+        target_id, unit = target.id, s.scalar(select(Unit.id).where(Unit.code == "DP"))
+    admin = logged_in(chat, console_server, "AD001")
+    token = csrf_of(admin, "/quantri/doanvien")
+    assert admin.post(f"/quantri/doanvien/{target_id}/sinhhoatlai", data={"csrf": token}).status_code == 303
+    assert admin.post(f"/quantri/doanvien/{target_id}/malienket", data={"csrf": token, "channel": "zalo"}).status_code == 200
+    opened = admin.post("/quantri/dot/moi", data={"csrf": token, "document": "kh-83-hu-tuy-phuoc", "unit": str(unit),
+                                                   "opens": "01/12/2099", "closes": "15/12/2099", "target": "98"})
+    round_id = opened.headers["location"].split("/dot/")[1].split("/")[0]
+    assert admin.post(f"/quantri/dot/{round_id}/dong", data={"csrf": token, "confirm": "1"}).status_code == 303
+    page = html.unescape(admin.get("/quantri/nhatky").text)
+    done = re.findall(r"<tr><td>[^<]*</td><td>[^<]*</td><td>([^<]*)</td><td class=\"detail\">([^<]*)</td>", page)
+    assert {action for action, _ in done} >= {"vào", "cho sinh hoạt lại", "cấp mã liên kết mới", "mở", "kết thúc"}
+    assert not [action for action, _ in done if re.fullmatch(r"[a-z_]+", action)], done  # no code words
+    assert ("mở", f"đợt {round_id}: kh-83-hu-tuy-phuoc cho DP, mục tiêu 98%") in done
+    assert any(action == "cấp mã liên kết mới" and detail.endswith("(Zalo)") for action, detail in done)
+    for action, detail in done:
+        words = f"{action} {detail}".split()
+        assert all(a != b for a, b in zip(words, words[1:])), f"{action} {detail}"
+
+
 def test_the_zalo_oa_page_is_for_admins_and_only_where_an_oa_is_configured(chat, console_server):
     """A cadre cannot see or start the OA's authorisation; on a server without an OA the page says so."""
     cadre = logged_in(chat, console_server, "CB002")

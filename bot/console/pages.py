@@ -36,6 +36,7 @@ from bot.storage.models import Document, Member, Round, RoundUnit, Unit, UnitAnc
 from bot.timeutil import PLAUSIBLE_YEARS, parse_local
 
 MANAGERS = ("cadre", "admin")
+CHANNEL_NAMES = {"telegram": "Telegram", "zalo": "Zalo"}
 DENIED_MANAGE = "Chỉ cán bộ phụ trách và quản trị viên mới mở, đóng hay gia hạn đợt học tập của đơn vị mình."
 DENIED_DOCUMENTS = "Chỉ cán bộ phụ trách và quản trị viên mới nạp văn bản và câu hỏi."
 DENIED_REPLACE = ("Văn bản này đang dùng cho đợt học tập số {round} của đơn vị ngoài phạm vi của đồng chí; chỉ người "
@@ -633,7 +634,8 @@ async def relink(console, request: Request, visit) -> Response:
     if channel == "telegram" and not console.bot_name:
         raise Refused(400, "Máy chủ chưa khai báo tên bot Telegram (telegram.bot_username); liên hệ quản trị viên.")
     code = relink_code(s, target, visit.now, channel)
-    console_access.record(s, member, "relink", f"{target.code} {target.full_name} ({channel})", visit.now)
+    console_access.record(s, member, "relink", f"{target.code} {target.full_name} ({CHANNEL_NAMES[channel]})",
+                          visit.now)
     return console.render("relink.html", **_context(
         visit, target=target, channel=channel, code=format_code(code),
         link=f"https://t.me/{console.bot_name}?start={code}"))
@@ -684,12 +686,14 @@ async def invitations(console, request: Request, visit) -> Response:
         path = Path(tmp) / "thumoi.xlsx"
         write_table(path, header, rows)
         data = path.read_bytes()
-    console_access.record(s, member, "invite", f"{unit.code} ({channel}): {len(rows)} đồng chí", visit.now)
+    console_access.record(s, member, "invite", f"{unit.code} ({CHANNEL_NAMES[channel]}): {len(rows)} đồng chí",
+                          visit.now)
     return _download(data, f"thumoi-{channel}-{unit.code}.xlsx")
 
 
 async def audit(console, request: Request, visit) -> Response:
-    return console.render("audit.html", **_context(visit, rows=console_access.audit_log(visit.s)))
+    return console.render("audit.html", **_context(visit, rows=console_access.audit_log(visit.s),
+                                                   actions=console_access.ACTIONS))
 
 
 # -- the Zalo Official Account's authorisation ------------------------------------------------------

@@ -113,6 +113,16 @@ def too_many_refusals(s: Session, source: str, now: datetime) -> bool:
     return (count or 0) >= MAX_REFUSALS
 
 
+# every action the audit log records, as the Nhật ký page names it: a detail such as "đợt 2: …" follows
+ACTIONS = {
+    "login": "vào", "login_refused": "vào bị từ chối", "upload": "nạp văn bản", "open_round": "mở",
+    "close_round": "kết thúc", "extend_round": "gia hạn", "remind": "nhắc nhở", "report": "tải báo cáo",
+    "invite": "tải thư mời", "deactivate": "ngừng sinh hoạt", "reactivate": "cho sinh hoạt lại",
+    "relink": "cấp mã liên kết mới", "import_units": "nạp danh sách đơn vị",
+    "import_members": "nạp danh sách đảng viên", "zalo_oa_authorize": "kết nối Zalo OA",
+}
+
+
 def record(s: Session, member: Member | None, action: str, detail: str, now: datetime, source: str = "") -> None:
     """One line of the audit log."""
     record_by_id(s, member.id if member else None, action, detail, now, source)
@@ -121,6 +131,8 @@ def record(s: Session, member: Member | None, action: str, detail: str, now: dat
 def record_by_id(s: Session, member_id: int | None, action: str, detail: str, now: datetime,
                  source: str = "") -> None:
     """``record`` with the member's id: a line written after the read session that found the member."""
+    if action not in ACTIONS:  # the log would show an English code word: name it in ACTIONS first
+        raise ValueError(f"audit action {action!r} has no name in console_access.ACTIONS")
     s.add(ConsoleAudit(member_id=member_id, action=action, detail=detail[:2000], source=source[:64], at=now))
 
 
