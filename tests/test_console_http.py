@@ -1086,3 +1086,25 @@ def test_the_not_finished_list_comes_in_pages_of_fifty_with_links_between_them(c
         assert page.status_code == 200 and f"Trang 1/{pages}" in page.text and names(page.text) == names(first), bad
     beyond = secretary.get(f"{url}?trang=999999")
     assert beyond.status_code == 200 and f"Trang {pages}/{pages}" in beyond.text and names(beyond.text) == names(last)
+
+
+def test_a_day_that_does_not_exist_an_arabic_digit_target_and_a_list_document_are_each_told_what_is_wrong(
+        chat, console_server, province):
+    """31/02 is written right but has no day: said so, not "cần dạng dd/mm/yyyy"; a target in other digits (٩٨) is
+    not read as 98; a document that is a YAML list is named as the whole file, not an empty field."""
+    cadre, form = round_form(chat, console_server, province, closes="31/02/2099")
+    before = rounds_opened(province)
+    page = html.unescape(cadre.post("/quantri/dot/moi", data=form).text)
+    assert "Hạn cuối: không có ngày 31/02/2099: tháng 2 năm 2099 chỉ có 28 ngày" in page and "dạng dd/mm/yyyy" not in page
+    page = html.unescape(cadre.post("/quantri/dot/moi", data={**form, "closes": "15/13/2099"}).text)
+    assert "không có tháng 13" in page
+    arabic = cadre.post("/quantri/dot/moi", data={**form, "closes": "15/12/2099", "target": "٩٨"})
+    assert arabic.status_code == 400 and "Mục tiêu: cần một số phần trăm" in arabic.text
+    assert rounds_opened(province) == before
+    admin = logged_in(chat, console_server, "AD001")
+    extended = html.unescape(admin.post("/quantri/dot/1/giahan", data={"csrf": csrf_of(admin), "closes": "30/02/2028"}).text)
+    assert "Hạn mới: không có ngày 30/02/2028: tháng 2 năm 2028 chỉ có 29 ngày" in extended
+    listed = cadre.post("/quantri/vanban", data={"csrf": csrf_of(cadre, "/quantri/vanban"), "action": "check"},
+                        files={"file": ("list.yaml", b"- id: a\n- id: b\n")})
+    text = html.unescape(listed.text)
+    assert listed.status_code == 400 and "list.yaml:1: file: cả tệp đang là một danh sách" in text and ": : " not in text

@@ -7,6 +7,7 @@ moment. Refusals raise ``PermissionDenied`` or ``Refused``.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import re
 import tempfile
@@ -208,7 +209,7 @@ def _reach(s, member: Member):
     return select(UnitAncestor.descendant_id).where(UnitAncestor.ancestor_id.in_(roots))
 
 
-TARGET = re.compile(r"\d{1,3}(?:[.,]\d)?")  # 98, 97,5 or 97.5 (a "%" after it is dropped)
+TARGET = re.compile(r"[0-9]{1,3}(?:[.,][0-9])?")  # 98, 97,5 or 97.5 (a "%" after it is dropped); ASCII digits only
 
 
 def _local(console, text: str, label: str, *, end_of_day: bool = False):
@@ -217,6 +218,15 @@ def _local(console, text: str, label: str, *, end_of_day: bool = False):
         when = parse_local(text, console.tz, end_of_day=end_of_day)
     except ValueError:
         when = None
+    shaped = re.fullmatch(r"([0-9]{1,2})/([0-9]{1,2})/([0-9]{4})", text)
+    day, month, year = (int(part) for part in shaped.groups()) if shaped else (0, 0, 0)
+    if when is None and year in PLAUSIBLE_YEARS:  # the right form, but no such month (13) or day (31/02)
+        if not 1 <= month <= 12:
+            raise Refused(400, f"{label}: “{text}” không có tháng {month}; tháng là số từ 1 đến 12 (dd/mm/yyyy).")
+        days = calendar.monthrange(year, month)[1]
+        if day > days:
+            raise Refused(400, f"{label}: không có ngày {text}: tháng {month} năm {year} chỉ có {days} ngày; hãy "
+                               "kiểm tra lại ngày.")
     if when is None or when.astimezone(console.tz).year not in PLAUSIBLE_YEARS:
         raise Refused(400, f"{label}: cần một ngày dạng dd/mm/yyyy từ năm {PLAUSIBLE_YEARS[0]} đến "
                            f"{PLAUSIBLE_YEARS[-1]} "

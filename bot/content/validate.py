@@ -73,7 +73,7 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.field}: {self.message}"
+        return f"{self.file}:{self.line}: {self.field + ': ' if self.field else ''}{self.message}"
 
 
 @dataclass
@@ -296,9 +296,12 @@ class _Checker:
             self.problems.append(Problem(self.file, 1, "file", "đang trống; hãy viết nội dung văn bản "
                                                                "(xem mẫu quizzes/kh-64-tu-binh-phuoc.yaml)"))
             return None
-        fields = self.mapping(root, "", TOP_FIELDS)
-        if fields is None:
+        if not isinstance(root, MappingNode):  # a list or a lone value: say it is the whole file, not a field
+            self.add(root, "file", f"cả tệp đang là {_show(root)}, nhưng một văn bản là các trường dạng 'tên: giá trị' "
+                                   "(id, code, title, summary, questions…) ở đầu dòng "
+                                   "(xem mẫu quizzes/kh-64-tu-binh-phuoc.yaml)")
             return None
+        fields = self.mapping(root, "", TOP_FIELDS)
         for name, required in TOP_FIELDS.items():
             if required and name not in fields:
                 self.add(root, name, "thiếu; hãy thêm trường này")
