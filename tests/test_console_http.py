@@ -16,11 +16,17 @@ from tests.conftest import QUIZZES, a_long_write
 from tests.console_browser import TZ, LINK, chat, console_server  # noqa: F401 - fixtures
 
 
+def enter(client: httpx.Client, path: str) -> httpx.Response:
+    """Open a login link's page and press its button, as a browser does."""
+    page = client.get(path)
+    return client.post(path, data={"csrf": page.text.split('name="csrf" value="')[1].split('"')[0]})
+
+
 def logged_in(chat, server, code: str) -> httpx.Client:
     """An HTTP client with a console session (the link from /quantri, then the page's button)."""
     client = httpx.Client(base_url=server.url, follow_redirects=False)
     link = chat.login_link(code)
-    response = client.post(link.replace(server.url, ""))
+    response = enter(client, link.replace(server.url, ""))
     assert response.status_code == 303, response.text
     return client
 
@@ -123,18 +129,38 @@ def test_forged_logins_are_held_back_but_cannot_lock_a_cadre_with_a_real_link_ou
     from bot.storage.models import ConsoleAudit
 
     client = httpx.Client(base_url=console_server.url)
-    codes = [client.post(f"/quantri/vao/forged{i}").status_code for i in range(12)]
+    codes = [enter(client, f"/quantri/vao/forged{i}").status_code for i in range(12)]
     assert codes[:10] == [403] * 10 and codes[10:] == [429, 429]
     with province.session() as s:  # the hold stops forgeries from filling the audit log
         assert s.scalar(select(func.count()).select_from(ConsoleAudit)
                         .where(ConsoleAudit.action == "login_refused")) == 10
-    opened = client.post(chat.login_link("CB002").replace(console_server.url, ""))
+    opened = enter(client, chat.login_link("CB002").replace(console_server.url, ""))
     assert opened.status_code == 303 and client.get("/quantri/").status_code == 200
+
+
+def test_a_login_link_posted_from_another_site_signs_nobody_in_and_stays_usable(chat, console_server, province):
+    """Login CSRF: another site's page can post a cadre's own login link from a victim's browser, to sign the
+    victim into the poster's session. Without the login page's cookie (SameSite=Strict: never sent with another
+    site's form) the post is refused and the link is not spent; the page and its button still work."""
+    from bot.storage.models import ConsoleSession
+
+    path = chat.login_link("CB002").replace(console_server.url, "")
+    victim = httpx.Client(base_url=console_server.url)
+    forged = victim.post(path, data={"csrf": "x" * 32})
+    assert forged.status_code == 403 and "Trang vào đã cũ" in forged.text and "hoctap_quantri" not in str(
+        forged.headers.get("set-cookie"))
+    page = victim.get(path)
+    assert "samesite=strict" in page.headers["set-cookie"].lower()
+    assert victim.post(path, data={"csrf": "y" * 32}).status_code == 403  # the cookie, but not its value
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(ConsoleSession)) == 0
+    opened = enter(httpx.Client(base_url=console_server.url), path)  # the link was not spent
+    assert opened.status_code == 303 and "hoctap_quantri=" in opened.headers["set-cookie"]
 
 
 def test_pages_send_a_csp_without_scripts_and_a_strict_cookie(chat, console_server):
     client = httpx.Client(base_url=console_server.url)
-    response = client.post(chat.login_link("CB002").replace(console_server.url, ""))
+    response = enter(client, chat.login_link("CB002").replace(console_server.url, ""))
     cookie = response.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=lax" in cookie and "path=/quantri" in cookie
     page = client.get("/quantri/")

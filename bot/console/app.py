@@ -7,6 +7,8 @@ the same service the chat or the CLI calls. Pages are plain HTML forms: no scrip
 
 from __future__ import annotations
 
+import re
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +37,12 @@ from bot.timeutil import fmt_datetime, utcnow
 
 HERE = Path(__file__).parent
 COOKIE = "hoctap_quantri"
+# the login page's own cookie, whose value its form carries back: a form posted from another site (login CSRF,
+# to sign a victim into the poster's session) comes without it, as the cookie is SameSite=Strict
+LOGIN_COOKIE = "hoctap_vao"
+LOGIN_NONCE = re.compile(r"[A-Za-z0-9_-]{32}")
+STALE_LOGIN = ("Trang vào đã cũ hoặc không được mở từ đường dẫn vào; đồng chí mở lại đường dẫn rồi bấm nút (đường "
+               "dẫn chưa dùng vẫn còn hiệu lực trong 5 phút; nếu đã quá, gõ /quantri trong chat để nhận đường dẫn mới).")
 ADMINS_ONLY = "Chỉ quản trị viên xem được trang này."
 
 
@@ -173,10 +181,26 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
                               back=getattr(exc, "back", None))
 
     async def login_form(request: Request) -> Response:
-        return console.render("login.html", token=request.path_params["token"])
+        """The login link's page: a button (a link preview must not spend the link) whose form carries the
+        value of a cookie this page sets (kept if already set: a second tab's page does not spoil the first)."""
+        nonce = request.cookies.get(LOGIN_COOKIE, "")
+        if not LOGIN_NONCE.fullmatch(nonce):
+            nonce = secrets.token_urlsafe(24)
+        response = console.render("login.html", token=request.path_params["token"], csrf=nonce)
+        response.set_cookie(LOGIN_COOKIE, nonce, max_age=int(console_access.LINK_TTL.total_seconds()) * 2,
+                            path="/quantri/vao", httponly=True, samesite="strict", secure=console.secure_cookie)
+        return response
 
     async def login(request: Request) -> Response:
         token = request.path_params["token"]
+        nonce = request.cookies.get(LOGIN_COOKIE, "")
+        try:  # checked before the link is looked at: a refused form leaves the link unspent
+            if not LOGIN_NONCE.fullmatch(nonce):
+                raise Refused(403, STALE_LOGIN)
+            await read_form(request, nonce)
+        except Refused as exc:
+            return console.render("refused.html", status=exc.status,
+                                  message=STALE_LOGIN if exc.status == 403 else exc.message)
         with db.session() as s:
             now = console.clock()
             # A real link opens even from an address on hold: behind a proxy every user shares its address,
@@ -192,6 +216,7 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
                 "Đường dẫn này đã được dùng hoặc đã hết hạn. Đồng chí gõ /quantri trong chat để nhận đường dẫn mới."))
         response = secured(RedirectResponse("/quantri/", status_code=303))
         keep_cookie(response, opened.token)
+        response.delete_cookie(LOGIN_COOKIE, path="/quantri/vao")
         return response
 
     async def logout(request: Request) -> Response:
