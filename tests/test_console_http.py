@@ -435,7 +435,7 @@ def test_a_provinces_roster_larger_than_a_document_is_taken_and_a_larger_one_say
     roster = ("code,full_name,unit_code,phone,role\n" + rows).encode()
     assert 3 * 1024 * 1024 < len(roster) < 16 * 1024 * 1024
     page = admin.post("/quantri/doanvien", data={"csrf": csrf_of(admin, "/quantri/doanvien"), "kind": "members"},
-                      files={"file": ("dang-vien.csv", roster)})
+                      files={"file": ("dang-vien.csv", roster)}, timeout=60)  # 70,000 rows: seconds when busy
     assert page.status_code == 400 and "dang-vien.csv:2: unit_code: không có đơn vị mã 'KHONG-CO'" in html.unescape(page.text)
     huge = roster + rows.encode() * 4  # over 16 MB
     page = admin.post("/quantri/doanvien", data={"csrf": csrf_of(admin, "/quantri/doanvien"), "kind": "members"},
