@@ -250,7 +250,13 @@ class TelegramChannel:
         taken = [u for u in kept if u.get("callback_query") or
                  ((u.get("message") or {}).get("chat") or {}).get("type") == "private"]
         for raw in taken:
-            await app.update_queue.put(Update.de_json(raw, app.bot))
+            try:
+                update = Update.de_json(raw, app.bot)
+            except Exception as exc:  # noqa: BLE001 - kept before it was checked (``readable_or_bare``): skipped
+                log.warning("kept update %s: python-telegram-bot cannot read it (%s); skipped",
+                            raw.get("update_id"), exc.__class__.__name__)
+                continue
+            await app.update_queue.put(update)
         if taken:
             log.warning("%d update(s) received before the last stop and never answered: handling them now", len(taken))
 

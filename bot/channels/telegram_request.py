@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from typing import Any, Callable
 from urllib.parse import urlencode
 
 import aiohttp
+from telegram import Update
 from telegram._utils.defaultvalue import DefaultValue
 from telegram._utils.types import ODVInput
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
+
+log = logging.getLogger(__name__)
 
 _TOKEN_IN_URL = re.compile(r"/bot[^/\s]+")  # the Bot API's URLs: <base>/bot<token>/<method>
 DEFAULT_TIMEOUT = 5.0  # HTTPXRequest's read, write and connect defaults
@@ -91,7 +95,11 @@ class KeptUpdatesRequest(AiohttpRequest):
     """The ``getUpdates`` request of a polling bot: each batch is handed to ``keep`` (``bot/services/inbox.py``,
     run in a thread) before python-telegram-bot sees it, so before its next ``getUpdates`` tells Telegram the
     batch arrived. A batch that cannot be kept fails the call like a network error: python-telegram-bot asks
-    again, and Telegram, told nothing, hands the batch out again."""
+    again, and Telegram, told nothing, hands the batch out again.
+
+    An update python-telegram-bot cannot read (it and Telegram disagree on a field) would fail its whole batch,
+    at every poll: it is replaced by its bare ``update_id`` (kept so too), which no handler takes and which still
+    moves the offset past it, and logged, as the webhook refuses it alone."""
 
     def __init__(self, keep: Callable[[list[tuple[str, dict]]], Any], **kwargs):
         super().__init__(**kwargs)
@@ -106,6 +114,12 @@ class KeptUpdatesRequest(AiohttpRequest):
             updates = json.loads(body).get("result") or []
         except (ValueError, AttributeError):
             return status, body  # PTB says what is wrong with it
+        if not isinstance(updates, list):
+            return status, body
+        readable = [readable_or_bare(u) for u in updates]
+        if any(r is not u for r, u in zip(readable, updates)):
+            updates = readable
+            body = json.dumps({"ok": True, "result": updates}, ensure_ascii=False).encode()
         batch = [(str(u["update_id"]), u) for u in updates if isinstance(u, dict) and "update_id" in u]
         if batch:
             try:
@@ -113,3 +127,17 @@ class KeptUpdatesRequest(AiohttpRequest):
             except Exception as exc:  # noqa: BLE001 - the database: the batch is asked for again
                 raise NetworkError(f"the updates could not be kept ({exc.__class__.__name__}); asking again") from None
         return status, body
+
+
+def readable_or_bare(update):
+    """``update`` itself when python-telegram-bot reads it; else (logged) only its ``update_id``, which reads as an
+    update with nothing in it: one member's unreadable message does not hold up the others'."""
+    if not isinstance(update, dict) or type(update.get("update_id")) is not int:
+        return update  # PTB says what is wrong with it
+    try:
+        Update.de_json(update, None)
+    except Exception as exc:  # noqa: BLE001 - any field PTB refuses
+        log.warning("update %s: python-telegram-bot cannot read it (%s: %s); skipped",
+                    update["update_id"], exc.__class__.__name__, str(exc)[:200])
+        return {"update_id": update["update_id"]}
+    return update

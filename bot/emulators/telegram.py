@@ -970,6 +970,12 @@ class EmulatedUser(ChatDriver[EmulatorState]):
         return self._state.user_message(
             self.id, {"document": document, **({"caption": caption} if caption else {})})
 
+    def send_content(self, content: dict[str, Any]) -> dict[str, Any]:
+        """Send a message whose content (``{"poll": {...}}``, a sticker...) is given as Telegram would put it,
+        unchecked: with ``self_check=False`` it may be what a client's library cannot read."""
+        self.mark()
+        return self._state.user_message(self.id, copy.deepcopy(content))
+
     def press(self, label_or_data: str, message_id: int | None = None) -> str:
         """Tap the inline button with this text or callback_data on the newest bot message
         having it (or on message_id); returns the callback query id."""
