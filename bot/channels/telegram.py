@@ -293,6 +293,9 @@ class TelegramChannel:
             self.service.on_action, str(query.from_user.id), query.data or "", self.clock(), str(update.update_id))
         if outcome.redelivered:  # recorded when it first came: nothing is done twice
             log.info("update %s: a redelivered button press; already handled", update.update_id)
+            # its answer may have been lost too, and the button would spin on: answered again (Telegram refusing an
+            # answered or too old query is logged at info by ``_answer_query``)
+            await self._answer_query(context.bot, query, None)
             if outcome.replies and outcome.replies[0].edit and query.message is not None:
                 # its reply may have been lost: the pressed message shows again where the member is (the same
                 # text again changes nothing), and a result's further parts follow
