@@ -306,6 +306,28 @@ def test_one_failing_update_does_not_stop_the_bot(telegram_bot, emulator, invite
     assert "/lambai" in reply["text"]
 
 
+def test_an_edited_or_business_message_or_one_without_a_sender_gets_no_reply_and_no_traceback(
+        telegram_bot, emulator, invite, caplog):
+    """An edited /ketqua is not a new command, a business chat's message is not the member's own chat, and a
+    message without ``from`` names nobody: none is answered, none logs an error."""
+    user = link(emulator, invite, "DV003", 9302)
+    sent = user.send_text("/ketqua")
+    user.wait_for(lambda u: "Liên kết thành công" not in u.messages[-1]["text"])
+    answered = len(user.messages)
+    caplog.clear()
+    user.edit_text(sent["message_id"], "/hoc")
+    chat = {"id": user.id, "type": "private", "first_name": "Đảng viên"}
+    emulator.deliver("business_message", {"message_id": 90, "business_connection_id": "b-1", "date": int(time.time()),
+                                          "from": {"id": user.id, "is_bot": False, "first_name": "Đảng viên"},
+                                          "chat": chat, "text": "/hoc"})
+    emulator.deliver("message", {"message_id": 91, "date": int(time.time()), "chat": chat, "text": "/hoc"})
+    user.send_text("/trogiup")  # handled after the three above (one chat's updates go in order)
+    user.wait_for(lambda u: len(u.messages) > answered)
+    time.sleep(0.3)
+    assert len(user.messages) == answered + 1 and "64-KH/TU" not in user.messages[-1]["text"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
 def test_stray_messages_get_a_hint_never_silence(telegram_bot, emulator, invite):
     user = link(emulator, invite, "DV010", 8701)
     user.send_text("cho tôi hỏi")

@@ -390,13 +390,13 @@ def test_a_database_that_hangs_gets_a_503_in_seconds_and_metrics_still_show_the_
 
 def test_an_update_that_fails_the_same_way_every_time_is_taken_not_delivered_again_and_again(province, invite,
                                                                                                caplog):
-    """A failure that is no database blip (here an update no client sends, a private message without a
-    sender) would fail again on every redelivery: it is logged and answered as taken."""
+    """A failure that is no database blip (here a reply Telegram refuses: the chat is one it does not know) would
+    fail again on every redelivery: it is logged and answered as taken."""
     from bot.emulators.telegram import TelegramEmulator
 
     port = free_port()
     poison = {"update_id": 99, "message": {"message_id": 1, "date": 0, "chat": {"id": 5, "type": "private"},
-                                           "text": "/hoc"}}
+                                           "from": {"id": 5, "is_bot": False, "first_name": "Lạ"}, "text": "/hoc"}}
     with TelegramEmulator(webhook_targets=[f"http://127.0.0.1:{port}"]) as emulator:
         with serving(webhook_settings(province, emulator, port), province):
             link(emulator, invite, "DV010", 7304)  # the bot is up

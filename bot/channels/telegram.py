@@ -61,6 +61,16 @@ CONTACT_BUTTON = "📱 Chia sẻ số điện thoại"
 MAX_TRIES = 6
 
 
+class _SentByAUser(filters.MessageFilter):
+    """A message with ``from``: the member is found by it (Telegram may leave it out, e.g. for a channel's post)."""
+
+    def filter(self, message: Message) -> bool:
+        return message.from_user is not None
+
+
+SENT_BY_A_USER = _SentByAUser(name="SENT_BY_A_USER")
+
+
 class StillFlooded(Exception):
     """Telegram answered 429 to every try: the call was not made; ``retry_after`` seconds to wait."""
 
@@ -203,11 +213,14 @@ class TelegramChannel:
         if base_file_url:
             builder = builder.base_file_url(base_file_url)
         app = builder.build()
-        private = filters.ChatType.PRIVATE
+        # new messages only: an edit is not a new command, and a business chat's message is not the member's own
+        # chat (neither comes under our allowed_updates); a private message must name its sender
+        private = filters.UpdateType.MESSAGE & filters.ChatType.PRIVATE & SENT_BY_A_USER
         app.add_handler(MessageHandler(private & filters.CONTACT, self.on_contact))
         app.add_handler(MessageHandler(private & filters.TEXT, self.on_text))
         app.add_handler(MessageHandler(private & ~filters.TEXT & ~filters.CONTACT & ~filters.StatusUpdate.ALL, self.on_other))
-        app.add_handler(MessageHandler(filters.ChatType.GROUPS & filters.COMMAND, self.on_group_command))
+        app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & filters.ChatType.GROUPS & filters.COMMAND,
+                                       self.on_group_command))
         app.add_handler(CallbackQueryHandler(self.on_button))
         app.add_error_handler(self.on_error)
         _REQUESTS[app] = requests

@@ -776,6 +776,17 @@ class EmulatorState:
             self._enqueue("message", copy.deepcopy(api))
             return api
 
+    def user_edit(self, user_id: int, message_id: int, text: str) -> dict[str, Any]:
+        """A user edits a text message they sent: store it and queue an ``edited_message`` Update."""
+        with self.cond:
+            msg = self.chats[user_id].messages.get(message_id)
+            if msg is None or msg.from_bot or "text" not in msg.api:
+                raise LookupError(f"no text message {message_id} from user {user_id}")
+            msg.api.pop("entities", None)
+            msg.api.update(text_content(text), edit_date=int(time.time()))
+            self._enqueue("edited_message", copy.deepcopy(msg.api))
+            return copy.deepcopy(msg.api)
+
     def group_message(self, group_id: int, title: str, user_id: int, text: str) -> dict[str, Any]:
         """A user writes in a group the bot is in (privacy mode on: the bot gets commands only, which is what
         tests send): store the message and queue an Update."""
@@ -970,6 +981,11 @@ class EmulatedUser(ChatDriver[EmulatorState]):
         return self._state.user_message(
             self.id, {"document": document, **({"caption": caption} if caption else {})})
 
+    def edit_text(self, message_id: int, text: str) -> dict[str, Any]:
+        """Edit a text message this user sent (the bot gets an ``edited_message``)."""
+        self.mark()
+        return self._state.user_edit(self.id, message_id, text)
+
     def send_content(self, content: dict[str, Any]) -> dict[str, Any]:
         """Send a message whose content (``{"poll": {...}}``, a sticker...) is given as Telegram would put it,
         unchecked: with ``self_check=False`` it may be what a client's library cannot read."""
@@ -1163,6 +1179,13 @@ class TelegramEmulator:
         with self._state.cond:
             chat = self._state.chats.get(group_id)
             return [copy.deepcopy(m.api) for m in chat.messages.values() if m.from_bot] if chat else []
+
+    def deliver(self, kind: str, payload: dict[str, Any]) -> int:
+        """Queue an update of ``kind`` (``business_message``, a ``message`` without ``from``...) with ``payload``
+        as given, unchecked: what other ``allowed_updates`` or an odd client would bring. Returns its update_id."""
+        with self._state.cond:
+            self._state._enqueue(kind, copy.deepcopy(payload))
+            return self._state.updates[-1]["update_id"]
 
     def lift_flood_limit(self) -> None:
         """Every chat accepts messages at any rate from now on (a test done measuring a burst)."""
