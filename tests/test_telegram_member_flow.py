@@ -688,6 +688,28 @@ def test_a_lambai_recorded_by_a_process_that_died_before_replying_still_shows_qu
         assert s.scalar(select(func.count()).select_from(Attempt)) == 1
 
 
+def test_a_start_link_recorded_by_a_process_that_died_before_replying_tells_the_member_they_are_linked(
+        telegram_bot, emulator, invite, province):
+    """kill -9 between linking by ``/start CODE`` and the reply: the redelivered link is answered that the account is
+    linked (not silence, which leaves the member wondering whether to try the link again), and links nothing twice."""
+    from bot.channels.telegram import TRAITS
+    from bot.services.chat import ChatService
+    from bot.timeutil import utcnow
+
+    user = emulator.user(9812, first_name="Đảng viên")
+    telegram_bot.stop()
+    code = invite("DV033")
+    user.send_text(f"/start {code}")
+    [update_id] = emulator.pending_update_ids()
+    service = ChatService(province, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"))  # the process that died: it linked
+    assert "Liên kết thành công" in service.on_text(str(user.id), f"/start {code}", utcnow(), str(update_id)).replies[0].text
+    telegram_bot.start()
+    reply = user.wait_for(timeout=10)
+    assert "Tài khoản đã được liên kết" in reply["text"] and "Xin chào đồng chí" in reply["text"]
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(ChatAccount)) == 1
+
+
 def fetch_as_a_killed_poller(emulator, province, *, confirm: bool) -> None:
     """What a polling process killed mid-handling leaves: the updates fetched and kept, never handled, and (with
     ``confirm``: its next getUpdates had gone out) Telegram holding them no more."""

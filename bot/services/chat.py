@@ -42,7 +42,8 @@ COMMANDS = {
 REPLAY_WINDOW = timedelta(hours=1)  # a redelivered answer this soon after a hand-in is the one that handed it in
 DOUBLE_TAP = timedelta(seconds=15)  # a tap on a quiz handed in this recently is the same impatient member
 # Commands whose reply can be worked out again and thrown away (``_replay_text``): they show where the member is
-# and hand out nothing that lives in the database (a login link, a study link, a link code's outcome, a page)
+# and hand out nothing that lives in the database (a login link, a study link, a link code's outcome, a page;
+# a redelivered /start only says the chat is linked, see ``_redelivered_text``)
 REPLAYABLE = frozenset({"lambai", "ketqua", "help"})
 REDONE = frozenset({"hoc"})  # redelivered commands worked out again for real: their only work is a fresh study link
 # An answer as members type it: "B", "b.", "2", "(c)", "đáp án: D", "câu A", "chọn 3" (on text without diacritics)
@@ -420,6 +421,10 @@ class ChatService:
             return self._replay_text(s, external_id, text, now, sent_at)
         if command in REDONE:  # done again for real: the study link it hands out must live
             return replace(self._text(s, external_id, text, now, sent_at), redelivered=True)
+        if command == "start":  # a link code is not tried again (it would say what it cannot do): a chat linked
+            # now is told so in /start's words, without a member nothing is sent
+            member = linking.account_member(s, self.traits.name, external_id)
+            return Outcome([msg.link_outcome("already", member)] if member is not None else [], redelivered=True)
         if command is None and answer_token(text):
             return self._replay_typed_answer(s, external_id, now)
         return Outcome(redelivered=True)
