@@ -336,6 +336,14 @@ def test_stray_messages_get_a_hint_never_silence(telegram_bot, emulator, invite)
     assert "Gõ /hoc để đọc tài liệu" in user.wait_for()["text"]
 
 
+def test_a_letter_typed_with_no_quiz_under_way_points_to_the_slash_commands(telegram_bot, emulator, invite):
+    """Telegram members use /ketqua and /lambai (the menu): the hint names those, not Zalo's typed words."""
+    user = link(emulator, invite, "DV003", 9303)
+    user.send_text("a")
+    hint = user.wait_for(lambda u: "đang làm dở" in u.messages[-1]["text"])["text"]
+    assert "/ketqua" in hint and "/lambai" in hint and "KẾT QUẢ" not in hint and "LÀM BÀI" not in hint
+
+
 def test_attempts_run_out_after_the_documents_maximum(telegram_bot, emulator, invite, province):
     user = link(emulator, invite, "DV014", 8901)
     for attempt in range(1, 4):

@@ -316,8 +316,14 @@ def answer_notice(status: str) -> str:
     }[status]
 
 
-NO_QUIZ_UNDER_WAY = ("Đồng chí không có bài kiểm tra nào đang làm dở. Gõ KẾT QUẢ để xem kết quả các bài đã làm, "
-                     "LÀM BÀI để làm bài.")
+def no_quiz_under_way(has_buttons: bool = True) -> str:
+    """A letter typed with no quiz under way: where there are buttons (Telegram) the menu's /commands are named,
+    elsewhere (Zalo) the words members type."""
+    if has_buttons:
+        return ("Đồng chí không có bài kiểm tra nào đang làm dở. Gõ /ketqua để xem kết quả các bài đã làm, "
+                "/lambai để làm bài.")
+    return ("Đồng chí không có bài kiểm tra nào đang làm dở. Gõ KẾT QUẢ để xem kết quả các bài đã làm, "
+            "LÀM BÀI để làm bài.")
 
 
 def current_question_is(position: int) -> str:
