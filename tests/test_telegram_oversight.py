@@ -52,6 +52,27 @@ def test_secretary_reminds_and_the_reminder_waits_in_the_outbox(telegram_bot, em
     assert len(keys) == 2 and all(k.startswith("nudge:1:") for k in keys)
 
 
+def test_reminding_just_after_the_round_closed_says_reminders_go_only_for_open_rounds(telegram_bot, emulator,
+                                                                                       invite, province):
+    """/thongke still shows a round closed minutes ago: /nhacnho names it as ended, instead of saying there is no
+    round open or ended in the last 30 days, and reminds nobody."""
+    from sqlalchemy import func, select
+
+    from bot.services.rounds import close_round
+    from bot.storage.models import OutboxMessage
+    from bot.timeutil import utcnow
+
+    secretary = link(emulator, invite, "DV001", 9904)
+    with province.session() as s:
+        close_round(s, 1, utcnow())
+    secretary.send_text("/nhacnho")
+    text = secretary.wait_for()["text"]
+    assert "30 ngày" not in text
+    assert "chỉ gửi cho đợt học tập đang mở" in text and "64-KH/TU đã kết thúc lúc" in text
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(OutboxMessage)) == 0
+
+
 def _other_district_round(province) -> int:
     """Round 2: the other document, for HQ only (not the DP secretary's or cadre's district)."""
     from datetime import timedelta

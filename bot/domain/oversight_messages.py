@@ -86,6 +86,15 @@ def no_rounds(unit: Unit) -> Reply:
     return Reply(f"{unit.name} hiện không có đợt học tập nào đang mở hoặc vừa kết thúc trong 30 ngày qua.")
 
 
+def nothing_to_remind(unit: Unit, ended: Round | None, tz: ZoneInfo) -> Reply:
+    """``/nhacnho`` with no round open: ``no_rounds`` would deny the round that just ended, which /thongke still
+    shows; ``ended``: the round of the unit that ended last, if one did lately."""
+    text = f"{unit.name} hiện không có đợt học tập nào đang mở: nhắc nhở chỉ gửi cho đợt học tập đang mở."
+    if ended is not None:
+        text += f" Đợt {ended.document.code} đã kết thúc lúc {local(ended.closed_at or ended.closes_at, tz)}."
+    return Reply(text)
+
+
 
 IN_PROGRESS = "đang làm dở"  # a quiz begun, while the round runs
 LEFT_UNFINISHED = "bỏ dở, chưa nộp bài"  # the same once the round is over: nobody should wait for it

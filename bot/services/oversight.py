@@ -103,9 +103,10 @@ def remind(s: Session, member: Member, now: datetime, tz: ZoneInfo, quiet: Quiet
     day = not_before.astimezone(tz).date().isoformat()  # the day it reaches the member
     for unit in answerable_units(s, member):
         require_remind(s, member, unit.id)
-        rounds = [r for r in stats.rounds_for_unit(s, unit.id, now) if round_status(r, now) == "open"]
+        recent = stats.rounds_for_unit(s, unit.id, now)  # open ones first, then the latest ended
+        rounds = [r for r in recent if round_status(r, now) == "open"]
         if not rounds:
-            replies.append(om.no_rounds(unit))
+            replies.append(om.nothing_to_remind(unit, recent[0] if recent else None, tz))
         for rnd in rounds:
             _total, rows = stats.not_finished_members(s, rnd.id, unit.id, 0, None)
             ids = [r.member.id for r in rows]
