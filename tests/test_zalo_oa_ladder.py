@@ -318,6 +318,27 @@ def test_an_interaction_we_did_not_see_is_found_by_the_quota_pre_flight_and_the_
     assert "Nhắc nhở" in member.messages[-1]["text"]
 
 
+@pytest.mark.parametrize("stored", ["now", "by-an-earlier-version"])
+def test_a_member_who_followed_before_the_bot_came_and_just_typed_is_asked_about_before_paying(
+        day, oa_emulator, oa_invite, province, stored):
+    """No follow event ever reached us (they followed the OA before rollout): they are not taken for someone who
+    unfollowed, and the quota pre-flight finds the call Zalo saw today, so the reminder goes free. Earlier
+    versions stored such a member as not following: that alone does not skip the pre-flight either."""
+    from bot.services.linking import format_code
+
+    member = oa_emulator.user("oa-7", "0387382584", following=True)
+    say(member, format_code(oa_invite("DV007")), "Liên kết thành công")
+    with province.session() as s:
+        contact = s.get(ZaloOaContact, "oa-7")
+        assert contact.following and contact.unfollowed_at is None
+        contact.following = stored == "now"
+        contact.last_interaction_at -= timedelta(days=10)  # our record: 10 days; Zalo saw a call today
+    day.enqueue("remind", ["DV007"])
+    day.send()
+    assert day.rungs() == {"DV007": ("free", 0)} and oa_emulator.spent == 0 and oa_emulator.zns == []
+    assert "Nhắc nhở" in member.messages[-1]["text"]
+
+
 def test_when_zalo_says_the_window_is_closed_the_message_climbs_to_the_next_rung(day, oa_emulator, oa_invite):
     member = oa_link(oa_emulator, oa_invite, "DV004", "oa-4", phone="84370089645")
     oa_emulator.age(member, 240 * 3600)  # Zalo: 10 days without interaction; our record: just now

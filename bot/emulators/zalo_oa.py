@@ -530,10 +530,12 @@ class ZaloOAEmulator:
             self._state.webhook_url = url
             self._state.cond.notify_all()
 
-    def user(self, user_id: str, phone: str | None = None) -> OAUser:
+    def user(self, user_id: str, phone: str | None = None, *, following: bool = False) -> OAUser:
+        """``following``: the user followed the OA before the bot's webhook was set (no follow event ever reaches
+        the bot)."""
         with self._state.cond:
             if user_id not in self._users:
-                self._state.chats[user_id] = _Chat(user_id, phone)
+                self._state.chats[user_id] = _Chat(user_id, phone, following)
                 self._users[user_id] = OAUser(self._state, user_id)
             elif phone:
                 self._state.chats[user_id].phone = phone

@@ -50,8 +50,9 @@ def record_interaction(db: Database, user_id: str, now: datetime, following: boo
     """A text, a tap or a follow at ``now`` (the event's own time) renews the windows; ``following``
     False records an unfollow (no renewal). Events come out of order: nothing moves back in time, and of a
     follow and an unfollow the later in time holds, whichever is delivered last (a late retry changes
-    nothing). Returns whether the member follows the OA now, as far as we know (True for someone never seen
-    to unfollow)."""
+    nothing). A text or a tap from someone never seen to unfollow counts as following: members who followed
+    before the bot came send no follow event. Returns whether the member follows the OA now, as far as we know
+    (True for someone never seen to unfollow)."""
     table = ZaloOaContact.__table__
 
     def latest(column):  # ``now`` typed as the column, stored as naive UTC on PostgreSQL
@@ -65,13 +66,15 @@ def record_interaction(db: Database, user_id: str, now: datetime, following: boo
         values["following"] = case((stale, table.c.following), else_=true())
         values["unfollowed_at"] = case((stale, table.c.unfollowed_at), else_=null())
         values["followed_at"] = latest(table.c.followed_at)
+    elif following is None:  # no unfollow seen: they can write to us (rows stored False before this was so)
+        values["following"] = case((table.c.unfollowed_at.is_(None), true()), else_=table.c.following)
     elif following is False:
         stale = and_(table.c.followed_at.is_not(None), table.c.followed_at > now)
         values["following"] = case((stale, table.c.following), else_=false())
         values["unfollowed_at"] = case((stale, table.c.unfollowed_at), else_=latest(table.c.unfollowed_at))
     with db.session() as s:
         insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
-        first = {"updated_at": now, "following": bool(following),
+        first = {"updated_at": now, "following": following is not False,
                  "unfollowed_at": now if following is False else None,
                  "followed_at": now if following is True else None}
         if following is not False:
@@ -80,6 +83,12 @@ def record_interaction(db: Database, user_id: str, now: datetime, following: boo
                         .on_conflict_do_update(index_elements=["user_id"], set_=values)
                         .returning(table.c.following, table.c.unfollowed_at)).first()
         return bool(row.following) or row.unfollowed_at is None
+
+
+def unfollowed(contact: ZaloOaContact | None) -> bool:
+    """The member unfollowed the OA and has not followed since: the OA sends them nothing. Not so for one never
+    seen to follow (they followed before the bot came, and just typed)."""
+    return contact is not None and contact.unfollowed_at is not None and not contact.following
 
 
 def zns_allowed(phone: str | None, purpose: str | None, closes_at: datetime | None, prices: Prices,
@@ -96,7 +105,7 @@ def zns_allowed(phone: str | None, purpose: str | None, closes_at: datetime | No
 def rung_for(contact: ZaloOaContact | None, phone: str | None, purpose: str | None, prices: Prices,
              now: datetime, closes_at: datetime | None = None) -> str:
     """The cheapest rung that can reach this member now (before budget and hours)."""
-    if contact is not None and contact.unfollowed_at is not None and not contact.following:
+    if unfollowed(contact):
         return "call_list"  # an unfollowed member gets nothing from the OA
     age = now - contact.last_interaction_at if contact is not None and contact.last_interaction_at else None
     if age is not None and age <= FREE_WINDOW:

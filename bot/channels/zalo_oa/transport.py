@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from bot.channels.zalo_oa.client import OUT_OF_WINDOW, OAClient
 from bot.channels.zalo_oa.ladder import (CALL_LIST, RUNGS, ZNS_HOURS, OABudget, cost_of, record_interaction,
-                                         rung_for, zns_allowed)
+                                         rung_for, unfollowed, zns_allowed)
 from bot.channels.zalo_oa.rendering import reply_messages, zns_content
 from bot.channels.zalo_oa.tokens import AuthorisationLost, OAError
 from bot.domain.messages import local
@@ -128,7 +128,7 @@ class OATransport:
         rung = rung_for(target.contact, target.phone, target.purpose, self.prices, now, target.closes_at)
         ahead = 0  # parts of ``messages`` an earlier rung of this try delivered before Zalo refused the rest
         try:
-            if rung != "free" and target.contact is not None and target.contact.following is not False:
+            if rung != "free" and target.contact is not None and not unfollowed(target.contact):
                 rung = await self._preflight(external_id, target, now) or rung
             for candidate in RUNGS[RUNGS.index(rung):]:
                 if candidate == "call_list":
@@ -178,8 +178,7 @@ class OATransport:
                 raise after_parts(SendError("transient", f"zalo_oa: {exc}"), done) from None
             raise after_parts(SendError("permanent", exc.description), done) from None
         await asyncio.to_thread(self._record, outbox_id, external_id, "call_list", now)
-        unfollowed = target.contact is not None and target.contact.unfollowed_at and not target.contact.following
-        raise SendError("permanent", CALL_LIST + (" (đã bỏ theo dõi OA)" if unfollowed else ""))
+        raise SendError("permanent", CALL_LIST + (" (đã bỏ theo dõi OA)" if unfollowed(target.contact) else ""))
 
     async def _preflight(self, external_id: str, target: _Target, now: datetime) -> str | None:
         """Ask Zalo when the member last interacted (a call or a menu tap we got no event for may have
