@@ -9,7 +9,8 @@
   with the work).
 - Every webhook reads its body with ``read_body``/``parse_json`` (or ``read_json``): at most
   ``MAX_BODY`` bytes (413 beyond), JSON nested at most ``MAX_JSON_DEPTH`` deep (400), never a
-  traceback (a client gone mid-body is a 400 too); ``BadBody.response()`` is the answer to send.
+  traceback (a client gone mid-body is a 400 too); lone UTF-16 surrogates become U+FFFD (``bot/json_text.py``);
+  ``BadBody.response()`` is the answer to send.
 - ``GET /files/<token>/<name>``: short-lived files (report charts) that Zalo fetches by URL; the
   token is random (192 bits) and expires after ``ttl`` seconds.
 - ``GET /healthz``: 200 while the database answers, 503 when it does not, and 503 while the process is
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import mimetypes
 import re
@@ -41,6 +41,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, Route
 
+from bot import json_text
 from bot.channels.zalo.updates import unwrap_update
 from bot.db_probe import DatabaseProbe
 from bot.metrics import WebhookCounter
@@ -143,7 +144,7 @@ def parse_json(raw: bytes, max_depth: int = MAX_JSON_DEPTH):
     if json_depth(raw) > max_depth:
         raise BadBody(400, f"Bad request: JSON nested deeper than {max_depth} levels")
     try:
-        return json.loads(raw)
+        return json_text.loads(raw)  # a lone surrogate ("\ud800") becomes U+FFFD: storable, never a 500
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadBody(400, "Bad request: not JSON") from None
 

@@ -159,6 +159,29 @@ def test_the_telegram_webhook_refuses_what_telegram_would_not_send(province):
             assert emulator.calls("sendMessage")  # the real update was answered before the 200
 
 
+def test_a_telegram_text_with_a_broken_emoji_lone_surrogate_is_answered_never_a_500(province):
+    """JSON allows "\\ud800", which no encoder takes: read as U+FFFD, so Telegram is not made to deliver it again."""
+    import json
+
+    from bot.emulators.telegram import TelegramEmulator
+
+    port = free_port()
+    update = {"update_id": 2, "message": {"message_id": 1, "date": 0, "chat": {"id": 5, "type": "private"},
+                                          "from": {"id": 5, "is_bot": False, "first_name": "X"}, "text": "\ud800 /hoc"}}
+    with TelegramEmulator() as emulator:
+        with serving(webhook_settings(province, emulator, port), province):
+            emulator.reset_log()
+            deadline = time.monotonic() + 10
+            while True:  # 503 while the process is still starting
+                answer = httpx.post(f"http://127.0.0.1:{port}/telegram/webhook", content=json.dumps(update).encode(),
+                                    headers={"X-Telegram-Bot-Api-Secret-Token": SECRET,
+                                             "Content-Type": "application/json"}, timeout=10)
+                if answer.status_code != 503 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert answer.status_code == 200 and emulator.calls("sendMessage")
+
+
 def asgi_requests(app, *requests: tuple[str, str, dict]) -> list[httpx.Response]:
     """The app's answers to (method, path, httpx keyword arguments) requests, in order, in process (no server):
     what Starlette's TestClient did, without it."""

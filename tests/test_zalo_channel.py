@@ -270,6 +270,32 @@ def test_webhook_accepts_both_body_shapes_and_a_redelivery_once(province, zalo_e
         process.stop()
 
 
+@pytest.mark.parametrize("mode", ["webhook", "polling"])
+def test_a_message_with_a_broken_emoji_lone_surrogate_is_answered_never_a_500(province, zalo_emulator, zalo_invite,
+                                                                                mode, caplog):
+    """JSON allows "\\ud800", which no database or encoder takes: the webhook and the poller read it as U+FFFD, keep
+    the update (a restart would not lose it) and the member gets an answer."""
+    import httpx
+
+    process = ZaloProcess(province, zalo_emulator, mode=mode).start()
+    try:
+        user = zalo_link(zalo_emulator, zalo_invite, "DV008", "zl-sur")
+        before = len(user.messages)
+        if mode == "webhook":
+            update = zalo_emulator.make_text_update(user, "\ud800 hoc")
+            raw = json.dumps({"ok": True, "result": update}).encode()  # ASCII: the surrogate as its JSON escape
+            assert b"\\ud800 hoc" in raw
+            answer = httpx.post(f"{process.public_url}/zalo/webhook", content=raw, timeout=10,
+                                headers={"X-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"})
+            assert answer.status_code == 200, answer.text
+        else:
+            user.send_text("\ud800 hoc")
+        user.wait_for(lambda u: len(u.messages) > before, timeout=10)
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    finally:
+        process.stop()
+
+
 def test_webhook_answers_400_or_413_to_deep_oversized_and_malformed_bodies_never_a_traceback(
         province, zalo_emulator, zalo_invite, caplog):
     import httpx

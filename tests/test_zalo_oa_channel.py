@@ -4,6 +4,7 @@ ChatService and outbox against the OA emulator over HTTP, on SQLite and PostgreS
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import httpx
@@ -363,6 +364,22 @@ def test_webhook_refuses_forged_stale_oversized_and_malformed_requests(oa_bot, o
     assert oa_emulator.deliver_raw(big, headers).status == 413
     time.sleep(0.2)
     assert count(province, ProcessedUpdate) == 0
+
+
+def test_a_text_with_a_broken_emoji_lone_surrogate_is_answered_never_a_500_zalo_would_retry(
+        oa_bot, oa_emulator, oa_invite, caplog):
+    from bot.emulators.zalo_oa import mac
+
+    user = oa_link(oa_emulator, oa_invite, "DV008", "oa-sur")
+    before = len(user.messages)
+    event = event_for(oa_emulator, "oa-sur", "\ud800 hoc")
+    raw = json.dumps(event).encode()  # ASCII: the surrogate as its JSON escape
+    assert b"\\ud800 hoc" in raw
+    headers = {"Content-Type": "application/json",
+               "X-ZEvent-Signature": "mac=" + mac(oa_emulator.app_id, raw, event["timestamp"], oa_emulator.oa_secret)}
+    assert oa_emulator.deliver_raw(raw, headers).status == 200
+    user.wait_for(lambda u: len(u.messages) > before, timeout=10)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 def test_webhook_accepts_the_timestamp_from_the_header_too(province):

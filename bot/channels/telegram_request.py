@@ -23,6 +23,8 @@ from telegram._utils.types import ODVInput
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
+from bot import json_text
+
 log = logging.getLogger(__name__)
 
 _TOKEN_IN_URL = re.compile(r"/bot[^/\s]+")  # the Bot API's URLs: <base>/bot<token>/<method>
@@ -111,7 +113,7 @@ class KeptUpdatesRequest(AiohttpRequest):
         if status != 200 or not url.endswith("/getUpdates"):
             return status, body
         try:
-            updates = json.loads(body).get("result") or []
+            updates = json_text.loads(body).get("result") or []  # keepable: lone surrogates replaced
         except (ValueError, AttributeError):
             return status, body  # PTB says what is wrong with it
         if not isinstance(updates, list):

@@ -557,7 +557,10 @@ class ZaloEmulatorServer(BackgroundServer):
             token = request.path_params["token"]
             status, payload = await run_in_threadpool(
                 self.states.get(token, self.state).handle, token, request.path_params["method"], raw)
-            return JSONResponse(payload, status_code=status)
+            try:
+                return JSONResponse(payload, status_code=status)
+            except UnicodeEncodeError:  # a lone surrogate a user typed: written as JSON's "\ud800" escape
+                return Response(json.dumps(payload).encode(), status_code=status, media_type="application/json")
 
         return Starlette(routes=[Route("/bot{token}/{method}", api, methods=["GET", "POST"])])
 

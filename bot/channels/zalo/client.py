@@ -6,12 +6,13 @@ the poller, the outbox transport, the runtime) shares one client that keeps the 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 from typing import Any, Awaitable, Callable
 
 import aiohttp
+
+from bot import json_text
 
 log = logging.getLogger(__name__)
 DEFAULT_ZALO_API = "https://bot-api.zaloplatforms.com"
@@ -85,7 +86,7 @@ class ZaloClient:
         except aiohttp.ClientError as exc:  # some (a bad address) quote the URL, token and all
             raise ZaloError(None, f"{method}: {self._redact(str(exc)) or type(exc).__name__}") from None
         try:
-            body = json.loads(raw)
+            body = json_text.loads(raw)  # a lone surrogate in a member's text must not fail the update's keeping
         except ValueError:
             raise ZaloError(status, f"{method}: HTTP {status} without JSON") from None
         if isinstance(body, dict) and body.get("ok") is True:
