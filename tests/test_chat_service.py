@@ -40,6 +40,17 @@ def test_a_forged_action_on_someone_elses_attempt_records_nothing(service, provi
         assert s.scalar(select(func.count()).select_from(Answer)) == 0
 
 
+def test_a_forged_button_for_a_choice_the_current_question_does_not_have_says_which_it_has(service, province):
+    linked(service, province, "DV012", "1")
+    question = service.on_text("1", "/lambai", utcnow()).replies[0]
+    attempt = question.all_choices()[0].action.split(":")[1]
+    outcome = service.on_action("1", f"a:{attempt}:1:9", utcnow())
+    assert outcome.replies == []  # the pressed message stays as it is, still answerable
+    assert outcome.notice == "Câu này chỉ có các lựa chọn từ A đến D. Đồng chí vui lòng chọn lại."
+    with province.session() as s:
+        assert s.scalar(select(func.count()).select_from(Answer)) == 0
+
+
 def test_reading_a_round_outside_ones_audience_shows_nothing(service, province):
     from datetime import timedelta
 

@@ -120,6 +120,25 @@ def test_the_quiz_is_tapped_with_buttons_and_typed_answers_work_too(oa_bot, oa_e
         assert s.scalar(select(func.count()).select_from(Answer)) == 2
 
 
+def test_a_button_for_a_choice_the_question_does_not_have_says_which_choices_it_has(oa_bot, oa_emulator, oa_invite,
+                                                                                     province):
+    """A forged (or garbled) ``a:<attempt>:1:9`` on the current question: the same answer a typed "E" gets, not
+    "no longer current"; nothing is recorded, and the real buttons still work."""
+    from bot.storage.models import Answer
+
+    user = oa_link(oa_emulator, oa_invite, "DV004", "oa-4")
+    say(user, "làm bài", "Câu 1/10")
+    attempt = user.messages[-1]["buttons"][0]["payload"].split(":")[1]
+    before = len(user.messages)
+    user.tap({"title": "E", "type": "oa.query.hide", "payload": f"a:{attempt}:1:9"})
+    user.wait_for(lambda u: len(u.messages) > before)
+    assert user.messages[-1]["text"] == "Câu này chỉ có các lựa chọn từ A đến D. Đồng chí vui lòng chọn lại."
+    assert count(province, Answer) == 0
+    before = len(user.messages)
+    user.press("B")
+    user.wait_for(lambda u: any("Câu 2/10" in m["text"] for m in u.messages[before:]))
+
+
 @pytest.mark.parametrize("zalo_ahead", [0.0, -3.0, 3.0], ids=["same-clock", "zalo-3s-behind", "zalo-3s-ahead"])
 def test_an_answer_typed_twice_quickly_on_the_oa_counts_once_and_says_which_question_is_current(
         oa_bot, oa_emulator, oa_invite, province, zalo_ahead):

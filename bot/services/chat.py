@@ -719,6 +719,10 @@ class ChatService:
     def _answer(self, s: Session, member_id: int, attempt_id: int, position: int, shown: int, *,
                 now: datetime) -> Outcome:
         result = quiz.answer(s, member_id, attempt_id, position, shown, now)
+        if result.status == "stale" and result.quiz is not None and result.quiz.position == position:
+            # the question is current, the choice is not one of its own (a forged button): as a typed "E" is told
+            reply = msg.option_out_of_range(len(result.quiz.current.option_order))
+            return Outcome(notice=reply.text) if self.traits.has_buttons else Outcome([reply])
         if result.status in ("stale", "duplicate") and result.quiz and result.quiz.position is None \
                 and not self.traits.has_buttons:  # a letter for a handed-in quiz: meant for one started since?
             current = quiz.in_progress_attempt(s, member_id, now)
