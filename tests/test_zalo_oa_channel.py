@@ -401,6 +401,26 @@ def test_a_text_with_a_broken_emoji_lone_surrogate_is_answered_never_a_500_zalo_
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
+def test_events_from_user_ids_zalo_never_sends_are_ignored_nothing_stored_and_nobody_messaged(oa_bot, oa_emulator,
+                                                                                              province):
+    """Zalo's ids are short strings of digits: a list would become the user "['a']", a 500-character id overflow
+    String(64) on PostgreSQL. Signed all the same, such events are taken (200) and ignored."""
+    from bot.storage.models import InboxUpdate
+
+    odd = (["a"], "1" * 500, {"id": "1"}, True, "12 34", "١٢٣", "")
+    statuses = []
+    for n, user_id in enumerate(odd):
+        text = {**event_for(oa_emulator, "x", "/hoc"), "sender": {"id": user_id}}
+        text["message"] = {**text["message"], "msg_id": f"odd-text-{n}"}
+        follow = {"app_id": oa_emulator.app_id, "event_name": "follow", "oa_id": oa_emulator.oa_id,
+                  "follower": {"id": user_id}, "timestamp": str(int(time.time() * 1000) + n)}
+        statuses += [oa_emulator.deliver_raw(*oa_emulator.signed(event)).status for event in (text, follow)]
+    assert statuses == [200] * 2 * len(odd)
+    oa_bot.settle(2 * len(odd))
+    assert count(province, ZaloOaContact) == count(province, InboxUpdate) == count(province, ProcessedUpdate) == 0
+    assert oa_emulator.calls("cs") == []
+
+
 def test_webhook_accepts_the_timestamp_from_the_header_too(province):
     from bot.emulators.zalo_oa import ZaloOAEmulator
 

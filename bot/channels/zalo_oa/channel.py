@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
@@ -31,6 +32,7 @@ from bot.timeutil import utcnow
 log = logging.getLogger(__package__)
 NOT_TEXT_HINT = "Official Account chỉ đọc được tin nhắn chữ và các nút bấm."
 IGNORED = ("user_received_message", "user_seen_message", "oa_send_")
+USER_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")  # Zalo's ids are digits (the emulator's "oa-1"); they fit String(64)
 
 
 class OAChannel:
@@ -70,8 +72,13 @@ class OAChannel:
 
     @staticmethod
     def user_of(event: dict[str, Any]) -> str:
+        """The user's id, or "" (the event is then ignored, answered 200, nothing stored) when it is not a short
+        string of letters and digits as Zalo's are: a list or a 500-character id must never become a user."""
         who = event.get("follower") if event.get("event_name") in ("follow", "unfollow") else event.get("sender")
-        return str((who or {}).get("id") or "") if isinstance(who, dict) else ""
+        found = who.get("id") if isinstance(who, dict) else None
+        if isinstance(found, int) and not isinstance(found, bool):
+            found = str(found)
+        return found if isinstance(found, str) and USER_ID.fullmatch(found) else ""
 
     def dispatch(self, event: dict[str, Any], *, taken_up: bool = False) -> asyncio.Task:
         """Returns at once (the webhook has acknowledged); one user's events run in order. ``taken_up``: an event
@@ -104,6 +111,8 @@ class OAChannel:
         user = self.user_of(event)
         message = event.get("message") if isinstance(event.get("message"), dict) else {}
         if not user or name.startswith(IGNORED) or (self.oa_id and user == self.oa_id):
+            if not user and not name.startswith(IGNORED):
+                log.info("Zalo OA: a %r event without a well-formed user id; ignored", name[:64])
             return
         key = self.key_of(event)
         now = self.clock()
