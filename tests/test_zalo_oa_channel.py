@@ -421,6 +421,16 @@ def test_events_from_user_ids_zalo_never_sends_are_ignored_nothing_stored_and_no
     assert oa_emulator.calls("cs") == []
 
 
+def test_a_signature_written_in_upper_case_hex_is_accepted(oa_bot, oa_emulator, province):
+    oa_emulator.user("oa-hex")
+    raw, headers = oa_emulator.signed(event_for(oa_emulator, "oa-hex", "xin chào"))
+    upper = dict(headers, **{"X-ZEvent-Signature": "mac=" + headers["X-ZEvent-Signature"][4:].upper()})
+    assert upper["X-ZEvent-Signature"] != headers["X-ZEvent-Signature"]
+    assert oa_emulator.deliver_raw(raw, upper).status == 200
+    oa_bot.settle(1)
+    assert [c["recipient"]["user_id"] for c in oa_emulator.calls("cs")] == ["oa-hex"]  # answered
+
+
 def test_webhook_accepts_the_timestamp_from_the_header_too(province):
     from bot.emulators.zalo_oa import ZaloOAEmulator
 

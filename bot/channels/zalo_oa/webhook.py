@@ -49,7 +49,7 @@ def verified_timestamp(app_id: str, secret: str, raw: bytes, body: dict, headers
     """The event time (epoch milliseconds, as signed: the body's or the header's) whose signature matches, or
     None."""
     given = headers.get(SIGNATURE_HEADER, "").strip()
-    given = given[4:] if given.lower().startswith("mac=") else given
+    given = (given[4:] if given.lower().startswith("mac=") else given).lower()  # hex: ABCDEF is abcdef
     candidates = [str(body.get("timestamp") or ""), headers.get(TIMESTAMP_HEADER, "")]
     found = None
     for ts in candidates:  # both compared every time: no early exit to time
