@@ -31,8 +31,8 @@ class ZaloProcess(ChannelProcess):
     """The Zalo side of the bot as one process runs it: start, stop (as a crash would), start again."""
 
     def __init__(self, db, emulator, *, mode: str = "polling", public: bool = False, quota=None,
-                 poll_interval: float = 0.0, bot_name: str | None = None, study_links=None):
-        self.db, self.emulator, self.mode, self.quota = db, emulator, mode, quota
+                 poll_interval: float = 0.0, bot_name: str | None = None, study_links=None, clock=utcnow):
+        self.db, self.emulator, self.mode, self.quota, self.clock = db, emulator, mode, quota, clock
         self.poll_interval, self.bot_name = poll_interval, bot_name
         self.study_links = study_links
         self.public_url = None
@@ -50,7 +50,7 @@ class ZaloProcess(ChannelProcess):
                               poll_interval=self.poll_interval, share_link="https://zalo.me/s/hoctap",
                               bot_name=self.bot_name)
         polls = len(self.emulator.calls("getUpdates"))
-        self.running = BackgroundZalo(ZaloRuntime(options, service, quota=self.quota)).start()
+        self.running = BackgroundZalo(ZaloRuntime(options, service, quota=self.quota, clock=self.clock)).start()
         deadline = time.monotonic() + 5
         while self.mode == "polling" and len(self.emulator.calls("getUpdates")) == polls:
             assert time.monotonic() < deadline, "the poller did not start"
@@ -379,6 +379,39 @@ def test_stickers_images_and_unknown_events_get_a_hint_and_never_stop_the_bot(za
     assert "Các lệnh đồng chí dùng được" in say(user, "trợ giúp", "Các lệnh")
 
 
+def test_a_linked_members_stray_messages_get_the_hint_three_times_a_quarter_hour_not_25_of_the_quota(
+        province, zalo_emulator, zalo_invite):
+    """25 stickers and "ok"s would cost 25 of the bot's 3,000 monthly messages: 3 hints, then nothing until the next
+    quarter hour; commands and answers are answered as ever."""
+    from datetime import datetime, timezone
+
+    from bot.channels.zalo.channel import STRAY_PERIOD
+
+    period = STRAY_PERIOD.total_seconds()
+    start = (utcnow().timestamp() // period + 1) * period + 60  # a minute into a quarter hour: the burst fits in it
+    shift = [datetime.fromtimestamp(start, timezone.utc) - utcnow()]
+    process = ZaloProcess(province, zalo_emulator, clock=lambda: utcnow() + shift[0]).start()
+    try:
+        user = zalo_link(zalo_emulator, zalo_invite, "DV009", "zl-stray")
+        done, before = process.channel.done, len(user.messages)
+        for i in range(25):
+            user.send_sticker() if i % 2 else user.send_text("ok")
+        process.settle(done + 25, timeout=20)
+        hints = new_texts(user, before)
+        assert len(hints) == 3 and all("/trogiup" in t for t in hints), hints
+        assert "Các lệnh đồng chí dùng được" in say(user, "trợ giúp", "Các lệnh")
+        assert "Câu 1/10" in say(user, "làm bài", "Câu 1/10")
+        assert "Câu 2/10" in say(user, "b", "Câu 2/10")
+        before = len(user.messages)
+        user.send_text("ok")
+        process.settle(done + 29)
+        assert len(user.messages) == before  # still this quarter hour
+        shift[0] += STRAY_PERIOD
+        assert "hãy chọn một đáp án" in say(user, "ok")
+    finally:
+        process.stop()
+
+
 def test_group_answers_a_mention_or_a_reply_to_the_bot_and_never_with_results(zalo_bot, zalo_emulator, zalo_invite,
                                                                                  province):
     member = zalo_link(zalo_emulator, zalo_invite, "DV010", "zl-11")
@@ -456,9 +489,11 @@ def test_mentions_are_recognised_in_any_case_with_or_without_diacritics():
 
 
 def test_typed_numbers_beyond_the_offer_or_in_other_scripts_are_text_not_ids(zalo_bot, zalo_emulator, zalo_invite,
-                                                                            caplog):
+                                                                            caplog, province):
     cadre = zalo_link(zalo_emulator, zalo_invite, "CB002", "zl-num")
     for typed in ("99999999999999999999", "2147483648", "٣", "s:1:9999999999999999999", "1 "):
+        with province.session() as s:  # a new quarter hour: the stray-message hint is answered again
+            s.execute(ProcessedUpdate.__table__.delete().where(ProcessedUpdate.update_key.like("stray:%")))
         assert "👉 Gõ 1: Đảng bộ bộ phận Tân Tiến" in say(cadre, "thống kê", "📊")
         reply = say(cadre, typed)
         assert ("Đảng bộ bộ phận Tân Tiến\n" in reply) is (typed == "1 "), (typed, reply)

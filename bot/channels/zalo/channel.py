@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Sequence
 
 from bot.channels.zalo.client import ZaloClient, ZaloError, backoff
@@ -30,6 +30,8 @@ log = logging.getLogger(__package__)  # "bot.channels.zalo", the one logger name
 EVENT_TEXT = "message.text.received"
 SEND_TRIES = 5
 NOT_TEXT_HINT = "Bot chỉ đọc được tin nhắn chữ."
+STRAY_HINTS = 3  # hints a linked member's stray messages ("ok", stickers) get per STRAY_PERIOD
+STRAY_PERIOD = timedelta(minutes=15)
 CHART_FAILED = ("📎 Chưa gửi được biểu đồ qua Zalo lúc này. Đồng chí nhận qua Telegram (gõ /baocao) hoặc đề nghị "
                 "quản trị viên xuất bằng lệnh «hoctap report».")
 
@@ -146,8 +148,23 @@ class ZaloChannel:
             return None
         if outcome.redelivered and not outcome.replies:
             return False
+        if outcome.keeps_offer and not await self._may_hint(chat_id, now):
+            log.info("Zalo: chat %s had its %d hints this quarter hour; a stray message left unanswered", chat_id,
+                     STRAY_HINTS)
+            return None
         await self.send_outcome(chat_id, outcome, user_id)
         return None
+
+    async def _may_hint(self, chat_id: str, now: datetime) -> bool:
+        """Every reply costs one of the bot's monthly messages: a linked member's stray messages (no command, answer
+        or choice) get the hint ``STRAY_HINTS`` times per quarter hour of the clock, then nothing until the next.
+        Counted in the database (``processed_updates``), so that every process serving the bot agrees."""
+        chat = hashlib.sha256(f"{self.share_link}:{chat_id}".encode()).hexdigest()[:24]  # each bot's own
+        slot = int(now.timestamp() // STRAY_PERIOD.total_seconds())
+        for n in range(STRAY_HINTS):
+            if await asyncio.to_thread(self.service.first_time, f"stray:{chat}:{slot}:{n}", now):
+                return True
+        return False
 
     async def _group(self, chat_id: str, sender: dict, message: dict, event: str, key: str, now: datetime) -> None:
         """In a group: never anyone's results; point to a private chat. Zalo gives the bot only the group
