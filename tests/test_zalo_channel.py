@@ -382,7 +382,7 @@ def test_stickers_images_and_unknown_events_get_a_hint_and_never_stop_the_bot(za
 def test_a_linked_members_stray_messages_get_the_hint_three_times_a_quarter_hour_not_25_of_the_quota(
         province, zalo_emulator, zalo_invite):
     """25 stickers and "ok"s would cost 25 of the bot's 3,000 monthly messages: 3 hints, then nothing until the next
-    quarter hour; commands and answers are answered as ever."""
+    quarter hour; commands and answers are answered as ever, and so is text during a quiz ("C ạ": not an answer)."""
     from datetime import datetime, timezone
 
     from bot.channels.zalo.channel import STRAY_PERIOD
@@ -402,10 +402,12 @@ def test_a_linked_members_stray_messages_get_the_hint_three_times_a_quarter_hour
         assert "Các lệnh đồng chí dùng được" in say(user, "trợ giúp", "Các lệnh")
         assert "Câu 1/10" in say(user, "làm bài", "Câu 1/10")
         assert "Câu 2/10" in say(user, "b", "Câu 2/10")
+        for _ in range(2):  # text during the quiz is always told it was not taken as an answer
+            assert "hãy chọn một đáp án" in say(user, "C ạ", "hãy chọn một đáp án")
         before = len(user.messages)
-        user.send_text("ok")
-        process.settle(done + 29)
-        assert len(user.messages) == before  # still this quarter hour
+        user.send_sticker()
+        process.settle(done + 31)
+        assert len(user.messages) == before  # a sticker is never an answer: still rationed this quarter hour
         shift[0] += STRAY_PERIOD
         assert "hãy chọn một đáp án" in say(user, "ok")
     finally:

@@ -59,6 +59,9 @@ class Outcome:
     question: tuple[int, int] | None = None  # (attempt id, position) of the quiz question shown, if any
     redelivered: bool = False  # the update was handled before: the channel must not act on it again
     keeps_offer: bool = False  # a hint to stray text ("ok"): what the member was offered before still holds
+    # that hint, to text given while no question is asked: a channel that pays per message may ration it (during a
+    # quiz, "B ạ" must always hear that it was not taken as an answer)
+    stray: bool = False
     # the result shown again for a tap on a quiz handed in moments ago: a second tap of the same impatient member,
     # whose first tap is sending the review's further parts, gets only the result's first part
     result_again: bool = False

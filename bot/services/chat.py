@@ -779,8 +779,8 @@ class ChatService:
                 return Outcome([Reply(outcome.notice)])
             return Outcome(outcome.replies)
         if token and current is None and not (state is not None and state.choices):  # a second "D" after the result
-            return Outcome([Reply(msg.no_quiz_under_way(self.traits.has_buttons))], keeps_offer=True)
-        return Outcome([msg.unknown_input(current is not None)], keeps_offer=True)
+            return Outcome([Reply(msg.no_quiz_under_way(self.traits.has_buttons))], keeps_offer=True, stray=True)
+        return Outcome([msg.unknown_input(current is not None)], keeps_offer=True, stray=current is None)
 
 
 OVERSIGHT = {

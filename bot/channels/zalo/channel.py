@@ -148,7 +148,10 @@ class ZaloChannel:
             return None
         if outcome.redelivered and not outcome.replies:
             return False
-        if outcome.keeps_offer and not await self._may_hint(chat_id, now):
+        # rationed: stray text outside a quiz, and stickers or images at any time (never an answer); text during a quiz
+        # is always told it was not taken as an answer
+        rationed = outcome.stray or (event != EVENT_TEXT and outcome.keeps_offer)
+        if rationed and not await self._may_hint(chat_id, now):
             log.info("Zalo: chat %s had its %d hints this quarter hour; a stray message left unanswered", chat_id,
                      STRAY_HINTS)
             return None
@@ -157,7 +160,8 @@ class ZaloChannel:
 
     async def _may_hint(self, chat_id: str, now: datetime) -> bool:
         """Every reply costs one of the bot's monthly messages: a linked member's stray messages (no command, answer
-        or choice) get the hint ``STRAY_HINTS`` times per quarter hour of the clock, then nothing until the next.
+        or choice; outside a quiz, or not text) get the hint ``STRAY_HINTS`` times per quarter hour of the clock,
+        then nothing until the next.
         Counted in the database (``processed_updates``), so that every process serving the bot agrees."""
         chat = hashlib.sha256(f"{self.share_link}:{chat_id}".encode()).hexdigest()[:24]  # each bot's own
         slot = int(now.timestamp() // STRAY_PERIOD.total_seconds())
