@@ -318,8 +318,9 @@ def test_an_idle_session_ends_after_eight_hours(chat, console_server):
 
 
 def test_a_session_in_use_is_not_ended_eight_hours_after_login(chat, console_server, province):
-    """The browser keeps the cookie 8 hours from the last use, not from the login: a page renews it (at most
-    every few minutes, so most pages write nothing), and the server counts from that use too."""
+    """The browser keeps the cookie 8 hours from the last use, not from the login: a page or a form renews it
+    (at most every few minutes, so most pages write nothing), and the server counts from that same use (a form
+    between renewals must not move the server's count past the cookie's)."""
     from bot.storage.models import ConsoleSession
 
     cadre = logged_in(chat, console_server, "CB002")
@@ -333,7 +334,9 @@ def test_a_session_in_use_is_not_ended_eight_hours_after_login(chat, console_ser
         console_server.clock = lambda: real() + timedelta(hours=7, minutes=1)
         again = cadre.get("/quantri/")  # a minute later: nothing to renew, nothing written
         assert again.status_code == 200 and "set-cookie" not in again.headers
-        with province.session() as s:
+        posted = cadre.post("/quantri/dot/1/giahan", data={"csrf": "sai", "closes": "31/12/2099"})
+        assert posted.status_code == 403 and "set-cookie" not in posted.headers
+        with province.session() as s:  # a form moves the server's count no more than its cookie's
             assert s.scalar(select(ConsoleSession.last_seen_at)) == seen
         console_server.clock = lambda: real() + timedelta(hours=14)
         assert cadre.get("/quantri/").status_code == 200  # 7 hours after the last use

@@ -41,6 +41,7 @@ COOKIE = "hoctap_quantri"
 # to sign a victim into the poster's session) comes without it, as the cookie is SameSite=Strict
 LOGIN_COOKIE = "hoctap_vao"
 LOGIN_NONCE = re.compile(r"[A-Za-z0-9_-]{32}")
+LOGIN_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,100}")  # a login link's token as we make them (URL-safe)
 STALE_LOGIN = ("Trang vào đã cũ hoặc không được mở từ đường dẫn vào; đồng chí mở lại đường dẫn rồi bấm nút (đường "
                "dẫn chưa dùng vẫn còn hiệu lực trong 5 phút; nếu đã quá, gõ /quantri trong chat để nhận đường dẫn mới).")
 ADMINS_ONLY = "Chỉ quản trị viên xem được trang này."
@@ -101,7 +102,8 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
 
     def signed_in(request: Request) -> bool:
         with db.read_session() as s:  # a look only: strangers' posts must not each take the write lock
-            return console_access.active_session(s, request.cookies.get(COOKIE), console.clock()) is not None
+            return console_access.active_session(s, request.cookies.get(COOKIE), console.clock(),
+                                                 touch=False) is not None
 
     def page(handler, *, admin_only: bool = False, upload: int = MAX_FORM):
         """``upload``: the largest body the page takes (a file); bodies beyond a form's are read only for a
@@ -116,7 +118,8 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
                     return console.render("login_needed.html", status=401)
                 session_row, member = found
                 stale = console_access.due_for_touch(session_row, now)
-                session_row.last_seen_at = now  # in the action's own transaction: costs no write of its own
+                if stale:  # in the action's own transaction; as often as a page's, so the cookie keeps pace
+                    session_row.last_seen_at = now
                 if admin_only and member.role != "admin":
                     return kept(refused(member, PermissionDenied(ADMINS_ONLY)), request, stale)
                 visit = Visit(s, member, session_row.csrf, now)
@@ -171,6 +174,12 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
             keep_cookie(response, request.cookies[COOKIE])
         return response
 
+    def login_path(request: Request) -> str:
+        """The login page's cookie is its link's own (another link's page keeps its value); a token we never
+        make (it could carry a cookie attribute) gets the folder's."""
+        token = request.path_params["token"]
+        return f"/quantri/vao/{token}" if LOGIN_TOKEN.fullmatch(token) else "/quantri/vao"
+
     def keep_cookie(response: Response, value: str) -> None:
         response.set_cookie(COOKIE, value, max_age=int(console_access.SESSION_IDLE.total_seconds()),
                             path="/quantri", httponly=True, samesite="lax", secure=console.secure_cookie)
@@ -182,13 +191,15 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
 
     async def login_form(request: Request) -> Response:
         """The login link's page: a button (a link preview must not spend the link) whose form carries the
-        value of a cookie this page sets (kept if already set: a second tab's page does not spoil the first)."""
+        value of a cookie this page sets, for this link alone (kept if the browser sends it back; the same link
+        tapped again in the chat is a visit from another site, which gets a fresh value: the newer page's button
+        works, the older one's asks to open the link again, which still works)."""
         nonce = request.cookies.get(LOGIN_COOKIE, "")
         if not LOGIN_NONCE.fullmatch(nonce):
             nonce = secrets.token_urlsafe(24)
         response = console.render("login.html", token=request.path_params["token"], csrf=nonce)
         response.set_cookie(LOGIN_COOKIE, nonce, max_age=int(console_access.LINK_TTL.total_seconds()) * 2,
-                            path="/quantri/vao", httponly=True, samesite="strict", secure=console.secure_cookie)
+                            path=login_path(request), httponly=True, samesite="strict", secure=console.secure_cookie)
         return response
 
     async def login(request: Request) -> Response:
@@ -216,7 +227,7 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
                 "Đường dẫn này đã được dùng hoặc đã hết hạn. Đồng chí gõ /quantri trong chat để nhận đường dẫn mới."))
         response = secured(RedirectResponse("/quantri/", status_code=303))
         keep_cookie(response, opened.token)
-        response.delete_cookie(LOGIN_COOKIE, path="/quantri/vao")
+        response.delete_cookie(LOGIN_COOKIE, path=login_path(request))
         return response
 
     async def logout(request: Request) -> Response:

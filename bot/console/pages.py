@@ -715,7 +715,7 @@ async def zalo_oa(console, request: Request, visit) -> Response:
     if console.oa is None:
         raise Refused(404, NO_OA)
     tokens, callback = console.oa
-    response = console.render("zalo_oa.html", **_context(visit, state=tokens.state(visit.s), callback=callback))
+    response = console.render("zalo_oa.html", **_context(visit, state=tokens.state(), callback=callback))
     # the button's form is answered with a redirect to Zalo's permission page: the one other place it may go
     zalo = urlsplit(tokens.oauth_url)
     response.headers["Content-Security-Policy"] = CSP.replace(
