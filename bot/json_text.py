@@ -18,7 +18,12 @@ _LONE = re.compile("[\ud800-\udfff]")  # after decoding, pairs are one character
 def loads(raw: bytes) -> Any:
     """``json.loads`` with lone surrogates replaced (the walk happens only when ``raw`` may hold one)."""
     value = json.loads(raw)
-    return without_lone_surrogates(value) if _MAYBE.search(raw) else value
+    return without_lone_surrogates(value) if may_hold_surrogates(raw) else value
+
+
+def may_hold_surrogates(raw: bytes) -> bool:
+    """Whether ``raw`` may decode to a lone surrogate (false positives: escaped pairs, which are harmless)."""
+    return _MAYBE.search(raw) is not None
 
 
 def without_lone_surrogates(value: Any) -> Any:

@@ -981,3 +981,13 @@ def test_a_kept_message_the_bot_cannot_read_does_not_stop_the_restart(province, 
             bot.stop()
     assert any(str(unreadable) in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_command_with_a_broken_emoji_lone_surrogate_is_answered_when_polling(telegram_bot, emulator, invite, caplog):
+    """JSON allows "\ud800", which no encoder takes: a reply quoting the member's text could not be sent (a
+    traceback, no answer); polled updates are read with it replaced by U+FFFD, as webhooks are."""
+    member = link(emulator, invite, "DV004", 9701)
+    caplog.clear()
+    member.send_text("/ngonngu x\ud800")
+    member.wait_for(lambda u: "Chưa có tài liệu nào được dịch sang 'x\ufffd'" in u.messages[-1]["text"], timeout=10)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -119,7 +119,9 @@ class KeptUpdatesRequest(AiohttpRequest):
         if not isinstance(updates, list):
             return status, body
         readable = [readable_or_bare(u) for u in updates]
-        if any(r is not u for r, u in zip(readable, updates)):
+        if any(r is not u for r, u in zip(readable, updates)) or json_text.may_hold_surrogates(body):
+            # python-telegram-bot gets what is kept: no unreadable update, no lone surrogate (a reply quoting one
+            # could not be sent)
             updates = readable
             body = json.dumps({"ok": True, "result": updates}, ensure_ascii=False).encode()
         batch = [(str(u["update_id"]), u) for u in updates if isinstance(u, dict) and "update_id" in u]

@@ -924,7 +924,10 @@ class EmulatorServer(BackgroundServer):
             status, body = await run_in_threadpool(
                 self.state.handle, request.path_params["token"], request.path_params["method"],
                 raw)
-            return JSONResponse(body, status_code=status)
+            try:
+                return JSONResponse(body, status_code=status)
+            except UnicodeEncodeError:  # a lone surrogate a user typed: written as JSON's "\ud800" escape
+                return Response(json.dumps(body).encode(), status_code=status, media_type="application/json")
 
         async def file(request: Request) -> Response:
             state, path = self.state, request.path_params["file_path"]
