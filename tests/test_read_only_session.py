@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+import sqlalchemy.exc
 from sqlalchemy import func, select
 
 from bot.storage.models import Unit
@@ -26,9 +28,14 @@ def test_an_answer_is_written_while_a_long_read_is_still_open(db):
     writer.join()
 
 
-def test_what_a_read_only_session_writes_is_not_kept(db):
+def test_a_write_slipped_into_a_read_only_session_fails_and_the_next_write_session_still_writes(db):
+    """A read session is read-only in the database itself: a write in it fails loudly (in tests, not rolled back
+    unseen), and the same pooled connection writes again in the next write session."""
+    with pytest.raises(sqlalchemy.exc.DBAPIError):
+        with db.read_session() as s:
+            s.add(Unit(code="X", name="Chi bộ không lưu"))
+            s.flush()
+    with db.session() as s:
+        s.add(Unit(code="Y", name="Chi bộ ghi được"))
     with db.read_session() as s:
-        s.add(Unit(code="X", name="Chi bộ không lưu"))
-        s.flush()
-    with db.read_session() as s:
-        assert s.scalar(select(Unit).where(Unit.code == "X")) is None
+        assert s.scalar(select(Unit.code).where(Unit.code.in_(["X", "Y"]))) == "Y"

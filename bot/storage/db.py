@@ -48,14 +48,28 @@ def make_engine(url: str) -> Engine:
             # wait for each other (busy_timeout) instead of one failing at once with "locked".
             # A read-only session begins DEFERRED: under WAL it reads a snapshot and never takes
             # the write lock, so a long roll-up does not stall every answer.
-            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
+            # A read-only session is read-only in SQLite itself (``query_only``): a write slipped into one fails
+            # in tests, where it would otherwise be rolled back unseen, or fail at once in production when another
+            # process had written since its snapshot. The pragma is the connection's: set only when it changes.
+            read_only = bool(conn.get_execution_options().get(READ_ONLY))
+            if conn.info.get(READ_ONLY, False) != read_only:
+                conn.exec_driver_sql(f"PRAGMA query_only={int(read_only)}")
+                conn.info[READ_ONLY] = read_only
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     # a server that stops answering (a partition, a hang) is noticed instead of waited on forever: connecting
     # gives up after 10 s, and an open connection's silence is detected within about a minute (TCP keepalives while
     # idle, tcp_user_timeout while a statement waits); a server alive but stuck is not (no statement_timeout:
     # reports may run long)
-    return create_engine(url, pool_pre_ping=True, connect_args=POSTGRES_CONNECT if url.startswith("postgres") else {})
+    engine = create_engine(url, pool_pre_ping=True,
+                           connect_args=POSTGRES_CONNECT if url.startswith("postgres") else {})
+    if engine.dialect.name == "postgresql":
+        @event.listens_for(engine, "begin")
+        def _postgres_begin(conn):  # pragma: no cover - trivial
+            if conn.get_execution_options().get(READ_ONLY):  # as on SQLite: a write in a read session fails
+                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+    return engine
 
 
 # failures a second try of the same work may not meet (the database unreachable, locked, busy or in a
@@ -154,7 +168,7 @@ class Database:
     @contextmanager
     def read_session(self) -> Iterator[Session]:
         """A session for reading only (figures, reports, pages): on SQLite a plain (deferred)
-        BEGIN, so it never holds the write lock; whatever it wrote would be rolled back."""
+        BEGIN, so it never holds the write lock; a write in it fails (read-only in the database too)."""
         with self._read_sessions() as s:
             try:
                 yield s
