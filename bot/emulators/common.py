@@ -4,11 +4,13 @@ emulator's own module."""
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, Protocol, Self, TypeVar
 
 import uvicorn
@@ -22,10 +24,28 @@ def u16len(text: str) -> int:
 
 
 def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on now: for the webhook server an emulator calls."""
+    """A port on 127.0.0.1 that nothing listens on now: for the webhook server an emulator calls. Taken below the
+    kernel's range for outgoing connections where possible: a port the kernel hands out (bind to 0) may be taken
+    by any client's connection (a database's, an HTTP client's) before the server binds it."""
+    low = _ephemeral_low()
+    for _ in range(50):
+        port = random.randrange(10_000, low) if low > 11_000 else 0
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def wait_until(cond: threading.Condition, done: Callable[[], bool], timeout: float,
