@@ -623,24 +623,32 @@ def test_a_redelivered_button_press_records_nothing_twice_sends_nothing_new_and_
     user.wait_for(lambda u: "Câu 3/10" in u.messages[-1]["text"])
 
 
-def test_a_press_recorded_by_a_process_that_died_before_replying_shows_the_next_question_when_redelivered(
-        telegram_bot, emulator, invite, province):
-    """kill -9 between the commit and the edit: Telegram hands the press out again, and the member sees the next
-    question in place of the one they answered, with the answer recorded once."""
+def pressed_a_and_died(telegram_bot, emulator, invite, province, member_code: str, user_id: int):
+    """The member starts the quiz and presses A while the bot is down; a process that died recorded the press and
+    never replied (its service called here). Returns the member, the press's callback query id and what the dead
+    process recorded."""
     from bot.channels.telegram import TRAITS
     from bot.services.chat import ChatService
     from bot.timeutil import utcnow
 
-    user = link(emulator, invite, "DV024", 9802)
+    user = link(emulator, invite, member_code, user_id)
     user.send_text("/lambai")
     q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
     telegram_bot.stop()
     query_id = user.press("A", message_id=q["message_id"])
     data = next(b["callback_data"] for row in q["reply_markup"]["inline_keyboard"] for b in row
                 if b["text"].startswith("A"))
-    update_id = int(query_id) - 4_000_000_000_000_000
-    service = ChatService(province, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"))  # the process that died: it recorded
-    assert "Câu 2/10" in service.on_action(str(user.id), data, utcnow(), str(update_id)).replies[-1].text
+    service = ChatService(province, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"))
+    recorded = service.on_action(str(user.id), data, utcnow(), str(int(query_id) - 4_000_000_000_000_000))
+    return user, query_id, recorded
+
+
+def test_a_press_recorded_by_a_process_that_died_before_replying_shows_the_next_question_when_redelivered(
+        telegram_bot, emulator, invite, province):
+    """kill -9 between the commit and the edit: Telegram hands the press out again, and the member sees the next
+    question in place of the one they answered, with the answer recorded once."""
+    user, _query_id, recorded = pressed_a_and_died(telegram_bot, emulator, invite, province, "DV024", 9802)
+    assert "Câu 2/10" in recorded.replies[-1].text
     assert "Câu 1/10" in user.messages[-1]["text"]  # ... and never replied
     telegram_bot.start()
     user.wait_for(lambda u: "Câu 2/10" in u.messages[-1]["text"], timeout=10)
@@ -653,19 +661,7 @@ def test_a_redelivered_press_whose_answer_was_lost_stops_the_button_spinning(tel
                                                                            province, caplog):
     """kill -9 between the commit and the answer: the redelivered press answers the callback query too, so the
     member's button does not spin on, and the answer is recorded once."""
-    from bot.channels.telegram import TRAITS
-    from bot.services.chat import ChatService
-    from bot.timeutil import utcnow
-
-    user = link(emulator, invite, "DV024", 9811)
-    user.send_text("/lambai")
-    q = user.wait_for(lambda u: "Câu 1/10" in (u.last() or {}).get("text", ""))
-    telegram_bot.stop()
-    query_id = user.press("A", message_id=q["message_id"])
-    data = next(b["callback_data"] for row in q["reply_markup"]["inline_keyboard"] for b in row
-                if b["text"].startswith("A"))
-    service = ChatService(province, TRAITS, ZoneInfo("Asia/Ho_Chi_Minh"))  # the process that died: it recorded
-    service.on_action(str(user.id), data, utcnow(), str(int(query_id) - 4_000_000_000_000_000))
+    user, query_id, _recorded = pressed_a_and_died(telegram_bot, emulator, invite, province, "DV024", 9811)
     caplog.clear()
     telegram_bot.start()
     user.wait_for(lambda u: "Câu 2/10" in u.messages[-1]["text"] and len(u.callback_answers) == 1, timeout=10)

@@ -32,7 +32,7 @@ from bot.outbox.queue import QuietHours
 from bot.routing import allowed_methods, slash_redirect, without_slash_redirects
 from bot.services import console_access
 from bot.storage.db import Database
-from bot.storage.models import Member
+from bot.storage.models import ConsoleSession, Member
 from bot.timeutil import fmt_datetime, utcnow
 
 HERE = Path(__file__).parent
@@ -105,6 +105,14 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
             return console_access.active_session(s, request.cookies.get(COOKIE), console.clock(),
                                                  touch=False) is not None
 
+    def signed(s: Session, request: Request, now: datetime) -> tuple[ConsoleSession, Member, bool] | None:
+        """The request's live session and member, and whether the session is due to be marked used (and its
+        cookie renewed); None when nobody is signed in."""
+        found = console_access.active_session(s, request.cookies.get(COOKIE), now, touch=False)
+        if found is None:
+            return None
+        return found[0], found[1], console_access.due_for_touch(found[0], now)
+
     def page(handler, *, admin_only: bool = False, upload: int = MAX_FORM):
         """``upload``: the largest body the page takes (a file); bodies beyond a form's are read only for a
         signed-in session."""
@@ -113,11 +121,9 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
                 return await read(request)
             with db.session() as s:
                 now = console.clock()
-                found = console_access.active_session(s, request.cookies.get(COOKIE), now, touch=False)
-                if found is None:
+                if (found := signed(s, request, now)) is None:
                     return console.render("login_needed.html", status=401)
-                session_row, member = found
-                stale = console_access.due_for_touch(session_row, now)
+                session_row, member, stale = found
                 if stale:  # in the action's own transaction; as often as a page's, so the cookie keeps pace
                     session_row.last_seen_at = now
                 if admin_only and member.role != "admin":
@@ -140,12 +146,10 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
             audit: list[tuple[str, str]] = []
             with db.read_session() as s:
                 now = console.clock()
-                found = console_access.active_session(s, request.cookies.get(COOKIE), now, touch=False)
-                if found is None:
+                if (found := signed(s, request, now)) is None:
                     return console.render("login_needed.html", status=401)
-                session_row, member = found
+                session_row, member, stale = found
                 session_id, member_id = session_row.id, member.id
-                stale = console_access.due_for_touch(session_row, now)
                 if admin_only and member.role != "admin":
                     response = refused(member, PermissionDenied(ADMINS_ONLY))
                 else:
