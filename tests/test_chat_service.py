@@ -360,6 +360,25 @@ def test_a_used_or_foreign_code_counts_as_a_try_and_does_not_start_the_count_afr
     assert zalo.on_text("guesser", used, utcnow()).replies == []  # then nothing: no reply spends a message
 
 
+def test_on_telegram_every_try_while_paused_is_told_when_to_retry_and_a_linked_member_stays_told_linked(
+        service, province):
+    """Telegram replies cost nothing: during the pause after wrong codes, the right code too is told when to try
+    again (silence reads as a dead bot); a linked member whose /start carries a code that links nobody is told
+    the account is still linked, not offered to share a phone as a stranger would be."""
+    from bot.services.linking import format_code
+
+    with province.session() as s:
+        member = s.scalar(select(Member).where(Member.code == "DV008"))
+        good = format_code(create_invites(s, [member], utcnow(), channel="telegram")[member.id])
+    for wrong in ("AAAA-AAAA", "BBBB-BBBB", "CCCC-CCCC", "DDDD-DDDD", "EEEE-EEEE", "FFFF-FFFF"):
+        service.on_text("guesser", f"/start {wrong}", utcnow())
+    for _ in range(2):
+        assert "thử lại sau" in service.on_text("guesser", f"/start {good}", utcnow()).replies[0].text
+    assert "Liên kết thành công" in service.on_text("owner", f"/start {good}", utcnow()).replies[0].text
+    again = service.on_text("owner", "/start ZZZZ-ZZZZ", utcnow()).replies[0]
+    assert "Tài khoản đã được liên kết từ trước" in again.text and not again.ask_contact
+
+
 @pytest.mark.parametrize("said", ["Mã của tôi là {code}", "Đồng chí Lê Văn A: mở bot học tập trên Zalo và gõ mã {code}",
                                   unicodedata.normalize("NFD", "Mã của tôi là {code}")])  # as "Unicode tổ hợp" types it
 def test_on_zalo_a_code_quoted_in_a_sentence_or_the_invitations_own_message_links(zalo, province, said):

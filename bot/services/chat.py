@@ -295,10 +295,10 @@ class ChatService:
             return self._action(s, external_id, member_id, typed, now)
         member = s.get(Member, member_id)
         if command == "start":
-            if arg:
-                reply = self._link_code(s, external_id, arg, now)
-                return Outcome([reply] if reply is not None else [])
-            return Outcome([msg.link_outcome("already", member)])
+            reply = self._link_code(s, external_id, arg, now) if arg else None
+            if reply is None or reply.ask_contact:  # no code, or one that links nobody: this chat stays linked
+                reply = msg.link_outcome("already", member)
+            return Outcome([reply])
         if command == "help":
             return Outcome([msg.help_text(member, self.traits.has_buttons)])
         if command == "hoc":
@@ -503,8 +503,9 @@ class ChatService:
         return state
 
     def _pause_notice(self, state: ChatState) -> Reply | None:
-        """While paused, the chat is told once more when it may try again, then nothing."""
-        if state.wrong_codes is not None:
+        """While paused, the chat is told once more when it may try again, then nothing where every message costs
+        (Zalo); where replies are free (Telegram) every try is told, or the member would think the bot dead."""
+        if state.wrong_codes is not None and not self.traits.has_buttons:
             return None
         state.wrong_codes = 0  # told
         return msg.codes_paused(state.codes_paused_until, self.tz)
