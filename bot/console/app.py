@@ -102,13 +102,12 @@ def create_console(db: Database, tz: ZoneInfo, *, quiet: QuietHours | None = Non
 
     def signed_in(request: Request) -> bool:
         with db.read_session() as s:  # a look only: strangers' posts must not each take the write lock
-            return console_access.active_session(s, request.cookies.get(COOKIE), console.clock(),
-                                                 touch=False) is not None
+            return console_access.active_session(s, request.cookies.get(COOKIE), console.clock()) is not None
 
     def signed(s: Session, request: Request, now: datetime) -> tuple[ConsoleSession, Member, bool] | None:
         """The request's live session and member, and whether the session is due to be marked used (and its
         cookie renewed); None when nobody is signed in."""
-        found = console_access.active_session(s, request.cookies.get(COOKIE), now, touch=False)
+        found = console_access.active_session(s, request.cookies.get(COOKIE), now)
         if found is None:
             return None
         return found[0], found[1], console_access.due_for_touch(found[0], now)

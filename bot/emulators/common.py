@@ -4,6 +4,7 @@ emulator's own module."""
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 import threading
@@ -15,12 +16,22 @@ from typing import Any, Generic, Protocol, Self, TypeVar
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.responses import JSONResponse, Response
 
 
 def u16len(text: str) -> int:
     """Length in UTF-16 code units: how Telegram counts characters and offsets, and the
     stricter reading of Zalo's limits (never below Python ``len``)."""
     return len(text.encode("utf-16-le")) // 2
+
+
+def api_response(payload: Any, status: int) -> Response:
+    """An API answer as JSON; a lone surrogate a user typed (which UTF-8 cannot carry) goes as JSON's "\\ud800"
+    escape, as the real servers send it."""
+    try:
+        return JSONResponse(payload, status_code=status)
+    except UnicodeEncodeError:
+        return Response(json.dumps(payload).encode(), status_code=status, media_type="application/json")
 
 
 def free_port() -> int:

@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bot.emulators.common import BackgroundServer, ChatDriver, Fault, take_fault, u16len
+from bot.emulators.common import BackgroundServer, ChatDriver, Fault, api_response, take_fault, u16len
 from bot.emulators.telegram_delivery import WebhookDelivery
 
 log = logging.getLogger(__name__)
@@ -924,10 +924,7 @@ class EmulatorServer(BackgroundServer):
             status, body = await run_in_threadpool(
                 self.state.handle, request.path_params["token"], request.path_params["method"],
                 raw)
-            try:
-                return JSONResponse(body, status_code=status)
-            except UnicodeEncodeError:  # a lone surrogate a user typed: written as JSON's "\ud800" escape
-                return Response(json.dumps(body).encode(), status_code=status, media_type="application/json")
+            return api_response(body, status)
 
         async def file(request: Request) -> Response:
             state, path = self.state, request.path_params["file_path"]

@@ -60,6 +60,7 @@ from bot.emulators.common import (
     BackgroundServer,
     ChatDriver,
     Fault,
+    api_response,
     take_fault,
     u16len,
     wait_until,
@@ -557,10 +558,7 @@ class ZaloEmulatorServer(BackgroundServer):
             token = request.path_params["token"]
             status, payload = await run_in_threadpool(
                 self.states.get(token, self.state).handle, token, request.path_params["method"], raw)
-            try:
-                return JSONResponse(payload, status_code=status)
-            except UnicodeEncodeError:  # a lone surrogate a user typed: written as JSON's "\ud800" escape
-                return Response(json.dumps(payload).encode(), status_code=status, media_type="application/json")
+            return api_response(payload, status)
 
         return Starlette(routes=[Route("/bot{token}/{method}", api, methods=["GET", "POST"])])
 

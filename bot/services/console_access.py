@@ -70,11 +70,9 @@ def redeem_login(s: Session, token: str, now: datetime, source: str = "", *,
     return OpenedSession(cookie, member)
 
 
-def active_session(s: Session, cookie: str | None, now: datetime, *,
-                   touch: bool = True) -> tuple[ConsoleSession, Member] | None:
-    """The live session of a cookie, touched (unless ``touch`` is False: a read-only look, ``touch_session``
-    later); None when unknown, ended, idle too long, or its member may no longer see units (deactivated,
-    demoted)."""
+def active_session(s: Session, cookie: str | None, now: datetime) -> tuple[ConsoleSession, Member] | None:
+    """The live session of a cookie (a look only: ``due_for_touch`` and ``touch_session`` mark it used); None
+    when unknown, ended, idle too long, or its member may no longer see units (deactivated, demoted)."""
     if not cookie:
         return None
     row = s.scalar(select(ConsoleSession).where(ConsoleSession.token_hash == _hash(cookie)))
@@ -83,8 +81,6 @@ def active_session(s: Session, cookie: str | None, now: datetime, *,
     member = s.get(Member, row.member_id)
     if not sees_units(member):
         return None
-    if touch:
-        row.last_seen_at = now
     return row, member
 
 
